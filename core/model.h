@@ -1,0 +1,80 @@
+// The Llama-family transformer on libtorch: embedding, RMSNorm, RoPE (with
+// linear / llama3 scaling), grouped-query attention over a KV cache, SwiGLU MLP
+// and lm_head. The model object holds only the configuration and RoPE tables;
+// weights are passed to every call, so one model serves the base weights and any
+// number of fused (pack-composed) weight sets side by side.
+#ifndef SKILLPACK_CORE_MODEL_H_
+#define SKILLPACK_CORE_MODEL_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/kv_cache.h"
+#include "core/model_config.h"
+#include "core/status.h"
+#include "core/weights.h"
+
+namespace skillpack {
+
+// New tokens of one sequence for a Step: appended after what `slot` already holds.
+struct SeqStep {
+  int32_t slot = -1;
+  std::vector<int32_t> tokens;
+};
+
+class Transformer {
+ public:
+  explicit Transformer(ModelConfig config);
+
+  const ModelConfig& config() const { return config_; }
+
+  // Runs each sequence's new tokens through the model, appending their keys and
+  // values to the sequence's cache slot (and advancing its length). Sequences may
+  // have different cached and new lengths. Returns float32 logits [B, vocab] for
+  // each sequence's last new token, or [B, T_max, vocab] (padded) when all_logits.
+  // INVALID_ARGUMENT when a token id is out of range or a slot would overflow.
+  StatusOr<at::Tensor> Step(const ModelWeights& w, KvCache& cache,
+                            const std::vector<SeqStep>& batch, bool all_logits = false) const;
+
+  // Cache-free forward over right-padded sequences: tokens int64 [B, T],
+  // attention_mask [B, T] (1 for real tokens, which come first). Differentiable
+  // in the weights. Returns logits [B, T, vocab].
+  at::Tensor Forward(const ModelWeights& w, const at::Tensor& tokens,
+                     const at::Tensor& attention_mask) const;
+
+  // Hidden states after `num_layers` decoder layers (0 = embeddings), [B, T, hidden]:
+  // the router's features.
+  at::Tensor HiddenStates(const ModelWeights& w, const at::Tensor& tokens,
+                          const at::Tensor& attention_mask, int64_t num_layers) const;
+
+ private:
+  // cos/sin [B, 1, T, head_dim] for integer positions [B, T].
+  std::pair<at::Tensor, at::Tensor> Rope(const at::Tensor& positions, at::ScalarType dtype) const;
+  at::Tensor RunLayers(const ModelWeights& w, const at::Tensor& tokens, const at::Tensor& attention_mask,
+                       int64_t num_layers) const;
+
+  ModelConfig config_;
+  at::Tensor inv_freq_;  // float32 [head_dim / 2], scaling applied
+};
+
+// A loaded model folder: config, tokenizer-independent weights and the transformer.
+struct LoadedModel {
+  std::string dir;
+  ModelConfig config;
+  std::shared_ptr<const ModelWeights> weights;
+  std::unique_ptr<Transformer> transformer;
+};
+
+// Loads config.json and the safetensors weights of a Hugging Face model folder.
+StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir,
+                                                 const at::TensorOptions& options);
+
+// RMSNorm as Hugging Face computes it (in float32, then cast back).
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_CORE_MODEL_H_
