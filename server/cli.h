@@ -12,6 +12,8 @@ namespace skillpack {
 int RunModelCommand(const std::vector<std::string>& args);
 // skillpack generate --model DIR --prompt TEXT [sampling flags]
 int RunGenerateCommand(const std::vector<std::string>& args);
+// skillpack pack create|inspect|verify|apply ...
+int RunPackCommand(const std::vector<std::string>& args);
 
 }  // namespace skillpack
 

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> rest(argv + 2, argv + argc);
   if (cmd == "model") return skillpack::RunModelCommand(rest);
   if (cmd == "generate") return skillpack::RunGenerateCommand(rest);
+  if (cmd == "pack") return skillpack::RunPackCommand(rest);
   std::fprintf(stderr, "skillpack: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -119,6 +119,7 @@ Status Generate(const Args& a) {
   (void)id;
   while (engine.HasWork()) engine.Step();
   std::printf("\n");
+  std::fflush(stdout);
   if (result.finish_reason == FinishReason::kError) return result.status;
   const double decode_s = result.total_seconds - result.time_to_first_token_s;
   const size_t n = result.tokens.size();
