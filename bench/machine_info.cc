@@ -1,0 +1,57 @@
+#include "bench/machine_info.h"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+namespace skillpack {
+
+Json MachineInfo() {
+  Json j;
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpu, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      j["cpu"] = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  j["logical_cores"] = std::thread::hardware_concurrency();
+  j["torch_threads"] = at::get_num_threads();
+  j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  struct utsname u;
+  if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;
+  j["gpu"] = "none";
+  return j;
+}
+
+std::string UtcTimestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+double MemcpyBandwidth(size_t bytes, int reps) {
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // A copy reads and writes `bytes` each.
+    best = std::max(best, 2.0 * bytes / s);
+    std::swap(a, b);
+  }
+  return best;
+}
+
+}  // namespace skillpack

@@ -1,0 +1,154 @@
+// Prefill and decode throughput of the CPU model at batch 1 and 8, for a tiny
+// model (~3M parameters) and TinyLlama-1.1B shapes (random weights). Decode at
+// batch 1 on the large shapes is memory-bound: its time per token is compared
+// with the bound = bytes of weights read per token / memcpy bandwidth measured
+// in the same run. Writes bench/results/model_<timestamp>.json.
+//
+// usage: model_bench [--shapes tiny,1.1b] [--prompt-len N] [--decode-steps N]
+//                    [--threads N] [--out DIR]
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_split.h"
+#include "bench/machine_info.h"
+#include "core/args.h"
+#include "core/file_util.h"
+#include "core/model.h"
+
+namespace skillpack {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+ModelConfig Shape(const std::string& name) {
+  Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
+  if (name == "tiny") {
+    j.update({{"vocab_size", 264}, {"hidden_size", 256}, {"intermediate_size", 704},
+              {"num_hidden_layers", 4}, {"num_attention_heads", 8}, {"num_key_value_heads", 4}});
+  } else {  // TinyLlama-1.1B
+    j.update({{"vocab_size", 32000}, {"hidden_size", 2048}, {"intermediate_size", 5632},
+              {"num_hidden_layers", 22}, {"num_attention_heads", 32}, {"num_key_value_heads", 4}});
+  }
+  return *ParseModelConfig(j, name);
+}
+
+std::shared_ptr<const ModelWeights> RandomWeights(const ModelConfig& c) {
+  at::manual_seed(0);
+  std::map<std::string, at::Tensor> t;
+  for (const TensorSpec& s : ExpectedTensors(c)) {
+    t[s.name] = s.name.find("norm") != std::string::npos ? at::ones(s.shape) : at::randn(s.shape) * 0.02;
+  }
+  return *ModelWeights::Create(c, std::move(t));
+}
+
+Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double bandwidth) {
+  ModelConfig c = Shape(name);
+  auto t0 = Clock::now();
+  auto w = RandomWeights(c);
+  std::fprintf(stderr, "[%s] %.2fM parameters, init %.1f s\n", name.c_str(), c.NumParameters() / 1e6, Seconds(t0));
+  Transformer m(c);
+  Json out;
+  out["parameters"] = c.NumParameters();
+  out["weight_bytes"] = w->TotalBytes();
+  // Bytes read per decoded token: every weight except the embedding table
+  // (only one row of it is gathered), counting a tied lm_head once.
+  int64_t read_bytes = w->TotalBytes();
+  if (!c.tie_word_embeddings) read_bytes -= w->embed_tokens().numel() * 4;
+  out["decode_bytes_per_step"] = read_bytes;
+  for (int64_t batch : {1, 8}) {
+    auto cache = *KvCache::Create(c, batch, prompt_len + steps + 1, at::kFloat);
+    std::vector<SeqStep> pre;
+    for (int64_t b = 0; b < batch; ++b) {
+      std::vector<int32_t> toks(prompt_len);
+      for (int64_t i = 0; i < prompt_len; ++i) toks[i] = static_cast<int32_t>((i * 31 + b * 7) % c.vocab_size);
+      pre.push_back({*cache->Acquire(), toks});
+    }
+    // Warm-up forward on one short sequence (allocator, BLAS threads).
+    {
+      auto warm = *KvCache::Create(c, 1, 8, at::kFloat);
+      (void)m.Step(*w, *warm, {{*warm->Acquire(), {1, 2, 3}}});
+    }
+    auto tp = Clock::now();
+    auto logits = m.Step(*w, *cache, pre);
+    double prefill_s = Seconds(tp);
+    if (!logits.ok()) {
+      std::fprintf(stderr, "prefill failed: %s\n", std::string(logits.status().message()).c_str());
+      std::exit(1);
+    }
+    std::vector<SeqStep> dec;
+    for (int64_t b = 0; b < batch; ++b) dec.push_back({pre[b].slot, {5}});
+    auto td = Clock::now();
+    for (int64_t s = 0; s < steps; ++s) {
+      for (auto& d : dec) d.tokens[0] = static_cast<int32_t>((s * 13 + d.slot) % c.vocab_size);
+      (void)*m.Step(*w, *cache, dec);
+    }
+    double decode_s = Seconds(td);
+    Json r;
+    r["batch"] = batch;
+    r["prompt_len"] = prompt_len;
+    r["prefill_seconds"] = prefill_s;
+    r["prefill_tokens_per_s"] = batch * prompt_len / prefill_s;
+    r["decode_steps"] = steps;
+    r["decode_seconds_per_step"] = decode_s / steps;
+    r["decode_tokens_per_s"] = batch * steps / decode_s;
+    if (batch == 1) {
+      double bound = read_bytes / bandwidth;
+      r["memory_bound_seconds_per_token"] = bound;
+      r["decode_vs_bound"] = (decode_s / steps) / bound;
+    }
+    std::fprintf(stderr, "[%s] batch %lld: prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n", name.c_str(),
+                 static_cast<long long>(batch), r["prefill_tokens_per_s"].get<double>(),
+                 r["decode_tokens_per_s"].get<double>(), 1e3 * decode_s / steps,
+                 batch == 1 ? absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound").c_str() : "");
+    out["runs"].push_back(r);
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 1, {});
+  if (!args.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  std::string shapes = args->StringOr("shapes", "tiny,1.1b");
+  int64_t prompt_len = *args->IntOr("prompt-len", 128);
+  int64_t steps = *args->IntOr("decode-steps", 32);
+  int64_t threads = *args->IntOr("threads", 0);
+  std::string out_dir = args->StringOr("out", "bench/results");
+  if (Status s = args->CheckAllUsed(); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  Json result;
+  result["benchmark"] = "model_bench";
+  result["timestamp"] = UtcTimestamp();
+  result["machine"] = MachineInfo();
+  double bw = MemcpyBandwidth(size_t{512} << 20, 5);
+  result["memcpy_bandwidth_bytes_per_s"] = bw;
+  std::fprintf(stderr, "memcpy bandwidth %.2f GB/s\n", bw / 1e9);
+  for (absl::string_view s : absl::StrSplit(shapes, ',')) {
+    result["shapes"][std::string(s)] = RunShape(std::string(s), prompt_len, steps, bw);
+  }
+  std::string path = JoinPath(out_dir, absl::StrCat("model_", result["timestamp"].get<std::string>(), ".json"));
+  if (Status s = MakeDirectories(out_dir); !s.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
+    std::fprintf(stderr, "cannot write %s\n", path.c_str());
+    return 1;
+  }
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace skillpack
+
+int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
