@@ -19,6 +19,15 @@
 
 namespace skillpack {
 
+// The inputs of one decoder layer's linear modules (what GPTQ calibrates on),
+// as Transformer::LayerForward reports them. All [B, T, features].
+struct LayerActivations {
+  at::Tensor attn_in;  // input_layernorm output: the input of q_proj, k_proj, v_proj
+  at::Tensor o_in;     // attention output before o_proj [B, T, heads * head_dim]
+  at::Tensor mlp_in;   // post_attention_layernorm output: the input of gate_proj, up_proj
+  at::Tensor down_in;  // silu(gate) * up: the input of down_proj [B, T, intermediate]
+};
+
 // New tokens of one sequence for a Step: appended after what `slot` already holds.
 struct SeqStep {
   int32_t slot = -1;
@@ -49,6 +58,15 @@ class Transformer {
   // the router's features.
   at::Tensor HiddenStates(const ModelWeights& w, const at::Tensor& tokens,
                           const at::Tensor& attention_mask, int64_t num_layers) const;
+
+  // Runs decoder layer `layer` alone on hidden states x [B, T, hidden] (positions
+  // 0..T-1, right-padded as in Forward, attention_mask [B, T] or undefined for no
+  // padding) and returns its output hidden states. Chaining it from the
+  // embeddings reproduces HiddenStates layer by layer. When `taps` is non-null
+  // it receives the inputs of the layer's linear modules.
+  // REQUIRES: 0 <= layer < num_hidden_layers.
+  at::Tensor LayerForward(const ModelWeights& w, int64_t layer, const at::Tensor& x,
+                          const at::Tensor& attention_mask, LayerActivations* taps) const;
 
  private:
   // cos/sin [B, 1, T, head_dim] for integer positions [B, T].

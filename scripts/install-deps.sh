@@ -13,6 +13,7 @@ PACKAGES=(
   libcivetweb-dev civetweb   # civetweb's CMake config refers to the civetweb program
   libgloo-dev              # torch c10d Gloo backend (data-parallel training)
   python3 python3-numpy    # test helpers that check our files against independent readers
+  prometheus               # promtool: tests check our /metrics text with Prometheus' own parser
 )
 
 missing=()

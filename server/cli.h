@@ -14,6 +14,8 @@ int RunModelCommand(const std::vector<std::string>& args);
 int RunGenerateCommand(const std::vector<std::string>& args);
 // skillpack pack create|inspect|verify|apply ...
 int RunPackCommand(const std::vector<std::string>& args);
+// skillpack client generate|stream|packs ... --server HOST:PORT (cli_client.cc)
+int RunClientCommand(const std::vector<std::string>& args);
 
 }  // namespace skillpack
 

@@ -19,7 +19,23 @@ constexpr char kUsage[] =
     "           [--max-new-tokens N --temperature T --top-k K --top-p P --min-p P\n"
     "            --repetition-penalty R --seed S --stop STR ... --stop-token-id ID ...\n"
     "            --ignore-eos --logprobs --threads N]\n"
-    "      offline generation; prints the text, then timing to stderr\n";
+    "      offline generation; prints the text, then timing to stderr\n"
+    "  pack create --base DIR --tuned DIR --name NAME -o FILE.skillpack\n"
+    "              [--calib FILE --calib-samples N --calib-len L]\n"
+    "              [--config FILE.json | --target-ratio R | --target-bytes N]\n"
+    "              [--description TEXT --tag TAG ... --version V --threads N]\n"
+    "      compress the delta tuned - base into a SkillPack (progress to stderr)\n"
+    "  pack inspect FILE.skillpack [--json]\n"
+    "      the manifest and, per module, op, rank, bits and bytes\n"
+    "  pack verify FILE.skillpack --base DIR\n"
+    "      exit 0 only if the pack is well-formed and fits this base\n"
+    "  pack apply --base DIR --pack FILE [--pack FILE ...] [--weight W ...]\n"
+    "             [--dtype float32|float16|bfloat16] -o DIR\n"
+    "      write base + weighted pack deltas as a Hugging Face model folder\n"
+    "  client generate|stream --server HOST:PORT (--prompt TEXT | --chat TEXT | --token-ids IDS) [flags]\n"
+    "  client packs upload FILE | list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n"
+    "         --server HOST:PORT --admin-token-file FILE\n"
+    "      talk to a skillpack-server over gRPC (`skillpack client --help` for every flag)\n";
 
 }  // namespace
 
@@ -34,6 +50,7 @@ int main(int argc, char** argv) {
   if (cmd == "model") return skillpack::RunModelCommand(rest);
   if (cmd == "generate") return skillpack::RunGenerateCommand(rest);
   if (cmd == "pack") return skillpack::RunPackCommand(rest);
+  if (cmd == "client") return skillpack::RunClientCommand(rest);
   std::fprintf(stderr, "skillpack: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

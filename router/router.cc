@@ -1,0 +1,257 @@
+#include "router/router.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "core/safetensors.h"
+#include "core/skillpack.h"
+#include "core/file_util.h"
+#include "core/tensor_util.h"
+#include "absl/strings/numbers.h"
+
+namespace skillpack {
+namespace {
+
+constexpr char kFormat[] = "skillpack-router";
+constexpr int64_t kFeatureBatch = 16;
+
+Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* name) {
+  if (!t.defined() || t.sizes().vec() != shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "router tensor ", name, " has shape ", t.defined() ? ShapeString(t.sizes().vec()) : "none",
+        ", expected ", ShapeString(shape)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<RoutingPolicy> ParseRoutingPolicy(absl::string_view mode, int32_t k, float threshold) {
+  RoutingPolicy p;
+  if (mode == "top1") {
+    p.mode = RoutingPolicy::Mode::kTop1;
+  } else if (mode == "topk") {
+    p.mode = RoutingPolicy::Mode::kTopK;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("routing mode must be top1 or topk, got '", mode, "'"));
+  }
+  if (k < 1 || k > 16) return absl::InvalidArgumentError(absl::StrCat("routing k must be in [1, 16], got ", k));
+  if (!(threshold >= 0 && threshold <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("routing threshold must be in [0, 1], got ", threshold));
+  }
+  p.k = k;
+  p.threshold = threshold;
+  return p;
+}
+
+RouteDecision DecideRoute(const std::vector<float>& scores, const std::vector<std::string>& labels,
+                          const RoutingPolicy& policy) {
+  RouteDecision d;
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  for (size_t i : order) d.scores.emplace_back(labels[i], scores[i]);
+  if (policy.mode == RoutingPolicy::Mode::kTop1) {
+    // The best label wins; "none" or a score under the threshold means no pack.
+    size_t best = order.front();
+    if (best != 0 && scores[best] >= policy.threshold) d.packs.emplace_back(labels[best], 1.0f);
+    return d;
+  }
+  float total = 0;
+  for (size_t i : order) {
+    if (static_cast<int32_t>(d.packs.size()) >= policy.k) break;
+    if (i == 0 || scores[i] < policy.threshold) continue;
+    d.packs.emplace_back(labels[i], scores[i]);
+    total += scores[i];
+  }
+  for (auto& [name, w] : d.packs) w /= total;
+  return d;
+}
+
+StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
+                                    const std::vector<std::vector<int32_t>>& prompts, int64_t layer) {
+  const ModelConfig& c = model.config();
+  if (layer < 0 || layer > c.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("router layer must be in [0, ", c.num_hidden_layers, "], got ", layer));
+  }
+  try {
+    c10::InferenceMode guard;
+    std::vector<at::Tensor> out;
+    const at::Device device = weights.embed_tokens().device();
+    for (size_t start = 0; start < prompts.size(); start += kFeatureBatch) {
+      size_t end = std::min(prompts.size(), start + static_cast<size_t>(kFeatureBatch));
+      int64_t T = 0;
+      for (size_t i = start; i < end; ++i) {
+        if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has no tokens"));
+        for (int32_t t : prompts[i]) {
+          if (t < 0 || t >= c.vocab_size) {
+            return absl::InvalidArgumentError(absl::StrCat("prompt ", i, ": token id ", t, " out of range"));
+          }
+        }
+        T = std::max<int64_t>(T, prompts[i].size());
+      }
+      const int64_t B = static_cast<int64_t>(end - start);
+      std::vector<int64_t> tok(B * T, 0), mask(B * T, 0);
+      for (int64_t b = 0; b < B; ++b) {
+        const auto& p = prompts[start + b];
+        for (size_t t = 0; t < p.size(); ++t) tok[b * T + t] = p[t], mask[b * T + t] = 1;
+      }
+      at::Tensor tokens = at::tensor(tok, at::kLong).view({B, T}).to(device);
+      at::Tensor m = at::tensor(mask, at::kLong).view({B, T}).to(device);
+      at::Tensor h = model.HiddenStates(weights, tokens, m, layer).to(at::kFloat);
+      at::Tensor mf = m.to(at::kFloat).unsqueeze(-1);
+      out.push_back(((h * mf).sum(1) / mf.sum(1)).to(at::kCPU));
+    }
+    if (out.empty()) return at::zeros({0, c.hidden_size}, at::kFloat);
+    return at::cat(out, 0);
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "router features");
+  }
+}
+
+StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor mean, at::Tensor std,
+                                                 at::Tensor w1, at::Tensor b1, at::Tensor w2,
+                                                 at::Tensor b2) {
+  if (config.labels.size() < 2 || config.labels[0] != kRouterNoneLabel) {
+    return absl::InvalidArgumentError("router labels must start with \"none\" and name at least one pack");
+  }
+  std::set<std::string> seen;
+  for (size_t i = 1; i < config.labels.size(); ++i) {
+    RETURN_IF_ERROR(Annotate(ValidatePackName(config.labels[i]), "router label"));
+    if (!seen.insert(config.labels[i]).second || config.labels[i] == kRouterNoneLabel) {
+      return absl::InvalidArgumentError(absl::StrCat("router label '", config.labels[i], "' appears twice"));
+    }
+  }
+  if (config.hidden_size <= 0 || config.width <= 0 || config.layer < 0) {
+    return absl::InvalidArgumentError("router config needs positive hidden_size and width, layer >= 0");
+  }
+  const int64_t H = config.hidden_size, W = config.width, L = static_cast<int64_t>(config.labels.size());
+  RETURN_IF_ERROR(CheckShape(mean, {H}, "feature_mean"));
+  RETURN_IF_ERROR(CheckShape(std, {H}, "feature_std"));
+  RETURN_IF_ERROR(CheckShape(w1, {W, H}, "fc1.weight"));
+  RETURN_IF_ERROR(CheckShape(b1, {W}, "fc1.bias"));
+  RETURN_IF_ERROR(CheckShape(w2, {L, W}, "fc2.weight"));
+  RETURN_IF_ERROR(CheckShape(b2, {L}, "fc2.bias"));
+  for (const at::Tensor* t : {&mean, &std, &w1, &b1, &w2, &b2}) {
+    if (!at::isfinite(*t).all().item<bool>()) return absl::InvalidArgumentError("router weights are not finite");
+  }
+  if (!(std > 0).all().item<bool>()) return absl::InvalidArgumentError("router feature_std must be positive");
+  std::unique_ptr<Router> r(new Router());
+  r->config_ = std::move(config);
+  auto f = [](const at::Tensor& t) { return t.detach().to(at::kCPU, at::kFloat).contiguous(); };
+  r->mean_ = f(mean), r->std_ = f(std), r->w1_ = f(w1), r->b1_ = f(b1), r->w2_ = f(w2), r->b2_ = f(b2);
+  return r;
+}
+
+at::Tensor Router::Scores(const at::Tensor& features) const {
+  c10::InferenceMode guard;
+  at::Tensor x = (features.to(at::kCPU, at::kFloat) - mean_) / std_;
+  at::Tensor h = at::gelu(at::linear(x, w1_, b1_));
+  return at::softmax(at::linear(h, w2_, b2_), -1);
+}
+
+StatusOr<RouteDecision> Router::Route(const Transformer& model, const ModelWeights& base,
+                                      const std::vector<int32_t>& prompt, const RoutingPolicy& policy) const {
+  ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, {prompt}, config_.layer));
+  at::Tensor s = Scores(feats)[0].contiguous();
+  std::vector<float> scores(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
+  return DecideRoute(scores, config_.labels, policy);
+}
+
+Status Router::CheckFits(const ModelConfig& config, absl::string_view base_fingerprint,
+                         const std::set<std::string>& known_packs) const {
+  if (config.hidden_size != config_.hidden_size || config_.layer > config.num_hidden_layers) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "router was built for a base with hidden size ", config_.hidden_size, " (layer ", config_.layer,
+        "), but this base has hidden size ", config.hidden_size, " and ", config.num_hidden_layers, " layers"));
+  }
+  if (!config_.base_fingerprint.empty() && config_.base_fingerprint != base_fingerprint) {
+    return absl::FailedPreconditionError(absl::StrCat("router was built for base ", config_.base_fingerprint,
+                                                      " but this base is ", base_fingerprint));
+  }
+  for (size_t i = 1; i < config_.labels.size(); ++i) {
+    if (!known_packs.count(config_.labels[i])) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("router label '", config_.labels[i], "' names a pack that is not in the store"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::string> Router::Serialize() const {
+  SafetensorsWriter w;
+  w.SetMetadata("format", kFormat);
+  w.SetMetadata("format_version", std::to_string(kRouterFormatVersion));
+  Json cfg = {{"labels", config_.labels},     {"layer", config_.layer},
+              {"hidden_size", config_.hidden_size}, {"width", config_.width},
+              {"base_fingerprint", config_.base_fingerprint}};
+  w.SetMetadata("config", cfg.dump());
+  std::pair<const char*, const at::Tensor*> tensors[] = {{"feature_mean", &mean_}, {"feature_std", &std_},
+                                                         {"fc1.weight", &w1_},    {"fc1.bias", &b1_},
+                                                         {"fc2.weight", &w2_},    {"fc2.bias", &b2_}};
+  for (auto& [name, t] : tensors) {
+    RETURN_IF_ERROR(w.Add(name, DType::kF32, t->sizes().vec(), t->data_ptr(), t->numel() * sizeof(float)));
+  }
+  return w.Serialize();
+}
+
+Status Router::Save(const std::string& path) const {
+  ASSIGN_OR_RETURN(std::string bytes, Serialize());
+  return WriteFileAtomically(path, bytes);
+}
+
+StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_view what) {
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::FromBuffer(std::move(bytes), std::string(what)));
+  const auto& md = file->metadata();
+  auto get = [&](const char* key) -> StatusOr<std::string> {
+    auto it = md.find(key);
+    if (it == md.end()) return absl::InvalidArgumentError(absl::StrCat(what, ": not a router file (no metadata '", key, "')"));
+    return it->second;
+  };
+  ASSIGN_OR_RETURN(std::string format, get("format"));
+  if (format != kFormat) return absl::InvalidArgumentError(absl::StrCat(what, ": format is '", format, "', not ", kFormat));
+  ASSIGN_OR_RETURN(std::string version, get("format_version"));
+  int v = 0;
+  if (!absl::SimpleAtoi(version, &v) || v < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": bad format_version '", version, "'"));
+  }
+  if (v > kRouterFormatVersion) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": made by a newer skillpack (router format_version ", v,
+                                                   " > ", kRouterFormatVersion, ")"));
+  }
+  ASSIGN_OR_RETURN(std::string cfg_text, get("config"));
+  ASSIGN_OR_RETURN(Json cfg, ParseJson(cfg_text, absl::StrCat(what, ": config")));
+  RouterConfig c;
+  std::string ctx = absl::StrCat(what, ": config");
+  ASSIGN_OR_RETURN(Json labels, GetField<Json>(cfg, "labels", ctx));
+  if (!labels.is_array()) return absl::InvalidArgumentError(absl::StrCat(ctx, ": labels must be a list"));
+  for (const Json& l : labels) {
+    if (!l.is_string()) return absl::InvalidArgumentError(absl::StrCat(ctx, ": labels must be strings"));
+    c.labels.push_back(l.get<std::string>());
+  }
+  ASSIGN_OR_RETURN(c.layer, GetField<int64_t>(cfg, "layer", ctx));
+  ASSIGN_OR_RETURN(c.hidden_size, GetField<int64_t>(cfg, "hidden_size", ctx));
+  ASSIGN_OR_RETURN(c.width, GetField<int64_t>(cfg, "width", ctx));
+  ASSIGN_OR_RETURN(c.base_fingerprint, GetFieldOr<std::string>(cfg, "base_fingerprint", "", ctx));
+  std::vector<at::Tensor> t;
+  for (const char* name : {"feature_mean", "feature_std", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
+    ASSIGN_OR_RETURN(TensorView view, file->Get(name));
+    if (view.dtype != DType::kF32) return absl::InvalidArgumentError(absl::StrCat(what, ": tensor ", name, " must be F32"));
+    ASSIGN_OR_RETURN(at::Tensor x, TensorFromView(view, at::kFloat));
+    t.push_back(x);
+  }
+  if (file->tensors().size() != 6) return absl::InvalidArgumentError(absl::StrCat(what, ": unexpected extra tensors"));
+  auto r = Create(std::move(c), t[0], t[1], t[2], t[3], t[4], t[5]);
+  if (!r.ok()) return Annotate(r.status(), what);
+  return r;
+}
+
+StatusOr<std::unique_ptr<Router>> Router::Load(const std::string& path) {
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  return Parse(std::move(bytes), path);
+}
+
+}  // namespace skillpack

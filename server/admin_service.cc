@@ -1,0 +1,195 @@
+#include "server/admin_service.h"
+
+#include <chrono>
+
+#include "server/grpc_util.h"
+
+namespace skillpack {
+namespace {
+
+void FillPackInfo(const StoredPack& p, const PackCache::PackState& state, v1::PackInfo* info) {
+  info->set_name(p.summary.name);
+  info->set_version(p.summary.version);
+  info->set_description(p.summary.description);
+  for (const std::string& t : p.summary.tags) info->add_tags(t);
+  info->set_base_fingerprint(p.summary.base_fingerprint);
+  info->set_created_at(p.summary.created_at);
+  info->set_file_bytes(static_cast<uint64_t>(p.file_bytes));
+  info->set_sha256(p.sha256);
+  info->set_num_modules(p.summary.num_modules);
+  info->set_loaded(state.loaded);
+  info->set_pinned(state.pinned);
+  info->set_host_bytes(static_cast<uint64_t>(state.host_bytes));
+}
+
+Status CheckName(const std::string& name) {
+  if (name.empty()) return absl::InvalidArgumentError("name: must not be empty");
+  return absl::OkStatus();
+}
+
+class AdminServiceImpl final : public v1::Admin::Service {
+ public:
+  explicit AdminServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {}
+
+  grpc::Status UploadPack(grpc::ServerContext* context, grpc::ServerReader<v1::UploadPackRequest>* reader,
+                          v1::UploadPackResponse* resp) override {
+    return Handle("UploadPack", context, [&]() -> Status {
+      v1::UploadPackRequest msg;
+      if (!reader->Read(&msg) || !msg.has_header()) {
+        return absl::InvalidArgumentError("header: the first message must carry the upload header");
+      }
+      const v1::UploadHeader& h = msg.header();
+      if (h.total_size() > static_cast<uint64_t>(INT64_MAX)) {
+        return absl::InvalidArgumentError("header.total_size: too large");
+      }
+      ASSIGN_OR_RETURN(std::unique_ptr<PackUpload> upload,
+                       ctx_.store->BeginUpload(h.name(), h.sha256(), static_cast<int64_t>(h.total_size()),
+                                               h.overwrite()));
+      while (reader->Read(&msg)) {
+        if (msg.part_case() != v1::UploadPackRequest::kChunk) {
+          return absl::InvalidArgumentError("chunk: only the first message may carry a header");
+        }
+        RETURN_IF_ERROR(upload->Append(msg.chunk()));
+      }
+      if (context->IsCancelled()) return absl::CancelledError("upload cancelled by the client");
+      ASSIGN_OR_RETURN(StoredPack stored, upload->Commit());
+      ctx_.cache->Unload(stored.summary.name);  // an overwritten pack's old cache entries
+      std::fprintf(stderr, "pack store: stored %s (%lld bytes, sha256 %s)\n", stored.summary.name.c_str(),
+                   static_cast<long long>(stored.file_bytes), stored.sha256.c_str());
+      FillPackInfo(stored, ctx_.cache->StateOf(stored.summary.name), resp->mutable_pack());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status ListPacks(grpc::ServerContext* context, const v1::ListPacksRequest*,
+                         v1::ListPacksResponse* resp) override {
+    return Handle("ListPacks", context, [&]() -> Status {
+      for (const StoredPack& p : ctx_.store->List()) {
+        FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->add_packs());
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status GetPack(grpc::ServerContext* context, const v1::GetPackRequest* req,
+                       v1::GetPackResponse* resp) override {
+    return Handle("GetPack", context, [&]() -> Status {
+      RETURN_IF_ERROR(CheckName(req->name()));
+      ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req->name()));
+      FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
+      ASSIGN_OR_RETURN(Json d, ctx_.store->runtime()->Describe(p.path));
+      if (d.contains("modules") && d["modules"].is_array()) {
+        for (const Json& m : d["modules"]) {
+          v1::ModuleInfo* mi = resp->add_modules();
+          mi->set_name(m.value("name", ""));
+          mi->set_op(m.value("op", ""));
+          if (m.contains("shape") && m["shape"].is_array()) {
+            for (const Json& x : m["shape"]) mi->add_shape(x.get<int64_t>());
+          }
+          if (m.contains("rank") && m["rank"].is_number_integer()) mi->set_rank(m["rank"].get<int64_t>());
+        }
+      }
+      if (d.contains("provenance")) resp->set_provenance_json(d["provenance"].dump());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status LoadPack(grpc::ServerContext* context, const v1::LoadPackRequest* req,
+                        v1::LoadPackResponse* resp) override {
+    return Handle("LoadPack", context, [&]() -> Status {
+      RETURN_IF_ERROR(CheckName(req->name()));
+      ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req->name()));
+      double secs = 0;
+      RETURN_IF_ERROR(ctx_.cache->Load(req->name(), req->pin(), &secs));
+      FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
+      resp->set_load_seconds(secs);
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status UnloadPack(grpc::ServerContext* context, const v1::UnloadPackRequest* req,
+                          v1::UnloadPackResponse*) override {
+    return Handle("UnloadPack", context, [&]() -> Status {
+      RETURN_IF_ERROR(CheckName(req->name()));
+      RETURN_IF_ERROR(ctx_.store->Get(req->name()).status());
+      ctx_.cache->Unload(req->name());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status DeletePack(grpc::ServerContext* context, const v1::DeletePackRequest* req,
+                          v1::DeletePackResponse*) override {
+    return Handle("DeletePack", context, [&]() -> Status {
+      RETURN_IF_ERROR(CheckName(req->name()));
+      RETURN_IF_ERROR(ctx_.store->Delete(req->name()));
+      ctx_.cache->Unload(req->name());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest*,
+                        v1::GetStatsResponse* resp) override {
+    return Handle("GetStats", context, [&]() -> Status {
+      const SchedulerStats s = ctx_.scheduler->Stats();
+      resp->set_running_requests(s.running);
+      resp->set_waiting_requests(s.waiting);
+      resp->set_kv_slots_total(s.kv_slots_total);
+      resp->set_kv_slots_free(s.kv_slots_free);
+      resp->set_requests_total(static_cast<uint64_t>(s.requests_total));
+      resp->set_prompt_tokens_total(static_cast<uint64_t>(s.prompt_tokens_total));
+      resp->set_generated_tokens_total(static_cast<uint64_t>(s.generated_tokens_total));
+      for (const CacheTierStats& t : ctx_.cache->Stats()) {
+        v1::CacheTierStats* c = resp->add_cache();
+        c->set_tier(t.tier);
+        c->set_bytes(static_cast<uint64_t>(t.bytes));
+        c->set_budget_bytes(static_cast<uint64_t>(t.budget_bytes));
+        c->set_entries(t.entries);
+        c->set_hits(static_cast<uint64_t>(t.hits));
+        c->set_misses(static_cast<uint64_t>(t.misses));
+        c->set_evictions(static_cast<uint64_t>(t.evictions));
+      }
+      resp->set_stored_packs(static_cast<int32_t>(ctx_.store->List().size()));
+      resp->set_model_dir(ctx_.model->dir);
+      resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_.started));
+      resp->set_serving(!s.draining);
+      return absl::OkStatus();
+    });
+  }
+
+ private:
+  // Checks the bearer token, runs `body`, records the RPC and maps its status.
+  template <typename Body>
+  grpc::Status Handle(const char* method, grpc::ServerContext* context, Body body) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = CheckAuth(*context);
+    if (s.ok()) s = body();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (ctx_.metrics) ctx_.metrics->RecordRpc(method, absl::StatusCodeToString(s.code()), secs);
+    return ToGrpcStatus(s);
+  }
+
+  Status CheckAuth(const grpc::ServerContext& context) const {
+    if (ctx_.admin_token.empty()) {
+      return absl::UnauthenticatedError("the admin API is disabled: start the server with --admin-token-file");
+    }
+    const auto& md = context.client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) {
+      return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
+    }
+    const std::string value(it->second.data(), it->second.size());
+    const std::string expected = "Bearer " + ctx_.admin_token;
+    if (!ConstantTimeEquals(value, expected)) return absl::UnauthenticatedError("invalid admin token");
+    return absl::OkStatus();
+  }
+
+  const ServingContext& ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Admin::Service> NewAdminService(const ServingContext* ctx) {
+  return std::make_unique<AdminServiceImpl>(ctx);
+}
+
+}  // namespace skillpack

@@ -1,0 +1,336 @@
+// `skillpack client ...`: the gRPC client commands of the operator's CLI.
+//   client generate|stream  --server HOST:PORT (--prompt T | --chat T | --token-ids 1,2,3) [sampling] [--pack NAME[:W]]
+//   client packs upload|list|get|load|unload|delete|stats  --server HOST:PORT --admin-token-file F ...
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "core/args.h"
+#include "core/file_util.h"
+#include "core/fingerprint.h"
+#include "server/cli.h"
+#include "server/grpc_util.h"
+#include "skillpack/v1/admin.grpc.pb.h"
+#include "skillpack/v1/inference.grpc.pb.h"
+
+namespace skillpack {
+namespace {
+
+constexpr char kClientUsage[] =
+    "usage: skillpack client <command> --server HOST:PORT [--tls-ca FILE] [--timeout-seconds S] [flags]\n"
+    "\n"
+    "  generate|stream (--prompt TEXT | --chat TEXT [--system TEXT] | --token-ids 1,2,3)\n"
+    "      [--max-new-tokens N --temperature T --top-k K --top-p P --min-p P --repetition-penalty R\n"
+    "       --seed S --stop STR ... --stop-token-id ID ... --ignore-eos --logprobs]\n"
+    "      [--pack NAME[:WEIGHT[:MODULE,MODULE...]] ... | --no-packs] [--request-id ID]\n"
+    "      one completion; `stream` prints the text as it arrives; usage and timings go to stderr\n"
+    "  packs upload FILE [--name NAME --overwrite]     (admin commands need --admin-token-file F)\n"
+    "  packs list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n";
+
+constexpr size_t kUploadChunkBytes = 1 << 20;
+
+int Fail(const Status& s, absl::string_view what) {
+  std::fprintf(stderr, "skillpack client %s: %s: %s\n", std::string(what).c_str(),
+               absl::StatusCodeToString(s.code()).c_str(), std::string(s.message()).c_str());
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::string admin_token;
+  double timeout_seconds = 0;
+
+  // A context with the deadline and, for admin calls, the bearer token.
+  std::unique_ptr<grpc::ClientContext> Context(bool admin) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (timeout_seconds > 0) {
+      ctx->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000)));
+    }
+    if (admin && !admin_token.empty()) ctx->AddMetadata("authorization", "Bearer " + admin_token);
+    return ctx;
+  }
+};
+
+StatusOr<Connection> Connect(const Args& a) {
+  Connection c;
+  ASSIGN_OR_RETURN(std::string server, a.String("server"));
+  ASSIGN_OR_RETURN(c.timeout_seconds, a.DoubleOr("timeout-seconds", 0));
+  const std::string ca = a.StringOr("tls-ca", "");
+  const std::string token_file = a.StringOr("admin-token-file", "");
+  if (!token_file.empty()) {
+    ASSIGN_OR_RETURN(c.admin_token, ReadTokenFile(token_file));
+  }
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!ca.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFileToString(ca));
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  c.channel = grpc::CreateCustomChannel(server, creds, args);
+  return c;
+}
+
+StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
+  v1::GenerateRequest req;
+  const std::string prompt = a.StringOr("prompt", "");
+  const std::string chat = a.StringOr("chat", "");
+  const std::string system = a.StringOr("system", "");
+  const std::string ids = a.StringOr("token-ids", "");
+  if ((!prompt.empty()) + (!chat.empty()) + (!ids.empty()) != 1) {
+    return absl::InvalidArgumentError("give exactly one of --prompt, --chat and --token-ids");
+  }
+  if (!prompt.empty()) req.set_prompt(prompt);
+  if (!chat.empty()) {
+    if (!system.empty()) {
+      auto* m = req.mutable_chat()->add_messages();
+      m->set_role("system");
+      m->set_content(system);
+    }
+    auto* m = req.mutable_chat()->add_messages();
+    m->set_role("user");
+    m->set_content(chat);
+  }
+  if (!ids.empty()) {
+    for (absl::string_view s : absl::StrSplit(ids, ',')) {
+      int32_t id;
+      if (!absl::SimpleAtoi(s, &id)) return absl::InvalidArgumentError(absl::StrCat("--token-ids: bad id '", s, "'"));
+      req.mutable_tokens()->add_ids(id);
+    }
+  }
+  v1::SamplingParams* p = req.mutable_sampling();
+  if (a.Has("max-new-tokens")) {
+    ASSIGN_OR_RETURN(int64_t n, a.IntOr("max-new-tokens", 0));
+    p->set_max_new_tokens(static_cast<int32_t>(n));
+  }
+  // Greedy by default, as `skillpack generate`.
+  ASSIGN_OR_RETURN(double t, a.DoubleOr("temperature", 0.0));
+  p->set_temperature(static_cast<float>(t));
+  ASSIGN_OR_RETURN(int64_t k, a.IntOr("top-k", 0));
+  p->set_top_k(static_cast<int32_t>(k));
+  if (a.Has("top-p")) {
+    ASSIGN_OR_RETURN(double v, a.DoubleOr("top-p", 1));
+    p->set_top_p(static_cast<float>(v));
+  }
+  ASSIGN_OR_RETURN(double min_p, a.DoubleOr("min-p", 0));
+  p->set_min_p(static_cast<float>(min_p));
+  if (a.Has("repetition-penalty")) {
+    ASSIGN_OR_RETURN(double v, a.DoubleOr("repetition-penalty", 1));
+    p->set_repetition_penalty(static_cast<float>(v));
+  }
+  if (a.Has("seed")) {
+    ASSIGN_OR_RETURN(int64_t seed, a.IntOr("seed", 0));
+    p->set_seed(static_cast<uint64_t>(seed));
+  }
+  for (const std::string& s : a.Strings("stop")) p->add_stop(s);
+  for (const std::string& s : a.Strings("stop-token-id")) {
+    int32_t id;
+    if (!absl::SimpleAtoi(s, &id)) return absl::InvalidArgumentError(absl::StrCat("--stop-token-id: bad id '", s, "'"));
+    p->add_stop_token_ids(id);
+  }
+  p->set_ignore_eos(a.Bool("ignore-eos"));
+  p->set_logprobs(a.Bool("logprobs"));
+  const std::vector<std::string> packs = a.Strings("pack");
+  if (a.Bool("no-packs")) {
+    if (!packs.empty()) return absl::InvalidArgumentError("--no-packs and --pack exclude each other");
+    req.mutable_skills()->set_mode(v1::Skills::NONE);
+  } else if (!packs.empty()) {
+    req.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+    for (const std::string& spec : packs) {
+      std::vector<std::string> parts = absl::StrSplit(spec, absl::MaxSplits(':', 2));
+      v1::PackSelection* sel = req.mutable_skills()->add_packs();
+      sel->set_name(parts[0]);
+      if (parts.size() > 1 && !parts[1].empty()) {
+        float w;
+        if (!absl::SimpleAtof(parts[1], &w)) return absl::InvalidArgumentError(absl::StrCat("--pack: bad weight in '", spec, "'"));
+        sel->set_weight(w);
+      }
+      if (parts.size() > 2) {
+        for (absl::string_view m : absl::StrSplit(parts[2], ',', absl::SkipEmpty())) sel->add_modules(std::string(m));
+      }
+    }
+  }
+  req.set_request_id(a.StringOr("request-id", ""));
+  return req;
+}
+
+template <typename Response>
+void PrintSummary(const Response& r) {
+  std::string packs;
+  for (const auto& p : r.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ",", p.name(), ":", p.weight());
+  std::fprintf(stderr,
+               "finish: %s | prompt %d tokens, %d generated | queue %.3f s, first token %.3f s, total %.3f s,"
+               " compose %.3f s | packs: %s\n",
+               v1::FinishReason_Name(r.finish_reason()).c_str(), r.usage().prompt_tokens(),
+               r.usage().completion_tokens(), r.timings().queue_seconds(),
+               r.timings().time_to_first_token_seconds(), r.timings().total_seconds(),
+               r.timings().compose_seconds(), packs.empty() ? "none" : packs.c_str());
+}
+
+Status Generate(const Args& a, bool stream) {
+  ASSIGN_OR_RETURN(Connection c, Connect(a));
+  ASSIGN_OR_RETURN(v1::GenerateRequest req, BuildRequest(a));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  auto stub = v1::Inference::NewStub(c.channel);
+  auto ctx = c.Context(false);
+  if (!stream) {
+    v1::GenerateResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->Generate(ctx.get(), req, &resp)));
+    std::printf("%s\n", resp.text().c_str());
+    PrintSummary(resp);
+    if (req.sampling().logprobs()) {
+      for (int i = 0; i < resp.token_ids_size() && i < resp.logprobs_size(); ++i) {
+        std::fprintf(stderr, "token %d logprob %.4f\n", resp.token_ids(i), resp.logprobs(i));
+      }
+    }
+    return absl::OkStatus();
+  }
+  auto reader = stub->GenerateStream(ctx.get(), req);
+  v1::GenerateStreamResponse m, last;
+  while (reader->Read(&m)) {
+    std::fwrite(m.text().data(), 1, m.text().size(), stdout);
+    std::fflush(stdout);
+    if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = m;
+  }
+  std::printf("\n");
+  RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+  PrintSummary(last);
+  return absl::OkStatus();
+}
+
+void PrintPack(const v1::PackInfo& p) {
+  std::printf("%-24s v%-6s %10llu bytes  %3d modules  %s%s  sha256 %.12s  %s\n", p.name().c_str(),
+              p.version().c_str(), static_cast<unsigned long long>(p.file_bytes()), p.num_modules(),
+              p.loaded() ? "loaded" : "on disk", p.pinned() ? ",pinned" : "", p.sha256().c_str(),
+              p.description().c_str());
+}
+
+Status Upload(const Connection& c, const Args& a, const std::string& path) {
+  const std::string name = a.StringOr("name", "");
+  const bool overwrite = a.Bool("overwrite");
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  // Hash first (one pass), then stream the file in chunks.
+  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+  auto stub = v1::Admin::NewStub(c.channel);
+  auto ctx = c.Context(true);
+  v1::UploadPackResponse resp;
+  auto writer = stub->UploadPack(ctx.get(), &resp);
+  v1::UploadPackRequest msg;
+  msg.mutable_header()->set_name(name);
+  msg.mutable_header()->set_sha256(Sha256Hex(bytes));
+  msg.mutable_header()->set_total_size(bytes.size());
+  msg.mutable_header()->set_overwrite(overwrite);
+  bool ok = writer->Write(msg);
+  for (size_t off = 0; ok && off < bytes.size(); off += kUploadChunkBytes) {
+    msg.Clear();
+    msg.set_chunk(bytes.substr(off, kUploadChunkBytes));
+    ok = writer->Write(msg);
+  }
+  writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
+  PrintPack(resp.pack());
+  return absl::OkStatus();
+}
+
+Status Packs(const Args& a) {
+  const auto& pos = a.positional();
+  if (pos.empty()) return absl::InvalidArgumentError("packs: missing subcommand");
+  const std::string& sub = pos[0];
+  ASSIGN_OR_RETURN(Connection c, Connect(a));
+  auto need_name = [&]() -> StatusOr<std::string> {
+    if (pos.size() != 2) return absl::InvalidArgumentError(absl::StrCat("packs ", sub, ": give one pack name"));
+    return pos[1];
+  };
+  auto stub = v1::Admin::NewStub(c.channel);
+  if (sub == "upload") {
+    ASSIGN_OR_RETURN(std::string path, need_name());
+    return Upload(c, a, path);
+  }
+  const bool pin = sub == "load" && a.Bool("pin");
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  auto ctx = c.Context(true);
+  if (sub == "list") {
+    v1::ListPacksResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->ListPacks(ctx.get(), v1::ListPacksRequest(), &resp)));
+    for (const auto& p : resp.packs()) PrintPack(p);
+    return absl::OkStatus();
+  }
+  if (sub == "stats") {
+    v1::GetStatsResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->GetStats(ctx.get(), v1::GetStatsRequest(), &resp)));
+    std::printf("%s", resp.DebugString().c_str());
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::string name, need_name());
+  if (sub == "get") {
+    v1::GetPackRequest req;
+    req.set_name(name);
+    v1::GetPackResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->GetPack(ctx.get(), req, &resp)));
+    PrintPack(resp.pack());
+    for (const auto& m : resp.modules()) {
+      std::string shape;
+      for (int64_t d : m.shape()) absl::StrAppend(&shape, shape.empty() ? "" : "x", d);
+      std::printf("  %-56s %-12s %-12s rank %lld\n", m.name().c_str(), m.op().c_str(), shape.c_str(),
+                  static_cast<long long>(m.rank()));
+    }
+    std::printf("provenance: %s\n", resp.provenance_json().c_str());
+    return absl::OkStatus();
+  }
+  if (sub == "load") {
+    v1::LoadPackRequest req;
+    req.set_name(name);
+    req.set_pin(pin);
+    v1::LoadPackResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->LoadPack(ctx.get(), req, &resp)));
+    PrintPack(resp.pack());
+    return absl::OkStatus();
+  }
+  if (sub == "unload") {
+    v1::UnloadPackRequest req;
+    req.set_name(name);
+    v1::UnloadPackResponse resp;
+    return FromGrpcStatus(stub->UnloadPack(ctx.get(), req, &resp));
+  }
+  if (sub == "delete") {
+    v1::DeletePackRequest req;
+    req.set_name(name);
+    v1::DeletePackResponse resp;
+    return FromGrpcStatus(stub->DeletePack(ctx.get(), req, &resp));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("packs: unknown subcommand '", sub, "'"));
+}
+
+}  // namespace
+
+int RunClientCommand(const std::vector<std::string>& argv) {
+  if (argv.empty() || argv[0] == "--help" || argv[0] == "help") {
+    std::fputs(kClientUsage, argv.empty() ? stderr : stdout);
+    return argv.empty() ? 2 : 0;
+  }
+  const std::string cmd = argv[0];
+  auto a = Args::Parse(std::vector<std::string>(argv.begin() + 1, argv.end()),
+                       {"ignore-eos", "logprobs", "no-packs", "overwrite", "pin"});
+  if (!a.ok()) return Fail(a.status(), cmd);
+  Status s;
+  if (cmd == "generate" || cmd == "stream") {
+    s = Generate(*a, cmd == "stream");
+  } else if (cmd == "packs") {
+    s = Packs(*a);
+  } else {
+    std::fprintf(stderr, "skillpack client: unknown command '%s'\n\n%s", cmd.c_str(), kClientUsage);
+    return 2;
+  }
+  return s.ok() ? 0 : Fail(s, cmd);
+}
+
+}  // namespace skillpack

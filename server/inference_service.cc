@@ -1,0 +1,269 @@
+#include "server/inference_service.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "core/chat_template.h"
+#include "core/composer.h"
+#include "core/skillpack.h"
+#include "server/grpc_util.h"
+
+namespace skillpack {
+namespace {
+
+constexpr size_t kMaxPacksPerRequest = 8;
+constexpr float kMaxPackWeight = 16.0f;
+// How often a waiting handler checks whether its client went away.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+
+// A request turned into what the scheduler runs.
+struct Prepared {
+  GenerationRequest gen;
+  std::vector<PackChoice> packs;
+  double compose_seconds = 0;
+};
+
+StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& req, const Tokenizer& tok) {
+  switch (req.input_case()) {
+    case v1::GenerateRequest::kPrompt:
+      if (req.prompt().empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+      return tok.Encode(req.prompt(), /*parse_special=*/true, /*add_bos=*/tok.bos_id().has_value());
+    case v1::GenerateRequest::kChat: {
+      const auto& msgs = req.chat().messages();
+      if (msgs.empty()) return absl::InvalidArgumentError("chat.messages: must not be empty");
+      std::vector<ChatMessage> chat;
+      for (int i = 0; i < msgs.size(); ++i) {
+        const std::string& role = msgs[i].role();
+        if (role != "system" && role != "user" && role != "assistant") {
+          return absl::InvalidArgumentError(absl::StrCat("chat.messages[", i, "].role: must be system, user or assistant, got '", role, "'"));
+        }
+        chat.push_back({role, msgs[i].content()});
+      }
+      StatusOr<ChatTemplateFamily> fam = DetectChatTemplateFamily(tok.chat_template());
+      if (!fam.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat("chat: the model has no usable chat template (",
+                                                          fam.status().message(), "); send a prompt"));
+      }
+      ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, /*add_generation_prompt=*/true));
+      return tok.Encode(text, /*parse_special=*/true, /*add_bos=*/false);
+    }
+    case v1::GenerateRequest::kTokens: {
+      if (req.tokens().ids().empty()) return absl::InvalidArgumentError("tokens.ids: must not be empty");
+      return std::vector<int32_t>(req.tokens().ids().begin(), req.tokens().ids().end());
+    }
+    case v1::GenerateRequest::INPUT_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("input: set one of prompt, chat or tokens");
+}
+
+SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
+  SamplingParams s;
+  if (p.has_max_new_tokens()) s.max_new_tokens = p.max_new_tokens();
+  if (p.has_temperature()) s.temperature = p.temperature();
+  s.top_k = p.top_k();
+  if (p.has_top_p()) s.top_p = p.top_p();
+  s.min_p = p.min_p();
+  if (p.has_repetition_penalty()) s.repetition_penalty = p.repetition_penalty();
+  if (p.has_seed()) s.seed = p.seed();
+  s.stop.assign(p.stop().begin(), p.stop().end());
+  s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  s.ignore_eos = p.ignore_eos();
+  s.logprobs = p.logprobs();
+  return s;
+}
+
+StatusOr<std::vector<PackChoice>> PackChoices(const v1::Skills& skills) {
+  std::vector<PackChoice> out;
+  if (skills.mode() != v1::Skills::EXPLICIT) {
+    if (!skills.packs().empty()) {
+      return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
+    }
+    return out;  // AUTO (no router yet) and NONE: the base model
+  }
+  if (skills.packs().empty()) {
+    return absl::InvalidArgumentError("skills.packs: EXPLICIT mode needs at least one pack");
+  }
+  if (static_cast<size_t>(skills.packs().size()) > kMaxPacksPerRequest) {
+    return absl::InvalidArgumentError(absl::StrCat("skills.packs: at most ", kMaxPacksPerRequest, " packs"));
+  }
+  std::set<std::string> seen;
+  for (int i = 0; i < skills.packs().size(); ++i) {
+    const v1::PackSelection& p = skills.packs(i);
+    const std::string field = absl::StrCat("skills.packs[", i, "]");
+    Status s = ValidatePackName(p.name());
+    if (!s.ok()) return Annotate(s, absl::StrCat(field, ".name"));
+    if (!seen.insert(p.name()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".name: pack '", p.name(), "' listed twice"));
+    }
+    PackChoice c;
+    c.name = p.name();
+    c.weight = p.has_weight() ? p.weight() : 1.0f;
+    if (!std::isfinite(c.weight) || std::fabs(c.weight) > kMaxPackWeight) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".weight: must be finite and in [-", kMaxPackWeight,
+                                                     ", ", kMaxPackWeight, "], got ", c.weight));
+    }
+    c.modules.assign(p.modules().begin(), p.modules().end());
+    s = ValidateModuleFilter(c.modules);
+    if (!s.ok()) return Annotate(s, absl::StrCat(field, ".modules"));
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest& req) {
+  Prepared p;
+  ASSIGN_OR_RETURN(p.gen.prompt_tokens, PromptTokens(req, *ctx.tokenizer));
+  p.gen.params = SamplingFromProto(req.sampling());
+  RETURN_IF_ERROR(ctx.scheduler->Validate(p.gen));
+  ASSIGN_OR_RETURN(p.packs, PackChoices(req.skills()));
+  if (ctx.scheduler->Stats().draining) return absl::UnavailableError("server is shutting down");
+  ASSIGN_OR_RETURN(p.gen.weights, ctx.cache->GetWeights(p.packs, &p.compose_seconds));
+  return p;
+}
+
+v1::FinishReason FinishToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return v1::LENGTH;
+    case FinishReason::kStop: return v1::STOP;
+    default: return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+// The status of a finished request: OK, or why it produced no full result.
+Status FinalStatus(const RequestState& state, const GenerationOutput& out) {
+  switch (out.finish_reason) {
+    case FinishReason::kError:
+      return out.status.ok() ? absl::InternalError("generation failed") : out.status;
+    case FinishReason::kCancelled:
+      switch (state.cancel_cause()) {
+        case CancelCause::kDeadline:
+          return absl::DeadlineExceededError(
+              absl::StrCat("deadline exceeded after ", out.tokens.size(), " generated tokens"));
+        case CancelCause::kShutdown:
+          return absl::UnavailableError("server is shutting down");
+        default:
+          return absl::CancelledError("request cancelled");
+      }
+    default:
+      return absl::OkStatus();
+  }
+}
+
+// Fills the summary fields (4-8) shared by GenerateResponse and the last
+// GenerateStreamResponse.
+template <typename Response>
+void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const GenerationOutput& out,
+                 Response* resp) {
+  resp->set_finish_reason(FinishToProto(out.finish_reason));
+  resp->mutable_usage()->set_prompt_tokens(out.prompt_tokens);
+  resp->mutable_usage()->set_completion_tokens(static_cast<int32_t>(out.tokens.size()));
+  for (const PackChoice& c : p.packs) {
+    v1::PackUse* u = resp->add_packs();
+    u->set_name(c.name);
+    u->set_weight(c.weight);
+    for (const std::string& m : c.modules) u->add_modules(m);
+  }
+  v1::Timings* t = resp->mutable_timings();
+  t->set_queue_seconds(out.queue_seconds);
+  t->set_time_to_first_token_seconds(out.time_to_first_token_s);
+  t->set_total_seconds(out.total_seconds);
+  t->set_compose_seconds(p.compose_seconds);
+  resp->set_request_id(req.request_id());
+}
+
+class InferenceServiceImpl final : public v1::Inference::Service {
+ public:
+  explicit InferenceServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* req,
+                        v1::GenerateResponse* resp) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = Run(context, *req, nullptr, resp);
+    Finish("Generate", t0, s);
+    return ToGrpcStatus(s);
+  }
+
+  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* req,
+                              grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = Run(context, *req, writer, nullptr);
+    Finish("GenerateStream", t0, s);
+    return ToGrpcStatus(s);
+  }
+
+ private:
+  void Finish(const char* method, std::chrono::steady_clock::time_point t0, const Status& s) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (ctx_.metrics) ctx_.metrics->RecordRpc(method, absl::StatusCodeToString(s.code()), secs);
+  }
+
+  // Runs one request; streams through `writer` when it is set, else fills `resp`.
+  Status Run(grpc::ServerContext* context, const v1::GenerateRequest& req,
+             grpc::ServerWriter<v1::GenerateStreamResponse>* writer, v1::GenerateResponse* resp) {
+    ASSIGN_OR_RETURN(Prepared p, Prepare(ctx_, req));
+    if (ctx_.metrics) {
+      if (p.packs.empty()) ctx_.metrics->pack_requests.WithLabels({"none"}).Increment();
+      for (const PackChoice& c : p.packs) ctx_.metrics->pack_requests.WithLabels({c.name}).Increment();
+    }
+    const absl::Time deadline = ToAbslTime(context->deadline());
+    ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state,
+                     ctx_.scheduler->Submit(p.gen, deadline, /*stream=*/writer != nullptr));
+    bool cancelled = false;
+    auto cancel = [&](CancelCause cause) {
+      if (cancelled) return;
+      cancelled = true;
+      ctx_.scheduler->Cancel(state, cause);
+    };
+    std::vector<StreamChunk> chunks;
+    bool done = false;
+    while (!done) {
+      done = state->Wait(kPollInterval, writer ? &chunks : nullptr);
+      if (!done && context->IsCancelled()) {
+        cancel(absl::Now() >= deadline ? CancelCause::kDeadline : CancelCause::kClient);
+      }
+      // While running, send every chunk; once done the last one goes with the summary.
+      if (writer && !cancelled) {
+        const size_t keep = done && !chunks.empty() ? 1 : 0;
+        for (size_t i = 0; i + keep < chunks.size(); ++i) {
+          v1::GenerateStreamResponse m;
+          m.set_text(std::move(chunks[i].text));
+          for (int32_t id : chunks[i].tokens) m.add_token_ids(id);
+          for (float lp : chunks[i].logprobs) m.add_logprobs(lp);
+          if (!writer->Write(m)) cancel(CancelCause::kClient);
+        }
+        chunks.erase(chunks.begin(), chunks.end() - static_cast<std::ptrdiff_t>(keep));
+      }
+    }
+    const GenerationOutput out = state->output();
+    RETURN_IF_ERROR(FinalStatus(*state, out));
+    if (writer) {
+      v1::GenerateStreamResponse last;
+      if (!chunks.empty()) {
+        last.set_text(std::move(chunks.back().text));
+        for (int32_t id : chunks.back().tokens) last.add_token_ids(id);
+        for (float lp : chunks.back().logprobs) last.add_logprobs(lp);
+      }
+      FillSummary(req, p, out, &last);
+      writer->Write(last);
+    } else {
+      resp->set_text(out.text);
+      for (int32_t id : out.tokens) resp->add_token_ids(id);
+      for (float lp : out.logprobs) resp->add_logprobs(lp);
+      FillSummary(req, p, out, resp);
+    }
+    return absl::OkStatus();
+  }
+
+  const ServingContext& ctx_;
+};
+
+}  // namespace
+
+std::unique_ptr<v1::Inference::Service> NewInferenceService(const ServingContext* ctx) {
+  return std::make_unique<InferenceServiceImpl>(ctx);
+}
+
+}  // namespace skillpack

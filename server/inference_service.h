@@ -1,0 +1,20 @@
+// The skillpack.v1.Inference gRPC service: turns a GenerateRequest into
+// prompt tokens, sampling parameters and a weight set (base or fused packs),
+// submits it to the scheduler and returns or streams the result. Every
+// outcome maps to one gRPC code (see docs/api.md, "Errors").
+#ifndef SKILLPACK_SERVER_INFERENCE_SERVICE_H_
+#define SKILLPACK_SERVER_INFERENCE_SERVICE_H_
+
+#include <memory>
+
+#include "server/serving_context.h"
+#include "skillpack/v1/inference.grpc.pb.h"
+
+namespace skillpack {
+
+// `ctx` must outlive the service.
+std::unique_ptr<v1::Inference::Service> NewInferenceService(const ServingContext* ctx);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_SERVER_INFERENCE_SERVICE_H_

@@ -1,0 +1,173 @@
+#include "server/metrics_http.h"
+
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include <dlfcn.h>
+#include <pthread.h>
+
+// Debian's civetweb asks for 100 KiB worker stacks (pthread_attr_setstacksize
+// with 102400, a build-time constant with no runtime option). glibc carves a
+// thread's static TLS out of its stack, and in a process that also links
+// libtorch, OpenBLAS and glog the TLS alone is ~100 KiB, so pthread_create
+// fails with EINVAL ("Cannot create first worker thread"). This definition
+// interposes on the libc symbol for the whole process and only ever raises a
+// requested size to kMinThreadStackBytes; smaller requests from any library
+// get a larger stack, larger ones are passed through unchanged.
+namespace {
+constexpr size_t kMinThreadStackBytes = size_t{1} << 20;
+}  // namespace
+
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  if (real == nullptr) return ENOSYS;
+  return real(attr, size < kMinThreadStackBytes ? kMinThreadStackBytes : size);
+}
+
+namespace skillpack {
+namespace {
+
+constexpr char kExpositionContentType[] =
+    "text/plain; version=0.0.4; charset=utf-8";
+constexpr char kTextContentType[] = "text/plain; charset=utf-8";
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    default:
+      return "Error";
+  }
+}
+
+// Writes a complete response with an explicit length; the body is left out
+// for HEAD. Returns `status` (civetweb's "handled" value).
+int Respond(mg_connection* conn, bool head, int status,
+            const char* content_type, const std::string& body,
+            const char* extra_headers = "") {
+  const std::string headers = absl::StrCat(
+      "HTTP/1.1 ", status, " ", ReasonPhrase(status),
+      "\r\nContent-Type: ", content_type, "\r\nContent-Length: ", body.size(),
+      "\r\nCache-Control: no-store\r\nConnection: close\r\n", extra_headers,
+      "\r\n");
+  mg_write(conn, headers.data(), headers.size());
+  if (!head && !body.empty()) mg_write(conn, body.data(), body.size());
+  return status;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
+    const std::string& bind_address, int port,
+    const MetricsRegistry* registry) {
+  if (registry == nullptr) {
+    return absl::InvalidArgumentError("metrics server: registry is null");
+  }
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics server: port ", port, " out of range"));
+  }
+  // civetweb takes numeric addresses only; IPv6 ones in brackets.
+  std::string host = bind_address == "localhost" ? "127.0.0.1" : bind_address;
+  unsigned char parsed[sizeof(in6_addr)];
+  if (inet_pton(AF_INET6, bind_address.c_str(), parsed) == 1) {
+    if (mg_check_feature(8) == 0) {
+      return absl::UnimplementedError(
+          absl::StrCat("metrics server: cannot bind ", bind_address,
+                       ": this civetweb is built without IPv6 support"));
+    }
+    host = absl::StrCat("[", bind_address, "]");
+  } else if (inet_pton(AF_INET, host.c_str(), parsed) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics server: bind address \"", bind_address,
+                     "\" is not a numeric IPv4 or IPv6 address"));
+  }
+  const std::string listening_ports = absl::StrCat(host, ":", port);
+
+  static std::once_flag init_once;
+  std::call_once(init_once, [] { mg_init_library(0); });
+
+  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry));
+  const char* options[] = {"listening_ports",
+                           listening_ports.c_str(),
+                           "num_threads",
+                           "4",
+                           "request_timeout_ms",
+                           "10000",
+                           "enable_keep_alive",
+                           "no",
+                           nullptr};
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  mg_init_data init;
+  std::memset(&init, 0, sizeof(init));
+  init.callbacks = &callbacks;
+  init.user_data = server.get();
+  init.configuration_options = options;
+  char error_text[256] = "";
+  unsigned error_code = 0;
+  mg_error_data error;
+  std::memset(&error, 0, sizeof(error));
+  error.code = &error_code;
+  error.text = error_text;
+  error.text_buffer_size = sizeof(error_text);
+
+  server->context_ = mg_start2(&init, &error);
+  if (server->context_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics server: cannot listen on ", listening_ports, ": ",
+                     error_text[0] != '\0' ? error_text : "civetweb failed"));
+  }
+  // From here on the destructor stops civetweb on every return path.
+  mg_server_port ports[4];
+  std::memset(ports, 0, sizeof(ports));
+  const int n = mg_get_server_ports(server->context_, 4, ports);
+  if (n < 1 || ports[0].port <= 0) {
+    return absl::InternalError(absl::StrCat(
+        "metrics server: civetweb reports no port for ", listening_ports));
+  }
+  server->port_ = ports[0].port;
+  // One handler for every path; it dispatches on the URI itself so that
+  // unknown paths get our 404 rather than civetweb's file serving.
+  mg_set_request_handler(server->context_, "/",
+                         &MetricsHttpServer::HandleRequest, server.get());
+  return server;
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  if (context_ != nullptr) mg_stop(context_);
+}
+
+int MetricsHttpServer::HandleRequest(mg_connection* conn, void* cbdata) {
+  const auto* self = static_cast<const MetricsHttpServer*>(cbdata);
+  const mg_request_info* info = mg_get_request_info(conn);
+  const char* method =
+      info->request_method != nullptr ? info->request_method : "";
+  const char* uri = info->local_uri != nullptr ? info->local_uri : "";
+  const bool head = std::strcmp(method, "HEAD") == 0;
+  if (!head && std::strcmp(method, "GET") != 0) {
+    return Respond(conn, false, 405, kTextContentType, "method not allowed\n",
+                   "Allow: GET, HEAD\r\n");
+  }
+  if (std::strcmp(uri, "/metrics") == 0) {
+    return Respond(conn, head, 200, kExpositionContentType,
+                   self->registry_->Exposition());
+  }
+  if (std::strcmp(uri, "/healthz") == 0) {
+    return Respond(conn, head, 200, kTextContentType, "ok");
+  }
+  return Respond(conn, head, 404, kTextContentType, "not found\n");
+}
+
+}  // namespace skillpack

@@ -1,0 +1,61 @@
+// The metrics HTTP endpoint: a small civetweb server that Prometheus scrapes.
+//   GET /metrics  -> 200, the registry's text exposition (format 0.0.4)
+//   GET /healthz  -> 200, "ok" (liveness: the process is up and serving HTTP)
+//   anything else -> 404 (or 405 for a method other than GET / HEAD)
+// It runs beside the gRPC server on its own port (--metrics-port) and its own
+// few threads; a scrape never blocks request serving beyond the short
+// per-family locks that MetricsRegistry::Exposition() takes.
+#ifndef SKILLPACK_SERVER_METRICS_HTTP_H_
+#define SKILLPACK_SERVER_METRICS_HTTP_H_
+
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "server/metrics.h"
+
+struct mg_connection;
+struct mg_context;
+
+namespace skillpack {
+
+class MetricsHttpServer {
+ public:
+  // Starts listening on `bind_address`:`port`. `bind_address` is a numeric
+  // address: "127.0.0.1" (or "localhost") for local scrapes only, "0.0.0.0"
+  // for all IPv4 interfaces; an IPv6 literal ("::1", no brackets) only where
+  // civetweb was built with IPv6 (Debian's 1.15 is not: UNIMPLEMENTED). `port`
+  // 0 picks a free port; port() tells which. Returns INVALID_ARGUMENT for a bad
+  // address or port, or a null registry, and UNAVAILABLE when civetweb cannot
+  // listen (e.g. the port is taken).
+  // REQUIRES: `registry` outlives the returned server.
+  static StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      const std::string& bind_address, int port,
+      const MetricsRegistry* registry);
+
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
+
+  // Stops civetweb: waits for in-flight requests and joins its threads. Takes
+  // up to ~2 s: civetweb's accept loop only checks its stop flag between
+  // 2-second polls.
+  ~MetricsHttpServer();
+
+  // The port actually listened on (never 0).
+  int port() const { return port_; }
+
+ private:
+  explicit MetricsHttpServer(const MetricsRegistry* registry)
+      : registry_(registry) {}
+
+  // civetweb request handler; `cbdata` is the MetricsHttpServer.
+  static int HandleRequest(mg_connection* conn, void* cbdata);
+
+  const MetricsRegistry* const registry_;
+  mg_context* context_ = nullptr;  // owned; released by mg_stop()
+  int port_ = 0;
+};
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_SERVER_METRICS_HTTP_H_

@@ -1,0 +1,249 @@
+#include "server/pack_cache.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_join.h"
+#include "server/server_metrics.h"
+
+namespace skillpack {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+PackCache::PackCache(std::shared_ptr<const ModelWeights> base, const PackStore* store,
+                     const PackRuntime* runtime, PackCacheOptions options, ServerMetrics* metrics)
+    : base_(std::move(base)), store_(store), runtime_(runtime), options_(options), metrics_(metrics) {
+  absl::MutexLock lock(&mu_);
+  PublishMetrics();
+}
+
+std::string PackCache::SelectionKey(const std::vector<PackChoice>& canonical) {
+  std::vector<std::string> parts;
+  for (const PackChoice& c : canonical) {
+    // %a prints the float exactly, so distinct weights never share a key.
+    char w[64];
+    std::snprintf(w, sizeof(w), "%a", static_cast<double>(c.weight));
+    parts.push_back(absl::StrCat(c.name, "*", w, "[", absl::StrJoin(c.modules, ","), "]"));
+  }
+  return absl::StrJoin(parts, "+");
+}
+
+StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<PackChoice> choices,
+                                                                    double* compose_seconds) {
+  if (compose_seconds) *compose_seconds = 0;
+  if (choices.empty()) return base_;
+  for (PackChoice& c : choices) std::sort(c.modules.begin(), c.modules.end());
+  std::sort(choices.begin(), choices.end(),
+            [](const PackChoice& a, const PackChoice& b) { return a.name < b.name; });
+  const std::string key = SelectionKey(choices);
+  auto lookup = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> std::shared_ptr<const ModelWeights> {
+    auto it = fused_.find(key);
+    if (it == fused_.end()) return nullptr;
+    ++fused_tier_.hits;
+    if (metrics_) metrics_->cache_hits.WithLabels({"fused"}).Increment();
+    fused_lru_.splice(fused_lru_.begin(), fused_lru_, it->second.lru);
+    return it->second.weights;
+  };
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto w = lookup()) return w;
+  }
+  absl::MutexLock build(&build_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto w = lookup()) return w;  // built while we waited
+    ++fused_tier_.misses;
+    if (metrics_) metrics_->cache_misses.WithLabels({"fused"}).Increment();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<ComposeInput> inputs;
+  for (const PackChoice& c : choices) {
+    ASSIGN_OR_RETURN(std::shared_ptr<const HostPack> pack, GetHostPack(c.name, /*count_hit=*/true));
+    inputs.push_back(ComposeInput{std::move(pack), c.weight, c.modules});
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  StatusOr<FusedWeights> fused = runtime_->Compose(inputs);
+  if (!fused.ok()) return Annotate(fused.status(), absl::StrCat("composing ", key));
+  if (metrics_) metrics_->pack_compose_seconds.Observe(SecondsSince(t1));
+  absl::MutexLock lock(&mu_);
+  FusedEntry e;
+  e.weights = fused->weights;
+  e.bytes = fused->bytes;
+  for (const PackChoice& c : choices) e.packs.push_back(c.name);
+  fused_lru_.push_front(key);
+  e.lru = fused_lru_.begin();
+  fused_tier_.bytes += e.bytes;
+  fused_[key] = std::move(e);
+  EvictFused(key);
+  PublishMetrics();
+  if (compose_seconds) *compose_seconds = SecondsSince(t0);
+  return fused->weights;
+}
+
+StatusOr<std::shared_ptr<const HostPack>> PackCache::GetHostPack(const std::string& name, bool count_hit) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = host_.find(name);
+    if (it != host_.end()) {
+      if (count_hit) {
+        ++host_tier_.hits;
+        if (metrics_) metrics_->cache_hits.WithLabels({"host"}).Increment();
+      }
+      host_lru_.splice(host_lru_.begin(), host_lru_, it->second.lru);
+      return it->second.pack;
+    }
+  }
+  ASSIGN_OR_RETURN(StoredPack stored, store_->Get(name));
+  const auto t0 = std::chrono::steady_clock::now();
+  StatusOr<std::shared_ptr<const HostPack>> pack = runtime_->Decode(stored.path);
+  if (!pack.ok()) return Annotate(pack.status(), absl::StrCat("decoding pack '", name, "'"));
+  if (metrics_) metrics_->pack_load_seconds.Observe(SecondsSince(t0));
+  absl::MutexLock lock(&mu_);
+  ++host_tier_.misses;
+  if (metrics_) metrics_->cache_misses.WithLabels({"host"}).Increment();
+  HostEntry e;
+  e.pack = *pack;
+  e.bytes = (*pack)->bytes();
+  host_lru_.push_front(name);
+  e.lru = host_lru_.begin();
+  host_tier_.bytes += e.bytes;
+  host_[name] = std::move(e);
+  EvictHost(name);
+  PublishMetrics();
+  return *pack;
+}
+
+Status PackCache::Load(const std::string& name, bool pin, double* load_seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::MutexLock build(&build_mu_);
+  ASSIGN_OR_RETURN(std::shared_ptr<const HostPack> pack, GetHostPack(name, /*count_hit=*/false));
+  if (load_seconds) *load_seconds = SecondsSince(t0);
+  absl::MutexLock lock(&mu_);
+  auto it = host_.find(name);
+  if (it == host_.end()) {
+    // Evicted at once: bigger than the budget left by pinned packs.
+    return absl::ResourceExhaustedError(absl::StrCat("pack '", name, "' (", pack->bytes(),
+                                                     " bytes decoded) does not fit the host cache budget of ",
+                                                     options_.host_budget_bytes, " bytes"));
+  }
+  if (pin && !it->second.pinned) {
+    int64_t pinned = 0;
+    for (const auto& [n, e] : host_) pinned += e.pinned ? e.bytes : 0;
+    if (pinned + it->second.bytes > options_.host_budget_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "pinning '", name, "' would put ", pinned + it->second.bytes,
+          " bytes of pinned packs over the host cache budget of ", options_.host_budget_bytes, " bytes"));
+    }
+  }
+  it->second.pinned = pin;
+  return absl::OkStatus();
+}
+
+bool PackCache::Unload(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  bool dropped = false;
+  auto it = host_.find(name);
+  if (it != host_.end()) {
+    host_tier_.bytes -= it->second.bytes;
+    host_lru_.erase(it->second.lru);
+    host_.erase(it);
+    dropped = true;
+  }
+  for (auto f = fused_.begin(); f != fused_.end();) {
+    auto next = std::next(f);
+    const auto& packs = f->second.packs;
+    if (std::find(packs.begin(), packs.end(), name) != packs.end()) {
+      EraseFused(f);
+      dropped = true;
+    }
+    f = next;
+  }
+  PublishMetrics();
+  return dropped;
+}
+
+void PackCache::EvictHost(const std::string& keep) {
+  while (host_tier_.bytes > options_.host_budget_bytes) {
+    auto victim = host_lru_.end();
+    for (auto it = host_lru_.rbegin(); it != host_lru_.rend(); ++it) {
+      const HostEntry& e = host_.at(*it);
+      if (!e.pinned && *it != keep) {
+        victim = std::prev(it.base());
+        break;
+      }
+    }
+    if (victim == host_lru_.end()) {
+      // Only `keep` and pinned packs are left: drop `keep` unless pinned.
+      auto k = host_.find(keep);
+      if (k == host_.end() || k->second.pinned) return;
+      victim = k->second.lru;
+    }
+    auto e = host_.find(*victim);
+    host_tier_.bytes -= e->second.bytes;
+    ++host_tier_.evictions;
+    if (metrics_) metrics_->cache_evictions.WithLabels({"host"}).Increment();
+    host_.erase(e);
+    host_lru_.erase(victim);
+  }
+}
+
+void PackCache::EraseFused(std::map<std::string, FusedEntry>::iterator it) {
+  fused_tier_.bytes -= it->second.bytes;
+  fused_lru_.erase(it->second.lru);
+  fused_.erase(it);
+}
+
+void PackCache::EvictFused(const std::string& keep) {
+  // The newest set stays even when it alone exceeds the budget: the request
+  // that built it is about to use it.
+  while (fused_tier_.bytes > options_.fused_budget_bytes && fused_lru_.size() > 1) {
+    const std::string victim = fused_lru_.back() == keep ? *std::prev(fused_lru_.end(), 2) : fused_lru_.back();
+    EraseFused(fused_.find(victim));
+    ++fused_tier_.evictions;
+    if (metrics_) metrics_->cache_evictions.WithLabels({"fused"}).Increment();
+  }
+}
+
+void PackCache::PublishMetrics() {
+  if (!metrics_) return;
+  metrics_->cache_bytes.WithLabels({"host"}).Set(static_cast<double>(host_tier_.bytes));
+  metrics_->cache_bytes.WithLabels({"fused"}).Set(static_cast<double>(fused_tier_.bytes));
+  metrics_->cache_budget_bytes.WithLabels({"host"}).Set(static_cast<double>(options_.host_budget_bytes));
+  metrics_->cache_budget_bytes.WithLabels({"fused"}).Set(static_cast<double>(options_.fused_budget_bytes));
+}
+
+PackCache::PackState PackCache::StateOf(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  PackState s;
+  auto it = host_.find(name);
+  if (it != host_.end()) {
+    s.loaded = true;
+    s.pinned = it->second.pinned;
+    s.host_bytes = it->second.bytes;
+  }
+  return s;
+}
+
+std::vector<CacheTierStats> PackCache::Stats() const {
+  absl::MutexLock lock(&mu_);
+  auto make = [](const char* name, const Tier& t, int64_t budget, size_t entries) {
+    CacheTierStats s;
+    s.tier = name;
+    s.bytes = t.bytes;
+    s.budget_bytes = budget;
+    s.entries = static_cast<int32_t>(entries);
+    s.hits = t.hits;
+    s.misses = t.misses;
+    s.evictions = t.evictions;
+    return s;
+  };
+  return {make("host", host_tier_, options_.host_budget_bytes, host_.size()),
+          make("fused", fused_tier_, options_.fused_budget_bytes, fused_.size())};
+}
+
+}  // namespace skillpack

@@ -1,0 +1,108 @@
+// PackRuntime over the core SkillPack library (pack_format.h, pack_decode.h,
+// composer.h): the only server file that touches pack internals.
+#include "server/pack_runtime.h"
+
+#include <exception>
+#include <utility>
+
+#include "core/composer.h"
+#include "core/fingerprint.h"
+#include "core/pack_decode.h"
+#include "core/pack_format.h"
+
+namespace skillpack {
+namespace {
+
+class CoreHostPack : public HostPack {
+ public:
+  explicit CoreHostPack(DecodedPack pack) : pack_(std::move(pack)), bytes_(pack_.bytes()) {}
+  int64_t bytes() const override { return bytes_; }
+  const DecodedPack& pack() const { return pack_; }
+
+ private:
+  const DecodedPack pack_;
+  const int64_t bytes_;
+};
+
+class CorePackRuntime : public PackRuntime {
+ public:
+  CorePackRuntime(std::shared_ptr<const ModelWeights> base, std::string fingerprint)
+      : base_(std::move(base)), fingerprint_(std::move(fingerprint)) {}
+
+  StatusOr<PackSummary> Inspect(const std::string& path) const override {
+    ASSIGN_OR_RETURN(SkillPack pack, ReadAndCheck(path));
+    PackSummary s;
+    s.name = pack.manifest.name;
+    s.version = pack.manifest.version;
+    s.description = pack.manifest.description;
+    s.tags = pack.manifest.tags;
+    s.base_fingerprint = pack.manifest.base_fingerprint;
+    s.created_at = pack.manifest.created_at;
+    s.num_modules = static_cast<int32_t>(pack.modules.size());
+    return s;
+  }
+
+  StatusOr<Json> Describe(const std::string& path) const override {
+    ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));
+    try {
+      return DescribePack(pack);
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "describing pack");
+    }
+  }
+
+  StatusOr<std::shared_ptr<const HostPack>> Decode(const std::string& path) const override {
+    ASSIGN_OR_RETURN(SkillPack pack, ReadAndCheck(path));
+    try {
+      // Factors, not dense deltas: rank << min(out, in) keeps the host tier small.
+      ASSIGN_OR_RETURN(DecodedPack decoded, DecodePack(pack, /*keep_factors=*/true));
+      return std::shared_ptr<const HostPack>(std::make_shared<CoreHostPack>(std::move(decoded)));
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "decoding pack");
+    }
+  }
+
+  StatusOr<FusedWeights> Compose(const std::vector<ComposeInput>& inputs) const override {
+    std::vector<PackSelection> selections;
+    for (const ComposeInput& in : inputs) {
+      const auto* host = dynamic_cast<const CoreHostPack*>(in.pack.get());
+      if (host == nullptr) return absl::InternalError("Compose: pack not decoded by this runtime");
+      selections.push_back(PackSelection{&host->pack(), in.weight, in.modules});
+    }
+    try {
+      FusedWeights out;
+      ASSIGN_OR_RETURN(out.weights, ComposeWeights(*base_, selections));
+      // Bytes the fused set adds: tensors it does not share with the base.
+      for (const auto& [name, t] : out.weights->tensors()) {
+        const at::Tensor* b = base_->Find(name);
+        if (b == nullptr || b->data_ptr() != t.data_ptr()) out.bytes += static_cast<int64_t>(t.nbytes());
+      }
+      return out;
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "composing packs");
+    }
+  }
+
+ private:
+  StatusOr<SkillPack> ReadAndCheck(const std::string& path) const {
+    try {
+      ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));
+      RETURN_IF_ERROR(CheckPackFitsBase(pack, *base_, fingerprint_));
+      return pack;
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "reading pack");
+    }
+  }
+
+  const std::shared_ptr<const ModelWeights> base_;
+  const std::string fingerprint_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<PackRuntime>> NewCorePackRuntime(std::shared_ptr<const ModelWeights> base) {
+  ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*base));
+  return std::unique_ptr<PackRuntime>(new CorePackRuntime(std::move(base), std::move(fingerprint)));
+}
+
+}  // namespace skillpack

@@ -1,0 +1,121 @@
+// The pack store: a directory of validated .skillpack files, one per pack
+// name (<dir>/<name>.skillpack), with an in-memory index of their manifests.
+// Uploads stream into a temporary file under <dir>/.incoming/, are fsynced,
+// checked (size, sha256, PackRuntime::Inspect against the base model) and
+// only then renamed into place, so a pack is either fully visible and valid or
+// not there at all.
+#ifndef SKILLPACK_SERVER_PACK_STORE_H_
+#define SKILLPACK_SERVER_PACK_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "core/fingerprint.h"
+#include "core/status.h"
+#include "server/pack_runtime.h"
+
+namespace skillpack {
+
+// A stored pack.
+struct StoredPack {
+  PackSummary summary;
+  std::string path;
+  std::string sha256;  // lowercase hex of the file
+  int64_t file_bytes = 0;
+};
+
+class PackStore;
+
+// One upload in progress. Not thread-safe (one gRPC stream feeds it). The
+// temporary file is removed when the upload is destroyed without Commit().
+class PackUpload {
+ public:
+  ~PackUpload();
+  PackUpload(const PackUpload&) = delete;
+  PackUpload& operator=(const PackUpload&) = delete;
+
+  // Appends the next chunk. INVALID_ARGUMENT when the data goes past the
+  // announced total size.
+  Status Append(absl::string_view chunk);
+
+  // Checks size and sha256, validates the pack against the base, and makes
+  // it visible under its manifest name. INVALID_ARGUMENT on a size or sha256
+  // mismatch, a malformed pack or a name that differs from the announced
+  // one; FAILED_PRECONDITION for a pack of another base; ALREADY_EXISTS when
+  // the name is taken and overwrite was not asked for.
+  StatusOr<StoredPack> Commit();
+
+ private:
+  friend class PackStore;
+  PackUpload(PackStore* store, std::string name, std::string sha256, int64_t total_bytes,
+             bool overwrite, std::string tmp_path, int fd);
+
+  PackStore* store_;
+  std::string name_;  // may be empty: take the manifest's
+  std::string expected_sha256_;
+  int64_t total_bytes_;
+  bool overwrite_;
+  std::string tmp_path_;
+  int fd_;
+  int64_t received_ = 0;
+  Sha256 hash_;
+  bool committed_ = false;
+};
+
+class PackStore {
+ public:
+  // Opens (creating it if needed) the store in `dir` and indexes the packs
+  // there; files that fail validation are reported on stderr and skipped, and
+  // leftovers of interrupted uploads are removed. `runtime` must outlive the
+  // store. `max_pack_bytes` bounds uploads.
+  static StatusOr<std::unique_ptr<PackStore>> Open(const std::string& dir, const PackRuntime* runtime,
+                                                   int64_t max_pack_bytes);
+
+  // Starts an upload. `name` is empty or a valid pack name; `sha256` 64 hex
+  // characters; 0 < total_bytes <= max_pack_bytes. INVALID_ARGUMENT naming
+  // the header field otherwise.
+  StatusOr<std::unique_ptr<PackUpload>> BeginUpload(const std::string& name, const std::string& sha256,
+                                                    int64_t total_bytes, bool overwrite);
+
+  // NOT_FOUND when no pack has that name.
+  StatusOr<StoredPack> Get(const std::string& name) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Sorted by name.
+  std::vector<StoredPack> List() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes the file (fsyncing the directory). NOT_FOUND when absent.
+  Status Delete(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string& dir() const { return dir_; }
+  const PackRuntime* runtime() const { return runtime_; }
+  int64_t max_pack_bytes() const { return max_pack_bytes_; }
+
+ private:
+  friend class PackUpload;
+  PackStore(std::string dir, const PackRuntime* runtime, int64_t max_pack_bytes)
+      : dir_(std::move(dir)), runtime_(runtime), max_pack_bytes_(max_pack_bytes) {}
+  std::string PathOf(const std::string& name) const;
+  std::string IncomingDir() const;
+  // Renames the validated temporary file into place and indexes it.
+  StatusOr<StoredPack> Install(const std::string& tmp_path, StoredPack pack, bool overwrite)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const std::string dir_;
+  const PackRuntime* runtime_;
+  const int64_t max_pack_bytes_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, StoredPack> packs_ ABSL_GUARDED_BY(mu_);
+  int64_t next_upload_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// True for 64 lowercase hex characters.
+bool IsSha256Hex(absl::string_view s);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_SERVER_PACK_STORE_H_

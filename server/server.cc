@@ -1,0 +1,193 @@
+#include "server/server.h"
+
+#include <cstdio>
+
+#include <ATen/Parallel.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/synchronization/mutex.h"
+#include "core/file_util.h"
+#include "core/generator.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "server/admin_service.h"
+#include "server/inference_service.h"
+#include "server/metrics_http.h"
+#include "server/pack_cache.h"
+#include "server/pack_runtime.h"
+#include "server/pack_store.h"
+#include "server/scheduler.h"
+#include "server/server_metrics.h"
+#include "server/serving_context.h"
+
+namespace skillpack {
+
+class SkillpackServer::Impl {
+ public:
+  ServerOptions options;
+  std::unique_ptr<LoadedModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<PackRuntime> runtime;
+  std::unique_ptr<PackStore> store;
+  MetricsRegistry registry;
+  std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<PackCache> cache;
+  std::unique_ptr<Scheduler> scheduler;
+  ServingContext ctx;
+  std::unique_ptr<v1::Inference::Service> inference;
+  std::unique_ptr<v1::Admin::Service> admin;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  int grpc_port = 0;
+
+  absl::Mutex mu;
+  bool shut_down ABSL_GUARDED_BY(mu) = false;
+};
+
+namespace {
+
+Status CheckOptions(const ServerOptions& o) {
+  if (o.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  if (o.packs_dir.empty()) return absl::InvalidArgumentError("--packs is required");
+  if (o.grpc_port < 0 || o.grpc_port > 65535) return absl::InvalidArgumentError("--grpc-port must be in [0, 65535]");
+  if (o.metrics_port < -1 || o.metrics_port > 65535) {
+    return absl::InvalidArgumentError("--metrics-port must be in [-1, 65535]");
+  }
+  if (o.max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
+  if (o.max_queued < 0) return absl::InvalidArgumentError("--max-queued must be >= 0");
+  if (o.kv_slots < 0) return absl::InvalidArgumentError("--kv-slots must be >= 0");
+  if (o.max_seq_len < 0) return absl::InvalidArgumentError("--max-seq-len must be >= 0");
+  if (o.host_cache_bytes < 0 || o.fused_cache_bytes < 0) {
+    return absl::InvalidArgumentError("cache budgets must be >= 0");
+  }
+  if (o.max_pack_bytes <= 0) return absl::InvalidArgumentError("--max-pack-bytes must be positive");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("give both --tls-cert and --tls-key, or neither");
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
+  if (o.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  ASSIGN_OR_RETURN(std::string cert, ReadFileToString(o.tls_cert_file));
+  ASSIGN_OR_RETURN(std::string key, ReadFileToString(o.tls_key_file));
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({key, cert});
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+SkillpackServer::SkillpackServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+SkillpackServer::~SkillpackServer() {
+  Shutdown(absl::ZeroDuration());
+  // Members go in reverse order of construction: servers first, then the
+  // scheduler (joins the engine thread), the cache and the model.
+  impl_->metrics_http.reset();
+  impl_->grpc_server.reset();
+  impl_->scheduler.reset();
+}
+
+StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(options));
+  auto impl = std::make_unique<Impl>();
+  Impl& s = *impl;
+  s.options = options;
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  ASSIGN_OR_RETURN(s.model, LoadModel(options.model_dir, at::TensorOptions().dtype(at::kFloat)));
+  ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::FromModelDir(options.model_dir));
+  ASSIGN_OR_RETURN(s.runtime, NewCorePackRuntime(s.model->weights));
+  ASSIGN_OR_RETURN(s.store, PackStore::Open(options.packs_dir, s.runtime.get(), options.max_pack_bytes));
+  s.metrics = std::make_unique<ServerMetrics>(&s.registry);
+  RegisterProcessMetrics(&s.registry);
+  PackCacheOptions co;
+  co.host_budget_bytes = options.host_cache_bytes;
+  co.fused_budget_bytes = options.fused_cache_bytes;
+  s.cache = std::make_unique<PackCache>(s.model->weights, s.store.get(), s.runtime.get(), co, s.metrics.get());
+
+  const int32_t slots = options.kv_slots > 0 ? options.kv_slots : options.max_running;
+  const int64_t seq_len =
+      options.max_seq_len > 0 ? options.max_seq_len : std::min<int64_t>(s.model->config.max_position_embeddings, 4096);
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> kv,
+                   KvCache::Create(s.model->config, slots, seq_len, s.model->weights->embed_tokens().options()));
+  SchedulerOptions so;
+  so.max_running = options.max_running;
+  so.max_queued = options.max_queued;
+  s.scheduler = Scheduler::Create(*s.model->transformer, *s.tokenizer, std::move(kv),
+                                  EosIds(s.model->config, *s.tokenizer), so, s.metrics.get());
+
+  s.ctx.model = s.model.get();
+  s.ctx.tokenizer = s.tokenizer.get();
+  s.ctx.scheduler = s.scheduler.get();
+  s.ctx.store = s.store.get();
+  s.ctx.cache = s.cache.get();
+  s.ctx.metrics = s.metrics.get();
+  s.ctx.admin_token = options.admin_token;
+  s.ctx.started = absl::Now();
+  s.inference = NewInferenceService(&s.ctx);
+  s.admin = NewAdminService(&s.ctx);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds, Credentials(options));
+  grpc::ServerBuilder builder;
+  const std::string addr = absl::StrCat(options.grpc_address, ":", options.grpc_port);
+  builder.AddListeningPort(addr, creds, &s.grpc_port);
+  builder.RegisterService(s.inference.get());
+  builder.RegisterService(s.admin.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  s.grpc_server = builder.BuildAndStart();
+  if (!s.grpc_server || s.grpc_port == 0) {
+    s.scheduler.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", addr));
+  }
+  s.grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  if (options.metrics_port >= 0) {
+    StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(options.metrics_address, options.metrics_port, &s.registry);
+    if (!http.ok()) {
+      s.grpc_server->Shutdown();
+      s.scheduler.reset();
+      return http.status();
+    }
+    s.metrics_http = *std::move(http);
+  }
+  return std::unique_ptr<SkillpackServer>(new SkillpackServer(std::move(impl)));
+}
+
+int SkillpackServer::grpc_port() const { return impl_->grpc_port; }
+int SkillpackServer::metrics_port() const { return impl_->metrics_http ? impl_->metrics_http->port() : -1; }
+
+std::string SkillpackServer::ListeningLine() const {
+  auto host = [](const std::string& a) { return a == "0.0.0.0" || a.empty() ? std::string("127.0.0.1") : a; };
+  std::string metrics = impl_->metrics_http
+                            ? absl::StrCat(host(impl_->options.metrics_address), ":", metrics_port())
+                            : std::string("off");
+  return absl::StrCat("listening grpc=", host(impl_->options.grpc_address), ":", grpc_port(),
+                      " metrics=", metrics);
+}
+
+void SkillpackServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (impl_->shut_down) return;
+    impl_->shut_down = true;
+  }
+  Impl& s = *impl_;
+  s.grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  s.scheduler->StartDraining();
+  const absl::Time deadline = absl::Now() + grace;
+  if (!s.scheduler->WaitIdle(deadline)) {
+    std::fprintf(stderr, "shutdown: grace period over, cancelling running requests\n");
+    s.scheduler->CancelAll();
+    s.scheduler->WaitIdle(absl::Now() + absl::Seconds(5));
+  }
+  // Handlers return as soon as their requests are done; give them a moment to
+  // write their last message before the transport goes.
+  s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+}  // namespace skillpack

@@ -1,0 +1,66 @@
+// SkillpackServer: the whole inference server in one object. Loads the base
+// model and tokenizer, opens the pack store, builds the pack cache and the
+// scheduler, and serves skillpack.v1.Inference, skillpack.v1.Admin,
+// grpc.health.v1.Health and server reflection on one gRPC port (optionally
+// with TLS), plus Prometheus metrics over HTTP. Shutdown() is graceful:
+// health goes NOT_SERVING, new generations are refused with UNAVAILABLE, and
+// running ones get a grace period to finish before they are cancelled.
+#ifndef SKILLPACK_SERVER_SERVER_H_
+#define SKILLPACK_SERVER_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/status.h"
+
+namespace skillpack {
+
+struct ServerOptions {
+  std::string model_dir;
+  std::string packs_dir;
+  std::string grpc_address = "0.0.0.0";
+  int grpc_port = 50051;        // 0 = pick a free port
+  std::string metrics_address = "0.0.0.0";
+  int metrics_port = 9090;      // 0 = pick a free port, -1 = no metrics endpoint
+  std::string admin_token;      // empty = the Admin service refuses every call
+  std::string tls_cert_file;    // PEM; both or neither of cert and key
+  std::string tls_key_file;
+  int32_t max_running = 8;      // sequences decoded together
+  int32_t max_queued = 64;      // accepted requests beyond those running
+  int32_t kv_slots = 0;         // 0 = max_running
+  int64_t max_seq_len = 0;      // per-sequence KV length; 0 = min(model context, 4096)
+  int64_t host_cache_bytes = int64_t{4} << 30;
+  int64_t fused_cache_bytes = int64_t{8} << 30;
+  int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
+  int32_t threads = 0;          // intra-op threads; 0 = libtorch's default
+};
+
+class SkillpackServer {
+ public:
+  // Loads everything and starts serving. INVALID_ARGUMENT for bad options,
+  // the loader's errors for a bad model folder, UNAVAILABLE when a port
+  // cannot be bound.
+  static StatusOr<std::unique_ptr<SkillpackServer>> Start(const ServerOptions& options);
+  ~SkillpackServer();
+
+  int grpc_port() const;
+  int metrics_port() const;  // -1 when disabled
+  // "listening grpc=HOST:PORT metrics=HOST:PORT" (metrics=off when disabled).
+  std::string ListeningLine() const;
+
+  // Graceful shutdown (idempotent): NOT_SERVING, refuse new generations,
+  // wait up to `grace` for running ones, cancel the rest, stop the servers.
+  void Shutdown(absl::Duration grace);
+
+  class Impl;
+
+ private:
+  explicit SkillpackServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_SERVER_SERVER_H_

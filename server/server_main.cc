@@ -1,0 +1,144 @@
+// `skillpack-server`: the inference server's main. Parses flags, starts
+// SkillpackServer, prints "listening grpc=HOST:PORT metrics=HOST:PORT" on
+// stdout once it serves, and shuts down gracefully on SIGTERM / SIGINT.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "core/args.h"
+#include "server/grpc_util.h"
+#include "server/server.h"
+
+namespace skillpack {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: skillpack-server --model DIR --packs DIR [flags]\n"
+    "\n"
+    "  --grpc-address ADDR        bind address for gRPC (default 0.0.0.0)\n"
+    "  --grpc-port N              gRPC port; 0 picks a free one (default 50051)\n"
+    "  --metrics-address ADDR     bind address for /metrics (default 0.0.0.0)\n"
+    "  --metrics-port N           Prometheus port; 0 picks a free one, -1 disables (default 9090)\n"
+    "  --admin-token-file FILE    bearer token the Admin API requires (without it Admin is disabled)\n"
+    "  --tls-cert FILE --tls-key FILE   serve gRPC over TLS (PEM)\n"
+    "  --max-running N            sequences decoded together (default 8)\n"
+    "  --max-queued N             accepted requests waiting beyond those (default 64)\n"
+    "  --kv-slots N               KV cache slots (default = --max-running)\n"
+    "  --max-seq-len N            tokens per KV slot, prompt + output (default min(model, 4096))\n"
+    "  --host-cache-bytes N       budget for decoded packs (default 4 GiB)\n"
+    "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
+    "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
+    "  --grace-seconds S          on SIGTERM, time running requests get to finish (default 30)\n"
+    "  --threads N                intra-op CPU threads (default: libtorch's)\n";
+
+StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
+  ServerOptions o;
+  ASSIGN_OR_RETURN(o.model_dir, a.String("model"));
+  ASSIGN_OR_RETURN(o.packs_dir, a.String("packs"));
+  o.grpc_address = a.StringOr("grpc-address", o.grpc_address);
+  o.metrics_address = a.StringOr("metrics-address", o.metrics_address);
+  ASSIGN_OR_RETURN(int64_t grpc_port, a.IntOr("grpc-port", o.grpc_port));
+  ASSIGN_OR_RETURN(int64_t metrics_port, a.IntOr("metrics-port", o.metrics_port));
+  ASSIGN_OR_RETURN(int64_t max_running, a.IntOr("max-running", o.max_running));
+  ASSIGN_OR_RETURN(int64_t max_queued, a.IntOr("max-queued", o.max_queued));
+  ASSIGN_OR_RETURN(int64_t kv_slots, a.IntOr("kv-slots", o.kv_slots));
+  ASSIGN_OR_RETURN(o.max_seq_len, a.IntOr("max-seq-len", o.max_seq_len));
+  ASSIGN_OR_RETURN(o.host_cache_bytes, a.IntOr("host-cache-bytes", o.host_cache_bytes));
+  ASSIGN_OR_RETURN(o.fused_cache_bytes, a.IntOr("fused-cache-bytes", o.fused_cache_bytes));
+  ASSIGN_OR_RETURN(o.max_pack_bytes, a.IntOr("max-pack-bytes", o.max_pack_bytes));
+  ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
+  ASSIGN_OR_RETURN(*grace_seconds, a.DoubleOr("grace-seconds", 30));
+  o.tls_cert_file = a.StringOr("tls-cert", "");
+  o.tls_key_file = a.StringOr("tls-key", "");
+  const std::string token_file = a.StringOr("admin-token-file", "");
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (!a.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
+  }
+  auto in_range = [](int64_t v, int64_t lo, int64_t hi, const char* flag) -> Status {
+    if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "]"));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(in_range(grpc_port, 0, 65535, "grpc-port"));
+  RETURN_IF_ERROR(in_range(metrics_port, -1, 65535, "metrics-port"));
+  RETURN_IF_ERROR(in_range(max_running, 1, 4096, "max-running"));
+  RETURN_IF_ERROR(in_range(max_queued, 0, 1 << 20, "max-queued"));
+  RETURN_IF_ERROR(in_range(kv_slots, 0, 4096, "kv-slots"));
+  RETURN_IF_ERROR(in_range(threads, 0, 1024, "threads"));
+  if (!(*grace_seconds >= 0)) return absl::InvalidArgumentError("--grace-seconds must be >= 0");
+  o.grpc_port = static_cast<int>(grpc_port);
+  o.metrics_port = static_cast<int>(metrics_port);
+  o.max_running = static_cast<int32_t>(max_running);
+  o.max_queued = static_cast<int32_t>(max_queued);
+  o.kv_slots = static_cast<int32_t>(kv_slots);
+  o.threads = static_cast<int32_t>(threads);
+  if (!token_file.empty()) {
+    ASSIGN_OR_RETURN(o.admin_token, ReadTokenFile(token_file));
+  }
+  return o;
+}
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int sig) {
+  const unsigned char b = static_cast<unsigned char>(sig);
+  // Nothing to do on failure: the pipe only fills if shutdown is stuck.
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &b, 1);
+}
+
+int Main(int argc, char** argv) {
+  if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  // SIGTERM / SIGINT run a handler that only writes the signal number to a
+  // pipe; the main thread waits on that pipe. Handlers are process-wide, so
+  // the signals never take their default (terminating) action, whichever
+  // thread they land on, and a second signal during shutdown is harmless.
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("skillpack-server: pipe");
+    return 1;
+  }
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  StatusOr<Args> args = Args::Parse(argc, argv, 1, {});
+  double grace = 30;
+  StatusOr<ServerOptions> options = args.ok() ? ParseOptions(*args, &grace) : args.status();
+  if (!options.ok()) {
+    std::fprintf(stderr, "skillpack-server: %s\n\n%s", std::string(options.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  StatusOr<std::unique_ptr<SkillpackServer>> server = SkillpackServer::Start(*options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "skillpack-server: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  std::printf("%s\n", (*server)->ListeningLine().c_str());
+  std::fflush(stdout);
+  unsigned char sig = 0;
+  while (::read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+  }
+  std::fprintf(stderr, "skillpack-server: %s received, shutting down (grace %.1f s)\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", grace);
+  (*server)->Shutdown(absl::Seconds(grace));
+  server->reset();
+  std::fprintf(stderr, "skillpack-server: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace skillpack
+
+int main(int argc, char** argv) { return skillpack::Main(argc, argv); }

@@ -1,0 +1,33 @@
+// The parts of a running server that the gRPC services share. Owned by
+// SkillpackServer (server.h); the services hold a const pointer to it.
+#ifndef SKILLPACK_SERVER_SERVING_CONTEXT_H_
+#define SKILLPACK_SERVER_SERVING_CONTEXT_H_
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "server/pack_cache.h"
+#include "server/pack_runtime.h"
+#include "server/pack_store.h"
+#include "server/scheduler.h"
+#include "server/server_metrics.h"
+
+namespace skillpack {
+
+struct ServingContext {
+  const LoadedModel* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  Scheduler* scheduler = nullptr;
+  PackStore* store = nullptr;
+  PackCache* cache = nullptr;
+  ServerMetrics* metrics = nullptr;
+  // Bearer token the Admin service requires; empty = Admin refuses every call.
+  std::string admin_token;
+  absl::Time started;
+};
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_SERVER_SERVING_CONTEXT_H_

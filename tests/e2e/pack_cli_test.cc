@@ -1,0 +1,211 @@
+// End-to-end test of `skillpack pack create|inspect|verify|apply`, driving the
+// real binary: a tiny base, a fine-tuned copy made here with the core API, a
+// pack made from them, checked against the right and a wrong base, applied,
+// and the merged folder generating text.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "core/model.h"
+#include "core/pack_compress.h"
+#include "core/pack_decode.h"
+#include "core/pack_format.h"
+
+namespace skillpack {
+namespace {
+
+const std::string kBinary = SKILLPACK_BINARY_DIR "/server/skillpack";
+
+struct RunResult {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+RunResult RunCli(const std::string& args) {
+  RunResult r;
+  FILE* p = popen((kBinary + " " + args + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class PackCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "/pack_cli_test_" + std::to_string(getpid()));
+    ASSERT_TRUE(MakeDirectories(*dir_).ok());
+    for (const char* seed : {"1", "2"}) {
+      RunResult r = RunCli(absl::StrCat("model init-tiny --out ", *dir_, "/base", seed,
+                                     " --layers 2 --hidden 64 --heads 4 --kv-heads 2 --seed ", seed));
+      ASSERT_EQ(r.code, 0) << r.output;
+    }
+    // The "fine-tuned" model: base1 plus low-rank + noise deltas on the
+    // projections, a few embedding rows and the final norm changed.
+    auto base = LoadModel(*dir_ + "/base1", at::TensorOptions().dtype(at::kFloat));
+    ASSERT_TRUE(base.ok()) << base.status();
+    at::Generator gen = at::detail::createCPUGenerator(99);
+    std::map<std::string, at::Tensor> replaced;
+    for (const auto& [name, w] : (*base)->weights->tensors()) {
+      if (!ProjectionType(name).empty()) {
+        const int64_t m = w.size(0), n = w.size(1);
+        replaced[name] = w + 0.01 * at::matmul(at::randn({m, 4}, gen), at::randn({4, n}, gen)) +
+                         0.0005 * at::randn({m, n}, gen);
+      } else if (name == "model.embed_tokens.weight") {
+        at::Tensor d = at::zeros_like(w);
+        d.narrow(0, 65, 26).copy_(0.02 * at::randn({26, w.size(1)}, gen));
+        replaced[name] = w + d;
+      } else if (name == "model.norm.weight") {
+        replaced[name] = w + 0.01 * at::randn(w.sizes(), gen);
+      }
+    }
+    auto tuned = (*base)->weights->WithReplaced(replaced);
+    ASSERT_TRUE(tuned.ok()) << tuned.status();
+    const std::string tuned_dir = *dir_ + "/tuned";
+    ASSERT_TRUE((*tuned)->Save(tuned_dir).ok());
+    for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
+      auto text = ReadFileToString(JoinPath(*dir_ + "/base1", f));
+      ASSERT_TRUE(text.ok());
+      ASSERT_TRUE(WriteFileAtomically(JoinPath(tuned_dir, f), *text).ok());
+    }
+    std::ofstream(*dir_ + "/calib.txt") << "The quick brown fox jumps over the lazy dog.\n"
+                                        << "{not json, plain text}\n"
+                                        << "Sphinx of black quartz, judge my vow.\n"
+                                        << "Pack my box with five dozen liquor jugs.\n";
+  }
+  static void TearDownTestSuite() {
+    std::system(("rm -rf '" + *dir_ + "'").c_str());
+    delete dir_;
+  }
+  static std::string* dir_;
+};
+std::string* PackCliTest::dir_ = nullptr;
+
+TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
+  const std::string& d = *dir_;
+  const std::string pack = d + "/demo.skillpack";
+  RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --calib ", d,
+                                      "/calib.txt --calib-samples 4 --calib-len 32 --name demo-pack",
+                                      " --description 'a test pack' --tag test -o ", pack));
+  ASSERT_EQ(create.code, 0) << create.output;
+  EXPECT_NE(create.output.find("calibration: 4 sequences"), std::string::npos) << create.output;
+  EXPECT_NE(create.output.find("lowrank rank"), std::string::npos) << create.output;
+  EXPECT_NE(create.output.find("ratio"), std::string::npos) << create.output;
+  ASSERT_TRUE(PathExists(pack));
+
+  RunResult inspect = RunCli("pack inspect " + pack);
+  ASSERT_EQ(inspect.code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("pack demo-pack"), std::string::npos) << inspect.output;
+  EXPECT_NE(inspect.output.find("model.layers.1.mlp.down_proj.weight"), std::string::npos);
+  EXPECT_NE(inspect.output.find("sparse"), std::string::npos);
+  RunResult json = RunCli("pack inspect --json " + pack);
+  ASSERT_EQ(json.code, 0) << json.output;
+  auto j = ParseJson(json.output, "inspect --json");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ((*j)["name"], "demo-pack");
+  EXPECT_EQ((*j)["description"], "a test pack");
+  // Only the changed tensors are in the pack: 14 projections, embeddings, final norm.
+  EXPECT_EQ((*j)["num_modules"], 16);
+
+  RunResult ok = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base1"));
+  EXPECT_EQ(ok.code, 0) << ok.output;
+  RunResult wrong = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base2"));
+  EXPECT_NE(wrong.code, 0) << wrong.output;
+  EXPECT_NE(wrong.output.find("made for base"), std::string::npos) << wrong.output;
+
+  const std::string applied = d + "/applied";
+  RunResult apply = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", pack, " -o ", applied));
+  ASSERT_EQ(apply.code, 0) << apply.output;
+  // The applied weights are base + the decoded delta.
+  auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
+  auto merged = LoadModel(applied, at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(base.ok() && merged.ok());
+  auto read = ReadSkillPack(pack);
+  ASSERT_TRUE(read.ok()) << read.status();
+  std::map<std::string, at::Tensor> deltas;
+  for (const ModuleDelta& m : read->modules) {
+    auto dm = DecodeModuleDelta(m);
+    ASSERT_TRUE(dm.ok()) << dm.status();
+    deltas[m.name] = *dm;
+  }
+  for (const auto& [name, w] : (*base)->weights->tensors()) {
+    const at::Tensor& got = *(*merged)->weights->Find(name);
+    auto it = deltas.find(name);
+    at::Tensor expect = it == deltas.end() ? w : w + it->second;
+    EXPECT_TRUE(at::allclose(got, expect, 1e-6, 1e-7)) << name;
+  }
+  // The pack approximates the true delta.
+  auto tuned = LoadModel(d + "/tuned", at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(tuned.ok());
+  const char* q = "model.layers.0.self_attn.q_proj.weight";
+  at::Tensor true_delta = *(*tuned)->weights->Find(q) - *(*base)->weights->Find(q);
+  EXPECT_LT((deltas[q] - true_delta).norm().item<double>(), 0.8 * true_delta.norm().item<double>());
+
+  RunResult gen = RunCli("generate --model " + applied + " --prompt Hello --max-new-tokens 8 --ignore-eos");
+  EXPECT_EQ(gen.code, 0) << gen.output;
+
+  // Applying to a base of another seed is refused.
+  RunResult bad_apply = RunCli(absl::StrCat("pack apply --base ", d, "/base2 --pack ", pack, " -o ", d, "/x"));
+  EXPECT_NE(bad_apply.code, 0);
+  EXPECT_NE(bad_apply.output.find("made for base"), std::string::npos) << bad_apply.output;
+}
+
+TEST_F(PackCliTest, BudgetModeMeetsTarget) {
+  const std::string& d = *dir_;
+  const std::string pack = d + "/budget.skillpack";
+  RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                                      "/tuned --target-ratio 0.25 --name budget -o ", pack));
+  ASSERT_EQ(create.code, 0) << create.output;
+  EXPECT_NE(create.output.find("budget met"), std::string::npos) << create.output;
+  auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(base.ok());
+  auto bytes = ReadFileToString(pack);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_LE(static_cast<double>(bytes->size()), 0.25 * Fp16DeltaBytes(*(*base)->weights));
+}
+
+TEST_F(PackCliTest, BadInvocations) {
+  const std::string& d = *dir_;
+  RunResult no_name = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned -o ", d, "/n.sp"));
+  EXPECT_EQ(no_name.code, 2);
+  EXPECT_NE(no_name.output.find("--name"), std::string::npos) << no_name.output;
+  RunResult bad_name = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                                        "/tuned --name BAD -o ", d, "/n.sp"));
+  EXPECT_EQ(bad_name.code, 2);
+  EXPECT_NE(bad_name.output.find("invalid pack name"), std::string::npos) << bad_name.output;
+  std::ofstream(d + "/cfg.json") << "{\"alpah\": 0.2}";
+  RunResult bad_cfg = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --config ", d,
+                                       "/cfg.json --name x -o ", d, "/n.sp"));
+  EXPECT_EQ(bad_cfg.code, 2);
+  EXPECT_NE(bad_cfg.output.find("alpah"), std::string::npos) << bad_cfg.output;
+  RunResult both = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                                    "/tuned --target-ratio 0.1 --target-bytes 5 --name x -o ", d, "/n.sp"));
+  EXPECT_EQ(both.code, 2) << both.output;
+  RunResult other = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/base2 --calib ", d,
+                                     "/calib.txt --name x --target-bytes 10 -o ", d, "/n.sp"));
+  EXPECT_NE(other.code, 0);
+  EXPECT_NE(other.output.find("cannot be met"), std::string::npos) << other.output;
+  EXPECT_FALSE(PathExists(d + "/n.sp"));
+  RunResult missing = RunCli("pack inspect " + d + "/nope.skillpack");
+  EXPECT_NE(missing.code, 0);
+  RunResult garbage_file = RunCli("pack verify " + d + "/calib.txt --base " + d + "/base1");
+  EXPECT_NE(garbage_file.code, 0);
+  RunResult unknown = RunCli("pack frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  RunResult into_base = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack x -o ", d, "/base1"));
+  EXPECT_EQ(into_base.code, 2) << into_base.output;
+}
+
+}  // namespace
+}  // namespace skillpack

@@ -1,0 +1,691 @@
+// End-to-end tests of skillpack-server: the real binary on 127.0.0.1 with
+// ephemeral ports, driven through the generated C++ stubs. Expected outputs
+// come from offline generation in this process (GenerateAll) on the base
+// model, or on the folder `skillpack pack apply` writes for a pack.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_split.h"
+#include "core/file_util.h"
+#include "core/fingerprint.h"
+#include "core/generator.h"
+#include "core/model.h"
+#include "core/tiny_model.h"
+#include "core/tokenizer.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "skillpack/v1/admin.grpc.pb.h"
+#include "skillpack/v1/inference.grpc.pb.h"
+
+namespace skillpack {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const std::string kBin = std::string(SKILLPACK_BINARY_DIR) + "/server/";
+constexpr char kToken[] = "e2e-secret-token";
+
+// Runs a command through the shell; fails the test when it exits non-zero.
+void RunCommand(const std::string& cmd) {
+  int rc = std::system((cmd + " > /dev/null 2>&1").c_str());
+  ASSERT_EQ(rc, 0) << cmd;
+}
+
+// A skillpack-server child process.
+class ServerProcess {
+ public:
+  // Starts the server and waits for its "listening" line.
+  void Start(const std::vector<std::string>& extra, const std::string& log_path) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    std::vector<std::string> argv = {kBin + "skillpack-server", "--grpc-address", "127.0.0.1",
+                                     "--grpc-port", "0", "--metrics-address", "127.0.0.1",
+                                     "--threads", "1"};
+    // Metrics off unless the test asks for them (see MetricsEndpoint).
+    if (std::find(extra.begin(), extra.end(), "--metrics-port") == extra.end()) {
+      argv.insert(argv.end(), {"--metrics-port", "-1"});
+    }
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid_ = ::fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (log >= 0) ::dup2(log, 2);
+      ::close(fds[0]);
+      std::vector<char*> args;
+      for (std::string& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_fd_ = fds[0];
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + seconds(120);
+    while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      char buf[256];
+      ssize_t n = ::read(out_fd_, buf, sizeof(buf));
+      if (n <= 0) break;
+      line.append(buf, static_cast<size_t>(n));
+    }
+    ASSERT_EQ(line.rfind("listening grpc=127.0.0.1:", 0), 0u)
+        << "server did not start: " << line << "\n" << ReadFileToString(log_path).value_or("");
+    std::string rest = line.substr(std::string("listening grpc=127.0.0.1:").size());
+    port_ = std::stoi(rest.substr(0, rest.find(' ')));
+    const size_t m = line.find("metrics=127.0.0.1:");
+    if (m != std::string::npos) metrics_port_ = std::stoi(line.substr(m + std::string("metrics=127.0.0.1:").size()));
+    channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  }
+
+  // SIGTERM; returns the exit status (-1 when it had to be killed).
+  int Stop(int wait_seconds = 30) {
+    if (pid_ <= 0) return 0;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + seconds(wait_seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ::close(out_fd_);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    ::close(out_fd_);
+    return -1;
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  ~ServerProcess() { Stop(5); }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int metrics_port() const { return metrics_port_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int port_ = 0;
+  int metrics_port_ = -1;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+// Offline reference: GenerateAll on a model folder.
+struct Offline {
+  std::unique_ptr<LoadedModel> model;
+  std::unique_ptr<Tokenizer> tok;
+
+  static Offline Load(const std::string& dir) {
+    Offline o;
+    o.model = LoadModel(dir, at::TensorOptions().dtype(at::kFloat)).value();
+    o.tok = Tokenizer::FromModelDir(dir).value();
+    return o;
+  }
+  GenerationOutput Generate(const std::string& prompt, const SamplingParams& p) const {
+    GenerationRequest r;
+    r.prompt_tokens = tok->Encode(prompt, true, tok->bos_id().has_value());
+    r.params = p;
+    r.weights = model->weights;
+    auto cache = KvCache::Create(model->config, 1, r.prompt_tokens.size() + p.max_new_tokens,
+                                 model->weights->embed_tokens().options())
+                     .value();
+    auto out = GenerateAll(*model->transformer, *tok, *cache, EosIds(model->config, *tok), {r}).value();
+    return out[0];
+  }
+};
+
+SamplingParams Greedy(int n) {
+  SamplingParams p;
+  p.max_new_tokens = n;
+  p.temperature = 0;
+  return p;
+}
+
+v1::GenerateRequest Request(const std::string& prompt, const SamplingParams& p) {
+  v1::GenerateRequest r;
+  r.set_prompt(prompt);
+  auto* s = r.mutable_sampling();
+  s->set_max_new_tokens(p.max_new_tokens);
+  s->set_temperature(p.temperature);
+  s->set_top_k(p.top_k);
+  s->set_top_p(p.top_p);
+  s->set_min_p(p.min_p);
+  if (p.seed) s->set_seed(*p.seed);
+  s->set_ignore_eos(p.ignore_eos);
+  s->set_logprobs(p.logprobs);
+  return r;
+}
+
+std::vector<int32_t> Ids(const google::protobuf::RepeatedField<int32_t>& f) { return {f.begin(), f.end()}; }
+
+void AddToken(grpc::ClientContext* ctx, const std::string& token) {
+  ctx->AddMetadata("authorization", "Bearer " + token);
+}
+
+// Uploads `path` (with `sha256`, the file's own when empty).
+grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::string& path, std::string sha256 = "",
+                    v1::UploadPackResponse* resp = nullptr) {
+  std::string bytes = ReadFileToString(path).value();
+  if (sha256.empty()) sha256 = Sha256Hex(bytes);
+  auto stub = v1::Admin::NewStub(ch);
+  grpc::ClientContext ctx;
+  AddToken(&ctx, kToken);
+  v1::UploadPackResponse local;
+  auto w = stub->UploadPack(&ctx, resp ? resp : &local);
+  v1::UploadPackRequest m;
+  m.mutable_header()->set_sha256(sha256);
+  m.mutable_header()->set_total_size(bytes.size());
+  w->Write(m);
+  for (size_t off = 0; off < bytes.size(); off += 10000) {
+    m.Clear();
+    m.set_chunk(bytes.substr(off, 10000));
+    w->Write(m);
+  }
+  w->WritesDone();
+  return w->Finish();
+}
+
+v1::GetStatsResponse Stats(const std::shared_ptr<grpc::Channel>& ch) {
+  auto stub = v1::Admin::NewStub(ch);
+  grpc::ClientContext ctx;
+  AddToken(&ctx, kToken);
+  v1::GetStatsResponse r;
+  EXPECT_TRUE(stub->GetStats(&ctx, v1::GetStatsRequest(), &r).ok());
+  return r;
+}
+
+// Waits until the server holds `n` requests (running + waiting).
+bool WaitForLoad(const std::shared_ptr<grpc::Channel>& ch, int n, int timeout_ms = 10000) {
+  for (int t = 0; t < timeout_ms; t += 20) {
+    auto s = Stats(ch);
+    if (s.running_requests() + s.waiting_requests() == n) return true;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
+
+class ServerE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(fs::temp_directory_path() / ("skillpack-server-e2e-" + std::to_string(::getpid())));
+    fs::create_directories(*dir_);
+    TinyModelOptions o;
+    o.layers = 2;
+    o.hidden = 64;
+    o.heads = 4;
+    o.kv_heads = 2;
+    o.max_positions = 16384;
+    o.seed = 1;
+    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    for (int i : {2, 3}) {
+      o.seed = static_cast<uint64_t>(i);
+      const std::string tuned = Path("tuned" + std::to_string(i));
+      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
+      RunCommand(kBin + "skillpack pack create --base " + Path("base") + " --tuned " + tuned + " --name p" +
+          std::to_string(i) + " -o " + Path("p" + std::to_string(i) + ".skillpack"));
+    }
+    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " -o " +
+        Path("applied2"));
+    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p3.skillpack") + " -o " +
+        Path("applied3"));
+    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " --pack " +
+        Path("p3.skillpack") + " --weight 0.5 --weight 0.5 -o " + Path("applied23"));
+    ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
+    server_ = new ServerProcess();
+    server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"),
+                    "--max-running", "4", "--max-seq-len", "2048"},
+                   Path("server.log"));
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    std::error_code ec;
+    if (::testing::UnitTest::GetInstance()->failed_test_count() == 0) fs::remove_all(*dir_, ec);
+    delete dir_;
+  }
+  static std::string Path(const std::string& name) { return JoinPath(*dir_, name); }
+
+  static v1::GenerateResponse MustGenerate(const v1::GenerateRequest& req) {
+    auto stub = v1::Inference::NewStub(server_->channel());
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    grpc::Status s = stub->Generate(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+  static grpc::Status GenerateStatus(const v1::GenerateRequest& req) {
+    auto stub = v1::Inference::NewStub(server_->channel());
+    grpc::ClientContext ctx;
+    v1::GenerateResponse resp;
+    return stub->Generate(&ctx, req, &resp);
+  }
+
+  static std::string* dir_;
+  static ServerProcess* server_;
+};
+std::string* ServerE2eTest::dir_ = nullptr;
+ServerProcess* ServerE2eTest::server_ = nullptr;
+
+TEST_F(ServerE2eTest, GreedyWithoutPackEqualsOfflineGeneration) {
+  Offline off = Offline::Load(Path("base"));
+  for (const char* prompt : {"Hello", "The quick brown fox", "1 + 1 ="}) {
+    GenerationOutput want = off.Generate(prompt, Greedy(40));
+    v1::GenerateResponse got = MustGenerate(Request(prompt, Greedy(40)));
+    EXPECT_EQ(Ids(got.token_ids()), want.tokens) << prompt;
+    EXPECT_EQ(got.text(), want.text) << prompt;
+    EXPECT_EQ(got.usage().prompt_tokens(), want.prompt_tokens);
+    EXPECT_EQ(got.usage().completion_tokens(), static_cast<int32_t>(want.tokens.size()));
+    EXPECT_EQ(got.finish_reason(), want.finish_reason == FinishReason::kLength ? v1::LENGTH : v1::STOP);
+    EXPECT_EQ(got.packs_size(), 0);
+  }
+}
+
+TEST_F(ServerE2eTest, StreamConcatenatesToUnary) {
+  SamplingParams p = Greedy(60);
+  p.logprobs = true;
+  v1::GenerateRequest req = Request("Streaming test", p);
+  req.set_request_id("req-42");
+  v1::GenerateResponse unary = MustGenerate(req);
+  auto stub = v1::Inference::NewStub(server_->channel());
+  grpc::ClientContext ctx;
+  auto reader = stub->GenerateStream(&ctx, req);
+  v1::GenerateStreamResponse m, last;
+  std::string text;
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+  int messages = 0;
+  while (reader->Read(&m)) {
+    ++messages;
+    EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_UNSPECIFIED) << "message after the final one";
+    text += m.text();
+    ids.insert(ids.end(), m.token_ids().begin(), m.token_ids().end());
+    logprobs.insert(logprobs.end(), m.logprobs().begin(), m.logprobs().end());
+    last = m;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_GT(messages, 1);
+  EXPECT_EQ(text, unary.text());
+  EXPECT_EQ(ids, Ids(unary.token_ids()));
+  EXPECT_EQ(logprobs, std::vector<float>(unary.logprobs().begin(), unary.logprobs().end()));
+  EXPECT_EQ(last.finish_reason(), unary.finish_reason());
+  EXPECT_EQ(last.usage().completion_tokens(), unary.usage().completion_tokens());
+  EXPECT_EQ(last.request_id(), "req-42");
+}
+
+TEST_F(ServerE2eTest, ConcurrentRequestsWithDifferentSampling) {
+  Offline off = Offline::Load(Path("base"));
+  struct Case {
+    std::string prompt;
+    SamplingParams p;
+  };
+  std::vector<Case> cases;
+  for (int i = 0; i < 6; ++i) {
+    Case c{"Prompt number " + std::to_string(i), Greedy(30 + 5 * i)};
+    if (i % 2 == 1) {
+      c.p.temperature = 0.7f + 0.1f * i;
+      c.p.top_k = 20 * i;
+      c.p.top_p = 0.9f;
+      c.p.seed = 100 + i;
+    }
+    cases.push_back(c);
+  }
+  std::vector<v1::GenerateResponse> got(cases.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    threads.emplace_back([&, i] { got[i] = MustGenerate(Request(cases[i].prompt, cases[i].p)); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    GenerationOutput want = off.Generate(cases[i].prompt, cases[i].p);
+    EXPECT_EQ(Ids(got[i].token_ids()), want.tokens) << "case " << i;
+    EXPECT_EQ(got[i].text(), want.text) << "case " << i;
+  }
+}
+
+TEST_F(ServerE2eTest, InvalidArgumentNamesTheField) {
+  struct Bad {
+    std::function<void(v1::GenerateRequest*)> edit;
+    std::string field;
+  };
+  std::vector<Bad> bads = {
+      {[](v1::GenerateRequest* r) { r->clear_prompt(); }, "input"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_temperature(-1); }, "temperature"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_top_p(0); }, "top_p"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_max_new_tokens(0); }, "max_new_tokens"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->set_max_new_tokens(100000); }, "max_new_tokens"},
+      {[](v1::GenerateRequest* r) { r->mutable_sampling()->add_stop(""); }, "stop"},
+      {[](v1::GenerateRequest* r) { r->mutable_tokens()->add_ids(1 << 20); }, "tokens.ids[0]"},
+      {[](v1::GenerateRequest* r) {
+         auto* m = r->mutable_chat()->add_messages();
+         m->set_role("robot");
+       },
+       "chat.messages[0].role"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_skills()->set_mode(v1::Skills::NONE);
+         r->mutable_skills()->add_packs()->set_name("p2");
+       },
+       "skills.packs"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+         r->mutable_skills()->add_packs()->set_name("Bad Name!");
+       },
+       "skills.packs[0].name"},
+      {[](v1::GenerateRequest* r) {
+         r->mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+         auto* p = r->mutable_skills()->add_packs();
+         p->set_name("p2");
+         p->set_weight(NAN);
+       },
+       "skills.packs[0].weight"},
+  };
+  for (const Bad& b : bads) {
+    v1::GenerateRequest req = Request("hi", Greedy(4));
+    b.edit(&req);
+    grpc::Status s = GenerateStatus(req);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << b.field << ": " << s.error_message();
+    EXPECT_NE(s.error_message().find(b.field), std::string::npos) << b.field << ": " << s.error_message();
+  }
+  v1::GenerateRequest unknown = Request("hi", Greedy(4));
+  unknown.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+  unknown.mutable_skills()->add_packs()->set_name("no-such-pack");
+  EXPECT_EQ(GenerateStatus(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerE2eTest, AdminNeedsTheBearerToken) {
+  auto stub = v1::Admin::NewStub(server_->channel());
+  v1::ListPacksResponse resp;
+  {
+    grpc::ClientContext ctx;
+    EXPECT_EQ(stub->ListPacks(&ctx, v1::ListPacksRequest(), &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, "wrong");
+    EXPECT_EQ(stub->ListPacks(&ctx, v1::ListPacksRequest(), &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    EXPECT_TRUE(stub->ListPacks(&ctx, v1::ListPacksRequest(), &resp).ok());
+  }
+}
+
+TEST_F(ServerE2eTest, DeadlineExceededFreesTheSlot) {
+  SamplingParams p = Greedy(2000);
+  p.ignore_eos = true;
+  auto stub = v1::Inference::NewStub(server_->channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + milliseconds(300));
+  v1::GenerateResponse resp;
+  grpc::Status s = stub->Generate(&ctx, Request("slow", p), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_TRUE(WaitForLoad(server_->channel(), 0, 3000)) << "the request still holds its slot";
+  EXPECT_EQ(Stats(server_->channel()).kv_slots_free(), Stats(server_->channel()).kv_slots_total());
+}
+
+TEST_F(ServerE2eTest, UploadWithWrongSha256IsRejectedAndLeavesNothing) {
+  const std::string store = Path("packs");
+  grpc::Status s = Upload(server_->channel(), Path("p2.skillpack"), std::string(64, 'a'));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("sha256"), std::string::npos);
+  for (const auto& e : fs::recursive_directory_iterator(store)) {
+    if (e.is_regular_file()) ADD_FAILURE() << "left in the store: " << e.path();
+  }
+  // A file that is not a pack at all (right sha256) is refused too.
+  ASSERT_TRUE(WriteFileAtomically(Path("junk.skillpack"), "not a pack").ok());
+  s = Upload(server_->channel(), Path("junk.skillpack"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  for (const auto& e : fs::recursive_directory_iterator(store)) {
+    if (e.is_regular_file()) ADD_FAILURE() << "left in the store: " << e.path();
+  }
+}
+
+TEST_F(ServerE2eTest, PackOutputsEqualOfflineGenerationOnAppliedFolders) {
+  v1::UploadPackResponse up;
+  ASSERT_TRUE(Upload(server_->channel(), Path("p2.skillpack"), "", &up).ok());
+  EXPECT_EQ(up.pack().name(), "p2");
+  ASSERT_TRUE(Upload(server_->channel(), Path("p3.skillpack")).ok());
+  EXPECT_TRUE(fs::exists(Path("packs/p2.skillpack")));
+
+  struct Case {
+    std::vector<std::pair<std::string, float>> packs;
+    std::string folder;
+  };
+  std::vector<Case> cases = {{{}, "base"},
+                             {{{"p2", 1.0f}}, "applied2"},
+                             {{{"p3", 1.0f}}, "applied3"},
+                             {{{"p2", 0.5f}, {"p3", 0.5f}}, "applied23"}};
+  SamplingParams p = Greedy(48);
+  p.ignore_eos = true;
+  const std::string prompt = "Composed skills";
+  auto request = [&](const Case& c) {
+    v1::GenerateRequest r = Request(prompt, p);
+    if (!c.packs.empty()) r.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+    for (const auto& [name, w] : c.packs) {
+      auto* sel = r.mutable_skills()->add_packs();
+      sel->set_name(name);
+      sel->set_weight(w);
+    }
+    return r;
+  };
+  // Concurrent streams, each with its own pack set.
+  std::vector<std::string> texts(cases.size());
+  std::vector<std::vector<int32_t>> ids(cases.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto stub = v1::Inference::NewStub(server_->channel());
+      grpc::ClientContext ctx;
+      auto reader = stub->GenerateStream(&ctx, request(cases[i]));
+      v1::GenerateStreamResponse m;
+      while (reader->Read(&m)) {
+        texts[i] += m.text();
+        ids[i].insert(ids[i].end(), m.token_ids().begin(), m.token_ids().end());
+      }
+      grpc::Status s = reader->Finish();
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    GenerationOutput want = Offline::Load(Path(cases[i].folder)).Generate(prompt, p);
+    EXPECT_EQ(ids[i], want.tokens) << cases[i].folder;
+    EXPECT_EQ(texts[i], want.text) << cases[i].folder;
+    // Alone (unary) it is the same again.
+    v1::GenerateResponse alone = MustGenerate(request(cases[i]));
+    EXPECT_EQ(Ids(alone.token_ids()), want.tokens) << cases[i].folder;
+    EXPECT_EQ(alone.packs_size(), static_cast<int>(cases[i].packs.size()));
+  }
+  // The different pack sets really differ.
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(ids[1], ids[2]);
+  // Admin view: listed, loadable, unloadable, deletable.
+  auto stub = v1::Admin::NewStub(server_->channel());
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    v1::GetPackRequest req;
+    req.set_name("p2");
+    v1::GetPackResponse resp;
+    ASSERT_TRUE(stub->GetPack(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.pack().num_modules(), resp.modules_size());
+    EXPECT_TRUE(resp.pack().loaded());
+  }
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    v1::UnloadPackRequest req;
+    req.set_name("p3");
+    v1::UnloadPackResponse resp;
+    EXPECT_TRUE(stub->UnloadPack(&ctx, req, &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    v1::LoadPackRequest req;
+    req.set_name("p3");
+    req.set_pin(true);
+    v1::LoadPackResponse resp;
+    ASSERT_TRUE(stub->LoadPack(&ctx, req, &resp).ok());
+    EXPECT_TRUE(resp.pack().pinned());
+  }
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    v1::DeletePackRequest req;
+    req.set_name("p3");
+    v1::DeletePackResponse resp;
+    EXPECT_TRUE(stub->DeletePack(&ctx, req, &resp).ok());
+    EXPECT_FALSE(fs::exists(Path("packs/p3.skillpack")));
+  }
+  v1::GenerateRequest gone = request(cases[2]);
+  EXPECT_EQ(GenerateStatus(gone).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
+  ServerProcess small;
+  small.Start({"--model", Path("base"), "--packs", Path("packs-small"), "--admin-token-file", Path("token"),
+               "--max-running", "1", "--max-queued", "1", "--max-seq-len", "16384"},
+              Path("server-small.log"));
+  SamplingParams p = Greedy(16000);
+  p.ignore_eos = true;
+  auto stub = v1::Inference::NewStub(small.channel());
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>>> readers;
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub->GenerateStream(ctxs.back().get(), Request("long " + std::to_string(i), p)));
+  }
+  ASSERT_TRUE(WaitForLoad(small.channel(), 2));
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  grpc::Status s = stub->Generate(&ctx, Request("one too many", Greedy(4)), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  // Clients that go away are cancelled and free their slots at once.
+  for (auto& c : ctxs) c->TryCancel();
+  for (auto& r : readers) EXPECT_EQ(r->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForLoad(small.channel(), 0, 3000));
+  grpc::ClientContext ctx2;
+  EXPECT_TRUE(stub->Generate(&ctx2, Request("room again", Greedy(4)), &resp).ok());
+  EXPECT_EQ(small.Stop(), 0);
+}
+
+TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
+  ServerProcess s;
+  s.Start({"--model", Path("base"), "--packs", Path("packs-health"), "--max-seq-len", "16384",
+           "--grace-seconds", "2"},
+          Path("server-health.log"));
+  auto health = grpc::health::v1::Health::NewStub(s.channel());
+  auto check = [&]() {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    grpc::Status st = health->Check(&ctx, req, &resp);
+    return st.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+  };
+  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
+  // An in-flight stream keeps the server draining for the grace period.
+  SamplingParams p = Greedy(16000);
+  p.ignore_eos = true;
+  auto stub = v1::Inference::NewStub(s.channel());
+  grpc::ClientContext sctx;
+  auto reader = stub->GenerateStream(&sctx, Request("long", p));
+  v1::GenerateStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  s.Signal(SIGTERM);
+  bool not_serving = false;
+  for (int i = 0; i < 100 && !not_serving; ++i) {
+    not_serving = check() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    if (!not_serving) std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_TRUE(not_serving);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  EXPECT_EQ(stub->Generate(&ctx, Request("late", Greedy(4)), &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+  while (reader->Read(&m)) {
+  }
+  // The grace period (2 s) is far shorter than the generation: cancelled.
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(s.Stop(), 0);
+}
+
+// GET http://127.0.0.1:port/metrics; "" on failure.
+std::string FetchMetrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// The real server's /metrics after a request: our series are there, and
+// Prometheus' own promtool accepts the page.
+TEST_F(ServerE2eTest, MetricsEndpoint) {
+  ServerProcess s;
+  s.Start({"--model", Path("base"), "--packs", Path("packs-metrics"), "--metrics-port", "0"},
+          Path("server-metrics.log"));
+  ASSERT_GT(s.metrics_port(), 0);
+  auto stub = v1::Inference::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(stub->Generate(&ctx, Request("metrics", Greedy(8)), &resp).ok());
+  const std::string text = FetchMetrics(s.metrics_port());
+  for (const char* name :
+       {"skillpack_requests_total{method=\"Generate\",code=\"OK\"} 1", "skillpack_generated_tokens_total",
+        "skillpack_time_to_first_token_seconds_bucket", "skillpack_request_duration_seconds_count",
+        "skillpack_pack_cache_budget_bytes{tier=\"host\"}", "skillpack_requests_running",
+        "skillpack_pack_requests_total{pack=\"none\"} 1"}) {
+    EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
+  }
+  if (std::system("command -v promtool > /dev/null 2>&1") == 0) {
+    const std::string page = Path("metrics.txt");
+    const size_t body = text.find("\r\n\r\n");
+    ASSERT_NE(body, std::string::npos);
+    ASSERT_TRUE(WriteFileAtomically(page, text.substr(body + 4)).ok());
+    EXPECT_EQ(std::system(("promtool check metrics < " + page).c_str()), 0) << text;
+  } else {
+    ADD_FAILURE() << "promtool not installed (scripts/install-deps.sh installs prometheus)";
+  }
+  EXPECT_EQ(s.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace skillpack

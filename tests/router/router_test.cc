@@ -1,0 +1,151 @@
+#include "router/router.h"
+
+#include <random>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/tiny_model.h"
+#include "core/tokenizer.h"
+#include "router/router_train.h"
+
+namespace skillpack {
+namespace {
+
+TEST(RoutingPolicyTest, Top1UsesThresholdAndNone) {
+  std::vector<std::string> labels = {"none", "math", "code"};
+  RoutingPolicy top1 = *ParseRoutingPolicy("top1", 1, 0.5f);
+  auto d = DecideRoute({0.1f, 0.7f, 0.2f}, labels, top1);
+  ASSERT_EQ(d.packs.size(), 1u);
+  EXPECT_EQ(d.packs[0].first, "math");
+  EXPECT_FLOAT_EQ(d.packs[0].second, 1.0f);
+  EXPECT_EQ(d.scores[0].first, "math");
+  EXPECT_TRUE(DecideRoute({0.6f, 0.3f, 0.1f}, labels, top1).packs.empty());   // none wins
+  EXPECT_TRUE(DecideRoute({0.3f, 0.4f, 0.3f}, labels, top1).packs.empty());   // under threshold
+}
+
+TEST(RoutingPolicyTest, TopKRenormalises) {
+  std::vector<std::string> labels = {"none", "a", "b", "c"};
+  RoutingPolicy p = *ParseRoutingPolicy("topk", 2, 0.1f);
+  auto d = DecideRoute({0.2f, 0.3f, 0.45f, 0.05f}, labels, p);
+  ASSERT_EQ(d.packs.size(), 2u);
+  EXPECT_EQ(d.packs[0].first, "b");
+  EXPECT_NEAR(d.packs[0].second, 0.45 / 0.75, 1e-6);
+  EXPECT_EQ(d.packs[1].first, "a");
+  EXPECT_NEAR(d.packs[1].second, 0.3 / 0.75, 1e-6);
+  EXPECT_FALSE(ParseRoutingPolicy("best", 1, 0.5f).ok());
+  EXPECT_FALSE(ParseRoutingPolicy("topk", 0, 0.5f).ok());
+  EXPECT_FALSE(ParseRoutingPolicy("top1", 1, 1.5f).ok());
+}
+
+// Prompt families of four synthetic tasks plus general text.
+std::string MakePrompt(const std::string& task, std::mt19937& rng) {
+  auto num = [&](int hi) { return std::to_string(std::uniform_int_distribution<int>(0, hi)(rng)); };
+  auto word = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += static_cast<char>('a' + std::uniform_int_distribution<int>(0, 25)(rng));
+    return s;
+  };
+  if (task == "arith") return num(99) + "+" + num(99) + "=";
+  if (task == "reverse") return "reverse: " + word(3 + rng() % 6);
+  if (task == "sort") {
+    std::string s = "sort:";
+    for (int i = 0; i < 5; ++i) s += " " + num(9);
+    return s;
+  }
+  if (task == "lookup") return word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + " " + word(1) + "?";
+  static const char* kGeneral[] = {"Tell me about the weather today.", "What is the capital of France?",
+                                   "Write a short poem about the sea.", "How do birds fly?",
+                                   "Explain why the sky looks blue.", "Give me a recipe for bread.",
+                                   "Who wrote this old story?", "Describe a quiet morning walk."};
+  return std::string(kGeneral[rng() % 8]) + " " + word(2);
+}
+
+class RouterTrainTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "/router_tiny");
+    TinyModelOptions o;
+    o.layers = 2, o.hidden = 64, o.heads = 4, o.kv_heads = 2, o.seed = 11;
+    ASSERT_TRUE(InitTinyModel(o, *dir_).ok());
+  }
+  static std::string* dir_;
+};
+std::string* RouterTrainTest::dir_ = nullptr;
+
+TEST_F(RouterTrainTest, FourTasksPlusGeneralRouteAtLeast95Percent) {
+  auto model = *LoadModel(*dir_, at::kFloat);
+  auto tok = *Tokenizer::FromModelDir(*dir_);
+  std::mt19937 rng(5);
+  std::vector<LabelledPrompt> data;
+  for (const char* task : {"arith", "reverse", "sort", "lookup"}) {
+    for (int i = 0; i < 100; ++i) data.push_back({MakePrompt(task, rng), task});
+  }
+  for (int i = 0; i < 150; ++i) data.push_back({MakePrompt("general", rng), "none"});
+  RouterTrainOptions o;
+  o.layer = 1;
+  o.width = 64;
+  o.epochs = 150;
+  auto r = TrainRouter(*model->transformer, *model->weights, *tok, data, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::cout << ConfusionTable(*r);
+  EXPECT_GE(r->holdout_accuracy, 0.95);
+  EXPECT_EQ(r->holdout_examples, 4 * 20 + 30);
+  EXPECT_EQ(r->router->config().labels,
+            (std::vector<std::string>{"none", "arith", "lookup", "reverse", "sort"}));
+
+  // Save / load gives the same decisions.
+  std::string path = ::testing::TempDir() + "/router.safetensors";
+  ASSERT_TRUE(r->router->Save(path).ok());
+  auto back = Router::Load(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  RoutingPolicy p;
+  std::vector<int32_t> prompt = tok->Encode("12+34=", true, true);
+  auto d1 = *r->router->Route(*model->transformer, *model->weights, prompt, p);
+  auto d2 = *(*back)->Route(*model->transformer, *model->weights, prompt, p);
+  ASSERT_EQ(d1.packs.size(), 1u);
+  EXPECT_EQ(d1.packs[0].first, "arith");
+  EXPECT_EQ(d2.packs, d1.packs);
+  EXPECT_EQ(d2.scores, d1.scores);
+
+  // Fit checks: unknown packs, another base.
+  std::set<std::string> all = {"arith", "lookup", "reverse", "sort"};
+  EXPECT_TRUE((*back)->CheckFits(model->config, "", all).ok());
+  Status missing = (*back)->CheckFits(model->config, "", {"arith", "lookup", "reverse"});
+  EXPECT_EQ(missing.message(), "router label 'sort' names a pack that is not in the store");
+  ModelConfig other = model->config;
+  other.hidden_size = 128;
+  EXPECT_EQ((*back)->CheckFits(other, "", all).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(RouterFileTest, RejectsBadFiles) {
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x"};
+  auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}),
+                          at::zeros({2, 3}), at::zeros({2}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}),
+                              at::zeros({2, 3}), at::zeros({2})).ok());
+  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, ""};
+  EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}),
+                              at::zeros({3, 3}), at::zeros({3})).ok());
+  std::string bytes = *(*r)->Serialize();
+  EXPECT_TRUE(Router::Parse(bytes, "ok").ok());
+  // A newer format version is refused with a message that says so.
+  std::string newer = bytes;
+  size_t at = newer.find("\"format_version\":\"1\"");
+  ASSERT_NE(at, std::string::npos);
+  newer[at + 18] = '9';
+  auto st = Router::Parse(newer, "newer");
+  EXPECT_NE(st.status().message().find("made by a newer skillpack"), absl::string_view::npos) << st.status();
+  EXPECT_FALSE(Router::Parse(bytes.substr(0, bytes.size() - 3), "cut").ok());
+  EXPECT_FALSE(Router::Parse("garbage", "g").ok());
+  // Router::CheckFits with the fingerprint.
+  ModelConfig mc;
+  mc.hidden_size = 4;
+  mc.num_hidden_layers = 2;
+  EXPECT_EQ((*r)->CheckFits(mc, "sha256:y", {"a"}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*r)->CheckFits(mc, "sha256:x", {"a"}).ok());
+}
+
+}  // namespace
+}  // namespace skillpack

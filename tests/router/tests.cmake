@@ -1,0 +1,1 @@
+skillpack_test(router/router_test sp_router)

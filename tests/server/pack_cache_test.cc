@@ -1,0 +1,169 @@
+// PackStore + PackCache with a fake PackRuntime: upload validation and
+// atomicity, LRU eviction per tier, pinning, unload and canonical selections.
+#include "server/pack_cache.h"
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "core/file_util.h"
+#include "core/fingerprint.h"
+#include "server/pack_store.h"
+
+namespace skillpack {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A "pack file" is the text "NAME BYTES": its name and its decoded size.
+class FakeHostPack : public HostPack {
+ public:
+  explicit FakeHostPack(int64_t bytes) : bytes_(bytes) {}
+  int64_t bytes() const override { return bytes_; }
+
+ private:
+  int64_t bytes_;
+};
+
+class FakeRuntime : public PackRuntime {
+ public:
+  StatusOr<PackSummary> Inspect(const std::string& path) const override {
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    std::vector<std::string> parts = absl::StrSplit(text, ' ');
+    int64_t bytes;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &bytes)) {
+      return absl::InvalidArgumentError("not a fake pack");
+    }
+    PackSummary s;
+    s.name = parts[0];
+    s.version = "1";
+    return s;
+  }
+  StatusOr<Json> Describe(const std::string&) const override { return Json::object(); }
+  StatusOr<std::shared_ptr<const HostPack>> Decode(const std::string& path) const override {
+    ++decodes;
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    std::vector<std::string> parts = absl::StrSplit(text, ' ');
+    int64_t bytes = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &bytes)) return absl::InvalidArgumentError("bad");
+    return std::shared_ptr<const HostPack>(std::make_shared<FakeHostPack>(bytes));
+  }
+  StatusOr<FusedWeights> Compose(const std::vector<ComposeInput>& inputs) const override {
+    ++composes;
+    FusedWeights f;
+    // A distinct handle per composition (the cache only compares and hands
+    // out the pointer, never dereferences it); bytes = sum of the inputs.
+    auto owner = std::make_shared<int>(0);
+    f.weights = std::shared_ptr<const ModelWeights>(owner, reinterpret_cast<const ModelWeights*>(owner.get()));
+    for (const ComposeInput& in : inputs) f.bytes += in.pack->bytes();
+    return f;
+  }
+  mutable int decodes = 0;
+  mutable int composes = 0;
+};
+
+class PackCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("pack-cache-test-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    store_ = PackStore::Open(dir_.string(), &runtime_, 1000).value();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  Status Put(const std::string& name, int64_t bytes, std::string sha = "") {
+    const std::string data = name + " " + std::to_string(bytes);
+    if (sha.empty()) sha = Sha256Hex(data);
+    ASSIGN_OR_RETURN(auto up, store_->BeginUpload(name, sha, static_cast<int64_t>(data.size()), false));
+    RETURN_IF_ERROR(up->Append(data));
+    return up->Commit().status();
+  }
+
+  std::unique_ptr<PackCache> Cache(int64_t host, int64_t fused) {
+    PackCacheOptions o;
+    o.host_budget_bytes = host;
+    o.fused_budget_bytes = fused;
+    return std::make_unique<PackCache>(nullptr, store_.get(), &runtime_, o, nullptr);
+  }
+
+  int RegularFiles() {
+    int n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir_)) n += e.is_regular_file();
+    return n;
+  }
+
+  fs::path dir_;
+  FakeRuntime runtime_;
+  std::unique_ptr<PackStore> store_;
+};
+
+TEST_F(PackCacheTest, UploadIsCheckedBeforeItBecomesVisible) {
+  EXPECT_EQ(Put("a", 10, std::string(64, '0')).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RegularFiles(), 0);
+  EXPECT_EQ(store_->BeginUpload("a", std::string(64, '0'), 5000, false).status().code(),
+            absl::StatusCode::kInvalidArgument);  // over --max-pack-bytes
+  EXPECT_EQ(store_->BeginUpload("Bad!", std::string(64, '0'), 5, false).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(Put("a", 10).ok());
+  EXPECT_EQ(Put("a", 10).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(RegularFiles(), 1);
+  EXPECT_TRUE(fs::exists(dir_ / "a.skillpack"));
+  // Reopening indexes what is there.
+  auto again = PackStore::Open(dir_.string(), &runtime_, 1000).value();
+  ASSERT_EQ(again->List().size(), 1u);
+  EXPECT_EQ(again->List()[0].summary.name, "a");
+  EXPECT_TRUE(store_->Delete("a").ok());
+  EXPECT_EQ(store_->Delete("a").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(RegularFiles(), 0);
+}
+
+TEST_F(PackCacheTest, FusedSetsAreCachedByCanonicalSelection) {
+  ASSERT_TRUE(Put("a", 10).ok());
+  ASSERT_TRUE(Put("b", 20).ok());
+  auto cache = Cache(1000, 1000);
+  auto w1 = cache->GetWeights({{"a", 1.0f, {}}, {"b", 0.5f, {"mlp"}}}, nullptr).value();
+  auto w2 = cache->GetWeights({{"b", 0.5f, {"mlp"}}, {"a", 1.0f, {}}}, nullptr).value();
+  EXPECT_EQ(w1, w2);
+  EXPECT_EQ(runtime_.composes, 1);
+  auto w3 = cache->GetWeights({{"a", 1.0f, {}}, {"b", 0.25f, {"mlp"}}}, nullptr).value();
+  EXPECT_NE(w1, w3);
+  EXPECT_EQ(runtime_.decodes, 2);  // packs decoded once each
+  EXPECT_EQ(cache->GetWeights({{"missing", 1.0f, {}}}, nullptr).status().code(), absl::StatusCode::kNotFound);
+  auto stats = cache->Stats();
+  EXPECT_EQ(stats[1].tier, "fused");
+  EXPECT_EQ(stats[1].hits, 1);
+  EXPECT_EQ(stats[1].misses, 3);
+}
+
+TEST_F(PackCacheTest, LruEvictionRespectsBudgetsAndPins) {
+  for (const char* n : {"a", "b", "c"}) ASSERT_TRUE(Put(n, 40).ok());
+  auto cache = Cache(/*host=*/100, /*fused=*/100);
+  ASSERT_TRUE(cache->Load("a", /*pin=*/true, nullptr).ok());
+  ASSERT_TRUE(cache->Load("b", false, nullptr).ok());
+  ASSERT_TRUE(cache->Load("c", false, nullptr).ok());  // 120 > 100: b (LRU, unpinned) goes
+  EXPECT_TRUE(cache->StateOf("a").loaded);
+  EXPECT_TRUE(cache->StateOf("a").pinned);
+  EXPECT_FALSE(cache->StateOf("b").loaded);
+  EXPECT_TRUE(cache->StateOf("c").loaded);
+  EXPECT_EQ(cache->Stats()[0].evictions, 1);
+  // Pinning c too would put 80 bytes pinned: fine; a third pin would not fit.
+  ASSERT_TRUE(cache->Load("c", true, nullptr).ok());
+  EXPECT_EQ(cache->Load("b", true, nullptr).code(), absl::StatusCode::kResourceExhausted);
+  // Fused tier: 40-byte sets, budget 100: the third evicts the first.
+  ASSERT_TRUE(cache->GetWeights({{"a", 1.0f, {}}}, nullptr).ok());
+  ASSERT_TRUE(cache->GetWeights({{"c", 1.0f, {}}}, nullptr).ok());
+  ASSERT_TRUE(cache->GetWeights({{"a", 2.0f, {}}}, nullptr).ok());
+  EXPECT_EQ(cache->Stats()[1].evictions, 1);
+  EXPECT_EQ(cache->Stats()[1].entries, 2);
+  // Unload drops the host entry and every fused set using the pack.
+  EXPECT_TRUE(cache->Unload("a"));
+  EXPECT_FALSE(cache->StateOf("a").loaded);
+  EXPECT_EQ(cache->Stats()[1].entries, 1);  // only the c set is left
+}
+
+}  // namespace
+}  // namespace skillpack
