@@ -1,0 +1,165 @@
+// Job specs (validation) and a small end-to-end pipeline run in-process.
+#include "trainer/job.h"
+
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include "core/file_util.h"
+#include "core/model.h"
+#include "core/pack_format.h"
+
+namespace skillpack {
+namespace {
+
+Json TinyJob() {
+  return Json::parse(R"({
+    "name": "unit-job", "seed": 3, "threads": 1,
+    "base_model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "kv_heads": 1, "seed": 2}},
+    "task": {"name": "sort", "held_out": 16, "train_examples": 256},
+    "stages": {
+      "sft": {"steps": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 1, "max_seq_len": 32},
+      "dpo": {"steps": 3, "batch_size": 8, "lr": 1e-3, "beta": 0.1, "eval_pairs": 16, "max_seq_len": 32,
+              "lora": {"rank": 2, "alpha": 4}}
+    }
+  })");
+}
+
+Status Parse(const Json& j) { return ParseJobSpec(j, ::testing::TempDir()).status(); }
+
+void ExpectInvalid(const Json& j, const std::string& field) {
+  Status s = Parse(j);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(field), std::string::npos) << "want '" << field << "' in: " << s;
+}
+
+TEST(JobSpecTest, ParsesTheExampleJobs) {
+  for (const char* name : {"sft-tiny.json", "pipeline-tiny.json"}) {
+    auto job = LoadJobSpec(std::string(SKILLPACK_SOURCE_DIR) + "/trainer/examples/" + name);
+    EXPECT_TRUE(job.ok()) << name << ": " << job.status();
+  }
+  auto job = ParseJobSpec(TinyJob(), ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->task, "sort");
+  ASSERT_TRUE(job->sft && job->dpo);
+  EXPECT_EQ(job->sft->loop.steps, 4);
+  EXPECT_EQ(job->dpo->train.lora.rank, 2);
+  EXPECT_DOUBLE_EQ(job->dpo->dpo.beta, 0.1);
+}
+
+TEST(JobSpecTest, BadSpecsNameTheField) {
+  Json j = TinyJob();
+  j["stages"]["finetune"] = Json::object();
+  ExpectInvalid(j, "job.stages.finetune: unknown stage");
+
+  j = TinyJob();
+  j["stages"]["sft"]["lr"] = 5.0;
+  ExpectInvalid(j, "job.stages.sft.lr");
+
+  j = TinyJob();
+  j["stages"]["sft"]["learning_rate"] = 1e-3;  // misspelt
+  ExpectInvalid(j, "job.stages.sft.learning_rate: unknown field");
+
+  j = TinyJob();
+  j["stages"]["sft"]["data"] = "no-such-file.jsonl";
+  ExpectInvalid(j, "job.stages.sft.data: file not found");
+
+  j = TinyJob();
+  j["stages"]["dpo"]["beta"] = -1;
+  ExpectInvalid(j, "job.stages.dpo.beta");
+
+  j = TinyJob();
+  j["stages"]["dpo"]["lora"]["rank"] = 0;
+  ExpectInvalid(j, "job.stages.dpo.lora.rank");
+
+  j = TinyJob();
+  j["stages"]["sft"]["batch_size"] = "32";
+  ExpectInvalid(j, "batch_size");
+
+  j = TinyJob();
+  j["task"]["name"] = "division";
+  ExpectInvalid(j, "job.task.name");
+
+  j = TinyJob();
+  j["base_model"] = "/no/such/model";
+  ExpectInvalid(j, "job.base_model");
+
+  j = TinyJob();
+  j["base_model"]["tiny"]["hidden"] = 30;  // head_dim 15: odd, no RoPE
+  ExpectInvalid(j, "job.base_model.tiny");
+
+  j = TinyJob();
+  j.erase("task");
+  ExpectInvalid(j, "job.stages.sft.data: required");
+
+  j = TinyJob();
+  j["stages"] = Json::object();
+  ExpectInvalid(j, "job.stages");
+
+  j = TinyJob();
+  j["stages"]["compress"] = {{"config", {{"alpha", 7}}}};
+  ExpectInvalid(j, "job.stages.compress.config");
+
+  j = TinyJob();
+  j["stages"]["distill"] = Json::object();
+  EXPECT_EQ(Parse(j).code(), absl::StatusCode::kUnimplemented);
+
+  EXPECT_EQ(LoadJobSpec(::testing::TempDir() + "/none.json").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
+  at::set_num_threads(1);
+  const std::string out = ::testing::TempDir() + "/job_test_out";
+  std::filesystem::remove_all(out);
+  Json j = TinyJob();
+  j["stages"]["compress"] = {{"name", "sort-pack"}, {"tags", {"sort"}}};
+  auto job = ParseJobSpec(j, ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  RunJobOptions opts;
+  opts.out_dir = out;
+  opts.progress = false;
+  auto report = RunJob(*job, opts);
+  ASSERT_TRUE(report.ok()) << report.status();
+  auto on_disk = ReadJsonFile(JoinPath(out, "report.json"));
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ(*on_disk, *report);
+  const Json& r = *report;
+  EXPECT_EQ(r["status"], "ok");
+  EXPECT_EQ(r["eval"]["before"]["total"], 16);
+  EXPECT_TRUE(r["eval"]["after"]["accuracy"].is_number());
+  EXPECT_EQ(r["stages"]["sft"]["final_step"], 4);
+  EXPECT_EQ(r["stages"]["sft"]["log"].size(), 4u);
+  EXPECT_TRUE(r["stages"]["sft"]["held_out_loss"]["after"].is_number());
+  EXPECT_TRUE(r["stages"]["sft"]["held_out_accuracy"].is_number());
+  EXPECT_EQ(r["stages"]["dpo"]["held_out_accuracy"], r["eval"]["after"]["accuracy"]);
+  EXPECT_EQ(r["stages"]["dpo"]["lora_rank"], 2);
+  EXPECT_TRUE(r["stages"]["dpo"]["held_out_after"]["reward_margin"].is_number());
+  for (const char* t : {"setup_seconds", "sft_seconds", "dpo_seconds", "eval_before_seconds", "total_seconds"}) {
+    EXPECT_TRUE(r["timings"][t].is_number()) << t;
+  }
+  // The tuned folder loads, and differs from the base.
+  auto tuned = LoadModel(JoinPath(out, "model"), at::kFloat);
+  auto base = LoadModel(JoinPath(out, "base"), at::kFloat);
+  ASSERT_TRUE(tuned.ok() && base.ok());
+  EXPECT_FALSE(at::equal(*(*tuned)->weights->Find("model.layers.0.mlp.up_proj.weight"),
+                         *(*base)->weights->Find("model.layers.0.mlp.up_proj.weight")));
+  EXPECT_TRUE(PathExists(JoinPath(out, "model/tokenizer.json")));
+  // The pack.
+  auto pack = ReadSkillPack(r["stages"]["compress"]["path"].get<std::string>());
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  EXPECT_EQ(pack->manifest.name, "sort-pack");
+  EXPECT_EQ(pack->manifest.provenance["task"], "sort");
+  EXPECT_TRUE(r["stages"]["compress"]["held_out_accuracy"].is_number());
+  EXPECT_EQ(r["eval"]["base_plus_pack"]["total"], 16);
+
+  // Running again resumes from the final checkpoints: no extra steps.
+  auto again = RunJob(*job, opts);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)["stages"]["sft"]["resumed_from"], 4);
+  std::filesystem::remove_all(out);
+}
+
+}  // namespace
+}  // namespace skillpack

@@ -1,0 +1,251 @@
+// Training core: schedule, SFT with accumulation, checkpoint resume, LoRA, DPO.
+#include <cmath>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include "core/model.h"
+#include "core/tiny_model.h"
+#include "core/tokenizer.h"
+#include "trainer/data.h"
+#include "trainer/dpo.h"
+#include "trainer/sft.h"
+#include "trainer/tasks/task.h"
+#include "trainer/train_loop.h"
+#include "trainer/trainable.h"
+
+namespace skillpack {
+namespace {
+
+class TrainTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    at::set_num_threads(1);
+    dir_ = new std::string(::testing::TempDir() + "/train_test_tiny");
+    TinyModelOptions o;
+    o.layers = 2, o.hidden = 64, o.heads = 4, o.kv_heads = 2, o.seed = 11;
+    ASSERT_TRUE(InitTinyModel(o, *dir_).ok());
+  }
+  void SetUp() override {
+    model_ = *LoadModel(*dir_, at::kFloat);
+    tok_ = *Tokenizer::FromModelDir(*dir_);
+    end_id_ = tok_->eos_ids()[0];
+  }
+  std::vector<TokenizedSequence> TaskSequences(const std::string& name, TaskSplit split, int n, uint64_t seed) {
+    auto task = *MakeTask(name);
+    SequenceEncoder enc(*tok_, end_id_, 32);
+    std::vector<TokenizedSequence> out;
+    auto examples = GenerateTaskExamples(*task, split, n, seed, split == TaskSplit::kHeldOut);
+    EXPECT_TRUE(examples.ok()) << examples.status();
+    for (const auto& e : *examples) {
+      out.push_back(*enc.Encode(e.prompt, e.response, false));
+    }
+    return out;
+  }
+  std::vector<TokenizedPair> TaskPairs(TaskSplit split, int n, uint64_t seed) {
+    // sort: chosen = the sorted digits, rejected = the digits as given.
+    auto task = *MakeTask("sort");
+    SequenceEncoder enc(*tok_, end_id_, 32);
+    std::vector<TokenizedPair> out;
+    auto prefs = GenerateTaskPreferences(*task, split, n, seed, split == TaskSplit::kHeldOut);
+    EXPECT_TRUE(prefs.ok()) << prefs.status();
+    for (const auto& p : *prefs) {
+      out.push_back({*enc.Encode(p.prompt, p.chosen, false), *enc.Encode(p.prompt, p.rejected, false)});
+    }
+    return out;
+  }
+  LoopConfig Loop(int64_t steps, int64_t batch, int64_t accum = 1) {
+    LoopConfig c;
+    c.steps = steps;
+    c.batch_size = batch;
+    c.grad_accum = accum;
+    c.optim.lr = 3e-3;
+    c.optim.warmup_steps = 2;
+    c.seed = 3;
+    return c;
+  }
+  static double MaxDiff(const TrainableWeights& a, const TrainableWeights& b) {
+    double d = 0;
+    for (size_t i = 0; i < a.parameters().size(); ++i) {
+      d = std::max(d, (a.parameters()[i].second - b.parameters()[i].second).abs().max().item<double>());
+    }
+    return d;
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<LoadedModel> model_;
+  std::unique_ptr<Tokenizer> tok_;
+  int32_t end_id_ = 0;
+};
+std::string* TrainTest::dir_ = nullptr;
+
+TEST(ScheduleTest, WarmupThenCosineToTheFloor) {
+  OptimizerConfig c;
+  c.lr = 1e-3, c.warmup_steps = 10, c.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 0, 100), 1e-4);
+  EXPECT_DOUBLE_EQ(ScheduledLr(c, 9, 100), 1e-3);
+  EXPECT_NEAR(ScheduledLr(c, 10, 100), 1e-3, 1e-12);
+  EXPECT_NEAR(ScheduledLr(c, 99, 100), 1e-4, 1e-12);
+  EXPECT_NEAR(ScheduledLr(c, 10 + 89 / 2.0, 100), 5.5e-4, 2e-5);
+  for (int s = 11; s < 100; ++s) EXPECT_LE(ScheduledLr(c, s, 100), ScheduledLr(c, s - 1, 100));
+}
+
+TEST(ScheduleTest, ValidationNamesTheField) {
+  LoopConfig c;
+  c.optim.lr = 5;
+  Status s = ValidateLoopConfig(c, "stages.sft");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("stages.sft.lr"), std::string::npos) << s;
+  c = LoopConfig();
+  c.optim.warmup_steps = c.steps + 1;
+  EXPECT_NE(ValidateLoopConfig(c, "x").message().find("x.warmup_steps"), std::string::npos);
+  c = LoopConfig();
+  c.batch_size = 0;
+  EXPECT_NE(ValidateLoopConfig(c, "x").message().find("x.batch_size"), std::string::npos);
+}
+
+TEST_F(TrainTest, SftLowersTheLossAndAccumulationEqualsTheBigBatch) {
+  auto seqs = TaskSequences("reverse", TaskSplit::kTrain, 256, 1);
+  auto big = *TrainableWeights::Create(model_->weights, {}, 0);
+  auto small = *TrainableWeights::Create(model_->weights, {}, 0);
+  SftObjective obj_big(*model_->transformer, seqs), obj_small(*model_->transformer, seqs);
+  auto r_big = RunTrainingLoop(*big, obj_big, Loop(8, 16, 1), nullptr);
+  auto r_small = RunTrainingLoop(*small, obj_small, Loop(8, 8, 2), nullptr);
+  ASSERT_TRUE(r_big.ok()) << r_big.status();
+  ASSERT_TRUE(r_small.ok()) << r_small.status();
+  EXPECT_LT(r_big->log.back().metrics.at("loss"), r_big->log.front().metrics.at("loss") - 1.0);
+  EXPECT_NEAR(r_big->log.back().metrics.at("loss"), r_small->log.back().metrics.at("loss"), 1e-4);
+  EXPECT_LT(MaxDiff(*big, *small), 1e-5);
+  EXPECT_GT(r_big->tokens, 0);
+  // The base weights are untouched.
+  EXPECT_TRUE(at::equal(*model_->weights->Find("model.norm.weight"), at::ones({64})));
+}
+
+TEST_F(TrainTest, ResumedRunEqualsUninterruptedRun) {
+  auto seqs = TaskSequences("sort", TaskSplit::kTrain, 128, 2);
+  const std::string ckpt = ::testing::TempDir() + "/train_test_ckpt";
+  std::filesystem::remove_all(ckpt);
+  auto straight = *TrainableWeights::Create(model_->weights, {}, 0);
+  SftObjective obj(*model_->transformer, seqs);
+  ASSERT_TRUE(RunTrainingLoop(*straight, obj, Loop(6, 8), nullptr).ok());
+
+  LoopConfig c = Loop(6, 8);
+  c.checkpoint_dir = ckpt;
+  c.checkpoint_every = 2;
+  c.stop_at_step = 3;  // "crash" after step 3 (checkpointed at 2 and 3)
+  auto first = *TrainableWeights::Create(model_->weights, {}, 0);
+  auto r1 = RunTrainingLoop(*first, obj, c, nullptr);
+  ASSERT_TRUE(r1.ok()) << r1.status();
+  EXPECT_EQ(r1->final_step, 3);
+  c.stop_at_step = -1;
+  auto second = *TrainableWeights::Create(model_->weights, {}, 0);  // a fresh process
+  auto r2 = RunTrainingLoop(*second, obj, c, nullptr);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->resumed_from, 3);
+  EXPECT_EQ(r2->final_step, 6);
+  EXPECT_EQ(r2->log.size(), 6u);  // earlier steps' log comes back from the checkpoint
+  EXPECT_LT(MaxDiff(*straight, *second), 1e-6);
+  // Only keep_checkpoints (2) remain.
+  int dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(ckpt)) dirs += e.is_directory();
+  EXPECT_EQ(dirs, 2);
+
+  // A checkpoint of another configuration is refused, naming the mismatch.
+  LoraConfig lora;
+  lora.rank = 2;
+  auto other = *TrainableWeights::Create(model_->weights, lora, 0);
+  auto bad = RunTrainingLoop(*other, obj, c, nullptr);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  std::filesystem::remove_all(ckpt);
+}
+
+TEST_F(TrainTest, LoraForwardIsWxPlusScaledBAxAndMergedExportMatches) {
+  LoraConfig lora;
+  lora.rank = 4;
+  lora.alpha = 8;
+  auto tw = *TrainableWeights::Create(model_->weights, lora, 7);
+  EXPECT_EQ(tw->parameters().size(), 2u * 7 * 2);  // A and B for 7 projections x 2 layers
+  auto seqs = TaskSequences("reverse", TaskSplit::kTrain, 128, 5);
+  SftObjective obj(*model_->transformer, seqs);
+  auto held = TaskSequences("reverse", TaskSplit::kHeldOut, 32, 6);
+  const double held_before = *ResponseLoss(*model_->transformer, *model_->weights, held, 32);
+  LoopConfig c = Loop(20, 16);
+  c.optim.lr = 1e-2;
+  auto r = RunTrainingLoop(*tw, obj, c, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // Embeddings and lm_head stay random, so LoRA learns slower than full tuning.
+  EXPECT_LT(r->log.back().metrics.at("loss"), r->log.front().metrics.at("loss") - 0.2);
+  EXPECT_LT(*ResponseLoss(*model_->transformer, **tw->Merged(), held, 32), held_before - 0.2);
+  // Base weights are frozen.
+  for (const auto& [name, t] : tw->base().tensors()) {
+    EXPECT_TRUE(at::equal(t, *model_->weights->Find(name))) << name;
+  }
+
+  // One projection by hand: (W + s B A) x == W x + s B (A x).
+  const std::string q = "model.layers.1.self_attn.q_proj.weight";
+  at::Tensor a, b;
+  for (const auto& [name, p] : tw->parameters()) {
+    if (name == q + ".lora_A") a = p.detach();
+    if (name == q + ".lora_B") b = p.detach();
+  }
+  ASSERT_TRUE(a.defined() && b.defined());
+  EXPECT_GT(b.abs().max().item<double>(), 0);  // B moved off zero
+  auto merged = *tw->Merged();
+  at::Tensor x = at::randn({5, 64});
+  const double s = lora.alpha / lora.rank;
+  at::Tensor want = at::linear(x, *model_->weights->Find(q)) + s * at::linear(at::linear(x, a), b);
+  EXPECT_LT((at::linear(x, *merged->Find(q)) - want).abs().max().item<double>(), 1e-5);
+
+  // Adapter logits vs the exported merged folder, reloaded from disk.
+  const std::string out = ::testing::TempDir() + "/train_test_lora_merged";
+  ASSERT_TRUE(ExportModelFolder(*merged, *dir_, out).ok());
+  auto reloaded = LoadModel(out, at::kFloat);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  ASSERT_TRUE(Tokenizer::FromModelDir(out).ok());
+  TokenBatch batch = MakeTokenBatch({&seqs[0], &seqs[1], &seqs[2]});
+  at::NoGradGuard no_grad;
+  at::Tensor adapter = model_->transformer->Forward(**tw->ForwardWeights(), batch.tokens, batch.attention_mask);
+  at::Tensor exported =
+      (*reloaded)->transformer->Forward(*(*reloaded)->weights, batch.tokens, batch.attention_mask);
+  EXPECT_LT((adapter - exported).abs().max().item<double>(), 1e-5);
+  std::filesystem::remove_all(out);
+}
+
+TEST_F(TrainTest, DpoRaisesHeldOutMarginAndPreferenceAccuracy) {
+  auto train = TaskPairs(TaskSplit::kTrain, 512, 8);
+  auto held = TaskPairs(TaskSplit::kHeldOut, 64, 9);
+  DpoConfig cfg;  // beta 0.1
+  auto reference = model_->weights;
+  auto tw = *TrainableWeights::Create(reference, {}, 0);
+  auto before = EvaluatePreferences(*model_->transformer, *reference, *reference, held, cfg, 64);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_NEAR(before->reward_margin, 0, 1e-9);  // policy == reference
+  DpoObjective obj(*model_->transformer, reference, train, cfg);
+  LoopConfig c = Loop(30, 16);
+  c.optim.lr = 2e-3;
+  auto r = RunTrainingLoop(*tw, obj, c, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(r->log.back().metrics.at("loss"), std::log(2.0) - 0.1);
+  auto after = EvaluatePreferences(*model_->transformer, **tw->Merged(), *reference, held, cfg, 64);
+  ASSERT_TRUE(after.ok());
+  EXPECT_GT(after->reward_margin, before->reward_margin + 0.5);
+  EXPECT_GT(after->reward_accuracy, 0.9);
+  EXPECT_GT(after->logp_accuracy, before->logp_accuracy);
+  EXPECT_LT(after->loss, before->loss);
+}
+
+TEST_F(TrainTest, DpoLengthNormalisationUsesPerTokenMeans) {
+  auto held = TaskPairs(TaskSplit::kHeldOut, 8, 9);
+  std::vector<const TokenizedSequence*> seqs = {&held[0].chosen};
+  TokenBatch b = MakeTokenBatch(seqs);
+  at::NoGradGuard no_grad;
+  const double sum = ResponseLogProbs(*model_->transformer, *model_->weights, b, false)[0].item<double>();
+  const double mean = ResponseLogProbs(*model_->transformer, *model_->weights, b, true)[0].item<double>();
+  EXPECT_NEAR(mean * held[0].chosen.num_response_tokens(), sum, 1e-4);
+  EXPECT_LT(sum, 0);
+}
+
+}  // namespace
+}  // namespace skillpack

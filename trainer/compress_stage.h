@@ -1,0 +1,35 @@
+// The job pipeline's compress stage: Δ = tuned − base through the SkillPack
+// compressor (core/pack_compress.h, round-to-nearest: no calibration set yet)
+// and written as DIR/<name>.skillpack with a manifest naming the base model's
+// fingerprint and the job's provenance.
+#ifndef SKILLPACK_TRAINER_COMPRESS_STAGE_H_
+#define SKILLPACK_TRAINER_COMPRESS_STAGE_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/json_util.h"
+#include "core/status.h"
+#include "core/weights.h"
+#include "trainer/job.h"
+
+namespace skillpack {
+
+// Parses the stage's JSON object at `path` into *out. INVALID_ARGUMENT naming the field.
+Status ParseCompressStage(const Json& j, const std::string& path, std::optional<CompressStageSpec>* out);
+
+struct CompressStageResult {
+  Json report;  // path, file and fp16-delta bytes, modules by operator
+  // base + the pack as written (read back from disk, decoded and composed), for evaluation.
+  std::shared_ptr<const ModelWeights> composed;
+};
+
+// Compresses and writes the pack, then reads it back and composes it onto `base`.
+StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, const ModelWeights& base,
+                                               const ModelWeights& tuned, const JobSpec& job,
+                                               const std::string& out_dir);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_COMPRESS_STAGE_H_

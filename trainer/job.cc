@@ -1,0 +1,569 @@
+#include "trainer/job.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/file_util.h"
+#include "core/generator.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "trainer/compress_stage.h"
+#include "trainer/data.h"
+#include "trainer/evaluate.h"
+#include "trainer/sft.h"
+#include "trainer/tasks/task.h"
+
+namespace skillpack {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Reads the fields of one JSON object, remembering which were read so that
+// Finish() can reject unknown (misspelt) ones. Errors name "<path>.<field>".
+class FieldReader {
+ public:
+  FieldReader(const Json& obj, std::string path) : obj_(obj), path_(std::move(path)) {}
+
+  Status CheckObject() const {
+    if (!obj_.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, " must be a JSON object"));
+    return absl::OkStatus();
+  }
+  bool Has(const std::string& key) {
+    used_.insert(key);
+    return obj_.contains(key) && !obj_[key].is_null();
+  }
+  const Json& Get(const std::string& key) {
+    used_.insert(key);
+    return obj_[key];
+  }
+  std::string Path(absl::string_view key) const { return absl::StrCat(path_, ".", key); }
+
+  // Leaves *out unchanged when the key is absent.
+  template <typename T>
+  Status Read(const std::string& key, T* out) {
+    if (!Has(key)) return absl::OkStatus();
+    StatusOr<T> v = GetField<T>(obj_, key, path_);
+    if (!v.ok()) return v.status();
+    *out = *v;
+    return absl::OkStatus();
+  }
+  // Reads a number that must lie in [lo, hi].
+  template <typename T>
+  Status ReadInRange(const std::string& key, T* out, T lo, T hi) {
+    RETURN_IF_ERROR(Read(key, out));
+    if (!(*out >= lo && *out <= hi)) {
+      return absl::InvalidArgumentError(absl::StrCat(Path(key), " must be in [", lo, ", ", hi, "], got ", *out));
+    }
+    return absl::OkStatus();
+  }
+  Status Finish() const {
+    for (const auto& [key, value] : obj_.items()) {
+      if (!used_.count(key)) return absl::InvalidArgumentError(absl::StrCat(Path(key), ": unknown field"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const Json& obj_;
+  std::string path_;
+  std::set<std::string> used_;
+};
+
+std::string ResolvePath(const std::string& base_dir, const std::string& p) {
+  if (p.empty() || p[0] == '/' || base_dir.empty()) return p;
+  return JoinPath(base_dir, p);
+}
+
+Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSpec* spec,
+                       const std::string& path) {
+  if (r.Has("data")) {
+    RETURN_IF_ERROR(r.Read("data", &spec->data));
+    spec->data = ResolvePath(base_dir, spec->data);
+    if (!PathExists(spec->data)) {
+      return absl::InvalidArgumentError(absl::StrCat(r.Path("data"), ": file not found: ", spec->data));
+    }
+  }
+  LoopConfig& l = spec->loop;
+  RETURN_IF_ERROR(r.Read("steps", &l.steps));
+  RETURN_IF_ERROR(r.Read("batch_size", &l.batch_size));
+  RETURN_IF_ERROR(r.Read("grad_accum", &l.grad_accum));
+  RETURN_IF_ERROR(r.Read("lr", &l.optim.lr));
+  RETURN_IF_ERROR(r.Read("min_lr_ratio", &l.optim.min_lr_ratio));
+  RETURN_IF_ERROR(r.Read("warmup_steps", &l.optim.warmup_steps));
+  RETURN_IF_ERROR(r.Read("weight_decay", &l.optim.weight_decay));
+  RETURN_IF_ERROR(r.Read("beta1", &l.optim.beta1));
+  RETURN_IF_ERROR(r.Read("beta2", &l.optim.beta2));
+  RETURN_IF_ERROR(r.Read("eps", &l.optim.eps));
+  RETURN_IF_ERROR(r.Read("grad_clip", &l.optim.grad_clip));
+  RETURN_IF_ERROR(r.Read("checkpoint_every", &l.checkpoint_every));
+  RETURN_IF_ERROR(r.Read("log_every", &l.log_every));
+  RETURN_IF_ERROR(ValidateLoopConfig(l, path));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("max_seq_len", &spec->max_seq_len, 4, 1 << 16));
+  if (r.Has("lora")) {
+    FieldReader lr(r.Get("lora"), r.Path("lora"));
+    RETURN_IF_ERROR(lr.CheckObject());
+    RETURN_IF_ERROR(lr.ReadInRange<int64_t>("rank", &spec->lora.rank, 1, 4096));
+    RETURN_IF_ERROR(lr.ReadInRange<double>("alpha", &spec->lora.alpha, 1e-6, 1e6));
+    RETURN_IF_ERROR(lr.Finish());
+    if (spec->lora.rank == 0) spec->lora.rank = 8;
+  }
+  return absl::OkStatus();
+}
+
+Status ParseTinyBase(const Json& j, const std::string& path, TinyModelOptions* o) {
+  FieldReader r(j, path);
+  RETURN_IF_ERROR(r.CheckObject());
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("layers", &o->layers, 1, 64));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("hidden", &o->hidden, 8, 8192));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("heads", &o->heads, 1, 256));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("kv_heads", &o->kv_heads, 1, 256));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("intermediate", &o->intermediate, 0, 65536));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("max_positions", &o->max_positions, 8, 1 << 20));
+  RETURN_IF_ERROR(r.Read("seed", &o->seed));
+  RETURN_IF_ERROR(r.Read("tie_embeddings", &o->tie_embeddings));
+  RETURN_IF_ERROR(r.Finish());
+  if (o->hidden % o->heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ".hidden (", o->hidden, ") must be a multiple of ",
+                                                   path, ".heads (", o->heads, ")"));
+  }
+  if (o->heads % o->kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ".heads (", o->heads, ") must be a multiple of ",
+                                                   path, ".kv_heads (", o->kv_heads, ")"));
+  }
+  if ((o->hidden / o->heads) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": hidden / heads must be even (RoPE)"));
+  }
+  return TinyModelConfig(*o).status();
+}
+
+// Progress bar on stderr: one line, rewritten at most 10 times a second.
+class ProgressBar {
+ public:
+  ProgressBar(std::string stage, bool enabled) : stage_(std::move(stage)), enabled_(enabled) {}
+  ~ProgressBar() { Done(); }
+  void Update(const StepLog& s, int64_t total) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (s.step != total && std::chrono::duration<double>(now - last_).count() < 0.1) return;
+    last_ = now;
+    const double elapsed = SecondsSince(start_);
+    const int64_t done = s.step - (first_step_ < 0 ? (first_step_ = s.step - 1) : first_step_);
+    const double eta = done > 0 ? elapsed / done * (total - s.step) : 0;
+    const int width = 24;
+    const int filled = static_cast<int>(width * s.step / std::max<int64_t>(1, total));
+    std::string bar = std::string(filled, '=') + std::string(width - filled, ' ');
+    auto it = s.metrics.find("loss");
+    std::fprintf(stderr, "\r[%s] %6lld/%lld [%s] loss %.4f lr %.2e %5.1fs ETA %4.0fs ", stage_.c_str(),
+                 static_cast<long long>(s.step), static_cast<long long>(total), bar.c_str(),
+                 it == s.metrics.end() ? 0.0 : it->second, s.lr, elapsed, eta);
+    std::fflush(stderr);
+    printed_ = true;
+  }
+  void Done() {
+    if (printed_) std::fprintf(stderr, "\n");
+    printed_ = false;
+  }
+
+ private:
+  std::string stage_;
+  bool enabled_;
+  bool printed_ = false;
+  int64_t first_step_ = -1;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_{};
+};
+
+void Log(bool enabled, const std::string& line) {
+  if (enabled) std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+// The report's summary of a loop: first/last metrics and a bounded loss curve.
+Json LoopReport(const LoopResult& r, const LoopConfig& c, const TrainableWeights& w) {
+  Json j;
+  j["steps"] = c.steps;
+  j["resumed_from"] = r.resumed_from;
+  j["final_step"] = r.final_step;
+  j["batch_size"] = c.batch_size;
+  j["grad_accum"] = c.grad_accum;
+  j["lr"] = c.optim.lr;
+  j["lora_rank"] = w.lora().rank;
+  j["trainable_parameters"] = w.NumTrainable();
+  j["seconds"] = r.seconds;
+  j["tokens"] = r.tokens;
+  j["tokens_per_second"] = r.tokens_per_second();
+  if (!r.log.empty()) {
+    j["first"] = StepLogToJson(r.log.front());
+    j["last"] = StepLogToJson(r.log.back());
+  }
+  // At most ~100 points of the curve.
+  const size_t stride = std::max<size_t>(1, r.log.size() / 100);
+  j["log"] = Json::array();
+  for (size_t i = 0; i < r.log.size(); i += stride) j["log"].push_back(StepLogToJson(r.log[i]));
+  if (!r.log.empty() && (r.log.size() - 1) % stride != 0) j["log"].push_back(StepLogToJson(r.log.back()));
+  return j;
+}
+
+// Everything a stage needs about the model being tuned.
+struct JobState {
+  std::string base_dir;                          // the base model folder
+  std::unique_ptr<LoadedModel> model;            // config, base weights, transformer
+  std::unique_ptr<Tokenizer> tokenizer;
+  int32_t end_id = 0;
+  std::shared_ptr<const ModelWeights> current;   // weights after the stages so far
+  std::unique_ptr<Task> task;
+  std::vector<TaskExample> held_out;
+  std::unique_ptr<Communicator> comm;
+  bool verbose = false;                          // rank 0 with progress
+};
+
+StatusOr<std::vector<TokenizedSequence>> TokenizeSft(const JobState& st, const JobSpec& job,
+                                                     const TrainStageSpec& spec) {
+  std::vector<SftRecord> records;
+  if (!spec.data.empty()) {
+    ASSIGN_OR_RETURN(records, ReadSftJsonl(spec.data, *st.tokenizer));
+  } else {
+    ASSIGN_OR_RETURN(std::vector<TaskExample> ex,
+                     GenerateTaskExamples(*st.task, TaskSplit::kTrain, job.train_examples, job.seed, false));
+    for (TaskExample& e : ex) records.push_back({std::move(e.prompt), std::move(e.response), false});
+  }
+  SequenceEncoder enc(*st.tokenizer, st.end_id, spec.max_seq_len);
+  std::vector<TokenizedSequence> seqs;
+  for (size_t i = 0; i < records.size(); ++i) {
+    StatusOr<TokenizedSequence> s = enc.Encode(records[i].prompt, records[i].response, records[i].templated);
+    if (!s.ok()) return Annotate(s.status(), absl::StrCat("stages.sft: example ", i + 1));
+    seqs.push_back(std::move(*s));
+  }
+  return seqs;
+}
+
+StatusOr<std::vector<TokenizedPair>> TokenizePairs(const JobState& st, const std::vector<PreferenceRecord>& records,
+                                                   int64_t max_seq_len, absl::string_view what) {
+  SequenceEncoder enc(*st.tokenizer, st.end_id, max_seq_len);
+  std::vector<TokenizedPair> pairs;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const PreferenceRecord& r = records[i];
+    StatusOr<TokenizedSequence> c = enc.Encode(r.prompt, r.chosen, r.templated);
+    StatusOr<TokenizedSequence> j = enc.Encode(r.prompt, r.rejected, r.templated);
+    if (!c.ok()) return Annotate(c.status(), absl::StrCat(what, ": pair ", i + 1));
+    if (!j.ok()) return Annotate(j.status(), absl::StrCat(what, ": pair ", i + 1));
+    pairs.push_back({std::move(*c), std::move(*j)});
+  }
+  return pairs;
+}
+
+std::vector<PreferenceRecord> ToRecords(std::vector<TaskPreference> prefs) {
+  std::vector<PreferenceRecord> out;
+  for (TaskPreference& p : prefs) {
+    out.push_back({std::move(p.prompt), std::move(p.chosen), std::move(p.rejected), false});
+  }
+  return out;
+}
+
+LoopConfig StageLoop(const TrainStageSpec& spec, const JobSpec& job, const RunJobOptions& opts,
+                     absl::string_view stage) {
+  LoopConfig loop = spec.loop;
+  loop.seed = job.seed;
+  loop.checkpoint_dir = JoinPath(JoinPath(opts.out_dir, "checkpoints"), stage);
+  loop.resume = opts.resume;
+  return loop;
+}
+
+StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec,
+                           const RunJobOptions& opts) {
+  ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
+  Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw,
+                   TrainableWeights::Create(st.current, spec.lora, job.seed));
+  SftObjective objective(*st.model->transformer, std::move(seqs));
+  ProgressBar bar("sft", st.verbose);
+  ASSIGN_OR_RETURN(LoopResult result,
+                   RunTrainingLoop(*tw, objective, StageLoop(spec, job, opts, "sft"), st.comm.get(),
+                                   [&](const StepLog& s, int64_t total) { bar.Update(s, total); }));
+  bar.Done();
+  Json report = LoopReport(result, spec.loop, *tw);
+  ASSIGN_OR_RETURN(st.current, tw->Merged());
+  if (!st.held_out.empty()) {
+    SequenceEncoder enc(*st.tokenizer, st.end_id, spec.max_seq_len);
+    std::vector<TokenizedSequence> held;
+    for (const TaskExample& e : st.held_out) {
+      ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
+      held.push_back(std::move(s));
+    }
+    ASSIGN_OR_RETURN(double before, ResponseLoss(*st.model->transformer, tw->base(), held, 64));
+    ASSIGN_OR_RETURN(double after, ResponseLoss(*st.model->transformer, *st.current, held, 64));
+    report["held_out_loss"] = {{"before", before}, {"after", after}};
+  }
+  return report;
+}
+
+StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec& spec,
+                           const RunJobOptions& opts) {
+  std::vector<PreferenceRecord> records;
+  if (!spec.train.data.empty()) {
+    ASSIGN_OR_RETURN(records, ReadPreferenceJsonl(spec.train.data));
+  } else {
+    ASSIGN_OR_RETURN(std::vector<TaskPreference> prefs,
+                     GenerateTaskPreferences(*st.task, TaskSplit::kTrain, job.train_examples, job.seed + 7, false));
+    records = ToRecords(std::move(prefs));
+  }
+  ASSIGN_OR_RETURN(std::vector<TokenizedPair> pairs,
+                   TokenizePairs(st, records, spec.train.max_seq_len, "stages.dpo"));
+  std::vector<TokenizedPair> eval_pairs;
+  if (st.task != nullptr && spec.eval_pairs > 0) {
+    ASSIGN_OR_RETURN(std::vector<TaskPreference> prefs,
+                     GenerateTaskPreferences(*st.task, TaskSplit::kHeldOut, spec.eval_pairs, job.seed + 11, true));
+    ASSIGN_OR_RETURN(eval_pairs, TokenizePairs(st, ToRecords(std::move(prefs)), spec.train.max_seq_len,
+                                               "stages.dpo held-out pairs"));
+  }
+  Log(st.verbose, absl::StrCat("[dpo] ", pairs.size(), " pairs"));
+  std::shared_ptr<const ModelWeights> reference = st.current;
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw,
+                   TrainableWeights::Create(reference, spec.train.lora, job.seed + 1));
+  DpoObjective objective(*st.model->transformer, reference, std::move(pairs), spec.dpo);
+  Json report;
+  if (!eval_pairs.empty()) {
+    ASSIGN_OR_RETURN(PreferenceMetrics before,
+                     EvaluatePreferences(*st.model->transformer, *reference, *reference, eval_pairs, spec.dpo, 64));
+    report["held_out_before"] = PreferenceMetricsToJson(before);
+  }
+  ProgressBar bar("dpo", st.verbose);
+  ASSIGN_OR_RETURN(LoopResult result,
+                   RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, opts, "dpo"), st.comm.get(),
+                                   [&](const StepLog& s, int64_t total) { bar.Update(s, total); }));
+  bar.Done();
+  Json loop = LoopReport(result, spec.train.loop, *tw);
+  for (auto& [k, v] : loop.items()) report[k] = v;
+  report["beta"] = spec.dpo.beta;
+  report["length_normalize"] = spec.dpo.length_normalize;
+  ASSIGN_OR_RETURN(st.current, tw->Merged());
+  if (!eval_pairs.empty()) {
+    ASSIGN_OR_RETURN(PreferenceMetrics after,
+                     EvaluatePreferences(*st.model->transformer, *st.current, *reference, eval_pairs, spec.dpo, 64));
+    report["held_out_after"] = PreferenceMetricsToJson(after);
+  }
+  return report;
+}
+
+}  // namespace
+
+const std::vector<std::string>& JobStageNames() {
+  static const auto* kNames = new std::vector<std::string>{"distill", "sft", "dpo", "compress", "publish"};
+  return *kNames;
+}
+
+StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
+  JobSpec job;
+  FieldReader r(j, "job");
+  RETURN_IF_ERROR(r.CheckObject());
+  RETURN_IF_ERROR(r.Read("name", &job.name));
+  RETURN_IF_ERROR(r.Read("seed", &job.seed));
+  RETURN_IF_ERROR(r.ReadInRange("threads", &job.threads, 0, 1024));
+  if (!r.Has("base_model")) return absl::InvalidArgumentError("job.base_model: missing (a folder or {\"tiny\": {...}})");
+  const Json& base = r.Get("base_model");
+  if (base.is_string()) {
+    job.base_model_dir = ResolvePath(base_dir, base.get<std::string>());
+    if (!IsDirectory(job.base_model_dir)) {
+      return absl::InvalidArgumentError(absl::StrCat("job.base_model: not a folder: ", job.base_model_dir));
+    }
+    if (!PathExists(JoinPath(job.base_model_dir, "config.json"))) {
+      return absl::InvalidArgumentError(absl::StrCat("job.base_model: no config.json in ", job.base_model_dir));
+    }
+  } else {
+    FieldReader b(base, "job.base_model");
+    RETURN_IF_ERROR(b.CheckObject());
+    if (!b.Has("tiny")) return absl::InvalidArgumentError("job.base_model: expected a folder path or {\"tiny\": {...}}");
+    TinyModelOptions o;
+    RETURN_IF_ERROR(ParseTinyBase(b.Get("tiny"), "job.base_model.tiny", &o));
+    RETURN_IF_ERROR(b.Finish());
+    job.tiny_base = o;
+  }
+  if (r.Has("task")) {
+    FieldReader t(r.Get("task"), "job.task");
+    RETURN_IF_ERROR(t.CheckObject());
+    RETURN_IF_ERROR(GetField<std::string>(r.Get("task"), "name", "job.task").status());
+    RETURN_IF_ERROR(t.Read("name", &job.task));
+    StatusOr<std::unique_ptr<Task>> task = MakeTask(job.task);
+    if (!task.ok()) return Annotate(task.status(), "job.task.name");
+    RETURN_IF_ERROR(t.ReadInRange<int64_t>("held_out", &job.held_out, 1, 100000));
+    RETURN_IF_ERROR(t.ReadInRange<int64_t>("train_examples", &job.train_examples, 1, 10000000));
+    RETURN_IF_ERROR(t.Finish());
+  }
+  if (!r.Has("stages")) return absl::InvalidArgumentError("job.stages: missing");
+  const Json& stages = r.Get("stages");
+  FieldReader s(stages, "job.stages");
+  RETURN_IF_ERROR(s.CheckObject());
+  for (const auto& [name, value] : stages.items()) {
+    const auto& known = JobStageNames();
+    if (std::find(known.begin(), known.end(), name) == known.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("job.stages.", name, ": unknown stage (known: ",
+                                                     absl::StrJoin(known, ", "), ")"));
+    }
+  }
+  if (stages.empty()) return absl::InvalidArgumentError("job.stages: no stage given");
+  if (s.Has("sft")) {
+    const std::string path = "job.stages.sft";
+    FieldReader st(s.Get("sft"), path);
+    RETURN_IF_ERROR(st.CheckObject());
+    TrainStageSpec spec;
+    RETURN_IF_ERROR(ParseTrainStage(st, base_dir, &spec, path));
+    RETURN_IF_ERROR(st.Finish());
+    if (spec.data.empty() && job.task.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ".data: required when the job names no task"));
+    }
+    job.sft = spec;
+  }
+  if (s.Has("dpo")) {
+    const std::string path = "job.stages.dpo";
+    FieldReader st(s.Get("dpo"), path);
+    RETURN_IF_ERROR(st.CheckObject());
+    DpoStageSpec spec;
+    spec.train.loop.optim.lr = 1e-4;
+    RETURN_IF_ERROR(ParseTrainStage(st, base_dir, &spec.train, path));
+    RETURN_IF_ERROR(st.ReadInRange<double>("beta", &spec.dpo.beta, 1e-6, 100.0));
+    RETURN_IF_ERROR(st.Read("length_normalize", &spec.dpo.length_normalize));
+    RETURN_IF_ERROR(st.ReadInRange<int64_t>("eval_pairs", &spec.eval_pairs, 0, 100000));
+    RETURN_IF_ERROR(st.Finish());
+    if (spec.train.data.empty() && job.task.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ".data: required when the job names no task"));
+    }
+    job.dpo = spec;
+  }
+  if (s.Has("compress")) {
+    RETURN_IF_ERROR(ParseCompressStage(s.Get("compress"), "job.stages.compress", &job.compress));
+  }
+  if (s.Has("distill")) {
+    return absl::UnimplementedError(
+        "job.stages.distill: distillation needs the gRPC Inference API client, not built yet");
+  }
+  if (s.Has("publish")) {
+    return absl::UnimplementedError("job.stages.publish: uploading through the Admin API is not built yet");
+  }
+  RETURN_IF_ERROR(s.Finish());
+  RETURN_IF_ERROR(r.Finish());
+  return job;
+}
+
+StatusOr<JobSpec> LoadJobSpec(const std::string& path) {
+  ASSIGN_OR_RETURN(Json j, ReadJsonFile(path));
+  const size_t slash = path.rfind('/');
+  return ParseJobSpec(j, slash == std::string::npos ? "." : path.substr(0, slash));
+}
+
+StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
+  const Clock::time_point start = Clock::now();
+  if (opts.out_dir.empty()) return absl::InvalidArgumentError("--out: an output folder is required");
+  JobState st;
+  ASSIGN_OR_RETURN(st.comm, Communicator::Create(opts.dist));
+  const bool lead = st.comm->rank() == 0;
+  st.verbose = lead && opts.progress;
+  if (job.threads > 0) at::set_num_threads(job.threads);
+  if (lead) RETURN_IF_ERROR(MakeDirectories(opts.out_dir));
+  Json report;
+  report["job"] = job.name;
+  report["world_size"] = st.comm->world_size();
+  report["threads"] = at::get_num_threads();
+  Json timings;
+
+  // Base model.
+  Clock::time_point t = Clock::now();
+  if (job.tiny_base) {
+    st.base_dir = JoinPath(opts.out_dir, "base");
+    if (lead && !PathExists(JoinPath(st.base_dir, "config.json"))) {
+      RETURN_IF_ERROR(InitTinyModel(*job.tiny_base, st.base_dir));
+    }
+    RETURN_IF_ERROR(st.comm->Barrier());  // other ranks read what rank 0 wrote
+  } else {
+    st.base_dir = job.base_model_dir;
+  }
+  ASSIGN_OR_RETURN(st.model, LoadModel(st.base_dir, at::TensorOptions().dtype(at::kFloat)));
+  ASSIGN_OR_RETURN(st.tokenizer, Tokenizer::FromModelDir(st.base_dir));
+  std::vector<int32_t> eos = EosIds(st.model->config, *st.tokenizer);
+  if (eos.empty()) return absl::InvalidArgumentError(absl::StrCat(st.base_dir, ": the model has no eos token"));
+  st.end_id = eos[0];
+  st.current = st.model->weights;
+  report["base_model"] = st.base_dir;
+  report["parameters"] = st.model->config.NumParameters();
+  timings["setup_seconds"] = SecondsSince(t);
+
+  if (!job.task.empty()) {
+    ASSIGN_OR_RETURN(st.task, MakeTask(job.task));
+    ASSIGN_OR_RETURN(st.held_out, GenerateTaskExamples(*st.task, TaskSplit::kHeldOut, job.held_out,
+                                                       job.seed + 1000003, /*unique=*/true));
+    report["task"] = {{"name", job.task}, {"held_out", job.held_out}};
+    if (lead) {
+      t = Clock::now();
+      ASSIGN_OR_RETURN(TaskEvalResult before,
+                       EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
+      report["eval"]["before"] = TaskEvalResultToJson(before);
+      timings["eval_before_seconds"] = SecondsSince(t);
+      Log(st.verbose, absl::StrFormat("[eval] held-out exact match before: %.3f (%d/%d)", before.accuracy,
+                                      before.correct, before.total));
+    }
+  }
+  // Held-out exact match of the current weights, after each training stage.
+  auto evaluate_stage = [&](const char* stage) -> Status {
+    if (st.task == nullptr || !lead) return absl::OkStatus();
+    t = Clock::now();
+    ASSIGN_OR_RETURN(TaskEvalResult after,
+                     EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
+    report["stages"][stage]["held_out_accuracy"] = after.accuracy;
+    report["eval"]["after"] = TaskEvalResultToJson(after);
+    timings[absl::StrCat("eval_after_", stage, "_seconds")] = SecondsSince(t);
+    Log(st.verbose, absl::StrFormat("[eval] held-out exact match after %s: %.3f (%d/%d)", stage, after.accuracy,
+                                    after.correct, after.total));
+    return absl::OkStatus();
+  };
+  if (job.sft) {
+    t = Clock::now();
+    ASSIGN_OR_RETURN(report["stages"]["sft"], RunSftStage(st, job, *job.sft, opts));
+    timings["sft_seconds"] = SecondsSince(t);
+    RETURN_IF_ERROR(evaluate_stage("sft"));
+  }
+  if (job.dpo) {
+    t = Clock::now();
+    ASSIGN_OR_RETURN(report["stages"]["dpo"], RunDpoStage(st, job, *job.dpo, opts));
+    timings["dpo_seconds"] = SecondsSince(t);
+    RETURN_IF_ERROR(evaluate_stage("dpo"));
+  }
+  if (lead) {
+    t = Clock::now();
+    const std::string model_dir = JoinPath(opts.out_dir, "model");
+    RETURN_IF_ERROR(ExportModelFolder(*st.current, st.base_dir, model_dir));
+    report["output_model"] = model_dir;
+    timings["export_seconds"] = SecondsSince(t);
+    if (job.compress) {
+      t = Clock::now();
+      ASSIGN_OR_RETURN(CompressStageResult packed,
+                       RunCompressStage(*job.compress, *st.model->weights, *st.current, job, opts.out_dir));
+      timings["compress_seconds"] = SecondsSince(t);
+      report["stages"]["compress"] = packed.report;
+      if (st.task != nullptr) {
+        t = Clock::now();
+        ASSIGN_OR_RETURN(TaskEvalResult with_pack, EvaluateTask(*st.model->transformer, packed.composed,
+                                                                *st.tokenizer, *st.task, st.held_out));
+        report["stages"]["compress"]["held_out_accuracy"] = with_pack.accuracy;
+        report["eval"]["base_plus_pack"] = TaskEvalResultToJson(with_pack);
+        timings["eval_pack_seconds"] = SecondsSince(t);
+        Log(st.verbose, absl::StrFormat("[eval] held-out exact match of base + pack: %.3f (%d/%d)",
+                                        with_pack.accuracy, with_pack.correct, with_pack.total));
+      }
+    }
+  }
+  RETURN_IF_ERROR(st.comm->Barrier());
+  timings["total_seconds"] = SecondsSince(start);
+  report["timings"] = timings;
+  report["status"] = "ok";
+  if (lead) RETURN_IF_ERROR(WriteFileAtomically(JoinPath(opts.out_dir, "report.json"), report.dump(2)));
+  return report;
+}
+
+}  // namespace skillpack

@@ -1,0 +1,99 @@
+// Training jobs: a JSON spec of a base model, an optional synthetic task (its
+// train split feeds stages that name no data file; its held-out split is
+// evaluated before and after) and optional stages, run in the fixed order
+// distill -> sft -> dpo -> compress -> publish. RunJob writes the fine-tuned
+// model folder (DIR/model) and DIR/report.json (losses, timings, held-out
+// accuracy before/after).
+//
+//   {
+//     "name": "sft-tiny", "seed": 1, "threads": 2,
+//     "base_model": "path/to/model"  |  {"tiny": {"layers": 2, "hidden": 128, "heads": 4,
+//                                                  "kv_heads": 2, "intermediate": 0, "seed": 1}},
+//     "task": {"name": "reverse", "held_out": 200, "train_examples": 20000},
+//     "stages": {
+//       "sft": {"data": "train.jsonl", "steps": 600, "batch_size": 32, "grad_accum": 1,
+//               "lr": 2e-3, "min_lr_ratio": 0.1, "warmup_steps": 30, "weight_decay": 0.0,
+//               "grad_clip": 1.0, "max_seq_len": 64, "checkpoint_every": 0,
+//               "lora": {"rank": 8, "alpha": 16}},
+//       "dpo": {"data": "pairs.jsonl", "beta": 0.1, "length_normalize": false,
+//               "eval_pairs": 128, ...the training fields of sft...},
+//       "compress": {"name": "reverse-pack", "config": {...CompressionConfig...},
+//                    "description": "...", "tags": ["..."]}
+//     }
+//   }
+// Relative paths are resolved against the job file's folder. Every field is
+// checked before anything runs: an unknown field or stage, a missing file or an
+// out-of-range value is INVALID_ARGUMENT naming the field ("stages.sft.lr ...").
+#ifndef SKILLPACK_TRAINER_JOB_H_
+#define SKILLPACK_TRAINER_JOB_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/json_util.h"
+#include "core/status.h"
+#include "core/tiny_model.h"
+#include "trainer/distributed.h"
+#include "trainer/dpo.h"
+#include "trainer/train_loop.h"
+#include "trainer/trainable.h"
+
+namespace skillpack {
+
+// Names of the stages a job may hold, in the order they run.
+const std::vector<std::string>& JobStageNames();
+
+struct TrainStageSpec {
+  std::string data;          // JSONL path (absolute after parsing); empty: the task's train split
+  LoopConfig loop;           // checkpoint_dir is set by RunJob
+  LoraConfig lora;
+  int64_t max_seq_len = 128; // tokens per sequence (prompt + response + end)
+};
+
+struct DpoStageSpec {
+  TrainStageSpec train;
+  DpoConfig dpo;
+  int64_t eval_pairs = 128;  // held-out task pairs scored before / after (0: none)
+};
+
+// Compression of the job's delta (tuned - base) into DIR/<name>.skillpack.
+struct CompressStageSpec {
+  std::string pack_name;  // ValidatePackName rules; default: the job name
+  Json config = Json::object();  // a core/pack_compress.h CompressionConfig as JSON
+  std::string description;
+  std::vector<std::string> tags;
+};
+
+struct JobSpec {
+  std::string name = "job";
+  uint64_t seed = 0;
+  int threads = 0;                            // 0: leave libtorch's default
+  std::string base_model_dir;                 // set unless tiny_base
+  std::optional<TinyModelOptions> tiny_base;  // made in DIR/base
+  std::string task;                           // empty: none
+  int64_t held_out = 200;                     // task examples evaluated
+  int64_t train_examples = 20000;             // task examples generated for training
+  std::optional<TrainStageSpec> sft;
+  std::optional<DpoStageSpec> dpo;
+  std::optional<CompressStageSpec> compress;
+};
+
+// Parses and validates a job. `base_dir` resolves relative paths.
+StatusOr<JobSpec> ParseJobSpec(const Json& job, const std::string& base_dir);
+StatusOr<JobSpec> LoadJobSpec(const std::string& path);
+
+struct RunJobOptions {
+  std::string out_dir;
+  DistributedConfig dist;   // world_size 1: one process
+  bool progress = true;     // a progress bar on stderr (rank 0)
+  bool resume = true;       // continue stages from DIR/checkpoints
+};
+
+// Runs the job; returns the report (also written to out_dir/report.json by rank 0).
+StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& options);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_JOB_H_
