@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "absl/time/clock.h"
+
 #include "server/grpc_util.h"
 
 namespace skillpack {
@@ -20,6 +22,18 @@ void FillPackInfo(const StoredPack& p, const PackCache::PackState& state, v1::Pa
   info->set_loaded(state.loaded);
   info->set_pinned(state.pinned);
   info->set_host_bytes(static_cast<uint64_t>(state.host_bytes));
+}
+
+void FillRouterInfo(const LoadedRouter& r, v1::RouterInfo* info) {
+  const RouterConfig& c = r.router->config();
+  for (const std::string& l : c.labels) info->add_labels(l);
+  info->set_layer(c.layer);
+  info->set_hidden_size(c.hidden_size);
+  info->set_width(c.width);
+  info->set_base_fingerprint(c.base_fingerprint);
+  info->set_sha256(r.sha256);
+  info->set_source(r.source);
+  info->set_loaded_at(absl::FormatTime(absl::RFC3339_sec, r.loaded_at, absl::UTCTimeZone()));
 }
 
 Status CheckName(const std::string& name) {
@@ -121,8 +135,38 @@ class AdminServiceImpl final : public v1::Admin::Service {
                           v1::DeletePackResponse*) override {
     return Handle("DeletePack", context, [&]() -> Status {
       RETURN_IF_ERROR(CheckName(req->name()));
-      RETURN_IF_ERROR(ctx_.store->Delete(req->name()));
+      RETURN_IF_ERROR(ctx_.router->RemovePack(req->name(), [&] { return ctx_.store->Delete(req->name()); }));
       ctx_.cache->Unload(req->name());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status SetRouter(grpc::ServerContext* context, const v1::SetRouterRequest* req,
+                         v1::SetRouterResponse* resp) override {
+    return Handle("SetRouter", context, [&]() -> Status {
+      if (req->clear()) {
+        if (!req->router().empty()) return absl::InvalidArgumentError("router: must be empty with clear");
+        ctx_.router->Clear();
+        return absl::OkStatus();
+      }
+      if (req->router().empty()) return absl::InvalidArgumentError("router: must not be empty (or set clear)");
+      ASSIGN_OR_RETURN(LoadedRouter r, ctx_.router->Set(req->router(), "admin"));
+      FillRouterInfo(r, resp->mutable_router());
+      return absl::OkStatus();
+    });
+  }
+
+  grpc::Status GetRouter(grpc::ServerContext* context, const v1::GetRouterRequest*,
+                         v1::GetRouterResponse* resp) override {
+    return Handle("GetRouter", context, [&]() -> Status {
+      const LoadedRouter r = ctx_.router->Current();
+      resp->set_loaded(r.router != nullptr);
+      if (r.router) FillRouterInfo(r, resp->mutable_router());
+      const RoutingPolicy& p = ctx_.router->options().default_policy;
+      resp->mutable_policy()->set_mode(RoutingModeName(p));
+      resp->mutable_policy()->set_k(p.k);
+      resp->mutable_policy()->set_threshold(p.threshold);
+      resp->set_max_tokens(ctx_.router->options().max_tokens);
       return absl::OkStatus();
     });
   }

@@ -1,6 +1,7 @@
 // The skillpack.v1.Admin gRPC service: pack upload (streamed, sha256-checked,
 // validated before it becomes visible), listing, inspection, cache load /
-// unload, deletion and statistics. Every call requires the admin bearer
+// unload, deletion (refused for a pack the loaded router names), statistics,
+// and the router (SetRouter / GetRouter). Every call requires the admin bearer
 // token ("authorization: Bearer <token>"); without it UNAUTHENTICATED.
 #ifndef SKILLPACK_SERVER_ADMIN_SERVICE_H_
 #define SKILLPACK_SERVER_ADMIN_SERVICE_H_

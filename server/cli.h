@@ -14,8 +14,10 @@ int RunModelCommand(const std::vector<std::string>& args);
 int RunGenerateCommand(const std::vector<std::string>& args);
 // skillpack pack create|inspect|verify|apply ...
 int RunPackCommand(const std::vector<std::string>& args);
-// skillpack client generate|stream|packs ... --server HOST:PORT (cli_client.cc)
+// skillpack client generate|stream|route|packs|router ... --server HOST:PORT (cli_client.cc)
 int RunClientCommand(const std::vector<std::string>& args);
+// skillpack router train|inspect ... (cli_router.cc)
+int RunRouterCommand(const std::vector<std::string>& args);
 
 }  // namespace skillpack
 

@@ -1,6 +1,8 @@
 // `skillpack client ...`: the gRPC client commands of the operator's CLI.
 //   client generate|stream  --server HOST:PORT (--prompt T | --chat T | --token-ids 1,2,3) [sampling] [--pack NAME[:W]]
+//   client route  --server HOST:PORT (--prompt T | --chat T | --token-ids 1,2,3) [routing flags]
 //   client packs upload|list|get|load|unload|delete|stats  --server HOST:PORT --admin-token-file F ...
+//   client router set FILE | get | clear  --server HOST:PORT --admin-token-file F
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,10 +31,16 @@ constexpr char kClientUsage[] =
     "  generate|stream (--prompt TEXT | --chat TEXT [--system TEXT] | --token-ids 1,2,3)\n"
     "      [--max-new-tokens N --temperature T --top-k K --top-p P --min-p P --repetition-penalty R\n"
     "       --seed S --stop STR ... --stop-token-id ID ... --ignore-eos --logprobs]\n"
-    "      [--pack NAME[:WEIGHT[:MODULE,MODULE...]] ... | --no-packs] [--request-id ID]\n"
-    "      one completion; `stream` prints the text as it arrives; usage and timings go to stderr\n"
+    "      [--pack NAME[:WEIGHT[:MODULE,MODULE...]] ... | --no-packs | routing flags] [--request-id ID]\n"
+    "      one completion; `stream` prints the text as it arrives; usage and timings go to stderr.\n"
+    "      Without --pack / --no-packs the server's router picks the packs (AUTO); routing flags:\n"
+    "      --routing-mode top1|topk --routing-k N --routing-threshold T --route-scores\n"
+    "  route (--prompt TEXT | --chat TEXT [--system TEXT] | --token-ids 1,2,3) [routing flags]\n"
+    "      the router's decision without generating: packs, weights, every label's score\n"
     "  packs upload FILE [--name NAME --overwrite]     (admin commands need --admin-token-file F)\n"
-    "  packs list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n";
+    "  packs list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n"
+    "  router set FILE | get | clear\n"
+    "      replace the server's router (validated against its base and packs), show it, remove it\n";
 
 constexpr size_t kUploadChunkBytes = 1 << 20;
 
@@ -80,8 +88,36 @@ StatusOr<Connection> Connect(const Args& a) {
   return c;
 }
 
-StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
-  v1::GenerateRequest req;
+// --routing-mode / --routing-k / --routing-threshold / --route-scores into `skills`.
+Status SetRoutingFlags(const Args& a, v1::Skills* skills) {
+  const std::string mode = a.StringOr("routing-mode", "");
+  if (mode == "top1") {
+    skills->set_routing_mode(v1::Skills::TOP1);
+  } else if (mode == "topk") {
+    skills->set_routing_mode(v1::Skills::TOPK);
+  } else if (!mode.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--routing-mode must be top1 or topk, got '", mode, "'"));
+  }
+  if (a.Has("routing-k")) {
+    ASSIGN_OR_RETURN(int64_t k, a.IntOr("routing-k", 0));
+    if (k < 1 || k > 16) return absl::InvalidArgumentError("--routing-k must be in [1, 16]");
+    skills->set_routing_k(static_cast<int32_t>(k));
+  }
+  if (a.Has("routing-threshold")) {
+    ASSIGN_OR_RETURN(double t, a.DoubleOr("routing-threshold", 0));
+    skills->set_routing_threshold(static_cast<float>(t));
+  }
+  if (a.Bool("route-scores")) skills->set_return_scores(true);
+  return absl::OkStatus();
+}
+
+bool HasRoutingFlags(const Args& a) {
+  return a.Has("routing-mode") || a.Has("routing-k") || a.Has("routing-threshold") || a.Has("route-scores");
+}
+
+// --prompt / --chat [--system] / --token-ids into a GenerateRequest or RouteRequest.
+template <typename Request>
+Status SetInput(const Args& a, Request* req) {
   const std::string prompt = a.StringOr("prompt", "");
   const std::string chat = a.StringOr("chat", "");
   const std::string system = a.StringOr("system", "");
@@ -89,14 +125,14 @@ StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
   if ((!prompt.empty()) + (!chat.empty()) + (!ids.empty()) != 1) {
     return absl::InvalidArgumentError("give exactly one of --prompt, --chat and --token-ids");
   }
-  if (!prompt.empty()) req.set_prompt(prompt);
+  if (!prompt.empty()) req->set_prompt(prompt);
   if (!chat.empty()) {
     if (!system.empty()) {
-      auto* m = req.mutable_chat()->add_messages();
+      auto* m = req->mutable_chat()->add_messages();
       m->set_role("system");
       m->set_content(system);
     }
-    auto* m = req.mutable_chat()->add_messages();
+    auto* m = req->mutable_chat()->add_messages();
     m->set_role("user");
     m->set_content(chat);
   }
@@ -104,9 +140,15 @@ StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
     for (absl::string_view s : absl::StrSplit(ids, ',')) {
       int32_t id;
       if (!absl::SimpleAtoi(s, &id)) return absl::InvalidArgumentError(absl::StrCat("--token-ids: bad id '", s, "'"));
-      req.mutable_tokens()->add_ids(id);
+      req->mutable_tokens()->add_ids(id);
     }
   }
+  return absl::OkStatus();
+}
+
+StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
+  v1::GenerateRequest req;
+  RETURN_IF_ERROR(SetInput(a, &req));
   v1::SamplingParams* p = req.mutable_sampling();
   if (a.Has("max-new-tokens")) {
     ASSIGN_OR_RETURN(int64_t n, a.IntOr("max-new-tokens", 0));
@@ -140,6 +182,10 @@ StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
   p->set_ignore_eos(a.Bool("ignore-eos"));
   p->set_logprobs(a.Bool("logprobs"));
   const std::vector<std::string> packs = a.Strings("pack");
+  if (HasRoutingFlags(a) && (!packs.empty() || a.Bool("no-packs"))) {
+    return absl::InvalidArgumentError("routing flags apply to AUTO only: not with --pack or --no-packs");
+  }
+  RETURN_IF_ERROR(SetRoutingFlags(a, req.mutable_skills()));
   if (a.Bool("no-packs")) {
     if (!packs.empty()) return absl::InvalidArgumentError("--no-packs and --pack exclude each other");
     req.mutable_skills()->set_mode(v1::Skills::NONE);
@@ -174,6 +220,78 @@ void PrintSummary(const Response& r) {
                r.usage().completion_tokens(), r.timings().queue_seconds(),
                r.timings().time_to_first_token_seconds(), r.timings().total_seconds(),
                r.timings().compose_seconds(), packs.empty() ? "none" : packs.c_str());
+  if (r.timings().route_seconds() > 0) std::fprintf(stderr, "routed in %.4f s\n", r.timings().route_seconds());
+  for (const auto& sc : r.route_scores()) std::fprintf(stderr, "score %-24s %.4f\n", sc.label().c_str(), sc.score());
+}
+
+Status Route(const Args& a) {
+  ASSIGN_OR_RETURN(Connection c, Connect(a));
+  v1::RouteRequest req;
+  RETURN_IF_ERROR(SetInput(a, &req));
+  RETURN_IF_ERROR(SetRoutingFlags(a, req.mutable_skills()));
+  req.set_request_id(a.StringOr("request-id", ""));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  auto stub = v1::Inference::NewStub(c.channel);
+  auto ctx = c.Context(false);
+  v1::RouteResponse resp;
+  RETURN_IF_ERROR(FromGrpcStatus(stub->Route(ctx.get(), req, &resp)));
+  std::string packs;
+  for (const auto& p : resp.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ",", p.name(), ":", p.weight());
+  std::printf("packs: %s\n", packs.empty() ? "none" : packs.c_str());
+  for (const auto& sc : resp.scores()) std::printf("  %-24s %.4f\n", sc.label().c_str(), sc.score());
+  std::fprintf(stderr, "routed %d prompt tokens in %.4f s\n", resp.routed_tokens(), resp.route_seconds());
+  return absl::OkStatus();
+}
+
+void PrintRouter(const v1::RouterInfo& r) {
+  std::string labels;
+  for (const std::string& l : r.labels()) absl::StrAppend(&labels, labels.empty() ? "" : ", ", l);
+  std::printf("router %s (sha256 %.12s, loaded %s)\n  labels: %s\n  layer %lld, hidden %lld, width %lld, base %s\n",
+              r.source().c_str(), r.sha256().c_str(), r.loaded_at().c_str(), labels.c_str(),
+              static_cast<long long>(r.layer()), static_cast<long long>(r.hidden_size()),
+              static_cast<long long>(r.width()), r.base_fingerprint().c_str());
+}
+
+Status RouterAdmin(const Args& a) {
+  const auto& pos = a.positional();
+  if (pos.empty()) return absl::InvalidArgumentError("router: missing subcommand (set FILE | get | clear)");
+  const std::string& sub = pos[0];
+  ASSIGN_OR_RETURN(Connection c, Connect(a));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  auto stub = v1::Admin::NewStub(c.channel);
+  auto ctx = c.Context(true);
+  if (sub == "set" || sub == "clear") {
+    v1::SetRouterRequest req;
+    if (sub == "set") {
+      if (pos.size() != 2) return absl::InvalidArgumentError("router set: give one router file");
+      ASSIGN_OR_RETURN(*req.mutable_router(), ReadFileToString(pos[1]));
+    } else {
+      if (pos.size() != 1) return absl::InvalidArgumentError("router clear: takes no argument");
+      req.set_clear(true);
+    }
+    v1::SetRouterResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->SetRouter(ctx.get(), req, &resp)));
+    if (resp.has_router()) {
+      PrintRouter(resp.router());
+    } else {
+      std::printf("router cleared\n");
+    }
+    return absl::OkStatus();
+  }
+  if (sub == "get") {
+    if (pos.size() != 1) return absl::InvalidArgumentError("router get: takes no argument");
+    v1::GetRouterResponse resp;
+    RETURN_IF_ERROR(FromGrpcStatus(stub->GetRouter(ctx.get(), v1::GetRouterRequest(), &resp)));
+    if (resp.loaded()) {
+      PrintRouter(resp.router());
+    } else {
+      std::printf("no router loaded (AUTO requests use no pack)\n");
+    }
+    std::printf("policy %s, k %d, threshold %.3f, features over the first %d prompt tokens\n",
+                resp.policy().mode().c_str(), resp.policy().k(), resp.policy().threshold(), resp.max_tokens());
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat("router: unknown subcommand '", sub, "'"));
 }
 
 Status Generate(const Args& a, bool stream) {
@@ -319,13 +437,17 @@ int RunClientCommand(const std::vector<std::string>& argv) {
   }
   const std::string cmd = argv[0];
   auto a = Args::Parse(std::vector<std::string>(argv.begin() + 1, argv.end()),
-                       {"ignore-eos", "logprobs", "no-packs", "overwrite", "pin"});
+                       {"ignore-eos", "logprobs", "no-packs", "overwrite", "pin", "route-scores"});
   if (!a.ok()) return Fail(a.status(), cmd);
   Status s;
   if (cmd == "generate" || cmd == "stream") {
     s = Generate(*a, cmd == "stream");
+  } else if (cmd == "route") {
+    s = Route(*a);
   } else if (cmd == "packs") {
     s = Packs(*a);
+  } else if (cmd == "router") {
+    s = RouterAdmin(*a);
   } else {
     std::fprintf(stderr, "skillpack client: unknown command '%s'\n\n%s", cmd.c_str(), kClientUsage);
     return 2;

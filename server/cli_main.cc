@@ -32,8 +32,16 @@ constexpr char kUsage[] =
     "  pack apply --base DIR --pack FILE [--pack FILE ...] [--weight W ...]\n"
     "             [--dtype float32|float16|bfloat16] -o DIR\n"
     "      write base + weighted pack deltas as a Hugging Face model folder\n"
+    "  router train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
+    "               [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
+    "      train a router from labelled prompts; prints held-out accuracy and the confusion table\n"
+    "  router inspect ROUTER.safetensors\n"
+    "      the router's labels, layer, sizes and base fingerprint\n"
     "  client generate|stream --server HOST:PORT (--prompt TEXT | --chat TEXT | --token-ids IDS) [flags]\n"
+    "  client route --server HOST:PORT (--prompt TEXT | --chat TEXT | --token-ids IDS)\n"
+    "               [--routing-mode top1|topk --routing-k N --routing-threshold T]\n"
     "  client packs upload FILE | list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n"
+    "  client router set FILE | get | clear\n"
     "         --server HOST:PORT --admin-token-file FILE\n"
     "      talk to a skillpack-server over gRPC (`skillpack client --help` for every flag)\n";
 
@@ -51,6 +59,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return skillpack::RunGenerateCommand(rest);
   if (cmd == "pack") return skillpack::RunPackCommand(rest);
   if (cmd == "client") return skillpack::RunClientCommand(rest);
+  if (cmd == "router") return skillpack::RunRouterCommand(rest);
   std::fprintf(stderr, "skillpack: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "core/chat_template.h"
@@ -23,14 +24,22 @@ struct Prepared {
   GenerationRequest gen;
   std::vector<PackChoice> packs;
   double compose_seconds = 0;
+  bool routed = false;     // AUTO with a router loaded
+  RoutedRequest route;     // when routed
 };
 
-StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& req, const Tokenizer& tok) {
+bool IsAuto(const v1::Skills& skills) {
+  return skills.mode() == v1::Skills::AUTO || skills.mode() == v1::Skills::MODE_UNSPECIFIED;
+}
+
+// The prompt's tokens of a GenerateRequest or RouteRequest (same input oneof).
+template <typename Request>
+StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const Tokenizer& tok) {
   switch (req.input_case()) {
-    case v1::GenerateRequest::kPrompt:
+    case Request::kPrompt:
       if (req.prompt().empty()) return absl::InvalidArgumentError("prompt: must not be empty");
       return tok.Encode(req.prompt(), /*parse_special=*/true, /*add_bos=*/tok.bos_id().has_value());
-    case v1::GenerateRequest::kChat: {
+    case Request::kChat: {
       const auto& msgs = req.chat().messages();
       if (msgs.empty()) return absl::InvalidArgumentError("chat.messages: must not be empty");
       std::vector<ChatMessage> chat;
@@ -49,11 +58,11 @@ StatusOr<std::vector<int32_t>> PromptTokens(const v1::GenerateRequest& req, cons
       ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, /*add_generation_prompt=*/true));
       return tok.Encode(text, /*parse_special=*/true, /*add_bos=*/false);
     }
-    case v1::GenerateRequest::kTokens: {
+    case Request::kTokens: {
       if (req.tokens().ids().empty()) return absl::InvalidArgumentError("tokens.ids: must not be empty");
       return std::vector<int32_t>(req.tokens().ids().begin(), req.tokens().ids().end());
     }
-    case v1::GenerateRequest::INPUT_NOT_SET:
+    case Request::INPUT_NOT_SET:
       break;
   }
   return absl::InvalidArgumentError("input: set one of prompt, chat or tokens");
@@ -75,14 +84,55 @@ SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
   return s;
 }
 
+// The routing policy of an AUTO request: the server's default with the
+// request's overrides. INVALID_ARGUMENT naming the field for a bad override.
+StatusOr<RoutingPolicy> PolicyFor(const v1::Skills& skills, const RoutingPolicy& server_default) {
+  RoutingPolicy p = server_default;
+  switch (skills.routing_mode()) {
+    case v1::Skills::TOP1: p.mode = RoutingPolicy::Mode::kTop1; break;
+    case v1::Skills::TOPK: p.mode = RoutingPolicy::Mode::kTopK; break;
+    case v1::Skills::ROUTING_MODE_UNSPECIFIED: break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("skills.routing_mode: unknown value ", skills.routing_mode()));
+  }
+  if (skills.has_routing_k()) {
+    if (skills.routing_k() < 1 || skills.routing_k() > 16) {
+      return absl::InvalidArgumentError(absl::StrCat("skills.routing_k: must be in [1, 16], got ", skills.routing_k()));
+    }
+    p.k = skills.routing_k();
+  }
+  if (skills.has_routing_threshold()) {
+    const float t = skills.routing_threshold();
+    if (!(t >= 0 && t <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("skills.routing_threshold: must be in [0, 1], got ", t));
+    }
+    p.threshold = t;
+  }
+  return p;
+}
+
+// The routing fields are for AUTO only: explicitly named packs (and NONE)
+// bypass the router.
+Status CheckNoRoutingFields(const v1::Skills& skills) {
+  const char* field = skills.routing_mode() != v1::Skills::ROUTING_MODE_UNSPECIFIED ? "routing_mode"
+                      : skills.has_routing_k()                                      ? "routing_k"
+                      : skills.has_routing_threshold()                              ? "routing_threshold"
+                      : skills.return_scores()                                      ? "return_scores"
+                                                                                    : nullptr;
+  if (field == nullptr) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("skills.", field, ": only allowed with skills.mode = AUTO"));
+}
+
 StatusOr<std::vector<PackChoice>> PackChoices(const v1::Skills& skills) {
   std::vector<PackChoice> out;
   if (skills.mode() != v1::Skills::EXPLICIT) {
     if (!skills.packs().empty()) {
       return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
     }
-    return out;  // AUTO (no router yet) and NONE: the base model
+    if (!IsAuto(skills)) RETURN_IF_ERROR(CheckNoRoutingFields(skills));
+    return out;  // AUTO (the router, if any, decides in Prepare) and NONE: the base model
   }
+  RETURN_IF_ERROR(CheckNoRoutingFields(skills));
   if (skills.packs().empty()) {
     return absl::InvalidArgumentError("skills.packs: EXPLICIT mode needs at least one pack");
   }
@@ -120,8 +170,33 @@ StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest&
   RETURN_IF_ERROR(ctx.scheduler->Validate(p.gen));
   ASSIGN_OR_RETURN(p.packs, PackChoices(req.skills()));
   if (ctx.scheduler->Stats().draining) return absl::UnavailableError("server is shutting down");
+  if (IsAuto(req.skills())) {
+    ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx.router->options().default_policy));
+    // Routed here, on the handler thread, before the request is queued (see
+    // request_router.h). No router loaded: no pack.
+    ASSIGN_OR_RETURN(std::optional<RoutedRequest> routed, ctx.router->RouteIfLoaded(p.gen.prompt_tokens, policy));
+    if (routed.has_value()) {
+      p.route = *std::move(routed);
+      p.routed = true;
+      for (const auto& [name, weight] : p.route.decision.packs) {
+        PackChoice c;
+        c.name = name;
+        c.weight = weight;
+        p.packs.push_back(std::move(c));
+      }
+    }
+  }
   ASSIGN_OR_RETURN(p.gen.weights, ctx.cache->GetWeights(p.packs, &p.compose_seconds));
   return p;
+}
+
+template <typename Response>
+void AddScores(const RouteDecision& d, Response* resp) {
+  for (const auto& [label, score] : d.scores) {
+    v1::RouteScore* s = resp->add_route_scores();
+    s->set_label(label);
+    s->set_score(score);
+  }
 }
 
 v1::FinishReason FinishToProto(FinishReason r) {
@@ -152,7 +227,7 @@ Status FinalStatus(const RequestState& state, const GenerationOutput& out) {
   }
 }
 
-// Fills the summary fields (4-8) shared by GenerateResponse and the last
+// Fills the summary fields (4-9) shared by GenerateResponse and the last
 // GenerateStreamResponse.
 template <typename Response>
 void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const GenerationOutput& out,
@@ -171,6 +246,10 @@ void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const Genera
   t->set_time_to_first_token_seconds(out.time_to_first_token_s);
   t->set_total_seconds(out.total_seconds);
   t->set_compose_seconds(p.compose_seconds);
+  if (p.routed) {
+    t->set_route_seconds(p.route.seconds);
+    if (req.skills().return_scores()) AddScores(p.route.decision, resp);
+  }
   resp->set_request_id(req.request_id());
 }
 
@@ -194,7 +273,47 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     return ToGrpcStatus(s);
   }
 
+  grpc::Status Route(grpc::ServerContext*, const v1::RouteRequest* req, v1::RouteResponse* resp) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = RunRoute(*req, resp);
+    Finish("Route", t0, s);
+    return ToGrpcStatus(s);
+  }
+
  private:
+  Status RunRoute(const v1::RouteRequest& req, v1::RouteResponse* resp) {
+    if (!IsAuto(req.skills())) {
+      return absl::InvalidArgumentError("skills.mode: Route runs the router; leave it unset or AUTO");
+    }
+    if (!req.skills().packs().empty()) {
+      return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
+    }
+    ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx_.router->options().default_policy));
+    ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(req, *ctx_.tokenizer));
+    const int64_t vocab = ctx_.model->config.vocab_size;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (tokens[i] < 0 || tokens[i] >= vocab) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tokens.ids[", i, "]: token id ", tokens[i], " out of range [0, ", vocab, ")"));
+      }
+    }
+    ASSIGN_OR_RETURN(RoutedRequest r, ctx_.router->Route(tokens, policy));
+    for (const auto& [name, weight] : r.decision.packs) {
+      v1::PackUse* u = resp->add_packs();
+      u->set_name(name);
+      u->set_weight(weight);
+    }
+    for (const auto& [label, score] : r.decision.scores) {
+      v1::RouteScore* sc = resp->add_scores();
+      sc->set_label(label);
+      sc->set_score(score);
+    }
+    resp->set_route_seconds(r.seconds);
+    resp->set_routed_tokens(r.tokens);
+    resp->set_request_id(req.request_id());
+    return absl::OkStatus();
+  }
+
   void Finish(const char* method, std::chrono::steady_clock::time_point t0, const Status& s) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (ctx_.metrics) ctx_.metrics->RecordRpc(method, absl::StatusCodeToString(s.code()), secs);

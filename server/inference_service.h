@@ -1,7 +1,10 @@
 // The skillpack.v1.Inference gRPC service: turns a GenerateRequest into
 // prompt tokens, sampling parameters and a weight set (base or fused packs),
-// submits it to the scheduler and returns or streams the result. Every
-// outcome maps to one gRPC code (see docs/api.md, "Errors").
+// submits it to the scheduler and returns or streams the result. AUTO
+// requests are routed on the handler thread first (request_router.h): the
+// router's packs and weights become the selection, which then runs exactly as
+// an EXPLICIT one. Route returns the decision alone. Every outcome maps to one
+// gRPC code (see docs/api.md, "Errors").
 #ifndef SKILLPACK_SERVER_INFERENCE_SERVICE_H_
 #define SKILLPACK_SERVER_INFERENCE_SERVICE_H_
 

@@ -9,6 +9,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "core/file_util.h"
+#include "core/fingerprint.h"
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
@@ -18,6 +19,7 @@
 #include "server/pack_cache.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
+#include "server/request_router.h"
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 #include "server/serving_context.h"
@@ -34,6 +36,7 @@ class SkillpackServer::Impl {
   MetricsRegistry registry;
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<PackCache> cache;
+  std::unique_ptr<RequestRouter> router;
   std::unique_ptr<Scheduler> scheduler;
   ServingContext ctx;
   std::unique_ptr<v1::Inference::Service> inference;
@@ -63,6 +66,8 @@ Status CheckOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("cache budgets must be >= 0");
   }
   if (o.max_pack_bytes <= 0) return absl::InvalidArgumentError("--max-pack-bytes must be positive");
+  RETURN_IF_ERROR(ParseRoutingPolicy(o.routing_mode, o.routing_k, o.routing_threshold).status());
+  if (o.router_max_tokens < 1) return absl::InvalidArgumentError("--router-max-tokens must be >= 1");
   if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
     return absl::InvalidArgumentError("give both --tls-cert and --tls-key, or neither");
   }
@@ -107,6 +112,17 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   co.host_budget_bytes = options.host_cache_bytes;
   co.fused_budget_bytes = options.fused_cache_bytes;
   s.cache = std::make_unique<PackCache>(s.model->weights, s.store.get(), s.runtime.get(), co, s.metrics.get());
+  RequestRouterOptions ro;
+  ASSIGN_OR_RETURN(ro.default_policy,
+                   ParseRoutingPolicy(options.routing_mode, options.routing_k, options.routing_threshold));
+  ro.max_tokens = options.router_max_tokens;
+  ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*s.model->weights));
+  s.router = std::make_unique<RequestRouter>(s.model.get(), std::move(fingerprint), s.store.get(), ro,
+                                             s.metrics.get());
+  if (!options.router_file.empty()) {
+    ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(options.router_file));
+    RETURN_IF_ERROR(s.router->Set(std::move(bytes), options.router_file).status());
+  }
 
   const int32_t slots = options.kv_slots > 0 ? options.kv_slots : options.max_running;
   const int64_t seq_len =
@@ -125,6 +141,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.ctx.store = s.store.get();
   s.ctx.cache = s.cache.get();
   s.ctx.metrics = s.metrics.get();
+  s.ctx.router = s.router.get();
   s.ctx.admin_token = options.admin_token;
   s.ctx.started = absl::Now();
   s.inference = NewInferenceService(&s.ctx);

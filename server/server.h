@@ -1,10 +1,11 @@
 // SkillpackServer: the whole inference server in one object. Loads the base
-// model and tokenizer, opens the pack store, builds the pack cache and the
-// scheduler, and serves skillpack.v1.Inference, skillpack.v1.Admin,
-// grpc.health.v1.Health and server reflection on one gRPC port (optionally
-// with TLS), plus Prometheus metrics over HTTP. Shutdown() is graceful:
-// health goes NOT_SERVING, new generations are refused with UNAVAILABLE, and
-// running ones get a grace period to finish before they are cancelled.
+// model and tokenizer, opens the pack store, builds the pack cache, the
+// request router (loading --router) and the scheduler, and serves
+// skillpack.v1.Inference, skillpack.v1.Admin, grpc.health.v1.Health and
+// server reflection on one gRPC port (optionally with TLS), plus Prometheus
+// metrics over HTTP. Shutdown() is graceful: health goes NOT_SERVING, new
+// generations are refused with UNAVAILABLE, and running ones get a grace
+// period to finish before they are cancelled.
 #ifndef SKILLPACK_SERVER_SERVER_H_
 #define SKILLPACK_SERVER_SERVER_H_
 
@@ -35,13 +36,21 @@ struct ServerOptions {
   int64_t fused_cache_bytes = int64_t{8} << 30;
   int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
   int32_t threads = 0;          // intra-op threads; 0 = libtorch's default
+  // Router (docs/router-format.md): a file to load at start-up (empty = none;
+  // Admin.SetRouter can load one later) and the default routing policy.
+  std::string router_file;
+  std::string routing_mode = "top1";  // "top1" or "topk"
+  int32_t routing_k = 2;              // topk: at most k packs, in [1, 16]
+  float routing_threshold = 0.5f;     // in [0, 1]
+  int32_t router_max_tokens = 512;    // prompt tokens the router's features look at
 };
 
 class SkillpackServer {
  public:
   // Loads everything and starts serving. INVALID_ARGUMENT for bad options,
-  // the loader's errors for a bad model folder, UNAVAILABLE when a port
-  // cannot be bound.
+  // the loader's errors for a bad model folder or router file,
+  // FAILED_PRECONDITION for a router that does not fit the base or the
+  // store, UNAVAILABLE when a port cannot be bound.
   static StatusOr<std::unique_ptr<SkillpackServer>> Start(const ServerOptions& options);
   ~SkillpackServer();
 

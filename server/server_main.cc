@@ -34,6 +34,12 @@ constexpr char kUsage[] =
     "  --host-cache-bytes N       budget for decoded packs (default 4 GiB)\n"
     "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
     "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
+    "  --router FILE              router to load at start-up (docs/router-format.md);\n"
+    "                             Admin.SetRouter replaces it at run time\n"
+    "  --routing-mode top1|topk   default routing policy of AUTO requests (default top1)\n"
+    "  --routing-k N              topk: at most N packs per request, in [1, 16] (default 2)\n"
+    "  --routing-threshold T      a pack is used only when its score is >= T, in [0, 1] (default 0.5)\n"
+    "  --router-max-tokens N      prompt tokens the router's features look at (default 512)\n"
     "  --grace-seconds S          on SIGTERM, time running requests get to finish (default 30)\n"
     "  --threads N                intra-op CPU threads (default: libtorch's)\n";
 
@@ -54,6 +60,11 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.max_pack_bytes, a.IntOr("max-pack-bytes", o.max_pack_bytes));
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
   ASSIGN_OR_RETURN(*grace_seconds, a.DoubleOr("grace-seconds", 30));
+  o.router_file = a.StringOr("router", "");
+  o.routing_mode = a.StringOr("routing-mode", o.routing_mode);
+  ASSIGN_OR_RETURN(int64_t routing_k, a.IntOr("routing-k", o.routing_k));
+  ASSIGN_OR_RETURN(double routing_threshold, a.DoubleOr("routing-threshold", o.routing_threshold));
+  ASSIGN_OR_RETURN(int64_t router_max_tokens, a.IntOr("router-max-tokens", o.router_max_tokens));
   o.tls_cert_file = a.StringOr("tls-cert", "");
   o.tls_key_file = a.StringOr("tls-key", "");
   const std::string token_file = a.StringOr("admin-token-file", "");
@@ -71,6 +82,11 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   RETURN_IF_ERROR(in_range(max_queued, 0, 1 << 20, "max-queued"));
   RETURN_IF_ERROR(in_range(kv_slots, 0, 4096, "kv-slots"));
   RETURN_IF_ERROR(in_range(threads, 0, 1024, "threads"));
+  RETURN_IF_ERROR(in_range(routing_k, 1, 16, "routing-k"));
+  RETURN_IF_ERROR(in_range(router_max_tokens, 1, 1 << 20, "router-max-tokens"));
+  if (!(routing_threshold >= 0 && routing_threshold <= 1)) {
+    return absl::InvalidArgumentError("--routing-threshold must be in [0, 1]");
+  }
   if (!(*grace_seconds >= 0)) return absl::InvalidArgumentError("--grace-seconds must be >= 0");
   o.grpc_port = static_cast<int>(grpc_port);
   o.metrics_port = static_cast<int>(metrics_port);
@@ -78,6 +94,9 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   o.max_queued = static_cast<int32_t>(max_queued);
   o.kv_slots = static_cast<int32_t>(kv_slots);
   o.threads = static_cast<int32_t>(threads);
+  o.routing_k = static_cast<int32_t>(routing_k);
+  o.routing_threshold = static_cast<float>(routing_threshold);
+  o.router_max_tokens = static_cast<int32_t>(router_max_tokens);
   if (!token_file.empty()) {
     ASSIGN_OR_RETURN(o.admin_token, ReadTokenFile(token_file));
   }

@@ -48,6 +48,15 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       pack_compose_seconds(r->AddHistogram("skillpack_pack_compose_seconds",
                                            "Time to compose a fused weight set.", LatencyBuckets())
                                .WithLabels({})),
+      router_decisions(r->AddCounter("skillpack_router_decisions_total",
+                                     "Routing decisions by chosen pack (\"none\" = no pack).", {"pack"})),
+      router_seconds(r->AddHistogram("skillpack_router_seconds",
+                                     "Time to route one prompt (features, classifier, policy).",
+                                     TokenLatencyBuckets())
+                         .WithLabels({})),
+      router_labels(r->AddGauge("skillpack_router_labels",
+                                "Labels of the loaded router, \"none\" included (0 = no router).")
+                        .WithLabels({})),
       registry_(r),
       request_duration_(r->AddHistogram("skillpack_request_duration_seconds",
                                         "RPC duration by method.", LatencyBuckets(), {"method"})),

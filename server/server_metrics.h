@@ -47,6 +47,13 @@ class ServerMetrics {
   Histogram& pack_load_seconds;
   Histogram& pack_compose_seconds;
 
+  // Router: decisions by chosen pack ("none" when it chose none; a top-k
+  // decision counts each of its packs), the time one decision takes
+  // (features + MLP + policy), and the loaded router's label count (0 = none).
+  Family<Counter>& router_decisions;
+  Histogram& router_seconds;
+  Gauge& router_labels;
+
  private:
   MetricsRegistry* registry_;
   Family<Histogram>& request_duration_;

@@ -11,6 +11,7 @@
 #include "server/pack_cache.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
+#include "server/request_router.h"
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 
@@ -23,6 +24,7 @@ struct ServingContext {
   PackStore* store = nullptr;
   PackCache* cache = nullptr;
   ServerMetrics* metrics = nullptr;
+  RequestRouter* router = nullptr;
   // Bearer token the Admin service requires; empty = Admin refuses every call.
   std::string admin_token;
   absl::Time started;

@@ -26,3 +26,8 @@ target_link_libraries(sp_test_health_proto PUBLIC protobuf::libprotobuf gRPC::gr
 
 skillpack_test(e2e/server_test sp_server sp_model sp_test_health_proto)
 add_dependencies(e2e_server_test skillpack-server skillpack)
+
+# Routing end to end: a router trained with `skillpack router train`, served
+# with --router, AUTO / Route / SetRouter through the real server.
+skillpack_test(e2e/router_e2e_test sp_server sp_router sp_model)
+add_dependencies(e2e_router_e2e_test skillpack-server skillpack)

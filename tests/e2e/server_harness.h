@@ -1,0 +1,248 @@
+// Helpers shared by the end-to-end suites that drive the real
+// skillpack-server binary (server_test.cc, router_e2e_test.cc): starting and
+// stopping a server child process, offline reference generation, request
+// builders, pack upload, stats and the /metrics page.
+#ifndef SKILLPACK_TESTS_E2E_SERVER_HARNESS_H_
+#define SKILLPACK_TESTS_E2E_SERVER_HARNESS_H_
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "core/file_util.h"
+#include "core/fingerprint.h"
+#include "core/generator.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "skillpack/v1/admin.grpc.pb.h"
+#include "skillpack/v1/inference.grpc.pb.h"
+
+namespace skillpack {
+
+inline const std::string kBin = std::string(SKILLPACK_BINARY_DIR) + "/server/";
+inline constexpr char kToken[] = "e2e-secret-token";
+
+// Runs a command through the shell; fails the test when it exits non-zero.
+inline void RunCommand(const std::string& cmd) {
+  int rc = std::system((cmd + " > /dev/null 2>&1").c_str());
+  ASSERT_EQ(rc, 0) << cmd;
+}
+
+// A skillpack-server child process.
+class ServerProcess {
+ public:
+  // Starts the server and waits for its "listening" line.
+  void Start(const std::vector<std::string>& extra, const std::string& log_path) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    std::vector<std::string> argv = {kBin + "skillpack-server", "--grpc-address", "127.0.0.1",
+                                     "--grpc-port", "0", "--metrics-address", "127.0.0.1",
+                                     "--threads", "1"};
+    // Metrics off unless the test asks for them (see MetricsEndpoint).
+    if (std::find(extra.begin(), extra.end(), "--metrics-port") == extra.end()) {
+      argv.insert(argv.end(), {"--metrics-port", "-1"});
+    }
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid_ = ::fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (log >= 0) ::dup2(log, 2);
+      ::close(fds[0]);
+      std::vector<char*> args;
+      for (std::string& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_fd_ = fds[0];
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{out_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      char buf[256];
+      ssize_t n = ::read(out_fd_, buf, sizeof(buf));
+      if (n <= 0) break;
+      line.append(buf, static_cast<size_t>(n));
+    }
+    ASSERT_EQ(line.rfind("listening grpc=127.0.0.1:", 0), 0u)
+        << "server did not start: " << line << "\n" << ReadFileToString(log_path).value_or("");
+    std::string rest = line.substr(std::string("listening grpc=127.0.0.1:").size());
+    port_ = std::stoi(rest.substr(0, rest.find(' ')));
+    const size_t m = line.find("metrics=127.0.0.1:");
+    if (m != std::string::npos) metrics_port_ = std::stoi(line.substr(m + std::string("metrics=127.0.0.1:").size()));
+    channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  }
+
+  // SIGTERM; returns the exit status (-1 when it had to be killed).
+  int Stop(int wait_seconds = 30) {
+    if (pid_ <= 0) return 0;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ::close(out_fd_);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    ::close(out_fd_);
+    return -1;
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  ~ServerProcess() { Stop(5); }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int metrics_port() const { return metrics_port_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int port_ = 0;
+  int metrics_port_ = -1;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+// Offline reference: GenerateAll on a model folder.
+struct Offline {
+  std::unique_ptr<LoadedModel> model;
+  std::unique_ptr<Tokenizer> tok;
+
+  static Offline Load(const std::string& dir) {
+    Offline o;
+    o.model = LoadModel(dir, at::TensorOptions().dtype(at::kFloat)).value();
+    o.tok = Tokenizer::FromModelDir(dir).value();
+    return o;
+  }
+  GenerationOutput Generate(const std::string& prompt, const SamplingParams& p) const {
+    GenerationRequest r;
+    r.prompt_tokens = tok->Encode(prompt, true, tok->bos_id().has_value());
+    r.params = p;
+    r.weights = model->weights;
+    auto cache = KvCache::Create(model->config, 1, r.prompt_tokens.size() + p.max_new_tokens,
+                                 model->weights->embed_tokens().options())
+                     .value();
+    auto out = GenerateAll(*model->transformer, *tok, *cache, EosIds(model->config, *tok), {r}).value();
+    return out[0];
+  }
+};
+
+inline SamplingParams Greedy(int n) {
+  SamplingParams p;
+  p.max_new_tokens = n;
+  p.temperature = 0;
+  return p;
+}
+
+inline v1::GenerateRequest Request(const std::string& prompt, const SamplingParams& p) {
+  v1::GenerateRequest r;
+  r.set_prompt(prompt);
+  auto* s = r.mutable_sampling();
+  s->set_max_new_tokens(p.max_new_tokens);
+  s->set_temperature(p.temperature);
+  s->set_top_k(p.top_k);
+  s->set_top_p(p.top_p);
+  s->set_min_p(p.min_p);
+  if (p.seed) s->set_seed(*p.seed);
+  s->set_ignore_eos(p.ignore_eos);
+  s->set_logprobs(p.logprobs);
+  return r;
+}
+
+inline std::vector<int32_t> Ids(const google::protobuf::RepeatedField<int32_t>& f) { return {f.begin(), f.end()}; }
+
+inline void AddToken(grpc::ClientContext* ctx, const std::string& token) {
+  ctx->AddMetadata("authorization", "Bearer " + token);
+}
+
+// Uploads `path` (with `sha256`, the file's own when empty).
+inline grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::string& path, std::string sha256 = "",
+                    v1::UploadPackResponse* resp = nullptr) {
+  std::string bytes = ReadFileToString(path).value();
+  if (sha256.empty()) sha256 = Sha256Hex(bytes);
+  auto stub = v1::Admin::NewStub(ch);
+  grpc::ClientContext ctx;
+  AddToken(&ctx, kToken);
+  v1::UploadPackResponse local;
+  auto w = stub->UploadPack(&ctx, resp ? resp : &local);
+  v1::UploadPackRequest m;
+  m.mutable_header()->set_sha256(sha256);
+  m.mutable_header()->set_total_size(bytes.size());
+  w->Write(m);
+  for (size_t off = 0; off < bytes.size(); off += 10000) {
+    m.Clear();
+    m.set_chunk(bytes.substr(off, 10000));
+    w->Write(m);
+  }
+  w->WritesDone();
+  return w->Finish();
+}
+
+inline v1::GetStatsResponse Stats(const std::shared_ptr<grpc::Channel>& ch) {
+  auto stub = v1::Admin::NewStub(ch);
+  grpc::ClientContext ctx;
+  AddToken(&ctx, kToken);
+  v1::GetStatsResponse r;
+  EXPECT_TRUE(stub->GetStats(&ctx, v1::GetStatsRequest(), &r).ok());
+  return r;
+}
+
+// Waits until the server holds `n` requests (running + waiting).
+inline bool WaitForLoad(const std::shared_ptr<grpc::Channel>& ch, int n, int timeout_ms = 10000) {
+  for (int t = 0; t < timeout_ms; t += 20) {
+    auto s = Stats(ch);
+    if (s.running_requests() + s.waiting_requests() == n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// GET http://127.0.0.1:port/metrics; "" on failure.
+inline std::string FetchMetrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TESTS_E2E_SERVER_HARNESS_H_
