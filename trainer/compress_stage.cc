@@ -56,6 +56,12 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   pack.manifest.description = spec.description;
   pack.manifest.tags = spec.tags;
   Json stages = Json::array();
+  if (job.distill) {
+    stages.push_back("distill");
+    Json sources = Json::array();
+    for (const DistillSource& src : job.distill->sources) sources.push_back(src.address);
+    pack.manifest.provenance["sources"] = sources;
+  }
   if (job.sft) stages.push_back("sft");
   if (job.dpo) stages.push_back("dpo");
   pack.manifest.provenance["job"] = job.name;

@@ -19,6 +19,7 @@
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
 #include "trainer/sft.h"
+#include "trainer/spec_reader.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {
@@ -27,61 +28,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Reads the fields of one JSON object, remembering which were read so that
-// Finish() can reject unknown (misspelt) ones. Errors name "<path>.<field>".
-class FieldReader {
- public:
-  FieldReader(const Json& obj, std::string path) : obj_(obj), path_(std::move(path)) {}
-
-  Status CheckObject() const {
-    if (!obj_.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, " must be a JSON object"));
-    return absl::OkStatus();
-  }
-  bool Has(const std::string& key) {
-    used_.insert(key);
-    return obj_.contains(key) && !obj_[key].is_null();
-  }
-  const Json& Get(const std::string& key) {
-    used_.insert(key);
-    return obj_[key];
-  }
-  std::string Path(absl::string_view key) const { return absl::StrCat(path_, ".", key); }
-
-  // Leaves *out unchanged when the key is absent.
-  template <typename T>
-  Status Read(const std::string& key, T* out) {
-    if (!Has(key)) return absl::OkStatus();
-    StatusOr<T> v = GetField<T>(obj_, key, path_);
-    if (!v.ok()) return v.status();
-    *out = *v;
-    return absl::OkStatus();
-  }
-  // Reads a number that must lie in [lo, hi].
-  template <typename T>
-  Status ReadInRange(const std::string& key, T* out, T lo, T hi) {
-    RETURN_IF_ERROR(Read(key, out));
-    if (!(*out >= lo && *out <= hi)) {
-      return absl::InvalidArgumentError(absl::StrCat(Path(key), " must be in [", lo, ", ", hi, "], got ", *out));
-    }
-    return absl::OkStatus();
-  }
-  Status Finish() const {
-    for (const auto& [key, value] : obj_.items()) {
-      if (!used_.count(key)) return absl::InvalidArgumentError(absl::StrCat(Path(key), ": unknown field"));
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  const Json& obj_;
-  std::string path_;
-  std::set<std::string> used_;
-};
-
-std::string ResolvePath(const std::string& base_dir, const std::string& p) {
-  if (p.empty() || p[0] == '/' || base_dir.empty()) return p;
-  return JoinPath(base_dir, p);
-}
+std::string ResolvePath(const std::string& base_dir, const std::string& p) { return ResolveSpecPath(base_dir, p); }
 
 Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSpec* spec,
                        const std::string& path) {
@@ -223,13 +170,64 @@ struct JobState {
   std::vector<TaskExample> held_out;
   std::unique_ptr<Communicator> comm;
   bool verbose = false;                          // rank 0 with progress
+  const RunJobOptions* opts = nullptr;
+  // The distill stage's output, when it ran: the default data of sft / dpo.
+  std::optional<DistillResult> distilled;
+
+  bool Cancelled() const { return opts->cancel != nullptr && opts->cancel->load(); }
+  Status CheckCancelled(absl::string_view before) const {
+    if (!Cancelled()) return absl::OkStatus();
+    return absl::CancelledError(absl::StrCat("job cancelled before ", before));
+  }
+  void Report(const JobProgressUpdate& u) const {
+    if (opts->on_progress) opts->on_progress(u);
+  }
 };
+
+// Reports a stage's steps to RunJobOptions::on_progress with an ETA from the
+// stage's rate so far.
+class StageProgress {
+ public:
+  StageProgress(const JobState& st, std::string stage) : st_(st), stage_(std::move(stage)) {
+    JobProgressUpdate u;
+    u.stage = stage_;
+    st_.Report(u);
+  }
+  void Update(int64_t step, int64_t total, double loss) {
+    if (first_step_ < 0) first_step_ = step - 1;
+    const int64_t done = step - first_step_;
+    JobProgressUpdate u;
+    u.stage = stage_;
+    u.step = step;
+    u.total_steps = total;
+    u.loss = loss;
+    u.eta_seconds = done > 0 ? SecondsSince(start_) / done * static_cast<double>(total - step) : 0;
+    st_.Report(u);
+  }
+
+ private:
+  const JobState& st_;
+  std::string stage_;
+  int64_t first_step_ = -1;
+  Clock::time_point start_ = Clock::now();
+};
+
+double LossOf(const StepLog& s) {
+  auto it = s.metrics.find("loss");
+  return it == s.metrics.end() ? 0.0 : it->second;
+}
 
 StatusOr<std::vector<TokenizedSequence>> TokenizeSft(const JobState& st, const JobSpec& job,
                                                      const TrainStageSpec& spec) {
   std::vector<SftRecord> records;
   if (!spec.data.empty()) {
     ASSIGN_OR_RETURN(records, ReadSftJsonl(spec.data, *st.tokenizer));
+  } else if (st.distilled) {
+    records = st.distilled->sft;
+    if (records.empty()) {
+      return absl::FailedPreconditionError(
+          "job.stages.sft: the distill stage kept no sample (no source passed the scorer on any prompt)");
+    }
   } else {
     ASSIGN_OR_RETURN(std::vector<TaskExample> ex,
                      GenerateTaskExamples(*st.task, TaskSplit::kTrain, job.train_examples, job.seed, false));
@@ -274,6 +272,7 @@ LoopConfig StageLoop(const TrainStageSpec& spec, const JobSpec& job, const RunJo
   loop.seed = job.seed;
   loop.checkpoint_dir = JoinPath(JoinPath(opts.out_dir, "checkpoints"), stage);
   loop.resume = opts.resume;
+  loop.cancel = opts.cancel;
   return loop;
 }
 
@@ -285,9 +284,13 @@ StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpe
                    TrainableWeights::Create(st.current, spec.lora, job.seed));
   SftObjective objective(*st.model->transformer, std::move(seqs));
   ProgressBar bar("sft", st.verbose);
+  StageProgress progress(st, "sft");
   ASSIGN_OR_RETURN(LoopResult result,
                    RunTrainingLoop(*tw, objective, StageLoop(spec, job, opts, "sft"), st.comm.get(),
-                                   [&](const StepLog& s, int64_t total) { bar.Update(s, total); }));
+                                   [&](const StepLog& s, int64_t total) {
+                                     bar.Update(s, total);
+                                     progress.Update(s.step, total, LossOf(s));
+                                   }));
   bar.Done();
   Json report = LoopReport(result, spec.loop, *tw);
   ASSIGN_OR_RETURN(st.current, tw->Merged());
@@ -310,6 +313,12 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
   std::vector<PreferenceRecord> records;
   if (!spec.train.data.empty()) {
     ASSIGN_OR_RETURN(records, ReadPreferenceJsonl(spec.train.data));
+  } else if (st.distilled) {
+    records = st.distilled->pairs;
+    if (records.empty()) {
+      return absl::FailedPreconditionError(
+          "job.stages.dpo: the distill stage made no pair (no prompt had both a better and a worse sample)");
+    }
   } else {
     ASSIGN_OR_RETURN(std::vector<TaskPreference> prefs,
                      GenerateTaskPreferences(*st.task, TaskSplit::kTrain, job.train_examples, job.seed + 7, false));
@@ -336,9 +345,13 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
     report["held_out_before"] = PreferenceMetricsToJson(before);
   }
   ProgressBar bar("dpo", st.verbose);
+  StageProgress progress(st, "dpo");
   ASSIGN_OR_RETURN(LoopResult result,
                    RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, opts, "dpo"), st.comm.get(),
-                                   [&](const StepLog& s, int64_t total) { bar.Update(s, total); }));
+                                   [&](const StepLog& s, int64_t total) {
+                                     bar.Update(s, total);
+                                     progress.Update(s.step, total, LossOf(s));
+                                   }));
   bar.Done();
   Json loop = LoopReport(result, spec.train.loop, *tw);
   for (auto& [k, v] : loop.items()) report[k] = v;
@@ -409,6 +422,10 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     }
   }
   if (stages.empty()) return absl::InvalidArgumentError("job.stages: no stage given");
+  if (s.Has("distill")) {
+    ASSIGN_OR_RETURN(DistillStageSpec d, ParseDistillStage(s.Get("distill"), "job.stages.distill", base_dir, job.task));
+    job.distill = std::move(d);
+  }
   if (s.Has("sft")) {
     const std::string path = "job.stages.sft";
     FieldReader st(s.Get("sft"), path);
@@ -416,8 +433,9 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     TrainStageSpec spec;
     RETURN_IF_ERROR(ParseTrainStage(st, base_dir, &spec, path));
     RETURN_IF_ERROR(st.Finish());
-    if (spec.data.empty() && job.task.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ".data: required when the job names no task"));
+    if (spec.data.empty() && job.task.empty() && !job.distill) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".data: required when the job names no task and has no distill stage"));
     }
     job.sft = spec;
   }
@@ -432,20 +450,22 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     RETURN_IF_ERROR(st.Read("length_normalize", &spec.dpo.length_normalize));
     RETURN_IF_ERROR(st.ReadInRange<int64_t>("eval_pairs", &spec.eval_pairs, 0, 100000));
     RETURN_IF_ERROR(st.Finish());
-    if (spec.train.data.empty() && job.task.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ".data: required when the job names no task"));
+    if (spec.train.data.empty() && job.task.empty() && !job.distill) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ".data: required when the job names no task and has no distill stage"));
     }
     job.dpo = spec;
   }
   if (s.Has("compress")) {
     RETURN_IF_ERROR(ParseCompressStage(s.Get("compress"), "job.stages.compress", &job.compress));
   }
-  if (s.Has("distill")) {
-    return absl::UnimplementedError(
-        "job.stages.distill: distillation needs the gRPC Inference API client, not built yet");
-  }
   if (s.Has("publish")) {
-    return absl::UnimplementedError("job.stages.publish: uploading through the Admin API is not built yet");
+    ASSIGN_OR_RETURN(PublishStageSpec p, ParsePublishStage(s.Get("publish"), "job.stages.publish", base_dir));
+    if (p.pack.empty() && !job.compress) {
+      return absl::InvalidArgumentError(
+          "job.stages.publish.pack: required when the job has no compress stage (nothing to publish)");
+    }
+    job.publish = std::move(p);
   }
   RETURN_IF_ERROR(s.Finish());
   RETURN_IF_ERROR(r.Finish());
@@ -462,6 +482,10 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   const Clock::time_point start = Clock::now();
   if (opts.out_dir.empty()) return absl::InvalidArgumentError("--out: an output folder is required");
   JobState st;
+  st.opts = &opts;
+  if (opts.cancel != nullptr && opts.dist.world_size > 1) {
+    return absl::InvalidArgumentError("cancellation is for one-process jobs only");
+  }
   ASSIGN_OR_RETURN(st.comm, Communicator::Create(opts.dist));
   const bool lead = st.comm->rank() == 0;
   st.verbose = lead && opts.progress;
@@ -474,6 +498,7 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   Json timings;
 
   // Base model.
+  st.Report({"setup"});
   Clock::time_point t = Clock::now();
   if (job.tiny_base) {
     st.base_dir = JoinPath(opts.out_dir, "base");
@@ -500,6 +525,8 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
                                                        job.seed + 1000003, /*unique=*/true));
     report["task"] = {{"name", job.task}, {"held_out", job.held_out}};
     if (lead) {
+      RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
+      st.Report({"eval"});
       t = Clock::now();
       ASSIGN_OR_RETURN(TaskEvalResult before,
                        EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
@@ -512,6 +539,8 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   // Held-out exact match of the current weights, after each training stage.
   auto evaluate_stage = [&](const char* stage) -> Status {
     if (st.task == nullptr || !lead) return absl::OkStatus();
+    RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
+    st.Report({"eval"});
     t = Clock::now();
     ASSIGN_OR_RETURN(TaskEvalResult after,
                      EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
@@ -522,28 +551,76 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
                                     after.correct, after.total));
     return absl::OkStatus();
   };
+  if (job.distill) {
+    // Every rank distills the same data (same seeds); only rank 0 would need
+    // the servers, but the data must be identical everywhere, so rank 0 runs it
+    // and the others read its files after a barrier.
+    RETURN_IF_ERROR(st.CheckCancelled("distill"));
+    t = Clock::now();
+    if (lead) {
+      StageProgress progress(st, "distill");
+      DistillControl control;
+      control.cancel = opts.cancel;
+      control.progress = [&](int64_t done, int64_t total) { progress.Update(done, total, 0); };
+      ASSIGN_OR_RETURN(DistillResult d, RunDistillStage(*job.distill, job.seed, opts.out_dir, control));
+      Log(st.verbose, absl::StrCat("[distill] ", d.sft.size(), " SFT examples, ", d.pairs.size(), " DPO pairs from ",
+                                   job.distill->sources.size(), " sources"));
+      st.distilled = std::move(d);
+    }
+    RETURN_IF_ERROR(st.comm->Barrier());
+    if (!lead) {
+      DistillResult d;
+      d.sft_path = JoinPath(JoinPath(opts.out_dir, "distill"), "sft.jsonl");
+      d.pairs_path = JoinPath(JoinPath(opts.out_dir, "distill"), "pairs.jsonl");
+      ASSIGN_OR_RETURN(std::string sft_text, ReadFileToString(d.sft_path));
+      if (!sft_text.empty()) {
+        ASSIGN_OR_RETURN(d.sft, ReadSftJsonl(d.sft_path, *st.tokenizer));
+      }
+      ASSIGN_OR_RETURN(std::string pairs_text, ReadFileToString(d.pairs_path));
+      if (!pairs_text.empty()) {
+        ASSIGN_OR_RETURN(d.pairs, ReadPreferenceJsonl(d.pairs_path));
+      }
+      st.distilled = std::move(d);
+    } else {
+      report["stages"]["distill"] = st.distilled->report;
+    }
+    timings["distill_seconds"] = SecondsSince(t);
+  }
   if (job.sft) {
+    RETURN_IF_ERROR(st.CheckCancelled("sft"));
     t = Clock::now();
     ASSIGN_OR_RETURN(report["stages"]["sft"], RunSftStage(st, job, *job.sft, opts));
     timings["sft_seconds"] = SecondsSince(t);
     RETURN_IF_ERROR(evaluate_stage("sft"));
   }
   if (job.dpo) {
+    RETURN_IF_ERROR(st.CheckCancelled("dpo"));
     t = Clock::now();
     ASSIGN_OR_RETURN(report["stages"]["dpo"], RunDpoStage(st, job, *job.dpo, opts));
     timings["dpo_seconds"] = SecondsSince(t);
     RETURN_IF_ERROR(evaluate_stage("dpo"));
   }
   if (lead) {
+    RETURN_IF_ERROR(st.CheckCancelled("export"));
+    st.Report({"export"});
     t = Clock::now();
     const std::string model_dir = JoinPath(opts.out_dir, "model");
     RETURN_IF_ERROR(ExportModelFolder(*st.current, st.base_dir, model_dir));
     report["output_model"] = model_dir;
     timings["export_seconds"] = SecondsSince(t);
+    std::string pack_path;
     if (job.compress) {
+      RETURN_IF_ERROR(st.CheckCancelled("compress"));
+      st.Report({"compress"});
       t = Clock::now();
       ASSIGN_OR_RETURN(CompressStageResult packed,
                        RunCompressStage(*job.compress, *st.model->weights, *st.current, job, opts.out_dir));
+      pack_path = packed.report["path"].get<std::string>();
+      if (st.Cancelled()) {
+        // The pack was written atomically; a cancelled job must not leave one.
+        std::remove(pack_path.c_str());
+        return absl::CancelledError("job cancelled during compress (its pack was removed)");
+      }
       timings["compress_seconds"] = SecondsSince(t);
       report["stages"]["compress"] = packed.report;
       if (st.task != nullptr) {
@@ -556,6 +633,20 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
         Log(st.verbose, absl::StrFormat("[eval] held-out exact match of base + pack: %.3f (%d/%d)",
                                         with_pack.accuracy, with_pack.correct, with_pack.total));
       }
+    }
+    if (job.publish) {
+      if (st.Cancelled()) {
+        if (!pack_path.empty()) std::remove(pack_path.c_str());
+        return absl::CancelledError("job cancelled before publish");
+      }
+      st.Report({"publish"});
+      t = Clock::now();
+      const std::string what = job.publish->pack.empty() ? pack_path : job.publish->pack;
+      StatusOr<Json> published = PublishPack(*job.publish, what);
+      if (!published.ok()) return Annotate(published.status(), "job.stages.publish");
+      report["stages"]["publish"] = *published;
+      timings["publish_seconds"] = SecondsSince(t);
+      Log(st.verbose, absl::StrCat("[publish] ", what, " -> ", job.publish->server));
     }
   }
   RETURN_IF_ERROR(st.comm->Barrier());

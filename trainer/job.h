@@ -18,16 +18,21 @@
 //       "dpo": {"data": "pairs.jsonl", "beta": 0.1, "length_normalize": false,
 //               "eval_pairs": 128, ...the training fields of sft...},
 //       "compress": {"name": "reverse-pack", "config": {...CompressionConfig...},
-//                    "description": "...", "tags": ["..."]}
+//                    "description": "...", "tags": ["..."]},
+//       "distill": {...see distill.h...},   "publish": {...see publish.h...}
 //     }
 //   }
+// When a distill stage runs, the sft / dpo stages that name no data train on
+// its SFT set / DPO pairs (instead of the task's generated examples).
 // Relative paths are resolved against the job file's folder. Every field is
 // checked before anything runs: an unknown field or stage, a missing file or an
 // out-of-range value is INVALID_ARGUMENT naming the field ("stages.sft.lr ...").
 #ifndef SKILLPACK_TRAINER_JOB_H_
 #define SKILLPACK_TRAINER_JOB_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,8 +40,10 @@
 #include "core/json_util.h"
 #include "core/status.h"
 #include "core/tiny_model.h"
+#include "trainer/distill.h"
 #include "trainer/distributed.h"
 #include "trainer/dpo.h"
+#include "trainer/publish.h"
 #include "trainer/train_loop.h"
 #include "trainer/trainable.h"
 
@@ -75,20 +82,39 @@ struct JobSpec {
   std::string task;                           // empty: none
   int64_t held_out = 200;                     // task examples evaluated
   int64_t train_examples = 20000;             // task examples generated for training
+  std::optional<DistillStageSpec> distill;
   std::optional<TrainStageSpec> sft;
   std::optional<DpoStageSpec> dpo;
   std::optional<CompressStageSpec> compress;
+  std::optional<PublishStageSpec> publish;
 };
 
 // Parses and validates a job. `base_dir` resolves relative paths.
 StatusOr<JobSpec> ParseJobSpec(const Json& job, const std::string& base_dir);
 StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
+// A job's progress, as reported to RunJobOptions::on_progress.
+struct JobProgressUpdate {
+  // "setup", "eval", "distill", "sft", "dpo", "export", "compress", "publish".
+  std::string stage;
+  int64_t step = 0;         // steps done (distill: requests answered)
+  int64_t total_steps = 0;  // 0: the stage has no steps
+  double loss = 0;          // sft / dpo: the last step's loss
+  double eta_seconds = 0;   // of the stage, from its rate so far; 0: unknown
+};
+using JobProgressFn = std::function<void(const JobProgressUpdate&)>;
+
 struct RunJobOptions {
   std::string out_dir;
   DistributedConfig dist;   // world_size 1: one process
   bool progress = true;     // a progress bar on stderr (rank 0)
   bool resume = true;       // continue stages from DIR/checkpoints
+  // Cancellation (one process only): once set, the job stops before its next
+  // training step / distill request / stage and RunJob returns CANCELLED. A
+  // pack written by a compress stage that finished after the flag was set is
+  // removed, so a cancelled job leaves no .skillpack.
+  const std::atomic<bool>* cancel = nullptr;
+  JobProgressFn on_progress;  // called on the job's thread
 };
 
 // Runs the job; returns the report (also written to out_dir/report.json by rank 0).

@@ -259,6 +259,9 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
     const int64_t end = config.stop_at_step >= 0 ? std::min(config.steps, config.stop_at_step) : config.steps;
 
     while (step < end) {
+      if (config.cancel != nullptr && config.cancel->load()) {
+        return absl::CancelledError(absl::StrCat("training cancelled after step ", step, " of ", config.steps));
+      }
       const Clock::time_point step_start = Clock::now();
       const double lr = ScheduledLr(oc, step, config.steps);
       for (auto& group : optimizer.param_groups()) {

@@ -14,6 +14,7 @@
 #ifndef SKILLPACK_TRAINER_TRAIN_LOOP_H_
 #define SKILLPACK_TRAINER_TRAIN_LOOP_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -53,6 +54,9 @@ struct LoopConfig {
   bool resume = true;            // continue from checkpoint_dir's newest checkpoint
   int64_t stop_at_step = -1;     // >= 0: checkpoint and return once this step is done
   int64_t log_every = 1;         // steps between entries of LoopResult::log
+  // Checked before every step: once set, the loop returns CANCELLED (no
+  // checkpoint written). One process only (ranks would disagree).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 // INVALID_ARGUMENT naming the field (prefixed by `what`) when out of range.

@@ -1,5 +1,7 @@
-// `skillpack-trainer`: runs training jobs (SFT -> DPO -> compress) locally,
-// one process or data-parallel over c10d Gloo, and writes task data sets.
+// `skillpack-trainer`: runs training jobs (distill -> SFT -> DPO -> compress
+// -> publish) locally, one process or data-parallel over c10d Gloo; serves the
+// Trainer gRPC API (`serve`); writes task data sets.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,12 +10,16 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
+
 #include "absl/strings/str_join.h"
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/status.h"
 #include "trainer/data.h"
 #include "trainer/job.h"
+#include "trainer/job_service.h"
+#include "trainer/rpc_util.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {
@@ -29,6 +35,12 @@ constexpr char kUsage[] =
     "      run one job: DIR/model (the tuned model folder), DIR/report.json,\n"
     "      DIR/checkpoints/ (resumed unless --no-resume). With --world-size > 1 start one\n"
     "      process per rank with the same job and --out; rank 0 hosts the TCP store.\n"
+    "  serve --state-dir DIR [--host 127.0.0.1 --port 50061 --admin-token-file FILE]\n"
+    "      the Trainer gRPC service (docs/trainer.md): jobs queued and run one at a time,\n"
+    "      their records and outputs under DIR/jobs/<id>/; prints \"listening trainer=HOST:PORT\"\n"
+    "      (--port 0: an ephemeral port). With a token file every call needs\n"
+    "      \"authorization: Bearer <token>\". SIGINT / SIGTERM stop it (a running job is\n"
+    "      recorded INTERRUPTED).\n"
     "  validate JOB.json\n"
     "      check a job spec without running it\n"
     "  tasks\n"
@@ -96,6 +108,63 @@ int ValidateCommand(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int ServeCommand(const std::vector<std::string>& argv) {
+  StatusOr<Args> args = Args::Parse(argv, {});
+  if (!args.ok()) return Fail(args.status());
+  StatusOr<std::string> state_dir = args->String("state-dir");
+  const std::string host = args->StringOr("host", "127.0.0.1");
+  StatusOr<int64_t> port = args->IntOr("port", 50061);
+  const std::string token_file = args->StringOr("admin-token-file", "");
+  for (const Status& s : {state_dir.status(), port.status(), args->CheckAllUsed()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (!args->positional().empty()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("serve: unexpected argument '", args->positional()[0], "'")));
+  }
+  if (*port < 0 || *port > 65535) return Fail(absl::InvalidArgumentError("--port must be in [0, 65535]"));
+  std::string token;
+  if (!token_file.empty()) {
+    StatusOr<std::string> t = ReadBearerToken(token_file);
+    if (!t.ok()) return Fail(Annotate(t.status(), "--admin-token-file"));
+    token = *t;
+  }
+  // SIGINT / SIGTERM are taken by sigwait below: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  JobManager::Options mo;
+  mo.state_dir = *state_dir;
+  char cwd[4096];
+  mo.work_dir = getcwd(cwd, sizeof(cwd)) != nullptr ? cwd : ".";
+  StatusOr<std::unique_ptr<JobManager>> manager = JobManager::Create(mo);
+  if (!manager.ok()) return Fail(manager.status());
+  TrainerService service(manager->get(), token);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  const std::string address = host.find(':') != std::string::npos && host[0] != '['
+                                  ? absl::StrCat("[", host, "]:", *port)
+                                  : absl::StrCat(host, ":", *port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", address)));
+  }
+  const std::string shown = address.substr(0, address.rfind(':'));
+  std::printf("listening trainer=%s:%d\n", shown.c_str(), bound_port);
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "skillpack-trainer serve: signal %d, stopping\n", sig);
+  // Stop the job first (watchers then see its final state), then the calls.
+  (*manager)->Shutdown();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
 int MakeDataCommand(const std::vector<std::string>& argv) {
   StatusOr<Args> args = Args::Parse(argv, {"preferences"});
   if (!args.ok()) return Fail(args.status());
@@ -156,6 +225,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> rest(argv + 2, argv + argc);
   if (cmd == "run") return skillpack::RunCommand(rest);
   if (cmd == "validate") return skillpack::ValidateCommand(rest);
+  if (cmd == "serve") return skillpack::ServeCommand(rest);
   if (cmd == "make-data") return skillpack::MakeDataCommand(rest);
   if (cmd == "tasks") {
     std::printf("%s\n", absl::StrJoin(skillpack::TaskNames(), "\n").c_str());

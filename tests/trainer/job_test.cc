@@ -104,7 +104,11 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
 
   j = TinyJob();
   j["stages"]["distill"] = Json::object();
-  EXPECT_EQ(Parse(j).code(), absl::StatusCode::kUnimplemented);
+  ExpectInvalid(j, "job.stages.distill.sources");
+
+  j = TinyJob();
+  j["stages"]["publish"] = {{"server", "127.0.0.1:1"}};
+  ExpectInvalid(j, "job.stages.publish.pack");
 
   EXPECT_EQ(LoadJobSpec(::testing::TempDir() + "/none.json").status().code(), absl::StatusCode::kNotFound);
 }

@@ -1,0 +1,79 @@
+// Reading job-spec JSON with errors that name the field: FieldReader reads the
+// fields of one JSON object, remembers which it read, and Finish() rejects the
+// unknown (misspelt) ones. Errors read "<path>.<field> ...", e.g.
+// "job.stages.sft.lr must be in [...]". Shared by the job's stage parsers.
+#ifndef SKILLPACK_TRAINER_SPEC_READER_H_
+#define SKILLPACK_TRAINER_SPEC_READER_H_
+
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "core/status.h"
+
+namespace skillpack {
+
+class FieldReader {
+ public:
+  // `obj` must outlive the reader.
+  FieldReader(const Json& obj, std::string path) : obj_(obj), path_(std::move(path)) {}
+
+  Status CheckObject() const {
+    if (!obj_.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, " must be a JSON object"));
+    return absl::OkStatus();
+  }
+  // True when `key` is present and not null; marks it read.
+  bool Has(const std::string& key) {
+    used_.insert(key);
+    return obj_.contains(key) && !obj_[key].is_null();
+  }
+  // REQUIRES: Has(key).
+  const Json& Get(const std::string& key) {
+    used_.insert(key);
+    return obj_[key];
+  }
+  std::string Path(absl::string_view key) const { return absl::StrCat(path_, ".", key); }
+
+  // Leaves *out unchanged when the key is absent.
+  template <typename T>
+  Status Read(const std::string& key, T* out) {
+    if (!Has(key)) return absl::OkStatus();
+    StatusOr<T> v = GetField<T>(obj_, key, path_);
+    if (!v.ok()) return v.status();
+    *out = *v;
+    return absl::OkStatus();
+  }
+  // Reads a number that must lie in [lo, hi].
+  template <typename T>
+  Status ReadInRange(const std::string& key, T* out, T lo, T hi) {
+    RETURN_IF_ERROR(Read(key, out));
+    if (!(*out >= lo && *out <= hi)) {
+      return absl::InvalidArgumentError(absl::StrCat(Path(key), " must be in [", lo, ", ", hi, "], got ", *out));
+    }
+    return absl::OkStatus();
+  }
+  Status Finish() const {
+    for (const auto& [key, value] : obj_.items()) {
+      if (!used_.count(key)) return absl::InvalidArgumentError(absl::StrCat(Path(key), ": unknown field"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const Json& obj_;
+  std::string path_;
+  std::set<std::string> used_;
+};
+
+// `p` resolved against `base_dir` unless it is absolute (or base_dir is empty).
+inline std::string ResolveSpecPath(const std::string& base_dir, const std::string& p) {
+  if (p.empty() || p[0] == '/' || base_dir.empty()) return p;
+  return JoinPath(base_dir, p);
+}
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_SPEC_READER_H_
