@@ -1,0 +1,131 @@
+// Router latency as a fraction of time to first token, for the tiny model and
+// TinyLlama-1.1B shapes (random weights). Routing = the base model's first
+// `layer` decoder layers over the prompt (mean-pooled) + the MLP + policy;
+// TTFT = routing + the full prefill of the prompt (what a routed request pays
+// before its first token, with the fused weight set already cached).
+// Writes bench/results/router_<timestamp>.json.
+//
+// usage: router_bench [--shapes tiny,1.1b] [--prompt-lens 32,128,512] [--layers 0,1,2]
+//                     [--reps N] [--threads N] [--out DIR]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bench/machine_info.h"
+#include "core/args.h"
+#include "core/file_util.h"
+#include "core/model.h"
+#include "router/router.h"
+
+namespace skillpack {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+ModelConfig Shape(const std::string& name) {
+  Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
+  if (name == "tiny") {
+    j.update({{"vocab_size", 264}, {"hidden_size", 256}, {"intermediate_size", 704},
+              {"num_hidden_layers", 4}, {"num_attention_heads", 8}, {"num_key_value_heads", 4}});
+  } else {
+    j.update({{"vocab_size", 32000}, {"hidden_size", 2048}, {"intermediate_size", 5632},
+              {"num_hidden_layers", 22}, {"num_attention_heads", 32}, {"num_key_value_heads", 4}});
+  }
+  return *ParseModelConfig(j, name);
+}
+
+std::vector<int64_t> IntList(const std::string& s) {
+  std::vector<int64_t> out;
+  for (absl::string_view p : absl::StrSplit(s, ',')) {
+    int64_t v;
+    if (absl::SimpleAtoi(p, &v)) out.push_back(v);
+  }
+  return out;
+}
+
+// Median of `reps` timings of f().
+template <typename F>
+double Median(int reps, F f) {
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    f();
+    t.push_back(Seconds(t0));
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const std::vector<int64_t>& layers, int reps) {
+  ModelConfig c = Shape(name);
+  at::manual_seed(0);
+  std::map<std::string, at::Tensor> t;
+  for (const TensorSpec& s : ExpectedTensors(c)) {
+    t[s.name] = s.name.find("norm") != std::string::npos ? at::ones(s.shape) : at::randn(s.shape) * 0.02;
+  }
+  auto w = *ModelWeights::Create(c, std::move(t));
+  Transformer m(c);
+  Json out;
+  for (int64_t len : lens) {
+    std::vector<int32_t> prompt(len);
+    for (int64_t i = 0; i < len; ++i) prompt[i] = static_cast<int32_t>((i * 37 + 11) % c.vocab_size);
+    auto cache = *KvCache::Create(c, 1, len + 1, at::kFloat);
+    int32_t slot = *cache->Acquire();
+    (void)m.Step(*w, *cache, {{slot, prompt}});  // warm-up
+    double prefill = Median(reps, [&] {
+      cache->set_length(slot, 0);
+      (void)*m.Step(*w, *cache, {{slot, prompt}});
+    });
+    for (int64_t layer : layers) {
+      RouterConfig rc{{"none", "a", "b", "c", "d"}, layer, c.hidden_size, 128, ""};
+      auto router = *Router::Create(rc, at::zeros({c.hidden_size}), at::ones({c.hidden_size}),
+                                    at::randn({128, c.hidden_size}), at::zeros({128}), at::randn({5, 128}),
+                                    at::zeros({5}));
+      RoutingPolicy policy;
+      (void)router->Route(m, *w, prompt, policy);  // warm-up
+      double route = Median(reps, [&] { (void)*router->Route(m, *w, prompt, policy); });
+      Json r = {{"prompt_len", len},         {"layer", layer},
+                {"route_seconds", route},    {"prefill_seconds", prefill},
+                {"ttft_seconds", route + prefill}, {"route_fraction_of_ttft", route / (route + prefill)}};
+      std::fprintf(stderr, "[%s] prompt %lld, layer %lld: route %.3f ms, prefill %.3f ms -> %.2f%% of TTFT\n",
+                   name.c_str(), static_cast<long long>(len), static_cast<long long>(layer), route * 1e3,
+                   prefill * 1e3, 100 * route / (route + prefill));
+      out["runs"].push_back(r);
+    }
+  }
+  out["num_layers"] = c.num_hidden_layers;
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 1, {});
+  if (!args.ok()) return 2;
+  std::string shapes = args->StringOr("shapes", "tiny,1.1b");
+  std::vector<int64_t> lens = IntList(args->StringOr("prompt-lens", "32,128,512"));
+  std::vector<int64_t> layers = IntList(args->StringOr("layers", "0,1,2"));
+  int reps = static_cast<int>(*args->IntOr("reps", 5));
+  int64_t threads = *args->IntOr("threads", 0);
+  std::string out_dir = args->StringOr("out", "bench/results");
+  if (!args->CheckAllUsed().ok()) return 2;
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  Json result = {{"benchmark", "router_bench"}, {"timestamp", UtcTimestamp()}, {"machine", MachineInfo()}};
+  for (absl::string_view s : absl::StrSplit(shapes, ',')) {
+    result["shapes"][std::string(s)] = RunShape(std::string(s), lens, layers, reps);
+  }
+  std::string path = JoinPath(out_dir, absl::StrCat("router_", result["timestamp"].get<std::string>(), ".json"));
+  if (!MakeDirectories(out_dir).ok() || !WriteFileAtomically(path, result.dump(2)).ok()) return 1;
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace skillpack
+
+int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
