@@ -70,7 +70,7 @@ if [ ! -f "$DATA/router.safetensors" ]; then
   for i in $(seq 1 15); do
     for g in "${general[@]}"; do printf '{"prompt":"%s (%d)","label":"none"}\n' "$g" "$i" >> "$labelled"; done
   done
-  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --layer 1 --seed 1
+  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --seed 1
 fi
 
 # 4. The server, on ephemeral ports.
