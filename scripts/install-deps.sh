@@ -13,6 +13,7 @@ PACKAGES=(
   libcivetweb-dev civetweb   # civetweb's CMake config refers to the civetweb program
   libgloo-dev              # torch c10d Gloo backend (data-parallel training)
   python3 python3-numpy    # test helpers that check our files against independent readers
+  python3-grpcio python3-protobuf  # a gRPC client in another language (tests/e2e/python_client_test.py)
   prometheus               # promtool: tests check our /metrics text with Prometheus' own parser
 )
 

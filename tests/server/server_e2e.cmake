@@ -31,3 +31,11 @@ add_dependencies(e2e_server_test skillpack-server skillpack)
 # with --router, AUTO / Route / SetRouter through the real server.
 skillpack_test(e2e/router_e2e_test sp_server sp_router sp_model)
 add_dependencies(e2e_router_e2e_test skillpack-server skillpack)
+
+# A client in another language: Python's grpcio (Debian's python3-grpcio, run
+# with Debian's /usr/bin/python3) against the real server: health, reflection,
+# Generate with protoc-generated Python messages, error codes.
+add_test(NAME PythonGrpcClient
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/e2e/python_client_test.py
+                 ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}/proto)
+set_tests_properties(PythonGrpcClient PROPERTIES TIMEOUT 300 ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
