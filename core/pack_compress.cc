@@ -273,7 +273,7 @@ ModulePlan DefaultPlan(const std::string& name, const at::Tensor& delta, const C
   } else if (!type.empty() && delta.dim() == 2) {
     plan.op = ModuleOp::kLowRank;
     auto it = cfg.beta.find(type);
-    plan.beta = it == cfg.beta.end() ? 0.5 : it->second;
+    plan.beta = it == cfg.beta.end() ? CompressionConfig().beta.at("q_proj") : it->second;
     plan.rank_cap = cfg.max_rank;
     plan.bands = cfg.bands;
   }

@@ -38,12 +38,15 @@
 namespace skillpack {
 
 struct CompressionConfig {
+  // Defaults measured on the tiny world (trainer/examples, sort task, SFT 0.895
+  // held-out exact match): alpha 0.1 / beta 0.5 left base + pack at 0.0, alpha
+  // 0.5 / beta 0.9 kept 0.785 at a quarter of the fp16 delta's bytes.
   // embed_tokens / lm_head: fraction of entries kept (largest |Δ|), in (0, 1].
-  double alpha = 0.1;
+  double alpha = 0.5;
   // Energy threshold per projection type, in (0, 1].
-  std::map<std::string, double> beta = {{"q_proj", 0.5},    {"k_proj", 0.5},  {"v_proj", 0.5},
-                                        {"o_proj", 0.5},    {"gate_proj", 0.5}, {"up_proj", 0.5},
-                                        {"down_proj", 0.5}};
+  std::map<std::string, double> beta = {{"q_proj", 0.9},    {"k_proj", 0.9},  {"v_proj", 0.9},
+                                        {"o_proj", 0.9},    {"gate_proj", 0.9}, {"up_proj", 0.9},
+                                        {"down_proj", 0.9}};
   // Bands by rank: (cumulative fraction of the module's rank, bits). Fractions
   // strictly increasing in (0, 1], the last exactly 1; bits in {2, 3, 4, 8}.
   // The top 10% of singular directions carry most of the energy and get 8 bits,

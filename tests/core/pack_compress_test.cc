@@ -333,7 +333,7 @@ TEST(PackCompressTest, ParseConfig) {
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->alpha, 0.05);
   EXPECT_EQ(cfg->beta["q_proj"], 0.7);
-  EXPECT_EQ(cfg->beta["k_proj"], 0.5);
+  EXPECT_EQ(cfg->beta["k_proj"], 0.9);  // the default
   ASSERT_EQ(cfg->bands.size(), 2u);
   EXPECT_EQ(cfg->bands[1].second, 2);
   EXPECT_FALSE(cfg->act_order);
