@@ -369,7 +369,7 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
 }  // namespace
 
 const std::vector<std::string>& JobStageNames() {
-  static const auto* kNames = new std::vector<std::string>{"distill", "sft", "dpo", "compress", "publish"};
+  static const auto* kNames = new std::vector<std::string>{"distill", "sft", "dpo", "compress", "router", "publish"};
   return *kNames;
 }
 
@@ -458,6 +458,10 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
   }
   if (s.Has("compress")) {
     RETURN_IF_ERROR(ParseCompressStage(s.Get("compress"), "job.stages.compress", &job.compress));
+  }
+  if (s.Has("router")) {
+    ASSIGN_OR_RETURN(RouterStageSpec rs, ParseRouterStage(s.Get("router"), "job.stages.router", base_dir, job.seed));
+    job.router = std::move(rs);
   }
   if (s.Has("publish")) {
     ASSIGN_OR_RETURN(PublishStageSpec p, ParsePublishStage(s.Get("publish"), "job.stages.publish", base_dir));
@@ -633,6 +637,16 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
         Log(st.verbose, absl::StrFormat("[eval] held-out exact match of base + pack: %.3f (%d/%d)",
                                         with_pack.accuracy, with_pack.correct, with_pack.total));
       }
+    }
+    if (job.router) {
+      RETURN_IF_ERROR(st.CheckCancelled("router"));
+      st.Report({"router"});
+      t = Clock::now();
+      ASSIGN_OR_RETURN(report["stages"]["router"], RunRouterStage(*job.router, *st.model->transformer,
+                                                                  *st.model->weights, *st.tokenizer, opts.out_dir));
+      timings["router_seconds"] = SecondsSince(t);
+      Log(st.verbose, absl::StrFormat("[router] held-out routing accuracy %.3f",
+                                      report["stages"]["router"]["holdout_accuracy"].get<double>()));
     }
     if (job.publish) {
       if (st.Cancelled()) {

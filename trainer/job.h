@@ -1,7 +1,7 @@
 // Training jobs: a JSON spec of a base model, an optional synthetic task (its
 // train split feeds stages that name no data file; its held-out split is
 // evaluated before and after) and optional stages, run in the fixed order
-// distill -> sft -> dpo -> compress -> publish. RunJob writes the fine-tuned
+// distill -> sft -> dpo -> compress -> router -> publish. RunJob writes the fine-tuned
 // model folder (DIR/model) and DIR/report.json (losses, timings, held-out
 // accuracy before/after).
 //
@@ -19,7 +19,8 @@
 //               "eval_pairs": 128, ...the training fields of sft...},
 //       "compress": {"name": "reverse-pack", "config": {...CompressionConfig...},
 //                    "description": "...", "tags": ["..."]},
-//       "distill": {...see distill.h...},   "publish": {...see publish.h...}
+//       "distill": {...see distill.h...},   "publish": {...see publish.h...},
+//       "router": {...see router_stage.h: a router trained on the base model...}
 //     }
 //   }
 // When a distill stage runs, the sft / dpo stages that name no data train on
@@ -44,6 +45,7 @@
 #include "trainer/distributed.h"
 #include "trainer/dpo.h"
 #include "trainer/publish.h"
+#include "trainer/router_stage.h"
 #include "trainer/train_loop.h"
 #include "trainer/trainable.h"
 
@@ -86,6 +88,7 @@ struct JobSpec {
   std::optional<TrainStageSpec> sft;
   std::optional<DpoStageSpec> dpo;
   std::optional<CompressStageSpec> compress;
+  std::optional<RouterStageSpec> router;
   std::optional<PublishStageSpec> publish;
 };
 
@@ -95,7 +98,7 @@ StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
 // A job's progress, as reported to RunJobOptions::on_progress.
 struct JobProgressUpdate {
-  // "setup", "eval", "distill", "sft", "dpo", "export", "compress", "publish".
+  // "setup", "eval", "distill", "sft", "dpo", "export", "compress", "router", "publish".
   std::string stage;
   int64_t step = 0;         // steps done (distill: requests answered)
   int64_t total_steps = 0;  // 0: the stage has no steps

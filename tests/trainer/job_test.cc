@@ -167,3 +167,64 @@ TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
 
 }  // namespace
 }  // namespace skillpack
+
+namespace skillpack {
+namespace {
+
+// The router stage: labelled prompts of two task families plus general text,
+// trained on the job's base; the router file it writes loads and records the
+// base's fingerprint.
+TEST(JobRunTest, RouterStageTrainsAndWritesARouter) {
+  const std::string dir = ::testing::TempDir() + "/router_stage_test";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(MakeDirectories(dir).ok());
+  std::string jsonl;
+  for (int i = 0; i < 60; ++i) {
+    jsonl += absl::StrCat(R"({"prompt":"sort )", 1000 + i * 37, R"(=","label":"sorter"})", "\n");
+    jsonl += absl::StrCat(R"({"prompt":"rev word)", std::string(1, static_cast<char>('a' + i % 26)), R"(=","label":"reverser"})", "\n");
+    jsonl += absl::StrCat(R"({"prompt":"Please tell me a story number )", i, R"(.","label":"none"})", "\n");
+  }
+  ASSERT_TRUE(WriteFileAtomically(dir + "/labelled.jsonl", jsonl).ok());
+  Json j = Json::parse(R"({
+    "name": "router-job", "seed": 1, "threads": 1,
+    "base_model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "kv_heads": 1, "seed": 2}},
+    "stages": {"router": {"data": "labelled.jsonl", "epochs": 150, "width": 32, "min_holdout_accuracy": 0.9}}
+  })");
+  auto job = ParseJobSpec(j, dir);
+  ASSERT_TRUE(job.ok()) << job.status();
+  RunJobOptions opts;
+  opts.out_dir = dir + "/out";
+  opts.progress = false;
+  auto report = RunJob(*job, opts);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const Json& r = (*report)["stages"]["router"];
+  EXPECT_GE(r["holdout_accuracy"].get<double>(), 0.9);
+  EXPECT_EQ(r["labels"], Json::parse(R"(["none", "reverser", "sorter"])"));
+  auto router = Router::Load(opts.out_dir + "/router.safetensors");
+  ASSERT_TRUE(router.ok()) << router.status();
+  EXPECT_EQ((*router)->config().layer, 0);
+  EXPECT_EQ((*router)->config().base_fingerprint.rfind("sha256:", 0), 0u);
+
+  // Bad router stages name the field.
+  Json bad = j;
+  bad["stages"]["router"].erase("data");
+  EXPECT_EQ(ParseJobSpec(bad, dir).status().message(), "job.stages.router.data: missing (labelled prompts JSONL)");
+  bad = j;
+  bad["stages"]["router"]["holdout"] = 2;
+  EXPECT_EQ(ParseJobSpec(bad, dir).status().message(), "job.stages.router.holdout must be in [0, 0.9], got 2");
+  bad = j;
+  bad["stages"]["router"]["data"] = "missing.jsonl";
+  EXPECT_NE(ParseJobSpec(bad, dir).status().message().find("no such file"), absl::string_view::npos);
+  // A router that cannot reach the required accuracy fails the job and writes no file.
+  j["stages"]["router"]["min_holdout_accuracy"] = 1.0;
+  j["stages"]["router"]["epochs"] = 1;
+  RunJobOptions opts2 = opts;
+  opts2.out_dir = dir + "/out2";
+  auto weak = RunJob(*ParseJobSpec(j, dir), opts2);
+  EXPECT_EQ(weak.status().code(), absl::StatusCode::kFailedPrecondition) << weak.status();
+  EXPECT_FALSE(PathExists(opts2.out_dir + "/router.safetensors"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace skillpack
