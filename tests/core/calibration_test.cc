@@ -13,29 +13,15 @@
 #include "core/model.h"
 #include "core/tokenizer.h"
 #include "core/weights.h"
+#include "tests/core/test_models.h"
 
 namespace skillpack {
 namespace {
 
-ModelConfig TinyConfig() {
-  Json j = {{"model_type", "llama"},    {"vocab_size", 80},       {"hidden_size", 32},
-            {"intermediate_size", 48},  {"num_hidden_layers", 3}, {"num_attention_heads", 4},
-            {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},   {"max_position_embeddings", 64}};
-  auto c = ParseModelConfig(j, "test");
-  EXPECT_TRUE(c.ok()) << c.status();
-  return *c;
-}
+ModelConfig TinyConfig() { return testutil::TestConfig({{"vocab_size", 80}, {"num_hidden_layers", 3}}); }
 
 std::shared_ptr<const ModelWeights> RandomWeights(const ModelConfig& c, uint64_t seed) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  std::map<std::string, at::Tensor> t;
-  for (const TensorSpec& s : ExpectedTensors(c)) {
-    const bool norm = s.name.find("norm") != std::string::npos;
-    t[s.name] = norm ? 1 + 0.1 * at::randn(s.shape, gen) : 0.2 * at::randn(s.shape, gen);
-  }
-  auto w = ModelWeights::Create(c, std::move(t));
-  EXPECT_TRUE(w.ok()) << w.status();
-  return *w;
+  return testutil::RandomTestWeights(c, seed);
 }
 
 // Sequences of different lengths, so batches carry padding.

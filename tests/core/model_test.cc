@@ -10,33 +10,17 @@
 
 #include "core/file_util.h"
 #include "core/tiny_model.h"
+#include "tests/core/test_models.h"
 
 namespace skillpack {
 namespace {
 
 ModelConfig SmallConfig(absl::string_view model_type = "llama") {
-  Json j = {{"model_type", std::string(model_type)},
-            {"vocab_size", 97},
-            {"hidden_size", 32},
-            {"intermediate_size", 48},
-            {"num_hidden_layers", 2},
-            {"num_attention_heads", 4},
-            {"num_key_value_heads", 2},
-            {"rms_norm_eps", 1e-5},
-            {"max_position_embeddings", 128}};
-  return *ParseModelConfig(j, "test");
+  return testutil::TestConfig({{"model_type", std::string(model_type)}, {"max_position_embeddings", 128}});
 }
 
 std::shared_ptr<const ModelWeights> RandomWeights(const ModelConfig& c, uint64_t seed) {
-  at::manual_seed(seed);
-  std::map<std::string, at::Tensor> t;
-  for (const TensorSpec& s : ExpectedTensors(c)) {
-    bool norm = s.name.find("norm") != std::string::npos;
-    t[s.name] = norm ? 1 + 0.1 * at::randn(s.shape) : 0.2 * at::randn(s.shape);
-  }
-  auto w = ModelWeights::Create(c, std::move(t));
-  EXPECT_TRUE(w.ok()) << w.status();
-  return *w;
+  return testutil::RandomTestWeights(c, seed);
 }
 
 // ---- a naive reference, sharing no code with core/model.cc ----

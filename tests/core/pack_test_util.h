@@ -17,31 +17,16 @@
 #include "core/quantize.h"
 #include "core/skillpack.h"
 #include "core/weights.h"
+#include "tests/core/test_models.h"
 
 namespace skillpack {
 namespace testutil {
 
 // q [32, 32], k/v [16, 32], o [32, 32], gate/up [48, 32], down [32, 48].
-inline ModelConfig SmallConfig(bool tie = false) {
-  Json j = {{"model_type", "llama"},        {"vocab_size", 97},       {"hidden_size", 32},
-            {"intermediate_size", 48},      {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-            {"num_key_value_heads", 2},     {"rms_norm_eps", 1e-5},   {"tie_word_embeddings", tie},
-            {"max_position_embeddings", 64}};
-  auto c = ParseModelConfig(j, "test");
-  EXPECT_TRUE(c.ok()) << c.status();
-  return *c;
-}
+inline ModelConfig SmallConfig(bool tie = false) { return TestConfig({{"tie_word_embeddings", tie}}); }
 
 inline std::shared_ptr<const ModelWeights> RandomBase(const ModelConfig& c, uint64_t seed) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  std::map<std::string, at::Tensor> t;
-  for (const TensorSpec& s : ExpectedTensors(c)) {
-    const bool norm = s.name.find("norm") != std::string::npos;
-    t[s.name] = norm ? 1 + 0.1 * at::randn(s.shape, gen) : 0.2 * at::randn(s.shape, gen);
-  }
-  auto w = ModelWeights::Create(c, std::move(t));
-  EXPECT_TRUE(w.ok()) << w.status();
-  return *w;
+  return RandomTestWeights(c, seed);
 }
 
 // RTN-quantised random [rows, cols]; with act_order a random permutation is
