@@ -126,12 +126,7 @@ class RouterE2eTest : public ::testing::Test {
   static std::string Path(const std::string& name) { return JoinPath(*dir_, name); }
 
   static v1::GenerateResponse MustGenerate(const v1::GenerateRequest& req) {
-    auto stub = v1::Inference::NewStub(server_->channel());
-    grpc::ClientContext ctx;
-    v1::GenerateResponse resp;
-    grpc::Status s = stub->Generate(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp;
+    return skillpack::MustGenerate(server_->channel(), req);
   }
   static grpc::Status RouteCall(const v1::RouteRequest& req, v1::RouteResponse* resp) {
     auto stub = v1::Inference::NewStub(server_->channel());

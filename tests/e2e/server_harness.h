@@ -175,6 +175,17 @@ inline v1::GenerateRequest Request(const std::string& prompt, const SamplingPara
   return r;
 }
 
+// Unary Generate on `ch`; fails the test (and returns an empty response) when
+// the call is not OK.
+inline v1::GenerateResponse MustGenerate(const std::shared_ptr<grpc::Channel>& ch, const v1::GenerateRequest& req) {
+  auto stub = v1::Inference::NewStub(ch);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  grpc::Status s = stub->Generate(&ctx, req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return resp;
+}
+
 inline std::vector<int32_t> Ids(const google::protobuf::RepeatedField<int32_t>& f) { return {f.begin(), f.end()}; }
 
 inline void AddToken(grpc::ClientContext* ctx, const std::string& token) {
