@@ -18,11 +18,6 @@
 namespace skillpack {
 namespace {
 
-int Fail(const Status& s, absl::string_view cmd) {
-  std::fprintf(stderr, "skillpack %s: %s\n", std::string(cmd).c_str(), std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
 Status InitTiny(const Args& a) {
   TinyModelOptions o;
   ASSIGN_OR_RETURN(std::string out, a.String("out"));
@@ -144,16 +139,16 @@ int RunModelCommand(const std::vector<std::string>& argv) {
     return 2;
   }
   auto a = Args::Parse(std::vector<std::string>(argv.begin() + 1, argv.end()), {"tie-embeddings"});
-  if (!a.ok()) return Fail(a.status(), "model init-tiny");
+  if (!a.ok()) return CliFail(a.status(), "model init-tiny");
   Status s = InitTiny(*a);
-  return s.ok() ? 0 : Fail(s, "model init-tiny");
+  return s.ok() ? 0 : CliFail(s, "model init-tiny");
 }
 
 int RunGenerateCommand(const std::vector<std::string>& argv) {
   auto a = Args::Parse(argv, {"ignore-eos", "logprobs"});
-  if (!a.ok()) return Fail(a.status(), "generate");
+  if (!a.ok()) return CliFail(a.status(), "generate");
   Status s = Generate(*a);
-  return s.ok() ? 0 : Fail(s, "generate");
+  return s.ok() ? 0 : CliFail(s, "generate");
 }
 
 }  // namespace skillpack

@@ -50,12 +50,6 @@ constexpr char kPackUsage[] =
 const char* const kModelSideFiles[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
                                        "generation_config.json"};
 
-int Fail(const Status& s, absl::string_view cmd) {
-  std::fprintf(stderr, "skillpack pack %s: %s\n", std::string(cmd).c_str(),
-               std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -301,34 +295,10 @@ Status Apply(const Args& a) {
 }  // namespace
 
 int RunPackCommand(const std::vector<std::string>& argv) {
-  if (argv.empty() || argv[0] == "--help" || argv[0] == "help") {
-    std::fputs(kPackUsage, argv.empty() ? stderr : stdout);
-    return argv.empty() ? 2 : 0;
-  }
-  const std::string sub = argv[0];
-  std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  for (std::string& arg : rest) {
-    if (arg == "-o") arg = "--out";  // -o FILE is --out FILE
-  }
-  Status (*run)(const Args&) = nullptr;
-  std::set<std::string> bool_flags;
-  if (sub == "create") {
-    run = Create;
-  } else if (sub == "inspect") {
-    run = Inspect;
-    bool_flags = {"json"};
-  } else if (sub == "verify") {
-    run = Verify;
-  } else if (sub == "apply") {
-    run = Apply;
-  } else {
-    std::fprintf(stderr, "skillpack pack: unknown subcommand '%s'\n\n%s", sub.c_str(), kPackUsage);
-    return 2;
-  }
-  auto a = Args::Parse(rest, bool_flags);
-  if (!a.ok()) return Fail(a.status(), sub);
-  Status s = run(*a);
-  return s.ok() ? 0 : Fail(s, sub);
+  return RunCliSubcommand("pack", argv,
+                          {{"create", Create, {}}, {"inspect", Inspect, {"json"}}, {"verify", Verify, {}},
+                           {"apply", Apply, {}}},
+                          kPackUsage);
 }
 
 }  // namespace skillpack

@@ -31,11 +31,6 @@ constexpr char kRouterUsage[] =
     "  inspect ROUTER.safetensors\n"
     "      labels, layer, sizes and base fingerprint\n";
 
-int Fail(const Status& s, absl::string_view cmd) {
-  std::fprintf(stderr, "skillpack router %s: %s\n", std::string(cmd).c_str(), std::string(s.message()).c_str());
-  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
 Status NoPositional(const Args& a) {
   if (!a.positional().empty()) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
@@ -110,28 +105,7 @@ Status Inspect(const Args& a) {
 }  // namespace
 
 int RunRouterCommand(const std::vector<std::string>& argv) {
-  if (argv.empty() || argv[0] == "--help" || argv[0] == "help") {
-    std::fputs(kRouterUsage, argv.empty() ? stderr : stdout);
-    return argv.empty() ? 2 : 0;
-  }
-  const std::string sub = argv[0];
-  std::vector<std::string> rest(argv.begin() + 1, argv.end());
-  for (std::string& arg : rest) {
-    if (arg == "-o") arg = "--out";  // -o FILE is --out FILE
-  }
-  Status (*run)(const Args&) = nullptr;
-  if (sub == "train") {
-    run = Train;
-  } else if (sub == "inspect") {
-    run = Inspect;
-  } else {
-    std::fprintf(stderr, "skillpack router: unknown subcommand '%s'\n\n%s", sub.c_str(), kRouterUsage);
-    return 2;
-  }
-  auto a = Args::Parse(rest, {});
-  if (!a.ok()) return Fail(a.status(), sub);
-  Status s = run(*a);
-  return s.ok() ? 0 : Fail(s, sub);
+  return RunCliSubcommand("router", argv, {{"train", Train, {}}, {"inspect", Inspect, {}}}, kRouterUsage);
 }
 
 }  // namespace skillpack
