@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench clean
+.PHONY: all deps configure build test demo bench format clean
 
 all: build
 
@@ -25,6 +25,10 @@ demo: build
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR)
+
+# Applies .clang-format to every C++ and proto source (the format test checks it).
+format:
+	@git ls-files '*.h' '*.cc' '*.cu' '*.proto' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -15,8 +15,8 @@
 #include "bench/machine_info.h"
 #include "core/args.h"
 #include "core/file_util.h"
-#include "core/pack_compress.h"
-#include "core/pack_decode.h"
+#include "pack/compressor.h"
+#include "pack/decode.h"
 
 namespace skillpack {
 namespace {

@@ -4,6 +4,10 @@
 
 #include <ATen/ATen.h>
 
+#include "core/kv_cache.h"
+#include "core/model.h"
+#include "core/weights.h"
+
 namespace skillpack {
 namespace {
 

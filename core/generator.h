@@ -15,15 +15,17 @@
 #include <string>
 #include <vector>
 
-#include "core/kv_cache.h"
-#include "core/model.h"
+#include "core/model_config.h"
 #include "core/sampler.h"
 #include "core/status.h"
 #include "core/stop_matcher.h"
 #include "core/tokenizer.h"
-#include "core/weights.h"
 
 namespace skillpack {
+
+class KvCache;
+class ModelWeights;
+class Transformer;
 
 enum class FinishReason { kNone, kLength, kStop, kCancelled, kError };
 const char* FinishReasonName(FinishReason r);  // "length", "stop", "cancelled", "error"

@@ -18,7 +18,7 @@
 
 namespace skillpack::kernels {
 
-// One band of a pack's factors for one module (core/skillpack.h LowRankBand):
+// One band of a pack's factors for one module (pack/skillpack.h LowRankBand):
 // singular directions [rank_begin, rank_begin + width), width = vt.rows =
 // u.cols. vt is [width, in_features] (its perm permutes input features); u is
 // [out_features, width] (its perm permutes the band's rank columns).

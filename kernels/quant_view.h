@@ -1,5 +1,5 @@
 // QuantMatrixView: how the CUDA kernels see one group-quantised matrix of a
-// SkillPack (core/quantize.h's grid, core/bitpack.h's code layout) in device
+// SkillPack (pack/codec/quantize.h's grid, pack/codec/bitpack.h's code layout) in device
 // memory. Shared by the dequantisation, reconstruction and low-rank-apply
 // launchers. Plain header: no CUDA needed to include it.
 #ifndef SKILLPACK_KERNELS_QUANT_VIEW_H_
@@ -15,7 +15,7 @@ enum ScaleType : int32_t {
   kScaleFloat16 = 1,
 };
 
-// A [rows, cols] matrix quantised as in core/quantize.h: stored column j of
+// A [rows, cols] matrix quantised as in pack/codec/quantize.h: stored column j of
 // row r holds code q; with g = j / group_size, s = scales[r][g] and
 // z = zeros[r][g], its value is (q - z) * s and it belongs to ORIGINAL column
 // perm[j] (j when perm is null). All pointers are device pointers (host

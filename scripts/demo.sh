@@ -9,7 +9,7 @@
 # Everything made in steps 1-3 is cached under $SKILLPACK_DEMO_DIR (demo-data/).
 set -euo pipefail
 BUILD_DIR=${1:-build}
-BIN="$BUILD_DIR/server/skillpack"
+BIN="$BUILD_DIR/cli/skillpack"
 SERVER="$BUILD_DIR/server/skillpack-server"
 TRAINER="$BUILD_DIR/trainer/skillpack-trainer"
 DATA=${SKILLPACK_DEMO_DIR:-demo-data}

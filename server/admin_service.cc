@@ -4,7 +4,8 @@
 
 #include "absl/time/clock.h"
 
-#include "server/grpc_util.h"
+#include "rpc/bearer_auth.h"
+#include "rpc/grpc_status.h"
 
 namespace skillpack {
 namespace {
@@ -25,7 +26,7 @@ void FillPackInfo(const StoredPack& p, const PackCache::PackState& state, v1::Pa
 }
 
 void FillRouterInfo(const LoadedRouter& r, v1::RouterInfo* info) {
-  const RouterConfig& c = r.router->config();
+  const RouterConfig& c = r.config;
   for (const std::string& l : c.labels) info->add_labels(l);
   info->set_layer(c.layer);
   info->set_hidden_size(c.hidden_size);
@@ -193,7 +194,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
         c->set_evictions(static_cast<uint64_t>(t.evictions));
       }
       resp->set_stored_packs(static_cast<int32_t>(ctx_.store->List().size()));
-      resp->set_model_dir(ctx_.model->dir);
+      resp->set_model_dir(ctx_.model_dir);
       resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_.started));
       resp->set_serving(!s.draining);
       return absl::OkStatus();
@@ -216,15 +217,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
     if (ctx_.admin_token.empty()) {
       return absl::UnauthenticatedError("the admin API is disabled: start the server with --admin-token-file");
     }
-    const auto& md = context.client_metadata();
-    auto it = md.find("authorization");
-    if (it == md.end()) {
-      return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
-    }
-    const std::string value(it->second.data(), it->second.size());
-    const std::string expected = "Bearer " + ctx_.admin_token;
-    if (!ConstantTimeEquals(value, expected)) return absl::UnauthenticatedError("invalid admin token");
-    return absl::OkStatus();
+    return CheckBearerToken(context.client_metadata(), ctx_.admin_token);
   }
 
   const ServingContext& ctx_;

@@ -7,9 +7,8 @@
 #include <set>
 
 #include "core/chat_template.h"
-#include "core/composer.h"
-#include "core/skillpack.h"
-#include "server/grpc_util.h"
+#include "pack/selection.h"
+#include "rpc/grpc_status.h"
 
 namespace skillpack {
 namespace {
@@ -22,7 +21,7 @@ constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 // A request turned into what the scheduler runs.
 struct Prepared {
   GenerationRequest gen;
-  std::vector<PackChoice> packs;
+  std::vector<PackSelection> packs;
   double compose_seconds = 0;
   bool routed = false;     // AUTO with a router loaded
   RoutedRequest route;     // when routed
@@ -123,8 +122,8 @@ Status CheckNoRoutingFields(const v1::Skills& skills) {
   return absl::InvalidArgumentError(absl::StrCat("skills.", field, ": only allowed with skills.mode = AUTO"));
 }
 
-StatusOr<std::vector<PackChoice>> PackChoices(const v1::Skills& skills) {
-  std::vector<PackChoice> out;
+StatusOr<std::vector<PackSelection>> PackSelections(const v1::Skills& skills) {
+  std::vector<PackSelection> out;
   if (skills.mode() != v1::Skills::EXPLICIT) {
     if (!skills.packs().empty()) {
       return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
@@ -148,7 +147,7 @@ StatusOr<std::vector<PackChoice>> PackChoices(const v1::Skills& skills) {
     if (!seen.insert(p.name()).second) {
       return absl::InvalidArgumentError(absl::StrCat(field, ".name: pack '", p.name(), "' listed twice"));
     }
-    PackChoice c;
+    PackSelection c;
     c.name = p.name();
     c.weight = p.has_weight() ? p.weight() : 1.0f;
     if (!std::isfinite(c.weight) || std::fabs(c.weight) > kMaxPackWeight) {
@@ -168,7 +167,7 @@ StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest&
   ASSIGN_OR_RETURN(p.gen.prompt_tokens, PromptTokens(req, *ctx.tokenizer));
   p.gen.params = SamplingFromProto(req.sampling());
   RETURN_IF_ERROR(ctx.scheduler->Validate(p.gen));
-  ASSIGN_OR_RETURN(p.packs, PackChoices(req.skills()));
+  ASSIGN_OR_RETURN(p.packs, PackSelections(req.skills()));
   if (ctx.scheduler->Stats().draining) return absl::UnavailableError("server is shutting down");
   if (IsAuto(req.skills())) {
     ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx.router->options().default_policy));
@@ -179,7 +178,7 @@ StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest&
       p.route = *std::move(routed);
       p.routed = true;
       for (const auto& [name, weight] : p.route.decision.packs) {
-        PackChoice c;
+        PackSelection c;
         c.name = name;
         c.weight = weight;
         p.packs.push_back(std::move(c));
@@ -235,7 +234,7 @@ void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const Genera
   resp->set_finish_reason(FinishToProto(out.finish_reason));
   resp->mutable_usage()->set_prompt_tokens(out.prompt_tokens);
   resp->mutable_usage()->set_completion_tokens(static_cast<int32_t>(out.tokens.size()));
-  for (const PackChoice& c : p.packs) {
+  for (const PackSelection& c : p.packs) {
     v1::PackUse* u = resp->add_packs();
     u->set_name(c.name);
     u->set_weight(c.weight);
@@ -290,7 +289,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     }
     ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx_.router->options().default_policy));
     ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(req, *ctx_.tokenizer));
-    const int64_t vocab = ctx_.model->config.vocab_size;
+    const int64_t vocab = ctx_.model_config->vocab_size;
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= vocab) {
         return absl::InvalidArgumentError(
@@ -325,7 +324,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     ASSIGN_OR_RETURN(Prepared p, Prepare(ctx_, req));
     if (ctx_.metrics) {
       if (p.packs.empty()) ctx_.metrics->pack_requests.WithLabels({"none"}).Increment();
-      for (const PackChoice& c : p.packs) ctx_.metrics->pack_requests.WithLabels({c.name}).Increment();
+      for (const PackSelection& c : p.packs) ctx_.metrics->pack_requests.WithLabels({c.name}).Increment();
     }
     const absl::Time deadline = ToAbslTime(context->deadline());
     ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state,

@@ -22,9 +22,9 @@ PackCache::PackCache(std::shared_ptr<const ModelWeights> base, const PackStore* 
   PublishMetrics();
 }
 
-std::string PackCache::SelectionKey(const std::vector<PackChoice>& canonical) {
+std::string PackCache::SelectionKey(const std::vector<PackSelection>& canonical) {
   std::vector<std::string> parts;
-  for (const PackChoice& c : canonical) {
+  for (const PackSelection& c : canonical) {
     // %a prints the float exactly, so distinct weights never share a key.
     char w[64];
     std::snprintf(w, sizeof(w), "%a", static_cast<double>(c.weight));
@@ -33,13 +33,13 @@ std::string PackCache::SelectionKey(const std::vector<PackChoice>& canonical) {
   return absl::StrJoin(parts, "+");
 }
 
-StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<PackChoice> choices,
+StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<PackSelection> choices,
                                                                     double* compose_seconds) {
   if (compose_seconds) *compose_seconds = 0;
   if (choices.empty()) return base_;
-  for (PackChoice& c : choices) std::sort(c.modules.begin(), c.modules.end());
+  for (PackSelection& c : choices) std::sort(c.modules.begin(), c.modules.end());
   std::sort(choices.begin(), choices.end(),
-            [](const PackChoice& a, const PackChoice& b) { return a.name < b.name; });
+            [](const PackSelection& a, const PackSelection& b) { return a.name < b.name; });
   const std::string key = SelectionKey(choices);
   auto lookup = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> std::shared_ptr<const ModelWeights> {
     auto it = fused_.find(key);
@@ -61,20 +61,20 @@ StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<
     if (metrics_) metrics_->cache_misses.WithLabels({"fused"}).Increment();
   }
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<ComposeInput> inputs;
-  for (const PackChoice& c : choices) {
+  std::vector<std::shared_ptr<const HostPack>> packs;
+  for (const PackSelection& c : choices) {
     ASSIGN_OR_RETURN(std::shared_ptr<const HostPack> pack, GetHostPack(c.name, /*count_hit=*/true));
-    inputs.push_back(ComposeInput{std::move(pack), c.weight, c.modules});
+    packs.push_back(std::move(pack));
   }
   const auto t1 = std::chrono::steady_clock::now();
-  StatusOr<FusedWeights> fused = runtime_->Compose(inputs);
+  StatusOr<FusedWeights> fused = runtime_->Compose(choices, packs);
   if (!fused.ok()) return Annotate(fused.status(), absl::StrCat("composing ", key));
   if (metrics_) metrics_->pack_compose_seconds.Observe(SecondsSince(t1));
   absl::MutexLock lock(&mu_);
   FusedEntry e;
   e.weights = fused->weights;
   e.bytes = fused->bytes;
-  for (const PackChoice& c : choices) e.packs.push_back(c.name);
+  for (const PackSelection& c : choices) e.packs.push_back(c.name);
   fused_lru_.push_front(key);
   e.lru = fused_lru_.begin();
   fused_tier_.bytes += e.bytes;

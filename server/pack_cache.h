@@ -19,20 +19,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/status.h"
-#include "core/weights.h"
+#include "pack/selection.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
 
 namespace skillpack {
 
+class ModelWeights;
 class ServerMetrics;
-
-// One pack of a request's selection.
-struct PackChoice {
-  std::string name;
-  float weight = 1.0f;
-  std::vector<std::string> modules;  // module filter; empty = all
-};
 
 struct PackCacheOptions {
   int64_t host_budget_bytes = int64_t{4} << 30;
@@ -63,7 +57,7 @@ class PackCache {
   // canonicalised (sorted by name, filters sorted), so order does not matter.
   // NOT_FOUND for a pack not in the store; *compose_seconds (may be null) gets
   // the time spent loading and composing (0 on a hit).
-  StatusOr<std::shared_ptr<const ModelWeights>> GetWeights(std::vector<PackChoice> choices,
+  StatusOr<std::shared_ptr<const ModelWeights>> GetWeights(std::vector<PackSelection> choices,
                                                            double* compose_seconds)
       ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
 
@@ -86,7 +80,7 @@ class PackCache {
   std::vector<CacheTierStats> Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Canonical cache key of a selection (exposed for tests).
-  static std::string SelectionKey(const std::vector<PackChoice>& canonical);
+  static std::string SelectionKey(const std::vector<PackSelection>& canonical);
 
  private:
   struct HostEntry {

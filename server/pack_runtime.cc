@@ -1,14 +1,14 @@
-// PackRuntime over the core SkillPack library (pack_format.h, pack_decode.h,
+// PackRuntime over the SkillPack library (pack/format.h, pack/decode.h,
 // composer.h): the only server file that touches pack internals.
 #include "server/pack_runtime.h"
 
 #include <exception>
 #include <utility>
 
-#include "core/composer.h"
-#include "core/fingerprint.h"
-#include "core/pack_decode.h"
-#include "core/pack_format.h"
+#include "pack/composer.h"
+#include "pack/fingerprint.h"
+#include "pack/decode.h"
+#include "pack/format.h"
 
 namespace skillpack {
 namespace {
@@ -62,16 +62,17 @@ class CorePackRuntime : public PackRuntime {
     }
   }
 
-  StatusOr<FusedWeights> Compose(const std::vector<ComposeInput>& inputs) const override {
-    std::vector<PackSelection> selections;
-    for (const ComposeInput& in : inputs) {
-      const auto* host = dynamic_cast<const CoreHostPack*>(in.pack.get());
+  StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
+                                 const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    std::vector<const DecodedPack*> decoded;
+    for (const auto& pack : packs) {
+      const auto* host = dynamic_cast<const CoreHostPack*>(pack.get());
       if (host == nullptr) return absl::InternalError("Compose: pack not decoded by this runtime");
-      selections.push_back(PackSelection{&host->pack(), in.weight, in.modules});
+      decoded.push_back(&host->pack());
     }
     try {
       FusedWeights out;
-      ASSIGN_OR_RETURN(out.weights, ComposeWeights(*base_, selections));
+      ASSIGN_OR_RETURN(out.weights, ComposeWeights(*base_, selections, decoded));
       // Bytes the fused set adds: tensors it does not share with the base.
       for (const auto& [name, t] : out.weights->tensors()) {
         const at::Tensor* b = base_->Find(name);
@@ -100,7 +101,7 @@ class CorePackRuntime : public PackRuntime {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<PackRuntime>> NewCorePackRuntime(std::shared_ptr<const ModelWeights> base) {
+StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base) {
   ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*base));
   return std::unique_ptr<PackRuntime>(new CorePackRuntime(std::move(base), std::move(fingerprint)));
 }

@@ -2,7 +2,7 @@
 // interface: validate a pack file against the base model, describe it,
 // decode it into host memory and compose decoded packs onto the base weights.
 // The store and the cache talk only to this interface, so tests can run them
-// with a fake, and the core library (pack_format.h, pack_decode.h,
+// with a fake, and the SkillPack library (pack/format.h, pack/decode.h,
 // composer.h) is wired in one place (pack_runtime.cc).
 #ifndef SKILLPACK_SERVER_PACK_RUNTIME_H_
 #define SKILLPACK_SERVER_PACK_RUNTIME_H_
@@ -14,9 +14,11 @@
 
 #include "core/json_util.h"
 #include "core/status.h"
-#include "core/weights.h"
+#include "pack/selection.h"
 
 namespace skillpack {
+
+class ModelWeights;
 
 // The manifest fields the server shows for a stored pack.
 struct PackSummary {
@@ -36,15 +38,6 @@ class HostPack {
   virtual ~HostPack() = default;
   // Bytes the decoded deltas occupy.
   virtual int64_t bytes() const = 0;
-};
-
-// One decoded pack to compose, with its weight and module filter (empty = all
-// modules; else a module is applied when its tensor name contains one of the
-// strings).
-struct ComposeInput {
-  std::shared_ptr<const HostPack> pack;
-  float weight = 1.0f;
-  std::vector<std::string> modules;
 };
 
 // A composed weight set and the bytes it adds over the base (tensors it does
@@ -70,14 +63,17 @@ class PackRuntime {
   // Reads and decodes the pack into host memory.
   virtual StatusOr<std::shared_ptr<const HostPack>> Decode(const std::string& path) const = 0;
 
-  // W = W_base + sum_i weight_i * filter_i * delta_i. Modules no input touches
-  // alias the base tensors. REQUIRES: inputs non-empty, packs from Decode().
-  virtual StatusOr<FusedWeights> Compose(const std::vector<ComposeInput>& inputs) const = 0;
+  // W = W_base + sum_i w_i * g_i * delta_i (pack/composer.h), selections[i]
+  // applied with packs[i]. Modules no selection touches alias the base
+  // tensors. REQUIRES: selections non-empty, the same size as packs, packs
+  // from Decode().
+  virtual StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
+                                         const std::vector<std::shared_ptr<const HostPack>>& packs) const = 0;
 };
 
-// The runtime over the core SkillPack library for `base` (its fingerprint is
+// The runtime over the SkillPack library (pack/) for `base` (its fingerprint is
 // computed once here).
-StatusOr<std::unique_ptr<PackRuntime>> NewCorePackRuntime(std::shared_ptr<const ModelWeights> base);
+StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base);
 
 }  // namespace skillpack
 

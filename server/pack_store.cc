@@ -12,7 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
-#include "core/skillpack.h"
+#include "pack/selection.h"
 
 namespace skillpack {
 namespace {
@@ -46,14 +46,6 @@ StatusOr<std::string> HashFile(const std::string& path, int64_t* size) {
 }
 
 }  // namespace
-
-bool IsSha256Hex(absl::string_view s) {
-  if (s.size() != 64) return false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
-}
 
 // ---------------------------------------------------------------------------
 // PackUpload

@@ -17,7 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "core/fingerprint.h"
+#include "core/sha256.h"
 #include "core/status.h"
 #include "server/pack_runtime.h"
 
@@ -112,9 +112,6 @@ class PackStore {
   std::map<std::string, StoredPack> packs_ ABSL_GUARDED_BY(mu_);
   int64_t next_upload_ ABSL_GUARDED_BY(mu_) = 0;
 };
-
-// True for 64 lowercase hex characters.
-bool IsSha256Hex(absl::string_view s);
 
 }  // namespace skillpack
 

@@ -5,7 +5,9 @@
 #include <cstdio>
 #include <set>
 
-#include "core/fingerprint.h"
+#include "core/model.h"
+#include "core/sha256.h"
+#include "router/router.h"
 #include "server/server_metrics.h"
 
 namespace skillpack {
@@ -33,6 +35,7 @@ StatusOr<LoadedRouter> RequestRouter::Set(std::string bytes, const std::string& 
   for (const StoredPack& p : store_->List()) known.insert(p.summary.name);
   Status fits = router->CheckFits(model_->config, base_fingerprint_, known);
   if (!fits.ok()) return Annotate(fits, what);
+  loaded.config = router->config();
   loaded.router = std::move(router);
   loaded.loaded_at = absl::Now();
   {

@@ -28,14 +28,15 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "core/model.h"
 #include "core/status.h"
-#include "router/router.h"
+#include "router/policy.h"
 #include "server/pack_store.h"
 
 namespace skillpack {
 
 class ServerMetrics;
+class Router;
+struct LoadedModel;
 
 struct RequestRouterOptions {
   RoutingPolicy default_policy;  // --routing-mode / --routing-k / --routing-threshold
@@ -47,6 +48,7 @@ struct RequestRouterOptions {
 // A loaded router with where it came from.
 struct LoadedRouter {
   std::shared_ptr<const Router> router;
+  RouterConfig config;  // router->config(), for readers that need no tensors
   std::string sha256;  // of the file
   std::string source;  // the --router path, or "admin"
   absl::Time loaded_at;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/kv_cache.h"
+#include "core/model.h"
 #include "server/server_metrics.h"
 
 namespace skillpack {

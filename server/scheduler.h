@@ -24,14 +24,14 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/generator.h"
-#include "core/kv_cache.h"
-#include "core/model.h"
 #include "core/status.h"
 #include "core/tokenizer.h"
 
 namespace skillpack {
 
+class KvCache;
 class ServerMetrics;
+class Transformer;
 
 // New output of a request since the previous chunk.
 struct StreamChunk {

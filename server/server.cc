@@ -9,7 +9,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "pack/fingerprint.h"
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
@@ -23,6 +23,8 @@
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 #include "server/serving_context.h"
+#include "core/kv_cache.h"
+#include "router/router.h"
 
 namespace skillpack {
 
@@ -104,7 +106,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   if (options.threads > 0) at::set_num_threads(options.threads);
   ASSIGN_OR_RETURN(s.model, LoadModel(options.model_dir, at::TensorOptions().dtype(at::kFloat)));
   ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::FromModelDir(options.model_dir));
-  ASSIGN_OR_RETURN(s.runtime, NewCorePackRuntime(s.model->weights));
+  ASSIGN_OR_RETURN(s.runtime, NewPackRuntime(s.model->weights));
   ASSIGN_OR_RETURN(s.store, PackStore::Open(options.packs_dir, s.runtime.get(), options.max_pack_bytes));
   s.metrics = std::make_unique<ServerMetrics>(&s.registry);
   RegisterProcessMetrics(&s.registry);
@@ -135,7 +137,8 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.scheduler = Scheduler::Create(*s.model->transformer, *s.tokenizer, std::move(kv),
                                   EosIds(s.model->config, *s.tokenizer), so, s.metrics.get());
 
-  s.ctx.model = s.model.get();
+  s.ctx.model_config = &s.model->config;
+  s.ctx.model_dir = s.model->dir;
   s.ctx.tokenizer = s.tokenizer.get();
   s.ctx.scheduler = s.scheduler.get();
   s.ctx.store = s.store.get();

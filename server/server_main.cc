@@ -12,7 +12,7 @@
 #include <string>
 
 #include "core/args.h"
-#include "server/grpc_util.h"
+#include "rpc/bearer_auth.h"
 #include "server/server.h"
 
 namespace skillpack {
@@ -98,7 +98,7 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   o.routing_threshold = static_cast<float>(routing_threshold);
   o.router_max_tokens = static_cast<int32_t>(router_max_tokens);
   if (!token_file.empty()) {
-    ASSIGN_OR_RETURN(o.admin_token, ReadTokenFile(token_file));
+    ASSIGN_OR_RETURN(o.admin_token, ReadBearerToken(token_file));
   }
   return o;
 }

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "absl/time/time.h"
-#include "core/model.h"
+#include "core/model_config.h"
 #include "core/tokenizer.h"
 #include "server/pack_cache.h"
 #include "server/pack_runtime.h"
@@ -18,7 +18,8 @@
 namespace skillpack {
 
 struct ServingContext {
-  const LoadedModel* model = nullptr;
+  const ModelConfig* model_config = nullptr;  // the base model's config.json
+  std::string model_dir;                      // the --model folder
   const Tokenizer* tokenizer = nullptr;
   Scheduler* scheduler = nullptr;
   PackStore* store = nullptr;

@@ -4,13 +4,13 @@
 #include <filesystem>
 #include <map>
 
-#include "core/composer.h"
+#include "pack/composer.h"
 #include "core/file_util.h"
-#include "core/fingerprint.h"
-#include "core/pack_compress.h"
-#include "core/pack_decode.h"
-#include "core/pack_format.h"
-#include "core/skillpack.h"
+#include "pack/fingerprint.h"
+#include "pack/compressor.h"
+#include "pack/decode.h"
+#include "pack/format.h"
+#include "pack/skillpack.h"
 
 namespace skillpack {
 
@@ -90,8 +90,8 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
                            absl::StrCat("job.stages.compress: ", path)));
   ASSIGN_OR_RETURN(DecodedPack decoded, DecodePack(reread, /*keep_factors=*/false));
   PackSelection selection;
-  selection.pack = &decoded;
-  ASSIGN_OR_RETURN(result.composed, ComposeWeights(base, {selection}));
+  selection.name = name;
+  ASSIGN_OR_RETURN(result.composed, ComposeWeights(base, {selection}, {&decoded}));
   report["file_bytes"] = static_cast<int64_t>(std::filesystem::file_size(path));
   return result;
 }

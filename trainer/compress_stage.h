@@ -1,5 +1,5 @@
 // The job pipeline's compress stage: Δ = tuned − base through the SkillPack
-// compressor (core/pack_compress.h, round-to-nearest: no calibration set yet)
+// compressor (pack/compressor.h, round-to-nearest: no calibration set yet)
 // and written as DIR/<name>.skillpack with a manifest naming the base model's
 // fingerprint and the job's provenance.
 #ifndef SKILLPACK_TRAINER_COMPRESS_STAGE_H_

@@ -10,7 +10,8 @@
 #include "core/file_util.h"
 #include "skillpack/v1/inference.grpc.pb.h"
 #include "skillpack/v1/trainer.grpc.pb.h"
-#include "trainer/rpc_util.h"
+#include "rpc/channel.h"
+#include "rpc/grpc_status.h"
 #include "trainer/spec_reader.h"
 
 namespace skillpack {

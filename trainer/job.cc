@@ -173,6 +173,9 @@ struct JobState {
   const RunJobOptions* opts = nullptr;
   // The distill stage's output, when it ran: the default data of sft / dpo.
   std::optional<DistillResult> distilled;
+  // The compress stage's pack file and the base + pack weights, when it ran.
+  std::string pack_path;
+  std::shared_ptr<const ModelWeights> composed;
 
   bool Cancelled() const { return opts->cancel != nullptr && opts->cancel->load(); }
   Status CheckCancelled(absl::string_view before) const {
@@ -188,11 +191,8 @@ struct JobState {
 // stage's rate so far.
 class StageProgress {
  public:
-  StageProgress(const JobState& st, std::string stage) : st_(st), stage_(std::move(stage)) {
-    JobProgressUpdate u;
-    u.stage = stage_;
-    st_.Report(u);
-  }
+  // The stage's start was reported by the runner (RunStage).
+  StageProgress(const JobState& st, std::string stage) : st_(st), stage_(std::move(stage)) {}
   void Update(int64_t step, int64_t total, double loss) {
     if (first_step_ < 0) first_step_ = step - 1;
     const int64_t done = step - first_step_;
@@ -366,10 +366,171 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
   return report;
 }
 
+// What a stage writes besides its own report: the job report (some stages
+// add top-level fields) and the timings.
+struct StageOutput {
+  Json& report;
+  Json& timings;
+};
+
+// Held-out exact match of `weights` on the job's task, recorded as
+// report.eval[eval_key] and (when `stage` is set) report.stages[stage].held_out_accuracy.
+Status EvaluateHeldOut(JobState& st, const std::shared_ptr<const ModelWeights>& weights, const char* stage,
+                       const char* eval_key, const std::string& timing_key, const std::string& label,
+                       StageOutput& out) {
+  if (st.task == nullptr) return absl::OkStatus();
+  RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
+  st.Report({"eval"});
+  const Clock::time_point t = Clock::now();
+  ASSIGN_OR_RETURN(TaskEvalResult r, EvaluateTask(*st.model->transformer, weights, *st.tokenizer, *st.task, st.held_out));
+  if (stage != nullptr) out.report["stages"][stage]["held_out_accuracy"] = r.accuracy;
+  out.report["eval"][eval_key] = TaskEvalResultToJson(r);
+  out.timings[timing_key] = SecondsSince(t);
+  Log(st.verbose, absl::StrFormat("[eval] held-out exact match %s: %.3f (%d/%d)", label, r.accuracy, r.correct,
+                                  r.total));
+  return absl::OkStatus();
+}
+
+Status DistillStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  // Every rank needs the same data; rank 0 asks the servers and the others
+  // read its files after a barrier.
+  const bool lead = st.comm->rank() == 0;
+  if (lead) {
+    StageProgress progress(st, "distill");
+    DistillControl control;
+    control.cancel = st.opts->cancel;
+    control.progress = [&](int64_t done, int64_t total) { progress.Update(done, total, 0); };
+    ASSIGN_OR_RETURN(DistillResult d, RunDistillStage(*job.distill, job.seed, st.opts->out_dir, control));
+    Log(st.verbose, absl::StrCat("[distill] ", d.sft.size(), " SFT examples, ", d.pairs.size(), " DPO pairs from ",
+                                 job.distill->sources.size(), " sources"));
+    out.report["stages"]["distill"] = d.report;
+    st.distilled = std::move(d);
+  }
+  RETURN_IF_ERROR(st.comm->Barrier());
+  if (!lead) {
+    DistillResult d;
+    d.sft_path = JoinPath(JoinPath(st.opts->out_dir, "distill"), "sft.jsonl");
+    d.pairs_path = JoinPath(JoinPath(st.opts->out_dir, "distill"), "pairs.jsonl");
+    ASSIGN_OR_RETURN(std::string sft_text, ReadFileToString(d.sft_path));
+    if (!sft_text.empty()) {
+      ASSIGN_OR_RETURN(d.sft, ReadSftJsonl(d.sft_path, *st.tokenizer));
+    }
+    ASSIGN_OR_RETURN(std::string pairs_text, ReadFileToString(d.pairs_path));
+    if (!pairs_text.empty()) {
+      ASSIGN_OR_RETURN(d.pairs, ReadPreferenceJsonl(d.pairs_path));
+    }
+    st.distilled = std::move(d);
+  }
+  return absl::OkStatus();
+}
+
+Status SftStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  ASSIGN_OR_RETURN(out.report["stages"]["sft"], RunSftStage(st, job, *job.sft, *st.opts));
+  return absl::OkStatus();
+}
+
+Status DpoStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  ASSIGN_OR_RETURN(out.report["stages"]["dpo"], RunDpoStage(st, job, *job.dpo, *st.opts));
+  return absl::OkStatus();
+}
+
+Status ExportStage(JobState& st, const JobSpec&, StageOutput& out) {
+  const std::string model_dir = JoinPath(st.opts->out_dir, "model");
+  RETURN_IF_ERROR(ExportModelFolder(*st.current, st.base_dir, model_dir));
+  out.report["output_model"] = model_dir;
+  return absl::OkStatus();
+}
+
+Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  ASSIGN_OR_RETURN(CompressStageResult packed,
+                   RunCompressStage(*job.compress, *st.model->weights, *st.current, job, st.opts->out_dir));
+  st.pack_path = packed.report["path"].get<std::string>();
+  st.composed = packed.composed;
+  out.report["stages"]["compress"] = packed.report;
+  return absl::OkStatus();
+}
+
+Status RouterStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  ASSIGN_OR_RETURN(out.report["stages"]["router"], RunRouterStage(*job.router, *st.model->transformer,
+                                                                  *st.model->weights, *st.tokenizer,
+                                                                  st.opts->out_dir));
+  Log(st.verbose, absl::StrFormat("[router] held-out routing accuracy %.3f",
+                                  out.report["stages"]["router"]["holdout_accuracy"].get<double>()));
+  return absl::OkStatus();
+}
+
+Status PublishStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  const std::string what = job.publish->pack.empty() ? st.pack_path : job.publish->pack;
+  StatusOr<Json> published = PublishPack(*job.publish, what);
+  if (!published.ok()) return Annotate(published.status(), "job.stages.publish");
+  out.report["stages"]["publish"] = *published;
+  Log(st.verbose, absl::StrCat("[publish] ", what, " -> ", job.publish->server));
+  return absl::OkStatus();
+}
+
+// Held-out exact match after a training stage (the weights so far) and of
+// base + pack after compress.
+Status EvaluateAfterSft(JobState& st, StageOutput& out) {
+  return EvaluateHeldOut(st, st.current, "sft", "after", "eval_after_sft_seconds", "after sft", out);
+}
+Status EvaluateAfterDpo(JobState& st, StageOutput& out) {
+  return EvaluateHeldOut(st, st.current, "dpo", "after", "eval_after_dpo_seconds", "after dpo", out);
+}
+Status EvaluatePack(JobState& st, StageOutput& out) {
+  return EvaluateHeldOut(st, st.composed, "compress", "base_plus_pack", "eval_pack_seconds", "of base + pack", out);
+}
+
+// The pipeline, in order. Every stage runs through RunStage: a cancellation
+// check, a progress report, its body, "<name>_seconds", then its evaluation.
+struct Stage {
+  const char* name;
+  bool in_spec;    // a key of job.stages (export always runs)
+  bool all_ranks;  // false: rank 0 only
+  bool (*present)(const JobSpec&);
+  Status (*run)(JobState&, const JobSpec&, StageOutput&);
+  Status (*evaluate)(JobState&, StageOutput&);  // null: none (rank 0 only)
+};
+
+const Stage kStages[] = {
+    {"distill", true, true, [](const JobSpec& j) { return j.distill.has_value(); }, DistillStage, nullptr},
+    {"sft", true, true, [](const JobSpec& j) { return j.sft.has_value(); }, SftStage, EvaluateAfterSft},
+    {"dpo", true, true, [](const JobSpec& j) { return j.dpo.has_value(); }, DpoStage, EvaluateAfterDpo},
+    {"export", false, false, [](const JobSpec&) { return true; }, ExportStage, nullptr},
+    {"compress", true, false, [](const JobSpec& j) { return j.compress.has_value(); }, CompressStage, EvaluatePack},
+    {"router", true, false, [](const JobSpec& j) { return j.router.has_value(); }, RouterStage, nullptr},
+    {"publish", true, false, [](const JobSpec& j) { return j.publish.has_value(); }, PublishStage, nullptr},
+};
+
+Status RunStage(const Stage& stage, JobState& st, const JobSpec& job, StageOutput& out) {
+  if (st.Cancelled()) {
+    // A cancelled job leaves no pack (RunJobOptions::cancel).
+    if (!st.pack_path.empty()) std::remove(st.pack_path.c_str());
+    return absl::CancelledError(absl::StrCat("job cancelled before ", stage.name,
+                                             st.pack_path.empty() ? "" : " (its pack was removed)"));
+  }
+  st.Report({stage.name});
+  const Clock::time_point t = Clock::now();
+  RETURN_IF_ERROR(stage.run(st, job, out));
+  if (st.Cancelled() && !st.pack_path.empty()) {
+    // The stage finished after the flag was set (compress writes its pack atomically).
+    std::remove(st.pack_path.c_str());
+    return absl::CancelledError(absl::StrCat("job cancelled during ", stage.name, " (its pack was removed)"));
+  }
+  out.timings[absl::StrCat(stage.name, "_seconds")] = SecondsSince(t);
+  if (stage.evaluate != nullptr && st.comm->rank() == 0) RETURN_IF_ERROR(stage.evaluate(st, out));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 const std::vector<std::string>& JobStageNames() {
-  static const auto* kNames = new std::vector<std::string>{"distill", "sft", "dpo", "compress", "router", "publish"};
+  static const auto* kNames = [] {
+    auto* names = new std::vector<std::string>;
+    for (const Stage& s : kStages) {
+      if (s.in_spec) names->push_back(s.name);
+    }
+    return names;
+  }();
   return *kNames;
 }
 
@@ -523,145 +684,17 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   report["parameters"] = st.model->config.NumParameters();
   timings["setup_seconds"] = SecondsSince(t);
 
+  StageOutput out{report, timings};
   if (!job.task.empty()) {
     ASSIGN_OR_RETURN(st.task, MakeTask(job.task));
     ASSIGN_OR_RETURN(st.held_out, GenerateTaskExamples(*st.task, TaskSplit::kHeldOut, job.held_out,
                                                        job.seed + 1000003, /*unique=*/true));
     report["task"] = {{"name", job.task}, {"held_out", job.held_out}};
-    if (lead) {
-      RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
-      st.Report({"eval"});
-      t = Clock::now();
-      ASSIGN_OR_RETURN(TaskEvalResult before,
-                       EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
-      report["eval"]["before"] = TaskEvalResultToJson(before);
-      timings["eval_before_seconds"] = SecondsSince(t);
-      Log(st.verbose, absl::StrFormat("[eval] held-out exact match before: %.3f (%d/%d)", before.accuracy,
-                                      before.correct, before.total));
-    }
+    if (lead) RETURN_IF_ERROR(EvaluateHeldOut(st, st.current, nullptr, "before", "eval_before_seconds", "before", out));
   }
-  // Held-out exact match of the current weights, after each training stage.
-  auto evaluate_stage = [&](const char* stage) -> Status {
-    if (st.task == nullptr || !lead) return absl::OkStatus();
-    RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
-    st.Report({"eval"});
-    t = Clock::now();
-    ASSIGN_OR_RETURN(TaskEvalResult after,
-                     EvaluateTask(*st.model->transformer, st.current, *st.tokenizer, *st.task, st.held_out));
-    report["stages"][stage]["held_out_accuracy"] = after.accuracy;
-    report["eval"]["after"] = TaskEvalResultToJson(after);
-    timings[absl::StrCat("eval_after_", stage, "_seconds")] = SecondsSince(t);
-    Log(st.verbose, absl::StrFormat("[eval] held-out exact match after %s: %.3f (%d/%d)", stage, after.accuracy,
-                                    after.correct, after.total));
-    return absl::OkStatus();
-  };
-  if (job.distill) {
-    // Every rank distills the same data (same seeds); only rank 0 would need
-    // the servers, but the data must be identical everywhere, so rank 0 runs it
-    // and the others read its files after a barrier.
-    RETURN_IF_ERROR(st.CheckCancelled("distill"));
-    t = Clock::now();
-    if (lead) {
-      StageProgress progress(st, "distill");
-      DistillControl control;
-      control.cancel = opts.cancel;
-      control.progress = [&](int64_t done, int64_t total) { progress.Update(done, total, 0); };
-      ASSIGN_OR_RETURN(DistillResult d, RunDistillStage(*job.distill, job.seed, opts.out_dir, control));
-      Log(st.verbose, absl::StrCat("[distill] ", d.sft.size(), " SFT examples, ", d.pairs.size(), " DPO pairs from ",
-                                   job.distill->sources.size(), " sources"));
-      st.distilled = std::move(d);
-    }
-    RETURN_IF_ERROR(st.comm->Barrier());
-    if (!lead) {
-      DistillResult d;
-      d.sft_path = JoinPath(JoinPath(opts.out_dir, "distill"), "sft.jsonl");
-      d.pairs_path = JoinPath(JoinPath(opts.out_dir, "distill"), "pairs.jsonl");
-      ASSIGN_OR_RETURN(std::string sft_text, ReadFileToString(d.sft_path));
-      if (!sft_text.empty()) {
-        ASSIGN_OR_RETURN(d.sft, ReadSftJsonl(d.sft_path, *st.tokenizer));
-      }
-      ASSIGN_OR_RETURN(std::string pairs_text, ReadFileToString(d.pairs_path));
-      if (!pairs_text.empty()) {
-        ASSIGN_OR_RETURN(d.pairs, ReadPreferenceJsonl(d.pairs_path));
-      }
-      st.distilled = std::move(d);
-    } else {
-      report["stages"]["distill"] = st.distilled->report;
-    }
-    timings["distill_seconds"] = SecondsSince(t);
-  }
-  if (job.sft) {
-    RETURN_IF_ERROR(st.CheckCancelled("sft"));
-    t = Clock::now();
-    ASSIGN_OR_RETURN(report["stages"]["sft"], RunSftStage(st, job, *job.sft, opts));
-    timings["sft_seconds"] = SecondsSince(t);
-    RETURN_IF_ERROR(evaluate_stage("sft"));
-  }
-  if (job.dpo) {
-    RETURN_IF_ERROR(st.CheckCancelled("dpo"));
-    t = Clock::now();
-    ASSIGN_OR_RETURN(report["stages"]["dpo"], RunDpoStage(st, job, *job.dpo, opts));
-    timings["dpo_seconds"] = SecondsSince(t);
-    RETURN_IF_ERROR(evaluate_stage("dpo"));
-  }
-  if (lead) {
-    RETURN_IF_ERROR(st.CheckCancelled("export"));
-    st.Report({"export"});
-    t = Clock::now();
-    const std::string model_dir = JoinPath(opts.out_dir, "model");
-    RETURN_IF_ERROR(ExportModelFolder(*st.current, st.base_dir, model_dir));
-    report["output_model"] = model_dir;
-    timings["export_seconds"] = SecondsSince(t);
-    std::string pack_path;
-    if (job.compress) {
-      RETURN_IF_ERROR(st.CheckCancelled("compress"));
-      st.Report({"compress"});
-      t = Clock::now();
-      ASSIGN_OR_RETURN(CompressStageResult packed,
-                       RunCompressStage(*job.compress, *st.model->weights, *st.current, job, opts.out_dir));
-      pack_path = packed.report["path"].get<std::string>();
-      if (st.Cancelled()) {
-        // The pack was written atomically; a cancelled job must not leave one.
-        std::remove(pack_path.c_str());
-        return absl::CancelledError("job cancelled during compress (its pack was removed)");
-      }
-      timings["compress_seconds"] = SecondsSince(t);
-      report["stages"]["compress"] = packed.report;
-      if (st.task != nullptr) {
-        t = Clock::now();
-        ASSIGN_OR_RETURN(TaskEvalResult with_pack, EvaluateTask(*st.model->transformer, packed.composed,
-                                                                *st.tokenizer, *st.task, st.held_out));
-        report["stages"]["compress"]["held_out_accuracy"] = with_pack.accuracy;
-        report["eval"]["base_plus_pack"] = TaskEvalResultToJson(with_pack);
-        timings["eval_pack_seconds"] = SecondsSince(t);
-        Log(st.verbose, absl::StrFormat("[eval] held-out exact match of base + pack: %.3f (%d/%d)",
-                                        with_pack.accuracy, with_pack.correct, with_pack.total));
-      }
-    }
-    if (job.router) {
-      RETURN_IF_ERROR(st.CheckCancelled("router"));
-      st.Report({"router"});
-      t = Clock::now();
-      ASSIGN_OR_RETURN(report["stages"]["router"], RunRouterStage(*job.router, *st.model->transformer,
-                                                                  *st.model->weights, *st.tokenizer, opts.out_dir));
-      timings["router_seconds"] = SecondsSince(t);
-      Log(st.verbose, absl::StrFormat("[router] held-out routing accuracy %.3f",
-                                      report["stages"]["router"]["holdout_accuracy"].get<double>()));
-    }
-    if (job.publish) {
-      if (st.Cancelled()) {
-        if (!pack_path.empty()) std::remove(pack_path.c_str());
-        return absl::CancelledError("job cancelled before publish");
-      }
-      st.Report({"publish"});
-      t = Clock::now();
-      const std::string what = job.publish->pack.empty() ? pack_path : job.publish->pack;
-      StatusOr<Json> published = PublishPack(*job.publish, what);
-      if (!published.ok()) return Annotate(published.status(), "job.stages.publish");
-      report["stages"]["publish"] = *published;
-      timings["publish_seconds"] = SecondsSince(t);
-      Log(st.verbose, absl::StrCat("[publish] ", what, " -> ", job.publish->server));
-    }
+  for (const Stage& stage : kStages) {
+    if (!stage.present(job) || (!stage.all_ranks && !lead)) continue;
+    RETURN_IF_ERROR(RunStage(stage, st, job, out));
   }
   RETURN_IF_ERROR(st.comm->Barrier());
   timings["total_seconds"] = SecondsSince(start);

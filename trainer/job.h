@@ -70,7 +70,7 @@ struct DpoStageSpec {
 // Compression of the job's delta (tuned - base) into DIR/<name>.skillpack.
 struct CompressStageSpec {
   std::string pack_name;  // ValidatePackName rules; default: the job name
-  Json config = Json::object();  // a core/pack_compress.h CompressionConfig as JSON
+  Json config = Json::object();  // a pack/compressor.h CompressionConfig as JSON
   std::string description;
   std::vector<std::string> tags;
 };

@@ -4,15 +4,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "rpc/bearer_auth.h"
+#include "rpc/channel.h"
+#include "rpc/grpc_status.h"
+#include "rpc/upload_client.h"
 #include "skillpack/v1/admin.grpc.pb.h"
-#include "trainer/rpc_util.h"
 #include "trainer/spec_reader.h"
 
 namespace skillpack {
 namespace {
-
-constexpr size_t kChunkBytes = 1 << 20;
 
 Json PackInfoToJson(const v1::PackInfo& p) {
   return {{"name", p.name()},           {"version", p.version()},     {"file_bytes", p.file_bytes()},
@@ -55,49 +55,24 @@ StatusOr<Json> PublishPack(const PublishStageSpec& spec, const std::string& pack
   if (!spec.admin_token_file.empty()) {
     ASSIGN_OR_RETURN(token, ReadBearerToken(spec.admin_token_file));
   }
-  ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(pack_path));
-  const std::string sha = Sha256Hex(bytes);
   auto stub = v1::Admin::NewStub(MakeChannel(spec.server));
-  auto context = [&]() {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(std::chrono::system_clock::now() +
-                      std::chrono::milliseconds(static_cast<int64_t>(spec.timeout_seconds * 1000)));
-    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
-    return ctx;
-  };
   const std::string what = absl::StrCat("publish to ", spec.server);
-  v1::UploadPackResponse uploaded;
-  {
-    auto ctx = context();
-    auto writer = stub->UploadPack(ctx.get(), &uploaded);
-    v1::UploadPackRequest msg;
-    msg.mutable_header()->set_sha256(sha);
-    msg.mutable_header()->set_total_size(bytes.size());
-    msg.mutable_header()->set_overwrite(spec.overwrite);
-    bool ok = writer->Write(msg);
-    for (size_t off = 0; ok && off < bytes.size(); off += kChunkBytes) {
-      msg.Clear();
-      msg.set_chunk(bytes.substr(off, kChunkBytes));
-      ok = writer->Write(msg);
-    }
-    writer->WritesDone();
-    // A failed Write means the server ended the call; Finish says why.
-    RETURN_IF_ERROR(FromGrpcStatus(writer->Finish(), absl::StrCat(what, ": UploadPack")));
-  }
+  UploadRequest request;
+  request.path = pack_path;
+  request.overwrite = spec.overwrite;
+  auto upload_ctx = NewCallContext(spec.timeout_seconds, token);
+  StatusOr<UploadResult> uploaded = UploadPackFile(stub.get(), upload_ctx.get(), request);
+  if (!uploaded.ok()) return Annotate(uploaded.status(), absl::StrCat(what, ": UploadPack"));
   Json report;
   report["server"] = spec.server;
   report["pack"] = pack_path;
-  report["bytes"] = bytes.size();
-  report["sha256"] = sha;
-  report["uploaded"] = PackInfoToJson(uploaded.pack());
-  if (uploaded.pack().sha256() != sha) {
-    return absl::DataLossError(absl::StrCat(what, ": the server stored sha256 ", uploaded.pack().sha256(),
-                                            ", the file has ", sha));
-  }
+  report["bytes"] = uploaded->file_bytes;
+  report["sha256"] = uploaded->sha256;
+  report["uploaded"] = PackInfoToJson(uploaded->pack);
   if (spec.load) {
-    auto ctx = context();
+    auto ctx = NewCallContext(spec.timeout_seconds, token);
     v1::LoadPackRequest req;
-    req.set_name(uploaded.pack().name());
+    req.set_name(uploaded->pack.name());
     req.set_pin(spec.pin);
     v1::LoadPackResponse loaded;
     RETURN_IF_ERROR(FromGrpcStatus(stub->LoadPack(ctx.get(), req, &loaded), absl::StrCat(what, ": LoadPack")));

@@ -1,7 +1,7 @@
 #include "trainer/router_stage.h"
 
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "pack/fingerprint.h"
 #include "trainer/spec_reader.h"
 
 namespace skillpack {

@@ -19,7 +19,7 @@
 #include "trainer/data.h"
 #include "trainer/job.h"
 #include "trainer/job_service.h"
-#include "trainer/rpc_util.h"
+#include "rpc/bearer_auth.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include "core/tiny_model.h"
+#include "core/kv_cache.h"
+#include "core/model.h"
+#include "core/weights.h"
 
 namespace skillpack {
 namespace {

@@ -15,14 +15,14 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/model.h"
-#include "core/pack_compress.h"
-#include "core/pack_decode.h"
-#include "core/pack_format.h"
+#include "pack/compressor.h"
+#include "pack/decode.h"
+#include "pack/format.h"
 
 namespace skillpack {
 namespace {
 
-const std::string kBinary = SKILLPACK_BINARY_DIR "/server/skillpack";
+const std::string kBinary = SKILLPACK_BINARY_DIR "/cli/skillpack";
 
 struct RunResult {
   int code = -1;

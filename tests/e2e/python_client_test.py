@@ -17,7 +17,7 @@ import unittest
 import grpc
 
 BUILD_DIR, PROTO_DIR = sys.argv[1], sys.argv[2]
-SKILLPACK = os.path.join(BUILD_DIR, "server", "skillpack")
+SKILLPACK = os.path.join(BUILD_DIR, "cli", "skillpack")
 SERVER = os.path.join(BUILD_DIR, "server", "skillpack-server")
 
 

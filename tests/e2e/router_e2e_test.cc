@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "pack/fingerprint.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
 #include "router/router.h"
@@ -90,7 +90,7 @@ class RouterE2eTest : public ::testing::Test {
       o.seed = seed++;
       const std::string tuned = Path(std::string("tuned-") + pack);
       ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kBin + "skillpack pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack +
+      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack +
                  " -o " + Path(std::string(pack) + ".skillpack"));
       fs::copy_file(Path(std::string(pack) + ".skillpack"), Path(std::string("packs/") + pack + ".skillpack"));
     }
@@ -107,7 +107,7 @@ class RouterE2eTest : public ::testing::Test {
     }
     ASSERT_TRUE(WriteFileAtomically(Path("labelled.jsonl"), jsonl).ok());
     train_output_ = new std::string(CommandOutput(
-        kBin + "skillpack router train --model " + Path("base") + " --data " + Path("labelled.jsonl") + " -o " +
+        kCliBin + " router train --model " + Path("base") + " --data " + Path("labelled.jsonl") + " -o " +
         Path("router.safetensors") + " --layer 1 --width 64 --epochs 150 --seed 3 --holdout 0.25 --threads 1"));
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     server_ = new ServerProcess();
@@ -448,7 +448,7 @@ TEST_F(RouterE2eTest, MetricsShowRouterDecisions) {
 }
 
 TEST_F(RouterE2eTest, ClientCliRoutesAndShowsTheRouter) {
-  const std::string client = kBin + "skillpack client ";
+  const std::string client = kCliBin + " client ";
   const std::string out =
       CommandOutput(client + "route --server " + server_->address() + " --prompt '" + Prompts("arith", 1)[0] + "'");
   EXPECT_NE(out.find("packs: arith:1"), std::string::npos) << out;
@@ -462,7 +462,7 @@ TEST_F(RouterE2eTest, ClientCliRoutesAndShowsTheRouter) {
 
 TEST_F(RouterE2eTest, StartupRefusesARouterNamingAMissingPack) {
   fs::create_directories(Path("packs-empty"));
-  const std::string cmd = kBin + "skillpack-server --model " + Path("base") + " --packs " + Path("packs-empty") +
+  const std::string cmd = kServerBin + " --model " + Path("base") + " --packs " + Path("packs-empty") +
                           " --router " + Path("router.safetensors") +
                           " --grpc-address 127.0.0.1 --grpc-port 0 --metrics-port -1 > /dev/null 2> " +
                           Path("startup.log");

@@ -27,16 +27,18 @@
 #include <gtest/gtest.h>
 
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "core/sha256.h"
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
+#include "core/kv_cache.h"
 
 namespace skillpack {
 
-inline const std::string kBin = std::string(SKILLPACK_BINARY_DIR) + "/server/";
+inline const std::string kServerBin = std::string(SKILLPACK_BINARY_DIR) + "/server/skillpack-server";
+inline const std::string kCliBin = std::string(SKILLPACK_BINARY_DIR) + "/cli/skillpack";
 inline constexpr char kToken[] = "e2e-secret-token";
 
 // Runs a command through the shell; fails the test when it exits non-zero.
@@ -52,7 +54,7 @@ class ServerProcess {
   void Start(const std::vector<std::string>& extra, const std::string& log_path) {
     int fds[2];
     ASSERT_EQ(::pipe(fds), 0);
-    std::vector<std::string> argv = {kBin + "skillpack-server", "--grpc-address", "127.0.0.1",
+    std::vector<std::string> argv = {kServerBin, "--grpc-address", "127.0.0.1",
                                      "--grpc-port", "0", "--metrics-address", "127.0.0.1",
                                      "--threads", "1"};
     // Metrics off unless the test asks for them (see MetricsEndpoint).

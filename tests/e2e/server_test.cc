@@ -29,7 +29,7 @@
 
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "pack/fingerprint.h"
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
@@ -63,14 +63,14 @@ class ServerE2eTest : public ::testing::Test {
       o.seed = static_cast<uint64_t>(i);
       const std::string tuned = Path("tuned" + std::to_string(i));
       ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kBin + "skillpack pack create --base " + Path("base") + " --tuned " + tuned + " --name p" +
+      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name p" +
           std::to_string(i) + " -o " + Path("p" + std::to_string(i) + ".skillpack"));
     }
-    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " -o " +
+    RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " -o " +
         Path("applied2"));
-    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p3.skillpack") + " -o " +
+    RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p3.skillpack") + " -o " +
         Path("applied3"));
-    RunCommand(kBin + "skillpack pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " --pack " +
+    RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " --pack " +
         Path("p3.skillpack") + " --weight 0.5 --weight 0.5 -o " + Path("applied23"));
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     server_ = new ServerProcess();

@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <numeric>
 
-#include "core/bitpack.h"
+#include "pack/codec/bitpack.h"
 
 namespace skillpack::kernels::testing {
 namespace {

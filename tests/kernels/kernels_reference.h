@@ -1,7 +1,7 @@
 // CPU twins of the CUDA kernels in kernels/: plain loops over the same inputs
 // (packed codes, per-group scales and zeros, act-order permutations) that the
 // GPU tests compare against, plus random test data. Independent of the
-// kernels' decoding code: codes are packed and unpacked with core/bitpack.h.
+// kernels' decoding code: codes are packed and unpacked with pack/codec/bitpack.h.
 #ifndef SKILLPACK_TESTS_KERNELS_KERNELS_REFERENCE_H_
 #define SKILLPACK_TESTS_KERNELS_KERNELS_REFERENCE_H_
 

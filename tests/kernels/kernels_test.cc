@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/bitpack.h"
-#include "core/quantize.h"
-#include "kernels/cuda_status.h"
+#include "pack/codec/bitpack.h"
+#include "pack/codec/quantize.h"
+#include "core/cuda_status.h"
 #include "kernels/dequant.h"
 #include "kernels/lowrank_apply.h"
 #include "kernels/quant_decode_inl.h"

@@ -11,7 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
-#include "core/fingerprint.h"
+#include "core/sha256.h"
 #include "server/pack_store.h"
 
 namespace skillpack {
@@ -52,14 +52,16 @@ class FakeRuntime : public PackRuntime {
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &bytes)) return absl::InvalidArgumentError("bad");
     return std::shared_ptr<const HostPack>(std::make_shared<FakeHostPack>(bytes));
   }
-  StatusOr<FusedWeights> Compose(const std::vector<ComposeInput>& inputs) const override {
+  StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
+                                 const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    EXPECT_EQ(selections.size(), packs.size());
     ++composes;
     FusedWeights f;
     // A distinct handle per composition (the cache only compares and hands
     // out the pointer, never dereferences it); bytes = sum of the inputs.
     auto owner = std::make_shared<int>(0);
     f.weights = std::shared_ptr<const ModelWeights>(owner, reinterpret_cast<const ModelWeights*>(owner.get()));
-    for (const ComposeInput& in : inputs) f.bytes += in.pack->bytes();
+    for (const auto& pack : packs) f.bytes += pack->bytes();
     return f;
   }
   mutable int decodes = 0;

@@ -9,7 +9,7 @@
 
 #include "core/file_util.h"
 #include "core/model.h"
-#include "core/pack_format.h"
+#include "pack/format.h"
 
 namespace skillpack {
 namespace {

@@ -1,0 +1,308 @@
+// `skillpack pack create|inspect|verify|apply`: making SkillPacks from a base
+// and a fine-tuned model folder, looking inside them, checking them against a
+// base, and writing merged model folders.
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+#include <cinttypes>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/args.h"
+#include "pack/calibration.h"
+#include "pack/composer.h"
+#include "core/file_util.h"
+#include "pack/fingerprint.h"
+#include "core/model.h"
+#include "pack/compressor.h"
+#include "pack/decode.h"
+#include "pack/format.h"
+#include "core/tokenizer.h"
+#include "cli/cli.h"
+
+namespace skillpack {
+namespace {
+
+constexpr char kPackUsage[] =
+    "usage: skillpack pack <subcommand> [flags]\n"
+    "  create --base DIR --tuned DIR --name NAME -o FILE.skillpack\n"
+    "         [--calib FILE --calib-samples N --calib-len L]\n"
+    "         [--config FILE.json | --target-ratio R | --target-bytes N]\n"
+    "         [--description TEXT --tag TAG ... --version V --threads N]\n"
+    "  inspect FILE.skillpack [--json]\n"
+    "  verify FILE.skillpack --base DIR\n"
+    "  apply --base DIR --pack FILE [--pack FILE ...] [--weight W ...]\n"
+    "        [--dtype float32|float16|bfloat16] -o DIR\n";
+
+// Files copied from the base folder next to a merged model's weights.
+const char* const kModelSideFiles[] = {"config.json", "tokenizer.json", "tokenizer_config.json",
+                                       "generation_config.json"};
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+at::TensorOptions Fp32() { return at::TensorOptions().dtype(at::kFloat); }
+
+Status SetThreads(const Args& a) {
+  ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
+  if (threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  return absl::OkStatus();
+}
+
+StatusOr<CompressionConfig> ConfigFromArgs(const Args& a) {
+  const int given = a.Has("config") + a.Has("target-ratio") + a.Has("target-bytes");
+  if (given > 1) {
+    return absl::InvalidArgumentError("give at most one of --config, --target-ratio and --target-bytes");
+  }
+  CompressionConfig cfg;
+  if (a.Has("config")) {
+    ASSIGN_OR_RETURN(std::string path, a.String("config"));
+    ASSIGN_OR_RETURN(Json j, ReadJsonFile(path));
+    StatusOr<CompressionConfig> parsed = ParseCompressionConfig(j);
+    if (!parsed.ok()) return Annotate(parsed.status(), path);
+    cfg = *parsed;
+  }
+  if (a.Has("target-ratio")) {
+    ASSIGN_OR_RETURN(double r, a.DoubleOr("target-ratio", 0));
+    cfg.target_ratio = r;
+  }
+  if (a.Has("target-bytes")) {
+    ASSIGN_OR_RETURN(int64_t b, a.IntOr("target-bytes", 0));
+    cfg.target_bytes = b;
+  }
+  Status s = ValidateCompressionConfig(cfg);
+  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("compression settings: ", s.message()));
+  return cfg;
+}
+
+Status Create(const Args& a) {
+  ASSIGN_OR_RETURN(std::string base_dir, a.String("base"));
+  ASSIGN_OR_RETURN(std::string tuned_dir, a.String("tuned"));
+  ASSIGN_OR_RETURN(std::string name, a.String("name"));
+  ASSIGN_OR_RETURN(std::string out, a.String("out"));
+  const std::string calib_path = a.StringOr("calib", "");
+  ASSIGN_OR_RETURN(int64_t calib_samples, a.IntOr("calib-samples", 128));
+  ASSIGN_OR_RETURN(int64_t calib_len, a.IntOr("calib-len", 512));
+  ASSIGN_OR_RETURN(CompressionConfig cfg, ConfigFromArgs(a));
+  PackManifest manifest;
+  manifest.name = name;
+  manifest.description = a.StringOr("description", "");
+  manifest.version = a.StringOr("version", "1");
+  manifest.tags = a.Strings("tag");
+  RETURN_IF_ERROR(SetThreads(a));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (!a.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
+  }
+  RETURN_IF_ERROR(ValidatePackName(name));
+  if (calib_path.empty() && (a.Has("calib-samples") || a.Has("calib-len"))) {
+    return absl::InvalidArgumentError("--calib-samples / --calib-len need --calib");
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(auto base, LoadModel(base_dir, Fp32()));
+  ASSIGN_OR_RETURN(auto tuned, LoadModel(tuned_dir, Fp32()));
+  ASSIGN_OR_RETURN(manifest.base_fingerprint, BaseFingerprint(*base->weights));
+  std::fprintf(stderr, "loaded base %s and tuned %s in %.2f s\n", base_dir.c_str(), tuned_dir.c_str(),
+               SecondsSince(t0));
+
+  std::unique_ptr<CalibrationStats> calib;
+  if (!calib_path.empty()) {
+    const auto tc = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(base_dir));
+    ASSIGN_OR_RETURN(auto seqs, LoadCalibrationSequences(calib_path, *tok, calib_samples, calib_len));
+    CaptureOptions copt;
+    const int64_t layers = base->config.num_hidden_layers;
+    copt.on_layer_done = [&](int64_t l, const at::Tensor&) {
+      std::fprintf(stderr, "calibration: layer %" PRId64 "/%" PRId64 " (%.1f s)\n", l + 1, layers,
+                   SecondsSince(tc));
+    };
+    ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(*base->weights, seqs, copt));
+    calib = std::make_unique<CalibrationStats>(std::move(stats));
+    std::fprintf(stderr, "calibration: %" PRId64 " sequences, %" PRId64 " tokens in %.2f s\n",
+                 calib->num_sequences, calib->num_tokens, SecondsSince(tc));
+  }
+
+  const auto tz = std::chrono::steady_clock::now();
+  auto progress = [](const CompressProgress& p) {
+    std::string detail = p.op;
+    if (p.op == "lowrank") detail = absl::StrCat(p.op, " rank ", p.rank);
+    std::fprintf(stderr, "[%" PRId64 "/%" PRId64 "] %s: %s, %" PRId64 " bytes, %.2f s\n", p.index, p.total,
+                 p.module.c_str(), detail.c_str(), p.bytes, p.seconds);
+  };
+  ASSIGN_OR_RETURN(SkillPack pack, CompressDelta(*base->weights, *tuned->weights, cfg, calib.get(), progress));
+  const double compress_s = SecondsSince(tz);
+  manifest.provenance = pack.manifest.provenance;
+  manifest.provenance["base_model"] = base_dir;
+  manifest.provenance["tuned_model"] = tuned_dir;
+  if (!calib_path.empty()) manifest.provenance["calibration_file"] = calib_path;
+  manifest.created_at = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
+  pack.manifest = manifest;
+
+  ASSIGN_OR_RETURN(std::string bytes, SerializeSkillPack(pack));
+  const int64_t fp16 = Fp16DeltaBytes(*base->weights);
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  const double ratio = static_cast<double>(size) / static_cast<double>(fp16);
+  if (cfg.target_ratio || cfg.target_bytes) {
+    const int64_t target =
+        cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(*cfg.target_ratio * fp16);
+    if (size > target) {
+      return absl::ResourceExhaustedError(absl::StrCat("the pack is ", size, " bytes, over the target of ",
+                                                       target, " bytes; nothing written"));
+    }
+  }
+  RETURN_IF_ERROR(WriteFileAtomically(out, bytes));
+  std::printf("wrote %s: %zu modules, %" PRId64 " bytes, ratio %.4f of the fp16 delta (%" PRId64
+              " bytes)%s; compression %.2f s, total %.2f s\n",
+              out.c_str(), pack.modules.size(), size, ratio, fp16,
+              (cfg.target_ratio || cfg.target_bytes) ? ", budget met" : "", compress_s, SecondsSince(t0));
+  return absl::OkStatus();
+}
+
+std::string BitsOf(const Json& m) {
+  if (m.contains("bands")) {
+    std::vector<std::string> parts;
+    for (const Json& b : m["bands"]) {
+      parts.push_back(absl::StrCat(b.value("width", int64_t{0}), "@", b.value("bits", 0)));
+    }
+    return absl::StrJoin(parts, ",");
+  }
+  if (m.contains("quant")) return absl::StrCat(m["quant"].value("bits", 0), "-bit");
+  if (m.contains("nnz")) return absl::StrFormat("density %.4f", m.value("density", 0.0));
+  return "fp32";
+}
+
+Status Inspect(const Args& a) {
+  const bool as_json = a.Bool("json");
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (a.positional().size() != 1) {
+    return absl::InvalidArgumentError("pack inspect takes exactly one pack file");
+  }
+  ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(a.positional()[0]));
+  Json d = DescribePack(pack);
+  if (as_json) {
+    std::printf("%s\n", d.dump(2).c_str());
+    return absl::OkStatus();
+  }
+  const PackManifest& mf = pack.manifest;
+  std::printf("pack %s version %s (format %d)\n", mf.name.c_str(), mf.version.c_str(), mf.format_version);
+  std::printf("base %s\n", mf.base_fingerprint.c_str());
+  if (!mf.description.empty()) std::printf("description: %s\n", mf.description.c_str());
+  if (!mf.tags.empty()) std::printf("tags: %s\n", absl::StrJoin(mf.tags, ", ").c_str());
+  if (!mf.created_at.empty()) std::printf("created %s\n", mf.created_at.c_str());
+  std::printf("%zu modules, %" PRId64 " stored bytes, fp16 delta %" PRId64 " bytes, compression %.2fx\n",
+              pack.modules.size(), d.value("stored_bytes", int64_t{0}), d.value("fp16_delta_bytes", int64_t{0}),
+              d.value("compression_ratio", 0.0));
+  std::printf("%-48s %-12s %6s %-24s %12s\n", "module", "op", "rank", "bits", "bytes");
+  for (const Json& m : d["modules"]) {
+    std::printf("%-48s %-12s %6" PRId64 " %-24s %12" PRId64 "\n", m.value("name", "").c_str(),
+                m.value("op", "").c_str(), m.value("rank", int64_t{0}), BitsOf(m).c_str(),
+                m.value("stored_bytes", int64_t{0}));
+  }
+  return absl::OkStatus();
+}
+
+Status Verify(const Args& a) {
+  ASSIGN_OR_RETURN(std::string base_dir, a.String("base"));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (a.positional().size() != 1) {
+    return absl::InvalidArgumentError("pack verify takes exactly one pack file");
+  }
+  const std::string& path = a.positional()[0];
+  ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));
+  ASSIGN_OR_RETURN(auto base, LoadModel(base_dir, Fp32()));
+  ASSIGN_OR_RETURN(std::string fp, BaseFingerprint(*base->weights));
+  RETURN_IF_ERROR(CheckPackFitsBase(pack, *base->weights, fp));
+  std::printf("ok: %s (pack %s, %zu modules) is well-formed and fits %s (%s)\n", path.c_str(),
+              pack.manifest.name.c_str(), pack.modules.size(), base_dir.c_str(), fp.c_str());
+  return absl::OkStatus();
+}
+
+Status Apply(const Args& a) {
+  ASSIGN_OR_RETURN(std::string base_dir, a.String("base"));
+  ASSIGN_OR_RETURN(std::string out, a.String("out"));
+  const std::vector<std::string> pack_paths = a.Strings("pack");
+  const std::vector<std::string> weight_strs = a.Strings("weight");
+  const std::string dtype = a.StringOr("dtype", "float32");
+  RETURN_IF_ERROR(SetThreads(a));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (!a.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
+  }
+  if (pack_paths.empty()) return absl::InvalidArgumentError("give at least one --pack");
+  if (!weight_strs.empty() && weight_strs.size() != pack_paths.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("give one --weight per --pack (", pack_paths.size(),
+                                                   " packs, ", weight_strs.size(), " weights) or none"));
+  }
+  if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype must be float32, float16 or bfloat16, got '", dtype, "'"));
+  }
+  std::vector<float> weights(pack_paths.size(), 1.0f);
+  for (size_t i = 0; i < weight_strs.size(); ++i) {
+    if (!absl::SimpleAtof(weight_strs[i], &weights[i]) || !std::isfinite(weights[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("--weight must be a number, got '", weight_strs[i], "'"));
+    }
+  }
+  char base_real[PATH_MAX], out_real[PATH_MAX];
+  if (realpath(base_dir.c_str(), base_real) != nullptr && realpath(out.c_str(), out_real) != nullptr &&
+      std::string(base_real) == std::string(out_real)) {
+    return absl::InvalidArgumentError("-o must not be the base model's folder");
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(auto base, LoadModel(base_dir, Fp32()));
+  ASSIGN_OR_RETURN(std::string fp, BaseFingerprint(*base->weights));
+  std::vector<DecodedPack> decoded;
+  decoded.reserve(pack_paths.size());
+  for (const std::string& path : pack_paths) {
+    ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));
+    Status fits = CheckPackFitsBase(pack, *base->weights, fp);
+    if (!fits.ok()) return Annotate(fits, path);
+    ASSIGN_OR_RETURN(DecodedPack d, DecodePack(pack, /*keep_factors=*/false));
+    decoded.push_back(std::move(d));
+  }
+  std::vector<PackSelection> selections;
+  std::vector<const DecodedPack*> packs;
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    selections.push_back({decoded[i].name, weights[i], {}});
+    packs.push_back(&decoded[i]);
+  }
+  ASSIGN_OR_RETURN(auto fused, ComposeWeights(*base->weights, selections, packs));
+  RETURN_IF_ERROR(MakeDirectories(out));
+  RETURN_IF_ERROR(fused->Save(out, dtype));
+  for (const char* f : kModelSideFiles) {
+    const std::string src = JoinPath(base_dir, f);
+    if (!PathExists(src)) continue;
+    ASSIGN_OR_RETURN(std::string contents, ReadFileToString(src));
+    RETURN_IF_ERROR(WriteFileAtomically(JoinPath(out, f), contents));
+  }
+  std::printf("wrote %s: base %s + %zu pack(s) in %.2f s\n", out.c_str(), base_dir.c_str(), pack_paths.size(),
+              SecondsSince(t0));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunPackCommand(const std::vector<std::string>& argv) {
+  return RunCliSubcommand("pack", argv,
+                          {{"create", Create, {}}, {"inspect", Inspect, {"json"}}, {"verify", Verify, {}},
+                           {"apply", Apply, {}}},
+                          kPackUsage);
+}
+
+}  // namespace skillpack

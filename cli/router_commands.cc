@@ -1,0 +1,111 @@
+// `skillpack router train|inspect`: training a router offline from labelled
+// prompts with the base model's features (router/router_train.h), and looking
+// inside a router file (docs/router-format.md).
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_join.h"
+#include "core/args.h"
+#include "pack/fingerprint.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "router/router.h"
+#include "router/router_train.h"
+#include "cli/cli.h"
+
+namespace skillpack {
+namespace {
+
+constexpr char kRouterUsage[] =
+    "usage: skillpack router <subcommand> [flags]\n"
+    "  train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
+    "        [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
+    "      train a router on {\"prompt\": ..., \"label\": PACK|\"none\"} lines; prints the\n"
+    "      held-out accuracy and confusion table\n"
+    "  inspect ROUTER.safetensors\n"
+    "      labels, layer, sizes and base fingerprint\n";
+
+Status NoPositional(const Args& a) {
+  if (!a.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
+  }
+  return absl::OkStatus();
+}
+
+Status Train(const Args& a) {
+  ASSIGN_OR_RETURN(std::string model_dir, a.String("model"));
+  ASSIGN_OR_RETURN(std::string data_path, a.String("data"));
+  ASSIGN_OR_RETURN(std::string out, a.String("out"));
+  RouterTrainOptions o;
+  ASSIGN_OR_RETURN(o.layer, a.IntOr("layer", o.layer));
+  ASSIGN_OR_RETURN(o.width, a.IntOr("width", o.width));
+  ASSIGN_OR_RETURN(o.epochs, a.IntOr("epochs", o.epochs));
+  ASSIGN_OR_RETURN(o.learning_rate, a.DoubleOr("lr", o.learning_rate));
+  ASSIGN_OR_RETURN(o.holdout_fraction, a.DoubleOr("holdout", o.holdout_fraction));
+  ASSIGN_OR_RETURN(int64_t seed, a.IntOr("seed", 0));
+  ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  RETURN_IF_ERROR(NoPositional(a));
+  if (seed < 0) return absl::InvalidArgumentError("--seed must be >= 0");
+  if (threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
+  if (o.width < 1 || o.width > 65536) return absl::InvalidArgumentError("--width must be in [1, 65536]");
+  if (o.epochs < 1 || o.epochs > 1000000) return absl::InvalidArgumentError("--epochs must be in [1, 1000000]");
+  if (!(o.holdout_fraction >= 0 && o.holdout_fraction < 1)) {
+    return absl::InvalidArgumentError("--holdout must be in [0, 1)");
+  }
+  if (!(o.learning_rate > 0)) return absl::InvalidArgumentError("--lr must be positive");
+  o.seed = static_cast<uint64_t>(seed);
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::vector<LabelledPrompt> data, ReadLabelledPrompts(data_path));
+  ASSIGN_OR_RETURN(auto model, LoadModel(model_dir, at::TensorOptions().dtype(at::kFloat)));
+  ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(model_dir));
+  if (o.layer < 0 || o.layer > model->config.num_hidden_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--layer must be in [0, ", model->config.num_hidden_layers, "], got ", o.layer));
+  }
+  ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*model->weights));
+  ASSIGN_OR_RETURN(RouterTrainResult r, TrainRouter(*model->transformer, *model->weights, *tok, data, o));
+  RETURN_IF_ERROR(r.router->Save(out));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const RouterConfig& c = r.router->config();
+  std::printf("labels: %s\n", absl::StrJoin(c.labels, ", ").c_str());
+  std::printf("train accuracy %.4f (%lld examples)\n", r.train_accuracy, static_cast<long long>(r.train_examples));
+  if (r.holdout_examples > 0) {
+    std::printf("held-out accuracy %.4f (%lld examples)\n", r.holdout_accuracy,
+                static_cast<long long>(r.holdout_examples));
+    std::printf("%s", ConfusionTable(r).c_str());
+  } else {
+    std::printf("held-out accuracy: no held-out split (--holdout 0)\n");
+  }
+  std::fprintf(stderr, "wrote %s (layer %lld, width %lld, base %s) in %.2f s\n", out.c_str(),
+               static_cast<long long>(c.layer), static_cast<long long>(c.width), c.base_fingerprint.c_str(), secs);
+  return absl::OkStatus();
+}
+
+Status Inspect(const Args& a) {
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (a.positional().size() != 1) return absl::InvalidArgumentError("inspect: give one router file");
+  ASSIGN_OR_RETURN(std::unique_ptr<Router> r, Router::Load(a.positional()[0]));
+  const RouterConfig& c = r->config();
+  std::printf("labels %s\nlayer %lld\nhidden_size %lld\nwidth %lld\nbase %s\n", absl::StrJoin(c.labels, ", ").c_str(),
+              static_cast<long long>(c.layer), static_cast<long long>(c.hidden_size), static_cast<long long>(c.width),
+              c.base_fingerprint.empty() ? "(not recorded)" : c.base_fingerprint.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunRouterCommand(const std::vector<std::string>& argv) {
+  return RunCliSubcommand("router", argv, {{"train", Train, {}}, {"inspect", Inspect, {}}}, kRouterUsage);
+}
+
+}  // namespace skillpack

@@ -1,0 +1,143 @@
+// The SkillPack compressor: turns a fine-tuning delta Δ = θ_tuned − θ_base into
+// a SkillPack (pack/skillpack.h), module by module (DESIGN.md "Algorithms"):
+//  - embed_tokens, lm_head: magnitude pruning, the round(α·numel) largest |Δ|
+//    entries kept (exact zeros dropped), fp16 values.
+//  - q/k/v/o_proj, gate/up/down_proj: truncated SVD Δ ≈ U Σ Vᵀ with the
+//    smallest rank k keeping a fraction β(type) of ‖Δ‖²_F (capped by max_rank),
+//    split by rank into bands of decreasing bits. Per band b, Vᵀ_b is quantised
+//    with GPTQ on the module's input Hessian H_x, then U_b with GPTQ on the
+//    Hessian of its own inputs Σ_b V̂ᵀ_b x, which is (Σ_b V̂ᵀ_b) H_x (Σ_b V̂ᵀ_b)ᵀ
+//    (see calibration.h); σ stays fp32. Round-to-nearest without calibration.
+//    When k > dense_rank_fraction·min(m, n), Δ is quantised densely instead
+//    (dense_bits, GPTQ on H_x).
+//  - everything else (norms, biases): dense fp32.
+// Modules whose Δ is exactly zero are omitted.
+//
+// Byte accounting (EstimatePackBytes) is a conservative estimate of the
+// .skillpack file size: tensor data as the format stores it plus an allowance
+// for the safetensors header and manifest per tensor and per module.
+#ifndef SKILLPACK_PACK_COMPRESSOR_H_
+#define SKILLPACK_PACK_COMPRESSOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "pack/calibration.h"
+#include "core/json_util.h"
+#include "pack/skillpack.h"
+#include "core/status.h"
+#include "core/weights.h"
+
+namespace skillpack {
+
+struct CompressionConfig {
+  // Defaults measured on the tiny world (trainer/examples, sort task, SFT 0.895
+  // held-out exact match): alpha 0.1 / beta 0.5 left base + pack at 0.0, alpha
+  // 0.5 / beta 0.9 kept 0.785 at a quarter of the fp16 delta's bytes.
+  // embed_tokens / lm_head: fraction of entries kept (largest |Δ|), in (0, 1].
+  double alpha = 0.5;
+  // Energy threshold per projection type, in (0, 1].
+  std::map<std::string, double> beta = {{"q_proj", 0.9},    {"k_proj", 0.9},  {"v_proj", 0.9},
+                                        {"o_proj", 0.9},    {"gate_proj", 0.9}, {"up_proj", 0.9},
+                                        {"down_proj", 0.9}};
+  // Bands by rank: (cumulative fraction of the module's rank, bits). Fractions
+  // strictly increasing in (0, 1], the last exactly 1; bits in {2, 3, 4, 8}.
+  // The top 10% of singular directions carry most of the energy and get 8 bits,
+  // the next 20% 4 bits, the tail 3 bits (2-bit factors lose about half of a
+  // band's energy to rounding, which rarely pays off).
+  std::vector<std::pair<double, int>> bands = {{0.1, 8}, {0.3, 4}, {1.0, 3}};
+  // A band narrower than this many singular directions is merged into its
+  // neighbour with more bits (each band costs a scale and zero per row of U).
+  int64_t min_band_width = 8;
+  int64_t group_size = 128;
+  bool act_order = true;  // used where the stored permutation is worth its bytes
+  float damp_percent = 0.01f;
+  // When the rank exceeds this fraction of min(m, n), Δ is quantised densely
+  // at dense_bits instead. In (0, 1].
+  double dense_rank_fraction = 0.5;
+  int dense_bits = 4;
+  int64_t max_rank = -1;  // cap on every low-rank module's rank; -1: none
+  // Budget mode (at most one of the two): pack bytes / fp16 delta bytes, or
+  // pack bytes. A single energy fraction β* for every module (sparse modules
+  // keep the fewest largest entries holding β* of their energy, low-rank ones
+  // the smallest rank) and the band layout (from `bands` and built-in
+  // presets) are chosen so that EstimatePackBytes meets the target, favouring
+  // the least estimated reconstruction error; alpha and beta are then unused.
+  std::optional<double> target_ratio;
+  std::optional<int64_t> target_bytes;
+};
+
+// Reads a CompressionConfig from JSON (the --config FILE of `skillpack pack
+// create`): any subset of the fields above, by the same names; "beta" may be a
+// number (every type) or an object by type; "bands" is [[fraction, bits], ...].
+// INVALID_ARGUMENT naming the key for unknown keys, wrong types and values out
+// of range.
+StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j);
+// The config as JSON (ParseCompressionConfig reads it back); goes into the
+// pack's provenance.
+Json CompressionConfigToJson(const CompressionConfig& cfg);
+// Range checks of ParseCompressionConfig, for configs built in code.
+Status ValidateCompressionConfig(const CompressionConfig& cfg);
+
+// Reported after each module is done.
+struct CompressProgress {
+  std::string module;  // tensor name
+  int64_t index = 0;   // 1-based
+  int64_t total = 0;
+  std::string op;      // ModuleOpName, or "zero" for an omitted module
+  int64_t rank = 0;    // kLowRank only
+  int64_t bytes = 0;   // estimated bytes of the module in the pack
+  double seconds = 0;  // time spent on the module
+};
+
+// One module's compression result.
+struct CompressedModule {
+  bool omitted = false;  // Δ is exactly zero: nothing to store
+  ModuleDelta delta;     // valid when !omitted
+};
+// Compresses one module's delta (floating, the tensor's shape, any device) by
+// the operator its name selects, with cfg's α / β (budget fields ignored).
+// `input_hessian` (H_x of the module's inputs, float [in, in]) may be null:
+// round-to-nearest then (also when it is all zero, i.e. the input is dead).
+// INVALID_ARGUMENT for non-finite entries or a Hessian of the wrong shape.
+StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Tensor& delta,
+                                          const CompressionConfig& cfg,
+                                          const at::Tensor* input_hessian);
+
+// Compresses tuned − base. Both must hold the same tensor names and shapes
+// (INVALID_ARGUMENT naming the first missing, extra or differently shaped
+// tensor). `calib` (nullable) holds the base model's input Hessians; modules
+// without one use round-to-nearest. `progress` (may be empty) is called after
+// each tensor. The manifest's provenance["compression"] records the config,
+// and in budget mode the chosen β, bands and the estimated / target bytes;
+// name, fingerprint and the rest of the manifest are the caller's.
+// RESOURCE_EXHAUSTED when a budget target cannot be met even by the smallest
+// pack (the message gives that size).
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned,
+                                  const CompressionConfig& cfg, const CalibrationStats* calib,
+                                  const std::function<void(const CompressProgress&)>& progress);
+
+// Estimated bytes of one module / a whole pack in a .skillpack file (see top).
+int64_t EstimateModuleBytes(const ModuleDelta& m);
+int64_t EstimatePackBytes(const SkillPack& pack);
+
+// Bytes of the delta stored densely in fp16: 2 · Σ numel over every tensor of
+// `w` (the denominator of the compression ratio).
+int64_t Fp16DeltaBytes(const ModelWeights& w);
+
+// The projection type of a module name ("q_proj", ..., "down_proj"), or "" if
+// the name is not one of the seven projections' weights.
+std::string ProjectionType(absl::string_view name);
+// True for "model.embed_tokens.weight" and "lm_head.weight".
+bool IsEmbeddingModule(absl::string_view name);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_PACK_COMPRESSOR_H_

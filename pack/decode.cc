@@ -1,0 +1,122 @@
+#include "pack/decode.h"
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "pack/format.h"
+
+namespace skillpack {
+namespace {
+
+// Validates one module through the pack validator (a one-module pack with a
+// placeholder manifest), so decode and read enforce the same rules.
+Status ValidateOne(const ModuleDelta& m) {
+  SkillPack p;
+  p.manifest.name = "decode";
+  p.manifest.base_fingerprint = "sha256:" + std::string(64, '0');
+  // Copies only tensor handles (cheap).
+  p.modules.push_back(m);
+  return ValidateSkillPack(p);
+}
+
+LowRankFactors FactorsOf(const ModuleDelta& m) {
+  const int64_t out = m.shape[0], in = m.shape[1];
+  const at::TensorOptions opts = m.sigma.options().dtype(at::kFloat);
+  if (m.bands.empty()) return {at::zeros({out, 0}, opts), at::zeros({0, in}, opts)};
+  std::vector<at::Tensor> us, vt;
+  for (const LowRankBand& b : m.bands) {
+    const at::Tensor sigma = m.sigma.slice(0, b.rank_begin, b.rank_end);
+    us.push_back(Dequantize(b.u) * sigma.unsqueeze(0));
+    vt.push_back(Dequantize(b.vt));
+  }
+  return {at::cat(us, 1).contiguous(), at::cat(vt, 0).contiguous()};
+}
+
+at::Tensor DecodeValid(const ModuleDelta& m) {
+  switch (m.op) {
+    case ModuleOp::kLowRank: {
+      const LowRankFactors f = FactorsOf(m);
+      return f.us.matmul(f.vt);
+    }
+    case ModuleOp::kSparse: {
+      int64_t numel = 1;
+      for (int64_t d : m.shape) numel *= d;
+      at::Tensor flat = at::zeros({numel}, m.values.options().dtype(at::kFloat));
+      flat.index_put_({m.indices}, m.values.to(at::kFloat));
+      return flat.reshape(m.shape);
+    }
+    case ModuleOp::kDenseQuant:
+      return Dequantize(m.dense);
+    case ModuleOp::kDense:
+      return m.full.to(at::kFloat).clone();
+  }
+  return at::Tensor();
+}
+
+}  // namespace
+
+StatusOr<at::Tensor> DecodeModuleDelta(const ModuleDelta& m) {
+  RETURN_IF_ERROR(ValidateOne(m));
+  try {
+    return DecodeValid(m);
+  } catch (const std::exception& e) {
+    return StatusFromException(e, absl::StrCat("decoding module '", m.name, "'"));
+  }
+}
+
+StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m) {
+  if (m.op != ModuleOp::kLowRank) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("module '", m.name, "' is ", ModuleOpName(m.op), ", not lowrank"));
+  }
+  RETURN_IF_ERROR(ValidateOne(m));
+  try {
+    return FactorsOf(m);
+  } catch (const std::exception& e) {
+    return StatusFromException(e, absl::StrCat("decoding module '", m.name, "'"));
+  }
+}
+
+at::Tensor DecodedModule::DenseDelta() const { return delta.defined() ? delta : us.matmul(vt); }
+
+int64_t DecodedModule::bytes() const {
+  int64_t n = 0;
+  for (const at::Tensor* t : {&delta, &us, &vt}) {
+    if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
+  }
+  return n;
+}
+
+int64_t DecodedPack::bytes() const {
+  int64_t n = 0;
+  for (const auto& [name, m] : modules) n += m.bytes();
+  return n;
+}
+
+StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors) {
+  RETURN_IF_ERROR(Annotate(ValidateSkillPack(pack), absl::StrCat("pack '", pack.manifest.name, "'")));
+  DecodedPack out;
+  out.name = pack.manifest.name;
+  out.base_fingerprint = pack.manifest.base_fingerprint;
+  try {
+    for (const ModuleDelta& m : pack.modules) {
+      DecodedModule d;
+      d.name = m.name;
+      if (keep_factors && m.op == ModuleOp::kLowRank) {
+        LowRankFactors f = FactorsOf(m);
+        d.us = std::move(f.us);
+        d.vt = std::move(f.vt);
+      } else {
+        d.delta = DecodeValid(m);
+      }
+      out.modules.emplace(m.name, std::move(d));
+    }
+  } catch (const std::exception& e) {
+    return StatusFromException(e, absl::StrCat("decoding pack '", pack.manifest.name, "'"));
+  }
+  return out;
+}
+
+}  // namespace skillpack

@@ -1,0 +1,74 @@
+// Decoding SkillPacks on the CPU: the reference that defines what a pack's
+// modules mean (and later the oracle for the CUDA kernels).
+//
+//   lowrank:     ΔŴ = US · Vᵀ, where US = [deq(U_0) diag(σ_0) | deq(U_1) diag(σ_1) | ...]
+//                ([out, rank], bands side by side in rank order) and
+//                Vᵀ = [deq(Vᵀ_0); deq(Vᵀ_1); ...] ([rank, in]). Mathematically
+//                Σ_b deq(U_b) diag(σ_b) deq(Vᵀ_b); computed as one fp32 matmul.
+//   sparse:      zeros with values (fp16 -> fp32) scattered at the flat indices.
+//   dense_quant: Dequantize(dense) (original column order).
+//   dense:       full.
+// deq() is quantize.h's Dequantize: w = (q - z) * s, act-order undone.
+#ifndef SKILLPACK_PACK_DECODE_H_
+#define SKILLPACK_PACK_DECODE_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "pack/skillpack.h"
+#include "core/status.h"
+
+namespace skillpack {
+
+// ΔŴ of one module as a new float32 tensor of m.shape on the pack's device.
+// Validates the module first (INVALID_ARGUMENT naming it and the field).
+StatusOr<at::Tensor> DecodeModuleDelta(const ModuleDelta& m);
+
+// The dequantised low-rank factors of a lowrank module: us = US [out, rank]
+// (σ folded in) and vt = Vᵀ [rank, in], float32, such that
+// DecodeModuleDelta(m) == us.matmul(vt) bit for bit. INVALID_ARGUMENT for
+// other ops or an invalid module.
+struct LowRankFactors {
+  at::Tensor us;
+  at::Tensor vt;
+};
+StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
+
+// One decoded module. Exactly one form is set: `delta` (dense ΔŴ, float32
+// [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
+// and `vt` [k, in] (float32) with ΔŴ = us · vt.
+struct DecodedModule {
+  std::string name;
+  at::Tensor delta;
+  at::Tensor us;
+  at::Tensor vt;
+
+  bool factored() const { return !delta.defined(); }
+  // ΔŴ as float32: `delta`, or us.matmul(vt) (equal to DecodeModuleDelta).
+  at::Tensor DenseDelta() const;
+  int64_t bytes() const;
+};
+
+// A pack decoded once and kept in host memory for reuse (the server's host
+// cache tier). Immutable once built; safe to share between threads.
+struct DecodedPack {
+  std::string name;
+  std::string base_fingerprint;
+  std::map<std::string, DecodedModule> modules;  // by module name
+
+  // Bytes of all tensors held.
+  int64_t bytes() const;
+};
+
+// Decodes every module. With keep_factors, lowrank modules keep (us, vt)
+// instead of the dense ΔŴ (smaller when rank << min(out, in), and what
+// FactorizedLinear wants); other ops are always dense. Validates the pack's
+// modules (INVALID_ARGUMENT naming the module).
+StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_PACK_DECODE_H_

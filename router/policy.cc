@@ -1,0 +1,52 @@
+#include "router/policy.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace skillpack {
+
+StatusOr<RoutingPolicy> ParseRoutingPolicy(absl::string_view mode, int32_t k, float threshold) {
+  RoutingPolicy p;
+  if (mode == "top1") {
+    p.mode = RoutingPolicy::Mode::kTop1;
+  } else if (mode == "topk") {
+    p.mode = RoutingPolicy::Mode::kTopK;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("routing mode must be top1 or topk, got '", mode, "'"));
+  }
+  if (k < 1 || k > 16) return absl::InvalidArgumentError(absl::StrCat("routing k must be in [1, 16], got ", k));
+  if (!(threshold >= 0 && threshold <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("routing threshold must be in [0, 1], got ", threshold));
+  }
+  p.k = k;
+  p.threshold = threshold;
+  return p;
+}
+
+RouteDecision DecideRoute(const std::vector<float>& scores, const std::vector<std::string>& labels,
+                          const RoutingPolicy& policy) {
+  RouteDecision d;
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  for (size_t i : order) d.scores.emplace_back(labels[i], scores[i]);
+  if (policy.mode == RoutingPolicy::Mode::kTop1) {
+    // The best label wins; "none" or a score under the threshold means no pack.
+    size_t best = order.front();
+    if (best != 0 && scores[best] >= policy.threshold) d.packs.emplace_back(labels[best], 1.0f);
+    return d;
+  }
+  float total = 0;
+  for (size_t i : order) {
+    if (static_cast<int32_t>(d.packs.size()) >= policy.k) break;
+    if (i == 0 || scores[i] < policy.threshold) continue;
+    d.packs.emplace_back(labels[i], scores[i]);
+    total += scores[i];
+  }
+  for (auto& [name, w] : d.packs) w /= total;
+  return d;
+}
+
+}  // namespace skillpack

@@ -1,1 +1,0 @@
-skillpack_test(router/router_test sp_router)
