@@ -24,18 +24,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 ModelConfig Shape(const std::string& name) {
   Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
   if (name == "tiny") {
-    j.update({{"vocab_size", 264}, {"hidden_size", 256}, {"intermediate_size", 704},
-              {"num_hidden_layers", 4}, {"num_attention_heads", 8}, {"num_key_value_heads", 4}});
+    j.update({{"vocab_size", 264},
+              {"hidden_size", 256},
+              {"intermediate_size", 704},
+              {"num_hidden_layers", 4},
+              {"num_attention_heads", 8},
+              {"num_key_value_heads", 4}});
   } else {  // TinyLlama-1.1B
-    j.update({{"vocab_size", 32000}, {"hidden_size", 2048}, {"intermediate_size", 5632},
-              {"num_hidden_layers", 22}, {"num_attention_heads", 32}, {"num_key_value_heads", 4}});
+    j.update({{"vocab_size", 32000},
+              {"hidden_size", 2048},
+              {"intermediate_size", 5632},
+              {"num_hidden_layers", 22},
+              {"num_attention_heads", 32},
+              {"num_key_value_heads", 4}});
   }
   return *ParseModelConfig(j, name);
 }
@@ -104,10 +110,11 @@ Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double
       r["memory_bound_seconds_per_token"] = bound;
       r["decode_vs_bound"] = (decode_s / steps) / bound;
     }
-    std::fprintf(stderr, "[%s] batch %lld: prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n", name.c_str(),
-                 static_cast<long long>(batch), r["prefill_tokens_per_s"].get<double>(),
-                 r["decode_tokens_per_s"].get<double>(), 1e3 * decode_s / steps,
-                 batch == 1 ? absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound").c_str() : "");
+    std::fprintf(
+        stderr, "[%s] batch %lld: prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n", name.c_str(),
+        static_cast<long long>(batch), r["prefill_tokens_per_s"].get<double>(), r["decode_tokens_per_s"].get<double>(),
+        1e3 * decode_s / steps,
+        batch == 1 ? absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound").c_str() : "");
     out["runs"].push_back(r);
   }
   return out;

@@ -43,15 +43,9 @@ Json Run(const std::string& name, const at::Tensor& delta, const at::Tensor* hes
   at::Tensor decoded = *DecodeModuleDelta(c->delta);
   double err = ((decoded - delta).norm() / delta.norm()).item<double>();
   int64_t bytes = EstimateModuleBytes(c->delta);
-  Json r = {{"module", name},
-            {"shape", delta.sizes().vec()},
-            {"calibration", hessian ? "gptq" : "rtn"},
-            {"seconds", seconds},
-            {"op", ModuleOpName(c->delta.op)},
-            {"rank", c->delta.rank()},
-            {"bytes", bytes},
-            {"fp16_delta_bytes", delta.numel() * 2},
-            {"relative_error", err}};
+  Json r = {{"module", name},     {"shape", delta.sizes().vec()},          {"calibration", hessian ? "gptq" : "rtn"},
+            {"seconds", seconds}, {"op", ModuleOpName(c->delta.op)},       {"rank", c->delta.rank()},
+            {"bytes", bytes},     {"fp16_delta_bytes", delta.numel() * 2}, {"relative_error", err}};
   std::fprintf(stderr, "%-40s %-5s %7.2f s  %s rank %lld  %.2f MB (%.1fx smaller than fp16)  rel err %.4f\n",
                name.c_str(), hessian ? "gptq" : "rtn", seconds, ModuleOpName(c->delta.op),
                static_cast<long long>(c->delta.rank()), bytes / 1e6, delta.numel() * 2.0 / bytes, err);

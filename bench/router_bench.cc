@@ -32,11 +32,19 @@ double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Cloc
 ModelConfig Shape(const std::string& name) {
   Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
   if (name == "tiny") {
-    j.update({{"vocab_size", 264}, {"hidden_size", 256}, {"intermediate_size", 704},
-              {"num_hidden_layers", 4}, {"num_attention_heads", 8}, {"num_key_value_heads", 4}});
+    j.update({{"vocab_size", 264},
+              {"hidden_size", 256},
+              {"intermediate_size", 704},
+              {"num_hidden_layers", 4},
+              {"num_attention_heads", 8},
+              {"num_key_value_heads", 4}});
   } else {
-    j.update({{"vocab_size", 32000}, {"hidden_size", 2048}, {"intermediate_size", 5632},
-              {"num_hidden_layers", 22}, {"num_attention_heads", 32}, {"num_key_value_heads", 4}});
+    j.update({{"vocab_size", 32000},
+              {"hidden_size", 2048},
+              {"intermediate_size", 5632},
+              {"num_hidden_layers", 22},
+              {"num_attention_heads", 32},
+              {"num_key_value_heads", 4}});
   }
   return *ParseModelConfig(j, name);
 }
@@ -85,18 +93,21 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const s
     });
     for (int64_t layer : layers) {
       RouterConfig rc{{"none", "a", "b", "c", "d"}, layer, c.hidden_size, 128, ""};
-      auto router = *Router::Create(rc, at::zeros({c.hidden_size}), at::ones({c.hidden_size}),
-                                    at::randn({128, c.hidden_size}), at::zeros({128}), at::randn({5, 128}),
-                                    at::zeros({5}));
+      auto router =
+          *Router::Create(rc, at::zeros({c.hidden_size}), at::ones({c.hidden_size}), at::randn({128, c.hidden_size}),
+                          at::zeros({128}), at::randn({5, 128}), at::zeros({5}));
       RoutingPolicy policy;
       (void)router->Route(m, *w, prompt, policy);  // warm-up
       double route = Median(reps, [&] { (void)*router->Route(m, *w, prompt, policy); });
-      Json r = {{"prompt_len", len},         {"layer", layer},
-                {"route_seconds", route},    {"prefill_seconds", prefill},
-                {"ttft_seconds", route + prefill}, {"route_fraction_of_ttft", route / (route + prefill)}};
+      Json r = {{"prompt_len", len},
+                {"layer", layer},
+                {"route_seconds", route},
+                {"prefill_seconds", prefill},
+                {"ttft_seconds", route + prefill},
+                {"route_fraction_of_ttft", route / (route + prefill)}};
       std::fprintf(stderr, "[%s] prompt %lld, layer %lld: route %.3f ms, prefill %.3f ms -> %.2f%% of TTFT\n",
-                   name.c_str(), static_cast<long long>(len), static_cast<long long>(layer), route * 1e3,
-                   prefill * 1e3, 100 * route / (route + prefill));
+                   name.c_str(), static_cast<long long>(len), static_cast<long long>(layer), route * 1e3, prefill * 1e3,
+                   100 * route / (route + prefill));
       out["runs"].push_back(r);
     }
   }

@@ -138,11 +138,15 @@ StatusOr<Json> MeasureTwoProcesses(const std::string& shape, const Settings& s, 
   std::vector<std::string> results;
   for (int rank = 0; rank < 2; ++rank) {
     results.push_back(absl::StrCat("/tmp/trainer_bench_rank", rank, "_", getpid(), ".json"));
-    std::vector<std::string> argv = {"/proc/self/exe", "--dp-worker",  "--rank",    std::to_string(rank),
-                                     "--port",         std::to_string(port), "--shape", shape,
-                                     "--steps",        std::to_string(s.steps), "--batch", std::to_string(s.batch),
-                                     "--seq-len",      std::to_string(s.seq_len), "--threads",
-                                     std::to_string(threads_per_rank), "--result", results.back()};
+    std::vector<std::string> argv = {"/proc/self/exe", "--dp-worker",
+                                     "--rank",         std::to_string(rank),
+                                     "--port",         std::to_string(port),
+                                     "--shape",        shape,
+                                     "--steps",        std::to_string(s.steps),
+                                     "--batch",        std::to_string(s.batch),
+                                     "--seq-len",      std::to_string(s.seq_len),
+                                     "--threads",      std::to_string(threads_per_rank),
+                                     "--result",       results.back()};
     pid_t pid = fork();
     if (pid == 0) {
       std::vector<char*> cargv;
@@ -214,8 +218,7 @@ int Main(int argc, char** argv) {
       result["runs"].push_back(*two);
     }
   }
-  const std::string path =
-      JoinPath(out_dir, absl::StrCat("trainer_", result["timestamp"].get<std::string>(), ".json"));
+  const std::string path = JoinPath(out_dir, absl::StrCat("trainer_", result["timestamp"].get<std::string>(), ".json"));
   if (Status st = MakeDirectories(out_dir); !st.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
     std::fprintf(stderr, "cannot write %s\n", path.c_str());
     return 1;

@@ -14,9 +14,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "cli/cli.h"
 #include "core/args.h"
 #include "core/file_util.h"
-#include "cli/cli.h"
 #include "rpc/bearer_auth.h"
 #include "rpc/channel.h"
 #include "rpc/grpc_status.h"
@@ -187,7 +187,8 @@ StatusOr<v1::GenerateRequest> BuildRequest(const Args& a) {
       sel->set_name(parts[0]);
       if (parts.size() > 1 && !parts[1].empty()) {
         float w;
-        if (!absl::SimpleAtof(parts[1], &w)) return absl::InvalidArgumentError(absl::StrCat("--pack: bad weight in '", spec, "'"));
+        if (!absl::SimpleAtof(parts[1], &w))
+          return absl::InvalidArgumentError(absl::StrCat("--pack: bad weight in '", spec, "'"));
         sel->set_weight(w);
       }
       if (parts.size() > 2) {
@@ -207,9 +208,8 @@ void PrintSummary(const Response& r) {
                "finish: %s | prompt %d tokens, %d generated | queue %.3f s, first token %.3f s, total %.3f s,"
                " compose %.3f s | packs: %s\n",
                v1::FinishReason_Name(r.finish_reason()).c_str(), r.usage().prompt_tokens(),
-               r.usage().completion_tokens(), r.timings().queue_seconds(),
-               r.timings().time_to_first_token_seconds(), r.timings().total_seconds(),
-               r.timings().compose_seconds(), packs.empty() ? "none" : packs.c_str());
+               r.usage().completion_tokens(), r.timings().queue_seconds(), r.timings().time_to_first_token_seconds(),
+               r.timings().total_seconds(), r.timings().compose_seconds(), packs.empty() ? "none" : packs.c_str());
   if (r.timings().route_seconds() > 0) std::fprintf(stderr, "routed in %.4f s\n", r.timings().route_seconds());
   for (const auto& sc : r.route_scores()) std::fprintf(stderr, "score %-24s %.4f\n", sc.label().c_str(), sc.score());
 }
@@ -316,10 +316,9 @@ Status Generate(const Args& a, bool stream) {
 }
 
 void PrintPack(const v1::PackInfo& p) {
-  std::printf("%-24s v%-6s %10llu bytes  %3d modules  %s%s  sha256 %.12s  %s\n", p.name().c_str(),
-              p.version().c_str(), static_cast<unsigned long long>(p.file_bytes()), p.num_modules(),
-              p.loaded() ? "loaded" : "on disk", p.pinned() ? ",pinned" : "", p.sha256().c_str(),
-              p.description().c_str());
+  std::printf("%-24s v%-6s %10llu bytes  %3d modules  %s%s  sha256 %.12s  %s\n", p.name().c_str(), p.version().c_str(),
+              static_cast<unsigned long long>(p.file_bytes()), p.num_modules(), p.loaded() ? "loaded" : "on disk",
+              p.pinned() ? ",pinned" : "", p.sha256().c_str(), p.description().c_str());
 }
 
 Status Upload(const Connection& c, const Args& a, const std::string& path) {

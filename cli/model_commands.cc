@@ -7,14 +7,14 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/strings/numbers.h"
+#include "cli/cli.h"
 #include "core/args.h"
 #include "core/chat_template.h"
 #include "core/generator.h"
+#include "core/kv_cache.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
-#include "cli/cli.h"
-#include "core/kv_cache.h"
 
 namespace skillpack {
 namespace {
@@ -35,11 +35,10 @@ Status InitTiny(const Args& a) {
   RETURN_IF_ERROR(a.CheckAllUsed());
   RETURN_IF_ERROR(InitTinyModel(o, out));
   ASSIGN_OR_RETURN(ModelConfig c, TinyModelConfig(o));
-  std::printf("wrote %s: %lld layers, hidden %lld, %lld/%lld heads, vocab %lld, %.2fM parameters\n",
-              out.c_str(), static_cast<long long>(c.num_hidden_layers),
-              static_cast<long long>(c.hidden_size), static_cast<long long>(c.num_attention_heads),
-              static_cast<long long>(c.num_key_value_heads), static_cast<long long>(c.vocab_size),
-              c.NumParameters() / 1e6);
+  std::printf("wrote %s: %lld layers, hidden %lld, %lld/%lld heads, vocab %lld, %.2fM parameters\n", out.c_str(),
+              static_cast<long long>(c.num_hidden_layers), static_cast<long long>(c.hidden_size),
+              static_cast<long long>(c.num_attention_heads), static_cast<long long>(c.num_key_value_heads),
+              static_cast<long long>(c.vocab_size), c.NumParameters() / 1e6);
   return absl::OkStatus();
 }
 
@@ -101,8 +100,7 @@ Status Generate(const Args& a) {
     ids = tok->Encode(prompt, /*parse_special=*/true, /*add_bos=*/tok->bos_id().has_value());
   }
   const int64_t max_len = static_cast<int64_t>(ids.size()) + params.max_new_tokens;
-  ASSIGN_OR_RETURN(auto cache, KvCache::Create(model->config, 1, max_len,
-                                               model->weights->embed_tokens().options()));
+  ASSIGN_OR_RETURN(auto cache, KvCache::Create(model->config, 1, max_len, model->weights->embed_tokens().options()));
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   GenerationRequest req{ids, params, model->weights};
   GenerationEngine engine(*model->transformer, *tok, *cache, EosIds(model->config, *tok));

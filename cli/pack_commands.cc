@@ -2,13 +2,13 @@
 // and a fine-tuned model folder, looking inside them, checking them against a
 // base, and writing merged model folders.
 #include <chrono>
+#include <cinttypes>
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <set>
-#include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,17 +20,17 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "cli/cli.h"
 #include "core/args.h"
+#include "core/file_util.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
 #include "pack/calibration.h"
 #include "pack/composer.h"
-#include "core/file_util.h"
-#include "pack/fingerprint.h"
-#include "core/model.h"
 #include "pack/compressor.h"
 #include "pack/decode.h"
+#include "pack/fingerprint.h"
 #include "pack/format.h"
-#include "core/tokenizer.h"
-#include "cli/cli.h"
 
 namespace skillpack {
 namespace {
@@ -128,13 +128,12 @@ Status Create(const Args& a) {
     CaptureOptions copt;
     const int64_t layers = base->config.num_hidden_layers;
     copt.on_layer_done = [&](int64_t l, const at::Tensor&) {
-      std::fprintf(stderr, "calibration: layer %" PRId64 "/%" PRId64 " (%.1f s)\n", l + 1, layers,
-                   SecondsSince(tc));
+      std::fprintf(stderr, "calibration: layer %" PRId64 "/%" PRId64 " (%.1f s)\n", l + 1, layers, SecondsSince(tc));
     };
     ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(*base->weights, seqs, copt));
     calib = std::make_unique<CalibrationStats>(std::move(stats));
-    std::fprintf(stderr, "calibration: %" PRId64 " sequences, %" PRId64 " tokens in %.2f s\n",
-                 calib->num_sequences, calib->num_tokens, SecondsSince(tc));
+    std::fprintf(stderr, "calibration: %" PRId64 " sequences, %" PRId64 " tokens in %.2f s\n", calib->num_sequences,
+                 calib->num_tokens, SecondsSince(tc));
   }
 
   const auto tz = std::chrono::steady_clock::now();
@@ -158,11 +157,10 @@ Status Create(const Args& a) {
   const int64_t size = static_cast<int64_t>(bytes.size());
   const double ratio = static_cast<double>(size) / static_cast<double>(fp16);
   if (cfg.target_ratio || cfg.target_bytes) {
-    const int64_t target =
-        cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(*cfg.target_ratio * fp16);
+    const int64_t target = cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(*cfg.target_ratio * fp16);
     if (size > target) {
-      return absl::ResourceExhaustedError(absl::StrCat("the pack is ", size, " bytes, over the target of ",
-                                                       target, " bytes; nothing written"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the pack is ", size, " bytes, over the target of ", target, " bytes; nothing written"));
     }
   }
   RETURN_IF_ERROR(WriteFileAtomically(out, bytes));
@@ -245,12 +243,11 @@ Status Apply(const Args& a) {
   }
   if (pack_paths.empty()) return absl::InvalidArgumentError("give at least one --pack");
   if (!weight_strs.empty() && weight_strs.size() != pack_paths.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("give one --weight per --pack (", pack_paths.size(),
-                                                   " packs, ", weight_strs.size(), " weights) or none"));
+    return absl::InvalidArgumentError(absl::StrCat("give one --weight per --pack (", pack_paths.size(), " packs, ",
+                                                   weight_strs.size(), " weights) or none"));
   }
   if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype must be float32, float16 or bfloat16, got '", dtype, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be float32, float16 or bfloat16, got '", dtype, "'"));
   }
   std::vector<float> weights(pack_paths.size(), 1.0f);
   for (size_t i = 0; i < weight_strs.size(); ++i) {
@@ -299,10 +296,10 @@ Status Apply(const Args& a) {
 }  // namespace
 
 int RunPackCommand(const std::vector<std::string>& argv) {
-  return RunCliSubcommand("pack", argv,
-                          {{"create", Create, {}}, {"inspect", Inspect, {"json"}}, {"verify", Verify, {}},
-                           {"apply", Apply, {}}},
-                          kPackUsage);
+  return RunCliSubcommand(
+      "pack", argv,
+      {{"create", Create, {}}, {"inspect", Inspect, {"json"}}, {"verify", Verify, {}}, {"apply", Apply, {}}},
+      kPackUsage);
 }
 
 }  // namespace skillpack

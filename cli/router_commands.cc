@@ -11,13 +11,13 @@
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_join.h"
+#include "cli/cli.h"
 #include "core/args.h"
-#include "pack/fingerprint.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
+#include "pack/fingerprint.h"
 #include "router/router.h"
 #include "router/router_train.h"
-#include "cli/cli.h"
 
 namespace skillpack {
 namespace {

@@ -12,8 +12,8 @@ namespace {
 bool IsPythonSpace(uint32_t cp) {
   if (cp == ' ' || (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x1F)) return true;
   if (cp < 0x80) return false;
-  return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
-         cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+  return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||
+         cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 // Decodes the (well-formed) UTF-8 character starting at s[i]; stores its byte
@@ -62,8 +62,8 @@ absl::string_view TrimPythonSpace(absl::string_view s) {
 
 Status CheckRole(const ChatMessage& m, size_t index) {
   if (m.role == "system" || m.role == "user" || m.role == "assistant") return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("chat message ", index, " has unknown role '", m.role,
-                                                 "' (expected system, user or assistant)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("chat message ", index, " has unknown role '", m.role, "' (expected system, user or assistant)"));
 }
 
 }  // namespace
@@ -103,8 +103,8 @@ StatusOr<std::string> ApplyChatTemplate(ChatTemplateFamily family, const std::ve
     case ChatTemplateFamily::kLlama3:
       out = "<|begin_of_text|>";
       for (const ChatMessage& m : messages) {
-        absl::StrAppend(&out, "<|start_header_id|>", m.role, "<|end_header_id|>\n\n",
-                        TrimPythonSpace(m.content), "<|eot_id|>");
+        absl::StrAppend(&out, "<|start_header_id|>", m.role, "<|end_header_id|>\n\n", TrimPythonSpace(m.content),
+                        "<|eot_id|>");
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;

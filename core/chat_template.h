@@ -54,8 +54,7 @@ StatusOr<ChatTemplateFamily> DetectChatTemplateFamily(absl::string_view jinja);
 //          system one; pass it explicitly to reproduce that).
 // INVALID_ARGUMENT for an empty message list or a role other than
 // system/user/assistant (the message names the role and its index).
-StatusOr<std::string> ApplyChatTemplate(ChatTemplateFamily family,
-                                        const std::vector<ChatMessage>& messages,
+StatusOr<std::string> ApplyChatTemplate(ChatTemplateFamily family, const std::vector<ChatMessage>& messages,
                                         bool add_generation_prompt);
 
 // Jinja source of `family`'s template, in the shape of the real Llama-3 /

@@ -43,8 +43,7 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
 
   if (!PathExists(index_path)) {
     if (!PathExists(single_path)) {
-      return absl::NotFoundError(absl::StrCat("no ", kSingleCheckpointFile, " or ",
-                                              kCheckpointIndexFile, " in ", dir));
+      return absl::NotFoundError(absl::StrCat("no ", kSingleCheckpointFile, " or ", kCheckpointIndexFile, " in ", dir));
     }
     ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(single_path));
     ckpt->files_.push_back(std::move(file));
@@ -68,8 +67,8 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
     }
     const std::string& file = shard.get_ref<const std::string&>();
     if (!IsPlainFileName(file)) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map entry for '", name,
-                                                     "' names '", file, "', not a file in the folder"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": weight_map entry for '", name, "' names '", file, "', not a file in the folder"));
     }
     auto [it, inserted] = expected.try_emplace(file);
     if (inserted) shard_order.push_back(file);
@@ -85,17 +84,16 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
     const std::set<std::string>& want = expected[file];
     for (const std::string& name : want) {
       if ((*shard)->Find(name) == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(index_path, " maps tensor '", name, "' to ",
-                                                       path, ", which does not contain it"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, " maps tensor '", name, "' to ", path, ", which does not contain it"));
       }
     }
     for (const TensorView& t : (*shard)->tensors()) {
       if (want.count(t.name) == 0) {
         auto other = wm->find(t.name);
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, " contains tensor '", t.name, "', which ", index_path,
-            other == wm->end() ? " does not list"
-                               : absl::StrCat(" maps to ", other->get<std::string>())));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, " contains tensor '", t.name, "', which ", index_path,
+                         other == wm->end() ? " does not list" : absl::StrCat(" maps to ", other->get<std::string>())));
       }
     }
     ckpt->files_.push_back(std::move(shard).value());
@@ -111,14 +109,13 @@ Status Checkpoint::Index() {
     for (const TensorView& t : file->tensors()) {
       auto [it, inserted] = owner.emplace(t.name, file.get());
       if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "' is in both ",
-                                                       it->second->path(), " and ", file->path()));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor '", t.name, "' is in both ", it->second->path(), " and ", file->path()));
       }
       by_name_.emplace_back(t.name, &t);
     }
   }
-  std::sort(by_name_.begin(), by_name_.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::sort(by_name_.begin(), by_name_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   return absl::OkStatus();
 }
 
@@ -131,8 +128,9 @@ std::vector<std::string> Checkpoint::names() const {
 
 const TensorView* Checkpoint::Find(absl::string_view name) const {
   auto it = std::lower_bound(by_name_.begin(), by_name_.end(), name,
-                             [](const std::pair<std::string, const TensorView*>& e,
-                                absl::string_view n) { return absl::string_view(e.first) < n; });
+                             [](const std::pair<std::string, const TensorView*>& e, absl::string_view n) {
+                               return absl::string_view(e.first) < n;
+                             });
   if (it == by_name_.end() || it->first != name) return nullptr;
   return it->second;
 }
@@ -149,8 +147,8 @@ uint64_t Checkpoint::total_bytes() const {
   return total;
 }
 
-Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>& tensors,
-                       uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata) {
+Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>& tensors, uint64_t max_shard_bytes,
+                       const std::map<std::string, std::string>& metadata) {
   std::set<absl::string_view> seen;
   uint64_t total = 0;
   for (const TensorToWrite& t : tensors) {
@@ -191,8 +189,7 @@ Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>&
   Json index = Json::object();
   index["metadata"] = Json::object({{"total_size", total}});
   index["weight_map"] = std::move(weight_map);
-  RETURN_IF_ERROR(WriteFileAtomically(
-      index_path, index.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomically(index_path, index.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"));
   RETURN_IF_ERROR(RemoveIfExists(single_path));
   return SyncParentDirectory(index_path);
 }

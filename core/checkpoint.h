@@ -65,8 +65,7 @@ class Checkpoint {
 // plus model.safetensors.index.json with metadata.total_size (data bytes) and
 // the weight_map, written last; a stale model.safetensors is removed. Each file
 // is written atomically.
-Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>& tensors,
-                       uint64_t max_shard_bytes,
+Status WriteCheckpoint(const std::string& dir, const std::vector<TensorToWrite>& tensors, uint64_t max_shard_bytes,
                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace skillpack

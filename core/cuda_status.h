@@ -21,8 +21,7 @@ namespace skillpack {
 // "<context>: <cudaGetErrorName>: <cudaGetErrorString>".
 inline absl::Status CudaStatus(cudaError_t err, absl::string_view context) {
   if (err == cudaSuccess) return absl::OkStatus();
-  const std::string message = absl::StrCat(context, ": ", cudaGetErrorName(err),
-                                           ": ", cudaGetErrorString(err));
+  const std::string message = absl::StrCat(context, ": ", cudaGetErrorName(err), ": ", cudaGetErrorString(err));
   switch (err) {
     case cudaErrorInvalidValue:
       return absl::InvalidArgumentError(message);
@@ -36,12 +35,10 @@ inline absl::Status CudaStatus(cudaError_t err, absl::string_view context) {
 // OK for CUBLAS_STATUS_SUCCESS; INVALID_ARGUMENT for
 // CUBLAS_STATUS_INVALID_VALUE, RESOURCE_EXHAUSTED for
 // CUBLAS_STATUS_ALLOC_FAILED, INTERNAL otherwise.
-inline absl::Status CublasStatus(cublasStatus_t status,
-                                 absl::string_view context) {
+inline absl::Status CublasStatus(cublasStatus_t status, absl::string_view context) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   const std::string message =
-      absl::StrCat(context, ": ", cublasGetStatusName(status), ": ",
-                   cublasGetStatusString(status));
+      absl::StrCat(context, ": ", cublasGetStatusName(status), ": ", cublasGetStatusString(status));
   switch (status) {
     case CUBLAS_STATUS_INVALID_VALUE:
       return absl::InvalidArgumentError(message);

@@ -13,19 +13,22 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 }  // namespace
 
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "none";
 }
@@ -47,14 +50,9 @@ struct GenerationEngine::Sequence {
   GenerationEvent pending;  // text/tokens produced in this step
 };
 
-GenerationEngine::GenerationEngine(const Transformer& model, const Tokenizer& tokenizer,
-                                   KvCache& cache, std::vector<int32_t> eos_ids,
-                                   EngineOptions options)
-    : model_(model),
-      tokenizer_(tokenizer),
-      cache_(cache),
-      eos_ids_(std::move(eos_ids)),
-      options_(options) {}
+GenerationEngine::GenerationEngine(const Transformer& model, const Tokenizer& tokenizer, KvCache& cache,
+                                   std::vector<int32_t> eos_ids, EngineOptions options)
+    : model_(model), tokenizer_(tokenizer), cache_(cache), eos_ids_(std::move(eos_ids)), options_(options) {}
 
 GenerationEngine::~GenerationEngine() {
   for (auto& s : running_) cache_.Release(s->slot);
@@ -66,17 +64,16 @@ StatusOr<int64_t> GenerationEngine::Add(GenerationRequest request, GenerationCal
   if (!request.weights) return absl::InvalidArgumentError("no weight set given");
   for (int32_t t : request.prompt_tokens) {
     if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt: token id ", t, " out of range [0, ", c.vocab_size, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("prompt: token id ", t, " out of range [0, ", c.vocab_size, ")"));
     }
   }
   RETURN_IF_ERROR(ValidateSamplingParams(request.params, static_cast<int32_t>(c.vocab_size)));
   const int64_t need = static_cast<int64_t>(request.prompt_tokens.size()) + request.params.max_new_tokens;
   const int64_t limit = std::min<int64_t>(cache_.max_seq_len(), c.max_position_embeddings);
   if (need > limit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", request.prompt_tokens.size(), " tokens plus max_new_tokens ",
-        request.params.max_new_tokens, " exceeds the context length ", limit));
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", request.prompt_tokens.size(),
+                                                   " tokens plus max_new_tokens ", request.params.max_new_tokens,
+                                                   " exceeds the context length ", limit));
   }
   auto s = std::make_unique<Sequence>();
   s->id = next_id_++;
@@ -112,8 +109,7 @@ void GenerationEngine::Admit() {
       ++it;
     }
   }
-  while (!waiting_.empty() && cache_.num_free() > 0 &&
-         static_cast<int32_t>(running_.size()) < options_.max_batch) {
+  while (!waiting_.empty() && cache_.num_free() > 0 && static_cast<int32_t>(running_.size()) < options_.max_batch) {
     auto slot = cache_.Acquire();
     if (!slot.ok()) break;
     std::unique_ptr<Sequence> s = std::move(waiting_.front());
@@ -256,11 +252,9 @@ void GenerationEngine::Step() {
   Reap();
 }
 
-StatusOr<std::vector<GenerationOutput>> GenerateAll(const Transformer& model,
-                                                    const Tokenizer& tokenizer, KvCache& cache,
-                                                    std::vector<int32_t> eos_ids,
-                                                    std::vector<GenerationRequest> requests,
-                                                    EngineOptions options) {
+StatusOr<std::vector<GenerationOutput>> GenerateAll(const Transformer& model, const Tokenizer& tokenizer,
+                                                    KvCache& cache, std::vector<int32_t> eos_ids,
+                                                    std::vector<GenerationRequest> requests, EngineOptions options) {
   GenerationEngine engine(model, tokenizer, cache, std::move(eos_ids), options);
   std::vector<GenerationOutput> outputs(requests.size());
   std::map<int64_t, size_t> index;

@@ -42,11 +42,11 @@ struct GenerationOutput {
   std::vector<int32_t> tokens;  // generated ids (a final eos / stop token included)
   std::vector<float> logprobs;  // per generated token, when params.logprobs
   FinishReason finish_reason = FinishReason::kNone;
-  Status status;                // set when finish_reason == kError
+  Status status;  // set when finish_reason == kError
   int32_t prompt_tokens = 0;
-  double queue_seconds = 0;           // Add -> prefill start
-  double time_to_first_token_s = 0;   // Add -> first token
-  double total_seconds = 0;           // Add -> finish
+  double queue_seconds = 0;          // Add -> prefill start
+  double time_to_first_token_s = 0;  // Add -> first token
+  double total_seconds = 0;          // Add -> finish
 };
 
 // Called on the engine thread for each step that produced text or tokens for a
@@ -67,8 +67,8 @@ struct EngineOptions {
 class GenerationEngine {
  public:
   // `eos_ids`: ids that end a sequence unless params.ignore_eos.
-  GenerationEngine(const Transformer& model, const Tokenizer& tokenizer, KvCache& cache,
-                   std::vector<int32_t> eos_ids, EngineOptions options = {});
+  GenerationEngine(const Transformer& model, const Tokenizer& tokenizer, KvCache& cache, std::vector<int32_t> eos_ids,
+                   EngineOptions options = {});
   ~GenerationEngine();
 
   // Validates and queues a sequence; returns its id. INVALID_ARGUMENT naming
@@ -103,9 +103,8 @@ class GenerationEngine {
 
 // Offline helper: runs `requests` to completion on a fresh engine, returning
 // one output per request in order.
-StatusOr<std::vector<GenerationOutput>> GenerateAll(const Transformer& model,
-                                                    const Tokenizer& tokenizer, KvCache& cache,
-                                                    std::vector<int32_t> eos_ids,
+StatusOr<std::vector<GenerationOutput>> GenerateAll(const Transformer& model, const Tokenizer& tokenizer,
+                                                    KvCache& cache, std::vector<int32_t> eos_ids,
                                                     std::vector<GenerationRequest> requests,
                                                     EngineOptions options = {});
 

@@ -82,7 +82,7 @@ StatusOr<T> GetFieldOr(const Json& obj, absl::string_view key, T fallback, absl:
   return GetField<T>(obj, key, what);
 }
 
-#define SP_INSTANTIATE_JSON_FIELD(T)                                                 \
+#define SP_INSTANTIATE_JSON_FIELD(T)                                                   \
   template StatusOr<T> GetField<T>(const Json&, absl::string_view, absl::string_view); \
   template StatusOr<T> GetFieldOr<T>(const Json&, absl::string_view, T, absl::string_view);
 SP_INSTANTIATE_JSON_FIELD(bool)

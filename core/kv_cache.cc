@@ -4,12 +4,11 @@
 
 namespace skillpack {
 
-StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const ModelConfig& config, int64_t num_slots,
-                                                   int64_t max_seq_len,
+StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const ModelConfig& config, int64_t num_slots, int64_t max_seq_len,
                                                    const at::TensorOptions& options) {
   if (num_slots <= 0 || max_seq_len <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("KV cache needs positive slots and length, got ",
-                                                   num_slots, " and ", max_seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV cache needs positive slots and length, got ", num_slots, " and ", max_seq_len));
   }
   std::unique_ptr<KvCache> c(new KvCache());
   c->max_seq_len_ = max_seq_len;

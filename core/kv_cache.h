@@ -17,8 +17,7 @@ namespace skillpack {
 class KvCache {
  public:
   // Allocates num_slots * max_seq_len positions for every layer (zeroed).
-  static StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t num_slots,
-                                                   int64_t max_seq_len,
+  static StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t num_slots, int64_t max_seq_len,
                                                    const at::TensorOptions& options);
 
   int64_t num_slots() const { return static_cast<int64_t>(length_.size()); }

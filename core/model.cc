@@ -33,8 +33,8 @@ at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 }
 
 // q [B,H,T,hd], k/v [B,KV,L,hd], allowed bool [B,1,1,T,L] -> [B,T,H*hd].
-at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const at::Tensor& allowed, int64_t groups) {
+at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& allowed,
+                  int64_t groups) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3);
   const int64_t KV = k.size(1), L = k.size(2);
   at::Tensor qg = q.reshape({B, KV, groups * T, hd});
@@ -55,8 +55,8 @@ at::Tensor Mlp(const LayerWeights& lw, const at::Tensor& h) {
 struct Qkv {
   at::Tensor q, k, v;
 };
-Qkv Project(const ModelConfig& c, const LayerWeights& lw, const at::Tensor& h,
-            const at::Tensor& cos, const at::Tensor& sin) {
+Qkv Project(const ModelConfig& c, const LayerWeights& lw, const at::Tensor& h, const at::Tensor& cos,
+            const at::Tensor& sin) {
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   Qkv r;
   r.q = Linear(h, lw.q, lw.q_bias).view({B, T, c.num_attention_heads, hd}).transpose(1, 2);
@@ -105,8 +105,7 @@ Transformer::Transformer(ModelConfig config) : config_(std::move(config)) {
       if (wavelen > low_wavelen) {
         f /= rs.factor;
       } else if (wavelen >= high_wavelen) {
-        const double smooth =
-            (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        const double smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
         f = (1 - smooth) * f / rs.factor + smooth * f;
       }
     }
@@ -115,16 +114,15 @@ Transformer::Transformer(ModelConfig config) : config_(std::move(config)) {
   inv_freq_ = at::tensor(invf, at::kFloat);
 }
 
-std::pair<at::Tensor, at::Tensor> Transformer::Rope(const at::Tensor& positions,
-                                                     at::ScalarType dtype) const {
+std::pair<at::Tensor, at::Tensor> Transformer::Rope(const at::Tensor& positions, at::ScalarType dtype) const {
   at::Tensor inv = inv_freq_.to(positions.device());
   at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv;  // [B,T,hd/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);         // [B,1,T,hd]
+  at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);        // [B,1,T,hd]
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-at::Tensor Transformer::RunLayers(const ModelWeights& w, const at::Tensor& tokens,
-                                  const at::Tensor& attention_mask, int64_t num_layers) const {
+at::Tensor Transformer::RunLayers(const ModelWeights& w, const at::Tensor& tokens, const at::Tensor& attention_mask,
+                                  int64_t num_layers) const {
   const int64_t B = tokens.size(0), T = tokens.size(1);
   at::Tensor x = at::embedding(w.embed_tokens(), tokens);
   at::Tensor positions = at::arange(T, tokens.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
@@ -145,16 +143,15 @@ at::Tensor Transformer::Forward(const ModelWeights& w, const at::Tensor& tokens,
   return at::linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head());
 }
 
-at::Tensor Transformer::HiddenStates(const ModelWeights& w, const at::Tensor& tokens,
-                                     const at::Tensor& attention_mask, int64_t num_layers) const {
+at::Tensor Transformer::HiddenStates(const ModelWeights& w, const at::Tensor& tokens, const at::Tensor& attention_mask,
+                                     int64_t num_layers) const {
   return RunLayers(w, tokens, attention_mask, std::min(num_layers, config_.num_hidden_layers));
 }
 
 at::Tensor Transformer::LayerForward(const ModelWeights& w, int64_t layer, const at::Tensor& x,
                                      const at::Tensor& attention_mask, LayerActivations* taps) const {
   const int64_t B = x.size(0), T = x.size(1);
-  at::Tensor positions =
-      at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+  at::Tensor positions = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
   auto [cos, sin] = Rope(positions, x.scalar_type());
   at::Tensor allowed = AttentionMask(positions, T, config_.sliding_window, attention_mask);
   const LayerWeights& lw = w.layers()[layer];
@@ -168,8 +165,8 @@ at::Tensor Transformer::LayerForward(const ModelWeights& w, int64_t layer, const
   return h + Linear(down_in, lw.down, lw.down_bias);
 }
 
-StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache,
-                                       const std::vector<SeqStep>& batch, bool all_logits) const {
+StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, const std::vector<SeqStep>& batch,
+                                       bool all_logits) const {
   const int64_t B = static_cast<int64_t>(batch.size());
   if (B == 0) return absl::InvalidArgumentError("empty batch");
   int64_t T = 0, total_max = 0;
@@ -182,15 +179,13 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache,
     if (s.tokens.empty()) return absl::InvalidArgumentError("a sequence step has no tokens");
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= config_.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " out of range [0, ", config_.vocab_size, ")"));
+        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " out of range [0, ", config_.vocab_size, ")"));
       }
     }
     const int64_t total = cache.length(s.slot) + static_cast<int64_t>(s.tokens.size());
     if (total > cache.max_seq_len()) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence of ", total,
-                                                     " tokens exceeds the KV cache length ",
-                                                     cache.max_seq_len()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence of ", total, " tokens exceeds the KV cache length ", cache.max_seq_len()));
     }
     T = std::max<int64_t>(T, s.tokens.size());
     total_max = std::max(total_max, total);
@@ -245,8 +240,7 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache,
   }
 }
 
-StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir,
-                                                 const at::TensorOptions& options) {
+StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const at::TensorOptions& options) {
   auto m = std::make_unique<LoadedModel>();
   m->dir = dir;
   ASSIGN_OR_RETURN(m->config, LoadModelConfig(dir));

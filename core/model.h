@@ -45,19 +45,18 @@ class Transformer {
   // have different cached and new lengths. Returns float32 logits [B, vocab] for
   // each sequence's last new token, or [B, T_max, vocab] (padded) when all_logits.
   // INVALID_ARGUMENT when a token id is out of range or a slot would overflow.
-  StatusOr<at::Tensor> Step(const ModelWeights& w, KvCache& cache,
-                            const std::vector<SeqStep>& batch, bool all_logits = false) const;
+  StatusOr<at::Tensor> Step(const ModelWeights& w, KvCache& cache, const std::vector<SeqStep>& batch,
+                            bool all_logits = false) const;
 
   // Cache-free forward over right-padded sequences: tokens int64 [B, T],
   // attention_mask [B, T] (1 for real tokens, which come first). Differentiable
   // in the weights. Returns logits [B, T, vocab].
-  at::Tensor Forward(const ModelWeights& w, const at::Tensor& tokens,
-                     const at::Tensor& attention_mask) const;
+  at::Tensor Forward(const ModelWeights& w, const at::Tensor& tokens, const at::Tensor& attention_mask) const;
 
   // Hidden states after `num_layers` decoder layers (0 = embeddings), [B, T, hidden]:
   // the router's features.
-  at::Tensor HiddenStates(const ModelWeights& w, const at::Tensor& tokens,
-                          const at::Tensor& attention_mask, int64_t num_layers) const;
+  at::Tensor HiddenStates(const ModelWeights& w, const at::Tensor& tokens, const at::Tensor& attention_mask,
+                          int64_t num_layers) const;
 
   // Runs decoder layer `layer` alone on hidden states x [B, T, hidden] (positions
   // 0..T-1, right-padded as in Forward, attention_mask [B, T] or undefined for no
@@ -65,8 +64,8 @@ class Transformer {
   // embeddings reproduces HiddenStates layer by layer. When `taps` is non-null
   // it receives the inputs of the layer's linear modules.
   // REQUIRES: 0 <= layer < num_hidden_layers.
-  at::Tensor LayerForward(const ModelWeights& w, int64_t layer, const at::Tensor& x,
-                          const at::Tensor& attention_mask, LayerActivations* taps) const;
+  at::Tensor LayerForward(const ModelWeights& w, int64_t layer, const at::Tensor& x, const at::Tensor& attention_mask,
+                          LayerActivations* taps) const;
 
  private:
   // cos/sin [B, 1, T, head_dim] for integer positions [B, T].
@@ -87,8 +86,7 @@ struct LoadedModel {
 };
 
 // Loads config.json and the safetensors weights of a Hugging Face model folder.
-StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir,
-                                                 const at::TensorOptions& options);
+StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const at::TensorOptions& options);
 
 // RMSNorm as Hugging Face computes it (in float32, then cast back).
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -18,8 +18,8 @@ StatusOr<std::vector<int64_t>> TokenIdList(const Json& j, const char* key, absl:
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return out;
   auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": field '", key,
-                                                   "' must be an integer or a list of integers"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": field '", key, "' must be an integer or a list of integers"));
   };
   if (it->is_number_integer()) {
     out.push_back(it->get<int64_t>());
@@ -61,14 +61,12 @@ StatusOr<RopeScaling> ParseRopeScaling(const Json& j, absl::string_view what) {
     ASSIGN_OR_RETURN(rs.original_max_position_embeddings,
                      GetFieldOr<int64_t>(r, "original_max_position_embeddings", 8192, ctx));
     if (!(rs.high_freq_factor > rs.low_freq_factor) || rs.low_freq_factor <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(ctx, ": need 0 < low_freq_factor < high_freq_factor"));
+      return absl::InvalidArgumentError(absl::StrCat(ctx, ": need 0 < low_freq_factor < high_freq_factor"));
     }
-    RETURN_IF_ERROR(Positive(rs.original_max_position_embeddings,
-                             "original_max_position_embeddings", ctx));
+    RETURN_IF_ERROR(Positive(rs.original_max_position_embeddings, "original_max_position_embeddings", ctx));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        ctx, ": unsupported type '", type, "' (supported: default, linear, llama3)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(ctx, ": unsupported type '", type, "' (supported: default, linear, llama3)"));
   }
   return rs;
 }
@@ -92,9 +90,8 @@ StatusOr<ModelConfig> ParseModelConfig(const Json& j, absl::string_view what) {
   ModelConfig c;
   ASSIGN_OR_RETURN(c.model_type, GetField<std::string>(j, "model_type", what));
   if (c.model_type != "llama" && c.model_type != "mistral" && c.model_type != "qwen2") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": unsupported architecture model_type '", c.model_type,
-        "' (supported: llama, mistral, qwen2)"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": unsupported architecture model_type '", c.model_type,
+                                                   "' (supported: llama, mistral, qwen2)"));
   }
   ASSIGN_OR_RETURN(std::string act, GetFieldOr<std::string>(j, "hidden_act", "silu", what));
   if (act != "silu") {
@@ -105,9 +102,9 @@ StatusOr<ModelConfig> ParseModelConfig(const Json& j, absl::string_view what) {
   ASSIGN_OR_RETURN(c.intermediate_size, GetField<int64_t>(j, "intermediate_size", what));
   ASSIGN_OR_RETURN(c.num_hidden_layers, GetField<int64_t>(j, "num_hidden_layers", what));
   ASSIGN_OR_RETURN(c.num_attention_heads, GetField<int64_t>(j, "num_attention_heads", what));
-  ASSIGN_OR_RETURN(c.num_key_value_heads,
-                   GetFieldOr<int64_t>(j, "num_key_value_heads", c.num_attention_heads, what));
-  for (auto [v, name] : {std::pair{c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"},
+  ASSIGN_OR_RETURN(c.num_key_value_heads, GetFieldOr<int64_t>(j, "num_key_value_heads", c.num_attention_heads, what));
+  for (auto [v, name] : {std::pair{c.vocab_size, "vocab_size"},
+                         {c.hidden_size, "hidden_size"},
                          {c.intermediate_size, "intermediate_size"},
                          {c.num_hidden_layers, "num_hidden_layers"},
                          {c.num_attention_heads, "num_attention_heads"},
@@ -115,23 +112,22 @@ StatusOr<ModelConfig> ParseModelConfig(const Json& j, absl::string_view what) {
     RETURN_IF_ERROR(Positive(v, name, what));
   }
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": num_attention_heads (", c.num_attention_heads,
-        ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": num_attention_heads (", c.num_attention_heads,
+                                                   ") must be a multiple of num_key_value_heads (",
+                                                   c.num_key_value_heads, ")"));
   }
   int64_t default_head_dim = c.hidden_size / c.num_attention_heads;
   ASSIGN_OR_RETURN(c.head_dim, GetFieldOr<int64_t>(j, "head_dim", default_head_dim, what));
   RETURN_IF_ERROR(Positive(c.head_dim, "head_dim", what));
   if (!j.contains("head_dim") && c.hidden_size % c.num_attention_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": hidden_size (", c.hidden_size, ") must be a multiple of num_attention_heads (",
-        c.num_attention_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": hidden_size (", c.hidden_size,
+                                                   ") must be a multiple of num_attention_heads (",
+                                                   c.num_attention_heads, ")"));
   }
   if (c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": head_dim must be even for RoPE, got ", c.head_dim));
   }
-  ASSIGN_OR_RETURN(c.max_position_embeddings,
-                   GetFieldOr<int64_t>(j, "max_position_embeddings", 2048, what));
+  ASSIGN_OR_RETURN(c.max_position_embeddings, GetFieldOr<int64_t>(j, "max_position_embeddings", 2048, what));
   RETURN_IF_ERROR(Positive(c.max_position_embeddings, "max_position_embeddings", what));
   ASSIGN_OR_RETURN(c.rms_norm_eps, GetFieldOr<double>(j, "rms_norm_eps", 1e-6, what));
   if (!(c.rms_norm_eps > 0)) return absl::InvalidArgumentError(absl::StrCat(what, ": rms_norm_eps must be positive"));
@@ -147,8 +143,7 @@ StatusOr<ModelConfig> ParseModelConfig(const Json& j, absl::string_view what) {
     c.o_proj_bias = c.attention_bias;
   }
   ASSIGN_OR_RETURN(c.mlp_bias, GetFieldOr<bool>(j, "mlp_bias", false, what));
-  if (c.model_type == "mistral" ||
-      (c.model_type == "qwen2" && j.value("use_sliding_window", false))) {
+  if (c.model_type == "mistral" || (c.model_type == "qwen2" && j.value("use_sliding_window", false))) {
     ASSIGN_OR_RETURN(c.sliding_window, GetFieldOr<int64_t>(j, "sliding_window", 0, what));
     if (c.sliding_window < 0) return absl::InvalidArgumentError(absl::StrCat(what, ": sliding_window must be >= 0"));
   }
@@ -165,9 +160,8 @@ StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
 }
 
 Json ModelConfigToJson(const ModelConfig& c) {
-  static const char* kArch[][2] = {{"llama", "LlamaForCausalLM"},
-                                   {"mistral", "MistralForCausalLM"},
-                                   {"qwen2", "Qwen2ForCausalLM"}};
+  static const char* kArch[][2] = {
+      {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}};
   Json j;
   for (auto& a : kArch) {
     if (c.model_type == a[0]) j["architectures"] = Json::array({a[1]});
@@ -191,8 +185,7 @@ Json ModelConfigToJson(const ModelConfig& c) {
                          {"factor", c.rope_scaling.factor},
                          {"low_freq_factor", c.rope_scaling.low_freq_factor},
                          {"high_freq_factor", c.rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings",
-                          c.rope_scaling.original_max_position_embeddings}};
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   } else {
     j["rope_scaling"] = nullptr;
   }

@@ -42,7 +42,7 @@ struct ModelConfig {
   bool attention_bias = false;  // bias on q, k, v (and o for llama's attention_bias)
   bool o_proj_bias = false;     // llama attention_bias covers o_proj; qwen2 has none there
   bool mlp_bias = false;
-  int64_t sliding_window = 0;   // 0 = full attention
+  int64_t sliding_window = 0;  // 0 = full attention
   std::vector<int64_t> bos_token_ids;
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype = "float32";

@@ -120,8 +120,8 @@ bool GetNonNegative(const Json& v, uint64_t max, uint64_t* out) {
 }
 
 struct Layout {
-  std::string prefix;          // 8-byte length + padded JSON header
-  std::vector<size_t> order;   // indices into the tensor list, in data order
+  std::string prefix;         // 8-byte length + padded JSON header
+  std::vector<size_t> order;  // indices into the tensor list, in data order
   uint64_t data_bytes = 0;
 };
 
@@ -192,9 +192,8 @@ Status WriteAll(int fd, const void* data, size_t size, const std::string& path) 
 
 StatusOr<DType> DTypeFromName(absl::string_view name) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16},
-      {"I8", DType::kI8},   {"U8", DType::kU8},   {"I16", DType::kI16},
-      {"I32", DType::kI32}, {"I64", DType::kI64}, {"BOOL", DType::kBool},
+      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I8", DType::kI8},     {"U8", DType::kU8},
+      {"I16", DType::kI16}, {"I32", DType::kI32}, {"I64", DType::kI64},   {"BOOL", DType::kBool},
   };
   for (const auto& [n, d] : kNames) {
     if (name == n) return d;
@@ -204,30 +203,48 @@ StatusOr<DType> DTypeFromName(absl::string_view name) {
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI8: return "I8";
-    case DType::kU8: return "U8";
-    case DType::kI16: return "I16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-    case DType::kBool: return "BOOL";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kI16:
+      return "I16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+    case DType::kBool:
+      return "BOOL";
   }
   return "?";
 }
 
 size_t DTypeSize(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kI8: return 1;
-    case DType::kU8: return 1;
-    case DType::kI16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
-    case DType::kBool: return 1;
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
+    case DType::kI8:
+      return 1;
+    case DType::kU8:
+      return 1;
+    case DType::kI16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
+    case DType::kBool:
+      return 1;
   }
   return 1;
 }
@@ -272,8 +289,7 @@ StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::stri
   return file;
 }
 
-StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBuffer(std::string bytes,
-                                                                       std::string what) {
+StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::FromBuffer(std::string bytes, std::string what) {
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = std::move(what);
   file->owned_ = std::move(bytes);
@@ -290,8 +306,7 @@ SafetensorsFile::~SafetensorsFile() {
 Status SafetensorsFile::Parse() {
   const std::string& what = path_;
   if (size_ < 8) {
-    return Invalid(what, absl::StrCat("file is ", size_,
-                                      " bytes, shorter than the 8-byte header length"));
+    return Invalid(what, absl::StrCat("file is ", size_, " bytes, shorter than the 8-byte header length"));
   }
   uint64_t header_len = 0;
   for (int b = 7; b >= 0; --b) header_len = (header_len << 8) | base_[b];
@@ -350,8 +365,7 @@ Status SafetensorsFile::Parse() {
       if (!value.is_object()) return Invalid(what, "__metadata__ is not a JSON object");
       for (const auto& [mk, mv] : value.items()) {
         if (!mv.is_string()) {
-          return Invalid(what, absl::StrCat("__metadata__ value for '", Shorten(mk),
-                                            "' is not a string"));
+          return Invalid(what, absl::StrCat("__metadata__ value for '", Shorten(mk), "' is not a string"));
         }
         metadata_[mk] = mv.get<std::string>();
       }
@@ -401,13 +415,12 @@ Status SafetensorsFile::Parse() {
       return Invalid(what, absl::StrCat(where, ": data_offsets begin ", begin, " > end ", end));
     }
     if (end > buffer_size) {
-      return Invalid(what, absl::StrCat(where, ": data_offsets end ", end, " beyond the ",
-                                        buffer_size, "-byte data buffer (truncated file?)"));
+      return Invalid(what, absl::StrCat(where, ": data_offsets end ", end, " beyond the ", buffer_size,
+                                        "-byte data buffer (truncated file?)"));
     }
     if (end - begin != nbytes) {
-      return Invalid(what, absl::StrCat(where, ": data_offsets span ", end - begin,
-                                        " bytes but dtype ", DTypeName(view.dtype), " and shape need ",
-                                        nbytes));
+      return Invalid(what, absl::StrCat(where, ": data_offsets span ", end - begin, " bytes but dtype ",
+                                        DTypeName(view.dtype), " and shape need ", nbytes));
     }
     view.data = base_ + data_start + begin;
     view.nbytes = static_cast<size_t>(nbytes);
@@ -416,39 +429,34 @@ Status SafetensorsFile::Parse() {
   }
 
   // The tensors must tile the data buffer exactly: no overlap, no gap, no tail.
-  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
-    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
-  });
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range& a, const Range& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
   uint64_t covered = 0;
   for (size_t i = 0; i < ranges.size(); ++i) {
     const Range& r = ranges[i];
     const std::string name = Shorten(tensors_[r.index].name);
     if (r.begin < covered) {
-      return Invalid(what, absl::StrCat("tensor '", name, "' [", r.begin, ", ", r.end,
-                                        ") overlaps tensor '", Shorten(tensors_[ranges[i - 1].index].name),
-                                        "'"));
+      return Invalid(what, absl::StrCat("tensor '", name, "' [", r.begin, ", ", r.end, ") overlaps tensor '",
+                                        Shorten(tensors_[ranges[i - 1].index].name), "'"));
     }
     if (r.begin > covered) {
-      return Invalid(what, absl::StrCat("data bytes [", covered, ", ", r.begin,
-                                        ") before tensor '", name, "' belong to no tensor"));
+      return Invalid(what, absl::StrCat("data bytes [", covered, ", ", r.begin, ") before tensor '", name,
+                                        "' belong to no tensor"));
     }
     covered = r.end;
   }
   if (covered != buffer_size) {
-    return Invalid(what, absl::StrCat("data buffer has ", buffer_size - covered,
-                                      " trailing bytes that belong to no tensor"));
+    return Invalid(what,
+                   absl::StrCat("data buffer has ", buffer_size - covered, " trailing bytes that belong to no tensor"));
   }
 
-  std::sort(tensors_.begin(), tensors_.end(),
-            [](const TensorView& a, const TensorView& b) { return a.name < b.name; });
+  std::sort(tensors_.begin(), tensors_.end(), [](const TensorView& a, const TensorView& b) { return a.name < b.name; });
   return absl::OkStatus();
 }
 
 const TensorView* SafetensorsFile::Find(absl::string_view name) const {
   auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
-                             [](const TensorView& t, absl::string_view n) {
-                               return absl::string_view(t.name) < n;
-                             });
+                             [](const TensorView& t, absl::string_view n) { return absl::string_view(t.name) < n; });
   if (it == tensors_.end() || it->name != name) return nullptr;
   return &*it;
 }
@@ -470,8 +478,7 @@ Status ValidateTensorToWrite(const TensorToWrite& t) {
     return absl::InvalidArgumentError("tensor name '__metadata__' is reserved");
   }
   if (!IsValidUtf8(t.name)) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor name '", Shorten(t.name),
-                                                   "' is not valid UTF-8"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor name '", Shorten(t.name), "' is not valid UTF-8"));
   }
   const std::string where = absl::StrCat("tensor '", Shorten(t.name), "'");
   uint64_t numel = 1;
@@ -484,8 +491,8 @@ Status ValidateTensorToWrite(const TensorToWrite& t) {
   overflow |= __builtin_mul_overflow(numel, static_cast<uint64_t>(DTypeSize(t.dtype)), &expected);
   if (overflow) return absl::InvalidArgumentError(absl::StrCat(where, ": shape's byte size overflows"));
   if (expected != t.nbytes) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": ", t.nbytes, " bytes given but dtype ",
-                                                   DTypeName(t.dtype), " and shape need ", expected));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", t.nbytes, " bytes given but dtype ", DTypeName(t.dtype),
+                                                   " and shape need ", expected));
   }
   if (t.nbytes > 0 && t.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": data is null"));
@@ -521,8 +528,8 @@ void SafetensorsWriter::SetMetadata(std::string key, std::string value) {
   metadata_[std::move(key)] = std::move(value);
 }
 
-Status SafetensorsWriter::Add(std::string name, DType dtype, std::vector<int64_t> shape,
-                              const void* data, size_t nbytes) {
+Status SafetensorsWriter::Add(std::string name, DType dtype, std::vector<int64_t> shape, const void* data,
+                              size_t nbytes) {
   TensorToWrite t{name, dtype, shape, data, nbytes};
   RETURN_IF_ERROR(ValidateTensorToWrite(t));
   if (entries_.count(name) > 0) {
@@ -590,7 +597,7 @@ uint16_t FloatToHalf(float f) {
   const uint32_t abs = x & 0x7FFFFFFFu;
   const uint32_t mant = abs & 0x7FFFFF;
   if (abs >= 0x7F800000u) {
-    if (abs == 0x7F800000u) return sign | 0x7C00;  // inf
+    if (abs == 0x7F800000u) return sign | 0x7C00;                // inf
     return static_cast<uint16_t>(sign | 0x7E00 | (mant >> 13));  // quiet NaN
   }
   const int e = static_cast<int>(abs >> 23) - 127;

@@ -141,8 +141,7 @@ class SafetensorsWriter {
 
   // Copies `nbytes` bytes from `data`. INVALID_ARGUMENT (nothing added) for a
   // duplicate name or anything ValidateTensorToWrite rejects.
-  Status Add(std::string name, DType dtype, std::vector<int64_t> shape, const void* data,
-             size_t nbytes);
+  Status Add(std::string name, DType dtype, std::vector<int64_t> shape, const void* data, size_t nbytes);
 
   // Total tensor data bytes added so far (excludes the header).
   size_t data_bytes() const { return data_bytes_; }

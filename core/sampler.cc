@@ -20,31 +20,24 @@ inline float Sanitize(float x) {
   return x;
 }
 
-Status RangeError(absl::string_view field, absl::string_view range,
-                  double got) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, " must be in ", range, ", got ", got));
+Status RangeError(absl::string_view field, absl::string_view range, double got) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " must be in ", range, ", got ", got));
 }
 
 }  // namespace
 
 Status ValidateSamplingParams(const SamplingParams& p, int32_t vocab_size) {
   if (vocab_size <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("vocab_size must be positive, got ", vocab_size));
+    return absl::InvalidArgumentError(absl::StrCat("vocab_size must be positive, got ", vocab_size));
   }
   if (p.max_new_tokens < 1 || p.max_new_tokens > kMaxNewTokensLimit) {
-    return RangeError("max_new_tokens",
-                      absl::StrCat("[1, ", kMaxNewTokensLimit, "]"),
-                      p.max_new_tokens);
+    return RangeError("max_new_tokens", absl::StrCat("[1, ", kMaxNewTokensLimit, "]"), p.max_new_tokens);
   }
   if (!(p.temperature >= 0.0f && p.temperature <= kMaxTemperature)) {
-    return RangeError("temperature", absl::StrCat("[0, ", kMaxTemperature, "]"),
-                      p.temperature);
+    return RangeError("temperature", absl::StrCat("[0, ", kMaxTemperature, "]"), p.temperature);
   }
   if (p.top_k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_k must be >= 0, got ", p.top_k));
+    return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", p.top_k));
   }
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
     return RangeError("top_p", "(0, 1]", p.top_p);
@@ -52,34 +45,27 @@ Status ValidateSamplingParams(const SamplingParams& p, int32_t vocab_size) {
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) {
     return RangeError("min_p", "[0, 1]", p.min_p);
   }
-  if (!(p.repetition_penalty > 0.0f &&
-        p.repetition_penalty <= kMaxRepetitionPenalty)) {
-    return RangeError("repetition_penalty",
-                      absl::StrCat("(0, ", kMaxRepetitionPenalty, "]"),
-                      p.repetition_penalty);
+  if (!(p.repetition_penalty > 0.0f && p.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return RangeError("repetition_penalty", absl::StrCat("(0, ", kMaxRepetitionPenalty, "]"), p.repetition_penalty);
   }
   if (p.stop.size() > kMaxStopStrings) {
     return absl::InvalidArgumentError(
-        absl::StrCat("stop must hold at most ", kMaxStopStrings,
-                     " strings, got ", p.stop.size()));
+        absl::StrCat("stop must hold at most ", kMaxStopStrings, " strings, got ", p.stop.size()));
   }
   for (size_t i = 0; i < p.stop.size(); ++i) {
     if (p.stop[i].empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop[", i, "] must not be empty"));
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] must not be empty"));
     }
     if (p.stop[i].size() > kMaxStopStringBytes) {
       return absl::InvalidArgumentError(
-          absl::StrCat("stop[", i, "] must be at most ", kMaxStopStringBytes,
-                       " bytes, got ", p.stop[i].size()));
+          absl::StrCat("stop[", i, "] must be at most ", kMaxStopStringBytes, " bytes, got ", p.stop[i].size()));
     }
   }
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) {
     const int32_t id = p.stop_token_ids[i];
     if (id < 0 || id >= vocab_size) {
       return absl::InvalidArgumentError(
-          absl::StrCat("stop_token_ids[", i, "] must be in [0, ", vocab_size,
-                       "), got ", id));
+          absl::StrCat("stop_token_ids[", i, "] must be in [0, ", vocab_size, "), got ", id));
     }
   }
   return absl::OkStatus();
@@ -96,12 +82,9 @@ Sampler::Sampler(const SamplingParams& params) : params_(params) {
   rng_.seed(seed);
 }
 
-double Sampler::NextUniform() {
-  return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0);
-}
+double Sampler::NextUniform() { return static_cast<double>(rng_() >> 11) * (1.0 / 9007199254740992.0); }
 
-SampleResult Sampler::Sample(const float* logits, int32_t vocab_size,
-                             const std::vector<int32_t>& history) {
+SampleResult Sampler::Sample(const float* logits, int32_t vocab_size, const std::vector<int32_t>& history) {
   if (logits == nullptr || vocab_size <= 0) return {0, kNegInf};
   const size_t v = static_cast<size_t>(vocab_size);
 
@@ -125,9 +108,7 @@ SampleResult Sampler::Sample(const float* logits, int32_t vocab_size,
       raw_log_norm = raw_max + std::log(raw_sum);
     }
     const float raw = Sanitize(logits[token]);
-    const float lp = raw == kNegInf
-                         ? kNegInf
-                         : static_cast<float>(raw - raw_log_norm);
+    const float lp = raw == kNegInf ? kNegInf : static_cast<float>(raw - raw_log_norm);
     return SampleResult{token, lp};
   };
 
@@ -179,8 +160,7 @@ SampleResult Sampler::Sample(const float* logits, int32_t vocab_size,
   const size_t k = static_cast<size_t>(params_.top_k);
   if (k > 0 && k < cand_.size()) {
     raw_candidates = false;
-    std::nth_element(cand_.begin(), cand_.begin() + (k - 1), cand_.end(),
-                     better);
+    std::nth_element(cand_.begin(), cand_.begin() + (k - 1), cand_.end(), better);
     cand_.resize(k);
   }
 
@@ -205,8 +185,7 @@ SampleResult Sampler::Sample(const float* logits, int32_t vocab_size,
     size_t keep = cand_.size();
     while (lo < hi) {
       const size_t mid = lo + (hi - lo) / 2;
-      std::nth_element(cand_.begin() + lo, cand_.begin() + mid,
-                       cand_.begin() + hi, better);
+      std::nth_element(cand_.begin() + lo, cand_.begin() + mid, cand_.begin() + hi, better);
       double upper = 0.0;  // mass of cand_[lo, mid)
       for (size_t i = lo; i < mid; ++i) upper += cand_[i].weight;
       if (taken + upper >= target) {
@@ -229,10 +208,7 @@ SampleResult Sampler::Sample(const float* logits, int32_t vocab_size,
   if (params_.min_p > 0.0f) {
     // p < min_p * p_max  <=>  weight < min_p, as the best survivor weighs 1.
     const float min_w = params_.min_p;
-    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
-                               [&](const Candidate& c) {
-                                 return c.weight < min_w;
-                               }),
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Candidate& c) { return c.weight < min_w; }),
                 cand_.end());
     total = 0.0;
     for (const Candidate& c : cand_) total += c.weight;

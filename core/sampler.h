@@ -88,8 +88,7 @@ class Sampler {
   // lower id. Deterministic for a given seed on a given standard library.
   // Cost: O(V) expected (selection, never a full sort of the vocabulary).
   // REQUIRES: logits != nullptr, vocab_size >= 1 (else returns {0, -inf}).
-  SampleResult Sample(const float* logits, int32_t vocab_size,
-                      const std::vector<int32_t>& history);
+  SampleResult Sample(const float* logits, int32_t vocab_size, const std::vector<int32_t>& history);
 
   const SamplingParams& params() const { return params_; }
 
@@ -107,9 +106,9 @@ class Sampler {
   SamplingParams params_;
   std::mt19937_64 rng_;
   // Scratch reused across steps to avoid O(V) allocations per token.
-  std::vector<float> work_;          // processed logits, indexed by id
-  std::vector<Candidate> cand_;      // tokens still in the running
-  std::vector<uint8_t> seen_;        // repetition-penalty marks, all 0 between calls
+  std::vector<float> work_;      // processed logits, indexed by id
+  std::vector<Candidate> cand_;  // tokens still in the running
+  std::vector<uint8_t> seen_;    // repetition-penalty marks, all 0 between calls
 };
 
 }  // namespace skillpack

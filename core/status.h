@@ -29,19 +29,18 @@ Status StatusFromException(const std::exception& e, absl::string_view context);
 #define SP_STATUS_CONCAT_(a, b) SP_STATUS_CONCAT_INNER_(a, b)
 
 // Evaluates `expr` (an absl::Status); returns it from the caller if not OK.
-#define RETURN_IF_ERROR(expr)                                    \
-  do {                                                           \
-    ::absl::Status sp_status_ = (expr);                          \
-    if (!sp_status_.ok()) return sp_status_;                     \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status sp_status_ = (expr);      \
+    if (!sp_status_.ok()) return sp_status_; \
   } while (0)
 
 // ASSIGN_OR_RETURN(lhs, expr): evaluates `expr` (an absl::StatusOr<T>); on error
 // returns its status from the caller, else moves the value into `lhs`, which
 // may be a declaration (`auto x`, `const Foo& y` is not allowed).
-#define ASSIGN_OR_RETURN(lhs, expr)                                           \
-  ASSIGN_OR_RETURN_IMPL_(SP_STATUS_CONCAT_(sp_statusor_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL_(var, lhs, expr) \
-  auto var = (expr);                           \
+#define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL_(SP_STATUS_CONCAT_(sp_statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN_IMPL_(var, lhs, expr)   \
+  auto var = (expr);                             \
   if (!var.ok()) return std::move(var).status(); \
   lhs = std::move(var).value()
 

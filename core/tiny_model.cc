@@ -10,9 +10,9 @@
 namespace skillpack {
 
 StatusOr<ModelConfig> TinyModelConfig(const TinyModelOptions& o) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok,
-                   Tokenizer::FromJson(MakeByteLevelTokenizerJson(), "byte-level tokenizer",
-                                       MakeByteLevelTokenizerConfigJson()));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<Tokenizer> tok,
+      Tokenizer::FromJson(MakeByteLevelTokenizerJson(), "byte-level tokenizer", MakeByteLevelTokenizerConfigJson()));
   Json j;
   j["model_type"] = "llama";
   j["hidden_size"] = o.hidden;
@@ -23,8 +23,8 @@ StatusOr<ModelConfig> TinyModelConfig(const TinyModelOptions& o) {
   if (inter == 0) inter = ((o.hidden * 8 / 3) + 63) / 64 * 64;
   j["intermediate_size"] = inter;
   if (o.vocab != 0 && o.vocab < tok->vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--vocab must be at least the tokenizer's ",
-                                                   tok->vocab_size(), " tokens, got ", o.vocab));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--vocab must be at least the tokenizer's ", tok->vocab_size(), " tokens, got ", o.vocab));
   }
   j["vocab_size"] = o.vocab == 0 ? tok->vocab_size() : o.vocab;
   j["max_position_embeddings"] = o.max_positions;
@@ -66,8 +66,7 @@ Status InitTinyModel(const TinyModelOptions& o, const std::string& dir) {
   RETURN_IF_ERROR(weights->Save(dir));
   RETURN_IF_ERROR(WriteFileAtomically(JoinPath(dir, "config.json"), ModelConfigToJson(c).dump(2)));
   RETURN_IF_ERROR(WriteFileAtomically(JoinPath(dir, "tokenizer.json"), MakeByteLevelTokenizerJson()));
-  RETURN_IF_ERROR(WriteFileAtomically(JoinPath(dir, "tokenizer_config.json"),
-                                      MakeByteLevelTokenizerConfigJson()));
+  RETURN_IF_ERROR(WriteFileAtomically(JoinPath(dir, "tokenizer_config.json"), MakeByteLevelTokenizerConfigJson()));
   Json gen;
   if (!c.bos_token_ids.empty()) gen["bos_token_id"] = c.bos_token_ids[0];
   gen["eos_token_id"] = c.eos_token_ids;

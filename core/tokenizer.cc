@@ -15,8 +15,7 @@ namespace skillpack {
 namespace {
 
 // GPT-2's default pre-tokenization pattern (ByteLevel with use_regex=true).
-constexpr char kGpt2Pattern[] =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr char kGpt2Pattern[] = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 // Largest token id accepted from a file (guards against absurd allocations).
 constexpr int64_t kMaxTokenId = (int64_t{1} << 26) - 1;
@@ -184,11 +183,11 @@ class RegexSplitter {
     options |= literal ? PCRE2_LITERAL : PCRE2_UCP;
     int error = 0;
     PCRE2_SIZE error_offset = 0;
-    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options,
-                                     &error, &error_offset, nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error,
+                                     &error_offset, nullptr);
     if (code == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": bad regex /", pattern, "/ at offset ",
-                                                     error_offset, ": ", Pcre2Error(error)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": bad regex /", pattern, "/ at offset ", error_offset, ": ", Pcre2Error(error)));
     }
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // optional speed-up; failure is fine
     auto splitter = std::unique_ptr<RegexSplitter>(new RegexSplitter());
@@ -397,8 +396,8 @@ class TokenizerLoader {
   Status LoadModel(const Json& model) {
     const std::string type = TypeOf(model);
     if (type != "BPE") {
-      return Error(absl::StrCat("unsupported model type '", type.empty() ? "(none)" : type,
-                                "' (only BPE is supported)"));
+      return Error(
+          absl::StrCat("unsupported model type '", type.empty() ? "(none)" : type, "' (only BPE is supported)"));
     }
     auto field_set = [&](const char* key) {
       auto it = model.find(key);
@@ -428,8 +427,8 @@ class TokenizerLoader {
     if (unk != model.end() && !unk->is_null()) {
       if (!unk->is_string()) return Error("model.unk_token must be a string");
       auto it = tok_->vocab_.find(unk->get<std::string>());
-      if (it == tok_->vocab_.end()) return Error(absl::StrCat("model.unk_token '", unk->get<std::string>(),
-                                                              "' is not in the vocab"));
+      if (it == tok_->vocab_.end())
+        return Error(absl::StrCat("model.unk_token '", unk->get<std::string>(), "' is not in the vocab"));
       tok_->unk_id_ = it->second;
     }
 
@@ -533,8 +532,8 @@ class TokenizerLoader {
       if (invert) return Error("Split pre_tokenizer with invert=true is not supported");
       ASSIGN_OR_RETURN(std::string behavior, GetFieldOr<std::string>(j, "behavior", "Isolated", where));
       if (behavior != "Isolated" && behavior != "Removed") {
-        return Error(absl::StrCat("Split pre_tokenizer behavior '", behavior,
-                                  "' is not supported (Isolated, Removed)"));
+        return Error(
+            absl::StrCat("Split pre_tokenizer behavior '", behavior, "' is not supported (Isolated, Removed)"));
       }
       auto pattern = j.find("pattern");
       if (pattern == j.end() || !pattern->is_object()) return Error("Split pre_tokenizer needs a 'pattern' object");
@@ -569,8 +568,8 @@ class TokenizerLoader {
     if (j.is_null()) return absl::OkStatus();
     const std::string type = TypeOf(j);
     if (type == "ByteLevel") return absl::OkStatus();
-    return Error(absl::StrCat("unsupported decoder type '", type.empty() ? j.dump() : type,
-                              "' (only ByteLevel is supported)"));
+    return Error(
+        absl::StrCat("unsupported decoder type '", type.empty() ? j.dump() : type, "' (only ByteLevel is supported)"));
   }
 
   Tokenizer* tok_;

@@ -13,8 +13,8 @@ std::string LayerTensorName(int64_t layer, absl::string_view suffix) {
 }
 
 std::vector<TensorSpec> ExpectedTensors(const ModelConfig& c) {
-  const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim,
-                kv = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
+  const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim,
+                f = c.intermediate_size;
   std::vector<TensorSpec> out;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -50,8 +50,8 @@ std::vector<TensorSpec> ExpectedTensors(const ModelConfig& c) {
 ModelWeights::ModelWeights(ModelConfig config, std::map<std::string, at::Tensor> tensors)
     : config_(std::move(config)), tensors_(std::move(tensors)) {}
 
-StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Create(
-    const ModelConfig& config, std::map<std::string, at::Tensor> tensors) {
+StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Create(const ModelConfig& config,
+                                                                   std::map<std::string, at::Tensor> tensors) {
   if (config.tie_word_embeddings) tensors.erase("lm_head.weight");
   std::vector<TensorSpec> specs = ExpectedTensors(config);
   for (const TensorSpec& s : specs) {
@@ -61,8 +61,8 @@ StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Create(
     }
     if (it->second.sizes().vec() != s.shape) {
       return absl::InvalidArgumentError(absl::StrCat("weight '", s.name, "' has shape ",
-                                                     ShapeString(it->second.sizes().vec()),
-                                                     ", expected ", ShapeString(s.shape)));
+                                                     ShapeString(it->second.sizes().vec()), ", expected ",
+                                                     ShapeString(s.shape)));
     }
   }
   if (tensors.size() != specs.size()) {
@@ -72,8 +72,8 @@ StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Create(
       if (!known) {
         // Rotary caches some exporters write are derived data: ignore them.
         if (absl::string_view(name).find("rotary_emb.inv_freq") != absl::string_view::npos) continue;
-        return absl::InvalidArgumentError(absl::StrCat("unexpected weight tensor '", name,
-                                                       "' for model_type ", config.model_type));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unexpected weight tensor '", name, "' for model_type ", config.model_type));
       }
     }
     for (auto it = tensors.begin(); it != tensors.end();) {
@@ -122,9 +122,8 @@ Status ModelWeights::Resolve() {
   return absl::OkStatus();
 }
 
-StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Load(const ModelConfig& config,
-                                                                  const std::string& dir,
-                                                                  const at::TensorOptions& options) {
+StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::Load(const ModelConfig& config, const std::string& dir,
+                                                                 const at::TensorOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
   std::map<std::string, at::Tensor> tensors;
   try {
@@ -150,9 +149,9 @@ StatusOr<std::shared_ptr<const ModelWeights>> ModelWeights::WithReplaced(
       return absl::InvalidArgumentError(absl::StrCat("cannot replace unknown weight '", name, "'"));
     }
     if (!t.sizes().equals(it->second.sizes())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "replacement for '", name, "' has shape ", ShapeString(t.sizes().vec()), ", expected ",
-          ShapeString(it->second.sizes().vec())));
+      return absl::InvalidArgumentError(absl::StrCat("replacement for '", name, "' has shape ",
+                                                     ShapeString(t.sizes().vec()), ", expected ",
+                                                     ShapeString(it->second.sizes().vec())));
     }
     it->second = t;
   }
@@ -172,8 +171,7 @@ int64_t ModelWeights::TotalBytes() const {
   return n;
 }
 
-Status ModelWeights::Save(const std::string& dir, const std::string& dtype_name,
-                          uint64_t max_shard_bytes) const {
+Status ModelWeights::Save(const std::string& dir, const std::string& dtype_name, uint64_t max_shard_bytes) const {
   ASSIGN_OR_RETURN(DType dtype, DTypeFromTorchName(dtype_name));
   std::vector<at::Tensor> keep;  // owns converted host copies while writing
   std::vector<TensorToWrite> out;
@@ -181,8 +179,7 @@ Status ModelWeights::Save(const std::string& dir, const std::string& dtype_name,
     for (const auto& [name, t] : tensors_) {
       keep.push_back(TensorForWrite(t, dtype));
       const at::Tensor& h = keep.back();
-      out.push_back({name, dtype, h.sizes().vec(), h.data_ptr(),
-                     static_cast<size_t>(h.numel()) * h.element_size()});
+      out.push_back({name, dtype, h.sizes().vec(), h.data_ptr(), static_cast<size_t>(h.numel()) * h.element_size()});
     }
   } catch (const std::exception& e) {
     return StatusFromException(e, "saving weights");

@@ -20,7 +20,7 @@ namespace skillpack {
 
 struct LayerWeights {
   at::Tensor input_norm, post_attention_norm;
-  at::Tensor q, k, v, o;                  // [out, in]
+  at::Tensor q, k, v, o;                      // [out, in]
   at::Tensor q_bias, k_bias, v_bias, o_bias;  // undefined when absent
   at::Tensor gate, up, down;
   at::Tensor gate_bias, up_bias, down_bias;
@@ -40,13 +40,12 @@ class ModelWeights {
   // Takes the named tensors; every ExpectedTensors() entry must be present with
   // its shape (INVALID_ARGUMENT naming the first that is missing or wrong).
   // Extra names are an error too, except a tied "lm_head.weight", which is dropped.
-  static StatusOr<std::shared_ptr<const ModelWeights>> Create(
-      const ModelConfig& config, std::map<std::string, at::Tensor> tensors);
+  static StatusOr<std::shared_ptr<const ModelWeights>> Create(const ModelConfig& config,
+                                                              std::map<std::string, at::Tensor> tensors);
 
   // Loads dir's safetensors (single file or sharded), upcasting F16/BF16 to
   // `dtype` on `device`.
-  static StatusOr<std::shared_ptr<const ModelWeights>> Load(const ModelConfig& config,
-                                                            const std::string& dir,
+  static StatusOr<std::shared_ptr<const ModelWeights>> Load(const ModelConfig& config, const std::string& dir,
                                                             const at::TensorOptions& options);
 
   // A new set equal to this one with `replacements` swapped in (same names and

@@ -53,8 +53,7 @@ bool IsValidDequantItem(const DequantItem<T>& item) {
 // everything they point to must stay alive until the kernel has run.
 // Instantiated for T = __half and __nv_bfloat16.
 template <typename T>
-cudaError_t invokeBatchedDequant(const DequantItem<T>* d_items, int num_items,
-                                 int max_rows, cudaStream_t stream);
+cudaError_t invokeBatchedDequant(const DequantItem<T>* d_items, int num_items, int max_rows, cudaStream_t stream);
 
 }  // namespace skillpack::kernels
 

@@ -33,9 +33,9 @@ __device__ __forceinline__ float WarpSum(float v) {
 }
 
 // The factor of batch row b, or null when the row has no (valid) pack.
-__device__ __forceinline__ const LowRankFactorView* PackOfRow(
-    const int32_t* row_pack, int b, const LowRankFactorView* packs,
-    int num_packs, int max_rank) {
+__device__ __forceinline__ const LowRankFactorView* PackOfRow(const int32_t* row_pack, int b,
+                                                              const LowRankFactorView* packs, int num_packs,
+                                                              int max_rank) {
   const int p = row_pack[b];
   if (p < 0 || p >= num_packs) return nullptr;
   const LowRankFactorView* f = packs + p;
@@ -47,10 +47,8 @@ __device__ __forceinline__ const LowRankFactorView* PackOfRow(
 
 template <typename T>
 __global__ void __launch_bounds__(kDownThreads)
-    LowRankDownKernel(const T* __restrict__ x, int ld_x,
-                      const int32_t* __restrict__ row_pack, int batch,
-                      const LowRankFactorView* __restrict__ packs,
-                      int num_packs, int in_features, int out_features,
+    LowRankDownKernel(const T* __restrict__ x, int ld_x, const int32_t* __restrict__ row_pack, int batch,
+                      const LowRankFactorView* __restrict__ packs, int num_packs, int in_features, int out_features,
                       int max_rank, float* __restrict__ t) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* xs = reinterpret_cast<T*>(shared_bytes);
@@ -59,8 +57,7 @@ __global__ void __launch_bounds__(kDownThreads)
   const int k = blockIdx.x * kDownWarps + warp;
   for (int b = blockIdx.y; b < batch; b += gridDim.y) {
     // Everything up to the barrier is uniform across the block.
-    const LowRankFactorView* f =
-        PackOfRow(row_pack, b, packs, num_packs, max_rank);
+    const LowRankFactorView* f = PackOfRow(row_pack, b, packs, num_packs, max_rank);
     if (f == nullptr || static_cast<int>(blockIdx.x) * kDownWarps >= f->rank) {
       continue;
     }
@@ -83,8 +80,7 @@ __global__ void __launch_bounds__(kDownThreads)
       }
       acc = WarpSum(acc);
       if (lane == 0) {
-        t[static_cast<int64_t>(b) * max_rank + k] =
-            f->weight * f->sigma[k] * acc;
+        t[static_cast<int64_t>(b) * max_rank + k] = f->weight * f->sigma[k] * acc;
       }
     }
     __syncthreads();  // xs is rewritten for the next row
@@ -93,17 +89,14 @@ __global__ void __launch_bounds__(kDownThreads)
 
 template <typename T>
 __global__ void __launch_bounds__(kUpThreads)
-    LowRankUpKernel(T* __restrict__ y, int ld_y,
-                    const int32_t* __restrict__ row_pack, int batch,
-                    const LowRankFactorView* __restrict__ packs, int num_packs,
-                    int in_features, int out_features, int max_rank,
-                    const float* __restrict__ t) {
+    LowRankUpKernel(T* __restrict__ y, int ld_y, const int32_t* __restrict__ row_pack, int batch,
+                    const LowRankFactorView* __restrict__ packs, int num_packs, int in_features, int out_features,
+                    int max_rank, const float* __restrict__ t) {
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* ts = reinterpret_cast<float*>(shared_bytes);
   const int o = blockIdx.x * kUpThreads + threadIdx.x;
   for (int b = blockIdx.y; b < batch; b += gridDim.y) {
-    const LowRankFactorView* f =
-        PackOfRow(row_pack, b, packs, num_packs, max_rank);
+    const LowRankFactorView* f = PackOfRow(row_pack, b, packs, num_packs, max_rank);
     if (f == nullptr) continue;
     const float* tb = t + static_cast<int64_t>(b) * max_rank;
     for (int i = threadIdx.x; i < f->rank; i += kUpThreads) ts[i] = tb[i];
@@ -121,29 +114,23 @@ __global__ void __launch_bounds__(kUpThreads)
 template <typename Kernel>
 cudaError_t EnsureSharedMemory(Kernel kernel, size_t bytes) {
   if (bytes <= kDefaultSharedBytes) return cudaSuccess;
-  return cudaFuncSetAttribute(kernel,
-                              cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
 }  // namespace
 
 template <typename T>
-cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y,
-                                        const int32_t* row_pack, int batch,
-                                        const LowRankFactorView* packs,
-                                        int num_packs, int in_features,
-                                        int out_features, int max_rank,
-                                        float* scratch, cudaStream_t stream) {
-  if (batch < 0 || num_packs < 0 || in_features < 0 || out_features < 0 ||
-      max_rank < 0 || ld_x < in_features || ld_y < out_features) {
+cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y, const int32_t* row_pack, int batch,
+                                        const LowRankFactorView* packs, int num_packs, int in_features,
+                                        int out_features, int max_rank, float* scratch, cudaStream_t stream) {
+  if (batch < 0 || num_packs < 0 || in_features < 0 || out_features < 0 || max_rank < 0 || ld_x < in_features ||
+      ld_y < out_features) {
     return cudaErrorInvalidValue;
   }
   if (batch == 0 || num_packs == 0 || max_rank == 0 || out_features == 0) {
     return cudaSuccess;
   }
-  if (x == nullptr || y == nullptr || row_pack == nullptr || packs == nullptr ||
-      scratch == nullptr) {
+  if (x == nullptr || y == nullptr || row_pack == nullptr || packs == nullptr || scratch == nullptr) {
     return cudaErrorInvalidValue;
   }
   const unsigned grid_y = static_cast<unsigned>(std::min(batch, kMaxGridY));
@@ -152,9 +139,8 @@ cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y,
   cudaError_t err = EnsureSharedMemory(LowRankDownKernel<T>, down_shared);
   if (err != cudaSuccess) return err;
   const dim3 down_grid((max_rank + kDownWarps - 1) / kDownWarps, grid_y);
-  LowRankDownKernel<T><<<down_grid, kDownThreads, down_shared, stream>>>(
-      x, ld_x, row_pack, batch, packs, num_packs, in_features, out_features,
-      max_rank, scratch);
+  LowRankDownKernel<T><<<down_grid, kDownThreads, down_shared, stream>>>(x, ld_x, row_pack, batch, packs, num_packs,
+                                                                         in_features, out_features, max_rank, scratch);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
 
@@ -162,17 +148,16 @@ cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y,
   err = EnsureSharedMemory(LowRankUpKernel<T>, up_shared);
   if (err != cudaSuccess) return err;
   const dim3 up_grid((out_features + kUpThreads - 1) / kUpThreads, grid_y);
-  LowRankUpKernel<T><<<up_grid, kUpThreads, up_shared, stream>>>(
-      y, ld_y, row_pack, batch, packs, num_packs, in_features, out_features,
-      max_rank, scratch);
+  LowRankUpKernel<T><<<up_grid, kUpThreads, up_shared, stream>>>(y, ld_y, row_pack, batch, packs, num_packs,
+                                                                 in_features, out_features, max_rank, scratch);
   return cudaGetLastError();
 }
 
-template cudaError_t invokeSegmentedLowRankApply<__half>(
-    const __half*, int, __half*, int, const int32_t*, int,
-    const LowRankFactorView*, int, int, int, int, float*, cudaStream_t);
-template cudaError_t invokeSegmentedLowRankApply<__nv_bfloat16>(
-    const __nv_bfloat16*, int, __nv_bfloat16*, int, const int32_t*, int,
-    const LowRankFactorView*, int, int, int, int, float*, cudaStream_t);
+template cudaError_t invokeSegmentedLowRankApply<__half>(const __half*, int, __half*, int, const int32_t*, int,
+                                                         const LowRankFactorView*, int, int, int, int, float*,
+                                                         cudaStream_t);
+template cudaError_t invokeSegmentedLowRankApply<__nv_bfloat16>(const __nv_bfloat16*, int, __nv_bfloat16*, int,
+                                                                const int32_t*, int, const LowRankFactorView*, int, int,
+                                                                int, int, float*, cudaStream_t);
 
 }  // namespace skillpack::kernels

@@ -58,12 +58,9 @@ struct LowRankFactorView {
 // error, cudaErrorInvalidValue for negative sizes or ld_x < in_features /
 // ld_y < out_features. Instantiated for T = __half and __nv_bfloat16.
 template <typename T>
-cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y,
-                                        const int32_t* row_pack, int batch,
-                                        const LowRankFactorView* packs,
-                                        int num_packs, int in_features,
-                                        int out_features, int max_rank,
-                                        float* scratch, cudaStream_t stream);
+cudaError_t invokeSegmentedLowRankApply(const T* x, int ld_x, T* y, int ld_y, const int32_t* row_pack, int batch,
+                                        const LowRankFactorView* packs, int num_packs, int in_features,
+                                        int out_features, int max_rank, float* scratch, cudaStream_t stream);
 
 }  // namespace skillpack::kernels
 

@@ -57,27 +57,20 @@ struct FromFloat<__half> {
 };
 template <>
 struct FromFloat<__nv_bfloat16> {
-  static SKILLPACK_HD __nv_bfloat16 Convert(float v) {
-    return __float2bfloat16_rn(v);
-  }
+  static SKILLPACK_HD __nv_bfloat16 Convert(float v) { return __float2bfloat16_rn(v); }
 };
 
 #if defined(__CUDA_ARCH__)
 // The 16 bits of a half / bfloat16 value.
-__device__ __forceinline__ uint16_t Bits16(__half v) {
-  return __half_as_ushort(v);
-}
-__device__ __forceinline__ uint16_t Bits16(__nv_bfloat16 v) {
-  return __bfloat16_as_ushort(v);
-}
+__device__ __forceinline__ uint16_t Bits16(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ uint16_t Bits16(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
 #endif
 
 // Unpacks codes [first, first + n), 1 <= n <= 8, of width bits (2, 3, 4 or 8)
 // from a bitpack.h stream into q[0, n); q[n, 8) are unspecified. Reads only
 // the bytes that hold those codes: ceil((first * bits % 8 + n * bits) / 8) <= 8
 // of them (for 8-bit codes the offset is 0; otherwise 7 + 8 * 4 < 64).
-SKILLPACK_HD void LoadCodes(const uint8_t* stream, int64_t first, int n,
-                            int bits, uint32_t (&q)[kCodesPerChunk]) {
+SKILLPACK_HD void LoadCodes(const uint8_t* stream, int64_t first, int n, int bits, uint32_t (&q)[kCodesPerChunk]) {
   const int64_t bit0 = first * bits;
   const uint8_t* p = stream + (bit0 >> 3);
   const int shift = static_cast<int>(bit0 & 7);
@@ -118,8 +111,7 @@ SKILLPACK_HD float LoadZero(const QuantMatrixView& m, int64_t index) {
 // Dequantised values ŵ = (q - z) * s of stored columns [j0, j0 + n) of row r,
 // n = min(8, cols - j0), into w[0, n); returns n. Handles a chunk that
 // crosses a group boundary. REQUIRES: 0 <= r < rows, 0 <= j0 < cols, m valid.
-SKILLPACK_HD int DecodeChunk(const QuantMatrixView& m, int r, int j0,
-                             float (&w)[kCodesPerChunk]) {
+SKILLPACK_HD int DecodeChunk(const QuantMatrixView& m, int r, int j0, float (&w)[kCodesPerChunk]) {
   const int n = m.cols - j0 < kCodesPerChunk ? m.cols - j0 : kCodesPerChunk;
   uint32_t q[kCodesPerChunk];
   LoadCodes(m.codes, static_cast<int64_t>(r) * m.cols + j0, n, m.bits, q);
@@ -167,11 +159,9 @@ SKILLPACK_HD void DequantChunk(const DequantItem<T>& item, int r, int j0) {
       }
       T lo = FromFloat<T>::Convert(w[i] * c0);
       T hi = FromFloat<T>::Convert(w[i + 1] * c1);
-      words[i / 2] = static_cast<uint32_t>(Bits16(lo)) |
-                     (static_cast<uint32_t>(Bits16(hi)) << 16);
+      words[i / 2] = static_cast<uint32_t>(Bits16(lo)) | (static_cast<uint32_t>(Bits16(hi)) << 16);
     }
-    *reinterpret_cast<uint4*>(row + j0) =
-        make_uint4(words[0], words[1], words[2], words[3]);
+    *reinterpret_cast<uint4*>(row + j0) = make_uint4(words[0], words[1], words[2], words[3]);
     return;
   }
 #endif
@@ -193,8 +183,7 @@ SKILLPACK_HD void DequantChunk(const DequantItem<T>& item, int r, int j0) {
 // (x[j] without perm): a chunk of row r of m times a vector in original
 // column order. Columns with perm[j] outside [0, cols) contribute 0.
 template <typename X>
-SKILLPACK_HD float ChunkDot(const QuantMatrixView& m, int r, int j0,
-                            const X* x) {
+SKILLPACK_HD float ChunkDot(const QuantMatrixView& m, int r, int j0, const X* x) {
   float w[kCodesPerChunk];
   const int n = DecodeChunk(m, r, j0, w);
   float acc = 0.0f;
@@ -211,25 +200,20 @@ SKILLPACK_HD float ChunkDot(const QuantMatrixView& m, int r, int j0,
 // True when band fits a module of [out_features, in_features] whose pack has
 // `rank` singular directions: Vᵀ [width, in], U [out, width],
 // [rank_begin, rank_begin + width) within [0, rank), both views valid.
-SKILLPACK_HD bool BandFits(const LowRankBandView& band, int in_features,
-                           int out_features, int rank) {
+SKILLPACK_HD bool BandFits(const LowRankBandView& band, int in_features, int out_features, int rank) {
   const QuantMatrixView& u = band.u;
   const QuantMatrixView& vt = band.vt;
-  const bool bits_ok =
-      (u.bits == 2 || u.bits == 3 || u.bits == 4 || u.bits == 8) &&
-      (vt.bits == 2 || vt.bits == 3 || vt.bits == 4 || vt.bits == 8);
-  return bits_ok && u.group_size > 0 && vt.group_size > 0 &&
-         vt.cols == in_features && u.rows == out_features &&
-         u.cols == vt.rows && band.rank_begin >= 0 &&
-         band.rank_begin + vt.rows <= rank;
+  const bool bits_ok = (u.bits == 2 || u.bits == 3 || u.bits == 4 || u.bits == 8) &&
+                       (vt.bits == 2 || vt.bits == 3 || vt.bits == 4 || vt.bits == 8);
+  return bits_ok && u.group_size > 0 && vt.group_size > 0 && vt.cols == in_features && u.rows == out_features &&
+         u.cols == vt.rows && band.rank_begin >= 0 && band.rank_begin + vt.rows <= rank;
 }
 
 // Phase 1 work of one lane: the part of (Vᵀ_band x)[i] over the chunks
 // lane, lane + num_lanes, ... of Vᵀ row i; summing over lanes gives the full
 // dot product. x is the input row in original order, in_features long.
 template <typename T>
-SKILLPACK_HD float VtRowPartialDot(const LowRankBandView& band, int i,
-                                   const T* x, int lane, int num_lanes) {
+SKILLPACK_HD float VtRowPartialDot(const LowRankBandView& band, int i, const T* x, int lane, int num_lanes) {
   const int num_chunks = (band.vt.cols + kCodesPerChunk - 1) / kCodesPerChunk;
   float acc = 0.0f;
   for (int c = lane; c < num_chunks; c += num_lanes) {
@@ -241,8 +225,7 @@ SKILLPACK_HD float VtRowPartialDot(const LowRankBandView& band, int i,
 // Phase 2 work of one thread: (U t)[o] over all bands of a factor, where
 // t[k] (k in [0, rank)) already holds weight * σ_k * (Vᵀ x)_k. Bands that
 // do not fit (BandFits) are skipped.
-SKILLPACK_HD float URowDot(const LowRankFactorView& f, int o, const float* t,
-                           int in_features, int out_features) {
+SKILLPACK_HD float URowDot(const LowRankFactorView& f, int o, const float* t, int in_features, int out_features) {
   float acc = 0.0f;
   for (int b = 0; b < f.num_bands; ++b) {
     const LowRankBandView& band = f.bands[b];

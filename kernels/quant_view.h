@@ -44,14 +44,10 @@ struct QuantMatrixView {
 };
 
 // True for the code widths the kernels decode: 2, 3, 4 and 8.
-inline bool IsSupportedCodeBits(int bits) {
-  return bits == 2 || bits == 3 || bits == 4 || bits == 8;
-}
+inline bool IsSupportedCodeBits(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
 // ceil(cols / group_size). REQUIRES: group_size > 0.
-inline int32_t NumGroupsOf(const QuantMatrixView& m) {
-  return (m.cols + m.group_size - 1) / m.group_size;
-}
+inline int32_t NumGroupsOf(const QuantMatrixView& m) { return (m.cols + m.group_size - 1) / m.group_size; }
 
 // Host-side structural check of a view before it is copied to the device:
 // non-negative shape, supported bits, group_size > 0, a known scale type and

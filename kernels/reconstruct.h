@@ -51,8 +51,7 @@ bool IsValidLowRankGemm(const LowRankGemm<T>& m) {
   if (m.out == nullptr || m.ld_out < m.cols) return false;
   if (m.base != nullptr && m.ld_base < m.cols) return false;
   if (m.rank == 0) return true;
-  return m.u != nullptr && m.vt != nullptr && m.ld_u >= m.rank &&
-         m.ld_vt >= m.cols;
+  return m.u != nullptr && m.vt != nullptr && m.ld_u >= m.rank && m.ld_vt >= m.cols;
 }
 
 // For each of modules[0, num_modules) (a HOST array) with base != null and
@@ -61,8 +60,7 @@ bool IsValidLowRankGemm(const LowRankGemm<T>& m) {
 // failing IsValidLowRankGemm (nothing is enqueued then). Instantiated for
 // T = __half and __nv_bfloat16.
 template <typename T>
-cudaError_t invokeCopyBase(const LowRankGemm<T>* modules, int num_modules,
-                           cudaStream_t stream);
+cudaError_t invokeCopyBase(const LowRankGemm<T>* modules, int num_modules, cudaStream_t stream);
 
 // For each of modules[0, num_modules) (a HOST array) with rank > 0:
 // out += u · vt with one cublasGemmEx (inputs and output T, fp32 compute,
@@ -73,8 +71,7 @@ cudaError_t invokeCopyBase(const LowRankGemm<T>* modules, int num_modules,
 // (checked before anything is enqueued). Instantiated for T = __half and
 // __nv_bfloat16.
 template <typename T>
-cublasStatus_t invokeLowRankGemm(cublasHandle_t handle,
-                                 const LowRankGemm<T>* modules, int num_modules,
+cublasStatus_t invokeLowRankGemm(cublasHandle_t handle, const LowRankGemm<T>* modules, int num_modules,
                                  cudaStream_t stream);
 
 // One pruned module's delta to add: out[indices[i]] += weight * values[i].
@@ -101,8 +98,7 @@ struct SparseAddItem {
 // error or cudaErrorInvalidValue for negative sizes. Instantiated for
 // T = __half and __nv_bfloat16.
 template <typename T>
-cudaError_t invokeBatchedSparseAdd(const SparseAddItem<T>* d_items,
-                                   int num_items, int64_t max_nnz,
+cudaError_t invokeBatchedSparseAdd(const SparseAddItem<T>* d_items, int num_items, int64_t max_nnz,
                                    cudaStream_t stream);
 
 }  // namespace skillpack::kernels

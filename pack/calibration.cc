@@ -55,8 +55,7 @@ const at::Tensor* CalibrationStats::Find(const std::string& module_name) const {
 }
 
 StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSequences(const std::string& path,
-                                                                     const Tokenizer& tokenizer,
-                                                                     int64_t max_samples,
+                                                                     const Tokenizer& tokenizer, int64_t max_samples,
                                                                      int64_t max_len) {
   if (max_samples < 1) {
     return absl::InvalidArgumentError(absl::StrCat("calibration samples must be >= 1, got ", max_samples));
@@ -100,8 +99,7 @@ StatusOr<CalibrationStats> CaptureCalibration(const ModelWeights& base,
   const ModelConfig& c = base.config();
   if (sequences.empty()) return absl::InvalidArgumentError("no calibration sequences");
   if (options.batch_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("calibration batch size must be >= 1, got ", options.batch_size));
+    return absl::InvalidArgumentError(absl::StrCat("calibration batch size must be >= 1, got ", options.batch_size));
   }
   for (size_t i = 0; i < sequences.size(); ++i) {
     const auto& s = sequences[i];
@@ -113,8 +111,8 @@ StatusOr<CalibrationStats> CaptureCalibration(const ModelWeights& base,
     }
     for (int32_t t : s) {
       if (t < 0 || t >= c.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("calibration sequence ", i, ": token id ", t,
-                                                       " out of range [0, ", c.vocab_size, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("calibration sequence ", i, ": token id ", t, " out of range [0, ", c.vocab_size, ")"));
       }
     }
   }
@@ -160,8 +158,7 @@ StatusOr<CalibrationStats> CaptureCalibration(const ModelWeights& base,
       InputSlot attn{{name("self_attn.q_proj"), name("self_attn.k_proj"), name("self_attn.v_proj")},
                      std::make_unique<HessianAccumulator>(c.hidden_size)};
       InputSlot o{{name("self_attn.o_proj")}, std::make_unique<HessianAccumulator>(attn_width)};
-      InputSlot mlp{{name("mlp.gate_proj"), name("mlp.up_proj")},
-                    std::make_unique<HessianAccumulator>(c.hidden_size)};
+      InputSlot mlp{{name("mlp.gate_proj"), name("mlp.up_proj")}, std::make_unique<HessianAccumulator>(c.hidden_size)};
       InputSlot down{{name("mlp.down_proj")}, std::make_unique<HessianAccumulator>(c.intermediate_size)};
       // Inputs of layer l come from layer l-1's outputs of ALL batches; each
       // batch's hidden state is replaced by layer l's output once, after its
@@ -180,8 +177,7 @@ StatusOr<CalibrationStats> CaptureCalibration(const ModelWeights& base,
         for (const std::string& m : slot->modules) stats.hessians[m] = h;
       }
       if (options.on_layer_done) {
-        at::Tensor all = at::zeros({stats.num_sequences, t_max, c.hidden_size},
-                                   batches[0].hidden.options());
+        at::Tensor all = at::zeros({stats.num_sequences, t_max, c.hidden_size}, batches[0].hidden.options());
         int64_t row = 0;
         for (const Batch& batch : batches) {
           const int64_t B = batch.hidden.size(0), T = batch.hidden.size(1);

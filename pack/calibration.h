@@ -46,8 +46,7 @@ namespace skillpack {
 // an object without those fields, for max_samples / max_len < 1, or when no
 // sample is found.
 StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationSequences(const std::string& path,
-                                                                     const Tokenizer& tokenizer,
-                                                                     int64_t max_samples,
+                                                                     const Tokenizer& tokenizer, int64_t max_samples,
                                                                      int64_t max_len);
 
 // Per-module input Hessians of a base model.

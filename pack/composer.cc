@@ -22,8 +22,8 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
                                                              const std::vector<PackSelection>& selections,
                                                              const std::vector<const DecodedPack*>& packs) {
   if (selections.size() != packs.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("composing: ", selections.size(), " selections but ",
-                                                   packs.size(), " decoded packs"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("composing: ", selections.size(), " selections but ", packs.size(), " decoded packs"));
   }
   // module name -> (decoded module, weight), in `selections` order.
   std::map<std::string, std::vector<std::pair<const DecodedModule*, float>>> plan;
@@ -48,14 +48,13 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
         return absl::FailedPreconditionError(
             absl::StrCat(label, ": module '", name, "' is not a tensor of the base model"));
       }
-      const bool shape_ok = dm.factored() ? (dm.us.dim() == 2 && dm.vt.dim() == 2 && t->dim() == 2 &&
-                                             dm.us.size(0) == t->size(0) && dm.vt.size(1) == t->size(1) &&
-                                             dm.us.size(1) == dm.vt.size(0))
-                                          : (dm.delta.defined() && dm.delta.sizes().equals(t->sizes()));
+      const bool shape_ok =
+          dm.factored() ? (dm.us.dim() == 2 && dm.vt.dim() == 2 && t->dim() == 2 && dm.us.size(0) == t->size(0) &&
+                           dm.vt.size(1) == t->size(1) && dm.us.size(1) == dm.vt.size(0))
+                        : (dm.delta.defined() && dm.delta.sizes().equals(t->sizes()));
       if (!shape_ok) {
-        return absl::FailedPreconditionError(absl::StrCat(label, ": module '", name,
-                                                          "' does not match the base tensor's shape ",
-                                                          ShapeString(t->sizes().vec())));
+        return absl::FailedPreconditionError(absl::StrCat(
+            label, ": module '", name, "' does not match the base tensor's shape ", ShapeString(t->sizes().vec())));
       }
       if (s.weight != 0.0f && ModuleFilterMatches(s.modules, name)) {
         plan[name].emplace_back(&dm, s.weight);
@@ -86,15 +85,13 @@ at::Tensor FactorizedLinear(const at::Tensor& x, const at::Tensor& w_base, const
     if (dm->factored()) {
       TORCH_CHECK(dm->us.dim() == 2 && dm->vt.dim() == 2 && dm->us.size(0) == w_base.size(0) &&
                       dm->vt.size(1) == w_base.size(1) && dm->us.size(1) == dm->vt.size(0),
-                  "FactorizedLinear: factors of '", dm->name, "' do not fit a weight of shape ",
-                  w_base.sizes());
+                  "FactorizedLinear: factors of '", dm->name, "' do not fit a weight of shape ", w_base.sizes());
       const at::Tensor vt = dm->vt.to(x.options());
       const at::Tensor us = dm->us.to(x.options());
       y.add_(at::linear(at::linear(x, vt), us), w);
     } else {
-      TORCH_CHECK(dm->delta.defined() && dm->delta.sizes().equals(w_base.sizes()),
-                  "FactorizedLinear: delta of '", dm->name, "' does not match a weight of shape ",
-                  w_base.sizes());
+      TORCH_CHECK(dm->delta.defined() && dm->delta.sizes().equals(w_base.sizes()), "FactorizedLinear: delta of '",
+                  dm->name, "' does not match a weight of shape ", w_base.sizes());
       y.add_(at::linear(x, dm->delta.to(x.options())), w);
     }
   }

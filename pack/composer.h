@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "pack/decode.h"
-#include "pack/selection.h"
 #include "core/status.h"
 #include "core/weights.h"
+#include "pack/decode.h"
+#include "pack/selection.h"
 
 namespace skillpack {
 

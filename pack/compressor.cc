@@ -10,11 +10,11 @@
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/match.h"
+#include "core/tensor_util.h"
 #include "pack/codec/bitpack.h"
 #include "pack/codec/lowrank.h"
-#include "pack/format.h"
 #include "pack/codec/quantize.h"
-#include "core/tensor_util.h"
+#include "pack/format.h"
 
 namespace skillpack {
 namespace {
@@ -36,22 +36,17 @@ constexpr int64_t kPackFixedBytes = 4096;
 // fraction of the matrix's code bytes.
 constexpr double kMaxPermOverhead = 0.125;
 
-const char* const kProjectionTypes[] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                        "gate_proj", "up_proj", "down_proj"};
+const char* const kProjectionTypes[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 // Header bytes of one tensor / the manifest entry of a module named `name`.
 int64_t TensorHeader(const std::string& name) { return kHeaderPerTensor + static_cast<int64_t>(name.size()); }
-int64_t ModuleManifest(const std::string& name) {
-  return kManifestPerModule + static_cast<int64_t>(name.size());
-}
+int64_t ModuleManifest(const std::string& name) { return kManifestPerModule + static_cast<int64_t>(name.size()); }
 
 // Planned bytes of a quantised matrix of module `name` (scales assumed F16 at <= 4 bits).
-int64_t QuantBytes(const std::string& name, int64_t rows, int64_t cols, int bits, int64_t group_size,
-                   bool perm) {
+int64_t QuantBytes(const std::string& name, int64_t rows, int64_t cols, int bits, int64_t group_size, bool perm) {
   const int64_t groups = rows * NumGroups(cols, group_size);
   return static_cast<int64_t>(PackedBytes(rows * cols, bits) + PackedBytes(groups, bits)) +
-         groups * (bits <= 4 ? 2 : 4) + (perm ? cols * kPermEntryBytes : 0) +
-         (perm ? 4 : 3) * TensorHeader(name);
+         groups * (bits <= 4 ? 2 : 4) + (perm ? cols * kPermEntryBytes : 0) + (perm ? 4 : 3) * TensorHeader(name);
 }
 
 int64_t QuantHeaderBytes(const std::string& name, const QuantizedMatrix& q) {
@@ -74,14 +69,12 @@ struct BandSpec {
 // to at least min_width directions (taken from the bands after it, so the
 // extra directions get more bits); a last band left narrower than that joins
 // the band before it.
-std::vector<BandSpec> MakeBands(int64_t k, const std::vector<std::pair<double, int>>& bands,
-                                int64_t min_width) {
+std::vector<BandSpec> MakeBands(int64_t k, const std::vector<std::pair<double, int>>& bands, int64_t min_width) {
   std::vector<BandSpec> out;
   int64_t prev = 0;
   for (size_t i = 0; i < bands.size() && prev < k; ++i) {
-    int64_t end = i + 1 == bands.size()
-                      ? k
-                      : static_cast<int64_t>(std::ceil(bands[i].first * static_cast<double>(k) - 1e-9));
+    int64_t end =
+        i + 1 == bands.size() ? k : static_cast<int64_t>(std::ceil(bands[i].first * static_cast<double>(k) - 1e-9));
     end = std::min(k, std::max(end, prev + min_width));
     if (end <= prev) continue;
     out.push_back({prev, end, bands[i].second});
@@ -94,8 +87,8 @@ std::vector<BandSpec> MakeBands(int64_t k, const std::vector<std::pair<double, i
   return out;
 }
 
-int64_t LowRankBytes(const std::string& name, int64_t m, int64_t n, int64_t k,
-                     const std::vector<BandSpec>& bands, const CompressionConfig& cfg, bool calibrated) {
+int64_t LowRankBytes(const std::string& name, int64_t m, int64_t n, int64_t k, const std::vector<BandSpec>& bands,
+                     const CompressionConfig& cfg, bool calibrated) {
   int64_t bytes = k * 4 + TensorHeader(name) + ModuleManifest(name);
   for (const BandSpec& b : bands) {
     bytes += kManifestPerBand;
@@ -106,8 +99,7 @@ int64_t LowRankBytes(const std::string& name, int64_t m, int64_t n, int64_t k,
   return bytes;
 }
 
-int64_t DenseQuantBytes(const std::string& name, int64_t m, int64_t n, const CompressionConfig& cfg,
-                        bool calibrated) {
+int64_t DenseQuantBytes(const std::string& name, int64_t m, int64_t n, const CompressionConfig& cfg, bool calibrated) {
   return QuantBytes(name, m, n, cfg.dense_bits, cfg.group_size,
                     calibrated && WorthActOrder(m, n, cfg.dense_bits, cfg)) +
          ModuleManifest(name);
@@ -150,10 +142,10 @@ StatusOr<QuantizedMatrix> Quantize(const at::Tensor& w, const at::Tensor* hessia
 // How one module is to be compressed.
 struct ModulePlan {
   ModuleOp op = ModuleOp::kDense;
-  double beta = 1.0;                   // kLowRank
-  int64_t rank_cap = kNoRankCap;       // kLowRank: cap passed to TruncatedSvd
+  double beta = 1.0;                          // kLowRank
+  int64_t rank_cap = kNoRankCap;              // kLowRank: cap passed to TruncatedSvd
   std::vector<std::pair<double, int>> bands;  // kLowRank
-  int64_t keep = 0;                    // kSparse: entries kept
+  int64_t keep = 0;                           // kSparse: entries kept
 };
 
 StatusOr<ModuleDelta> CompressSparse(const std::string& name, const at::Tensor& delta, int64_t keep) {
@@ -171,8 +163,8 @@ StatusOr<ModuleDelta> CompressSparse(const std::string& name, const at::Tensor& 
   return m;
 }
 
-StatusOr<ModuleDelta> CompressDenseQuant(const std::string& name, const at::Tensor& delta,
-                                         const CompressionConfig& cfg, const at::Tensor* h) {
+StatusOr<ModuleDelta> CompressDenseQuant(const std::string& name, const at::Tensor& delta, const CompressionConfig& cfg,
+                                         const at::Tensor* h) {
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kDenseQuant;
@@ -181,9 +173,8 @@ StatusOr<ModuleDelta> CompressDenseQuant(const std::string& name, const at::Tens
   return m;
 }
 
-StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor& delta,
-                                      const ModulePlan& plan, const CompressionConfig& cfg,
-                                      const at::Tensor* h) {
+StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor& delta, const ModulePlan& plan,
+                                      const CompressionConfig& cfg, const at::Tensor* h) {
   const int64_t m_out = delta.size(0), n_in = delta.size(1);
   const int64_t lim = static_cast<int64_t>(std::floor(cfg.dense_rank_fraction * std::min(m_out, n_in)));
   int64_t cap = lim + 1;  // one past the low-rank limit: tells "near full rank" apart
@@ -206,7 +197,7 @@ StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor&
     const int64_t w = b.end - b.begin;
     at::Tensor vt = lr.v.narrow(1, b.begin, w).t().contiguous();  // [w, in]
     ASSIGN_OR_RETURN(band.vt, Quantize(vt, calibrated ? h : nullptr, b.bits, cfg));
-    at::Tensor u = lr.u.narrow(1, b.begin, w).contiguous();       // [out, w]
+    at::Tensor u = lr.u.narrow(1, b.begin, w).contiguous();  // [out, w]
     at::Tensor hz;
     if (calibrated) {
       // Inputs of U_b are z = Σ_b V̂ᵀ_b x, so H_z = (Σ_b V̂ᵀ_b) H_x (Σ_b V̂ᵀ_b)ᵀ.
@@ -221,9 +212,8 @@ StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor&
 }
 
 // Compresses `delta` by `plan`; omitted when Δ is all zero.
-StatusOr<CompressedModule> CompressWithPlan(const std::string& name, const at::Tensor& delta,
-                                            const ModulePlan& plan, const CompressionConfig& cfg,
-                                            const at::Tensor* h) {
+StatusOr<CompressedModule> CompressWithPlan(const std::string& name, const at::Tensor& delta, const ModulePlan& plan,
+                                            const CompressionConfig& cfg, const at::Tensor* h) {
   CompressedModule out;
   if (!at::isfinite(delta).all().item<bool>()) {
     return absl::InvalidArgumentError(absl::StrCat("delta of '", name, "' has non-finite entries"));
@@ -235,8 +225,8 @@ StatusOr<CompressedModule> CompressWithPlan(const std::string& name, const at::T
   if (h != nullptr && h->defined() && plan.op != ModuleOp::kSparse && plan.op != ModuleOp::kDense) {
     const int64_t in = delta.size(1);
     if (h->dim() != 2 || h->size(0) != in || h->size(1) != in) {
-      return absl::InvalidArgumentError(absl::StrCat("calibration Hessian of '", name, "' has shape ",
-                                                     ShapeOf(*h), ", expected [", in, ", ", in, "]"));
+      return absl::InvalidArgumentError(absl::StrCat("calibration Hessian of '", name, "' has shape ", ShapeOf(*h),
+                                                     ", expected [", in, ", ", in, "]"));
     }
   }
   switch (plan.op) {
@@ -288,10 +278,10 @@ struct Profile {
   ModuleOp kind = ModuleOp::kDense;  // kSparse, kLowRank or kDense (kDense: fixed cost)
   bool zero = false;
   int64_t rows = 0, cols = 0, numel = 0;
-  double total = 0;             // ‖Δ‖²
-  std::vector<double> prefix;   // prefix[i] = energy of the i largest (σ² or entries²); prefix[0] = 0
-  int64_t lim = 0;              // kLowRank: largest rank stored low-rank
-  bool capped = false;          // kLowRank: prefix stops at cfg.max_rank
+  double total = 0;            // ‖Δ‖²
+  std::vector<double> prefix;  // prefix[i] = energy of the i largest (σ² or entries²); prefix[0] = 0
+  int64_t lim = 0;             // kLowRank: largest rank stored low-rank
+  bool capped = false;         // kLowRank: prefix stops at cfg.max_rank
 };
 
 // Smallest count whose prefix energy reaches beta * total; -1 if none within prefix.
@@ -388,9 +378,8 @@ struct Totals {
   double error = 0;
 };
 
-Totals Evaluate(const std::vector<Profile>& profiles, double beta,
-                const std::vector<std::pair<double, int>>& bands, const CompressionConfig& cfg,
-                bool calibrated) {
+Totals Evaluate(const std::vector<Profile>& profiles, double beta, const std::vector<std::pair<double, int>>& bands,
+                const CompressionConfig& cfg, bool calibrated) {
   Totals t;
   for (const Profile& p : profiles) {
     Choice c = Choose(p, beta, bands, cfg, calibrated);
@@ -433,8 +422,8 @@ Status CheckBands(const std::vector<std::pair<double, int>>& bands, absl::string
   for (size_t i = 0; i < bands.size(); ++i) {
     const auto& [f, b] = bands[i];
     if (!(f > prev && f <= 1.0)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          key, "[", i, "]: fractions must increase strictly within (0, 1], got ", f));
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, "[", i, "]: fractions must increase strictly within (0, 1], got ", f));
     }
     if (!IsSupportedCodeWidth(b)) {
       return absl::InvalidArgumentError(absl::StrCat(key, "[", i, "]: bits must be 2, 3, 4 or 8, got ", b));
@@ -474,10 +463,10 @@ Status ValidateCompressionConfig(const CompressionConfig& cfg) {
     return absl::InvalidArgumentError(absl::StrCat("alpha must be in (0, 1], got ", cfg.alpha));
   }
   for (const auto& [type, b] : cfg.beta) {
-    if (std::find(std::begin(kProjectionTypes), std::end(kProjectionTypes), type) ==
-        std::end(kProjectionTypes)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "beta: unknown module type '", type, "' (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"));
+    if (std::find(std::begin(kProjectionTypes), std::end(kProjectionTypes), type) == std::end(kProjectionTypes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("beta: unknown module type '", type,
+                       "' (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"));
     }
     if (!(b > 0 && b <= 1)) {
       return absl::InvalidArgumentError(absl::StrCat("beta.", type, " must be in (0, 1], got ", b));
@@ -517,10 +506,9 @@ Status ValidateCompressionConfig(const CompressionConfig& cfg) {
 
 StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("compression config must be a JSON object");
-  static const std::set<std::string> kKeys = {
-      "alpha",      "beta",         "bands",         "min_band_width",      "group_size",
-      "act_order",  "damp_percent", "dense_rank_fraction", "dense_bits",    "max_rank",
-      "target_ratio", "target_bytes"};
+  static const std::set<std::string> kKeys = {"alpha",      "beta",      "bands",        "min_band_width",
+                                              "group_size", "act_order", "damp_percent", "dense_rank_fraction",
+                                              "dense_bits", "max_rank",  "target_ratio", "target_bytes"};
   for (const auto& item : j.items()) {
     if (!kKeys.count(item.key())) {
       return absl::InvalidArgumentError(absl::StrCat("compression config: unknown key '", item.key(), "'"));
@@ -551,8 +539,7 @@ StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
     cfg.bands.clear();
     for (size_t i = 0; i < b.size(); ++i) {
       if (!b[i].is_array() || b[i].size() != 2 || !b[i][0].is_number() || !b[i][1].is_number_integer()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("compression config: bands[", i, "] must be [fraction, bits]"));
+        return absl::InvalidArgumentError(absl::StrCat("compression config: bands[", i, "] must be [fraction, bits]"));
       }
       cfg.bands.emplace_back(b[i][0].get<double>(), b[i][1].get<int>());
     }
@@ -630,8 +617,7 @@ int64_t Fp16DeltaBytes(const ModelWeights& w) {
 }
 
 StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Tensor& delta,
-                                          const CompressionConfig& cfg,
-                                          const at::Tensor* input_hessian) {
+                                          const CompressionConfig& cfg, const at::Tensor* input_hessian) {
   RETURN_IF_ERROR(ValidateCompressionConfig(cfg));
   try {
     c10::InferenceMode guard;
@@ -645,10 +631,9 @@ namespace {
 
 // The budget search: the β* and band layout whose plans fit `target` bytes
 // with the least estimated error. Fills *prov with what was chosen.
-StatusOr<std::map<std::string, ModulePlan>> SearchBudget(const std::vector<Profile>& profiles,
-                                                        int64_t target, int64_t fp16_bytes,
-                                                        const CompressionConfig& cfg, bool calibrated,
-                                                        Json* prov) {
+StatusOr<std::map<std::string, ModulePlan>> SearchBudget(const std::vector<Profile>& profiles, int64_t target,
+                                                         int64_t fp16_bytes, const CompressionConfig& cfg,
+                                                         bool calibrated, Json* prov) {
   constexpr double kMinBeta = 1e-4;
   bool found = false;
   int64_t smallest = -1;
@@ -684,10 +669,10 @@ StatusOr<std::map<std::string, ModulePlan>> SearchBudget(const std::vector<Profi
     }
   }
   if (!found) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
-        ") cannot be met: the smallest pack is about ", smallest, " bytes (ratio ",
-        static_cast<double>(smallest) / fp16_bytes, ")"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
+                     ") cannot be met: the smallest pack is about ", smallest, " bytes (ratio ",
+                     static_cast<double>(smallest) / fp16_bytes, ")"));
   }
   std::map<std::string, ModulePlan> plans;
   double total_energy = 0;
@@ -704,8 +689,8 @@ StatusOr<std::map<std::string, ModulePlan>> SearchBudget(const std::vector<Profi
 
 }  // namespace
 
-StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned,
-                                  const CompressionConfig& cfg, const CalibrationStats* calib,
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                  const CalibrationStats* calib,
                                   const std::function<void(const CompressProgress&)>& progress) {
   RETURN_IF_ERROR(ValidateCompressionConfig(cfg));
   for (const auto& [name, t] : base.tensors()) {
@@ -787,9 +772,8 @@ StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& 
     // count assumes F16 scales at <= 4 bits; should a matrix keep F32 scales
     // and the pack overshoot, the search reruns with the target lowered by the
     // overshoot.
-    const int64_t target = cfg.target_bytes
-                               ? *cfg.target_bytes
-                               : static_cast<int64_t>(std::floor(*cfg.target_ratio * fp16_bytes));
+    const int64_t target =
+        cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(std::floor(*cfg.target_ratio * fp16_bytes));
     std::vector<Profile> profiles;
     for (const auto& [name, b] : base.tensors()) {
       ASSIGN_OR_RETURN(Profile p, MakeProfile(name, delta_of(name, b), cfg));
@@ -811,8 +795,8 @@ StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& 
       }
       if (attempt == kAttempts) {
         return absl::ResourceExhaustedError(absl::StrCat("budget target of ", target,
-                                                         " bytes missed: the pack came out at ", est,
-                                                         " bytes after ", kAttempts, " attempts"));
+                                                         " bytes missed: the pack came out at ", est, " bytes after ",
+                                                         kAttempts, " attempts"));
       }
       search_target -= est - target;
     }

@@ -29,11 +29,11 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "pack/calibration.h"
 #include "core/json_util.h"
-#include "pack/skillpack.h"
 #include "core/status.h"
 #include "core/weights.h"
+#include "pack/calibration.h"
+#include "pack/skillpack.h"
 
 namespace skillpack {
 
@@ -44,9 +44,8 @@ struct CompressionConfig {
   // embed_tokens / lm_head: fraction of entries kept (largest |Δ|), in (0, 1].
   double alpha = 0.5;
   // Energy threshold per projection type, in (0, 1].
-  std::map<std::string, double> beta = {{"q_proj", 0.9},    {"k_proj", 0.9},  {"v_proj", 0.9},
-                                        {"o_proj", 0.9},    {"gate_proj", 0.9}, {"up_proj", 0.9},
-                                        {"down_proj", 0.9}};
+  std::map<std::string, double> beta = {{"q_proj", 0.9},    {"k_proj", 0.9},  {"v_proj", 0.9},   {"o_proj", 0.9},
+                                        {"gate_proj", 0.9}, {"up_proj", 0.9}, {"down_proj", 0.9}};
   // Bands by rank: (cumulative fraction of the module's rank, bits). Fractions
   // strictly increasing in (0, 1], the last exactly 1; bits in {2, 3, 4, 8}.
   // The top 10% of singular directions carry most of the energy and get 8 bits,
@@ -108,8 +107,7 @@ struct CompressedModule {
 // round-to-nearest then (also when it is all zero, i.e. the input is dead).
 // INVALID_ARGUMENT for non-finite entries or a Hessian of the wrong shape.
 StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Tensor& delta,
-                                          const CompressionConfig& cfg,
-                                          const at::Tensor* input_hessian);
+                                          const CompressionConfig& cfg, const at::Tensor* input_hessian);
 
 // Compresses tuned − base. Both must hold the same tensor names and shapes
 // (INVALID_ARGUMENT naming the first missing, extra or differently shaped
@@ -120,8 +118,8 @@ StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Ten
 // name, fingerprint and the rest of the manifest are the caller's.
 // RESOURCE_EXHAUSTED when a budget target cannot be met even by the smallest
 // pack (the message gives that size).
-StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned,
-                                  const CompressionConfig& cfg, const CalibrationStats* calib,
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                  const CalibrationStats* calib,
                                   const std::function<void(const CompressProgress&)>& progress);
 
 // Estimated bytes of one module / a whole pack in a .skillpack file (see top).

@@ -68,8 +68,7 @@ StatusOr<at::Tensor> DecodeModuleDelta(const ModuleDelta& m) {
 
 StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m) {
   if (m.op != ModuleOp::kLowRank) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("module '", m.name, "' is ", ModuleOpName(m.op), ", not lowrank"));
+    return absl::InvalidArgumentError(absl::StrCat("module '", m.name, "' is ", ModuleOpName(m.op), ", not lowrank"));
   }
   RETURN_IF_ERROR(ValidateOne(m));
   try {

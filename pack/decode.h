@@ -18,8 +18,8 @@
 #include <map>
 #include <string>
 
-#include "pack/skillpack.h"
 #include "core/status.h"
+#include "pack/skillpack.h"
 
 namespace skillpack {
 

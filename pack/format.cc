@@ -13,11 +13,11 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "pack/codec/bitpack.h"
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
 #include "core/safetensors.h"
 #include "core/tensor_util.h"
+#include "pack/codec/bitpack.h"
+#include "pack/fingerprint.h"
 
 namespace skillpack {
 namespace {
@@ -30,9 +30,7 @@ Status Invalid(absl::string_view where, absl::string_view msg) {
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", msg));
 }
 
-std::string TensorShape(const at::Tensor& t) {
-  return t.defined() ? ShapeString(t.sizes().vec()) : "undefined";
-}
+std::string TensorShape(const at::Tensor& t) { return t.defined() ? ShapeString(t.sizes().vec()) : "undefined"; }
 
 int64_t Numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
@@ -66,8 +64,7 @@ Status ValidateQuant(const QuantizedMatrix& q, int64_t rows, int64_t cols, absl:
     return Invalid(where, absl::StrCat("bits ", q.bits, " not supported (want 2, 3, 4 or 8)"));
   }
   if (q.group_size <= 0 || q.group_size > kMaxGroupSize) {
-    return Invalid(where,
-                   absl::StrCat("group_size ", q.group_size, " out of range (1..", kMaxGroupSize, ")"));
+    return Invalid(where, absl::StrCat("group_size ", q.group_size, " out of range (1..", kMaxGroupSize, ")"));
   }
   if (q.rows != rows || q.cols != cols) {
     return Invalid(where, absl::StrCat("is [", q.rows, ", ", q.cols, "], want [", rows, ", ", cols, "]"));
@@ -88,8 +85,8 @@ Status ValidateModule(const ModuleDelta& m) {
       }
       const int64_t rows = m.shape[0], cols = m.shape[1];
       if (m.sigma.defined() && (m.sigma.scalar_type() != at::kFloat || m.sigma.dim() != 1)) {
-        return Invalid(where, absl::StrCat("sigma must be float32 1-D, got ",
-                                           c10::toString(m.sigma.scalar_type()), " ", TensorShape(m.sigma)));
+        return Invalid(where, absl::StrCat("sigma must be float32 1-D, got ", c10::toString(m.sigma.scalar_type()), " ",
+                                           TensorShape(m.sigma)));
       }
       const int64_t rank = m.rank();
       if (rank > std::min(rows, cols)) {
@@ -122,14 +119,14 @@ Status ValidateModule(const ModuleDelta& m) {
     case ModuleOp::kSparse: {
       if (!m.indices.defined() || m.indices.scalar_type() != at::kLong || m.indices.dim() != 1) {
         return Invalid(where, absl::StrCat("indices must be int64 1-D, got ",
-                                           m.indices.defined() ? c10::toString(m.indices.scalar_type()) : "",
-                                           " ", TensorShape(m.indices)));
+                                           m.indices.defined() ? c10::toString(m.indices.scalar_type()) : "", " ",
+                                           TensorShape(m.indices)));
       }
       if (!m.values.defined() || m.values.scalar_type() != at::kHalf || m.values.dim() != 1 ||
           m.values.numel() != m.indices.numel()) {
         return Invalid(where, absl::StrCat("values must be float16 [", m.indices.numel(), "], got ",
-                                           m.values.defined() ? c10::toString(m.values.scalar_type()) : "",
-                                           " ", TensorShape(m.values)));
+                                           m.values.defined() ? c10::toString(m.values.scalar_type()) : "", " ",
+                                           TensorShape(m.values)));
       }
       const int64_t nnz = m.indices.numel();
       if (nnz > numel) return Invalid(where, absl::StrCat("nnz ", nnz, " exceeds numel ", numel));
@@ -149,15 +146,14 @@ Status ValidateModule(const ModuleDelta& m) {
     }
     case ModuleOp::kDenseQuant:
       if (m.shape.size() != 2) {
-        return Invalid(where,
-                       absl::StrCat("a dense_quant module must be 2-D, shape is ", ShapeString(m.shape)));
+        return Invalid(where, absl::StrCat("a dense_quant module must be 2-D, shape is ", ShapeString(m.shape)));
       }
       return ValidateQuant(m.dense, m.shape[0], m.shape[1], absl::StrCat(where, ": dense"));
     case ModuleOp::kDense:
       if (!m.full.defined() || m.full.scalar_type() != at::kFloat || m.full.sizes().vec() != m.shape) {
-        return Invalid(where, absl::StrCat("full must be float32 ", ShapeString(m.shape), ", got ",
-                                           m.full.defined() ? c10::toString(m.full.scalar_type()) : "", " ",
-                                           TensorShape(m.full)));
+        return Invalid(
+            where, absl::StrCat("full must be float32 ", ShapeString(m.shape), ", got ",
+                                m.full.defined() ? c10::toString(m.full.scalar_type()) : "", " ", TensorShape(m.full)));
       }
       if (!at::isfinite(m.full).all().item<bool>()) return Invalid(where, "full has non-finite entries");
       return absl::OkStatus();
@@ -196,8 +192,7 @@ Status EncodeQuant(const QuantizedMatrix& q, const std::string& prefix, std::vec
   out->push_back({prefix + ".codes", DType::kU8, {codes_len}, std::move(codes)});
   const at::Tensor scales = q.scales.detach().to(at::kCPU).contiguous();
   if (ScalesFitHalf(scales)) {
-    out->push_back(
-        {prefix + ".scales", DType::kF16, scales.sizes().vec(), TensorBytes(scales.to(at::kHalf))});
+    out->push_back({prefix + ".scales", DType::kF16, scales.sizes().vec(), TensorBytes(scales.to(at::kHalf))});
   } else {
     out->push_back({prefix + ".scales", DType::kF32, scales.sizes().vec(), TensorBytes(scales)});
   }
@@ -290,8 +285,8 @@ class TensorSource {
           absl::StrCat("tensor '", name, "' has dtype ", DTypeName(v->dtype), ", want ", want));
     }
     if (v->shape != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ", ShapeString(v->shape),
-                                                     ", want ", ShapeString(shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", name, "' has shape ", ShapeString(v->shape), ", want ", ShapeString(shape)));
     }
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(TorchScalarType(v->dtype)));
     if (v->nbytes > 0) std::memcpy(t.data_ptr(), v->data, v->nbytes);
@@ -318,9 +313,9 @@ StatusOr<at::Tensor> UnpackTensor(const at::Tensor& packed, int64_t rows, int64_
                                   const std::string& name) {
   const int64_t count = rows * cols;
   at::Tensor codes = at::empty({rows, cols}, at::kByte);
-  RETURN_IF_ERROR(Annotate(
-      UnpackCodes(packed.data_ptr<uint8_t>(), packed.numel(), count, bits, codes.data_ptr<uint8_t>()),
-      absl::StrCat("tensor '", name, "'")));
+  RETURN_IF_ERROR(
+      Annotate(UnpackCodes(packed.data_ptr<uint8_t>(), packed.numel(), count, bits, codes.data_ptr<uint8_t>()),
+               absl::StrCat("tensor '", name, "'")));
   const int64_t used_bits = (count * bits) % 8;
   if (used_bits != 0 && (packed.data_ptr<uint8_t>()[packed.numel() - 1] >> used_bits) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has nonzero padding bits"));
@@ -351,15 +346,13 @@ StatusOr<QuantizedMatrix> ReadQuant(TensorSource& src, const Json& j, int64_t ro
   };
   const std::string codes_name = prefix + ".codes", zeros_name = prefix + ".zeros";
   const int64_t codes_bytes = static_cast<int64_t>(PackedBytes(rows * cols, q.bits));
-  ASSIGN_OR_RETURN(at::Tensor packed_codes,
-                   in_context(src.Take(codes_name, {DType::kU8}, {codes_bytes}, bytes)));
+  ASSIGN_OR_RETURN(at::Tensor packed_codes, in_context(src.Take(codes_name, {DType::kU8}, {codes_bytes}, bytes)));
   ASSIGN_OR_RETURN(q.codes, in_context(UnpackTensor(packed_codes, rows, cols, q.bits, codes_name)));
   ASSIGN_OR_RETURN(at::Tensor scales,
                    in_context(src.Take(prefix + ".scales", {DType::kF16, DType::kF32}, {rows, ng}, bytes)));
   q.scales = scales.to(at::kFloat);
   const int64_t zeros_bytes = static_cast<int64_t>(PackedBytes(rows * ng, q.bits));
-  ASSIGN_OR_RETURN(at::Tensor packed_zeros,
-                   in_context(src.Take(zeros_name, {DType::kU8}, {zeros_bytes}, bytes)));
+  ASSIGN_OR_RETURN(at::Tensor packed_zeros, in_context(src.Take(zeros_name, {DType::kU8}, {zeros_bytes}, bytes)));
   ASSIGN_OR_RETURN(q.zeros, in_context(UnpackTensor(packed_zeros, rows, ng, q.bits, zeros_name)));
   if (act_order) {
     ASSIGN_OR_RETURN(at::Tensor perm,
@@ -434,8 +427,7 @@ StatusOr<ModuleDelta> ReadModule(TensorSource& src, const Json& j, size_t index)
         if (uj == bj.end() || vj == bj.end()) return Invalid(bw, "fields 'u' and 'vt' are required");
         const std::string bp = absl::StrCat(p, "band", b);
         ASSIGN_OR_RETURN(band.u, ReadQuant(src, *uj, m.shape[0], band.width(), bp + ".u", bw + " u", &bytes));
-        ASSIGN_OR_RETURN(band.vt,
-                         ReadQuant(src, *vj, band.width(), m.shape[1], bp + ".vt", bw + " vt", &bytes));
+        ASSIGN_OR_RETURN(band.vt, ReadQuant(src, *vj, band.width(), m.shape[1], bp + ".vt", bw + " vt", &bytes));
         m.bands.push_back(std::move(band));
       }
       if (next != rank) return Invalid(what, absl::StrCat("bands cover [0, ", next, ") but rank is ", rank));
@@ -444,8 +436,7 @@ StatusOr<ModuleDelta> ReadModule(TensorSource& src, const Json& j, size_t index)
     case ModuleOp::kSparse: {
       ASSIGN_OR_RETURN(int64_t nnz, GetField<int64_t>(j, "nnz", what));
       ASSIGN_OR_RETURN(double density, GetField<double>(j, "density", what));
-      if (nnz < 0 || nnz > numel)
-        return Invalid(what, absl::StrCat("nnz ", nnz, " out of range for numel ", numel));
+      if (nnz < 0 || nnz > numel) return Invalid(what, absl::StrCat("nnz ", nnz, " out of range for numel ", numel));
       const double want = static_cast<double>(nnz) / static_cast<double>(numel);
       if (!(std::fabs(density - want) <= 1e-9 * std::max(1.0, want))) {
         return Invalid(what, absl::StrCat("density ", density, " does not match nnz / numel = ", want));
@@ -460,13 +451,11 @@ StatusOr<ModuleDelta> ReadModule(TensorSource& src, const Json& j, size_t index)
     }
     case ModuleOp::kDenseQuant: {
       if (m.shape.size() != 2) {
-        return Invalid(what,
-                       absl::StrCat("a dense_quant module must be 2-D, shape is ", ShapeString(m.shape)));
+        return Invalid(what, absl::StrCat("a dense_quant module must be 2-D, shape is ", ShapeString(m.shape)));
       }
       auto qj = j.find("quant");
       if (qj == j.end()) return Invalid(what, "missing field 'quant'");
-      ASSIGN_OR_RETURN(m.dense,
-                       ReadQuant(src, *qj, m.shape[0], m.shape[1], p + "dense", what + ": dense", &bytes));
+      ASSIGN_OR_RETURN(m.dense, ReadQuant(src, *qj, m.shape[0], m.shape[1], p + "dense", what + ": dense", &bytes));
       break;
     }
     case ModuleOp::kDense: {
@@ -480,8 +469,7 @@ StatusOr<ModuleDelta> ReadModule(TensorSource& src, const Json& j, size_t index)
     return Invalid(what, absl::StrCat("rank must be 0 for op ", ModuleOpName(m.op), ", got ", rank));
   }
   if (bytes != manifest_bytes) {
-    return Invalid(what,
-                   absl::StrCat("manifest says ", manifest_bytes, " bytes but its tensors hold ", bytes));
+    return Invalid(what, absl::StrCat("manifest says ", manifest_bytes, " bytes but its tensors hold ", bytes));
   }
   return m;
 }
@@ -490,9 +478,9 @@ StatusOr<SkillPack> ParseFile(const SafetensorsFile& file) {
   const auto& md = file.metadata();
   auto fmt = md.find(kPackFormatKey);
   if (fmt == md.end() || fmt->second != kPackFormatValue) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "not a skillpack file (metadata 'format' is ",
-        fmt == md.end() ? "missing" : absl::StrCat("'", fmt->second, "'"), ", want 'skillpack')"));
+    return absl::InvalidArgumentError(absl::StrCat("not a skillpack file (metadata 'format' is ",
+                                                   fmt == md.end() ? "missing" : absl::StrCat("'", fmt->second, "'"),
+                                                   ", want 'skillpack')"));
   }
   auto ver = md.find(kPackFormatVersionKey);
   if (ver == md.end()) return absl::InvalidArgumentError("metadata 'format_version' is missing");
@@ -502,8 +490,8 @@ StatusOr<SkillPack> ParseFile(const SafetensorsFile& file) {
         absl::StrCat("metadata 'format_version' must be a positive integer, got '", ver->second, "'"));
   }
   if (version > kSkillPackFormatVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("made by a newer skillpack (format_version ", version,
-                                                   " > ", kSkillPackFormatVersion, "); upgrade to read it"));
+    return absl::InvalidArgumentError(absl::StrCat("made by a newer skillpack (format_version ", version, " > ",
+                                                   kSkillPackFormatVersion, "); upgrade to read it"));
   }
   auto man = md.find(kPackManifestKey);
   if (man == md.end()) return absl::InvalidArgumentError("metadata 'manifest' is missing");
@@ -519,17 +507,14 @@ StatusOr<SkillPack> ParseFile(const SafetensorsFile& file) {
   ASSIGN_OR_RETURN(mf.description, GetFieldOr<std::string>(j, "description", "", "manifest"));
   ASSIGN_OR_RETURN(mf.created_at, GetFieldOr<std::string>(j, "created_at", "", "manifest"));
   if (auto tags = j.find("tags"); tags != j.end() && !tags->is_null()) {
-    if (!tags->is_array())
-      return absl::InvalidArgumentError("manifest: field 'tags' must be an array of strings");
+    if (!tags->is_array()) return absl::InvalidArgumentError("manifest: field 'tags' must be an array of strings");
     for (const Json& t : *tags) {
-      if (!t.is_string())
-        return absl::InvalidArgumentError("manifest: field 'tags' must be an array of strings");
+      if (!t.is_string()) return absl::InvalidArgumentError("manifest: field 'tags' must be an array of strings");
       mf.tags.push_back(t.get<std::string>());
     }
   }
   if (auto prov = j.find("provenance"); prov != j.end() && !prov->is_null()) {
-    if (!prov->is_object())
-      return absl::InvalidArgumentError("manifest: field 'provenance' must be an object");
+    if (!prov->is_object()) return absl::InvalidArgumentError("manifest: field 'provenance' must be an object");
     mf.provenance = *prov;
   }
   auto modules = j.find("modules");
@@ -542,8 +527,7 @@ StatusOr<SkillPack> ParseFile(const SafetensorsFile& file) {
     pack.modules.push_back(std::move(m));
   }
   if (std::string extra = src.FirstUntaken(); !extra.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unexpected tensor '", extra, "' (not described by the manifest)"));
+    return absl::InvalidArgumentError(absl::StrCat("unexpected tensor '", extra, "' (not described by the manifest)"));
   }
   RETURN_IF_ERROR(ValidateSkillPack(pack));
   return pack;
@@ -575,8 +559,7 @@ Status ValidateSkillPack(const SkillPack& pack) {
       return absl::InvalidArgumentError(absl::StrCat("manifest: base_fingerprint '", mf.base_fingerprint,
                                                      "' is not of the form sha256:<64 lowercase hex>"));
     }
-    if (!mf.provenance.is_object())
-      return absl::InvalidArgumentError("manifest: provenance must be an object");
+    if (!mf.provenance.is_object()) return absl::InvalidArgumentError("manifest: provenance must be an object");
     for (size_t i = 0; i < pack.modules.size(); ++i) {
       const ModuleDelta& m = pack.modules[i];
       if (m.name.empty()) return absl::InvalidArgumentError(absl::StrCat("modules[", i, "]: empty name"));
@@ -584,9 +567,8 @@ Status ValidateSkillPack(const SkillPack& pack) {
         return Invalid(ModuleWhat(m.name), "a module name must not contain '::'");
       }
       if (i > 0 && !(pack.modules[i - 1].name < m.name)) {
-        return Invalid(ModuleWhat(m.name),
-                       absl::StrCat("modules must be sorted by name with no duplicates (after '",
-                                    pack.modules[i - 1].name, "')"));
+        return Invalid(ModuleWhat(m.name), absl::StrCat("modules must be sorted by name with no duplicates (after '",
+                                                        pack.modules[i - 1].name, "')"));
       }
       RETURN_IF_ERROR(ValidateModule(m));
     }
@@ -630,29 +612,25 @@ Status WriteSkillPack(const SkillPack& pack, const std::string& path) {
   return WriteFileAtomically(path, bytes);
 }
 
-StatusOr<SkillPack> ReadSkillPack(const std::string& path) {
-  return ParseChecked(SafetensorsFile::Open(path), path);
-}
+StatusOr<SkillPack> ReadSkillPack(const std::string& path) { return ParseChecked(SafetensorsFile::Open(path), path); }
 
 StatusOr<SkillPack> ParseSkillPack(std::string bytes, absl::string_view what) {
   return ParseChecked(SafetensorsFile::FromBuffer(std::move(bytes), std::string(what)), what);
 }
 
-Status CheckPackFitsBase(const SkillPack& pack, const ModelWeights& base,
-                         absl::string_view base_fingerprint) {
+Status CheckPackFitsBase(const SkillPack& pack, const ModelWeights& base, absl::string_view base_fingerprint) {
   const std::string& name = pack.manifest.name;
   if (pack.manifest.base_fingerprint != base_fingerprint) {
-    return absl::FailedPreconditionError(absl::StrCat("pack ", name, " was made for base ",
-                                                      pack.manifest.base_fingerprint, " but this base is ",
-                                                      base_fingerprint));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pack ", name, " was made for base ", pack.manifest.base_fingerprint, " but this base is ", base_fingerprint));
   }
   for (const ModuleDelta& m : pack.modules) {
     if (m.name == "lm_head.weight" && base.config().tie_word_embeddings) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "pack ", name,
-          " has a delta for lm_head.weight, but this base ties lm_head to "
-          "model.embed_tokens.weight; such packs are refused (make the pack against the tied base, "
-          "whose delta lands on model.embed_tokens.weight)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("pack ", name,
+                       " has a delta for lm_head.weight, but this base ties lm_head to "
+                       "model.embed_tokens.weight; such packs are refused (make the pack against the tied base, "
+                       "whose delta lands on model.embed_tokens.weight)"));
     }
     const at::Tensor* t = base.Find(m.name);
     if (t == nullptr) {

@@ -17,9 +17,9 @@
 
 #include "absl/strings/string_view.h"
 #include "core/json_util.h"
-#include "pack/skillpack.h"
 #include "core/status.h"
 #include "core/weights.h"
+#include "pack/skillpack.h"
 
 namespace skillpack {
 

@@ -79,9 +79,8 @@ Status ValidatePackName(absl::string_view name) {
   bool ok = !name.empty() && name.size() <= 64;
   for (size_t i = 0; ok && i < name.size(); ++i) ok = allowed(name[i], i == 0);
   if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid pack name '", name,
-                     "': want 1-64 characters of [a-z0-9._-] starting with a letter or digit"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid pack name '", name, "': want 1-64 characters of [a-z0-9._-] starting with a letter or digit"));
   }
   return absl::OkStatus();
 }

@@ -44,26 +44,26 @@ struct LowRankBand {
 };
 
 struct ModuleDelta {
-  std::string name;            // Hugging Face tensor name, e.g. "model.layers.0.mlp.up_proj.weight"
+  std::string name;  // Hugging Face tensor name, e.g. "model.layers.0.mlp.up_proj.weight"
   ModuleOp op = ModuleOp::kDense;
   std::vector<int64_t> shape;  // the full tensor's shape
   // kLowRank
-  at::Tensor sigma;            // float32 [rank]
+  at::Tensor sigma;                // float32 [rank]
   std::vector<LowRankBand> bands;  // contiguous, covering [0, rank)
   // kSparse
-  at::Tensor indices;          // int64 [nnz], flat row-major indices, strictly increasing
-  at::Tensor values;           // float16 [nnz]
+  at::Tensor indices;  // int64 [nnz], flat row-major indices, strictly increasing
+  at::Tensor values;   // float16 [nnz]
   // kDenseQuant
   QuantizedMatrix dense;
   // kDense
-  at::Tensor full;             // float32, `shape`
+  at::Tensor full;  // float32, `shape`
 
   int64_t rank() const { return sigma.defined() ? sigma.numel() : 0; }
 };
 
 struct PackManifest {
   int format_version = kSkillPackFormatVersion;
-  std::string name;              // [a-z0-9][a-z0-9._-]{0,63}
+  std::string name;  // [a-z0-9][a-z0-9._-]{0,63}
   std::string version = "1";
   std::string base_fingerprint;  // BaseFingerprint() of the base model
   std::string description;
@@ -76,7 +76,6 @@ struct SkillPack {
   PackManifest manifest;
   std::vector<ModuleDelta> modules;  // sorted by name, names unique
 };
-
 
 }  // namespace skillpack
 

@@ -29,8 +29,8 @@ struct RouterConfig {
 struct RoutingPolicy {
   enum class Mode { kTop1, kTopK };
   Mode mode = Mode::kTop1;
-  int32_t k = 2;            // kTopK: at most k packs
-  float threshold = 0.5f;   // a pack is used only when its score is >= threshold
+  int32_t k = 2;           // kTopK: at most k packs
+  float threshold = 0.5f;  // a pack is used only when its score is >= threshold
 };
 StatusOr<RoutingPolicy> ParseRoutingPolicy(absl::string_view mode, int32_t k, float threshold);
 

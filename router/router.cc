@@ -5,11 +5,11 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include "core/safetensors.h"
-#include "pack/skillpack.h"
-#include "core/file_util.h"
-#include "core/tensor_util.h"
 #include "absl/strings/numbers.h"
+#include "core/file_util.h"
+#include "core/safetensors.h"
+#include "core/tensor_util.h"
+#include "pack/skillpack.h"
 
 namespace skillpack {
 namespace {
@@ -19,9 +19,9 @@ constexpr int64_t kFeatureBatch = 16;
 
 Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* name) {
   if (!t.defined() || t.sizes().vec() != shape) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router tensor ", name, " has shape ", t.defined() ? ShapeString(t.sizes().vec()) : "none",
-        ", expected ", ShapeString(shape)));
+    return absl::InvalidArgumentError(absl::StrCat("router tensor ", name, " has shape ",
+                                                   t.defined() ? ShapeString(t.sizes().vec()) : "none", ", expected ",
+                                                   ShapeString(shape)));
   }
   return absl::OkStatus();
 }
@@ -32,7 +32,8 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
                                     const std::vector<std::vector<int32_t>>& prompts, int64_t layer) {
   const ModelConfig& c = model.config();
   if (layer < 0 || layer > c.num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("router layer must be in [0, ", c.num_hidden_layers, "], got ", layer));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router layer must be in [0, ", c.num_hidden_layers, "], got ", layer));
   }
   try {
     c10::InferenceMode guard;
@@ -69,9 +70,8 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
   }
 }
 
-StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor mean, at::Tensor std,
-                                                 at::Tensor w1, at::Tensor b1, at::Tensor w2,
-                                                 at::Tensor b2) {
+StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor mean, at::Tensor std, at::Tensor w1,
+                                                 at::Tensor b1, at::Tensor w2, at::Tensor b2) {
   if (config.labels.size() < 2 || config.labels[0] != kRouterNoneLabel) {
     return absl::InvalidArgumentError("router labels must start with \"none\" and name at least one pack");
   }
@@ -126,8 +126,8 @@ Status Router::CheckFits(const ModelConfig& config, absl::string_view base_finge
         "), but this base has hidden size ", config.hidden_size, " and ", config.num_hidden_layers, " layers"));
   }
   if (!config_.base_fingerprint.empty() && config_.base_fingerprint != base_fingerprint) {
-    return absl::FailedPreconditionError(absl::StrCat("router was built for base ", config_.base_fingerprint,
-                                                      " but this base is ", base_fingerprint));
+    return absl::FailedPreconditionError(
+        absl::StrCat("router was built for base ", config_.base_fingerprint, " but this base is ", base_fingerprint));
   }
   for (size_t i = 1; i < config_.labels.size(); ++i) {
     if (!known_packs.count(config_.labels[i])) {
@@ -142,13 +142,15 @@ StatusOr<std::string> Router::Serialize() const {
   SafetensorsWriter w;
   w.SetMetadata("format", kFormat);
   w.SetMetadata("format_version", std::to_string(kRouterFormatVersion));
-  Json cfg = {{"labels", config_.labels},     {"layer", config_.layer},
-              {"hidden_size", config_.hidden_size}, {"width", config_.width},
+  Json cfg = {{"labels", config_.labels},
+              {"layer", config_.layer},
+              {"hidden_size", config_.hidden_size},
+              {"width", config_.width},
               {"base_fingerprint", config_.base_fingerprint}};
   w.SetMetadata("config", cfg.dump());
   std::pair<const char*, const at::Tensor*> tensors[] = {{"feature_mean", &mean_}, {"feature_std", &std_},
-                                                         {"fc1.weight", &w1_},    {"fc1.bias", &b1_},
-                                                         {"fc2.weight", &w2_},    {"fc2.bias", &b2_}};
+                                                         {"fc1.weight", &w1_},     {"fc1.bias", &b1_},
+                                                         {"fc2.weight", &w2_},     {"fc2.bias", &b2_}};
   for (auto& [name, t] : tensors) {
     RETURN_IF_ERROR(w.Add(name, DType::kF32, t->sizes().vec(), t->data_ptr(), t->numel() * sizeof(float)));
   }
@@ -165,19 +167,21 @@ StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_
   const auto& md = file->metadata();
   auto get = [&](const char* key) -> StatusOr<std::string> {
     auto it = md.find(key);
-    if (it == md.end()) return absl::InvalidArgumentError(absl::StrCat(what, ": not a router file (no metadata '", key, "')"));
+    if (it == md.end())
+      return absl::InvalidArgumentError(absl::StrCat(what, ": not a router file (no metadata '", key, "')"));
     return it->second;
   };
   ASSIGN_OR_RETURN(std::string format, get("format"));
-  if (format != kFormat) return absl::InvalidArgumentError(absl::StrCat(what, ": format is '", format, "', not ", kFormat));
+  if (format != kFormat)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": format is '", format, "', not ", kFormat));
   ASSIGN_OR_RETURN(std::string version, get("format_version"));
   int v = 0;
   if (!absl::SimpleAtoi(version, &v) || v < 1) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": bad format_version '", version, "'"));
   }
   if (v > kRouterFormatVersion) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": made by a newer skillpack (router format_version ", v,
-                                                   " > ", kRouterFormatVersion, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": made by a newer skillpack (router format_version ", v, " > ", kRouterFormatVersion, ")"));
   }
   ASSIGN_OR_RETURN(std::string cfg_text, get("config"));
   ASSIGN_OR_RETURN(Json cfg, ParseJson(cfg_text, absl::StrCat(what, ": config")));
@@ -196,7 +200,8 @@ StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_
   std::vector<at::Tensor> t;
   for (const char* name : {"feature_mean", "feature_std", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
     ASSIGN_OR_RETURN(TensorView view, file->Get(name));
-    if (view.dtype != DType::kF32) return absl::InvalidArgumentError(absl::StrCat(what, ": tensor ", name, " must be F32"));
+    if (view.dtype != DType::kF32)
+      return absl::InvalidArgumentError(absl::StrCat(what, ": tensor ", name, " must be F32"));
     ASSIGN_OR_RETURN(at::Tensor x, TensorFromView(view, at::kFloat));
     t.push_back(x);
   }

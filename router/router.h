@@ -34,8 +34,8 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 class Router {
  public:
   // Validates shapes, labels (unique, [0] == "none", others valid pack names) and config.
-  static StatusOr<std::unique_ptr<Router>> Create(RouterConfig config, at::Tensor mean, at::Tensor std,
-                                                  at::Tensor w1, at::Tensor b1, at::Tensor w2, at::Tensor b2);
+  static StatusOr<std::unique_ptr<Router>> Create(RouterConfig config, at::Tensor mean, at::Tensor std, at::Tensor w1,
+                                                  at::Tensor b1, at::Tensor w2, at::Tensor b2);
   static StatusOr<std::unique_ptr<Router>> Load(const std::string& path);
   static StatusOr<std::unique_ptr<Router>> Parse(std::string bytes, absl::string_view what);
   Status Save(const std::string& path) const;
@@ -49,8 +49,8 @@ class Router {
   // Probabilities [N, labels] for features [N, hidden].
   at::Tensor Scores(const at::Tensor& features) const;
   // Features + scores + policy for one tokenised prompt.
-  StatusOr<RouteDecision> Route(const Transformer& model, const ModelWeights& base,
-                                const std::vector<int32_t>& prompt, const RoutingPolicy& policy) const;
+  StatusOr<RouteDecision> Route(const Transformer& model, const ModelWeights& base, const std::vector<int32_t>& prompt,
+                                const RoutingPolicy& policy) const;
 
   const RouterConfig& config() const { return config_; }
 

@@ -36,10 +36,8 @@ StatusOr<std::vector<LabelledPrompt>> ReadLabelledPrompts(const std::string& pat
   return out;
 }
 
-StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base,
-                                        const Tokenizer& tokenizer,
-                                        const std::vector<LabelledPrompt>& data,
-                                        const RouterTrainOptions& o) {
+StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                        const std::vector<LabelledPrompt>& data, const RouterTrainOptions& o) {
   if (!(o.holdout_fraction >= 0 && o.holdout_fraction < 1)) {
     return absl::InvalidArgumentError("holdout_fraction must be in [0, 1)");
   }
@@ -103,9 +101,8 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
       opt.step();
     }
     torch::NoGradGuard ng;
-    ASSIGN_OR_RETURN(result.router,
-                     Router::Create(RouterConfig{labels, o.layer, H, o.width, o.base_fingerprint}, mean, std,
-                                    fc1->weight, fc1->bias, fc2->weight, fc2->bias));
+    ASSIGN_OR_RETURN(result.router, Router::Create(RouterConfig{labels, o.layer, H, o.width, o.base_fingerprint}, mean,
+                                                   std, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
     auto accuracy = [&](const std::vector<size_t>& idx, bool record) {
       if (idx.empty()) return 0.0;
       auto [x, y] = pick(idx);

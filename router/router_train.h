@@ -27,7 +27,7 @@ struct RouterTrainOptions {
   // (bench/router_bench); each decoder layer adds ~1/num_layers of a prefill.
   int64_t layer = 0;
   int64_t width = 128;
-  int64_t epochs = 200;       // full-batch AdamW steps over the training split
+  int64_t epochs = 200;  // full-batch AdamW steps over the training split
   double learning_rate = 3e-3;
   double weight_decay = 1e-2;
   double holdout_fraction = 0.2;
@@ -46,10 +46,8 @@ struct RouterTrainResult {
 
 // Trains on a stratified split (per label, holdout_fraction of the examples are
 // held out, chosen by a seeded shuffle).
-StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base,
-                                        const Tokenizer& tokenizer,
-                                        const std::vector<LabelledPrompt>& data,
-                                        const RouterTrainOptions& options);
+StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                        const std::vector<LabelledPrompt>& data, const RouterTrainOptions& options);
 
 // A printable confusion table.
 std::string ConfusionTable(const RouterTrainResult& r);

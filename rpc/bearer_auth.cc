@@ -14,16 +14,14 @@ StatusOr<std::string> ReadBearerToken(const std::string& path) {
   return token;
 }
 
-Status CheckBearerToken(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-                        const std::string& token) {
+Status CheckBearerToken(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata, const std::string& token) {
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
     return absl::UnauthenticatedError("missing 'authorization: Bearer <token>' metadata");
   }
   const absl::string_view value(it->second.data(), it->second.size());
   constexpr absl::string_view kScheme = "bearer ";
-  if (!absl::StartsWithIgnoreCase(value, kScheme) ||
-      !ConstantTimeEquals(value.substr(kScheme.size()), token)) {
+  if (!absl::StartsWithIgnoreCase(value, kScheme) || !ConstantTimeEquals(value.substr(kScheme.size()), token)) {
     return absl::UnauthenticatedError("invalid bearer token in 'authorization' metadata");
   }
   return absl::OkStatus();

@@ -22,8 +22,7 @@ StatusOr<std::string> ReadBearerToken(const std::string& path);
 // <token>"; the scheme is case-insensitive (RFC 7235), the token compared in
 // time that depends only on the lengths. UNAUTHENTICATED saying whether the
 // header is missing or wrong otherwise. REQUIRES: token non-empty.
-Status CheckBearerToken(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata,
-                        const std::string& token);
+Status CheckBearerToken(const std::multimap<grpc::string_ref, grpc::string_ref>& metadata, const std::string& token);
 
 // Adds "authorization: Bearer <token>" to a call.
 void AddBearerToken(grpc::ClientContext* context, const std::string& token);

@@ -36,8 +36,8 @@ StatusOr<UploadResult> UploadPackFile(v1::Admin::StubInterface* stub, grpc::Clie
   // A failed Write means the server ended the call; Finish says why.
   RETURN_IF_ERROR(FromGrpcStatus(writer->Finish()));
   if (response.pack().sha256() != result.sha256) {
-    return absl::DataLossError(absl::StrCat("the server stored sha256 ", response.pack().sha256(),
-                                            ", the file has ", result.sha256));
+    return absl::DataLossError(
+        absl::StrCat("the server stored sha256 ", response.pack().sha256(), ", the file has ", result.sha256));
   }
   result.pack = response.pack();
   return result;

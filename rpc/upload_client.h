@@ -15,14 +15,14 @@
 namespace skillpack {
 
 struct UploadRequest {
-  std::string path;       // the .skillpack file to send
-  std::string name;       // empty: the server takes the manifest's name
-  bool overwrite = false; // replace a stored pack of the same name
+  std::string path;        // the .skillpack file to send
+  std::string name;        // empty: the server takes the manifest's name
+  bool overwrite = false;  // replace a stored pack of the same name
 };
 
 struct UploadResult {
-  v1::PackInfo pack;     // as the server stored it
-  std::string sha256;    // lowercase hex of the file sent
+  v1::PackInfo pack;   // as the server stored it
+  std::string sha256;  // lowercase hex of the file sent
   int64_t file_bytes = 0;
 };
 

@@ -57,9 +57,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
       if (h.total_size() > static_cast<uint64_t>(INT64_MAX)) {
         return absl::InvalidArgumentError("header.total_size: too large");
       }
-      ASSIGN_OR_RETURN(std::unique_ptr<PackUpload> upload,
-                       ctx_.store->BeginUpload(h.name(), h.sha256(), static_cast<int64_t>(h.total_size()),
-                                               h.overwrite()));
+      ASSIGN_OR_RETURN(
+          std::unique_ptr<PackUpload> upload,
+          ctx_.store->BeginUpload(h.name(), h.sha256(), static_cast<int64_t>(h.total_size()), h.overwrite()));
       while (reader->Read(&msg)) {
         if (msg.part_case() != v1::UploadPackRequest::kChunk) {
           return absl::InvalidArgumentError("chunk: only the first message may carry a header");
@@ -172,8 +172,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
     });
   }
 
-  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest*,
-                        v1::GetStatsResponse* resp) override {
+  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest*, v1::GetStatsResponse* resp) override {
     return Handle("GetStats", context, [&]() -> Status {
       const SchedulerStats s = ctx_.scheduler->Stats();
       resp->set_running_requests(s.running);

@@ -23,8 +23,8 @@ struct Prepared {
   GenerationRequest gen;
   std::vector<PackSelection> packs;
   double compose_seconds = 0;
-  bool routed = false;     // AUTO with a router loaded
-  RoutedRequest route;     // when routed
+  bool routed = false;  // AUTO with a router loaded
+  RoutedRequest route;  // when routed
 };
 
 bool IsAuto(const v1::Skills& skills) {
@@ -45,14 +45,15 @@ StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const Tokenizer&
       for (int i = 0; i < msgs.size(); ++i) {
         const std::string& role = msgs[i].role();
         if (role != "system" && role != "user" && role != "assistant") {
-          return absl::InvalidArgumentError(absl::StrCat("chat.messages[", i, "].role: must be system, user or assistant, got '", role, "'"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("chat.messages[", i, "].role: must be system, user or assistant, got '", role, "'"));
         }
         chat.push_back({role, msgs[i].content()});
       }
       StatusOr<ChatTemplateFamily> fam = DetectChatTemplateFamily(tok.chat_template());
       if (!fam.ok()) {
-        return absl::FailedPreconditionError(absl::StrCat("chat: the model has no usable chat template (",
-                                                          fam.status().message(), "); send a prompt"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("chat: the model has no usable chat template (", fam.status().message(), "); send a prompt"));
       }
       ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, /*add_generation_prompt=*/true));
       return tok.Encode(text, /*parse_special=*/true, /*add_bos=*/false);
@@ -88,9 +89,14 @@ SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
 StatusOr<RoutingPolicy> PolicyFor(const v1::Skills& skills, const RoutingPolicy& server_default) {
   RoutingPolicy p = server_default;
   switch (skills.routing_mode()) {
-    case v1::Skills::TOP1: p.mode = RoutingPolicy::Mode::kTop1; break;
-    case v1::Skills::TOPK: p.mode = RoutingPolicy::Mode::kTopK; break;
-    case v1::Skills::ROUTING_MODE_UNSPECIFIED: break;
+    case v1::Skills::TOP1:
+      p.mode = RoutingPolicy::Mode::kTop1;
+      break;
+    case v1::Skills::TOPK:
+      p.mode = RoutingPolicy::Mode::kTopK;
+      break;
+    case v1::Skills::ROUTING_MODE_UNSPECIFIED:
+      break;
     default:
       return absl::InvalidArgumentError(absl::StrCat("skills.routing_mode: unknown value ", skills.routing_mode()));
   }
@@ -151,8 +157,8 @@ StatusOr<std::vector<PackSelection>> PackSelections(const v1::Skills& skills) {
     c.name = p.name();
     c.weight = p.has_weight() ? p.weight() : 1.0f;
     if (!std::isfinite(c.weight) || std::fabs(c.weight) > kMaxPackWeight) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".weight: must be finite and in [-", kMaxPackWeight,
-                                                     ", ", kMaxPackWeight, "], got ", c.weight));
+      return absl::InvalidArgumentError(absl::StrCat(field, ".weight: must be finite and in [-", kMaxPackWeight, ", ",
+                                                     kMaxPackWeight, "], got ", c.weight));
     }
     c.modules.assign(p.modules().begin(), p.modules().end());
     s = ValidateModuleFilter(c.modules);
@@ -200,9 +206,12 @@ void AddScores(const RouteDecision& d, Response* resp) {
 
 v1::FinishReason FinishToProto(FinishReason r) {
   switch (r) {
-    case FinishReason::kLength: return v1::LENGTH;
-    case FinishReason::kStop: return v1::STOP;
-    default: return v1::FINISH_REASON_UNSPECIFIED;
+    case FinishReason::kLength:
+      return v1::LENGTH;
+    case FinishReason::kStop:
+      return v1::STOP;
+    default:
+      return v1::FINISH_REASON_UNSPECIFIED;
   }
 }
 
@@ -229,8 +238,7 @@ Status FinalStatus(const RequestState& state, const GenerationOutput& out) {
 // Fills the summary fields (4-9) shared by GenerateResponse and the last
 // GenerateStreamResponse.
 template <typename Response>
-void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const GenerationOutput& out,
-                 Response* resp) {
+void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const GenerationOutput& out, Response* resp) {
   resp->set_finish_reason(FinishToProto(out.finish_reason));
   resp->mutable_usage()->set_prompt_tokens(out.prompt_tokens);
   resp->mutable_usage()->set_completion_tokens(static_cast<int32_t>(out.tokens.size()));

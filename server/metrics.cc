@@ -27,36 +27,27 @@ using metrics_internal::MetricType;
 // is C++20).
 void AtomicAdd(std::atomic<double>* target, double v) {
   double current = target->load(std::memory_order_relaxed);
-  while (!target->compare_exchange_weak(current, current + v,
-                                        std::memory_order_relaxed)) {
+  while (!target->compare_exchange_weak(current, current + v, std::memory_order_relaxed)) {
   }
 }
 
-bool IsMetricNameStart(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-         c == ':';
-}
-bool IsLabelNameStart(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
+bool IsMetricNameStart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':'; }
+bool IsLabelNameStart(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
 bool IsValidMetricName(const std::string& name) {
   if (name.empty() || !IsMetricNameStart(name[0])) return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return IsMetricNameStart(c) || IsDigit(c); });
+  return std::all_of(name.begin(), name.end(), [](char c) { return IsMetricNameStart(c) || IsDigit(c); });
 }
 
 bool IsValidLabelName(const std::string& name) {
   if (name.empty() || !IsLabelNameStart(name[0])) return false;
   if (name.size() >= 2 && name[0] == '_' && name[1] == '_') return false;
-  return std::all_of(name.begin(), name.end(),
-                     [](char c) { return IsLabelNameStart(c) || IsDigit(c); });
+  return std::all_of(name.begin(), name.end(), [](char c) { return IsLabelNameStart(c) || IsDigit(c); });
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Escapes HELP text: `\` and newline.
@@ -96,14 +87,12 @@ std::string EscapeLabelValue(const std::string& value) {
 // Names of the samples a family emits (what other families may not reuse).
 std::vector<std::string> SampleNames(const FamilyBase& family) {
   if (family.type() == MetricType::kHistogram) {
-    return {family.name() + "_bucket", family.name() + "_sum",
-            family.name() + "_count"};
+    return {family.name() + "_bucket", family.name() + "_sum", family.name() + "_count"};
   }
   return {family.name()};
 }
 
-void ValidateNames(MetricType type, const std::string& name,
-                   const std::vector<std::string>& label_names) {
+void ValidateNames(MetricType type, const std::string& name, const std::vector<std::string>& label_names) {
   if (!IsValidMetricName(name)) {
     Die(absl::StrCat("invalid metric name \"", name, "\""));
   }
@@ -118,8 +107,7 @@ void ValidateNames(MetricType type, const std::string& name,
   std::set<std::string> seen;
   for (const std::string& label : label_names) {
     if (!IsValidLabelName(label)) {
-      Die(absl::StrCat("metric ", name, ": invalid label name \"", label,
-                       "\""));
+      Die(absl::StrCat("metric ", name, ": invalid label name \"", label, "\""));
     }
     if (!seen.insert(label).second) {
       Die(absl::StrCat("metric ", name, ": duplicate label name ", label));
@@ -131,19 +119,16 @@ void ValidateNames(MetricType type, const std::string& name,
 }
 
 // Checks histogram bounds; returns them without a trailing +Inf.
-std::vector<double> ValidateBuckets(const std::string& name,
-                                    std::vector<double> buckets) {
+std::vector<double> ValidateBuckets(const std::string& name, std::vector<double> buckets) {
   if (!buckets.empty() && std::isinf(buckets.back()) && buckets.back() > 0) {
     buckets.pop_back();
   }
   for (size_t i = 0; i < buckets.size(); ++i) {
     if (!std::isfinite(buckets[i])) {
-      Die(absl::StrCat("histogram ", name, ": bucket bound ",
-                       FormatMetricValue(buckets[i]), " is not finite"));
+      Die(absl::StrCat("histogram ", name, ": bucket bound ", FormatMetricValue(buckets[i]), " is not finite"));
     }
     if (i > 0 && !(buckets[i - 1] < buckets[i])) {
-      Die(absl::StrCat("histogram ", name,
-                       ": bucket bounds must be strictly increasing"));
+      Die(absl::StrCat("histogram ", name, ": bucket bounds must be strictly increasing"));
     }
   }
   return buckets;
@@ -153,8 +138,7 @@ std::vector<double> ValidateBuckets(const std::string& name,
 std::string ReadSmallFile(const char* path) {
   std::ifstream in(path);
   if (!in) return "";
-  return std::string(std::istreambuf_iterator<char>(in),
-                     std::istreambuf_iterator<char>());
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // Fields of /proc/self/stat after the command name: element 0 is field 3
@@ -164,8 +148,7 @@ std::vector<std::string> ProcSelfStatFields() {
   const size_t paren = stat.rfind(')');
   if (paren == std::string::npos) return {};
   std::istringstream in(stat.substr(paren + 1));
-  return std::vector<std::string>(std::istream_iterator<std::string>(in),
-                                  std::istream_iterator<std::string>());
+  return std::vector<std::string>(std::istream_iterator<std::string>(in), std::istream_iterator<std::string>());
 }
 
 // Field `n` (1-based, as in proc(5)) of /proc/self/stat; NaN when unreadable.
@@ -221,19 +204,16 @@ void Counter::Increment(double v) {
 void Gauge::Add(double v) { AtomicAdd(&value_, v); }
 
 Histogram::Histogram(std::vector<double> upper_bounds)
-    : upper_bounds_(std::move(upper_bounds)),
-      bucket_counts_(new std::atomic<uint64_t>[upper_bounds_.size() + 1]) {
+    : upper_bounds_(std::move(upper_bounds)), bucket_counts_(new std::atomic<uint64_t>[upper_bounds_.size() + 1]) {
   for (size_t i = 0; i <= upper_bounds_.size(); ++i) bucket_counts_[i] = 0;
 }
 
 void Histogram::Observe(double v) {
   // First bound >= v; NaN compares false everywhere and lands in +Inf.
-  const size_t bucket =
-      std::isnan(v)
-          ? upper_bounds_.size()
-          : static_cast<size_t>(std::lower_bound(upper_bounds_.begin(),
-                                                 upper_bounds_.end(), v) -
-                                upper_bounds_.begin());
+  const size_t bucket = std::isnan(v)
+                            ? upper_bounds_.size()
+                            : static_cast<size_t>(std::lower_bound(upper_bounds_.begin(), upper_bounds_.end(), v) -
+                                                  upper_bounds_.begin());
   AtomicAdd(&sum_, v);
   bucket_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
 }
@@ -269,8 +249,7 @@ std::vector<double> ExponentialBuckets(double start, double factor, int count) {
 
 std::vector<double> LinearBuckets(double start, double width, int count) {
   if (!(width > 0) || count < 1) {
-    Die(absl::StrCat("LinearBuckets(", start, ", ", width, ", ", count,
-                     "): need width > 0, count >= 1"));
+    Die(absl::StrCat("LinearBuckets(", start, ", ", width, ", ", count, "): need width > 0, count >= 1"));
   }
   std::vector<double> buckets;
   buckets.reserve(count);
@@ -313,18 +292,15 @@ void Die(const std::string& message) {
   std::abort();
 }
 
-void AppendSample(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const std::string& extra_label, double value,
+void AppendSample(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const std::string& extra_label, double value,
                   std::string* out) {
   out->append(name);
   if (!label_names.empty() || !extra_label.empty()) {
     out->push_back('{');
     for (size_t i = 0; i < label_names.size(); ++i) {
       if (i > 0) out->push_back(',');
-      absl::StrAppend(out, label_names[i], "=\"",
-                      EscapeLabelValue(label_values[i]), "\"");
+      absl::StrAppend(out, label_names[i], "=\"", EscapeLabelValue(label_values[i]), "\"");
     }
     if (!extra_label.empty()) {
       if (!label_names.empty()) out->push_back(',');
@@ -335,57 +311,42 @@ void AppendSample(const std::string& name,
   absl::StrAppend(out, " ", FormatMetricValue(value), "\n");
 }
 
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Counter& metric, std::string* out) {
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Counter& metric, std::string* out) {
   AppendSample(name, label_names, label_values, "", metric.value(), out);
 }
 
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Gauge& metric, std::string* out) {
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Gauge& metric, std::string* out) {
   AppendSample(name, label_names, label_values, "", metric.value(), out);
 }
 
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Histogram& metric, std::string* out) {
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Histogram& metric, std::string* out) {
   const Histogram::Snapshot snapshot = metric.TakeSnapshot();
   const std::string bucket_name = name + "_bucket";
   for (size_t i = 0; i <= snapshot.upper_bounds.size(); ++i) {
-    const double bound =
-        i < snapshot.upper_bounds.size() ? snapshot.upper_bounds[i] : HUGE_VAL;
-    AppendSample(bucket_name, label_names, label_values,
-                 absl::StrCat("le=\"", FormatMetricValue(bound), "\""),
+    const double bound = i < snapshot.upper_bounds.size() ? snapshot.upper_bounds[i] : HUGE_VAL;
+    AppendSample(bucket_name, label_names, label_values, absl::StrCat("le=\"", FormatMetricValue(bound), "\""),
                  static_cast<double>(snapshot.cumulative_counts[i]), out);
   }
   AppendSample(name + "_sum", label_names, label_values, "", snapshot.sum, out);
-  AppendSample(name + "_count", label_names, label_values, "",
-               static_cast<double>(snapshot.count), out);
+  AppendSample(name + "_count", label_names, label_values, "", static_cast<double>(snapshot.count), out);
 }
 
-void CallbackFamily::AppendSamples(std::string* out) const {
-  AppendSample(name(), {}, {}, "", read_(), out);
-}
+void CallbackFamily::AppendSamples(std::string* out) const { AppendSample(name(), {}, {}, "", read_(), out); }
 
 }  // namespace metrics_internal
 
-FamilyBase* MetricsRegistry::Register(std::unique_ptr<FamilyBase> family,
-                                      bool may_reuse) {
+FamilyBase* MetricsRegistry::Register(std::unique_ptr<FamilyBase> family, bool may_reuse) {
   ValidateNames(family->type(), family->name(), family->label_names());
   absl::MutexLock lock(&mu_);
   auto existing = families_.find(family->name());
   if (existing != families_.end()) {
     const FamilyBase& old = *existing->second;
-    if (may_reuse && old.type() == family->type() &&
-        old.help() == family->help() &&
-        old.label_names() == family->label_names() &&
-        old.buckets() == family->buckets() &&
-        dynamic_cast<const metrics_internal::CallbackFamily*>(&old) ==
-            nullptr) {
+    if (may_reuse && old.type() == family->type() && old.help() == family->help() &&
+        old.label_names() == family->label_names() && old.buckets() == family->buckets() &&
+        dynamic_cast<const metrics_internal::CallbackFamily*>(&old) == nullptr) {
       return existing->second.get();
     }
     Die(absl::StrCat("metric ", family->name(),
@@ -396,8 +357,8 @@ FamilyBase* MetricsRegistry::Register(std::unique_ptr<FamilyBase> family,
   for (const std::string& sample : samples) {
     auto clash = sample_names_.find(sample);
     if (clash != sample_names_.end()) {
-      Die(absl::StrCat("metric ", family->name(), " emits sample ", sample,
-                       ", which metric ", clash->second, " already emits"));
+      Die(absl::StrCat("metric ", family->name(), " emits sample ", sample, ", which metric ", clash->second,
+                       " already emits"));
     }
   }
   for (const std::string& sample : samples) {
@@ -408,48 +369,36 @@ FamilyBase* MetricsRegistry::Register(std::unique_ptr<FamilyBase> family,
   return stored;
 }
 
-Family<Counter>& MetricsRegistry::AddCounter(
-    const std::string& name, const std::string& help,
-    std::vector<std::string> label_names) {
-  auto family = std::make_unique<Family<Counter>>(
-      name, help, std::move(label_names), std::vector<double>{},
-      [] { return std::make_unique<Counter>(); });
+Family<Counter>& MetricsRegistry::AddCounter(const std::string& name, const std::string& help,
+                                             std::vector<std::string> label_names) {
+  auto family = std::make_unique<Family<Counter>>(name, help, std::move(label_names), std::vector<double>{},
+                                                  [] { return std::make_unique<Counter>(); });
   return *static_cast<Family<Counter>*>(Register(std::move(family), true));
 }
 
-Family<Gauge>& MetricsRegistry::AddGauge(const std::string& name,
-                                         const std::string& help,
+Family<Gauge>& MetricsRegistry::AddGauge(const std::string& name, const std::string& help,
                                          std::vector<std::string> label_names) {
-  auto family = std::make_unique<Family<Gauge>>(
-      name, help, std::move(label_names), std::vector<double>{},
-      [] { return std::make_unique<Gauge>(); });
+  auto family = std::make_unique<Family<Gauge>>(name, help, std::move(label_names), std::vector<double>{},
+                                                [] { return std::make_unique<Gauge>(); });
   return *static_cast<Family<Gauge>*>(Register(std::move(family), true));
 }
 
-Family<Histogram>& MetricsRegistry::AddHistogram(
-    const std::string& name, const std::string& help,
-    std::vector<double> buckets, std::vector<std::string> label_names) {
+Family<Histogram>& MetricsRegistry::AddHistogram(const std::string& name, const std::string& help,
+                                                 std::vector<double> buckets, std::vector<std::string> label_names) {
   std::vector<double> bounds = ValidateBuckets(name, std::move(buckets));
-  auto family = std::make_unique<Family<Histogram>>(
-      name, help, std::move(label_names), bounds,
-      [bounds] { return std::make_unique<Histogram>(bounds); });
+  auto family = std::make_unique<Family<Histogram>>(name, help, std::move(label_names), bounds,
+                                                    [bounds] { return std::make_unique<Histogram>(bounds); });
   return *static_cast<Family<Histogram>*>(Register(std::move(family), true));
 }
 
-void MetricsRegistry::AddCounterCallback(const std::string& name,
-                                         const std::string& help,
+void MetricsRegistry::AddCounterCallback(const std::string& name, const std::string& help,
                                          std::function<double()> read) {
-  Register(std::make_unique<metrics_internal::CallbackFamily>(
-               name, help, MetricType::kCounter, std::move(read)),
+  Register(std::make_unique<metrics_internal::CallbackFamily>(name, help, MetricType::kCounter, std::move(read)),
            false);
 }
 
-void MetricsRegistry::AddGaugeCallback(const std::string& name,
-                                       const std::string& help,
-                                       std::function<double()> read) {
-  Register(std::make_unique<metrics_internal::CallbackFamily>(
-               name, help, MetricType::kGauge, std::move(read)),
-           false);
+void MetricsRegistry::AddGaugeCallback(const std::string& name, const std::string& help, std::function<double()> read) {
+  Register(std::make_unique<metrics_internal::CallbackFamily>(name, help, MetricType::kGauge, std::move(read)), false);
 }
 
 std::string MetricsRegistry::Exposition() const {
@@ -462,35 +411,25 @@ std::string MetricsRegistry::Exposition() const {
     // A labelled family with no series yet is left out: the text format has
     // no way to say "no samples" and Go's encoder refuses such families.
     if (samples.empty()) continue;
-    absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(family->help()),
-                    "\n# TYPE ", name, " ",
-                    metrics_internal::MetricTypeName(family->type()), "\n",
-                    samples);
+    absl::StrAppend(&out, "# HELP ", name, " ", EscapeHelp(family->help()), "\n# TYPE ", name, " ",
+                    metrics_internal::MetricTypeName(family->type()), "\n", samples);
   }
   return out;
 }
 
 void RegisterProcessMetrics(MetricsRegistry* registry) {
-  registry->AddGaugeCallback("process_resident_memory_bytes",
-                             "Resident memory size in bytes.",
+  registry->AddGaugeCallback("process_resident_memory_bytes", "Resident memory size in bytes.",
                              [] { return StatmBytes(1); });
-  registry->AddGaugeCallback("process_virtual_memory_bytes",
-                             "Virtual memory size in bytes.",
+  registry->AddGaugeCallback("process_virtual_memory_bytes", "Virtual memory size in bytes.",
                              [] { return StatmBytes(0); });
-  registry->AddCounterCallback(
-      "process_cpu_seconds_total",
-      "Total user and system CPU time spent in seconds.", [] {
-        const std::vector<std::string> fields = ProcSelfStatFields();
-        return (ProcSelfStatField(fields, 14) + ProcSelfStatField(fields, 15)) /
-               static_cast<double>(sysconf(_SC_CLK_TCK));
-      });
-  registry->AddGaugeCallback("process_open_fds",
-                             "Number of open file descriptors.", OpenFds);
+  registry->AddCounterCallback("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", [] {
+    const std::vector<std::string> fields = ProcSelfStatFields();
+    return (ProcSelfStatField(fields, 14) + ProcSelfStatField(fields, 15)) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  });
+  registry->AddGaugeCallback("process_open_fds", "Number of open file descriptors.", OpenFds);
   const double start_time = ProcessStartTimeSeconds();
-  registry->AddGaugeCallback(
-      "process_start_time_seconds",
-      "Start time of the process since unix epoch in seconds.",
-      [start_time] { return start_time; });
+  registry->AddGaugeCallback("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+                             [start_time] { return start_time; });
 }
 
 }  // namespace skillpack

@@ -125,24 +125,16 @@ const char* MetricTypeName(MetricType type);
 
 // Appends `name{l1="v1",...,extra} value\n` with label values escaped.
 // `extra_label` (e.g. `le="0.5"`, already escaped) is appended when non-empty.
-void AppendSample(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const std::string& extra_label, double value,
+void AppendSample(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const std::string& extra_label, double value,
                   std::string* out);
 
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Counter& metric, std::string* out);
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Gauge& metric, std::string* out);
-void AppendSeries(const std::string& name,
-                  const std::vector<std::string>& label_names,
-                  const std::vector<std::string>& label_values,
-                  const Histogram& metric, std::string* out);
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Counter& metric, std::string* out);
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Gauge& metric, std::string* out);
+void AppendSeries(const std::string& name, const std::vector<std::string>& label_names,
+                  const std::vector<std::string>& label_values, const Histogram& metric, std::string* out);
 
 template <typename M>
 struct TypeOf;
@@ -162,8 +154,8 @@ struct TypeOf<Histogram> {
 // What the registry knows of every family, whatever its metric type.
 class FamilyBase {
  public:
-  FamilyBase(std::string name, std::string help, MetricType type,
-             std::vector<std::string> label_names, std::vector<double> buckets)
+  FamilyBase(std::string name, std::string help, MetricType type, std::vector<std::string> label_names,
+             std::vector<double> buckets)
       : name_(std::move(name)),
         help_(std::move(help)),
         type_(type),
@@ -193,10 +185,8 @@ class FamilyBase {
 // A family whose single value is read from a callback at exposition time.
 class CallbackFamily : public FamilyBase {
  public:
-  CallbackFamily(std::string name, std::string help, MetricType type,
-                 std::function<double()> read)
-      : FamilyBase(std::move(name), std::move(help), type, {}, {}),
-        read_(std::move(read)) {}
+  CallbackFamily(std::string name, std::string help, MetricType type, std::function<double()> read)
+      : FamilyBase(std::move(name), std::move(help), type, {}, {}), read_(std::move(read)) {}
   void AppendSamples(std::string* out) const override;
 
  private:
@@ -211,11 +201,9 @@ class Family : public metrics_internal::FamilyBase {
  public:
   // Made by MetricsRegistry; `make` builds one new series; `buckets` is
   // empty except for histograms.
-  Family(std::string name, std::string help,
-         std::vector<std::string> label_names, std::vector<double> buckets,
+  Family(std::string name, std::string help, std::vector<std::string> label_names, std::vector<double> buckets,
          std::function<std::unique_ptr<M>()> make)
-      : FamilyBase(std::move(name), std::move(help),
-                   metrics_internal::TypeOf<M>::kValue, std::move(label_names),
+      : FamilyBase(std::move(name), std::move(help), metrics_internal::TypeOf<M>::kValue, std::move(label_names),
                    std::move(buckets)),
         make_(std::move(make)) {
     // A family without labels has exactly one series; create it now so that
@@ -227,13 +215,10 @@ class Family : public metrics_internal::FamilyBase {
   // first use. The reference stays valid as long as the registry lives, so
   // hot paths should look it up once and keep it.
   // REQUIRES: values.size() == label_names().size() (aborts otherwise).
-  M& WithLabels(const std::vector<std::string>& values)
-      ABSL_LOCKS_EXCLUDED(mu_) {
+  M& WithLabels(const std::vector<std::string>& values) ABSL_LOCKS_EXCLUDED(mu_) {
     if (values.size() != label_names().size()) {
-      metrics_internal::Die("metric " + name() + ": expected " +
-                            std::to_string(label_names().size()) +
-                            " label values, got " +
-                            std::to_string(values.size()));
+      metrics_internal::Die("metric " + name() + ": expected " + std::to_string(label_names().size()) +
+                            " label values, got " + std::to_string(values.size()));
     }
     absl::MutexLock lock(&mu_);
     std::unique_ptr<M>& slot = series_[values];
@@ -250,16 +235,14 @@ class Family : public metrics_internal::FamilyBase {
   void AppendSamples(std::string* out) const override ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
     for (const auto& [values, metric] : series_) {
-      metrics_internal::AppendSeries(name(), label_names(), values, *metric,
-                                     out);
+      metrics_internal::AppendSeries(name(), label_names(), values, *metric, out);
     }
   }
 
  private:
   const std::function<std::unique_ptr<M>()> make_;
   mutable absl::Mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<M>> series_
-      ABSL_GUARDED_BY(mu_);
+  std::map<std::vector<std::string>, std::unique_ptr<M>> series_ ABSL_GUARDED_BY(mu_);
 };
 
 // Owns metric families and renders them. Thread-safe: families may be added
@@ -283,15 +266,12 @@ class MetricsRegistry {
                               std::vector<std::string> label_names = {});
 
   // REQUIRES: as AddCounter, except that `name` must not end in `_total`.
-  Family<Gauge>& AddGauge(const std::string& name, const std::string& help,
-                          std::vector<std::string> label_names = {});
+  Family<Gauge>& AddGauge(const std::string& name, const std::string& help, std::vector<std::string> label_names = {});
 
   // REQUIRES: as AddGauge; no label is named `le`; `buckets` strictly
   // increasing and not NaN. A trailing +Inf is accepted and dropped (the +Inf
   // bucket is always exposed); -Inf is refused.
-  Family<Histogram>& AddHistogram(const std::string& name,
-                                  const std::string& help,
-                                  std::vector<double> buckets,
+  Family<Histogram>& AddHistogram(const std::string& name, const std::string& help, std::vector<double> buckets,
                                   std::vector<std::string> label_names = {});
 
   // Label-less counter and gauge whose value `read` returns at exposition
@@ -299,10 +279,8 @@ class MetricsRegistry {
   // reading: it must be thread-safe and must not call into this registry.
   // Same naming rules as AddCounter / AddGauge; registering a name twice
   // aborts (callbacks cannot be compared).
-  void AddCounterCallback(const std::string& name, const std::string& help,
-                          std::function<double()> read);
-  void AddGaugeCallback(const std::string& name, const std::string& help,
-                        std::function<double()> read);
+  void AddCounterCallback(const std::string& name, const std::string& help, std::function<double()> read);
+  void AddGaugeCallback(const std::string& name, const std::string& help, std::function<double()> read);
 
   // Renders every family in the Prometheus text format 0.0.4, families sorted
   // by name, each as `# HELP`, `# TYPE` and its samples sorted by label
@@ -314,13 +292,11 @@ class MetricsRegistry {
  private:
   // Validates and inserts `family`; returns the stored family (an existing
   // identical one wins when `may_reuse`). Aborts on conflicts.
-  metrics_internal::FamilyBase* Register(
-      std::unique_ptr<metrics_internal::FamilyBase> family, bool may_reuse)
+  metrics_internal::FamilyBase* Register(std::unique_ptr<metrics_internal::FamilyBase> family, bool may_reuse)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   mutable absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<metrics_internal::FamilyBase>> families_
-      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<metrics_internal::FamilyBase>> families_ ABSL_GUARDED_BY(mu_);
   // Every sample name a family emits -> that family's name.
   std::map<std::string, std::string> sample_names_ ABSL_GUARDED_BY(mu_);
 };

@@ -8,9 +8,9 @@
 #include <cstring>
 #include <mutex>
 
-#include "absl/strings/str_cat.h"
 #include <dlfcn.h>
 #include <pthread.h>
+#include "absl/strings/str_cat.h"
 
 // Debian's civetweb asks for 100 KiB worker stacks (pthread_attr_setstacksize
 // with 102400, a build-time constant with no runtime option). glibc carves a
@@ -34,8 +34,7 @@ extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
 namespace skillpack {
 namespace {
 
-constexpr char kExpositionContentType[] =
-    "text/plain; version=0.0.4; charset=utf-8";
+constexpr char kExpositionContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 constexpr char kTextContentType[] = "text/plain; charset=utf-8";
 
 const char* ReasonPhrase(int status) {
@@ -53,14 +52,12 @@ const char* ReasonPhrase(int status) {
 
 // Writes a complete response with an explicit length; the body is left out
 // for HEAD. Returns `status` (civetweb's "handled" value).
-int Respond(mg_connection* conn, bool head, int status,
-            const char* content_type, const std::string& body,
+int Respond(mg_connection* conn, bool head, int status, const char* content_type, const std::string& body,
             const char* extra_headers = "") {
-  const std::string headers = absl::StrCat(
-      "HTTP/1.1 ", status, " ", ReasonPhrase(status),
-      "\r\nContent-Type: ", content_type, "\r\nContent-Length: ", body.size(),
-      "\r\nCache-Control: no-store\r\nConnection: close\r\n", extra_headers,
-      "\r\n");
+  const std::string headers =
+      absl::StrCat("HTTP/1.1 ", status, " ", ReasonPhrase(status), "\r\nContent-Type: ", content_type,
+                   "\r\nContent-Length: ", body.size(), "\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                   extra_headers, "\r\n");
   mg_write(conn, headers.data(), headers.size());
   if (!head && !body.empty()) mg_write(conn, body.data(), body.size());
   return status;
@@ -68,15 +65,13 @@ int Respond(mg_connection* conn, bool head, int status,
 
 }  // namespace
 
-StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& bind_address, int port,
-    const MetricsRegistry* registry) {
+StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& bind_address, int port,
+                                                                      const MetricsRegistry* registry) {
   if (registry == nullptr) {
     return absl::InvalidArgumentError("metrics server: registry is null");
   }
   if (port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics server: port ", port, " out of range"));
+    return absl::InvalidArgumentError(absl::StrCat("metrics server: port ", port, " out of range"));
   }
   // civetweb takes numeric addresses only; IPv6 ones in brackets.
   std::string host = bind_address == "localhost" ? "127.0.0.1" : bind_address;
@@ -84,14 +79,12 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (inet_pton(AF_INET6, bind_address.c_str(), parsed) == 1) {
     if (mg_check_feature(8) == 0) {
       return absl::UnimplementedError(
-          absl::StrCat("metrics server: cannot bind ", bind_address,
-                       ": this civetweb is built without IPv6 support"));
+          absl::StrCat("metrics server: cannot bind ", bind_address, ": this civetweb is built without IPv6 support"));
     }
     host = absl::StrCat("[", bind_address, "]");
   } else if (inet_pton(AF_INET, host.c_str(), parsed) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("metrics server: bind address \"", bind_address,
-                     "\" is not a numeric IPv4 or IPv6 address"));
+        absl::StrCat("metrics server: bind address \"", bind_address, "\" is not a numeric IPv4 or IPv6 address"));
   }
   const std::string listening_ports = absl::StrCat(host, ":", port);
 
@@ -99,15 +92,8 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   std::call_once(init_once, [] { mg_init_library(0); });
 
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry));
-  const char* options[] = {"listening_ports",
-                           listening_ports.c_str(),
-                           "num_threads",
-                           "4",
-                           "request_timeout_ms",
-                           "10000",
-                           "enable_keep_alive",
-                           "no",
-                           nullptr};
+  const char* options[] = {"listening_ports", listening_ports.c_str(), "num_threads", "4",    "request_timeout_ms",
+                           "10000",           "enable_keep_alive",     "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   mg_init_data init;
@@ -125,23 +111,20 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
 
   server->context_ = mg_start2(&init, &error);
   if (server->context_ == nullptr) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics server: cannot listen on ", listening_ports, ": ",
-                     error_text[0] != '\0' ? error_text : "civetweb failed"));
+    return absl::UnavailableError(absl::StrCat("metrics server: cannot listen on ", listening_ports, ": ",
+                                               error_text[0] != '\0' ? error_text : "civetweb failed"));
   }
   // From here on the destructor stops civetweb on every return path.
   mg_server_port ports[4];
   std::memset(ports, 0, sizeof(ports));
   const int n = mg_get_server_ports(server->context_, 4, ports);
   if (n < 1 || ports[0].port <= 0) {
-    return absl::InternalError(absl::StrCat(
-        "metrics server: civetweb reports no port for ", listening_ports));
+    return absl::InternalError(absl::StrCat("metrics server: civetweb reports no port for ", listening_ports));
   }
   server->port_ = ports[0].port;
   // One handler for every path; it dispatches on the URI itself so that
   // unknown paths get our 404 rather than civetweb's file serving.
-  mg_set_request_handler(server->context_, "/",
-                         &MetricsHttpServer::HandleRequest, server.get());
+  mg_set_request_handler(server->context_, "/", &MetricsHttpServer::HandleRequest, server.get());
   return server;
 }
 
@@ -152,17 +135,14 @@ MetricsHttpServer::~MetricsHttpServer() {
 int MetricsHttpServer::HandleRequest(mg_connection* conn, void* cbdata) {
   const auto* self = static_cast<const MetricsHttpServer*>(cbdata);
   const mg_request_info* info = mg_get_request_info(conn);
-  const char* method =
-      info->request_method != nullptr ? info->request_method : "";
+  const char* method = info->request_method != nullptr ? info->request_method : "";
   const char* uri = info->local_uri != nullptr ? info->local_uri : "";
   const bool head = std::strcmp(method, "HEAD") == 0;
   if (!head && std::strcmp(method, "GET") != 0) {
-    return Respond(conn, false, 405, kTextContentType, "method not allowed\n",
-                   "Allow: GET, HEAD\r\n");
+    return Respond(conn, false, 405, kTextContentType, "method not allowed\n", "Allow: GET, HEAD\r\n");
   }
   if (std::strcmp(uri, "/metrics") == 0) {
-    return Respond(conn, head, 200, kExpositionContentType,
-                   self->registry_->Exposition());
+    return Respond(conn, head, 200, kExpositionContentType, self->registry_->Exposition());
   }
   if (std::strcmp(uri, "/healthz") == 0) {
     return Respond(conn, head, 200, kTextContentType, "ok");

@@ -29,9 +29,8 @@ class MetricsHttpServer {
   // address or port, or a null registry, and UNAVAILABLE when civetweb cannot
   // listen (e.g. the port is taken).
   // REQUIRES: `registry` outlives the returned server.
-  static StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const std::string& bind_address, int port,
-      const MetricsRegistry* registry);
+  static StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& bind_address, int port,
+                                                            const MetricsRegistry* registry);
 
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
@@ -45,8 +44,7 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  explicit MetricsHttpServer(const MetricsRegistry* registry)
-      : registry_(registry) {}
+  explicit MetricsHttpServer(const MetricsRegistry* registry) : registry_(registry) {}
 
   // civetweb request handler; `cbdata` is the MetricsHttpServer.
   static int HandleRequest(mg_connection* conn, void* cbdata);

@@ -15,8 +15,8 @@ double SecondsSince(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-PackCache::PackCache(std::shared_ptr<const ModelWeights> base, const PackStore* store,
-                     const PackRuntime* runtime, PackCacheOptions options, ServerMetrics* metrics)
+PackCache::PackCache(std::shared_ptr<const ModelWeights> base, const PackStore* store, const PackRuntime* runtime,
+                     PackCacheOptions options, ServerMetrics* metrics)
     : base_(std::move(base)), store_(store), runtime_(runtime), options_(options), metrics_(metrics) {
   absl::MutexLock lock(&mu_);
   PublishMetrics();
@@ -135,9 +135,9 @@ Status PackCache::Load(const std::string& name, bool pin, double* load_seconds) 
     int64_t pinned = 0;
     for (const auto& [n, e] : host_) pinned += e.pinned ? e.bytes : 0;
     if (pinned + it->second.bytes > options_.host_budget_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "pinning '", name, "' would put ", pinned + it->second.bytes,
-          " bytes of pinned packs over the host cache budget of ", options_.host_budget_bytes, " bytes"));
+      return absl::ResourceExhaustedError(absl::StrCat("pinning '", name, "' would put ", pinned + it->second.bytes,
+                                                       " bytes of pinned packs over the host cache budget of ",
+                                                       options_.host_budget_bytes, " bytes"));
     }
   }
   it->second.pinned = pin;

@@ -57,8 +57,7 @@ class PackCache {
   // canonicalised (sorted by name, filters sorted), so order does not matter.
   // NOT_FOUND for a pack not in the store; *compose_seconds (may be null) gets
   // the time spent loading and composing (0 on a hit).
-  StatusOr<std::shared_ptr<const ModelWeights>> GetWeights(std::vector<PackSelection> choices,
-                                                           double* compose_seconds)
+  StatusOr<std::shared_ptr<const ModelWeights>> GetWeights(std::vector<PackSelection> choices, double* compose_seconds)
       ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
 
   // Decodes `name` into the host tier (a no-op when already there) and pins

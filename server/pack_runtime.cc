@@ -6,8 +6,8 @@
 #include <utility>
 
 #include "pack/composer.h"
-#include "pack/fingerprint.h"
 #include "pack/decode.h"
+#include "pack/fingerprint.h"
 #include "pack/format.h"
 
 namespace skillpack {

@@ -50,8 +50,8 @@ StatusOr<std::string> HashFile(const std::string& path, int64_t* size) {
 // ---------------------------------------------------------------------------
 // PackUpload
 
-PackUpload::PackUpload(PackStore* store, std::string name, std::string sha256, int64_t total_bytes,
-                       bool overwrite, std::string tmp_path, int fd)
+PackUpload::PackUpload(PackStore* store, std::string name, std::string sha256, int64_t total_bytes, bool overwrite,
+                       std::string tmp_path, int fd)
     : store_(store),
       name_(std::move(name)),
       expected_sha256_(std::move(sha256)),
@@ -68,8 +68,8 @@ PackUpload::~PackUpload() {
 Status PackUpload::Append(absl::string_view chunk) {
   if (fd_ < 0) return absl::FailedPreconditionError("upload already finished");
   if (received_ + static_cast<int64_t>(chunk.size()) > total_bytes_) {
-    return absl::InvalidArgumentError(absl::StrCat("chunk: received more than header.total_size = ",
-                                                   total_bytes_, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk: received more than header.total_size = ", total_bytes_, " bytes"));
   }
   hash_.Update(chunk);
   received_ += static_cast<int64_t>(chunk.size());
@@ -85,13 +85,13 @@ Status PackUpload::Append(absl::string_view chunk) {
 StatusOr<StoredPack> PackUpload::Commit() {
   if (fd_ < 0) return absl::FailedPreconditionError("upload already finished");
   if (received_ != total_bytes_) {
-    return absl::InvalidArgumentError(absl::StrCat("header.total_size: announced ", total_bytes_,
-                                                   " bytes, received ", received_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.total_size: announced ", total_bytes_, " bytes, received ", received_));
   }
   const std::string got = hash_.FinalHex();
   if (got != expected_sha256_) {
-    return absl::InvalidArgumentError(absl::StrCat("header.sha256: announced ", expected_sha256_,
-                                                   " but the data received hashes to ", got));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.sha256: announced ", expected_sha256_, " but the data received hashes to ", got));
   }
   if (::fsync(fd_) != 0) return ErrnoError("fsync", tmp_path_);
   ::close(fd_);
@@ -99,9 +99,8 @@ StatusOr<StoredPack> PackUpload::Commit() {
   StatusOr<PackSummary> summary = store_->runtime_->Inspect(tmp_path_);
   if (!summary.ok()) return Annotate(summary.status(), "pack");
   if (!name_.empty() && summary->name != name_) {
-    return absl::InvalidArgumentError(absl::StrCat("header.name: '", name_,
-                                                   "' differs from the pack's manifest name '",
-                                                   summary->name, "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("header.name: '", name_, "' differs from the pack's manifest name '", summary->name, "'"));
   }
   StoredPack pack;
   pack.summary = *std::move(summary);
@@ -134,14 +133,13 @@ StatusOr<std::unique_ptr<PackStore>> PackStore::Open(const std::string& dir, con
     std::string stem = std::filesystem::path(path).stem().string();
     StatusOr<PackSummary> summary = runtime->Inspect(path);
     if (summary.ok() && summary->name != stem) {
-      summary = absl::InvalidArgumentError(absl::StrCat("manifest name '", summary->name,
-                                                        "' differs from the file name"));
+      summary =
+          absl::InvalidArgumentError(absl::StrCat("manifest name '", summary->name, "' differs from the file name"));
     }
     StoredPack pack;
     StatusOr<std::string> sha = summary.ok() ? HashFile(path, &pack.file_bytes) : summary.status();
     if (!sha.ok()) {
-      std::fprintf(stderr, "pack store: skipping %s: %s\n", path.c_str(),
-                   std::string(sha.status().message()).c_str());
+      std::fprintf(stderr, "pack store: skipping %s: %s\n", path.c_str(), std::string(sha.status().message()).c_str());
       continue;
     }
     pack.summary = *std::move(summary);
@@ -155,8 +153,7 @@ StatusOr<std::unique_ptr<PackStore>> PackStore::Open(const std::string& dir, con
 std::string PackStore::PathOf(const std::string& name) const { return JoinPath(dir_, name + kPackSuffix); }
 std::string PackStore::IncomingDir() const { return JoinPath(dir_, ".incoming"); }
 
-StatusOr<std::unique_ptr<PackUpload>> PackStore::BeginUpload(const std::string& name,
-                                                             const std::string& sha256,
+StatusOr<std::unique_ptr<PackUpload>> PackStore::BeginUpload(const std::string& name, const std::string& sha256,
                                                              int64_t total_bytes, bool overwrite) {
   if (!name.empty()) {
     Status s = ValidatePackName(name);
@@ -186,7 +183,8 @@ StatusOr<StoredPack> PackStore::Install(const std::string& tmp_path, StoredPack 
   absl::MutexLock lock(&mu_);
   const std::string& name = pack.summary.name;
   if (packs_.count(name) && !overwrite) {
-    return absl::AlreadyExistsError(absl::StrCat("pack '", name, "' already exists (set header.overwrite to replace it)"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("pack '", name, "' already exists (set header.overwrite to replace it)"));
   }
   pack.path = PathOf(name);
   if (::rename(tmp_path.c_str(), pack.path.c_str()) != 0) return ErrnoError("rename to", pack.path);

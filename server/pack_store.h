@@ -54,8 +54,8 @@ class PackUpload {
 
  private:
   friend class PackStore;
-  PackUpload(PackStore* store, std::string name, std::string sha256, int64_t total_bytes,
-             bool overwrite, std::string tmp_path, int fd);
+  PackUpload(PackStore* store, std::string name, std::string sha256, int64_t total_bytes, bool overwrite,
+             std::string tmp_path, int fd);
 
   PackStore* store_;
   std::string name_;  // may be empty: take the manifest's
@@ -102,8 +102,7 @@ class PackStore {
   std::string PathOf(const std::string& name) const;
   std::string IncomingDir() const;
   // Renames the validated temporary file into place and indexes it.
-  StatusOr<StoredPack> Install(const std::string& tmp_path, StoredPack pack, bool overwrite)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  StatusOr<StoredPack> Install(const std::string& tmp_path, StoredPack pack, bool overwrite) ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string dir_;
   const PackRuntime* runtime_;

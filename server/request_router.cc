@@ -12,9 +12,7 @@
 
 namespace skillpack {
 
-const char* RoutingModeName(const RoutingPolicy& p) {
-  return p.mode == RoutingPolicy::Mode::kTopK ? "topk" : "top1";
-}
+const char* RoutingModeName(const RoutingPolicy& p) { return p.mode == RoutingPolicy::Mode::kTopK ? "topk" : "top1"; }
 
 RequestRouter::RequestRouter(const LoadedModel* model, std::string base_fingerprint, const PackStore* store,
                              RequestRouterOptions options, ServerMetrics* metrics)
@@ -64,8 +62,7 @@ LoadedRouter RequestRouter::Current() const {
   return current_;
 }
 
-StatusOr<RoutedRequest> RequestRouter::Route(const std::vector<int32_t>& prompt,
-                                             const RoutingPolicy& policy) const {
+StatusOr<RoutedRequest> RequestRouter::Route(const std::vector<int32_t>& prompt, const RoutingPolicy& policy) const {
   std::shared_ptr<const Router> router = Current().router;
   if (!router) return absl::FailedPreconditionError("no router is loaded (start with --router or use Admin.SetRouter)");
   return RouteWith(*router, prompt, policy);

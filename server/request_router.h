@@ -49,8 +49,8 @@ struct RequestRouterOptions {
 struct LoadedRouter {
   std::shared_ptr<const Router> router;
   RouterConfig config;  // router->config(), for readers that need no tensors
-  std::string sha256;  // of the file
-  std::string source;  // the --router path, or "admin"
+  std::string sha256;   // of the file
+  std::string source;   // the --router path, or "admin"
   absl::Time loaded_at;
 };
 
@@ -72,8 +72,7 @@ class RequestRouter {
   // Parses a router file and installs it in place of the current one.
   // INVALID_ARGUMENT for a malformed file; FAILED_PRECONDITION when it was
   // built for another base or names a pack that is not in the store.
-  StatusOr<LoadedRouter> Set(std::string bytes, const std::string& source)
-      ABSL_LOCKS_EXCLUDED(admin_mu_, mu_);
+  StatusOr<LoadedRouter> Set(std::string bytes, const std::string& source) ABSL_LOCKS_EXCLUDED(admin_mu_, mu_);
   // Removes the router: AUTO then means no pack.
   void Clear() ABSL_LOCKS_EXCLUDED(admin_mu_, mu_);
   // The loaded router; its `router` is null when none is loaded.
@@ -92,8 +91,7 @@ class RequestRouter {
 
   // Runs `remove` (which removes pack `name` from the store) unless the
   // loaded router names that pack: FAILED_PRECONDITION then, naming the router.
-  Status RemovePack(const std::string& name, const std::function<Status()>& remove)
-      ABSL_LOCKS_EXCLUDED(admin_mu_, mu_);
+  Status RemovePack(const std::string& name, const std::function<Status()>& remove) ABSL_LOCKS_EXCLUDED(admin_mu_, mu_);
 
   const RequestRouterOptions& options() const { return options_; }
 

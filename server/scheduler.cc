@@ -71,8 +71,7 @@ bool RequestState::RequestCancel(CancelCause cause) {
 std::unique_ptr<Scheduler> Scheduler::Create(const Transformer& model, const Tokenizer& tokenizer,
                                              std::unique_ptr<KvCache> cache, std::vector<int32_t> eos_ids,
                                              SchedulerOptions options, ServerMetrics* metrics) {
-  std::unique_ptr<Scheduler> s(
-      new Scheduler(model, tokenizer, std::move(cache), std::move(eos_ids), options, metrics));
+  std::unique_ptr<Scheduler> s(new Scheduler(model, tokenizer, std::move(cache), std::move(eos_ids), options, metrics));
   s->thread_ = std::thread([p = s.get()] { p->Loop(); });
   return s;
 }
@@ -108,31 +107,30 @@ Status Scheduler::Validate(const GenerationRequest& r) const {
   for (size_t i = 0; i < r.prompt_tokens.size(); ++i) {
     const int32_t t = r.prompt_tokens[i];
     if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("tokens.ids[", i, "]: token id ", t,
-                                                     " out of range [0, ", c.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokens.ids[", i, "]: token id ", t, " out of range [0, ", c.vocab_size, ")"));
     }
   }
   Status s = ValidateSamplingParams(r.params, static_cast<int32_t>(c.vocab_size));
   if (!s.ok()) return Annotate(s, "sampling");
   const int64_t need = static_cast<int64_t>(r.prompt_tokens.size()) + r.params.max_new_tokens;
   if (need > context_limit_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sampling.max_new_tokens: prompt of ", r.prompt_tokens.size(), " tokens plus max_new_tokens ",
-        r.params.max_new_tokens, " exceeds the context length ", context_limit_));
+    return absl::InvalidArgumentError(absl::StrCat("sampling.max_new_tokens: prompt of ", r.prompt_tokens.size(),
+                                                   " tokens plus max_new_tokens ", r.params.max_new_tokens,
+                                                   " exceeds the context length ", context_limit_));
   }
   return absl::OkStatus();
 }
 
-StatusOr<std::shared_ptr<RequestState>> Scheduler::Submit(GenerationRequest request, absl::Time deadline,
-                                                         bool stream) {
+StatusOr<std::shared_ptr<RequestState>> Scheduler::Submit(GenerationRequest request, absl::Time deadline, bool stream) {
   auto r = std::make_shared<RequestState>(stream, deadline);
   r->request_ = std::move(request);
   absl::MutexLock lock(&mu_);
   if (draining_ || stop_) return absl::UnavailableError("server is shutting down");
   const size_t limit = static_cast<size_t>(options_.max_running) + static_cast<size_t>(options_.max_queued);
   if (accepted_.size() >= limit) {
-    return absl::ResourceExhaustedError(absl::StrCat("server busy: ", accepted_.size(),
-                                                     " requests running or queued (limit ", limit, ")"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("server busy: ", accepted_.size(), " requests running or queued (limit ", limit, ")"));
   }
   accepted_.push_back(r);
   incoming_.push_back(r);

@@ -83,13 +83,13 @@ class RequestState {
 };
 
 struct SchedulerOptions {
-  int32_t max_running = 8;   // sequences decoded together (engine batch)
-  int32_t max_queued = 64;   // accepted requests beyond those running
+  int32_t max_running = 8;  // sequences decoded together (engine batch)
+  int32_t max_queued = 64;  // accepted requests beyond those running
 };
 
 struct SchedulerStats {
-  int32_t running = 0;      // holding a KV slot
-  int32_t waiting = 0;      // accepted, no slot yet
+  int32_t running = 0;  // holding a KV slot
+  int32_t waiting = 0;  // accepted, no slot yet
   int32_t kv_slots_total = 0;
   int32_t kv_slots_free = 0;
   int64_t requests_total = 0;

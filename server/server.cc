@@ -9,10 +9,12 @@
 
 #include "absl/synchronization/mutex.h"
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
 #include "core/generator.h"
+#include "core/kv_cache.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
+#include "pack/fingerprint.h"
+#include "router/router.h"
 #include "server/admin_service.h"
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
@@ -23,8 +25,6 @@
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 #include "server/serving_context.h"
-#include "core/kv_cache.h"
-#include "router/router.h"
 
 namespace skillpack {
 
@@ -119,8 +119,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
                    ParseRoutingPolicy(options.routing_mode, options.routing_k, options.routing_threshold));
   ro.max_tokens = options.router_max_tokens;
   ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*s.model->weights));
-  s.router = std::make_unique<RequestRouter>(s.model.get(), std::move(fingerprint), s.store.get(), ro,
-                                             s.metrics.get());
+  s.router = std::make_unique<RequestRouter>(s.model.get(), std::move(fingerprint), s.store.get(), ro, s.metrics.get());
   if (!options.router_file.empty()) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(options.router_file));
     RETURN_IF_ERROR(s.router->Set(std::move(bytes), options.router_file).status());
@@ -183,11 +182,9 @@ int SkillpackServer::metrics_port() const { return impl_->metrics_http ? impl_->
 
 std::string SkillpackServer::ListeningLine() const {
   auto host = [](const std::string& a) { return a == "0.0.0.0" || a.empty() ? std::string("127.0.0.1") : a; };
-  std::string metrics = impl_->metrics_http
-                            ? absl::StrCat(host(impl_->options.metrics_address), ":", metrics_port())
-                            : std::string("off");
-  return absl::StrCat("listening grpc=", host(impl_->options.grpc_address), ":", grpc_port(),
-                      " metrics=", metrics);
+  std::string metrics = impl_->metrics_http ? absl::StrCat(host(impl_->options.metrics_address), ":", metrics_port())
+                                            : std::string("off");
+  return absl::StrCat("listening grpc=", host(impl_->options.grpc_address), ":", grpc_port(), " metrics=", metrics);
 }
 
 void SkillpackServer::Shutdown(absl::Duration grace) {

@@ -22,20 +22,20 @@ struct ServerOptions {
   std::string model_dir;
   std::string packs_dir;
   std::string grpc_address = "0.0.0.0";
-  int grpc_port = 50051;        // 0 = pick a free port
+  int grpc_port = 50051;  // 0 = pick a free port
   std::string metrics_address = "0.0.0.0";
-  int metrics_port = 9090;      // 0 = pick a free port, -1 = no metrics endpoint
-  std::string admin_token;      // empty = the Admin service refuses every call
-  std::string tls_cert_file;    // PEM; both or neither of cert and key
+  int metrics_port = 9090;    // 0 = pick a free port, -1 = no metrics endpoint
+  std::string admin_token;    // empty = the Admin service refuses every call
+  std::string tls_cert_file;  // PEM; both or neither of cert and key
   std::string tls_key_file;
-  int32_t max_running = 8;      // sequences decoded together
-  int32_t max_queued = 64;      // accepted requests beyond those running
-  int32_t kv_slots = 0;         // 0 = max_running
-  int64_t max_seq_len = 0;      // per-sequence KV length; 0 = min(model context, 4096)
+  int32_t max_running = 8;  // sequences decoded together
+  int32_t max_queued = 64;  // accepted requests beyond those running
+  int32_t kv_slots = 0;     // 0 = max_running
+  int64_t max_seq_len = 0;  // per-sequence KV length; 0 = min(model context, 4096)
   int64_t host_cache_bytes = int64_t{4} << 30;
   int64_t fused_cache_bytes = int64_t{8} << 30;
   int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
-  int32_t threads = 0;          // intra-op threads; 0 = libtorch's default
+  int32_t threads = 0;                        // intra-op threads; 0 = libtorch's default
   // Router (docs/router-format.md): a file to load at start-up (empty = none;
   // Admin.SetRouter can load one later) and the default routing policy.
   std::string router_file;

@@ -73,7 +73,8 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
     return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
   }
   auto in_range = [](int64_t v, int64_t lo, int64_t hi, const char* flag) -> Status {
-    if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "]"));
+    if (v < lo || v > hi)
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "]"));
     return absl::OkStatus();
   };
   RETURN_IF_ERROR(in_range(grpc_port, 0, 65535, "grpc-port"));

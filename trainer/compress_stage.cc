@@ -4,11 +4,11 @@
 #include <filesystem>
 #include <map>
 
-#include "pack/composer.h"
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
+#include "pack/composer.h"
 #include "pack/compressor.h"
 #include "pack/decode.h"
+#include "pack/fingerprint.h"
 #include "pack/format.h"
 #include "pack/skillpack.h"
 

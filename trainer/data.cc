@@ -119,9 +119,8 @@ StatusOr<TokenizedSequence> SequenceEncoder::Encode(absl::string_view prompt, ab
   s.tokens = EncodePrompt(prompt, templated);
   s.prompt_len = static_cast<int64_t>(s.tokens.size());
   if (s.prompt_len == 0 || s.prompt_len >= max_len_) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", s.prompt_len,
-                                                   " tokens leaves no room for a response within max_seq_len ",
-                                                   max_len_));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", s.prompt_len, " tokens leaves no room for a response within max_seq_len ", max_len_));
   }
   std::vector<int32_t> r = tokenizer_.Encode(response, /*parse_special=*/false, /*add_bos=*/false);
   s.tokens.insert(s.tokens.end(), r.begin(), r.end());

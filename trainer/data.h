@@ -63,8 +63,7 @@ class SequenceEncoder {
   // Prompt + response + end id. Response text is encoded without parsing
   // special tokens. INVALID_ARGUMENT when the prompt leaves no room for one
   // response token within max_len.
-  StatusOr<TokenizedSequence> Encode(absl::string_view prompt, absl::string_view response,
-                                     bool templated) const;
+  StatusOr<TokenizedSequence> Encode(absl::string_view prompt, absl::string_view response, bool templated) const;
 
  private:
   const Tokenizer& tokenizer_;

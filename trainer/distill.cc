@@ -8,10 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
-#include "skillpack/v1/inference.grpc.pb.h"
-#include "skillpack/v1/trainer.grpc.pb.h"
 #include "rpc/channel.h"
 #include "rpc/grpc_status.h"
+#include "skillpack/v1/inference.grpc.pb.h"
+#include "skillpack/v1/trainer.grpc.pb.h"
 #include "trainer/spec_reader.h"
 
 namespace skillpack {
@@ -106,8 +106,8 @@ StatusOr<DistillStageSpec> ParseDistillStage(const Json& j, const std::string& p
       return absl::InvalidArgumentError(absl::StrCat(r.Path("prompts_file"), ": file not found: ", spec.prompts_file));
     }
   } else if (spec.task.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ".task: required (the prompts' source) unless ",
-                                                   path, ".prompts_file is given"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".task: required (the prompts' source) unless ", path, ".prompts_file is given"));
   }
   if (r.Has("temperature")) {
     const Json& t = r.Get("temperature");
@@ -121,7 +121,8 @@ StatusOr<DistillStageSpec> ParseDistillStage(const Json& j, const std::string& p
       }
     }
     if (spec.temperatures.empty() || spec.temperatures.size() != (t.is_array() ? t.size() : 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(r.Path("temperature"), " must be a number or an array of numbers"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(r.Path("temperature"), " must be a number or an array of numbers"));
     }
     for (double v : spec.temperatures) {
       if (!(v >= 0 && v <= 10)) {
@@ -177,8 +178,8 @@ StatusOr<DistillResult> RunDistillStage(const DistillStageSpec& spec, uint64_t s
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex mu;
-  Status first_error;     // guarded by mu
-  int64_t done = 0;       // guarded by mu
+  Status first_error;  // guarded by mu
+  int64_t done = 0;    // guarded by mu
   auto worker = [&]() {
     for (;;) {
       if (failed.load() || (control.cancel != nullptr && control.cancel->load())) return;
@@ -244,8 +245,8 @@ StatusOr<DistillResult> RunDistillStage(const DistillStageSpec& spec, uint64_t s
                      std::chrono::milliseconds(static_cast<int64_t>(spec.timeout_seconds * 1000)));
     RETURN_IF_ERROR(FromGrpcStatus(reward->Score(&ctx, req, &resp), absl::StrCat("distill: reward ", spec.reward)));
     if (resp.scores_size() != static_cast<int>(per_prompt)) {
-      return absl::InvalidArgumentError(absl::StrCat("distill: reward ", spec.reward, " returned ",
-                                                     resp.scores_size(), " scores for ", per_prompt, " responses"));
+      return absl::InvalidArgumentError(absl::StrCat("distill: reward ", spec.reward, " returned ", resp.scores_size(),
+                                                     " scores for ", per_prompt, " responses"));
     }
     for (size_t i = 0; i < per_prompt; ++i) group[i].score = resp.scores(static_cast<int>(i));
   }

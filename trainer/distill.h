@@ -35,22 +35,22 @@
 namespace skillpack {
 
 struct DistillSource {
-  std::string address;              // host:port of an Inference server
-  std::vector<std::string> packs;   // requested explicitly (EXPLICIT mode); empty: the server's AUTO
+  std::string address;             // host:port of an Inference server
+  std::vector<std::string> packs;  // requested explicitly (EXPLICIT mode); empty: the server's AUTO
 };
 
 struct DistillStageSpec {
-  std::vector<DistillSource> sources;   // at least one
-  int64_t samples = 4;                  // per source and prompt, in [1, 64]
-  std::string task;                     // prompts + verifier; defaults to the job's task
-  int64_t prompts = 256;                // drawn from the task's train split / first N of prompts_file
-  std::string prompts_file;             // JSONL of {"prompt": s}; absolute after parsing
+  std::vector<DistillSource> sources;        // at least one
+  int64_t samples = 4;                       // per source and prompt, in [1, 64]
+  std::string task;                          // prompts + verifier; defaults to the job's task
+  int64_t prompts = 256;                     // drawn from the task's train split / first N of prompts_file
+  std::string prompts_file;                  // JSONL of {"prompt": s}; absolute after parsing
   std::vector<double> temperatures = {0.8};  // each in [0, 10]
-  double top_p = 1.0;                   // in (0, 1]
-  int32_t max_new_tokens = 0;           // 0: the task's longest response + 8 (64 without a task)
-  std::string reward;                   // host:port of a Reward service; empty: the task's verifier
-  int32_t concurrency = 8;              // requests in flight, in [1, 256]
-  double timeout_seconds = 60;          // per request
+  double top_p = 1.0;                        // in (0, 1]
+  int32_t max_new_tokens = 0;                // 0: the task's longest response + 8 (64 without a task)
+  std::string reward;                        // host:port of a Reward service; empty: the task's verifier
+  int32_t concurrency = 8;                   // requests in flight, in [1, 256]
+  double timeout_seconds = 60;               // per request
 };
 
 // Parses the stage's JSON object (`path` names it in errors, e.g.
@@ -62,10 +62,10 @@ StatusOr<DistillStageSpec> ParseDistillStage(const Json& j, const std::string& p
                                              const std::string& job_task);
 
 struct DistillResult {
-  std::vector<SftRecord> sft;             // best passing sample per prompt
-  std::vector<PreferenceRecord> pairs;    // best vs worst
-  std::string sft_path, pairs_path;       // where they were written
-  Json report;                            // counts, per-source pass rates, timings
+  std::vector<SftRecord> sft;           // best passing sample per prompt
+  std::vector<PreferenceRecord> pairs;  // best vs worst
+  std::string sft_path, pairs_path;     // where they were written
+  Json report;                          // counts, per-source pass rates, timings
 };
 
 struct DistillControl {

@@ -20,8 +20,7 @@ Status ValidateDistributedConfig(const DistributedConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat("world_size must be >= 1, got ", c.world_size));
   }
   if (c.rank < 0 || c.rank >= c.world_size) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank must be in [0, world_size=", c.world_size, "), got ", c.rank));
+    return absl::InvalidArgumentError(absl::StrCat("rank must be in [0, world_size=", c.world_size, "), got ", c.rank));
   }
   if (c.store_port < 1 || c.store_port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("store_port must be in [1, 65535], got ", c.store_port));
@@ -30,8 +29,8 @@ Status ValidateDistributedConfig(const DistributedConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat("timeout_seconds must be > 0, got ", c.timeout_seconds));
   }
   if (c.backend != "gloo") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "backend '", c.backend, "' is not available (this build has CPU libtorch: use \"gloo\")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("backend '", c.backend, "' is not available (this build has CPU libtorch: use \"gloo\")"));
   }
   if (c.store_host.empty()) return absl::InvalidArgumentError("store_host must not be empty");
   return absl::OkStatus();
@@ -59,18 +58,17 @@ StatusOr<std::unique_ptr<Communicator>> Communicator::Create(const DistributedCo
     impl->store = c10::make_intrusive<c10d::TCPStore>(config.store_host, opts);
     auto gloo_opts = c10d::ProcessGroupGloo::Options::create(impl->timeout);
     std::string bind = config.bind_host;
-    const bool loopback = config.store_host == "127.0.0.1" || config.store_host == "localhost" ||
-                          config.store_host == "::1";
+    const bool loopback =
+        config.store_host == "127.0.0.1" || config.store_host == "localhost" || config.store_host == "::1";
     if (bind.empty() && loopback) bind = "127.0.0.1";
     gloo_opts->devices.push_back(bind.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
                                               : c10d::ProcessGroupGloo::createDeviceForHostname(bind));
     gloo_opts->threads = 1;
-    impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, config.rank,
-                                                              config.world_size, gloo_opts);
+    impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, config.rank, config.world_size, gloo_opts);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("joining the process group (rank ", config.rank, " of ",
-                                               config.world_size, ", store ", config.store_host, ":",
-                                               config.store_port, "): ", e.what()));
+                                               config.world_size, ", store ", config.store_host, ":", config.store_port,
+                                               "): ", e.what()));
   }
   return std::unique_ptr<Communicator>(new Communicator(config.rank, config.world_size, std::move(impl)));
 }

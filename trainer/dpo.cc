@@ -16,8 +16,7 @@ TokenBatch PairBatch(const std::vector<const TokenizedPair*>& pairs) {
 
 }  // namespace
 
-at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch,
-                            bool mean) {
+at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch, bool mean) {
   at::Tensor logits = model.Forward(weights, batch.tokens, batch.attention_mask);
   const int64_t T = logits.size(1);
   at::Tensor logp = at::log_softmax(logits.narrow(1, 0, T - 1), -1);  // [B, T-1, V]
@@ -102,8 +101,7 @@ Json PreferenceMetricsToJson(const PreferenceMetrics& m) {
 }
 
 StatusOr<PreferenceMetrics> EvaluatePreferences(const Transformer& model, const ModelWeights& policy,
-                                                const ModelWeights& reference,
-                                                const std::vector<TokenizedPair>& pairs,
+                                                const ModelWeights& reference, const std::vector<TokenizedPair>& pairs,
                                                 const DpoConfig& config, int64_t batch_size) {
   if (pairs.empty()) return absl::InvalidArgumentError("no preference pairs to evaluate");
   PreferenceMetrics m;

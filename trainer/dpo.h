@@ -35,9 +35,7 @@ class DpoObjective : public TrainingObjective {
 
   int64_t num_examples() const override { return static_cast<int64_t>(pairs_.size()); }
   std::vector<std::string> MetricNames() const override;
-  double Units(const std::vector<int64_t>& examples) const override {
-    return static_cast<double>(examples.size());
-  }
+  double Units(const std::vector<int64_t>& examples) const override { return static_cast<double>(examples.size()); }
   StatusOr<MicroBatchLoss> Loss(const ModelWeights& weights, const std::vector<int64_t>& examples,
                                 double normaliser) override;
 
@@ -63,14 +61,12 @@ Json PreferenceMetricsToJson(const PreferenceMetrics& m);
 
 // Scores `pairs` under `policy` against `reference` (no grad).
 StatusOr<PreferenceMetrics> EvaluatePreferences(const Transformer& model, const ModelWeights& policy,
-                                                const ModelWeights& reference,
-                                                const std::vector<TokenizedPair>& pairs,
+                                                const ModelWeights& reference, const std::vector<TokenizedPair>& pairs,
                                                 const DpoConfig& config, int64_t batch_size);
 
 // Per-sequence log-probability of the target (response) tokens of `batch`
 // [B] (mean per token when `mean`). Differentiable in `weights`.
-at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch,
-                            bool mean);
+at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch, bool mean);
 
 }  // namespace skillpack
 

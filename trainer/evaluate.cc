@@ -20,8 +20,7 @@ Json TaskEvalResultToJson(const TaskEvalResult& r) {
 
 StatusOr<TaskEvalResult> EvaluateTask(const Transformer& model, std::shared_ptr<const ModelWeights> weights,
                                       const Tokenizer& tokenizer, const Task& task,
-                                      const std::vector<TaskExample>& examples,
-                                      const TaskEvalOptions& options) {
+                                      const std::vector<TaskExample>& examples, const TaskEvalOptions& options) {
   if (examples.empty()) return absl::InvalidArgumentError("evaluation: no examples");
   if (options.max_batch < 1) return absl::InvalidArgumentError("evaluation: max_batch must be >= 1");
   const auto start = std::chrono::steady_clock::now();
@@ -45,9 +44,9 @@ StatusOr<TaskEvalResult> EvaluateTask(const Transformer& model, std::shared_ptr<
                                    at::TensorOptions().dtype(weights->embed_tokens().scalar_type()).device(device)));
   EngineOptions engine;
   engine.max_batch = static_cast<int32_t>(slots);
-  ASSIGN_OR_RETURN(std::vector<GenerationOutput> outputs,
-                   GenerateAll(model, tokenizer, *cache, EosIds(model.config(), tokenizer), std::move(requests),
-                               engine));
+  ASSIGN_OR_RETURN(
+      std::vector<GenerationOutput> outputs,
+      GenerateAll(model, tokenizer, *cache, EosIds(model.config(), tokenizer), std::move(requests), engine));
   TaskEvalResult r;
   r.total = static_cast<int64_t>(examples.size());
   for (size_t i = 0; i < examples.size(); ++i) {

@@ -35,8 +35,7 @@ struct TaskEvalOptions {
 // excluded) against task.Verify. INVALID_ARGUMENT for an empty example list.
 StatusOr<TaskEvalResult> EvaluateTask(const Transformer& model, std::shared_ptr<const ModelWeights> weights,
                                       const Tokenizer& tokenizer, const Task& task,
-                                      const std::vector<TaskExample>& examples,
-                                      const TaskEvalOptions& options = {});
+                                      const std::vector<TaskExample>& examples, const TaskEvalOptions& options = {});
 
 }  // namespace skillpack
 

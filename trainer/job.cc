@@ -30,8 +30,7 @@ double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(
 
 std::string ResolvePath(const std::string& base_dir, const std::string& p) { return ResolveSpecPath(base_dir, p); }
 
-Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSpec* spec,
-                       const std::string& path) {
+Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSpec* spec, const std::string& path) {
   if (r.Has("data")) {
     RETURN_IF_ERROR(r.Read("data", &spec->data));
     spec->data = ResolvePath(base_dir, spec->data);
@@ -79,12 +78,12 @@ Status ParseTinyBase(const Json& j, const std::string& path, TinyModelOptions* o
   RETURN_IF_ERROR(r.Read("tie_embeddings", &o->tie_embeddings));
   RETURN_IF_ERROR(r.Finish());
   if (o->hidden % o->heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ".hidden (", o->hidden, ") must be a multiple of ",
-                                                   path, ".heads (", o->heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".hidden (", o->hidden, ") must be a multiple of ", path, ".heads (", o->heads, ")"));
   }
   if (o->heads % o->kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ".heads (", o->heads, ") must be a multiple of ",
-                                                   path, ".kv_heads (", o->kv_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".heads (", o->heads, ") must be a multiple of ", path, ".kv_heads (", o->kv_heads, ")"));
   }
   if ((o->hidden / o->heads) % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": hidden / heads must be even (RoPE)"));
@@ -161,15 +160,15 @@ Json LoopReport(const LoopResult& r, const LoopConfig& c, const TrainableWeights
 
 // Everything a stage needs about the model being tuned.
 struct JobState {
-  std::string base_dir;                          // the base model folder
-  std::unique_ptr<LoadedModel> model;            // config, base weights, transformer
+  std::string base_dir;                // the base model folder
+  std::unique_ptr<LoadedModel> model;  // config, base weights, transformer
   std::unique_ptr<Tokenizer> tokenizer;
   int32_t end_id = 0;
-  std::shared_ptr<const ModelWeights> current;   // weights after the stages so far
+  std::shared_ptr<const ModelWeights> current;  // weights after the stages so far
   std::unique_ptr<Task> task;
   std::vector<TaskExample> held_out;
   std::unique_ptr<Communicator> comm;
-  bool verbose = false;                          // rank 0 with progress
+  bool verbose = false;  // rank 0 with progress
   const RunJobOptions* opts = nullptr;
   // The distill stage's output, when it ran: the default data of sft / dpo.
   std::optional<DistillResult> distilled;
@@ -276,21 +275,18 @@ LoopConfig StageLoop(const TrainStageSpec& spec, const JobSpec& job, const RunJo
   return loop;
 }
 
-StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec,
-                           const RunJobOptions& opts) {
+StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec, const RunJobOptions& opts) {
   ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
   Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
-  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw,
-                   TrainableWeights::Create(st.current, spec.lora, job.seed));
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, spec.lora, job.seed));
   SftObjective objective(*st.model->transformer, std::move(seqs));
   ProgressBar bar("sft", st.verbose);
   StageProgress progress(st, "sft");
-  ASSIGN_OR_RETURN(LoopResult result,
-                   RunTrainingLoop(*tw, objective, StageLoop(spec, job, opts, "sft"), st.comm.get(),
-                                   [&](const StepLog& s, int64_t total) {
-                                     bar.Update(s, total);
-                                     progress.Update(s.step, total, LossOf(s));
-                                   }));
+  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec, job, opts, "sft"), st.comm.get(),
+                                                      [&](const StepLog& s, int64_t total) {
+                                                        bar.Update(s, total);
+                                                        progress.Update(s.step, total, LossOf(s));
+                                                      }));
   bar.Done();
   Json report = LoopReport(result, spec.loop, *tw);
   ASSIGN_OR_RETURN(st.current, tw->Merged());
@@ -308,8 +304,7 @@ StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpe
   return report;
 }
 
-StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec& spec,
-                           const RunJobOptions& opts) {
+StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec& spec, const RunJobOptions& opts) {
   std::vector<PreferenceRecord> records;
   if (!spec.train.data.empty()) {
     ASSIGN_OR_RETURN(records, ReadPreferenceJsonl(spec.train.data));
@@ -324,8 +319,7 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
                      GenerateTaskPreferences(*st.task, TaskSplit::kTrain, job.train_examples, job.seed + 7, false));
     records = ToRecords(std::move(prefs));
   }
-  ASSIGN_OR_RETURN(std::vector<TokenizedPair> pairs,
-                   TokenizePairs(st, records, spec.train.max_seq_len, "stages.dpo"));
+  ASSIGN_OR_RETURN(std::vector<TokenizedPair> pairs, TokenizePairs(st, records, spec.train.max_seq_len, "stages.dpo"));
   std::vector<TokenizedPair> eval_pairs;
   if (st.task != nullptr && spec.eval_pairs > 0) {
     ASSIGN_OR_RETURN(std::vector<TaskPreference> prefs,
@@ -346,12 +340,11 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
   }
   ProgressBar bar("dpo", st.verbose);
   StageProgress progress(st, "dpo");
-  ASSIGN_OR_RETURN(LoopResult result,
-                   RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, opts, "dpo"), st.comm.get(),
-                                   [&](const StepLog& s, int64_t total) {
-                                     bar.Update(s, total);
-                                     progress.Update(s.step, total, LossOf(s));
-                                   }));
+  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, opts, "dpo"),
+                                                      st.comm.get(), [&](const StepLog& s, int64_t total) {
+                                                        bar.Update(s, total);
+                                                        progress.Update(s.step, total, LossOf(s));
+                                                      }));
   bar.Done();
   Json loop = LoopReport(result, spec.train.loop, *tw);
   for (auto& [k, v] : loop.items()) report[k] = v;
@@ -382,12 +375,13 @@ Status EvaluateHeldOut(JobState& st, const std::shared_ptr<const ModelWeights>& 
   RETURN_IF_ERROR(st.CheckCancelled("evaluation"));
   st.Report({"eval"});
   const Clock::time_point t = Clock::now();
-  ASSIGN_OR_RETURN(TaskEvalResult r, EvaluateTask(*st.model->transformer, weights, *st.tokenizer, *st.task, st.held_out));
+  ASSIGN_OR_RETURN(TaskEvalResult r,
+                   EvaluateTask(*st.model->transformer, weights, *st.tokenizer, *st.task, st.held_out));
   if (stage != nullptr) out.report["stages"][stage]["held_out_accuracy"] = r.accuracy;
   out.report["eval"][eval_key] = TaskEvalResultToJson(r);
   out.timings[timing_key] = SecondsSince(t);
-  Log(st.verbose, absl::StrFormat("[eval] held-out exact match %s: %.3f (%d/%d)", label, r.accuracy, r.correct,
-                                  r.total));
+  Log(st.verbose,
+      absl::StrFormat("[eval] held-out exact match %s: %.3f (%d/%d)", label, r.accuracy, r.correct, r.total));
   return absl::OkStatus();
 }
 
@@ -452,8 +446,7 @@ Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
 
 Status RouterStage(JobState& st, const JobSpec& job, StageOutput& out) {
   ASSIGN_OR_RETURN(out.report["stages"]["router"], RunRouterStage(*job.router, *st.model->transformer,
-                                                                  *st.model->weights, *st.tokenizer,
-                                                                  st.opts->out_dir));
+                                                                  *st.model->weights, *st.tokenizer, st.opts->out_dir));
   Log(st.verbose, absl::StrFormat("[router] held-out routing accuracy %.3f",
                                   out.report["stages"]["router"]["holdout_accuracy"].get<double>()));
   return absl::OkStatus();
@@ -505,8 +498,8 @@ Status RunStage(const Stage& stage, JobState& st, const JobSpec& job, StageOutpu
   if (st.Cancelled()) {
     // A cancelled job leaves no pack (RunJobOptions::cancel).
     if (!st.pack_path.empty()) std::remove(st.pack_path.c_str());
-    return absl::CancelledError(absl::StrCat("job cancelled before ", stage.name,
-                                             st.pack_path.empty() ? "" : " (its pack was removed)"));
+    return absl::CancelledError(
+        absl::StrCat("job cancelled before ", stage.name, st.pack_path.empty() ? "" : " (its pack was removed)"));
   }
   st.Report({stage.name});
   const Clock::time_point t = Clock::now();
@@ -541,7 +534,8 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
   RETURN_IF_ERROR(r.Read("name", &job.name));
   RETURN_IF_ERROR(r.Read("seed", &job.seed));
   RETURN_IF_ERROR(r.ReadInRange("threads", &job.threads, 0, 1024));
-  if (!r.Has("base_model")) return absl::InvalidArgumentError("job.base_model: missing (a folder or {\"tiny\": {...}})");
+  if (!r.Has("base_model"))
+    return absl::InvalidArgumentError("job.base_model: missing (a folder or {\"tiny\": {...}})");
   const Json& base = r.Get("base_model");
   if (base.is_string()) {
     job.base_model_dir = ResolvePath(base_dir, base.get<std::string>());
@@ -554,7 +548,8 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
   } else {
     FieldReader b(base, "job.base_model");
     RETURN_IF_ERROR(b.CheckObject());
-    if (!b.Has("tiny")) return absl::InvalidArgumentError("job.base_model: expected a folder path or {\"tiny\": {...}}");
+    if (!b.Has("tiny"))
+      return absl::InvalidArgumentError("job.base_model: expected a folder path or {\"tiny\": {...}}");
     TinyModelOptions o;
     RETURN_IF_ERROR(ParseTinyBase(b.Get("tiny"), "job.base_model.tiny", &o));
     RETURN_IF_ERROR(b.Finish());
@@ -578,8 +573,8 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
   for (const auto& [name, value] : stages.items()) {
     const auto& known = JobStageNames();
     if (std::find(known.begin(), known.end(), name) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("job.stages.", name, ": unknown stage (known: ",
-                                                     absl::StrJoin(known, ", "), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("job.stages.", name, ": unknown stage (known: ", absl::StrJoin(known, ", "), ")"));
     }
   }
   if (stages.empty()) return absl::InvalidArgumentError("job.stages: no stage given");
@@ -687,8 +682,8 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   StageOutput out{report, timings};
   if (!job.task.empty()) {
     ASSIGN_OR_RETURN(st.task, MakeTask(job.task));
-    ASSIGN_OR_RETURN(st.held_out, GenerateTaskExamples(*st.task, TaskSplit::kHeldOut, job.held_out,
-                                                       job.seed + 1000003, /*unique=*/true));
+    ASSIGN_OR_RETURN(st.held_out, GenerateTaskExamples(*st.task, TaskSplit::kHeldOut, job.held_out, job.seed + 1000003,
+                                                       /*unique=*/true));
     report["task"] = {{"name", job.task}, {"held_out", job.held_out}};
     if (lead) RETURN_IF_ERROR(EvaluateHeldOut(st, st.current, nullptr, "before", "eval_before_seconds", "before", out));
   }

@@ -55,10 +55,10 @@ namespace skillpack {
 const std::vector<std::string>& JobStageNames();
 
 struct TrainStageSpec {
-  std::string data;          // JSONL path (absolute after parsing); empty: the task's train split
-  LoopConfig loop;           // checkpoint_dir is set by RunJob
+  std::string data;  // JSONL path (absolute after parsing); empty: the task's train split
+  LoopConfig loop;   // checkpoint_dir is set by RunJob
   LoraConfig lora;
-  int64_t max_seq_len = 128; // tokens per sequence (prompt + response + end)
+  int64_t max_seq_len = 128;  // tokens per sequence (prompt + response + end)
 };
 
 struct DpoStageSpec {
@@ -69,7 +69,7 @@ struct DpoStageSpec {
 
 // Compression of the job's delta (tuned - base) into DIR/<name>.skillpack.
 struct CompressStageSpec {
-  std::string pack_name;  // ValidatePackName rules; default: the job name
+  std::string pack_name;         // ValidatePackName rules; default: the job name
   Json config = Json::object();  // a pack/compressor.h CompressionConfig as JSON
   std::string description;
   std::vector<std::string> tags;
@@ -109,9 +109,9 @@ using JobProgressFn = std::function<void(const JobProgressUpdate&)>;
 
 struct RunJobOptions {
   std::string out_dir;
-  DistributedConfig dist;   // world_size 1: one process
-  bool progress = true;     // a progress bar on stderr (rank 0)
-  bool resume = true;       // continue stages from DIR/checkpoints
+  DistributedConfig dist;  // world_size 1: one process
+  bool progress = true;    // a progress bar on stderr (rank 0)
+  bool resume = true;      // continue stages from DIR/checkpoints
   // Cancellation (one process only): once set, the job stops before its next
   // training step / distill request / stage and RunJob returns CANCELLED. A
   // pack written by a compress stage that finished after the flag was set is

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 
 #include <google/protobuf/util/json_util.h>
@@ -12,9 +12,9 @@
 #include "absl/strings/str_format.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
-#include "trainer/job.h"
 #include "rpc/bearer_auth.h"
 #include "rpc/grpc_status.h"
+#include "trainer/job.h"
 
 namespace skillpack {
 namespace {
@@ -33,9 +33,7 @@ std::string Rfc3339(double unix_seconds) {
   return buf;
 }
 
-double UnixNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+double UnixNow() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
 
@@ -74,8 +72,7 @@ Status JobManager::Load() {
     const std::string path = JoinPath(JobDir(id), kJobFile);
     StatusOr<std::string> text = ReadFileToString(path);
     auto entry = std::make_unique<Entry>();
-    if (!text.ok() || !google::protobuf::util::JsonStringToMessage(*text, &entry->job).ok() ||
-        entry->job.id() != id) {
+    if (!text.ok() || !google::protobuf::util::JsonStringToMessage(*text, &entry->job).ok() || entry->job.id() != id) {
       Warn(absl::StrCat("skipping unreadable job record ", path));
       continue;
     }

@@ -15,9 +15,14 @@ namespace skillpack {
 namespace {
 
 Json PackInfoToJson(const v1::PackInfo& p) {
-  return {{"name", p.name()},           {"version", p.version()},     {"file_bytes", p.file_bytes()},
-          {"sha256", p.sha256()},       {"num_modules", p.num_modules()}, {"loaded", p.loaded()},
-          {"pinned", p.pinned()},       {"base_fingerprint", p.base_fingerprint()}};
+  return {{"name", p.name()},
+          {"version", p.version()},
+          {"file_bytes", p.file_bytes()},
+          {"sha256", p.sha256()},
+          {"num_modules", p.num_modules()},
+          {"loaded", p.loaded()},
+          {"pinned", p.pinned()},
+          {"base_fingerprint", p.base_fingerprint()}};
 }
 
 }  // namespace

@@ -40,9 +40,8 @@ StatusOr<Json> RunRouterStage(const RouterStageSpec& spec, const Transformer& mo
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(base));
   ASSIGN_OR_RETURN(RouterTrainResult r, TrainRouter(model, base, tokenizer, data, o));
   if (r.holdout_accuracy < spec.min_holdout_accuracy) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("job.stages.router: held-out accuracy ", r.holdout_accuracy, " is below min_holdout_accuracy ",
-                     spec.min_holdout_accuracy));
+    return absl::FailedPreconditionError(absl::StrCat("job.stages.router: held-out accuracy ", r.holdout_accuracy,
+                                                      " is below min_holdout_accuracy ", spec.min_holdout_accuracy));
   }
   const std::string path = JoinPath(out_dir, "router.safetensors");
   RETURN_IF_ERROR(r.router->Save(path));

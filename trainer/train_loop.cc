@@ -20,9 +20,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double SecondsSince(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Example order: a fresh seeded Fisher-Yates shuffle of [0, n) per epoch.
 class DataOrder {
@@ -133,9 +131,9 @@ StatusOr<int64_t> LoadCheckpoint(const LoopConfig& config, TrainableWeights& wei
   ASSIGN_OR_RETURN(Json names, GetField<Json>(state, "names", dir));
   const auto& params = weights.parameters();
   if (!names.is_array() || names.size() != params.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, ": checkpoint holds ", names.size(), " tensors, the run trains ", params.size(),
-        " (was it made with another model or LoRA setting?)"));
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": checkpoint holds ", names.size(),
+                                                   " tensors, the run trains ", params.size(),
+                                                   " (was it made with another model or LoRA setting?)"));
   }
   for (size_t i = 0; i < params.size(); ++i) {
     if (names[i] != params[i].first) {
@@ -221,9 +219,8 @@ Json StepLogToJson(const StepLog& s) {
   return j;
 }
 
-StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjective& objective,
-                                     const LoopConfig& config, Communicator* comm,
-                                     const ProgressFn& progress) {
+StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjective& objective, const LoopConfig& config,
+                                     Communicator* comm, const ProgressFn& progress) {
   RETURN_IF_ERROR(ValidateLoopConfig(config, "training"));
   const int64_t n = objective.num_examples();
   if (n < 1) return absl::InvalidArgumentError("training: no examples");

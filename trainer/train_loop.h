@@ -32,22 +32,22 @@
 namespace skillpack {
 
 struct OptimizerConfig {
-  double lr = 1e-3;          // peak learning rate
-  double min_lr_ratio = 0.1; // cosine decays to lr * min_lr_ratio at the last step
-  int64_t warmup_steps = 0;  // linear warmup from lr / warmup_steps
-  double weight_decay = 0.0; // AdamW (decoupled); applied to tensors of rank >= 2 only
+  double lr = 1e-3;           // peak learning rate
+  double min_lr_ratio = 0.1;  // cosine decays to lr * min_lr_ratio at the last step
+  int64_t warmup_steps = 0;   // linear warmup from lr / warmup_steps
+  double weight_decay = 0.0;  // AdamW (decoupled); applied to tensors of rank >= 2 only
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double grad_clip = 1.0;    // max global gradient L2 norm; 0 = no clipping
+  double grad_clip = 1.0;  // max global gradient L2 norm; 0 = no clipping
 };
 
 struct LoopConfig {
-  int64_t steps = 100;       // optimizer steps in the whole run
-  int64_t batch_size = 32;   // examples per micro-batch on each rank
-  int64_t grad_accum = 1;    // micro-batches per optimizer step
+  int64_t steps = 100;      // optimizer steps in the whole run
+  int64_t batch_size = 32;  // examples per micro-batch on each rank
+  int64_t grad_accum = 1;   // micro-batches per optimizer step
   OptimizerConfig optim;
-  uint64_t seed = 0;         // data order (a fresh shuffle every epoch)
+  uint64_t seed = 0;             // data order (a fresh shuffle every epoch)
   std::string checkpoint_dir;    // empty: no checkpoints
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: only the final one
   int64_t keep_checkpoints = 2;  // newest ones kept
@@ -66,9 +66,9 @@ Status ValidateLoopConfig(const LoopConfig& c, absl::string_view what);
 double ScheduledLr(const OptimizerConfig& c, int64_t step, int64_t total_steps);
 
 struct MicroBatchLoss {
-  at::Tensor loss;                      // scalar: sum of unit losses / the step's normaliser
-  std::map<std::string, double> sums;   // metric sums over the micro-batch's units
-  int64_t tokens = 0;                   // real (non-pad) tokens processed
+  at::Tensor loss;                     // scalar: sum of unit losses / the step's normaliser
+  std::map<std::string, double> sums;  // metric sums over the micro-batch's units
+  int64_t tokens = 0;                  // real (non-pad) tokens processed
 };
 
 // What a stage optimises. Implementations hold their tokenized data.
@@ -87,18 +87,18 @@ class TrainingObjective {
 struct StepLog {
   int64_t step = 0;  // 1-based: optimizer steps completed
   double lr = 0;
-  double grad_norm = 0;  // before clipping
+  double grad_norm = 0;                   // before clipping
   std::map<std::string, double> metrics;  // per-unit means over the global batch
-  double seconds = 0;    // wall time of this step
+  double seconds = 0;                     // wall time of this step
 };
 Json StepLogToJson(const StepLog& s);
 
 struct LoopResult {
-  std::vector<StepLog> log;     // every log_every-th step and the last (resumed runs include earlier entries)
-  int64_t resumed_from = 0;     // step the run started at (0: fresh)
+  std::vector<StepLog> log;  // every log_every-th step and the last (resumed runs include earlier entries)
+  int64_t resumed_from = 0;  // step the run started at (0: fresh)
   int64_t final_step = 0;
-  double seconds = 0;           // this run's wall time
-  int64_t tokens = 0;           // tokens processed by all ranks in this run
+  double seconds = 0;  // this run's wall time
+  int64_t tokens = 0;  // tokens processed by all ranks in this run
   double tokens_per_second() const { return seconds > 0 ? tokens / seconds : 0; }
 };
 
@@ -106,9 +106,8 @@ using ProgressFn = std::function<void(const StepLog& step, int64_t total_steps)>
 
 // Runs the loop on `weights`' trainable tensors. `comm` may be null (one
 // process). Checkpoints are written by rank 0 only and read by every rank.
-StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjective& objective,
-                                     const LoopConfig& config, Communicator* comm,
-                                     const ProgressFn& progress = nullptr);
+StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjective& objective, const LoopConfig& config,
+                                     Communicator* comm, const ProgressFn& progress = nullptr);
 
 }  // namespace skillpack
 

@@ -13,14 +13,13 @@ namespace skillpack {
 
 const std::vector<std::string>& LoraTargetSuffixes() {
   static const auto* kSuffixes = new std::vector<std::string>{
-      "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.o_proj.weight", "mlp.gate_proj.weight",    "mlp.up_proj.weight",
-      "mlp.down_proj.weight"};
+      "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+      "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
   return *kSuffixes;
 }
 
-StatusOr<std::unique_ptr<TrainableWeights>> TrainableWeights::Create(
-    std::shared_ptr<const ModelWeights> base, const LoraConfig& lora, uint64_t seed) {
+StatusOr<std::unique_ptr<TrainableWeights>> TrainableWeights::Create(std::shared_ptr<const ModelWeights> base,
+                                                                     const LoraConfig& lora, uint64_t seed) {
   if (lora.rank < 0) return absl::InvalidArgumentError(absl::StrCat("lora.rank must be >= 0, got ", lora.rank));
   if (lora.enabled() && !(lora.alpha > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("lora.alpha must be > 0, got ", lora.alpha));
@@ -104,13 +103,11 @@ StatusOr<std::shared_ptr<const ModelWeights>> TrainableWeights::Merged() const {
   }
 }
 
-Status ExportModelFolder(const ModelWeights& weights, const std::string& base_dir,
-                         const std::string& out_dir) {
+Status ExportModelFolder(const ModelWeights& weights, const std::string& base_dir, const std::string& out_dir) {
   RETURN_IF_ERROR(MakeDirectories(out_dir));
   RETURN_IF_ERROR(weights.Save(out_dir));
   if (!PathExists(JoinPath(base_dir, "config.json"))) {
-    RETURN_IF_ERROR(WriteFileAtomically(JoinPath(out_dir, "config.json"),
-                                        ModelConfigToJson(weights.config()).dump(2)));
+    RETURN_IF_ERROR(WriteFileAtomically(JoinPath(out_dir, "config.json"), ModelConfigToJson(weights.config()).dump(2)));
   }
   for (const char* file : {"config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
                            "special_tokens_map.json"}) {

@@ -70,8 +70,7 @@ class TrainableWeights {
 
 // Writes `weights` as a model folder `out_dir` (fp32 safetensors) with the
 // config, tokenizer and generation files copied from `base_dir`.
-Status ExportModelFolder(const ModelWeights& weights, const std::string& base_dir,
-                         const std::string& out_dir);
+Status ExportModelFolder(const ModelWeights& weights, const std::string& base_dir, const std::string& out_dir);
 
 }  // namespace skillpack
 

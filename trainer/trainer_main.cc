@@ -16,10 +16,10 @@
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/status.h"
+#include "rpc/bearer_auth.h"
 #include "trainer/data.h"
 #include "trainer/job.h"
 #include "trainer/job_service.h"
-#include "rpc/bearer_auth.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {
@@ -174,8 +174,8 @@ int MakeDataCommand(const std::vector<std::string>& argv) {
   StatusOr<int64_t> n = args->IntOr("n", 1000);
   StatusOr<int64_t> seed = args->IntOr("seed", 0);
   const bool prefs = args->Bool("preferences");
-  for (const Status& s : {name.status(), out.status(), split.status(), n.status(), seed.status(),
-                          args->CheckAllUsed()}) {
+  for (const Status& s :
+       {name.status(), out.status(), split.status(), n.status(), seed.status(), args->CheckAllUsed()}) {
     if (!s.ok()) return Fail(s);
   }
   if (*n < 1) return Fail(absl::InvalidArgumentError(absl::StrCat("--n must be >= 1, got ", *n)));
@@ -216,8 +216,7 @@ int main(int argc, char** argv) {
     execv("/proc/self/exe", argv);
     // If exec fails, carry on with the default policy.
   }
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
-      !std::strcmp(argv[1], "help")) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(skillpack::kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }

@@ -9,21 +9,17 @@ namespace {
 
 Status CheckArgs(int64_t count, int bits) {
   if (!IsSupportedCodeWidth(bits)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported code width ", bits, " (want 2, 3, 4 or 8)"));
+    return absl::InvalidArgumentError(absl::StrCat("unsupported code width ", bits, " (want 2, 3, 4 or 8)"));
   }
   if (count < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("negative code count ", count));
+    return absl::InvalidArgumentError(absl::StrCat("negative code count ", count));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-bool IsSupportedCodeWidth(int bits) {
-  return bits == 2 || bits == 3 || bits == 4 || bits == 8;
-}
+bool IsSupportedCodeWidth(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
 size_t PackedBytes(int64_t count, int bits) {
   if (count < 0 || !IsSupportedCodeWidth(bits)) return 0;
@@ -36,8 +32,7 @@ Status PackCodes(const uint8_t* codes, int64_t count, int bits, uint8_t* out) {
   for (int64_t i = 0; i < count; ++i) {
     if (codes[i] >= limit) {
       return absl::InvalidArgumentError(
-          absl::StrCat("code ", static_cast<int>(codes[i]), " at index ", i,
-                       " does not fit in ", bits, " bits"));
+          absl::StrCat("code ", static_cast<int>(codes[i]), " at index ", i, " does not fit in ", bits, " bits"));
     }
   }
   if (bits == 8) {
@@ -62,14 +57,12 @@ Status PackCodes(const uint8_t* codes, int64_t count, int bits, uint8_t* out) {
   return absl::OkStatus();
 }
 
-Status UnpackCodes(const uint8_t* packed, size_t packed_bytes, int64_t count,
-                   int bits, uint8_t* codes) {
+Status UnpackCodes(const uint8_t* packed, size_t packed_bytes, int64_t count, int bits, uint8_t* codes) {
   RETURN_IF_ERROR(CheckArgs(count, bits));
   const size_t need = PackedBytes(count, bits);
   if (packed_bytes < need) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "packed buffer of ", packed_bytes, " bytes is too small for ", count,
-        " codes of ", bits, " bits (need ", need, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("packed buffer of ", packed_bytes, " bytes is too small for ", count,
+                                                   " codes of ", bits, " bits (need ", need, ")"));
   }
   if (bits == 8) {
     if (count > 0) std::memcpy(codes, packed, static_cast<size_t>(count));
@@ -91,8 +84,7 @@ Status UnpackCodes(const uint8_t* packed, size_t packed_bytes, int64_t count,
   return absl::OkStatus();
 }
 
-StatusOr<std::vector<uint8_t>> PackCodes(absl::Span<const uint8_t> codes,
-                                         int bits) {
+StatusOr<std::vector<uint8_t>> PackCodes(absl::Span<const uint8_t> codes, int bits) {
   const int64_t count = static_cast<int64_t>(codes.size());
   RETURN_IF_ERROR(CheckArgs(count, bits));
   std::vector<uint8_t> out(PackedBytes(count, bits), 0);
@@ -100,12 +92,10 @@ StatusOr<std::vector<uint8_t>> PackCodes(absl::Span<const uint8_t> codes,
   return out;
 }
 
-StatusOr<std::vector<uint8_t>> UnpackCodes(absl::Span<const uint8_t> packed,
-                                           int64_t count, int bits) {
+StatusOr<std::vector<uint8_t>> UnpackCodes(absl::Span<const uint8_t> packed, int64_t count, int bits) {
   RETURN_IF_ERROR(CheckArgs(count, bits));
   std::vector<uint8_t> codes(static_cast<size_t>(count), 0);
-  RETURN_IF_ERROR(
-      UnpackCodes(packed.data(), packed.size(), count, bits, codes.data()));
+  RETURN_IF_ERROR(UnpackCodes(packed.data(), packed.size(), count, bits, codes.data()));
   return codes;
 }
 

@@ -41,14 +41,11 @@ Status PackCodes(const uint8_t* codes, int64_t count, int bits, uint8_t* out);
 // codes[0, count). Returns INVALID_ARGUMENT for an unsupported width, a
 // negative count or packed_bytes < PackedBytes(count, bits). Extra trailing
 // bytes and padding bits are ignored.
-Status UnpackCodes(const uint8_t* packed, size_t packed_bytes, int64_t count,
-                   int bits, uint8_t* codes);
+Status UnpackCodes(const uint8_t* packed, size_t packed_bytes, int64_t count, int bits, uint8_t* codes);
 
 // Vector conveniences over the two functions above.
-StatusOr<std::vector<uint8_t>> PackCodes(absl::Span<const uint8_t> codes,
-                                         int bits);
-StatusOr<std::vector<uint8_t>> UnpackCodes(absl::Span<const uint8_t> packed,
-                                           int64_t count, int bits);
+StatusOr<std::vector<uint8_t>> PackCodes(absl::Span<const uint8_t> codes, int bits);
+StatusOr<std::vector<uint8_t>> UnpackCodes(absl::Span<const uint8_t> packed, int64_t count, int bits);
 
 }  // namespace skillpack
 

@@ -34,29 +34,22 @@ int64_t PrefixReaching(const std::vector<double>& e, double target) {
 
 LowRank EmptyFactors(const at::Tensor& a) {
   const auto opts = a.options().dtype(at::kFloat);
-  return LowRank{at::zeros({a.size(0), 0}, opts), at::zeros({0}, opts),
-                 at::zeros({a.size(1), 0}, opts)};
+  return LowRank{at::zeros({a.size(0), 0}, opts), at::zeros({0}, opts), at::zeros({a.size(1), 0}, opts)};
 }
 
-int64_t Cap(int64_t k, int64_t max_rank) {
-  return max_rank >= 0 ? std::min(k, max_rank) : k;
-}
+int64_t Cap(int64_t k, int64_t max_rank) { return max_rank >= 0 ? std::min(k, max_rank) : k; }
 
 LowRank ExactTopK(const at::Tensor& a, double beta, int64_t max_rank) {
   at::Tensor u, s, vh;
   std::tie(u, s, vh) = at::linalg_svd(a, /*full_matrices=*/false);
   const int64_t k = Cap(EnergyRank(s, beta), max_rank);
   if (k == 0) return EmptyFactors(a);
-  return LowRank{u.slice(1, 0, k).contiguous(), s.slice(0, 0, k).contiguous(),
-                 vh.slice(0, 0, k).t().contiguous()};
+  return LowRank{u.slice(1, 0, k).contiguous(), s.slice(0, 0, k).contiguous(), vh.slice(0, 0, k).t().contiguous()};
 }
 
-at::Tensor Orthonormal(const at::Tensor& y) {
-  return std::get<0>(at::linalg_qr(y, "reduced"));
-}
+at::Tensor Orthonormal(const at::Tensor& y) { return std::get<0>(at::linalg_qr(y, "reduced")); }
 
-LowRank RandomizedTopK(const at::Tensor& a, double beta, int64_t max_rank,
-                       const SvdOptions& opts) {
+LowRank RandomizedTopK(const at::Tensor& a, double beta, int64_t max_rank, const SvdOptions& opts) {
   const int64_t m = a.size(0);
   const int64_t n = a.size(1);
   const int64_t mn = std::min(m, n);
@@ -71,35 +64,29 @@ LowRank RandomizedTopK(const at::Tensor& a, double beta, int64_t max_rank,
   while (true) {
     const int64_t ls = l + p;
     if (ls > mn / 2) return ExactTopK(a, beta, max_rank);
-    const at::Tensor omega =
-        at::randn({n, ls}, gen, at::TensorOptions().dtype(at::kFloat))
-            .to(a.device());
+    const at::Tensor omega = at::randn({n, ls}, gen, at::TensorOptions().dtype(at::kFloat)).to(a.device());
     at::Tensor q = Orthonormal(at::mm(a, omega));
     for (int it = 0; it < opts.power_iterations; ++it) {
       q = Orthonormal(at::mm(a, Orthonormal(at::mm(a.t(), q))));
     }
     at::Tensor ub, s, vh;
-    std::tie(ub, s, vh) =
-        at::linalg_svd(at::mm(q.t(), a), /*full_matrices=*/false);
+    std::tie(ub, s, vh) = at::linalg_svd(at::mm(q.t(), a), /*full_matrices=*/false);
     // Only the target rank l counts; the oversampled tail is inaccurate.
     int64_t k = EnergyRankOfTotal(s.slice(0, 0, l), beta, total);
     const bool at_cap = max_rank >= 0 && l >= max_rank;
     if (k >= 0 || at_cap) {
       k = k >= 0 ? Cap(k, max_rank) : max_rank;
       if (k == 0) return EmptyFactors(a);
-      return LowRank{at::mm(q, ub.slice(1, 0, k)).contiguous(),
-                     s.slice(0, 0, k).contiguous(),
+      return LowRank{at::mm(q, ub.slice(1, 0, k)).contiguous(), s.slice(0, 0, k).contiguous(),
                      vh.slice(0, 0, k).t().contiguous()};
     }
     l = Cap(2 * l, max_rank);  // at_cap holds on the next pass if capped
   }
 }
 
-StatusOr<LowRank> TruncatedSvdImpl(const at::Tensor& delta, double beta,
-                                   int64_t max_rank, const SvdOptions& opts) {
+StatusOr<LowRank> TruncatedSvdImpl(const at::Tensor& delta, double beta, int64_t max_rank, const SvdOptions& opts) {
   if (!(beta > 0.0 && beta <= 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("beta must be in (0, 1], got ", beta));
+    return absl::InvalidArgumentError(absl::StrCat("beta must be in (0, 1], got ", beta));
   }
   if (!delta.defined() || delta.dim() != 2) {
     return absl::InvalidArgumentError("delta must be a 2-D tensor");
@@ -124,9 +111,8 @@ StatusOr<LowRank> TruncatedSvdImpl(const at::Tensor& delta, double beta,
 int64_t EnergyRank(const at::Tensor& singular_values, double beta) {
   if (!singular_values.defined() || singular_values.numel() == 0) return 0;
   beta = std::min(std::max(beta, 0.0), 1.0);
-  const at::Tensor sorted = std::get<0>(
-      at::sort(singular_values.detach().reshape({-1}).abs(), /*stable=*/false,
-               /*dim=*/0, /*descending=*/true));
+  const at::Tensor sorted = std::get<0>(at::sort(singular_values.detach().reshape({-1}).abs(), /*stable=*/false,
+                                                 /*dim=*/0, /*descending=*/true));
   const std::vector<double> e = SquaredHost(sorted);
   double total = 0.0;
   for (double x : e) total += x;
@@ -138,21 +124,17 @@ int64_t EnergyRank(const at::Tensor& singular_values, double beta) {
   return k >= 0 ? k : static_cast<int64_t>(e.size());
 }
 
-int64_t EnergyRankOfTotal(const at::Tensor& singular_values, double beta,
-                          double total_energy) {
+int64_t EnergyRankOfTotal(const at::Tensor& singular_values, double beta, double total_energy) {
   if (total_energy <= 0.0) return 0;
   if (!singular_values.defined() || singular_values.numel() == 0) return -1;
-  return PrefixReaching(SquaredHost(singular_values.reshape({-1})),
-                        beta * total_energy);
+  return PrefixReaching(SquaredHost(singular_values.reshape({-1})), beta * total_energy);
 }
 
-StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta,
-                               int64_t max_rank) {
+StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank) {
   return TruncatedSvd(delta, beta, max_rank, SvdOptions());
 }
 
-StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta,
-                               int64_t max_rank, const SvdOptions& opts) {
+StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank, const SvdOptions& opts) {
   try {
     return TruncatedSvdImpl(delta, beta, max_rank, opts);
   } catch (const std::exception& e) {

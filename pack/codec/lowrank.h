@@ -29,8 +29,7 @@ int64_t EnergyRank(const at::Tensor& singular_values, double beta);
 // ||Δ||_F^2 when s holds only the leading singular values): smallest k with
 // sum_{i<=k} s_i^2 >= beta * total_energy, or -1 if all of s falls short.
 // s must be sorted descending. Returns 0 if total_energy <= 0.
-int64_t EnergyRankOfTotal(const at::Tensor& singular_values, double beta,
-                          double total_energy);
+int64_t EnergyRankOfTotal(const at::Tensor& singular_values, double beta, double total_energy);
 
 // delta ≈ u diag(s) vᵀ.
 struct LowRank {
@@ -65,10 +64,8 @@ struct SvdOptions {
 // rank starts at opts.initial_rank and doubles until the rule is met within
 // it (or max_rank is reached); past min(m, n) / 2 the exact SVD is used.
 // INVALID_ARGUMENT for bad shapes, dtypes, beta or non-finite entries.
-StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta,
-                               int64_t max_rank);
-StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta,
-                               int64_t max_rank, const SvdOptions& opts);
+StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank);
+StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank, const SvdOptions& opts);
 
 }  // namespace skillpack
 

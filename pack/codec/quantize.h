@@ -38,12 +38,12 @@ struct QuantizedMatrix {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t group_size = 0;  // stored columns per group (> 0)
-  at::Tensor codes;   // uint8 [rows, cols], unpacked codes, columns in STORED
-                      // order (the permuted order when perm is defined)
-  at::Tensor scales;  // float32 [rows, num_groups]
-  at::Tensor zeros;   // uint8 [rows, num_groups], zero-point codes in [0, maxq]
-  at::Tensor perm;    // int64 [cols] or undefined (identity): stored column j
-                      // holds original column perm[j]
+  at::Tensor codes;        // uint8 [rows, cols], unpacked codes, columns in STORED
+                           // order (the permuted order when perm is defined)
+  at::Tensor scales;       // float32 [rows, num_groups]
+  at::Tensor zeros;        // uint8 [rows, num_groups], zero-point codes in [0, maxq]
+  at::Tensor perm;         // int64 [cols] or undefined (identity): stored column j
+                           // holds original column perm[j]
 
   int64_t num_groups() const { return (cols + group_size - 1) / group_size; }
 };
@@ -68,8 +68,7 @@ int64_t NumGroups(int64_t cols, int64_t group_size);
 // Round-to-nearest quantisation of w (floating [rows, cols], finite), no
 // permutation. INVALID_ARGUMENT for bits not in {2,3,4,8}, group_size <= 0, a
 // non-2-D or non-floating w, or non-finite entries.
-StatusOr<QuantizedMatrix> QuantizeRtn(const at::Tensor& w, int bits,
-                                      int64_t group_size);
+StatusOr<QuantizedMatrix> QuantizeRtn(const at::Tensor& w, int bits, int64_t group_size);
 
 // Accumulates GPTQ's Hessian H = 2 X Xᵀ / n over calibration inputs, where the
 // n columns of X are the layer's input vectors (each of length `cols`), given
@@ -112,9 +111,7 @@ class HessianAccumulator {
 // non-finite inputs, or an all-zero Hessian (no calibration data);
 // FAILED_PRECONDITION if H stays non-positive-definite after the dampening
 // retries.
-StatusOr<QuantizedMatrix> QuantizeGptq(const at::Tensor& w,
-                                       const at::Tensor& hessian,
-                                       const QuantizeOptions& opts);
+StatusOr<QuantizedMatrix> QuantizeGptq(const at::Tensor& w, const at::Tensor& hessian, const QuantizeOptions& opts);
 
 // Ŵ as float32 [rows, cols] in STORED column order (perm not applied).
 // REQUIRES: ValidateQuantizedMatrix(q).ok().

@@ -6,8 +6,7 @@ namespace skillpack {
 namespace {
 
 TEST(ArgsTest, ParsesFormsAndReportsUnknownFlags) {
-  auto a = Args::Parse({"gen", "--model", "dir", "--top-k=5", "--stop", "a", "--stop", "b", "--chat", "x"},
-                       {"chat"});
+  auto a = Args::Parse({"gen", "--model", "dir", "--top-k=5", "--stop", "a", "--stop", "b", "--chat", "x"}, {"chat"});
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(*a->String("model"), "dir");
   EXPECT_EQ(*a->IntOr("top-k", 0), 5);

@@ -36,8 +36,8 @@ TEST(ChatTemplateTest, Llama3WithoutGenerationPrompt) {
 TEST(ChatTemplateTest, Llama3TrimsUnicodeWhitespaceLikeJinja) {
   // U+3000 (ideographic space) and U+00A0 are whitespace to Python's strip();
   // the inner space and the non-space U+200B (zero width space) are kept.
-  auto text = ApplyChatTemplate(ChatTemplateFamily::kLlama3,
-                                {{"user", "\xE3\x80\x80\xC2\xA0\t a b\xE2\x80\x8B \r\n"}}, false);
+  auto text =
+      ApplyChatTemplate(ChatTemplateFamily::kLlama3, {{"user", "\xE3\x80\x80\xC2\xA0\t a b\xE2\x80\x8B \r\n"}}, false);
   ASSERT_TRUE(text.ok()) << text.status();
   EXPECT_EQ(*text, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\na b\xE2\x80\x8B<|eot_id|>");
   auto blank = ApplyChatTemplate(ChatTemplateFamily::kLlama3, {{"user", " \n "}}, false);

@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "core/tiny_model.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/tiny_model.h"
 #include "core/weights.h"
 
 namespace skillpack {
@@ -44,8 +44,8 @@ class GeneratorTest : public ::testing::Test {
     std::vector<int32_t> out;
     for (int i = 0; i < n; ++i) {
       std::vector<int64_t> v(ids.begin(), ids.end());
-      at::Tensor logits = model_->transformer->Forward(w, at::tensor(v).unsqueeze(0),
-                                                       at::ones({1, (int64_t)v.size()}, at::kLong));
+      at::Tensor logits =
+          model_->transformer->Forward(w, at::tensor(v).unsqueeze(0), at::ones({1, (int64_t)v.size()}, at::kLong));
       int32_t next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
       out.push_back(next);
       ids.push_back(next);
@@ -126,10 +126,13 @@ TEST_F(GeneratorTest, StreamedChunksConcatenateToText) {
   GenerationEngine engine(*model_->transformer, *tok_, *cache_, EosIds(model_->config, *tok_));
   std::string streamed;
   GenerationOutput final_out;
-  ASSERT_TRUE(engine.Add(Greedy("stream", 20), [&](const GenerationEvent& e) {
-    streamed += e.new_text;
-    if (e.done) final_out = *e.output;
-  }).ok());
+  ASSERT_TRUE(engine
+                  .Add(Greedy("stream", 20),
+                       [&](const GenerationEvent& e) {
+                         streamed += e.new_text;
+                         if (e.done) final_out = *e.output;
+                       })
+                  .ok());
   while (engine.HasWork()) engine.Step();
   EXPECT_EQ(streamed, final_out.text);
   EXPECT_EQ(final_out.tokens.size(), 20u);
@@ -170,8 +173,7 @@ TEST_F(GeneratorTest, BadRequestsAreRefused) {
   r.prompt_tokens.push_back(100000);
   EXPECT_EQ(engine.Add(r, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
   r = Greedy("x", 300);
-  EXPECT_NE(engine.Add(r, nullptr).status().message().find("exceeds the context length 256"),
-            absl::string_view::npos);
+  EXPECT_NE(engine.Add(r, nullptr).status().message().find("exceeds the context length 256"), absl::string_view::npos);
   r = Greedy("x", 5);
   r.params.top_p = 0;
   EXPECT_NE(engine.Add(r, nullptr).status().message().find("top_p"), absl::string_view::npos);

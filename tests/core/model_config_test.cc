@@ -30,8 +30,11 @@ TEST(ModelConfigTest, ParsesLlama) {
 
 TEST(ModelConfigTest, ParsesLlama3RopeScalingAndEosList) {
   Json j = Llama();
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  j["rope_scaling"] = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 8192}};
   j["eos_token_id"] = {128001, 128008, 128009};
   auto c = ParseModelConfig(j, "cfg");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -174,8 +174,7 @@ TEST(ModelTest, BatchedStepEqualsOneAtATime) {
   ModelConfig c = SmallConfig();
   auto w = RandomWeights(c, 4);
   Transformer m(c);
-  std::vector<std::vector<int32_t>> prompts = {RandomTokens(3, c.vocab_size, 1),
-                                               RandomTokens(9, c.vocab_size, 2),
+  std::vector<std::vector<int32_t>> prompts = {RandomTokens(3, c.vocab_size, 1), RandomTokens(9, c.vocab_size, 2),
                                                RandomTokens(6, c.vocab_size, 3)};
   // One at a time: prefill then 4 greedy-free decode steps with fixed tokens.
   std::vector<std::vector<at::Tensor>> alone(3);
@@ -235,11 +234,9 @@ TEST(WeightsTest, MissingAndMisshapedTensorsAreNamed) {
   for (const TensorSpec& s : ExpectedTensors(c)) t[s.name] = at::zeros(s.shape);
   auto t2 = t;
   t.erase("model.layers.1.mlp.up_proj.weight");
-  EXPECT_EQ(ModelWeights::Create(c, t).status().message(),
-            "missing weight tensor 'model.layers.1.mlp.up_proj.weight'");
+  EXPECT_EQ(ModelWeights::Create(c, t).status().message(), "missing weight tensor 'model.layers.1.mlp.up_proj.weight'");
   t2["model.norm.weight"] = at::zeros({31});
-  EXPECT_EQ(ModelWeights::Create(c, t2).status().message(),
-            "weight 'model.norm.weight' has shape [31], expected [32]");
+  EXPECT_EQ(ModelWeights::Create(c, t2).status().message(), "weight 'model.norm.weight' has shape [31], expected [32]");
 }
 
 TEST(WeightsTest, WithReplacedAliasesUntouchedTensors) {
@@ -249,7 +246,7 @@ TEST(WeightsTest, WithReplacedAliasesUntouchedTensors) {
   auto fused = w->WithReplaced({{"model.layers.0.self_attn.q_proj.weight", before + 1}});
   ASSERT_TRUE(fused.ok());
   EXPECT_TRUE((*fused)->layers()[0].q.equal(before + 1));
-  EXPECT_TRUE(w->layers()[0].q.equal(before));  // base untouched
+  EXPECT_TRUE(w->layers()[0].q.equal(before));                                 // base untouched
   EXPECT_EQ((*fused)->layers()[1].k.data_ptr(), w->layers()[1].k.data_ptr());  // alias, no copy
   EXPECT_FALSE(w->WithReplaced({{"nope", before}}).ok());
   EXPECT_FALSE(w->WithReplaced({{"model.layers.0.self_attn.q_proj.weight", at::zeros({2})}}).ok());

@@ -117,8 +117,7 @@ std::vector<Sample> AllDTypeSamples() {
   s.push_back({"layers.0.f32", DType::kF32, {2, 3}, raw(f32, sizeof(f32))});
   uint16_t f16[3] = {FloatToHalf(1.0f), FloatToHalf(-2.5f), FloatToHalf(65504.0f)};
   s.push_back({"f16", DType::kF16, {3}, raw(f16, sizeof(f16))});
-  uint16_t bf16[4] = {FloatToBFloat16(1.0f), FloatToBFloat16(-2.5f), FloatToBFloat16(3.0f),
-                      FloatToBFloat16(-7.0f)};
+  uint16_t bf16[4] = {FloatToBFloat16(1.0f), FloatToBFloat16(-2.5f), FloatToBFloat16(3.0f), FloatToBFloat16(-7.0f)};
   s.push_back({"bf16", DType::kBF16, {2, 2}, raw(bf16, sizeof(bf16))});
   int8_t i8[5] = {-128, -1, 0, 1, 127};
   s.push_back({"i8", DType::kI8, {5}, raw(i8, sizeof(i8))});
@@ -331,17 +330,22 @@ TEST(SafetensorsTest, MalformedFilesAreRejectedWithNamedProblem) {
        "non-negative integers"},
       {"string dim", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}}", four),
        "non-negative integers"},
-      {"dim above int64", MakeFile("{\"wq\":{\"dtype\":\"U8\",\"shape\":[18446744073709551615],"
-                                   "\"data_offsets\":[0,4]}}", four),
+      {"dim above int64",
+       MakeFile("{\"wq\":{\"dtype\":\"U8\",\"shape\":[18446744073709551615],"
+                "\"data_offsets\":[0,4]}}",
+                four),
        "non-negative integers"},
-      {"numel overflow", MakeFile("{\"wq\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,2],"
-                                  "\"data_offsets\":[0,4]}}", four),
+      {"numel overflow",
+       MakeFile("{\"wq\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,2],"
+                "\"data_offsets\":[0,4]}}",
+                four),
        "overflows"},
-      {"bytes overflow", MakeFile("{\"wq\":{\"dtype\":\"I64\",\"shape\":[4611686018427387904],"
-                                  "\"data_offsets\":[0,4]}}", four),
+      {"bytes overflow",
+       MakeFile("{\"wq\":{\"dtype\":\"I64\",\"shape\":[4611686018427387904],"
+                "\"data_offsets\":[0,4]}}",
+                four),
        "overflows"},
-      {"missing offsets", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1]}}", four),
-       "missing 'data_offsets'"},
+      {"missing offsets", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1]}}", four), "missing 'data_offsets'"},
       {"one offset", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4]}}", four),
        "'data_offsets' must be two"},
       {"three offsets", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", four),
@@ -354,29 +358,26 @@ TEST(SafetensorsTest, MalformedFilesAreRejectedWithNamedProblem) {
        "begin 4 > end 0"},
       {"end beyond buffer", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", four),
        "beyond the 4-byte data buffer"},
-      {"huge end", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1],"
-                            "\"data_offsets\":[18446744073709551612,18446744073709551615]}}", four),
+      {"huge end",
+       MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[1],"
+                "\"data_offsets\":[18446744073709551612,18446744073709551615]}}",
+                four),
        "beyond"},
       {"size mismatch", MakeFile("{\"wq\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", four),
        "tensor 'wq': data_offsets span 4 bytes but dtype F32 and shape need 8"},
-      {"overlap", MakeFile("{\"a\":" + ok_entry +
-                           ",\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[2,6]}}",
-                           std::string(6, '\0')),
+      {"overlap",
+       MakeFile("{\"a\":" + ok_entry + ",\"b\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[2,6]}}",
+                std::string(6, '\0')),
        "overlaps"},
-      {"same range twice", MakeFile("{\"a\":" + ok_entry + ",\"b\":" + ok_entry + "}", four),
-       "overlaps"},
-      {"gap", MakeFile("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
-                       std::string(8, '\0')),
+      {"same range twice", MakeFile("{\"a\":" + ok_entry + ",\"b\":" + ok_entry + "}", four), "overlaps"},
+      {"gap", MakeFile("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", std::string(8, '\0')),
        "belong to no tensor"},
-      {"trailing bytes", MakeFile("{\"a\":" + ok_entry + "}", std::string(6, '\0')),
-       "2 trailing bytes"},
+      {"trailing bytes", MakeFile("{\"a\":" + ok_entry + "}", std::string(6, '\0')), "2 trailing bytes"},
       {"metadata value not string", MakeFile("{\"__metadata__\":{\"k\":1}}"),
        "__metadata__ value for 'k' is not a string"},
       {"metadata not object", MakeFile("{\"__metadata__\":[\"k\"]}"), "__metadata__ is not a JSON object"},
-      {"duplicate tensor", MakeFile("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", four),
-       "duplicate key 'a'"},
-      {"deep nesting", MakeFile("{\"a\":" + std::string(10000, '[') + std::string(10000, ']') + "}"),
-       "nested deeper"},
+      {"duplicate tensor", MakeFile("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", four), "duplicate key 'a'"},
+      {"deep nesting", MakeFile("{\"a\":" + std::string(10000, '[') + std::string(10000, ']') + "}"), "nested deeper"},
       {"invalid utf8", MakeFile("{\"\xff\":" + ok_entry + "}", four), "not valid JSON"},
   };
   for (const BadCase& c : cases) {
@@ -391,7 +392,9 @@ TEST(SafetensorsTest, MalformedFilesAreRejectedWithNamedProblem) {
 TEST(SafetensorsTest, MalformedFileOnDiskNamesPath) {
   const std::string path = JoinPath(MakeTempDir(), "broken.safetensors");
   ASSERT_TRUE(WriteFileAtomically(path, MakeFile("{\"wq\":{\"dtype\":\"Q4\",\"shape\":[1],"
-                                                 "\"data_offsets\":[0,1]}}", "x")).ok());
+                                                 "\"data_offsets\":[0,1]}}",
+                                                 "x"))
+                  .ok());
   auto f = SafetensorsFile::Open(path);
   ASSERT_FALSE(f.ok());
   EXPECT_THAT(f.status().message(), HasSubstr(path));
@@ -529,8 +532,11 @@ OwnedTensors MakeTensors(int count, int elems) {
   }
   for (int i = 0; i < count; ++i) {
     // Names deliberately not in sorted order.
-    o.list.push_back({absl::StrCat("layers.", count - i, ".w"), DType::kF32, {elems},
-                      o.storage[i].data(), o.storage[i].size() * sizeof(float)});
+    o.list.push_back({absl::StrCat("layers.", count - i, ".w"),
+                      DType::kF32,
+                      {elems},
+                      o.storage[i].data(),
+                      o.storage[i].size() * sizeof(float)});
   }
   return o;
 }
@@ -572,8 +578,8 @@ TEST(CheckpointTest, ShardedWriteAndReadBack) {
   OwnedTensors o = MakeTensors(5, 10);  // 40 bytes each
   ASSERT_TRUE(WriteCheckpoint(dir, o.list, 100, {{"format", "pt"}}).ok());
   // Greedy: [40+40], [40+40], [40].
-  for (const char* shard : {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                            "model-00003-of-00003.safetensors"}) {
+  for (const char* shard :
+       {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"}) {
     EXPECT_TRUE(PathExists(JoinPath(dir, shard))) << shard;
   }
   EXPECT_FALSE(PathExists(JoinPath(dir, "model.safetensors")));
@@ -666,9 +672,8 @@ TEST_F(BrokenCheckpointTest, IndexNamesNonexistentShard) {
 TEST_F(BrokenCheckpointTest, TensorInTwoShards) {
   // Rewrite shard 2 so it also holds shard 1's first tensor.
   std::vector<TensorToWrite> both = tensors_.list;  // all four
-  ASSERT_TRUE(WriteSafetensorsFile(JoinPath(dir_, "model-00002-of-00002.safetensors"),
-                                   {both[0], both[2], both[3]}, {})
-                  .ok());
+  ASSERT_TRUE(
+      WriteSafetensorsFile(JoinPath(dir_, "model-00002-of-00002.safetensors"), {both[0], both[2], both[3]}, {}).ok());
   Status st = OpenStatus();
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), HasSubstr(both[0].name));
@@ -703,9 +708,9 @@ TEST(HalfTest, KnownValues) {
   EXPECT_EQ(HalfToFloat(0x3C00), 1.0f);
   EXPECT_EQ(HalfToFloat(0xC100), -2.5f);
   EXPECT_EQ(HalfToFloat(0x7BFF), 65504.0f);
-  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));   // smallest subnormal
-  EXPECT_EQ(HalfToFloat(0x03FF), std::ldexp(1023.0f, -24)); // largest subnormal
-  EXPECT_EQ(HalfToFloat(0x0400), std::ldexp(1.0f, -14));   // smallest normal
+  EXPECT_EQ(HalfToFloat(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
+  EXPECT_EQ(HalfToFloat(0x03FF), std::ldexp(1023.0f, -24));  // largest subnormal
+  EXPECT_EQ(HalfToFloat(0x0400), std::ldexp(1.0f, -14));     // smallest normal
   EXPECT_EQ(HalfToFloat(0x7C00), std::numeric_limits<float>::infinity());
   EXPECT_EQ(HalfToFloat(0xFC00), -std::numeric_limits<float>::infinity());
   EXPECT_TRUE(std::isnan(HalfToFloat(0x7E00)));

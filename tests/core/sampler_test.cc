@@ -40,8 +40,7 @@ std::vector<double> Softmax(const std::vector<float>& logits, double t = 1.0) {
 std::vector<int> RankedIds(const std::vector<float>& logits) {
   std::vector<int> ids(logits.size());
   std::iota(ids.begin(), ids.end(), 0);
-  std::stable_sort(ids.begin(), ids.end(),
-                   [&](int a, int b) { return logits[a] > logits[b]; });
+  std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) { return logits[a] > logits[b]; });
   return ids;
 }
 
@@ -57,8 +56,7 @@ TEST(SamplerTest, GreedyIsArgmax) {
   Sampler sampler(p);
   for (int trial = 0; trial < 200; ++trial) {
     const std::vector<float> logits = RandomLogits(1000, trial);
-    const int expected = static_cast<int>(
-        std::max_element(logits.begin(), logits.end()) - logits.begin());
+    const int expected = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     EXPECT_EQ(sampler.Sample(logits.data(), 1000, {}).token, expected);
   }
 }
@@ -178,8 +176,7 @@ TEST(SamplerTest, MinPDropsUnlikelyTokens) {
 }
 
 // Pearson chi-square of `n` draws against `probs`.
-double ChiSquare(const std::vector<int>& counts, const std::vector<double>& probs,
-                 int n) {
+double ChiSquare(const std::vector<int>& counts, const std::vector<double>& probs, int n) {
   double chi2 = 0.0;
   for (size_t i = 0; i < probs.size(); ++i) {
     const double expected = n * probs[i];
@@ -189,8 +186,7 @@ double ChiSquare(const std::vector<int>& counts, const std::vector<double>& prob
 }
 
 TEST(SamplerTest, FrequenciesMatchSoftmax) {
-  const std::vector<float> logits = {0.3f, -1.0f, 1.2f, 0.0f,
-                                     2.0f, -0.5f, 0.8f, -2.0f};
+  const std::vector<float> logits = {0.3f, -1.0f, 1.2f, 0.0f, 2.0f, -0.5f, 0.8f, -2.0f};
   for (float t : {1.0f, 0.7f, 2.0f}) {
     SamplingParams p = Seeded(23);
     p.temperature = t;
@@ -292,9 +288,7 @@ TEST(SamplerTest, ExtremeTemperatureStaysFinite) {
   }
 }
 
-TEST(ValidateSamplingParamsTest, AcceptsDefaults) {
-  EXPECT_TRUE(ValidateSamplingParams(SamplingParams(), 32000).ok());
-}
+TEST(ValidateSamplingParamsTest, AcceptsDefaults) { EXPECT_TRUE(ValidateSamplingParams(SamplingParams(), 32000).ok()); }
 
 TEST(ValidateSamplingParamsTest, ErrorsNameTheField) {
   struct Case {
@@ -303,46 +297,40 @@ TEST(ValidateSamplingParamsTest, ErrorsNameTheField) {
   };
   const std::vector<Case> cases = {
       {"max_new_tokens", [](SamplingParams& p) { p.max_new_tokens = 0; }},
-      {"max_new_tokens",
-       [](SamplingParams& p) { p.max_new_tokens = kMaxNewTokensLimit + 1; }},
+      {"max_new_tokens", [](SamplingParams& p) { p.max_new_tokens = kMaxNewTokensLimit + 1; }},
       {"temperature", [](SamplingParams& p) { p.temperature = -1.0f; }},
       {"temperature", [](SamplingParams& p) { p.temperature = 101.0f; }},
-      {"temperature",
-       [](SamplingParams& p) {
-         p.temperature = std::numeric_limits<float>::quiet_NaN();
-       }},
+      {"temperature", [](SamplingParams& p) { p.temperature = std::numeric_limits<float>::quiet_NaN(); }},
       {"top_k", [](SamplingParams& p) { p.top_k = -1; }},
       {"top_p", [](SamplingParams& p) { p.top_p = 0.0f; }},
       {"top_p", [](SamplingParams& p) { p.top_p = 1.5f; }},
       {"min_p", [](SamplingParams& p) { p.min_p = -0.1f; }},
       {"min_p", [](SamplingParams& p) { p.min_p = 1.1f; }},
-      {"repetition_penalty",
-       [](SamplingParams& p) { p.repetition_penalty = 0.0f; }},
-      {"repetition_penalty",
-       [](SamplingParams& p) { p.repetition_penalty = 200.0f; }},
-      {"stop[1]", [](SamplingParams& p) { p.stop = {"a", ""}; }},
-      {"stop[0]",
-       [](SamplingParams& p) { p.stop = {std::string(257, 'x')}; }},
-      {"stop must hold",
-       [](SamplingParams& p) { p.stop.assign(17, "x"); }},
+      {"repetition_penalty", [](SamplingParams& p) { p.repetition_penalty = 0.0f; }},
+      {"repetition_penalty", [](SamplingParams& p) { p.repetition_penalty = 200.0f; }},
+      {"stop[1]",
+       [](SamplingParams& p) {
+         p.stop = {"a", ""};
+       }},
+      {"stop[0]", [](SamplingParams& p) { p.stop = {std::string(257, 'x')}; }},
+      {"stop must hold", [](SamplingParams& p) { p.stop.assign(17, "x"); }},
       {"stop_token_ids[0]", [](SamplingParams& p) { p.stop_token_ids = {-1}; }},
       {"stop_token_ids[1]",
-       [](SamplingParams& p) { p.stop_token_ids = {5, 100}; }},
+       [](SamplingParams& p) {
+         p.stop_token_ids = {5, 100};
+       }},
   };
   for (const Case& c : cases) {
     SamplingParams p;
     c.mutate(p);
     const Status s = ValidateSamplingParams(p, 100);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.field;
-    EXPECT_NE(std::string(s.message()).find(c.field), std::string::npos)
-        << c.field << " not in: " << s.message();
+    EXPECT_NE(std::string(s.message()).find(c.field), std::string::npos) << c.field << " not in: " << s.message();
   }
   SamplingParams p;
   p.temperature = -1.0f;
-  EXPECT_EQ(ValidateSamplingParams(p, 100).message(),
-            "temperature must be in [0, 100], got -1");
-  EXPECT_EQ(ValidateSamplingParams(SamplingParams(), 0).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateSamplingParams(p, 100).message(), "temperature must be in [0, 100], got -1");
+  EXPECT_EQ(ValidateSamplingParams(SamplingParams(), 0).code(), absl::StatusCode::kInvalidArgument);
   // Boundaries that are allowed.
   SamplingParams ok;
   ok.temperature = 0.0f;

@@ -41,16 +41,14 @@ TEST(StatusTest, AnnotateKeepsCode) {
 }
 
 TEST(StatusTest, ExceptionsBecomeStatus) {
-  EXPECT_EQ(StatusFromException(std::invalid_argument("bad"), "op").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StatusFromException(std::invalid_argument("bad"), "op").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(StatusFromException(std::runtime_error("boom"), "op").message(), "op: boom");
 }
 
 TEST(JsonUtilTest, FieldErrorsNameTheField) {
   auto j = *ParseJson(R"({"a": 3, "b": "x", "big": 99999999999})", "cfg");
   EXPECT_EQ(*GetField<int32_t>(j, "a", "cfg"), 3);
-  EXPECT_EQ(GetField<int32_t>(j, "b", "cfg").status().message(),
-            "cfg: field 'b' must be an integer, got \"x\"");
+  EXPECT_EQ(GetField<int32_t>(j, "b", "cfg").status().message(), "cfg: field 'b' must be an integer, got \"x\"");
   EXPECT_EQ(GetField<int32_t>(j, "c", "cfg").status().message(), "cfg: missing field 'c'");
   EXPECT_FALSE(GetField<int32_t>(j, "big", "cfg").ok());
   EXPECT_EQ(*GetFieldOr<int32_t>(j, "c", 7, "cfg"), 7);

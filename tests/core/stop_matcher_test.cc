@@ -11,17 +11,15 @@ namespace {
 
 // Reference: the text truncated before the stop occurrence that ends first
 // (ties: the one starting first). Sets *stopped and *index (constructor index).
-std::string TruncateAtFirstStop(const std::string& text,
-                                const std::vector<std::string>& stops,
-                                bool* stopped, int* index) {
+std::string TruncateAtFirstStop(const std::string& text, const std::vector<std::string>& stops, bool* stopped,
+                                int* index) {
   for (size_t end = 1; end <= text.size(); ++end) {
     size_t best_start = std::string::npos;
     int best = -1;
     for (size_t i = 0; i < stops.size(); ++i) {
       const std::string& s = stops[i];
       if (s.empty() || s.size() > end) continue;
-      if (text.compare(end - s.size(), s.size(), s) == 0 &&
-          end - s.size() < best_start) {
+      if (text.compare(end - s.size(), s.size(), s) == 0 && end - s.size() < best_start) {
         best_start = end - s.size();
         best = static_cast<int>(i);
       }
@@ -45,8 +43,7 @@ struct StreamOutcome {
 
 // Feeds `chunks`; checks after every push that what was emitted so far is a
 // prefix of `expected` (no part of a stop string ever leaks).
-StreamOutcome Stream(const std::vector<std::string>& stops,
-                     const std::vector<std::string>& chunks,
+StreamOutcome Stream(const std::vector<std::string>& stops, const std::vector<std::string>& chunks,
                      const std::string& expected) {
   StopMatcher m(stops);
   StreamOutcome out;
@@ -136,8 +133,7 @@ TEST(StopMatcherTest, EarliestStopWins) {
   // Same in one chunk as in single characters: "b" completes before "abc".
   for (bool one_char : {false, true}) {
     const std::vector<std::string> stops = {"abc", "b"};
-    const std::vector<std::string> chunks =
-        one_char ? OneCharChunks("xabcd") : std::vector<std::string>{"xabcd"};
+    const std::vector<std::string> chunks = one_char ? OneCharChunks("xabcd") : std::vector<std::string>{"xabcd"};
     StreamOutcome o = Stream(stops, chunks, "xa");
     EXPECT_TRUE(o.stopped);
     EXPECT_EQ(o.emitted, "xa");
@@ -160,8 +156,7 @@ TEST(StopMatcherTest, NoStopsPassesThrough) {
 }
 
 TEST(StopMatcherTest, OutputIsTextTruncatedBeforeStopForAnyChunking) {
-  const std::vector<std::vector<std::string>> stop_sets = {
-      {"abc"}, {"abc", "ca", "bbb"}, {"aab", "ab", "cccc"}, {"a"}};
+  const std::vector<std::vector<std::string>> stop_sets = {{"abc"}, {"abc", "ca", "bbb"}, {"aab", "ab", "cccc"}, {"a"}};
   std::mt19937 gen(1234);
   int stopped_cases = 0;
   for (const auto& stops : stop_sets) {
@@ -173,8 +168,7 @@ TEST(StopMatcherTest, OutputIsTextTruncatedBeforeStopForAnyChunking) {
       }
       bool ref_stopped;
       int ref_index;
-      const std::string expected =
-          TruncateAtFirstStop(text, stops, &ref_stopped, &ref_index);
+      const std::string expected = TruncateAtFirstStop(text, stops, &ref_stopped, &ref_index);
       stopped_cases += ref_stopped;
       // Random chunking, sometimes with empty chunks.
       std::vector<std::string> chunks;
@@ -183,8 +177,7 @@ TEST(StopMatcherTest, OutputIsTextTruncatedBeforeStopForAnyChunking) {
         chunks.push_back(text.substr(pos, n));
         pos += n;
       }
-      for (const auto& split : {chunks, OneCharChunks(text),
-                                std::vector<std::string>{text}}) {
+      for (const auto& split : {chunks, OneCharChunks(text), std::vector<std::string>{text}}) {
         StreamOutcome o = Stream(stops, split, expected);
         EXPECT_EQ(o.emitted, expected) << "text '" << text << "'";
         EXPECT_EQ(o.stopped, ref_stopped) << "text '" << text << "'";

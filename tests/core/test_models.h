@@ -29,8 +29,7 @@ inline ModelConfig TestConfig(const Json& overrides = Json::object()) {
 
 // Every tensor `c` needs: norms 1 + 0.1·N(0,1), the rest scale·N(0,1), drawn
 // from a generator seeded with `seed`.
-inline std::shared_ptr<const ModelWeights> RandomTestWeights(const ModelConfig& c, uint64_t seed,
-                                                            double scale = 0.2) {
+inline std::shared_ptr<const ModelWeights> RandomTestWeights(const ModelConfig& c, uint64_t seed, double scale = 0.2) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
   std::map<std::string, at::Tensor> t;
   for (const TensorSpec& s : ExpectedTensors(c)) {

@@ -86,8 +86,7 @@ constexpr char kLlama3Regex[] =
 Json SplitThenByteLevel(const std::string& regex) {
   Json split = {{"type", "Split"}, {"behavior", "Isolated"}, {"invert", false}};
   split["pattern"] = {{"Regex", regex}};
-  Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                     {"use_regex", false}};
+  Json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
   Json seq = {{"type", "Sequence"}};
   seq["pretokenizers"] = Json::array({split, byte_level});
   return seq;
@@ -158,7 +157,8 @@ const std::vector<std::string>& MultilingualTexts() {
       "مرحبا بالعالم، هذا اختبار.",
       "नमस्ते दुनिया, यह एक परीक्षण है।",
       "Family: \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 flag: "
-      "\xF0\x9F\x8F\xB3\xEF\xB8\x8F\xE2\x80\x8D\xF0\x9F\x8C\x88 thumbs \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xF0\x9F\x98\x80",
+      "\xF0\x9F\x8F\xB3\xEF\xB8\x8F\xE2\x80\x8D\xF0\x9F\x8C\x88 thumbs \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD "
+      "\xF0\x9F\x98\x80",
       "Combining: e\xCC\x81 a\xCC\x88\xCC\x84 Z\xCD\x91\xCD\x97\xCC\xB8 ñ vs n\xCC\x83",
       "  leading and trailing spaces   \n\n\ttabs\tand\r\nCRLF\n   \n",
       "Code: for (int i = 0; i < 10; ++i) { x += y[i]; }  // comment\n",
@@ -454,13 +454,17 @@ TEST(IncrementalDecoderTest, ByteByByteAndInvalidBytes) {
   // E2 82 then 'A': the broken prefix becomes one U+FFFD, then 'A'.
   EXPECT_EQ(d.Push(0xE2), "");
   EXPECT_EQ(d.Push(0x82), "");
-  EXPECT_EQ(d.Push('A'), "\xEF\xBF\xBD" "A");
+  EXPECT_EQ(d.Push('A'),
+            "\xEF\xBF\xBD"
+            "A");
   // An unfinished character at the end is flushed as U+FFFD.
   EXPECT_EQ(d.Push(0xF0), "");
   EXPECT_EQ(d.Finish(), "\xEF\xBF\xBD");
   EXPECT_EQ(d.Finish(), "");
   // Decode agrees on the same invalid bytes.
-  EXPECT_EQ(tok->Decode({0xFF, 0xE2, 0x82, 'A', 0xF0}), "\xEF\xBF\xBD\xEF\xBF\xBD" "A\xEF\xBF\xBD");
+  EXPECT_EQ(tok->Decode({0xFF, 0xE2, 0x82, 'A', 0xF0}),
+            "\xEF\xBF\xBD\xEF\xBF\xBD"
+            "A\xEF\xBF\xBD");
   // Out-of-range ids decode to nothing.
   EXPECT_EQ(d.Push(-1), "");
   EXPECT_EQ(d.Push(100000), "");
@@ -479,7 +483,7 @@ TEST(ByteLevelTokenizerTest, GeneratedJsonLoadsWithExpectedIds) {
   EXPECT_EQ(j["model"]["vocab"].size(), 256u);
   EXPECT_EQ(j["model"]["vocab"]["Ġ"], 32);  // space
   EXPECT_EQ(j["model"]["vocab"]["A"], 65);
-  EXPECT_EQ(j["model"]["vocab"]["Ā"], 0);   // U+0100 stands for byte 0
+  EXPECT_EQ(j["model"]["vocab"]["Ā"], 0);  // U+0100 stands for byte 0
   EXPECT_EQ(j["model"]["vocab"]["ÿ"], 255);
   EXPECT_TRUE(j["model"]["merges"].empty());
   EXPECT_EQ(j["pre_tokenizer"]["type"], "ByteLevel");

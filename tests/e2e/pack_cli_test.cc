@@ -48,7 +48,7 @@ class PackCliTest : public ::testing::Test {
     ASSERT_TRUE(MakeDirectories(*dir_).ok());
     for (const char* seed : {"1", "2"}) {
       RunResult r = RunCli(absl::StrCat("model init-tiny --out ", *dir_, "/base", seed,
-                                     " --layers 2 --hidden 64 --heads 4 --kv-heads 2 --seed ", seed));
+                                        " --layers 2 --hidden 64 --heads 4 --kv-heads 2 --seed ", seed));
       ASSERT_EQ(r.code, 0) << r.output;
     }
     // The "fine-tuned" model: base1 plus low-rank + noise deltas on the
@@ -60,8 +60,8 @@ class PackCliTest : public ::testing::Test {
     for (const auto& [name, w] : (*base)->weights->tensors()) {
       if (!ProjectionType(name).empty()) {
         const int64_t m = w.size(0), n = w.size(1);
-        replaced[name] = w + 0.01 * at::matmul(at::randn({m, 4}, gen), at::randn({4, n}, gen)) +
-                         0.0005 * at::randn({m, n}, gen);
+        replaced[name] =
+            w + 0.01 * at::matmul(at::randn({m, 4}, gen), at::randn({4, n}, gen)) + 0.0005 * at::randn({m, n}, gen);
       } else if (name == "model.embed_tokens.weight") {
         at::Tensor d = at::zeros_like(w);
         d.narrow(0, 65, 26).copy_(0.02 * at::randn({26, w.size(1)}, gen));
@@ -96,8 +96,8 @@ TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
   const std::string& d = *dir_;
   const std::string pack = d + "/demo.skillpack";
   RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --calib ", d,
-                                      "/calib.txt --calib-samples 4 --calib-len 32 --name demo-pack",
-                                      " --description 'a test pack' --tag test -o ", pack));
+                                         "/calib.txt --calib-samples 4 --calib-len 32 --name demo-pack",
+                                         " --description 'a test pack' --tag test -o ", pack));
   ASSERT_EQ(create.code, 0) << create.output;
   EXPECT_NE(create.output.find("calibration: 4 sequences"), std::string::npos) << create.output;
   EXPECT_NE(create.output.find("lowrank rank"), std::string::npos) << create.output;
@@ -165,7 +165,7 @@ TEST_F(PackCliTest, BudgetModeMeetsTarget) {
   const std::string& d = *dir_;
   const std::string pack = d + "/budget.skillpack";
   RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
-                                      "/tuned --target-ratio 0.25 --name budget -o ", pack));
+                                         "/tuned --target-ratio 0.25 --name budget -o ", pack));
   ASSERT_EQ(create.code, 0) << create.output;
   EXPECT_NE(create.output.find("budget met"), std::string::npos) << create.output;
   auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
@@ -180,20 +180,20 @@ TEST_F(PackCliTest, BadInvocations) {
   RunResult no_name = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned -o ", d, "/n.sp"));
   EXPECT_EQ(no_name.code, 2);
   EXPECT_NE(no_name.output.find("--name"), std::string::npos) << no_name.output;
-  RunResult bad_name = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
-                                        "/tuned --name BAD -o ", d, "/n.sp"));
+  RunResult bad_name =
+      RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --name BAD -o ", d, "/n.sp"));
   EXPECT_EQ(bad_name.code, 2);
   EXPECT_NE(bad_name.output.find("invalid pack name"), std::string::npos) << bad_name.output;
   std::ofstream(d + "/cfg.json") << "{\"alpah\": 0.2}";
   RunResult bad_cfg = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --config ", d,
-                                       "/cfg.json --name x -o ", d, "/n.sp"));
+                                          "/cfg.json --name x -o ", d, "/n.sp"));
   EXPECT_EQ(bad_cfg.code, 2);
   EXPECT_NE(bad_cfg.output.find("alpah"), std::string::npos) << bad_cfg.output;
   RunResult both = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
-                                    "/tuned --target-ratio 0.1 --target-bytes 5 --name x -o ", d, "/n.sp"));
+                                       "/tuned --target-ratio 0.1 --target-bytes 5 --name x -o ", d, "/n.sp"));
   EXPECT_EQ(both.code, 2) << both.output;
   RunResult other = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/base2 --calib ", d,
-                                     "/calib.txt --name x --target-bytes 10 -o ", d, "/n.sp"));
+                                        "/calib.txt --name x --target-bytes 10 -o ", d, "/n.sp"));
   EXPECT_NE(other.code, 0);
   EXPECT_NE(other.output.find("cannot be met"), std::string::npos) << other.output;
   EXPECT_FALSE(PathExists(d + "/n.sp"));

@@ -16,9 +16,9 @@
 #include <gtest/gtest.h>
 
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
+#include "pack/fingerprint.h"
 #include "router/router.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
@@ -39,10 +39,10 @@ std::string FamilyPrompt(const std::string& family, std::mt19937& rng) {
   };
   if (family == "arith") return num(99) + "+" + num(99) + "=";
   if (family == "reverse") return "reverse: " + word(3 + static_cast<int>(rng() % 6));
-  static const char* kGeneral[] = {"Tell me about the weather today.", "What is the capital of France?",
+  static const char* kGeneral[] = {"Tell me about the weather today.",  "What is the capital of France?",
                                    "Write a short poem about the sea.", "How do birds fly?",
-                                   "Explain why the sky looks blue.", "Give me a recipe for bread.",
-                                   "Who wrote this old story?", "Describe a quiet morning walk."};
+                                   "Explain why the sky looks blue.",   "Give me a recipe for bread.",
+                                   "Who wrote this old story?",         "Describe a quiet morning walk."};
   return std::string(kGeneral[rng() % 8]) + " " + word(2);
 }
 
@@ -90,8 +90,8 @@ class RouterE2eTest : public ::testing::Test {
       o.seed = seed++;
       const std::string tuned = Path(std::string("tuned-") + pack);
       ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack +
-                 " -o " + Path(std::string(pack) + ".skillpack"));
+      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack + " -o " +
+                 Path(std::string(pack) + ".skillpack"));
       fs::copy_file(Path(std::string(pack) + ".skillpack"), Path(std::string("packs/") + pack + ".skillpack"));
     }
     // Labelled prompts, trained into a router with the CLI.
@@ -111,9 +111,8 @@ class RouterE2eTest : public ::testing::Test {
         Path("router.safetensors") + " --layer 1 --width 64 --epochs 150 --seed 3 --holdout 0.25 --threads 1"));
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     server_ = new ServerProcess();
-    server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"),
-                    "--router", Path("router.safetensors"), "--metrics-port", "0", "--max-running", "4",
-                    "--max-seq-len", "512"},
+    server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"), "--router",
+                    Path("router.safetensors"), "--metrics-port", "0", "--max-running", "4", "--max-seq-len", "512"},
                    Path("server.log"));
   }
   static void TearDownTestSuite() {
@@ -432,11 +431,11 @@ TEST_F(RouterE2eTest, MetricsShowRouterDecisions) {
   v1::RouteResponse resp;
   ASSERT_TRUE(RouteCall(req, &resp).ok());
   const std::string text = FetchMetrics(server_->metrics_port());
-  for (const char* series : {"skillpack_router_decisions_total{pack=\"arith\"}",
-                             "skillpack_router_decisions_total{pack=\"none\"}",
-                             "skillpack_router_decisions_total{pack=\"reverse\"}", "skillpack_router_seconds_count",
-                             "skillpack_router_seconds_bucket", "skillpack_router_labels 3",
-                             "skillpack_requests_total{method=\"Route\",code=\"OK\"}"}) {
+  for (const char* series :
+       {"skillpack_router_decisions_total{pack=\"arith\"}", "skillpack_router_decisions_total{pack=\"none\"}",
+        "skillpack_router_decisions_total{pack=\"reverse\"}", "skillpack_router_seconds_count",
+        "skillpack_router_seconds_bucket", "skillpack_router_labels 3",
+        "skillpack_requests_total{method=\"Route\",code=\"OK\"}"}) {
     EXPECT_NE(text.find(series), std::string::npos) << series << "\n" << text;
   }
   if (std::system("command -v promtool > /dev/null 2>&1") == 0) {
@@ -452,8 +451,8 @@ TEST_F(RouterE2eTest, ClientCliRoutesAndShowsTheRouter) {
   const std::string out =
       CommandOutput(client + "route --server " + server_->address() + " --prompt '" + Prompts("arith", 1)[0] + "'");
   EXPECT_NE(out.find("packs: arith:1"), std::string::npos) << out;
-  const std::string get = CommandOutput(client + "router get --server " + server_->address() +
-                                        " --admin-token-file " + Path("token"));
+  const std::string get =
+      CommandOutput(client + "router get --server " + server_->address() + " --admin-token-file " + Path("token"));
   EXPECT_NE(get.find("labels: none, arith, reverse"), std::string::npos) << get;
   const std::string set = CommandOutput(client + "router set " + Path("router.safetensors") + " --server " +
                                         server_->address() + " --admin-token-file " + Path("token"));
@@ -462,8 +461,8 @@ TEST_F(RouterE2eTest, ClientCliRoutesAndShowsTheRouter) {
 
 TEST_F(RouterE2eTest, StartupRefusesARouterNamingAMissingPack) {
   fs::create_directories(Path("packs-empty"));
-  const std::string cmd = kServerBin + " --model " + Path("base") + " --packs " + Path("packs-empty") +
-                          " --router " + Path("router.safetensors") +
+  const std::string cmd = kServerBin + " --model " + Path("base") + " --packs " + Path("packs-empty") + " --router " +
+                          Path("router.safetensors") +
                           " --grpc-address 127.0.0.1 --grpc-port 0 --metrics-port -1 > /dev/null 2> " +
                           Path("startup.log");
   const int rc = std::system(cmd.c_str());

@@ -27,13 +27,13 @@
 #include <gtest/gtest.h>
 
 #include "core/file_util.h"
-#include "core/sha256.h"
 #include "core/generator.h"
+#include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/sha256.h"
 #include "core/tokenizer.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
-#include "core/kv_cache.h"
 
 namespace skillpack {
 
@@ -54,9 +54,9 @@ class ServerProcess {
   void Start(const std::vector<std::string>& extra, const std::string& log_path) {
     int fds[2];
     ASSERT_EQ(::pipe(fds), 0);
-    std::vector<std::string> argv = {kServerBin, "--grpc-address", "127.0.0.1",
-                                     "--grpc-port", "0", "--metrics-address", "127.0.0.1",
-                                     "--threads", "1"};
+    std::vector<std::string> argv = {kServerBin, "--grpc-address",    "127.0.0.1", "--grpc-port",
+                                     "0",        "--metrics-address", "127.0.0.1", "--threads",
+                                     "1"};
     // Metrics off unless the test asks for them (see MetricsEndpoint).
     if (std::find(extra.begin(), extra.end(), "--metrics-port") == extra.end()) {
       argv.insert(argv.end(), {"--metrics-port", "-1"});
@@ -87,8 +87,8 @@ class ServerProcess {
       if (n <= 0) break;
       line.append(buf, static_cast<size_t>(n));
     }
-    ASSERT_EQ(line.rfind("listening grpc=127.0.0.1:", 0), 0u)
-        << "server did not start: " << line << "\n" << ReadFileToString(log_path).value_or("");
+    ASSERT_EQ(line.rfind("listening grpc=127.0.0.1:", 0), 0u) << "server did not start: " << line << "\n"
+                                                              << ReadFileToString(log_path).value_or("");
     std::string rest = line.substr(std::string("listening grpc=127.0.0.1:").size());
     port_ = std::stoi(rest.substr(0, rest.find(' ')));
     const size_t m = line.find("metrics=127.0.0.1:");
@@ -196,7 +196,7 @@ inline void AddToken(grpc::ClientContext* ctx, const std::string& token) {
 
 // Uploads `path` (with `sha256`, the file's own when empty).
 inline grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::string& path, std::string sha256 = "",
-                    v1::UploadPackResponse* resp = nullptr) {
+                           v1::UploadPackResponse* resp = nullptr) {
   std::string bytes = ReadFileToString(path).value();
   if (sha256.empty()) sha256 = Sha256Hex(bytes);
   auto stub = v1::Admin::NewStub(ch);

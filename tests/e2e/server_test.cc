@@ -29,12 +29,12 @@
 
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "pack/fingerprint.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
 #include "tests/e2e/server_harness.h"
@@ -64,14 +64,14 @@ class ServerE2eTest : public ::testing::Test {
       const std::string tuned = Path("tuned" + std::to_string(i));
       ASSERT_TRUE(InitTinyModel(o, tuned).ok());
       RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name p" +
-          std::to_string(i) + " -o " + Path("p" + std::to_string(i) + ".skillpack"));
+                 std::to_string(i) + " -o " + Path("p" + std::to_string(i) + ".skillpack"));
     }
     RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " -o " +
-        Path("applied2"));
+               Path("applied2"));
     RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p3.skillpack") + " -o " +
-        Path("applied3"));
+               Path("applied3"));
     RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " --pack " +
-        Path("p3.skillpack") + " --weight 0.5 --weight 0.5 -o " + Path("applied23"));
+               Path("p3.skillpack") + " --weight 0.5 --weight 0.5 -o " + Path("applied23"));
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     server_ = new ServerProcess();
     server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"),
@@ -416,8 +416,7 @@ TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
 
 TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   ServerProcess s;
-  s.Start({"--model", Path("base"), "--packs", Path("packs-health"), "--max-seq-len", "16384",
-           "--grace-seconds", "2"},
+  s.Start({"--model", Path("base"), "--packs", Path("packs-health"), "--max-seq-len", "16384", "--grace-seconds", "2"},
           Path("server-health.log"));
   auto health = grpc::health::v1::Health::NewStub(s.channel());
   auto check = [&]() {

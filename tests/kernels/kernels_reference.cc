@@ -16,16 +16,13 @@ namespace {
 std::vector<uint8_t> UnpackedCodes(const HostQuantMatrix& m) {
   std::vector<uint8_t> codes(static_cast<size_t>(m.rows) * m.cols);
   const Status status =
-      UnpackCodes(m.packed.data(), m.packed.size(),
-                  static_cast<int64_t>(codes.size()), m.bits, codes.data());
+      UnpackCodes(m.packed.data(), m.packed.size(), static_cast<int64_t>(codes.size()), m.bits, codes.data());
   if (!status.ok()) std::abort();
   return codes;
 }
 
 // x[k] = (Vᵀ x)_k of every band, rank-indexed, in double.
-std::vector<double> ProjectDown(const HostFactor& f,
-                                const std::vector<float>& x, int in_features,
-                                bool absolute) {
+std::vector<double> ProjectDown(const HostFactor& f, const std::vector<float>& x, int in_features, bool absolute) {
   std::vector<double> t(f.rank(), 0.0);
   for (const HostBand& band : f.bands) {
     const std::vector<float> vt = DequantizeReference(band.vt);
@@ -41,8 +38,7 @@ std::vector<double> ProjectDown(const HostFactor& f,
   return t;
 }
 
-std::vector<double> ProjectUp(const HostFactor& f, const std::vector<double>& t,
-                              int out_features, bool absolute) {
+std::vector<double> ProjectUp(const HostFactor& f, const std::vector<double>& t, int out_features, bool absolute) {
   std::vector<double> y(out_features, 0.0);
   for (const HostBand& band : f.bands) {
     const std::vector<float> u = DequantizeReference(band.u);
@@ -64,10 +60,8 @@ std::vector<double> ProjectUp(const HostFactor& f, const std::vector<double>& t,
 
 }  // namespace
 
-HostQuantMatrix RandomQuantMatrix(std::mt19937& rng, int rows, int cols,
-                                  int bits, int group_size, bool act_order,
-                                  bool fp16_scales, float scale_magnitude,
-                                  bool zeros_packed) {
+HostQuantMatrix RandomQuantMatrix(std::mt19937& rng, int rows, int cols, int bits, int group_size, bool act_order,
+                                  bool fp16_scales, float scale_magnitude, bool zeros_packed) {
   HostQuantMatrix m;
   m.rows = rows;
   m.cols = cols;
@@ -80,9 +74,7 @@ HostQuantMatrix RandomQuantMatrix(std::mt19937& rng, int rows, int cols,
   m.codes.resize(static_cast<size_t>(rows) * cols);
   for (uint8_t& q : m.codes) q = static_cast<uint8_t>(code(rng));
   m.packed.resize(PackedBytes(static_cast<int64_t>(m.codes.size()), bits));
-  if (!PackCodes(m.codes.data(), static_cast<int64_t>(m.codes.size()), bits,
-                 m.packed.data())
-           .ok()) {
+  if (!PackCodes(m.codes.data(), static_cast<int64_t>(m.codes.size()), bits, m.packed.data()).ok()) {
     std::abort();
   }
   const size_t groups = static_cast<size_t>(rows) * m.num_groups();
@@ -101,9 +93,7 @@ HostQuantMatrix RandomQuantMatrix(std::mt19937& rng, int rows, int cols,
   m.zeros_packed = zeros_packed;
   if (zeros_packed) {
     m.zeros_stream.resize(PackedBytes(static_cast<int64_t>(groups), bits));
-    if (!PackCodes(m.zeros.data(), static_cast<int64_t>(groups), bits,
-                   m.zeros_stream.data())
-             .ok()) {
+    if (!PackCodes(m.zeros.data(), static_cast<int64_t>(groups), bits, m.zeros_stream.data()).ok()) {
       std::abort();
     }
   }
@@ -118,8 +108,7 @@ HostQuantMatrix RandomQuantMatrix(std::mt19937& rng, int rows, int cols,
 QuantMatrixView HostView(const HostQuantMatrix& m) {
   QuantMatrixView v;
   v.codes = m.packed.data();
-  v.scales = m.fp16_scales ? static_cast<const void*>(m.scales_fp16.data())
-                           : static_cast<const void*>(m.scales.data());
+  v.scales = m.fp16_scales ? static_cast<const void*>(m.scales_fp16.data()) : static_cast<const void*>(m.scales.data());
   v.scale_type = m.fp16_scales ? kScaleFloat16 : kScaleFloat32;
   v.zeros = m.zeros_packed ? m.zeros_stream.data() : m.zeros.data();
   v.zeros_packed = m.zeros_packed ? 1 : 0;
@@ -148,10 +137,8 @@ std::vector<float> DequantizeReference(const HostQuantMatrix& m) {
   return out;
 }
 
-HostFactor RandomFactor(std::mt19937& rng, int in_features, int out_features,
-                        const std::vector<int>& widths,
-                        const std::vector<int>& bits, int group_size,
-                        bool act_order, float weight) {
+HostFactor RandomFactor(std::mt19937& rng, int in_features, int out_features, const std::vector<int>& widths,
+                        const std::vector<int>& bits, int group_size, bool act_order, float weight) {
   HostFactor f;
   f.weight = weight;
   int rank = 0;
@@ -159,16 +146,14 @@ HostFactor RandomFactor(std::mt19937& rng, int in_features, int out_features,
     HostBand band;
     band.rank_begin = rank;
     // Scales keep |Ŵ| around 1 / sqrt(dim), like orthonormal factors.
-    band.vt = RandomQuantMatrix(
-        rng, widths[b], in_features, bits[b], group_size, act_order,
-        /*fp16_scales=*/b % 2 == 1,
-        2.0f / ((1 << bits[b]) * std::sqrt(static_cast<float>(in_features))),
-        /*zeros_packed=*/b % 2 == 0);
-    band.u = RandomQuantMatrix(
-        rng, out_features, widths[b], bits[b], group_size, act_order,
-        /*fp16_scales=*/false,
-        2.0f / ((1 << bits[b]) * std::sqrt(static_cast<float>(out_features))),
-        /*zeros_packed=*/b % 2 == 1);
+    band.vt = RandomQuantMatrix(rng, widths[b], in_features, bits[b], group_size, act_order,
+                                /*fp16_scales=*/b % 2 == 1,
+                                2.0f / ((1 << bits[b]) * std::sqrt(static_cast<float>(in_features))),
+                                /*zeros_packed=*/b % 2 == 0);
+    band.u =
+        RandomQuantMatrix(rng, out_features, widths[b], bits[b], group_size, act_order,
+                          /*fp16_scales=*/false, 2.0f / ((1 << bits[b]) * std::sqrt(static_cast<float>(out_features))),
+                          /*zeros_packed=*/b % 2 == 1);
     rank += widths[b];
     f.bands.push_back(std::move(band));
   }
@@ -178,16 +163,13 @@ HostFactor RandomFactor(std::mt19937& rng, int in_features, int out_features,
   return f;
 }
 
-std::vector<double> LowRankDeltaReference(const HostFactor& f,
-                                          const std::vector<float>& x,
-                                          int in_features, int out_features) {
-  return ProjectUp(f, ProjectDown(f, x, in_features, false), out_features,
-                   false);
+std::vector<double> LowRankDeltaReference(const HostFactor& f, const std::vector<float>& x, int in_features,
+                                          int out_features) {
+  return ProjectUp(f, ProjectDown(f, x, in_features, false), out_features, false);
 }
 
-std::vector<double> LowRankDeltaMagnitude(const HostFactor& f,
-                                          const std::vector<float>& x,
-                                          int in_features, int out_features) {
+std::vector<double> LowRankDeltaMagnitude(const HostFactor& f, const std::vector<float>& x, int in_features,
+                                          int out_features) {
   return ProjectUp(f, ProjectDown(f, x, in_features, true), out_features, true);
 }
 

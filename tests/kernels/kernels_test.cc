@@ -23,14 +23,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "pack/codec/bitpack.h"
-#include "pack/codec/quantize.h"
 #include "core/cuda_status.h"
 #include "kernels/dequant.h"
 #include "kernels/lowrank_apply.h"
 #include "kernels/quant_decode_inl.h"
 #include "kernels/quant_view.h"
 #include "kernels/reconstruct.h"
+#include "pack/codec/bitpack.h"
+#include "pack/codec/quantize.h"
 #include "tests/kernels/kernels_reference.h"
 
 namespace skillpack::kernels::testing {
@@ -52,14 +52,12 @@ double RelativeUlp() {
 
 // |got - want| <= ulps units in the last place of T at |want| + abs_floor.
 template <typename T>
-::testing::AssertionResult Near(T got, double want, double ulps,
-                                double abs_floor) {
+::testing::AssertionResult Near(T got, double want, double ulps, double abs_floor) {
   const double err = std::fabs(static_cast<double>(ToFloat(got)) - want);
   const double tol = ulps * RelativeUlp<T>() * std::fabs(want) + abs_floor;
   if (err <= tol) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "got " << ToFloat(got) << ", want " << want << " (error " << err
-         << " > tolerance " << tol << ")";
+  return ::testing::AssertionFailure() << "got " << ToFloat(got) << ", want " << want << " (error " << err
+                                       << " > tolerance " << tol << ")";
 }
 
 template <typename T>
@@ -86,11 +84,9 @@ struct DequantCase {
 };
 
 std::string CaseName(const DequantCase& c) {
-  return absl::StrCat(
-      c.rows, "x", c.cols, " bits=", c.bits, " gs=", c.group_size,
-      " act_order=", c.act_order, " fp16_scales=", c.fp16_scales,
-      " zeros_packed=", c.zeros_packed, " col_scale=", c.col_scale,
-      " accumulate=", c.accumulate, " ld_pad=", c.ld_pad);
+  return absl::StrCat(c.rows, "x", c.cols, " bits=", c.bits, " gs=", c.group_size, " act_order=", c.act_order,
+                      " fp16_scales=", c.fp16_scales, " zeros_packed=", c.zeros_packed, " col_scale=", c.col_scale,
+                      " accumulate=", c.accumulate, " ld_pad=", c.ld_pad);
 }
 
 // Every bit width x act-order on/off over shapes that cover: rows not byte
@@ -101,8 +97,7 @@ std::vector<DequantCase> DequantCases() {
   struct Shape {
     int rows, cols, group_size;
   };
-  const Shape shapes[] = {
-      {5, 37, 16}, {300, 16, 128}, {12, 1000, 128}, {3, 8, 8}, {64, 130, 12}};
+  const Shape shapes[] = {{5, 37, 16}, {300, 16, 128}, {12, 1000, 128}, {3, 8, 8}, {64, 130, 12}};
   std::vector<DequantCase> cases;
   for (int bits : kBitWidths) {
     for (bool act_order : {false, true}) {
@@ -142,14 +137,12 @@ template <typename T>
 DequantData<T> MakeDequantData(std::mt19937& rng, const DequantCase& c) {
   DequantData<T> d;
   d.c = c;
-  d.m = RandomQuantMatrix(rng, c.rows, c.cols, c.bits, c.group_size,
-                          c.act_order, c.fp16_scales, 0.01f, c.zeros_packed);
+  d.m = RandomQuantMatrix(rng, c.rows, c.cols, c.bits, c.group_size, c.act_order, c.fp16_scales, 0.01f, c.zeros_packed);
   if (c.col_scale) {
     std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
     for (int j = 0; j < c.cols; ++j) d.col_scale.push_back(dist(rng));
   }
-  d.out_init = RandomValues<T>(rng, static_cast<size_t>(c.rows) * d.ld_out(),
-                               -1.0f, 1.0f);
+  d.out_init = RandomValues<T>(rng, static_cast<size_t>(c.rows) * d.ld_out(), -1.0f, 1.0f);
   return d;
 }
 
@@ -173,8 +166,7 @@ std::vector<T> ExpectedDequant(const DequantData<T>& d) {
 }
 
 template <typename T>
-DequantItem<T> MakeItem(const DequantData<T>& d, const QuantMatrixView& src,
-                        T* out, const float* col_scale) {
+DequantItem<T> MakeItem(const DequantData<T>& d, const QuantMatrixView& src, T* out, const float* col_scale) {
   DequantItem<T> item;
   item.src = src;
   item.out = out;
@@ -194,15 +186,9 @@ QuantizedMatrix ToCore(const HostQuantMatrix& m) {
   q.rows = m.rows;
   q.cols = m.cols;
   q.group_size = m.group_size;
-  q.codes = at::from_blob(const_cast<uint8_t*>(m.codes.data()),
-                          {m.rows, m.cols}, at::kByte)
-                .clone();
-  q.scales = at::from_blob(const_cast<float*>(m.scales.data()),
-                           {m.rows, m.num_groups()}, at::kFloat)
-                 .clone();
-  q.zeros = at::from_blob(const_cast<uint8_t*>(m.zeros.data()),
-                          {m.rows, m.num_groups()}, at::kByte)
-                .clone();
+  q.codes = at::from_blob(const_cast<uint8_t*>(m.codes.data()), {m.rows, m.cols}, at::kByte).clone();
+  q.scales = at::from_blob(const_cast<float*>(m.scales.data()), {m.rows, m.num_groups()}, at::kFloat).clone();
+  q.zeros = at::from_blob(const_cast<uint8_t*>(m.zeros.data()), {m.rows, m.num_groups()}, at::kByte).clone();
   if (!m.perm.empty()) {
     std::vector<int64_t> perm(m.perm.begin(), m.perm.end());
     q.perm = at::from_blob(perm.data(), {m.cols}, at::kLong).clone();
@@ -215,10 +201,8 @@ TEST(KernelsTwinTest, DequantizeMatchesCore) {
   for (int bits : kBitWidths) {
     for (bool act_order : {false, true}) {
       for (bool fp16_scales : {false, true}) {
-        SCOPED_TRACE(absl::StrCat("bits=", bits, " act_order=", act_order,
-                                  " fp16_scales=", fp16_scales));
-        const HostQuantMatrix m = RandomQuantMatrix(
-            rng, 7, 37, bits, 16, act_order, fp16_scales, 0.1f);
+        SCOPED_TRACE(absl::StrCat("bits=", bits, " act_order=", act_order, " fp16_scales=", fp16_scales));
+        const HostQuantMatrix m = RandomQuantMatrix(rng, 7, 37, bits, 16, act_order, fp16_scales, 0.1f);
         const QuantizedMatrix q = ToCore(m);
         ASSERT_TRUE(ValidateQuantizedMatrix(q).ok());
         const at::Tensor core = Dequantize(q).contiguous();
@@ -267,8 +251,7 @@ void CheckHostDequant() {
     const DequantData<T> d = MakeDequantData<T>(rng, c);
     std::vector<T> out = d.out_init;
     const DequantItem<T> item =
-        MakeItem(d, HostView(d.m), out.data(),
-                 d.col_scale.empty() ? nullptr : d.col_scale.data());
+        MakeItem(d, HostView(d.m), out.data(), d.col_scale.empty() ? nullptr : d.col_scale.data());
     ASSERT_TRUE(IsValidDequantItem(item));
     for (int r = 0; r < c.rows; ++r) {
       for (int j0 = 0; j0 < c.cols; j0 += kCodesPerChunk) {
@@ -283,12 +266,8 @@ void CheckHostDequant() {
   }
 }
 
-TEST(KernelsHostTest, DequantChunkMatchesTwinHalf) {
-  CheckHostDequant<__half>();
-}
-TEST(KernelsHostTest, DequantChunkMatchesTwinBfloat16) {
-  CheckHostDequant<__nv_bfloat16>();
-}
+TEST(KernelsHostTest, DequantChunkMatchesTwinHalf) { CheckHostDequant<__half>(); }
+TEST(KernelsHostTest, DequantChunkMatchesTwinBfloat16) { CheckHostDequant<__nv_bfloat16>(); }
 
 // A low-rank apply problem: packs for one module, a batch and its rows' packs.
 struct LowRankProblem {
@@ -304,17 +283,14 @@ struct LowRankProblem {
   int batch() const { return static_cast<int>(row_pack.size()); }
 };
 
-LowRankProblem MixedPackProblem(std::mt19937& rng, int in_features,
-                                int out_features) {
+LowRankProblem MixedPackProblem(std::mt19937& rng, int in_features, int out_features) {
   LowRankProblem p;
   p.in_features = in_features;
   p.out_features = out_features;
   // Bands of falling precision, as the compressor writes them; group size 20
   // makes chunks of 8 codes cross group boundaries.
-  p.packs.push_back(RandomFactor(rng, in_features, out_features, {8, 16, 5},
-                                 {8, 4, 2}, 128, /*act_order=*/true, 1.0f));
-  p.packs.push_back(RandomFactor(rng, in_features, out_features, {12, 7},
-                                 {4, 3}, 20, /*act_order=*/false, 0.6f));
+  p.packs.push_back(RandomFactor(rng, in_features, out_features, {8, 16, 5}, {8, 4, 2}, 128, /*act_order=*/true, 1.0f));
+  p.packs.push_back(RandomFactor(rng, in_features, out_features, {12, 7}, {4, 3}, 20, /*act_order=*/false, 0.6f));
   p.row_pack = {0, 1, -1, 1, 0, 7};
   return p;
 }
@@ -322,9 +298,8 @@ LowRankProblem MixedPackProblem(std::mt19937& rng, int in_features,
 // Expected y (as double) for every row: y0 + the pack's delta; and the scale
 // of each sum for the tolerance.
 template <typename T>
-void ExpectedLowRank(const LowRankProblem& p, const std::vector<T>& x,
-                     const std::vector<T>& y0, std::vector<double>* want,
-                     std::vector<double>* magnitude) {
+void ExpectedLowRank(const LowRankProblem& p, const std::vector<T>& x, const std::vector<T>& y0,
+                     std::vector<double>* want, std::vector<double>* magnitude) {
   want->assign(y0.size(), 0.0);
   magnitude->assign(y0.size(), 0.0);
   for (int b = 0; b < p.batch(); ++b) {
@@ -336,10 +311,8 @@ void ExpectedLowRank(const LowRankProblem& p, const std::vector<T>& x,
       for (int i = 0; i < p.in_features; ++i) {
         xb[i] = ToFloat(x[static_cast<size_t>(b) * p.in_features + i]);
       }
-      delta = LowRankDeltaReference(p.packs[pack], xb, p.in_features,
-                                    p.out_features);
-      mag = LowRankDeltaMagnitude(p.packs[pack], xb, p.in_features,
-                                  p.out_features);
+      delta = LowRankDeltaReference(p.packs[pack], xb, p.in_features, p.out_features);
+      mag = LowRankDeltaMagnitude(p.packs[pack], xb, p.in_features, p.out_features);
     }
     for (int o = 0; o < p.out_features; ++o) {
       const size_t i = static_cast<size_t>(b) * p.out_features + o;
@@ -383,8 +356,8 @@ FactorViews HostFactorViews(const LowRankProblem& p) {
 // Runs both phases' per-warp / per-thread code on the host, in the kernels'
 // order (32 lanes per Vᵀ row, lanes summed in lane order).
 template <typename T>
-void EmulateLowRankApply(const LowRankProblem& p, const FactorViews& views,
-                         const std::vector<T>& x, std::vector<T>* y) {
+void EmulateLowRankApply(const LowRankProblem& p, const FactorViews& views, const std::vector<T>& x,
+                         std::vector<T>* y) {
   const int num_packs = static_cast<int>(views.factors.size());
   for (int b = 0; b < p.batch(); ++b) {
     const int pack = p.row_pack[b];
@@ -409,8 +382,7 @@ void EmulateLowRankApply(const LowRankProblem& p, const FactorViews& views,
     }
     for (int o = 0; o < p.out_features; ++o) {
       T& yo = (*y)[static_cast<size_t>(b) * p.out_features + o];
-      yo = Round<T>(ToFloat(yo) +
-                    URowDot(f, o, t.data(), p.in_features, p.out_features));
+      yo = Round<T>(ToFloat(yo) + URowDot(f, o, t.data(), p.in_features, p.out_features));
     }
   }
 }
@@ -419,26 +391,19 @@ template <typename T>
 void CheckHostLowRank() {
   std::mt19937 rng(4);
   const LowRankProblem p = MixedPackProblem(rng, 203, 150);
-  const std::vector<T> x = RandomValues<T>(
-      rng, static_cast<size_t>(p.batch()) * p.in_features, -1.0f, 1.0f);
-  const std::vector<T> y0 = RandomValues<T>(
-      rng, static_cast<size_t>(p.batch()) * p.out_features, -1.0f, 1.0f);
+  const std::vector<T> x = RandomValues<T>(rng, static_cast<size_t>(p.batch()) * p.in_features, -1.0f, 1.0f);
+  const std::vector<T> y0 = RandomValues<T>(rng, static_cast<size_t>(p.batch()) * p.out_features, -1.0f, 1.0f);
   std::vector<T> y = y0;
   EmulateLowRankApply(p, HostFactorViews(p), x, &y);
   std::vector<double> want, magnitude;
   ExpectedLowRank(p, x, y0, &want, &magnitude);
   for (size_t i = 0; i < y.size(); ++i) {
-    ASSERT_TRUE(Near(y[i], want[i], 1.0, 1e-5 * magnitude[i]))
-        << "element " << i;
+    ASSERT_TRUE(Near(y[i], want[i], 1.0, 1e-5 * magnitude[i])) << "element " << i;
   }
 }
 
-TEST(KernelsHostTest, LowRankApplyMatchesTwinHalf) {
-  CheckHostLowRank<__half>();
-}
-TEST(KernelsHostTest, LowRankApplyMatchesTwinBfloat16) {
-  CheckHostLowRank<__nv_bfloat16>();
-}
+TEST(KernelsHostTest, LowRankApplyMatchesTwinHalf) { CheckHostLowRank<__half>(); }
+TEST(KernelsHostTest, LowRankApplyMatchesTwinBfloat16) { CheckHostLowRank<__nv_bfloat16>(); }
 
 TEST(KernelsHostTest, ViewChecks) {
   std::mt19937 rng(5);
@@ -480,52 +445,38 @@ TEST(KernelsHostTest, ViewChecks) {
 
 // Argument checks happen before any CUDA call, so they run without a GPU.
 TEST(KernelsHostTest, LaunchersRejectBadArguments) {
-  EXPECT_EQ(invokeBatchedDequant<__half>(nullptr, -1, 4, nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(invokeBatchedDequant<__nv_bfloat16>(nullptr, 3, -1, nullptr),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(invokeBatchedDequant<__half>(nullptr, -1, 4, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(invokeBatchedDequant<__nv_bfloat16>(nullptr, 3, -1, nullptr), cudaErrorInvalidValue);
   EXPECT_EQ(invokeBatchedDequant<__half>(nullptr, 0, 4, nullptr), cudaSuccess);
-  EXPECT_EQ(invokeBatchedDequant<__half>(nullptr, 2, 4, nullptr),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(invokeBatchedDequant<__half>(nullptr, 2, 4, nullptr), cudaErrorInvalidValue);
 
-  EXPECT_EQ(invokeSegmentedLowRankApply<__half>(
-                nullptr, 10, nullptr, 8, nullptr, 1, nullptr, 1,
-                /*in_features=*/16, /*out_features=*/8, 4, nullptr, nullptr),
+  EXPECT_EQ(invokeSegmentedLowRankApply<__half>(nullptr, 10, nullptr, 8, nullptr, 1, nullptr, 1,
+                                                /*in_features=*/16, /*out_features=*/8, 4, nullptr, nullptr),
             cudaErrorInvalidValue);  // ld_x < in_features
-  EXPECT_EQ(invokeSegmentedLowRankApply<__nv_bfloat16>(
-                nullptr, 16, nullptr, 8, nullptr, 0, nullptr, 1, 16, 8, 4,
-                nullptr, nullptr),
+  EXPECT_EQ(invokeSegmentedLowRankApply<__nv_bfloat16>(nullptr, 16, nullptr, 8, nullptr, 0, nullptr, 1, 16, 8, 4,
+                                                       nullptr, nullptr),
             cudaSuccess);  // empty batch
 
   LowRankGemm<__half> bad;
   bad.rows = 4;
   bad.cols = 4;  // out is null
   EXPECT_EQ(invokeCopyBase(&bad, 1, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(invokeCopyBase<__half>(nullptr, -1, nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(invokeLowRankGemm(nullptr, &bad, 1, nullptr),
-            CUBLAS_STATUS_INVALID_VALUE);
+  EXPECT_EQ(invokeCopyBase<__half>(nullptr, -1, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(invokeLowRankGemm(nullptr, &bad, 1, nullptr), CUBLAS_STATUS_INVALID_VALUE);
 
-  EXPECT_EQ(invokeBatchedSparseAdd<__half>(nullptr, -1, 1, nullptr),
-            cudaErrorInvalidValue);
-  EXPECT_EQ(invokeBatchedSparseAdd<__half>(nullptr, 1, 0, nullptr),
-            cudaSuccess);
+  EXPECT_EQ(invokeBatchedSparseAdd<__half>(nullptr, -1, 1, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(invokeBatchedSparseAdd<__half>(nullptr, 1, 0, nullptr), cudaSuccess);
 }
 
 TEST(KernelsHostTest, CudaStatus) {
   EXPECT_TRUE(CudaStatus(cudaSuccess, "x").ok());
   const Status invalid = CudaStatus(cudaErrorInvalidValue, "dequant");
   EXPECT_EQ(invalid.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(invalid.message().find("dequant: cudaErrorInvalidValue"),
-            std::string::npos)
-      << invalid;
-  EXPECT_EQ(CudaStatus(cudaErrorMemoryAllocation, "x").code(),
-            absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(CudaStatus(cudaErrorLaunchFailure, "x").code(),
-            absl::StatusCode::kInternal);
+  EXPECT_NE(invalid.message().find("dequant: cudaErrorInvalidValue"), std::string::npos) << invalid;
+  EXPECT_EQ(CudaStatus(cudaErrorMemoryAllocation, "x").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(CudaStatus(cudaErrorLaunchFailure, "x").code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(CublasStatus(CUBLAS_STATUS_SUCCESS, "x").ok());
-  EXPECT_EQ(CublasStatus(CUBLAS_STATUS_INVALID_VALUE, "gemm").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CublasStatus(CUBLAS_STATUS_INVALID_VALUE, "gemm").code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------
@@ -544,12 +495,11 @@ bool CudaDeviceAvailable() {
     }                                                                    \
   } while (0)
 
-#define ASSERT_CUDA_OK(expr)                                  \
-  do {                                                        \
-    const cudaError_t sp_err_ = (expr);                       \
-    ASSERT_EQ(sp_err_, cudaSuccess)                           \
-        << #expr << ": " << cudaGetErrorName(sp_err_) << ": " \
-        << cudaGetErrorString(sp_err_);                       \
+#define ASSERT_CUDA_OK(expr)                                                              \
+  do {                                                                                    \
+    const cudaError_t sp_err_ = (expr);                                                   \
+    ASSERT_EQ(sp_err_, cudaSuccess) << #expr << ": " << cudaGetErrorName(sp_err_) << ": " \
+                                    << cudaGetErrorString(sp_err_);                       \
   } while (0)
 
 // Owns device allocations; frees them when it goes away.
@@ -580,8 +530,7 @@ class DeviceArena {
   E* Upload(const std::vector<E>& v) {
     E* d = Alloc<E>(v.size());
     if (d != nullptr && !v.empty()) {
-      const cudaError_t err =
-          cudaMemcpy(d, v.data(), v.size() * sizeof(E), cudaMemcpyHostToDevice);
+      const cudaError_t err = cudaMemcpy(d, v.data(), v.size() * sizeof(E), cudaMemcpyHostToDevice);
       if (err != cudaSuccess) {
         ADD_FAILURE() << "cudaMemcpy: " << cudaGetErrorString(err);
       }
@@ -593,8 +542,8 @@ class DeviceArena {
   QuantMatrixView UploadMatrix(const HostQuantMatrix& m) {
     QuantMatrixView v = HostView(m);
     v.codes = Upload(m.packed);
-    v.scales = m.fp16_scales ? static_cast<const void*>(Upload(m.scales_fp16))
-                             : static_cast<const void*>(Upload(m.scales));
+    v.scales =
+        m.fp16_scales ? static_cast<const void*>(Upload(m.scales_fp16)) : static_cast<const void*>(Upload(m.scales));
     v.zeros = Upload(m.zeros_packed ? m.zeros_stream : m.zeros);
     v.perm = m.perm.empty() ? nullptr : Upload(m.perm);
     return v;
@@ -607,8 +556,7 @@ class DeviceArena {
 template <typename E>
 std::vector<E> Download(const E* d, size_t n) {
   std::vector<E> v(n);
-  const cudaError_t err =
-      cudaMemcpy(v.data(), d, n * sizeof(E), cudaMemcpyDeviceToHost);
+  const cudaError_t err = cudaMemcpy(v.data(), d, n * sizeof(E), cudaMemcpyDeviceToHost);
   EXPECT_EQ(err, cudaSuccess) << cudaGetErrorString(err);
   return v;
 }
@@ -638,17 +586,14 @@ TYPED_TEST(KernelsGpuTest, BatchedDequantMatchesTwin) {
   for (const DequantCase& c : DequantCases()) {
     data.push_back(MakeDequantData<T>(rng, c));
     const DequantData<T>& d = data.back();
-    const float* col_scale =
-        d.col_scale.empty() ? nullptr : arena.Upload(d.col_scale);
-    items.push_back(MakeItem(d, arena.UploadMatrix(d.m),
-                             arena.Upload(d.out_init), col_scale));
+    const float* col_scale = d.col_scale.empty() ? nullptr : arena.Upload(d.col_scale);
+    items.push_back(MakeItem(d, arena.UploadMatrix(d.m), arena.Upload(d.out_init), col_scale));
     ASSERT_TRUE(IsValidDequantItem(items.back()));
     max_rows = std::max(max_rows, c.rows);
   }
   const DequantItem<T>* d_items = arena.Upload(items);
   ASSERT_FALSE(::testing::Test::HasFailure());
-  ASSERT_CUDA_OK(invokeBatchedDequant(d_items, static_cast<int>(items.size()),
-                                      max_rows, nullptr));
+  ASSERT_CUDA_OK(invokeBatchedDequant(d_items, static_cast<int>(items.size()), max_rows, nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   for (size_t i = 0; i < data.size(); ++i) {
     SCOPED_TRACE(CaseName(data[i].c));
@@ -670,9 +615,8 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
   std::mt19937 rng(7);
   DeviceArena arena;
   const int rows = 96, cols = 80;
-  const std::vector<HostFactor> packs = {
-      RandomFactor(rng, cols, rows, {8, 4}, {8, 4}, 32, true, 0.7f),
-      RandomFactor(rng, cols, rows, {6}, {3}, 32, true, 1.3f)};
+  const std::vector<HostFactor> packs = {RandomFactor(rng, cols, rows, {8, 4}, {8, 4}, 32, true, 0.7f),
+                                         RandomFactor(rng, cols, rows, {6}, {3}, 32, true, 1.3f)};
   int total_rank = 0;
   for (const HostFactor& f : packs) total_rank += f.rank();
   T* ucat = arena.Alloc<T>(static_cast<size_t>(rows) * total_rank);
@@ -704,15 +648,13 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
       items.push_back(vt);
     }
   }
-  const std::vector<T> base =
-      RandomValues<T>(rng, static_cast<size_t>(rows) * cols, -1.0f, 1.0f);
+  const std::vector<T> base = RandomValues<T>(rng, static_cast<size_t>(rows) * cols, -1.0f, 1.0f);
   const T* d_base = arena.Upload(base);
   T* d_out = arena.Alloc<T>(base.size());
 
   // Sparse: a [40, 24] tensor, one launch per pack.
   const int64_t numel = 40 * 24;
-  const std::vector<T> sparse_base =
-      RandomValues<T>(rng, static_cast<size_t>(numel), -1.0f, 1.0f);
+  const std::vector<T> sparse_base = RandomValues<T>(rng, static_cast<size_t>(numel), -1.0f, 1.0f);
   const T* d_sparse_base = arena.Upload(sparse_base);
   T* d_sparse_out = arena.Alloc<T>(static_cast<size_t>(numel));
   struct HostSparse {
@@ -734,8 +676,7 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
   ASSERT_FALSE(::testing::Test::HasFailure());
 
   const DequantItem<T>* d_items = arena.Upload(items);
-  ASSERT_CUDA_OK(invokeBatchedDequant(d_items, static_cast<int>(items.size()),
-                                      rows, nullptr));
+  ASSERT_CUDA_OK(invokeBatchedDequant(d_items, static_cast<int>(items.size()), rows, nullptr));
   LowRankGemm<T> modules[2];
   modules[0].base = d_base;
   modules[0].out = d_out;
@@ -765,17 +706,14 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
     item.values = arena.Upload(s.values);
     item.nnz = static_cast<int64_t>(s.indices.size());
     item.weight = s.weight;
-    const SparseAddItem<T>* d_item =
-        arena.Upload(std::vector<SparseAddItem<T>>{item});
+    const SparseAddItem<T>* d_item = arena.Upload(std::vector<SparseAddItem<T>>{item});
     ASSERT_CUDA_OK(invokeBatchedSparseAdd(d_item, 1, item.nnz, nullptr));
   }
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
 
   // The scaled, concatenated factors.
-  const std::vector<T> u_got =
-      Download(ucat, static_cast<size_t>(rows) * total_rank);
-  const std::vector<T> vt_got =
-      Download(vcat, static_cast<size_t>(total_rank) * cols);
+  const std::vector<T> u_got = Download(ucat, static_cast<size_t>(rows) * total_rank);
+  const std::vector<T> vt_got = Download(vcat, static_cast<size_t>(total_rank) * cols);
   for (size_t p = 0; p < packs.size(); ++p) {
     for (const HostBand& band : packs[p].bands) {
       const int k0 = pack_offset[p] + band.rank_begin;
@@ -783,17 +721,14 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
       const std::vector<float> vt = DequantizeReference(band.vt);
       for (int r = 0; r < rows; ++r) {
         for (int j = 0; j < band.u.cols; ++j) {
-          const float want =
-              ToFloat(Round<T>(u[r * band.u.cols + j] * coef[k0 + j]));
-          ASSERT_TRUE(Near(u_got[static_cast<size_t>(r) * total_rank + k0 + j],
-                           want, 1.0, 1e-7));
+          const float want = ToFloat(Round<T>(u[r * band.u.cols + j] * coef[k0 + j]));
+          ASSERT_TRUE(Near(u_got[static_cast<size_t>(r) * total_rank + k0 + j], want, 1.0, 1e-7));
         }
       }
       for (int i = 0; i < band.vt.rows; ++i) {
         for (int c = 0; c < cols; ++c) {
           const float want = ToFloat(Round<T>(vt[i * cols + c]));
-          ASSERT_TRUE(Near(vt_got[static_cast<size_t>(k0 + i) * cols + c], want,
-                           1.0, 1e-7));
+          ASSERT_TRUE(Near(vt_got[static_cast<size_t>(k0 + i) * cols + c], want, 1.0, 1e-7));
         }
       }
     }
@@ -805,16 +740,12 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
       double want = ToFloat(base[static_cast<size_t>(r) * cols + c]);
       double magnitude = std::fabs(want);
       for (int k = 0; k < total_rank; ++k) {
-        const double term =
-            static_cast<double>(
-                ToFloat(u_got[static_cast<size_t>(r) * total_rank + k])) *
-            ToFloat(vt_got[static_cast<size_t>(k) * cols + c]);
+        const double term = static_cast<double>(ToFloat(u_got[static_cast<size_t>(r) * total_rank + k])) *
+                            ToFloat(vt_got[static_cast<size_t>(k) * cols + c]);
         want += term;
         magnitude += std::fabs(term);
       }
-      ASSERT_TRUE(Near(out[static_cast<size_t>(r) * cols + c], want, 1.0,
-                       1e-5 * magnitude))
-          << "r " << r << " c " << c;
+      ASSERT_TRUE(Near(out[static_cast<size_t>(r) * cols + c], want, 1.0, 1e-5 * magnitude)) << "r " << r << " c " << c;
     }
   }
   // The sparse deltas, pack after pack.
@@ -827,13 +758,11 @@ TYPED_TEST(KernelsGpuTest, ReconstructMatchesTwin) {
   }
   const std::vector<T> sparse_got = Download(d_sparse_out, sparse_want.size());
   for (size_t i = 0; i < sparse_got.size(); ++i) {
-    ASSERT_TRUE(Near(sparse_got[i], ToFloat(sparse_want[i]), 1.0, 1e-7))
-        << "element " << i;
+    ASSERT_TRUE(Near(sparse_got[i], ToFloat(sparse_want[i]), 1.0, 1e-7)) << "element " << i;
   }
   // The bases were only read.
   const std::vector<T> base_after = Download(d_base, base.size());
-  const std::vector<T> sparse_base_after =
-      Download(d_sparse_base, sparse_base.size());
+  const std::vector<T> sparse_base_after = Download(d_sparse_base, sparse_base.size());
   for (size_t i = 0; i < base.size(); ++i) {
     ASSERT_EQ(ToFloat(base_after[i]), ToFloat(base[i]));
   }
@@ -858,21 +787,17 @@ void CheckGpuLowRank(const LowRankProblem& p, std::mt19937& rng) {
     d_factors[i].bands = arena.Upload(bands);
     d_factors[i].sigma = arena.Upload(p.packs[i].sigma);
   }
-  const std::vector<T> x = RandomValues<T>(
-      rng, static_cast<size_t>(p.batch()) * p.in_features, -1.0f, 1.0f);
-  const std::vector<T> y0 = RandomValues<T>(
-      rng, static_cast<size_t>(p.batch()) * p.out_features, -1.0f, 1.0f);
+  const std::vector<T> x = RandomValues<T>(rng, static_cast<size_t>(p.batch()) * p.in_features, -1.0f, 1.0f);
+  const std::vector<T> y0 = RandomValues<T>(rng, static_cast<size_t>(p.batch()) * p.out_features, -1.0f, 1.0f);
   const T* d_x = arena.Upload(x);
   T* d_y = arena.Upload(y0);
   const int32_t* d_row_pack = arena.Upload(p.row_pack);
   const LowRankFactorView* d_packs = arena.Upload(d_factors);
-  float* scratch =
-      arena.Alloc<float>(static_cast<size_t>(p.batch()) * p.max_rank());
+  float* scratch = arena.Alloc<float>(static_cast<size_t>(p.batch()) * p.max_rank());
   ASSERT_FALSE(::testing::Test::HasFailure());
-  ASSERT_CUDA_OK(invokeSegmentedLowRankApply(
-      d_x, p.in_features, d_y, p.out_features, d_row_pack, p.batch(), d_packs,
-      static_cast<int>(p.packs.size()), p.in_features, p.out_features,
-      p.max_rank(), scratch, nullptr));
+  ASSERT_CUDA_OK(invokeSegmentedLowRankApply(d_x, p.in_features, d_y, p.out_features, d_row_pack, p.batch(), d_packs,
+                                             static_cast<int>(p.packs.size()), p.in_features, p.out_features,
+                                             p.max_rank(), scratch, nullptr));
   ASSERT_CUDA_OK(cudaDeviceSynchronize());
   const std::vector<T> y = Download(d_y, y0.size());
   std::vector<double> want, magnitude;
@@ -880,8 +805,7 @@ void CheckGpuLowRank(const LowRankProblem& p, std::mt19937& rng) {
   // One rounding to T, plus fp32 accumulation in another order than the
   // host's (per-lane sums, then a shuffle tree) over up to in_features terms.
   for (size_t i = 0; i < y.size(); ++i) {
-    ASSERT_TRUE(Near(y[i], want[i], 1.0, 1e-4 * magnitude[i]))
-        << "element " << i;
+    ASSERT_TRUE(Near(y[i], want[i], 1.0, 1e-4 * magnitude[i])) << "element " << i;
   }
 }
 
@@ -901,8 +825,7 @@ TYPED_TEST(KernelsGpuTest, SegmentedLowRankApplyWideInput) {
   LowRankProblem p;
   p.in_features = 32768;
   p.out_features = 64;
-  p.packs.push_back(
-      RandomFactor(rng, p.in_features, p.out_features, {8}, {4}, 128, true, 1));
+  p.packs.push_back(RandomFactor(rng, p.in_features, p.out_features, {8}, {4}, 128, true, 1));
   p.row_pack = {0, 0};
   CheckGpuLowRank<TypeParam>(p, rng);
 }

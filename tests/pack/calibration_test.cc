@@ -201,8 +201,7 @@ TEST_F(CalibrationFileTest, PlainLines) {
 }
 
 TEST_F(CalibrationFileTest, Jsonl) {
-  const std::string path =
-      Write("data.jsonl", "{\"text\": \"abc\"}\n{\"prompt\": \"Q:\", \"response\": \"A\"}\n");
+  const std::string path = Write("data.jsonl", "{\"text\": \"abc\"}\n{\"prompt\": \"Q:\", \"response\": \"A\"}\n");
   auto seqs = LoadCalibrationSequences(path, *tok_, 10, 100);
   ASSERT_TRUE(seqs.ok()) << seqs.status();
   ASSERT_EQ(seqs->size(), 2u);

@@ -11,8 +11,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "pack/fingerprint.h"
 #include "core/model.h"
+#include "pack/fingerprint.h"
 #include "pack/format.h"
 #include "tests/pack/pack_test_util.h"
 
@@ -104,8 +104,7 @@ TEST_F(ComposerTest, FusedEqualsBasePlusWeightedDeltas) {
     if (touched.count(name)) {
       EXPECT_NE(t.data_ptr(), b.data_ptr());
       const at::Tensor want = Expected(name, use);
-      EXPECT_LE((t.to(at::kDouble) - want).abs().max().item<double>(),
-                1e-6 * (1 + want.abs().max().item<double>()));
+      EXPECT_LE((t.to(at::kDouble) - want).abs().max().item<double>(), 1e-6 * (1 + want.abs().max().item<double>()));
       EXPECT_FALSE(at::equal(t, b));
     } else {
       EXPECT_EQ(t.data_ptr(), b.data_ptr());  // aliased, not copied
@@ -139,8 +138,8 @@ TEST_F(ComposerTest, ModuleFilterAndZeroWeight) {
   // Pack 0 only on mlp: q_proj gets pack 1 alone; input_layernorm (dense in every
   // pack) is filtered out of 0 and 1, and pack 2 has weight 0: aliased.
   EXPECT_TRUE(at::allclose(*(*fused)->Find(kQ0), Expected(kQ0, {{1, 2.0f}}).to(at::kFloat), 1e-6, 1e-6));
-  for (const char* aliased : {"model.layers.0.input_layernorm.weight", "model.norm.weight",
-                              "model.layers.1.self_attn.o_proj.weight"}) {
+  for (const char* aliased :
+       {"model.layers.0.input_layernorm.weight", "model.norm.weight", "model.layers.1.self_attn.o_proj.weight"}) {
     EXPECT_EQ((*fused)->Find(aliased)->data_ptr(), base_->Find(aliased)->data_ptr()) << aliased;
   }
   ExpectBaseUntouched();
@@ -152,8 +151,8 @@ TEST(ModuleFilterTest, MatchingRule) {
                           "model.layers.2.self_attn.q_proj.weight", "2", "1-2.self_attn", "*"}) {
     EXPECT_TRUE(ModuleFilterMatches({yes}, q)) << yes;
   }
-  for (const char* no : {"mlp", "layers.3", "attn", "layers.3-5", "self_attn.k_proj", "layers.2.mlp",
-                         "q_proj.weight.x", "model.layers.2.self_attn.q_proj"}) {
+  for (const char* no : {"mlp", "layers.3", "attn", "layers.3-5", "self_attn.k_proj", "layers.2.mlp", "q_proj.weight.x",
+                         "model.layers.2.self_attn.q_proj"}) {
     EXPECT_EQ(ModuleFilterMatches({no}, q), std::string(no) == "model.layers.2.self_attn.q_proj") << no;
   }
   EXPECT_FALSE(ModuleFilterMatches({"layers.1"}, "model.layers.10.mlp.up_proj.weight"));
@@ -248,9 +247,8 @@ TEST_F(ComposerTest, FactorizedLinearMatchesFusedWeights) {
   }
   // Shape mismatches throw c10::Error rather than crash.
   const at::Tensor x = at::randn({2, 48});
-  EXPECT_THROW(
-      FactorizedLinear(x, *base_->Find(kQ0), at::Tensor(), {{&decoded_[0].modules.at(kDown0), 1.0f}}),
-      c10::Error);
+  EXPECT_THROW(FactorizedLinear(x, *base_->Find(kQ0), at::Tensor(), {{&decoded_[0].modules.at(kDown0), 1.0f}}),
+               c10::Error);
   EXPECT_THROW(FactorizedLinear(x, *base_->Find(kDown0), at::Tensor(), {{nullptr, 1.0f}}), c10::Error);
 }
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "pack/calibration.h"
-#include "pack/fingerprint.h"
-#include "pack/decode.h"
-#include "pack/format.h"
 #include "core/weights.h"
+#include "pack/calibration.h"
+#include "pack/decode.h"
+#include "pack/fingerprint.h"
+#include "pack/format.h"
 #include "tests/core/test_models.h"
 
 namespace skillpack {
@@ -69,8 +69,8 @@ std::vector<std::vector<int32_t>> RandomSequences(int n, int len, int vocab, uin
 
 // ‖E X‖²/n expressed through H = 2 X Xᵀ / n: tr(E H Eᵀ) / 2.
 double WeightedError(const at::Tensor& e, const at::Tensor& h) {
-  return at::trace(at::matmul(at::matmul(e.to(at::kDouble), h.to(at::kDouble)), e.to(at::kDouble).t()))
-             .item<double>() / 2;
+  return at::trace(at::matmul(at::matmul(e.to(at::kDouble), h.to(at::kDouble)), e.to(at::kDouble).t())).item<double>() /
+         2;
 }
 
 TEST(PackCompressTest, LowRankPicksSmallestRankMeetingBeta) {
@@ -241,8 +241,8 @@ TEST(PackCompressTest, CompressDeltaCoversModelAndEstimateBoundsFile) {
   auto calib = CaptureCalibration(*base, RandomSequences(4, 16, c.vocab_size, 3));
   ASSERT_TRUE(calib.ok());
   std::vector<CompressProgress> seen;
-  auto pack = CompressDelta(*base, *tuned, CompressionConfig(), &*calib,
-                            [&](const CompressProgress& p) { seen.push_back(p); });
+  auto pack =
+      CompressDelta(*base, *tuned, CompressionConfig(), &*calib, [&](const CompressProgress& p) { seen.push_back(p); });
   ASSERT_TRUE(pack.ok()) << pack.status();
   EXPECT_EQ(seen.size(), base->tensors().size());
   EXPECT_EQ(seen.back().index, seen.back().total);
@@ -310,8 +310,7 @@ TEST(PackCompressTest, MismatchedModelsNameTheTensor) {
   auto other = RandomWeights(*other_cfg, 2);
   auto pack = CompressDelta(*base, *other, CompressionConfig(), nullptr, nullptr);
   ASSERT_EQ(pack.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(pack.status().message().find("model.layers.0.mlp.down_proj.weight"), std::string::npos)
-      << pack.status();
+  EXPECT_NE(pack.status().message().find("model.layers.0.mlp.down_proj.weight"), std::string::npos) << pack.status();
 }
 
 TEST(PackCompressTest, ParseConfig) {

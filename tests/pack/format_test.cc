@@ -8,20 +8,20 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <unistd.h>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/file_util.h"
-#include "pack/fingerprint.h"
 #include "core/model.h"
-#include "pack/decode.h"
 #include "core/safetensors.h"
 #include "core/tiny_model.h"
+#include "pack/decode.h"
+#include "pack/fingerprint.h"
 #include "tests/pack/pack_test_util.h"
 
 namespace skillpack {
@@ -43,8 +43,7 @@ std::string ReferenceFingerprint(const ModelWeights& w) {
   std::string s = "skillpack-base-fingerprint-v1\n";
   absl::StrAppend(&s, "{\"head_dim\":", c.head_dim, ",\"hidden_size\":", c.hidden_size,
                   ",\"intermediate_size\":", c.intermediate_size, ",\"model_type\":\"", c.model_type,
-                  "\",\"num_attention_heads\":", c.num_attention_heads,
-                  ",\"num_hidden_layers\":", c.num_hidden_layers,
+                  "\",\"num_attention_heads\":", c.num_attention_heads, ",\"num_hidden_layers\":", c.num_hidden_layers,
                   ",\"num_key_value_heads\":", c.num_key_value_heads,
                   ",\"tie_word_embeddings\":", c.tie_word_embeddings ? "true" : "false",
                   ",\"vocab_size\":", c.vocab_size, "}\n");
@@ -378,8 +377,7 @@ TEST(PackFormatTest, SpecWorkedExample) {
   EXPECT_EQ((*file)->tensors().size(), 8u);
   const Json manifest = Json::parse((*file)->metadata().at("manifest"));
   EXPECT_EQ(manifest["modules"][0]["bytes"], 29);
-  EXPECT_EQ(manifest["modules"][0]["bands"][0]["vt"],
-            Json({{"bits", 4}, {"group_size", 2}, {"act_order", true}}));
+  EXPECT_EQ(manifest["modules"][0]["bands"][0]["vt"], Json({{"bits", 4}, {"group_size", 2}, {"act_order", true}}));
   auto q = ParseSkillPack(*bytes, "example");
   ASSERT_TRUE(q.ok()) << q.status();
   auto d = DecodeModuleDelta(q->modules[0]);
@@ -412,8 +410,7 @@ struct RawFile {
   std::string Serialize() const {
     SafetensorsWriter w;
     for (const auto& [k, v] : metadata) w.SetMetadata(k, v);
-    for (const auto& [n, t] : tensors)
-      EXPECT_TRUE(w.Add(n, t.dtype, t.shape, t.bytes.data(), t.bytes.size()).ok());
+    for (const auto& [n, t] : tensors) EXPECT_TRUE(w.Add(n, t.dtype, t.shape, t.bytes.data(), t.bytes.size()).ok());
     return w.Serialize();
   }
 };
@@ -644,8 +641,7 @@ TEST_F(MalformedTest, Tensors) {
         r.tensors["model.norm.weight::full"] = {DType::kF32, {1}, std::string(4, '\0')};
       },
       {"unexpected tensor 'model.norm.weight::full'"});
-  ExpectRefused([&](RawFile& r) { r.tensors.at(down + "sigma").dtype = DType::kI32; },
-                {kDown, "sigma", "dtype I32"});
+  ExpectRefused([&](RawFile& r) { r.tensors.at(down + "sigma").dtype = DType::kI32; }, {kDown, "sigma", "dtype I32"});
   ExpectRefused(
       [&](RawFile& r) {
         auto& t = r.tensors.at(down + "band0.u.codes");
@@ -666,34 +662,23 @@ TEST_F(MalformedTest, Tensors) {
       },
       {kDown, "band 2 vt", "scales must be finite and positive"});
   ExpectRefused(
-      [&](RawFile& r) {
-        EditTensor<int32_t>(r, down + "band1.vt.perm", [](int32_t* p, size_t) { p[1] = p[0]; });
-      },
+      [&](RawFile& r) { EditTensor<int32_t>(r, down + "band1.vt.perm", [](int32_t* p, size_t) { p[1] = p[0]; }); },
       {kDown, "band 1 vt", "perm is not a permutation"});
-  ExpectRefused(
-      [&](RawFile& r) { EditTensor<float>(r, down + "sigma", [](float* p, size_t) { p[0] = NAN; }); },
-      {kDown, "sigma", "non-finite"});
+  ExpectRefused([&](RawFile& r) { EditTensor<float>(r, down + "sigma", [](float* p, size_t) { p[0] = NAN; }); },
+                {kDown, "sigma", "non-finite"});
   const std::string embed = std::string(kEmbed) + "::";
   ExpectRefused(
-      [&](RawFile& r) {
-        EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t n) { p[n - 1] = 97 * 32; });
-      },
+      [&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t n) { p[n - 1] = 97 * 32; }); },
       {kEmbed, "indices out of range"});
+  ExpectRefused([&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { p[0] = -1; }); },
+                {kEmbed, "indices out of range"});
   ExpectRefused(
-      [&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { p[0] = -1; }); },
-      {kEmbed, "indices out of range"});
-  ExpectRefused(
-      [&](RawFile& r) {
-        EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { std::swap(p[3], p[4]); });
-      },
+      [&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { std::swap(p[3], p[4]); }); },
       {kEmbed, "strictly increasing"});
+  ExpectRefused([&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { p[4] = p[3]; }); },
+                {kEmbed, "strictly increasing"});
   ExpectRefused(
-      [&](RawFile& r) { EditTensor<int32_t>(r, embed + "indices", [](int32_t* p, size_t) { p[4] = p[3]; }); },
-      {kEmbed, "strictly increasing"});
-  ExpectRefused(
-      [&](RawFile& r) {
-        EditTensor<uint16_t>(r, embed + "values", [](uint16_t* p, size_t) { p[2] = 0x7C00; });
-      },
+      [&](RawFile& r) { EditTensor<uint16_t>(r, embed + "values", [](uint16_t* p, size_t) { p[2] = 0x7C00; }); },
       {kEmbed, "non-finite"});
   ExpectRefused([&](RawFile& r) { r.tensors.at(embed + "values").dtype = DType::kBF16; },
                 {kEmbed, "values", "dtype BF16"});
@@ -795,15 +780,14 @@ TEST(PackFitsBaseTest, FingerprintAndModules) {
   const std::string other_fp = *BaseFingerprint(*other);
   Status s = CheckPackFitsBase(p, *other, other_fp);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()), HasSubstr(absl::StrCat("pack every-op.pack_1 was made for base ", *fp,
-                                                               " but this base is ", other_fp)));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr(absl::StrCat("pack every-op.pack_1 was made for base ", *fp, " but this base is ", other_fp)));
 
   SkillPack missing = p;
   missing.modules.back().name = "model.layers.7.self_attn.o_proj.weight";
   s = CheckPackFitsBase(missing, *base, *fp);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()),
-              HasSubstr("'model.layers.7.self_attn.o_proj.weight' is not a tensor"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'model.layers.7.self_attn.o_proj.weight' is not a tensor"));
 
   SkillPack wrong_shape = p;
   wrong_shape.modules[1].name = "model.norm.weight";  // [32]: fits; make it [16]

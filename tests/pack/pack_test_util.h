@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "core/model_config.h"
+#include "core/weights.h"
 #include "pack/codec/quantize.h"
 #include "pack/skillpack.h"
-#include "core/weights.h"
 #include "tests/core/test_models.h"
 
 namespace skillpack {
@@ -46,8 +46,8 @@ struct BandSpec {
   bool act_order;
 };
 
-inline ModuleDelta LowRankModule(const std::string& name, int64_t out, int64_t in,
-                                 const std::vector<BandSpec>& bands, int64_t group_size, at::Generator& gen) {
+inline ModuleDelta LowRankModule(const std::string& name, int64_t out, int64_t in, const std::vector<BandSpec>& bands,
+                                 int64_t group_size, at::Generator& gen) {
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kLowRank;
@@ -66,8 +66,7 @@ inline ModuleDelta LowRankModule(const std::string& name, int64_t out, int64_t i
   return m;
 }
 
-inline ModuleDelta SparseModule(const std::string& name, int64_t rows, int64_t cols, int64_t nnz,
-                                at::Generator& gen) {
+inline ModuleDelta SparseModule(const std::string& name, int64_t rows, int64_t cols, int64_t nnz, at::Generator& gen) {
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kSparse;
@@ -86,8 +85,8 @@ inline ModuleDelta DenseModule(const std::string& name, std::vector<int64_t> sha
   return m;
 }
 
-inline ModuleDelta DenseQuantModule(const std::string& name, int64_t rows, int64_t cols, int bits,
-                                    int64_t group_size, bool act_order, at::Generator& gen) {
+inline ModuleDelta DenseQuantModule(const std::string& name, int64_t rows, int64_t cols, int bits, int64_t group_size,
+                                    bool act_order, at::Generator& gen) {
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kDenseQuant;

@@ -20,8 +20,8 @@ TEST(RoutingPolicyTest, Top1UsesThresholdAndNone) {
   EXPECT_EQ(d.packs[0].first, "math");
   EXPECT_FLOAT_EQ(d.packs[0].second, 1.0f);
   EXPECT_EQ(d.scores[0].first, "math");
-  EXPECT_TRUE(DecideRoute({0.6f, 0.3f, 0.1f}, labels, top1).packs.empty());   // none wins
-  EXPECT_TRUE(DecideRoute({0.3f, 0.4f, 0.3f}, labels, top1).packs.empty());   // under threshold
+  EXPECT_TRUE(DecideRoute({0.6f, 0.3f, 0.1f}, labels, top1).packs.empty());  // none wins
+  EXPECT_TRUE(DecideRoute({0.3f, 0.4f, 0.3f}, labels, top1).packs.empty());  // under threshold
 }
 
 TEST(RoutingPolicyTest, TopKRenormalises) {
@@ -53,11 +53,12 @@ std::string MakePrompt(const std::string& task, std::mt19937& rng) {
     for (int i = 0; i < 5; ++i) s += " " + num(9);
     return s;
   }
-  if (task == "lookup") return word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + " " + word(1) + "?";
-  static const char* kGeneral[] = {"Tell me about the weather today.", "What is the capital of France?",
+  if (task == "lookup")
+    return word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + ";" + word(1) + "=" + num(9) + " " + word(1) + "?";
+  static const char* kGeneral[] = {"Tell me about the weather today.",  "What is the capital of France?",
                                    "Write a short poem about the sea.", "How do birds fly?",
-                                   "Explain why the sky looks blue.", "Give me a recipe for bread.",
-                                   "Who wrote this old story?", "Describe a quiet morning walk."};
+                                   "Explain why the sky looks blue.",   "Give me a recipe for bread.",
+                                   "Who wrote this old story?",         "Describe a quiet morning walk."};
   return std::string(kGeneral[rng() % 8]) + " " + word(2);
 }
 
@@ -91,8 +92,7 @@ TEST_P(RouterTrainTest, FourTasksPlusGeneralRouteAtLeast95Percent) {
   std::cout << ConfusionTable(*r);
   EXPECT_GE(r->holdout_accuracy, 0.95);
   EXPECT_EQ(r->holdout_examples, 4 * 20 + 30);
-  EXPECT_EQ(r->router->config().labels,
-            (std::vector<std::string>{"none", "arith", "lookup", "reverse", "sort"}));
+  EXPECT_EQ(r->router->config().labels, (std::vector<std::string>{"none", "arith", "lookup", "reverse", "sort"}));
 
   // Save / load gives the same decisions.
   std::string path = ::testing::TempDir() + "/router.safetensors";
@@ -125,14 +125,16 @@ INSTANTIATE_TEST_SUITE_P(Layers, RouterTrainTest, ::testing::Values(0, 1),
 
 TEST(RouterFileTest, RejectsBadFiles) {
   RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x"};
-  auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}),
-                          at::zeros({2, 3}), at::zeros({2}));
+  auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({2, 3}),
+                          at::zeros({2}));
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}),
-                              at::zeros({2, 3}), at::zeros({2})).ok());
+  EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}), at::zeros({2, 3}),
+                              at::zeros({2}))
+                   .ok());
   RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, ""};
-  EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}),
-                              at::zeros({3, 3}), at::zeros({3})).ok());
+  EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
+                              at::zeros({3}))
+                   .ok());
   std::string bytes = *(*r)->Serialize();
   EXPECT_TRUE(Router::Parse(bytes, "ok").ok());
   // A newer format version is refused with a message that says so.

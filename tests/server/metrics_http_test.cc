@@ -53,16 +53,14 @@ int Connect(int port) {
 }
 
 // Sends one HTTP/1.0 request and reads the response until the server closes.
-HttpResponse Fetch(int port, const std::string& method,
-                   const std::string& path) {
+HttpResponse Fetch(int port, const std::string& method, const std::string& path) {
   HttpResponse response;
   const int fd = Connect(port);
   if (fd < 0) return response;
   const std::string request = method + " " + path +
                               " HTTP/1.0\r\nHost: 127.0.0.1\r\n"
                               "Connection: close\r\n\r\n";
-  if (send(fd, request.data(), request.size(), 0) !=
-      static_cast<ssize_t>(request.size())) {
+  if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return response;
   }
@@ -82,41 +80,29 @@ HttpResponse Fetch(int port, const std::string& method,
 // What a serving process registers: every metric type, labels, values that
 // need escaping, special float values, and the process metrics.
 void FillRegistry(MetricsRegistry* registry) {
-  auto& requests = registry->AddCounter("skillpack_requests_total",
-                                        "Generate requests by pack and status.",
-                                        {"pack", "code"});
+  auto& requests =
+      registry->AddCounter("skillpack_requests_total", "Generate requests by pack and status.", {"pack", "code"});
   requests.WithLabels({"math", "OK"}).Increment(41);
   requests.WithLabels({"weird \"pack\"\\name\nline2", "OK"}).Increment();
-  registry
-      ->AddCounter("skillpack_generated_tokens_total",
-                   "Tokens generated.\nSecond line with a \\ backslash.")
+  registry->AddCounter("skillpack_generated_tokens_total", "Tokens generated.\nSecond line with a \\ backslash.")
       .WithLabels({})
       .Increment(12345);
-  registry->AddGauge("skillpack_loaded_packs", "Packs loaded.")
-      .WithLabels({})
-      .Set(3);
-  auto& temperature =
-      registry->AddGauge("skillpack_example_ratio", "Odd values.", {"kind"});
+  registry->AddGauge("skillpack_loaded_packs", "Packs loaded.").WithLabels({}).Set(3);
+  auto& temperature = registry->AddGauge("skillpack_example_ratio", "Odd values.", {"kind"});
   temperature.WithLabels({"nan"}).Set(std::nan(""));
-  temperature.WithLabels({"pos_inf"})
-      .Set(std::numeric_limits<double>::infinity());
-  temperature.WithLabels({"neg_inf"})
-      .Set(-std::numeric_limits<double>::infinity());
+  temperature.WithLabels({"pos_inf"}).Set(std::numeric_limits<double>::infinity());
+  temperature.WithLabels({"neg_inf"}).Set(-std::numeric_limits<double>::infinity());
   temperature.WithLabels({"tiny"}).Set(1.5e-12);
-  auto& latency = registry->AddHistogram(
-      "skillpack_request_duration_seconds", "Request latency.",
-      ExponentialBuckets(0.001, 4, 8), {"pack"});
+  auto& latency = registry->AddHistogram("skillpack_request_duration_seconds", "Request latency.",
+                                         ExponentialBuckets(0.001, 4, 8), {"pack"});
   for (double v : {0.0005, 0.02, 0.3, 7.0, 1e6}) {
     latency.WithLabels({"math"}).Observe(v);
   }
-  registry->AddHistogram("skillpack_pack_load_seconds", "Pack load time.",
-                         {0.1, 1, 10});  // no observations yet
+  registry->AddHistogram("skillpack_pack_load_seconds", "Pack load time.", {0.1, 1, 10});  // no observations yet
   RegisterProcessMetrics(registry);
 }
 
-bool HavePromtool() {
-  return std::system("command -v promtool >/dev/null 2>&1") == 0;
-}
+bool HavePromtool() { return std::system("command -v promtool >/dev/null 2>&1") == 0; }
 
 // Runs `promtool check metrics` on `text`; returns its exit status and puts
 // its combined output in *output.
@@ -125,12 +111,9 @@ int PromtoolCheck(const std::string& text, std::string* output) {
   const std::string input = dir + "/metrics_http_test_input.txt";
   const std::string result = dir + "/metrics_http_test_promtool.txt";
   std::ofstream(input, std::ios::binary) << text;
-  const int rc = std::system(
-      ("promtool check metrics < '" + input + "' > '" + result + "' 2>&1")
-          .c_str());
+  const int rc = std::system(("promtool check metrics < '" + input + "' > '" + result + "' 2>&1").c_str());
   std::ifstream in(result);
-  output->assign(std::istreambuf_iterator<char>(in),
-                 std::istreambuf_iterator<char>());
+  output->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   std::remove(input.c_str());
   std::remove(result.c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -139,8 +122,7 @@ int PromtoolCheck(const std::string& text, std::string* output) {
 class MetricsHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    StatusOr<std::unique_ptr<MetricsHttpServer>> server =
-        MetricsHttpServer::Start("127.0.0.1", 0, &registry_);
+    StatusOr<std::unique_ptr<MetricsHttpServer>> server = MetricsHttpServer::Start("127.0.0.1", 0, &registry_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     ASSERT_GT(server_->port(), 0);
@@ -151,22 +133,15 @@ class MetricsHttpTest : public ::testing::Test {
 };
 
 TEST_F(MetricsHttpTest, ServesExposition) {
-  registry_.AddCounter("skillpack_requests_total", "Requests.", {"code"})
-      .WithLabels({"OK"})
-      .Increment(7);
+  registry_.AddCounter("skillpack_requests_total", "Requests.", {"code"}).WithLabels({"OK"}).Increment(7);
   const HttpResponse response = Fetch(server_->port(), "GET", "/metrics");
   EXPECT_EQ(response.status, 200);
-  EXPECT_THAT(response.headers,
-              HasSubstr("Content-Type: text/plain; version=0.0.4"));
+  EXPECT_THAT(response.headers, HasSubstr("Content-Type: text/plain; version=0.0.4"));
   EXPECT_EQ(response.body, registry_.Exposition());
-  EXPECT_THAT(response.body,
-              HasSubstr("skillpack_requests_total{code=\"OK\"} 7\n"));
+  EXPECT_THAT(response.body, HasSubstr("skillpack_requests_total{code=\"OK\"} 7\n"));
   // Updates show up in the next scrape.
-  registry_.AddCounter("skillpack_requests_total", "Requests.", {"code"})
-      .WithLabels({"OK"})
-      .Increment();
-  EXPECT_THAT(Fetch(server_->port(), "GET", "/metrics").body,
-              HasSubstr("skillpack_requests_total{code=\"OK\"} 8\n"));
+  registry_.AddCounter("skillpack_requests_total", "Requests.", {"code"}).WithLabels({"OK"}).Increment();
+  EXPECT_THAT(Fetch(server_->port(), "GET", "/metrics").body, HasSubstr("skillpack_requests_total{code=\"OK\"} 8\n"));
 }
 
 TEST_F(MetricsHttpTest, Healthz) {
@@ -199,8 +174,7 @@ TEST_F(MetricsHttpTest, ConcurrentScrapes) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 25; ++i) {
         const HttpResponse r = Fetch(server_->port(), "GET", "/metrics");
-        if (r.status == 200 &&
-            r.body.find("skillpack_loaded_packs 3\n") != std::string::npos) {
+        if (r.status == 200 && r.body.find("skillpack_loaded_packs 3\n") != std::string::npos) {
           ++ok[t];
         }
       }
@@ -220,15 +194,13 @@ TEST_F(MetricsHttpTest, PromtoolAcceptsServedExposition) {
   const HttpResponse response = Fetch(server_->port(), "GET", "/metrics");
   ASSERT_EQ(response.status, 200);
   // The text really exercises escaping and special values.
-  EXPECT_THAT(response.body,
-              HasSubstr("pack=\"weird \\\"pack\\\"\\\\name\\nline2\""));
+  EXPECT_THAT(response.body, HasSubstr("pack=\"weird \\\"pack\\\"\\\\name\\nline2\""));
   EXPECT_THAT(response.body, HasSubstr(" NaN\n"));
   EXPECT_THAT(response.body, HasSubstr(" -Inf\n"));
   EXPECT_THAT(response.body, HasSubstr("le=\"+Inf\""));
   EXPECT_THAT(response.body, HasSubstr("process_resident_memory_bytes "));
   std::string output;
-  EXPECT_EQ(PromtoolCheck(response.body, &output), 0) << output << "\n---\n"
-                                                      << response.body;
+  EXPECT_EQ(PromtoolCheck(response.body, &output), 0) << output << "\n---\n" << response.body;
   // Lint is clean too: promtool prints nothing.
   EXPECT_EQ(output, "");
 }
@@ -237,9 +209,7 @@ TEST(PromtoolControlTest, PromtoolRejectsBrokenText) {
   if (!HavePromtool()) GTEST_SKIP() << "promtool not found on PATH";
   std::string output;
   // An unescaped quote inside a label value: a parse error.
-  EXPECT_NE(
-      PromtoolCheck("# TYPE a_total counter\na_total{l=\"x\"y\"} 1\n", &output),
-      0);
+  EXPECT_NE(PromtoolCheck("# TYPE a_total counter\na_total{l=\"x\"y\"} 1\n", &output), 0);
   // Lint problems (no HELP) fail too, so a clean pass above means something.
   EXPECT_NE(PromtoolCheck("# TYPE a_total counter\na_total 1\n", &output), 0);
   EXPECT_THAT(output, HasSubstr("no help text"));
@@ -247,23 +217,15 @@ TEST(PromtoolControlTest, PromtoolRejectsBrokenText) {
 
 TEST(MetricsHttpStartTest, RejectsBadArguments) {
   MetricsRegistry registry;
-  EXPECT_EQ(
-      MetricsHttpServer::Start("127.0.0.1", 70000, &registry).status().code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      MetricsHttpServer::Start("127.0.0.1", -1, &registry).status().code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MetricsHttpServer::Start("", 0, &registry).status().code(),
+  EXPECT_EQ(MetricsHttpServer::Start("127.0.0.1", 70000, &registry).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsHttpServer::Start("127.0.0.1", -1, &registry).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsHttpServer::Start("", 0, &registry).status().code(), absl::StatusCode::kInvalidArgument);
   // Host names are not resolved (civetweb binds numeric addresses only).
-  EXPECT_EQ(
-      MetricsHttpServer::Start("metrics.example", 0, &registry).status().code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      MetricsHttpServer::Start("127.0.0.1:80", 0, &registry).status().code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MetricsHttpServer::Start("127.0.0.1", 0, nullptr).status().code(),
+  EXPECT_EQ(MetricsHttpServer::Start("metrics.example", 0, &registry).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsHttpServer::Start("127.0.0.1:80", 0, &registry).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MetricsHttpServer::Start("127.0.0.1", 0, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(MetricsHttpStartTest, LocalhostMeansLoopback) {
@@ -278,8 +240,7 @@ TEST(MetricsHttpStartTest, Ipv6ServesOrIsUnimplemented) {
   auto server = MetricsHttpServer::Start("::1", 0, &registry);
   if (!server.ok()) {
     // Debian's civetweb 1.15 is built without IPv6.
-    EXPECT_EQ(server.status().code(), absl::StatusCode::kUnimplemented)
-        << server.status();
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kUnimplemented) << server.status();
     return;
   }
   EXPECT_GT((*server)->port(), 0);
@@ -289,10 +250,8 @@ TEST(MetricsHttpStartTest, PortInUseIsUnavailable) {
   MetricsRegistry registry;
   auto first = MetricsHttpServer::Start("127.0.0.1", 0, &registry);
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second =
-      MetricsHttpServer::Start("127.0.0.1", (*first)->port(), &registry);
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable)
-      << second.status();
+  auto second = MetricsHttpServer::Start("127.0.0.1", (*first)->port(), &registry);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable) << second.status();
 }
 
 TEST(MetricsHttpStartTest, ListensOnAllInterfacesAndStopsOnDestruction) {

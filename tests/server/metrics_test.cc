@@ -22,50 +22,42 @@ using ::testing::Not;
 
 TEST(MetricsExpositionTest, WholeTextForHandBuiltRegistry) {
   MetricsRegistry registry;
-  auto& requests = registry.AddCounter("skillpack_requests_total",
-                                       "Requests served.", {"pack", "code"});
+  auto& requests = registry.AddCounter("skillpack_requests_total", "Requests served.", {"pack", "code"});
   requests.WithLabels({"reverse", "OK"}).Increment(1.5);
   requests.WithLabels({"math", "UNAVAILABLE"}).Increment();
   requests.WithLabels({"math", "OK"}).Increment();
   requests.WithLabels({"math", "OK"}).Increment();
-  registry.AddGauge("skillpack_loaded_packs", "Packs loaded.")
-      .WithLabels({})
-      .Set(3);
+  registry.AddGauge("skillpack_loaded_packs", "Packs loaded.").WithLabels({}).Set(3);
   Histogram& latency =
-      registry
-          .AddHistogram("skillpack_request_duration_seconds",
-                        "Request latency.", {0.1, 0.5, 1}, {"pack"})
+      registry.AddHistogram("skillpack_request_duration_seconds", "Request latency.", {0.1, 0.5, 1}, {"pack"})
           .WithLabels({"math"});
   latency.Observe(0.0625);
   latency.Observe(0.5);  // bounds are inclusive: lands in le="0.5"
   latency.Observe(0.75);
   latency.Observe(3);
 
-  EXPECT_EQ(
-      registry.Exposition(),
-      "# HELP skillpack_loaded_packs Packs loaded.\n"
-      "# TYPE skillpack_loaded_packs gauge\n"
-      "skillpack_loaded_packs 3\n"
-      "# HELP skillpack_request_duration_seconds Request latency.\n"
-      "# TYPE skillpack_request_duration_seconds histogram\n"
-      "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"0.1\"} 1\n"
-      "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"0.5\"} 2\n"
-      "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"1\"} 3\n"
-      "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"+Inf\"} 4\n"
-      "skillpack_request_duration_seconds_sum{pack=\"math\"} 4.3125\n"
-      "skillpack_request_duration_seconds_count{pack=\"math\"} 4\n"
-      "# HELP skillpack_requests_total Requests served.\n"
-      "# TYPE skillpack_requests_total counter\n"
-      "skillpack_requests_total{pack=\"math\",code=\"OK\"} 2\n"
-      "skillpack_requests_total{pack=\"math\",code=\"UNAVAILABLE\"} 1\n"
-      "skillpack_requests_total{pack=\"reverse\",code=\"OK\"} 1.5\n");
+  EXPECT_EQ(registry.Exposition(),
+            "# HELP skillpack_loaded_packs Packs loaded.\n"
+            "# TYPE skillpack_loaded_packs gauge\n"
+            "skillpack_loaded_packs 3\n"
+            "# HELP skillpack_request_duration_seconds Request latency.\n"
+            "# TYPE skillpack_request_duration_seconds histogram\n"
+            "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"0.1\"} 1\n"
+            "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"0.5\"} 2\n"
+            "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"1\"} 3\n"
+            "skillpack_request_duration_seconds_bucket{pack=\"math\",le=\"+Inf\"} 4\n"
+            "skillpack_request_duration_seconds_sum{pack=\"math\"} 4.3125\n"
+            "skillpack_request_duration_seconds_count{pack=\"math\"} 4\n"
+            "# HELP skillpack_requests_total Requests served.\n"
+            "# TYPE skillpack_requests_total counter\n"
+            "skillpack_requests_total{pack=\"math\",code=\"OK\"} 2\n"
+            "skillpack_requests_total{pack=\"math\",code=\"UNAVAILABLE\"} 1\n"
+            "skillpack_requests_total{pack=\"reverse\",code=\"OK\"} 1.5\n");
 }
 
 TEST(MetricsExpositionTest, LabelLessHistogram) {
   MetricsRegistry registry;
-  Histogram& h =
-      registry.AddHistogram("skillpack_pack_load_seconds", "Load time.", {1, 2})
-          .WithLabels({});
+  Histogram& h = registry.AddHistogram("skillpack_pack_load_seconds", "Load time.", {1, 2}).WithLabels({});
   h.Observe(1.5);
   EXPECT_EQ(registry.Exposition(),
             "# HELP skillpack_pack_load_seconds Load time.\n"
@@ -93,19 +85,15 @@ TEST(MetricsExpositionTest, LabelLessFamilyIsExposedAtZeroBeforeUse) {
 
 TEST(MetricsExpositionTest, LabelledFamilyWithoutSeriesIsLeftOut) {
   MetricsRegistry registry;
-  auto& family =
-      registry.AddCounter("skillpack_errors_total", "Errors.", {"code"});
+  auto& family = registry.AddCounter("skillpack_errors_total", "Errors.", {"code"});
   EXPECT_EQ(registry.Exposition(), "");
   family.WithLabels({"INTERNAL"});
-  EXPECT_THAT(registry.Exposition(),
-              HasSubstr("skillpack_errors_total{code=\"INTERNAL\"} 0\n"));
+  EXPECT_THAT(registry.Exposition(), HasSubstr("skillpack_errors_total{code=\"INTERNAL\"} 0\n"));
 }
 
 TEST(MetricsExpositionTest, EscapesHelpAndLabelValues) {
   MetricsRegistry registry;
-  registry.AddGauge("skillpack_x", "Line one\nback\\slash \"quoted\"", {"name"})
-      .WithLabels({"a\"b\\c\nd"})
-      .Set(1);
+  registry.AddGauge("skillpack_x", "Line one\nback\\slash \"quoted\"", {"name"}).WithLabels({"a\"b\\c\nd"}).Set(1);
   // HELP escapes backslash and newline only; label values also escape '"'.
   EXPECT_EQ(registry.Exposition(),
             "# HELP skillpack_x Line one\\nback\\\\slash \"quoted\"\n"
@@ -115,17 +103,13 @@ TEST(MetricsExpositionTest, EscapesHelpAndLabelValues) {
 
 TEST(MetricsExpositionTest, UnicodeLabelValuesPassThrough) {
   MetricsRegistry registry;
-  registry.AddGauge("skillpack_x", "X.", {"name"})
-      .WithLabels({"caf\xC3\xA9"})
-      .Set(1);
-  EXPECT_THAT(registry.Exposition(),
-              HasSubstr("skillpack_x{name=\"caf\xC3\xA9\"} 1\n"));
+  registry.AddGauge("skillpack_x", "X.", {"name"}).WithLabels({"caf\xC3\xA9"}).Set(1);
+  EXPECT_THAT(registry.Exposition(), HasSubstr("skillpack_x{name=\"caf\xC3\xA9\"} 1\n"));
 }
 
 TEST(FormatMetricValueTest, SpecialValuesAndIntegers) {
   EXPECT_EQ(FormatMetricValue(std::numeric_limits<double>::infinity()), "+Inf");
-  EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()),
-            "-Inf");
+  EXPECT_EQ(FormatMetricValue(-std::numeric_limits<double>::infinity()), "-Inf");
   EXPECT_EQ(FormatMetricValue(std::nan("")), "NaN");
   EXPECT_EQ(FormatMetricValue(0), "0");
   EXPECT_EQ(FormatMetricValue(42), "42");
@@ -178,16 +162,13 @@ TEST(MetricsTest, HistogramSnapshotIsCumulative) {
 }
 
 TEST(MetricsTest, BucketHelpers) {
-  EXPECT_EQ(ExponentialBuckets(0.001, 2, 4),
-            (std::vector<double>{0.001, 0.002, 0.004, 0.008}));
+  EXPECT_EQ(ExponentialBuckets(0.001, 2, 4), (std::vector<double>{0.001, 0.002, 0.004, 0.008}));
   EXPECT_EQ(LinearBuckets(1, 0.5, 3), (std::vector<double>{1, 1.5, 2}));
 }
 
 TEST(MetricsTest, TrailingInfBucketIsDropped) {
   MetricsRegistry registry;
-  auto& family =
-      registry.AddHistogram("skillpack_h_seconds", "H.",
-                            {1, std::numeric_limits<double>::infinity()});
+  auto& family = registry.AddHistogram("skillpack_h_seconds", "H.", {1, std::numeric_limits<double>::infinity()});
   EXPECT_EQ(family.buckets(), (std::vector<double>{1}));
   EXPECT_EQ(family.WithLabels({}).upper_bounds(), (std::vector<double>{1}));
 }
@@ -222,8 +203,7 @@ TEST(MetricsTest, ProcessMetrics) {
     return std::strtod(text.c_str() + at + prefix.size(), nullptr);
   };
   EXPECT_GT(value_of("process_resident_memory_bytes"), 1 << 20);
-  EXPECT_GE(value_of("process_virtual_memory_bytes"),
-            value_of("process_resident_memory_bytes"));
+  EXPECT_GE(value_of("process_virtual_memory_bytes"), value_of("process_resident_memory_bytes"));
   EXPECT_GE(value_of("process_cpu_seconds_total"), 0);
   EXPECT_GE(value_of("process_open_fds"), 3);  // at least stdin/out/err
   const double now = static_cast<double>(std::time(nullptr));
@@ -241,8 +221,7 @@ TEST(MetricsConcurrencyTest, EightThreadsHundredThousandIncrementsEach) {
   auto& counters = registry.AddCounter("skillpack_c_total", "C.", {"k"});
   Counter& shared = counters.WithLabels({"shared"});
   Gauge& gauge = registry.AddGauge("skillpack_g", "G.").WithLabels({});
-  Histogram& histogram =
-      registry.AddHistogram("skillpack_h_seconds", "H.", {0.5}).WithLabels({});
+  Histogram& histogram = registry.AddHistogram("skillpack_h_seconds", "H.", {0.5}).WithLabels({});
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -263,17 +242,13 @@ TEST(MetricsConcurrencyTest, EightThreadsHundredThousandIncrementsEach) {
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(shared.value(), kThreads * kIncrements);
   for (int t = 0; t < kThreads; ++t) {
-    EXPECT_EQ(counters.WithLabels({std::to_string(t)}).value(),
-              kIncrements * 0.5);
+    EXPECT_EQ(counters.WithLabels({std::to_string(t)}).value(), kIncrements * 0.5);
   }
   EXPECT_EQ(gauge.value(), 0);
   const Histogram::Snapshot s = histogram.TakeSnapshot();
-  EXPECT_EQ(s.cumulative_counts,
-            (std::vector<uint64_t>{kThreads * kIncrements / 2,
-                                   kThreads * kIncrements}));
+  EXPECT_EQ(s.cumulative_counts, (std::vector<uint64_t>{kThreads * kIncrements / 2, kThreads * kIncrements}));
   EXPECT_EQ(s.sum, kThreads * (kIncrements / 2) * 1.25);
-  EXPECT_THAT(registry.Exposition(),
-              HasSubstr("skillpack_c_total{k=\"shared\"} 800000\n"));
+  EXPECT_THAT(registry.Exposition(), HasSubstr("skillpack_c_total{k=\"shared\"} 800000\n"));
 }
 
 // Registration mistakes are programming errors and abort with a message.
@@ -287,54 +262,38 @@ TEST_F(MetricsDeathTest, BadMetricNames) {
   EXPECT_DEATH(registry_.AddGauge("1abc", "X."), "invalid metric name");
   EXPECT_DEATH(registry_.AddGauge("a-b", "X."), "invalid metric name");
   EXPECT_DEATH(registry_.AddGauge("", "X."), "invalid metric name");
-  EXPECT_DEATH(registry_.AddCounter("skillpack_requests", "X."),
-               "must end in _total");
-  EXPECT_DEATH(registry_.AddGauge("skillpack_x_total", "X."),
-               "must not end in _total");
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_x_total", "X.", {1}),
-               "must not end in _total");
+  EXPECT_DEATH(registry_.AddCounter("skillpack_requests", "X."), "must end in _total");
+  EXPECT_DEATH(registry_.AddGauge("skillpack_x_total", "X."), "must not end in _total");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_x_total", "X.", {1}), "must not end in _total");
 }
 
 TEST_F(MetricsDeathTest, BadLabelNames) {
-  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"__reserved"}),
-               "invalid label name");
-  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"a:b"}),
-               "invalid label name");
-  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"9a"}),
-               "invalid label name");
-  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"a", "a"}),
-               "duplicate label name");
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {1}, {"le"}),
-               "le is reserved");
+  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"__reserved"}), "invalid label name");
+  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"a:b"}), "invalid label name");
+  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"9a"}), "invalid label name");
+  EXPECT_DEATH(registry_.AddGauge("skillpack_x", "X.", {"a", "a"}), "duplicate label name");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {1}, {"le"}), "le is reserved");
 }
 
 TEST_F(MetricsDeathTest, BadBuckets) {
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {2, 1}),
-               "strictly increasing");
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {1, 1}),
-               "strictly increasing");
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {std::nan("")}),
-               "not finite");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {2, 1}), "strictly increasing");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {1, 1}), "strictly increasing");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_x", "X.", {std::nan("")}), "not finite");
   EXPECT_DEATH(ExponentialBuckets(0, 2, 3), "ExponentialBuckets");
   EXPECT_DEATH(LinearBuckets(0, 0, 3), "LinearBuckets");
 }
 
 TEST_F(MetricsDeathTest, ConflictingRegistration) {
   registry_.AddCounter("skillpack_c_total", "C.", {"k"});
-  EXPECT_DEATH(registry_.AddCounter("skillpack_c_total", "C.", {"j"}),
-               "registered twice");
-  EXPECT_DEATH(registry_.AddCounter("skillpack_c_total", "Other help.", {"k"}),
-               "registered twice");
+  EXPECT_DEATH(registry_.AddCounter("skillpack_c_total", "C.", {"j"}), "registered twice");
+  EXPECT_DEATH(registry_.AddCounter("skillpack_c_total", "Other help.", {"k"}), "registered twice");
   registry_.AddHistogram("skillpack_h", "H.", {1});
   EXPECT_DEATH(registry_.AddGauge("skillpack_h", "H."), "registered twice");
-  EXPECT_DEATH(registry_.AddHistogram("skillpack_h", "H.", {2}),
-               "registered twice");
+  EXPECT_DEATH(registry_.AddHistogram("skillpack_h", "H.", {2}), "registered twice");
   // A histogram owns its _bucket/_sum/_count sample names.
   EXPECT_DEATH(registry_.AddGauge("skillpack_h_count", "X."), "already emits");
   registry_.AddGaugeCallback("skillpack_cb", "CB.", [] { return 1.0; });
-  EXPECT_DEATH(
-      registry_.AddGaugeCallback("skillpack_cb", "CB.", [] { return 1.0; }),
-      "registered twice");
+  EXPECT_DEATH(registry_.AddGaugeCallback("skillpack_cb", "CB.", [] { return 1.0; }), "registered twice");
 }
 
 TEST_F(MetricsDeathTest, WrongNumberOfLabelValues) {

@@ -59,12 +59,12 @@ TEST_F(DataTest, BadLinesNameTheFileLineAndField) {
   auto not_json = ReadSftJsonl(Write("bad2.jsonl", "{nope\n"), *tok_);
   EXPECT_NE(not_json.status().message().find("bad2.jsonl:1"), std::string::npos);
   auto last_user = ReadSftJsonl(
-      Write("bad3.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}\n"),
+      Write("bad3.jsonl",
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"b\"}]}\n"),
       *tok_);
   EXPECT_NE(last_user.status().message().find("assistant"), std::string::npos) << last_user.status();
   EXPECT_EQ(ReadSftJsonl(Write("empty.jsonl", "\n\n"), *tok_).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReadSftJsonl(::testing::TempDir() + "/missing.jsonl", *tok_).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReadSftJsonl(::testing::TempDir() + "/missing.jsonl", *tok_).status().code(), absl::StatusCode::kNotFound);
   auto pairs = ReadPreferenceJsonl(Write("pairs.jsonl", "{\"prompt\": \"p\", \"chosen\": \"c\"}\n"));
   EXPECT_NE(pairs.status().message().find("rejected"), std::string::npos) << pairs.status();
 }

@@ -172,7 +172,8 @@ TEST_F(DistillTest, CancelledBeforeAnyRequest) {
 // The message of a failed parse of `stages` (with task "reverse").
 std::string JobError(const std::string& stages) {
   Json j = Json::parse(R"({"base_model": {"tiny": {"layers": 1, "hidden": 32, "heads": 2, "kv_heads": 1}},
-                           "task": {"name": "reverse"}, "stages": )" + stages + "}");
+                           "task": {"name": "reverse"}, "stages": )" +
+                       stages + "}");
   StatusOr<JobSpec> spec = ParseJobSpec(j, "/nonexistent-base");
   EXPECT_FALSE(spec.ok()) << stages;
   if (!spec.ok()) {

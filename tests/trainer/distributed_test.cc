@@ -46,10 +46,10 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
   const std::string job8 = WriteJob(root, 8);
   std::vector<pid_t> pids;
   for (int rank = 0; rank < 2; ++rank) {
-    pids.push_back(testing_util::StartTrainer(
-        {"run", job8, "--out", dp, "--no-progress", "--rank", std::to_string(rank), "--world-size", "2",
-         "--store-port", std::to_string(port), "--timeout", "60"},
-        root + "/rank" + std::to_string(rank) + ".log"));
+    pids.push_back(
+        testing_util::StartTrainer({"run", job8, "--out", dp, "--no-progress", "--rank", std::to_string(rank),
+                                    "--world-size", "2", "--store-port", std::to_string(port), "--timeout", "60"},
+                                   root + "/rank" + std::to_string(rank) + ".log"));
   }
   for (int rank = 0; rank < 2; ++rank) {
     EXPECT_EQ(testing_util::WaitExit(pids[rank]), 0) << "see " << root << "/rank" << rank << ".log";
@@ -66,8 +66,8 @@ TEST(DistributedTest, TwoRanksMatchOneProcessWithTheDoubledBatch) {
     max_moved = std::max(max_moved, (t - *(*base)->weights->Find(name)).abs().max().item<double>());
   }
   std::printf("max |single - two ranks| = %g, max |tuned - base| = %g\n", max_diff, max_moved);
-  EXPECT_GT(max_moved, 1e-3);   // training did something
-  EXPECT_LT(max_diff, 5e-5);    // and the same thing, up to summation order
+  EXPECT_GT(max_moved, 1e-3);  // training did something
+  EXPECT_LT(max_diff, 5e-5);   // and the same thing, up to summation order
   auto ra = ReadJsonFile(single + "/report.json");
   auto rb = ReadJsonFile(dp + "/report.json");
   ASSERT_TRUE(ra.ok() && rb.ok());

@@ -181,7 +181,8 @@ TEST(JobRunTest, RouterStageTrainsAndWritesARouter) {
   std::string jsonl;
   for (int i = 0; i < 60; ++i) {
     jsonl += absl::StrCat(R"({"prompt":"sort )", 1000 + i * 37, R"(=","label":"sorter"})", "\n");
-    jsonl += absl::StrCat(R"({"prompt":"rev word)", std::string(1, static_cast<char>('a' + i % 26)), R"(=","label":"reverser"})", "\n");
+    jsonl += absl::StrCat(R"({"prompt":"rev word)", std::string(1, static_cast<char>('a' + i % 26)),
+                          R"(=","label":"reverser"})", "\n");
     jsonl += absl::StrCat(R"({"prompt":"Please tell me a story number )", i, R"(.","label":"none"})", "\n");
   }
   ASSERT_TRUE(WriteFileAtomically(dir + "/labelled.jsonl", jsonl).ok());

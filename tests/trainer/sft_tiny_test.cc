@@ -16,10 +16,9 @@ TEST(SftTinyTest, ExampleJobReachesNinetyPercentHeldOutExactMatch) {
   const std::string out = ::testing::TempDir() + "/sft_tiny_test_out";
   std::filesystem::remove_all(out);
   const auto start = std::chrono::steady_clock::now();
-  const int rc = testing_util::RunTrainer(
-      {"run", std::string(SKILLPACK_SOURCE_DIR) + "/trainer/examples/sft-tiny.json", "--out", out, "--no-resume",
-       "--no-progress"},
-      out + ".log");
+  const int rc = testing_util::RunTrainer({"run", std::string(SKILLPACK_SOURCE_DIR) + "/trainer/examples/sft-tiny.json",
+                                           "--out", out, "--no-resume", "--no-progress"},
+                                          out + ".log");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_EQ(rc, 0) << "see " << out << ".log";
   auto report = ReadJsonFile(out + "/report.json");

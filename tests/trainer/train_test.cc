@@ -207,8 +207,7 @@ TEST_F(TrainTest, LoraForwardIsWxPlusScaledBAxAndMergedExportMatches) {
   TokenBatch batch = MakeTokenBatch({&seqs[0], &seqs[1], &seqs[2]});
   at::NoGradGuard no_grad;
   at::Tensor adapter = model_->transformer->Forward(**tw->ForwardWeights(), batch.tokens, batch.attention_mask);
-  at::Tensor exported =
-      (*reloaded)->transformer->Forward(*(*reloaded)->weights, batch.tokens, batch.attention_mask);
+  at::Tensor exported = (*reloaded)->transformer->Forward(*(*reloaded)->weights, batch.tokens, batch.attention_mask);
   EXPECT_LT((adapter - exported).abs().max().item<double>(), 1e-5);
   std::filesystem::remove_all(out);
 }

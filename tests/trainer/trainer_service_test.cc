@@ -277,7 +277,10 @@ TEST(TrainerServiceTest, BadSpecsAndAuth) {
       {[](Json& j) { j["stages"]["sft"]["data"] = "/nonexistent/train.jsonl"; }, "job.stages.sft.data"},
       {[](Json& j) { j["base_model"] = "/nonexistent/model"; }, "job.base_model"},
       {[](Json& j) { j["stages"]["sft"]["steps"] = 0; }, "job.stages.sft.steps"},
-      {[](Json& j) { j["stages"]["distill"] = {{"sources", {"localhost"}}}; }, "job.stages.distill.sources[0]"},
+      {[](Json& j) {
+         j["stages"]["distill"] = {{"sources", {"localhost"}}};
+       },
+       "job.stages.distill.sources[0]"},
       {[](Json& j) { j["task"]["name"] = "juggle"; }, "job.task.name"},
   };
   for (const Case& c : cases) {

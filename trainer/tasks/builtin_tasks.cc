@@ -14,8 +14,7 @@ int64_t Uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {  // inclusive
   return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
 }
 
-std::string RandomString(std::mt19937_64& rng, int64_t min_len, int64_t max_len, char first,
-                         int alphabet) {
+std::string RandomString(std::mt19937_64& rng, int64_t min_len, int64_t max_len, char first, int alphabet) {
   std::string s(static_cast<size_t>(Uniform(rng, min_len, max_len)), first);
   for (char& c : s) c = static_cast<char>(first + Uniform(rng, 0, alphabet - 1));
   return s;
@@ -26,8 +25,7 @@ bool AllIn(absl::string_view s, char lo, char hi) {
 }
 
 Status BadPrompt(const char* task, absl::string_view prompt, absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("not a '", task, "' prompt (", why, "): \"", prompt, "\""));
+  return absl::InvalidArgumentError(absl::StrCat("not a '", task, "' prompt (", why, "): \"", prompt, "\""));
 }
 
 // `prompt` = prefix + body + suffix; returns body or an error.

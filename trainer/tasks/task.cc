@@ -7,15 +7,12 @@
 
 namespace skillpack {
 
-const char* TaskSplitName(TaskSplit split) {
-  return split == TaskSplit::kTrain ? "train" : "held_out";
-}
+const char* TaskSplitName(TaskSplit split) { return split == TaskSplit::kTrain ? "train" : "held_out"; }
 
 StatusOr<TaskSplit> TaskSplitFromName(absl::string_view name) {
   if (name == "train") return TaskSplit::kTrain;
   if (name == "held_out") return TaskSplit::kHeldOut;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown split '", name, "' (expected train or held_out)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown split '", name, "' (expected train or held_out)"));
 }
 
 TaskSplit SplitOfPrompt(absl::string_view prompt) {
@@ -37,8 +34,8 @@ std::vector<std::string> TaskNames() { return BuiltinTaskNames(); }
 StatusOr<std::unique_ptr<Task>> MakeTask(absl::string_view name) {
   std::unique_ptr<Task> task = MakeBuiltinTask(name);
   if (task == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown task '", name, "' (known: ",
-                                                   absl::StrJoin(TaskNames(), ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown task '", name, "' (known: ", absl::StrJoin(TaskNames(), ", "), ")"));
   }
   return task;
 }
@@ -47,8 +44,7 @@ namespace {
 
 // Draws examples of `split` until `n` are collected; calls `emit` for each.
 template <typename Emit>
-Status DrawExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed, bool unique,
-                    Emit emit) {
+Status DrawExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed, bool unique, Emit emit) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("example count must be >= 0, got ", n));
   std::mt19937_64 rng(seed);
   std::set<std::string> seen;
@@ -61,9 +57,8 @@ Status DrawExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed,
     TaskExample ex = task.Sample(rng);
     if (SplitOfPrompt(ex.prompt) != split || (unique && !seen.insert(ex.prompt).second)) {
       if (++misses > kMaxMisses) {
-        return absl::ResourceExhaustedError(absl::StrCat("task ", task.name(), " has fewer than ", n,
-                                                         " distinct ", TaskSplitName(split),
-                                                         " problems (found ", got, ")"));
+        return absl::ResourceExhaustedError(absl::StrCat("task ", task.name(), " has fewer than ", n, " distinct ",
+                                                         TaskSplitName(split), " problems (found ", got, ")"));
       }
       continue;
     }
@@ -76,23 +71,21 @@ Status DrawExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed,
 
 }  // namespace
 
-StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSplit split,
-                                                        int64_t n, uint64_t seed, bool unique) {
+StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed,
+                                                        bool unique) {
   std::vector<TaskExample> out;
   RETURN_IF_ERROR(DrawExamples(task, split, n, seed, unique,
                                [&](TaskExample ex, std::mt19937_64&) { out.push_back(std::move(ex)); }));
   return out;
 }
 
-StatusOr<std::vector<TaskPreference>> GenerateTaskPreferences(const Task& task, TaskSplit split,
-                                                              int64_t n, uint64_t seed, bool unique) {
+StatusOr<std::vector<TaskPreference>> GenerateTaskPreferences(const Task& task, TaskSplit split, int64_t n,
+                                                              uint64_t seed, bool unique) {
   std::vector<TaskPreference> out;
-  RETURN_IF_ERROR(DrawExamples(task, split, n, seed, unique,
-                               [&](TaskExample ex, std::mt19937_64& rng) {
-                                 std::string wrong = task.WrongResponse(ex.prompt, rng);
-                                 out.push_back({std::move(ex.prompt), std::move(ex.response),
-                                                std::move(wrong)});
-                               }));
+  RETURN_IF_ERROR(DrawExamples(task, split, n, seed, unique, [&](TaskExample ex, std::mt19937_64& rng) {
+    std::string wrong = task.WrongResponse(ex.prompt, rng);
+    out.push_back({std::move(ex.prompt), std::move(ex.response), std::move(wrong)});
+  }));
   return out;
 }
 

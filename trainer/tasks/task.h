@@ -69,8 +69,8 @@ std::vector<std::string> TaskNames();
 // `unique`, no prompt repeats (RESOURCE_EXHAUSTED if the split has fewer than
 // `n` problems, detected after many fruitless draws). Same arguments, same
 // examples.
-StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSplit split,
-                                                        int64_t n, uint64_t seed, bool unique);
+StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed,
+                                                        bool unique);
 
 // A preference pair for DPO: the correct response is chosen, a wrong one rejected.
 struct TaskPreference {
@@ -78,8 +78,8 @@ struct TaskPreference {
   std::string chosen;
   std::string rejected;
 };
-StatusOr<std::vector<TaskPreference>> GenerateTaskPreferences(const Task& task, TaskSplit split,
-                                                              int64_t n, uint64_t seed, bool unique);
+StatusOr<std::vector<TaskPreference>> GenerateTaskPreferences(const Task& task, TaskSplit split, int64_t n,
+                                                              uint64_t seed, bool unique);
 
 }  // namespace skillpack
 

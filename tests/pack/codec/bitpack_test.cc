@@ -92,23 +92,17 @@ TEST(BitpackTest, OutOfRangeCodeIsError) {
 
 TEST(BitpackTest, BadWidthIsError) {
   std::vector<uint8_t> codes = {1, 0};
-  EXPECT_EQ(PackCodes(codes, 5).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(PackCodes(codes, 0).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(UnpackCodes(codes, 2, 1).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackCodes(codes, 5).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackCodes(codes, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnpackCodes(codes, 2, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(BitpackTest, ShortBufferIsError) {
   std::vector<uint8_t> packed = {0xFF, 0xFF};
   // 6 codes of 3 bits need 18 bits = 3 bytes.
-  EXPECT_EQ(UnpackCodes(packed, 6, 3).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(UnpackCodes(packed, 5, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(UnpackCodes(packed, 3, 8).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnpackCodes(packed, 6, 3).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnpackCodes(packed, 5, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(UnpackCodes(packed, 3, 8).status().code(), absl::StatusCode::kInvalidArgument);
   // Exactly enough is fine; extra bytes are ignored.
   EXPECT_TRUE(UnpackCodes(packed, 5, 3).ok());
   auto codes = UnpackCodes(packed, 4, 2);
@@ -126,8 +120,7 @@ TEST(BitpackTest, RawPointerApi) {
   uint8_t back[5] = {};
   ASSERT_TRUE(UnpackCodes(out, 2, 5, 3, back).ok());
   for (int i = 0; i < 5; ++i) EXPECT_EQ(back[i], codes[i]);
-  EXPECT_EQ(PackCodes(codes, -1, 3, out).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PackCodes(codes, -1, 3, out).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -12,27 +12,18 @@
 namespace skillpack {
 namespace {
 
-double SquaredNorm(const at::Tensor& t) {
-  return t.square().sum(at::kDouble).item<double>();
-}
+double SquaredNorm(const at::Tensor& t) { return t.square().sum(at::kDouble).item<double>(); }
 
-at::Tensor Reconstruct(const LowRank& f) {
-  return at::mm(f.u * f.s.unsqueeze(0), f.v.t());
-}
+at::Tensor Reconstruct(const LowRank& f) { return at::mm(f.u * f.s.unsqueeze(0), f.v.t()); }
 
 // Energy kept by the leading j singular values of `s` (descending).
-double Kept(const at::Tensor& s, int64_t j) {
-  return s.slice(0, 0, j).to(at::kDouble).square().sum().item<double>();
-}
+double Kept(const at::Tensor& s, int64_t j) { return s.slice(0, 0, j).to(at::kDouble).square().sum().item<double>(); }
 
 // Random matrix with orthonormal factors and the given singular values.
-at::Tensor WithSpectrum(int64_t m, int64_t n, const at::Tensor& s,
-                        at::Generator& gen) {
+at::Tensor WithSpectrum(int64_t m, int64_t n, const at::Tensor& s, at::Generator& gen) {
   const int64_t r = s.size(0);
-  const at::Tensor u =
-      std::get<0>(at::linalg_qr(at::randn({m, r}, gen), "reduced"));
-  const at::Tensor v =
-      std::get<0>(at::linalg_qr(at::randn({n, r}, gen), "reduced"));
+  const at::Tensor u = std::get<0>(at::linalg_qr(at::randn({m, r}, gen), "reduced"));
+  const at::Tensor v = std::get<0>(at::linalg_qr(at::randn({n, r}, gen), "reduced"));
   return at::mm(u * s.unsqueeze(0), v.t());
 }
 
@@ -57,16 +48,14 @@ TEST(EnergyRankTest, HandMadeValues) {
 
 TEST(TruncatedSvdTest, ExactRankFiveMatrix) {
   at::Generator gen = at::detail::createCPUGenerator(1);
-  const at::Tensor a =
-      at::mm(at::randn({300, 5}, gen), at::randn({5, 200}, gen));
+  const at::Tensor a = at::mm(at::randn({300, 5}, gen), at::randn({5, 200}, gen));
   auto f = TruncatedSvd(a, 0.999, kNoRankCap);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->rank(), 5);
   EXPECT_EQ(f->u.sizes(), (at::IntArrayRef{300, 5}));
   EXPECT_EQ(f->v.sizes(), (at::IntArrayRef{200, 5}));
   EXPECT_EQ(f->s.scalar_type(), at::kFloat);
-  const double rel =
-      std::sqrt(SquaredNorm(a - Reconstruct(*f)) / SquaredNorm(a));
+  const double rel = std::sqrt(SquaredNorm(a - Reconstruct(*f)) / SquaredNorm(a));
   EXPECT_LT(rel, 1e-5);
   // Orthonormal factors.
   EXPECT_TRUE(at::allclose(at::mm(f->u.t(), f->u), at::eye(5), 1e-4, 1e-4));
@@ -95,8 +84,7 @@ TEST(TruncatedSvdTest, ChosenRankIsSmallestMeetingBeta) {
     EXPECT_GE(Kept(s_all, k), beta * total * (1 - 1e-6)) << "beta=" << beta;
     EXPECT_LT(Kept(s_all, k - 1), beta * total) << "beta=" << beta;
     // The kept energy is the reconstruction's: ||A - A_k||^2 = total - kept.
-    EXPECT_NEAR(SquaredNorm(a - Reconstruct(*f)), total - Kept(f->s, k),
-                1e-3 * total);
+    EXPECT_NEAR(SquaredNorm(a - Reconstruct(*f)), total - Kept(f->s, k), 1e-3 * total);
   }
 }
 
@@ -106,18 +94,13 @@ TEST(TruncatedSvdTest, ZeroAndBadInputs) {
   EXPECT_EQ(z->rank(), 0);
   EXPECT_EQ(z->v.sizes(), (at::IntArrayRef{7, 0}));
   const at::Tensor a = at::randn({6, 5});
-  EXPECT_EQ(TruncatedSvd(a, 0.0, kNoRankCap).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(TruncatedSvd(a, 1.5, kNoRankCap).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(TruncatedSvd(at::randn({6}), 0.9, kNoRankCap).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(TruncatedSvd(at::ones({3, 3}, at::kInt), 0.9, 2).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TruncatedSvd(a, 0.0, kNoRankCap).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TruncatedSvd(a, 1.5, kNoRankCap).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TruncatedSvd(at::randn({6}), 0.9, kNoRankCap).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TruncatedSvd(at::ones({3, 3}, at::kInt), 0.9, 2).status().code(), absl::StatusCode::kInvalidArgument);
   at::Tensor bad = a.clone();
   bad[2][3] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_EQ(TruncatedSvd(bad, 0.9, kNoRankCap).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TruncatedSvd(bad, 0.9, kNoRankCap).status().code(), absl::StatusCode::kInvalidArgument);
   // beta = 1 keeps everything.
   auto full = TruncatedSvd(a, 1.0, kNoRankCap);
   ASSERT_TRUE(full.ok());
@@ -126,8 +109,7 @@ TEST(TruncatedSvdTest, ZeroAndBadInputs) {
 
 TEST(TruncatedSvdTest, RandomizedPathOnSmallMatrixForced) {
   at::Generator gen = at::detail::createCPUGenerator(3);
-  const at::Tensor a =
-      at::mm(at::randn({300, 5}, gen), at::randn({5, 200}, gen));
+  const at::Tensor a = at::mm(at::randn({300, 5}, gen), at::randn({5, 200}, gen));
   SvdOptions opts;
   opts.exact_max_dim = 16;  // force the sketch
   auto f = TruncatedSvd(a, 0.999, kNoRankCap, opts);
@@ -136,8 +118,7 @@ TEST(TruncatedSvdTest, RandomizedPathOnSmallMatrixForced) {
   EXPECT_LT(std::sqrt(SquaredNorm(a - Reconstruct(*f)) / SquaredNorm(a)), 1e-4);
   // Small initial rank: the sketch must grow (8 -> 16 -> 32 ...) to reach beta
   // on a full-rank matrix with a slowly decaying spectrum.
-  const at::Tensor s_true =
-      at::pow(0.95, at::arange(200, at::kDouble)).to(at::kFloat);
+  const at::Tensor s_true = at::pow(0.95, at::arange(200, at::kDouble)).to(at::kFloat);
   const at::Tensor b = WithSpectrum(600, 200, s_true, gen);
   opts.exact_max_dim = 16;
   opts.initial_rank = 8;
@@ -146,16 +127,14 @@ TEST(TruncatedSvdTest, RandomizedPathOnSmallMatrixForced) {
   const int64_t k_true = EnergyRank(s_true, 0.95);
   EXPECT_GE(g->rank(), k_true);
   EXPECT_LE(g->rank(), k_true + 1);
-  EXPECT_LE(SquaredNorm(b - Reconstruct(*g)),
-            (1 - 0.95) * SquaredNorm(b) * 1.001);
+  EXPECT_LE(SquaredNorm(b - Reconstruct(*g)), (1 - 0.95) * SquaredNorm(b) * 1.001);
 }
 
 TEST(TruncatedSvdTest, RandomizedMatchesExactRankOnLargeMatrix) {
   at::Generator gen = at::detail::createCPUGenerator(4);
   const int64_t m = 2048, n = 1536;
   // Full-rank, decaying spectrum: s_i = 10 * 0.97^i.
-  const at::Tensor s_true =
-      (10.0 * at::pow(0.97, at::arange(n, at::kDouble))).to(at::kFloat);
+  const at::Tensor s_true = (10.0 * at::pow(0.97, at::arange(n, at::kDouble))).to(at::kFloat);
   auto t0 = std::chrono::steady_clock::now();
   const at::Tensor a = WithSpectrum(m, n, s_true, gen);
   auto t1 = std::chrono::steady_clock::now();
@@ -177,8 +156,7 @@ TEST(TruncatedSvdTest, RandomizedMatchesExactRankOnLargeMatrix) {
     const double residual = SquaredNorm(a - Reconstruct(*f));
     EXPECT_LE(residual, (1 - beta) * total * 1.001) << "beta=" << beta;
     // Leading singular values are accurate.
-    EXPECT_TRUE(
-        at::allclose(f->s.slice(0, 0, 10), s_true.slice(0, 0, 10), 1e-3, 1e-3));
+    EXPECT_TRUE(at::allclose(f->s.slice(0, 0, 10), s_true.slice(0, 0, 10), 1e-3, 1e-3));
   }
   // The exact SVD path (forced) agrees on k; timing for comparison.
   SvdOptions exact;
@@ -187,8 +165,7 @@ TEST(TruncatedSvdTest, RandomizedMatchesExactRankOnLargeMatrix) {
   auto e = TruncatedSvd(a, 0.99, kNoRankCap, exact);
   auto t5 = std::chrono::steady_clock::now();
   ASSERT_TRUE(e.ok()) << e.status();
-  std::printf("exact SVD path: k=%ld, %.3f s\n", e->rank(),
-              std::chrono::duration<double>(t5 - t4).count());
+  std::printf("exact SVD path: k=%ld, %.3f s\n", e->rank(), std::chrono::duration<double>(t5 - t4).count());
   EXPECT_EQ(e->rank(), EnergyRank(s_true, 0.99));
   // With a cap the sketch stops at the cap.
   auto c = TruncatedSvd(a, 0.99, 20);

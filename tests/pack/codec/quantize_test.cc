@@ -16,8 +16,7 @@ at::Tensor ExpandGroups(const at::Tensor& per_group, int64_t gs, int64_t cols) {
   return per_group.to(at::kFloat).repeat_interleave(gs, 1).slice(1, 0, cols);
 }
 
-double OutputError(const at::Tensor& w, const at::Tensor& w_hat,
-                   const at::Tensor& x) {
+double OutputError(const at::Tensor& w, const at::Tensor& w_hat, const at::Tensor& x) {
   return at::matmul(w - w_hat, x).norm().item<double>();
 }
 
@@ -25,9 +24,7 @@ double OutputError(const at::Tensor& w, const at::Tensor& w_hat,
 // A, and a few channels with much larger variance.
 at::Tensor CorrelatedInputs(int64_t cols, int64_t n, at::Generator& gen) {
   const at::Tensor z = at::randn({cols, n}, gen);
-  const at::Tensor a =
-      at::randn({cols, cols}, gen) / std::sqrt(static_cast<double>(cols)) +
-      at::eye(cols);
+  const at::Tensor a = at::randn({cols, cols}, gen) / std::sqrt(static_cast<double>(cols)) + at::eye(cols);
   at::Tensor c = at::ones({cols});
   c.slice(0, 0, cols, 17).fill_(8.0);  // every 17th channel is loud
   return c.unsqueeze(1) * at::matmul(a, z);
@@ -63,34 +60,25 @@ TEST(QuantizeRtnTest, ErrorWithinHalfStepEveryWidth) {
       const at::Tensor err = (Dequantize(*q) - w).abs();
       const at::Tensor bound = scale * (0.5 + 1e-5) + 1e-9;
       EXPECT_TRUE((err <= bound).all().item<bool>())
-          << "bits=" << bits << " gs=" << gs << " worst excess "
-          << (err - bound).max().item<double>();
+          << "bits=" << bits << " gs=" << gs << " worst excess " << (err - bound).max().item<double>();
       // Zero is represented exactly.
-      EXPECT_EQ(Dequantize(*q).slice(0, 10, 11).abs().max().item<float>(),
-                0.0f);
+      EXPECT_EQ(Dequantize(*q).slice(0, 10, 11).abs().max().item<float>(), 0.0f);
     }
   }
 }
 
 TEST(QuantizeRtnTest, BadArguments) {
   const at::Tensor w = at::randn({4, 8});
-  EXPECT_EQ(QuantizeRtn(w, 5, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeRtn(w, 1, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeRtn(w, 4, 0).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeRtn(at::randn({8}), 4, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeRtn(at::ones({4, 8}, at::kInt), 4, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(w, 5, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(w, 1, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(w, 4, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(at::randn({8}), 4, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(at::ones({4, 8}, at::kInt), 4, 4).status().code(), absl::StatusCode::kInvalidArgument);
   at::Tensor bad = w.clone();
   bad[1][2] = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_EQ(QuantizeRtn(bad, 4, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(bad, 4, 4).status().code(), absl::StatusCode::kInvalidArgument);
   bad[1][2] = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(QuantizeRtn(bad, 4, 4).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeRtn(bad, 4, 4).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(QuantizeRtnTest, ValidateCatchesCorruption) {
@@ -122,8 +110,7 @@ TEST(HessianAccumulatorTest, MatchesDirectFormula) {
   EXPECT_EQ(acc.count(), 1000);
   const at::Tensor want = 2.0 * at::matmul(x.t(), x) / 1000.0;
   EXPECT_TRUE(at::allclose(acc.Hessian(), want, 1e-4, 1e-4));
-  EXPECT_EQ(acc.Add(at::randn({5, 23})).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acc.Add(at::randn({5, 23})).code(), absl::StatusCode::kInvalidArgument);
   at::Tensor nan = at::randn({2, 24});
   nan[0][0] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_EQ(acc.Add(nan).code(), absl::StatusCode::kInvalidArgument);
@@ -160,8 +147,7 @@ TEST(QuantizeGptqTest, BeatsRtnOnCorrelatedInputs) {
       // first column, and 4 levels clip hard): here it loses to RTN at group
       // size 64, so only 3 and 4 bits are asserted for it.
       if (act_order || bits >= 3) {
-        EXPECT_LT(eg, 0.9 * er)
-            << "bits=" << bits << " act_order=" << act_order;
+        EXPECT_LT(eg, 0.9 * er) << "bits=" << bits << " act_order=" << act_order;
       }
     }
   }
@@ -187,8 +173,7 @@ TEST(QuantizeGptqTest, ActOrderPermutationIsUndoneByDequantize) {
   const at::Tensor original = Dequantize(*q);
   EXPECT_TRUE(at::equal(original.index_select(1, q->perm), stored));
   // At 8 bits Ŵ is close to W in the original order.
-  const double rel =
-      (original - w).norm().item<double>() / w.norm().item<double>();
+  const double rel = (original - w).norm().item<double>() / w.norm().item<double>();
   EXPECT_LT(rel, 0.02);
 }
 
@@ -235,8 +220,7 @@ TEST(QuantizeGptqTest, IndefiniteHessianGetsMoreDampening) {
     hard[i][i + 1] = 1001.0;
     hard[i + 1][i] = 1001.0;
   }
-  EXPECT_EQ(QuantizeGptq(w, hard, opts).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(QuantizeGptq(w, hard, opts).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(QuantizeGptqTest, BadArguments) {
@@ -244,26 +228,20 @@ TEST(QuantizeGptqTest, BadArguments) {
   const at::Tensor h = at::eye(8);
   QuantizeOptions opts;
   EXPECT_TRUE(QuantizeGptq(w, h, opts).ok());  // group larger than cols is fine
-  EXPECT_EQ(QuantizeGptq(w, at::eye(7), opts).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(QuantizeGptq(w, at::zeros({8, 8}), opts).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(w, at::eye(7), opts).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(w, at::zeros({8, 8}), opts).status().code(), absl::StatusCode::kInvalidArgument);
   at::Tensor bad = w.clone();
   bad[0][0] = std::numeric_limits<float>::infinity();
-  EXPECT_EQ(QuantizeGptq(bad, h, opts).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(bad, h, opts).status().code(), absl::StatusCode::kInvalidArgument);
   QuantizeOptions o = opts;
   o.bits = 6;
-  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(), absl::StatusCode::kInvalidArgument);
   o = opts;
   o.group_size = -1;
-  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(), absl::StatusCode::kInvalidArgument);
   o = opts;
   o.block_size = 0;
-  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(QuantizeGptq(w, h, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(QuantizeGptqTest, LazyBlocksMatchColumnByColumn) {
@@ -284,8 +262,7 @@ TEST(QuantizeGptqTest, LazyBlocksMatchColumnByColumn) {
     auto q = QuantizeGptq(w, h, opts);
     ASSERT_TRUE(q.ok()) << q.status();
     EXPECT_TRUE(at::equal(q->perm, ref->perm));
-    const double mismatch =
-        (q->codes != ref->codes).to(at::kDouble).mean().item<double>();
+    const double mismatch = (q->codes != ref->codes).to(at::kDouble).mean().item<double>();
     EXPECT_LT(mismatch, 0.005) << "block_size=" << bs;
   }
 }
