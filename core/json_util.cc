@@ -1,5 +1,6 @@
 #include "core/json_util.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/file_util.h"
@@ -33,7 +34,35 @@ const char* TypeName() {
 
 }  // namespace
 
+int JsonNestingDepth(absl::string_view text) {
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char ch : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (ch == '\\') {
+        escaped = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      max_depth = std::max(max_depth, ++depth);
+    } else if (ch == ']' || ch == '}') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
+
 StatusOr<Json> ParseJson(absl::string_view text, absl::string_view what) {
+  if (JsonNestingDepth(text) > kMaxJsonDepth) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": JSON nested deeper than ", kMaxJsonDepth, " levels"));
+  }
   Json j = Json::parse(text.data(), text.data() + text.size(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(what, ": not valid JSON"));
   return j;

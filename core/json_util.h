@@ -14,7 +14,18 @@ namespace skillpack {
 
 using Json = nlohmann::json;
 
-// Parses `text`; INVALID_ARGUMENT naming `what` (e.g. a file name) on bad JSON.
+// Deepest JSON nesting accepted from outside bytes. nlohmann::json copies,
+// dumps and compares recursively, so deeper input could exhaust the stack;
+// every document we read (manifests, configs, job specs, tokenizer.json)
+// nests far less.
+inline constexpr int kMaxJsonDepth = 64;
+
+// The deepest [ / { nesting of `text` outside strings, in one pass and without
+// allocating (so it can bound hostile input before any parser sees it).
+int JsonNestingDepth(absl::string_view text);
+
+// Parses `text`; INVALID_ARGUMENT naming `what` (e.g. a file name) on bad JSON
+// or JSON nested deeper than kMaxJsonDepth.
 StatusOr<Json> ParseJson(absl::string_view text, absl::string_view what);
 
 // Reads and parses a JSON file.

@@ -22,7 +22,6 @@ namespace skillpack {
 namespace {
 
 constexpr char kMetadataKey[] = "__metadata__";
-constexpr int kMaxJsonDepth = 64;
 
 // Untrusted names can be huge; keep error messages short.
 std::string Shorten(absl::string_view s) {
@@ -76,33 +75,6 @@ bool IsValidUtf8(absl::string_view s) {
     i += len;
   }
   return true;
-}
-
-// Deepest [ / { nesting outside strings. Bounded before parsing so neither the
-// parser nor json destruction can recurse deeply on hostile input.
-int MaxNesting(absl::string_view text) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char ch : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (ch == '\\') {
-        escaped = true;
-      } else if (ch == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (ch == '"') {
-      in_string = true;
-    } else if (ch == '[' || ch == '{') {
-      max_depth = std::max(max_depth, ++depth);
-    } else if (ch == ']' || ch == '}') {
-      --depth;
-    }
-  }
-  return max_depth;
 }
 
 // Reads a JSON integer that must be >= 0 and fit `max`. False otherwise.
@@ -319,7 +291,7 @@ Status SafetensorsFile::Parse() {
                                       " bytes after the length field (truncated file?)"));
   }
   absl::string_view text(reinterpret_cast<const char*>(base_ + 8), header_len);
-  if (MaxNesting(text) > kMaxJsonDepth) {
+  if (JsonNestingDepth(text) > kMaxJsonDepth) {
     return Invalid(what, absl::StrCat("header JSON nested deeper than ", kMaxJsonDepth, " levels"));
   }
 

@@ -59,13 +59,24 @@ bool ScalesFitHalf(const at::Tensor& scales) {
   return at::equal(scales.to(at::kHalf).to(at::kFloat), scales);
 }
 
+}  // namespace
+
+Status CheckGroupSize(int64_t group_size, int64_t cols, absl::string_view where) {
+  const int64_t limit = std::max(cols, kMaxGroupSize);
+  if (group_size < 1 || group_size > limit) {
+    return Invalid(where, absl::StrCat("group_size ", group_size, " out of range (1..", limit, ": the row length ",
+                                       cols, " or ", kMaxGroupSize, ")"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 Status ValidateQuant(const QuantizedMatrix& q, int64_t rows, int64_t cols, absl::string_view where) {
   if (!IsSupportedCodeWidth(q.bits)) {
     return Invalid(where, absl::StrCat("bits ", q.bits, " not supported (want 2, 3, 4 or 8)"));
   }
-  if (q.group_size <= 0 || q.group_size > kMaxGroupSize) {
-    return Invalid(where, absl::StrCat("group_size ", q.group_size, " out of range (1..", kMaxGroupSize, ")"));
-  }
+  RETURN_IF_ERROR(CheckGroupSize(q.group_size, cols, where));
   if (q.rows != rows || q.cols != cols) {
     return Invalid(where, absl::StrCat("is [", q.rows, ", ", q.cols, "], want [", rows, ", ", cols, "]"));
   }
@@ -334,9 +345,7 @@ StatusOr<QuantizedMatrix> ReadQuant(TensorSource& src, const Json& j, int64_t ro
   if (!IsSupportedCodeWidth(q.bits)) {
     return Invalid(what, absl::StrCat("bits ", q.bits, " not supported (want 2, 3, 4 or 8)"));
   }
-  if (q.group_size <= 0 || q.group_size > kMaxGroupSize) {
-    return Invalid(what, absl::StrCat("group_size ", q.group_size, " out of range (1..", kMaxGroupSize, ")"));
-  }
+  RETURN_IF_ERROR(CheckGroupSize(q.group_size, cols, what));
   q.rows = rows;
   q.cols = cols;
   const int64_t ng = q.num_groups();
@@ -484,8 +493,11 @@ StatusOr<SkillPack> ParseFile(const SafetensorsFile& file) {
   }
   auto ver = md.find(kPackFormatVersionKey);
   if (ver == md.end()) return absl::InvalidArgumentError("metadata 'format_version' is missing");
+  // Canonical decimal only: SimpleAtoi alone would take " 1", "+1" or "01".
   int64_t version = 0;
-  if (!absl::SimpleAtoi(ver->second, &version) || version < 1) {
+  const bool canonical = !ver->second.empty() && ver->second.size() <= 9 && ver->second[0] != '0' &&
+                         ver->second.find_first_not_of("0123456789") == std::string::npos;
+  if (!canonical || !absl::SimpleAtoi(ver->second, &version) || version < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("metadata 'format_version' must be a positive integer, got '", ver->second, "'"));
   }

@@ -29,8 +29,13 @@ inline constexpr char kPackFormatValue[] = "skillpack";
 inline constexpr char kPackFormatVersionKey[] = "format_version";
 inline constexpr char kPackManifestKey[] = "manifest";
 
-// Largest group size accepted (keeps group arithmetic far from overflow).
-inline constexpr int64_t kMaxGroupSize = int64_t{1} << 31;
+// Largest group size accepted: the row length (cols) or, for short rows, this
+// (our compressor writes its configured group size, e.g. 128, even for a
+// 5-column band: one group per row). Readers check it before allocating.
+inline constexpr int64_t kMaxGroupSize = 4096;
+// OK when 1 <= group_size <= max(cols, kMaxGroupSize); INVALID_ARGUMENT
+// naming `where` otherwise.
+Status CheckGroupSize(int64_t group_size, int64_t cols, absl::string_view where);
 // Largest module (numel) accepted.
 inline constexpr int64_t kMaxModuleNumel = int64_t{1} << 48;
 

@@ -295,7 +295,9 @@ StatusOr<QuantizedMatrix> QuantizeGptq(const at::Tensor& w, const at::Tensor& he
 }
 
 at::Tensor DequantizeStored(const QuantizedMatrix& q) {
-  const int64_t gs = q.group_size;
+  // A group never spans more than a row: repeating scales by more than cols
+  // would only allocate columns that the slice throws away.
+  const int64_t gs = std::min(q.group_size, std::max<int64_t>(q.cols, 1));
   const at::Tensor scale = q.scales.repeat_interleave(gs, 1).slice(1, 0, q.cols);
   const at::Tensor zero = q.zeros.to(at::kFloat).repeat_interleave(gs, 1).slice(1, 0, q.cols);
   return (q.codes.to(at::kFloat) - zero) * scale;

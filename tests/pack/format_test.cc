@@ -476,11 +476,28 @@ TEST_F(MalformedTest, ContainerAndMetadata) {
   ExpectRefused([](RawFile& r) { r.metadata["format"] = "pt"; }, {"not a skillpack file", "'pt'"});
   ExpectRefused([](RawFile& r) { r.metadata["format_version"] = "x1"; }, {"format_version", "x1"});
   ExpectRefused([](RawFile& r) { r.metadata["format_version"] = "0"; }, {"format_version"});
+  for (const char* v : {" 1", "1 ", "+1", "01", "1.0", "", "99999999999999999999"}) {
+    SCOPED_TRACE(v);
+    ExpectRefused([&](RawFile& r) { r.metadata["format_version"] = v; },
+                  {"'format_version' must be a positive integer"});
+  }
   ExpectRefused([](RawFile& r) { r.metadata["format_version"] = "2"; },
                 {"made by a newer skillpack (format_version 2 > 1)"});
   ExpectRefused([](RawFile& r) { r.metadata.erase("manifest"); }, {"manifest", "missing"});
   ExpectRefused([](RawFile& r) { r.metadata["manifest"] = "{\"name\": "; }, {"manifest", "not valid JSON"});
   ExpectRefused([](RawFile& r) { r.metadata["manifest"] = "[1, 2]"; }, {"manifest", "object"});
+  // Deep JSON is refused before it is parsed (nlohmann::json dumps and copies
+  // recursively: a manifest nested 100k deep once crashed every GetPack).
+  ExpectRefused(
+      [](RawFile& r) {
+        Json j = r.manifest();
+        const int depth = 100000;
+        std::string text = j.dump();
+        text.pop_back();  // drop the final '}', add "provenance": [[[...]]]
+        text += ",\"provenance\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
+        r.metadata["manifest"] = text;
+      },
+      {"manifest", "nested deeper than 64 levels"});
   EXPECT_EQ(ReadSkillPack("/nonexistent/x.skillpack").status().code(), absl::StatusCode::kNotFound);
 }
 
@@ -593,6 +610,15 @@ TEST_F(MalformedTest, ModuleFields) {
         r.set_manifest(j);
       },
       {kDown, "band 2 vt", "group_size 0"});
+  // Past the row length and the 4096 floor: refused before anything is
+  // allocated (2^20 once took 1.2 GB to decode a 223 KB pack).
+  ExpectRefused(
+      [](RawFile& r) {
+        Json j = r.manifest();
+        Module(j, kDown)["bands"][0]["u"]["group_size"] = int64_t{1} << 20;
+        r.set_manifest(j);
+      },
+      {kDown, "band 0 u", "group_size 1048576 out of range (1..4096"});
   ExpectRefused(  // gap: band 1 starts at 3, band 0 ended at 2
       [](RawFile& r) {
         Json j = r.manifest();

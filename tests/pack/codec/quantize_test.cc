@@ -177,6 +177,25 @@ TEST(QuantizeGptqTest, ActOrderPermutationIsUndoneByDequantize) {
   EXPECT_LT(rel, 0.02);
 }
 
+TEST(QuantizeRtnTest, GroupWiderThanTheRowDequantizesAsOneGroupWithoutBlowingUp) {
+  // A 5-column matrix with group_size 128 (what the compressor writes for a
+  // narrow band) or 2^40 (a crafted file): one group per row, same values,
+  // and no [rows, group_size] intermediate.
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  const at::Tensor w = at::randn({3, 5}, gen);
+  auto q = QuantizeRtn(w, 4, 128);
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_EQ(q->scales.size(1), 1);
+  const at::Tensor want = DequantizeStored(*q);
+  QuantizedMatrix huge = *q;
+  huge.group_size = int64_t{1} << 40;
+  EXPECT_EQ(huge.num_groups(), 1);
+  EXPECT_TRUE(at::equal(DequantizeStored(huge), want));
+  auto q5 = QuantizeRtn(w, 4, 5);
+  ASSERT_TRUE(q5.ok());
+  EXPECT_TRUE(at::equal(DequantizeStored(*q5), want));
+}
+
 TEST(QuantizeGptqTest, DeadColumnsAreZeroAndOthersStillGood) {
   at::Generator gen = at::detail::createCPUGenerator(9);
   const int64_t rows = 32, cols = 128;
