@@ -6,6 +6,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/tensor_util.h"
 
 namespace skillpack {
@@ -36,6 +37,7 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
       return absl::InvalidArgumentError(absl::StrCat(label, ": weight ", s.weight, " is not finite"));
     }
     RETURN_IF_ERROR(Annotate(ValidateModuleFilter(s.modules), label));
+    bool filter_matched = s.modules.empty();
     for (const auto& [name, dm] : pack->modules) {
       if (name == "lm_head.weight" && base.config().tie_word_embeddings) {
         return absl::FailedPreconditionError(
@@ -56,9 +58,15 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
         return absl::FailedPreconditionError(absl::StrCat(
             label, ": module '", name, "' does not match the base tensor's shape ", ShapeString(t->sizes().vec())));
       }
-      if (s.weight != 0.0f && ModuleFilterMatches(s.modules, name)) {
-        plan[name].emplace_back(&dm, s.weight);
+      if (ModuleFilterMatches(s.modules, name)) {
+        filter_matched = true;
+        if (s.weight != 0.0f) plan[name].emplace_back(&dm, s.weight);
       }
+    }
+    if (!filter_matched) {
+      // Almost certainly a typo: serving the base while reporting the pack as used would hide it.
+      return absl::InvalidArgumentError(absl::StrCat(label, ": module filter [", absl::StrJoin(s.modules, ", "),
+                                                     "] matches none of its ", pack->modules.size(), " modules"));
     }
   }
   try {

@@ -36,7 +36,8 @@ namespace skillpack {
 // tensor, computed in fp32 as base + w_1 ΔŴ_1 + w_2 ΔŴ_2 + ... (in `packs`
 // order) and cast to the base tensor's dtype on its device; every other module
 // aliases the base tensor. Base tensors are never written. INVALID_ARGUMENT for
-// a null pack, a non-finite weight or a bad filter.
+// a null pack, a non-finite weight, a bad filter or a filter that matches none
+// of its pack's modules.
 StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights& base,
                                                              const std::vector<PackSelection>& selections,
                                                              const std::vector<const DecodedPack*>& packs);

@@ -1,7 +1,11 @@
 #include "server/admin_service.h"
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
 #include "rpc/bearer_auth.h"
@@ -37,6 +41,54 @@ void FillRouterInfo(const LoadedRouter& r, v1::RouterInfo* info) {
   info->set_loaded_at(absl::FormatTime(absl::RFC3339_sec, r.loaded_at, absl::UTCTimeZone()));
 }
 
+// Cancels an upload call whose client sends nothing for `timeout`: a thread
+// waits for Touch() and calls TryCancel() once the call has been idle that
+// long, which makes the handler's blocked Read() return false.
+class UploadWatchdog {
+ public:
+  UploadWatchdog(grpc::ServerContext* context, absl::Duration timeout)
+      : context_(context), timeout_(timeout), last_(absl::Now()), thread_([this] { Run(); }) {}
+  ~UploadWatchdog() {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    cv_.Signal();
+    thread_.join();
+  }
+  void Touch() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    last_ = absl::Now();
+  }
+  bool fired() const ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return fired_;
+  }
+
+ private:
+  void Run() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    while (!done_) {
+      const absl::Time due = last_ + timeout_;
+      if (absl::Now() >= due) {
+        fired_ = true;
+        context_->TryCancel();
+        return;
+      }
+      cv_.WaitWithDeadline(&mu_, due);
+    }
+  }
+
+  grpc::ServerContext* const context_;
+  const absl::Duration timeout_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  absl::Time last_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool fired_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the fields above are set
+};
+
 Status CheckName(const std::string& name) {
   if (name.empty()) return absl::InvalidArgumentError("name: must not be empty");
   return absl::OkStatus();
@@ -49,8 +101,26 @@ class AdminServiceImpl final : public v1::Admin::Service {
   grpc::Status UploadPack(grpc::ServerContext* context, grpc::ServerReader<v1::UploadPackRequest>* reader,
                           v1::UploadPackResponse* resp) override {
     return Handle("UploadPack", context, [&]() -> Status {
+      // At most max_concurrent_uploads at once: each holds a thread, a file
+      // descriptor and a .part file until it ends.
+      if (uploads_in_flight_.fetch_add(1) >= ctx_.max_concurrent_uploads) {
+        uploads_in_flight_.fetch_sub(1);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "already ", ctx_.max_concurrent_uploads, " uploads in progress (--max-concurrent-uploads); retry later"));
+      }
+      struct Release {
+        std::atomic<int>& n;
+        ~Release() { n.fetch_sub(1); }
+      } release{uploads_in_flight_};
+      UploadWatchdog watchdog(context, ctx_.upload_idle_timeout);
+      auto idle = [&]() {
+        return absl::DeadlineExceededError(absl::StrCat("upload idle for more than ",
+                                                        absl::FormatDuration(ctx_.upload_idle_timeout),
+                                                        " (--upload-idle-timeout-seconds); nothing was stored"));
+      };
       v1::UploadPackRequest msg;
       if (!reader->Read(&msg) || !msg.has_header()) {
+        if (watchdog.fired()) return idle();
         return absl::InvalidArgumentError("header: the first message must carry the upload header");
       }
       const v1::UploadHeader& h = msg.header();
@@ -60,12 +130,15 @@ class AdminServiceImpl final : public v1::Admin::Service {
       ASSIGN_OR_RETURN(
           std::unique_ptr<PackUpload> upload,
           ctx_.store->BeginUpload(h.name(), h.sha256(), static_cast<int64_t>(h.total_size()), h.overwrite()));
+      watchdog.Touch();
       while (reader->Read(&msg)) {
+        watchdog.Touch();
         if (msg.part_case() != v1::UploadPackRequest::kChunk) {
           return absl::InvalidArgumentError("chunk: only the first message may carry a header");
         }
         RETURN_IF_ERROR(upload->Append(msg.chunk()));
       }
+      if (watchdog.fired()) return idle();
       if (context->IsCancelled()) return absl::CancelledError("upload cancelled by the client");
       ASSIGN_OR_RETURN(StoredPack stored, upload->Commit());
       ctx_.cache->Unload(stored.summary.name);  // an overwritten pack's old cache entries
@@ -220,6 +293,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
   }
 
   const ServingContext& ctx_;
+  std::atomic<int> uploads_in_flight_{0};
 };
 
 }  // namespace

@@ -31,16 +31,38 @@ bool IsAuto(const v1::Skills& skills) {
   return skills.mode() == v1::Skills::AUTO || skills.mode() == v1::Skills::MODE_UNSPECIFIED;
 }
 
-// The prompt's tokens of a GenerateRequest or RouteRequest (same input oneof).
+// Longest request_id accepted (it is echoed in every response).
+constexpr size_t kMaxRequestIdBytes = 256;
+
+Status CheckRequestId(const std::string& id) {
+  if (id.size() <= kMaxRequestIdBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("request_id: ", id.size(), " bytes, at most ", kMaxRequestIdBytes, " allowed"));
+}
+
+// The prompt's tokens of a GenerateRequest or RouteRequest (same input oneof),
+// after the request_id and size checks that need no tokenizer.
 template <typename Request>
-StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const Tokenizer& tok) {
+StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const ServingContext& ctx) {
+  const Tokenizer& tok = *ctx.tokenizer;
+  RETURN_IF_ERROR(CheckRequestId(req.request_id()));
+  auto too_long = [&](const char* field, size_t bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", bytes, " bytes exceeds the server's limit of ",
+                                                   ctx.max_prompt_bytes, " (--max-prompt-bytes)"));
+  };
   switch (req.input_case()) {
     case Request::kPrompt:
       if (req.prompt().empty()) return absl::InvalidArgumentError("prompt: must not be empty");
+      if (static_cast<int64_t>(req.prompt().size()) > ctx.max_prompt_bytes) {
+        return too_long("prompt", req.prompt().size());
+      }
       return tok.Encode(req.prompt(), /*parse_special=*/true, /*add_bos=*/tok.bos_id().has_value());
     case Request::kChat: {
       const auto& msgs = req.chat().messages();
       if (msgs.empty()) return absl::InvalidArgumentError("chat.messages: must not be empty");
+      size_t bytes = 0;
+      for (const auto& m : msgs) bytes += m.role().size() + m.content().size();
+      if (static_cast<int64_t>(bytes) > ctx.max_prompt_bytes) return too_long("chat.messages", bytes);
       std::vector<ChatMessage> chat;
       for (int i = 0; i < msgs.size(); ++i) {
         const std::string& role = msgs[i].role();
@@ -130,6 +152,15 @@ Status CheckNoRoutingFields(const v1::Skills& skills) {
 
 StatusOr<std::vector<PackSelection>> PackSelections(const v1::Skills& skills) {
   std::vector<PackSelection> out;
+  switch (skills.mode()) {
+    case v1::Skills::MODE_UNSPECIFIED:
+    case v1::Skills::AUTO:
+    case v1::Skills::NONE:
+    case v1::Skills::EXPLICIT:
+      break;
+    default:  // an enum value this server does not know (proto3 enums are open)
+      return absl::InvalidArgumentError(absl::StrCat("skills.mode: unknown value ", skills.mode()));
+  }
   if (skills.mode() != v1::Skills::EXPLICIT) {
     if (!skills.packs().empty()) {
       return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
@@ -170,7 +201,7 @@ StatusOr<std::vector<PackSelection>> PackSelections(const v1::Skills& skills) {
 
 StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest& req) {
   Prepared p;
-  ASSIGN_OR_RETURN(p.gen.prompt_tokens, PromptTokens(req, *ctx.tokenizer));
+  ASSIGN_OR_RETURN(p.gen.prompt_tokens, PromptTokens(req, ctx));
   p.gen.params = SamplingFromProto(req.sampling());
   RETURN_IF_ERROR(ctx.scheduler->Validate(p.gen));
   ASSIGN_OR_RETURN(p.packs, PackSelections(req.skills()));
@@ -296,7 +327,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
       return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
     }
     ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx_.router->options().default_policy));
-    ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(req, *ctx_.tokenizer));
+    ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(req, ctx_));
     const int64_t vocab = ctx_.model_config->vocab_size;
     for (size_t i = 0; i < tokens.size(); ++i) {
       if (tokens[i] < 0 || tokens[i] >= vocab) {

@@ -145,6 +145,9 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.ctx.metrics = s.metrics.get();
   s.ctx.router = s.router.get();
   s.ctx.admin_token = options.admin_token;
+  s.ctx.max_prompt_bytes = options.max_prompt_bytes;
+  s.ctx.max_concurrent_uploads = options.max_concurrent_uploads;
+  s.ctx.upload_idle_timeout = absl::Seconds(options.upload_idle_timeout_seconds);
   s.ctx.started = absl::Now();
   s.inference = NewInferenceService(&s.ctx);
   s.admin = NewAdminService(&s.ctx);

@@ -34,8 +34,11 @@ struct ServerOptions {
   int64_t max_seq_len = 0;  // per-sequence KV length; 0 = min(model context, 4096)
   int64_t host_cache_bytes = int64_t{4} << 30;
   int64_t fused_cache_bytes = int64_t{8} << 30;
-  int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
-  int32_t threads = 0;                        // intra-op threads; 0 = libtorch's default
+  int64_t max_pack_bytes = int64_t{4} << 30;    // upload limit
+  int64_t max_prompt_bytes = int64_t{1} << 20;  // prompt / chat text, checked before tokenizing
+  int32_t max_concurrent_uploads = 4;           // Admin.UploadPack calls in progress at once
+  double upload_idle_timeout_seconds = 30;      // an upload sending nothing this long is cancelled
+  int32_t threads = 0;                          // intra-op threads; 0 = libtorch's default
   // Router (docs/router-format.md): a file to load at start-up (empty = none;
   // Admin.SetRouter can load one later) and the default routing policy.
   std::string router_file;

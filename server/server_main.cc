@@ -34,6 +34,9 @@ constexpr char kUsage[] =
     "  --host-cache-bytes N       budget for decoded packs (default 4 GiB)\n"
     "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
     "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
+    "  --max-prompt-bytes N       largest prompt / chat text, refused before tokenizing (default 1 MiB)\n"
+    "  --max-concurrent-uploads N pack uploads in progress at once; more get RESOURCE_EXHAUSTED (default 4)\n"
+    "  --upload-idle-timeout-seconds S  an upload sending nothing for S seconds is cancelled (default 30)\n"
     "  --router FILE              router to load at start-up (docs/router-format.md);\n"
     "                             Admin.SetRouter replaces it at run time\n"
     "  --routing-mode top1|topk   default routing policy of AUTO requests (default top1)\n"
@@ -58,6 +61,10 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.host_cache_bytes, a.IntOr("host-cache-bytes", o.host_cache_bytes));
   ASSIGN_OR_RETURN(o.fused_cache_bytes, a.IntOr("fused-cache-bytes", o.fused_cache_bytes));
   ASSIGN_OR_RETURN(o.max_pack_bytes, a.IntOr("max-pack-bytes", o.max_pack_bytes));
+  ASSIGN_OR_RETURN(o.max_prompt_bytes, a.IntOr("max-prompt-bytes", o.max_prompt_bytes));
+  ASSIGN_OR_RETURN(int64_t max_uploads, a.IntOr("max-concurrent-uploads", o.max_concurrent_uploads));
+  ASSIGN_OR_RETURN(o.upload_idle_timeout_seconds,
+                   a.DoubleOr("upload-idle-timeout-seconds", o.upload_idle_timeout_seconds));
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
   ASSIGN_OR_RETURN(*grace_seconds, a.DoubleOr("grace-seconds", 30));
   o.router_file = a.StringOr("router", "");
@@ -85,6 +92,12 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   RETURN_IF_ERROR(in_range(threads, 0, 1024, "threads"));
   RETURN_IF_ERROR(in_range(routing_k, 1, 16, "routing-k"));
   RETURN_IF_ERROR(in_range(router_max_tokens, 1, 1 << 20, "router-max-tokens"));
+  RETURN_IF_ERROR(in_range(o.max_prompt_bytes, 1, int64_t{64} << 20, "max-prompt-bytes"));
+  RETURN_IF_ERROR(in_range(max_uploads, 1, 1024, "max-concurrent-uploads"));
+  if (!(o.upload_idle_timeout_seconds > 0 && o.upload_idle_timeout_seconds <= 86400)) {
+    return absl::InvalidArgumentError("--upload-idle-timeout-seconds must be in (0, 86400]");
+  }
+  o.max_concurrent_uploads = static_cast<int32_t>(max_uploads);
   if (!(routing_threshold >= 0 && routing_threshold <= 1)) {
     return absl::InvalidArgumentError("--routing-threshold must be in [0, 1]");
   }

@@ -28,6 +28,14 @@ struct ServingContext {
   RequestRouter* router = nullptr;
   // Bearer token the Admin service requires; empty = Admin refuses every call.
   std::string admin_token;
+  // Largest prompt (or chat text) in bytes; longer ones are refused before
+  // they are tokenized (--max-prompt-bytes).
+  int64_t max_prompt_bytes = int64_t{1} << 20;
+  // Admin.UploadPack: uploads in progress at once, and how long one may send
+  // nothing before the server cancels it (--max-concurrent-uploads,
+  // --upload-idle-timeout-seconds).
+  int32_t max_concurrent_uploads = 4;
+  absl::Duration upload_idle_timeout = absl::Seconds(30);
   absl::Time started;
 };
 

@@ -75,7 +75,7 @@ class ServerE2eTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     server_ = new ServerProcess();
     server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"),
-                    "--max-running", "4", "--max-seq-len", "2048"},
+                    "--max-running", "4", "--max-seq-len", "2048", "--max-prompt-bytes", "4096"},
                    Path("server.log"));
   }
   static void TearDownTestSuite() {
@@ -221,6 +221,17 @@ TEST_F(ServerE2eTest, InvalidArgumentNamesTheField) {
        "skills.routing_mode"},
       {[](v1::GenerateRequest* r) { r->mutable_skills()->set_routing_k(0); }, "skills.routing_k"},
       {[](v1::GenerateRequest* r) { r->mutable_skills()->set_routing_threshold(2); }, "skills.routing_threshold"},
+      // Limits checked before tokenizing, and values this server does not know.
+      {[](v1::GenerateRequest* r) { r->set_prompt(std::string(4097, 'a')); }, "prompt: 4097 bytes exceeds"},
+      {[](v1::GenerateRequest* r) {
+         auto* m = r->mutable_chat()->add_messages();
+         m->set_role("user");
+         m->set_content(std::string(5000, 'a'));
+       },
+       "chat.messages: 5004 bytes exceeds"},
+      {[](v1::GenerateRequest* r) { r->set_request_id(std::string(257, 'r')); }, "request_id: 257 bytes"},
+      {[](v1::GenerateRequest* r) { r->mutable_skills()->set_mode(static_cast<v1::Skills::Mode>(99)); },
+       "skills.mode: unknown value 99"},
   };
   for (const Bad& b : bads) {
     v1::GenerateRequest req = Request("hi", Greedy(4));
@@ -233,6 +244,20 @@ TEST_F(ServerE2eTest, InvalidArgumentNamesTheField) {
   unknown.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
   unknown.mutable_skills()->add_packs()->set_name("no-such-pack");
   EXPECT_EQ(GenerateStatus(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
+  // A module filter that selects none of a stored pack's modules (it would
+  // serve the base while reporting the pack as used).
+  const grpc::Status up = Upload(server_->channel(), Path("p2.skillpack"));
+  ASSERT_TRUE(up.ok() || up.error_code() == grpc::StatusCode::ALREADY_EXISTS) << up.error_message();
+  v1::GenerateRequest filtered = Request("hi", Greedy(4));
+  filtered.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+  auto* sel = filtered.mutable_skills()->add_packs();
+  sel->set_name("p2");
+  sel->add_modules("no_such_module");
+  const grpc::Status filter_status = GenerateStatus(filtered);
+  EXPECT_EQ(filter_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << filter_status.error_message();
+  EXPECT_NE(filter_status.error_message().find("pack p2: module filter [no_such_module] matches none of its"),
+            std::string::npos)
+      << filter_status.error_message();
 }
 
 TEST_F(ServerE2eTest, AdminNeedsTheBearerToken) {
@@ -250,6 +275,11 @@ TEST_F(ServerE2eTest, AdminNeedsTheBearerToken) {
   {
     grpc::ClientContext ctx;
     AddToken(&ctx, kToken);
+    EXPECT_TRUE(stub->ListPacks(&ctx, v1::ListPacksRequest(), &resp).ok());
+  }
+  {
+    grpc::ClientContext ctx;  // the scheme is case-insensitive (RFC 7235)
+    ctx.AddMetadata("authorization", std::string("bearer ") + kToken);
     EXPECT_TRUE(stub->ListPacks(&ctx, v1::ListPacksRequest(), &resp).ok());
   }
 }
@@ -412,6 +442,47 @@ TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
   grpc::ClientContext ctx2;
   EXPECT_TRUE(stub->Generate(&ctx2, Request("room again", Greedy(4)), &resp).ok());
   EXPECT_EQ(small.Stop(), 0);
+}
+
+TEST_F(ServerE2eTest, UploadsAreCappedAndIdleOnesCancelled) {
+  ServerProcess up;
+  up.Start({"--model", Path("base"), "--packs", Path("packs-uploads"), "--admin-token-file", Path("token"),
+            "--max-concurrent-uploads", "1", "--upload-idle-timeout-seconds", "2"},
+           Path("server-uploads.log"));
+  const std::string bytes = ReadFileToString(Path("p2.skillpack")).value();
+  // An upload that sends its header and then nothing.
+  auto stub = v1::Admin::NewStub(up.channel());
+  grpc::ClientContext idle_ctx;
+  AddToken(&idle_ctx, kToken);
+  idle_ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));  // the server must end it long before
+  v1::UploadPackResponse idle_resp;
+  auto idle = stub->UploadPack(&idle_ctx, &idle_resp);
+  v1::UploadPackRequest header;
+  header.mutable_header()->set_sha256(Sha256Hex(bytes));
+  header.mutable_header()->set_total_size(bytes.size());
+  ASSERT_TRUE(idle->Write(header));
+  // The server has taken it once its temporary file exists.
+  auto part_files = [&]() {
+    int n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(Path("packs-uploads/.incoming"), ec)) n += e.is_regular_file();
+    return n;
+  };
+  for (int i = 0; i < 200 && part_files() == 0; ++i) std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_EQ(part_files(), 1);
+  // While it is open, a second upload is refused (one at a time).
+  const grpc::Status second = Upload(up.channel(), Path("p2.skillpack"));
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << second.error_message();
+  EXPECT_NE(second.error_message().find("--max-concurrent-uploads"), std::string::npos) << second.error_message();
+  // The server cancels the idle one (the client's own deadline is 60 s away)
+  // and leaves no partial file.
+  const grpc::Status ended = idle->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::CANCELLED) << ended.error_message();
+  EXPECT_EQ(part_files(), 0);
+  // Its slot is free again.
+  EXPECT_TRUE(Upload(up.channel(), Path("p2.skillpack")).ok());
+  EXPECT_TRUE(fs::exists(Path("packs-uploads/p2.skillpack")));
+  EXPECT_EQ(up.Stop(), 0);
 }
 
 TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {

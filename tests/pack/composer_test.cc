@@ -180,6 +180,10 @@ TEST_F(ComposerTest, Refusals) {
   EXPECT_THAT(std::string(named.status().message()), HasSubstr("pack sorter: weight"));
   refused({{&decoded_[0], NAN, {}}}, absl::StatusCode::kInvalidArgument, "not finite");
   refused({{&decoded_[0], 1.0f, {"a..b"}}}, absl::StatusCode::kInvalidArgument, "empty component");
+  // A filter that selects nothing would serve the base while reporting the pack as used.
+  refused({{&decoded_[0], 1.0f, {"no_such_module", "layers.99"}}}, absl::StatusCode::kInvalidArgument,
+          "module filter [no_such_module, layers.99] matches none of its");
+  refused({{&decoded_[0], 0.0f, {"no_such_module"}}}, absl::StatusCode::kInvalidArgument, "matches none");
 
   DecodedPack missing = decoded_[0];
   missing.modules["model.layers.9.mlp.up_proj.weight"] = missing.modules.at(kUp1);
