@@ -282,7 +282,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
     if (s.ok()) s = body();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (ctx_.metrics) ctx_.metrics->RecordRpc(method, absl::StatusCodeToString(s.code()), secs);
-    return ToGrpcStatus(s);
+    return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
   Status CheckAuth(const grpc::ServerContext& context) const {

@@ -300,7 +300,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     const auto t0 = std::chrono::steady_clock::now();
     Status s = Run(context, *req, nullptr, resp);
     Finish("Generate", t0, s);
-    return ToGrpcStatus(s);
+    return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
   grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* req,
@@ -308,14 +308,14 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     const auto t0 = std::chrono::steady_clock::now();
     Status s = Run(context, *req, writer, nullptr);
     Finish("GenerateStream", t0, s);
-    return ToGrpcStatus(s);
+    return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
   grpc::Status Route(grpc::ServerContext*, const v1::RouteRequest* req, v1::RouteResponse* resp) override {
     const auto t0 = std::chrono::steady_clock::now();
     Status s = RunRoute(*req, resp);
     Finish("Route", t0, s);
-    return ToGrpcStatus(s);
+    return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
  private:

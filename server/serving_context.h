@@ -4,6 +4,10 @@
 #define SKILLPACK_SERVER_SERVING_CONTEXT_H_
 
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_replace.h"
 
 #include "absl/time/time.h"
 #include "core/model_config.h"
@@ -37,6 +41,16 @@ struct ServingContext {
   int32_t max_concurrent_uploads = 4;
   absl::Duration upload_idle_timeout = absl::Seconds(30);
   absl::Time started;
+
+  // `s` as a client may see it: the server's own directories (the pack store,
+  // the model folder) in its message become "<packs>" and "<model>".
+  Status ClientFacing(const Status& s) const {
+    if (s.ok()) return s;
+    std::vector<std::pair<std::string, std::string>> paths;
+    if (store != nullptr && !store->dir().empty()) paths.emplace_back(store->dir(), "<packs>");
+    if (!model_dir.empty()) paths.emplace_back(model_dir, "<model>");
+    return Status(s.code(), absl::StrReplaceAll(s.message(), paths));
+  }
 };
 
 }  // namespace skillpack

@@ -309,6 +309,9 @@ TEST_F(ServerE2eTest, UploadWithWrongSha256IsRejectedAndLeavesNothing) {
   ASSERT_TRUE(WriteFileAtomically(Path("junk.skillpack"), "not a pack").ok());
   s = Upload(server_->channel(), Path("junk.skillpack"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  // Client-facing messages name no server path.
+  EXPECT_EQ(s.error_message().find(store), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("<packs>/.incoming/"), std::string::npos) << s.error_message();
   for (const auto& e : fs::recursive_directory_iterator(store)) {
     if (e.is_regular_file()) ADD_FAILURE() << "left in the store: " << e.path();
   }
