@@ -17,6 +17,10 @@ constexpr size_t kMaxPacksPerRequest = 8;
 constexpr float kMaxPackWeight = 16.0f;
 // How often a waiting handler checks whether its client went away.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+// A call cancelled this close to its deadline counts as DEADLINE_EXCEEDED: the
+// client's own timer fires first and its cancellation reaches us before our
+// copy of the deadline (which starts when the request arrives) has passed.
+constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(100);
 
 // A request turned into what the scheduler runs.
 struct Prepared {
@@ -369,6 +373,11 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state,
                      ctx_.scheduler->Submit(p.gen, deadline, /*stream=*/writer != nullptr));
     bool cancelled = false;
+    // The call ended under us (cancelled, or a stream write failed): past (or
+    // all but at) the deadline it is DEADLINE_EXCEEDED, else the client left.
+    auto why_gone = [&]() {
+      return absl::Now() + kDeadlineSlack >= deadline ? CancelCause::kDeadline : CancelCause::kClient;
+    };
     auto cancel = [&](CancelCause cause) {
       if (cancelled) return;
       cancelled = true;
@@ -378,9 +387,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     bool done = false;
     while (!done) {
       done = state->Wait(kPollInterval, writer ? &chunks : nullptr);
-      if (!done && context->IsCancelled()) {
-        cancel(absl::Now() >= deadline ? CancelCause::kDeadline : CancelCause::kClient);
-      }
+      if (!done && context->IsCancelled()) cancel(why_gone());
       // While running, send every chunk; once done the last one goes with the summary.
       if (writer && !cancelled) {
         const size_t keep = done && !chunks.empty() ? 1 : 0;
@@ -389,7 +396,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
           m.set_text(std::move(chunks[i].text));
           for (int32_t id : chunks[i].tokens) m.add_token_ids(id);
           for (float lp : chunks[i].logprobs) m.add_logprobs(lp);
-          if (!writer->Write(m)) cancel(CancelCause::kClient);
+          if (!writer->Write(m)) cancel(why_gone());
         }
         chunks.erase(chunks.begin(), chunks.end() - static_cast<std::ptrdiff_t>(keep));
       }

@@ -531,7 +531,8 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
 // Prometheus' own promtool accepts the page.
 TEST_F(ServerE2eTest, MetricsEndpoint) {
   ServerProcess s;
-  s.Start({"--model", Path("base"), "--packs", Path("packs-metrics"), "--metrics-port", "0"},
+  s.Start({"--model", Path("base"), "--packs", Path("packs-metrics"), "--metrics-port", "0", "--admin-token-file",
+           Path("token")},
           Path("server-metrics.log"));
   ASSERT_GT(s.metrics_port(), 0);
   auto stub = v1::Inference::NewStub(s.channel());
@@ -555,6 +556,31 @@ TEST_F(ServerE2eTest, MetricsEndpoint) {
   } else {
     ADD_FAILURE() << "promtool not installed (scripts/install-deps.sh installs prometheus)";
   }
+  // Requests that run past their deadline are counted as DEADLINE_EXCEEDED,
+  // never as CANCELLED (the client's cancellation arrives a little before the
+  // server's copy of the deadline passes).
+  SamplingParams slow = Greedy(1000);
+  slow.ignore_eos = true;
+  for (int i = 0; i < 8; ++i) {
+    grpc::ClientContext late;
+    late.set_deadline(std::chrono::system_clock::now() + milliseconds(150 + 40 * i));
+    EXPECT_EQ(stub->Generate(&late, Request("slow " + std::to_string(i), slow), &resp).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+    grpc::ClientContext late_stream;
+    late_stream.set_deadline(std::chrono::system_clock::now() + milliseconds(150 + 40 * i));
+    auto reader = stub->GenerateStream(&late_stream, Request("slow stream " + std::to_string(i), slow));
+    v1::GenerateStreamResponse chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  ASSERT_TRUE(WaitForLoad(s.channel(), 0, 5000));
+  const std::string after = FetchMetrics(s.metrics_port());
+  for (const char* line : {"skillpack_requests_total{method=\"Generate\",code=\"DEADLINE_EXCEEDED\"} 8",
+                           "skillpack_requests_total{method=\"GenerateStream\",code=\"DEADLINE_EXCEEDED\"} 8"}) {
+    EXPECT_NE(after.find(line), std::string::npos) << line << "\n" << after;
+  }
+  EXPECT_EQ(after.find("code=\"CANCELLED\""), std::string::npos) << after;
   EXPECT_EQ(s.Stop(), 0);
 }
 
