@@ -72,6 +72,20 @@ Status CheckGroupSize(int64_t group_size, int64_t cols, absl::string_view where)
 
 namespace {
 
+// Band b covers [rank_begin, rank_end): it must start where band b-1 ended
+// (`next`) and be non-empty within the module's rank.
+Status CheckBandRange(const LowRankBand& band, int64_t next, int64_t rank, absl::string_view bw) {
+  if (band.rank_begin != next) {
+    return Invalid(
+        bw, absl::StrCat("rank_begin is ", band.rank_begin, ", want ", next, " (bands must be contiguous from 0)"));
+  }
+  if (band.rank_end <= band.rank_begin || band.rank_end > rank) {
+    return Invalid(
+        bw, absl::StrCat("rank range [", band.rank_begin, ", ", band.rank_end, ") is empty or beyond rank ", rank));
+  }
+  return absl::OkStatus();
+}
+
 Status ValidateQuant(const QuantizedMatrix& q, int64_t rows, int64_t cols, absl::string_view where) {
   if (!IsSupportedCodeWidth(q.bits)) {
     return Invalid(where, absl::StrCat("bits ", q.bits, " not supported (want 2, 3, 4 or 8)"));
@@ -110,14 +124,7 @@ Status ValidateModule(const ModuleDelta& m) {
       for (size_t b = 0; b < m.bands.size(); ++b) {
         const LowRankBand& band = m.bands[b];
         const std::string bw = absl::StrCat(where, ": band ", b);
-        if (band.rank_begin != next) {
-          return Invalid(bw, absl::StrCat("rank_begin is ", band.rank_begin, ", want ", next,
-                                          " (bands must be contiguous from 0)"));
-        }
-        if (band.rank_end <= band.rank_begin || band.rank_end > rank) {
-          return Invalid(bw, absl::StrCat("rank range [", band.rank_begin, ", ", band.rank_end,
-                                          ") is empty or beyond rank ", rank));
-        }
+        RETURN_IF_ERROR(CheckBandRange(band, next, rank, bw));
         RETURN_IF_ERROR(ValidateQuant(band.u, rows, band.width(), absl::StrCat(bw, " u")));
         RETURN_IF_ERROR(ValidateQuant(band.vt, band.width(), cols, absl::StrCat(bw, " vt")));
         next = band.rank_end;
@@ -423,14 +430,7 @@ StatusOr<ModuleDelta> ReadModule(TensorSource& src, const Json& j, size_t index)
         LowRankBand band;
         ASSIGN_OR_RETURN(band.rank_begin, GetField<int64_t>(bj, "rank_begin", bw));
         ASSIGN_OR_RETURN(band.rank_end, GetField<int64_t>(bj, "rank_end", bw));
-        if (band.rank_begin != next) {
-          return Invalid(bw, absl::StrCat("rank_begin is ", band.rank_begin, ", want ", next,
-                                          " (bands must be contiguous from 0)"));
-        }
-        if (band.rank_end <= band.rank_begin || band.rank_end > rank) {
-          return Invalid(bw, absl::StrCat("rank range [", band.rank_begin, ", ", band.rank_end,
-                                          ") is empty or beyond rank ", rank));
-        }
+        RETURN_IF_ERROR(CheckBandRange(band, next, rank, bw));
         next = band.rank_end;
         auto uj = bj.find("u"), vj = bj.find("vt");
         if (uj == bj.end() || vj == bj.end()) return Invalid(bw, "fields 'u' and 'vt' are required");
