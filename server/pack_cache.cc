@@ -145,6 +145,9 @@ Status PackCache::Load(const std::string& name, bool pin, double* load_seconds) 
 }
 
 bool PackCache::Unload(const std::string& name) {
+  // Waits for a build in flight (it may be decoding or composing this very
+  // pack) so that nothing of `name` is inserted after we return.
+  absl::MutexLock build(&build_mu_);
   absl::MutexLock lock(&mu_);
   bool dropped = false;
   auto it = host_.find(name);

@@ -65,9 +65,11 @@ class PackCache {
   // packs alone would exceed the host budget.
   Status Load(const std::string& name, bool pin, double* load_seconds) ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
 
-  // Drops `name` from the host tier and every fused set that uses it.
+  // Drops `name` from the host tier and every fused set that uses it, after
+  // any decode or compose in flight has finished (so when the pack was first
+  // removed from the store, nothing of it is cached once this returns).
   // Returns whether anything was dropped.
-  bool Unload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+  bool Unload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
 
   struct PackState {
     bool loaded = false;

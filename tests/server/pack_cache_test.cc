@@ -2,14 +2,19 @@
 // atomicity, LRU eviction per tier, pinning, unload and canonical selections.
 #include "server/pack_cache.h"
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "core/file_util.h"
 #include "core/sha256.h"
 #include "server/pack_store.h"
@@ -47,6 +52,7 @@ class FakeRuntime : public PackRuntime {
   StatusOr<std::shared_ptr<const HostPack>> Decode(const std::string& path) const override {
     ++decodes;
     ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+    if (on_decode) on_decode();  // after the read: the file may be deleted meanwhile
     std::vector<std::string> parts = absl::StrSplit(text, ' ');
     int64_t bytes = 0;
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &bytes)) return absl::InvalidArgumentError("bad");
@@ -66,6 +72,7 @@ class FakeRuntime : public PackRuntime {
   }
   mutable int decodes = 0;
   mutable int composes = 0;
+  std::function<void()> on_decode;  // runs inside Decode, after the file is read (tests block it there)
 };
 
 class PackCacheTest : public ::testing::Test {
@@ -121,6 +128,40 @@ TEST_F(PackCacheTest, UploadIsCheckedBeforeItBecomesVisible) {
   EXPECT_TRUE(store_->Delete("a").ok());
   EXPECT_EQ(store_->Delete("a").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(RegularFiles(), 0);
+}
+
+TEST_F(PackCacheTest, DeleteRacingAFirstDecodeLeavesNothingServable) {
+  // DeletePack removes the file from the store, then unloads the cache. A
+  // request already decoding that pack must not put it back afterwards: once
+  // Unload returns, the pack is neither cached nor servable.
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE(round);
+    ASSERT_TRUE(Put("a", 10).ok());
+    auto cache = Cache(1000, 1000);
+    absl::Notification decoding, release;
+    runtime_.on_decode = [&] {
+      decoding.Notify();
+      release.WaitForNotification();
+    };
+    std::thread request([&] { EXPECT_TRUE(cache->GetWeights({{"a", 1.0f, {}}}, nullptr).ok()); });
+    decoding.WaitForNotification();
+    ASSERT_TRUE(store_->Delete("a").ok());
+    std::atomic<bool> unloaded{false};
+    std::thread admin([&] {
+      cache->Unload("a");
+      unloaded = true;
+    });
+    // Give Unload time to run; it must wait for the build in flight.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_FALSE(unloaded.load()) << "Unload returned while a build of the pack was in flight";
+    release.Notify();
+    request.join();
+    admin.join();
+    runtime_.on_decode = nullptr;
+    EXPECT_FALSE(cache->StateOf("a").loaded);
+    EXPECT_EQ(cache->Stats()[1].entries, 0) << "a fused set of the deleted pack survived";
+    EXPECT_EQ(cache->GetWeights({{"a", 1.0f, {}}}, nullptr).status().code(), absl::StatusCode::kNotFound);
+  }
 }
 
 TEST_F(PackCacheTest, FusedSetsAreCachedByCanonicalSelection) {
