@@ -21,6 +21,9 @@
 // requested size to kMinThreadStackBytes; smaller requests from any library
 // get a larger stack, larger ones are passed through unchanged.
 namespace {
+
+constexpr char kWorkerThreads[] = "32";
+constexpr char kRequestTimeoutMs[] = "3000";
 constexpr size_t kMinThreadStackBytes = size_t{1} << 20;
 }  // namespace
 
@@ -92,8 +95,13 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std:
   std::call_once(init_once, [] { mg_init_library(0); });
 
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry));
-  const char* options[] = {"listening_ports", listening_ports.c_str(), "num_threads", "4",    "request_timeout_ms",
-                           "10000",           "enable_keep_alive",     "no",          nullptr};
+  // A worker serves one connection from accept to close, so a client that
+  // sends half a request holds a worker until request_timeout_ms. Enough
+  // workers that a few slow clients cannot starve a scrape, and a timeout
+  // well under Prometheus' default scrape timeout (10 s).
+  const char* options[] = {
+      "listening_ports", listening_ports.c_str(), "num_threads", kWorkerThreads, "request_timeout_ms",
+      kRequestTimeoutMs, "enable_keep_alive",     "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   mg_init_data init;

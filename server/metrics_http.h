@@ -3,8 +3,10 @@
 //   GET /healthz  -> 200, "ok" (liveness: the process is up and serving HTTP)
 //   anything else -> 404 (or 405 for a method other than GET / HEAD)
 // It runs beside the gRPC server on its own port (--metrics-port) and its own
-// few threads; a scrape never blocks request serving beyond the short
-// per-family locks that MetricsRegistry::Exposition() takes.
+// 32 worker threads (a worker holds one connection until it closes or 3 s
+// pass without a full request, so a few slow clients cannot starve a scrape);
+// a scrape never blocks request serving beyond the short per-family locks
+// that MetricsRegistry::Exposition() takes.
 #ifndef SKILLPACK_SERVER_METRICS_HTTP_H_
 #define SKILLPACK_SERVER_METRICS_HTTP_H_
 
