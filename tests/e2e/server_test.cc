@@ -563,11 +563,11 @@ TEST_F(ServerE2eTest, MetricsEndpoint) {
   slow.ignore_eos = true;
   for (int i = 0; i < 8; ++i) {
     grpc::ClientContext late;
-    late.set_deadline(std::chrono::system_clock::now() + milliseconds(400 + 50 * i));
+    late.set_deadline(std::chrono::system_clock::now() + milliseconds(150 + 20 * i));
     EXPECT_EQ(stub->Generate(&late, Request("slow " + std::to_string(i), slow), &resp).error_code(),
               grpc::StatusCode::DEADLINE_EXCEEDED);
     grpc::ClientContext late_stream;
-    late_stream.set_deadline(std::chrono::system_clock::now() + milliseconds(400 + 50 * i));
+    late_stream.set_deadline(std::chrono::system_clock::now() + milliseconds(150 + 20 * i));
     auto reader = stub->GenerateStream(&late_stream, Request("slow stream " + std::to_string(i), slow));
     v1::GenerateStreamResponse chunk;
     while (reader->Read(&chunk)) {
