@@ -48,13 +48,18 @@ class UploadWatchdog {
  public:
   UploadWatchdog(grpc::ServerContext* context, absl::Duration timeout)
       : context_(context), timeout_(timeout), last_(absl::Now()), thread_([this] { Run(); }) {}
-  ~UploadWatchdog() {
+  ~UploadWatchdog() { Stop(); }
+  // Ends the watch (nothing is cancelled after this returns); whether it
+  // cancelled the call. Idempotent.
+  bool Stop() ABSL_LOCKS_EXCLUDED(mu_) {
     {
       absl::MutexLock lock(&mu_);
       done_ = true;
     }
     cv_.Signal();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock lock(&mu_);
+    return fired_;
   }
   void Touch() ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
@@ -138,7 +143,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
         }
         RETURN_IF_ERROR(upload->Append(msg.chunk()));
       }
-      if (watchdog.fired()) return idle();
+      // No cancellation from here on: a slow Commit (validation) is not idleness.
+      if (watchdog.Stop()) return idle();
       if (context->IsCancelled()) return absl::CancelledError("upload cancelled by the client");
       ASSIGN_OR_RETURN(StoredPack stored, upload->Commit());
       ctx_.cache->Unload(stored.summary.name);  // an overwritten pack's old cache entries
