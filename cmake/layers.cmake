@@ -3,7 +3,8 @@
 # SKILLPACK_LAYER_<folder> lists the source folders a target of <folder> may
 # include from (DESIGN.md's "may depend on" column plus itself). Generated
 # protobuf headers ("skillpack/v1/...") come only through linking sp_proto,
-# which only rpc/, trainer/, server/ and cli/ do.
+# which only rpc/, trainer/, server/ and cli/ do. tests/tools/layering_test.py
+# reads these lines (keep them one set() each).
 set(SKILLPACK_LAYER_kernels kernels)
 set(SKILLPACK_LAYER_core    core kernels)
 set(SKILLPACK_LAYER_pack    pack core kernels)

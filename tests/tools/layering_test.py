@@ -11,18 +11,24 @@ import os
 import re
 import sys
 
-# folder -> folders it may include from (itself included). Mirrors
-# cmake/layers.cmake; "proto" stands for the generated "skillpack/v1/..." headers.
-ALLOWED = {
-    "kernels": {"kernels"},
-    "core": {"core", "kernels"},
-    "pack": {"pack", "core", "kernels"},
-    "router": {"router", "pack", "core", "kernels"},
-    "rpc": {"rpc", "core", "kernels", "proto"},
-    "trainer": {"trainer", "rpc", "router", "pack", "core", "kernels", "proto"},
-    "server": {"server", "rpc", "router", "pack", "core", "kernels", "proto"},
-    "cli": {"cli", "rpc", "router", "pack", "core", "kernels", "proto"},
-}
+# folder -> folders it may include from (itself included), read from the build's
+# own table (cmake/layers.cmake, set(SKILLPACK_LAYER_<folder> ...)) so the two
+# cannot disagree. "proto" stands for the generated "skillpack/v1/..." headers,
+# which come only through rpc/ (sp_rpc links sp_proto), so exactly the layers
+# that may use rpc/ may include them.
+LAYER_LINE = re.compile(r"^set\(SKILLPACK_LAYER_(\w+)\s+([^)]*)\)", re.M)
+
+
+def read_layers(root):
+    text = open(os.path.join(root, "cmake", "layers.cmake"), encoding="utf-8").read()
+    allowed = {}
+    for layer, folders in LAYER_LINE.findall(text):
+        allowed[layer] = set(folders.split())
+        if "rpc" in allowed[layer]:
+            allowed[layer].add("proto")
+    return allowed
+
+
 # System headers a layer must not see: gRPC/protobuf below rpc, and anything
 # of ours or abseil's / libtorch's in the CUDA kernels (plain launchers).
 FORBIDDEN_SYSTEM = {
@@ -35,18 +41,22 @@ SOURCE_EXT = (".h", ".cc", ".cu", ".inl")
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
-def folder_of(include):
+def folder_of(include, allowed):
     if include.startswith("skillpack/v1/"):
         return "proto"
     head = include.split("/", 1)[0]
-    return head if head in ALLOWED else None
+    return head if head in allowed else None
 
 
 def main():
     root = sys.argv[1]
+    allowed = read_layers(root)
+    if len(allowed) < 8:
+        print(f"cmake/layers.cmake lists {len(allowed)} layers, expected 8: its format changed?")
+        return 1
     violations = []
     files = 0
-    for layer in ALLOWED:
+    for layer in allowed:
         for dirpath, _, names in os.walk(os.path.join(root, layer)):
             for name in sorted(names):
                 if not name.endswith(SOURCE_EXT):
@@ -60,8 +70,8 @@ def main():
                         if not m:
                             continue
                         target = m.group(2)
-                        dep = folder_of(target)
-                        if dep is not None and dep not in ALLOWED[layer]:
+                        dep = folder_of(target, allowed)
+                        if dep is not None and dep not in allowed[layer]:
                             violations.append(f"{rel}:{lineno}: {layer}/ may not include {target} ({dep}/)")
                         for pattern in FORBIDDEN_SYSTEM.get(layer, []):
                             if re.search(pattern, target):
