@@ -173,19 +173,38 @@ void GenerationEngine::RunGroup(const std::vector<Sequence*>& group, bool prefil
     SeqStep st;
     st.slot = s->slot;
     st.tokens = prefill ? s->req.prompt_tokens : std::vector<int32_t>{s->out.tokens.back()};
+    st.delta = s->req.delta.get();
     steps.push_back(std::move(st));
   }
   StatusOr<at::Tensor> logits = model_.Step(*group.front()->req.weights, cache_, steps);
+  at::Tensor host;
+  if (logits.ok()) {
+    try {
+      host = logits->to(at::kCPU).contiguous();
+    } catch (const std::exception& e) {
+      logits = StatusFromException(e, "model step");
+    }
+  }
   if (!logits.ok()) {
-    for (Sequence* s : group) Finish(*s, FinishReason::kError, logits.status());
+    if (group.size() > 1) {
+      // One sequence's failure (say, its delta) must not fail the others: run
+      // each alone. The failed step advanced no cache length, so the retry
+      // rewrites the same positions.
+      for (Sequence* s : group) RunGroup({s}, prefill);
+      return;
+    }
+    Finish(*group.front(), FinishReason::kError, logits.status());
     return;
   }
-  at::Tensor host = logits->to(at::kCPU).contiguous();
   const float* data = host.data_ptr<float>();
   const int64_t vocab = host.size(1);
   for (size_t i = 0; i < group.size(); ++i) {
     group[i]->prefilled = true;
-    Consume(*group[i], data + i * vocab);
+    try {
+      Consume(*group[i], data + i * vocab);
+    } catch (const std::exception& e) {
+      Finish(*group[i], FinishReason::kError, StatusFromException(e, "sampling"));
+    }
   }
 }
 

@@ -2,7 +2,8 @@
 // and one KV cache pool. Sequences join (Add) and leave (finish, Cancel) between
 // steps; each step prefills newly admitted sequences and decodes one token for
 // every running one, grouped by weight set (base or a fused pack set), so
-// requests with different packs run side by side. Not thread-safe: one thread
+// requests with different packs run side by side; within a group, each
+// sequence's own WeightDelta (factorized packs) is applied to its rows. Not thread-safe: one thread
 // drives an engine (the server's scheduler, or GenerateAll for offline use).
 #ifndef SKILLPACK_CORE_GENERATOR_H_
 #define SKILLPACK_CORE_GENERATOR_H_
@@ -26,6 +27,7 @@ namespace skillpack {
 class KvCache;
 class ModelWeights;
 class Transformer;
+class WeightDelta;
 
 enum class FinishReason { kNone, kLength, kStop, kCancelled, kError };
 const char* FinishReasonName(FinishReason r);  // "length", "stop", "cancelled", "error"
@@ -34,6 +36,10 @@ struct GenerationRequest {
   std::vector<int32_t> prompt_tokens;
   SamplingParams params;
   std::shared_ptr<const ModelWeights> weights;  // the set to run with (base or fused)
+  // Corrections applied to this sequence's rows only (factorized serving:
+  // core/weight_delta.h); null for none. Sequences with the same `weights`
+  // share one forward pass whatever their deltas.
+  std::shared_ptr<const WeightDelta> delta;
 };
 
 // What a sequence produced so far; final when finish_reason != kNone.

@@ -1,9 +1,13 @@
 #include "core/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/weight_delta.h"
 
 namespace skillpack {
 namespace {
@@ -45,10 +49,153 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
 }
 
-at::Tensor Mlp(const LayerWeights& lw, const at::Tensor& h) {
-  at::Tensor g = Linear(h, lw.gate, lw.gate_bias);
-  at::Tensor u = Linear(h, lw.up, lw.up_bias);
-  return Linear(at::silu(g) * u, lw.down, lw.down_bias);
+// Per-sequence corrections of one Step (SeqStep::delta): the batch's rows
+// grouped by delta; each group adds its own terms to the outputs the base
+// weights produced for all rows.
+class RowDeltas {
+ public:
+  static constexpr int64_t kConcatBytes = int64_t{1} << 20;
+
+  RowDeltas() = default;
+  RowDeltas(const std::vector<SeqStep>& batch, const at::Device& device) : batch_size_(batch.size()) {
+    for (int64_t b = 0; b < batch_size_; ++b) {
+      const WeightDelta* d = batch[b].delta;
+      if (d == nullptr || d->terms().empty()) continue;
+      size_t j = std::find(sets_.begin(), sets_.end(), d) - sets_.begin();
+      if (j == sets_.size()) {
+        sets_.push_back(d);
+        rows_.emplace_back();
+      }
+      rows_[j].push_back(b);
+    }
+    for (const auto& r : rows_) index_.push_back(at::tensor(r, at::TensorOptions().dtype(at::kLong)).to(device));
+  }
+
+  bool empty() const { return sets_.empty(); }
+
+  // y = the base output of x [B, ..., in] for weight `weight` (and `bias`, ""
+  // when none); returns y with every row's terms of both added. Small factors
+  // (all groups' together under kConcatBytes) go through one pair of GEMMs:
+  // x [.., in] · Vcatᵀ -> [.., K], masked so that each row keeps only its own
+  // group's columns (times the term's scale), · UScatᵀ -> [.., out]; that
+  // saves kernel launches where they dominate. Larger ones run group by group
+  // on the group's rows, so no factor is ever copied.
+  at::Tensor Linear(const std::string& weight, const std::string& bias, const at::Tensor& x, at::Tensor y) const {
+    std::vector<at::Tensor> vts, uss;
+    std::vector<std::pair<size_t, float>> blocks;  // (group, scale) per low-rank term
+    for (size_t j = 0; j < sets_.size(); ++j) {
+      if (const std::vector<DeltaTerm>* terms = sets_[j]->Find(weight)) {
+        for (const DeltaTerm& t : *terms) {
+          if (t.low_rank()) {
+            vts.push_back(t.vt.to(x.scalar_type()));
+            uss.push_back(t.us.to(x.scalar_type()));
+            blocks.emplace_back(j, t.scale);
+          } else {
+            at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+            y = AddRows(y, j, at::linear(xs, t.dense.to(x.scalar_type())).mul_(t.scale));
+          }
+        }
+      }
+      const std::vector<DeltaTerm>* bterms = bias.empty() ? nullptr : sets_[j]->Find(bias);
+      for (size_t i = 0; bterms != nullptr && i < bterms->size(); ++i) {
+        const DeltaTerm& t = (*bterms)[i];
+        y = AddRows(y, j, (t.dense * t.scale).to(y.scalar_type()));
+      }
+    }
+    if (vts.empty()) return y;
+    int64_t factor_bytes = 0;
+    for (size_t i = 0; i < vts.size(); ++i) factor_bytes += (vts[i].numel() + uss[i].numel()) * vts[i].element_size();
+    if (vts.size() == 1 || factor_bytes > kConcatBytes) {
+      for (size_t i = 0; i < vts.size(); ++i) {
+        const size_t j = blocks[i].first;
+        at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+        y = AddRows(y, j, at::matmul(at::matmul(xs, vts[i].t()).mul_(blocks[i].second), uss[i].t()));
+      }
+      return y;
+    }
+    at::Tensor vcat = at::cat(vts, 0), uscat = at::cat(uss, 1);
+    const int64_t K = vcat.size(0);
+    std::vector<float> mask(batch_size_ * K, 0.0f);
+    int64_t col = 0;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const int64_t k = vts[i].size(0);
+      for (int64_t b : rows_[blocks[i].first]) std::fill_n(&mask[b * K + col], k, blocks[i].second);
+      col += k;
+    }
+    std::vector<int64_t> mshape(x.dim(), 1);
+    mshape.front() = batch_size_;
+    mshape.back() = K;
+    at::Tensor m = at::tensor(mask, at::kFloat).view(mshape).to(x.device(), x.scalar_type());
+    return y + at::matmul(at::matmul(x, vcat.t()).mul_(m), uscat.t());
+  }
+
+  // The norm weight w [D] per row, shaped to broadcast against x [B, ..., D];
+  // w itself when no row has terms for `name`.
+  at::Tensor NormWeight(const std::string& name, const at::Tensor& w, int64_t x_dim) const {
+    at::Tensor rows;
+    for (size_t j = 0; j < sets_.size(); ++j) {
+      const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
+      if (terms == nullptr) continue;
+      if (!rows.defined()) rows = w.unsqueeze(0).repeat({batch_size_, 1});
+      for (const DeltaTerm& t : *terms) rows = AddRows(rows, j, (t.dense * t.scale).to(w.scalar_type()));
+    }
+    if (!rows.defined()) return w;
+    std::vector<int64_t> shape(x_dim, 1);
+    shape.front() = batch_size_;
+    shape.back() = w.size(0);
+    return rows.view(shape);
+  }
+
+  // x = the base embedding of tokens [B, T]; adds each row's embedding terms.
+  at::Tensor Embed(const std::string& name, const at::Tensor& tokens, at::Tensor x) const {
+    for (size_t j = 0; j < sets_.size(); ++j) {
+      const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
+      if (terms == nullptr) continue;
+      at::Tensor toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
+      for (const DeltaTerm& t : *terms) {
+        at::Tensor rows = t.low_rank() ? at::matmul(at::embedding(t.us, toks), t.vt) : at::embedding(t.dense, toks);
+        x = AddRows(x, j, rows.mul_(t.scale).to(x.scalar_type()));
+      }
+    }
+    return x;
+  }
+
+ private:
+  bool full(size_t j) const { return static_cast<int64_t>(rows_[j].size()) == batch_size_; }
+  // y + c on group j's rows (c: those rows' values, or one broadcastable row).
+  at::Tensor AddRows(const at::Tensor& y, size_t j, const at::Tensor& c) const {
+    if (full(j)) return y + c;
+    std::vector<int64_t> shape = y.sizes().vec();
+    shape.front() = static_cast<int64_t>(rows_[j].size());
+    at::Tensor src = c.dim() == y.dim() ? c : c.expand(shape);
+    return y.index_add(0, index_[j], src.contiguous());
+  }
+
+  int64_t batch_size_ = 0;
+  std::vector<const WeightDelta*> sets_;
+  std::vector<std::vector<int64_t>> rows_;
+  std::vector<at::Tensor> index_;
+};
+
+// Linear layer `suffix` of `layer` ("self_attn.q_proj") with the rows' corrections.
+at::Tensor LayerLinear(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,
+                       const at::Tensor& w, const at::Tensor& b) {
+  at::Tensor y = Linear(x, w, b);
+  if (rd == nullptr || rd->empty()) return y;
+  return rd->Linear(LayerTensorName(layer, absl::StrCat(suffix, ".weight")),
+                    LayerTensorName(layer, absl::StrCat(suffix, ".bias")), x, y);
+}
+
+at::Tensor LayerNorm(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,
+                     const at::Tensor& w, double eps) {
+  if (rd == nullptr || rd->empty()) return RmsNorm(x, w, eps);
+  return RmsNorm(x, rd->NormWeight(LayerTensorName(layer, absl::StrCat(suffix, ".weight")), w, x.dim()), eps);
+}
+
+at::Tensor Mlp(const LayerWeights& lw, const at::Tensor& h, const RowDeltas* rd = nullptr, int64_t layer = 0) {
+  at::Tensor g = LayerLinear(rd, layer, "mlp.gate_proj", h, lw.gate, lw.gate_bias);
+  at::Tensor u = LayerLinear(rd, layer, "mlp.up_proj", h, lw.up, lw.up_bias);
+  return LayerLinear(rd, layer, "mlp.down_proj", at::silu(g) * u, lw.down, lw.down_bias);
 }
 
 // Query/key/value projections of h [B,T,D] with RoPE applied: q [B,H,T,hd], k/v [B,KV,T,hd].
@@ -56,12 +203,18 @@ struct Qkv {
   at::Tensor q, k, v;
 };
 Qkv Project(const ModelConfig& c, const LayerWeights& lw, const at::Tensor& h, const at::Tensor& cos,
-            const at::Tensor& sin) {
+            const at::Tensor& sin, const RowDeltas* rd = nullptr, int64_t layer = 0) {
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   Qkv r;
-  r.q = Linear(h, lw.q, lw.q_bias).view({B, T, c.num_attention_heads, hd}).transpose(1, 2);
-  r.k = Linear(h, lw.k, lw.k_bias).view({B, T, c.num_key_value_heads, hd}).transpose(1, 2);
-  r.v = Linear(h, lw.v, lw.v_bias).view({B, T, c.num_key_value_heads, hd}).transpose(1, 2);
+  r.q = LayerLinear(rd, layer, "self_attn.q_proj", h, lw.q, lw.q_bias)
+            .view({B, T, c.num_attention_heads, hd})
+            .transpose(1, 2);
+  r.k = LayerLinear(rd, layer, "self_attn.k_proj", h, lw.k, lw.k_bias)
+            .view({B, T, c.num_key_value_heads, hd})
+            .transpose(1, 2);
+  r.v = LayerLinear(rd, layer, "self_attn.v_proj", h, lw.v, lw.v_bias)
+            .view({B, T, c.num_key_value_heads, hd})
+            .transpose(1, 2);
   r.q = ApplyRope(r.q, cos, sin);
   r.k = ApplyRope(r.k, cos, sin);
   return r;
@@ -208,12 +361,16 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
     at::Tensor tokens = at::tensor(tok, lopt).view({B, T}).to(device);
     at::Tensor positions = at::tensor(pos, lopt).view({B, T}).to(device);
     at::Tensor slot_index = at::tensor(slots, lopt).to(device);
+    const RowDeltas rd(batch, device);
+    static const std::string kEmbed = "model.embed_tokens.weight";
     at::Tensor x = at::embedding(w.embed_tokens(), tokens);
+    if (!rd.empty()) x = rd.Embed(kEmbed, tokens, x);
     auto [cos, sin] = Rope(positions, x.scalar_type());
     at::Tensor allowed = AttentionMask(positions, total_max, config_.sliding_window, at::Tensor());
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LayerWeights& lw = w.layers()[l];
-      Qkv p = Project(config_, lw, RmsNorm(x, lw.input_norm, config_.rms_norm_eps), cos, sin);
+      Qkv p = Project(config_, lw, LayerNorm(&rd, l, "input_layernorm", x, lw.input_norm, config_.rms_norm_eps), cos,
+                      sin, &rd, l);
       at::Tensor& kc = cache.keys(l);
       at::Tensor& vc = cache.values(l);
       for (int64_t b = 0; b < B; ++b) {
@@ -224,8 +381,10 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
       at::Tensor vals = consecutive ? vc.narrow(0, slots[0], B) : vc.index_select(0, slot_index);
       keys = keys.narrow(2, 0, total_max);
       vals = vals.narrow(2, 0, total_max);
-      x = x + Linear(Attend(p.q, keys, vals, allowed, config_.num_kv_groups()), lw.o, lw.o_bias);
-      x = x + Mlp(lw, RmsNorm(x, lw.post_attention_norm, config_.rms_norm_eps));
+      x = x + LayerLinear(&rd, l, "self_attn.o_proj", Attend(p.q, keys, vals, allowed, config_.num_kv_groups()), lw.o,
+                          lw.o_bias);
+      x = x + Mlp(lw, LayerNorm(&rd, l, "post_attention_layernorm", x, lw.post_attention_norm, config_.rms_norm_eps),
+                  &rd, l);
     }
     for (int64_t b = 0; b < B; ++b) cache.set_length(slots[b], lens[b] + counts[b]);
     if (!all_logits) {
@@ -233,8 +392,11 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
       for (int64_t b = 0; b < B; ++b) last[b] = b * T + counts[b] - 1;
       x = x.reshape({B * T, -1}).index_select(0, at::tensor(last, lopt).to(device));
     }
-    at::Tensor h = RmsNorm(x, w.final_norm(), config_.rms_norm_eps);
-    return at::linear(h, w.lm_head()).to(at::kFloat);
+    if (rd.empty()) return at::linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head()).to(at::kFloat);
+    at::Tensor h = RmsNorm(x, rd.NormWeight("model.norm.weight", w.final_norm(), x.dim()), config_.rms_norm_eps);
+    // A tied lm_head is the embedding matrix: the embedding's terms apply.
+    const std::string head = config_.tie_word_embeddings ? kEmbed : "lm_head.weight";
+    return rd.Linear(head, "", h, at::linear(h, w.lm_head())).to(at::kFloat);
   } catch (const std::exception& e) {
     return StatusFromException(e, "model step");
   }

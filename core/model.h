@@ -28,10 +28,16 @@ struct LayerActivations {
   at::Tensor down_in;  // silu(gate) * up: the input of down_proj [B, T, intermediate]
 };
 
-// New tokens of one sequence for a Step: appended after what `slot` already holds.
+class WeightDelta;
+
+// New tokens of one sequence for a Step: appended after what `slot` already
+// holds. With a `delta` the sequence runs on the step's weights plus that
+// delta's terms (core/weight_delta.h), applied to its rows only; sequences of
+// one step may carry different deltas (or none) and still share the base GEMMs.
 struct SeqStep {
   int32_t slot = -1;
   std::vector<int32_t> tokens;
+  const WeightDelta* delta = nullptr;  // not owned; must outlive the Step
 };
 
 class Transformer {

@@ -6,6 +6,7 @@
 #include "core/kv_cache.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
+#include "core/weight_delta.h"
 #include "core/weights.h"
 
 namespace skillpack {
@@ -88,6 +89,60 @@ TEST_F(GeneratorTest, DifferentWeightSetsInFlightTogether) {
   EXPECT_EQ(both[0].tokens, base_alone);
   EXPECT_EQ(both[1].tokens, other_alone);
   EXPECT_EQ(both[1].tokens, ReferenceGreedy(*other, Prompt("xyz"), 10));
+}
+
+// Factorized deltas on the same base weights: one forward pass, each sequence
+// its own correction; equal to the merged weights run alone.
+TEST_F(GeneratorTest, SequencesWithDifferentDeltasShareTheBasePass) {
+  const std::string name = "model.layers.0.mlp.down_proj.weight";
+  const at::Tensor w = *model_->weights->Find(name);
+  at::Generator gen = at::detail::createCPUGenerator(4);
+  DeltaTerm t{at::randn({w.size(0), 3}, gen), at::randn({3, w.size(1)}, gen) * 0.2, at::Tensor(), 1.5f};
+  auto delta = *WeightDelta::Create(model_->config, {{name, {t}}});
+  auto merged = *model_->weights->WithReplaced({{name, w + 1.5f * t.us.matmul(t.vt)}});
+  const auto want_merged = Run({Greedy("xyz", 10, merged)})[0].tokens;
+  const auto want_base = Run({Greedy("xyz", 10)})[0].tokens;
+  ASSERT_NE(want_merged, want_base);
+  GenerationRequest with = Greedy("xyz", 10);
+  with.delta = delta;
+  auto both = Run({Greedy("xyz", 10), with, Greedy("abc", 10)});
+  EXPECT_EQ(both[0].tokens, want_base);
+  EXPECT_EQ(both[1].tokens, want_merged);
+  // A second delta with factors over 1 MB: the rows' terms then run group by
+  // group instead of through one concatenated GEMM pair; same results.
+  DeltaTerm big{at::randn({w.size(0), 2500}, gen) * 0.02, at::randn({2500, w.size(1)}, gen) * 0.02, at::Tensor(), 1.0f};
+  auto big_delta = *WeightDelta::Create(model_->config, {{name, {big}}});
+  auto big_merged = *model_->weights->WithReplaced({{name, w + big.us.matmul(big.vt)}});
+  const auto want_big = Run({Greedy("xyz", 10, big_merged)})[0].tokens;
+  ASSERT_NE(want_big, want_base);
+  GenerationRequest with_big = Greedy("xyz", 10);
+  with_big.delta = big_delta;
+  auto three = Run({with, Greedy("xyz", 10), with_big});
+  EXPECT_EQ(three[0].tokens, want_merged);
+  EXPECT_EQ(three[1].tokens, want_base);
+  EXPECT_EQ(three[2].tokens, want_big);
+}
+
+// A step that throws for one sequence (here: its delta lives on another
+// device) fails that sequence only, with the error; the others run on.
+TEST_F(GeneratorTest, ModelErrorFailsOnlyTheSequenceThatCausedIt) {
+  const std::string name = "model.layers.1.self_attn.q_proj.weight";
+  const at::Tensor w = *model_->weights->Find(name);
+  DeltaTerm t{at::zeros({w.size(0), 2}, at::TensorOptions().device(at::kMeta)),
+              at::zeros({2, w.size(1)}, at::TensorOptions().device(at::kMeta)), at::Tensor(), 1.0f};
+  auto bad = WeightDelta::Create(model_->config, {{name, {t}}});
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  const auto alone = Run({Greedy("first", 8), Greedy("second one", 8)});
+  GenerationRequest broken = Greedy("broken", 8);
+  broken.delta = *bad;
+  const auto out = Run({Greedy("first", 8), broken, Greedy("second one", 8)});
+  EXPECT_EQ(out[1].finish_reason, FinishReason::kError);
+  EXPECT_EQ(out[1].status.code(), absl::StatusCode::kInternal) << out[1].status;
+  EXPECT_FALSE(out[1].status.message().empty());
+  EXPECT_EQ(out[0].tokens, alone[0].tokens);
+  EXPECT_EQ(out[2].tokens, alone[1].tokens);
+  EXPECT_EQ(out[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(out[2].finish_reason, FinishReason::kLength);
 }
 
 TEST_F(GeneratorTest, SeededSamplingIsReproducible) {

@@ -1,0 +1,83 @@
+#include "core/weight_delta.h"
+
+#include <cmath>
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/tensor_util.h"
+#include "core/weights.h"
+
+namespace skillpack {
+namespace {
+
+Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, const DeltaTerm& t,
+                 c10::optional<at::Device>* device) {
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("delta for '", name, "': ", what));
+  };
+  if (!std::isfinite(t.scale)) return bad(absl::StrCat("scale ", t.scale, " is not finite"));
+  std::vector<at::Tensor> parts;
+  if (t.low_rank()) {
+    if (!t.us.defined() || !t.vt.defined()) return bad("a term has neither a dense tensor nor both factors");
+    if (shape.size() != 2) return bad("low-rank terms need a 2-D tensor");
+    if (t.us.dim() != 2 || t.vt.dim() != 2 || t.us.size(0) != shape[0] || t.vt.size(1) != shape[1] ||
+        t.us.size(1) != t.vt.size(0)) {
+      return bad(absl::StrCat("factors ", ShapeString(t.us.sizes().vec()), " x ", ShapeString(t.vt.sizes().vec()),
+                              " do not make a tensor of shape ", ShapeString(shape)));
+    }
+    parts = {t.us, t.vt};
+  } else {
+    if (t.us.defined() || t.vt.defined()) return bad("a term has both a dense tensor and factors");
+    if (t.dense.sizes().vec() != shape) {
+      return bad(
+          absl::StrCat("dense term of shape ", ShapeString(t.dense.sizes().vec()), ", expected ", ShapeString(shape)));
+    }
+    parts = {t.dense};
+  }
+  for (const at::Tensor& p : parts) {
+    if (p.scalar_type() != at::kFloat) return bad("terms must be float32");
+    if (!device->has_value()) *device = p.device();
+    if (p.device() != **device) return bad("terms on different devices");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConfig& config,
+                                                                 std::map<std::string, std::vector<DeltaTerm>> terms) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (TensorSpec& s : ExpectedTensors(config)) shapes.emplace(std::move(s.name), std::move(s.shape));
+  std::shared_ptr<WeightDelta> d(new WeightDelta());
+  std::set<const void*> seen;
+  c10::optional<at::Device> device;
+  for (auto& [name, list] : terms) {
+    auto it = shapes.find(name);
+    if (it == shapes.end()) {
+      return absl::InvalidArgumentError(
+          name == "lm_head.weight" && config.tie_word_embeddings
+              ? std::string("delta for 'lm_head.weight': this model ties lm_head to model.embed_tokens.weight")
+              : absl::StrCat("delta for '", name, "': not a tensor of the model"));
+    }
+    std::vector<DeltaTerm> kept;
+    for (DeltaTerm& t : list) {
+      RETURN_IF_ERROR(CheckTerm(name, it->second, t, &device));
+      if (t.scale == 0.0f) continue;
+      for (const at::Tensor* p : {&t.us, &t.vt, &t.dense}) {
+        if (p->defined() && seen.insert(p->data_ptr()).second) d->bytes_ += p->numel() * p->element_size();
+      }
+      kept.push_back(std::move(t));
+    }
+    if (!kept.empty()) d->terms_.emplace(name, std::move(kept));
+  }
+  return std::shared_ptr<const WeightDelta>(std::move(d));
+}
+
+const std::vector<DeltaTerm>* WeightDelta::Find(const std::string& name) const {
+  auto it = terms_.find(name);
+  return it == terms_.end() ? nullptr : &it->second;
+}
+
+}  // namespace skillpack
