@@ -17,17 +17,18 @@ std::string PackLabel(const PackSelection& s, const DecodedPack* pack, size_t i)
   return pack == nullptr ? absl::StrCat("packs[", i, "]") : absl::StrCat("pack ", pack->name);
 }
 
-}  // namespace
+// module name -> (decoded module, weight), in `selections` order.
+using CompositionPlan = std::map<std::string, std::vector<std::pair<const DecodedModule*, float>>>;
 
-StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights& base,
-                                                             const std::vector<PackSelection>& selections,
-                                                             const std::vector<const DecodedPack*>& packs) {
+// Validates the selections against `base` and lists each module's deltas (the
+// checks ComposeWeights documents).
+StatusOr<CompositionPlan> Plan(const ModelWeights& base, const std::vector<PackSelection>& selections,
+                               const std::vector<const DecodedPack*>& packs) {
   if (selections.size() != packs.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("composing: ", selections.size(), " selections but ", packs.size(), " decoded packs"));
   }
-  // module name -> (decoded module, weight), in `selections` order.
-  std::map<std::string, std::vector<std::pair<const DecodedModule*, float>>> plan;
+  CompositionPlan plan;
   for (size_t i = 0; i < selections.size(); ++i) {
     const PackSelection& s = selections[i];
     const DecodedPack* pack = packs[i];
@@ -69,6 +70,15 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
                                                      "] matches none of its ", pack->modules.size(), " modules"));
     }
   }
+  return plan;
+}
+
+}  // namespace
+
+StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights& base,
+                                                             const std::vector<PackSelection>& selections,
+                                                             const std::vector<const DecodedPack*>& packs) {
+  ASSIGN_OR_RETURN(CompositionPlan plan, Plan(base, selections, packs));
   try {
     std::map<std::string, at::Tensor> replacements;
     for (const auto& [name, deltas] : plan) {
@@ -83,27 +93,25 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
   }
 }
 
-at::Tensor FactorizedLinear(const at::Tensor& x, const at::Tensor& w_base, const at::Tensor& bias,
-                            const std::vector<std::pair<const DecodedModule*, float>>& deltas) {
-  TORCH_CHECK(w_base.dim() == 2, "FactorizedLinear: w_base must be 2-D");
-  at::Tensor y = at::linear(x, w_base, bias);
-  for (const auto& [dm, w] : deltas) {
-    TORCH_CHECK(dm != nullptr, "FactorizedLinear: null module");
-    if (w == 0.0f) continue;
-    if (dm->factored()) {
-      TORCH_CHECK(dm->us.dim() == 2 && dm->vt.dim() == 2 && dm->us.size(0) == w_base.size(0) &&
-                      dm->vt.size(1) == w_base.size(1) && dm->us.size(1) == dm->vt.size(0),
-                  "FactorizedLinear: factors of '", dm->name, "' do not fit a weight of shape ", w_base.sizes());
-      const at::Tensor vt = dm->vt.to(x.options());
-      const at::Tensor us = dm->us.to(x.options());
-      y.add_(at::linear(at::linear(x, vt), us), w);
-    } else {
-      TORCH_CHECK(dm->delta.defined() && dm->delta.sizes().equals(w_base.sizes()), "FactorizedLinear: delta of '",
-                  dm->name, "' does not match a weight of shape ", w_base.sizes());
-      y.add_(at::linear(x, dm->delta.to(x.options())), w);
+StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeights& base,
+                                                               const std::vector<PackSelection>& selections,
+                                                               const std::vector<const DecodedPack*>& packs) {
+  ASSIGN_OR_RETURN(CompositionPlan plan, Plan(base, selections, packs));
+  std::map<std::string, std::vector<DeltaTerm>> terms;
+  for (const auto& [name, deltas] : plan) {
+    for (const auto& [dm, w] : deltas) {
+      DeltaTerm t;
+      if (dm->factored()) {
+        t.us = dm->us;
+        t.vt = dm->vt;
+      } else {
+        t.dense = dm->delta;
+      }
+      t.scale = w;
+      terms[name].push_back(std::move(t));
     }
   }
-  return y;
+  return WeightDelta::Create(base.config(), std::move(terms));
 }
 
 }  // namespace skillpack

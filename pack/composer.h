@@ -4,8 +4,9 @@
 //
 // where g_i(m) is 1 when module m passes pack i's module filter. Two ways to
 // apply it: ComposeWeights materialises a fused ModelWeights (untouched
-// modules alias the base: no copy), FactorizedLinear applies the deltas of one
-// linear layer straight from the low-rank factors without forming W_fused.
+// modules alias the base: no copy); ComposeFactorized keeps the deltas as a
+// WeightDelta that Transformer::Step applies per sequence on the base weights,
+// straight from the low-rank factors, without forming W_fused.
 //
 // The module filter g_i is a PackSelection's (pack/selection.h).
 #ifndef SKILLPACK_PACK_COMPOSER_H_
@@ -20,6 +21,7 @@
 
 #include "absl/strings/string_view.h"
 #include "core/status.h"
+#include "core/weight_delta.h"
 #include "core/weights.h"
 #include "pack/decode.h"
 #include "pack/selection.h"
@@ -42,15 +44,15 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
                                                              const std::vector<PackSelection>& selections,
                                                              const std::vector<const DecodedPack*>& packs);
 
-// Factorized apply of one linear module:
-//   y = x W_baseᵀ + bias + Σ_i w_i (x V_iᵀᵀ) US_iᵀ       (factored modules)
-//                         + Σ_i w_i x ΔŴ_iᵀ               (dense modules)
-// x [..., in] -> y [..., out], in x's dtype and on x's device (factors are
-// converted). `bias` may be undefined. Deltas with weight 0 are skipped.
-// Throws c10::Error (TORCH_CHECK) on a null module or shapes that do not
-// match w_base [out, in]; callers convert at their boundary.
-at::Tensor FactorizedLinear(const at::Tensor& x, const at::Tensor& w_base, const at::Tensor& bias,
-                            const std::vector<std::pair<const DecodedModule*, float>>& deltas);
+// The same composition kept factorized (core/weight_delta.h): the same checks
+// as ComposeWeights, then one term per (module, selection with a nonzero
+// weight) referencing the decoded pack's tensors (low-rank factors where the
+// module kept them, else the dense delta), scaled by the selection's weight.
+// Running a sequence on the base with this delta (SeqStep::delta) equals
+// running it on ComposeWeights' result up to rounding; no weight is copied.
+StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeights& base,
+                                                               const std::vector<PackSelection>& selections,
+                                                               const std::vector<const DecodedPack*>& packs);
 
 }  // namespace skillpack
 

@@ -65,7 +65,7 @@ struct DecodedPack {
 
 // Decodes every module. With keep_factors, lowrank modules keep (us, vt)
 // instead of the dense ΔŴ (smaller when rank << min(out, in), and what
-// FactorizedLinear wants); other ops are always dense. Validates the pack's
+// factorized serving wants, composer.h); other ops are always dense. Validates the pack's
 // modules (INVALID_ARGUMENT naming the module).
 StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors);
 

@@ -1,6 +1,7 @@
 // Composer tests: fused weights against base + Σ w_i ΔŴ_i computed here from
 // DecodeModuleDelta, aliasing of untouched modules, base immutability, module
-// filters, refusals, and FactorizedLinear against x W_fusedᵀ.
+// filters, refusals, and factorized serving (ComposeFactorized run through
+// Transformer::Step) against the merged weights.
 #include "pack/composer.h"
 
 #include <ATen/ATen.h>
@@ -11,7 +12,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/weight_delta.h"
 #include "pack/fingerprint.h"
 #include "pack/format.h"
 #include "tests/pack/pack_test_util.h"
@@ -223,37 +226,139 @@ TEST_F(ComposerTest, KeepsBaseDtype) {
             2 * 0.0079 * want.abs().max().item<double>());
 }
 
-TEST_F(ComposerTest, FactorizedLinearMatchesFusedWeights) {
-  at::Generator gen = at::detail::createCPUGenerator(5);
-  const std::vector<float> weights = {0.8f, -0.45f, 1.3f};
-  for (const char* name : {kDown0, kQ0}) {  // lowrank (factored / dense fallback), dense_quant
-    for (size_t n = 1; n <= 3; ++n) {
-      SCOPED_TRACE(absl::StrCat(name, " with ", n, " packs"));
-      std::vector<Term> sel;
-      std::vector<std::pair<const DecodedModule*, float>> deltas;
-      for (size_t i = 0; i < n; ++i) {
-        sel.push_back({&decoded_[i], weights[i], {}});
-        deltas.emplace_back(&decoded_[i].modules.at(name), weights[i]);
-      }
-      auto fused = Compose(*base_, sel);
-      ASSERT_TRUE(fused.ok()) << fused.status();
-      const at::Tensor& w = *base_->Find(name);
-      const at::Tensor bias = at::randn({w.size(0)}, gen);
-      const at::Tensor x = at::randn({4, 3, w.size(1)}, gen);
-      const at::Tensor want = at::linear(x, *(*fused)->Find(name), bias);
-      const at::Tensor got = FactorizedLinear(x, w, bias, deltas);
-      ASSERT_EQ(got.sizes(), want.sizes());
-      EXPECT_LE((got - want).norm().item<double>(), 1e-5 * want.norm().item<double>());
-      // Without bias too.
-      const at::Tensor got_nb = FactorizedLinear(x, w, at::Tensor(), deltas);
-      EXPECT_LE((got_nb - (want - bias)).norm().item<double>(), 1e-5 * want.norm().item<double>());
+// Logits of each prompt run through Transformer::Step: prefill, then `decode`
+// single-token steps feeding back the argmax. All prompts in one batch, each
+// row with its own weights' delta (`deltas[i]`, may be null).
+std::vector<at::Tensor> StepLogits(const Transformer& model, const ModelWeights& w,
+                                   const std::vector<std::vector<int32_t>>& prompts,
+                                   const std::vector<const WeightDelta*>& deltas, int decode) {
+  auto cache = KvCache::Create(model.config(), static_cast<int64_t>(prompts.size()), 32, at::kFloat);
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  std::vector<SeqStep> steps;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int32_t slot = *(*cache)->Acquire();
+    steps.push_back({slot, prompts[i], deltas[i]});
+  }
+  std::vector<at::Tensor> out;
+  for (int round = 0; round <= decode; ++round) {
+    auto logits = model.Step(w, **cache, steps);
+    EXPECT_TRUE(logits.ok()) << logits.status();
+    if (!logits.ok()) return out;
+    out.push_back(*logits);
+    for (size_t i = 0; i < steps.size(); ++i)
+      steps[i].tokens = {static_cast<int32_t>(logits->select(0, i).argmax().item<int64_t>())};
+  }
+  return at::stack(out, 1).unbind(0);  // per row: [decode + 1, vocab]
+}
+
+// Factorized serving (ComposeFactorized + SeqStep::delta) against the merged
+// weights (ComposeWeights): single, weighted, several packs, module-filtered,
+// and rows of different sets (and none) mixed in one batch.
+TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
+  const Transformer model(config_);
+  const std::vector<std::vector<Term>> sets = {
+      {{&decoded_[0], 1.0f, {}}},                                                            // one pack
+      {{&decoded_[1], -0.6f, {}}},                                                           // dense-only, weighted
+      {{&decoded_[0], 0.7f, {}}, {&decoded_[1], 0.4f, {}}, {&decoded_[2], 1.3f, {}}},        // three packs
+      {{&decoded_[0], 1.0f, {"layers.0", "embed_tokens"}}, {&decoded_[2], 0.5f, {"norm"}}},  // module filters
+  };
+  std::vector<std::shared_ptr<const WeightDelta>> deltas;
+  std::vector<std::shared_ptr<const ModelWeights>> merged;
+  for (const auto& set : sets) {
+    std::vector<PackSelection> sel;
+    std::vector<const DecodedPack*> packs;
+    for (const Term& t : set) {
+      sel.push_back({"", t.weight, t.modules});
+      packs.push_back(t.pack);
+    }
+    auto d = ComposeFactorized(*base_, sel, packs);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_GT((*d)->bytes(), 0);
+    deltas.push_back(*d);
+    merged.push_back(*ComposeWeights(*base_, sel, packs));
+  }
+  // The filtered set keeps only its filtered modules.
+  for (const auto& [name, terms] : deltas[3]->terms()) {
+    EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
+                name == "model.norm.weight")
+        << name;
+  }
+  at::Generator gen = at::detail::createCPUGenerator(9);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t len : {5, 3, 7, 4, 6, 2}) {
+    at::Tensor t = at::randint(0, config_.vocab_size, {len}, gen, at::kInt);
+    prompts.emplace_back(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + len);
+  }
+  // Row i runs set rows[i] (-1: the base).
+  const std::vector<int> rows = {0, -1, 2, 3, 1, 0};
+  std::vector<const WeightDelta*> row_deltas;
+  for (int r : rows) row_deltas.push_back(r < 0 ? nullptr : deltas[r].get());
+  const std::vector<at::Tensor> mixed = StepLogits(model, *base_, prompts, row_deltas, 3);
+  ASSERT_EQ(mixed.size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("row ", i, " set ", rows[i]));
+    const ModelWeights& w = rows[i] < 0 ? *base_ : *merged[rows[i]];
+    const at::Tensor want = StepLogits(model, w, {prompts[i]}, {nullptr}, 3)[0];
+    EXPECT_LE((mixed[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+    // Alone in its batch too (the single-set fast path).
+    if (rows[i] >= 0) {
+      const at::Tensor alone = StepLogits(model, *base_, {prompts[i]}, {row_deltas[i]}, 3)[0];
+      EXPECT_LE((alone - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
     }
   }
-  // Shape mismatches throw c10::Error rather than crash.
-  const at::Tensor x = at::randn({2, 48});
-  EXPECT_THROW(FactorizedLinear(x, *base_->Find(kQ0), at::Tensor(), {{&decoded_[0].modules.at(kDown0), 1.0f}}),
-               c10::Error);
-  EXPECT_THROW(FactorizedLinear(x, *base_->Find(kDown0), at::Tensor(), {{nullptr, 1.0f}}), c10::Error);
+  // The deltas change the output: the comparison above is not vacuous.
+  const at::Tensor plain = StepLogits(model, *base_, {prompts[0]}, {nullptr}, 3)[0];
+  EXPECT_GT((mixed[0] - plain).abs().max().item<double>(), 1e-2);
+}
+
+// lm_head terms (untied), and on a tied base the embedding's terms serve the
+// output projection too.
+TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
+  for (bool tie : {false, true}) {
+    SCOPED_TRACE(tie ? "tied" : "untied");
+    const ModelConfig c = testutil::SmallConfig(tie);
+    const auto base = testutil::RandomBase(c, 4);
+    at::Generator gen = at::detail::createCPUGenerator(6);
+    SkillPack p = testutil::EveryOpPack(31, *BaseFingerprint(*base));
+    // Modules are sorted by name: lm_head.weight comes first.
+    if (!tie) p.modules.insert(p.modules.begin(), testutil::SparseModule("lm_head.weight", 97, 32, 300, gen));
+    const DecodedPack d = *DecodePack(p, true);
+    const std::vector<PackSelection> sel = {{"", 0.9f, {}}};
+    auto delta = ComposeFactorized(*base, sel, {&d});
+    ASSERT_TRUE(delta.ok()) << delta.status();
+    auto fused = ComposeWeights(*base, sel, {&d});
+    ASSERT_TRUE(fused.ok()) << fused.status();
+    const Transformer model(c);
+    const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 92, 65}, {35, 89}};
+    const std::vector<at::Tensor> got = StepLogits(model, *base, prompts, {delta->get(), nullptr}, 2);
+    const at::Tensor want = StepLogits(model, **fused, {prompts[0]}, {nullptr}, 2)[0];
+    EXPECT_LE((got[0] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+    const at::Tensor base_row = StepLogits(model, *base, {prompts[1]}, {nullptr}, 2)[0];
+    EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
+  }
+}
+
+// WeightDelta::Create refuses what does not fit the model, naming the tensor.
+TEST(WeightDeltaTest, RefusesTermsThatDoNotFit) {
+  const ModelConfig c = testutil::SmallConfig(true);
+  auto make = [&](const std::string& name, DeltaTerm t) { return WeightDelta::Create(c, {{name, {t}}}).status(); };
+  DeltaTerm lr{at::zeros({32, 2}), at::zeros({2, 48}), at::Tensor(), 1.0f};
+  EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", lr).ok());
+  EXPECT_THAT(make("model.layers.0.mlp.up_proj.weight", lr).message(), HasSubstr("up_proj.weight"));
+  EXPECT_THAT(make("lm_head.weight", lr).message(), HasSubstr("ties lm_head"));
+  EXPECT_THAT(make("model.layers.9.mlp.down_proj.weight", lr).message(), HasSubstr("not a tensor of the model"));
+  EXPECT_THAT(make("model.norm.weight", lr).message(), HasSubstr("2-D"));
+  DeltaTerm nan = lr;
+  nan.scale = std::nanf("");
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", nan).message(), HasSubstr("not finite"));
+  DeltaTerm dense{at::Tensor(), at::Tensor(), at::zeros({31}), 1.0f};
+  EXPECT_THAT(make("model.norm.weight", dense).message(), HasSubstr("expected [32]"));
+  DeltaTerm dbl{at::Tensor(), at::Tensor(), at::zeros({32}, at::kDouble), 1.0f};
+  EXPECT_THAT(make("model.norm.weight", dbl).message(), HasSubstr("float32"));
+  DeltaTerm zero{at::Tensor(), at::Tensor(), at::zeros({32}), 0.0f};
+  auto d = WeightDelta::Create(c, {{"model.norm.weight", {zero}}});
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE((*d)->terms().empty());  // weight-0 terms are dropped
 }
 
 }  // namespace
