@@ -227,7 +227,9 @@ StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest&
       }
     }
   }
-  ASSIGN_OR_RETURN(p.gen.weights, ctx.cache->GetWeights(p.packs, &p.compose_seconds));
+  ASSIGN_OR_RETURN(ServingWeights w, ctx.cache->Get(p.packs, &p.compose_seconds));
+  p.gen.weights = std::move(w.weights);
+  p.gen.delta = std::move(w.delta);
   return p;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/server_metrics.h"
 
@@ -13,13 +14,196 @@ double SecondsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+// Sorted by name, filters sorted: the order of a request's packs does not matter.
+void Canonicalize(std::vector<PackSelection>& choices) {
+  for (PackSelection& c : choices) std::sort(c.modules.begin(), c.modules.end());
+  std::sort(choices.begin(), choices.end(),
+            [](const PackSelection& a, const PackSelection& b) { return a.name < b.name; });
+}
+
+bool Uses(const std::vector<std::string>& packs, const std::string& name) {
+  return std::find(packs.begin(), packs.end(), name) != packs.end();
+}
+
 }  // namespace
+
+const char* ServingModeName(ServingMode m) {
+  switch (m) {
+    case ServingMode::kMerged:
+      return "merged";
+    case ServingMode::kFactorized:
+      return "factorized";
+    case ServingMode::kAuto:
+      return "auto";
+  }
+  return "auto";
+}
+
+StatusOr<ServingMode> ParseServingMode(absl::string_view name) {
+  for (ServingMode m : {ServingMode::kMerged, ServingMode::kFactorized, ServingMode::kAuto}) {
+    if (name == ServingModeName(m)) return m;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("serving mode '", name, "' is not one of merged, factorized, auto"));
+}
 
 PackCache::PackCache(std::shared_ptr<const ModelWeights> base, const PackStore* store, const PackRuntime* runtime,
                      PackCacheOptions options, ServerMetrics* metrics)
-    : base_(std::move(base)), store_(store), runtime_(runtime), options_(options), metrics_(metrics) {
+    : base_(std::move(base)),
+      store_(store),
+      runtime_(runtime),
+      options_(options),
+      metrics_(metrics),
+      policy_(options.merge) {
+  {
+    absl::MutexLock lock(&mu_);
+    PublishMetrics();
+  }
+  if (options_.mode == ServingMode::kAuto) merge_thread_ = std::thread([this] { MergeLoop(); });
+}
+
+PackCache::~PackCache() {
+  {
+    absl::MutexLock lock(&merge_mu_);
+    stop_ = true;
+    merge_cv_.SignalAll();
+  }
+  if (merge_thread_.joinable()) merge_thread_.join();
+}
+
+StatusOr<ServingWeights> PackCache::Get(std::vector<PackSelection> choices, double* compose_seconds) {
+  if (compose_seconds) *compose_seconds = 0;
+  Canonicalize(choices);
+  const std::string key = SelectionKey(choices);
+  if (options_.mode == ServingMode::kMerged) {
+    if (choices.empty()) return ServingWeights{base_, nullptr};
+    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, GetWeights(std::move(choices), compose_seconds));
+    return ServingWeights{std::move(w), nullptr};
+  }
+  if (options_.mode == ServingMode::kAuto) {
+    bool merge = false;
+    {
+      absl::MutexLock lock(&mu_);
+      merge = policy_.Observe(key);  // base-only requests count: they share the base pass
+      if (choices.empty()) return ServingWeights{base_, nullptr};
+      auto it = fused_.find(key);
+      if (it != fused_.end()) {
+        if (merge) {
+          ++fused_tier_.hits;
+          if (metrics_) metrics_->cache_hits.WithLabels({"fused"}).Increment();
+          fused_lru_.splice(fused_lru_.begin(), fused_lru_, it->second.lru);
+          return ServingWeights{it->second.weights, nullptr};
+        }
+        EraseFused(it);  // cooled down: unmerge (running requests keep their copy)
+        PublishMetrics();
+      }
+    }
+    if (merge) QueueMerge(choices, key);
+  } else if (choices.empty()) {
+    return ServingWeights{base_, nullptr};
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const WeightDelta> delta, GetDelta(choices, key, compose_seconds));
+  return ServingWeights{base_, std::move(delta)};
+}
+
+StatusOr<std::shared_ptr<const WeightDelta>> PackCache::GetDelta(const std::vector<PackSelection>& canonical,
+                                                                 const std::string& key, double* compose_seconds) {
+  std::vector<std::shared_ptr<const HostPack>> packs;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = factorized_.find(key);
+    if (it != factorized_.end()) {
+      ++factorized_tier_.hits;
+      if (metrics_) metrics_->cache_hits.WithLabels({"factorized"}).Increment();
+      factorized_lru_.splice(factorized_lru_.begin(), factorized_lru_, it->second.lru);
+      return it->second.delta;
+    }
+    ++factorized_tier_.misses;
+    if (metrics_) metrics_->cache_misses.WithLabels({"factorized"}).Increment();
+    // Warm packs need no build lock: a cold set never holds up a warm one.
+    for (const PackSelection& c : canonical) {
+      auto h = host_.find(c.name);
+      if (h == host_.end()) break;
+      host_lru_.splice(host_lru_.begin(), host_lru_, h->second.lru);
+      packs.push_back(h->second.pack);
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (packs.size() != canonical.size()) {
+    packs.clear();
+    absl::MutexLock build(&build_mu_);
+    for (const PackSelection& c : canonical) {
+      ASSIGN_OR_RETURN(std::shared_ptr<const HostPack> pack, GetHostPack(c.name, /*count_hit=*/true));
+      packs.push_back(std::move(pack));
+    }
+  }
+  StatusOr<std::shared_ptr<const WeightDelta>> delta = runtime_->Factorize(canonical, packs);
+  if (!delta.ok()) return Annotate(delta.status(), absl::StrCat("composing ", key));
   absl::MutexLock lock(&mu_);
-  PublishMetrics();
+  // Inserted only while every pack is still in the host tier, so an Unload or
+  // eviction that ran meanwhile (and dropped the deltas of its pack) is not undone.
+  bool all_present = true;
+  for (size_t i = 0; i < canonical.size(); ++i) {
+    auto h = host_.find(canonical[i].name);
+    all_present = all_present && h != host_.end() && h->second.pack == packs[i];
+  }
+  if (all_present && factorized_.count(key) == 0) {
+    FactorizedEntry e;
+    e.delta = *delta;
+    for (const PackSelection& c : canonical) e.packs.push_back(c.name);
+    factorized_lru_.push_front(key);
+    e.lru = factorized_lru_.begin();
+    factorized_[key] = std::move(e);
+    while (static_cast<int32_t>(factorized_.size()) > std::max(1, options_.max_factorized_sets)) {
+      factorized_.erase(factorized_lru_.back());
+      factorized_lru_.pop_back();
+      ++factorized_tier_.evictions;
+      if (metrics_) metrics_->cache_evictions.WithLabels({"factorized"}).Increment();
+    }
+  }
+  if (compose_seconds) *compose_seconds = SecondsSince(t0);
+  return *delta;
+}
+
+void PackCache::DropDeltasOf(const std::string& name) {
+  for (auto it = factorized_.begin(); it != factorized_.end();) {
+    if (Uses(it->second.packs, name)) {
+      factorized_lru_.erase(it->second.lru);
+      it = factorized_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void PackCache::QueueMerge(std::vector<PackSelection> canonical, const std::string& key) {
+  absl::MutexLock lock(&merge_mu_);
+  if (stop_ || merge_queue_.count(key) > 0) return;
+  merge_queue_.emplace(key, std::move(canonical));
+  merge_cv_.Signal();
+}
+
+void PackCache::MergeLoop() {
+  for (;;) {
+    std::vector<PackSelection> choices;
+    {
+      absl::MutexLock lock(&merge_mu_);
+      while (!stop_ && merge_queue_.empty()) merge_cv_.Wait(&merge_mu_);
+      if (stop_) return;
+      choices = merge_queue_.begin()->second;
+      merging_ = true;
+    }
+    // Errors (a pack deleted meanwhile) surface to the requests themselves.
+    (void)GetWeights(choices, nullptr);
+    absl::MutexLock lock(&merge_mu_);
+    merge_queue_.erase(SelectionKey(choices));
+    merging_ = false;
+    merge_cv_.SignalAll();
+  }
+}
+
+void PackCache::WaitForMerges() {
+  absl::MutexLock lock(&merge_mu_);
+  while (!stop_ && (merging_ || !merge_queue_.empty())) merge_cv_.Wait(&merge_mu_);
 }
 
 std::string PackCache::SelectionKey(const std::vector<PackSelection>& canonical) {
@@ -37,9 +221,7 @@ StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<
                                                                     double* compose_seconds) {
   if (compose_seconds) *compose_seconds = 0;
   if (choices.empty()) return base_;
-  for (PackSelection& c : choices) std::sort(c.modules.begin(), c.modules.end());
-  std::sort(choices.begin(), choices.end(),
-            [](const PackSelection& a, const PackSelection& b) { return a.name < b.name; });
+  Canonicalize(choices);
   const std::string key = SelectionKey(choices);
   auto lookup = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> std::shared_ptr<const ModelWeights> {
     auto it = fused_.find(key);
@@ -159,13 +341,16 @@ bool PackCache::Unload(const std::string& name) {
   }
   for (auto f = fused_.begin(); f != fused_.end();) {
     auto next = std::next(f);
-    const auto& packs = f->second.packs;
-    if (std::find(packs.begin(), packs.end(), name) != packs.end()) {
+    if (Uses(f->second.packs, name)) {
+      policy_.Forget(f->first);
       EraseFused(f);
       dropped = true;
     }
     f = next;
   }
+  const size_t deltas = factorized_.size();
+  DropDeltasOf(name);
+  dropped = dropped || factorized_.size() != deltas;
   PublishMetrics();
   return dropped;
 }
@@ -187,6 +372,7 @@ void PackCache::EvictHost(const std::string& keep) {
       victim = k->second.lru;
     }
     auto e = host_.find(*victim);
+    DropDeltasOf(e->first);  // they reference its tensors
     host_tier_.bytes -= e->second.bytes;
     ++host_tier_.evictions;
     if (metrics_) metrics_->cache_evictions.WithLabels({"host"}).Increment();
@@ -246,7 +432,8 @@ std::vector<CacheTierStats> PackCache::Stats() const {
     return s;
   };
   return {make("host", host_tier_, options_.host_budget_bytes, host_.size()),
-          make("fused", fused_tier_, options_.fused_budget_bytes, fused_.size())};
+          make("fused", fused_tier_, options_.fused_budget_bytes, fused_.size()),
+          make("factorized", factorized_tier_, 0, factorized_.size())};
 }
 
 }  // namespace skillpack

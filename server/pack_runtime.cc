@@ -64,12 +64,7 @@ class CorePackRuntime : public PackRuntime {
 
   StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
                                  const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
-    std::vector<const DecodedPack*> decoded;
-    for (const auto& pack : packs) {
-      const auto* host = dynamic_cast<const CoreHostPack*>(pack.get());
-      if (host == nullptr) return absl::InternalError("Compose: pack not decoded by this runtime");
-      decoded.push_back(&host->pack());
-    }
+    ASSIGN_OR_RETURN(std::vector<const DecodedPack*> decoded, Decoded(packs));
     try {
       FusedWeights out;
       ASSIGN_OR_RETURN(out.weights, ComposeWeights(*base_, selections, decoded));
@@ -84,7 +79,30 @@ class CorePackRuntime : public PackRuntime {
     }
   }
 
+  StatusOr<std::shared_ptr<const WeightDelta>> Factorize(
+      const std::vector<PackSelection>& selections,
+      const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    ASSIGN_OR_RETURN(std::vector<const DecodedPack*> decoded, Decoded(packs));
+    // The delta's terms hold references to the decoded tensors, so they stay
+    // alive for its users when the host tier drops the pack.
+    try {
+      return ComposeFactorized(*base_, selections, decoded);
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "composing packs");
+    }
+  }
+
  private:
+  static StatusOr<std::vector<const DecodedPack*>> Decoded(const std::vector<std::shared_ptr<const HostPack>>& packs) {
+    std::vector<const DecodedPack*> decoded;
+    for (const auto& pack : packs) {
+      const auto* host = dynamic_cast<const CoreHostPack*>(pack.get());
+      if (host == nullptr) return absl::InternalError("pack not decoded by this runtime");
+      decoded.push_back(&host->pack());
+    }
+    return decoded;
+  }
+
   StatusOr<SkillPack> ReadAndCheck(const std::string& path) const {
     try {
       ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));

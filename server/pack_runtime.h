@@ -19,6 +19,7 @@
 namespace skillpack {
 
 class ModelWeights;
+class WeightDelta;
 
 // The manifest fields the server shows for a stored pack.
 struct PackSummary {
@@ -69,6 +70,13 @@ class PackRuntime {
   // from Decode().
   virtual StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
                                          const std::vector<std::shared_ptr<const HostPack>>& packs) const = 0;
+
+  // The same composition kept factorized (pack/composer.h's ComposeFactorized):
+  // a delta applied per request on the base weights, referencing the decoded
+  // packs' tensors. Same REQUIRES as Compose.
+  virtual StatusOr<std::shared_ptr<const WeightDelta>> Factorize(
+      const std::vector<PackSelection>& selections,
+      const std::vector<std::shared_ptr<const HostPack>>& packs) const = 0;
 };
 
 // The runtime over the SkillPack library (pack/) for `base` (its fingerprint is

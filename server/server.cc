@@ -68,6 +68,8 @@ Status CheckOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("cache budgets must be >= 0");
   }
   if (o.max_pack_bytes <= 0) return absl::InvalidArgumentError("--max-pack-bytes must be positive");
+  RETURN_IF_ERROR(Annotate(ParseServingMode(o.serving_mode).status(), "--serving-mode"));
+  if (!(o.merge_share > 0 && o.merge_share <= 1)) return absl::InvalidArgumentError("--merge-share must be in (0, 1]");
   RETURN_IF_ERROR(ParseRoutingPolicy(o.routing_mode, o.routing_k, o.routing_threshold).status());
   if (o.router_max_tokens < 1) return absl::InvalidArgumentError("--router-max-tokens must be >= 1");
   if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
@@ -113,6 +115,9 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   PackCacheOptions co;
   co.host_budget_bytes = options.host_cache_bytes;
   co.fused_budget_bytes = options.fused_cache_bytes;
+  co.mode = *ParseServingMode(options.serving_mode);
+  co.merge.merge_share = options.merge_share;
+  co.merge.unmerge_share = std::min(co.merge.unmerge_share, options.merge_share);
   s.cache = std::make_unique<PackCache>(s.model->weights, s.store.get(), s.runtime.get(), co, s.metrics.get());
   RequestRouterOptions ro;
   ASSIGN_OR_RETURN(ro.default_policy,

@@ -34,6 +34,11 @@ struct ServerOptions {
   int64_t max_seq_len = 0;  // per-sequence KV length; 0 = min(model context, 4096)
   int64_t host_cache_bytes = int64_t{4} << 30;
   int64_t fused_cache_bytes = int64_t{8} << 30;
+  // How pack sets are served (server/pack_cache.h): "merged", "factorized" or
+  // "auto" (factorized, merging sets that hold at least merge_share of recent
+  // requests).
+  std::string serving_mode = "auto";
+  double merge_share = 0.9;
   int64_t max_pack_bytes = int64_t{4} << 30;    // upload limit
   int64_t max_prompt_bytes = int64_t{1} << 20;  // prompt / chat text, checked before tokenizing
   int32_t max_concurrent_uploads = 4;           // Admin.UploadPack calls in progress at once

@@ -33,6 +33,10 @@ constexpr char kUsage[] =
     "  --max-seq-len N            tokens per KV slot, prompt + output (default min(model, 4096))\n"
     "  --host-cache-bytes N       budget for decoded packs (default 4 GiB)\n"
     "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
+    "  --serving-mode M           merged | factorized | auto: how pack sets run (default auto:\n"
+    "                             factorized on the shared base pass, hot sets merged)\n"
+    "  --merge-share F            auto: merge a pack set once it holds this share of recent\n"
+    "                             requests, in (0, 1] (default 0.9)\n"
     "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
     "  --max-prompt-bytes N       largest prompt / chat text, refused before tokenizing (default 1 MiB)\n"
     "  --max-concurrent-uploads N pack uploads in progress at once; more get RESOURCE_EXHAUSTED (default 4)\n"
@@ -61,6 +65,8 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.host_cache_bytes, a.IntOr("host-cache-bytes", o.host_cache_bytes));
   ASSIGN_OR_RETURN(o.fused_cache_bytes, a.IntOr("fused-cache-bytes", o.fused_cache_bytes));
   ASSIGN_OR_RETURN(o.max_pack_bytes, a.IntOr("max-pack-bytes", o.max_pack_bytes));
+  o.serving_mode = a.StringOr("serving-mode", o.serving_mode);
+  ASSIGN_OR_RETURN(o.merge_share, a.DoubleOr("merge-share", o.merge_share));
   ASSIGN_OR_RETURN(o.max_prompt_bytes, a.IntOr("max-prompt-bytes", o.max_prompt_bytes));
   ASSIGN_OR_RETURN(int64_t max_uploads, a.IntOr("max-concurrent-uploads", o.max_concurrent_uploads));
   ASSIGN_OR_RETURN(o.upload_idle_timeout_seconds,

@@ -10,9 +10,11 @@
 #include <string>
 #include <thread>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "core/file_util.h"
@@ -21,6 +23,8 @@
 
 namespace skillpack {
 namespace {
+
+using ::testing::HasSubstr;
 
 namespace fs = std::filesystem;
 
@@ -70,8 +74,18 @@ class FakeRuntime : public PackRuntime {
     for (const auto& pack : packs) f.bytes += pack->bytes();
     return f;
   }
+  StatusOr<std::shared_ptr<const WeightDelta>> Factorize(
+      const std::vector<PackSelection>& selections,
+      const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    EXPECT_EQ(selections.size(), packs.size());
+    ++factorizes;
+    // A distinct handle per call, never dereferenced by the cache (as above).
+    auto owner = std::make_shared<int>(0);
+    return std::shared_ptr<const WeightDelta>(owner, reinterpret_cast<const WeightDelta*>(owner.get()));
+  }
   mutable int decodes = 0;
   mutable int composes = 0;
+  mutable int factorizes = 0;
   std::function<void()> on_decode;  // runs inside Decode, after the file is read (tests block it there)
 };
 
@@ -92,10 +106,13 @@ class PackCacheTest : public ::testing::Test {
     return up->Commit().status();
   }
 
-  std::unique_ptr<PackCache> Cache(int64_t host, int64_t fused) {
+  std::unique_ptr<PackCache> Cache(int64_t host, int64_t fused, ServingMode mode = ServingMode::kMerged,
+                                   MergePolicyOptions merge = {}) {
     PackCacheOptions o;
     o.host_budget_bytes = host;
     o.fused_budget_bytes = fused;
+    o.mode = mode;
+    o.merge = merge;
     return std::make_unique<PackCache>(nullptr, store_.get(), &runtime_, o, nullptr);
   }
 
@@ -134,16 +151,20 @@ TEST_F(PackCacheTest, DeleteRacingAFirstDecodeLeavesNothingServable) {
   // DeletePack removes the file from the store, then unloads the cache. A
   // request already decoding that pack must not put it back afterwards: once
   // Unload returns, the pack is neither cached nor servable.
-  for (int round = 0; round < 10; ++round) {
-    SCOPED_TRACE(round);
+  // In every serving mode: a fused set (merged) or a delta (factorized, auto)
+  // is what the request builds.
+  for (int round = 0; round < 12; ++round) {
+    const ServingMode mode =
+        std::vector<ServingMode>{ServingMode::kMerged, ServingMode::kFactorized, ServingMode::kAuto}[round % 3];
+    SCOPED_TRACE(absl::StrCat("round ", round, " mode ", ServingModeName(mode)));
     ASSERT_TRUE(Put("a", 10).ok());
-    auto cache = Cache(1000, 1000);
+    auto cache = Cache(1000, 1000, mode);
     absl::Notification decoding, release;
     runtime_.on_decode = [&] {
       decoding.Notify();
       release.WaitForNotification();
     };
-    std::thread request([&] { EXPECT_TRUE(cache->GetWeights({{"a", 1.0f, {}}}, nullptr).ok()); });
+    std::thread request([&] { EXPECT_TRUE(cache->Get({{"a", 1.0f, {}}}, nullptr).ok()); });
     decoding.WaitForNotification();
     ASSERT_TRUE(store_->Delete("a").ok());
     std::atomic<bool> unloaded{false};
@@ -159,8 +180,8 @@ TEST_F(PackCacheTest, DeleteRacingAFirstDecodeLeavesNothingServable) {
     admin.join();
     runtime_.on_decode = nullptr;
     EXPECT_FALSE(cache->StateOf("a").loaded);
-    EXPECT_EQ(cache->Stats()[1].entries, 0) << "a fused set of the deleted pack survived";
-    EXPECT_EQ(cache->GetWeights({{"a", 1.0f, {}}}, nullptr).status().code(), absl::StatusCode::kNotFound);
+    for (const CacheTierStats& t : cache->Stats()) EXPECT_EQ(t.entries, 0) << t.tier << " entry of the deleted pack";
+    EXPECT_EQ(cache->Get({{"a", 1.0f, {}}}, nullptr).status().code(), absl::StatusCode::kNotFound);
   }
 }
 
@@ -206,6 +227,128 @@ TEST_F(PackCacheTest, LruEvictionRespectsBudgetsAndPins) {
   EXPECT_TRUE(cache->Unload("a"));
   EXPECT_FALSE(cache->StateOf("a").loaded);
   EXPECT_EQ(cache->Stats()[1].entries, 1);  // only the c set is left
+}
+
+// Factorized mode: the base (here null) plus one delta per canonical
+// selection, built from the host tier and dropped with any of its packs.
+TEST_F(PackCacheTest, FactorizedModeServesDeltasOnTheBase) {
+  for (const char* n : {"a", "b", "c"}) ASSERT_TRUE(Put(n, 40).ok());
+  auto cache = Cache(/*host=*/100, /*fused=*/1000, ServingMode::kFactorized);
+  auto none = cache->Get({}, nullptr).value();
+  EXPECT_EQ(none.weights, nullptr);
+  EXPECT_EQ(none.delta, nullptr);
+  auto ab = cache->Get({{"a", 1.0f, {}}, {"b", 0.5f, {"mlp"}}}, nullptr).value();
+  EXPECT_EQ(ab.weights, nullptr);  // the base
+  ASSERT_NE(ab.delta, nullptr);
+  auto ba = cache->Get({{"b", 0.5f, {"mlp"}}, {"a", 1.0f, {}}}, nullptr).value();
+  EXPECT_EQ(ab.delta, ba.delta);  // one delta per canonical selection
+  EXPECT_EQ(runtime_.factorizes, 1);
+  EXPECT_EQ(runtime_.composes, 0);  // nothing fused
+  auto a2 = cache->Get({{"a", 2.0f, {}}}, nullptr).value();
+  EXPECT_NE(a2.delta, ab.delta);
+  EXPECT_EQ(cache->Get({{"missing", 1.0f, {}}}, nullptr).status().code(), absl::StatusCode::kNotFound);
+  auto stats = cache->Stats();
+  ASSERT_EQ(stats.size(), 3u);
+  EXPECT_EQ(stats[2].tier, "factorized");
+  EXPECT_EQ(stats[2].entries, 2);
+  EXPECT_EQ(stats[2].hits, 1);
+  EXPECT_EQ(stats[2].bytes, 0);
+  // Decoding c (40 bytes over the 100-byte host budget) evicts b, the least
+  // recently used pack, and with it the {a, b} delta that references b.
+  ASSERT_TRUE(cache->Get({{"c", 1.0f, {}}}, nullptr).ok());
+  EXPECT_FALSE(cache->StateOf("b").loaded);
+  EXPECT_EQ(cache->Stats()[2].entries, 2);  // {a*2} and {c}
+  auto ab_again = cache->Get({{"a", 1.0f, {}}, {"b", 0.5f, {"mlp"}}}, nullptr).value();
+  EXPECT_NE(ab_again.delta, ab.delta);  // rebuilt
+  // Unload drops every delta using the pack.
+  EXPECT_TRUE(cache->Unload("a"));
+  // {a*2} and {a, b} go with a; {c} went when decoding b again evicted c.
+  EXPECT_EQ(cache->Stats()[2].entries, 0);
+}
+
+// Auto mode: factorized until a set holds merge_share of recent requests,
+// then composed in the background and served merged; unmerged once others
+// take over the traffic.
+TEST_F(PackCacheTest, AutoModeMergesHotSetsAndUnmergesCoolOnes) {
+  for (const char* n : {"a", "b"}) ASSERT_TRUE(Put(n, 10).ok());
+  MergePolicyOptions m;
+  m.merge_share = 0.8;
+  m.unmerge_share = 0.4;
+  m.window = 10;
+  m.min_credit = 3;
+  auto cache = Cache(1000, 1000, ServingMode::kAuto, m);
+  const std::vector<PackSelection> a = {{"a", 1.0f, {}}}, b = {{"b", 1.0f, {}}};
+  // Alternating a and b: neither reaches 80%, both stay factorized.
+  for (int i = 0; i < 20; ++i) {
+    auto w = cache->Get(i % 2 ? a : b, nullptr).value();
+    EXPECT_NE(w.delta, nullptr);
+  }
+  cache->WaitForMerges();
+  EXPECT_EQ(runtime_.composes, 0);
+  // Only a from now on: once its share passes 0.8 it is merged in the background.
+  int factorized_before_merge = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto w = cache->Get(a, nullptr).value();
+    if (w.delta != nullptr) {
+      ++factorized_before_merge;
+    } else {
+      break;
+    }
+    cache->WaitForMerges();
+  }
+  EXPECT_EQ(factorized_before_merge, 8);  // share 0.811 at the 8th request (decay 0.9)
+  EXPECT_EQ(runtime_.composes, 1);
+  auto merged = cache->Get(a, nullptr).value();
+  EXPECT_EQ(merged.delta, nullptr);
+  EXPECT_NE(merged.weights, nullptr);  // the fused set, not the base
+  // Traffic moves to b (share 0.768 after 12: not yet hot); a falls to 0.31,
+  // under unmerge_share, and its fused copy is released.
+  for (int i = 0; i < 12; ++i) EXPECT_NE(cache->Get(b, nullptr).value().delta, nullptr);
+  cache->WaitForMerges();
+  EXPECT_EQ(cache->Stats()[1].entries, 1);
+  auto after = cache->Get(a, nullptr).value();
+  EXPECT_NE(after.delta, nullptr);
+  EXPECT_EQ(cache->Stats()[1].entries, 0);
+}
+
+TEST(MergePolicyTest, SharesDecayAndMergingHasHysteresis) {
+  MergePolicyOptions o;
+  o.merge_share = 0.75;
+  o.unmerge_share = 0.5;
+  o.window = 4;
+  o.min_credit = 2;
+  ASSERT_TRUE(ValidateMergePolicyOptions(o).ok());
+  MergePolicy p(o);              // decay 0.75 per request
+  EXPECT_FALSE(p.Observe("a"));  // share 1, credit 1 < min_credit
+  EXPECT_FALSE(p.Observe("a"));  // credit 1.75
+  EXPECT_TRUE(p.Observe("a"));   // credit 2.3125: merged
+  EXPECT_FALSE(p.Observe("b"));  // share 0.366
+  EXPECT_TRUE(p.Observe("a"));   // share 0.754
+  EXPECT_FALSE(p.Observe("b"));
+  EXPECT_FALSE(p.Observe("b"));
+  EXPECT_FALSE(p.Observe("b"));  // share 0.730 < 0.75: not merged yet
+  EXPECT_NEAR(p.Share("b"), 0.730, 1e-3);
+  EXPECT_TRUE(p.merged("a"));    // a is only re-judged at its next request
+  EXPECT_FALSE(p.Observe("a"));  // share 0.467 < unmerge_share
+  EXPECT_FALSE(p.merged("a"));
+  EXPECT_FALSE(p.Observe("b"));  // share 0.657
+  EXPECT_FALSE(p.Observe("b"));  // share 0.746
+  EXPECT_TRUE(p.Observe("b"));   // share 0.812
+  p.Forget("b");
+  EXPECT_FALSE(p.merged("b"));
+  EXPECT_EQ(p.Share("b"), 0.0);
+}
+
+TEST(MergePolicyTest, RefusesBadOptions) {
+  MergePolicyOptions o;
+  o.merge_share = 1.5;
+  EXPECT_THAT(ValidateMergePolicyOptions(o).message(), HasSubstr("merge_share"));
+  o = {};
+  o.unmerge_share = 0.95;
+  EXPECT_THAT(ValidateMergePolicyOptions(o).message(), HasSubstr("unmerge_share"));
+  o = {};
+  o.window = 0.5;
+  EXPECT_THAT(ValidateMergePolicyOptions(o).message(), HasSubstr("window"));
 }
 
 }  // namespace
