@@ -30,6 +30,10 @@ Json MachineInfo() {
   struct utsname u;
   if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;
   j["gpu"] = "none";
+  // Other load skews timings: recorded so that a busy machine shows.
+  std::ifstream load("/proc/loadavg");
+  double l1 = 0;
+  if (load >> l1) j["loadavg_1min_at_start"] = l1;
   return j;
 }
 

@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
 #include "bench/machine_info.h"
 #include "core/args.h"
 #include "core/file_util.h"
@@ -26,39 +27,10 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-ModelConfig Shape(const std::string& name) {
-  Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
-  if (name == "tiny") {
-    j.update({{"vocab_size", 264},
-              {"hidden_size", 256},
-              {"intermediate_size", 704},
-              {"num_hidden_layers", 4},
-              {"num_attention_heads", 8},
-              {"num_key_value_heads", 4}});
-  } else {  // TinyLlama-1.1B
-    j.update({{"vocab_size", 32000},
-              {"hidden_size", 2048},
-              {"intermediate_size", 5632},
-              {"num_hidden_layers", 22},
-              {"num_attention_heads", 32},
-              {"num_key_value_heads", 4}});
-  }
-  return *ParseModelConfig(j, name);
-}
-
-std::shared_ptr<const ModelWeights> RandomWeights(const ModelConfig& c) {
-  at::manual_seed(0);
-  std::map<std::string, at::Tensor> t;
-  for (const TensorSpec& s : ExpectedTensors(c)) {
-    t[s.name] = s.name.find("norm") != std::string::npos ? at::ones(s.shape) : at::randn(s.shape) * 0.02;
-  }
-  return *ModelWeights::Create(c, std::move(t));
-}
-
 Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double bandwidth) {
-  ModelConfig c = Shape(name);
+  ModelConfig c = BenchShape(name);
   auto t0 = Clock::now();
-  auto w = RandomWeights(c);
+  auto w = RandomBenchWeights(c);
   std::fprintf(stderr, "[%s] %.2fM parameters, init %.1f s\n", name.c_str(), c.NumParameters() / 1e6, Seconds(t0));
   Transformer m(c);
   Json out;

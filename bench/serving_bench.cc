@@ -1,0 +1,375 @@
+// Serving many pack sets at once, in process: the generation engine fed by
+// the server's PackCache in each serving mode (merged, factorized, auto) and
+// with no packs at all (base), on the tiny and TinyLlama-1.1B shapes (random
+// weights), for 1 / 2 / 4 / 8 / 16 distinct pack sets chosen uniformly or
+// Zipf-skewed, with prompts and outputs of mixed lengths. The packs are
+// synthetic decoded packs (random low-rank factors on every attention and MLP
+// module, the shape a compressed pack decodes to), so the figures measure
+// serving, not pack decoding (pack_bench measures that).
+//
+// Reported per run: generated tokens/s (and the ratio to base), the fused and
+// factorized cache state, the memory added per pack set against the decoded
+// factors' bytes, and the time to first token of a request for a cold pack
+// set against a warm one. Writes bench/results/serving_<timestamp>.json.
+//
+// usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
+//                      [--modes base,merged,factorized,auto] [--requests N] [--max-batch N]
+//                      [--rank R] [--threads N] [--fused-budget-bytes N] [--out DIR]
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
+#include "bench/machine_info.h"
+#include "core/args.h"
+#include "core/file_util.h"
+#include "core/generator.h"
+#include "core/kv_cache.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "pack/composer.h"
+#include "server/pack_cache.h"
+#include "server/pack_store.h"
+
+namespace skillpack {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// A decoded pack held in memory: what PackRuntime::Decode returns.
+class BenchHostPack : public HostPack {
+ public:
+  explicit BenchHostPack(DecodedPack p) : pack_(std::move(p)) {}
+  int64_t bytes() const override { return pack_.bytes(); }
+  const DecodedPack& pack() const { return pack_; }
+
+ private:
+  DecodedPack pack_;
+};
+
+// The PackRuntime over synthetic packs: "<name>.skillpack" files are
+// placeholders; Decode hands out the pack built for that name. Compose and
+// Factorize are the real composer's.
+class BenchRuntime : public PackRuntime {
+ public:
+  BenchRuntime(std::shared_ptr<const ModelWeights> base, std::map<std::string, std::shared_ptr<const HostPack>> packs)
+      : base_(std::move(base)), packs_(std::move(packs)) {}
+  StatusOr<PackSummary> Inspect(const std::string& path) const override {
+    PackSummary s;
+    s.name = std::filesystem::path(path).stem().string();
+    if (packs_.count(s.name) == 0) return absl::NotFoundError(s.name);
+    return s;
+  }
+  StatusOr<Json> Describe(const std::string&) const override { return Json::object(); }
+  StatusOr<std::shared_ptr<const HostPack>> Decode(const std::string& path) const override {
+    auto it = packs_.find(std::filesystem::path(path).stem().string());
+    if (it == packs_.end()) return absl::NotFoundError(path);
+    return it->second;
+  }
+  StatusOr<FusedWeights> Compose(const std::vector<PackSelection>& selections,
+                                 const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    FusedWeights out;
+    ASSIGN_OR_RETURN(out.weights, ComposeWeights(*base_, selections, Decoded(packs)));
+    for (const auto& [name, t] : out.weights->tensors()) {
+      if (base_->Find(name)->data_ptr() != t.data_ptr()) out.bytes += static_cast<int64_t>(t.nbytes());
+    }
+    return out;
+  }
+  StatusOr<std::shared_ptr<const WeightDelta>> Factorize(
+      const std::vector<PackSelection>& selections,
+      const std::vector<std::shared_ptr<const HostPack>>& packs) const override {
+    return ComposeFactorized(*base_, selections, Decoded(packs));
+  }
+
+ private:
+  static std::vector<const DecodedPack*> Decoded(const std::vector<std::shared_ptr<const HostPack>>& packs) {
+    std::vector<const DecodedPack*> out;
+    for (const auto& p : packs) out.push_back(&static_cast<const BenchHostPack*>(p.get())->pack());
+    return out;
+  }
+  std::shared_ptr<const ModelWeights> base_;
+  std::map<std::string, std::shared_ptr<const HostPack>> packs_;
+};
+
+// Rank-`rank` factors on every attention and MLP weight, scaled so that the
+// delta is a small refinement of the base.
+DecodedPack SyntheticPack(const ModelWeights& base, const std::string& name, int64_t rank, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  DecodedPack p;
+  p.name = name;
+  for (const auto& [tname, t] : base.tensors()) {
+    if (t.dim() != 2 || tname.find("layers.") == std::string::npos) continue;
+    DecodedModule m;
+    m.name = tname;
+    m.us = at::randn({t.size(0), rank}, gen) * 0.01;
+    m.vt = at::randn({rank, t.size(1)}, gen) * 0.01;
+    p.modules.emplace(tname, std::move(m));
+  }
+  return p;
+}
+
+struct Request {
+  int set = -1;  // -1: no pack
+  std::vector<int32_t> prompt;
+  int32_t max_new_tokens = 0;
+};
+
+// `n` requests over `sets` pack sets, mixed prompt and output lengths.
+std::vector<Request> Workload(const ModelConfig& c, int n, int sets, const std::string& dist, bool large) {
+  std::mt19937 rng(7);
+  std::vector<double> w(std::max(sets, 1));
+  for (int k = 0; k < static_cast<int>(w.size()); ++k) w[k] = dist == "zipf" ? 1.0 / (k + 1) : 1.0;
+  std::discrete_distribution<int> pick(w.begin(), w.end());
+  const std::vector<int> prompt_lens = large ? std::vector<int>{8, 16, 32} : std::vector<int>{8, 32, 96};
+  const std::vector<int> out_lens = large ? std::vector<int>{4, 8, 12} : std::vector<int>{16, 32, 64};
+  std::vector<Request> out;
+  for (int i = 0; i < n; ++i) {
+    Request r;
+    r.set = sets == 0 ? -1 : pick(rng);
+    const int len = prompt_lens[rng() % prompt_lens.size()];
+    for (int t = 0; t < len; ++t) r.prompt.push_back(static_cast<int32_t>(rng() % c.vocab_size));
+    r.max_new_tokens = out_lens[rng() % out_lens.size()];
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+struct Setup {
+  ModelConfig config;
+  std::shared_ptr<const ModelWeights> base;
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::map<std::string, std::shared_ptr<const HostPack>> packs;
+  int64_t pack_bytes = 0;  // decoded factors of one pack
+  std::string dir;         // the placeholder store
+};
+
+struct RunOptions {
+  std::string mode;  // base | merged | factorized | auto
+  int sets = 0;
+  std::string dist;
+  int requests = 0;
+  int max_batch = 8;
+  int64_t fused_budget = 0;
+  bool large = false;
+};
+
+std::vector<PackSelection> SelectionOf(int set) {
+  if (set < 0) return {};
+  return {{absl::StrCat("pack-", set), 1.0f, {}}};
+}
+
+Json Run(const Setup& s, const RunOptions& o) {
+  PackCacheOptions co;
+  co.host_budget_bytes = int64_t{64} << 30;
+  co.fused_budget_bytes = o.fused_budget;
+  co.mode = o.mode == "merged" ? ServingMode::kMerged
+                               : (o.mode == "factorized" ? ServingMode::kFactorized : ServingMode::kAuto);
+  BenchRuntime runtime(s.base, s.packs);
+  auto store = *PackStore::Open(s.dir, &runtime, int64_t{1} << 30);
+  const int64_t rss0 = ResidentBytes();
+  PackCache cache(s.base, store.get(), &runtime, co, nullptr);
+  auto kv = *KvCache::Create(s.config, o.max_batch, 256, at::kFloat);
+  GenerationEngine engine(*s.model, *s.tokenizer, *kv, {}, EngineOptions{o.max_batch});
+  const std::vector<Request> work = Workload(s.config, o.requests, o.mode == "base" ? 0 : o.sets, o.dist, o.large);
+
+  // Time to first token, idle engine: a cold set (first use), then the same set warm.
+  Json ttft;
+  if (o.mode != "base") {
+    for (const char* phase : {"cold", "warm"}) {
+      const auto t0 = Clock::now();
+      double first = -1;
+      ServingWeights sw = *cache.Get(SelectionOf(0), nullptr);
+      GenerationRequest g;
+      g.prompt_tokens = work[0].prompt;
+      g.params.temperature = 0;
+      g.params.max_new_tokens = 1;
+      g.params.ignore_eos = true;
+      g.weights = sw.weights;
+      g.delta = sw.delta;
+      (void)*engine.Add(std::move(g), [&](const GenerationEvent& e) {
+        if (first < 0 && !e.new_tokens.empty()) first = Seconds(t0);
+      });
+      while (engine.HasWork()) engine.Step();
+      ttft[phase] = first;
+    }
+    cache.WaitForMerges();
+  }
+
+  // Closed loop: keep the engine's batch full plus as many waiting.
+  size_t next = 0;
+  int64_t tokens = 0, finished = 0;
+  double get_seconds = 0;
+  const auto t0 = Clock::now();
+  while (next < work.size() || engine.HasWork()) {
+    while (next < work.size() && engine.num_running() + engine.num_waiting() < 2 * o.max_batch) {
+      const Request& r = work[next++];
+      const auto tg = Clock::now();
+      ServingWeights sw = *cache.Get(SelectionOf(r.set), nullptr);
+      get_seconds += Seconds(tg);
+      GenerationRequest g;
+      g.prompt_tokens = r.prompt;
+      g.params.temperature = 0;
+      g.params.max_new_tokens = r.max_new_tokens;
+      g.params.ignore_eos = true;
+      g.weights = sw.weights;
+      g.delta = sw.delta;
+      (void)*engine.Add(std::move(g), [&](const GenerationEvent& e) {
+        tokens += static_cast<int64_t>(e.new_tokens.size());
+        finished += e.done;
+      });
+    }
+    engine.Step();
+  }
+  const double secs = Seconds(t0);
+  cache.WaitForMerges();
+  Json r;
+  r["mode"] = o.mode;
+  r["sets"] = o.mode == "base" ? 0 : o.sets;
+  r["distribution"] = o.dist;
+  r["requests"] = o.requests;
+  r["finished"] = finished;
+  r["generated_tokens"] = tokens;
+  r["seconds"] = secs;
+  r["tokens_per_s"] = tokens / secs;
+  r["cache_get_seconds"] = get_seconds;
+  if (!ttft.empty()) r["ttft_seconds"] = ttft;
+  for (const CacheTierStats& t : cache.Stats()) {
+    r["cache"][t.tier] = {
+        {"entries", t.entries}, {"bytes", t.bytes}, {"hits", t.hits}, {"misses", t.misses}, {"evictions", t.evictions}};
+  }
+  // Memory this run added (cache tiers, KV, allocator) per pack set, against
+  // the decoded factors of one pack (which the synthetic setup allocated up
+  // front; the host tier only references them).
+  if (o.mode != "base" && o.sets > 0) {
+    r["rss_added_bytes"] = ResidentBytes() - rss0;
+    r["rss_added_per_set_vs_decoded_factors"] =
+        static_cast<double>(ResidentBytes() - rss0 + s.pack_bytes * o.sets) / (s.pack_bytes * o.sets);
+  }
+  std::fprintf(stderr, "  %-10s sets %2d %-7s %8.1f tok/s  (%lld tokens, %.1f s)\n", o.mode.c_str(), o.sets,
+               o.dist.c_str(), tokens / secs, static_cast<long long>(tokens), secs);
+  return r;
+}
+
+Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank) {
+  Setup s;
+  s.config = BenchShape(shape);
+  s.base = RandomBenchWeights(s.config);
+  s.model = std::make_unique<Transformer>(s.config);
+  s.tokenizer = *Tokenizer::FromJson(MakeByteLevelTokenizerJson(), "bench");
+  s.dir = JoinPath(std::filesystem::temp_directory_path().string(), absl::StrCat("serving-bench-", getpid()));
+  std::filesystem::remove_all(s.dir);
+  (void)MakeDirectories(s.dir);
+  for (int i = 0; i < max_sets; ++i) {
+    const std::string name = absl::StrCat("pack-", i);
+    auto p = std::make_shared<BenchHostPack>(SyntheticPack(*s.base, name, rank, 100 + i));
+    s.pack_bytes = p->bytes();
+    s.packs[name] = std::move(p);
+    (void)WriteFileAtomically(JoinPath(s.dir, name + ".skillpack"), name);
+  }
+  return s;
+}
+
+std::vector<int> ParseInts(const std::string& csv) {
+  std::vector<int> out;
+  for (absl::string_view p : absl::StrSplit(csv, ',')) {
+    int v = 0;
+    if (absl::SimpleAtoi(p, &v)) out.push_back(v);
+  }
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  auto args = Args::Parse(argc, argv, 1, {});
+  if (!args.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(args.status().message()).c_str());
+    return 2;
+  }
+  const std::string shapes = args->StringOr("shapes", "tiny,1.1b");
+  const std::vector<int> sets = ParseInts(args->StringOr("sets", "1,2,4,8,16"));
+  const std::string dists = args->StringOr("dists", "uniform,zipf");
+  const std::string modes = args->StringOr("modes", "base,merged,factorized,auto");
+  const int64_t requests = *args->IntOr("requests", 0);  // 0: per shape (tiny 128, 1.1b 24)
+  const int64_t max_batch = *args->IntOr("max-batch", 8);
+  const int64_t rank = *args->IntOr("rank", 0);  // 0: tiny 16, 1.1b 32
+  const int64_t threads = *args->IntOr("threads", 0);
+  const int64_t fused_budget = *args->IntOr("fused-budget-bytes", int64_t{8} << 30);
+  const std::string out_dir = args->StringOr("out", "bench/results");
+  if (Status st = args->CheckAllUsed(); !st.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    return 2;
+  }
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  Json result;
+  result["benchmark"] = "serving_bench";
+  result["timestamp"] = UtcTimestamp();
+  result["machine"] = MachineInfo();
+  result["max_batch"] = max_batch;
+  const int max_sets = sets.empty() ? 0 : *std::max_element(sets.begin(), sets.end());
+  for (absl::string_view shape_view : absl::StrSplit(shapes, ',')) {
+    const std::string shape(shape_view);
+    const bool large = shape != "tiny";
+    const int64_t r = rank > 0 ? rank : (large ? 32 : 16);
+    std::fprintf(stderr, "[%s] building base and %d synthetic packs (rank %lld)\n", shape.c_str(), max_sets,
+                 static_cast<long long>(r));
+    Setup s = MakeSetup(shape, max_sets, r);
+    Json& out = result["shapes"][shape];
+    out["rank"] = r;
+    out["pack_decoded_bytes"] = s.pack_bytes;
+    out["base_weight_bytes"] = s.base->TotalBytes();
+    RunOptions o;
+    o.requests = static_cast<int>(requests > 0 ? requests : (large ? 24 : 128));
+    o.max_batch = static_cast<int>(max_batch);
+    o.fused_budget = fused_budget;
+    o.large = large;
+    double base_tps = 0;
+    if (modes.find("base") != std::string::npos) {
+      o.mode = "base";
+      o.dist = "uniform";
+      Json r0 = Run(s, o);
+      base_tps = r0["tokens_per_s"].get<double>();
+      out["runs"].push_back(r0);
+    }
+    for (absl::string_view dist : absl::StrSplit(dists, ',')) {
+      for (int n : sets) {
+        for (absl::string_view mode : absl::StrSplit(modes, ',')) {
+          if (mode == "base") continue;
+          o.mode = std::string(mode);
+          o.dist = std::string(dist);
+          o.sets = n;
+          Json rr = Run(s, o);
+          if (base_tps > 0) rr["vs_base"] = rr["tokens_per_s"].get<double>() / base_tps;
+          out["runs"].push_back(rr);
+        }
+      }
+    }
+    std::filesystem::remove_all(s.dir);
+  }
+  {
+    std::ifstream load("/proc/loadavg");
+    double l1 = 0;
+    if (load >> l1) result["loadavg_1min_at_end"] = l1;
+  }
+  const std::string path = JoinPath(out_dir, absl::StrCat("serving_", result["timestamp"].get<std::string>(), ".json"));
+  if (Status st = MakeDirectories(out_dir); !st.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
+    std::fprintf(stderr, "cannot write %s\n", path.c_str());
+    return 1;
+  }
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace skillpack
+
+int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
