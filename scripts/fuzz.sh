@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh [BUILD_DIR] [SECONDS]        (make fuzz FUZZ_SECONDS=N)
 #   FUZZ_TARGETS="pack_format router" ...        only these targets
 #   FUZZ_BUILD_ONLY=1 ...                        build, do not run
+#   FUZZ_NO_BUILD=1 ...                          run what is built
 #
 # Each target starts from its committed seed corpus tests/fuzz/corpus/<t>/
 # plus what earlier runs found (BUILD_DIR/corpus/<t>/, never committed on its
@@ -33,8 +34,10 @@ fi
 build_start=$(date +%s)
 targets=()
 for t in $TARGETS; do targets+=("${t}_fuzz"); done
-cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}" || exit 1
-echo "fuzz: build took $(($(date +%s) - build_start)) s"
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target "${targets[@]}" || exit 1
+  echo "fuzz: build took $(($(date +%s) - build_start)) s"
+fi
 [ -n "${FUZZ_BUILD_ONLY:-}" ] && exit 0
 
 # UBSan stops at its first report (-fno-sanitize-recover) with a stack;
