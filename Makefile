@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench format clean fuzz
+.PHONY: all deps configure build test demo bench format clean fuzz asan tsan
 
 all: build
 
@@ -31,6 +31,14 @@ bench: build
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@JOBS=$(JOBS) bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+# The whole tree and its tests under ASan+UBSan / ThreadSanitizer (clang),
+# in build-asan/ and build-tsan/ (scripts/sanitize.sh).
+asan: deps
+	@JOBS=$(JOBS) bash scripts/sanitize.sh asan
+
+tsan: deps
+	@JOBS=$(JOBS) bash scripts/sanitize.sh tsan
 
 # Applies .clang-format to every C++ and proto source (the format test checks it).
 format:
