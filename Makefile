@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench format clean
+.PHONY: all deps configure build test demo bench format clean fuzz asan tsan
 
 all: build
 
@@ -25,6 +25,20 @@ demo: build
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR)
+
+# libFuzzer targets (tests/fuzz/), built with clang in build-fuzz/, each run
+# FUZZ_SECONDS; fails on any crash, leak or timeout (inputs kept in build-fuzz/crashes/).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@JOBS=$(JOBS) bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
+# The whole tree and its tests under ASan+UBSan / ThreadSanitizer (clang),
+# in build-asan/ and build-tsan/ (scripts/sanitize.sh).
+asan: deps
+	@JOBS=$(JOBS) bash scripts/sanitize.sh asan
+
+tsan: deps
+	@JOBS=$(JOBS) bash scripts/sanitize.sh tsan
 
 # Applies .clang-format to every C++ and proto source (the format test checks it).
 format:

@@ -343,6 +343,8 @@ Status SafetensorsFile::Parse() {
       }
       continue;
     }
+    // The writer refuses an empty name (ValidateTensorToWrite); so does the reader.
+    if (key.empty()) return Invalid(what, "a tensor has an empty name");
     const std::string where = absl::StrCat("tensor '", Shorten(key), "'");
     if (!value.is_object()) return Invalid(what, absl::StrCat(where, ": entry is not a JSON object"));
 

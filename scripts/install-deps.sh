@@ -16,6 +16,7 @@ PACKAGES=(
   python3-grpcio python3-protobuf  # a gRPC client in another language (tests/e2e/python_client_test.py)
   prometheus               # promtool: tests check our /metrics text with Prometheus' own parser
   clang clang-format       # the thread-safety analysis (-Wthread-safety) and the format check
+  libclang-rt-14-dev       # clang's libFuzzer and sanitizer runtimes (make fuzz / asan / tsan)
 )
 
 missing=()

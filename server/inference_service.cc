@@ -9,6 +9,7 @@
 #include "core/chat_template.h"
 #include "pack/selection.h"
 #include "rpc/grpc_status.h"
+#include "rpc/request_decode.h"
 
 namespace skillpack {
 namespace {
@@ -298,34 +299,76 @@ void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const Genera
   resp->set_request_id(req.request_id());
 }
 
+// Method indices of skillpack.v1.Inference in its generated service (the
+// proto's order).
+constexpr int kGenerateMethod = 0;
+constexpr int kGenerateStreamMethod = 1;
+constexpr int kRouteMethod = 2;
+
+using RawUnary = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::GenerateResponse>;
+using RawStream = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::GenerateStreamResponse>;
+using RawRoute = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::RouteResponse>;
+
 class InferenceServiceImpl final : public v1::Inference::Service {
  public:
-  explicit InferenceServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {}
+  // Every method takes its request as raw bytes and decodes it itself
+  // (rpc/request_decode.h): protobuf refuses a string field holding invalid
+  // UTF-8, and gRPC's generated handler would answer that with INTERNAL and
+  // no message before any of our code ran; decoded here it is
+  // INVALID_ARGUMENT naming the field. The bytes on the wire are unchanged.
+  // MarkMethodStreamed is the hook of gRPC's own WithStreamedUnaryMethod /
+  // WithSplitStreamingMethod: one request message in, one (or a stream of)
+  // responses out, exactly what unary and server-streaming clients do.
+  explicit InferenceServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {
+    MarkMethodStreamed(kGenerateMethod,
+                       new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::GenerateResponse>(
+                           [this](grpc::ServerContext* c, RawUnary* s) { return RawGenerate(c, s); }));
+    MarkMethodStreamed(kGenerateStreamMethod,
+                       new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::GenerateStreamResponse>(
+                           [this](grpc::ServerContext* c, RawStream* s) { return RawGenerateStream(c, s); }));
+    MarkMethodStreamed(kRouteMethod, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::RouteResponse>(
+                                         [this](grpc::ServerContext* c, RawRoute* s) { return RawRouteCall(c, s); }));
+  }
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* req,
-                        v1::GenerateResponse* resp) override {
+ private:
+  grpc::Status RawGenerate(grpc::ServerContext* context, RawUnary* stream) {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = Run(context, *req, nullptr, resp);
+    v1::GenerateRequest req;
+    v1::GenerateResponse resp;
+    Status s = ReadRequest(stream, &req);
+    if (s.ok()) s = Run(context, req, nullptr, &resp);
     Finish("Generate", t0, s);
+    if (s.ok()) stream->Write(resp);
     return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
-  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* req,
-                              grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override {
+  grpc::Status RawGenerateStream(grpc::ServerContext* context, RawStream* stream) {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = Run(context, *req, writer, nullptr);
+    v1::GenerateRequest req;
+    Status s = ReadRequest(stream, &req);
+    if (s.ok()) s = Run(context, req, stream, nullptr);
     Finish("GenerateStream", t0, s);
     return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
-  grpc::Status Route(grpc::ServerContext*, const v1::RouteRequest* req, v1::RouteResponse* resp) override {
+  grpc::Status RawRouteCall(grpc::ServerContext*, RawRoute* stream) {
     const auto t0 = std::chrono::steady_clock::now();
-    Status s = RunRoute(*req, resp);
+    v1::RouteRequest req;
+    v1::RouteResponse resp;
+    Status s = ReadRequest(stream, &req);
+    if (s.ok()) s = RunRoute(req, &resp);
     Finish("Route", t0, s);
+    if (s.ok()) stream->Write(resp);
     return ToGrpcStatus(ctx_.ClientFacing(s));
   }
 
- private:
+  // The call's one request message, decoded.
+  static Status ReadRequest(grpc::internal::ReaderInterface<grpc::ByteBuffer>* stream, google::protobuf::Message* req) {
+    grpc::ByteBuffer bytes;
+    if (!stream->Read(&bytes)) return absl::InvalidArgumentError("no request message");
+    return ParseRequest(bytes, req);
+  }
+
   Status RunRoute(const v1::RouteRequest& req, v1::RouteResponse* resp) {
     if (!IsAuto(req.skills())) {
       return absl::InvalidArgumentError("skills.mode: Route runs the router; leave it unset or AUTO");
@@ -366,7 +409,7 @@ class InferenceServiceImpl final : public v1::Inference::Service {
 
   // Runs one request; streams through `writer` when it is set, else fills `resp`.
   Status Run(grpc::ServerContext* context, const v1::GenerateRequest& req,
-             grpc::ServerWriter<v1::GenerateStreamResponse>* writer, v1::GenerateResponse* resp) {
+             grpc::internal::WriterInterface<v1::GenerateStreamResponse>* writer, v1::GenerateResponse* resp) {
     ASSIGN_OR_RETURN(Prepared p, Prepare(ctx_, req));
     if (ctx_.metrics) {
       if (p.packs.empty()) ctx_.metrics->pack_requests.WithLabels({"none"}).Increment();

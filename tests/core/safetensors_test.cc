@@ -379,6 +379,9 @@ TEST(SafetensorsTest, MalformedFilesAreRejectedWithNamedProblem) {
       {"duplicate tensor", MakeFile("{\"a\":" + ok_entry + ",\"a\":" + ok_entry + "}", four), "duplicate key 'a'"},
       {"deep nesting", MakeFile("{\"a\":" + std::string(10000, '[') + std::string(10000, ']') + "}"), "nested deeper"},
       {"invalid utf8", MakeFile("{\"\xff\":" + ok_entry + "}", four), "not valid JSON"},
+      // Found by tests/fuzz/safetensors_fuzz (corpus regress-empty-tensor-name): the writer refuses
+      // an empty name, so the reader accepted files it could not write back.
+      {"empty tensor name", MakeFile("{\"\":" + ok_entry + "}", four), "a tensor has an empty name"},
   };
   for (const BadCase& c : cases) {
     StatusOr<std::unique_ptr<SafetensorsFile>> f = SafetensorsFile::FromBuffer(c.bytes, "bad.safetensors");

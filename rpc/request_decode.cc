@@ -1,0 +1,136 @@
+#include "rpc/request_decode.h"
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace skillpack {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
+
+// Deeper nesting than protobuf's own default recursion limit is malformed.
+constexpr int kMaxDepth = 100;
+
+// What a walk over a message's wire bytes found.
+struct Finding {
+  std::string path;   // the field holding invalid UTF-8 ("" when none)
+  size_t offset = 0;  // of the bad byte inside that field's value
+  size_t size = 0;    // of the field's value
+};
+
+// Walks one message's fields (until the stream's current limit), recursing
+// into known message fields. false on a wire-format error (the bytes are not
+// a message) or when a string field holds invalid UTF-8 (*found says which).
+bool Walk(const Descriptor* type, CodedInputStream* in, const std::string& prefix, int depth, Finding* found) {
+  std::map<int, int> seen;  // occurrences per field number: the index of a repeated field
+  while (true) {
+    const uint32_t tag = in->ReadTag();
+    if (tag == 0) return in->ConsumedEntireMessage();
+    const int number = WireFormatLite::GetTagFieldNumber(tag);
+    const FieldDescriptor* field = type->FindFieldByNumber(number);
+    const bool walk = field != nullptr &&
+                      WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED &&
+                      (field->type() == FieldDescriptor::TYPE_STRING || field->type() == FieldDescriptor::TYPE_MESSAGE);
+    if (!walk) {
+      if (!WireFormatLite::SkipField(in, tag)) return false;
+      continue;
+    }
+    const int index = seen[number]++;
+    std::string path = absl::StrCat(prefix, field->name());
+    if (field->is_repeated()) absl::StrAppend(&path, "[", index, "]");
+    uint32_t length = 0;
+    if (!in->ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
+    if (field->type() == FieldDescriptor::TYPE_STRING) {
+      std::string value;
+      if (!in->ReadString(&value, static_cast<int>(length))) return false;
+      const size_t bad = FirstInvalidUtf8(value);
+      if (bad != std::string::npos) {
+        *found = {path, bad, value.size()};
+        return false;
+      }
+      continue;
+    }
+    if (depth >= kMaxDepth) return false;
+    const CodedInputStream::Limit limit = in->PushLimit(static_cast<int>(length));
+    if (!Walk(field->message_type(), in, path + ".", depth + 1, found)) return false;
+    in->PopLimit(limit);
+  }
+}
+
+}  // namespace
+
+size_t FirstInvalidUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n;                            // continuation bytes
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the first continuation byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      if (c == 0xE0) lo = 0xA0;  // overlong
+      if (c == 0xED) hi = 0x9F;  // surrogates
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      if (c == 0xF0) lo = 0x90;  // overlong
+      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+    } else {
+      return i;
+    }
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return i;
+    }
+    i += n + 1;
+  }
+  return std::string::npos;
+}
+
+Status ParseRequestBytes(absl::string_view bytes, google::protobuf::Message* msg) {
+  msg->Clear();
+  if (bytes.size() <= static_cast<size_t>(INT32_MAX) &&
+      msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return absl::OkStatus();
+  msg->Clear();
+  Finding found;
+  if (bytes.size() <= static_cast<size_t>(INT32_MAX)) {
+    CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+    Walk(msg->GetDescriptor(), &in, "", 0, &found);
+  }
+  if (!found.path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(found.path, ": not valid UTF-8 (byte ", found.offset, " of ",
+                                                   found.size, "); string fields must be UTF-8"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("malformed ", msg->GetTypeName(), " (not a valid protobuf encoding)"));
+}
+
+Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* msg) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable request message");
+  if (slices.size() == 1) {
+    return ParseRequestBytes(absl::string_view(reinterpret_cast<const char*>(slices[0].begin()), slices[0].size()),
+                             msg);
+  }
+  std::string bytes;
+  bytes.reserve(buffer.Length());
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return ParseRequestBytes(bytes, msg);
+}
+
+}  // namespace skillpack

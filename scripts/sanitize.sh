@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the whole tree (libraries, binaries, tests) with clang and a sanitizer
+# in its own build folder, then runs the unit and e2e tests under it.
+#
+#   scripts/sanitize.sh asan [BUILD_DIR]   ASan + UBSan (build-asan)   make asan
+#   scripts/sanitize.sh tsan [BUILD_DIR]   ThreadSanitizer (build-tsan) make tsan
+#   CTEST_ARGS="-R rpc_" ...               a subset of the tests
+#
+# libtorch, gRPC and the other Debian libraries are not instrumented. The
+# suppression files in tests/sanitizers/ hold only reports from inside those
+# libraries (each entry says why); a report from our code is a bug to fix.
+# TSan runs with OMP_NUM_THREADS=1: libgomp's thread pool synchronises with
+# futexes TSan does not see, and its reports are about that, not about us.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?usage: sanitize.sh asan|tsan [BUILD_DIR]}
+BUILD_DIR=${2:-build-$MODE}
+JOBS=${JOBS:-$(nproc)}
+SUPP=$(pwd)/tests/sanitizers
+case "$MODE" in
+  asan) SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;
+  tsan) SAN="-fsanitize=thread" ;;
+  *) echo "sanitize.sh: unknown mode '$MODE' (asan or tsan)" >&2; exit 2 ;;
+esac
+FLAGS="-O1 -g -fno-omit-frame-pointer $SAN"
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_C_FLAGS_RELWITHDEBINFO="" \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DSKILLPACK_WITH_CUDA=OFF >/dev/null || exit 1
+fi
+start=$(date +%s)
+cmake --build "$BUILD_DIR" -j "$JOBS" || exit 1
+built=$(date +%s)
+echo "sanitize: $MODE build took $((built - start)) s"
+export OMP_WAIT_POLICY=PASSIVE
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_odr_violation=0:abort_on_error=0:suppressions=$SUPP/asan.supp}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SUPP/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1}
+if [ "$MODE" = tsan ]; then export OMP_NUM_THREADS=1; fi
+# tools_* (format, layering, thread-safety analysis) run no binary of ours.
+(cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})
+rc=$?
+echo "sanitize: $MODE tests took $(($(date +%s) - built)) s (exit $rc)"
+exit $rc

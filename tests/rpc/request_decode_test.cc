@@ -1,0 +1,118 @@
+// rpc/request_decode.h: requests decoded from raw bytes; invalid UTF-8 in a
+// string field is INVALID_ARGUMENT naming the field's path, other bad bytes
+// are INVALID_ARGUMENT "malformed <type>".
+#include "rpc/request_decode.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+#include "skillpack/v1/inference.pb.h"
+
+namespace skillpack {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Wire bytes of a message with string field `number` = `value` (any bytes):
+// what a client that does not check UTF-8 sends.
+std::string StringField(int number, const std::string& value) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream sos(&out);
+    google::protobuf::io::CodedOutputStream cos(&sos);
+    cos.WriteTag((number << 3) | 2);
+    cos.WriteVarint32(static_cast<uint32_t>(value.size()));
+    cos.WriteString(value);
+  }
+  return out;
+}
+
+void ExpectInvalid(const std::string& bytes, const std::string& want) {
+  v1::GenerateRequest req;
+  Status s = ParseRequestBytes(bytes, &req);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(want));
+}
+
+TEST(FirstInvalidUtf8Test, AcceptsWellFormedAndFindsTheFirstBadByte) {
+  EXPECT_EQ(FirstInvalidUtf8(""), std::string::npos);
+  EXPECT_EQ(FirstInvalidUtf8("plain ascii"), std::string::npos);
+  EXPECT_EQ(FirstInvalidUtf8("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x99\x82 \xf4\x8f\xbf\xbf"), std::string::npos);
+  EXPECT_EQ(FirstInvalidUtf8("ab\xff"), 2u);
+  EXPECT_EQ(FirstInvalidUtf8("a\xc3"), 1u);             // truncated
+  EXPECT_EQ(FirstInvalidUtf8("\xc0\xaf"), 0u);          // overlong '/'
+  EXPECT_EQ(FirstInvalidUtf8("\xe0\x80\xaf"), 0u);      // overlong
+  EXPECT_EQ(FirstInvalidUtf8("x\xed\xa0\x80"), 1u);     // surrogate U+D800
+  EXPECT_EQ(FirstInvalidUtf8("\xf4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(FirstInvalidUtf8("\xe4\xb8\x41"), 0u);      // bad continuation
+  EXPECT_EQ(FirstInvalidUtf8(std::string("a\0b", 3)), std::string::npos);
+}
+
+TEST(ParseRequestBytesTest, ParsesAValidRequest) {
+  v1::GenerateRequest in;
+  in.set_prompt("hello \xe2\x9c\x93");
+  in.mutable_sampling()->set_max_new_tokens(5);
+  in.set_request_id("r1");
+  v1::GenerateRequest out;
+  ASSERT_TRUE(ParseRequestBytes(in.SerializeAsString(), &out).ok());
+  EXPECT_EQ(out.prompt(), in.prompt());
+  EXPECT_EQ(out.sampling().max_new_tokens(), 5);
+  EXPECT_EQ(out.request_id(), "r1");
+}
+
+TEST(ParseRequestBytesTest, NamesTheStringFieldHoldingInvalidUtf8) {
+  ExpectInvalid(StringField(1, "hi \xff there"), "prompt: not valid UTF-8 (byte 3 of 10)");
+  ExpectInvalid(StringField(6, "\xc3"), "request_id: not valid UTF-8 (byte 0 of 1)");
+
+  // Nested and repeated fields get their path, with the index.
+  v1::GenerateRequest chat;
+  chat.mutable_chat()->add_messages()->set_content("fine");
+  v1::ChatMessage* bad = chat.mutable_chat()->add_messages();
+  bad->set_role("user");
+  bad->set_content("PLACEHOLDER");
+  std::string bytes = chat.SerializeAsString();
+  bytes.replace(bytes.find("PLACEHOLDER"), 11, "bad \xed\xa0\x80 xyz");  // same length: a surrogate
+  ExpectInvalid(bytes, "chat.messages[1].content: not valid UTF-8 (byte 4 of 11)");
+
+  v1::GenerateRequest stops;
+  stops.mutable_sampling()->add_stop("ok");
+  stops.mutable_sampling()->add_stop("STOP");
+  bytes = stops.SerializeAsString();
+  bytes.replace(bytes.find("STOP"), 4, "ST\xfe\xfe");
+  ExpectInvalid(bytes, "sampling.stop[1]: not valid UTF-8 (byte 2 of 4)");
+
+  v1::GenerateRequest packs;
+  packs.mutable_skills()->add_packs()->set_name("a");
+  packs.mutable_skills()->add_packs()->add_modules("MLP");
+  bytes = packs.SerializeAsString();
+  bytes.replace(bytes.find("MLP"), 3, "\x80LP");
+  ExpectInvalid(bytes, "skills.packs[1].modules[0]: not valid UTF-8 (byte 0 of 3)");
+}
+
+TEST(ParseRequestBytesTest, MalformedBytesAreInvalidArgumentNamingTheType) {
+  ExpectInvalid("\x0a\x05hi", "malformed skillpack.v1.GenerateRequest");                         // length past the end
+  ExpectInvalid("\x0f", "malformed skillpack.v1.GenerateRequest");                               // wire type 7
+  ExpectInvalid(std::string("\x12\x03\x0a\x05x", 5), "malformed skillpack.v1.GenerateRequest");  // nested overrun
+  // Unknown fields are kept by protobuf, not an error.
+  v1::GenerateRequest req;
+  EXPECT_TRUE(ParseRequestBytes(StringField(99, "\xff"), &req).ok());
+}
+
+TEST(ParseRequestBytesTest, DeepNestingIsMalformedNotACrash) {
+  // The schema's own nesting is shallow; unknown groups nest as deep as the
+  // bytes say, and the walk stops at protobuf's recursion limit.
+  std::string groups(100000, '\x0b');  // start group of field 1, never ended
+  groups[0] = '\xff';                  // and make the normal parse fail too
+  v1::GenerateRequest req;
+  Status s = ParseRequestBytes(groups, &req);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("malformed"));
+}
+
+}  // namespace
+}  // namespace skillpack
