@@ -55,14 +55,15 @@ class HfReference : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     const std::string dir = tmpl;
     Json templates = Json::object();
-    for (ChatTemplateFamily f : {ChatTemplateFamily::kLlama3, ChatTemplateFamily::kChatml, ChatTemplateFamily::kQwen3}) {
+    for (ChatTemplateFamily f :
+         {ChatTemplateFamily::kLlama3, ChatTemplateFamily::kChatml, ChatTemplateFamily::kQwen3}) {
       templates[ChatTemplateFamilyName(f)] = ChatTemplateJinja(f);
     }
     ASSERT_TRUE(WriteFileAtomically(JoinPath(dir, "templates.json"), templates.dump()).ok());
     const std::string out_path = JoinPath(dir, "reference.json");
-    StatusOr<std::string> ran = RunCommand(absl::StrCat("node ", source, "/tests/core/hf_tokenizer_reference.mjs ",
-                                                 *node_modules_, " ", source, "/tests/core/data/tokenizer_corpus.json ",
-                                                 dir, "/templates.json ", out_path, " 2>&1"));
+    StatusOr<std::string> ran =
+        RunCommand(absl::StrCat("node ", source, "/tests/core/hf_tokenizer_reference.mjs ", *node_modules_, " ", source,
+                                "/tests/core/data/tokenizer_corpus.json ", dir, "/templates.json ", out_path, " 2>&1"));
     ASSERT_TRUE(ran.ok()) << ran.status();
     StatusOr<Json> reference = ReadJsonFile(out_path);
     ASSERT_TRUE(reference.ok()) << reference.status();
@@ -119,10 +120,11 @@ class HfReference : public ::testing::Test {
     }
     const double id_rate = static_cast<double>(id_matches) / cases.size();
     const double decode_rate = static_cast<double>(decode_matches) / cases.size();
-    std::printf("[ %s ] ids match %zu/%zu (%.2f%%), decode matches %zu/%zu (%.2f%%); encode %.3f s here vs %.3f s "
-                "in @huggingface/tokenizers\n",
-                name.c_str(), id_matches, cases.size(), 100 * id_rate, decode_matches, cases.size(),
-                100 * decode_rate, encode_seconds, ref["encode_seconds"].get<double>());
+    std::printf(
+        "[ %s ] ids match %zu/%zu (%.2f%%), decode matches %zu/%zu (%.2f%%); encode %.3f s here vs %.3f s "
+        "in @huggingface/tokenizers\n",
+        name.c_str(), id_matches, cases.size(), 100 * id_rate, decode_matches, cases.size(), 100 * decode_rate,
+        encode_seconds, ref["encode_seconds"].get<double>());
     (*results_)[name] = {{"strings", cases.size()},
                          {"id_match_rate", id_rate},
                          {"decode_match_rate", decode_rate},
@@ -171,8 +173,8 @@ TEST_F(HfReference, ChatTemplatesMatchJinja) {
   for (const Json& c : (*reference_)["chat"]) {
     std::vector<ChatMessage> messages;
     for (const Json& m : c["messages"]) {
-      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(),
-                          m.value("reasoning_content", std::string())});
+      messages.push_back(
+          {m["role"].get<std::string>(), m["content"].get<std::string>(), m.value("reasoning_content", std::string())});
     }
     ChatTemplateOptions options;
     options.add_generation_prompt = c["add_generation_prompt"].get<bool>();
