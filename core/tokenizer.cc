@@ -2,11 +2,13 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
 #include <queue>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
@@ -142,6 +144,85 @@ size_t AppendLossyUtf8(absl::string_view bytes, bool final, std::string* out) {
   return i;
 }
 
+// Appends `text` normalized with utf8proc `options` (one Unicode
+// normalization form) to *out. Bytes that are not valid UTF-8 pass through
+// unchanged and split the text into runs normalized separately.
+void AppendNormalized(absl::string_view text, int options, std::string* out) {
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t run_end = i;
+    bool ascii = true;
+    while (run_end < text.size()) {
+      size_t len;
+      if (ScanUtf8(text, run_end, &len) != Utf8Scan::kValid) break;
+      ascii = ascii && len == 1;
+      run_end += len;
+    }
+    const absl::string_view run = text.substr(i, run_end - i);
+    utf8proc_uint8_t* mapped = nullptr;
+    const utf8proc_ssize_t n = ascii ? -1
+                                     : utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(run.data()),
+                                                    static_cast<utf8proc_ssize_t>(run.size()), &mapped,
+                                                    static_cast<utf8proc_option_t>(options));
+    if (n >= 0) {
+      out->append(reinterpret_cast<const char*>(mapped), static_cast<size_t>(n));
+    } else {
+      out->append(run.data(), run.size());  // ASCII is invariant under every form
+    }
+    free(mapped);
+    i = run_end;
+    if (i < text.size()) {  // an ill-formed subpart: kept as is
+      size_t len;
+      ScanUtf8(text, i, &len);
+      out->append(text.data() + i, len);
+      i += len;
+    }
+  }
+}
+
+// The clean-up of transformers' `clean_up_tokenization`: drops the space
+// before ".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re", and turns " ' "
+// into "'", in one left-to-right pass that gives the same result as
+// transformers' pass per pattern except where removing " ' " makes a new
+// match ("  ' m", " n ' t"). Appends the result for s[0..k) to *out
+// and returns k: with `final` false, k stops before a trailing space whose
+// fate depends on text not seen yet; with `final` true, k == s.size().
+size_t AppendCleanedUp(absl::string_view s, bool final, std::string* out) {
+  static constexpr absl::string_view kBodies[] = {".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re"};
+  size_t i = 0;
+  while (i < s.size()) {
+    if (s[i] != ' ') {
+      out->push_back(s[i++]);
+      continue;
+    }
+    const absl::string_view rest = s.substr(i + 1);
+    if (absl::StartsWith(rest, "' ")) {
+      // " ' " -> "'", unless its second space goes first, dropped before
+      // ".", "?", "!" or "," (transformers removes those earlier).
+      if (rest.size() < 3 && !final) return i;
+      if (rest.size() < 3 || absl::string_view(".?!,").find(rest[2]) == absl::string_view::npos) {
+        out->push_back('\'');
+        i += 3;
+        continue;
+      }
+    }
+    bool drop = false, undecided = false;
+    for (absl::string_view body : kBodies) {
+      if (absl::StartsWith(rest, body)) drop = true;
+      if (rest.size() < body.size() && absl::StartsWith(body, rest)) undecided = true;
+    }
+    if (rest.size() < 2 && absl::StartsWith("' ", rest)) undecided = true;
+    if (drop) {
+      ++i;
+      continue;
+    }
+    if (undecided && !final) return i;
+    out->push_back(' ');
+    ++i;
+  }
+  return i;
+}
+
 bool IsAsciiSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 std::string Pcre2Error(int code) {
@@ -195,9 +276,10 @@ class RegexSplitter {
     return splitter;
   }
 
-  // Appends the pieces of `text` to *out, in order: each non-empty stretch
-  // between matches, and (if `keep_matches`) each non-empty match.
-  void Split(const std::string& text, bool keep_matches, std::vector<std::string>* out) const {
+  // Appends the pieces of `text` to *out, in order: (if `keep_gaps`) each
+  // non-empty stretch between matches, and (if `keep_matches`) each non-empty
+  // match.
+  void Split(const std::string& text, bool keep_matches, bool keep_gaps, std::vector<std::string>* out) const {
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     const size_t n = text.size();
@@ -217,11 +299,11 @@ class RegexSplitter {
         offset = start + std::max<size_t>(len, 1);
         continue;
       }
-      if (start > last) out->emplace_back(text, last, start - last);
+      if (keep_gaps && start > last) out->emplace_back(text, last, start - last);
       if (keep_matches) out->emplace_back(text, start, end - start);
       last = offset = end;
     }
-    if (last < n) out->emplace_back(text, last, n - last);
+    if (keep_gaps && last < n) out->emplace_back(text, last, n - last);
     pcre2_match_data_free(md);
   }
 
@@ -231,18 +313,23 @@ class RegexSplitter {
 };
 
 // Split pre-tokenizer: behavior Isolated (matches and gaps are pieces) or
-// Removed (only the gaps are pieces; matches are dropped).
+// Removed (the delimiters are dropped). The delimiters are the matches, or
+// with `invert` the gaps between them (Removed + invert keeps only the
+// matches, each its own piece: GPT-4o's tokenizer.json).
 class SplitStep : public PreTokenizerStep {
  public:
-  SplitStep(std::unique_ptr<RegexSplitter> splitter, bool removed)
-      : splitter_(std::move(splitter)), removed_(removed) {}
+  SplitStep(std::unique_ptr<RegexSplitter> splitter, bool removed, bool invert)
+      : splitter_(std::move(splitter)), removed_(removed), invert_(invert) {}
   void Apply(const std::string& piece, std::vector<std::string>* out) const override {
-    splitter_->Split(piece, /*keep_matches=*/!removed_, out);
+    const bool keep_matches = !removed_ || invert_;
+    const bool keep_gaps = !removed_ || !invert_;
+    splitter_->Split(piece, keep_matches, keep_gaps, out);
   }
 
  private:
   std::unique_ptr<RegexSplitter> splitter_;
   bool removed_;
+  bool invert_;
 };
 
 // ByteLevel pre-tokenizer: optionally prefixes a space, optionally splits with
@@ -257,7 +344,7 @@ class ByteLevelStep : public PreTokenizerStep {
     if (splitter_ == nullptr) {
       out->push_back(std::move(text));
     } else {
-      splitter_->Split(text, true, out);
+      splitter_->Split(text, /*keep_matches=*/true, /*keep_gaps=*/true, out);
     }
   }
 
@@ -308,6 +395,8 @@ class TokenizerLoader {
       eos_ids.push_back(*id);
     }
     AddWellKnownEos();
+    ASSIGN_OR_RETURN(tok_->clean_up_tokenization_spaces_,
+                     GetFieldOr<bool>(config, "clean_up_tokenization_spaces", false, what_ + " tokenizer_config"));
     auto tmpl = config.find("chat_template");
     if (tmpl != config.end() && !tmpl->is_null()) {
       if (tmpl->is_string()) {
@@ -352,7 +441,13 @@ class TokenizerLoader {
   Status LoadNormalizer(const Json& j) {
     if (j.is_null()) return absl::OkStatus();
     const std::string type = TypeOf(j);
-    if (type == "NFC") return absl::OkStatus();  // assumed already NFC; see tokenizer.h
+    if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+      int options = UTF8PROC_STABLE;
+      options |= type[type.size() - 1] == 'C' ? UTF8PROC_COMPOSE : UTF8PROC_DECOMPOSE;
+      if (type.size() == 4) options |= UTF8PROC_COMPAT;  // NFKC, NFKD
+      tok_->normalizers_.push_back(options);
+      return absl::OkStatus();
+    }
     if (type == "Sequence" && j.contains("normalizers") && j["normalizers"].is_array()) {
       for (const Json& n : j["normalizers"]) RETURN_IF_ERROR(LoadNormalizer(n));
       return absl::OkStatus();
@@ -529,7 +624,6 @@ class TokenizerLoader {
     if (type == "Split") {
       const std::string where = absl::StrCat(what_, " Split pre_tokenizer");
       ASSIGN_OR_RETURN(bool invert, GetFieldOr<bool>(j, "invert", false, where));
-      if (invert) return Error("Split pre_tokenizer with invert=true is not supported");
       ASSIGN_OR_RETURN(std::string behavior, GetFieldOr<std::string>(j, "behavior", "Isolated", where));
       if (behavior != "Isolated" && behavior != "Removed") {
         return Error(
@@ -548,7 +642,7 @@ class TokenizerLoader {
         return Error(absl::StrCat("Split pre_tokenizer pattern must be {\"Regex\": ...} or {\"String\": ...}, got ",
                                   pattern->dump()));
       }
-      tok_->pre_tokenizer_.push_back(std::make_unique<SplitStep>(std::move(splitter), behavior == "Removed"));
+      tok_->pre_tokenizer_.push_back(std::make_unique<SplitStep>(std::move(splitter), behavior == "Removed", invert));
       return absl::OkStatus();
     }
     return Error(absl::StrCat("unsupported pre_tokenizer type '", type.empty() ? j.dump() : type, "'"));
@@ -607,10 +701,21 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModelDir(const std::string& 
   return result;
 }
 
+std::string Tokenizer::Normalize(absl::string_view text) const {
+  std::string normalized(text);
+  for (int options : normalizers_) {
+    std::string next;
+    next.reserve(normalized.size());
+    AppendNormalized(normalized, options, &next);
+    normalized.swap(next);
+  }
+  return normalized;
+}
+
 std::vector<std::string> Tokenizer::PreTokenize(absl::string_view text) const {
   std::vector<std::string> pieces;
   if (text.empty()) return pieces;
-  pieces.emplace_back(text);
+  pieces.push_back(Normalize(text));
   std::vector<std::string> next;
   for (const auto& step : pre_tokenizer_) {
     next.clear();
@@ -759,7 +864,11 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special
   std::string text;
   text.reserve(bytes.size());
   AppendLossyUtf8(bytes, /*final=*/true, &text);
-  return text;
+  if (!clean_up_tokenization_spaces_) return text;
+  std::string cleaned;
+  cleaned.reserve(text.size());
+  AppendCleanedUp(text, /*final=*/true, &cleaned);
+  return cleaned;
 }
 
 IncrementalDecoder::IncrementalDecoder(const Tokenizer& tok, bool skip_special)
@@ -771,14 +880,24 @@ std::string IncrementalDecoder::Push(int32_t id) {
   std::string text;
   const size_t consumed = AppendLossyUtf8(pending_, /*final=*/false, &text);
   pending_.erase(0, consumed);
-  return text;
+  if (!tok_.clean_up_tokenization_spaces()) return text;
+  held_ += text;
+  std::string cleaned;
+  const size_t done = AppendCleanedUp(held_, /*final=*/false, &cleaned);
+  held_.erase(0, done);
+  return cleaned;
 }
 
 std::string IncrementalDecoder::Finish() {
   std::string text;
   AppendLossyUtf8(pending_, /*final=*/true, &text);
   pending_.clear();
-  return text;
+  if (!tok_.clean_up_tokenization_spaces()) return text;
+  held_ += text;
+  std::string cleaned;
+  AppendCleanedUp(held_, /*final=*/true, &cleaned);
+  held_.clear();
+  return cleaned;
 }
 
 std::string MakeByteLevelTokenizerJson() {

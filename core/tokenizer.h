@@ -9,13 +9,14 @@
 //  - model: type "BPE" with `vocab`, `merges` ("a b" strings or ["a", "b"]
 //    pairs), `ignore_merges`, `unk_token`. `dropout`, `byte_fallback`,
 //    `continuing_subword_prefix` and `end_of_word_suffix` must be unset.
-//  - normalizer: null, an empty Sequence, or "NFC". NFC is accepted but NOT
-//    applied (text is assumed to already be in NFC, which is the norm for
-//    user input; Qwen2 files declare it).
+//  - normalizer: null, "NFC", "NFD", "NFKC", "NFKD", or a Sequence of those
+//    (possibly empty). Applied with utf8proc to the text between added tokens
+//    before pre-tokenization (Qwen2/Qwen3 files declare NFC); bytes that are
+//    not valid UTF-8 pass through unchanged.
 //  - pre_tokenizer: ByteLevel (use_regex with the GPT-2 pattern,
 //    add_prefix_space), Split (Regex or String pattern; behavior Isolated or
-//    Removed; invert false), or a Sequence of those. A ByteLevel step must be
-//    present (it selects the byte-level alphabet).
+//    Removed; invert true or false), or a Sequence of those. A ByteLevel step
+//    must be present (it selects the byte-level alphabet).
 //  - decoder: ByteLevel (or null, treated as ByteLevel).
 //  - post_processor: ignored; BOS is added by Encode(..., add_bos=true).
 //  - added_tokens: matched in the raw text before pre-tokenization, longest
@@ -73,7 +74,13 @@ class Tokenizer {
   // `skip_special`, special tokens decode to "". Byte sequences that are not
   // valid UTF-8 become U+FFFD (one per maximal invalid subpart, as
   // String::from_utf8_lossy / Python's errors="replace" do), so the result is
-  // always valid UTF-8. Decode(Encode(s, false)) == s for valid UTF-8 s.
+  // always valid UTF-8. When clean_up_tokenization_spaces() is set, the space
+  // before ".", "?", "!", ",", "n't", "'m", "'s", "'ve", "'re" is dropped and
+  // " ' " becomes "'" (transformers' clean_up_tokenization, applied in one
+  // left-to-right pass: it differs from transformers' pass per pattern only
+  // where removing " ' " creates a new match, e.g. "  ' m" or " n ' t").
+  // Decode(Encode(s, false)) == s for valid NFC-invariant UTF-8 s when the
+  // tokenizer has no normalizer and no clean-up.
   std::string Decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
 
   // Raw bytes token `id` stands for; "" for ids out of range or unused. May be
@@ -97,12 +104,19 @@ class Tokenizer {
   // <|im_end|> and <|end_of_text|> where present; no duplicates.
   std::vector<int32_t> eos_ids() const { return eos_ids_; }
 
+  // tokenizer_config.json's clean_up_tokenization_spaces (false when absent,
+  // as in current transformers).
+  bool clean_up_tokenization_spaces() const { return clean_up_tokenization_spaces_; }
+
+  // `text` after the tokenizer.json normalizer (unchanged when there is none).
+  std::string Normalize(absl::string_view text) const;
+
   // Raw Jinja chat_template from tokenizer_config.json ("" if none).
   const std::string& chat_template() const { return chat_template_; }
 
-  // The pre-tokenizer's pieces of `text` (raw bytes, before the byte-level
-  // mapping; add_prefix_space already applied). Added tokens are not split
-  // out. Exposed for tests and diagnostics.
+  // The pre-tokenizer's pieces of Normalize(text) (raw bytes, before the
+  // byte-level mapping; add_prefix_space already applied). Added tokens are
+  // not split out. Exposed for tests and diagnostics.
   std::vector<std::string> PreTokenize(absl::string_view text) const;
 
  private:
@@ -136,6 +150,8 @@ class Tokenizer {
   std::optional<int32_t> unk_id_;
   bool ignore_merges_ = false;
 
+  // utf8proc options of each normalization form to apply, in order.
+  std::vector<int> normalizers_;
   std::vector<std::unique_ptr<tokenizer_internal::PreTokenizerStep>> pre_tokenizer_;
 
   std::vector<AddedToken> added_tokens_;
@@ -150,11 +166,14 @@ class Tokenizer {
   std::optional<int32_t> bos_id_;
   std::vector<int32_t> eos_ids_;
   std::string chat_template_;
+  bool clean_up_tokenization_spaces_ = false;
 };
 
 // Streaming detokenizer: feed ids one at a time; text comes out only as whole
-// UTF-8 characters, never a partial one. The concatenation of all Push()
-// results and Finish() equals tok.Decode(all ids, skip_special).
+// UTF-8 characters, never a partial one (and, with the tokenizer's clean-up
+// on, a trailing space waits until the text after it shows whether the
+// clean-up drops it). The concatenation of all Push() results and Finish()
+// equals tok.Decode(all ids, skip_special).
 // `tok` must outlive the decoder.
 class IncrementalDecoder {
  public:
@@ -172,6 +191,7 @@ class IncrementalDecoder {
   const Tokenizer& tok_;
   bool skip_special_;
   std::string pending_;  // bytes of an incomplete trailing character
+  std::string held_;     // decoded text the clean-up has not decided yet
 };
 
 // tokenizer.json text of the tiny models' byte-level tokenizer, loadable by

@@ -8,6 +8,7 @@ PACKAGES=(
   libtorch-dev            # libtorch 1.13.1 (CPU)
   libopenblas0-pthread    # optimised BLAS: the reference BLAS makes CPU matmuls ~18x slower
   libabsl-dev nlohmann-json3-dev libpcre2-dev
+  libutf8proc-dev          # Unicode normalization (NFC/NFKC...) for tokenizer.json normalizers
   libgtest-dev libgmock-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcivetweb-dev civetweb   # civetweb's CMake config refers to the civetweb program

@@ -83,7 +83,9 @@ StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const ServingCon
         return absl::FailedPreconditionError(
             absl::StrCat("chat: the model has no usable chat template (", fam.status().message(), "); send a prompt"));
       }
-      ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, /*add_generation_prompt=*/true));
+      ChatTemplateOptions options;
+      options.enable_thinking = !req.chat().has_enable_thinking() || req.chat().enable_thinking();
+      ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, options));
       return tok.Encode(text, /*parse_special=*/true, /*add_bos=*/false);
     }
     case Request::kTokens: {

@@ -117,8 +117,6 @@ StatusOr<std::shared_ptr<const WeightDelta>> PackCache::GetDelta(const std::vect
       factorized_lru_.splice(factorized_lru_.begin(), factorized_lru_, it->second.lru);
       return it->second.delta;
     }
-    ++factorized_tier_.misses;
-    if (metrics_) metrics_->cache_misses.WithLabels({"factorized"}).Increment();
     // Warm packs need no build lock: a cold set never holds up a warm one.
     for (const PackSelection& c : canonical) {
       auto h = host_.find(c.name);
@@ -139,6 +137,9 @@ StatusOr<std::shared_ptr<const WeightDelta>> PackCache::GetDelta(const std::vect
   StatusOr<std::shared_ptr<const WeightDelta>> delta = runtime_->Factorize(canonical, packs);
   if (!delta.ok()) return Annotate(delta.status(), absl::StrCat("composing ", key));
   absl::MutexLock lock(&mu_);
+  // A miss only once every pack exists (a request naming an unknown pack is none).
+  ++factorized_tier_.misses;
+  if (metrics_) metrics_->cache_misses.WithLabels({"factorized"}).Increment();
   // Inserted only while every pack is still in the host tier, so an Unload or
   // eviction that ran meanwhile (and dropped the deltas of its pack) is not undone.
   bool all_present = true;
@@ -239,8 +240,6 @@ StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<
   {
     absl::MutexLock lock(&mu_);
     if (auto w = lookup()) return w;  // built while we waited
-    ++fused_tier_.misses;
-    if (metrics_) metrics_->cache_misses.WithLabels({"fused"}).Increment();
   }
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::shared_ptr<const HostPack>> packs;
@@ -248,15 +247,22 @@ StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<
     ASSIGN_OR_RETURN(std::shared_ptr<const HostPack> pack, GetHostPack(c.name, /*count_hit=*/true));
     packs.push_back(std::move(pack));
   }
+  {
+    // A miss only once every pack exists: a request naming an unknown pack
+    // fails above without touching the cache.
+    absl::MutexLock lock(&mu_);
+    ++fused_tier_.misses;
+    if (metrics_) metrics_->cache_misses.WithLabels({"fused"}).Increment();
+  }
   const auto t1 = std::chrono::steady_clock::now();
   StatusOr<FusedWeights> fused = runtime_->Compose(choices, packs);
   if (!fused.ok()) return Annotate(fused.status(), absl::StrCat("composing ", key));
-  if (metrics_) metrics_->pack_compose_seconds.Observe(SecondsSince(t1));
   absl::MutexLock lock(&mu_);
   FusedEntry e;
   e.weights = fused->weights;
   e.bytes = fused->bytes;
   for (const PackSelection& c : choices) e.packs.push_back(c.name);
+  if (metrics_) metrics_->pack_compose_seconds.WithLabels({absl::StrJoin(e.packs, "+")}).Observe(SecondsSince(t1));
   fused_lru_.push_front(key);
   e.lru = fused_lru_.begin();
   fused_tier_.bytes += e.bytes;
@@ -284,7 +290,7 @@ StatusOr<std::shared_ptr<const HostPack>> PackCache::GetHostPack(const std::stri
   const auto t0 = std::chrono::steady_clock::now();
   StatusOr<std::shared_ptr<const HostPack>> pack = runtime_->Decode(stored.path);
   if (!pack.ok()) return Annotate(pack.status(), absl::StrCat("decoding pack '", name, "'"));
-  if (metrics_) metrics_->pack_load_seconds.Observe(SecondsSince(t0));
+  if (metrics_) metrics_->pack_load_seconds.WithLabels({name}).Observe(SecondsSince(t0));
   absl::MutexLock lock(&mu_);
   ++host_tier_.misses;
   if (metrics_) metrics_->cache_misses.WithLabels({"host"}).Increment();

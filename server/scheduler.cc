@@ -182,6 +182,7 @@ void Scheduler::Retire(const std::shared_ptr<RequestState>& r, const GenerationO
     stats_.prompt_tokens_total += out.prompt_tokens;
     stats_.generated_tokens_total += n;
   }
+  if (metrics_) metrics_->RecordFinished(FinishReasonName(out.finish_reason), out.prompt_tokens, n);
   if (metrics_ && !out.tokens.empty()) {
     metrics_->prompt_tokens.Increment(out.prompt_tokens);
     metrics_->generated_tokens.Increment(static_cast<double>(n));
@@ -221,6 +222,7 @@ void Scheduler::Loop() {
       GenerationRequest req = r->request_;
       RequestState* raw = r.get();
       StatusOr<int64_t> id = engine_->Add(std::move(req), [this, raw](const GenerationEvent& e) {
+        if (metrics_ && e.output) metrics_->ObserveSequenceTokens(e.id, e.output->tokens.size(), e.done);
         raw->Push(e);
         if (e.done) {
           auto it = active_.find(e.id);
@@ -255,7 +257,7 @@ void Scheduler::Loop() {
       if (metrics_) {
         metrics_->running.Set(stats_.running);
         metrics_->waiting.Set(stats_.waiting);
-        metrics_->kv_slots_free.Set(stats_.kv_slots_free);
+        metrics_->SetKvSlots(stats_.kv_slots_free, cache_->num_slots());
       }
       if (stop && !engine_->HasWork() && incoming_.empty()) break;
     }

@@ -13,6 +13,7 @@
 #include "core/kv_cache.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
+#include "grpc/health/v1/health.pb.h"
 #include "pack/fingerprint.h"
 #include "router/router.h"
 #include "server/admin_service.h"
@@ -21,12 +22,19 @@
 #include "server/pack_cache.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
+#include "server/reflection_v1.h"
 #include "server/request_router.h"
 #include "server/scheduler.h"
 #include "server/server_metrics.h"
 #include "server/serving_context.h"
 
 namespace skillpack {
+namespace {
+
+constexpr char kInferenceServiceName[] = "skillpack.v1.Inference";
+constexpr char kAdminServiceName[] = "skillpack.v1.Admin";
+
+}  // namespace
 
 class SkillpackServer::Impl {
  public:
@@ -43,6 +51,7 @@ class SkillpackServer::Impl {
   ServingContext ctx;
   std::unique_ptr<v1::Inference::Service> inference;
   std::unique_ptr<v1::Admin::Service> admin;
+  std::unique_ptr<grpc::Service> reflection_v1;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<MetricsHttpServer> metrics_http;
   int grpc_port = 0;
@@ -156,6 +165,12 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.ctx.started = absl::Now();
   s.inference = NewInferenceService(&s.ctx);
   s.admin = NewAdminService(&s.ctx);
+  // Reflection describes services from the generated descriptor pool; gRPC's
+  // built-in health service has no descriptor of its own, so link ours in.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  s.reflection_v1 =
+      NewReflectionV1Service({kInferenceServiceName, kAdminServiceName, "grpc.health.v1.Health",
+                              "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -165,13 +180,18 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   builder.AddListeningPort(addr, creds, &s.grpc_port);
   builder.RegisterService(s.inference.get());
   builder.RegisterService(s.admin.get());
+  builder.RegisterService(s.reflection_v1.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
   s.grpc_server = builder.BuildAndStart();
   if (!s.grpc_server || s.grpc_port == 0) {
     s.scheduler.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", addr));
   }
-  s.grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  // SERVING for the whole server ("") and each of our services by name;
+  // Shutdown turns them all to NOT_SERVING.
+  grpc::HealthCheckServiceInterface* health = s.grpc_server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  for (const char* name : {kInferenceServiceName, kAdminServiceName}) health->SetServingStatus(name, true);
   if (options.metrics_port >= 0) {
     StatusOr<std::unique_ptr<MetricsHttpServer>> http =
         MetricsHttpServer::Start(options.metrics_address, options.metrics_port, &s.registry);
@@ -202,7 +222,7 @@ void SkillpackServer::Shutdown(absl::Duration grace) {
     impl_->shut_down = true;
   }
   Impl& s = *impl_;
-  s.grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  s.grpc_server->GetHealthCheckService()->SetServingStatus(false);  // every service name
   s.scheduler->StartDraining();
   const absl::Time deadline = absl::Now() + grace;
   if (!s.scheduler->WaitIdle(deadline)) {

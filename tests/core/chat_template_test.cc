@@ -118,5 +118,44 @@ TEST(ChatTemplateTest, JinjaSourceHasTheRealTemplatesShape) {
   EXPECT_EQ(chatml.find('\n'), std::string::npos);
 }
 
+TEST(ChatTemplateTest, Qwen3ThinkingBlocksAndEnableThinking) {
+  const std::vector<ChatMessage> conversation = {
+      {"system", "S"}, {"user", "2+2?"}, {"assistant", "<think>\nadd\n</think>\n\n4"}, {"user", "3+3?"}};
+  ChatTemplateOptions options;
+  auto text = ApplyChatTemplate(ChatTemplateFamily::kQwen3, conversation, options);
+  ASSERT_TRUE(text.ok()) << text.status();
+  // The thinking of turns before the last query is dropped.
+  EXPECT_EQ(*text,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+            "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n");
+  options.enable_thinking = false;
+  auto no_think = ApplyChatTemplate(ChatTemplateFamily::kQwen3, conversation, options);
+  ASSERT_TRUE(no_think.ok());
+  EXPECT_EQ(*no_think, *text + "<think>\n\n</think>\n\n");
+  // After the last query, the last assistant turn keeps its thinking (empty
+  // or not), written as a <think> block; reasoning_content wins over content.
+  auto tail = ApplyChatTemplate(ChatTemplateFamily::kQwen3,
+                                {{"user", "q"}, {"assistant", "<think>r</think>a", "explicit"}, {"assistant", "b"}},
+                                /*add_generation_prompt=*/false);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(*tail,
+            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nexplicit\n</think>\n\n"
+            "<think>r</think>a<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nb<|im_end|>\n");
+  // enable_thinking does not change the other families.
+  auto chatml = ApplyChatTemplate(ChatTemplateFamily::kChatml, {{"user", "hi"}}, options);
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_EQ(*chatml, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST(ChatTemplateTest, Qwen3DetectedAndNamed) {
+  EXPECT_EQ(*ChatTemplateFamilyFromName("qwen3"), ChatTemplateFamily::kQwen3);
+  EXPECT_STREQ(ChatTemplateFamilyName(ChatTemplateFamily::kQwen3), "qwen3");
+  EXPECT_EQ(*DetectChatTemplateFamily(ChatTemplateJinja(ChatTemplateFamily::kQwen3)), ChatTemplateFamily::kQwen3);
+  EXPECT_EQ(*DetectChatTemplateFamily(ChatTemplateJinja(ChatTemplateFamily::kChatml)), ChatTemplateFamily::kChatml);
+  auto bad = ApplyChatTemplate(ChatTemplateFamily::kQwen3, {{"tool", "x"}}, true);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'tool'"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace skillpack

@@ -695,13 +695,127 @@ TEST(TokenizerErrorsTest, MalformedTokenizerJson) {
   EXPECT_EQ(bad_config.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(TokenizerErrorsTest, NfcNormalizerIsAcceptedAsPassThrough) {
-  // Qwen2 declares an NFC normalizer; it is accepted (input assumed NFC).
+// ---------------------------------------------------------------------------
+// Normalizers, Split invert, clean_up_tokenization_spaces.
+
+TEST(TokenizerNormalizerTest, NfcComposesBeforeEncoding) {
   Json j = Json::parse(MakeByteLevelTokenizerJson());
   j["normalizer"] = {{"type", "NFC"}};
   auto tok = MustLoad(j.dump());
   ASSERT_NE(tok, nullptr);
-  EXPECT_EQ(tok->Decode(tok->Encode("café")), "café");
+  // "e" + U+0301 (3 bytes) becomes U+00E9 (2 bytes: C3 A9).
+  EXPECT_THAT(tok->Encode("e\xCC\x81"), ElementsAre(0xC3, 0xA9));
+  EXPECT_EQ(tok->Normalize("Cafe\xCC\x81"), "Caf\xC3\xA9");
+  // Canonical reordering: a + U+0302 + U+0323 -> U+1EAD (a with circumflex and dot below).
+  EXPECT_EQ(tok->Normalize("a\xCC\x82\xCC\xA3"), "\xE1\xBA\xAD");
+  EXPECT_EQ(tok->Normalize("a\xCC\xA3\xCC\x82"), "\xE1\xBA\xAD");
+  // NFC keeps compatibility characters (the fi ligature U+FB01).
+  EXPECT_EQ(tok->Normalize("\xEF\xAC\x81"), "\xEF\xAC\x81");
+  // Invalid UTF-8 passes through and does not stop the text around it from being normalized.
+  EXPECT_EQ(tok->Normalize("e\xCC\x81\xFF\xFE"
+                           "e\xCC\x81"),
+            "\xC3\xA9\xFF\xFE\xC3\xA9");
+  EXPECT_EQ(tok->Decode(tok->Encode("e\xCC\x81\xFF")), "\xC3\xA9\xEF\xBF\xBD");
+  // Added tokens are matched on the raw text; only the text around them is normalized.
+  EXPECT_THAT(tok->Encode("e\xCC\x81<|eot_id|>"), ElementsAre(0xC3, 0xA9, 260));
+  // The pre-tokenizer sees normalized text.
+  EXPECT_EQ(tok->PreTokenize("e\xCC\x81"), (std::vector<std::string>{"\xC3\xA9"}));
+}
+
+TEST(TokenizerNormalizerTest, NfkcNfdNfkdAndSequences) {
+  Json j = Json::parse(MakeByteLevelTokenizerJson());
+  j["normalizer"] = {{"type", "NFKC"}};
+  auto nfkc = MustLoad(j.dump());
+  ASSERT_NE(nfkc, nullptr);
+  EXPECT_EQ(nfkc->Normalize("\xEF\xAC\x81nance \xEF\xBC\xA1"), "finance A");  // fi ligature, fullwidth A
+  j["normalizer"] = {{"type", "NFD"}};
+  auto nfd = MustLoad(j.dump());
+  ASSERT_NE(nfd, nullptr);
+  EXPECT_EQ(nfd->Normalize("\xC3\xA9"), "e\xCC\x81");
+  EXPECT_EQ(nfd->Normalize("\xEF\xAC\x81"), "\xEF\xAC\x81");
+  j["normalizer"] = {{"type", "NFKD"}};
+  auto nfkd = MustLoad(j.dump());
+  ASSERT_NE(nfkd, nullptr);
+  EXPECT_EQ(nfkd->Normalize("\xC2\xB2\xC3\xA9"), "2e\xCC\x81");  // superscript two, e acute
+  // A Sequence applies its steps in order; an empty one is a no-op.
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", Json::array({{{"type", "NFD"}}, {{"type", "NFC"}}})}};
+  auto seq = MustLoad(j.dump());
+  ASSERT_NE(seq, nullptr);
+  EXPECT_EQ(seq->Normalize("e\xCC\x81"), "\xC3\xA9");
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", Json::array()}};
+  auto empty = MustLoad(j.dump());
+  ASSERT_NE(empty, nullptr);
+  EXPECT_EQ(empty->Normalize("e\xCC\x81"), "e\xCC\x81");
+}
+
+TEST(TokenizerPreTokenizeTest, SplitInvert) {
+  // Removed + invert: only the matches are kept, each its own piece (GPT-4o).
+  Json split = {{"type", "Split"}, {"behavior", "Removed"}, {"invert", true}};
+  split["pattern"] = {{"Regex", "[a-z]+"}};
+  Json seq = {{"type", "Sequence"}};
+  seq["pretokenizers"] = Json::array({split, Json{{"type", "ByteLevel"}, {"use_regex", false}}});
+  auto tok = MustLoad(ByteLevelWith(seq).dump());
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->PreTokenize("ab, cd!!ef"), (std::vector<std::string>{"ab", "cd", "ef"}));
+  // Isolated + invert keeps matches and gaps, as without invert.
+  split["behavior"] = "Isolated";
+  seq["pretokenizers"][0] = split;
+  auto isolated = MustLoad(ByteLevelWith(seq).dump());
+  ASSERT_NE(isolated, nullptr);
+  EXPECT_EQ(isolated->PreTokenize("ab, cd"), (std::vector<std::string>{"ab", ", ", "cd"}));
+}
+
+std::unique_ptr<Tokenizer> CleanUpTokenizer(bool clean_up) {
+  Json config = Json::parse(MakeByteLevelTokenizerConfigJson());
+  config["clean_up_tokenization_spaces"] = clean_up;
+  return MustLoad(MakeByteLevelTokenizerJson(), config.dump());
+}
+
+TEST(TokenizerCleanUpTest, DecodeDropsSpacesBeforePunctuationAndContractions) {
+  auto tok = CleanUpTokenizer(true);
+  ASSERT_NE(tok, nullptr);
+  EXPECT_TRUE(tok->clean_up_tokenization_spaces());
+  const std::string text = "Hello , world ! Is n't it ? I 'm fine . He said ' hi ' . They 're , we 've , it 's";
+  EXPECT_EQ(tok->Decode(tok->Encode(text)), "Hello, world! Isn't it? I'm fine. He said'hi '. They're, we've, it's");
+  EXPECT_EQ(tok->Decode(tok->Encode("a  .b")), "a .b");  // one space dropped per match
+  EXPECT_EQ(tok->Decode(tok->Encode("end ")), "end ");
+  auto off = CleanUpTokenizer(false);
+  ASSERT_NE(off, nullptr);
+  EXPECT_FALSE(off->clean_up_tokenization_spaces());
+  EXPECT_EQ(off->Decode(off->Encode(text)), text);
+  // Absent from the config: off (current transformers' default).
+  auto absent = MustLoad(MakeByteLevelTokenizerJson());
+  ASSERT_NE(absent, nullptr);
+  EXPECT_FALSE(absent->clean_up_tokenization_spaces());
+}
+
+TEST(TokenizerCleanUpTest, StreamingEqualsDecodeOnRandomText) {
+  auto tok = CleanUpTokenizer(true);
+  ASSERT_NE(tok, nullptr);
+  // Random texts over the characters the clean-up looks at, fed byte by
+  // byte (each id of the byte-level tokenizer is one byte).
+  const std::string alphabet = " .?!,'nmtsvrex\xC3\xA9";
+  std::mt19937 rng(7);
+  for (int round = 0; round < 2000; ++round) {
+    std::string text;
+    const int len = static_cast<int>(rng() % 24);
+    for (int i = 0; i < len; ++i) text.push_back(alphabet[rng() % alphabet.size()]);
+    const std::vector<int32_t> ids = tok->Encode(text);
+    IncrementalDecoder stream(*tok);
+    std::string streamed;
+    for (int32_t id : ids) streamed += stream.Push(id);
+    streamed += stream.Finish();
+    ASSERT_EQ(streamed, tok->Decode(ids, /*skip_special=*/true)) << Json(text).dump();
+  }
+  // A trailing space is held until the next text decides it.
+  IncrementalDecoder stream(*tok);
+  EXPECT_EQ(stream.Push('a'), "a");
+  EXPECT_EQ(stream.Push(' '), "");
+  EXPECT_EQ(stream.Push('.'), ".");
+  EXPECT_EQ(stream.Push(' '), "");
+  EXPECT_EQ(stream.Push('b'), " b");
+  EXPECT_EQ(stream.Push(' '), "");
+  EXPECT_EQ(stream.Finish(), " ");
 }
 
 }  // namespace

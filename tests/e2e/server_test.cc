@@ -502,15 +502,26 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   s.Start({"--model", Path("base"), "--packs", Path("packs-health"), "--max-seq-len", "16384", "--grace-seconds", "2"},
           Path("server-health.log"));
   auto health = grpc::health::v1::Health::NewStub(s.channel());
-  auto check = [&]() {
+  // The server as a whole ("") and each of its services by name.
+  auto check = [&](const std::string& service = "") {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
     grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
     grpc::health::v1::HealthCheckResponse resp;
     grpc::Status st = health->Check(&ctx, req, &resp);
     return st.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
   };
-  EXPECT_EQ(check(), grpc::health::v1::HealthCheckResponse::SERVING);
+  for (const char* service : {"", "skillpack.v1.Inference", "skillpack.v1.Admin"}) {
+    EXPECT_EQ(check(service), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+  {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service("skillpack.v1.NoSuchService");
+    grpc::health::v1::HealthCheckResponse resp;
+    EXPECT_EQ(health->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
   // An in-flight stream keeps the server draining for the grace period.
   SamplingParams p = Greedy(16000);
   p.ignore_eos = true;
@@ -526,6 +537,8 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
     if (!not_serving) std::this_thread::sleep_for(milliseconds(10));
   }
   EXPECT_TRUE(not_serving);
+  EXPECT_EQ(check("skillpack.v1.Inference"), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(check("skillpack.v1.Admin"), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   grpc::ClientContext ctx;
   v1::GenerateResponse resp;
   EXPECT_EQ(stub->Generate(&ctx, Request("late", Greedy(4)), &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
