@@ -43,7 +43,7 @@ RouteDecision DecideRoute(const std::vector<float>& scores, const std::vector<st
     if (static_cast<int32_t>(d.packs.size()) >= policy.k) break;
     if (i == 0 || !(scores[i] > 0)) continue;
     if (best < 0) best = scores[i];
-    if (scores[i] < policy.min_relative * best) break;  // `order` is descending
+    if (scores[i] < 0.5f * policy.threshold * best) break;  // `order` is descending
     d.packs.emplace_back(labels[i], scores[i]);
     total += scores[i];
   }

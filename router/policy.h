@@ -34,16 +34,16 @@ struct RouterConfig {
 
 // How scores become packs (scores are a softmax over "none" and the packs).
 //  - top1: the best label, when it is a pack whose score is >= threshold.
-//  - topk: the k best packs, less those scoring under min_relative × the best
+//  - topk: the k best packs, less those scoring under threshold/2 × the best
 //    pack's score, are used when their scores together reach threshold
-//    (several packs can share the mass: with softmax scores no two packs can
-//    each reach 0.5, so the threshold applies to the chosen set).
+//    (several packs share the mass: with softmax scores no two packs can each
+//    reach 0.5, so the threshold applies to the chosen set). Threshold 0 is
+//    plain top-k.
 struct RoutingPolicy {
   enum class Mode { kTop1, kTopK };
   Mode mode = Mode::kTop1;
-  int32_t k = 2;               // kTopK: at most k packs
-  float threshold = 0.5f;      // top1: the pack's score; topk: the chosen packs' total score
-  float min_relative = 0.25f;  // kTopK: a pack's score over the best pack's, in [0, 1]
+  int32_t k = 2;           // kTopK: at most k packs
+  float threshold = 0.5f;  // top1: the pack's score; topk: the chosen packs' total score
 };
 StatusOr<RoutingPolicy> ParseRoutingPolicy(absl::string_view mode, int32_t k, float threshold);
 

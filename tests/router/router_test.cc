@@ -52,7 +52,7 @@ TEST(RoutingPolicyTest, TopKSelectsTwoPacksUnderDefaultThreshold) {
   EXPECT_TRUE(two.modules.empty());
   // Top-1 with the same threshold picks nothing for the same scores.
   EXPECT_TRUE(DecideRoute({0.1f, 0.42f, 0.4f, 0.08f}, labels, *ParseRoutingPolicy("top1", 1, 0.5f)).packs.empty());
-  // One clear skill: the others are under 0.25 x the best and stay out.
+  // One clear skill: the others are under threshold/2 = 0.25 x the best and stay out.
   auto one = DecideRoute({0.05f, 0.85f, 0.06f, 0.04f}, labels, p);
   ASSERT_EQ(one.packs.size(), 1u);
   EXPECT_EQ(one.packs[0].first, "reverse");
@@ -62,8 +62,15 @@ TEST(RoutingPolicyTest, TopKSelectsTwoPacksUnderDefaultThreshold) {
   // k = 3 takes the third when it is within the relative bound.
   RoutingPolicy p3 = *ParseRoutingPolicy("topk", 3, 0.5f);
   EXPECT_EQ(DecideRoute({0.1f, 0.3f, 0.3f, 0.3f}, labels, p3).packs.size(), 3u);
-  p3.min_relative = 0.9f;
-  EXPECT_EQ(DecideRoute({0.05f, 0.55f, 0.3f, 0.1f}, labels, p3).packs.size(), 1u);
+  // Threshold 0.8: the bound is 0.4 x the best (0.6): 0.3 stays, 0.1 goes;
+  // 0.9 together >= 0.8.
+  p3.threshold = 0.8f;
+  auto two_of_three = DecideRoute({0.0f, 0.6f, 0.3f, 0.1f}, labels, p3);
+  ASSERT_EQ(two_of_three.packs.size(), 2u);
+  EXPECT_EQ(two_of_three.packs[1].first, "sort");
+  // Threshold 0 is plain top-k: every pack with a positive score, up to k.
+  p3.threshold = 0.0f;
+  EXPECT_EQ(DecideRoute({0.1f, 0.85f, 0.04f, 0.01f}, labels, p3).packs.size(), 3u);
 }
 
 TEST(RoutingPolicyTest, AssignmentGivesEachPackItsModulesAtWeightOne) {
@@ -167,14 +174,14 @@ INSTANTIATE_TEST_SUITE_P(Layers, RouterTrainTest, ::testing::Values(0, 1),
                          [](const auto& info) { return "layer" + std::to_string(info.param); });
 
 TEST(RouterFileTest, RejectsBadFiles) {
-  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x"};
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x", {}};
   auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({2, 3}),
                           at::zeros({2}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}), at::zeros({2, 3}),
                               at::zeros({2}))
                    .ok());
-  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, ""};
+  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, "", {}};
   EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
                               at::zeros({3}))
                    .ok());
@@ -199,7 +206,7 @@ TEST(RouterFileTest, RejectsBadFiles) {
 
 TEST(RouterFileTest, AssignmentRoundTripsAsVersion2AndIsChecked) {
   auto make = [](const ModuleAssignment& a) {
-    RouterConfig c{{"none", "a", "b"}, 1, 4, 3, "sha256:x"};
+    RouterConfig c{{"none", "a", "b"}, 1, 4, 3, "sha256:x", {}};
     c.assignment = a;
     return Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
                           at::zeros({3}));
