@@ -92,7 +92,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const s
       (void)*m.Step(*w, *cache, {{slot, prompt}});
     });
     for (int64_t layer : layers) {
-      RouterConfig rc{{"none", "a", "b", "c", "d"}, layer, c.hidden_size, 128, ""};
+      RouterConfig rc{{"none", "a", "b", "c", "d"}, layer, c.hidden_size, 128, "", {}};
       auto router =
           *Router::Create(rc, at::zeros({c.hidden_size}), at::ones({c.hidden_size}), at::randn({128, c.hidden_size}),
                           at::zeros({128}), at::randn({5, 128}), at::zeros({5}));

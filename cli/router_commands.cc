@@ -13,8 +13,10 @@
 #include "absl/strings/str_join.h"
 #include "cli/cli.h"
 #include "core/args.h"
+#include "core/json_util.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
+#include "pack/assignment.h"
 #include "pack/fingerprint.h"
 #include "router/router.h"
 #include "router/router_train.h"
@@ -26,6 +28,7 @@ constexpr char kRouterUsage[] =
     "usage: skillpack router <subcommand> [flags]\n"
     "  train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
     "        [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
+    "        [--assign PACK=PATTERN[,PATTERN...] ... | --assignment FILE.json]\n"
     "      train a router on {\"prompt\": ..., \"label\": PACK|\"none\"} lines; prints the\n"
     "      held-out accuracy and confusion table\n"
     "  inspect ROUTER.safetensors\n"
@@ -50,6 +53,8 @@ Status Train(const Args& a) {
   ASSIGN_OR_RETURN(o.holdout_fraction, a.DoubleOr("holdout", o.holdout_fraction));
   ASSIGN_OR_RETURN(int64_t seed, a.IntOr("seed", 0));
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
+  const std::vector<std::string> assign_flags = a.Strings("assign");
+  const std::string assignment_path = a.StringOr("assignment", "");
   RETURN_IF_ERROR(a.CheckAllUsed());
   RETURN_IF_ERROR(NoPositional(a));
   if (seed < 0) return absl::InvalidArgumentError("--seed must be >= 0");
@@ -61,6 +66,15 @@ Status Train(const Args& a) {
   }
   if (!(o.learning_rate > 0)) return absl::InvalidArgumentError("--lr must be positive");
   o.seed = static_cast<uint64_t>(seed);
+  if (!assign_flags.empty() && !assignment_path.empty()) {
+    return absl::InvalidArgumentError("give --assign or --assignment, not both");
+  }
+  if (!assignment_path.empty()) {
+    ASSIGN_OR_RETURN(Json j, ReadJsonFile(assignment_path));
+    ASSIGN_OR_RETURN(o.assignment, ParseModuleAssignment(j, assignment_path));
+  } else if (!assign_flags.empty()) {
+    ASSIGN_OR_RETURN(o.assignment, ParseAssignmentFlags(assign_flags));
+  }
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -72,6 +86,11 @@ Status Train(const Args& a) {
         absl::StrCat("--layer must be in [0, ", model->config.num_hidden_layers, "], got ", o.layer));
   }
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*model->weights));
+  if (!o.assignment.empty()) {
+    std::vector<std::string> names;
+    for (const auto& [name, t] : model->weights->tensors()) names.push_back(name);
+    RETURN_IF_ERROR(CheckAssignmentExclusive(o.assignment, names));
+  }
   ASSIGN_OR_RETURN(RouterTrainResult r, TrainRouter(*model->transformer, *model->weights, *tok, data, o));
   RETURN_IF_ERROR(r.router->Save(out));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -99,6 +118,9 @@ Status Inspect(const Args& a) {
   std::printf("labels %s\nlayer %lld\nhidden_size %lld\nwidth %lld\nbase %s\n", absl::StrJoin(c.labels, ", ").c_str(),
               static_cast<long long>(c.layer), static_cast<long long>(c.hidden_size), static_cast<long long>(c.width),
               c.base_fingerprint.empty() ? "(not recorded)" : c.base_fingerprint.c_str());
+  for (const auto& [pack, filter] : c.assignment.filters) {
+    std::printf("assignment %s: %s\n", pack.c_str(), absl::StrJoin(filter, ",").c_str());
+  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,9 @@
 // Calibration statistics for SkillPack compression: the GPTQ Hessians
 // H_x = 2 X Xᵀ / n of the inputs x of every linear module (q/k/v/o, gate/up/down)
-// of the BASE model, captured on calibration text, layer by layer.
+// of a model, captured on calibration text, layer by layer. Which model is the
+// caller's: `pack create` and the trainer's compress stage use the TUNED model
+// by default, as GraftLLM's reference does (the deltas act on the tuned
+// model's activations), the base on request.
 //
 // Capture runs the embeddings, then for each decoder layer l: computes the
 // layer's module inputs from the hidden states entering l (q/k/v: the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -11,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "core/tensor_util.h"
+#include "pack/allocate.h"
 #include "pack/codec/bitpack.h"
 #include "pack/codec/lowrank.h"
 #include "pack/codec/quantize.h"
@@ -99,26 +101,12 @@ int64_t LowRankBytes(const std::string& name, int64_t m, int64_t n, int64_t k, c
   return bytes;
 }
 
-int64_t DenseQuantBytes(const std::string& name, int64_t m, int64_t n, const CompressionConfig& cfg, bool calibrated) {
-  return QuantBytes(name, m, n, cfg.dense_bits, cfg.group_size,
-                    calibrated && WorthActOrder(m, n, cfg.dense_bits, cfg)) +
-         ModuleManifest(name);
-}
-
 int64_t SparseBytes(const std::string& name, int64_t numel, int64_t nnz) {
   return nnz * ((numel <= (int64_t{1} << 31) ? 4 : 8) + 2) + 2 * TensorHeader(name) + ModuleManifest(name);
 }
 
 int64_t DenseBytes(const std::string& name, int64_t numel) {
   return numel * 4 + TensorHeader(name) + ModuleManifest(name);
-}
-
-// Relative squared error of asymmetric round-to-nearest at `bits` on roughly
-// Gaussian entries (range ≈ 5.2 standard deviations per group of 128):
-// (5.2 / (2^b - 1))² / 12. A budget-search proxy only.
-double QuantNoise(int bits) {
-  const double levels = std::ldexp(1.0, bits) - 1.0;
-  return 2.25 / (levels * levels);
 }
 
 std::string ShapeOf(const at::Tensor& t) { return ShapeString(t.sizes().vec()); }
@@ -128,7 +116,7 @@ std::string ShapeOf(const at::Tensor& t) { return ShapeString(t.sizes().vec()); 
 // GPTQ with `hessian` when given and not all zero, else round-to-nearest.
 StatusOr<QuantizedMatrix> Quantize(const at::Tensor& w, const at::Tensor* hessian, int bits,
                                    const CompressionConfig& cfg) {
-  if (hessian == nullptr || !hessian->defined() || !hessian->abs().max().gt(0).item<bool>()) {
+  if (cfg.quantizer == "rtn" || hessian == nullptr || !hessian->defined() || !hessian->abs().max().gt(0).item<bool>()) {
     return QuantizeRtn(w, bits, cfg.group_size);
   }
   QuantizeOptions o;
@@ -146,6 +134,7 @@ struct ModulePlan {
   int64_t rank_cap = kNoRankCap;              // kLowRank: cap passed to TruncatedSvd
   std::vector<std::pair<double, int>> bands;  // kLowRank
   int64_t keep = 0;                           // kSparse: entries kept
+  int bits = 0;                               // kDenseQuant: code width; 0: cfg.dense_bits
 };
 
 StatusOr<ModuleDelta> CompressSparse(const std::string& name, const at::Tensor& delta, int64_t keep) {
@@ -164,12 +153,12 @@ StatusOr<ModuleDelta> CompressSparse(const std::string& name, const at::Tensor& 
 }
 
 StatusOr<ModuleDelta> CompressDenseQuant(const std::string& name, const at::Tensor& delta, const CompressionConfig& cfg,
-                                         const at::Tensor* h) {
+                                         const at::Tensor* h, int bits) {
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kDenseQuant;
   m.shape = delta.sizes().vec();
-  ASSIGN_OR_RETURN(m.dense, Quantize(delta.to(at::kFloat), h, cfg.dense_bits, cfg));
+  ASSIGN_OR_RETURN(m.dense, Quantize(delta.to(at::kFloat), h, bits > 0 ? bits : cfg.dense_bits, cfg));
   return m;
 }
 
@@ -181,14 +170,14 @@ StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor&
   if (plan.rank_cap >= 0) cap = std::min(cap, plan.rank_cap);
   ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(delta.to(at::kFloat), plan.beta, cap));
   const int64_t k = lr.rank();
-  if (k > lim) return CompressDenseQuant(name, delta, cfg, h);
+  if (k > lim) return CompressDenseQuant(name, delta, cfg, h, cfg.dense_bits);
   ModuleDelta m;
   m.name = name;
   m.op = ModuleOp::kLowRank;
   m.shape = delta.sizes().vec();
   m.sigma = lr.s.to(at::kFloat).cpu().contiguous();
   at::Tensor hz_base;  // H_x in fp64 for the U Hessians
-  const bool calibrated = h != nullptr && h->defined() && h->abs().max().gt(0).item<bool>();
+  const bool calibrated = cfg.quantizer == "gptq" && h != nullptr && h->defined() && h->abs().max().gt(0).item<bool>();
   if (calibrated) hz_base = h->to(at::kDouble);
   for (const BandSpec& b : MakeBands(k, plan.bands, cfg.min_band_width)) {
     LowRankBand band;
@@ -239,7 +228,7 @@ StatusOr<CompressedModule> CompressWithPlan(const std::string& name, const at::T
       break;
     }
     case ModuleOp::kDenseQuant: {
-      ASSIGN_OR_RETURN(out.delta, CompressDenseQuant(name, delta, cfg, h));
+      ASSIGN_OR_RETURN(out.delta, CompressDenseQuant(name, delta, cfg, h, plan.bits));
       break;
     }
     case ModuleOp::kDense: {
@@ -272,24 +261,40 @@ ModulePlan DefaultPlan(const std::string& name, const at::Tensor& delta, const C
 
 // ---- Budget mode. ----
 
-// What the search needs to know about one module's delta.
-struct Profile {
+// One module's candidate settings for the allocator (pack/allocate.h): the
+// plan, its estimated bytes in the file and its measured output error.
+struct ModuleCandidates {
   std::string name;
-  ModuleOp kind = ModuleOp::kDense;  // kSparse, kLowRank or kDense (kDense: fixed cost)
-  bool zero = false;
-  int64_t rows = 0, cols = 0, numel = 0;
-  double total = 0;            // ‖Δ‖²
-  std::vector<double> prefix;  // prefix[i] = energy of the i largest (σ² or entries²); prefix[0] = 0
-  int64_t lim = 0;             // kLowRank: largest rank stored low-rank
-  bool capped = false;         // kLowRank: prefix stops at cfg.max_rank
+  std::vector<ModulePlan> plans;
+  std::vector<AllocOption> options;  // parallel to plans
+  // kSparse modules: entries² sorted descending as prefix sums (prefix[i] =
+  // energy of the i largest), for topping up the kept count with spare bytes.
+  std::vector<double> sparse_prefix;
+  int64_t numel = 0;
 };
 
-// Smallest count whose prefix energy reaches beta * total; -1 if none within prefix.
-int64_t CountFor(const Profile& p, double beta) {
-  const double target = beta * p.total * (1.0 - 1e-12);
-  auto it = std::lower_bound(p.prefix.begin() + 1, p.prefix.end(), target);
-  if (it == p.prefix.end()) return -1;
-  return static_cast<int64_t>(it - p.prefix.begin());
+// The input Hessian scaled to mean diagonal 1 (so that for white inputs the
+// weighted error equals the Frobenius error and modules with and without
+// calibration compare), or undefined when there is none or the input is dead.
+at::Tensor NormalisedHessian(const at::Tensor* h, int64_t in) {
+  if (h == nullptr || !h->defined() || h->dim() != 2 || h->size(0) != in || h->size(1) != in) return at::Tensor();
+  const double tr = at::trace(h->to(at::kDouble)).item<double>();
+  if (!(tr > 0) || !std::isfinite(tr)) return at::Tensor();
+  return (h->to(at::kFloat).cpu() * static_cast<float>(static_cast<double>(in) / tr)).contiguous();
+}
+
+// Output error of a module's reconstruction error `e` [out, in]:
+// E_x ‖e x‖² ∝ tr(e H eᵀ) with the normalised Hessian, else ‖e‖²_F.
+double OutputError(const at::Tensor& e, const at::Tensor& hn) {
+  if (!hn.defined()) return e.to(at::kDouble).pow(2).sum().item<double>();
+  const double v = (at::matmul(e.to(at::kDouble), hn.to(at::kDouble)) * e.to(at::kDouble)).sum().item<double>();
+  return std::max(0.0, v);
+}
+
+at::Tensor RtnRoundTrip(const at::Tensor& w, int bits, int64_t group_size) {
+  StatusOr<QuantizedMatrix> q = QuantizeRtn(w.contiguous(), bits, group_size);
+  TORCH_CHECK(q.ok(), std::string(q.status().message()));
+  return Dequantize(*q).to(at::kFloat);
 }
 
 std::vector<double> Prefix(const at::Tensor& squares_desc) {
@@ -299,115 +304,146 @@ std::vector<double> Prefix(const at::Tensor& squares_desc) {
   return out;
 }
 
-StatusOr<Profile> MakeProfile(const std::string& name, const at::Tensor& delta, const CompressionConfig& cfg) {
-  Profile p;
-  p.name = name;
-  p.numel = delta.numel();
-  ModulePlan plan = DefaultPlan(name, delta, cfg);
-  p.kind = plan.op;
-  at::Tensor d = delta.to(at::kFloat);
-  if (!at::isfinite(d).all().item<bool>()) {
-    return absl::InvalidArgumentError(absl::StrCat("delta of '", name, "' has non-finite entries"));
+// Ranks tried for a low-rank module with ranks 1..lim allowed: all of them
+// up to 64, else about 40 geometrically spaced ones and lim.
+std::vector<int64_t> RankGrid(int64_t lim) {
+  std::vector<int64_t> out;
+  if (lim <= 64) {
+    for (int64_t r = 1; r <= lim; ++r) out.push_back(r);
+    return out;
   }
-  p.zero = !d.ne(0).any().item<bool>();
-  if (p.zero) return p;
-  p.total = d.to(at::kDouble).pow(2).sum().item<double>();
-  if (p.kind == ModuleOp::kSparse) {
-    at::Tensor sq = std::get<0>(at::sort(d.reshape({-1}).pow(2), 0, /*descending=*/true));
-    p.prefix = Prefix(sq);
-  } else if (p.kind == ModuleOp::kLowRank) {
-    p.rows = d.size(0);
-    p.cols = d.size(1);
-    p.lim = static_cast<int64_t>(std::floor(cfg.dense_rank_fraction * std::min(p.rows, p.cols)));
-    int64_t cap = p.lim + 1;
-    if (cfg.max_rank >= 0 && cfg.max_rank < cap) {
-      cap = cfg.max_rank;
-      p.capped = true;
-    }
-    ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(d, 1.0, cap));
-    p.prefix = Prefix(lr.s.pow(2));
+  const double step = std::pow(static_cast<double>(lim), 1.0 / 40.0);
+  double x = 1;
+  while (x < lim) {
+    const int64_t r = static_cast<int64_t>(std::llround(x));
+    if (out.empty() || r > out.back()) out.push_back(r);
+    x *= step;
   }
-  return p;
+  out.push_back(lim);
+  return out;
 }
 
-// The plan and estimated bytes / error of module `p` at energy fraction beta.
-struct Choice {
-  ModulePlan plan;
-  int64_t bytes = 0;
-  double error = 0;
-};
-
-Choice Choose(const Profile& p, double beta, const std::vector<std::pair<double, int>>& bands,
-              const CompressionConfig& cfg, bool calibrated) {
-  Choice c;
-  c.plan.op = p.kind;
-  if (p.zero) return c;
-  if (p.kind == ModuleOp::kDense) {
-    c.bytes = DenseBytes(p.name, p.numel);
-    return c;
-  }
-  int64_t n = CountFor(p, beta);
-  if (p.kind == ModuleOp::kSparse) {
-    if (n < 0) n = static_cast<int64_t>(p.prefix.size()) - 1;
-    c.plan.keep = n;
-    c.bytes = SparseBytes(p.name, p.numel, n);
-    c.error = p.total - p.prefix[n];
-    return c;
-  }
-  if (n < 0 && p.capped) n = static_cast<int64_t>(p.prefix.size()) - 1;
-  if (n < 0 || n > p.lim) {
-    c.plan.op = ModuleOp::kDenseQuant;
-    c.bytes = DenseQuantBytes(p.name, p.rows, p.cols, cfg, calibrated);
-    c.error = QuantNoise(cfg.dense_bits) * p.total;
-    return c;
-  }
-  c.plan.beta = 1.0;  // with the cap: exactly rank n, as estimated
-  c.plan.rank_cap = n;
-  c.plan.bands = bands;
-  std::vector<BandSpec> layout = MakeBands(n, bands, cfg.min_band_width);
-  c.bytes = LowRankBytes(p.name, p.rows, p.cols, n, layout, cfg, calibrated);
-  c.error = p.total - p.prefix[n];
-  for (const BandSpec& b : layout) {
-    c.error += 2 * QuantNoise(b.bits) * (p.prefix[b.end] - p.prefix[b.begin]);
-  }
-  return c;
-}
-
-struct Totals {
-  int64_t bytes = kPackFixedBytes;
-  double error = 0;
-};
-
-Totals Evaluate(const std::vector<Profile>& profiles, double beta, const std::vector<std::pair<double, int>>& bands,
-                const CompressionConfig& cfg, bool calibrated) {
-  Totals t;
-  for (const Profile& p : profiles) {
-    Choice c = Choose(p, beta, bands, cfg, calibrated);
-    t.bytes += c.bytes;
-    t.error += c.error;
-  }
-  return t;
-}
-
-// Built-in band layouts the budget search tries besides cfg.bands, from rich to lean.
+// Band layouts tried per rank besides cfg.bands: uniform 8 / 4 / 3 / 2 bits
+// and mixed ones giving the top directions more bits.
 std::vector<std::vector<std::pair<double, int>>> BandPresets(const CompressionConfig& cfg) {
-  std::vector<std::vector<std::pair<double, int>>> all = {
-      cfg.bands,
-      {{1.0, 8}},
-      {{0.2, 8}, {1.0, 4}},
-      {{1.0, 4}},
-      {{0.1, 8}, {0.3, 4}, {1.0, 3}},
-      {{0.25, 4}, {1.0, 3}},
-      {{1.0, 3}},
-      {{0.1, 8}, {0.3, 4}, {1.0, 2}},
-      {{0.25, 4}, {1.0, 2}},
-      {{1.0, 2}},
-  };
+  std::vector<std::vector<std::pair<double, int>>> all = {cfg.bands,
+                                                          {{1.0, 8}},
+                                                          {{1.0, 4}},
+                                                          {{1.0, 3}},
+                                                          {{1.0, 2}},
+                                                          {{0.2, 8}, {1.0, 4}},
+                                                          {{0.25, 4}, {1.0, 3}},
+                                                          {{0.25, 4}, {1.0, 2}}};
   std::vector<std::vector<std::pair<double, int>>> out;
   for (auto& b : all) {
     if (std::find(out.begin(), out.end(), b) == out.end()) out.push_back(std::move(b));
   }
   return out;
+}
+
+// Number of sparse-entry counts tried per embedding module (geometric grid;
+// the allocator's leftover bytes top the count up exactly afterwards).
+constexpr int kSparseGridPoints = 64;
+constexpr int kDenseBitsTried[] = {8, 4, 3, 2};
+
+// Every candidate setting of module `name` with its bytes and measured error.
+// Low-rank modules: each rank of RankGrid × each band layout (factors
+// round-tripped through RTN, error of the reconstruction), dense
+// quantisation at 8 / 4 / 3 / 2 bits, or nothing. Embeddings: the k largest
+// entries for k on a grid, dense quantisation at 8 / 4 bits (the dense
+// fallback where sparse storage costs more), or nothing. Other tensors: dense.
+// `gptq`: the module will be quantised by GPTQ (act-order permutations may be stored).
+StatusOr<ModuleCandidates> MakeCandidates(const std::string& name, const at::Tensor& delta,
+                                          const CompressionConfig& cfg, const at::Tensor* hessian, bool gptq) {
+  ModuleCandidates c;
+  c.name = name;
+  c.numel = delta.numel();
+  at::Tensor d = delta.to(at::kFloat).contiguous();
+  if (!at::isfinite(d).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat("delta of '", name, "' has non-finite entries"));
+  }
+  const ModulePlan def = DefaultPlan(name, d, cfg);
+  auto add = [&](const ModulePlan& p, int64_t bytes, double error) {
+    c.plans.push_back(p);
+    c.options.push_back({bytes, error});
+  };
+  if (!d.ne(0).any().item<bool>()) {  // omitted whatever the plan
+    add(def, 0, 0.0);
+    return c;
+  }
+  if (def.op == ModuleOp::kDense) {
+    add(def, DenseBytes(name, d.numel()), 0.0);
+    return c;
+  }
+  ModulePlan omit;
+  omit.op = ModuleOp::kLowRank;
+  omit.rank_cap = 0;  // CompressWithPlan omits the module
+  const int64_t rows = d.size(0), cols = d.size(1);
+  const at::Tensor hn = def.op == ModuleOp::kLowRank ? NormalisedHessian(hessian, cols) : at::Tensor();
+  add(omit, 0, OutputError(d, hn));
+  const std::vector<int> dense_bits = def.op == ModuleOp::kSparse
+                                          ? std::vector<int>{8, 4}
+                                          : std::vector<int>(std::begin(kDenseBitsTried), std::end(kDenseBitsTried));
+  for (int bits : dense_bits) {
+    ModulePlan p;
+    p.op = ModuleOp::kDenseQuant;
+    p.bits = bits;
+    const bool perm = gptq && hn.defined() && WorthActOrder(rows, cols, bits, cfg);
+    add(p, QuantBytes(name, rows, cols, bits, cfg.group_size, perm) + ModuleManifest(name),
+        OutputError(d - RtnRoundTrip(d, bits, cfg.group_size), hn));
+  }
+  if (def.op == ModuleOp::kSparse) {
+    at::Tensor sq = std::get<0>(at::sort(d.reshape({-1}).pow(2).to(at::kDouble), 0, /*descending=*/true));
+    c.sparse_prefix = Prefix(sq);
+    const double total = c.sparse_prefix.back();
+    const int64_t nnz = d.ne(0).sum().item<int64_t>();
+    std::vector<int64_t> grid;
+    for (int i = 0; i <= kSparseGridPoints; ++i) {
+      const int64_t k = std::llround(std::pow(static_cast<double>(nnz), static_cast<double>(i) / kSparseGridPoints));
+      if (k >= 1 && (grid.empty() || k > grid.back())) grid.push_back(k);
+    }
+    for (int64_t k : grid) {
+      ModulePlan p;
+      p.op = ModuleOp::kSparse;
+      p.keep = k;
+      add(p, SparseBytes(name, d.numel(), k), std::max(0.0, total - c.sparse_prefix[k]));
+    }
+    return c;
+  }
+  // Low rank.
+  int64_t lim = static_cast<int64_t>(std::floor(cfg.dense_rank_fraction * std::min(rows, cols)));
+  if (cfg.max_rank >= 0) lim = std::min(lim, cfg.max_rank);
+  if (lim < 1) return c;
+  ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(d, 1.0, lim));
+  lim = std::min(lim, lr.rank());
+  for (const auto& layout : BandPresets(cfg)) {
+    for (int64_t r : RankGrid(lim)) {
+      const std::vector<BandSpec> bands = MakeBands(r, layout, cfg.min_band_width);
+      at::Tensor recon = at::zeros_like(d);
+      for (const BandSpec& b : bands) {
+        const int64_t w = b.end - b.begin;
+        at::Tensor vt = RtnRoundTrip(lr.v.narrow(1, b.begin, w).t().contiguous(), b.bits, cfg.group_size);
+        at::Tensor u = RtnRoundTrip(lr.u.narrow(1, b.begin, w).contiguous(), b.bits, cfg.group_size);
+        recon.add_(at::matmul(u * lr.s.narrow(0, b.begin, w).unsqueeze(0), vt));
+      }
+      ModulePlan p;
+      p.op = ModuleOp::kLowRank;
+      p.beta = 1.0;  // with the cap: exactly rank r
+      p.rank_cap = r;
+      p.bands = layout;
+      add(p, LowRankBytes(name, rows, cols, r, bands, cfg, gptq && hn.defined()), OutputError(d - recon, hn));
+    }
+  }
+  return c;
+}
+
+// A key naming what a plan produces for module `name`, for reusing compressed
+// modules across the budget loop's attempts.
+std::string PlanKey(const std::string& name, const ModulePlan& p) {
+  std::string key =
+      absl::StrCat(name, "|", static_cast<int>(p.op), "|", p.bits, "|", p.keep, "|", p.rank_cap, "|", p.beta);
+  for (const auto& [f, b] : p.bands) absl::StrAppend(&key, "|", f, ":", b);
+  return key;
 }
 
 Json BandsToJson(const std::vector<std::pair<double, int>>& bands) {
@@ -492,6 +528,9 @@ Status ValidateCompressionConfig(const CompressionConfig& cfg) {
   if (cfg.max_rank < -1) {
     return absl::InvalidArgumentError(absl::StrCat("max_rank must be >= 0 or -1 (no cap), got ", cfg.max_rank));
   }
+  if (cfg.quantizer != "gptq" && cfg.quantizer != "rtn") {
+    return absl::InvalidArgumentError(absl::StrCat("quantizer must be gptq or rtn, got '", cfg.quantizer, "'"));
+  }
   if (cfg.target_ratio && cfg.target_bytes) {
     return absl::InvalidArgumentError("give at most one of target_ratio and target_bytes");
   }
@@ -508,7 +547,8 @@ StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("compression config must be a JSON object");
   static const std::set<std::string> kKeys = {"alpha",      "beta",      "bands",        "min_band_width",
                                               "group_size", "act_order", "damp_percent", "dense_rank_fraction",
-                                              "dense_bits", "max_rank",  "target_ratio", "target_bytes"};
+                                              "dense_bits", "max_rank",  "target_ratio", "target_bytes",
+                                              "quantizer"};
   for (const auto& item : j.items()) {
     if (!kKeys.count(item.key())) {
       return absl::InvalidArgumentError(absl::StrCat("compression config: unknown key '", item.key(), "'"));
@@ -551,6 +591,7 @@ StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
   RETURN_IF_ERROR(Read(j, "dense_rank_fraction", &cfg.dense_rank_fraction));
   RETURN_IF_ERROR(Read(j, "dense_bits", &cfg.dense_bits));
   RETURN_IF_ERROR(Read(j, "max_rank", &cfg.max_rank));
+  RETURN_IF_ERROR(Read(j, "quantizer", &cfg.quantizer));
   if (j.contains("target_ratio") && !j["target_ratio"].is_null()) {
     ASSIGN_OR_RETURN(double r, GetField<double>(j, "target_ratio", "compression config"));
     cfg.target_ratio = r;
@@ -577,6 +618,7 @@ Json CompressionConfigToJson(const CompressionConfig& cfg) {
   j["dense_rank_fraction"] = cfg.dense_rank_fraction;
   j["dense_bits"] = cfg.dense_bits;
   j["max_rank"] = cfg.max_rank;
+  j["quantizer"] = cfg.quantizer;
   if (cfg.target_ratio) j["target_ratio"] = *cfg.target_ratio;
   if (cfg.target_bytes) j["target_bytes"] = *cfg.target_bytes;
   return j;
@@ -629,69 +671,29 @@ StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Ten
 
 namespace {
 
-// The budget search: the β* and band layout whose plans fit `target` bytes
-// with the least estimated error. Fills *prov with what was chosen.
-StatusOr<std::map<std::string, ModulePlan>> SearchBudget(const std::vector<Profile>& profiles, int64_t target,
-                                                         int64_t fp16_bytes, const CompressionConfig& cfg,
-                                                         bool calibrated, Json* prov) {
-  constexpr double kMinBeta = 1e-4;
-  bool found = false;
-  int64_t smallest = -1;
-  double best_beta = 0;
-  std::vector<std::pair<double, int>> best_bands;
-  Totals best;
-  for (const auto& bands : BandPresets(cfg)) {
-    Totals lo_t = Evaluate(profiles, kMinBeta, bands, cfg, calibrated);
-    if (smallest < 0 || lo_t.bytes < smallest) smallest = lo_t.bytes;
-    if (lo_t.bytes > target) continue;
-    double lo = kMinBeta, hi = 1.0;
-    Totals hi_t = Evaluate(profiles, hi, bands, cfg, calibrated);
-    if (hi_t.bytes <= target) {
-      lo = hi;
-      lo_t = hi_t;
-    } else {
-      for (int it = 0; it < 40; ++it) {
-        const double mid = 0.5 * (lo + hi);
-        Totals t = Evaluate(profiles, mid, bands, cfg, calibrated);
-        if (t.bytes <= target) {
-          lo = mid;
-          lo_t = t;
-        } else {
-          hi = mid;
-        }
-      }
-    }
-    if (!found || lo_t.error < best.error) {
-      found = true;
-      best_beta = lo;
-      best_bands = bands;
-      best = lo_t;
-    }
-  }
-  if (!found) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
-                     ") cannot be met: the smallest pack is about ", smallest, " bytes (ratio ",
-                     static_cast<double>(smallest) / fp16_bytes, ")"));
-  }
-  std::map<std::string, ModulePlan> plans;
-  double total_energy = 0;
-  for (const Profile& p : profiles) {
-    plans[p.name] = Choose(p, best_beta, best_bands, cfg, calibrated).plan;
-    total_energy += p.total;
-  }
-  (*prov)["beta"] = best_beta;
-  (*prov)["bands"] = BandsToJson(best_bands);
-  (*prov)["planned_bytes"] = best.bytes;
-  (*prov)["planned_relative_error"] = total_energy > 0 ? best.error / total_energy : 0.0;
-  return plans;
+// The manifest a budget is measured with when the caller gives none: fields
+// of typical length (a 16-character name, a real fingerprint's length, a
+// creation time) so the estimate is close to what the caller will write.
+PackManifest PlaceholderManifest() {
+  PackManifest mf;
+  mf.name = "budget-pack-0000";
+  mf.base_fingerprint = absl::StrCat("sha256:", std::string(64, '0'));
+  mf.created_at = "1970-01-01T00:00:00Z";
+  return mf;
 }
 
-}  // namespace
+// `manifest` with provenance["compression"] = prov.
+PackManifest WithCompression(const PackManifest& manifest, const Json& prov) {
+  PackManifest mf = manifest;
+  if (!mf.provenance.is_object()) mf.provenance = Json::object();
+  mf.provenance["compression"] = prov;
+  return mf;
+}
 
-StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
-                                  const CalibrationStats* calib,
-                                  const std::function<void(const CompressProgress&)>& progress) {
+StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                      const CalibrationStats* calib,
+                                      const std::function<void(const CompressProgress&)>& progress,
+                                      const PackManifest* manifest) {
   RETURN_IF_ERROR(ValidateCompressionConfig(cfg));
   for (const auto& [name, t] : base.tensors()) {
     const at::Tensor* o = tuned.Find(name);
@@ -721,6 +723,8 @@ StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& 
     const int64_t fp16_bytes = Fp16DeltaBytes(base);
     prov["fp16_delta_bytes"] = fp16_bytes;
 
+    // Compressed modules by PlanKey, reused across the budget loop's attempts.
+    std::map<std::string, CompressedModule> cache;
     // Compresses every tensor by `plans` (cfg's α / β where a tensor has none).
     auto compress_all = [&](const std::map<std::string, ModulePlan>& plans) -> StatusOr<SkillPack> {
       SkillPack pack;
@@ -733,18 +737,24 @@ StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& 
         auto it = plans.find(name);
         ModulePlan plan = it != plans.end() ? it->second : DefaultPlan(name, delta, cfg);
         const at::Tensor* h = calibrated ? calib->Find(name) : nullptr;
-        StatusOr<CompressedModule> cm = CompressWithPlan(name, delta, plan, cfg, h);
-        if (!cm.ok()) return Annotate(cm.status(), absl::StrCat("compressing '", name, "'"));
+        const std::string key = PlanKey(name, plan);
+        auto hit = cache.find(key);
+        if (hit == cache.end()) {
+          StatusOr<CompressedModule> cm = CompressWithPlan(name, delta, plan, cfg, h);
+          if (!cm.ok()) return Annotate(cm.status(), absl::StrCat("compressing '", name, "'"));
+          hit = cache.emplace(key, std::move(*cm)).first;
+        }
+        const CompressedModule& cm = hit->second;
         CompressProgress pr;
         pr.module = name;
         pr.index = index;
         pr.total = total;
-        if (cm->omitted) {
+        if (cm.omitted) {
           pr.op = "zero";
         } else {
-          pr.op = ModuleOpName(cm->delta.op);
-          pr.rank = cm->delta.rank();
-          pack.modules.push_back(std::move(cm->delta));
+          pr.op = ModuleOpName(cm.delta.op);
+          pr.rank = cm.delta.rank();
+          pack.modules.push_back(cm.delta);
           SkillPack one;  // scales as they will be stored, for the byte count
           one.modules.push_back(pack.modules.back());
           RETURN_IF_ERROR(RoundScalesToHalf(&one));
@@ -764,45 +774,124 @@ StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& 
       const int64_t est = EstimatePackBytes(pack);
       prov["estimated_bytes"] = est;
       prov["estimated_ratio"] = static_cast<double>(est) / fp16_bytes;
-      pack.manifest.provenance["compression"] = prov;
+      if (manifest != nullptr) {
+        pack.manifest = WithCompression(*manifest, prov);
+      } else {
+        pack.manifest.provenance["compression"] = prov;
+      }
       return pack;
     }
 
-    // Budget mode: one β* and band layout for the whole pack. The plan's byte
-    // count assumes F16 scales at <= 4 bits; should a matrix keep F32 scales
-    // and the pack overshoot, the search reruns with the target lowered by the
-    // overshoot.
+    // Budget mode: per-module candidates, the allocation, then the file
+    // measured (serialised with the manifest) and the allocation's budget
+    // corrected by what the estimate missed, until the file lands in
+    // [98%, 100%] of the target (aiming at 99.5%).
     const int64_t target =
         cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(std::floor(*cfg.target_ratio * fp16_bytes));
-    std::vector<Profile> profiles;
+    std::vector<ModuleCandidates> cands;
+    std::vector<std::vector<AllocOption>> options;
+    int64_t smallest_plan = 0;
     for (const auto& [name, b] : base.tensors()) {
-      ASSIGN_OR_RETURN(Profile p, MakeProfile(name, delta_of(name, b), cfg));
-      profiles.push_back(std::move(p));
+      const at::Tensor* h = calibrated ? calib->Find(name) : nullptr;
+      ASSIGN_OR_RETURN(ModuleCandidates c,
+                       MakeCandidates(name, delta_of(name, b), cfg, h, calibrated && cfg.quantizer == "gptq"));
+      int64_t least = c.options[0].bytes;
+      for (const AllocOption& o : c.options) least = std::min(least, o.bytes);
+      smallest_plan += least;
+      options.push_back(c.options);
+      cands.push_back(std::move(c));
     }
-    int64_t search_target = target;
-    constexpr int kAttempts = 3;
-    for (int attempt = 1;; ++attempt) {
-      Json budget = {{"target_bytes", target}};
-      ASSIGN_OR_RETURN(auto plans, SearchBudget(profiles, search_target, fp16_bytes, cfg, calibrated, &budget));
+    const PackManifest mf = manifest != nullptr ? *manifest : PlaceholderManifest();
+    const int64_t aim = target - target / 200;
+    const int64_t lowest_ok = static_cast<int64_t>(std::ceil(0.98 * static_cast<double>(target)));
+    int64_t plan_budget = target - kPackFixedBytes;
+    std::optional<SkillPack> best;
+    int64_t best_file = -1;
+    constexpr int kAttempts = 8;
+    for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+      const bool smallest = plan_budget <= smallest_plan;
+      ASSIGN_OR_RETURN(Allocation alloc, AllocateBudget(options, std::max(plan_budget, smallest_plan)));
+      std::map<std::string, ModulePlan> plans;
+      std::map<std::string, int64_t> ops;
+      int64_t slack = std::max<int64_t>(0, plan_budget - alloc.bytes);
+      // Spare bytes go to the sparse module whose next entry is the largest.
+      ModuleCandidates* top = nullptr;
+      int64_t top_keep = 0;
+      double top_next = 0;
+      for (size_t i = 0; i < cands.size(); ++i) {
+        ModulePlan p = cands[i].plans[alloc.choice[i]];
+        if (p.op == ModuleOp::kSparse && p.keep + 1 < static_cast<int64_t>(cands[i].sparse_prefix.size())) {
+          const double next = cands[i].sparse_prefix[p.keep + 1] - cands[i].sparse_prefix[p.keep];
+          if (next > top_next) {
+            top = &cands[i];
+            top_keep = p.keep;
+            top_next = next;
+          }
+        }
+        plans[cands[i].name] = p;
+      }
+      if (top != nullptr) {
+        const int64_t per_entry = SparseBytes(top->name, top->numel, 1) - SparseBytes(top->name, top->numel, 0);
+        const int64_t nnz = static_cast<int64_t>(top->sparse_prefix.size()) - 1;
+        const int64_t keep = std::min(nnz, top_keep + slack / per_entry);
+        plans[top->name].keep = keep;
+        alloc.bytes += (keep - top_keep) * per_entry;
+        alloc.error -= top->sparse_prefix[keep] - top->sparse_prefix[top_keep];
+      }
       ASSIGN_OR_RETURN(SkillPack pack, compress_all(plans));
-      const int64_t est = EstimatePackBytes(pack);
-      if (est <= target) {
-        prov["budget"] = budget;
-        prov["estimated_bytes"] = est;
-        prov["estimated_ratio"] = static_cast<double>(est) / fp16_bytes;
-        pack.manifest.provenance["compression"] = prov;
-        return pack;
+      for (const ModuleDelta& m : pack.modules) ++ops[ModuleOpName(m.op)];
+      double total_error = 0;
+      for (const ModuleCandidates& c : cands) total_error += c.options[0].error;  // option 0: nothing stored
+      Json budget = {{"target_bytes", target},
+                     {"planned_bytes", alloc.bytes + kPackFixedBytes},
+                     {"attempts", attempt},
+                     {"error", calibrated ? "output (calibrated)" : "frobenius"},
+                     {"planned_relative_error", total_error > 0 ? std::max(0.0, alloc.error) / total_error : 0.0},
+                     {"modules_by_op", ops}};
+      Json p = prov;
+      p["budget"] = budget;
+      pack.manifest = WithCompression(mf, p);
+      ASSIGN_OR_RETURN(std::string image, SerializeSkillPack(pack));
+      const int64_t file = static_cast<int64_t>(image.size());
+      if (file <= target && file > best_file) {
+        best_file = file;
+        best = std::move(pack);
       }
-      if (attempt == kAttempts) {
-        return absl::ResourceExhaustedError(absl::StrCat("budget target of ", target,
-                                                         " bytes missed: the pack came out at ", est, " bytes after ",
-                                                         kAttempts, " attempts"));
+      if (best_file >= lowest_ok) break;
+      if (file > target && smallest) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
+            ") cannot be met: the smallest pack is ", file, " bytes (ratio ", static_cast<double>(file) / fp16_bytes,
+            "): norms and other small tensors are stored whole and the header and manifest take room too"));
       }
-      search_target -= est - target;
+      const int64_t next = plan_budget + (aim - file);
+      if (next == plan_budget) break;
+      plan_budget = next;
     }
+    if (!best) {
+      return absl::ResourceExhaustedError(absl::StrCat("budget target of ", target,
+                                                       " bytes missed: every pack tried came out larger after ",
+                                                       kAttempts, " attempts"));
+    }
+    return std::move(*best);
   } catch (const std::exception& e) {
     return StatusFromException(e, "compressing the delta");
   }
+}
+
+}  // namespace
+
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                  const CalibrationStats* calib,
+                                  const std::function<void(const CompressProgress&)>& progress) {
+  return CompressDeltaImpl(base, tuned, cfg, calib, progress, nullptr);
+}
+
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                  const CalibrationStats* calib,
+                                  const std::function<void(const CompressProgress&)>& progress,
+                                  const PackManifest& manifest) {
+  return CompressDeltaImpl(base, tuned, cfg, calib, progress, &manifest);
 }
 
 }  // namespace skillpack

@@ -11,7 +11,9 @@
 //    When k > dense_rank_fraction·min(m, n), Δ is quantised densely instead
 //    (dense_bits, GPTQ on H_x).
 //  - everything else (norms, biases): dense fp32.
-// Modules whose Δ is exactly zero are omitted.
+// Modules whose Δ is exactly zero are omitted. In budget mode
+// (CompressionConfig::target_ratio / target_bytes) the operator and its
+// parameters are chosen per module instead, to fit the file into the budget.
 //
 // Byte accounting (EstimatePackBytes) is a conservative estimate of the
 // .skillpack file size: tensor data as the format stores it plus an allowance
@@ -63,12 +65,25 @@ struct CompressionConfig {
   double dense_rank_fraction = 0.5;
   int dense_bits = 4;
   int64_t max_rank = -1;  // cap on every low-rank module's rank; -1: none
-  // Budget mode (at most one of the two): pack bytes / fp16 delta bytes, or
-  // pack bytes. A single energy fraction β* for every module (sparse modules
-  // keep the fewest largest entries holding β* of their energy, low-rank ones
-  // the smallest rank) and the band layout (from `bands` and built-in
-  // presets) are chosen so that EstimatePackBytes meets the target, favouring
-  // the least estimated reconstruction error; alpha and beta are then unused.
+  // With calibration: "gptq" quantises on the module's input Hessians, "rtn"
+  // rounds to nearest anyway (the Hessians then only weigh budget mode's
+  // errors). Without calibration it is always round-to-nearest.
+  std::string quantizer = "gptq";
+  // Budget mode (at most one of the two): .skillpack FILE bytes / fp16 delta
+  // bytes (Fp16DeltaBytes), or file bytes. Each module's operator and
+  // parameters are chosen by greedy marginal-gain allocation (allocate.h)
+  // over candidate settings whose output error is measured (below); alpha
+  // and beta are then unused. Candidates: low-rank modules any rank up to
+  // dense_rank_fraction·min(m, n) (and max_rank) with uniform 8/4/3/2-bit or
+  // mixed band layouts, dense quantisation at 8/4/3/2 bits, or nothing;
+  // embed_tokens / lm_head the k largest entries stored sparse, dense
+  // quantisation at 8/4 bits where that is cheaper, or nothing; other tensors
+  // are stored whole. Error of a candidate: ‖Δ − Δ̂‖ with factors round-tripped
+  // through round-to-nearest, weighted by the module's input Hessian (scaled
+  // to mean diagonal 1) when calibration is given: tr((Δ − Δ̂) H (Δ − Δ̂)ᵀ).
+  // The header and manifest are counted: the pack is serialised and the
+  // allocation's budget corrected until the file is within [98%, 100%] of
+  // the target (or the largest file found under it).
   std::optional<double> target_ratio;
   std::optional<int64_t> target_bytes;
 };
@@ -114,13 +129,25 @@ StatusOr<CompressedModule> CompressModule(const std::string& name, const at::Ten
 // tensor). `calib` (nullable) holds the base model's input Hessians; modules
 // without one use round-to-nearest. `progress` (may be empty) is called after
 // each tensor. The manifest's provenance["compression"] records the config,
-// and in budget mode the chosen β, bands and the estimated / target bytes;
-// name, fingerprint and the rest of the manifest are the caller's.
+// and in budget mode "budget": target, planned bytes, attempts, the error measure,
+// the planned relative error and modules by operator;
+// name, fingerprint and the rest of the manifest are the caller's: in budget
+// mode the file is measured with a placeholder manifest of typical size, so
+// prefer the overload below, which measures it with the real one.
 // RESOURCE_EXHAUSTED when a budget target cannot be met even by the smallest
 // pack (the message gives that size).
 StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
                                   const CalibrationStats* calib,
                                   const std::function<void(const CompressProgress&)>& progress);
+
+// Same, returning the pack with `manifest` (its provenance gains
+// "compression"); in budget mode the target then holds for
+// SerializeSkillPack(pack) exactly as returned. Callers must not add to the
+// manifest afterwards.
+StatusOr<SkillPack> CompressDelta(const ModelWeights& base, const ModelWeights& tuned, const CompressionConfig& cfg,
+                                  const CalibrationStats* calib,
+                                  const std::function<void(const CompressProgress&)>& progress,
+                                  const PackManifest& manifest);
 
 // Estimated bytes of one module / a whole pack in a .skillpack file (see top).
 int64_t EstimateModuleBytes(const ModuleDelta& m);

@@ -38,15 +38,31 @@ RouteDecision DecideRoute(const std::vector<float>& scores, const std::vector<st
     if (best != 0 && scores[best] >= policy.threshold) d.packs.emplace_back(labels[best], 1.0f);
     return d;
   }
-  float total = 0;
+  float best = -1, total = 0;
   for (size_t i : order) {
     if (static_cast<int32_t>(d.packs.size()) >= policy.k) break;
-    if (i == 0 || scores[i] < policy.threshold) continue;
+    if (i == 0 || !(scores[i] > 0)) continue;
+    if (best < 0) best = scores[i];
+    if (scores[i] < 0.5f * policy.threshold * best) break;  // `order` is descending
     d.packs.emplace_back(labels[i], scores[i]);
     total += scores[i];
   }
+  if (d.packs.empty() || total < policy.threshold) {
+    d.packs.clear();
+    return d;
+  }
   for (auto& [name, w] : d.packs) w /= total;
   return d;
+}
+
+void ApplyRouterAssignment(const ModuleAssignment& assignment, RouteDecision* d) {
+  if (assignment.empty()) return;
+  d->modules.clear();
+  for (auto& [name, w] : d->packs) {
+    w = 1.0f;
+    auto it = assignment.filters.find(name);
+    d->modules.push_back(it != assignment.filters.end() ? it->second : std::vector<std::string>());
+  }
 }
 
 }  // namespace skillpack

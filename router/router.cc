@@ -9,6 +9,7 @@
 #include "core/file_util.h"
 #include "core/safetensors.h"
 #include "core/tensor_util.h"
+#include "core/weights.h"
 #include "pack/skillpack.h"
 
 namespace skillpack {
@@ -82,6 +83,20 @@ StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor
       return absl::InvalidArgumentError(absl::StrCat("router label '", config.labels[i], "' appears twice"));
     }
   }
+  if (!config.assignment.empty()) {
+    for (size_t i = 1; i < config.labels.size(); ++i) {
+      if (!config.assignment.filters.count(config.labels[i])) {
+        return absl::InvalidArgumentError(absl::StrCat("router assignment gives pack label '", config.labels[i],
+                                                       "' no modules (every pack label needs an entry)"));
+      }
+    }
+    for (const auto& [pack, filter] : config.assignment.filters) {
+      if (!seen.count(pack)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("router assignment names pack '", pack, "', which is not a router label"));
+      }
+    }
+  }
   if (config.hidden_size <= 0 || config.width <= 0 || config.layer < 0) {
     return absl::InvalidArgumentError("router config needs positive hidden_size and width, layer >= 0");
   }
@@ -115,7 +130,9 @@ StatusOr<RouteDecision> Router::Route(const Transformer& model, const ModelWeigh
   ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, {prompt}, config_.layer));
   at::Tensor s = Scores(feats)[0].contiguous();
   std::vector<float> scores(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
-  return DecideRoute(scores, config_.labels, policy);
+  RouteDecision d = DecideRoute(scores, config_.labels, policy);
+  ApplyRouterAssignment(config_.assignment, &d);
+  return d;
 }
 
 Status Router::CheckFits(const ModelConfig& config, absl::string_view base_fingerprint,
@@ -129,6 +146,12 @@ Status Router::CheckFits(const ModelConfig& config, absl::string_view base_finge
     return absl::FailedPreconditionError(
         absl::StrCat("router was built for base ", config_.base_fingerprint, " but this base is ", base_fingerprint));
   }
+  if (!config_.assignment.empty()) {
+    std::vector<std::string> names;
+    for (const TensorSpec& t : ExpectedTensors(config)) names.push_back(t.name);
+    Status ok = CheckAssignmentExclusive(config_.assignment, names);
+    if (!ok.ok()) return absl::FailedPreconditionError(absl::StrCat("router: ", ok.message()));
+  }
   for (size_t i = 1; i < config_.labels.size(); ++i) {
     if (!known_packs.count(config_.labels[i])) {
       return absl::FailedPreconditionError(
@@ -141,12 +164,14 @@ Status Router::CheckFits(const ModelConfig& config, absl::string_view base_finge
 StatusOr<std::string> Router::Serialize() const {
   SafetensorsWriter w;
   w.SetMetadata("format", kFormat);
-  w.SetMetadata("format_version", std::to_string(kRouterFormatVersion));
+  // Version 1 readers would ignore an assignment: files with one are version 2.
+  w.SetMetadata("format_version", config_.assignment.empty() ? "1" : std::to_string(kRouterFormatVersion));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},
               {"hidden_size", config_.hidden_size},
               {"width", config_.width},
               {"base_fingerprint", config_.base_fingerprint}};
+  if (!config_.assignment.empty()) cfg["assignment"] = ModuleAssignmentToJson(config_.assignment);
   w.SetMetadata("config", cfg.dump());
   std::pair<const char*, const at::Tensor*> tensors[] = {{"feature_mean", &mean_}, {"feature_std", &std_},
                                                          {"fc1.weight", &w1_},     {"fc1.bias", &b1_},
@@ -197,6 +222,9 @@ StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_
   ASSIGN_OR_RETURN(c.hidden_size, GetField<int64_t>(cfg, "hidden_size", ctx));
   ASSIGN_OR_RETURN(c.width, GetField<int64_t>(cfg, "width", ctx));
   ASSIGN_OR_RETURN(c.base_fingerprint, GetFieldOr<std::string>(cfg, "base_fingerprint", "", ctx));
+  if (cfg.contains("assignment")) {
+    ASSIGN_OR_RETURN(c.assignment, ParseModuleAssignment(cfg["assignment"], absl::StrCat(ctx, ": assignment")));
+  }
   std::vector<at::Tensor> t;
   for (const char* name : {"feature_mean", "feature_std", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
     ASSIGN_OR_RETURN(TensorView view, file->Get(name));

@@ -101,8 +101,9 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
       opt.step();
     }
     torch::NoGradGuard ng;
-    ASSIGN_OR_RETURN(result.router, Router::Create(RouterConfig{labels, o.layer, H, o.width, o.base_fingerprint}, mean,
-                                                   std, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
+    ASSIGN_OR_RETURN(result.router,
+                     Router::Create(RouterConfig{labels, o.layer, H, o.width, o.base_fingerprint, o.assignment}, mean,
+                                    std, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
     auto accuracy = [&](const std::vector<size_t>& idx, bool record) {
       if (idx.empty()) return 0.0;
       auto [x, y] = pick(idx);

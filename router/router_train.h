@@ -33,6 +33,9 @@ struct RouterTrainOptions {
   double holdout_fraction = 0.2;
   uint64_t seed = 0;
   std::string base_fingerprint;
+  // Optional module assignment stored in the router (policy.h RouterConfig);
+  // when set it must give every label but "none" its modules.
+  ModuleAssignment assignment;
 };
 
 struct RouterTrainResult {

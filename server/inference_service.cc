@@ -222,10 +222,12 @@ StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest&
     if (routed.has_value()) {
       p.route = *std::move(routed);
       p.routed = true;
-      for (const auto& [name, weight] : p.route.decision.packs) {
+      const RouteDecision& d = p.route.decision;
+      for (size_t i = 0; i < d.packs.size(); ++i) {
         PackSelection c;
-        c.name = name;
-        c.weight = weight;
+        c.name = d.packs[i].first;
+        c.weight = d.packs[i].second;
+        if (i < d.modules.size()) c.modules = d.modules[i];  // the router's module assignment
         p.packs.push_back(std::move(c));
       }
     }

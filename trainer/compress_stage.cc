@@ -4,6 +4,9 @@
 #include <filesystem>
 #include <map>
 
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
 #include "core/file_util.h"
 #include "pack/composer.h"
 #include "pack/compressor.h"
@@ -36,6 +39,25 @@ Status ParseCompressStage(const Json& j, const std::string& path, std::optional<
         if (!t.is_string()) return absl::InvalidArgumentError(absl::StrCat(path, ".tags must hold strings"));
         spec.tags.push_back(t.get<std::string>());
       }
+    } else if (key == "calibration") {
+      const std::string cp = absl::StrCat(path, ".calibration");
+      if (!value.is_object()) return absl::InvalidArgumentError(absl::StrCat(cp, " must be an object"));
+      for (const auto& [k, v] : value.items()) {
+        if (k == "samples" || k == "max_len") {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0 || (k == "max_len" && v.get<int64_t>() == 0)) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(cp, ".", k, k == "samples" ? " must be an integer >= 0" : " must be an integer >= 1"));
+          }
+          (k == "samples" ? spec.calib_samples : spec.calib_max_len) = v.get<int64_t>();
+        } else if (k == "model") {
+          if (!v.is_string() || (v != "tuned" && v != "base")) {
+            return absl::InvalidArgumentError(absl::StrCat(cp, ".model must be \"tuned\" or \"base\""));
+          }
+          spec.calib_on_tuned = v == "tuned";
+        } else {
+          return absl::InvalidArgumentError(absl::StrCat(cp, ".", k, ": unknown field"));
+        }
+      }
     } else {
       return absl::InvalidArgumentError(absl::StrCat(path, ".", key, ": unknown field"));
     }
@@ -46,33 +68,35 @@ Status ParseCompressStage(const Json& j, const std::string& path, std::optional<
 
 StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, const ModelWeights& base,
                                                const ModelWeights& tuned, const JobSpec& job,
-                                               const std::string& out_dir) {
+                                               const std::string& out_dir, const CalibrationStats* calib) {
   ASSIGN_OR_RETURN(CompressionConfig cfg, ParseCompressionConfig(spec.config));
-  ASSIGN_OR_RETURN(SkillPack pack, CompressDelta(base, tuned, cfg, /*calib=*/nullptr, nullptr));
   const std::string name = spec.pack_name.empty() ? job.name : spec.pack_name;
   RETURN_IF_ERROR(Annotate(ValidatePackName(name), "job.stages.compress.name (defaults to the job name)"));
-  pack.manifest.name = name;
-  ASSIGN_OR_RETURN(pack.manifest.base_fingerprint, BaseFingerprint(base));
-  pack.manifest.description = spec.description;
-  pack.manifest.tags = spec.tags;
+  // The whole manifest first: in budget mode the file is measured with it.
+  PackManifest manifest;
+  manifest.name = name;
+  ASSIGN_OR_RETURN(manifest.base_fingerprint, BaseFingerprint(base));
+  manifest.description = spec.description;
+  manifest.tags = spec.tags;
   Json stages = Json::array();
   if (job.distill) {
     stages.push_back("distill");
     Json sources = Json::array();
     for (const DistillSource& src : job.distill->sources) sources.push_back(src.address);
-    pack.manifest.provenance["sources"] = sources;
+    manifest.provenance["sources"] = sources;
   }
   if (job.sft) stages.push_back("sft");
   if (job.dpo) stages.push_back("dpo");
-  pack.manifest.provenance["job"] = job.name;
-  pack.manifest.provenance["stages"] = stages;
-  if (!job.task.empty()) pack.manifest.provenance["task"] = job.task;
+  manifest.provenance["job"] = job.name;
+  manifest.provenance["stages"] = stages;
+  if (!job.task.empty()) manifest.provenance["task"] = job.task;
   char when[32];
   const std::time_t now = std::time(nullptr);
   std::tm tm_utc;
   gmtime_r(&now, &tm_utc);
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
-  pack.manifest.created_at = when;
+  manifest.created_at = when;
+  ASSIGN_OR_RETURN(SkillPack pack, CompressDelta(base, tuned, cfg, calib, nullptr, manifest));
   const std::string path = JoinPath(out_dir, name + ".skillpack");
   RETURN_IF_ERROR(WriteSkillPack(pack, path));
   std::map<std::string, int64_t> ops;
@@ -83,7 +107,8 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   report["estimated_bytes"] = EstimatePackBytes(pack);
   report["fp16_delta_bytes"] = Fp16DeltaBytes(tuned);
   report["modules"] = ops;
-  report["calibration"] = "none (round-to-nearest)";
+  report["calibration"] = pack.manifest.provenance["compression"]["calibration"];
+  report["quantizer"] = calib != nullptr ? cfg.quantizer : "rtn";
   // What a server would load: the file read back, decoded and composed.
   ASSIGN_OR_RETURN(SkillPack reread, ReadSkillPack(path));
   RETURN_IF_ERROR(Annotate(CheckPackFitsBase(reread, base, pack.manifest.base_fingerprint),
@@ -93,6 +118,31 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   selection.name = name;
   ASSIGN_OR_RETURN(result.composed, ComposeWeights(base, {selection}, {&decoded}));
   report["file_bytes"] = static_cast<int64_t>(std::filesystem::file_size(path));
+  report["file_ratio"] = report["file_bytes"].get<double>() / report["fp16_delta_bytes"].get<double>();
+  // How far base + pack is from the tuned model: Σ‖Δ − ΔŴ‖² / Σ‖Δ‖² over every
+  // tensor, and with calibration the same weighted by each projection's
+  // input Hessian (the output error the calibration set sees).
+  try {
+    c10::InferenceMode guard;
+    double err = 0, total = 0, out_err = 0, out_total = 0;
+    for (const auto& [tname, w] : base.tensors()) {
+      at::Tensor d = (tuned.Find(tname)->to(at::kDouble) - w.to(at::kDouble));
+      auto it = decoded.modules.find(tname);
+      at::Tensor e = it == decoded.modules.end() ? d : d - it->second.DenseDelta().to(at::kDouble).to(d.device());
+      err += e.pow(2).sum().item<double>();
+      total += d.pow(2).sum().item<double>();
+      const at::Tensor* h = calib != nullptr ? calib->Find(tname) : nullptr;
+      if (h != nullptr && d.dim() == 2) {
+        const at::Tensor hd = h->to(at::kDouble).to(d.device());
+        out_err += (at::matmul(e, hd) * e).sum().item<double>();
+        out_total += (at::matmul(d, hd) * d).sum().item<double>();
+      }
+    }
+    report["relative_error"] = total > 0 ? err / total : 0.0;
+    if (out_total > 0) report["relative_output_error"] = out_err / out_total;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "measuring the pack's error");
+  }
   return result;
 }
 

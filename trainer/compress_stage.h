@@ -1,7 +1,7 @@
 // The job pipeline's compress stage: Δ = tuned − base through the SkillPack
-// compressor (pack/compressor.h, round-to-nearest: no calibration set yet)
-// and written as DIR/<name>.skillpack with a manifest naming the base model's
-// fingerprint and the job's provenance.
+// compressor (pack/compressor.h, calibrated when the caller passes input
+// Hessians, see CompressStageSpec) and written as DIR/<name>.skillpack with a
+// manifest naming the base model's fingerprint and the job's provenance.
 #ifndef SKILLPACK_TRAINER_COMPRESS_STAGE_H_
 #define SKILLPACK_TRAINER_COMPRESS_STAGE_H_
 
@@ -12,6 +12,7 @@
 #include "core/json_util.h"
 #include "core/status.h"
 #include "core/weights.h"
+#include "pack/calibration.h"
 #include "trainer/job.h"
 
 namespace skillpack {
@@ -25,10 +26,12 @@ struct CompressStageResult {
   std::shared_ptr<const ModelWeights> composed;
 };
 
-// Compresses and writes the pack, then reads it back and composes it onto `base`.
+// Compresses and writes the pack, then reads it back and composes it onto
+// `base`. `calib` (nullable): Hessians for GPTQ and budget mode's error
+// weights; null is round-to-nearest.
 StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, const ModelWeights& base,
                                                const ModelWeights& tuned, const JobSpec& job,
-                                               const std::string& out_dir);
+                                               const std::string& out_dir, const CalibrationStats* calib);
 
 }  // namespace skillpack
 

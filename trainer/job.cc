@@ -15,6 +15,7 @@
 #include "core/generator.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
+#include "pack/calibration.h"
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
@@ -435,9 +436,39 @@ Status ExportStage(JobState& st, const JobSpec&, StageOutput& out) {
   return absl::OkStatus();
 }
 
+// The compress stage's calibration Hessians: the first calib_samples training
+// sequences (the sft stage's data, else the task's training examples),
+// prompt + response, run through the tuned model (or the base). Null when
+// calib_samples is 0.
+StatusOr<std::unique_ptr<CalibrationStats>> CompressCalibration(const JobState& st, const JobSpec& job) {
+  const CompressStageSpec& spec = *job.compress;
+  if (spec.calib_samples == 0) return std::unique_ptr<CalibrationStats>();
+  TrainStageSpec data;
+  if (job.sft) data = *job.sft;
+  if (spec.calib_max_len > 0) data.max_seq_len = spec.calib_max_len;
+  std::vector<TokenizedSequence> seqs;
+  if (job.sft || st.distilled || st.task) {
+    ASSIGN_OR_RETURN(seqs, TokenizeSft(st, job, data));
+  } else {
+    return absl::FailedPreconditionError(
+        "job.stages.compress.calibration: the job has no training data to calibrate on (set samples to 0)");
+  }
+  std::vector<std::vector<int32_t>> tokens;
+  for (size_t i = 0; i < seqs.size() && static_cast<int64_t>(tokens.size()) < spec.calib_samples; ++i) {
+    if (!seqs[i].tokens.empty()) tokens.push_back(std::move(seqs[i].tokens));
+  }
+  const ModelWeights& model = spec.calib_on_tuned ? *st.current : *st.model->weights;
+  ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(model, tokens));
+  Log(st.verbose, absl::StrCat("[compress] calibration on the ", spec.calib_on_tuned ? "tuned" : "base",
+                               " model: ", stats.num_sequences, " sequences, ", stats.num_tokens, " tokens"));
+  return std::make_unique<CalibrationStats>(std::move(stats));
+}
+
 Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
-  ASSIGN_OR_RETURN(CompressStageResult packed,
-                   RunCompressStage(*job.compress, *st.model->weights, *st.current, job, st.opts->out_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<CalibrationStats> calib, CompressCalibration(st, job));
+  ASSIGN_OR_RETURN(CompressStageResult packed, RunCompressStage(*job.compress, *st.model->weights, *st.current, job,
+                                                                st.opts->out_dir, calib.get()));
+  if (calib) packed.report["calibration_model"] = job.compress->calib_on_tuned ? "tuned" : "base";
   st.pack_path = packed.report["path"].get<std::string>();
   st.composed = packed.composed;
   out.report["stages"]["compress"] = packed.report;

@@ -73,6 +73,14 @@ struct CompressStageSpec {
   Json config = Json::object();  // a pack/compressor.h CompressionConfig as JSON
   std::string description;
   std::vector<std::string> tags;
+  // Calibration ("calibration": {"samples", "max_len", "model"}): the input
+  // Hessians for GPTQ and budget mode's error weights, captured on the first
+  // `calib_samples` training sequences (prompt + response) run through the
+  // tuned model (as GraftLLM's reference does) or the base. 0: none
+  // (round-to-nearest).
+  int64_t calib_samples = 64;
+  int64_t calib_max_len = 0;  // 0: the sft stage's max_seq_len (128 without one)
+  bool calib_on_tuned = true;
 };
 
 struct JobSpec {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -161,18 +162,109 @@ TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
   EXPECT_NE(bad_apply.output.find("made for base"), std::string::npos) << bad_apply.output;
 }
 
+// The budget holds for the file (header and manifest included), and
+// `pack inspect` reports the file's bytes and its true ratio.
 TEST_F(PackCliTest, BudgetModeMeetsTarget) {
   const std::string& d = *dir_;
   const std::string pack = d + "/budget.skillpack";
-  RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
-                                         "/tuned --target-ratio 0.25 --name budget -o ", pack));
+  RunResult create =
+      RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                          "/tuned --target-ratio 0.25 --name budget --description 'under budget' -o ", pack));
   ASSERT_EQ(create.code, 0) << create.output;
-  EXPECT_NE(create.output.find("budget met"), std::string::npos) << create.output;
+  EXPECT_NE(create.output.find("-byte budget"), std::string::npos) << create.output;
   auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
   auto bytes = ReadFileToString(pack);
   ASSERT_TRUE(bytes.ok());
-  EXPECT_LE(static_cast<double>(bytes->size()), 0.25 * Fp16DeltaBytes(*(*base)->weights));
+  const int64_t fp16 = Fp16DeltaBytes(*(*base)->weights);
+  const double target = std::floor(0.25 * fp16);
+  EXPECT_LE(static_cast<double>(bytes->size()), target);
+  EXPECT_GE(static_cast<double>(bytes->size()), 0.98 * target);
+
+  RunResult json = RunCli("pack inspect --json " + pack);
+  ASSERT_EQ(json.code, 0) << json.output;
+  auto j = ParseJson(json.output, "inspect --json");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ((*j)["file_bytes"].get<int64_t>(), static_cast<int64_t>(bytes->size()));
+  EXPECT_EQ((*j)["model_fp16_delta_bytes"].get<int64_t>(), fp16);
+  EXPECT_NEAR((*j)["file_ratio"].get<double>(), static_cast<double>(bytes->size()) / fp16, 1e-9);
+  EXPECT_EQ((*j)["header_bytes"].get<int64_t>() + (*j)["stored_bytes"].get<int64_t>(),
+            static_cast<int64_t>(bytes->size()));
+  RunResult text = RunCli("pack inspect " + pack);
+  ASSERT_EQ(text.code, 0) << text.output;
+  EXPECT_NE(text.output.find(absl::StrCat("file: ", bytes->size(), " bytes = 0.2")), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("header and manifest"), std::string::npos) << text.output;
+}
+
+// Two packs composed by module assignment (each gets its layers) equal base +
+// each pack's delta on its own modules; merges write base + the merged delta.
+TEST_F(PackCliTest, ApplyWithAssignmentAndMerge) {
+  const std::string& d = *dir_;
+  const std::string a = d + "/asg-a.skillpack", b = d + "/asg-b.skillpack";
+  ASSERT_EQ(RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --name alpha -o ", a)).code, 0);
+  ASSERT_EQ(RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                                "/tuned --target-ratio 0.1 --name beta -o ", b))
+                .code,
+            0);
+  auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(base.ok());
+  std::map<std::string, at::Tensor> da, db;
+  for (auto [path, out] : {std::make_pair(a, &da), std::make_pair(b, &db)}) {
+    auto read = ReadSkillPack(path);
+    ASSERT_TRUE(read.ok()) << read.status();
+    for (const ModuleDelta& m : read->modules) (*out)[m.name] = *DecodeModuleDelta(m);
+  }
+
+  const std::string assigned = d + "/assigned";
+  RunResult apply =
+      RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
+                          " --assign alpha=layers.0,embed_tokens --assign beta=layers.1,model.norm -o ", assigned));
+  ASSERT_EQ(apply.code, 0) << apply.output;
+  auto got = LoadModel(assigned, at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const auto& [name, w] : (*base)->weights->tensors()) {
+    at::Tensor expect = w.clone();
+    const bool to_a = name.find("layers.0.") != std::string::npos || name == "model.embed_tokens.weight";
+    const bool to_b = name.find("layers.1.") != std::string::npos || name == "model.norm.weight";
+    if (to_a && da.count(name)) expect += da[name];
+    if (to_b && db.count(name)) expect += db[name];
+    EXPECT_TRUE(at::allclose(*(*got)->weights->Find(name), expect, 1e-6, 1e-7)) << name;
+  }
+  RunResult overlap = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                          " --assign alpha=layers.0-1 --assign beta=mlp -o ", d, "/x"));
+  EXPECT_EQ(overlap.code, 2) << overlap.output;
+  EXPECT_NE(overlap.output.find("assigned to both"), std::string::npos) << overlap.output;
+  RunResult unassigned = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                             " --assign alpha=layers.0 -o ", d, "/x"));
+  EXPECT_EQ(unassigned.code, 2) << unassigned.output;
+  EXPECT_NE(unassigned.output.find("'beta'"), std::string::npos) << unassigned.output;
+
+  const std::string ta = d + "/merged-ta";
+  RunResult merge = RunCli(
+      absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method ta --lambda 0.5 -o ", ta));
+  ASSERT_EQ(merge.code, 0) << merge.output;
+  auto merged = LoadModel(ta, at::TensorOptions().dtype(at::kFloat));
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  for (const auto& [name, w] : (*base)->weights->tensors()) {
+    at::Tensor expect = w.clone();
+    if (da.count(name)) expect += 0.5 * da[name];
+    if (db.count(name)) expect += 0.5 * db[name];
+    EXPECT_TRUE(at::allclose(*(*merged)->weights->Find(name), expect, 1e-5, 1e-6)) << name;
+  }
+  for (const char* method : {"ties --density 0.3", "dare --drop 0.5 --seed 3"}) {
+    RunResult r = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method ", method,
+                                      " -o ", d, "/merged-other"));
+    EXPECT_EQ(r.code, 0) << method << ": " << r.output;
+  }
+  RunResult one = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --method ta -o ", d, "/x"));
+  EXPECT_EQ(one.code, 2) << one.output;
+  RunResult wrong_flag = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                             " --method ta --drop 0.3 -o ", d, "/x"));
+  EXPECT_EQ(wrong_flag.code, 2) << wrong_flag.output;
+  RunResult bad_method =
+      RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method mean -o ", d, "/x"));
+  EXPECT_EQ(bad_method.code, 2) << bad_method.output;
+  EXPECT_NE(bad_method.output.find("ta, ties or dare"), std::string::npos) << bad_method.output;
 }
 
 TEST_F(PackCliTest, BadInvocations) {

@@ -38,6 +38,56 @@ TEST(RoutingPolicyTest, TopKRenormalises) {
   EXPECT_FALSE(ParseRoutingPolicy("top1", 1, 1.5f).ok());
 }
 
+// With softmax scores two packs can never both reach 0.5: top-k applies the
+// threshold to the chosen set, so a two-skill prompt gets both packs.
+TEST(RoutingPolicyTest, TopKSelectsTwoPacksUnderDefaultThreshold) {
+  std::vector<std::string> labels = {"none", "reverse", "sort", "arith"};
+  RoutingPolicy p = *ParseRoutingPolicy("topk", 2, 0.5f);
+  auto two = DecideRoute({0.1f, 0.42f, 0.4f, 0.08f}, labels, p);
+  ASSERT_EQ(two.packs.size(), 2u);
+  EXPECT_EQ(two.packs[0].first, "reverse");
+  EXPECT_EQ(two.packs[1].first, "sort");
+  EXPECT_NEAR(two.packs[0].second, 0.42 / 0.82, 1e-6);
+  EXPECT_NEAR(two.packs[0].second + two.packs[1].second, 1.0, 1e-6);
+  EXPECT_TRUE(two.modules.empty());
+  // Top-1 with the same threshold picks nothing for the same scores.
+  EXPECT_TRUE(DecideRoute({0.1f, 0.42f, 0.4f, 0.08f}, labels, *ParseRoutingPolicy("top1", 1, 0.5f)).packs.empty());
+  // One clear skill: the others are under threshold/2 = 0.25 x the best and stay out.
+  auto one = DecideRoute({0.05f, 0.85f, 0.06f, 0.04f}, labels, p);
+  ASSERT_EQ(one.packs.size(), 1u);
+  EXPECT_EQ(one.packs[0].first, "reverse");
+  EXPECT_FLOAT_EQ(one.packs[0].second, 1.0f);
+  // A general prompt: the packs together hold 0.3 < 0.5, so none is used.
+  EXPECT_TRUE(DecideRoute({0.7f, 0.1f, 0.1f, 0.1f}, labels, p).packs.empty());
+  // k = 3 takes the third when it is within the relative bound.
+  RoutingPolicy p3 = *ParseRoutingPolicy("topk", 3, 0.5f);
+  EXPECT_EQ(DecideRoute({0.1f, 0.3f, 0.3f, 0.3f}, labels, p3).packs.size(), 3u);
+  // Threshold 0.8: the bound is 0.4 x the best (0.6): 0.3 stays, 0.1 goes;
+  // 0.9 together >= 0.8.
+  p3.threshold = 0.8f;
+  auto two_of_three = DecideRoute({0.0f, 0.6f, 0.3f, 0.1f}, labels, p3);
+  ASSERT_EQ(two_of_three.packs.size(), 2u);
+  EXPECT_EQ(two_of_three.packs[1].first, "sort");
+  // Threshold 0 is plain top-k: every pack with a positive score, up to k.
+  p3.threshold = 0.0f;
+  EXPECT_EQ(DecideRoute({0.1f, 0.85f, 0.04f, 0.01f}, labels, p3).packs.size(), 3u);
+}
+
+TEST(RoutingPolicyTest, AssignmentGivesEachPackItsModulesAtWeightOne) {
+  std::vector<std::string> labels = {"none", "reverse", "sort"};
+  RouteDecision d = DecideRoute({0.1f, 0.5f, 0.4f}, labels, *ParseRoutingPolicy("topk", 2, 0.5f));
+  ModuleAssignment a;
+  a.filters["reverse"] = {"layers.0"};
+  a.filters["sort"] = {"layers.1", "lm_head"};
+  ApplyRouterAssignment(a, &d);
+  ASSERT_EQ(d.packs.size(), 2u);
+  ASSERT_EQ(d.modules.size(), 2u);
+  EXPECT_EQ(d.packs[0], std::make_pair(std::string("reverse"), 1.0f));
+  EXPECT_EQ(d.packs[1], std::make_pair(std::string("sort"), 1.0f));
+  EXPECT_EQ(d.modules[0], (std::vector<std::string>{"layers.0"}));
+  EXPECT_EQ(d.modules[1], (std::vector<std::string>{"layers.1", "lm_head"}));
+}
+
 // Prompt families of four synthetic tasks plus general text.
 std::string MakePrompt(const std::string& task, std::mt19937& rng) {
   auto num = [&](int hi) { return std::to_string(std::uniform_int_distribution<int>(0, hi)(rng)); };
@@ -124,14 +174,14 @@ INSTANTIATE_TEST_SUITE_P(Layers, RouterTrainTest, ::testing::Values(0, 1),
                          [](const auto& info) { return "layer" + std::to_string(info.param); });
 
 TEST(RouterFileTest, RejectsBadFiles) {
-  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x"};
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x", {}};
   auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({2, 3}),
                           at::zeros({2}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}), at::zeros({2, 3}),
                               at::zeros({2}))
                    .ok());
-  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, ""};
+  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, "", {}};
   EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
                               at::zeros({3}))
                    .ok());
@@ -152,6 +202,49 @@ TEST(RouterFileTest, RejectsBadFiles) {
   mc.num_hidden_layers = 2;
   EXPECT_EQ((*r)->CheckFits(mc, "sha256:y", {"a"}).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE((*r)->CheckFits(mc, "sha256:x", {"a"}).ok());
+}
+
+TEST(RouterFileTest, AssignmentRoundTripsAsVersion2AndIsChecked) {
+  auto make = [](const ModuleAssignment& a) {
+    RouterConfig c{{"none", "a", "b"}, 1, 4, 3, "sha256:x", {}};
+    c.assignment = a;
+    return Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
+                          at::zeros({3}));
+  };
+  ModuleAssignment a;
+  a.filters["a"] = {"layers.0"};
+  a.filters["b"] = {"layers.1", "lm_head"};
+  auto r = make(a);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::string bytes = *(*r)->Serialize();
+  EXPECT_NE(bytes.find("\"format_version\":\"2\""), std::string::npos);
+  auto back = Router::Parse(bytes, "assigned");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->config().assignment.filters, a.filters);
+  ModelConfig mc;
+  mc.hidden_size = 4;
+  mc.num_hidden_layers = 2;
+  mc.intermediate_size = 8;
+  mc.num_attention_heads = 2;
+  mc.num_key_value_heads = 2;
+  mc.vocab_size = 10;
+  mc.head_dim = 2;
+  EXPECT_TRUE((*back)->CheckFits(mc, "sha256:x", {"a", "b"}).ok());
+  // Overlapping filters: layer 1's modules would get both packs.
+  ModuleAssignment overlap = a;
+  overlap.filters["a"] = {"layers.0-1"};
+  auto o = make(overlap);
+  ASSERT_TRUE(o.ok());
+  Status st = (*o)->CheckFits(mc, "sha256:x", {"a", "b"});
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("assigned to both 'a'"), std::string::npos) << st;
+  // Every pack label needs an entry; no entry for a non-label.
+  ModuleAssignment partial;
+  partial.filters["a"] = {"layers.0"};
+  EXPECT_EQ(make(partial).status().code(), absl::StatusCode::kInvalidArgument);
+  ModuleAssignment extra = a;
+  extra.filters["c"] = {"mlp"};
+  EXPECT_EQ(make(extra).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -103,6 +103,14 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
   ExpectInvalid(j, "job.stages.compress.config");
 
   j = TinyJob();
+  j["stages"]["compress"] = {{"calibration", {{"model", "final"}}}};
+  ExpectInvalid(j, "job.stages.compress.calibration.model");
+  j["stages"]["compress"] = {{"calibration", {{"samples", -1}}}};
+  ExpectInvalid(j, "job.stages.compress.calibration.samples");
+  j["stages"]["compress"] = {{"calibration", {{"sample", 3}}}};
+  ExpectInvalid(j, "job.stages.compress.calibration.sample");
+
+  j = TinyJob();
   j["stages"]["distill"] = Json::object();
   ExpectInvalid(j, "job.stages.distill.sources");
 
@@ -118,7 +126,8 @@ TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
   const std::string out = ::testing::TempDir() + "/job_test_out";
   std::filesystem::remove_all(out);
   Json j = TinyJob();
-  j["stages"]["compress"] = {{"name", "sort-pack"}, {"tags", {"sort"}}};
+  j["stages"]["compress"] = {
+      {"name", "sort-pack"}, {"tags", {"sort"}}, {"calibration", {{"samples", 8}, {"max_len", 24}}}};
   auto job = ParseJobSpec(j, ".");
   ASSERT_TRUE(job.ok()) << job.status();
   RunJobOptions opts;
@@ -157,6 +166,10 @@ TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
   EXPECT_EQ(pack->manifest.provenance["task"], "sort");
   EXPECT_TRUE(r["stages"]["compress"]["held_out_accuracy"].is_number());
   EXPECT_EQ(r["eval"]["base_plus_pack"]["total"], 16);
+  // Calibrated on the tuned model's activations over 8 training sequences.
+  EXPECT_EQ(r["stages"]["compress"]["calibration"]["sequences"], 8) << r["stages"]["compress"].dump();
+  EXPECT_EQ(r["stages"]["compress"]["calibration_model"], "tuned");
+  EXPECT_EQ(pack->manifest.provenance["compression"]["calibration"]["sequences"], 8);
 
   // Running again resumes from the final checkpoints: no extra steps.
   auto again = RunJob(*job, opts);
