@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+
+#include "core/file_util.h"
 
 namespace skillpack {
 
@@ -56,6 +59,16 @@ double MemcpyBandwidth(size_t bytes, int reps) {
     std::swap(a, b);
   }
   return best;
+}
+
+int WriteBenchResult(const Json& result, const std::string& name, const std::string& out_dir) {
+  const std::string path = JoinPath(out_dir, name + "_" + result["timestamp"].get<std::string>() + ".json");
+  if (!MakeDirectories(out_dir).ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
+    std::fprintf(stderr, "cannot write %s\n", path.c_str());
+    return 1;
+  }
+  std::printf("%s\n", path.c_str());
+  return 0;
 }
 
 }  // namespace skillpack

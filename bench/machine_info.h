@@ -14,6 +14,9 @@ Json MachineInfo();
 std::string UtcTimestamp();
 // Measured memcpy bandwidth in bytes/s over a buffer of `bytes` (best of `reps`).
 double MemcpyBandwidth(size_t bytes, int reps);
+// Writes `result` to out_dir/<name>_<result["timestamp"]>.json and prints the
+// path; returns main()'s exit code (1 with a message when it cannot write).
+int WriteBenchResult(const Json& result, const std::string& name, const std::string& out_dir);
 
 }  // namespace skillpack
 

@@ -118,13 +118,7 @@ int Main(int argc, char** argv) {
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
     result["shapes"][std::string(s)] = RunShape(std::string(s), prompt_len, steps, bw);
   }
-  std::string path = JoinPath(out_dir, absl::StrCat("model_", result["timestamp"].get<std::string>(), ".json"));
-  if (Status s = MakeDirectories(out_dir); !s.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
-    std::fprintf(stderr, "cannot write %s\n", path.c_str());
-    return 1;
-  }
-  std::printf("%s\n", path.c_str());
-  return 0;
+  return WriteBenchResult(result, "model", out_dir);
 }
 
 }  // namespace

@@ -68,10 +68,7 @@ int Main(int argc, char** argv) {
   result["runs"].push_back(Run("model.layers.0.mlp.up_proj.weight", up, nullptr));
   result["runs"].push_back(Run("model.layers.0.mlp.up_proj.weight", up, &h));
   result["runs"].push_back(Run("model.layers.0.mlp.down_proj.weight", down, nullptr));
-  std::string path = JoinPath(out_dir, absl::StrCat("pack_", result["timestamp"].get<std::string>(), ".json"));
-  if (!MakeDirectories(out_dir).ok() || !WriteFileAtomically(path, result.dump(2)).ok()) return 1;
-  std::printf("%s\n", path.c_str());
-  return 0;
+  return WriteBenchResult(result, "pack", out_dir);
 }
 
 }  // namespace

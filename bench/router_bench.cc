@@ -16,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_models.h"
 #include "bench/machine_info.h"
 #include "core/args.h"
 #include "core/file_util.h"
@@ -28,26 +29,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-ModelConfig Shape(const std::string& name) {
-  Json j = {{"model_type", "llama"}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 2048}};
-  if (name == "tiny") {
-    j.update({{"vocab_size", 264},
-              {"hidden_size", 256},
-              {"intermediate_size", 704},
-              {"num_hidden_layers", 4},
-              {"num_attention_heads", 8},
-              {"num_key_value_heads", 4}});
-  } else {
-    j.update({{"vocab_size", 32000},
-              {"hidden_size", 2048},
-              {"intermediate_size", 5632},
-              {"num_hidden_layers", 22},
-              {"num_attention_heads", 32},
-              {"num_key_value_heads", 4}});
-  }
-  return *ParseModelConfig(j, name);
-}
 
 std::vector<int64_t> IntList(const std::string& s) {
   std::vector<int64_t> out;
@@ -72,7 +53,7 @@ double Median(int reps, F f) {
 }
 
 Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const std::vector<int64_t>& layers, int reps) {
-  ModelConfig c = Shape(name);
+  ModelConfig c = BenchShape(name);
   at::manual_seed(0);
   std::map<std::string, at::Tensor> t;
   for (const TensorSpec& s : ExpectedTensors(c)) {
@@ -130,10 +111,7 @@ int Main(int argc, char** argv) {
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
     result["shapes"][std::string(s)] = RunShape(std::string(s), lens, layers, reps);
   }
-  std::string path = JoinPath(out_dir, absl::StrCat("router_", result["timestamp"].get<std::string>(), ".json"));
-  if (!MakeDirectories(out_dir).ok() || !WriteFileAtomically(path, result.dump(2)).ok()) return 1;
-  std::printf("%s\n", path.c_str());
-  return 0;
+  return WriteBenchResult(result, "router", out_dir);
 }
 
 }  // namespace

@@ -360,13 +360,7 @@ int Main(int argc, char** argv) {
     double l1 = 0;
     if (load >> l1) result["loadavg_1min_at_end"] = l1;
   }
-  const std::string path = JoinPath(out_dir, absl::StrCat("serving_", result["timestamp"].get<std::string>(), ".json"));
-  if (Status st = MakeDirectories(out_dir); !st.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
-    std::fprintf(stderr, "cannot write %s\n", path.c_str());
-    return 1;
-  }
-  std::printf("%s\n", path.c_str());
-  return 0;
+  return WriteBenchResult(result, "serving", out_dir);
 }
 
 }  // namespace

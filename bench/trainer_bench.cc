@@ -218,13 +218,7 @@ int Main(int argc, char** argv) {
       result["runs"].push_back(*two);
     }
   }
-  const std::string path = JoinPath(out_dir, absl::StrCat("trainer_", result["timestamp"].get<std::string>(), ".json"));
-  if (Status st = MakeDirectories(out_dir); !st.ok() || !WriteFileAtomically(path, result.dump(2)).ok()) {
-    std::fprintf(stderr, "cannot write %s\n", path.c_str());
-    return 1;
-  }
-  std::printf("%s\n", path.c_str());
-  return 0;
+  return WriteBenchResult(result, "trainer", out_dir);
 }
 
 }  // namespace
