@@ -134,9 +134,13 @@ StatusOr<std::shared_ptr<const WeightDelta>> PackCache::GetDelta(const std::vect
       packs.push_back(std::move(pack));
     }
   }
+  const auto t1 = std::chrono::steady_clock::now();
   StatusOr<std::shared_ptr<const WeightDelta>> delta = runtime_->Factorize(canonical, packs);
   if (!delta.ok()) return Annotate(delta.status(), absl::StrCat("composing ", key));
+  std::vector<std::string> names;
+  for (const PackSelection& c : canonical) names.push_back(c.name);
   absl::MutexLock lock(&mu_);
+  if (metrics_) metrics_->pack_compose_seconds.WithLabels({absl::StrJoin(names, "+")}).Observe(SecondsSince(t1));
   // A miss only once every pack exists (a request naming an unknown pack is none).
   ++factorized_tier_.misses;
   if (metrics_) metrics_->cache_misses.WithLabels({"factorized"}).Increment();
@@ -150,7 +154,7 @@ StatusOr<std::shared_ptr<const WeightDelta>> PackCache::GetDelta(const std::vect
   if (all_present && factorized_.count(key) == 0) {
     FactorizedEntry e;
     e.delta = *delta;
-    for (const PackSelection& c : canonical) e.packs.push_back(c.name);
+    e.packs = std::move(names);
     factorized_lru_.push_front(key);
     e.lru = factorized_lru_.begin();
     factorized_[key] = std::move(e);

@@ -62,9 +62,10 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
       pack_load_seconds(r->AddHistogram("skillpack_pack_load_seconds",
                                         "Time to read and decode a pack into host memory, by pack.", LatencyBuckets(),
                                         {"pack"})),
-      pack_compose_seconds(r->AddHistogram("skillpack_pack_compose_seconds",
-                                           "Time to compose a fused weight set, by pack set (names joined by '+').",
-                                           LatencyBuckets(), {"pack"})),
+      pack_compose_seconds(r->AddHistogram(
+          "skillpack_pack_compose_seconds",
+          "Time to compose a pack set (fused weights, or a factorized delta), by pack set (names joined by '+').",
+          LatencyBuckets(), {"pack"})),
       router_decisions(r->AddCounter("skillpack_router_decisions_total",
                                      "Routing decisions by chosen pack (\"none\" = no pack).", {"pack"})),
       router_seconds(r->AddHistogram("skillpack_router_seconds",
