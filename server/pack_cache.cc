@@ -76,7 +76,7 @@ StatusOr<ServingWeights> PackCache::Get(std::vector<PackSelection> choices, doub
   const std::string key = SelectionKey(choices);
   if (options_.mode == ServingMode::kMerged) {
     if (choices.empty()) return ServingWeights{base_, nullptr};
-    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, GetWeights(std::move(choices), compose_seconds));
+    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, GetFused(choices, key, compose_seconds));
     return ServingWeights{std::move(w), nullptr};
   }
   if (options_.mode == ServingMode::kAuto) {
@@ -85,14 +85,9 @@ StatusOr<ServingWeights> PackCache::Get(std::vector<PackSelection> choices, doub
       absl::MutexLock lock(&mu_);
       merge = policy_.Observe(key);  // base-only requests count: they share the base pass
       if (choices.empty()) return ServingWeights{base_, nullptr};
-      auto it = fused_.find(key);
-      if (it != fused_.end()) {
-        if (merge) {
-          ++fused_tier_.hits;
-          if (metrics_) metrics_->cache_hits.WithLabels({"fused"}).Increment();
-          fused_lru_.splice(fused_lru_.begin(), fused_lru_, it->second.lru);
-          return ServingWeights{it->second.weights, nullptr};
-        }
+      if (merge) {
+        if (auto w = FindFused(key)) return ServingWeights{std::move(w), nullptr};
+      } else if (auto it = fused_.find(key); it != fused_.end()) {
         EraseFused(it);  // cooled down: unmerge (running requests keep their copy)
         PublishMetrics();
       }
@@ -189,18 +184,20 @@ void PackCache::QueueMerge(std::vector<PackSelection> canonical, const std::stri
 
 void PackCache::MergeLoop() {
   for (;;) {
-    std::vector<PackSelection> choices;
+    std::string key;
+    std::vector<PackSelection> choices;  // canonical (QueueMerge)
     {
       absl::MutexLock lock(&merge_mu_);
       while (!stop_ && merge_queue_.empty()) merge_cv_.Wait(&merge_mu_);
       if (stop_) return;
+      key = merge_queue_.begin()->first;
       choices = merge_queue_.begin()->second;
       merging_ = true;
     }
     // Errors (a pack deleted meanwhile) surface to the requests themselves.
-    (void)GetWeights(choices, nullptr);
+    (void)GetFused(choices, key, nullptr);
     absl::MutexLock lock(&merge_mu_);
-    merge_queue_.erase(SelectionKey(choices));
+    merge_queue_.erase(key);
     merging_ = false;
     merge_cv_.SignalAll();
   }
@@ -227,23 +224,28 @@ StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetWeights(std::vector<
   if (compose_seconds) *compose_seconds = 0;
   if (choices.empty()) return base_;
   Canonicalize(choices);
-  const std::string key = SelectionKey(choices);
-  auto lookup = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> std::shared_ptr<const ModelWeights> {
-    auto it = fused_.find(key);
-    if (it == fused_.end()) return nullptr;
-    ++fused_tier_.hits;
-    if (metrics_) metrics_->cache_hits.WithLabels({"fused"}).Increment();
-    fused_lru_.splice(fused_lru_.begin(), fused_lru_, it->second.lru);
-    return it->second.weights;
-  };
+  return GetFused(choices, SelectionKey(choices), compose_seconds);
+}
+
+std::shared_ptr<const ModelWeights> PackCache::FindFused(const std::string& key) {
+  auto it = fused_.find(key);
+  if (it == fused_.end()) return nullptr;
+  ++fused_tier_.hits;
+  if (metrics_) metrics_->cache_hits.WithLabels({"fused"}).Increment();
+  fused_lru_.splice(fused_lru_.begin(), fused_lru_, it->second.lru);
+  return it->second.weights;
+}
+
+StatusOr<std::shared_ptr<const ModelWeights>> PackCache::GetFused(const std::vector<PackSelection>& choices,
+                                                                  const std::string& key, double* compose_seconds) {
   {
     absl::MutexLock lock(&mu_);
-    if (auto w = lookup()) return w;
+    if (auto w = FindFused(key)) return w;
   }
   absl::MutexLock build(&build_mu_);
   {
     absl::MutexLock lock(&mu_);
-    if (auto w = lookup()) return w;  // built while we waited
+    if (auto w = FindFused(key)) return w;  // built while we waited
   }
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::shared_ptr<const HostPack>> packs;

@@ -146,6 +146,12 @@ class PackCache {
     int64_t hits = 0, misses = 0, evictions = 0;
   };
 
+  // GetWeights for a canonical selection and its key.
+  StatusOr<std::shared_ptr<const ModelWeights>> GetFused(const std::vector<PackSelection>& canonical,
+                                                         const std::string& key, double* compose_seconds)
+      ABSL_LOCKS_EXCLUDED(mu_, build_mu_);
+  // A fused-tier hit (counted, moved to the LRU front); nullptr when absent.
+  std::shared_ptr<const ModelWeights> FindFused(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Host-tier lookup or decode. REQUIRES: build_mu_ held.
   StatusOr<std::shared_ptr<const HostPack>> GetHostPack(const std::string& name, bool count_hit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(build_mu_) ABSL_LOCKS_EXCLUDED(mu_);
