@@ -146,8 +146,8 @@ class AdminServiceImpl final : public v1::Admin::Service {
       // No cancellation from here on: a slow Commit (validation) is not idleness.
       if (watchdog.Stop()) return idle();
       if (context->IsCancelled()) return absl::CancelledError("upload cancelled by the client");
-      ASSIGN_OR_RETURN(StoredPack stored, upload->Commit());
-      ctx_.cache->Unload(stored.summary.name);  // an overwritten pack's old cache entries
+      // Also drops an overwritten pack's old cache entries.
+      ASSIGN_OR_RETURN(StoredPack stored, ctx_.packs->Commit(upload.get()));
       std::fprintf(stderr, "pack store: stored %s (%lld bytes, sha256 %s)\n", stored.summary.name.c_str(),
                    static_cast<long long>(stored.file_bytes), stored.sha256.c_str());
       FillPackInfo(stored, ctx_.cache->StateOf(stored.summary.name), resp->mutable_pack());
@@ -205,9 +205,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
                           v1::UnloadPackResponse*) override {
     return Handle("UnloadPack", context, [&]() -> Status {
       RETURN_IF_ERROR(CheckName(req->name()));
-      RETURN_IF_ERROR(ctx_.store->Get(req->name()).status());
-      ctx_.cache->Unload(req->name());
-      return absl::OkStatus();
+      return ctx_.packs->Unload(req->name());
     });
   }
 
@@ -215,9 +213,7 @@ class AdminServiceImpl final : public v1::Admin::Service {
                           v1::DeletePackResponse*) override {
     return Handle("DeletePack", context, [&]() -> Status {
       RETURN_IF_ERROR(CheckName(req->name()));
-      RETURN_IF_ERROR(ctx_.router->RemovePack(req->name(), [&] { return ctx_.store->Delete(req->name()); }));
-      ctx_.cache->Unload(req->name());
-      return absl::OkStatus();
+      return ctx_.packs->Delete(req->name());
     });
   }
 

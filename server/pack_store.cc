@@ -1,16 +1,21 @@
 #include "server/pack_store.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <random>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "core/file_util.h"
 #include "pack/selection.h"
 
@@ -18,6 +23,9 @@ namespace skillpack {
 namespace {
 
 constexpr char kPackSuffix[] = ".skillpack";
+// An upload file no process holds a lock on is a leftover once it is this old
+// (younger ones may be between their writer's open() and flock()).
+constexpr int64_t kLeftoverAgeSeconds = 10;
 
 Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
@@ -45,7 +53,64 @@ StatusOr<std::string> HashFile(const std::string& path, int64_t* size) {
   return h.FinalHex();
 }
 
+StatusOr<StoredPack::FileId> StatFileId(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+    return ErrnoError("cannot stat", path);
+  }
+  StoredPack::FileId id;
+  id.device = static_cast<uint64_t>(st.st_dev);
+  id.inode = static_cast<uint64_t>(st.st_ino);
+  id.size = static_cast<int64_t>(st.st_size);
+  id.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return id;
+}
+
+// Renames `from` to `to` unless `to` exists, atomically even when another
+// process creates `to` at the same moment: renameat2(RENAME_NOREPLACE), or
+// link()+unlink() on file systems without it. EEXIST when `to` exists.
+int RenameNoReplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return -1;
+  if (::link(from.c_str(), to.c_str()) != 0) return -1;
+  ::unlink(from.c_str());
+  return 0;
+}
+
+// A temporary file name no other server sharing the directory will pick.
+std::string UploadFileName(int64_t n) {
+  char host[64] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = 0;
+  std::string h;
+  for (const char* c = host; *c; ++c) h.push_back(std::isalnum(static_cast<unsigned char>(*c)) ? *c : '_');
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("upload-%s-%d-%d-%016x.part", h, ::getpid(), n, rng());
+}
+
+// Whether the index entry of `name` is still what `seen` recorded when a scan
+// began (an upload or delete of this server meanwhile is newer than the scan).
+bool UnchangedSince(const std::map<std::string, StoredPack>& packs,
+                    const std::map<std::string, StoredPack::FileId>& seen, const std::string& name) {
+  auto it = packs.find(name);
+  auto s = seen.find(name);
+  if (s == seen.end()) return it == packs.end();
+  return it != packs.end() && it->second.file_id == s->second;
+}
+
 }  // namespace
+
+const char* PackChangeKindName(PackChange::Kind k) {
+  switch (k) {
+    case PackChange::kAdded:
+      return "added";
+    case PackChange::kReplaced:
+      return "replaced";
+    case PackChange::kRemoved:
+      return "removed";
+  }
+  return "changed";
+}
 
 // ---------------------------------------------------------------------------
 // PackUpload
@@ -61,12 +126,13 @@ PackUpload::PackUpload(PackStore* store, std::string name, std::string sha256, i
       fd_(fd) {}
 
 PackUpload::~PackUpload() {
-  if (fd_ >= 0) ::close(fd_);
+  // Unlinked before the descriptor (and with it the lock) goes.
   if (!committed_) ::unlink(tmp_path_.c_str());
+  if (fd_ >= 0) ::close(fd_);
 }
 
 Status PackUpload::Append(absl::string_view chunk) {
-  if (fd_ < 0) return absl::FailedPreconditionError("upload already finished");
+  if (fd_ < 0 || verified_) return absl::FailedPreconditionError("upload already finished");
   if (received_ + static_cast<int64_t>(chunk.size()) > total_bytes_) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk: received more than header.total_size = ", total_bytes_, " bytes"));
@@ -83,7 +149,12 @@ Status PackUpload::Append(absl::string_view chunk) {
 }
 
 StatusOr<StoredPack> PackUpload::Commit() {
-  if (fd_ < 0) return absl::FailedPreconditionError("upload already finished");
+  ASSIGN_OR_RETURN(StoredPack verified, Verify());
+  return Install(std::move(verified), nullptr);
+}
+
+StatusOr<StoredPack> PackUpload::Verify() {
+  if (fd_ < 0 || verified_) return absl::FailedPreconditionError("upload already finished");
   if (received_ != total_bytes_) {
     return absl::InvalidArgumentError(
         absl::StrCat("header.total_size: announced ", total_bytes_, " bytes, received ", received_));
@@ -94,8 +165,7 @@ StatusOr<StoredPack> PackUpload::Commit() {
         absl::StrCat("header.sha256: announced ", expected_sha256_, " but the data received hashes to ", got));
   }
   if (::fsync(fd_) != 0) return ErrnoError("fsync", tmp_path_);
-  ::close(fd_);
-  fd_ = -1;
+  verified_ = true;  // the descriptor stays open: it holds the lock until Install
   StatusOr<PackSummary> summary = store_->runtime_->Inspect(tmp_path_);
   if (!summary.ok()) return Annotate(summary.status(), "pack");
   if (!name_.empty() && summary->name != name_) {
@@ -106,8 +176,15 @@ StatusOr<StoredPack> PackUpload::Commit() {
   pack.summary = *std::move(summary);
   pack.sha256 = got;
   pack.file_bytes = received_;
-  ASSIGN_OR_RETURN(StoredPack stored, store_->Install(tmp_path_, std::move(pack), overwrite_));
+  return pack;
+}
+
+StatusOr<StoredPack> PackUpload::Install(StoredPack verified, bool* replaced) {
+  if (!verified_ || committed_) return absl::FailedPreconditionError("upload not verified, or already installed");
+  ASSIGN_OR_RETURN(StoredPack stored, store_->Install(tmp_path_, std::move(verified), overwrite_, replaced));
   committed_ = true;
+  ::close(fd_);
+  fd_ = -1;
   return stored;
 }
 
@@ -118,40 +195,54 @@ StatusOr<std::unique_ptr<PackStore>> PackStore::Open(const std::string& dir, con
                                                      int64_t max_pack_bytes) {
   RETURN_IF_ERROR(MakeDirectories(dir));
   std::unique_ptr<PackStore> store(new PackStore(dir, runtime, max_pack_bytes));
-  // Leftovers of uploads interrupted by a crash are never valid packs.
-  std::error_code ec;
-  std::filesystem::remove_all(store->IncomingDir(), ec);
   RETURN_IF_ERROR(MakeDirectories(store->IncomingDir()));
-  std::vector<std::string> files;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string fname = entry.path().filename().string();
-    if (entry.is_regular_file() && absl::EndsWith(fname, kPackSuffix)) files.push_back(entry.path().string());
-  }
+  std::error_code ec;
+  std::filesystem::directory_iterator probe(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
-  absl::MutexLock lock(&store->mu_);
-  for (const std::string& path : files) {
-    std::string stem = std::filesystem::path(path).stem().string();
-    StatusOr<PackSummary> summary = runtime->Inspect(path);
-    if (summary.ok() && summary->name != stem) {
-      summary =
-          absl::InvalidArgumentError(absl::StrCat("manifest name '", summary->name, "' differs from the file name"));
-    }
-    StoredPack pack;
-    StatusOr<std::string> sha = summary.ok() ? HashFile(path, &pack.file_bytes) : summary.status();
-    if (!sha.ok()) {
-      std::fprintf(stderr, "pack store: skipping %s: %s\n", path.c_str(), std::string(sha.status().message()).c_str());
-      continue;
-    }
-    pack.summary = *std::move(summary);
-    pack.sha256 = *std::move(sha);
-    pack.path = path;
-    store->packs_[pack.summary.name] = std::move(pack);
-  }
+  store->Rescan();
   return store;
 }
 
 std::string PackStore::PathOf(const std::string& name) const { return JoinPath(dir_, name + kPackSuffix); }
 std::string PackStore::IncomingDir() const { return JoinPath(dir_, ".incoming"); }
+
+StatusOr<StoredPack> PackStore::Index(const std::string& path) const {
+  ASSIGN_OR_RETURN(StoredPack::FileId before, StatFileId(path));
+  StoredPack pack;
+  ASSIGN_OR_RETURN(pack.summary, runtime_->Inspect(path));
+  const std::string stem = std::filesystem::path(path).stem().string();
+  if (pack.summary.name != stem) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("manifest name '", pack.summary.name, "' differs from the file name"));
+  }
+  ASSIGN_OR_RETURN(pack.sha256, HashFile(path, &pack.file_bytes));
+  ASSIGN_OR_RETURN(StoredPack::FileId after, StatFileId(path));
+  if (before != after || after.size != pack.file_bytes) {
+    return absl::UnavailableError(absl::StrCat(path, " changed while it was being checked"));
+  }
+  pack.path = path;
+  pack.file_id = after;
+  return pack;
+}
+
+void PackStore::RemoveUploadLeftovers() const {
+  std::error_code ec;
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  for (const auto& entry : std::filesystem::directory_iterator(IncomingDir(), ec)) {
+    const std::string path = entry.path().string();
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (now - static_cast<int64_t>(st.st_mtim.tv_sec) < kLeftoverAgeSeconds) continue;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) continue;
+    // The writer holds an exclusive lock for the upload's whole life.
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      std::fprintf(stderr, "pack store: removing %s, left by an interrupted upload\n", path.c_str());
+      ::unlink(path.c_str());
+    }
+    ::close(fd);
+  }
+}
 
 StatusOr<std::unique_ptr<PackUpload>> PackStore::BeginUpload(const std::string& name, const std::string& sha256,
                                                              int64_t total_bytes, bool overwrite) {
@@ -173,23 +264,41 @@ StatusOr<std::unique_ptr<PackUpload>> PackStore::BeginUpload(const std::string& 
     absl::MutexLock lock(&mu_);
     n = next_upload_++;
   }
-  std::string tmp = JoinPath(IncomingDir(), absl::StrFormat("upload-%d-%d.part", ::getpid(), n));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // The .incoming folder may have been removed by hand since Open.
+  RETURN_IF_ERROR(MakeDirectories(IncomingDir()));
+  std::string tmp = JoinPath(IncomingDir(), UploadFileName(n));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    Status s = ErrnoError("cannot lock", tmp);
+    ::unlink(tmp.c_str());
+    ::close(fd);
+    return s;
+  }
   return std::unique_ptr<PackUpload>(new PackUpload(this, name, sha256, total_bytes, overwrite, tmp, fd));
 }
 
-StatusOr<StoredPack> PackStore::Install(const std::string& tmp_path, StoredPack pack, bool overwrite) {
+StatusOr<StoredPack> PackStore::Install(const std::string& tmp_path, StoredPack pack, bool overwrite, bool* replaced) {
   absl::MutexLock lock(&mu_);
   const std::string& name = pack.summary.name;
-  if (packs_.count(name) && !overwrite) {
+  auto exists = [&] {
     return absl::AlreadyExistsError(
         absl::StrCat("pack '", name, "' already exists (set header.overwrite to replace it)"));
-  }
+  };
+  if (packs_.count(name) && !overwrite) return exists();
   pack.path = PathOf(name);
-  if (::rename(tmp_path.c_str(), pack.path.c_str()) != 0) return ErrnoError("rename to", pack.path);
+  const bool was_there = packs_.count(name) > 0 || PathExists(pack.path);
+  if (overwrite) {
+    if (::rename(tmp_path.c_str(), pack.path.c_str()) != 0) return ErrnoError("rename to", pack.path);
+  } else if (RenameNoReplace(tmp_path, pack.path) != 0) {
+    // Another server sharing the directory stored that name first.
+    if (errno == EEXIST) return exists();
+    return ErrnoError("rename to", pack.path);
+  }
   RETURN_IF_ERROR(SyncParentDirectory(pack.path));
+  ASSIGN_OR_RETURN(pack.file_id, StatFileId(pack.path));
   packs_[name] = pack;
+  if (replaced) *replaced = was_there;
   return pack;
 }
 
@@ -210,10 +319,80 @@ std::vector<StoredPack> PackStore::List() const {
 Status PackStore::Delete(const std::string& name) {
   absl::MutexLock lock(&mu_);
   auto it = packs_.find(name);
-  if (it == packs_.end()) return absl::NotFoundError(absl::StrCat("no pack named '", name, "'"));
-  if (::unlink(it->second.path.c_str()) != 0 && errno != ENOENT) return ErrnoError("cannot remove", it->second.path);
-  packs_.erase(it);
-  return SyncParentDirectory(PathOf(name));
+  const std::string path = it != packs_.end() ? it->second.path : PathOf(name);
+  // A pack another server stored that this index has not seen yet is deleted too.
+  if (it == packs_.end() && !PathExists(path)) return absl::NotFoundError(absl::StrCat("no pack named '", name, "'"));
+  if (::unlink(path.c_str()) != 0) {
+    if (errno != ENOENT) return ErrnoError("cannot remove", path);
+    if (it != packs_.end()) packs_.erase(it);
+    return absl::NotFoundError(
+        absl::StrCat("no pack named '", name, "' (another server sharing the store removed it)"));
+  }
+  if (it != packs_.end()) packs_.erase(it);
+  return SyncParentDirectory(path);
+}
+
+std::vector<PackChange> PackStore::Rescan() {
+  absl::MutexLock scan(&scan_mu_);
+  RemoveUploadLeftovers();
+  std::map<std::string, std::string> files;  // name -> path
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string fname = entry.path().filename().string();
+    std::error_code ec2;
+    if (absl::EndsWith(fname, kPackSuffix) && entry.is_regular_file(ec2)) {
+      files[entry.path().stem().string()] = entry.path().string();
+    }
+  }
+  if (ec) {
+    std::fprintf(stderr, "pack store: cannot list %s: %s\n", dir_.c_str(), ec.message().c_str());
+    return {};
+  }
+  std::map<std::string, StoredPack::FileId> seen;  // the index as the scan began
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, pack] : packs_) seen[name] = pack.file_id;
+  }
+  std::vector<PackChange> changes;
+  std::set<std::string> rejected_paths;
+  for (const auto& [name, path] : files) {
+    StatusOr<StoredPack::FileId> id = StatFileId(path);
+    if (!id.ok()) continue;  // gone meanwhile: the next scan sees it
+    auto s = seen.find(name);
+    if (s != seen.end() && s->second == *id) continue;
+    auto r = rejected_.find(path);
+    if (r != rejected_.end() && r->second == *id) {
+      rejected_paths.insert(path);
+      continue;
+    }
+    StatusOr<StoredPack> pack = Index(path);
+    if (!pack.ok() && pack.status().code() == absl::StatusCode::kUnavailable) continue;  // being written
+    absl::MutexLock lock(&mu_);
+    if (!UnchangedSince(packs_, seen, name)) continue;
+    if (!pack.ok()) {
+      std::fprintf(stderr, "pack store: skipping %s: %s\n", path.c_str(), std::string(pack.status().message()).c_str());
+      rejected_[path] = *id;
+      rejected_paths.insert(path);
+      if (packs_.erase(name) > 0) changes.push_back({PackChange::kRemoved, name});
+      continue;
+    }
+    StatusOr<StoredPack::FileId> now = StatFileId(path);
+    if (!now.ok() || *now != pack->file_id) continue;
+    changes.push_back({packs_.count(name) ? PackChange::kReplaced : PackChange::kAdded, name});
+    packs_[name] = *std::move(pack);
+  }
+  for (const auto& [name, id] : seen) {
+    if (files.count(name)) continue;
+    absl::MutexLock lock(&mu_);
+    auto it = packs_.find(name);
+    if (it == packs_.end() || it->second.file_id != id || PathExists(it->second.path)) continue;
+    packs_.erase(it);
+    changes.push_back({PackChange::kRemoved, name});
+  }
+  for (auto it = rejected_.begin(); it != rejected_.end();) {
+    it = rejected_paths.count(it->first) ? std::next(it) : rejected_.erase(it);
+  }
+  return changes;
 }
 
 }  // namespace skillpack

@@ -20,6 +20,7 @@
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
 #include "server/pack_cache.h"
+#include "server/pack_registry.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
 #include "server/reflection_v1.h"
@@ -47,6 +48,7 @@ class SkillpackServer::Impl {
   std::unique_ptr<ServerMetrics> metrics;
   std::unique_ptr<PackCache> cache;
   std::unique_ptr<RequestRouter> router;
+  std::unique_ptr<PackRegistry> packs;  // after store, cache and router: destroyed first
   std::unique_ptr<Scheduler> scheduler;
   ServingContext ctx;
   std::unique_ptr<v1::Inference::Service> inference;
@@ -77,6 +79,9 @@ Status CheckOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("cache budgets must be >= 0");
   }
   if (o.max_pack_bytes <= 0) return absl::InvalidArgumentError("--max-pack-bytes must be positive");
+  if (!(o.pack_rescan_seconds >= 0 && o.pack_rescan_seconds <= 86400)) {
+    return absl::InvalidArgumentError("--pack-rescan-seconds must be in [0, 86400]");
+  }
   RETURN_IF_ERROR(Annotate(ParseServingMode(o.serving_mode).status(), "--serving-mode"));
   if (!(o.merge_share > 0 && o.merge_share <= 1)) return absl::InvalidArgumentError("--merge-share must be in (0, 1]");
   RETURN_IF_ERROR(ParseRoutingPolicy(o.routing_mode, o.routing_k, o.routing_threshold).status());
@@ -138,6 +143,8 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
     ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(options.router_file));
     RETURN_IF_ERROR(s.router->Set(std::move(bytes), options.router_file).status());
   }
+  s.packs = std::make_unique<PackRegistry>(s.store.get(), s.cache.get(), s.router.get(), s.metrics.get());
+  if (options.pack_rescan_seconds > 0) s.packs->StartRescans(absl::Seconds(options.pack_rescan_seconds));
 
   const int32_t slots = options.kv_slots > 0 ? options.kv_slots : options.max_running;
   const int64_t seq_len =
@@ -158,6 +165,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.ctx.cache = s.cache.get();
   s.ctx.metrics = s.metrics.get();
   s.ctx.router = s.router.get();
+  s.ctx.packs = s.packs.get();
   s.ctx.admin_token = options.admin_token;
   s.ctx.max_prompt_bytes = options.max_prompt_bytes;
   s.ctx.max_concurrent_uploads = options.max_concurrent_uploads;

@@ -39,7 +39,10 @@ struct ServerOptions {
   // requests).
   std::string serving_mode = "auto";
   double merge_share = 0.9;
-  int64_t max_pack_bytes = int64_t{4} << 30;    // upload limit
+  int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
+  // How often the pack directory is rescanned for packs that another server
+  // sharing it added, replaced or removed (server/pack_registry.h); 0 = never.
+  double pack_rescan_seconds = 2;
   int64_t max_prompt_bytes = int64_t{1} << 20;  // prompt / chat text, checked before tokenizing
   int32_t max_concurrent_uploads = 4;           // Admin.UploadPack calls in progress at once
   double upload_idle_timeout_seconds = 30;      // an upload sending nothing this long is cancelled

@@ -38,6 +38,8 @@ constexpr char kUsage[] =
     "  --merge-share F            auto: merge a pack set once it holds this share of recent\n"
     "                             requests, in (0, 1] (default 0.9)\n"
     "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
+    "  --pack-rescan-seconds S    rescan the pack directory for packs other servers sharing it\n"
+    "                             added, replaced or removed, every S seconds; 0 = never (default 2)\n"
     "  --max-prompt-bytes N       largest prompt / chat text, refused before tokenizing (default 1 MiB)\n"
     "  --max-concurrent-uploads N pack uploads in progress at once; more get RESOURCE_EXHAUSTED (default 4)\n"
     "  --upload-idle-timeout-seconds S  an upload sending nothing for S seconds is cancelled (default 30)\n"
@@ -69,6 +71,7 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.merge_share, a.DoubleOr("merge-share", o.merge_share));
   ASSIGN_OR_RETURN(o.max_prompt_bytes, a.IntOr("max-prompt-bytes", o.max_prompt_bytes));
   ASSIGN_OR_RETURN(int64_t max_uploads, a.IntOr("max-concurrent-uploads", o.max_concurrent_uploads));
+  ASSIGN_OR_RETURN(o.pack_rescan_seconds, a.DoubleOr("pack-rescan-seconds", o.pack_rescan_seconds));
   ASSIGN_OR_RETURN(o.upload_idle_timeout_seconds,
                    a.DoubleOr("upload-idle-timeout-seconds", o.upload_idle_timeout_seconds));
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));

@@ -66,6 +66,10 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
           "skillpack_pack_compose_seconds",
           "Time to compose a pack set (fused weights, or a factorized delta), by pack set (names joined by '+').",
           LatencyBuckets(), {"pack"})),
+      pack_store_changes(r->AddCounter("skillpack_pack_store_changes_total",
+                                       "Pack store changes made by another server sharing the pack directory, "
+                                       "found by a rescan (added, replaced, removed).",
+                                       {"change"})),
       router_decisions(r->AddCounter("skillpack_router_decisions_total",
                                      "Routing decisions by chosen pack (\"none\" = no pack).", {"pack"})),
       router_seconds(r->AddHistogram("skillpack_router_seconds",
@@ -85,6 +89,7 @@ ServerMetrics::ServerMetrics(MetricsRegistry* r)
     cache_evictions.WithLabels({tier});
   }
   for (const char* reason : {"stop", "length", "cancelled", "error"}) finished_requests.WithLabels({reason});
+  for (const char* change : {"added", "replaced", "removed"}) pack_store_changes.WithLabels({change});
   r->AddGauge("skillpack_build_info", "Always 1; the labels describe the server build.", {"version"})
       .WithLabels({SKILLPACK_VERSION})
       .Set(1);

@@ -74,6 +74,9 @@ class ServerMetrics {
   // "+" in name order (compose).
   Family<Histogram>& pack_load_seconds;
   Family<Histogram>& pack_compose_seconds;
+  // Pack store changes by "change" ("added", "replaced", "removed") that a
+  // rescan found: made by another server sharing the pack directory.
+  Family<Counter>& pack_store_changes;
 
   // Router: decisions by chosen pack ("none" when it chose none; a top-k
   // decision counts each of its packs), the time one decision takes

@@ -13,6 +13,7 @@
 #include "core/model_config.h"
 #include "core/tokenizer.h"
 #include "server/pack_cache.h"
+#include "server/pack_registry.h"
 #include "server/pack_runtime.h"
 #include "server/pack_store.h"
 #include "server/request_router.h"
@@ -26,8 +27,11 @@ struct ServingContext {
   std::string model_dir;                      // the --model folder
   const Tokenizer* tokenizer = nullptr;
   Scheduler* scheduler = nullptr;
+  // Reads go to the store and the cache; every change to the set of packs
+  // (upload, delete, unload) goes through the registry.
   PackStore* store = nullptr;
   PackCache* cache = nullptr;
+  PackRegistry* packs = nullptr;
   ServerMetrics* metrics = nullptr;
   RequestRouter* router = nullptr;
   // Bearer token the Admin service requires; empty = Admin refuses every call.

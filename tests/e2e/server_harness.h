@@ -196,7 +196,7 @@ inline void AddToken(grpc::ClientContext* ctx, const std::string& token) {
 
 // Uploads `path` (with `sha256`, the file's own when empty).
 inline grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::string& path, std::string sha256 = "",
-                           v1::UploadPackResponse* resp = nullptr) {
+                           v1::UploadPackResponse* resp = nullptr, bool overwrite = false) {
   std::string bytes = ReadFileToString(path).value();
   if (sha256.empty()) sha256 = Sha256Hex(bytes);
   auto stub = v1::Admin::NewStub(ch);
@@ -207,6 +207,7 @@ inline grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::
   v1::UploadPackRequest m;
   m.mutable_header()->set_sha256(sha256);
   m.mutable_header()->set_total_size(bytes.size());
+  m.mutable_header()->set_overwrite(overwrite);
   w->Write(m);
   for (size_t off = 0; off < bytes.size(); off += 10000) {
     m.Clear();
