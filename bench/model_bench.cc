@@ -1,11 +1,14 @@
-// Prefill and decode throughput of the CPU model at batch 1 and 8, for a tiny
-// model (~3M parameters) and TinyLlama-1.1B shapes (random weights). Decode at
-// batch 1 on the large shapes is memory-bound: its time per token is compared
-// with the bound = bytes of weights read per token / memcpy bandwidth measured
-// in the same run. Writes bench/results/model_<timestamp>.json.
+// Prefill and decode throughput of the CPU model at batch 1, 2, 4, 8 and 16,
+// for a tiny model (~3M parameters) and TinyLlama-1.1B shapes (random weights).
+// Decode at batch 1 on the large shapes is memory-bound: its time per token is
+// compared with the bound = bytes of weights read per token / memcpy bandwidth
+// measured in the same run. A batched decode step reads the same weights, so
+// it should cost about the same: each batch > 1 is decoded twice, with the
+// small-batch kernel (core/small_gemm.h) and with BLAS, and both are compared
+// with the batch-1 step. Writes bench/results/model_<timestamp>.json.
 //
-// usage: model_bench [--shapes tiny,1.1b] [--prompt-len N] [--decode-steps N]
-//                    [--threads N] [--out DIR]
+// usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
+//                    [--decode-steps N] [--threads N] [--out DIR]
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -13,12 +16,14 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/model.h"
+#include "core/small_gemm.h"
 
 namespace skillpack {
 namespace {
@@ -27,7 +32,8 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double bandwidth) {
+Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int64_t prompt_len, int64_t steps,
+              double bandwidth) {
   ModelConfig c = BenchShape(name);
   auto t0 = Clock::now();
   auto w = RandomBenchWeights(c);
@@ -41,8 +47,10 @@ Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double
   int64_t read_bytes = w->TotalBytes();
   if (!c.tie_word_embeddings) read_bytes -= w->embed_tokens().numel() * 4;
   out["decode_bytes_per_step"] = read_bytes;
-  for (int64_t batch : {1, 8}) {
-    auto cache = *KvCache::Create(c, batch, prompt_len + steps + 1, at::kFloat);
+  double batch1_step = 0;
+  for (int64_t batch : batches) {
+    // Decoded twice after one prefill (small-batch kernel, then BLAS).
+    auto cache = *KvCache::Create(c, batch, prompt_len + 2 * (steps + 1) + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
       std::vector<int32_t> toks(prompt_len);
@@ -63,31 +71,45 @@ Json RunShape(const std::string& name, int64_t prompt_len, int64_t steps, double
     }
     std::vector<SeqStep> dec;
     for (int64_t b = 0; b < batch; ++b) dec.push_back({pre[b].slot, {5}});
-    auto td = Clock::now();
-    for (int64_t s = 0; s < steps; ++s) {
-      for (auto& d : dec) d.tokens[0] = static_cast<int32_t>((s * 13 + d.slot) % c.vocab_size);
-      (void)*m.Step(*w, *cache, dec);
+    const bool kernel = SmallGemmAvailable();
+    std::vector<bool> variants = {true};
+    if (batch > 1 && kernel) variants.push_back(false);
+    for (bool small_gemm : variants) {
+      SetSmallGemmEnabled(small_gemm);
+      (void)*m.Step(*w, *cache, dec);  // one untimed step per variant
+      auto td = Clock::now();
+      for (int64_t s = 0; s < steps; ++s) {
+        for (auto& d : dec) d.tokens[0] = static_cast<int32_t>((s * 13 + d.slot) % c.vocab_size);
+        (void)*m.Step(*w, *cache, dec);
+      }
+      double decode_s = Seconds(td);
+      SetSmallGemmEnabled(true);
+      Json r;
+      r["batch"] = batch;
+      r["linear"] = batch == 1 ? "gemv" : (small_gemm && kernel ? "small_gemm" : "blas");
+      r["prompt_len"] = prompt_len;
+      r["prefill_seconds"] = prefill_s;
+      r["prefill_tokens_per_s"] = batch * prompt_len / prefill_s;
+      r["decode_steps"] = steps;
+      r["decode_seconds_per_step"] = decode_s / steps;
+      r["decode_tokens_per_s"] = batch * steps / decode_s;
+      std::string note;
+      if (batch == 1) {
+        batch1_step = decode_s / steps;
+        double bound = read_bytes / bandwidth;
+        r["memory_bound_seconds_per_token"] = bound;
+        r["decode_vs_bound"] = (decode_s / steps) / bound;
+        note = absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound");
+      } else if (batch1_step > 0) {
+        r["step_vs_batch1"] = (decode_s / steps) / batch1_step;
+        note = absl::StrCat(", ", r["step_vs_batch1"].get<double>(), "x the batch-1 step");
+      }
+      std::fprintf(stderr, "[%s] batch %lld (%s): prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n",
+                   name.c_str(), static_cast<long long>(batch), r["linear"].get<std::string>().c_str(),
+                   r["prefill_tokens_per_s"].get<double>(), r["decode_tokens_per_s"].get<double>(),
+                   1e3 * decode_s / steps, note.c_str());
+      out["runs"].push_back(r);
     }
-    double decode_s = Seconds(td);
-    Json r;
-    r["batch"] = batch;
-    r["prompt_len"] = prompt_len;
-    r["prefill_seconds"] = prefill_s;
-    r["prefill_tokens_per_s"] = batch * prompt_len / prefill_s;
-    r["decode_steps"] = steps;
-    r["decode_seconds_per_step"] = decode_s / steps;
-    r["decode_tokens_per_s"] = batch * steps / decode_s;
-    if (batch == 1) {
-      double bound = read_bytes / bandwidth;
-      r["memory_bound_seconds_per_token"] = bound;
-      r["decode_vs_bound"] = (decode_s / steps) / bound;
-    }
-    std::fprintf(
-        stderr, "[%s] batch %lld: prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n", name.c_str(),
-        static_cast<long long>(batch), r["prefill_tokens_per_s"].get<double>(), r["decode_tokens_per_s"].get<double>(),
-        1e3 * decode_s / steps,
-        batch == 1 ? absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound").c_str() : "");
-    out["runs"].push_back(r);
   }
   return out;
 }
@@ -99,6 +121,15 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string shapes = args->StringOr("shapes", "tiny,1.1b");
+  std::vector<int64_t> batches;
+  for (absl::string_view b : absl::StrSplit(args->StringOr("batches", "1,2,4,8,16"), ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(b, &v) || v < 1 || v > 256) {
+      std::fprintf(stderr, "--batches: '%s' is not a batch size in [1, 256]\n", std::string(b).c_str());
+      return 2;
+    }
+    batches.push_back(v);
+  }
   int64_t prompt_len = *args->IntOr("prompt-len", 128);
   int64_t steps = *args->IntOr("decode-steps", 32);
   int64_t threads = *args->IntOr("threads", 0);
@@ -116,7 +147,7 @@ int Main(int argc, char** argv) {
   result["memcpy_bandwidth_bytes_per_s"] = bw;
   std::fprintf(stderr, "memcpy bandwidth %.2f GB/s\n", bw / 1e9);
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
-    result["shapes"][std::string(s)] = RunShape(std::string(s), prompt_len, steps, bw);
+    result["shapes"][std::string(s)] = RunShape(std::string(s), batches, prompt_len, steps, bw);
   }
   return WriteBenchResult(result, "model", out_dir);
 }

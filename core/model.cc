@@ -4,9 +4,11 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/small_gemm.h"
 #include "core/weight_delta.h"
 
 namespace skillpack {
@@ -14,7 +16,39 @@ namespace {
 
 constexpr double kMaskedScore = -1e30;  // finite, so a fully masked row cannot produce NaN
 
+// Whether SmallGemm can compute x · wᵀ + b: 2..16 float32 rows on the CPU,
+// contiguous float32 weights, and no autograd (it records no graph).
+bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
+  if (rows < 2 || rows > kSmallGemmMaxRows || !SmallGemmAvailable()) return false;
+  auto plain = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_cpu() && !t.requires_grad(); };
+  return plain(x) && plain(w) && w.dim() == 2 && w.is_contiguous() &&
+         (!b.defined() || (plain(b) && b.is_contiguous()));
+}
+
+// x · wᵀ + b with SmallGemm, output columns split across the intra-op threads
+// (blocks of at least ~64K weights each, so tiny layers stay on one thread).
+at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const int64_t k = x.size(-1), n = w.size(0);
+  const at::Tensor xc = x.reshape({-1, k}).contiguous();
+  const int64_t m = xc.size(0);
+  at::Tensor y = at::empty({m, n}, x.options());
+  const float* xp = xc.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    SmallGemm(xp, m, k, wp, bp, b0 * kSmallGemmBlock, std::min(n, b1 * kSmallGemmBlock), yp, n);
+  });
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = n;
+  return y.view(shape);
+}
+
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (UseSmallGemm(x, w, b)) return SmallBatchLinear(x, w, b);
   if (x.numel() == x.size(-1)) {
     // One row (batch-1 decode): GEMV. OpenBLAS's GEMM with M = 1 runs ~2.5x
     // slower than its GEMV on the same weights (measured on the CI machine).
@@ -392,11 +426,11 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
       for (int64_t b = 0; b < B; ++b) last[b] = b * T + counts[b] - 1;
       x = x.reshape({B * T, -1}).index_select(0, at::tensor(last, lopt).to(device));
     }
-    if (rd.empty()) return at::linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head()).to(at::kFloat);
+    if (rd.empty()) return Linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head(), at::Tensor()).to(at::kFloat);
     at::Tensor h = RmsNorm(x, rd.NormWeight("model.norm.weight", w.final_norm(), x.dim()), config_.rms_norm_eps);
     // A tied lm_head is the embedding matrix: the embedding's terms apply.
     const std::string head = config_.tie_word_embeddings ? kEmbed : "lm_head.weight";
-    return rd.Linear(head, "", h, at::linear(h, w.lm_head())).to(at::kFloat);
+    return rd.Linear(head, "", h, Linear(h, w.lm_head(), at::Tensor())).to(at::kFloat);
   } catch (const std::exception& e) {
     return StatusFromException(e, "model step");
   }
