@@ -207,6 +207,37 @@ TEST_F(PackCacheTest, FactorizedModeServesDeltasOnTheBase) {
   EXPECT_EQ(cache->Stats()[2].entries, 0);
 }
 
+// A request for a warm pack set never waits for another set being built: in
+// every mode, while a cold pack is being decoded (and the build lock held),
+// the warm set is served from its tier.
+TEST_F(PackCacheTest, AColdBuildNeverHoldsUpAWarmSet) {
+  for (const char* n : {"a", "b"}) ASSERT_TRUE(Put(n, 10).ok());
+  for (ServingMode mode : {ServingMode::kMerged, ServingMode::kFactorized, ServingMode::kAuto}) {
+    SCOPED_TRACE(ServingModeName(mode));
+    auto cache = Cache(1000, 1000, mode);
+    ASSERT_TRUE(cache->Get({{"a", 1.0f, {}}}, nullptr).ok());  // warm
+    absl::Notification decoding, release;
+    runtime_.on_decode = [&] {
+      decoding.Notify();
+      release.WaitForNotification();
+    };
+    std::thread cold([&] { EXPECT_TRUE(cache->Get({{"b", 1.0f, {}}}, nullptr).ok()); });
+    decoding.WaitForNotification();
+    absl::Notification served;
+    std::thread warm([&] {
+      EXPECT_TRUE(cache->Get({{"a", 1.0f, {}}}, nullptr).ok());
+      served.Notify();
+    });
+    EXPECT_TRUE(served.WaitForNotificationWithTimeout(absl::Seconds(10)))
+        << "the warm set waited for the cold build";
+    release.Notify();
+    cold.join();
+    warm.join();
+    runtime_.on_decode = nullptr;
+    cache->WaitForMerges();
+  }
+}
+
 // Auto mode: factorized until a set holds merge_share of recent requests,
 // then composed in the background and served merged; unmerged once others
 // take over the traffic.
