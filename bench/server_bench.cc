@@ -218,9 +218,9 @@ int Main(int argc, char** argv) {
   result["benchmark"] = "server_bench";
   result["timestamp"] = UtcTimestamp();
   result["machine"] = MachineInfo();
-  result["options"] = {{"packs", o.packs},           {"clients", o.clients}, {"requests", o.requests},
-                       {"new_tokens", o.new_tokens}, {"layers", o.layers},   {"hidden", o.hidden},
-                       {"serving_mode", o.serving_mode}};
+  result["options"] = {
+      {"packs", o.packs},   {"clients", o.clients}, {"requests", o.requests},        {"new_tokens", o.new_tokens},
+      {"layers", o.layers}, {"hidden", o.hidden},   {"serving_mode", o.serving_mode}};
 
   auto in_process = InProcess::Start(JoinPath(dir, "base"), packs_dir, o);
   ServerOptions so;
@@ -236,8 +236,8 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "server: %s\n", std::string(server.status().message()).c_str());
     return 1;
   }
-  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", (*server)->grpc_port()), grpc::InsecureChannelCredentials());
   auto stub = v1::Inference::NewStub(channel);
 
   std::vector<int> pack_sets = {0};
@@ -258,8 +258,8 @@ int Main(int argc, char** argv) {
       run["grpc_tokens_per_s"].push_back(r);
       sum_local += l;
       sum_remote += r;
-      std::fprintf(stderr, "[%d pack sets] round %d: in process %.1f tok/s, gRPC %.1f tok/s (%.3fx)\n", packs, round,
-                   l, r, r / l);
+      std::fprintf(stderr, "[%d pack sets] round %d: in process %.1f tok/s, gRPC %.1f tok/s (%.3fx)\n", packs, round, l,
+                   r, r / l);
     }
     run["grpc_vs_in_process"] = sum_remote / sum_local;
     result["runs"].push_back(run);

@@ -22,8 +22,7 @@ bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
   if (rows < 2 || rows > kSmallGemmMaxRows || !SmallGemmAvailable()) return false;
   auto plain = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_cpu() && !t.requires_grad(); };
-  return plain(x) && plain(w) && w.dim() == 2 && w.is_contiguous() &&
-         (!b.defined() || (plain(b) && b.is_contiguous()));
+  return plain(x) && plain(w) && w.dim() == 2 && w.is_contiguous() && (!b.defined() || (plain(b) && b.is_contiguous()));
 }
 
 // x · wᵀ + b with SmallGemm, output columns split across the intra-op threads
@@ -426,7 +425,8 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
       for (int64_t b = 0; b < B; ++b) last[b] = b * T + counts[b] - 1;
       x = x.reshape({B * T, -1}).index_select(0, at::tensor(last, lopt).to(device));
     }
-    if (rd.empty()) return Linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head(), at::Tensor()).to(at::kFloat);
+    if (rd.empty())
+      return Linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head(), at::Tensor()).to(at::kFloat);
     at::Tensor h = RmsNorm(x, rd.NormWeight("model.norm.weight", w.final_norm(), x.dim()), config_.rms_norm_eps);
     // A tied lm_head is the embedding matrix: the embedding's terms apply.
     const std::string head = config_.tie_word_embeddings ? kEmbed : "lm_head.weight";

@@ -15,7 +15,6 @@ bool CpuHasAvx2Fma() {
   return ok;
 }
 
-
 // Columns of k processed per pass over a panel: a pass's slice of x (up to
 // 16 rows) and of the panel's 12 weight rows (16·256 + 12·256 floats = 28 KB)
 // stays in the 32 KB L1 cache while every tile uses it.
@@ -48,8 +47,8 @@ __attribute__((target("avx2,fma"))) void Tile(const float* x, int64_t ldx, const
 // Rows [m0, m0 + mr) of x against panel rows [0, 12) over columns [k0, k1):
 // whole tiles for every mr, as 12 = 3·4 = 4·3 = 6·2 = 12·1. acc holds the
 // block's accumulators, [mr][12] in tile order.
-__attribute__((target("avx2,fma"))) void PanelTiles(const float* x, int64_t k, int64_t mr, const float* w,
-                                                    int64_t k0, int64_t k1, __m256* acc) {
+__attribute__((target("avx2,fma"))) void PanelTiles(const float* x, int64_t k, int64_t mr, const float* w, int64_t k0,
+                                                    int64_t k1, __m256* acc) {
   switch (mr) {
     case 4:
       for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, k, w + j * k, k, k0, k1, acc + j * 4);
@@ -82,8 +81,8 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
 // Every row of x against weight rows [n0, n0 + rows), rows <= 12: the
 // panel's weights are read from memory once, chunk by chunk, and each chunk
 // is used by all rows of x while it is in L1.
-__attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_t k, const float* w,
-                                               const float* bias, int64_t n0, int64_t rows, float* y, int64_t ldy) {
+__attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_t k, const float* w, const float* bias,
+                                               int64_t n0, int64_t rows, float* y, int64_t ldy) {
   const float* wp = w + n0 * k;
   const int64_t k8 = k / 8 * 8;  // the vector part; the rest is added in scalar code
   if (rows == kSmallGemmBlock) {
@@ -125,8 +124,8 @@ bool SmallGemmAvailable() { return g_enabled.load(std::memory_order_relaxed) && 
 
 void SetSmallGemmEnabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
 
-void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin,
-               int64_t n_end, float* y, int64_t ldy) {
+void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin, int64_t n_end,
+               float* y, int64_t ldy) {
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kSmallGemmBlock) {
     Panel(x, m, k, w, bias, n0, std::min(kSmallGemmBlock, n_end - n0), y, ldy);
   }

@@ -26,8 +26,8 @@ void SetSmallGemmEnabled(bool enabled);
 //   y[i * ldy + j] = sum_k x[i * k + kk] * w[j * k + kk] (+ bias[j] when bias is not null).
 // x is [m, k] and w [n, k], both contiguous row-major float32. m in [1, kSmallGemmMaxRows].
 // REQUIRES: SmallGemmAvailable().
-void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin,
-               int64_t n_end, float* y, int64_t ldy);
+void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin, int64_t n_end,
+               float* y, int64_t ldy);
 
 }  // namespace skillpack
 

@@ -51,8 +51,8 @@ std::vector<PackChange> PackRegistry::Rescan() {
   std::vector<std::string> labels;
   if (router_ != nullptr) labels = router_->Current().config.labels;
   for (const PackChange& c : changes) {
-    std::fprintf(stderr, "pack store: rescan: %s %s (changed by another process)\n",
-                 PackChangeKindName(c.kind), c.name.c_str());
+    std::fprintf(stderr, "pack store: rescan: %s %s (changed by another process)\n", PackChangeKindName(c.kind),
+                 c.name.c_str());
     if (metrics_) metrics_->pack_store_changes.WithLabels({PackChangeKindName(c.kind)}).Increment();
     if (c.kind == PackChange::kAdded) continue;
     cache_->Unload(c.name);

@@ -48,13 +48,7 @@ class BufTest : public ::testing::Test {
     buf_ = new std::string(JoinPath(SKILLPACK_BINARY_DIR, "npm/node_modules/.bin/buf"));
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-buf-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    TinyModelOptions o;
-    o.layers = 1;
-    o.hidden = 32;
-    o.heads = 2;
-    o.kv_heads = 1;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    ASSERT_TRUE(InitTinyModel(TinyOptions(1, 32, 1), Path("base")).ok());
     // Qwen 3's chat template (thinking control) on the tiny model.
     ASSERT_TRUE(WriteFileAtomically(JoinPath(Path("base"), "tokenizer_config.json"),
                                     MakeByteLevelTokenizerConfigJson(ChatTemplateFamily::kQwen3))

@@ -103,20 +103,12 @@ class PrometheusTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-prometheus-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    TinyModelOptions o;
-    o.layers = 2;
-    o.hidden = 32;
-    o.heads = 2;
-    o.kv_heads = 1;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    ASSERT_TRUE(InitTinyModel(TinyOptions(2, 32, 1), Path("base")).ok());
     fs::create_directories(Path("packs"));
-    for (const char* pack : {"alpha", "beta"}) {
-      o.seed += 1;
-      const std::string tuned = Path(std::string("tuned-") + pack);
-      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack + " -o " +
-                 Path(std::string("packs/") + pack + ".skillpack"));
+    uint64_t seed = 2;
+    for (const std::string pack : {"alpha", "beta"}) {
+      MakeTinyPack(Path("base"), TinyOptions(2, 32, seed++), Path("tuned-" + pack), pack,
+                   Path("packs/" + pack + ".skillpack"));
     }
     // A small router (its accuracy does not matter here, only that it decides).
     std::string jsonl;

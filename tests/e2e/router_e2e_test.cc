@@ -76,23 +76,13 @@ class RouterE2eTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-router-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    TinyModelOptions o;
-    o.layers = 2;
-    o.hidden = 64;
-    o.heads = 4;
-    o.kv_heads = 2;
-    o.max_positions = 4096;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    ASSERT_TRUE(InitTinyModel(TinyOptions(2, 64, 1, 4096), Path("base")).ok());
     fs::create_directories(Path("packs"));
     uint64_t seed = 2;
-    for (const char* pack : {"arith", "reverse"}) {
-      o.seed = seed++;
-      const std::string tuned = Path(std::string("tuned-") + pack);
-      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack + " -o " +
-                 Path(std::string(pack) + ".skillpack"));
-      fs::copy_file(Path(std::string(pack) + ".skillpack"), Path(std::string("packs/") + pack + ".skillpack"));
+    for (const std::string pack : {"arith", "reverse"}) {
+      MakeTinyPack(Path("base"), TinyOptions(2, 64, seed++, 4096), Path("tuned-" + pack), pack,
+                   Path(pack + ".skillpack"));
+      fs::copy_file(Path(pack + ".skillpack"), Path("packs/" + pack + ".skillpack"));
     }
     // Labelled prompts, trained into a router with the CLI.
     std::mt19937 rng(7);

@@ -31,6 +31,7 @@
 #include "core/kv_cache.h"
 #include "core/model.h"
 #include "core/sha256.h"
+#include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
@@ -45,6 +46,29 @@ inline constexpr char kToken[] = "e2e-secret-token";
 inline void RunCommand(const std::string& cmd) {
   int rc = std::system((cmd + " > /dev/null 2>&1").c_str());
   ASSERT_EQ(rc, 0) << cmd;
+}
+
+// The tiny models of the e2e suites: `layers` decoder layers of width
+// `hidden` (hidden / 16 heads, half as many KV heads), weights from `seed`.
+inline TinyModelOptions TinyOptions(int64_t layers, int64_t hidden, uint64_t seed, int64_t max_positions = 1024) {
+  TinyModelOptions o;
+  o.layers = layers;
+  o.hidden = hidden;
+  o.heads = std::max<int64_t>(1, hidden / 16);
+  o.kv_heads = std::max<int64_t>(1, o.heads / 2);
+  o.max_positions = max_positions;
+  o.seed = seed;
+  return o;
+}
+
+// Writes a tiny model with options `tuned` to `tuned_dir` and compresses its
+// delta from the model in `base_dir` into pack `name` at `pack_path` with the
+// CLI (`skillpack pack create`, default settings).
+inline void MakeTinyPack(const std::string& base_dir, const TinyModelOptions& tuned, const std::string& tuned_dir,
+                         const std::string& name, const std::string& pack_path) {
+  ASSERT_TRUE(InitTinyModel(tuned, tuned_dir).ok());
+  RunCommand(kCliBin + " pack create --base " + base_dir + " --tuned " + tuned_dir + " --name " + name + " -o " +
+             pack_path);
 }
 
 // A skillpack-server child process.

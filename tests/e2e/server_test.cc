@@ -51,20 +51,11 @@ class ServerE2eTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-server-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    TinyModelOptions o;
-    o.layers = 2;
-    o.hidden = 64;
-    o.heads = 4;
-    o.kv_heads = 2;
-    o.max_positions = 16384;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    ASSERT_TRUE(InitTinyModel(TinyOptions(2, 64, 1, 16384), Path("base")).ok());
     for (int i : {2, 3}) {
-      o.seed = static_cast<uint64_t>(i);
-      const std::string tuned = Path("tuned" + std::to_string(i));
-      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name p" +
-                 std::to_string(i) + " -o " + Path("p" + std::to_string(i) + ".skillpack"));
+      const std::string n = std::to_string(i);
+      MakeTinyPack(Path("base"), TinyOptions(2, 64, i, 16384), Path("tuned" + n), "p" + n,
+                   Path("p" + n + ".skillpack"));
     }
     RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " -o " +
                Path("applied2"));

@@ -26,20 +26,11 @@ class SharedStoreE2eTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("skillpack-shared-store-" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    TinyModelOptions o;
-    o.layers = 2;
-    o.hidden = 64;
-    o.heads = 4;
-    o.kv_heads = 2;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
+    ASSERT_TRUE(InitTinyModel(TinyOptions(2, 64, 1), Path("base")).ok());
     // Two versions of pack "p": deltas towards two different tuned models.
     for (int v : {1, 2}) {
-      o.seed = static_cast<uint64_t>(v + 1);
-      const std::string tuned = Path("tuned" + std::to_string(v));
-      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name p -o " +
-                 Path("p-v" + std::to_string(v) + ".skillpack"));
+      const std::string n = std::to_string(v);
+      MakeTinyPack(Path("base"), TinyOptions(2, 64, v + 1), Path("tuned" + n), "p", Path("p-v" + n + ".skillpack"));
     }
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
     for (int i = 0; i < 2; ++i) {

@@ -228,8 +228,7 @@ TEST_F(PackCacheTest, AColdBuildNeverHoldsUpAWarmSet) {
       EXPECT_TRUE(cache->Get({{"a", 1.0f, {}}}, nullptr).ok());
       served.Notify();
     });
-    EXPECT_TRUE(served.WaitForNotificationWithTimeout(absl::Seconds(10)))
-        << "the warm set waited for the cold build";
+    EXPECT_TRUE(served.WaitForNotificationWithTimeout(absl::Seconds(10))) << "the warm set waited for the cold build";
     release.Notify();
     cold.join();
     warm.join();
