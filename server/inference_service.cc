@@ -15,6 +15,9 @@ namespace {
 // copy of the deadline (gRPC sends a relative timeout, restarted when the
 // request is read, so ours runs late by the transit and queueing time).
 constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(500);
+// How often a waiting handler checks whether its call was cancelled: the
+// synchronous gRPC API offers no cancellation callback, only IsCancelled().
+constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(20);
 
 template <typename Response>
 void AddScores(const RouteDecision& d, Response* resp) {
@@ -68,7 +71,7 @@ void FillChunk(StreamChunk chunk, v1::GenerateStreamResponse* m) {
   for (float lp : chunk.logprobs) m->add_logprobs(lp);
 }
 
-// A gRPC call as RunGeneration sees it: gone once the call is cancelled or a
+// A gRPC call as AwaitGeneration sees it: gone once the call is cancelled or a
 // stream write fails; past (or all but at) the deadline that is
 // DEADLINE_EXCEEDED, else the client left.
 class CallSink final : public GenerationSink {
@@ -78,6 +81,7 @@ class CallSink final : public GenerationSink {
       : context_(context), writer_(writer), deadline_(deadline) {}
 
   CancelCause ClientGone() override { return context_->IsCancelled() ? WhyGone() : CancelCause::kNone; }
+  absl::Duration ClientCheckInterval() const override { return kCancelCheckInterval; }
 
   CancelCause Deliver(StreamChunk chunk) override {
     v1::GenerateStreamResponse m;

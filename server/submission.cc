@@ -17,9 +17,6 @@ namespace {
 
 constexpr size_t kMaxPacksPerRequest = 8;
 constexpr float kMaxPackWeight = 16.0f;
-// How often a waiting transport thread asks its sink whether the client went
-// away (new output and the end of the request wake it at once).
-constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 
 // Longest request_id accepted (it is echoed in every response).
 constexpr size_t kMaxRequestIdBytes = 256;
@@ -256,13 +253,23 @@ Status FinalStatus(const RequestState& state, const GenerationOutput& out) {
 
 }  // namespace
 
-StatusOr<GenerationResult> RunGeneration(const ServingContext& ctx, const PreparedGeneration& p, absl::Time deadline,
-                                         bool stream, GenerationSink* sink) {
+StatusOr<std::shared_ptr<RequestState>> SubmitGeneration(const ServingContext& ctx, const PreparedGeneration& p,
+                                                         absl::Time deadline, bool stream) {
   if (ctx.metrics) {
     if (p.packs.empty()) ctx.metrics->pack_requests.WithLabels({"none"}).Increment();
     for (const PackSelection& c : p.packs) ctx.metrics->pack_requests.WithLabels({c.name}).Increment();
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state, ctx.scheduler->Submit(p.gen, deadline, stream));
+  return ctx.scheduler->Submit(p.gen, deadline, stream);
+}
+
+StatusOr<GenerationResult> RunGeneration(const ServingContext& ctx, const PreparedGeneration& p, absl::Time deadline,
+                                         bool stream, GenerationSink* sink) {
+  ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state, SubmitGeneration(ctx, p, deadline, stream));
+  return AwaitGeneration(ctx, state, stream, sink);
+}
+
+StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std::shared_ptr<RequestState>& state,
+                                           bool stream, GenerationSink* sink) {
   bool cancelled = false;
   auto cancel = [&](CancelCause cause) {
     if (cancelled || cause == CancelCause::kNone) return;
@@ -272,7 +279,7 @@ StatusOr<GenerationResult> RunGeneration(const ServingContext& ctx, const Prepar
   std::vector<StreamChunk> chunks;
   bool done = false;
   while (!done) {
-    done = state->Wait(kPollInterval, stream ? &chunks : nullptr);
+    done = state->Wait(sink->ClientCheckInterval(), stream ? &chunks : nullptr);
     if (!done) cancel(sink->ClientGone());
     // While running, deliver every chunk; once done the last one is returned
     // to go with the summary.

@@ -12,6 +12,7 @@
 #ifndef SKILLPACK_SERVER_SUBMISSION_H_
 #define SKILLPACK_SERVER_SUBMISSION_H_
 
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -52,7 +53,7 @@ StatusOr<RoutingPolicy> RoutingPolicyFor(const v1::Skills& skills, const Routing
 StatusOr<PreparedGeneration> PrepareGeneration(const ServingContext& ctx, const v1::GenerateRequest& req);
 
 // What a transport does while its request runs. Called on the transport's own
-// thread (the one that called RunGeneration), never concurrently.
+// thread (the one that called AwaitGeneration), never concurrently.
 class GenerationSink {
  public:
   virtual ~GenerationSink() = default;
@@ -62,9 +63,15 @@ class GenerationSink {
   // Streams only: one chunk of new output while the request runs. Returns
   // kNone when delivered, else why it could not be.
   virtual CancelCause Deliver(StreamChunk chunk) = 0;
+  // How long AwaitGeneration waits for output before it asks ClientGone()
+  // again. New output and the end of the request wake it at once (the
+  // request state notifies); this bound only matters for a transport that
+  // must poll to learn its client left (sync gRPC has no cancellation
+  // callback). InfiniteDuration: never poll, wait on notifications alone.
+  virtual absl::Duration ClientCheckInterval() const { return absl::InfiniteDuration(); }
 };
 
-// The outcome of RunGeneration.
+// The outcome of AwaitGeneration.
 struct GenerationResult {
   GenerationOutput output;
   // Streams only: the last chunk of output, held back so that the transport
@@ -72,13 +79,23 @@ struct GenerationResult {
   std::optional<StreamChunk> last_chunk;
 };
 
-// Submits `p` to the scheduler (counting it in the per-pack request metric),
-// then waits for it: every chunk but the last goes to sink->Deliver while it
-// runs (streams), and the request is cancelled as soon as the sink reports
-// its client gone. Returns the final output, or the status of a request that
-// did not finish on its own: the scheduler's refusal (RESOURCE_EXHAUSTED,
-// UNAVAILABLE), the engine's error, DEADLINE_EXCEEDED, UNAVAILABLE for a
-// shutdown, CANCELLED for a client that left.
+// Submits `p` to the scheduler, counting it in the per-pack request metric.
+// RESOURCE_EXHAUSTED when the scheduler is full, UNAVAILABLE once it drains
+// (Scheduler::Submit). A transport that must commit to a response before the
+// output comes (an HTTP stream's status line) submits first, then awaits.
+StatusOr<std::shared_ptr<RequestState>> SubmitGeneration(const ServingContext& ctx, const PreparedGeneration& p,
+                                                         absl::Time deadline, bool stream);
+
+// Waits for a submitted request: every chunk but the last goes to
+// sink->Deliver while it runs (streams), and the request is cancelled as soon
+// as the sink reports its client gone. Returns the final output, or the
+// status of a request that did not finish on its own: the engine's error,
+// DEADLINE_EXCEEDED, UNAVAILABLE for a shutdown, CANCELLED for a client that
+// left.
+StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std::shared_ptr<RequestState>& state,
+                                           bool stream, GenerationSink* sink);
+
+// SubmitGeneration, then AwaitGeneration.
 StatusOr<GenerationResult> RunGeneration(const ServingContext& ctx, const PreparedGeneration& p, absl::Time deadline,
                                          bool stream, GenerationSink* sink);
 
