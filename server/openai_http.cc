@@ -70,7 +70,7 @@ std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, "-", buf);
 }
 
-// A streamed HTTP response as RunGeneration sees it: every chunk is one SSE
+// A streamed HTTP response as AwaitGeneration sees it: every chunk is one SSE
 // event; a failed write means the client went away.
 class SseSink final : public GenerationSink {
  public:
@@ -246,13 +246,20 @@ class Handler {
       return absl::OkStatus();
     }
 
+    // Submitted before the status line, so that a full scheduler or a
+    // draining server is still a 429 / 503 rather than an event.
+    StatusOr<std::shared_ptr<RequestState>> state = SubmitGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/true);
+    if (!state.ok()) {
+      ReplyError(state.status(), packs_header);
+      return state.status();
+    }
     // SSE: the body ends when the connection closes (keep-alive is off).
     WriteAll(conn_, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                                  "Connection: close\r\nX-Accel-Buffering: no\r\n",
                                  packs_header, "\r\n"));
     SseSink sink(conn_, req, meta, token_text);
     if (std::optional<Json> first = FirstStreamChunk(req, meta)) sink.Send(*first);
-    StatusOr<GenerationResult> r = RunGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/true, &sink);
+    StatusOr<GenerationResult> r = AwaitGeneration(ctx_, *state, /*stream=*/true, &sink);
     if (!r.ok()) {
       // The status line is gone: the error travels as an event (as vLLM's).
       sink.Send(ErrorJson(ToOpenAiError(ctx_.ClientFacing(r.status()))));

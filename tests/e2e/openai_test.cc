@@ -344,28 +344,60 @@ TEST_F(OpenAiTest, HttpErrors) {
   EXPECT_GE(MetricValue(page, R"(skillpack_requests_total{method="/v1/models",code="OK"})"), 1);
 }
 
-// A streaming client that goes away: its generation is cancelled, its slot freed.
-TEST_F(OpenAiTest, DisconnectCancelsTheGeneration) {
-  const int port = server_->http_port();
-  const double before =
-      MetricValue(FetchMetrics(server_->metrics_port()), R"(skillpack_request_finished_total{reason="cancelled"})");
-  const std::string body =
-      R"({"model": "alpha", "prompt": "x", "max_tokens": 1000, "ignore_eos": true, "stream": true})";
+// Opens a long streamed completion on 127.0.0.1:port and reads until its first
+// event (so it holds a KV slot); returns the socket, -1 on failure (e.g. a 429
+// while the slot of a request that just finished is not yet free again).
+int TryOpenLongStream(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string req = Post("/v1/completions", body);
-  ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  const std::string req =
+      Post("/v1/completions",
+           R"({"model": "alpha", "prompt": "x", "max_tokens": 1000, "ignore_eos": true, "stream": true})");
+  if (::write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
+    ::close(fd);
+    return -1;
+  }
   std::string got;
   char buf[256];
   while (got.find("data: ") == std::string::npos) {
     const ssize_t n = ::read(fd, buf, sizeof(buf));
-    ASSERT_GT(n, 0);
+    if (n <= 0) {
+      ::close(fd);
+      return -1;
+    }
     got.append(buf, static_cast<size_t>(n));
   }
+  if (got.rfind("HTTP/1.1 200 OK\r\n", 0) != 0 || got.find("\"error\"") != std::string::npos) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// TryOpenLongStream, retried for up to 5 s.
+int OpenLongStream(int port) {
+  for (int i = 0; i < 250; ++i) {
+    const int fd = TryOpenLongStream(port);
+    if (fd >= 0) return fd;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+// A streaming client that goes away: its generation is cancelled, its slot freed.
+TEST_F(OpenAiTest, DisconnectCancelsTheGeneration) {
+  const int port = server_->http_port();
+  const double before =
+      MetricValue(FetchMetrics(server_->metrics_port()), R"(skillpack_request_finished_total{reason="cancelled"})");
+  const int fd = OpenLongStream(port);
+  ASSERT_GE(fd, 0);
   ::close(fd);  // mid-stream
   bool cancelled = false;
   for (int i = 0; i < 500 && !cancelled; ++i) {
@@ -375,6 +407,43 @@ TEST_F(OpenAiTest, DisconnectCancelsTheGeneration) {
   }
   EXPECT_TRUE(cancelled) << "the generation ran on after its client left";
   EXPECT_TRUE(WaitForLoad(server_->channel(), 0));
+}
+
+// A full scheduler is 429, a draining server 503, both in OpenAI's shape.
+TEST_F(OpenAiTest, BusyAndShuttingDown) {
+  ServerProcess small;
+  small.Start({"--model", Path("base"), "--packs", Path("packs"), "--http-port", "0", "--http-address", "127.0.0.1",
+               "--max-running", "1", "--max-queued", "0", "--max-seq-len", "1024"},
+              Path("server-small.log"));
+  const int port = small.http_port();
+  const std::string req = Post("/v1/completions", R"({"model": "alpha", "prompt": "x", "max_tokens": 2})");
+  int fd = OpenLongStream(port);
+  ASSERT_GE(fd, 0);
+  std::string resp = RawHttp(port, req);
+  EXPECT_EQ(StatusOf(resp), 429) << resp;
+  EXPECT_NE(resp.find("\"rate_limit_error\""), std::string::npos) << resp;
+  ::close(fd);
+  // Once the stream's slot is freed the same request goes through.
+  for (int i = 0; i < 250 && StatusOf(resp) != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    resp = RawHttp(port, req);
+  }
+  EXPECT_EQ(StatusOf(resp), 200) << resp;
+
+  // SIGTERM while a stream runs: the server drains (the stream may finish
+  // within the grace period) and refuses new requests with 503.
+  fd = OpenLongStream(port);
+  ASSERT_GE(fd, 0);
+  small.Signal(SIGTERM);
+  resp.clear();
+  for (int i = 0; i < 250 && StatusOf(resp) != 503; ++i) {
+    resp = RawHttp(port, req);  // 429 until the drain starts (the stream holds the one slot), then 503
+    if (StatusOf(resp) != 503) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(StatusOf(resp), 503) << resp;
+  EXPECT_NE(resp.find("shutting down"), std::string::npos) << resp;
+  ::close(fd);
+  EXPECT_EQ(small.Stop(), 0);
 }
 
 // --http-api-key-file: every request needs the bearer key (401 otherwise).
