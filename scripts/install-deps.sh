@@ -16,6 +16,7 @@ PACKAGES=(
   python3 python3-numpy    # test helpers that check our files against independent readers
   python3-grpcio python3-protobuf  # a gRPC client in another language (tests/e2e/python_client_test.py)
   prometheus               # promtool: tests check our /metrics text with Prometheus' own parser
+  nodejs curl              # node runs the openai npm client; curl against the HTTP API (tests/e2e/openai_test.cc)
   clang clang-format       # the thread-safety analysis (-Wthread-safety) and the format check
   libclang-rt-14-dev       # clang's libFuzzer and sanitizer runtimes (make fuzz / asan / tsan)
 )

@@ -1,242 +1,23 @@
 #include "server/inference_service.h"
 
 #include <chrono>
-#include <cmath>
-#include <cstdio>
-#include <optional>
-#include <set>
+#include <utility>
 
-#include "core/chat_template.h"
-#include "pack/selection.h"
 #include "rpc/grpc_status.h"
 #include "rpc/request_decode.h"
+#include "server/submission.h"
 
 namespace skillpack {
 namespace {
 
-constexpr size_t kMaxPacksPerRequest = 8;
-constexpr float kMaxPackWeight = 16.0f;
-// How often a waiting handler checks whether its client went away.
-constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 // A call cancelled this close to its deadline counts as DEADLINE_EXCEEDED: the
 // client's own timer fires first and its cancellation reaches us before our
 // copy of the deadline (gRPC sends a relative timeout, restarted when the
 // request is read, so ours runs late by the transit and queueing time).
 constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(500);
-
-// A request turned into what the scheduler runs.
-struct Prepared {
-  GenerationRequest gen;
-  std::vector<PackSelection> packs;
-  double compose_seconds = 0;
-  bool routed = false;  // AUTO with a router loaded
-  RoutedRequest route;  // when routed
-};
-
-bool IsAuto(const v1::Skills& skills) {
-  return skills.mode() == v1::Skills::AUTO || skills.mode() == v1::Skills::MODE_UNSPECIFIED;
-}
-
-// Longest request_id accepted (it is echoed in every response).
-constexpr size_t kMaxRequestIdBytes = 256;
-
-Status CheckRequestId(const std::string& id) {
-  if (id.size() <= kMaxRequestIdBytes) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("request_id: ", id.size(), " bytes, at most ", kMaxRequestIdBytes, " allowed"));
-}
-
-// The prompt's tokens of a GenerateRequest or RouteRequest (same input oneof),
-// after the request_id and size checks that need no tokenizer.
-template <typename Request>
-StatusOr<std::vector<int32_t>> PromptTokens(const Request& req, const ServingContext& ctx) {
-  const Tokenizer& tok = *ctx.tokenizer;
-  RETURN_IF_ERROR(CheckRequestId(req.request_id()));
-  auto too_long = [&](const char* field, size_t bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", bytes, " bytes exceeds the server's limit of ",
-                                                   ctx.max_prompt_bytes, " (--max-prompt-bytes)"));
-  };
-  switch (req.input_case()) {
-    case Request::kPrompt:
-      if (req.prompt().empty()) return absl::InvalidArgumentError("prompt: must not be empty");
-      if (static_cast<int64_t>(req.prompt().size()) > ctx.max_prompt_bytes) {
-        return too_long("prompt", req.prompt().size());
-      }
-      return tok.Encode(req.prompt(), /*parse_special=*/true, /*add_bos=*/tok.bos_id().has_value());
-    case Request::kChat: {
-      const auto& msgs = req.chat().messages();
-      if (msgs.empty()) return absl::InvalidArgumentError("chat.messages: must not be empty");
-      size_t bytes = 0;
-      for (const auto& m : msgs) bytes += m.role().size() + m.content().size();
-      if (static_cast<int64_t>(bytes) > ctx.max_prompt_bytes) return too_long("chat.messages", bytes);
-      std::vector<ChatMessage> chat;
-      for (int i = 0; i < msgs.size(); ++i) {
-        const std::string& role = msgs[i].role();
-        if (role != "system" && role != "user" && role != "assistant") {
-          return absl::InvalidArgumentError(
-              absl::StrCat("chat.messages[", i, "].role: must be system, user or assistant, got '", role, "'"));
-        }
-        chat.push_back({role, msgs[i].content()});
-      }
-      StatusOr<ChatTemplateFamily> fam = DetectChatTemplateFamily(tok.chat_template());
-      if (!fam.ok()) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("chat: the model has no usable chat template (", fam.status().message(), "); send a prompt"));
-      }
-      ChatTemplateOptions options;
-      options.enable_thinking = !req.chat().has_enable_thinking() || req.chat().enable_thinking();
-      ASSIGN_OR_RETURN(std::string text, ApplyChatTemplate(*fam, chat, options));
-      return tok.Encode(text, /*parse_special=*/true, /*add_bos=*/false);
-    }
-    case Request::kTokens: {
-      if (req.tokens().ids().empty()) return absl::InvalidArgumentError("tokens.ids: must not be empty");
-      return std::vector<int32_t>(req.tokens().ids().begin(), req.tokens().ids().end());
-    }
-    case Request::INPUT_NOT_SET:
-      break;
-  }
-  return absl::InvalidArgumentError("input: set one of prompt, chat or tokens");
-}
-
-SamplingParams SamplingFromProto(const v1::SamplingParams& p) {
-  SamplingParams s;
-  if (p.has_max_new_tokens()) s.max_new_tokens = p.max_new_tokens();
-  if (p.has_temperature()) s.temperature = p.temperature();
-  s.top_k = p.top_k();
-  if (p.has_top_p()) s.top_p = p.top_p();
-  s.min_p = p.min_p();
-  if (p.has_repetition_penalty()) s.repetition_penalty = p.repetition_penalty();
-  if (p.has_seed()) s.seed = p.seed();
-  s.stop.assign(p.stop().begin(), p.stop().end());
-  s.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
-  s.ignore_eos = p.ignore_eos();
-  s.logprobs = p.logprobs();
-  return s;
-}
-
-// The routing policy of an AUTO request: the server's default with the
-// request's overrides. INVALID_ARGUMENT naming the field for a bad override.
-StatusOr<RoutingPolicy> PolicyFor(const v1::Skills& skills, const RoutingPolicy& server_default) {
-  RoutingPolicy p = server_default;
-  switch (skills.routing_mode()) {
-    case v1::Skills::TOP1:
-      p.mode = RoutingPolicy::Mode::kTop1;
-      break;
-    case v1::Skills::TOPK:
-      p.mode = RoutingPolicy::Mode::kTopK;
-      break;
-    case v1::Skills::ROUTING_MODE_UNSPECIFIED:
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("skills.routing_mode: unknown value ", skills.routing_mode()));
-  }
-  if (skills.has_routing_k()) {
-    if (skills.routing_k() < 1 || skills.routing_k() > 16) {
-      return absl::InvalidArgumentError(absl::StrCat("skills.routing_k: must be in [1, 16], got ", skills.routing_k()));
-    }
-    p.k = skills.routing_k();
-  }
-  if (skills.has_routing_threshold()) {
-    const float t = skills.routing_threshold();
-    if (!(t >= 0 && t <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("skills.routing_threshold: must be in [0, 1], got ", t));
-    }
-    p.threshold = t;
-  }
-  return p;
-}
-
-// The routing fields are for AUTO only: explicitly named packs (and NONE)
-// bypass the router.
-Status CheckNoRoutingFields(const v1::Skills& skills) {
-  const char* field = skills.routing_mode() != v1::Skills::ROUTING_MODE_UNSPECIFIED ? "routing_mode"
-                      : skills.has_routing_k()                                      ? "routing_k"
-                      : skills.has_routing_threshold()                              ? "routing_threshold"
-                      : skills.return_scores()                                      ? "return_scores"
-                                                                                    : nullptr;
-  if (field == nullptr) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("skills.", field, ": only allowed with skills.mode = AUTO"));
-}
-
-StatusOr<std::vector<PackSelection>> PackSelections(const v1::Skills& skills) {
-  std::vector<PackSelection> out;
-  switch (skills.mode()) {
-    case v1::Skills::MODE_UNSPECIFIED:
-    case v1::Skills::AUTO:
-    case v1::Skills::NONE:
-    case v1::Skills::EXPLICIT:
-      break;
-    default:  // an enum value this server does not know (proto3 enums are open)
-      return absl::InvalidArgumentError(absl::StrCat("skills.mode: unknown value ", skills.mode()));
-  }
-  if (skills.mode() != v1::Skills::EXPLICIT) {
-    if (!skills.packs().empty()) {
-      return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
-    }
-    if (!IsAuto(skills)) RETURN_IF_ERROR(CheckNoRoutingFields(skills));
-    return out;  // AUTO (the router, if any, decides in Prepare) and NONE: the base model
-  }
-  RETURN_IF_ERROR(CheckNoRoutingFields(skills));
-  if (skills.packs().empty()) {
-    return absl::InvalidArgumentError("skills.packs: EXPLICIT mode needs at least one pack");
-  }
-  if (static_cast<size_t>(skills.packs().size()) > kMaxPacksPerRequest) {
-    return absl::InvalidArgumentError(absl::StrCat("skills.packs: at most ", kMaxPacksPerRequest, " packs"));
-  }
-  std::set<std::string> seen;
-  for (int i = 0; i < skills.packs().size(); ++i) {
-    const v1::PackSelection& p = skills.packs(i);
-    const std::string field = absl::StrCat("skills.packs[", i, "]");
-    Status s = ValidatePackName(p.name());
-    if (!s.ok()) return Annotate(s, absl::StrCat(field, ".name"));
-    if (!seen.insert(p.name()).second) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".name: pack '", p.name(), "' listed twice"));
-    }
-    PackSelection c;
-    c.name = p.name();
-    c.weight = p.has_weight() ? p.weight() : 1.0f;
-    if (!std::isfinite(c.weight) || std::fabs(c.weight) > kMaxPackWeight) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".weight: must be finite and in [-", kMaxPackWeight, ", ",
-                                                     kMaxPackWeight, "], got ", c.weight));
-    }
-    c.modules.assign(p.modules().begin(), p.modules().end());
-    s = ValidateModuleFilter(c.modules);
-    if (!s.ok()) return Annotate(s, absl::StrCat(field, ".modules"));
-    out.push_back(std::move(c));
-  }
-  return out;
-}
-
-StatusOr<Prepared> Prepare(const ServingContext& ctx, const v1::GenerateRequest& req) {
-  Prepared p;
-  ASSIGN_OR_RETURN(p.gen.prompt_tokens, PromptTokens(req, ctx));
-  p.gen.params = SamplingFromProto(req.sampling());
-  RETURN_IF_ERROR(ctx.scheduler->Validate(p.gen));
-  ASSIGN_OR_RETURN(p.packs, PackSelections(req.skills()));
-  if (ctx.scheduler->Stats().draining) return absl::UnavailableError("server is shutting down");
-  if (IsAuto(req.skills())) {
-    ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx.router->options().default_policy));
-    // Routed here, on the handler thread, before the request is queued (see
-    // request_router.h). No router loaded: no pack.
-    ASSIGN_OR_RETURN(std::optional<RoutedRequest> routed, ctx.router->RouteIfLoaded(p.gen.prompt_tokens, policy));
-    if (routed.has_value()) {
-      p.route = *std::move(routed);
-      p.routed = true;
-      const RouteDecision& d = p.route.decision;
-      for (size_t i = 0; i < d.packs.size(); ++i) {
-        PackSelection c;
-        c.name = d.packs[i].first;
-        c.weight = d.packs[i].second;
-        if (i < d.modules.size()) c.modules = d.modules[i];  // the router's module assignment
-        p.packs.push_back(std::move(c));
-      }
-    }
-  }
-  ASSIGN_OR_RETURN(ServingWeights w, ctx.cache->Get(p.packs, &p.compose_seconds));
-  p.gen.weights = std::move(w.weights);
-  p.gen.delta = std::move(w.delta);
-  return p;
-}
+// How often a waiting handler checks whether its call was cancelled: the
+// synchronous gRPC API offers no cancellation callback, only IsCancelled().
+constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(20);
 
 template <typename Response>
 void AddScores(const RouteDecision& d, Response* resp) {
@@ -258,30 +39,11 @@ v1::FinishReason FinishToProto(FinishReason r) {
   }
 }
 
-// The status of a finished request: OK, or why it produced no full result.
-Status FinalStatus(const RequestState& state, const GenerationOutput& out) {
-  switch (out.finish_reason) {
-    case FinishReason::kError:
-      return out.status.ok() ? absl::InternalError("generation failed") : out.status;
-    case FinishReason::kCancelled:
-      switch (state.cancel_cause()) {
-        case CancelCause::kDeadline:
-          return absl::DeadlineExceededError(
-              absl::StrCat("deadline exceeded after ", out.tokens.size(), " generated tokens"));
-        case CancelCause::kShutdown:
-          return absl::UnavailableError("server is shutting down");
-        default:
-          return absl::CancelledError("request cancelled");
-      }
-    default:
-      return absl::OkStatus();
-  }
-}
-
 // Fills the summary fields (4-9) shared by GenerateResponse and the last
 // GenerateStreamResponse.
 template <typename Response>
-void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const GenerationOutput& out, Response* resp) {
+void FillSummary(const v1::GenerateRequest& req, const PreparedGeneration& p, const GenerationOutput& out,
+                 Response* resp) {
   resp->set_finish_reason(FinishToProto(out.finish_reason));
   resp->mutable_usage()->set_prompt_tokens(out.prompt_tokens);
   resp->mutable_usage()->set_completion_tokens(static_cast<int32_t>(out.tokens.size()));
@@ -302,6 +64,40 @@ void FillSummary(const v1::GenerateRequest& req, const Prepared& p, const Genera
   }
   resp->set_request_id(req.request_id());
 }
+
+void FillChunk(StreamChunk chunk, v1::GenerateStreamResponse* m) {
+  m->set_text(std::move(chunk.text));
+  for (int32_t id : chunk.tokens) m->add_token_ids(id);
+  for (float lp : chunk.logprobs) m->add_logprobs(lp);
+}
+
+// A gRPC call as AwaitGeneration sees it: gone once the call is cancelled or a
+// stream write fails; past (or all but at) the deadline that is
+// DEADLINE_EXCEEDED, else the client left.
+class CallSink final : public GenerationSink {
+ public:
+  CallSink(grpc::ServerContext* context, grpc::internal::WriterInterface<v1::GenerateStreamResponse>* writer,
+           absl::Time deadline)
+      : context_(context), writer_(writer), deadline_(deadline) {}
+
+  CancelCause ClientGone() override { return context_->IsCancelled() ? WhyGone() : CancelCause::kNone; }
+  absl::Duration ClientCheckInterval() const override { return kCancelCheckInterval; }
+
+  CancelCause Deliver(StreamChunk chunk) override {
+    v1::GenerateStreamResponse m;
+    FillChunk(std::move(chunk), &m);
+    return writer_->Write(m) ? CancelCause::kNone : WhyGone();
+  }
+
+ private:
+  CancelCause WhyGone() const {
+    return absl::Now() + kDeadlineSlack >= deadline_ ? CancelCause::kDeadline : CancelCause::kClient;
+  }
+
+  grpc::ServerContext* const context_;
+  grpc::internal::WriterInterface<v1::GenerateStreamResponse>* const writer_;
+  const absl::Time deadline_;
+};
 
 // Method indices of skillpack.v1.Inference in its generated service (the
 // proto's order).
@@ -374,13 +170,13 @@ class InferenceServiceImpl final : public v1::Inference::Service {
   }
 
   Status RunRoute(const v1::RouteRequest& req, v1::RouteResponse* resp) {
-    if (!IsAuto(req.skills())) {
+    if (!IsAutoSkills(req.skills())) {
       return absl::InvalidArgumentError("skills.mode: Route runs the router; leave it unset or AUTO");
     }
     if (!req.skills().packs().empty()) {
       return absl::InvalidArgumentError("skills.packs: only allowed with skills.mode = EXPLICIT");
     }
-    ASSIGN_OR_RETURN(RoutingPolicy policy, PolicyFor(req.skills(), ctx_.router->options().default_policy));
+    ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicyFor(req.skills(), ctx_.router->options().default_policy));
     ASSIGN_OR_RETURN(std::vector<int32_t> tokens, PromptTokens(req, ctx_));
     const int64_t vocab = ctx_.model_config->vocab_size;
     for (size_t i = 0; i < tokens.size(); ++i) {
@@ -414,52 +210,14 @@ class InferenceServiceImpl final : public v1::Inference::Service {
   // Runs one request; streams through `writer` when it is set, else fills `resp`.
   Status Run(grpc::ServerContext* context, const v1::GenerateRequest& req,
              grpc::internal::WriterInterface<v1::GenerateStreamResponse>* writer, v1::GenerateResponse* resp) {
-    ASSIGN_OR_RETURN(Prepared p, Prepare(ctx_, req));
-    if (ctx_.metrics) {
-      if (p.packs.empty()) ctx_.metrics->pack_requests.WithLabels({"none"}).Increment();
-      for (const PackSelection& c : p.packs) ctx_.metrics->pack_requests.WithLabels({c.name}).Increment();
-    }
+    ASSIGN_OR_RETURN(PreparedGeneration p, PrepareGeneration(ctx_, req));
     const absl::Time deadline = ToAbslTime(context->deadline());
-    ASSIGN_OR_RETURN(std::shared_ptr<RequestState> state,
-                     ctx_.scheduler->Submit(p.gen, deadline, /*stream=*/writer != nullptr));
-    bool cancelled = false;
-    // The call ended under us (cancelled, or a stream write failed): past (or
-    // all but at) the deadline it is DEADLINE_EXCEEDED, else the client left.
-    auto why_gone = [&]() {
-      return absl::Now() + kDeadlineSlack >= deadline ? CancelCause::kDeadline : CancelCause::kClient;
-    };
-    auto cancel = [&](CancelCause cause) {
-      if (cancelled) return;
-      cancelled = true;
-      ctx_.scheduler->Cancel(state, cause);
-    };
-    std::vector<StreamChunk> chunks;
-    bool done = false;
-    while (!done) {
-      done = state->Wait(kPollInterval, writer ? &chunks : nullptr);
-      if (!done && context->IsCancelled()) cancel(why_gone());
-      // While running, send every chunk; once done the last one goes with the summary.
-      if (writer && !cancelled) {
-        const size_t keep = done && !chunks.empty() ? 1 : 0;
-        for (size_t i = 0; i + keep < chunks.size(); ++i) {
-          v1::GenerateStreamResponse m;
-          m.set_text(std::move(chunks[i].text));
-          for (int32_t id : chunks[i].tokens) m.add_token_ids(id);
-          for (float lp : chunks[i].logprobs) m.add_logprobs(lp);
-          if (!writer->Write(m)) cancel(why_gone());
-        }
-        chunks.erase(chunks.begin(), chunks.end() - static_cast<std::ptrdiff_t>(keep));
-      }
-    }
-    const GenerationOutput out = state->output();
-    RETURN_IF_ERROR(FinalStatus(*state, out));
+    CallSink sink(context, writer, deadline);
+    ASSIGN_OR_RETURN(GenerationResult r, RunGeneration(ctx_, p, deadline, /*stream=*/writer != nullptr, &sink));
+    const GenerationOutput& out = r.output;
     if (writer) {
       v1::GenerateStreamResponse last;
-      if (!chunks.empty()) {
-        last.set_text(std::move(chunks.back().text));
-        for (int32_t id : chunks.back().tokens) last.add_token_ids(id);
-        for (float lp : chunks.back().logprobs) last.add_logprobs(lp);
-      }
+      if (r.last_chunk) FillChunk(std::move(*r.last_chunk), &last);
       FillSummary(req, p, out, &last);
       writer->Write(last);
     } else {

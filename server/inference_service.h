@@ -1,6 +1,6 @@
-// The skillpack.v1.Inference gRPC service: turns a GenerateRequest into
-// prompt tokens, sampling parameters and a weight set (base or fused packs),
-// submits it to the scheduler and returns or streams the result. AUTO
+// The skillpack.v1.Inference gRPC service: decodes a GenerateRequest and runs
+// it through the shared submission path (submission.h: tokens, sampling, a
+// weight set, the scheduler), then returns or streams the result. AUTO
 // requests are routed on the handler thread first (request_router.h): the
 // router's packs and weights become the selection, which then runs exactly as
 // an EXPLICIT one. Route returns the decision alone. Every outcome maps to one

@@ -22,8 +22,8 @@
 // get a larger stack, larger ones are passed through unchanged.
 namespace {
 
-constexpr char kWorkerThreads[] = "32";
-constexpr char kRequestTimeoutMs[] = "3000";
+constexpr int kWorkerThreads = 32;
+constexpr int kRequestTimeoutMs = 3000;
 constexpr size_t kMinThreadStackBytes = size_t{1} << 20;
 }  // namespace
 
@@ -68,13 +68,10 @@ int Respond(mg_connection* conn, bool head, int status, const char* content_type
 
 }  // namespace
 
-StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& bind_address, int port,
-                                                                      const MetricsRegistry* registry) {
-  if (registry == nullptr) {
-    return absl::InvalidArgumentError("metrics server: registry is null");
-  }
+StatusOr<mg_context*> StartCivetweb(const char* what, const std::string& bind_address, int port, int threads,
+                                    int request_timeout_ms, int* bound_port) {
   if (port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics server: port ", port, " out of range"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": port ", port, " out of range"));
   }
   // civetweb takes numeric addresses only; IPv6 ones in brackets.
   std::string host = bind_address == "localhost" ? "127.0.0.1" : bind_address;
@@ -82,32 +79,34 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std:
   if (inet_pton(AF_INET6, bind_address.c_str(), parsed) == 1) {
     if (mg_check_feature(8) == 0) {
       return absl::UnimplementedError(
-          absl::StrCat("metrics server: cannot bind ", bind_address, ": this civetweb is built without IPv6 support"));
+          absl::StrCat(what, ": cannot bind ", bind_address, ": this civetweb is built without IPv6 support"));
     }
     host = absl::StrCat("[", bind_address, "]");
   } else if (inet_pton(AF_INET, host.c_str(), parsed) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("metrics server: bind address \"", bind_address, "\" is not a numeric IPv4 or IPv6 address"));
+        absl::StrCat(what, ": bind address \"", bind_address, "\" is not a numeric IPv4 or IPv6 address"));
   }
   const std::string listening_ports = absl::StrCat(host, ":", port);
+  const std::string num_threads = absl::StrCat(threads);
+  const std::string timeout = absl::StrCat(request_timeout_ms);
 
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
 
-  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry));
-  // A worker serves one connection from accept to close, so a client that
-  // sends half a request holds a worker until request_timeout_ms. Enough
-  // workers that a few slow clients cannot starve a scrape, and a timeout
-  // well under Prometheus' default scrape timeout (10 s).
-  const char* options[] = {
-      "listening_ports", listening_ports.c_str(), "num_threads", kWorkerThreads, "request_timeout_ms",
-      kRequestTimeoutMs, "enable_keep_alive",     "no",          nullptr};
+  const char* options[] = {"listening_ports",
+                           listening_ports.c_str(),
+                           "num_threads",
+                           num_threads.c_str(),
+                           "request_timeout_ms",
+                           timeout.c_str(),
+                           "enable_keep_alive",
+                           "no",
+                           nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   mg_init_data init;
   std::memset(&init, 0, sizeof(init));
   init.callbacks = &callbacks;
-  init.user_data = server.get();
   init.configuration_options = options;
   char error_text[256] = "";
   unsigned error_code = 0;
@@ -117,19 +116,34 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std:
   error.text = error_text;
   error.text_buffer_size = sizeof(error_text);
 
-  server->context_ = mg_start2(&init, &error);
-  if (server->context_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("metrics server: cannot listen on ", listening_ports, ": ",
+  mg_context* context = mg_start2(&init, &error);
+  if (context == nullptr) {
+    return absl::UnavailableError(absl::StrCat(what, ": cannot listen on ", listening_ports, ": ",
                                                error_text[0] != '\0' ? error_text : "civetweb failed"));
   }
-  // From here on the destructor stops civetweb on every return path.
   mg_server_port ports[4];
   std::memset(ports, 0, sizeof(ports));
-  const int n = mg_get_server_ports(server->context_, 4, ports);
+  const int n = mg_get_server_ports(context, 4, ports);
   if (n < 1 || ports[0].port <= 0) {
-    return absl::InternalError(absl::StrCat("metrics server: civetweb reports no port for ", listening_ports));
+    mg_stop(context);
+    return absl::InternalError(absl::StrCat(what, ": civetweb reports no port for ", listening_ports));
   }
-  server->port_ = ports[0].port;
+  *bound_port = ports[0].port;
+  return context;
+}
+
+StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& bind_address, int port,
+                                                                      const MetricsRegistry* registry) {
+  if (registry == nullptr) {
+    return absl::InvalidArgumentError("metrics server: registry is null");
+  }
+  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry));
+  // A worker serves one connection from accept to close, so a client that
+  // sends half a request holds a worker until request_timeout_ms. Enough
+  // workers that a few slow clients cannot starve a scrape, and a timeout
+  // well under Prometheus' default scrape timeout (10 s).
+  ASSIGN_OR_RETURN(server->context_, StartCivetweb("metrics server", bind_address, port, kWorkerThreads,
+                                                   kRequestTimeoutMs, &server->port_));
   // One handler for every path; it dispatches on the URI itself so that
   // unknown paths get our 404 rather than civetweb's file serving.
   mg_set_request_handler(server->context_, "/", &MetricsHttpServer::HandleRequest, server.get());

@@ -21,6 +21,15 @@ struct mg_context;
 
 namespace skillpack {
 
+// Starts a civetweb context listening on `bind_address`:`port` (the address
+// rules of MetricsHttpServer::Start below) with `threads` workers, keep-alive
+// off and `request_timeout_ms` per socket operation; stores the port bound in
+// *bound_port. `what` names the server in errors. The caller registers its
+// handlers and owns the context (mg_stop). Shared by every HTTP endpoint of
+// the server (this one and openai_http.h).
+StatusOr<mg_context*> StartCivetweb(const char* what, const std::string& bind_address, int port, int threads,
+                                    int request_timeout_ms, int* bound_port);
+
 class MetricsHttpServer {
  public:
   // Starts listening on `bind_address`:`port`. `bind_address` is a numeric

@@ -19,6 +19,7 @@
 #include "server/admin_service.h"
 #include "server/inference_service.h"
 #include "server/metrics_http.h"
+#include "server/openai_http.h"
 #include "server/pack_cache.h"
 #include "server/pack_registry.h"
 #include "server/pack_runtime.h"
@@ -56,6 +57,7 @@ class SkillpackServer::Impl {
   std::unique_ptr<grpc::Service> reflection_v1;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<MetricsHttpServer> metrics_http;
+  std::unique_ptr<OpenAiHttpServer> openai_http;
   int grpc_port = 0;
 
   absl::Mutex mu;
@@ -71,6 +73,7 @@ Status CheckOptions(const ServerOptions& o) {
   if (o.metrics_port < -1 || o.metrics_port > 65535) {
     return absl::InvalidArgumentError("--metrics-port must be in [-1, 65535]");
   }
+  if (o.http_port < -1 || o.http_port > 65535) return absl::InvalidArgumentError("--http-port must be in [-1, 65535]");
   if (o.max_running < 1) return absl::InvalidArgumentError("--max-running must be >= 1");
   if (o.max_queued < 0) return absl::InvalidArgumentError("--max-queued must be >= 0");
   if (o.kv_slots < 0) return absl::InvalidArgumentError("--kv-slots must be >= 0");
@@ -109,6 +112,7 @@ SkillpackServer::~SkillpackServer() {
   Shutdown(absl::ZeroDuration());
   // Members go in reverse order of construction: servers first, then the
   // scheduler (joins the engine thread), the cache and the model.
+  impl_->openai_http.reset();
   impl_->metrics_http.reset();
   impl_->grpc_server.reset();
   impl_->scheduler.reset();
@@ -210,17 +214,45 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
     }
     s.metrics_http = *std::move(http);
   }
+  if (options.http_port >= 0) {
+    OpenAiHttpOptions ho;
+    ho.bind_address = options.http_address;
+    ho.port = options.http_port;
+    ho.api_key = options.http_api_key;
+    ho.base_model_name = options.served_model_name;
+    if (ho.base_model_name.empty()) {
+      std::string dir = s.model->dir;
+      while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+      ho.base_model_name = dir.substr(dir.find_last_of('/') + 1);
+      if (ho.base_model_name.empty()) ho.base_model_name = "base";
+    }
+    // A worker per accepted request (each holds its connection for the whole
+    // generation), plus a few for /v1/models and refusals.
+    ho.threads = std::min(options.max_running + options.max_queued + 8, 1024);
+    StatusOr<std::unique_ptr<OpenAiHttpServer>> http = OpenAiHttpServer::Start(ho, &s.ctx);
+    if (!http.ok()) {
+      s.metrics_http.reset();
+      s.grpc_server->Shutdown();
+      s.scheduler.reset();
+      return http.status();
+    }
+    s.openai_http = *std::move(http);
+  }
   return std::unique_ptr<SkillpackServer>(new SkillpackServer(std::move(impl)));
 }
 
 int SkillpackServer::grpc_port() const { return impl_->grpc_port; }
 int SkillpackServer::metrics_port() const { return impl_->metrics_http ? impl_->metrics_http->port() : -1; }
+int SkillpackServer::http_port() const { return impl_->openai_http ? impl_->openai_http->port() : -1; }
 
 std::string SkillpackServer::ListeningLine() const {
   auto host = [](const std::string& a) { return a == "0.0.0.0" || a.empty() ? std::string("127.0.0.1") : a; };
   std::string metrics = impl_->metrics_http ? absl::StrCat(host(impl_->options.metrics_address), ":", metrics_port())
                                             : std::string("off");
-  return absl::StrCat("listening grpc=", host(impl_->options.grpc_address), ":", grpc_port(), " metrics=", metrics);
+  std::string http =
+      impl_->openai_http ? absl::StrCat(host(impl_->options.http_address), ":", http_port()) : std::string("off");
+  return absl::StrCat("listening grpc=", host(impl_->options.grpc_address), ":", grpc_port(), " metrics=", metrics,
+                      " http=", http);
 }
 
 void SkillpackServer::Shutdown(absl::Duration grace) {

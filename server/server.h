@@ -3,9 +3,9 @@
 // request router (loading --router) and the scheduler, and serves
 // skillpack.v1.Inference, skillpack.v1.Admin, grpc.health.v1.Health and
 // server reflection on one gRPC port (optionally with TLS), plus Prometheus
-// metrics over HTTP. Shutdown() is graceful: health goes NOT_SERVING, new
-// generations are refused with UNAVAILABLE, and running ones get a grace
-// period to finish before they are cancelled.
+// metrics over HTTP and the OpenAI-compatible HTTP API on their own ports. Shutdown() is graceful: health goes
+// NOT_SERVING, new generations are refused with UNAVAILABLE, and running ones get a grace period to finish before they
+// are cancelled.
 #ifndef SKILLPACK_SERVER_SERVER_H_
 #define SKILLPACK_SERVER_SERVER_H_
 
@@ -24,9 +24,14 @@ struct ServerOptions {
   std::string grpc_address = "0.0.0.0";
   int grpc_port = 50051;  // 0 = pick a free port
   std::string metrics_address = "0.0.0.0";
-  int metrics_port = 9090;    // 0 = pick a free port, -1 = no metrics endpoint
-  std::string admin_token;    // empty = the Admin service refuses every call
-  std::string tls_cert_file;  // PEM; both or neither of cert and key
+  int metrics_port = 9090;  // 0 = pick a free port, -1 = no metrics endpoint
+  // The OpenAI-compatible HTTP API (server/openai_http.h).
+  std::string http_address = "0.0.0.0";
+  int http_port = -1;             // 0 = pick a free port, -1 = no HTTP API (the default)
+  std::string http_api_key;       // empty = no authentication (as gRPC Inference)
+  std::string served_model_name;  // the base's `model` name; empty = the model folder's name
+  std::string admin_token;        // empty = the Admin service refuses every call
+  std::string tls_cert_file;      // PEM; both or neither of cert and key
   std::string tls_key_file;
   int32_t max_running = 8;  // sequences decoded together
   int32_t max_queued = 64;  // accepted requests beyond those running
@@ -67,7 +72,9 @@ class SkillpackServer {
 
   int grpc_port() const;
   int metrics_port() const;  // -1 when disabled
-  // "listening grpc=HOST:PORT metrics=HOST:PORT" (metrics=off when disabled).
+  int http_port() const;     // -1 when disabled
+  // "listening grpc=HOST:PORT metrics=HOST:PORT http=HOST:PORT" (off for a
+  // disabled one).
   std::string ListeningLine() const;
 
   // Graceful shutdown (idempotent): NOT_SERVING, refuse new generations,

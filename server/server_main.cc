@@ -1,5 +1,5 @@
 // `skillpack-server`: the inference server's main. Parses flags, starts
-// SkillpackServer, prints "listening grpc=HOST:PORT metrics=HOST:PORT" on
+// SkillpackServer, prints "listening grpc=HOST:PORT metrics=HOST:PORT http=..." on
 // stdout once it serves, and shuts down gracefully on SIGTERM / SIGINT.
 #include <fcntl.h>
 #include <signal.h>
@@ -25,6 +25,11 @@ constexpr char kUsage[] =
     "  --grpc-port N              gRPC port; 0 picks a free one (default 50051)\n"
     "  --metrics-address ADDR     bind address for /metrics (default 0.0.0.0)\n"
     "  --metrics-port N           Prometheus port; 0 picks a free one, -1 disables (default 9090)\n"
+    "  --http-address ADDR        bind address for the OpenAI-compatible HTTP API (default 0.0.0.0)\n"
+    "  --http-port N              OpenAI-compatible HTTP API port; 0 picks a free one, -1 disables\n"
+    "                             (default -1; vLLM's usual port is 8000)\n"
+    "  --http-api-key-file FILE   bearer key the HTTP API requires (default: none, as gRPC Inference)\n"
+    "  --served-model-name NAME   the base model's name in the HTTP API (default: the --model folder's name)\n"
     "  --admin-token-file FILE    bearer token the Admin API requires (without it Admin is disabled)\n"
     "  --tls-cert FILE --tls-key FILE   serve gRPC over TLS (PEM)\n"
     "  --max-running N            sequences decoded together (default 8)\n"
@@ -58,6 +63,10 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.packs_dir, a.String("packs"));
   o.grpc_address = a.StringOr("grpc-address", o.grpc_address);
   o.metrics_address = a.StringOr("metrics-address", o.metrics_address);
+  o.http_address = a.StringOr("http-address", o.http_address);
+  ASSIGN_OR_RETURN(int64_t http_port, a.IntOr("http-port", o.http_port));
+  o.served_model_name = a.StringOr("served-model-name", "");
+  const std::string http_key_file = a.StringOr("http-api-key-file", "");
   ASSIGN_OR_RETURN(int64_t grpc_port, a.IntOr("grpc-port", o.grpc_port));
   ASSIGN_OR_RETURN(int64_t metrics_port, a.IntOr("metrics-port", o.metrics_port));
   ASSIGN_OR_RETURN(int64_t max_running, a.IntOr("max-running", o.max_running));
@@ -95,6 +104,7 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   };
   RETURN_IF_ERROR(in_range(grpc_port, 0, 65535, "grpc-port"));
   RETURN_IF_ERROR(in_range(metrics_port, -1, 65535, "metrics-port"));
+  RETURN_IF_ERROR(in_range(http_port, -1, 65535, "http-port"));
   RETURN_IF_ERROR(in_range(max_running, 1, 4096, "max-running"));
   RETURN_IF_ERROR(in_range(max_queued, 0, 1 << 20, "max-queued"));
   RETURN_IF_ERROR(in_range(kv_slots, 0, 4096, "kv-slots"));
@@ -113,6 +123,7 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   if (!(*grace_seconds >= 0)) return absl::InvalidArgumentError("--grace-seconds must be >= 0");
   o.grpc_port = static_cast<int>(grpc_port);
   o.metrics_port = static_cast<int>(metrics_port);
+  o.http_port = static_cast<int>(http_port);
   o.max_running = static_cast<int32_t>(max_running);
   o.max_queued = static_cast<int32_t>(max_queued);
   o.kv_slots = static_cast<int32_t>(kv_slots);
@@ -120,6 +131,9 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   o.routing_k = static_cast<int32_t>(routing_k);
   o.routing_threshold = static_cast<float>(routing_threshold);
   o.router_max_tokens = static_cast<int32_t>(router_max_tokens);
+  if (!http_key_file.empty()) {
+    ASSIGN_OR_RETURN(o.http_api_key, ReadBearerToken(http_key_file));
+  }
   if (!token_file.empty()) {
     ASSIGN_OR_RETURN(o.admin_token, ReadBearerToken(token_file));
   }

@@ -117,6 +117,8 @@ class ServerProcess {
     port_ = std::stoi(rest.substr(0, rest.find(' ')));
     const size_t m = line.find("metrics=127.0.0.1:");
     if (m != std::string::npos) metrics_port_ = std::stoi(line.substr(m + std::string("metrics=127.0.0.1:").size()));
+    const size_t h = line.find("http=127.0.0.1:");
+    if (h != std::string::npos) http_port_ = std::stoi(line.substr(h + std::string("http=127.0.0.1:").size()));
     channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
   }
 
@@ -145,6 +147,7 @@ class ServerProcess {
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int metrics_port() const { return metrics_port_; }
+  int http_port() const { return http_port_; }  // -1 unless started with --http-port
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
 
  private:
@@ -152,6 +155,7 @@ class ServerProcess {
   int out_fd_ = -1;
   int port_ = 0;
   int metrics_port_ = -1;
+  int http_port_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

@@ -1,0 +1,321 @@
+#include "server/openai_http.h"
+
+#include <civetweb.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "rpc/bearer_auth.h"
+#include "server/metrics_http.h"
+#include "server/openai_api.h"
+#include "server/submission.h"
+
+namespace skillpack {
+namespace {
+
+// Per socket operation (reading a request, one write): a client that stalls
+// this long is dropped. Generation itself has no limit.
+constexpr int kRequestTimeoutMs = 10000;
+constexpr char kJsonType[] = "application/json";
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Internal Server Error";
+  }
+}
+
+// Writes all of `data`; false when the client is gone.
+bool WriteAll(mg_connection* conn, const std::string& data) {
+  return mg_write(conn, data.data(), data.size()) == static_cast<int>(data.size());
+}
+
+void Respond(mg_connection* conn, int status, const std::string& body, const std::string& extra_headers = "") {
+  WriteAll(conn, absl::StrCat("HTTP/1.1 ", status, " ", ReasonPhrase(status), "\r\nContent-Type: ", kJsonType,
+                              "\r\nContent-Length: ", body.size(),
+                              "\r\nCache-Control: no-store\r\nConnection: close\r\n", extra_headers, "\r\n", body));
+}
+
+// A random id: "<prefix>-" and 24 hex digits.
+std::string NewId(const char* prefix) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%016llx%08llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng() & 0xffffffffu));
+  return absl::StrCat(prefix, "-", buf);
+}
+
+// A streamed HTTP response as AwaitGeneration sees it: every chunk is one SSE
+// event; a failed write means the client went away.
+class SseSink final : public GenerationSink {
+ public:
+  SseSink(mg_connection* conn, const OpenAiRequest& req, const OpenAiReplyMeta& meta, const TokenTextFn& token_text)
+      : conn_(conn), req_(req), meta_(meta), token_text_(token_text) {}
+
+  CancelCause ClientGone() override { return gone_ ? CancelCause::kClient : CancelCause::kNone; }
+
+  CancelCause Deliver(StreamChunk chunk) override {
+    Send(StreamChunkJson(req_, meta_, chunk, offset_, token_text_));
+    offset_ += chunk.text.size();
+    return ClientGone();
+  }
+
+  void Send(const Json& j) { SendRaw(SseEvent(j)); }
+  void SendRaw(const std::string& s) {
+    if (!gone_ && !WriteAll(conn_, s)) gone_ = true;
+  }
+
+ private:
+  mg_connection* const conn_;
+  const OpenAiRequest& req_;
+  const OpenAiReplyMeta& meta_;
+  const TokenTextFn& token_text_;
+  size_t offset_ = 0;
+  bool gone_ = false;
+};
+
+// A non-streamed request: civetweb gives no way to see a client leave while
+// nothing is written, so it runs to the end (or the engine's limits).
+class UnarySink final : public GenerationSink {
+ public:
+  CancelCause ClientGone() override { return CancelCause::kNone; }
+  CancelCause Deliver(StreamChunk) override { return CancelCause::kNone; }
+};
+
+class Handler {
+ public:
+  Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn)
+      : options_(options), ctx_(ctx), conn_(conn) {}
+
+  // Serves the request; returns the status it ended with (for the metrics).
+  Status Serve(const std::string& method, const std::string& uri) {
+    if (!options_.api_key.empty()) RETURN_IF_ERROR(ReplyIfError(CheckApiKey()));
+    if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) {
+      if (method != "GET") return MethodNotAllowed("GET");
+      return Models(uri);
+    }
+    OpenAiEndpoint endpoint;
+    if (uri == "/v1/completions") {
+      endpoint = OpenAiEndpoint::kCompletions;
+    } else if (uri == "/v1/chat/completions") {
+      endpoint = OpenAiEndpoint::kChatCompletions;
+    } else {
+      OpenAiError e{404, "invalid_request_error", "unknown_url", "",
+                    absl::StrCat("unknown path ", uri.substr(0, 256),
+                                 " (this server serves /v1/models, "
+                                 "/v1/completions and /v1/chat/completions)")};
+      Respond(conn_, 404, JsonBody(ErrorJson(e)));
+      return absl::NotFoundError("unknown path");
+    }
+    if (method != "POST") return MethodNotAllowed("POST");
+    return Generate(endpoint);
+  }
+
+ private:
+  Status ReplyIfError(Status s) {
+    if (!s.ok()) ReplyError(s);
+    return s;
+  }
+
+  void ReplyError(const Status& s, const std::string& extra_headers = "") {
+    const OpenAiError e = ToOpenAiError(ctx_.ClientFacing(s));
+    std::string headers = extra_headers;
+    if (e.http_status == 401) headers += "WWW-Authenticate: Bearer\r\n";
+    Respond(conn_, e.http_status, JsonBody(ErrorJson(e)), headers);
+  }
+
+  Status MethodNotAllowed(const char* allow) {
+    OpenAiError e{405, "invalid_request_error", "method_not_allowed", "", absl::StrCat("use ", allow)};
+    Respond(conn_, 405, JsonBody(ErrorJson(e)), absl::StrCat("Allow: ", allow, "\r\n"));
+    return absl::InvalidArgumentError("method not allowed");
+  }
+
+  Status CheckApiKey() {
+    const char* auth = mg_get_header(conn_, "Authorization");
+    absl::string_view v = auth != nullptr ? auth : "";
+    constexpr absl::string_view kScheme = "bearer ";
+    if (v.size() < kScheme.size() || !absl::EqualsIgnoreCase(v.substr(0, kScheme.size()), kScheme)) {
+      return absl::UnauthenticatedError("missing API key: send \"Authorization: Bearer <key>\"");
+    }
+    if (!ConstantTimeEquals(absl::StripAsciiWhitespace(v.substr(kScheme.size())), options_.api_key)) {
+      return absl::UnauthenticatedError("incorrect API key");
+    }
+    return absl::OkStatus();
+  }
+
+  std::vector<std::string> PackNames() const {
+    std::vector<std::string> names;
+    for (const StoredPack& p : ctx_.store->List()) names.push_back(p.summary.name);
+    return names;
+  }
+
+  Status Models(const std::string& uri) {
+    const int64_t created = absl::ToUnixSeconds(ctx_.started);
+    const Json list = ModelList(options_.base_model_name, PackNames(), created);
+    if (uri == "/v1/models") {
+      Respond(conn_, 200, JsonBody(list));
+      return absl::OkStatus();
+    }
+    const std::string id = uri.substr(std::strlen("/v1/models/"));
+    for (const Json& m : list["data"]) {
+      if (m["id"] == id) {
+        Respond(conn_, 200, JsonBody(m));
+        return absl::OkStatus();
+      }
+    }
+    return ReplyIfError(absl::NotFoundError(absl::StrCat("model: the model '", id.substr(0, 256), "' does not exist")));
+  }
+
+  StatusOr<std::string> ReadBody() {
+    const mg_request_info* info = mg_get_request_info(conn_);
+    if (info->content_length > options_.max_body_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("request body: ", info->content_length,
+                                                       " bytes exceeds the limit of ", options_.max_body_bytes));
+    }
+    std::string body;
+    char buf[16384];
+    int n;
+    while ((n = mg_read(conn_, buf, sizeof(buf))) > 0) {
+      body.append(buf, static_cast<size_t>(n));
+      if (static_cast<int64_t>(body.size()) > options_.max_body_bytes) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("request body: exceeds the limit of ", options_.max_body_bytes, " bytes"));
+      }
+    }
+    return body;
+  }
+
+  Status Generate(OpenAiEndpoint endpoint) {
+    StatusOr<std::string> body = ReadBody();
+    if (!body.ok()) {
+      // Too large: 413, in OpenAI's error shape.
+      OpenAiError e{413, "invalid_request_error", "request_too_large", "", std::string(body.status().message())};
+      Respond(conn_, 413, JsonBody(ErrorJson(e)));
+      return body.status();
+    }
+    StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, *body);
+    if (!parsed.ok()) return ReplyIfError(parsed.status());
+    OpenAiRequest& req = *parsed;
+    RETURN_IF_ERROR(ReplyIfError(ResolveModel(
+        options_.base_model_name, [&](const std::string& name) { return ctx_.store->Get(name).ok(); }, &req)));
+    StatusOr<PreparedGeneration> p = PrepareGeneration(ctx_, req.generate);
+    if (!p.ok()) return ReplyIfError(p.status());
+
+    OpenAiReplyMeta meta;
+    meta.id = NewId(endpoint == OpenAiEndpoint::kChatCompletions ? "chatcmpl" : "cmpl");
+    meta.created = absl::ToUnixSeconds(absl::Now());
+    meta.model = req.model;
+    meta.packs = p->packs;
+    const std::string packs_header = absl::StrCat("x-skillpack-packs: ", PacksHeaderValue(meta.packs), "\r\n");
+    const Tokenizer& tok = *ctx_.tokenizer;
+    const TokenTextFn token_text = [&tok](int32_t id) { return tok.TokenBytes(id); };
+
+    if (!req.stream) {
+      UnarySink sink;
+      StatusOr<GenerationResult> r = RunGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/false, &sink);
+      if (!r.ok()) {
+        ReplyError(r.status(), packs_header);
+        return r.status();
+      }
+      Respond(conn_, 200, JsonBody(CompletionResponse(req, meta, r->output, token_text)), packs_header);
+      return absl::OkStatus();
+    }
+
+    // Submitted before the status line, so that a full scheduler or a
+    // draining server is still a 429 / 503 rather than an event.
+    StatusOr<std::shared_ptr<RequestState>> state = SubmitGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/true);
+    if (!state.ok()) {
+      ReplyError(state.status(), packs_header);
+      return state.status();
+    }
+    // SSE: the body ends when the connection closes (keep-alive is off).
+    WriteAll(conn_, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                                 "Connection: close\r\nX-Accel-Buffering: no\r\n",
+                                 packs_header, "\r\n"));
+    SseSink sink(conn_, req, meta, token_text);
+    if (std::optional<Json> first = FirstStreamChunk(req, meta)) sink.Send(*first);
+    StatusOr<GenerationResult> r = AwaitGeneration(ctx_, *state, /*stream=*/true, &sink);
+    if (!r.ok()) {
+      // The status line is gone: the error travels as an event (as vLLM's).
+      sink.Send(ErrorJson(ToOpenAiError(ctx_.ClientFacing(r.status()))));
+      sink.SendRaw(kSseDone);
+      return r.status();
+    }
+    if (r->last_chunk) sink.Deliver(std::move(*r->last_chunk));
+    sink.Send(FinalStreamChunk(req, meta, r->output));
+    if (req.include_usage) sink.Send(UsageStreamChunk(req, meta, r->output));
+    sink.SendRaw(kSseDone);
+    return absl::OkStatus();
+  }
+
+  const OpenAiHttpOptions& options_;
+  const ServingContext& ctx_;
+  mg_connection* const conn_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(const OpenAiHttpOptions& options,
+                                                                    const ServingContext* ctx) {
+  if (ctx == nullptr) return absl::InvalidArgumentError("http server: no serving context");
+  if (options.base_model_name.empty()) return absl::InvalidArgumentError("http server: empty base model name");
+  if (options.threads < 1 || options.threads > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("http server: threads ", options.threads, " not in [1, 4096]"));
+  }
+  std::unique_ptr<OpenAiHttpServer> server(new OpenAiHttpServer(options, ctx));
+  ASSIGN_OR_RETURN(server->context_, StartCivetweb("http server", options.bind_address, options.port, options.threads,
+                                                   kRequestTimeoutMs, &server->port_));
+  mg_set_request_handler(server->context_, "/", &OpenAiHttpServer::HandleRequest, server.get());
+  return server;
+}
+
+OpenAiHttpServer::~OpenAiHttpServer() {
+  if (context_ != nullptr) mg_stop(context_);
+}
+
+int OpenAiHttpServer::HandleRequest(mg_connection* conn, void* cbdata) {
+  const auto* self = static_cast<const OpenAiHttpServer*>(cbdata);
+  const auto t0 = std::chrono::steady_clock::now();
+  const mg_request_info* info = mg_get_request_info(conn);
+  const std::string method = info->request_method != nullptr ? info->request_method : "";
+  std::string uri = info->local_uri != nullptr ? info->local_uri : "";
+  if (uri.size() > 1 && uri.back() == '/') uri.pop_back();
+  Handler handler(self->options_, self->ctx_, conn);
+  const Status s = handler.Serve(method, uri);
+  if (self->ctx_.metrics) {
+    // A bounded label set: the three API paths, everything else as "other".
+    const bool known = uri == "/v1/completions" || uri == "/v1/chat/completions" || uri == "/v1/models" ||
+                       absl::StartsWith(uri, "/v1/models/");
+    const std::string label = !known ? "http_other" : absl::StartsWith(uri, "/v1/models/") ? "/v1/models" : uri;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    self->ctx_.metrics->RecordRpc(label, absl::StatusCodeToString(s.code()), secs);
+  }
+  return 200;
+}
+
+}  // namespace skillpack
