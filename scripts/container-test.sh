@@ -36,7 +36,9 @@ BUILD_DIR=${1:-build}
 DOCKERFILE=${DOCKERFILE:-docker/Dockerfile}
 cuda=0
 case "$DOCKERFILE" in *.cuda) cuda=1 ;; esac
-IMAGE=${IMAGE:-localhost/skillpack-server:0.1.0$([ "$cuda" = 1 ] && echo -cuda)}
+suffix=""
+[ "$cuda" = 0 ] || suffix=-cuda
+IMAGE=${IMAGE:-localhost/skillpack-server:0.1.0$suffix}
 BASE_IMAGE=${BASE_IMAGE:-docker.io/library/debian:bookworm}
 WORK_DIR=${WORK_DIR:-/var/tmp/skillpack-container}
 JOBS=${JOBS:-$(nproc)}
@@ -203,6 +205,10 @@ chown "$uid_gid" "$tmp/packs" "$tmp/admin/token"
 chmod 0400 "$tmp/admin/token"
 
 ctr=$(buildah from --pull=never --quiet "$IMAGE")
+# `buildah run` mounts a fresh directory on each VOLUME of the image, over our
+# -v bind mount of the same path (docker/podman run and Kubernetes let the
+# bind mount win); drop the declaration in this working container only.
+buildah config --volume /var/lib/skillpack/packs- "$ctr"
 read -r -a entrypoint < <(python3 -c 'import json,sys; print(" ".join(json.loads(sys.argv[1])["Entrypoint"]))' "$config")
 read -r -a cmd < <(python3 -c 'import json,sys; print(" ".join(json.loads(sys.argv[1])["Cmd"]))' "$config")
 # The image's ENTRYPOINT + CMD as shipped. With chroot isolation the container
