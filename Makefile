@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench format clean fuzz asan tsan
+.PHONY: all deps configure build test demo bench format clean fuzz asan tsan container-test
 
 all: build
 
@@ -39,6 +39,11 @@ asan: deps
 
 tsan: deps
 	@JOBS=$(JOBS) bash scripts/sanitize.sh tsan
+
+# Builds the CPU container image (docker/Dockerfile) with buildah and checks the
+# server inside it from the host (scripts/container-test.sh; root; not in `make test`).
+container-test: build
+	@JOBS=$(JOBS) bash scripts/container-test.sh $(BUILD_DIR)
 
 # Applies .clang-format to every C++ and proto source (the format test checks it).
 format:

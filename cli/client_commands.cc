@@ -3,6 +3,7 @@
 //   client route  --server HOST:PORT (--prompt T | --chat T | --token-ids 1,2,3) [routing flags]
 //   client packs upload|list|get|load|unload|delete|stats  --server HOST:PORT --admin-token-file F ...
 //   client router set FILE | get | clear  --server HOST:PORT --admin-token-file F
+//   client health --server HOST:PORT [--service NAME]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "cli/cli.h"
 #include "core/args.h"
 #include "core/file_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "rpc/bearer_auth.h"
 #include "rpc/channel.h"
 #include "rpc/grpc_status.h"
@@ -42,7 +44,10 @@ constexpr char kClientUsage[] =
     "  packs upload FILE [--name NAME --overwrite]     (admin commands need --admin-token-file F)\n"
     "  packs list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n"
     "  router set FILE | get | clear\n"
-    "      replace the server's router (validated against its base and packs), show it, remove it\n";
+    "      replace the server's router (validated against its base and packs), show it, remove it\n"
+    "  health [--service NAME]\n"
+    "      grpc.health.v1 Check of the server (or of one service, e.g. skillpack.v1.Inference): prints\n"
+    "      the status; exits 0 only when SERVING (1 otherwise). Deadline 5 s unless --timeout-seconds.\n";
 
 int Fail(const Status& s, absl::string_view what) {
   std::fprintf(stderr, "skillpack client %s: %s: %s\n", std::string(what).c_str(),
@@ -403,6 +408,27 @@ Status Packs(const Args& a) {
   return absl::InvalidArgumentError(absl::StrCat("packs: unknown subcommand '", sub, "'"));
 }
 
+// `client health`: the container HEALTHCHECK and a shell's readiness probe.
+// Returns OK only when the server answers SERVING; an answer other than
+// SERVING is FAILED_PRECONDITION naming it, an RPC failure its own code.
+Status Health(const Args& a) {
+  ASSIGN_OR_RETURN(Connection c, Connect(a));
+  if (c.timeout_seconds <= 0) c.timeout_seconds = 5;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(a.StringOr("service", ""));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  grpc::health::v1::HealthCheckResponse resp;
+  auto stub = grpc::health::v1::Health::NewStub(c.channel);
+  RETURN_IF_ERROR(FromGrpcStatus(stub->Check(c.Context(false).get(), req, &resp)));
+  const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+  std::printf("%s\n", status.c_str());
+  if (resp.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(req.service().empty() ? "server" : req.service(), " is ", status));
+  }
+  return Status();
+}
+
 }  // namespace
 
 int RunClientCommand(const std::vector<std::string>& argv) {
@@ -423,6 +449,8 @@ int RunClientCommand(const std::vector<std::string>& argv) {
     s = Packs(*a);
   } else if (cmd == "router") {
     s = RouterAdmin(*a);
+  } else if (cmd == "health") {
+    s = Health(*a);
   } else {
     std::fprintf(stderr, "skillpack client: unknown command '%s'\n\n%s", cmd.c_str(), kClientUsage);
     return 2;

@@ -40,6 +40,7 @@ constexpr char kUsage[] =
     "  client generate|stream --server HOST:PORT (--prompt TEXT | --chat TEXT | --token-ids IDS) [flags]\n"
     "  client route --server HOST:PORT (--prompt TEXT | --chat TEXT | --token-ids IDS)\n"
     "               [--routing-mode top1|topk --routing-k N --routing-threshold T]\n"
+    "  client health --server HOST:PORT [--service NAME]\n"
     "  client packs upload FILE | list | get NAME | load NAME [--pin] | unload NAME | delete NAME | stats\n"
     "  client router set FILE | get | clear\n"
     "         --server HOST:PORT --admin-token-file FILE\n"

@@ -46,6 +46,25 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+// `skillpack client health` against a server: its exit code and its stdout + stderr.
+struct CliResult {
+  int code = -1;
+  std::string output;
+};
+CliResult CliHealth(const std::string& address, const std::string& service = "") {
+  std::string cmd = kCliBin + " client health --server " + address + " --timeout-seconds 5";
+  if (!service.empty()) cmd += " --service " + service;
+  CliResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[256];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 class ServerE2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -538,6 +557,57 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   // The grace period (2 s) is far shorter than the generation: cancelled.
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(s.Stop(), 0);
+}
+
+// `skillpack client health` (the container image's HEALTHCHECK) follows the
+// server's health: 0 only while SERVING, 1 for NOT_SERVING (draining, held
+// open by a stream), NOT_FOUND and nobody listening.
+TEST_F(ServerE2eTest, CliHealthCommand) {
+  ServerProcess s;
+  s.Start({"--model", Path("base"), "--packs", Path("packs-cli-health"), "--max-seq-len", "16384", "--grace-seconds",
+           "120"},
+          Path("server-cli-health.log"));
+  CliResult r = CliHealth(s.address());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output, "SERVING\n");
+  r = CliHealth(s.address(), "skillpack.v1.Inference");
+  EXPECT_EQ(r.code, 0) << r.output;
+  r = CliHealth(s.address(), "skillpack.v1.NoSuchService");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("NOT_FOUND"), std::string::npos) << r.output;
+
+  // A long stream keeps the server draining after SIGTERM (grace 120 s) until we cancel it.
+  SamplingParams p = Greedy(16000);
+  p.ignore_eos = true;
+  auto stub = v1::Inference::NewStub(s.channel());
+  grpc::ClientContext sctx;
+  auto reader = stub->GenerateStream(&sctx, Request("long", p));
+  v1::GenerateStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  s.Signal(SIGTERM);
+  auto health = grpc::health::v1::Health::NewStub(s.channel());
+  bool not_serving = false;
+  for (int i = 0; i < 500 && !not_serving; ++i) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    not_serving =
+        health->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+    if (!not_serving) std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_TRUE(not_serving);
+  r = CliHealth(s.address());
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("NOT_SERVING"), std::string::npos) << r.output;
+  sctx.TryCancel();
+  while (reader->Read(&m)) {
+  }
+  reader->Finish();
+  const std::string address = s.address();
+  EXPECT_EQ(s.Stop(), 0);
+  r = CliHealth(address);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("UNAVAILABLE"), std::string::npos) << r.output;
 }
 
 // The real server's /metrics after a request: our series are there, and
