@@ -223,7 +223,7 @@ for port in (50051, 9090, 8000):
 EOF
 if [ "$ports_free" = 0 ]; then  # the first occurrence of a flag wins: replace CMD's values
   for i in "${!cmd[@]}"; do
-    case "${cmd[$i]}" in --grpc-port | --metrics-port) cmd[$((i + 1))]=0 ;; esac
+    case "${cmd[$i]}" in --grpc-port | --metrics-port | --http-port) cmd[$((i + 1))]=0 ;; esac
   done
 fi
 extra=(--grpc-address 127.0.0.1 --metrics-address 127.0.0.1 --admin-token-file /etc/skillpack/admin/token --threads 1)
@@ -233,7 +233,9 @@ server_help=$(buildah run --isolation chroot "$ctr" -- skillpack-server --help 2
 if grep -q -- '--http-port' <<< "$server_help"; then
   http_api=1
   extra+=(--http-address 127.0.0.1)
-  if [ "$ports_free" = 1 ]; then extra+=(--http-port 8000); else extra+=(--http-port 0); fi
+  if [[ " ${cmd[*]} " != *" --http-port "* ]]; then  # the image's CMD turns it on; older images do not
+    if [ "$ports_free" = 1 ]; then extra+=(--http-port 8000); else extra+=(--http-port 0); fi
+  fi
 fi
 say "starting ${entrypoint[*]} ${cmd[*]} ${extra[*]}"
 buildah run --isolation chroot \
