@@ -3,9 +3,9 @@
 // Decode at batch 1 on the large shapes is memory-bound: its time per token is
 // compared with the bound = bytes of weights read per token / memcpy bandwidth
 // measured in the same run. A batched decode step reads the same weights, so
-// it should cost about the same: each batch > 1 is decoded twice, with the
-// small-batch kernel (core/small_gemm.h) and with BLAS, and both are compared
-// with the batch-1 step. Writes bench/results/model_<timestamp>.json.
+// it should cost about the same: each batch the small-batch kernel serves
+// (core/small_gemm.h, 2 to 8 rows) is decoded twice, with it and with BLAS;
+// every step is compared with the batch-1 step. Writes bench/results/model_<timestamp>.json.
 //
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
 //                    [--decode-steps N] [--threads N] [--out DIR]
@@ -71,9 +71,9 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
     }
     std::vector<SeqStep> dec;
     for (int64_t b = 0; b < batch; ++b) dec.push_back({pre[b].slot, {5}});
-    const bool kernel = SmallGemmAvailable();
+    const bool kernel = SmallGemmAvailable() && batch >= 2 && batch <= kSmallGemmMaxRows;
     std::vector<bool> variants = {true};
-    if (batch > 1 && kernel) variants.push_back(false);
+    if (kernel) variants.push_back(false);
     for (bool small_gemm : variants) {
       SetSmallGemmEnabled(small_gemm);
       (void)*m.Step(*w, *cache, dec);  // one untimed step per variant
@@ -86,7 +86,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       SetSmallGemmEnabled(true);
       Json r;
       r["batch"] = batch;
-      r["linear"] = batch == 1 ? "gemv" : (small_gemm && kernel ? "small_gemm" : "blas");
+      r["linear"] = batch == 1 ? "gemv" : (small_gemm && kernel ? "small_gemm" : "blas");  // rows > 8: BLAS
       r["prompt_len"] = prompt_len;
       r["prefill_seconds"] = prefill_s;
       r["prefill_tokens_per_s"] = batch * prompt_len / prefill_s;

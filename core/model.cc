@@ -16,7 +16,7 @@ namespace {
 
 constexpr double kMaskedScore = -1e30;  // finite, so a fully masked row cannot produce NaN
 
-// Whether SmallGemm can compute x · wᵀ + b: 2..16 float32 rows on the CPU,
+// Whether SmallGemm can compute x · wᵀ + b: 2..kSmallGemmMaxRows float32 rows on the CPU,
 // contiguous float32 weights, and no autograd (it records no graph).
 bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
