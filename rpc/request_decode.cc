@@ -51,13 +51,18 @@ bool Walk(const Descriptor* type, CodedInputStream* in, const std::string& prefi
     uint32_t length = 0;
     if (!in->ReadVarint32(&length) || length > static_cast<uint32_t>(INT32_MAX)) return false;
     if (field->type() == FieldDescriptor::TYPE_STRING) {
-      std::string value;
-      if (!in->ReadString(&value, static_cast<int>(length))) return false;
-      const size_t bad = FirstInvalidUtf8(value);
+      if (length == 0) continue;
+      // In place: the stream reads from one array, whose rest up to the
+      // current limit is the direct buffer.
+      const void* data = nullptr;
+      int available = 0;
+      if (!in->GetDirectBufferPointer(&data, &available) || static_cast<uint32_t>(available) < length) return false;
+      const size_t bad = FirstInvalidUtf8(absl::string_view(static_cast<const char*>(data), length));
       if (bad != std::string::npos) {
-        *found = {path, bad, value.size()};
+        *found = {path, bad, length};
         return false;
       }
+      if (!in->Skip(static_cast<int>(length))) return false;
       continue;
     }
     if (depth >= kMaxDepth) return false;
@@ -104,20 +109,22 @@ size_t FirstInvalidUtf8(absl::string_view s) {
 
 Status ParseRequestBytes(absl::string_view bytes, google::protobuf::Message* msg) {
   msg->Clear();
-  if (bytes.size() <= static_cast<size_t>(INT32_MAX) &&
-      msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
-    return absl::OkStatus();
-  msg->Clear();
+  const Status malformed =
+      absl::InvalidArgumentError(absl::StrCat("malformed ", msg->GetTypeName(), " (not a valid protobuf encoding)"));
+  if (bytes.size() > static_cast<size_t>(INT32_MAX)) return malformed;
+  // The walk comes first: protobuf's parser would refuse invalid UTF-8 too,
+  // but it logs a "libprotobuf ERROR" line for each such string, which any
+  // client could then write into the server's log at will.
   Finding found;
-  if (bytes.size() <= static_cast<size_t>(INT32_MAX)) {
-    CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
-    Walk(msg->GetDescriptor(), &in, "", 0, &found);
-  }
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+  const bool walked = Walk(msg->GetDescriptor(), &in, "", 0, &found);
   if (!found.path.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(found.path, ": not valid UTF-8 (byte ", found.offset, " of ",
                                                    found.size, "); string fields must be UTF-8"));
   }
-  return absl::InvalidArgumentError(absl::StrCat("malformed ", msg->GetTypeName(), " (not a valid protobuf encoding)"));
+  if (walked && msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return absl::OkStatus();
+  msg->Clear();
+  return malformed;
 }
 
 Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* msg) {

@@ -27,7 +27,9 @@ namespace skillpack {
 // U+10FFFF: what protobuf accepts), or std::string::npos when all of `s` is.
 size_t FirstInvalidUtf8(absl::string_view s);
 
-// Parses `bytes` into *msg (cleared first). OK, or INVALID_ARGUMENT:
+// Parses `bytes` into *msg (cleared first). String fields are checked before
+// protobuf parses, so a bad request never makes libprotobuf log an error line.
+// OK, or INVALID_ARGUMENT:
 //  - naming the first string field, as a path from the message root
 //    ("chat.messages[1].content", "sampling.stop[0]"), that holds invalid
 //    UTF-8, with the offending byte's offset;

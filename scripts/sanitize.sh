@@ -5,6 +5,7 @@
 #   scripts/sanitize.sh asan [BUILD_DIR]   ASan + UBSan (build-asan)   make asan
 #   scripts/sanitize.sh tsan [BUILD_DIR]   ThreadSanitizer (build-tsan) make tsan
 #   CTEST_ARGS="-R rpc_" ...               a subset of the tests
+#   SANITIZE_TARGETS="skillpack-server ..." build only these targets (default all)
 #
 # libtorch, gRPC and the other Debian libraries are not instrumented. The
 # suppression files in tests/sanitizers/ hold only reports from inside those
@@ -18,7 +19,11 @@ BUILD_DIR=${2:-build-$MODE}
 JOBS=${JOBS:-$(nproc)}
 SUPP=$(pwd)/tests/sanitizers
 case "$MODE" in
-  asan) SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;
+  # The same flags as scripts/fuzz.sh's build-fuzz/ (libFuzzer's coverage
+  # hooks included, harmless outside a fuzz target): ccache then shares every
+  # library object between the two trees, and CI, which builds build-fuzz/
+  # anyway, compiles only the rest (server, CLI, trainer, tests) for asan.
+  asan) SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize=fuzzer-no-link" ;;
   tsan) SAN="-fsanitize=thread" ;;
   *) echo "sanitize.sh: unknown mode '$MODE' (asan or tsan)" >&2; exit 2 ;;
 esac
@@ -28,18 +33,33 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_C_FLAGS_RELWITHDEBINFO="" \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DSKILLPACK_WITH_CUDA=OFF >/dev/null || exit 1
 fi
-start=$(date +%s)
-cmake --build "$BUILD_DIR" -j "$JOBS" || exit 1
-built=$(date +%s)
-echo "sanitize: $MODE build took $((built - start)) s"
+# Wall and CPU seconds of the build and of the tests (bench/results/sanitizers_*.json).
+TIMEFORMAT="sanitize: $MODE build took %0R s (CPU %0U s user + %0S s sys)"
+time cmake --build "$BUILD_DIR" -j "$JOBS" ${SANITIZE_TARGETS:+--target $SANITIZE_TARGETS} || exit 1
+# Every report goes to a file in $REPORTS, from the test binaries and from
+# the servers and CLIs the e2e tests start (whose exit status a test may not
+# look at, e.g. a leak found when a server exits after SIGTERM); any file
+# there fails the run, and is printed.
+mkdir -p "$BUILD_DIR/sanitizer-reports"
+REPORTS=$(cd "$BUILD_DIR/sanitizer-reports" && pwd)
+rm -f "$REPORTS"/*
 export OMP_WAIT_POLICY=PASSIVE
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_odr_violation=0:abort_on_error=0:suppressions=$SUPP/asan.supp}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_odr_violation=0:abort_on_error=0:suppressions=$SUPP/asan.supp:log_path=$REPORTS/asan}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SUPP/lsan.supp:print_suppressions=0}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp:log_path=$REPORTS/ubsan}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1:log_path=$REPORTS/tsan}
 if [ "$MODE" = tsan ]; then export OMP_NUM_THREADS=1; fi
 # tools_* (format, layering, thread-safety analysis) run no binary of ours.
-(cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})
+TIMEFORMAT="sanitize: $MODE tests took %0R s (CPU %0U s user + %0S s sys)"
+time (cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})
 rc=$?
-echo "sanitize: $MODE tests took $(($(date +%s) - built)) s (exit $rc)"
+echo "sanitize: $MODE tests exit $rc"
+reports=$(find "$REPORTS" -type f | sort)
+if [ -n "$reports" ]; then
+  for f in $reports; do echo "===== $f"; cat "$f"; done
+  echo "sanitize: $MODE: $(echo "$reports" | wc -l) report file(s) in $REPORTS" >&2
+  rc=1
+else
+  echo "sanitize: $MODE: no sanitizer reports"
+fi
 exit $rc

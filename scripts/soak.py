@@ -9,7 +9,8 @@ busy the way hostile and careless clients would, with Python's grpcio:
     with SIGKILL mid-way (after k of n chunks reached the wire);
   - crafted bad files (garbage, truncated pack, wrong sha256, a manifest nested
     100k deep, a pack for another base) and bad requests (invalid UTF-8, bad
-    sampling values, unknown packs and modes, oversize prompt and request_id).
+    sampling values, unknown packs and modes, oversize prompt and request_id, a
+    pack name with invalid UTF-8).
 Meanwhile it samples the server's RSS. At the end it checks, and writes to
 --out as JSON:
   - the server never died, and exits 0 on SIGTERM;
@@ -20,6 +21,8 @@ Meanwhile it samples the server's RSS. At the end it checks, and writes to
     uploads = UploadPack CANCELLED), bounded for deadline calls (a deadline can
     pass before the server sees the call, or just after it answered OK);
   - every crafted case got its expected code and a message naming no server path;
+  - the server's log holds no libprotobuf line (one per bad request would let
+    any client write into it);
   - the pack store holds no .part file and every stored pack verifies.
 Exit status 0 when every check holds, 1 otherwise.
 """
@@ -332,9 +335,13 @@ class Soak:
              "pack_for_another_base"),
             (self.admin("GetPack", apb.GetPackRequest, apb.GetPackResponse, apb.GetPackRequest(name="../etc")),
              ("INVALID_ARGUMENT", "NOT_FOUND"), "pack_name_traversal"),
+            # GetPackRequest{name: "a\xffb"}: raw bytes, protobuf would not encode them.
+            (lambda: raw_unary(self.channel, "/skillpack.v1.Admin/GetPack")(b"\x0a\x03a\xffb", metadata=self.md,
+                                                                              timeout=60),
+             ("INVALID_ARGUMENT",), "admin_invalid_utf8_name"),
         ]
         call, want, what = rng.choice(cases)
-        method = "GetPack" if what == "pack_name_traversal" else "UploadPack"
+        method = "GetPack" if what in ("pack_name_traversal", "admin_invalid_utf8_name") else "UploadPack"
         self.expect(method, call, want, what)
 
     def killed_upload(self):
@@ -476,6 +483,11 @@ class Soak:
                 exit_code = "hung on SIGTERM"
             if exit_code != 0:
                 self.violate("server exit on SIGTERM: %s" % exit_code)
+        self.server_log.flush()
+        with open(self.server_log.name, errors="replace") as f:
+            protobuf_lines = [line.strip() for line in f if "libprotobuf" in line]
+        if protobuf_lines:  # a client must not be able to write lines into the log
+            self.violate("%d libprotobuf lines in the server log, e.g. %s" % (len(protobuf_lines), protobuf_lines[0]))
         parts = [os.path.relpath(os.path.join(d, f), self.store) for d, _, fs in os.walk(self.store) for f in fs
                  if ".part" in f or os.path.basename(d) == ".incoming"]
         if parts:

@@ -2,7 +2,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <thread>
+
+#include <google/protobuf/descriptor.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/method_handler.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -10,6 +15,7 @@
 
 #include "rpc/bearer_auth.h"
 #include "rpc/grpc_status.h"
+#include "rpc/request_decode.h"
 
 namespace skillpack {
 namespace {
@@ -99,12 +105,74 @@ Status CheckName(const std::string& name) {
   return absl::OkStatus();
 }
 
+// Index of Admin method `name` in the generated service (the proto's order).
+// REQUIRES: the method exists and takes `Request`.
+template <typename Request>
+int AdminMethodIndex(const char* name) {
+  const google::protobuf::ServiceDescriptor* service = Request::descriptor()->file()->FindServiceByName("Admin");
+  const google::protobuf::MethodDescriptor* method = service ? service->FindMethodByName(name) : nullptr;
+  if (method == nullptr || method->input_type() != Request::descriptor()) {
+    std::fprintf(stderr, "admin service: no method %s taking %s\n", name, Request::descriptor()->full_name().c_str());
+    std::abort();
+  }
+  return method->index();
+}
+
 class AdminServiceImpl final : public v1::Admin::Service {
  public:
-  explicit AdminServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {}
+  // Every method takes its request as raw bytes and decodes it itself
+  // (rpc/request_decode.h), as the Inference service does: protobuf refuses a
+  // string field holding invalid UTF-8 (a pack name, the upload header's
+  // sha256), and gRPC's generated handler would answer that with INTERNAL and
+  // no message; decoded here it is INVALID_ARGUMENT naming the field. The
+  // bearer token is checked before the request is decoded. The bytes on the
+  // wire are unchanged. MarkMethodStreamed swaps in a handler of our choice;
+  // it also marks the method BIDI_STREAMING, which to the server only means
+  // "do not read the request before the handler runs", true of both handlers
+  // used here.
+  explicit AdminServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {
+    const int upload = AdminMethodIndex<v1::UploadPackRequest>("UploadPack");
+    MarkMethodStreamed(
+        upload, new grpc::internal::ClientStreamingHandler<AdminServiceImpl, grpc::ByteBuffer, v1::UploadPackResponse>(
+                    [](AdminServiceImpl* self, grpc::ServerContext* c, grpc::ServerReader<grpc::ByteBuffer>* r,
+                       v1::UploadPackResponse* resp) { return self->RawUploadPack(c, r, resp); },
+                    this));
+    Unary("ListPacks", &AdminServiceImpl::DoListPacks);
+    Unary("GetPack", &AdminServiceImpl::DoGetPack);
+    Unary("LoadPack", &AdminServiceImpl::DoLoadPack);
+    Unary("UnloadPack", &AdminServiceImpl::DoUnloadPack);
+    Unary("DeletePack", &AdminServiceImpl::DoDeletePack);
+    Unary("GetStats", &AdminServiceImpl::DoGetStats);
+    Unary("SetRouter", &AdminServiceImpl::DoSetRouter);
+    Unary("GetRouter", &AdminServiceImpl::DoGetRouter);
+  }
 
-  grpc::Status UploadPack(grpc::ServerContext* context, grpc::ServerReader<v1::UploadPackRequest>* reader,
-                          v1::UploadPackResponse* resp) override {
+ private:
+  template <typename Request, typename Response>
+  using Method = Status (AdminServiceImpl::*)(const Request&, Response*);
+
+  // Serves unary method `name` with `body`, on the request decoded from raw bytes.
+  template <typename Request, typename Response>
+  void Unary(const char* name, Method<Request, Response> body) {
+    using Streamer = grpc::ServerUnaryStreamer<grpc::ByteBuffer, Response>;
+    MarkMethodStreamed(AdminMethodIndex<Request>(name),
+                       new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, Response>(
+                           [this, name, body](grpc::ServerContext* context, Streamer* stream) {
+                             Response resp;
+                             const grpc::Status s = Handle(name, context, [&]() -> Status {
+                               Request req;
+                               grpc::ByteBuffer bytes;
+                               if (!stream->Read(&bytes)) return absl::InvalidArgumentError("no request message");
+                               RETURN_IF_ERROR(ParseRequest(bytes, &req));
+                               return (this->*body)(req, &resp);
+                             });
+                             if (s.ok()) stream->Write(resp);
+                             return s;
+                           }));
+  }
+
+  grpc::Status RawUploadPack(grpc::ServerContext* context, grpc::ServerReader<grpc::ByteBuffer>* reader,
+                             v1::UploadPackResponse* resp) {
     return Handle("UploadPack", context, [&]() -> Status {
       // At most max_concurrent_uploads at once: each holds a thread, a file
       // descriptor and a .part file until it ends.
@@ -123,11 +191,15 @@ class AdminServiceImpl final : public v1::Admin::Service {
                                                         absl::FormatDuration(ctx_.upload_idle_timeout),
                                                         " (--upload-idle-timeout-seconds); nothing was stored"));
       };
+      grpc::ByteBuffer bytes;
       v1::UploadPackRequest msg;
-      if (!reader->Read(&msg) || !msg.has_header()) {
+      if (!reader->Read(&bytes)) {
         if (watchdog.fired()) return idle();
         return absl::InvalidArgumentError("header: the first message must carry the upload header");
       }
+      RETURN_IF_ERROR(ParseRequest(bytes, &msg));
+      if (!msg.has_header())
+        return absl::InvalidArgumentError("header: the first message must carry the upload header");
       const v1::UploadHeader& h = msg.header();
       if (h.total_size() > static_cast<uint64_t>(INT64_MAX)) {
         return absl::InvalidArgumentError("header.total_size: too large");
@@ -136,8 +208,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
           std::unique_ptr<PackUpload> upload,
           ctx_.store->BeginUpload(h.name(), h.sha256(), static_cast<int64_t>(h.total_size()), h.overwrite()));
       watchdog.Touch();
-      while (reader->Read(&msg)) {
+      while (reader->Read(&bytes)) {
         watchdog.Touch();
+        RETURN_IF_ERROR(ParseRequest(bytes, &msg));
         if (msg.part_case() != v1::UploadPackRequest::kChunk) {
           return absl::InvalidArgumentError("chunk: only the first message may carry a header");
         }
@@ -155,127 +228,103 @@ class AdminServiceImpl final : public v1::Admin::Service {
     });
   }
 
-  grpc::Status ListPacks(grpc::ServerContext* context, const v1::ListPacksRequest*,
-                         v1::ListPacksResponse* resp) override {
-    return Handle("ListPacks", context, [&]() -> Status {
-      for (const StoredPack& p : ctx_.store->List()) {
-        FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->add_packs());
-      }
-      return absl::OkStatus();
-    });
+  Status DoListPacks(const v1::ListPacksRequest&, v1::ListPacksResponse* resp) {
+    for (const StoredPack& p : ctx_.store->List()) {
+      FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->add_packs());
+    }
+    return absl::OkStatus();
   }
 
-  grpc::Status GetPack(grpc::ServerContext* context, const v1::GetPackRequest* req,
-                       v1::GetPackResponse* resp) override {
-    return Handle("GetPack", context, [&]() -> Status {
-      RETURN_IF_ERROR(CheckName(req->name()));
-      ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req->name()));
-      FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
-      ASSIGN_OR_RETURN(Json d, ctx_.store->runtime()->Describe(p.path));
-      if (d.contains("modules") && d["modules"].is_array()) {
-        for (const Json& m : d["modules"]) {
-          v1::ModuleInfo* mi = resp->add_modules();
-          mi->set_name(m.value("name", ""));
-          mi->set_op(m.value("op", ""));
-          if (m.contains("shape") && m["shape"].is_array()) {
-            for (const Json& x : m["shape"]) mi->add_shape(x.get<int64_t>());
-          }
-          if (m.contains("rank") && m["rank"].is_number_integer()) mi->set_rank(m["rank"].get<int64_t>());
+  Status DoGetPack(const v1::GetPackRequest& req, v1::GetPackResponse* resp) {
+    RETURN_IF_ERROR(CheckName(req.name()));
+    ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req.name()));
+    FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
+    ASSIGN_OR_RETURN(Json d, ctx_.store->runtime()->Describe(p.path));
+    if (d.contains("modules") && d["modules"].is_array()) {
+      for (const Json& m : d["modules"]) {
+        v1::ModuleInfo* mi = resp->add_modules();
+        mi->set_name(m.value("name", ""));
+        mi->set_op(m.value("op", ""));
+        if (m.contains("shape") && m["shape"].is_array()) {
+          for (const Json& x : m["shape"]) mi->add_shape(x.get<int64_t>());
         }
+        if (m.contains("rank") && m["rank"].is_number_integer()) mi->set_rank(m["rank"].get<int64_t>());
       }
-      if (d.contains("provenance")) resp->set_provenance_json(d["provenance"].dump());
+    }
+    if (d.contains("provenance")) resp->set_provenance_json(d["provenance"].dump());
+    return absl::OkStatus();
+  }
+
+  Status DoLoadPack(const v1::LoadPackRequest& req, v1::LoadPackResponse* resp) {
+    RETURN_IF_ERROR(CheckName(req.name()));
+    ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req.name()));
+    double secs = 0;
+    RETURN_IF_ERROR(ctx_.cache->Load(req.name(), req.pin(), &secs));
+    FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
+    resp->set_load_seconds(secs);
+    return absl::OkStatus();
+  }
+
+  Status DoUnloadPack(const v1::UnloadPackRequest& req, v1::UnloadPackResponse*) {
+    RETURN_IF_ERROR(CheckName(req.name()));
+    return ctx_.packs->Unload(req.name());
+  }
+
+  Status DoDeletePack(const v1::DeletePackRequest& req, v1::DeletePackResponse*) {
+    RETURN_IF_ERROR(CheckName(req.name()));
+    return ctx_.packs->Delete(req.name());
+  }
+
+  Status DoSetRouter(const v1::SetRouterRequest& req, v1::SetRouterResponse* resp) {
+    if (req.clear()) {
+      if (!req.router().empty()) return absl::InvalidArgumentError("router: must be empty with clear");
+      ctx_.router->Clear();
       return absl::OkStatus();
-    });
+    }
+    if (req.router().empty()) return absl::InvalidArgumentError("router: must not be empty (or set clear)");
+    ASSIGN_OR_RETURN(LoadedRouter r, ctx_.router->Set(req.router(), "admin"));
+    FillRouterInfo(r, resp->mutable_router());
+    return absl::OkStatus();
   }
 
-  grpc::Status LoadPack(grpc::ServerContext* context, const v1::LoadPackRequest* req,
-                        v1::LoadPackResponse* resp) override {
-    return Handle("LoadPack", context, [&]() -> Status {
-      RETURN_IF_ERROR(CheckName(req->name()));
-      ASSIGN_OR_RETURN(StoredPack p, ctx_.store->Get(req->name()));
-      double secs = 0;
-      RETURN_IF_ERROR(ctx_.cache->Load(req->name(), req->pin(), &secs));
-      FillPackInfo(p, ctx_.cache->StateOf(p.summary.name), resp->mutable_pack());
-      resp->set_load_seconds(secs);
-      return absl::OkStatus();
-    });
+  Status DoGetRouter(const v1::GetRouterRequest&, v1::GetRouterResponse* resp) {
+    const LoadedRouter r = ctx_.router->Current();
+    resp->set_loaded(r.router != nullptr);
+    if (r.router) FillRouterInfo(r, resp->mutable_router());
+    const RoutingPolicy& p = ctx_.router->options().default_policy;
+    resp->mutable_policy()->set_mode(RoutingModeName(p));
+    resp->mutable_policy()->set_k(p.k);
+    resp->mutable_policy()->set_threshold(p.threshold);
+    resp->set_max_tokens(ctx_.router->options().max_tokens);
+    return absl::OkStatus();
   }
 
-  grpc::Status UnloadPack(grpc::ServerContext* context, const v1::UnloadPackRequest* req,
-                          v1::UnloadPackResponse*) override {
-    return Handle("UnloadPack", context, [&]() -> Status {
-      RETURN_IF_ERROR(CheckName(req->name()));
-      return ctx_.packs->Unload(req->name());
-    });
+  Status DoGetStats(const v1::GetStatsRequest&, v1::GetStatsResponse* resp) {
+    const SchedulerStats s = ctx_.scheduler->Stats();
+    resp->set_running_requests(s.running);
+    resp->set_waiting_requests(s.waiting);
+    resp->set_kv_slots_total(s.kv_slots_total);
+    resp->set_kv_slots_free(s.kv_slots_free);
+    resp->set_requests_total(static_cast<uint64_t>(s.requests_total));
+    resp->set_prompt_tokens_total(static_cast<uint64_t>(s.prompt_tokens_total));
+    resp->set_generated_tokens_total(static_cast<uint64_t>(s.generated_tokens_total));
+    for (const CacheTierStats& t : ctx_.cache->Stats()) {
+      v1::CacheTierStats* c = resp->add_cache();
+      c->set_tier(t.tier);
+      c->set_bytes(static_cast<uint64_t>(t.bytes));
+      c->set_budget_bytes(static_cast<uint64_t>(t.budget_bytes));
+      c->set_entries(t.entries);
+      c->set_hits(static_cast<uint64_t>(t.hits));
+      c->set_misses(static_cast<uint64_t>(t.misses));
+      c->set_evictions(static_cast<uint64_t>(t.evictions));
+    }
+    resp->set_stored_packs(static_cast<int32_t>(ctx_.store->List().size()));
+    resp->set_model_dir(ctx_.model_dir);
+    resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_.started));
+    resp->set_serving(!s.draining);
+    return absl::OkStatus();
   }
 
-  grpc::Status DeletePack(grpc::ServerContext* context, const v1::DeletePackRequest* req,
-                          v1::DeletePackResponse*) override {
-    return Handle("DeletePack", context, [&]() -> Status {
-      RETURN_IF_ERROR(CheckName(req->name()));
-      return ctx_.packs->Delete(req->name());
-    });
-  }
-
-  grpc::Status SetRouter(grpc::ServerContext* context, const v1::SetRouterRequest* req,
-                         v1::SetRouterResponse* resp) override {
-    return Handle("SetRouter", context, [&]() -> Status {
-      if (req->clear()) {
-        if (!req->router().empty()) return absl::InvalidArgumentError("router: must be empty with clear");
-        ctx_.router->Clear();
-        return absl::OkStatus();
-      }
-      if (req->router().empty()) return absl::InvalidArgumentError("router: must not be empty (or set clear)");
-      ASSIGN_OR_RETURN(LoadedRouter r, ctx_.router->Set(req->router(), "admin"));
-      FillRouterInfo(r, resp->mutable_router());
-      return absl::OkStatus();
-    });
-  }
-
-  grpc::Status GetRouter(grpc::ServerContext* context, const v1::GetRouterRequest*,
-                         v1::GetRouterResponse* resp) override {
-    return Handle("GetRouter", context, [&]() -> Status {
-      const LoadedRouter r = ctx_.router->Current();
-      resp->set_loaded(r.router != nullptr);
-      if (r.router) FillRouterInfo(r, resp->mutable_router());
-      const RoutingPolicy& p = ctx_.router->options().default_policy;
-      resp->mutable_policy()->set_mode(RoutingModeName(p));
-      resp->mutable_policy()->set_k(p.k);
-      resp->mutable_policy()->set_threshold(p.threshold);
-      resp->set_max_tokens(ctx_.router->options().max_tokens);
-      return absl::OkStatus();
-    });
-  }
-
-  grpc::Status GetStats(grpc::ServerContext* context, const v1::GetStatsRequest*, v1::GetStatsResponse* resp) override {
-    return Handle("GetStats", context, [&]() -> Status {
-      const SchedulerStats s = ctx_.scheduler->Stats();
-      resp->set_running_requests(s.running);
-      resp->set_waiting_requests(s.waiting);
-      resp->set_kv_slots_total(s.kv_slots_total);
-      resp->set_kv_slots_free(s.kv_slots_free);
-      resp->set_requests_total(static_cast<uint64_t>(s.requests_total));
-      resp->set_prompt_tokens_total(static_cast<uint64_t>(s.prompt_tokens_total));
-      resp->set_generated_tokens_total(static_cast<uint64_t>(s.generated_tokens_total));
-      for (const CacheTierStats& t : ctx_.cache->Stats()) {
-        v1::CacheTierStats* c = resp->add_cache();
-        c->set_tier(t.tier);
-        c->set_bytes(static_cast<uint64_t>(t.bytes));
-        c->set_budget_bytes(static_cast<uint64_t>(t.budget_bytes));
-        c->set_entries(t.entries);
-        c->set_hits(static_cast<uint64_t>(t.hits));
-        c->set_misses(static_cast<uint64_t>(t.misses));
-        c->set_evictions(static_cast<uint64_t>(t.evictions));
-      }
-      resp->set_stored_packs(static_cast<int32_t>(ctx_.store->List().size()));
-      resp->set_model_dir(ctx_.model_dir);
-      resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_.started));
-      resp->set_serving(!s.draining);
-      return absl::OkStatus();
-    });
-  }
-
- private:
   // Checks the bearer token, runs `body`, records the RPC and maps its status.
   template <typename Body>
   grpc::Status Handle(const char* method, grpc::ServerContext* context, Body body) {

@@ -7,10 +7,13 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/stubs/logging.h>
 
+#include "skillpack/v1/admin.pb.h"
 #include "skillpack/v1/inference.pb.h"
 
 namespace skillpack {
@@ -92,6 +95,55 @@ TEST(ParseRequestBytesTest, NamesTheStringFieldHoldingInvalidUtf8) {
   bytes = packs.SerializeAsString();
   bytes.replace(bytes.find("MLP"), 3, "\x80LP");
   ExpectInvalid(bytes, "skills.packs[1].modules[0]: not valid UTF-8 (byte 0 of 3)");
+}
+
+TEST(ParseRequestBytesTest, NamesTheFieldInAdminRequests) {
+  v1::GetPackRequest get;
+  Status s = ParseRequestBytes(StringField(1, "pack\xe9"), &get);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("name: not valid UTF-8 (byte 4 of 5)"));
+
+  v1::UploadPackRequest upload;
+  upload.mutable_header()->set_name("pack");
+  upload.mutable_header()->set_sha256("SHA");
+  upload.mutable_header()->set_total_size(7);
+  std::string bytes = upload.SerializeAsString();
+  bytes.replace(bytes.find("SHA"), 3, "S\xc0\x80");  // overlong NUL
+  s = ParseRequestBytes(bytes, &upload);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("header.sha256: not valid UTF-8 (byte 1 of 3)"));
+
+  // A chunk is `bytes`: any bytes.
+  upload.Clear();
+  upload.set_chunk(std::string("\xff\x00\xc0", 3));
+  v1::UploadPackRequest out;
+  ASSERT_TRUE(ParseRequestBytes(upload.SerializeAsString(), &out).ok());
+  EXPECT_EQ(out.chunk(), upload.chunk());
+}
+
+// Every message protobuf logs while the handler is installed.
+std::vector<std::string>* logged = nullptr;
+void RecordLog(google::protobuf::LogLevel, const char*, int, const std::string& message) { logged->push_back(message); }
+
+TEST(ParseRequestBytesTest, LogsNothingForABadRequest) {
+  // protobuf's own parser logs a "libprotobuf ERROR ... invalid UTF-8" line
+  // for each bad string; a client must not be able to fill the log that way.
+  std::vector<std::string> messages;
+  logged = &messages;
+  google::protobuf::LogHandler* previous = google::protobuf::SetLogHandler(&RecordLog);
+  v1::GenerateRequest req;
+  EXPECT_FALSE(ParseRequestBytes(StringField(1, "hi \xff"), &req).ok());
+  EXPECT_FALSE(ParseRequestBytes(StringField(6, "\xc3"), &req).ok());
+  EXPECT_FALSE(ParseRequestBytes("\x0a\x05hi", &req).ok());
+  v1::GetPackRequest get;
+  EXPECT_FALSE(ParseRequestBytes(StringField(1, "\xff"), &get).ok());
+  // The handler does see what protobuf logs: a direct parse of the same bytes.
+  EXPECT_TRUE(messages.empty()) << messages.front();
+  EXPECT_FALSE(req.ParseFromString(StringField(1, "hi \xff")));
+  google::protobuf::SetLogHandler(previous);
+  logged = nullptr;
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_THAT(messages[0], HasSubstr("invalid UTF-8"));
 }
 
 TEST(ParseRequestBytesTest, MalformedBytesAreInvalidArgumentNamingTheType) {
