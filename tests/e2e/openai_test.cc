@@ -32,23 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-CommandResult Shell(const std::string& command) {
-  CommandResult r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 // Single-quoted for the shell.
 std::string Quote(const std::string& s) {
   std::string out = "'";
@@ -60,41 +43,6 @@ std::string Quote(const std::string& s) {
     }
   }
   return out + "'";
-}
-
-// A raw HTTP/1.1 exchange on 127.0.0.1:port: sends `request`, reads until the
-// server closes. "" when it cannot connect.
-std::string RawHttp(int port, const std::string& request) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    size_t off = 0;
-    while (off < request.size()) {
-      const ssize_t n = ::write(fd, request.data() + off, request.size() - off);
-      if (n <= 0) break;
-      off += static_cast<size_t>(n);
-    }
-    // Until the server closes, or the whole body of a response that has a
-    // Content-Length (the server waits for the client to close first when it
-    // answered before reading a request body).
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fd, buf, sizeof(buf))) > 0) {
-      out.append(buf, static_cast<size_t>(n));
-      const size_t head = out.find("\r\n\r\n");
-      const size_t cl = out.find("Content-Length: ");
-      if (head != std::string::npos && cl != std::string::npos && cl < head &&
-          out.size() >= head + 4 + std::stoul(out.substr(cl + 16))) {
-        break;
-      }
-    }
-  }
-  ::close(fd);
-  return out;
 }
 
 std::string Post(const std::string& path, const std::string& body, const std::string& extra_headers = "") {

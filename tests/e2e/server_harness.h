@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -265,8 +266,27 @@ inline bool WaitForLoad(const std::shared_ptr<grpc::Channel>& ch, int n, int tim
   return false;
 }
 
-// GET http://127.0.0.1:port/metrics; "" on failure.
-inline std::string FetchMetrics(int port) {
+// A shell command's exit code and output.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+inline CommandResult Shell(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// A raw HTTP/1.1 exchange on 127.0.0.1:port: sends `request`, reads until the
+// server closes. "" when it cannot connect.
+inline std::string RawHttp(int port, const std::string& request) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -274,16 +294,33 @@ inline std::string FetchMetrics(int port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string out;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+    size_t off = 0;
+    while (off < request.size()) {
+      const ssize_t n = ::write(fd, request.data() + off, request.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    // Until the server closes, or the whole body of a response that has a
+    // Content-Length (the server waits for the client to close first when it
+    // answered before reading a request body).
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof(buf))) > 0) {
+      out.append(buf, static_cast<size_t>(n));
+      const size_t head = out.find("\r\n\r\n");
+      const size_t cl = out.find("Content-Length: ");
+      if (head != std::string::npos && cl != std::string::npos && cl < head &&
+          out.size() >= head + 4 + std::stoul(out.substr(cl + 16))) {
+        break;
+      }
     }
   }
   ::close(fd);
   return out;
 }
+
+// GET http://127.0.0.1:port/metrics; "" on failure.
+inline std::string FetchMetrics(int port) { return RawHttp(port, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"); }
 
 }  // namespace skillpack
 
