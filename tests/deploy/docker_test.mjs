@@ -10,30 +10,15 @@
 // Usage: node docker_test.mjs SOURCE_DIR BUILD_DIR
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
-import { createRequire } from "node:module";
+import { checks, npmRequire } from "./harness.mjs";
 import path from "node:path";
 import assert from "node:assert/strict";
 
 const [source, build] = process.argv.slice(2);
-const npmDir = execFileSync("bash", [path.join(source, "scripts/npm-test-deps.sh"), build], {
-  stdio: ["ignore", "pipe", "inherit"],
-})
-  .toString()
-  .trim();
-const require = createRequire(path.join(npmDir, "node_modules", "noop.js"));
+const require = npmRequire(source, build);
 const YAML = require("yaml");
 
-let passed = 0;
-let failed = 0;
-function check(name, fn) {
-  try {
-    fn();
-    passed++;
-  } catch (e) {
-    failed++;
-    console.error(`FAIL ${name}: ${e.message}`);
-  }
-}
+const { check, finish } = checks();
 const read = (rel) => readFileSync(path.join(source, rel), "utf8");
 
 // A Dockerfile as a list of stages, each a list of {op, args} instructions
@@ -238,5 +223,4 @@ check(".dockerignore keeps build trees, .git and node_modules out", () => {
   }
 });
 
-console.log(`docker_test: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+finish("docker_test");

@@ -10,17 +10,12 @@
 // Usage: node k8s_test.mjs SOURCE_DIR BUILD_DIR
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, existsSync } from "node:fs";
-import { createRequire } from "node:module";
+import { checks, npmRequire } from "./harness.mjs";
 import path from "node:path";
 import assert from "node:assert/strict";
 
 const [source, build] = process.argv.slice(2);
-const npmDir = execFileSync("bash", [path.join(source, "scripts/npm-test-deps.sh"), build], {
-  stdio: ["ignore", "pipe", "inherit"],
-})
-  .toString()
-  .trim();
-const require = createRequire(path.join(npmDir, "node_modules", "noop.js"));
+const require = npmRequire(source, build);
 const YAML = require("yaml");
 const jsonpatch = require("fast-json-patch");
 const models = {
@@ -34,18 +29,7 @@ const models = {
     .ServiceMonitor,
 };
 
-let passed = 0;
-let failed = 0;
-function check(name, fn) {
-  try {
-    fn();
-    passed++;
-    console.log(`ok   ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${name}\n     ${String(e.stack || e).split("\n").slice(0, 6).join("\n     ")}`);
-  }
-}
+const { check, finish } = checks();
 
 const k8s = path.join(source, "deploy/k8s");
 const readYamlDocs = (file) =>
@@ -186,5 +170,4 @@ check("the schema validation rejects a broken Deployment", () => {
   assert.throws(() => validate(broken));
 });
 if (!kubectl) console.log("note: kubectl not installed; the Kustomize rendering comparison was skipped");
-console.log(`k8s: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+finish("k8s");
