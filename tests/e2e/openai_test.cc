@@ -73,32 +73,8 @@ class OpenAiTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-openai-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    TinyModelOptions o;
-    o.layers = 2;
-    o.hidden = 32;
-    o.heads = 2;
-    o.kv_heads = 1;
-    o.seed = 1;
-    ASSERT_TRUE(InitTinyModel(o, Path("base")).ok());
-    fs::create_directories(Path("packs"));
-    for (const char* pack : {"alpha", "beta"}) {
-      o.seed += 1;
-      const std::string tuned = Path(std::string("tuned-") + pack);
-      ASSERT_TRUE(InitTinyModel(o, tuned).ok());
-      RunCommand(kCliBin + " pack create --base " + Path("base") + " --tuned " + tuned + " --name " + pack + " -o " +
-                 Path(std::string("packs/") + pack + ".skillpack"));
-    }
-    // A small router, so that "auto" has something to decide with.
-    std::string jsonl;
-    for (int i = 0; i < 20; ++i) {
-      jsonl += absl::StrCat("{\"prompt\": \"", i, "+", i, "=\", \"label\": \"alpha\"}\n");
-      jsonl += absl::StrCat("{\"prompt\": \"reverse: abc", i, "\", \"label\": \"beta\"}\n");
-      jsonl += absl::StrCat("{\"prompt\": \"Tell me a story number ", i, ".\", \"label\": \"none\"}\n");
-    }
-    ASSERT_TRUE(WriteFileAtomically(Path("labelled.jsonl"), jsonl).ok());
-    RunCommand(kCliBin + " router train --model " + Path("base") + " --data " + Path("labelled.jsonl") + " -o " +
-               Path("router.safetensors") + " --layer 1 --width 16 --epochs 20 --seed 3 --threads 1");
-    ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
+    // The base, packs alpha and beta, and a router, so that "auto" has something to decide with.
+    MakeRoutedTinyWorld(*dir_);
     server_ = new ServerProcess();
     server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"), "--router",
                     Path("router.safetensors"), "--http-port", "0", "--http-address", "127.0.0.1", "--metrics-port",

@@ -103,24 +103,7 @@ class PrometheusTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(fs::temp_directory_path() / ("skillpack-prometheus-e2e-" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
-    ASSERT_TRUE(InitTinyModel(TinyOptions(2, 32, 1), Path("base")).ok());
-    fs::create_directories(Path("packs"));
-    uint64_t seed = 2;
-    for (const std::string pack : {"alpha", "beta"}) {
-      MakeTinyPack(Path("base"), TinyOptions(2, 32, seed++), Path("tuned-" + pack), pack,
-                   Path("packs/" + pack + ".skillpack"));
-    }
-    // A small router (its accuracy does not matter here, only that it decides).
-    std::string jsonl;
-    for (int i = 0; i < 20; ++i) {
-      jsonl += absl::StrCat("{\"prompt\": \"", i, "+", i, "=\", \"label\": \"alpha\"}\n");
-      jsonl += absl::StrCat("{\"prompt\": \"reverse: abc", i, "\", \"label\": \"beta\"}\n");
-      jsonl += absl::StrCat("{\"prompt\": \"Tell me a story number ", i, ".\", \"label\": \"none\"}\n");
-    }
-    ASSERT_TRUE(WriteFileAtomically(Path("labelled.jsonl"), jsonl).ok());
-    RunCommand(kCliBin + " router train --model " + Path("base") + " --data " + Path("labelled.jsonl") + " -o " +
-               Path("router.safetensors") + " --layer 1 --width 16 --epochs 20 --seed 3 --threads 1");
-    ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
+    MakeRoutedTinyWorld(*dir_);
     server_ = new ServerProcess();
     server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"), "--router",
                     Path("router.safetensors"), "--metrics-port", "0", "--max-running", "4", "--max-seq-len", "256"},

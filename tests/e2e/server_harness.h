@@ -72,6 +72,32 @@ inline void MakeTinyPack(const std::string& base_dir, const TinyModelOptions& tu
              pack_path);
 }
 
+// The routed tiny world of the suites that need AUTO traffic, in `dir`: a
+// 2-layer, hidden-32 base (dir/base), packs "alpha" and "beta"
+// (dir/packs/*.skillpack), a small router trained on labelled prompts
+// (dir/router.safetensors; its accuracy does not matter, only that it
+// decides) and the admin token file (dir/token).
+inline void MakeRoutedTinyWorld(const std::string& dir) {
+  const auto path = [&](const std::string& name) { return JoinPath(dir, name); };
+  ASSERT_TRUE(InitTinyModel(TinyOptions(2, 32, 1), path("base")).ok());
+  ASSERT_TRUE(MakeDirectories(path("packs")).ok());
+  uint64_t seed = 2;
+  for (const std::string pack : {"alpha", "beta"}) {
+    MakeTinyPack(path("base"), TinyOptions(2, 32, seed++), path("tuned-" + pack), pack,
+                 path("packs/" + pack + ".skillpack"));
+  }
+  std::string jsonl;
+  for (int i = 0; i < 20; ++i) {
+    jsonl += "{\"prompt\": \"" + std::to_string(i) + "+" + std::to_string(i) + "=\", \"label\": \"alpha\"}\n";
+    jsonl += "{\"prompt\": \"reverse: abc" + std::to_string(i) + "\", \"label\": \"beta\"}\n";
+    jsonl += "{\"prompt\": \"Tell me a story number " + std::to_string(i) + ".\", \"label\": \"none\"}\n";
+  }
+  ASSERT_TRUE(WriteFileAtomically(path("labelled.jsonl"), jsonl).ok());
+  RunCommand(kCliBin + " router train --model " + path("base") + " --data " + path("labelled.jsonl") + " -o " +
+             path("router.safetensors") + " --layer 1 --width 16 --epochs 20 --seed 3 --threads 1");
+  ASSERT_TRUE(WriteFileAtomically(path("token"), std::string(kToken) + "\n").ok());
+}
+
 // A skillpack-server child process.
 class ServerProcess {
  public:
