@@ -45,9 +45,12 @@ Status PackRegistry::Unload(const std::string& name) {
 }
 
 std::vector<PackChange> PackRegistry::Rescan() {
-  absl::MutexLock lock(&mu_);
+  // Validating and hashing new files may take long: done before taking the
+  // lock, so uploads and deletes through this server do not wait for it (the
+  // store's index keeps what they did meanwhile, PackStore::Rescan).
   std::vector<PackChange> changes = store_->Rescan();
   if (changes.empty()) return changes;
+  absl::MutexLock lock(&mu_);
   std::vector<std::string> labels;
   if (router_ != nullptr) labels = router_->Current().config.labels;
   for (const PackChange& c : changes) {

@@ -4,8 +4,9 @@
 // (found by Rescan). Each reaches the store's index, the router's invariant and
 // every cache tier (decoded packs, fused sets, factorized deltas) under one
 // lock, in one order: registry -> router -> store -> cache (build, then
-// entries). Reads (the store's Get/List, the cache's Get on the request path)
-// never take the registry's lock.
+// entries); a rescan validates the files it found before it takes the lock.
+// Reads (the store's Get/List, the cache's Get on the request path) never
+// take the registry's lock.
 //
 // Guarantee: once Commit, Delete, Unload or a Rescan that found a change
 // returns, no cache tier holds anything of the replaced or deleted version,
@@ -58,8 +59,9 @@ class PackRegistry {
   // not stored.
   Status Unload(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // PackStore::Rescan, then drops the cached entries of every pack replaced
-  // or removed. A removed pack that the loaded router names is reported on
+  // PackStore::Rescan (without the registry's lock: validating a new file
+  // may take long), then, under it, drops the cached entries of every pack
+  // replaced or removed. A removed pack that the loaded router names is reported on
   // stderr: requests routed to it fail with NOT_FOUND until the router is
   // replaced. Returns the changes.
   std::vector<PackChange> Rescan() ABSL_LOCKS_EXCLUDED(mu_);
