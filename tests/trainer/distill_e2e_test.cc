@@ -153,9 +153,10 @@ TEST(DistillE2eTest, DistillSftCompressPublishAgainstRealServers) {
   EXPECT_EQ(list.packs(0).sha256(), Sha256Hex(ReadFileToString(path("out/reverse-distilled.skillpack")).value()));
   EXPECT_EQ((*report)["stages"]["publish"]["server"], c.address());
 
+  // Its time is printed, not asserted: speed is measured by benchmarks, and
+  // on a loaded machine this run varies 3x.
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("distill e2e: %.1f s\n", seconds);
-  EXPECT_LT(seconds, 120);
   if (!HasFailure()) fs::remove_all(dir);
 }
 
