@@ -1,10 +1,19 @@
 #include "server/inference_service.h"
 
 #include <chrono>
+#include <memory>
+#include <optional>
+#include <type_traits>
 #include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "grpcpp/support/proto_buffer_writer.h"
 
 #include "rpc/grpc_status.h"
 #include "rpc/request_decode.h"
+#include "server/call_workers.h"
 #include "server/submission.h"
 
 namespace skillpack {
@@ -15,9 +24,6 @@ namespace {
 // copy of the deadline (gRPC sends a relative timeout, restarted when the
 // request is read, so ours runs late by the transit and queueing time).
 constexpr absl::Duration kDeadlineSlack = absl::Milliseconds(500);
-// How often a waiting handler checks whether its call was cancelled: the
-// synchronous gRPC API offers no cancellation callback, only IsCancelled().
-constexpr absl::Duration kCancelCheckInterval = absl::Milliseconds(20);
 
 template <typename Response>
 void AddScores(const RouteDecision& d, Response* resp) {
@@ -71,104 +77,289 @@ void FillChunk(StreamChunk chunk, v1::GenerateStreamResponse* m) {
   for (float lp : chunk.logprobs) m->add_logprobs(lp);
 }
 
-// A gRPC call as AwaitGeneration sees it: gone once the call is cancelled or a
-// stream write fails; past (or all but at) the deadline that is
+// `m` as the raw bytes of a response.
+void Serialize(const google::protobuf::Message& m, grpc::ByteBuffer* out) {
+  out->Clear();  // a buffer reused for the next message of a stream
+  bool own = false;
+  grpc::SerializationTraits<google::protobuf::Message>::Serialize(m, out, &own);
+}
+
+// Why a call's client is gone: at (or all but at) its deadline that is
 // DEADLINE_EXCEEDED, else the client left.
-class CallSink final : public GenerationSink {
+CancelCause WhyGone(absl::Time deadline) {
+  return absl::Now() + kDeadlineSlack >= deadline ? CancelCause::kDeadline : CancelCause::kClient;
+}
+
+Status GoneStatus(CancelCause cause) {
+  return cause == CancelCause::kDeadline ? absl::DeadlineExceededError("deadline exceeded before the request started")
+                                         : absl::CancelledError("request cancelled");
+}
+
+// One Generate or GenerateStream call, driven by events instead of a thread:
+// gRPC's callback API calls OnCancel when the client leaves or its deadline
+// passes, and the request's listener (RequestState::SetListener) calls Pump
+// on the engine thread when there is new output or the request ended. The
+// blocking preparation (decode, tokenize, route, compose) runs on a
+// CallWorkers thread (Start).
+//
+// Locking: `mu_` guards the call's own state only; the request's lock may be
+// taken under it (Poll), nothing else. gRPC's reactor methods (StartWrite,
+// Finish) and the scheduler are called after it is released, so neither a
+// reaction gRPC runs inline nor the scheduler can take locks in the other
+// order. Once
+// Finish is called no reactor method is called again (finished_), so a late
+// listener call is harmless; the object lives until gRPC's OnDone and every
+// listener call has returned (shared_ptr, the listener holds a weak_ptr).
+template <class Reactor>
+class GenerationCall : public Reactor, public std::enable_shared_from_this<GenerationCall<Reactor>> {
  public:
-  CallSink(grpc::ServerContext* context, grpc::internal::WriterInterface<v1::GenerateStreamResponse>* writer,
-           absl::Time deadline)
-      : context_(context), writer_(writer), deadline_(deadline) {}
+  static constexpr bool kStream = std::is_same_v<Reactor, grpc::ServerWriteReactor<grpc::ByteBuffer>>;
 
-  CancelCause ClientGone() override { return context_->IsCancelled() ? WhyGone() : CancelCause::kNone; }
-  absl::Duration ClientCheckInterval() const override { return kCancelCheckInterval; }
+  GenerationCall(const ServingContext& ctx, const char* method, absl::Time deadline)
+      : ctx_(ctx), method_(method), deadline_(deadline), t0_(std::chrono::steady_clock::now()) {}
 
-  CancelCause Deliver(StreamChunk chunk) override {
-    v1::GenerateStreamResponse m;
-    FillChunk(std::move(chunk), &m);
-    return writer_->Write(m) ? CancelCause::kNone : WhyGone();
+  // Hands the call to a worker thread (or refuses it), keeping it alive
+  // until OnDone. `request` and `response` (unary) stay valid until Finish.
+  static Reactor* Start(std::shared_ptr<GenerationCall> call, CallWorkers* workers, const grpc::ByteBuffer* request,
+                        grpc::ByteBuffer* response) {
+    call->response_ = response;
+    {
+      absl::MutexLock lock(&call->mu_);
+      call->self_ = call;
+    }
+    const bool started = workers->TryRun([call, request] { call->Prepare(*request); });
+    if (!started) {
+      call->FinishWith(absl::ResourceExhaustedError(absl::StrCat(
+          "server busy: ", workers->max_running(), " requests are being prepared (tokenized, routed, composed)")));
+    }
+    return call.get();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<RequestState> state;
+    CancelCause cause = WhyGone(deadline_);
+    {
+      absl::MutexLock lock(&mu_);
+      if (gone_ == CancelCause::kNone) gone_ = cause;
+      state = state_;
+    }
+    // Not yet submitted: Prepare sees gone_ and stops. Submitted: the engine
+    // frees the slot at the next step and the listener finishes the call.
+    if (state) ctx_.scheduler->Cancel(state, cause);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<GenerationCall> self;
+    absl::MutexLock lock(&mu_);
+    self.swap(self_);  // released after the lock
+  }
+
+ protected:
+  // Streams: gRPC is done with the last StartWrite.
+  void WriteDone(bool ok) {
+    std::shared_ptr<RequestState> state;
+    CancelCause cause = CancelCause::kNone;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok && !broken_) {
+        broken_ = true;
+        pending_.clear();
+        cause = WhyGone(deadline_);
+        if (gone_ == CancelCause::kNone) gone_ = cause;
+        state = state_;
+      }
+    }
+    if (state) ctx_.scheduler->Cancel(state, cause);
+    Pump();
   }
 
  private:
-  CancelCause WhyGone() const {
-    return absl::Now() + kDeadlineSlack >= deadline_ ? CancelCause::kDeadline : CancelCause::kClient;
+  // On a worker thread: everything before the scheduler, then the handover.
+  void Prepare(const grpc::ByteBuffer& bytes) {
+    v1::GenerateRequest req;
+    Status s = ParseRequest(bytes, &req);
+    StatusOr<PreparedGeneration> p = s.ok() ? PrepareGeneration(ctx_, req) : StatusOr<PreparedGeneration>(s);
+    if (!p.ok()) return FinishWith(p.status());
+    if (CancelCause gone = Gone(); gone != CancelCause::kNone) return FinishWith(GoneStatus(gone));
+    StatusOr<std::shared_ptr<RequestState>> state = SubmitGeneration(ctx_, *p, deadline_, kStream);
+    if (!state.ok()) return FinishWith(state.status());
+    CancelCause gone;
+    {
+      absl::MutexLock lock(&mu_);
+      request_ = std::move(req);
+      prepared_ = *std::move(p);
+      state_ = *state;
+      gone = gone_;
+    }
+    if (gone != CancelCause::kNone) ctx_.scheduler->Cancel(*state, gone);
+    std::weak_ptr<GenerationCall> weak = this->shared_from_this();
+    (*state)->SetListener([weak] {
+      if (std::shared_ptr<GenerationCall> call = weak.lock()) call->Pump();
+    });
   }
 
-  grpc::ServerContext* const context_;
-  grpc::internal::WriterInterface<v1::GenerateStreamResponse>* const writer_;
+  CancelCause Gone() {
+    absl::MutexLock lock(&mu_);
+    return gone_;
+  }
+
+  // What the request has for the client, if the call can take it now: the
+  // next chunk (streams, one write at a time), or the end.
+  void Pump() {
+    enum { kNothing, kWrite, kEnd } action = kNothing;
+    Status end;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_ || writing_ || !state_) return;
+      const bool done = state_->Poll(kStream && !broken_ ? &pending_ : nullptr);
+      if (kStream && !broken_ && (pending_.size() > 1 || (!done && !pending_.empty()))) {
+        // While it runs every chunk goes out; at the end the last one goes
+        // with the summary.
+        v1::GenerateStreamResponse m;
+        FillChunk(std::move(pending_.front()), &m);
+        pending_.erase(pending_.begin());
+        Serialize(m, &out_);
+        writing_ = true;
+        action = kWrite;
+      } else if (done) {
+        std::optional<StreamChunk> last;
+        if (!pending_.empty()) last = std::move(pending_.front());
+        pending_.clear();
+        StatusOr<GenerationResult> r = FinishedGeneration(*state_, std::move(last));
+        end = r.status();
+        if (r.ok() && !broken_) FillResponse(*std::move(r));
+        finished_ = true;
+        action = kEnd;
+      }
+    }
+    if (action == kWrite) {
+      if constexpr (kStream) this->StartWrite(&out_);
+    } else if (action == kEnd) {
+      EndCall(end);
+    }
+  }
+
+  // Under mu_, once: the unary response, or the stream's last message.
+  void FillResponse(GenerationResult r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const GenerationOutput& out = r.output;
+    if constexpr (kStream) {
+      v1::GenerateStreamResponse last;
+      if (r.last_chunk) FillChunk(std::move(*r.last_chunk), &last);
+      FillSummary(request_, prepared_, out, &last);
+      Serialize(last, &out_);
+      has_last_ = true;
+    } else {
+      v1::GenerateResponse resp;
+      resp.set_text(out.text);
+      for (int32_t id : out.tokens) resp.add_token_ids(id);
+      for (float lp : out.logprobs) resp.add_logprobs(lp);
+      FillSummary(request_, prepared_, out, &resp);
+      Serialize(resp, response_);
+    }
+  }
+
+  // A call that ends before (or without) a request in the scheduler.
+  void FinishWith(const Status& s) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    EndCall(s);
+  }
+
+  // The one Finish of the call. Not under mu_.
+  void EndCall(const Status& s) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    if (ctx_.metrics) ctx_.metrics->RecordRpc(method_, absl::StatusCodeToString(s.code()), secs);
+    const grpc::Status status = ToGrpcStatus(ctx_.ClientFacing(s));
+    if constexpr (kStream) {
+      if (s.ok() && has_last_) return this->StartWriteAndFinish(&out_, grpc::WriteOptions(), status);
+    }
+    this->Finish(status);
+  }
+
+  const ServingContext& ctx_;
+  const char* const method_;
   const absl::Time deadline_;
+  const std::chrono::steady_clock::time_point t0_;
+  grpc::ByteBuffer* response_ = nullptr;  // unary calls
+
+  absl::Mutex mu_;
+  std::shared_ptr<GenerationCall> self_ ABSL_GUARDED_BY(mu_);  // until OnDone
+  CancelCause gone_ ABSL_GUARDED_BY(mu_) = CancelCause::kNone;
+  std::shared_ptr<RequestState> state_ ABSL_GUARDED_BY(mu_);  // once submitted
+  v1::GenerateRequest request_ ABSL_GUARDED_BY(mu_);
+  PreparedGeneration prepared_ ABSL_GUARDED_BY(mu_);
+  std::vector<StreamChunk> pending_ ABSL_GUARDED_BY(mu_);  // streams: taken, not yet written
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;              // a StartWrite in flight
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;               // a write failed: write no more
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;             // Finish called (or about to be)
+  // The message in flight (gRPC holds a pointer until OnWriteDone): written
+  // under mu_ only while no write is in flight.
+  grpc::ByteBuffer out_;
+  bool has_last_ = false;  // out_ holds the stream's last message
 };
 
-// Method indices of skillpack.v1.Inference in its generated service (the
-// proto's order).
-constexpr int kGenerateMethod = 0;
-constexpr int kGenerateStreamMethod = 1;
-constexpr int kRouteMethod = 2;
+class StreamCall final : public GenerationCall<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
+ public:
+  using GenerationCall::GenerationCall;
+  void OnWriteDone(bool ok) override { WriteDone(ok); }
+};
+using UnaryCall = GenerationCall<grpc::ServerUnaryReactor>;
 
-using RawUnary = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::GenerateResponse>;
-using RawStream = grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::GenerateStreamResponse>;
-using RawRoute = grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::RouteResponse>;
+using RawInference = v1::Inference::WithRawCallbackMethod_Generate<v1::Inference::WithRawCallbackMethod_GenerateStream<
+    v1::Inference::WithRawCallbackMethod_Route<v1::Inference::Service>>>;
 
-class InferenceServiceImpl final : public v1::Inference::Service {
+class InferenceServiceImpl final : public RawInference {
  public:
   // Every method takes its request as raw bytes and decodes it itself
   // (rpc/request_decode.h): protobuf refuses a string field holding invalid
   // UTF-8, and gRPC's generated handler would answer that with INTERNAL and
   // no message before any of our code ran; decoded here it is
   // INVALID_ARGUMENT naming the field. The bytes on the wire are unchanged.
-  // MarkMethodStreamed is the hook of gRPC's own WithStreamedUnaryMethod /
-  // WithSplitStreamingMethod: one request message in, one (or a stream of)
-  // responses out, exactly what unary and server-streaming clients do.
-  explicit InferenceServiceImpl(const ServingContext* ctx) : ctx_(*ctx) {
-    MarkMethodStreamed(kGenerateMethod,
-                       new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::GenerateResponse>(
-                           [this](grpc::ServerContext* c, RawUnary* s) { return RawGenerate(c, s); }));
-    MarkMethodStreamed(kGenerateStreamMethod,
-                       new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::GenerateStreamResponse>(
-                           [this](grpc::ServerContext* c, RawStream* s) { return RawGenerateStream(c, s); }));
-    MarkMethodStreamed(kRouteMethod, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::RouteResponse>(
-                                         [this](grpc::ServerContext* c, RawRoute* s) { return RawRouteCall(c, s); }));
+  // Handlers run on gRPC's callback threads and never block: the work goes
+  // to `workers_`.
+  InferenceServiceImpl(const ServingContext* ctx, int32_t max_preparing) : ctx_(*ctx), workers_(max_preparing) {}
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override {
+    auto call = std::make_shared<UnaryCall>(ctx_, "Generate", ToAbslTime(context->deadline()));
+    return UnaryCall::Start(std::move(call), &workers_, request, response);
+  }
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(grpc::CallbackServerContext* context,
+                                                             const grpc::ByteBuffer* request) override {
+    auto call = std::make_shared<StreamCall>(ctx_, "GenerateStream", ToAbslTime(context->deadline()));
+    return StreamCall::Start(std::move(call), &workers_, request, nullptr);
+  }
+
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const auto t0 = std::chrono::steady_clock::now();
+    auto finish = [this, reactor, t0](const Status& s) {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (ctx_.metrics) ctx_.metrics->RecordRpc("Route", absl::StatusCodeToString(s.code()), secs);
+      reactor->Finish(ToGrpcStatus(ctx_.ClientFacing(s)));
+    };
+    const bool started = workers_.TryRun([this, request, response, finish] {
+      v1::RouteRequest req;
+      v1::RouteResponse resp;
+      Status s = ParseRequest(*request, &req);
+      if (s.ok()) s = RunRoute(req, &resp);
+      if (s.ok()) Serialize(resp, response);
+      finish(s);
+    });
+    if (!started) {
+      finish(absl::ResourceExhaustedError(
+          absl::StrCat("server busy: ", workers_.max_running(), " requests are being prepared")));
+    }
+    return reactor;
   }
 
  private:
-  grpc::Status RawGenerate(grpc::ServerContext* context, RawUnary* stream) {
-    const auto t0 = std::chrono::steady_clock::now();
-    v1::GenerateRequest req;
-    v1::GenerateResponse resp;
-    Status s = ReadRequest(stream, &req);
-    if (s.ok()) s = Run(context, req, nullptr, &resp);
-    Finish("Generate", t0, s);
-    if (s.ok()) stream->Write(resp);
-    return ToGrpcStatus(ctx_.ClientFacing(s));
-  }
-
-  grpc::Status RawGenerateStream(grpc::ServerContext* context, RawStream* stream) {
-    const auto t0 = std::chrono::steady_clock::now();
-    v1::GenerateRequest req;
-    Status s = ReadRequest(stream, &req);
-    if (s.ok()) s = Run(context, req, stream, nullptr);
-    Finish("GenerateStream", t0, s);
-    return ToGrpcStatus(ctx_.ClientFacing(s));
-  }
-
-  grpc::Status RawRouteCall(grpc::ServerContext*, RawRoute* stream) {
-    const auto t0 = std::chrono::steady_clock::now();
-    v1::RouteRequest req;
-    v1::RouteResponse resp;
-    Status s = ReadRequest(stream, &req);
-    if (s.ok()) s = RunRoute(req, &resp);
-    Finish("Route", t0, s);
-    if (s.ok()) stream->Write(resp);
-    return ToGrpcStatus(ctx_.ClientFacing(s));
-  }
-
-  // The call's one request message, decoded.
-  static Status ReadRequest(grpc::internal::ReaderInterface<grpc::ByteBuffer>* stream, google::protobuf::Message* req) {
-    grpc::ByteBuffer bytes;
-    if (!stream->Read(&bytes)) return absl::InvalidArgumentError("no request message");
-    return ParseRequest(bytes, req);
-  }
-
   Status RunRoute(const v1::RouteRequest& req, v1::RouteResponse* resp) {
     if (!IsAutoSkills(req.skills())) {
       return absl::InvalidArgumentError("skills.mode: Route runs the router; leave it unset or AUTO");
@@ -202,40 +393,16 @@ class InferenceServiceImpl final : public v1::Inference::Service {
     return absl::OkStatus();
   }
 
-  void Finish(const char* method, std::chrono::steady_clock::time_point t0, const Status& s) {
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (ctx_.metrics) ctx_.metrics->RecordRpc(method, absl::StatusCodeToString(s.code()), secs);
-  }
-
-  // Runs one request; streams through `writer` when it is set, else fills `resp`.
-  Status Run(grpc::ServerContext* context, const v1::GenerateRequest& req,
-             grpc::internal::WriterInterface<v1::GenerateStreamResponse>* writer, v1::GenerateResponse* resp) {
-    ASSIGN_OR_RETURN(PreparedGeneration p, PrepareGeneration(ctx_, req));
-    const absl::Time deadline = ToAbslTime(context->deadline());
-    CallSink sink(context, writer, deadline);
-    ASSIGN_OR_RETURN(GenerationResult r, RunGeneration(ctx_, p, deadline, /*stream=*/writer != nullptr, &sink));
-    const GenerationOutput& out = r.output;
-    if (writer) {
-      v1::GenerateStreamResponse last;
-      if (r.last_chunk) FillChunk(std::move(*r.last_chunk), &last);
-      FillSummary(req, p, out, &last);
-      writer->Write(last);
-    } else {
-      resp->set_text(out.text);
-      for (int32_t id : out.tokens) resp->add_token_ids(id);
-      for (float lp : out.logprobs) resp->add_logprobs(lp);
-      FillSummary(req, p, out, resp);
-    }
-    return absl::OkStatus();
-  }
-
   const ServingContext& ctx_;
+  // Declared last: destroyed first, waiting for every worker thread (each
+  // may still use ctx_) before the rest goes.
+  CallWorkers workers_;
 };
 
 }  // namespace
 
-std::unique_ptr<v1::Inference::Service> NewInferenceService(const ServingContext* ctx) {
-  return std::make_unique<InferenceServiceImpl>(ctx);
+std::unique_ptr<v1::Inference::Service> NewInferenceService(const ServingContext* ctx, int32_t max_preparing) {
+  return std::make_unique<InferenceServiceImpl>(ctx, max_preparing);
 }
 
 }  // namespace skillpack

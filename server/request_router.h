@@ -1,12 +1,13 @@
 // Routing in the server: the loaded router (router/router.h), swappable at run
 // time, the server's default policy, and the routing of one request.
 //
-// Where routing runs: on the gRPC handler thread, before the request is
-// queued (inference_service.cc). The features are a forward pass of the first
+// Where routing runs: on the request's own preparation thread (the gRPC
+// service's CallWorkers thread, the HTTP API's connection thread), before the
+// request is queued (submission.cc). The features are a forward pass of the first
 // `layer` decoder layers over the prompt with the server's own model and BASE
 // weights (no second copy of the model); Transformer::HiddenStates runs under
-// InferenceMode and never writes to the weights, so any number of handler
-// threads may route while the engine thread decodes. The engine thread never
+// InferenceMode and never writes to the weights, so any number of
+// preparation threads may route while the engine thread decodes. The engine thread never
 // waits for the router, and a request whose routing fails is refused before
 // it takes a queue place.
 //

@@ -14,11 +14,37 @@ namespace skillpack {
 bool RequestState::Wait(absl::Duration timeout, std::vector<StreamChunk>* chunks) {
   absl::MutexLock lock(&mu_);
   if (!done_ && chunks_.empty()) cv_.WaitWithTimeout(&mu_, timeout);
+  return TakeLocked(chunks);
+}
+
+bool RequestState::Poll(std::vector<StreamChunk>* chunks) {
+  absl::MutexLock lock(&mu_);
+  return TakeLocked(chunks);
+}
+
+bool RequestState::TakeLocked(std::vector<StreamChunk>* chunks) {
   if (chunks) {
     for (StreamChunk& c : chunks_) chunks->push_back(std::move(c));
   }
   chunks_.clear();
   return done_;
+}
+
+void RequestState::SetListener(std::function<void()> fn) {
+  {
+    absl::MutexLock lock(&mu_);
+    listener_ = std::make_shared<const std::function<void()>>(std::move(fn));
+  }
+  Notify();
+}
+
+void RequestState::Notify() {
+  std::shared_ptr<const std::function<void()>> fn;
+  {
+    absl::MutexLock lock(&mu_);
+    fn = listener_;
+  }
+  if (fn) (*fn)();
 }
 
 GenerationOutput RequestState::output() const {
@@ -32,29 +58,39 @@ CancelCause RequestState::cancel_cause() const {
 }
 
 void RequestState::Push(const GenerationEvent& e) {
-  absl::MutexLock lock(&mu_);
-  if (stream_ && (!e.new_text.empty() || !e.new_tokens.empty())) {
-    StreamChunk c;
-    c.text = e.new_text;
-    c.tokens = e.new_tokens;
-    const std::vector<float>& lp = e.output->logprobs;
-    if (lp.size() >= e.new_tokens.size()) c.logprobs.assign(lp.end() - e.new_tokens.size(), lp.end());
-    chunks_.push_back(std::move(c));
+  std::shared_ptr<const std::function<void()>> listener;
+  {
+    absl::MutexLock lock(&mu_);
+    const bool chunk = stream_ && (!e.new_text.empty() || !e.new_tokens.empty());
+    if (chunk) {
+      StreamChunk c;
+      c.text = e.new_text;
+      c.tokens = e.new_tokens;
+      const std::vector<float>& lp = e.output->logprobs;
+      if (lp.size() >= e.new_tokens.size()) c.logprobs.assign(lp.end() - e.new_tokens.size(), lp.end());
+      chunks_.push_back(std::move(c));
+    }
+    if (e.done) {
+      output_ = *e.output;
+      done_ = true;
+    }
+    if (!chunk && !e.done) return;  // nothing a waiter would see
+    cv_.SignalAll();
+    listener = listener_;
   }
-  if (e.done) {
-    output_ = *e.output;
-    done_ = true;
-  }
-  cv_.SignalAll();
+  if (listener) (*listener)();
 }
 
 void RequestState::FinishWithout(FinishReason reason, Status status) {
-  absl::MutexLock lock(&mu_);
-  output_.finish_reason = reason;
-  output_.status = std::move(status);
-  output_.prompt_tokens = static_cast<int32_t>(request_.prompt_tokens.size());
-  done_ = true;
-  cv_.SignalAll();
+  {
+    absl::MutexLock lock(&mu_);
+    output_.finish_reason = reason;
+    output_.status = std::move(status);
+    output_.prompt_tokens = static_cast<int32_t>(request_.prompt_tokens.size());
+    done_ = true;
+    cv_.SignalAll();
+  }
+  Notify();
 }
 
 bool RequestState::RequestCancel(CancelCause cause) {

@@ -1,7 +1,7 @@
 // The scheduler: one engine thread drives a GenerationEngine (continuous
-// batching over the KV cache, grouped by weight set); gRPC handler threads
-// hand requests over through a mutex-protected queue and wait on a
-// RequestState for the text. Admission control (max running + max queued),
+// batching over the KV cache, grouped by weight set); the transports hand
+// requests over through a mutex-protected queue and follow each one through
+// its RequestState (blocking in Wait, or told by its listener). Admission control (max running + max queued),
 // cancellation (client gone, deadline passed, shutdown) that frees the KV
 // slot at the next step boundary, and draining for graceful shutdown.
 //
@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,6 +54,17 @@ class RequestState {
   // Moves the chunks received so far into *chunks (when not null) and returns
   // whether the request has finished. Chunks are kept only for streams.
   bool Wait(absl::Duration timeout, std::vector<StreamChunk>* chunks) ABSL_LOCKS_EXCLUDED(mu_);
+  // Wait() without waiting.
+  bool Poll(std::vector<StreamChunk>* chunks) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // For a transport that is told when its client leaves (gRPC's callback
+  // API) instead of blocking a thread in Wait(): `fn` is called each time new
+  // chunks arrive and when the request finishes, on the engine thread (or
+  // the thread of a cancel that finished it in the queue), never under the
+  // state's lock, so it may call Poll(); and once from SetListener itself, so
+  // nothing that happened before it is missed. `fn` must not block: it runs
+  // on the engine thread. At most one listener; a second replaces the first.
+  void SetListener(std::function<void()> fn) ABSL_LOCKS_EXCLUDED(mu_);
 
   // The final output. REQUIRES: Wait() returned true.
   GenerationOutput output() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -63,6 +75,9 @@ class RequestState {
  private:
   friend class Scheduler;
   void Push(const GenerationEvent& e) ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls the listener, if any. Outside mu_.
+  void Notify() ABSL_LOCKS_EXCLUDED(mu_);
+  bool TakeLocked(std::vector<StreamChunk>* chunks) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes a request the engine never ran (refused or cancelled in the queue).
   void FinishWithout(FinishReason reason, Status status) ABSL_LOCKS_EXCLUDED(mu_);
   // Records the first cancel cause; returns false if one was already set.
@@ -76,6 +91,7 @@ class RequestState {
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   GenerationOutput output_ ABSL_GUARDED_BY(mu_);
   CancelCause cause_ ABSL_GUARDED_BY(mu_) = CancelCause::kNone;
+  std::shared_ptr<const std::function<void()>> listener_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> cancel_requested_{false};
   // Engine thread only.
   GenerationRequest request_;

@@ -111,10 +111,12 @@ SkillpackServer::SkillpackServer(std::unique_ptr<Impl> impl) : impl_(std::move(i
 SkillpackServer::~SkillpackServer() {
   Shutdown(absl::ZeroDuration());
   // Members go in reverse order of construction: servers first, then the
-  // scheduler (joins the engine thread), the cache and the model.
+  // Inference service (waits for its preparation threads), the scheduler
+  // (joins the engine thread), the cache and the model.
   impl_->openai_http.reset();
   impl_->metrics_http.reset();
   impl_->grpc_server.reset();
+  impl_->inference.reset();
   impl_->scheduler.reset();
 }
 
@@ -175,7 +177,9 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   s.ctx.max_concurrent_uploads = options.max_concurrent_uploads;
   s.ctx.upload_idle_timeout = absl::Seconds(options.upload_idle_timeout_seconds);
   s.ctx.started = absl::Now();
-  s.inference = NewInferenceService(&s.ctx);
+  // As many calls may be prepared at once as the scheduler accepts, plus a
+  // few that it will refuse.
+  s.inference = NewInferenceService(&s.ctx, std::min(options.max_running + options.max_queued + 8, 1024));
   s.admin = NewAdminService(&s.ctx);
   // Reflection describes services from the generated descriptor pool; gRPC's
   // built-in health service has no descriptor of its own, so link ours in.

@@ -199,7 +199,7 @@ StatusOr<PreparedGeneration> PrepareGeneration(const ServingContext& ctx, const 
   if (ctx.scheduler->Stats().draining) return absl::UnavailableError("server is shutting down");
   if (IsAutoSkills(req.skills())) {
     ASSIGN_OR_RETURN(RoutingPolicy policy, RoutingPolicyFor(req.skills(), ctx.router->options().default_policy));
-    // Routed here, on the handler thread, before the request is queued (see
+    // Routed here, on the request's preparation thread, before it is queued (see
     // request_router.h). No router loaded: no pack.
     ASSIGN_OR_RETURN(std::optional<RoutedRequest> routed, ctx.router->RouteIfLoaded(p.gen.prompt_tokens, policy));
     if (routed.has_value()) {
@@ -279,7 +279,7 @@ StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std:
   std::vector<StreamChunk> chunks;
   bool done = false;
   while (!done) {
-    done = state->Wait(sink->ClientCheckInterval(), stream ? &chunks : nullptr);
+    done = state->Wait(absl::InfiniteDuration(), stream ? &chunks : nullptr);
     if (!done) cancel(sink->ClientGone());
     // While running, deliver every chunk; once done the last one is returned
     // to go with the summary.
@@ -289,10 +289,16 @@ StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std:
       chunks.erase(chunks.begin(), chunks.end() - static_cast<std::ptrdiff_t>(keep));
     }
   }
+  std::optional<StreamChunk> last;
+  if (stream && !chunks.empty()) last = std::move(chunks.back());
+  return FinishedGeneration(*state, std::move(last));
+}
+
+StatusOr<GenerationResult> FinishedGeneration(const RequestState& state, std::optional<StreamChunk> last_chunk) {
   GenerationResult result;
-  result.output = state->output();
-  RETURN_IF_ERROR(FinalStatus(*state, result.output));
-  if (stream && !chunks.empty()) result.last_chunk = std::move(chunks.back());
+  result.output = state.output();
+  RETURN_IF_ERROR(FinalStatus(state, result.output));
+  result.last_chunk = std::move(last_chunk);
   return result;
 }
 

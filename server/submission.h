@@ -52,23 +52,21 @@ StatusOr<RoutingPolicy> RoutingPolicyFor(const v1::Skills& skills, const Routing
 // scheduler. UNAVAILABLE once the server drains.
 StatusOr<PreparedGeneration> PrepareGeneration(const ServingContext& ctx, const v1::GenerateRequest& req);
 
-// What a transport does while its request runs. Called on the transport's own
-// thread (the one that called AwaitGeneration), never concurrently.
+// What a blocking transport (the OpenAI HTTP API: a civetweb thread per
+// connection) does while its request runs. Called on the transport's own
+// thread (the one that called AwaitGeneration), never concurrently. The gRPC
+// Inference service blocks no thread: gRPC tells it when its client leaves,
+// and it follows the request through RequestState's listener.
 class GenerationSink {
  public:
   virtual ~GenerationSink() = default;
   // Whether the client is still there; kNone when it is, else why it is not
-  // (kClient: it left; kDeadline: its deadline passed). Asked between waits.
+  // (kClient: it left; kDeadline: its deadline passed). Asked each time the
+  // request has news (new output, or its end).
   virtual CancelCause ClientGone() = 0;
   // Streams only: one chunk of new output while the request runs. Returns
   // kNone when delivered, else why it could not be.
   virtual CancelCause Deliver(StreamChunk chunk) = 0;
-  // How long AwaitGeneration waits for output before it asks ClientGone()
-  // again. New output and the end of the request wake it at once (the
-  // request state notifies); this bound only matters for a transport that
-  // must poll to learn its client left (sync gRPC has no cancellation
-  // callback). InfiniteDuration: never poll, wait on notifications alone.
-  virtual absl::Duration ClientCheckInterval() const { return absl::InfiniteDuration(); }
 };
 
 // The outcome of AwaitGeneration.
@@ -94,6 +92,12 @@ StatusOr<std::shared_ptr<RequestState>> SubmitGeneration(const ServingContext& c
 // left.
 StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std::shared_ptr<RequestState>& state,
                                            bool stream, GenerationSink* sink);
+
+// The outcome of a request that finished (RequestState::Poll or Wait
+// returned true): its output, or the status of a request that did not finish
+// on its own, as AwaitGeneration returns them. `last_chunk`: a stream's last
+// chunk, not yet delivered, to go with the summary.
+StatusOr<GenerationResult> FinishedGeneration(const RequestState& state, std::optional<StreamChunk> last_chunk);
 
 // SubmitGeneration, then AwaitGeneration.
 StatusOr<GenerationResult> RunGeneration(const ServingContext& ctx, const PreparedGeneration& p, absl::Time deadline,

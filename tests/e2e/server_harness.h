@@ -170,6 +170,7 @@ class ServerProcess {
     return -1;
   }
   void Signal(int sig) { ::kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
   ~ServerProcess() { Stop(5); }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -454,6 +455,51 @@ TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
   EXPECT_TRUE(WaitForLoad(small.channel(), 0, 3000));
   grpc::ClientContext ctx2;
   EXPECT_TRUE(stub->Generate(&ctx2, Request("room again", Greedy(4)), &resp).ok());
+  EXPECT_EQ(small.Stop(), 0);
+}
+
+// The number of threads of process `pid` (/proc/PID/status), -1 if unknown.
+int ThreadCount(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// The Inference service holds no thread per call (gRPC's callback API, see
+// inference_service.h): 48 waiting streams cost the server a few threads, not
+// 48, and every one is cancelled as soon as its client leaves.
+TEST_F(ServerE2eTest, WaitingStreamsHoldNoThread) {
+  ServerProcess small;
+  small.Start({"--model", Path("base"), "--packs", Path("packs-threads"), "--admin-token-file", Path("token"),
+               "--max-running", "1", "--max-queued", "64", "--max-seq-len", "16384"},
+              Path("server-threads.log"));
+  auto stub = v1::Inference::NewStub(small.channel());
+  {
+    grpc::ClientContext ctx;  // one call of each kind first: gRPC starts its threads lazily
+    v1::GenerateResponse resp;
+    ASSERT_TRUE(stub->Generate(&ctx, Request("warm", Greedy(2)), &resp).ok());
+    ASSERT_TRUE(WaitForLoad(small.channel(), 0));
+  }
+  const int idle = ThreadCount(small.pid());
+  ASSERT_GT(idle, 0);
+  SamplingParams p = Greedy(16000);
+  p.ignore_eos = true;
+  constexpr int kStreams = 48;
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>>> readers;
+  for (int i = 0; i < kStreams; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub->GenerateStream(ctxs.back().get(), Request("wait " + std::to_string(i), p)));
+  }
+  ASSERT_TRUE(WaitForLoad(small.channel(), kStreams));
+  const int busy = ThreadCount(small.pid());
+  EXPECT_LT(busy - idle, 16) << idle << " threads idle, " << busy << " with " << kStreams << " streams";
+  for (auto& c : ctxs) c->TryCancel();
+  for (auto& r : readers) EXPECT_EQ(r->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForLoad(small.channel(), 0, 3000)) << "cancelled streams still hold their places";
   EXPECT_EQ(small.Stop(), 0);
 }
 
