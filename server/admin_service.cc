@@ -20,6 +20,18 @@
 namespace skillpack {
 namespace {
 
+// An upload stream that ended short of its announced size: a client that
+// stopped early, or one that went away (killed, connection reset). Reading
+// fails a moment before gRPC marks such a call cancelled, so this waits up
+// to 200 ms for the mark before calling the upload merely short.
+bool CancelledSoon(grpc::ServerContext* context) {
+  for (int i = 0; i < 20; ++i) {
+    if (context->IsCancelled()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return context->IsCancelled();
+}
+
 void FillPackInfo(const StoredPack& p, const PackCache::PackState& state, v1::PackInfo* info) {
   info->set_name(p.summary.name);
   info->set_version(p.summary.version);
@@ -218,7 +230,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
       }
       // No cancellation from here on: a slow Commit (validation) is not idleness.
       if (watchdog.Stop()) return idle();
-      if (context->IsCancelled()) return absl::CancelledError("upload cancelled by the client");
+      if (context->IsCancelled() || (!upload->complete() && CancelledSoon(context))) {
+        return absl::CancelledError("upload cancelled by the client");
+      }
       // Also drops an overwritten pack's old cache entries.
       ASSIGN_OR_RETURN(StoredPack stored, ctx_.packs->Commit(upload.get()));
       std::fprintf(stderr, "pack store: stored %s (%lld bytes, sha256 %s)\n", stored.summary.name.c_str(),

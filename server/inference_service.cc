@@ -179,6 +179,13 @@ class GenerationCall : public Reactor, public std::enable_shared_from_this<Gener
   void Prepare(const grpc::ByteBuffer& bytes) {
     v1::GenerateRequest req;
     Status s = ParseRequest(bytes, &req);
+    if (!bytes.Valid()) {
+      // No request message: the call was cancelled (or ran out of time)
+      // before it arrived, unless the client sent none at all.
+      CancelCause gone = Gone();
+      if (gone == CancelCause::kNone && absl::Now() + kDeadlineSlack >= deadline_) gone = CancelCause::kDeadline;
+      s = gone != CancelCause::kNone ? GoneStatus(gone) : absl::InvalidArgumentError("no request message");
+    }
     StatusOr<PreparedGeneration> p = s.ok() ? PrepareGeneration(ctx_, req) : StatusOr<PreparedGeneration>(s);
     if (!p.ok()) return FinishWith(p.status());
     if (CancelCause gone = Gone(); gone != CancelCause::kNone) return FinishWith(GoneStatus(gone));

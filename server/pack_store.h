@@ -73,6 +73,8 @@ class PackUpload {
   // Appends the next chunk. INVALID_ARGUMENT when the data goes past the
   // announced total size.
   Status Append(absl::string_view chunk);
+  // Whether the announced total size has arrived.
+  bool complete() const { return received_ == total_bytes_; }
 
   // Checks size and sha256, validates the pack against the base, and makes
   // it visible under its manifest name: Verify(), then Install(). INVALID_ARGUMENT on a size or sha256
