@@ -386,15 +386,7 @@ TEST_F(RouterE2eTest, SetRouterRefusesRoutersThatDoNotFit) {
 }
 
 TEST_F(RouterE2eTest, DeletingAPackTheRouterNamesIsRefused) {
-  auto stub = v1::Admin::NewStub(server_->channel());
-  auto del = [&](const std::string& name) {
-    grpc::ClientContext ctx;
-    AddToken(&ctx, kToken);
-    v1::DeletePackRequest req;
-    req.set_name(name);
-    v1::DeletePackResponse resp;
-    return stub->DeletePack(&ctx, req, &resp);
-  };
+  auto del = [&](const std::string& name) { return DeletePack(server_->channel(), name); };
   grpc::Status s = del("arith");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("router"), std::string::npos) << s.error_message();

@@ -274,6 +274,17 @@ inline grpc::Status Upload(const std::shared_ptr<grpc::Channel>& ch, const std::
   return w->Finish();
 }
 
+// Admin.DeletePack with the test token.
+inline grpc::Status DeletePack(const std::shared_ptr<grpc::Channel>& ch, const std::string& name) {
+  auto stub = v1::Admin::NewStub(ch);
+  grpc::ClientContext ctx;
+  AddToken(&ctx, kToken);
+  v1::DeletePackRequest req;
+  req.set_name(name);
+  v1::DeletePackResponse resp;
+  return stub->DeletePack(&ctx, req, &resp);
+}
+
 inline v1::GetStatsResponse Stats(const std::shared_ptr<grpc::Channel>& ch) {
   auto stub = v1::Admin::NewStub(ch);
   grpc::ClientContext ctx;

@@ -269,15 +269,8 @@ TEST_F(ServerE2eTest, InvalidArgumentNamesTheField) {
   EXPECT_NE(filter_status.error_message().find("pack p2: module filter [no_such_module] matches none of its"),
             std::string::npos)
       << filter_status.error_message();
-  if (up.ok()) {  // leave the store as the suite's other tests expect it
-    auto admin = v1::Admin::NewStub(server_->channel());
-    grpc::ClientContext ctx;
-    AddToken(&ctx, kToken);
-    v1::DeletePackRequest req;
-    req.set_name("p2");
-    v1::DeletePackResponse resp;
-    EXPECT_TRUE(admin->DeletePack(&ctx, req, &resp).ok());
-  }
+  // Leave the store as the suite's other tests expect it.
+  if (up.ok()) EXPECT_TRUE(DeletePack(server_->channel(), "p2").ok());
 }
 
 TEST_F(ServerE2eTest, AdminNeedsTheBearerToken) {
@@ -426,15 +419,8 @@ TEST_F(ServerE2eTest, PackOutputsEqualOfflineGenerationOnAppliedFolders) {
     ASSERT_TRUE(stub->LoadPack(&ctx, req, &resp).ok());
     EXPECT_TRUE(resp.pack().pinned());
   }
-  {
-    grpc::ClientContext ctx;
-    AddToken(&ctx, kToken);
-    v1::DeletePackRequest req;
-    req.set_name("p3");
-    v1::DeletePackResponse resp;
-    EXPECT_TRUE(stub->DeletePack(&ctx, req, &resp).ok());
-    EXPECT_FALSE(fs::exists(Path("packs/p3.skillpack")));
-  }
+  EXPECT_TRUE(DeletePack(server_->channel(), "p3").ok());
+  EXPECT_FALSE(fs::exists(Path("packs/p3.skillpack")));
   v1::GenerateRequest gone = request(cases[2]);
   EXPECT_EQ(GenerateStatus(gone).error_code(), grpc::StatusCode::NOT_FOUND);
 }

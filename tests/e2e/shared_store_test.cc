@@ -115,15 +115,7 @@ TEST_F(SharedStoreE2eTest, UploadReplaceAndDeleteThroughOneReplicaReachTheOther)
   EXPECT_EQ(Upload(b.channel(), Path("p-v1.skillpack")).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 
   // Deleted through B: A stops serving it.
-  {
-    auto stub = v1::Admin::NewStub(b.channel());
-    grpc::ClientContext ctx;
-    AddToken(&ctx, kToken);
-    v1::DeletePackRequest req;
-    req.set_name("p");
-    v1::DeletePackResponse resp;
-    ASSERT_TRUE(stub->DeletePack(&ctx, req, &resp).ok());
-  }
+  ASSERT_TRUE(DeletePack(b.channel(), "p").ok());
   const double removed =
       SecondsUntil([&] { return Generate(a, true, nullptr).error_code() == grpc::StatusCode::NOT_FOUND; });
   ASSERT_GE(removed, 0) << "A still serves the deleted pack";
