@@ -12,6 +12,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -20,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/cli.h"
@@ -35,6 +37,7 @@
 #include "pack/fingerprint.h"
 #include "pack/format.h"
 #include "pack/merge.h"
+#include "pack/spectrum.h"
 
 namespace skillpack {
 namespace {
@@ -448,6 +451,60 @@ Status Apply(const Args& a) {
   return absl::OkStatus();
 }
 
+// "1,2,4" -> numbers; INVALID_ARGUMENT naming the flag.
+template <typename T>
+StatusOr<std::vector<T>> NumberList(const std::string& flag, const std::string& text) {
+  std::vector<T> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    T v;
+    bool ok;
+    if constexpr (std::is_integral_v<T>) {
+      ok = absl::SimpleAtoi(part, &v);
+    } else {
+      ok = absl::SimpleAtod(part, &v);
+    }
+    if (!ok) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": not a number: '", part, "'"));
+    out.push_back(v);
+  }
+  return out;
+}
+
+// The singular-value spectrum of tuned - base per projection (pack/spectrum.h), as JSON.
+Status Spectrum(const Args& a) {
+  ASSIGN_OR_RETURN(std::string base_dir, a.String("base"));
+  ASSIGN_OR_RETURN(std::string tuned_dir, a.String("tuned"));
+  const std::string out = a.StringOr("out", "");
+  SpectrumOptions o;
+  if (a.Has("ranks")) {
+    ASSIGN_OR_RETURN(o.ranks, NumberList<int64_t>("ranks", a.StringOr("ranks", "")));
+  }
+  if (a.Has("energies")) {
+    ASSIGN_OR_RETURN(o.energies, NumberList<double>("energies", a.StringOr("energies", "")));
+  }
+  RETURN_IF_ERROR(SetThreads(a));
+  RETURN_IF_ERROR(a.CheckAllUsed());
+  if (!a.positional().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a.positional()[0], "'"));
+  }
+  if (Status s = ValidateSpectrumOptions(o); !s.ok()) return Annotate(s, "--ranks / --energies");
+  const auto t0 = std::chrono::steady_clock::now();
+  StatusOr<std::unique_ptr<LoadedModel>> base = LoadModel(base_dir, Fp32());
+  if (!base.ok()) return Annotate(base.status(), "--base");
+  StatusOr<std::unique_ptr<LoadedModel>> tuned = LoadModel(tuned_dir, Fp32());
+  if (!tuned.ok()) return Annotate(tuned.status(), "--tuned");
+  ASSIGN_OR_RETURN(Json report, DeltaSpectrumReport(*(*base)->weights, *(*tuned)->weights, o));
+  report["base"] = base_dir;
+  report["tuned"] = tuned_dir;
+  report["seconds"] = SecondsSince(t0);
+  if (out.empty()) {
+    std::printf("%s\n", report.dump(2).c_str());
+  } else {
+    RETURN_IF_ERROR(WriteFileAtomically(out, report.dump(2)));
+    std::printf("wrote %s (%zu modules)\n", out.c_str(), report["modules"].size());
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int RunPackCommand(const std::vector<std::string>& argv) {
@@ -456,7 +513,8 @@ int RunPackCommand(const std::vector<std::string>& argv) {
                            {"inspect", Inspect, {"json"}},
                            {"verify", Verify, {}},
                            {"apply", Apply, {}},
-                           {"merge", Merge, {}}},
+                           {"merge", Merge, {}},
+                           {"spectrum", Spectrum, {}}},
                           kPackUsage);
 }
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -19,6 +20,7 @@
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
+#include "trainer/pretrain.h"
 #include "trainer/sft.h"
 #include "trainer/spec_reader.h"
 #include "trainer/tasks/task.h"
@@ -64,6 +66,59 @@ Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSp
     if (spec->lora.rank == 0) spec->lora.rank = 8;
   }
   return absl::OkStatus();
+}
+
+Status ParsePretrainStage(const Json& j, const std::string& base_dir, const std::string& path,
+                          PretrainStageSpec* spec) {
+  FieldReader r(j, path);
+  RETURN_IF_ERROR(r.CheckObject());
+  for (const char* key : {"data", "lora"}) {
+    if (r.Has(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(r.Path(key), ": not a pretrain field (pretraining reads \"corpus\" and trains every weight)"));
+    }
+  }
+  if (!r.Has("corpus")) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ".corpus: missing (a list of text files or folders)"));
+  }
+  const Json& corpus = r.Get("corpus");
+  if (!corpus.is_array() || corpus.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ".corpus must be a non-empty list of paths"));
+  }
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    const std::string field = absl::StrCat(path, ".corpus[", i, "]");
+    if (!corpus[i].is_string() || corpus[i].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " must be a non-empty path string"));
+    }
+    std::string p = ResolvePath(base_dir, corpus[i].get<std::string>());
+    if (!PathExists(p)) return absl::InvalidArgumentError(absl::StrCat(field, ": not found: ", p));
+    spec->corpus.push_back(std::move(p));
+  }
+  RETURN_IF_ERROR(r.ReadInRange<double>("held_out_fraction", &spec->held_out_fraction, 0.0, 0.5));
+  if (r.Has("mixture")) {
+    FieldReader m(r.Get("mixture"), r.Path("mixture"));
+    RETURN_IF_ERROR(m.CheckObject());
+    if (m.Has("tasks")) {
+      const Json& tasks = m.Get("tasks");
+      if (!tasks.is_array()) return absl::InvalidArgumentError(absl::StrCat(m.Path("tasks"), " must be a list"));
+      for (size_t i = 0; i < tasks.size(); ++i) {
+        const std::string field = absl::StrCat(m.Path("tasks"), "[", i, "]");
+        if (!tasks[i].is_string()) return absl::InvalidArgumentError(absl::StrCat(field, " must be a task name"));
+        StatusOr<std::unique_ptr<Task>> t = MakeTask(tasks[i].get<std::string>());
+        if (!t.ok()) return Annotate(t.status(), field);
+        spec->mixture_tasks.push_back(tasks[i].get<std::string>());
+      }
+    }
+    RETURN_IF_ERROR(m.ReadInRange<double>("fraction", &spec->mixture_fraction, 0.0, 0.9));
+    RETURN_IF_ERROR(m.Finish());
+    if (spec->mixture_fraction > 0 && spec->mixture_tasks.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(m.Path("tasks"), ": required (non-empty) when the mixture's fraction is > 0"));
+    }
+  }
+  if (spec->mixture_tasks.empty()) spec->mixture_fraction = 0;
+  RETURN_IF_ERROR(ParseTrainStage(r, base_dir, &spec->train, path));
+  return r.Finish();
 }
 
 Status ParseTinyBase(const Json& j, const std::string& path, TinyModelOptions* o) {
@@ -386,6 +441,63 @@ Status EvaluateHeldOut(JobState& st, const std::shared_ptr<const ModelWeights>& 
   return absl::OkStatus();
 }
 
+// Next-token pretraining of every weight on the corpus plus the task mixture;
+// report.stages.pretrain holds the data's sizes, the loop and the held-out
+// text loss / perplexity before and after.
+Status PretrainStage(JobState& st, const JobSpec& job, StageOutput& out) {
+  const PretrainStageSpec& spec = *job.pretrain;
+  const Clock::time_point t = Clock::now();
+  StatusOr<std::vector<CorpusDocument>> docs = ReadCorpus(spec.corpus);
+  if (!docs.ok()) return Annotate(docs.status(), "job.stages.pretrain.corpus");
+  PretrainDataOptions o;
+  o.window = spec.train.max_seq_len;
+  o.held_out_fraction = spec.held_out_fraction;
+  o.task_fraction = spec.mixture_fraction;
+  o.tasks = spec.mixture_tasks;
+  o.seed = job.seed;
+  StatusOr<PretrainData> data = BuildPretrainData(*docs, *st.tokenizer, st.end_id, o);
+  if (!data.ok()) return Annotate(data.status(), "job.stages.pretrain");
+  Json report;
+  report["corpus"] = {
+      {"paths", spec.corpus}, {"files", docs->size()}, {"bytes", data->corpus_bytes}, {"tokens", data->corpus_tokens}};
+  report["window"] = spec.train.max_seq_len;
+  report["train_text_windows"] = data->text_windows;
+  report["held_out_windows"] = static_cast<int64_t>(data->held_out.size());
+  report["mixture"] = {
+      {"tasks", spec.mixture_tasks}, {"fraction", spec.mixture_fraction}, {"examples", data->task_examples}};
+  report["data_seconds"] = SecondsSince(t);
+  Log(st.verbose, absl::StrCat("[pretrain] ", docs->size(), " files, ", data->corpus_bytes, " bytes: ",
+                               data->text_windows, " training windows of ", spec.train.max_seq_len, " tokens, ",
+                               data->held_out.size(), " held out, ", data->task_examples, " task examples"));
+  std::vector<TokenizedSequence> held_out = std::move(data->held_out);
+  auto score = [&](const char* key) -> Status {
+    if (held_out.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(double loss, ResponseLoss(*st.model->transformer, *st.current, held_out, 32));
+    report[key] = {{"loss", loss}, {"perplexity", std::exp(loss)}};
+    Log(st.verbose,
+        absl::StrFormat("[pretrain] held-out text loss %s: %.4f (perplexity %.2f)", key, loss, std::exp(loss)));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(score("held_out_before"));
+  RETURN_IF_ERROR(st.CheckCancelled("pretraining"));
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, LoraConfig{}, job.seed));
+  SftObjective objective(*st.model->transformer, std::move(data->train));
+  ProgressBar bar("pretrain", st.verbose);
+  StageProgress progress(st, "pretrain");
+  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, *st.opts, "pretrain"),
+                                                      st.comm.get(), [&](const StepLog& s, int64_t total) {
+                                                        bar.Update(s, total);
+                                                        progress.Update(s.step, total, LossOf(s));
+                                                      }));
+  bar.Done();
+  Json loop = LoopReport(result, spec.train.loop, *tw);
+  for (auto& [k, v] : loop.items()) report[k] = v;
+  ASSIGN_OR_RETURN(st.current, tw->Merged());
+  RETURN_IF_ERROR(score("held_out_after"));
+  out.report["stages"]["pretrain"] = report;
+  return absl::OkStatus();
+}
+
 Status DistillStage(JobState& st, const JobSpec& job, StageOutput& out) {
   // Every rank needs the same data; rank 0 asks the servers and the others
   // read its files after a barrier.
@@ -494,6 +606,10 @@ Status PublishStage(JobState& st, const JobSpec& job, StageOutput& out) {
 
 // Held-out exact match after a training stage (the weights so far) and of
 // base + pack after compress.
+Status EvaluateAfterPretrain(JobState& st, StageOutput& out) {
+  return EvaluateHeldOut(st, st.current, "pretrain", "after_pretrain", "eval_after_pretrain_seconds", "after pretrain",
+                         out);
+}
 Status EvaluateAfterSft(JobState& st, StageOutput& out) {
   return EvaluateHeldOut(st, st.current, "sft", "after", "eval_after_sft_seconds", "after sft", out);
 }
@@ -516,6 +632,8 @@ struct Stage {
 };
 
 const Stage kStages[] = {
+    {"pretrain", true, true, [](const JobSpec& j) { return j.pretrain.has_value(); }, PretrainStage,
+     EvaluateAfterPretrain},
     {"distill", true, true, [](const JobSpec& j) { return j.distill.has_value(); }, DistillStage, nullptr},
     {"sft", true, true, [](const JobSpec& j) { return j.sft.has_value(); }, SftStage, EvaluateAfterSft},
     {"dpo", true, true, [](const JobSpec& j) { return j.dpo.has_value(); }, DpoStage, EvaluateAfterDpo},
@@ -609,6 +727,11 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     }
   }
   if (stages.empty()) return absl::InvalidArgumentError("job.stages: no stage given");
+  if (s.Has("pretrain")) {
+    PretrainStageSpec spec;
+    RETURN_IF_ERROR(ParsePretrainStage(s.Get("pretrain"), base_dir, "job.stages.pretrain", &spec));
+    job.pretrain = std::move(spec);
+  }
   if (s.Has("distill")) {
     ASSIGN_OR_RETURN(DistillStageSpec d, ParseDistillStage(s.Get("distill"), "job.stages.distill", base_dir, job.task));
     job.distill = std::move(d);

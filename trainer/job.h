@@ -1,9 +1,9 @@
 // Training jobs: a JSON spec of a base model, an optional synthetic task (its
 // train split feeds stages that name no data file; its held-out split is
 // evaluated before and after) and optional stages, run in the fixed order
-// distill -> sft -> dpo -> compress -> router -> publish. RunJob writes the fine-tuned
-// model folder (DIR/model) and DIR/report.json (losses, timings, held-out
-// accuracy before/after).
+// pretrain -> distill -> sft -> dpo -> compress -> router -> publish. RunJob writes
+// the trained model folder (DIR/model) and DIR/report.json (losses, timings,
+// held-out accuracy before/after, held-out text perplexity before/after pretrain).
 //
 //   {
 //     "name": "sft-tiny", "seed": 1, "threads": 2,
@@ -23,6 +23,11 @@
 //       "router": {...see router_stage.h: a router trained on the base model...}
 //     }
 //   }
+// The pretrain stage trains every weight on next-token prediction over the
+// corpus (text files / folders, see trainer/pretrain.h) cut into windows of
+// max_seq_len tokens, plus the mixture's task examples (train split); the
+// stages after it start from the pretrained weights, and DIR/model is a base
+// for other jobs.
 // When a distill stage runs, the sft / dpo stages that name no data train on
 // its SFT set / DPO pairs (instead of the task's generated examples).
 // Relative paths are resolved against the job file's folder. Every field is
@@ -61,6 +66,15 @@ struct TrainStageSpec {
   int64_t max_seq_len = 128;  // tokens per sequence (prompt + response + end)
 };
 
+// Next-token pretraining on a text corpus (trainer/pretrain.h).
+struct PretrainStageSpec {
+  TrainStageSpec train;             // train.data is unused; train.lora is never set
+  std::vector<std::string> corpus;  // files or folders (absolute after parsing)
+  double held_out_fraction = 0.02;  // of the text windows, scored before / after
+  std::vector<std::string> mixture_tasks;
+  double mixture_fraction = 0.05;  // of the training sequences (0 without mixture tasks)
+};
+
 struct DpoStageSpec {
   TrainStageSpec train;
   DpoConfig dpo;
@@ -92,6 +106,7 @@ struct JobSpec {
   std::string task;                           // empty: none
   int64_t held_out = 200;                     // task examples evaluated
   int64_t train_examples = 20000;             // task examples generated for training
+  std::optional<PretrainStageSpec> pretrain;
   std::optional<DistillStageSpec> distill;
   std::optional<TrainStageSpec> sft;
   std::optional<DpoStageSpec> dpo;
@@ -106,7 +121,7 @@ StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
 // A job's progress, as reported to RunJobOptions::on_progress.
 struct JobProgressUpdate {
-  // "setup", "eval", "distill", "sft", "dpo", "export", "compress", "router", "publish".
+  // "setup", "eval", "pretrain", "distill", "sft", "dpo", "export", "compress", "router", "publish".
   std::string stage;
   int64_t step = 0;         // steps done (distill: requests answered)
   int64_t total_steps = 0;  // 0: the stage has no steps

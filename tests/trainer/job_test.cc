@@ -1,6 +1,7 @@
 // Job specs (validation) and a small end-to-end pipeline run in-process.
 #include "trainer/job.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -237,6 +238,123 @@ TEST(JobRunTest, RouterStageTrainsAndWritesARouter) {
   auto weak = RunJob(*ParseJobSpec(j, dir), opts2);
   EXPECT_EQ(weak.status().code(), absl::StatusCode::kFailedPrecondition) << weak.status();
   EXPECT_FALSE(PathExists(opts2.out_dir + "/router.safetensors"));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace skillpack
+
+namespace skillpack {
+namespace {
+
+// A corpus folder of English-like lines for the pretrain stage.
+std::string WriteCorpus(const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  EXPECT_TRUE(MakeDirectories(dir + "/texts").ok());
+  const char* lines[] = {"The quick brown fox jumps over the lazy dog.", "A bird in the hand is worth two in the bush.",
+                         "Early to bed and early to rise.", "The sea was calm and the sky was blue."};
+  std::string text;
+  for (int i = 0; i < 120; ++i) text += absl::StrCat(lines[i % 4], i % 3 == 0 ? "\n" : " ");
+  EXPECT_TRUE(WriteFileAtomically(dir + "/texts/a.txt", text).ok());
+  EXPECT_TRUE(WriteFileAtomically(dir + "/texts/b.txt", text.substr(500)).ok());
+  return dir + "/texts";
+}
+
+Json PretrainJob(const std::string& corpus) {
+  Json j = TinyJob();
+  j["stages"] = Json::parse(R"({
+    "pretrain": {"held_out_fraction": 0.1, "mixture": {"tasks": ["sort"], "fraction": 0.1},
+                 "steps": 30, "batch_size": 16, "lr": 1e-2, "warmup_steps": 3, "max_seq_len": 48},
+    "sft": {"steps": 2, "batch_size": 8, "lr": 3e-3, "max_seq_len": 32}
+  })");
+  j["stages"]["pretrain"]["corpus"] = {corpus};
+  return j;
+}
+
+TEST(JobSpecTest, BadPretrainSpecsNameTheField) {
+  const std::string corpus = WriteCorpus(::testing::TempDir() + "/pretrain_spec_test");
+  auto job = ParseJobSpec(PretrainJob(corpus), ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(job->pretrain.has_value());
+  EXPECT_EQ(job->pretrain->corpus, std::vector<std::string>{corpus});
+  EXPECT_EQ(job->pretrain->mixture_tasks, std::vector<std::string>{"sort"});
+  EXPECT_DOUBLE_EQ(job->pretrain->mixture_fraction, 0.1);
+  EXPECT_EQ(job->pretrain->train.loop.steps, 30);
+  EXPECT_EQ(job->pretrain->train.max_seq_len, 48);
+
+  Json j = PretrainJob(corpus);
+  j["stages"]["pretrain"].erase("corpus");
+  ExpectInvalid(j, "job.stages.pretrain.corpus: missing");
+  j["stages"]["pretrain"]["corpus"] = Json::array();
+  ExpectInvalid(j, "job.stages.pretrain.corpus must be a non-empty list");
+  j["stages"]["pretrain"]["corpus"] = {corpus, "/no/such/text"};
+  ExpectInvalid(j, "job.stages.pretrain.corpus[1]: not found");
+  j["stages"]["pretrain"]["corpus"] = {corpus, 7};
+  ExpectInvalid(j, "job.stages.pretrain.corpus[1] must be");
+
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["held_out_fraction"] = 0.9;
+  ExpectInvalid(j, "job.stages.pretrain.held_out_fraction");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["mixture"]["fraction"] = 1.5;
+  ExpectInvalid(j, "job.stages.pretrain.mixture.fraction");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["mixture"]["tasks"] = {"sort", "division"};
+  ExpectInvalid(j, "job.stages.pretrain.mixture.tasks[1]");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["mixture"]["tasks"] = Json::array();
+  ExpectInvalid(j, "job.stages.pretrain.mixture.tasks: required");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["mixture"]["share"] = 0.1;
+  ExpectInvalid(j, "job.stages.pretrain.mixture.share: unknown field");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["data"] = "train.jsonl";
+  ExpectInvalid(j, "job.stages.pretrain.data: not a pretrain field");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["lora"] = {{"rank", 4}};
+  ExpectInvalid(j, "job.stages.pretrain.lora: not a pretrain field");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["lr"] = -1;
+  ExpectInvalid(j, "job.stages.pretrain.lr");
+  j = PretrainJob(corpus);
+  j["stages"]["pretrain"]["max_seq_len"] = 2;
+  ExpectInvalid(j, "job.stages.pretrain.max_seq_len");
+}
+
+// Pretrain then SFT in one job: the held-out text loss falls, the task eval
+// runs after pretraining, and a corpus file that is not UTF-8 fails the job
+// naming the file.
+TEST(JobRunTest, PretrainLowersHeldOutTextLossThenSftStartsFromIt) {
+  at::set_num_threads(1);
+  const std::string dir = ::testing::TempDir() + "/pretrain_job_test";
+  const std::string corpus = WriteCorpus(dir);
+  auto job = ParseJobSpec(PretrainJob(corpus), ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  RunJobOptions opts;
+  opts.out_dir = dir + "/out";
+  opts.progress = false;
+  auto report = RunJob(*job, opts);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const Json& p = (*report)["stages"]["pretrain"];
+  EXPECT_EQ(p["corpus"]["files"], 2);
+  EXPECT_EQ(p["final_step"], 30);
+  EXPECT_GT(p["mixture"]["examples"].get<int64_t>(), 0);
+  EXPECT_GT(p["held_out_windows"].get<int64_t>(), 0);
+  const double before = p["held_out_before"]["loss"].get<double>();
+  const double after = p["held_out_after"]["loss"].get<double>();
+  EXPECT_GT(before, 5.0);
+  EXPECT_LT(after, 0.6 * before) << p.dump();
+  EXPECT_NEAR(p["held_out_after"]["perplexity"].get<double>(), std::exp(after), 1e-6 * std::exp(after));
+  EXPECT_TRUE((*report)["eval"]["after_pretrain"]["accuracy"].is_number());
+  EXPECT_TRUE((*report)["timings"]["pretrain_seconds"].is_number());
+  EXPECT_EQ((*report)["stages"]["sft"]["final_step"], 2);
+
+  ASSERT_TRUE(WriteFileAtomically(corpus + "/c.txt", "caf\xE9\n").ok());  // Latin-1
+  opts.out_dir = dir + "/out2";
+  Status s = RunJob(*job, opts).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("job.stages.pretrain.corpus"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(corpus + "/c.txt"), std::string::npos) << s;
   std::filesystem::remove_all(dir);
 }
 
