@@ -115,6 +115,8 @@ class Study {
   StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
+  TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
+  std::string LoraTag(int64_t rank) const;
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
   StatusOr<double> RoutedAccuracy(const std::string& task, const std::map<std::string, double>& ratio_of);
@@ -222,21 +224,34 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
   return dpo_name;
 }
 
+// A training stage as LoRA of `rank`: the spec's alpha, its learning rate
+// scaled by lora_lr_scale.
+TrainStageSpec Study::LoraStage(const TrainStageSpec& stage, int64_t rank) const {
+  TrainStageSpec s = stage;
+  s.lora.rank = rank;
+  s.lora.alpha = spec_.lora_alpha;
+  s.loop.optim.lr *= spec_.lora_lr_scale;
+  return s;
+}
+
+// Names LoRA runs: "lora<rank>", with the learning-rate scale when not 1.
+std::string Study::LoraTag(int64_t rank) const {
+  if (spec_.lora_lr_scale == 1.0) return absl::StrCat("lora", rank);
+  return absl::StrCat("lora", rank, "-lrx", RatioTag(spec_.lora_lr_scale));
+}
+
 // LoRA of `rank` trained by SFT (and then a DPO LoRA of the same rank on the
 // merged SFT model for "sft_dpo").
 StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
-  const std::string sft_name = absl::StrCat(task, "-lora", rank, "-sft");
+  const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
-  sft.sft = spec_.sft;
-  sft.sft->lora.rank = rank;
-  sft.sft->lora.alpha = spec_.lora_alpha;
+  sft.sft = LoraStage(spec_.sft, rank);
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  const std::string dpo_name = absl::StrCat(task, "-lora", rank, "-sft_dpo");
+  const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo");
   JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
   dpo.dpo = *spec_.dpo;
-  dpo.dpo->train.lora.rank = rank;
-  dpo.dpo->train.lora.alpha = spec_.lora_alpha;
+  dpo.dpo->train = LoraStage(spec_.dpo->train, rank);
   RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
   return dpo_name;
 }
@@ -625,11 +640,9 @@ StatusOr<Json> Study::Table3(const Json& table1) {
   {
     ASSIGN_OR_RETURN(std::string a_run, LoraRun(a, "sft", rank));
     ASSIGN_OR_RETURN(Json a_report, Report(a_run));
-    const std::string name = absl::StrCat(a, "-then-", b, "-lora", rank, "-sft");
+    const std::string name = absl::StrCat(a, "-then-", b, "-", LoraTag(rank), "-sft");
     JobSpec job = MakeJob(name, ModelOf(a_run), b);
-    job.sft = spec_.sft;
-    job.sft->lora.rank = rank;
-    job.sft->lora.alpha = spec_.lora_alpha;
+    job.sft = LoraStage(spec_.sft, rank);
     ASSIGN_OR_RETURN(Json report, RunCached(name, job));
     ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
     ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
@@ -779,6 +792,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     }
   }
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_alpha", &s.lora_alpha, 1e-6, 1e6));
+  RETURN_IF_ERROR(r.ReadInRange<double>("lora_lr_scale", &s.lora_lr_scale, 1e-3, 1e3));
   // The base model, sft and dpo stages through the job parser (same fields, same checks).
   if (!r.Has("base_model"))
     return absl::InvalidArgumentError("spec.base_model: missing (a folder or {\"tiny\": {...}})");
@@ -808,6 +822,12 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   s.tiny_base = parsed->tiny_base;
   s.sft = *parsed->sft;
   s.dpo = parsed->dpo;
+  for (const TrainStageSpec* st : {&s.sft, s.dpo ? &s.dpo->train : nullptr}) {
+    if (st != nullptr && st->loop.optim.lr * s.lora_lr_scale > 1.0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.lora_lr_scale (", s.lora_lr_scale, ") makes a LoRA learning rate above 1"));
+    }
+  }
   if (r.Has("compress")) {
     FieldReader c(r.Get("compress"), "spec.compress");
     RETURN_IF_ERROR(c.CheckObject());

@@ -28,7 +28,7 @@
 //    "ratios": [0.25, 0.125, 0.0625, 0.03125],
 //    "sft": {...job.h's sft stage, without "data" and "lora"...},
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
-//    "lora_alpha": 16,
+//    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64},
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3},   (optional: Table 4)
@@ -92,6 +92,7 @@ struct FidelitySpec {
   TrainStageSpec sft;
   std::optional<DpoStageSpec> dpo;
   double lora_alpha = 16.0;
+  double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)
   Json compress_config = Json::object();
   int64_t calibration_samples = 64;
   std::optional<FidelityRouterSpec> router;

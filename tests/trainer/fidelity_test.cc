@@ -83,6 +83,12 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["router"]["bogus"] = 1;
   ExpectInvalid(j, "spec.router.bogus");
   j = SmallSpec();
+  j["lora_lr_scale"] = 0;
+  ExpectInvalid(j, "spec.lora_lr_scale");
+  j = SmallSpec();
+  j["lora_lr_scale"] = 900;  // 3e-3 x 900 > 1
+  ExpectInvalid(j, "spec.lora_lr_scale");
+  j = SmallSpec();
   j["extra"] = 1;
   ExpectInvalid(j, "spec.extra");
 }
@@ -174,6 +180,11 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         EXPECT_EQ(rank, LoraRankForBytes(l["target_bytes"].get<int64_t>(), per_rank));
         EXPECT_LE(std::llabs(rank * per_rank - l["target_bytes"].get<int64_t>()), per_rank / 2 + 1);
         EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank * (std::string(regime) == "sft" ? 1 : 2));
+        // The LoRA run trained at that rank, at the spec's lr x lora_lr_scale (2).
+        auto lr = ReadJsonFile(out + "/runs/" + task + "-lora" + std::to_string(rank) + "-lrx2-sft/report.json");
+        ASSERT_TRUE(lr.ok()) << lr.status();
+        EXPECT_EQ((*lr)["stages"]["sft"]["lora_rank"].get<int64_t>(), rank);
+        EXPECT_DOUBLE_EQ((*lr)["stages"]["sft"]["lr"].get<double>(), 2 * 3e-3);
         if (!p["gain_kept"].is_null()) {
           const double ft = row["full_ft"].get<double>(), base = row["base"].get<double>();
           EXPECT_NEAR(p["gain_kept"].get<double>(), (p["accuracy"].get<double>() - base) / (ft - base), 1e-9);
