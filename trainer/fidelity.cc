@@ -114,7 +114,12 @@ class Study {
   StatusOr<double> Evaluate(std::shared_ptr<const ModelWeights> w, const std::string& task);
   StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
+  std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
+    return regime == "sft" ? absl::StrCat(task, "-ft-sft") : absl::StrCat(task, "-ft-sft_dpo", DpoTag());
+  }
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
+  std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
+  StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
   std::string LoraTag(int64_t rank) const;
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
@@ -209,6 +214,37 @@ StatusOr<double> Study::Evaluate(std::shared_ptr<const ModelWeights> w, const st
   return r.accuracy;
 }
 
+// The DPO data of the model of run `sft_run`: "" for the verifier's offline
+// pairs (the job's default: correct answer chosen, Task::WrongResponse
+// rejected), else a JSONL of on-policy pairs: the model's own greedy answers
+// to `dpo_prompts` training prompts, each wrong one rejected against the
+// correct answer (answers with non-ASCII bytes are skipped: task answers are ASCII).
+StatusOr<std::string> Study::DpoPairs(const std::string& task, const std::string& sft_run) {
+  if (spec_.dpo_pairs != "on_policy") return std::string();
+  const std::string path = JoinPath(RunsDir(), sft_run + "-onpolicy-pairs.jsonl");
+  if (PathExists(path)) return path;
+  const Task& tk = *tasks_.at(task);
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(sft_run)));
+  ASSIGN_OR_RETURN(std::vector<TaskExample> prompts,
+                   GenerateTaskExamples(tk, TaskSplit::kTrain, spec_.dpo_prompts, spec_.seed + 41, false));
+  TaskEvalOptions o;
+  o.num_samples = static_cast<int32_t>(prompts.size());
+  ASSIGN_OR_RETURN(TaskEvalResult r, EvaluateTask(*base_->transformer, w, *tok_, tk, prompts, o));
+  std::vector<PreferenceRecord> pairs;
+  for (const std::vector<std::string>& s : r.samples) {
+    const bool ascii = std::all_of(s[2].begin(), s[2].end(), [](char c) { return c > 0 && c < 0x7f; });
+    if (ascii && !tk.Verify(s[0], s[2])) pairs.push_back({s[0], s[1], s[2], false});
+  }
+  if (pairs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("fidelity: ", sft_run, " answers all ", prompts.size(),
+                                                      " training prompts correctly (or only with non-ASCII bytes): "
+                                                      "no on-policy DPO pair; raise dpo_prompts or use \"verifier\""));
+  }
+  RETURN_IF_ERROR(WritePreferenceJsonl(path, pairs));
+  Log(absl::StrCat("dpo pairs for ", sft_run, ": ", pairs.size(), " wrong answers of ", prompts.size(), " prompts"));
+  return path;
+}
+
 // The fine-tuned model of a regime: "sft" (full SFT of the base) or
 // "sft_dpo" (full DPO of the SFT model).
 StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::string& regime) {
@@ -217,9 +253,10 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
   sft.sft = spec_.sft;
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  const std::string dpo_name = absl::StrCat(task, "-ft-sft_dpo");
+  const std::string dpo_name = absl::StrCat(task, "-ft-sft_dpo", DpoTag());
   JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
   dpo.dpo = *spec_.dpo;
+  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
   RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
   return dpo_name;
 }
@@ -248,10 +285,11 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   sft.sft = LoraStage(spec_.sft, rank);
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo");
+  const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo", DpoTag());
   JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
   dpo.dpo = *spec_.dpo;
   dpo.dpo->train = LoraStage(spec_.dpo->train, rank);
+  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
   RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
   return dpo_name;
 }
@@ -263,7 +301,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   const std::string cache = JoinPath(PacksDir(), name + ".json");
   if (PathExists(cache) && PathExists(JoinPath(PacksDir(), name + ".skillpack"))) {
     StatusOr<Json> r = ReadJsonFile(cache);
-    if (r.ok()) return r;
+    if (r.ok() && r->value("run", "") == ExpectedRegimeRun(task, regime)) return r;
   }
   ASSIGN_OR_RETURN(std::string run, RegimeRun(task, regime));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> tuned, LoadWeights(ModelOf(run)));
@@ -308,6 +346,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   r["compress_seconds"] = seconds;
   r["accuracy"] = acc;
   r["path"] = packed->report["path"];
+  r["run"] = run;
   RETURN_IF_ERROR(WriteFileAtomically(cache, r.dump(2)));
   return r;
 }
@@ -793,6 +832,12 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   }
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_alpha", &s.lora_alpha, 1e-6, 1e6));
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_lr_scale", &s.lora_lr_scale, 1e-3, 1e3));
+  RETURN_IF_ERROR(r.Read("dpo_pairs", &s.dpo_pairs));
+  if (s.dpo_pairs != "verifier" && s.dpo_pairs != "on_policy") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.dpo_pairs must be \"verifier\" or \"on_policy\", got \"", s.dpo_pairs, "\""));
+  }
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
   // The base model, sft and dpo stages through the job parser (same fields, same checks).
   if (!r.Has("base_model"))
     return absl::InvalidArgumentError("spec.base_model: missing (a folder or {\"tiny\": {...}})");

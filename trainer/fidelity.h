@@ -28,6 +28,7 @@
 //    "ratios": [0.25, 0.125, 0.0625, 0.03125],
 //    "sft": {...job.h's sft stage, without "data" and "lora"...},
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
+//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000,
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64},
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
@@ -93,6 +94,11 @@ struct FidelitySpec {
   std::optional<DpoStageSpec> dpo;
   double lora_alpha = 16.0;
   double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)
+  // DPO pairs: "verifier" (the task's offline pairs, Task::WrongResponse
+  // rejected) or "on_policy" (the SFT model's own wrong greedy answers to
+  // dpo_prompts training prompts, rejected against the correct answer).
+  std::string dpo_pairs = "verifier";
+  int64_t dpo_prompts = 2000;
   Json compress_config = Json::object();
   int64_t calibration_samples = 64;
   std::optional<FidelityRouterSpec> router;

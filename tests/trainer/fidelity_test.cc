@@ -89,6 +89,12 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["lora_lr_scale"] = 900;  // 3e-3 x 900 > 1
   ExpectInvalid(j, "spec.lora_lr_scale");
   j = SmallSpec();
+  j["dpo_pairs"] = "best";
+  ExpectInvalid(j, "spec.dpo_pairs");
+  j = SmallSpec();
+  j["dpo_prompts"] = 0;
+  ExpectInvalid(j, "spec.dpo_prompts");
+  j = SmallSpec();
   j["extra"] = 1;
   ExpectInvalid(j, "spec.extra");
 }
@@ -193,6 +199,13 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     }
     EXPECT_TRUE(PathExists(out + "/table1_" + task + ".svg"));
   }
+  // SFT->DPO trained on the SFT models' own wrong answers (dpo_pairs on_policy).
+  for (const std::string run : {"reverse-ft-sft", "sort-lora11-lrx2-sft"}) {
+    auto pairs = ReadFileToString(out + "/runs/" + run + "-onpolicy-pairs.jsonl");
+    ASSERT_TRUE(pairs.ok()) << run;
+    EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
+  }
+  EXPECT_TRUE(PathExists(out + "/runs/sort-ft-sft_dpo-onpolicy/report.json"));
   // Table 2: the rows of every method, a number per task.
   const Json& t2 = r["table2"];
   std::vector<std::string> methods;
