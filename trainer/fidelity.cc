@@ -710,13 +710,11 @@ Status Study::WritePlots(const Json& table1) {
       const Json& r = table1["tasks"][task][rg];
       const std::string suffix = rg == "sft" ? " (SFT)" : " (SFT→DPO)";
       PlotSeries packs{"pack" + suffix, {}, rg != "sft"};
-      PlotSeries lora{"LoRA" + suffix, {}, rg != "sft"};
+      // LoRA at its ratio's byte target (its rank's bytes are within half a
+      // rank of it; under SFT->DPO it stores twice that, see Table 1).
+      PlotSeries lora{rg == "sft" ? "LoRA" + suffix : "LoRA" + suffix + ", 2x bytes", {}, rg != "sft"};
       for (const Json& p : r["packs"]) packs.points.push_back({p["ratio"].get<double>(), p["accuracy"].get<double>()});
-      for (const Json& l : r["lora"]) {
-        lora.points.push_back(
-            {l["bytes"].get<double>() / static_cast<double>(fp16_delta_bytes_), l["accuracy"].get<double>()});
-      }
-      std::sort(lora.points.begin(), lora.points.end());
+      for (const Json& l : r["lora"]) lora.points.push_back({l["ratio"].get<double>(), l["accuracy"].get<double>()});
       plot.series.push_back(packs);
       plot.series.push_back(lora);
       plot.hlines.push_back({"full FT" + suffix, r["full_ft"].get<double>()});
