@@ -1,0 +1,1070 @@
+#include "trainer/fidelity.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "core/file_util.h"
+#include "core/generator.h"
+#include "core/model.h"
+#include "core/tokenizer.h"
+#include "pack/calibration.h"
+#include "pack/composer.h"
+#include "pack/compressor.h"
+#include "pack/decode.h"
+#include "pack/fingerprint.h"
+#include "pack/format.h"
+#include "pack/merge.h"
+#include "router/policy.h"
+#include "router/router.h"
+#include "trainer/compress_stage.h"
+#include "trainer/data.h"
+#include "trainer/evaluate.h"
+#include "trainer/spec_reader.h"
+#include "trainer/svg_plot.h"
+#include "trainer/tasks/paraphrase.h"
+#include "trainer/tasks/task.h"
+#include "trainer/trainable.h"
+
+namespace skillpack {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double CpuSeconds() {
+  rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Errors of the job parser name "job.stages.sft.lr"; the study's fields are "spec.sft.lr".
+Status AsSpecError(const Status& s) {
+  if (s.ok()) return s;
+  return Status(s.code(), absl::StrReplaceAll(s.message(), {{"job.stages.", "spec."}, {"job.", "spec."}}));
+}
+
+Status ReadRatio(FieldReader& r, const std::string& key, double* out) {
+  RETURN_IF_ERROR(r.ReadInRange<double>(key, out, 1e-4, 1.0));
+  return absl::OkStatus();
+}
+
+Status ValidateStudyTask(const std::string& name, const std::vector<std::string>& tasks, const std::string& path) {
+  if (std::find(tasks.begin(), tasks.end(), name) == tasks.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": '", name, "' is not one of spec.tasks (", absl::StrJoin(tasks, ", "), ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string RatioTag(double ratio) { return absl::StrFormat("%g", ratio); }
+
+// "1/16" for 0.0625, else the number.
+std::string RatioLabel(double ratio) {
+  const double inv = 1.0 / ratio;
+  if (std::fabs(inv - std::round(inv)) < 1e-9) return absl::StrCat("1/", static_cast<int64_t>(std::round(inv)));
+  return absl::StrFormat("%g", ratio);
+}
+
+// (x - base) / (ft - base); null when full FT gained nothing.
+Json GainKept(double x, double base, double ft) {
+  if (ft - base <= 1e-12) return nullptr;
+  return (x - base) / (ft - base);
+}
+
+class Study {
+ public:
+  Study(const FidelitySpec& spec, const FidelityOptions& opts) : spec_(spec), opts_(opts) {}
+
+  StatusOr<Json> Run();
+
+ private:
+  void Log(const std::string& line) const {
+    if (opts_.progress) {
+      std::fprintf(stderr, "[fidelity %6.0fs] %s\n", std::chrono::duration<double>(Clock::now() - start_).count(),
+                   line.c_str());
+    }
+  }
+  std::string RunsDir() const { return JoinPath(opts_.out_dir, "runs"); }
+  std::string PacksDir() const { return JoinPath(opts_.out_dir, "packs"); }
+  std::string ModelOf(const std::string& run) const { return JoinPath(JoinPath(RunsDir(), run), "model"); }
+
+  Status Setup();
+  JobSpec MakeJob(const std::string& name, const std::string& base_dir, const std::string& task) const;
+  StatusOr<Json> RunCached(const std::string& name, const JobSpec& job);
+  // The report of a finished run.
+  StatusOr<Json> Report(const std::string& run) const {
+    return ReadJsonFile(JoinPath(JoinPath(RunsDir(), run), "report.json"));
+  }
+  StatusOr<std::shared_ptr<const ModelWeights>> LoadWeights(const std::string& dir);
+  StatusOr<double> Evaluate(std::shared_ptr<const ModelWeights> w, const std::string& task);
+  StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
+  StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
+  std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
+    return regime == "sft" ? absl::StrCat(task, "-ft-sft") : absl::StrCat(task, "-ft-sft_dpo", DpoTag());
+  }
+  StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
+  std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
+  StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
+  TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
+  std::string LoraTag(int64_t rank) const;
+  StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
+  StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
+  StatusOr<double> RoutedAccuracy(const std::string& task, const std::map<std::string, double>& ratio_of);
+
+  StatusOr<Json> Table1();
+  StatusOr<Json> Table4();
+  StatusOr<Json> Table2(const Json& table1);
+  StatusOr<Json> Table3(const Json& table1);
+  Status WritePlots(const Json& table1);
+
+  const FidelitySpec& spec_;
+  const FidelityOptions& opts_;
+  Clock::time_point start_ = Clock::now();
+  std::string base_dir_;
+  std::unique_ptr<LoadedModel> base_;
+  std::unique_ptr<Tokenizer> tok_;
+  int32_t end_id_ = 0;
+  int64_t fp16_delta_bytes_ = 0;
+  int64_t lora_bytes_per_rank_ = 0;
+  std::map<std::string, std::unique_ptr<Task>> tasks_;
+  std::map<std::string, std::vector<TaskExample>> held_out_;
+  std::unique_ptr<Router> router_;
+  std::map<std::string, std::unique_ptr<DecodedPack>> decoded_;  // by pack name
+  std::map<std::string, std::shared_ptr<const ModelWeights>> composed_;
+};
+
+Status Study::Setup() {
+  if (spec_.threads > 0) at::set_num_threads(spec_.threads);
+  RETURN_IF_ERROR(MakeDirectories(RunsDir()));
+  RETURN_IF_ERROR(MakeDirectories(PacksDir()));
+  if (spec_.tiny_base) {
+    base_dir_ = JoinPath(opts_.out_dir, "base");
+    if (!PathExists(JoinPath(base_dir_, "config.json"))) RETURN_IF_ERROR(InitTinyModel(*spec_.tiny_base, base_dir_));
+  } else {
+    base_dir_ = spec_.base_model_dir;
+  }
+  ASSIGN_OR_RETURN(base_, LoadModel(base_dir_, at::TensorOptions().dtype(at::kFloat)));
+  ASSIGN_OR_RETURN(tok_, Tokenizer::FromModelDir(base_dir_));
+  std::vector<int32_t> eos = EosIds(base_->config, *tok_);
+  if (eos.empty()) return absl::InvalidArgumentError(absl::StrCat(base_dir_, ": the model has no eos token"));
+  end_id_ = eos[0];
+  fp16_delta_bytes_ = Fp16DeltaBytes(*base_->weights);
+  lora_bytes_per_rank_ = LoraBytesPerRank(*base_->weights);
+  for (const std::string& t : spec_.tasks) {
+    ASSIGN_OR_RETURN(tasks_[t], MakeTask(t));
+    // The held-out set RunJob evaluates (job.cc: seed + 1000003, unique).
+    ASSIGN_OR_RETURN(held_out_[t],
+                     GenerateTaskExamples(*tasks_[t], TaskSplit::kHeldOut, spec_.held_out, spec_.seed + 1000003, true));
+  }
+  return absl::OkStatus();
+}
+
+JobSpec Study::MakeJob(const std::string& name, const std::string& base_dir, const std::string& task) const {
+  JobSpec j;
+  j.name = name;
+  j.seed = spec_.seed;
+  j.threads = spec_.threads;
+  j.base_model_dir = base_dir;
+  j.task = task;
+  j.held_out = spec_.held_out;
+  j.train_examples = spec_.train_examples;
+  return j;
+}
+
+StatusOr<Json> Study::RunCached(const std::string& name, const JobSpec& job) {
+  const std::string dir = JoinPath(RunsDir(), name);
+  const std::string report = JoinPath(dir, "report.json");
+  if (PathExists(report)) {
+    StatusOr<Json> r = ReadJsonFile(report);
+    if (r.ok() && r->value("status", "") == "ok" && PathExists(JoinPath(dir, "model"))) return r;
+  }
+  Log(absl::StrCat("run ", name));
+  RunJobOptions o;
+  o.out_dir = dir;
+  o.progress = false;
+  o.resume = false;
+  StatusOr<Json> r = RunJob(job, o);
+  if (!r.ok()) return Annotate(r.status(), absl::StrCat("fidelity run ", name));
+  return r;
+}
+
+StatusOr<std::shared_ptr<const ModelWeights>> Study::LoadWeights(const std::string& dir) {
+  ASSIGN_OR_RETURN(std::unique_ptr<LoadedModel> m, LoadModel(dir, at::TensorOptions().dtype(at::kFloat)));
+  return m->weights;
+}
+
+StatusOr<double> Study::Evaluate(std::shared_ptr<const ModelWeights> w, const std::string& task) {
+  ASSIGN_OR_RETURN(TaskEvalResult r,
+                   EvaluateTask(*base_->transformer, std::move(w), *tok_, *tasks_.at(task), held_out_.at(task)));
+  return r.accuracy;
+}
+
+// The DPO data of the model of run `sft_run`: "" for the verifier's offline
+// pairs (the job's default: correct answer chosen, Task::WrongResponse
+// rejected), else a JSONL of on-policy pairs: the model's own greedy answers
+// to `dpo_prompts` training prompts, each wrong one rejected against the
+// correct answer (answers with non-ASCII bytes are skipped: task answers are ASCII).
+StatusOr<std::string> Study::DpoPairs(const std::string& task, const std::string& sft_run) {
+  if (spec_.dpo_pairs != "on_policy") return std::string();
+  const std::string path = JoinPath(RunsDir(), sft_run + "-onpolicy-pairs.jsonl");
+  if (PathExists(path)) return path;
+  const Task& tk = *tasks_.at(task);
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(sft_run)));
+  ASSIGN_OR_RETURN(std::vector<TaskExample> prompts,
+                   GenerateTaskExamples(tk, TaskSplit::kTrain, spec_.dpo_prompts, spec_.seed + 41, false));
+  TaskEvalOptions o;
+  o.num_samples = static_cast<int32_t>(prompts.size());
+  ASSIGN_OR_RETURN(TaskEvalResult r, EvaluateTask(*base_->transformer, w, *tok_, tk, prompts, o));
+  std::vector<PreferenceRecord> pairs;
+  for (const std::vector<std::string>& s : r.samples) {
+    const bool ascii = std::all_of(s[2].begin(), s[2].end(), [](char c) { return c > 0 && c < 0x7f; });
+    if (ascii && !tk.Verify(s[0], s[2])) pairs.push_back({s[0], s[1], s[2], false});
+  }
+  if (pairs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("fidelity: ", sft_run, " answers all ", prompts.size(),
+                                                      " training prompts correctly (or only with non-ASCII bytes): "
+                                                      "no on-policy DPO pair; raise dpo_prompts or use \"verifier\""));
+  }
+  RETURN_IF_ERROR(WritePreferenceJsonl(path, pairs));
+  Log(absl::StrCat("dpo pairs for ", sft_run, ": ", pairs.size(), " wrong answers of ", prompts.size(), " prompts"));
+  return path;
+}
+
+// The fine-tuned model of a regime: "sft" (full SFT of the base) or
+// "sft_dpo" (full DPO of the SFT model).
+StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::string& regime) {
+  const std::string sft_name = absl::StrCat(task, "-ft-sft");
+  JobSpec sft = MakeJob(sft_name, base_dir_, task);
+  sft.sft = spec_.sft;
+  RETURN_IF_ERROR(RunCached(sft_name, sft).status());
+  if (regime == "sft") return sft_name;
+  const std::string dpo_name = absl::StrCat(task, "-ft-sft_dpo", DpoTag());
+  JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
+  dpo.dpo = *spec_.dpo;
+  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
+  RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
+  return dpo_name;
+}
+
+// A training stage as LoRA of `rank`: the spec's alpha, its learning rate
+// scaled by lora_lr_scale.
+TrainStageSpec Study::LoraStage(const TrainStageSpec& stage, int64_t rank) const {
+  TrainStageSpec s = stage;
+  s.lora.rank = rank;
+  s.lora.alpha = spec_.lora_alpha;
+  s.loop.optim.lr *= spec_.lora_lr_scale;
+  return s;
+}
+
+// Names LoRA runs: "lora<rank>", with the learning-rate scale when not 1.
+std::string Study::LoraTag(int64_t rank) const {
+  if (spec_.lora_lr_scale == 1.0) return absl::StrCat("lora", rank);
+  return absl::StrCat("lora", rank, "-lrx", RatioTag(spec_.lora_lr_scale));
+}
+
+// LoRA of `rank` trained by SFT (and then a DPO LoRA of the same rank on the
+// merged SFT model for "sft_dpo").
+StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
+  const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
+  JobSpec sft = MakeJob(sft_name, base_dir_, task);
+  sft.sft = LoraStage(spec_.sft, rank);
+  RETURN_IF_ERROR(RunCached(sft_name, sft).status());
+  if (regime == "sft") return sft_name;
+  const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo", DpoTag());
+  JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
+  dpo.dpo = *spec_.dpo;
+  dpo.dpo->train = LoraStage(spec_.dpo->train, rank);
+  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
+  RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
+  return dpo_name;
+}
+
+// The pack of `task`'s `regime` model at `ratio` (budget mode, calibrated on
+// the tuned model as the compress stage does) and base + pack's accuracy.
+StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, double ratio) {
+  const std::string name = absl::StrCat(task, "-", regime, "-", RatioTag(ratio));
+  const std::string cache = JoinPath(PacksDir(), name + ".json");
+  if (PathExists(cache) && PathExists(JoinPath(PacksDir(), name + ".skillpack"))) {
+    StatusOr<Json> r = ReadJsonFile(cache);
+    if (r.ok() && r->value("run", "") == ExpectedRegimeRun(task, regime)) return r;
+  }
+  ASSIGN_OR_RETURN(std::string run, RegimeRun(task, regime));
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> tuned, LoadWeights(ModelOf(run)));
+  Log(absl::StrCat("pack ", name));
+  std::unique_ptr<CalibrationStats> calib;
+  if (spec_.calibration_samples > 0) {
+    ASSIGN_OR_RETURN(std::vector<TaskExample> ex, GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain,
+                                                                       spec_.calibration_samples, spec_.seed, false));
+    SequenceEncoder enc(*tok_, end_id_, spec_.sft.max_seq_len);
+    std::vector<std::vector<int32_t>> tokens;
+    for (const TaskExample& e : ex) {
+      ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
+      tokens.push_back(std::move(s.tokens));
+    }
+    ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(*tuned, tokens));
+    calib = std::make_unique<CalibrationStats>(std::move(stats));
+  }
+  CompressStageSpec cs;
+  cs.pack_name = name;
+  cs.config = spec_.compress_config;
+  cs.config["target_ratio"] = ratio;
+  cs.calib_samples = spec_.calibration_samples;
+  cs.description = absl::StrCat("fidelity study: ", task, " (", regime, ") at ", RatioLabel(ratio));
+  JobSpec job = MakeJob(name, base_dir_, task);
+  job.sft = spec_.sft;
+  if (regime == "sft_dpo") job.dpo = spec_.dpo;
+  const Clock::time_point t = Clock::now();
+  StatusOr<CompressStageResult> packed = RunCompressStage(cs, *base_->weights, *tuned, job, PacksDir(), calib.get());
+  if (!packed.ok()) return Annotate(packed.status(), absl::StrCat("fidelity pack ", name));
+  const double seconds = std::chrono::duration<double>(Clock::now() - t).count();
+  ASSIGN_OR_RETURN(double acc, Evaluate(packed->composed, task));
+  Json r;
+  r["name"] = name;
+  r["ratio"] = ratio;
+  r["target_bytes"] = static_cast<int64_t>(std::floor(ratio * static_cast<double>(fp16_delta_bytes_)));
+  r["file_bytes"] = packed->report["file_bytes"];
+  r["fp16_delta_bytes"] = packed->report["fp16_delta_bytes"];
+  r["file_ratio"] = packed->report["file_ratio"];
+  r["modules"] = packed->report["modules"];
+  r["relative_error"] = packed->report.value("relative_error", 0.0);
+  r["quantizer"] = packed->report["quantizer"];
+  r["compress_seconds"] = seconds;
+  r["accuracy"] = acc;
+  r["path"] = packed->report["path"];
+  r["run"] = run;
+  RETURN_IF_ERROR(WriteFileAtomically(cache, r.dump(2)));
+  return r;
+}
+
+StatusOr<const DecodedPack*> Study::Decoded(const std::string& task, double ratio) {
+  ASSIGN_OR_RETURN(Json info, Pack(task, "sft", ratio));
+  const std::string name = info["name"].get<std::string>();
+  auto it = decoded_.find(name);
+  if (it != decoded_.end()) return it->second.get();
+  ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(info["path"].get<std::string>()));
+  ASSIGN_OR_RETURN(DecodedPack d, DecodePack(pack, /*keep_factors=*/false));
+  auto owned = std::make_unique<DecodedPack>(std::move(d));
+  const DecodedPack* ptr = owned.get();
+  decoded_[name] = std::move(owned);
+  return ptr;
+}
+
+// The router's label for each prompt under the default policy (top-1 with
+// its threshold): a task name or "none".
+StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& prompts) {
+  std::vector<std::vector<int32_t>> ids;
+  for (const std::string& p : prompts) ids.push_back(tok_->Encode(p, true, tok_->bos_id().has_value()));
+  ASSIGN_OR_RETURN(at::Tensor features,
+                   PromptFeatures(*base_->transformer, *base_->weights, ids, router_->config().layer));
+  at::Tensor scores = router_->Scores(features).contiguous();
+  const std::vector<std::string>& labels = router_->config().labels;
+  std::vector<std::string> out;
+  const RoutingPolicy policy;
+  for (int64_t i = 0; i < scores.size(0); ++i) {
+    at::Tensor row = scores[i].to(at::kFloat).contiguous();
+    std::vector<float> v(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
+    RouteDecision d = DecideRoute(v, labels, policy);
+    out.push_back(d.packs.empty() ? kRouterNoneLabel : d.packs[0].first);
+  }
+  return out;
+}
+
+// Accuracy on `task`'s held-out prompts when the router picks, per prompt,
+// one pack among `ratio_of`'s tasks (their SFT packs at the given ratio) or
+// none (base).
+StatusOr<double> Study::RoutedAccuracy(const std::string& task, const std::map<std::string, double>& ratio_of) {
+  const std::vector<TaskExample>& ex = held_out_.at(task);
+  std::vector<std::string> prompts;
+  for (const TaskExample& e : ex) prompts.push_back(e.prompt);
+  ASSIGN_OR_RETURN(std::vector<std::string> labels, Route(prompts));
+  std::map<std::string, std::vector<TaskExample>> groups;
+  for (size_t i = 0; i < ex.size(); ++i) {
+    const std::string& l = ratio_of.count(labels[i]) ? labels[i] : std::string(kRouterNoneLabel);
+    groups[l].push_back(ex[i]);
+  }
+  int64_t correct = 0;
+  for (const auto& [label, group] : groups) {
+    std::shared_ptr<const ModelWeights> w = base_->weights;
+    if (label != kRouterNoneLabel) {
+      const double ratio = ratio_of.at(label);
+      const std::string key = absl::StrCat(label, "@", RatioTag(ratio));
+      if (!composed_.count(key)) {
+        ASSIGN_OR_RETURN(const DecodedPack* d, Decoded(label, ratio));
+        PackSelection sel;
+        sel.name = d->name;
+        ASSIGN_OR_RETURN(composed_[key], ComposeWeights(*base_->weights, {sel}, {d}));
+      }
+      w = composed_[key];
+    }
+    ASSIGN_OR_RETURN(TaskEvalResult r, EvaluateTask(*base_->transformer, w, *tok_, *tasks_.at(task), group));
+    correct += r.correct;
+  }
+  return static_cast<double>(correct) / static_cast<double>(ex.size());
+}
+
+StatusOr<Json> Study::Table1() {
+  Json t;
+  t["ratios"] = spec_.ratios;
+  t["fp16_delta_bytes"] = fp16_delta_bytes_;
+  t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
+  std::vector<std::string> regimes = {"sft"};
+  if (spec_.dpo) regimes.push_back("sft_dpo");
+  t["regimes"] = regimes;
+  for (const std::string& task : spec_.tasks) {
+    for (const std::string& regime : regimes) {
+      Json r;
+      ASSIGN_OR_RETURN(std::string ft_run, RegimeRun(task, regime));
+      ASSIGN_OR_RETURN(Json sft_report, Report(absl::StrCat(task, "-ft-sft")));
+      ASSIGN_OR_RETURN(Json ft_report, Report(ft_run));
+      const double base = sft_report["eval"]["before"]["accuracy"].get<double>();
+      const double ft = ft_report["eval"]["after"]["accuracy"].get<double>();
+      r["base"] = base;
+      r["full_ft"] = ft;
+      r["packs"] = Json::array();
+      r["lora"] = Json::array();
+      for (double ratio : spec_.ratios) {
+        ASSIGN_OR_RETURN(Json p, Pack(task, regime, ratio));
+        p["gain_kept"] = GainKept(p["accuracy"].get<double>(), base, ft);
+        r["packs"].push_back(p);
+        const int64_t target = static_cast<int64_t>(std::floor(ratio * static_cast<double>(fp16_delta_bytes_)));
+        const int64_t rank = LoraRankForBytes(target, lora_bytes_per_rank_);
+        ASSIGN_OR_RETURN(std::string lora_run, LoraRun(task, regime, rank));
+        ASSIGN_OR_RETURN(Json lr, Report(lora_run));
+        Json l;
+        l["ratio"] = ratio;
+        l["target_bytes"] = target;
+        l["rank"] = rank;
+        // SFT->DPO trains a second adapter of the same rank on the merged
+        // SFT model (the trainer's DPO stage), so that LoRA stores twice the bytes.
+        l["bytes"] = rank * lora_bytes_per_rank_ * (regime == "sft" ? 1 : 2);
+        l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
+        l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
+        r["lora"].push_back(l);
+      }
+      t["tasks"][task][regime] = r;
+      Log(absl::StrFormat("table 1: %s %s base %.3f full FT %.3f", task, regime, base, ft));
+    }
+  }
+  return t;
+}
+
+StatusOr<Json> Study::Table4() {
+  const FidelityRouterSpec& rs = *spec_.router;
+  std::vector<LabelledPrompt> data;
+  for (const std::string& task : spec_.tasks) {
+    const Task& tk = *tasks_.at(task);
+    ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
+                     GenerateTaskExamples(tk, TaskSplit::kTrain, rs.examples_per_task, spec_.seed + 21, false));
+    for (const TaskExample& e : raw) data.push_back({e.prompt, task});
+    ASSIGN_OR_RETURN(
+        std::vector<ParaphrasedExample> para,
+        GenerateParaphrases(tk, TaskSplit::kTrain, TemplateSplit::kTrain, rs.examples_per_task, spec_.seed + 22));
+    for (const ParaphrasedExample& p : para) data.push_back({p.text, task});
+  }
+  for (const std::string& g : GeneralPrompts(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
+    data.push_back({g, kRouterNoneLabel});
+  }
+  Log(absl::StrCat("router: training on ", data.size(), " prompts"));
+  RouterTrainOptions o = rs.train;
+  o.seed = spec_.seed;
+  ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
+  ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
+  router_ = std::move(trained.router);
+  RETURN_IF_ERROR(router_->Save(JoinPath(opts_.out_dir, "router.safetensors")));
+
+  // Evaluation sets: (category, expected label, prompt).
+  struct Case {
+    std::string category, label, prompt;
+  };
+  std::vector<Case> cases;
+  for (const std::string& task : spec_.tasks) {
+    const Task& tk = *tasks_.at(task);
+    ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
+                     GenerateTaskExamples(tk, TaskSplit::kHeldOut, rs.eval_per_task, spec_.seed + 31, false));
+    for (const TaskExample& e : raw) cases.push_back({"task_prompts", task, e.prompt});
+    ASSIGN_OR_RETURN(
+        std::vector<ParaphrasedExample> seen,
+        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task, spec_.seed + 32));
+    for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
+    ASSIGN_OR_RETURN(
+        std::vector<ParaphrasedExample> unseen,
+        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kHeldOut, rs.eval_per_task, spec_.seed + 33));
+    for (const ParaphrasedExample& p : unseen) cases.push_back({"paraphrases_held_out_templates", task, p.text});
+  }
+  for (const std::string& g :
+       GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34)) {
+    cases.push_back({"general_held_out", kRouterNoneLabel, g});
+  }
+  std::vector<std::string> prompts;
+  for (const Case& c : cases) prompts.push_back(c.prompt);
+  ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
+  Json t;
+  std::map<std::string, std::map<std::string, std::pair<int64_t, int64_t>>> counts;  // category -> label -> (ok, n)
+  Json examples = Json::array();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    auto& c = counts[cases[i].category][cases[i].label];
+    c.second++;
+    if (got[i] == cases[i].label) {
+      c.first++;
+    } else if (examples.size() < 20) {
+      examples.push_back({{"prompt", cases[i].prompt}, {"expected", cases[i].label}, {"routed", got[i]}});
+    }
+  }
+  for (const auto& [category, by_label] : counts) {
+    int64_t ok = 0, n = 0;
+    Json per = Json::object();
+    for (const auto& [label, c] : by_label) {
+      per[label] = static_cast<double>(c.first) / static_cast<double>(c.second);
+      ok += c.first;
+      n += c.second;
+    }
+    t["categories"][category] = {
+        {"accuracy", static_cast<double>(ok) / static_cast<double>(n)}, {"n", n}, {"per_label", per}};
+  }
+  t["misrouted_examples"] = examples;
+  t["train_prompts"] = static_cast<int64_t>(data.size());
+  t["train_accuracy"] = trained.train_accuracy;
+  t["internal_holdout_accuracy"] = trained.holdout_accuracy;
+  t["policy"] = "top1, threshold 0.5";
+  t["layer"] = router_->config().layer;
+  Json templates;
+  for (const std::string& task : spec_.tasks) {
+    ASSIGN_OR_RETURN(templates[task]["train"], ParaphraseTemplates(task, TemplateSplit::kTrain));
+    ASSIGN_OR_RETURN(templates[task]["held_out"], ParaphraseTemplates(task, TemplateSplit::kHeldOut));
+  }
+  t["templates"] = templates;
+  return t;
+}
+
+StatusOr<Json> Study::Table2(const Json& table1) {
+  const FidelityFusionSpec& fs = *spec_.fusion;
+  Json t;
+  t["ratio"] = fs.ratio;
+  t["tasks"] = spec_.tasks;
+  auto row = [&](const std::string& method, const std::map<std::string, double>& acc) {
+    Json r;
+    r["method"] = method;
+    double sum = 0;
+    for (const auto& [task, a] : acc) {
+      r["accuracy"][task] = a;
+      sum += a;
+    }
+    r["mean"] = sum / static_cast<double>(acc.size());
+    return r;
+  };
+  std::map<std::string, double> base, own, routed;
+  std::map<std::string, double> ratio_of;
+  for (const std::string& task : spec_.tasks) ratio_of[task] = fs.ratio;
+  for (const std::string& task : spec_.tasks) {
+    base[task] = table1["tasks"][task]["sft"]["base"].get<double>();
+    ASSIGN_OR_RETURN(Json p, Pack(task, "sft", fs.ratio));
+    own[task] = p["accuracy"].get<double>();
+    ASSIGN_OR_RETURN(routed[task], RoutedAccuracy(task, ratio_of));
+  }
+  t["rows"] = Json::array();
+  t["rows"].push_back(row("base", base));
+  t["rows"].push_back(row("routed_packs", routed));
+  t["rows"].push_back(row("own_pack_explicit", own));
+  std::vector<const DecodedPack*> packs;
+  for (const std::string& task : spec_.tasks) {
+    ASSIGN_OR_RETURN(const DecodedPack* d, Decoded(task, fs.ratio));
+    packs.push_back(d);
+  }
+  for (const char* method : {"ta", "ties", "dare"}) {
+    MergeOptions mo;
+    ASSIGN_OR_RETURN(mo.method, ParseMergeMethod(method));
+    mo.lambda = fs.lambda;
+    mo.density = fs.ties_density;
+    mo.drop = fs.dare_drop;
+    mo.seed = spec_.seed;
+    Log(absl::StrCat("merge ", method));
+    ASSIGN_OR_RETURN(auto merged, MergePacks(packs, mo));
+    DecodedPack m;
+    m.name = absl::StrCat("merged-", method);
+    m.base_fingerprint = packs[0]->base_fingerprint;
+    for (auto& [name, delta] : merged) {
+      DecodedModule dm;
+      dm.name = name;
+      dm.delta = delta;
+      m.modules[name] = std::move(dm);
+    }
+    PackSelection sel;
+    sel.name = m.name;
+    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, ComposeWeights(*base_->weights, {sel}, {&m}));
+    std::map<std::string, double> acc;
+    for (const std::string& task : spec_.tasks) {
+      ASSIGN_OR_RETURN(acc[task], Evaluate(w, task));
+    }
+    t["rows"].push_back(row(method, acc));
+  }
+  t["merge"] = {{"lambda", fs.lambda}, {"ties_density", fs.ties_density}, {"dare_drop", fs.dare_drop}};
+  // One full fine-tune on every task's training examples, shuffled together.
+  const std::string mt_name = "multitask-ft-sft";
+  const std::string data_path = JoinPath(RunsDir(), "multitask-train.jsonl");
+  std::vector<SftRecord> records;
+  const int64_t per_task = std::max<int64_t>(1, spec_.train_examples / static_cast<int64_t>(spec_.tasks.size()));
+  for (const std::string& task : spec_.tasks) {
+    ASSIGN_OR_RETURN(std::vector<TaskExample> ex,
+                     GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain, per_task, spec_.seed, false));
+    for (TaskExample& e : ex) records.push_back({std::move(e.prompt), std::move(e.response), false});
+  }
+  std::mt19937_64 rng(spec_.seed);
+  std::shuffle(records.begin(), records.end(), rng);
+  RETURN_IF_ERROR(WriteSftJsonl(data_path, records));
+  JobSpec mt = MakeJob(mt_name, base_dir_, "");
+  mt.sft = spec_.sft;
+  mt.sft->data = data_path;
+  mt.sft->loop.steps =
+      fs.multitask_steps > 0 ? fs.multitask_steps : spec_.sft.loop.steps * static_cast<int64_t>(spec_.tasks.size());
+  RETURN_IF_ERROR(RunCached(mt_name, mt).status());
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> mtw, LoadWeights(ModelOf(mt_name)));
+  std::map<std::string, double> mt_acc;
+  for (const std::string& task : spec_.tasks) {
+    ASSIGN_OR_RETURN(mt_acc[task], Evaluate(mtw, task));
+  }
+  t["rows"].push_back(row("multitask_ft", mt_acc));
+  t["multitask_steps"] = mt.sft->loop.steps;
+  return t;
+}
+
+StatusOr<Json> Study::Table3(const Json& table1) {
+  const FidelityContinualSpec& cs = *spec_.continual;
+  const std::string& a = cs.task_a;
+  const std::string& b = cs.task_b;
+  Json t;
+  t["task_a"] = a;
+  t["task_b"] = b;
+  t["ratio"] = cs.ratio;
+  t["rows"] = Json::array();
+  auto row = [&](const std::string& method, double a_before, double a_after, double b_after) {
+    return Json{{"method", method},
+                {"a_before", a_before},
+                {"a_after", a_after},
+                {"forgetting", a_before - a_after},
+                {"b_after", b_after}};
+  };
+  t["base"] = {{"a", table1["tasks"][a]["sft"]["base"]}, {"b", table1["tasks"][b]["sft"]["base"]}};
+  // Sequential full fine-tuning: A's model, then SFT on B.
+  {
+    ASSIGN_OR_RETURN(std::string a_run, RegimeRun(a, "sft"));
+    ASSIGN_OR_RETURN(Json a_report, Report(a_run));
+    const std::string name = absl::StrCat(a, "-then-", b, "-ft-sft");
+    JobSpec job = MakeJob(name, ModelOf(a_run), b);
+    job.sft = spec_.sft;
+    ASSIGN_OR_RETURN(Json report, RunCached(name, job));
+    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
+    ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
+    t["rows"].push_back(row("sequential_full_ft", a_report["eval"]["after"]["accuracy"].get<double>(), a_after,
+                            report["eval"]["after"]["accuracy"].get<double>()));
+  }
+  // Sequential LoRA at the ratio's byte target: A's adapter merged, then a new one on B.
+  const int64_t target = static_cast<int64_t>(std::floor(cs.ratio * static_cast<double>(fp16_delta_bytes_)));
+  const int64_t rank = LoraRankForBytes(target, lora_bytes_per_rank_);
+  t["lora_rank"] = rank;
+  {
+    ASSIGN_OR_RETURN(std::string a_run, LoraRun(a, "sft", rank));
+    ASSIGN_OR_RETURN(Json a_report, Report(a_run));
+    const std::string name = absl::StrCat(a, "-then-", b, "-", LoraTag(rank), "-sft");
+    JobSpec job = MakeJob(name, ModelOf(a_run), b);
+    job.sft = LoraStage(spec_.sft, rank);
+    ASSIGN_OR_RETURN(Json report, RunCached(name, job));
+    ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
+    ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
+    t["rows"].push_back(row("sequential_lora", a_report["eval"]["after"]["accuracy"].get<double>(), a_after,
+                            report["eval"]["after"]["accuracy"].get<double>()));
+  }
+  // Packs: A's pack alone, then A's and B's packs behind the router.
+  {
+    ASSIGN_OR_RETURN(Json pa, Pack(a, "sft", cs.ratio));
+    ASSIGN_OR_RETURN(double a_after, RoutedAccuracy(a, {{a, cs.ratio}, {b, cs.ratio}}));
+    ASSIGN_OR_RETURN(double b_after, RoutedAccuracy(b, {{a, cs.ratio}, {b, cs.ratio}}));
+    t["rows"].push_back(row("packs_routed", pa["accuracy"].get<double>(), a_after, b_after));
+  }
+  return t;
+}
+
+Status Study::WritePlots(const Json& table1) {
+  for (const std::string& task : spec_.tasks) {
+    LinePlot plot;
+    plot.title = absl::StrCat("Table 1: ", task, " — held-out exact match vs bytes");
+    plot.x_label = "bytes / fp16 delta bytes";
+    plot.y_label = "exact match";
+    plot.log2_x = true;
+    for (const auto& regime : table1["regimes"]) {
+      const std::string rg = regime.get<std::string>();
+      const Json& r = table1["tasks"][task][rg];
+      const std::string suffix = rg == "sft" ? " (SFT)" : " (SFT→DPO)";
+      PlotSeries packs{"pack" + suffix, {}, rg != "sft"};
+      // LoRA at its ratio's byte target (its rank's bytes are within half a
+      // rank of it; under SFT->DPO it stores twice that, see Table 1).
+      PlotSeries lora{rg == "sft" ? "LoRA" + suffix : "LoRA" + suffix + ", 2x bytes", {}, rg != "sft"};
+      for (const Json& p : r["packs"]) packs.points.push_back({p["ratio"].get<double>(), p["accuracy"].get<double>()});
+      for (const Json& l : r["lora"]) lora.points.push_back({l["ratio"].get<double>(), l["accuracy"].get<double>()});
+      plot.series.push_back(packs);
+      plot.series.push_back(lora);
+      plot.hlines.push_back({"full FT" + suffix, r["full_ft"].get<double>()});
+      if (rg == "sft") plot.hlines.push_back({"base", r["base"].get<double>()});
+    }
+    ASSIGN_OR_RETURN(std::string svg, RenderLinePlot(plot));
+    RETURN_IF_ERROR(WriteFileAtomically(JoinPath(opts_.out_dir, absl::StrCat("table1_", task, ".svg")), svg));
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<Json> Study::Run() {
+  const double cpu0 = CpuSeconds();
+  RETURN_IF_ERROR(MakeDirectories(opts_.out_dir));
+  RETURN_IF_ERROR(Setup());
+  Json result;
+  result["name"] = spec_.name;
+  result["spec"] = spec_.source;
+  result["machine"] = opts_.machine;
+  result["base_model"] = base_dir_;
+  result["parameters"] = base_->config.NumParameters();
+  result["threads"] = at::get_num_threads();
+  result["held_out_per_task"] = spec_.held_out;
+  ASSIGN_OR_RETURN(result["table1"], Table1());
+  RETURN_IF_ERROR(WritePlots(result["table1"]));
+  if (spec_.router) {
+    ASSIGN_OR_RETURN(result["table4"], Table4());
+  }
+  if (spec_.fusion) {
+    ASSIGN_OR_RETURN(result["table2"], Table2(result["table1"]));
+  }
+  if (spec_.continual) {
+    ASSIGN_OR_RETURN(result["table3"], Table3(result["table1"]));
+  }
+  result["wall_seconds"] = std::chrono::duration<double>(Clock::now() - start_).count();
+  result["cpu_seconds"] = CpuSeconds() - cpu0;
+  RETURN_IF_ERROR(WriteFileAtomically(JoinPath(opts_.out_dir, "fidelity.json"), result.dump(2)));
+  RETURN_IF_ERROR(WriteFileAtomically(JoinPath(opts_.out_dir, "fidelity.md"), FidelityMarkdown(result)));
+  Log(absl::StrFormat("done: %.0f s wall, %.0f s CPU", result["wall_seconds"].get<double>(),
+                      result["cpu_seconds"].get<double>()));
+  return result;
+}
+
+std::string Pct(const Json& v) {
+  if (v.is_null()) return "n/a";
+  return absl::StrFormat("%.0f%%", 100 * v.get<double>());
+}
+std::string Acc(const Json& v) { return absl::StrFormat("%.3f", v.get<double>()); }
+
+}  // namespace
+
+int64_t LoraBytesPerRank(const ModelWeights& base) {
+  int64_t dims = 0;
+  for (const auto& [name, t] : base.tensors()) {
+    for (const std::string& suffix : LoraTargetSuffixes()) {
+      if (absl::EndsWith(name, suffix) && t.dim() == 2) dims += t.size(0) + t.size(1);
+    }
+  }
+  return 2 * dims;
+}
+
+int64_t LoraRankForBytes(int64_t target_bytes, int64_t bytes_per_rank) {
+  const int64_t r = (target_bytes + bytes_per_rank / 2) / bytes_per_rank;
+  return std::max<int64_t>(1, r);
+}
+
+StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_dir) {
+  FidelitySpec s;
+  s.source = j;
+  FieldReader r(j, "spec");
+  RETURN_IF_ERROR(r.CheckObject());
+  RETURN_IF_ERROR(r.Read("name", &s.name));
+  RETURN_IF_ERROR(r.Read("seed", &s.seed));
+  RETURN_IF_ERROR(r.ReadInRange("threads", &s.threads, 0, 1024));
+  if (!r.Has("tasks")) return absl::InvalidArgumentError("spec.tasks: missing (a list of task names)");
+  {
+    const Json& tasks = r.Get("tasks");
+    if (!tasks.is_array()) return absl::InvalidArgumentError("spec.tasks must be a list of task names");
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      if (!tasks[i].is_string())
+        return absl::InvalidArgumentError(absl::StrCat("spec.tasks[", i, "] must be a string"));
+      s.tasks.push_back(tasks[i].get<std::string>());
+    }
+  }
+  if (s.tasks.empty()) return absl::InvalidArgumentError("spec.tasks: at least one task is required");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < s.tasks.size(); ++i) {
+    StatusOr<std::unique_ptr<Task>> t = MakeTask(s.tasks[i]);
+    if (!t.ok()) return Annotate(t.status(), absl::StrCat("spec.tasks[", i, "]"));
+    if (!seen.insert(s.tasks[i]).second) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.tasks[", i, "]: '", s.tasks[i], "' is listed twice"));
+    }
+    RETURN_IF_ERROR(Annotate(ParaphraseTemplates(s.tasks[i]).status(), absl::StrCat("spec.tasks[", i, "]")));
+  }
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("held_out", &s.held_out, 1, 100000));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("train_examples", &s.train_examples, 1, 10000000));
+  if (r.Has("ratios")) {
+    const Json& ratios = r.Get("ratios");
+    if (!ratios.is_array()) return absl::InvalidArgumentError("spec.ratios must be a list of numbers");
+    s.ratios.clear();
+    for (size_t i = 0; i < ratios.size(); ++i) {
+      if (!ratios[i].is_number())
+        return absl::InvalidArgumentError(absl::StrCat("spec.ratios[", i, "] must be a number"));
+      s.ratios.push_back(ratios[i].get<double>());
+    }
+    if (s.ratios.empty()) return absl::InvalidArgumentError("spec.ratios: at least one ratio is required");
+    for (size_t i = 0; i < s.ratios.size(); ++i) {
+      if (!(s.ratios[i] >= 1e-4 && s.ratios[i] <= 1.0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec.ratios[", i, "] must be in [0.0001, 1], got ", s.ratios[i]));
+      }
+    }
+  }
+  RETURN_IF_ERROR(r.ReadInRange<double>("lora_alpha", &s.lora_alpha, 1e-6, 1e6));
+  RETURN_IF_ERROR(r.ReadInRange<double>("lora_lr_scale", &s.lora_lr_scale, 1e-3, 1e3));
+  RETURN_IF_ERROR(r.Read("dpo_pairs", &s.dpo_pairs));
+  if (s.dpo_pairs != "verifier" && s.dpo_pairs != "on_policy") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.dpo_pairs must be \"verifier\" or \"on_policy\", got \"", s.dpo_pairs, "\""));
+  }
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
+  // The base model, sft and dpo stages through the job parser (same fields, same checks).
+  if (!r.Has("base_model"))
+    return absl::InvalidArgumentError("spec.base_model: missing (a folder or {\"tiny\": {...}})");
+  if (!r.Has("sft")) return absl::InvalidArgumentError("spec.sft: missing (the fine-tuning stage)");
+  for (const char* stage : {"sft", "dpo"}) {
+    if (r.Has(stage)) {
+      const Json& st = r.Get(stage);
+      if (st.is_object() && st.contains("data")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec.", stage, ".data: not allowed (the study trains on each task's generated examples)"));
+      }
+      if (st.is_object() && st.contains("lora")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec.", stage, ".lora: not allowed (LoRA ranks follow the byte targets; see lora_alpha)"));
+      }
+    }
+  }
+  Json job = {{"name", s.name},
+              {"seed", s.seed},
+              {"base_model", r.Get("base_model")},
+              {"task", {{"name", s.tasks[0]}, {"held_out", s.held_out}, {"train_examples", s.train_examples}}},
+              {"stages", {{"sft", r.Get("sft")}}}};
+  if (r.Has("dpo")) job["stages"]["dpo"] = r.Get("dpo");
+  StatusOr<JobSpec> parsed = ParseJobSpec(job, base_dir);
+  if (!parsed.ok()) return AsSpecError(parsed.status());
+  s.base_model_dir = parsed->base_model_dir;
+  s.tiny_base = parsed->tiny_base;
+  s.sft = *parsed->sft;
+  s.dpo = parsed->dpo;
+  for (const TrainStageSpec* st : {&s.sft, s.dpo ? &s.dpo->train : nullptr}) {
+    if (st != nullptr && st->loop.optim.lr * s.lora_lr_scale > 1.0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.lora_lr_scale (", s.lora_lr_scale, ") makes a LoRA learning rate above 1"));
+    }
+  }
+  if (r.Has("compress")) {
+    FieldReader c(r.Get("compress"), "spec.compress");
+    RETURN_IF_ERROR(c.CheckObject());
+    if (c.Has("config")) {
+      s.compress_config = c.Get("config");
+      if (!s.compress_config.is_object()) return absl::InvalidArgumentError("spec.compress.config must be an object");
+      if (s.compress_config.contains("target_ratio") || s.compress_config.contains("target_bytes")) {
+        return absl::InvalidArgumentError(
+            "spec.compress.config: no target_ratio / target_bytes (spec.ratios sets them)");
+      }
+      Json probe = s.compress_config;
+      probe["target_ratio"] = 0.5;
+      StatusOr<CompressionConfig> cfg = ParseCompressionConfig(probe);
+      if (!cfg.ok()) return Annotate(cfg.status(), "spec.compress.config");
+    }
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("calibration_samples", &s.calibration_samples, 0, 100000));
+    RETURN_IF_ERROR(c.Finish());
+  }
+  if (r.Has("router")) {
+    FieldReader c(r.Get("router"), "spec.router");
+    RETURN_IF_ERROR(c.CheckObject());
+    FidelityRouterSpec rs;
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain)));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("layer", &rs.train.layer, 0, 1024));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("width", &rs.train.width, 1, 1 << 16));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("epochs", &rs.train.epochs, 1, 1000000));
+    RETURN_IF_ERROR(c.ReadInRange<double>("lr", &rs.train.learning_rate, 1e-8, 10.0));
+    RETURN_IF_ERROR(c.ReadInRange<double>("weight_decay", &rs.train.weight_decay, 0.0, 10.0));
+    RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
+    RETURN_IF_ERROR(c.Finish());
+    s.router = rs;
+  }
+  if (r.Has("fusion")) {
+    FieldReader c(r.Get("fusion"), "spec.fusion");
+    RETURN_IF_ERROR(c.CheckObject());
+    FidelityFusionSpec fs;
+    RETURN_IF_ERROR(ReadRatio(c, "ratio", &fs.ratio));
+    RETURN_IF_ERROR(c.ReadInRange<double>("lambda", &fs.lambda, 1e-6, 100.0));
+    RETURN_IF_ERROR(c.ReadInRange<double>("ties_density", &fs.ties_density, 1e-6, 1.0));
+    RETURN_IF_ERROR(c.ReadInRange<double>("dare_drop", &fs.dare_drop, 0.0, 0.99));
+    RETURN_IF_ERROR(c.ReadInRange<int64_t>("multitask_steps", &fs.multitask_steps, 0, 100000000));
+    RETURN_IF_ERROR(c.Finish());
+    if (s.tasks.size() < 2) return absl::InvalidArgumentError("spec.fusion: needs at least two spec.tasks");
+    if (!s.router) return absl::InvalidArgumentError("spec.fusion: needs spec.router (routed packs use its router)");
+    s.fusion = fs;
+  }
+  if (r.Has("continual")) {
+    FieldReader c(r.Get("continual"), "spec.continual");
+    RETURN_IF_ERROR(c.CheckObject());
+    FidelityContinualSpec cs;
+    cs.task_a = s.tasks[0];
+    cs.task_b = s.tasks.size() > 1 ? s.tasks[1] : "";
+    RETURN_IF_ERROR(c.Read("task_a", &cs.task_a));
+    RETURN_IF_ERROR(c.Read("task_b", &cs.task_b));
+    RETURN_IF_ERROR(ReadRatio(c, "ratio", &cs.ratio));
+    RETURN_IF_ERROR(c.Finish());
+    RETURN_IF_ERROR(ValidateStudyTask(cs.task_a, s.tasks, "spec.continual.task_a"));
+    RETURN_IF_ERROR(ValidateStudyTask(cs.task_b, s.tasks, "spec.continual.task_b"));
+    if (cs.task_a == cs.task_b) return absl::InvalidArgumentError("spec.continual.task_b: must differ from task_a");
+    if (!s.router) return absl::InvalidArgumentError("spec.continual: needs spec.router (packs are routed)");
+    s.continual = cs;
+  }
+  RETURN_IF_ERROR(r.Finish());
+  return s;
+}
+
+StatusOr<FidelitySpec> LoadFidelitySpec(const std::string& path) {
+  ASSIGN_OR_RETURN(Json j, ReadJsonFile(path));
+  const size_t slash = path.rfind('/');
+  return ParseFidelitySpec(j, slash == std::string::npos ? "." : path.substr(0, slash));
+}
+
+StatusOr<Json> RunFidelityStudy(const FidelitySpec& spec, const FidelityOptions& options) {
+  if (options.out_dir.empty()) return absl::InvalidArgumentError("--out: an output folder is required");
+  Study study(spec, options);
+  return study.Run();
+}
+
+std::string FidelityMarkdown(const Json& res) {
+  std::string md = absl::StrCat("# Fidelity study: ", res.value("name", "fidelity"), "\n\n");
+  absl::StrAppend(
+      &md, "Base model: `", res.value("base_model", ""), "` (", res.value("parameters", 0),
+      " parameters). Accuracy is held-out exact match on ", res.value("held_out_per_task", 0), " prompts per task. ",
+      absl::StrFormat("%.0f s wall, %.0f s CPU.", res.value("wall_seconds", 0.0), res.value("cpu_seconds", 0.0)),
+      "\n\n");
+  const Json& t1 = res["table1"];
+  const std::vector<double> ratios = t1["ratios"].get<std::vector<double>>();
+  absl::StrAppend(
+      &md, "## Table 1: packs vs LoRA at equal bytes\n\n",
+      "Pack sizes are .skillpack file bytes as a share of the fp16 delta (", t1["fp16_delta_bytes"].get<int64_t>(),
+      " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
+      " per rank) match each ratio's byte target (under SFT→DPO the DPO stage adds a second adapter of "
+      "the same rank, so LoRA stores twice those bytes). Gain kept = (x − base) / (full FT − base).\n\n");
+  for (const auto& regime_j : t1["regimes"]) {
+    const std::string regime = regime_j.get<std::string>();
+    absl::StrAppend(&md, "### ", regime == "sft" ? "SFT" : "SFT → DPO", "\n\n| task | base | full FT |");
+    for (double r : ratios) absl::StrAppend(&md, " pack ", RatioLabel(r), " |");
+    for (double r : ratios) absl::StrAppend(&md, " LoRA ", RatioLabel(r), " |");
+    absl::StrAppend(&md, "\n|---|---|---|");
+    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&md, "---|");
+    absl::StrAppend(&md, "\n");
+    std::string gain = "| task |";
+    for (double r : ratios) absl::StrAppend(&gain, " pack ", RatioLabel(r), " |");
+    for (double r : ratios) absl::StrAppend(&gain, " LoRA ", RatioLabel(r), " |");
+    absl::StrAppend(&gain, "\n|---|");
+    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&gain, "---|");
+    absl::StrAppend(&gain, "\n");
+    std::string bytes = "| task |";
+    for (double r : ratios) absl::StrAppend(&bytes, " pack ", RatioLabel(r), " file bytes (ratio) |");
+    for (double r : ratios) absl::StrAppend(&bytes, " LoRA ", RatioLabel(r), " rank (bytes) |");
+    absl::StrAppend(&bytes, "\n|---|");
+    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&bytes, "---|");
+    absl::StrAppend(&bytes, "\n");
+    for (const auto& [task, regimes] : t1["tasks"].items()) {
+      const Json& r = regimes[regime];
+      absl::StrAppend(&md, "| ", task, " | ", Acc(r["base"]), " | ", Acc(r["full_ft"]), " |");
+      absl::StrAppend(&gain, "| ", task, " |");
+      absl::StrAppend(&bytes, "| ", task, " |");
+      for (const Json& p : r["packs"]) {
+        absl::StrAppend(&md, " ", Acc(p["accuracy"]), " |");
+        absl::StrAppend(&gain, " ", Pct(p["gain_kept"]), " |");
+        absl::StrAppend(&bytes, " ", p["file_bytes"].get<int64_t>(),
+                        absl::StrFormat(" (%.4f)", p["file_ratio"].get<double>()), " |");
+      }
+      for (const Json& l : r["lora"]) {
+        absl::StrAppend(&md, " ", Acc(l["accuracy"]), " |");
+        absl::StrAppend(&gain, " ", Pct(l["gain_kept"]), " |");
+        absl::StrAppend(&bytes, " ", l["rank"].get<int64_t>(), " (", l["bytes"].get<int64_t>(), ") |");
+      }
+      absl::StrAppend(&md, "\n");
+      absl::StrAppend(&gain, "\n");
+      absl::StrAppend(&bytes, "\n");
+    }
+    absl::StrAppend(&md, "\nShare of full FT's gain kept:\n\n", gain, "\nBytes:\n\n", bytes, "\n");
+  }
+  absl::StrAppend(&md, "Plots: ");
+  for (const auto& [task, unused] : t1["tasks"].items()) {
+    absl::StrAppend(&md, "[", task, "](table1_", task, ".svg) ");
+  }
+  absl::StrAppend(&md, "\n\n");
+  if (res.contains("table2")) {
+    const Json& t2 = res["table2"];
+    absl::StrAppend(&md, "## Table 2: multi-skill fusion\n\nPacks at ", RatioLabel(t2["ratio"].get<double>()),
+                    " of the fp16 delta (SFT). Routed: the router of Table 4 picks one pack (or none) per prompt. "
+                    "Merges fold every task's pack into one delta (λ ",
+                    t2["merge"]["lambda"].get<double>(), ", TIES density ", t2["merge"]["ties_density"].get<double>(),
+                    ", DARE drop ", t2["merge"]["dare_drop"].get<double>(), "). Multi-task FT: one full fine-tune on ",
+                    "all tasks' examples (", t2["multitask_steps"].get<int64_t>(), " steps).\n\n| method |");
+    for (const auto& task : t2["tasks"]) absl::StrAppend(&md, " ", task.get<std::string>(), " |");
+    absl::StrAppend(&md, " mean |\n|---|");
+    for (size_t i = 0; i <= t2["tasks"].size(); ++i) absl::StrAppend(&md, "---|");
+    absl::StrAppend(&md, "\n");
+    for (const Json& row : t2["rows"]) {
+      absl::StrAppend(&md, "| ", row["method"].get<std::string>(), " |");
+      for (const auto& task : t2["tasks"])
+        absl::StrAppend(&md, " ", Acc(row["accuracy"][task.get<std::string>()]), " |");
+      absl::StrAppend(&md, " ", Acc(row["mean"]), " |\n");
+    }
+    absl::StrAppend(&md, "\n");
+  }
+  if (res.contains("table3")) {
+    const Json& t3 = res["table3"];
+    absl::StrAppend(&md, "## Table 3: continual learning (", t3["task_a"].get<std::string>(), " then ",
+                    t3["task_b"].get<std::string>(), ")\n\nLoRA rank ", t3["lora_rank"].get<int64_t>(), ", packs at ",
+                    RatioLabel(t3["ratio"].get<double>()),
+                    " of the fp16 delta. Forgetting = accuracy on A before B − after B.\n\n",
+                    "| method | A before B | A after B | forgetting | B after B |\n|---|---|---|---|---|\n");
+    for (const Json& row : t3["rows"]) {
+      absl::StrAppend(&md, "| ", row["method"].get<std::string>(), " | ", Acc(row["a_before"]), " | ",
+                      Acc(row["a_after"]), " | ", Acc(row["forgetting"]), " | ", Acc(row["b_after"]), " |\n");
+    }
+    absl::StrAppend(&md, "\n");
+  }
+  if (res.contains("table4")) {
+    const Json& t4 = res["table4"];
+    absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\nRouter trained on ",
+                    t4["train_prompts"].get<int64_t>(),
+                    " prompts (raw task prompts and training-template paraphrases of training problems, general "
+                    "prompts labelled none); policy ",
+                    t4["policy"].get<std::string>(),
+                    ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
+                    "training.\n\n| category | n | accuracy | per label |\n|---|---|---|---|\n");
+    for (const auto& [category, c] : t4["categories"].items()) {
+      std::string per;
+      for (const auto& [label, a] : c["per_label"].items()) {
+        absl::StrAppend(&per, per.empty() ? "" : ", ", label, " ", absl::StrFormat("%.3f", a.get<double>()));
+      }
+      absl::StrAppend(&md, "| ", category, " | ", c["n"].get<int64_t>(), " | ", Acc(c["accuracy"]), " | ", per, " |\n");
+    }
+    absl::StrAppend(&md, "\n");
+  }
+  return md;
+}
+
+}  // namespace skillpack

@@ -1,0 +1,133 @@
+// The fidelity study (issue 11): how much of full fine-tuning's gain a
+// SkillPack keeps at a byte budget, against LoRA at equal bytes, weight
+// merging, multi-task and sequential fine-tuning, and how well the router
+// recognises tasks in phrasings it was not trained on. Every model is trained
+// by the trainer's own job pipeline (RunJob, in-process), every pack by its
+// compress stage, every accuracy is held-out exact match (evaluate.h).
+//
+// Tables (DIR/fidelity.json, DIR/fidelity.md, DIR/table1_<task>.svg):
+//  1. Per task and regime (SFT; SFT->DPO when the spec has "dpo"): base,
+//     full fine-tuning, packs at each ratio of the fp16 delta (file bytes,
+//     budget mode), LoRA whose fp16 bytes match each ratio's byte target
+//     (LoraRankForBytes), and each one's share of full FT's gain.
+//  2. ("fusion") Every task's accuracy with routed packs (the router of
+//     Table 4 picks a pack per prompt), each task's own pack, Task
+//     Arithmetic / TIES / DARE merges of the same packs (pack/merge.h) and one
+//     multi-task full fine-tune on all tasks' data.
+//  3. ("continual") Task A then task B: sequential full FT, sequential LoRA,
+//     packs (A's kept, B's added, routed): accuracy on A before / after B.
+//  4. ("router") Routing accuracy of a router trained on raw task prompts,
+//     paraphrases from the training templates and general prompts, on
+//     held-out problems, held-out paraphrase templates and held-out general
+//     prompts (trainer/tasks/paraphrase.h).
+//
+// The spec (JSON; relative paths resolve against the spec file's folder):
+//   {"name": "fidelity", "seed": 1, "threads": 2,
+//    "base_model": "path/to/model" | {"tiny": {...as in job.h...}},
+//    "tasks": ["add", "reverse", "sort", "kv"], "held_out": 200, "train_examples": 20000,
+//    "ratios": [0.25, 0.125, 0.0625, 0.03125],
+//    "sft": {...job.h's sft stage, without "data" and "lora"...},
+//    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
+//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000,
+//    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
+//    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64},
+//    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
+//               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3},   (optional: Table 4)
+//    "fusion": {"ratio": 0.125, "lambda": 1.0, "ties_density": 0.2, "dare_drop": 0.5,
+//               "multitask_steps": 0},                                   (optional: Table 2; needs router)
+//    "continual": {"task_a": "reverse", "task_b": "sort", "ratio": 0.125}} (optional: Table 3; needs router)
+// Every field is checked before anything runs: INVALID_ARGUMENT naming it
+// ("spec.fusion.ratio must be in ...").
+//
+// Intermediate models, packs and job reports live under DIR/runs and
+// DIR/packs; a run whose report is already there is reused, so an
+// interrupted study continues where it stopped.
+#ifndef SKILLPACK_TRAINER_FIDELITY_H_
+#define SKILLPACK_TRAINER_FIDELITY_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/json_util.h"
+#include "core/status.h"
+#include "core/tiny_model.h"
+#include "core/weights.h"
+#include "router/router_train.h"
+#include "trainer/job.h"
+
+namespace skillpack {
+
+struct FidelityRouterSpec {
+  int64_t examples_per_task = 200;  // raw prompts AND train-template paraphrases per task
+  int64_t general = 96;             // general training prompts (label none)
+  int64_t eval_per_task = 100;      // per task and evaluation category
+  RouterTrainOptions train;
+};
+
+struct FidelityFusionSpec {
+  double ratio = 0.125;         // the packs' byte ratio
+  double lambda = 1.0;          // TA, TIES and DARE scale
+  double ties_density = 0.2;    // TIES: fraction of entries kept
+  double dare_drop = 0.5;       // DARE: drop probability
+  int64_t multitask_steps = 0;  // 0: sft.steps x number of tasks
+};
+
+struct FidelityContinualSpec {
+  std::string task_a, task_b;
+  double ratio = 0.125;  // packs' byte ratio and the LoRA byte target
+};
+
+struct FidelitySpec {
+  Json source;  // the spec as given, for the report
+  std::string name = "fidelity";
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string base_model_dir;                 // set unless tiny_base
+  std::optional<TinyModelOptions> tiny_base;  // made in DIR/base
+  std::vector<std::string> tasks;
+  int64_t held_out = 200;
+  int64_t train_examples = 20000;
+  std::vector<double> ratios = {0.25, 0.125, 0.0625, 0.03125};
+  TrainStageSpec sft;
+  std::optional<DpoStageSpec> dpo;
+  double lora_alpha = 16.0;
+  double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)
+  // DPO pairs: "verifier" (the task's offline pairs, Task::WrongResponse
+  // rejected) or "on_policy" (the SFT model's own wrong greedy answers to
+  // dpo_prompts training prompts, rejected against the correct answer).
+  std::string dpo_pairs = "verifier";
+  int64_t dpo_prompts = 2000;
+  Json compress_config = Json::object();
+  int64_t calibration_samples = 64;
+  std::optional<FidelityRouterSpec> router;
+  std::optional<FidelityFusionSpec> fusion;
+  std::optional<FidelityContinualSpec> continual;
+};
+
+StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_dir);
+StatusOr<FidelitySpec> LoadFidelitySpec(const std::string& path);
+
+// fp16 bytes of one rank of LoRA adapters on `base`: 2 bytes x Σ (in + out)
+// over the adapted projections (trainable.h's LoraTargetSuffixes) of every layer.
+int64_t LoraBytesPerRank(const ModelWeights& base);
+// The rank whose fp16 adapter bytes (rank x bytes_per_rank) are nearest to
+// `target_bytes`, at least 1. REQUIRES: bytes_per_rank > 0.
+int64_t LoraRankForBytes(int64_t target_bytes, int64_t bytes_per_rank);
+
+struct FidelityOptions {
+  std::string out_dir;
+  Json machine;          // bench/machine_info.h's description, stored as is
+  bool progress = true;  // one line per step on stderr
+};
+
+// Runs the study; writes and returns DIR/fidelity.json's content.
+StatusOr<Json> RunFidelityStudy(const FidelitySpec& spec, const FidelityOptions& options);
+
+// The Markdown report of a fidelity.json.
+std::string FidelityMarkdown(const Json& result);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_FIDELITY_H_

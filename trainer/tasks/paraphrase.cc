@@ -1,0 +1,180 @@
+#include "trainer/tasks/paraphrase.h"
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+
+namespace skillpack {
+namespace {
+
+// Eight templates per task; indices 3 and 7 are held out.
+const std::map<std::string, std::vector<std::string>>& Templates() {
+  static const auto* kTemplates = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What is {a} plus {b}?", "Add {a} and {b}.", "Please compute {a} + {b}", "How much is {a} added to {b}?",
+        "Calculate the sum of {a} and {b}.", "Can you add {a} to {b}?", "{a} plus {b} equals what?",
+        "I need the total of {a} and {b}, please."}},
+      {"reverse",
+       {"Reverse the string {s}", "please reverse: {s}", "Can you reverse {s}?", "Write {s} backwards.",
+        "Reverse the letters of {s}.", "What is {s} reversed?", "Spell {s} in reverse order",
+        "Give me the word {s} from the last letter to the first."}},
+      {"sort",
+       {"Can you sort {s}?", "Sort the digits {s}", "please sort: {s}", "Put the digits of {s} in ascending order.",
+        "Sort {s} from smallest to largest.", "Arrange {s} in increasing order", "What are the digits of {s} sorted?",
+        "Order these digits from low to high: {s}"}},
+      {"kv",
+       {"Given {pairs}, what is {q}?", "If {pairs}, what is the value of {q}?", "Look up {q} in {pairs}.",
+        "With {pairs}, tell me {q}.", "The values are {pairs}. What does {q} equal?",
+        "Find the value of {q} where {pairs}", "Using {pairs}: {q} = ?",
+        "Which digit is stored under {q} in {pairs}?"}},
+      {"caesar",
+       {"Shift {s} by {n} letters", "Apply a Caesar shift of {n} to {s}.", "Encode {s} with rot{n}",
+        "Move every letter of {s} forward by {n}.", "Caesar cipher {s} with shift {n}",
+        "Rotate the letters of {s} by {n}", "Encrypt {s} using a shift of {n}.",
+        "What is {s} after shifting each letter {n} places?"}},
+  };
+  return *kTemplates;
+}
+
+bool HeldOutTemplate(size_t index) { return index % 4 == 3; }
+
+// The fields of a canonical prompt of `task` (which Solve accepts).
+StatusOr<std::map<std::string, std::string>> Fields(const Task& task, absl::string_view prompt) {
+  RETURN_IF_ERROR(task.Solve(prompt).status());
+  const std::string name = task.name();
+  std::map<std::string, std::string> f;
+  absl::string_view body = prompt;
+  if (name == "add") {
+    absl::ConsumeSuffix(&body, "=");
+    const size_t plus = body.find('+');
+    f["a"] = std::string(body.substr(0, plus));
+    f["b"] = std::string(body.substr(plus + 1));
+  } else if (name == "reverse" || name == "sort") {
+    absl::ConsumePrefix(&body, name == "reverse" ? "rev " : "sort ");
+    absl::ConsumeSuffix(&body, "=");
+    f["s"] = std::string(body);
+  } else if (name == "kv") {
+    // "a=3;b=5 b?": pairs before the space, the query letter after it.
+    const size_t space = body.rfind(' ');
+    f["pairs"] = absl::StrReplaceAll(body.substr(0, space), {{";", ", "}});
+    f["q"] = std::string(body.substr(space + 1, 1));
+  } else if (name == "caesar") {
+    absl::ConsumePrefix(&body, "rot");
+    absl::ConsumeSuffix(&body, "=");
+    f["n"] = std::string(body.substr(0, 1));
+    f["s"] = std::string(body.substr(2));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("task '", name, "' has no paraphrase templates"));
+  }
+  return f;
+}
+
+// General prompts: opener x topic; the held-out split's openers and topics are
+// all different from the training split's.
+struct GeneralParts {
+  std::vector<std::string> openers, topics;
+};
+const GeneralParts& General(TemplateSplit split) {
+  static const auto* kTrain =
+      new GeneralParts{{"Tell me about {t}.", "What do you know about {t}?", "Write a short poem about {t}.",
+                        "Explain {t} to a child.", "Give me three facts about {t}.", "Why do people like {t}?",
+                        "Describe {t} in one sentence.", "What is the history of {t}?"},
+                       {"the weather today", "the capital of France", "the sea", "coffee", "the moon", "football",
+                        "music", "trains", "gardening", "the internet", "cats", "chess"}};
+  static const auto* kHeldOut =
+      new GeneralParts{{"Could you summarise the main ideas behind {t}?", "I am curious how {t} works",
+                        "Share a fun story involving {t}.", "Compose a haiku on {t}"},
+                       {"volcanoes", "ancient Rome", "jazz", "electric cars", "honey bees", "mountain climbing"}};
+  return split == TemplateSplit::kTrain ? *kTrain : *kHeldOut;
+}
+
+}  // namespace
+
+const char* TemplateSplitName(TemplateSplit split) { return split == TemplateSplit::kTrain ? "train" : "held_out"; }
+
+StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {
+  auto it = Templates().find(std::string(task_name));
+  if (it == Templates().end()) {
+    return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no paraphrase templates"));
+  }
+  return it->second;
+}
+
+StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split) {
+  ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task_name));
+  std::vector<std::string> out;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (HeldOutTemplate(i) == (split == TemplateSplit::kHeldOut)) out.push_back(all[i]);
+  }
+  return out;
+}
+
+StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_prompt, absl::string_view tmpl) {
+  ASSIGN_OR_RETURN(auto fields, Fields(task, canonical_prompt));
+  std::string out;
+  size_t i = 0;
+  while (i < tmpl.size()) {
+    if (tmpl[i] != '{') {
+      out.push_back(tmpl[i++]);
+      continue;
+    }
+    const size_t close = tmpl.find('}', i);
+    if (close == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("template \"", tmpl, "\": unclosed '{'"));
+    }
+    const std::string field(tmpl.substr(i + 1, close - i - 1));
+    auto f = fields.find(field);
+    if (f == fields.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("template \"", tmpl, "\": task '", task.name(), "' has no field {", field, "}"));
+    }
+    out += f->second;
+    i = close + 1;
+  }
+  return out;
+}
+
+StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, TaskSplit problems,
+                                                              TemplateSplit templates, int64_t n, uint64_t seed) {
+  ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task.name()));
+  std::vector<int> indices;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (HeldOutTemplate(i) == (templates == TemplateSplit::kHeldOut)) indices.push_back(static_cast<int>(i));
+  }
+  ASSIGN_OR_RETURN(std::vector<TaskExample> examples, GenerateTaskExamples(task, problems, n, seed, false));
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::vector<ParaphrasedExample> out;
+  for (TaskExample& e : examples) {
+    ParaphrasedExample p;
+    p.template_index = indices[rng() % indices.size()];
+    ASSIGN_OR_RETURN(p.text, Paraphrase(task, e.prompt, all[static_cast<size_t>(p.template_index)]));
+    p.canonical = std::move(e);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+int64_t NumGeneralPrompts(TemplateSplit split) {
+  const GeneralParts& g = General(split);
+  return static_cast<int64_t>(g.openers.size() * g.topics.size());
+}
+
+std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed) {
+  const GeneralParts& g = General(split);
+  std::vector<std::string> all;
+  for (const std::string& o : g.openers) {
+    for (const std::string& t : g.topics) all.push_back(absl::StrReplaceAll(o, {{"{t}", t}}));
+  }
+  std::mt19937_64 rng(seed);
+  std::shuffle(all.begin(), all.end(), rng);
+  all.resize(static_cast<size_t>(std::clamp<int64_t>(n, 0, static_cast<int64_t>(all.size()))));
+  return all;
+}
+
+}  // namespace skillpack

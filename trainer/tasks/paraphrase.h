@@ -1,0 +1,64 @@
+// Natural-language paraphrases of the synthetic tasks' prompts, and general
+// (non-task) prompts, for training and measuring the router on phrasings it
+// has not seen (bench/fidelity's Table 4).
+//
+// Every built-in task has a fixed, ordered list of templates over the fields
+// of its canonical prompt ("rev abcd=" has the field {s} = "abcd"; "Reverse
+// the string {s}" paraphrases it as "Reverse the string abcd"). Templates are
+// split deterministically: every fourth template (index % 4 == 3) is held out,
+// the others are for training, so a router evaluated on held-out templates
+// meets phrasings absent from its training data. A paraphrase keeps its
+// canonical prompt, whose answer the task's verifier checks as before.
+//
+// General prompts are composed from an opener and a topic; the held-out split
+// uses openers AND topics that the training split never uses, so held-out
+// general prompts share no template and no topic with the training ones.
+#ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
+#define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "core/status.h"
+#include "trainer/tasks/task.h"
+
+namespace skillpack {
+
+enum class TemplateSplit { kTrain, kHeldOut };
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out"
+
+// All templates of task `task_name` in their fixed order (fields in braces:
+// add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";
+// caesar {n} {s}). INVALID_ARGUMENT for a task without templates.
+StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name);
+// The templates of one split (index % 4 == 3: held out).
+StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split);
+
+// `canonical_prompt` (a prompt of `task`) written with `tmpl`. INVALID_ARGUMENT
+// when the prompt is not one of the task's or the template names a field the
+// task does not have.
+StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_prompt, absl::string_view tmpl);
+
+struct ParaphrasedExample {
+  std::string text;        // the paraphrased prompt
+  TaskExample canonical;   // the problem it states (prompt, correct response)
+  int template_index = 0;  // into ParaphraseTemplates(task name)
+};
+
+// `n` paraphrases: problems drawn from the task's `problems` split (see
+// task.h) with a generator seeded by `seed`, each written with a template of
+// `templates` chosen by the same generator. Same arguments, same output.
+StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, TaskSplit problems,
+                                                              TemplateSplit templates, int64_t n, uint64_t seed);
+
+// The number of distinct general prompts of a split.
+int64_t NumGeneralPrompts(TemplateSplit split);
+// `n` distinct general prompts of `split` in a seeded order (`n` is capped at
+// NumGeneralPrompts(split)). Same arguments, same output.
+std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
