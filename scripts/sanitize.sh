@@ -12,6 +12,10 @@
 # libraries (each entry says why); a report from our code is a bug to fix.
 # TSan runs with OMP_NUM_THREADS=1: libgomp's thread pool synchronises with
 # futexes TSan does not see, and its reports are about that, not about us.
+# The same holds for absl::Mutex, which we and gRPC lock with: Debian's
+# abseil is not built with TSan, so TSan reports every access it guards
+# (bench/README.md, "Sanitizers"); a clean `make tsan` needs abseil and gRPC
+# rebuilt with -fsanitize=thread.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: sanitize.sh asan|tsan [BUILD_DIR]}
