@@ -22,11 +22,6 @@
 
 namespace skillpack {
 
-// Offset of the first byte of `s` that does not start (or continue) a
-// well-formed UTF-8 sequence (no overlongs, surrogates or code points above
-// U+10FFFF: what protobuf accepts), or std::string::npos when all of `s` is.
-size_t FirstInvalidUtf8(absl::string_view s);
-
 // Parses `bytes` into *msg (cleared first). String fields are checked before
 // protobuf parses, so a bad request never makes libprotobuf log an error line.
 // OK, or INVALID_ARGUMENT:

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "core/utf8.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {
@@ -19,8 +20,8 @@ namespace fs = std::filesystem;
 Status ReadOne(const std::string& path, std::vector<CorpusDocument>* out) {
   StatusOr<std::string> text = ReadFileToString(path);
   if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat("corpus file ", path, ": ", text.status().message()));
-  const int64_t bad = FirstInvalidUtf8(*text);
-  if (bad >= 0) {
+  const size_t bad = FirstInvalidUtf8(*text);
+  if (bad != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("corpus file ", path, ": not valid UTF-8 text (invalid byte at offset ", bad, ")"));
   }
@@ -44,42 +45,6 @@ StatusOr<std::vector<std::string>> FilesBelow(const std::string& dir) {
 }
 
 }  // namespace
-
-int64_t FirstInvalidUtf8(absl::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;  // overlong
-      if (c == 0xED) hi = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;  // overlong
-      if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
-    } else {
-      return static_cast<int64_t>(i);
-    }
-    for (size_t k = 1; k < len; ++k) {
-      if (i + k >= n) return static_cast<int64_t>(i);  // truncated
-      const unsigned char b = p[i + k];
-      const unsigned char blo = k == 1 ? lo : 0x80, bhi = k == 1 ? hi : 0xBF;
-      if (b < blo || b > bhi) return static_cast<int64_t>(i);
-    }
-    i += len;
-  }
-  return -1;
-}
 
 StatusOr<std::vector<CorpusDocument>> ReadCorpus(const std::vector<std::string>& paths) {
   if (paths.empty()) return absl::InvalidArgumentError("corpus: no file or folder given");

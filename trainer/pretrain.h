@@ -25,11 +25,6 @@ struct CorpusDocument {
   std::string text;
 };
 
-// Byte offset where the first invalid or truncated UTF-8 sequence starts
-// (overlong forms, surrogates and code points above U+10FFFF are invalid), or
-// -1 when `s` is valid UTF-8.
-int64_t FirstInvalidUtf8(absl::string_view s);
-
 // Reads the corpus: each path is a file or a folder (every regular file below
 // it, recursively, in sorted path order; symbolic links are skipped so a
 // folder's aliases are not read twice). Empty files are skipped. Errors:

@@ -42,20 +42,6 @@ void ExpectInvalid(const std::string& bytes, const std::string& want) {
   EXPECT_THAT(std::string(s.message()), HasSubstr(want));
 }
 
-TEST(FirstInvalidUtf8Test, AcceptsWellFormedAndFindsTheFirstBadByte) {
-  EXPECT_EQ(FirstInvalidUtf8(""), std::string::npos);
-  EXPECT_EQ(FirstInvalidUtf8("plain ascii"), std::string::npos);
-  EXPECT_EQ(FirstInvalidUtf8("caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x99\x82 \xf4\x8f\xbf\xbf"), std::string::npos);
-  EXPECT_EQ(FirstInvalidUtf8("ab\xff"), 2u);
-  EXPECT_EQ(FirstInvalidUtf8("a\xc3"), 1u);             // truncated
-  EXPECT_EQ(FirstInvalidUtf8("\xc0\xaf"), 0u);          // overlong '/'
-  EXPECT_EQ(FirstInvalidUtf8("\xe0\x80\xaf"), 0u);      // overlong
-  EXPECT_EQ(FirstInvalidUtf8("x\xed\xa0\x80"), 1u);     // surrogate U+D800
-  EXPECT_EQ(FirstInvalidUtf8("\xf4\x90\x80\x80"), 0u);  // above U+10FFFF
-  EXPECT_EQ(FirstInvalidUtf8("\xe4\xb8\x41"), 0u);      // bad continuation
-  EXPECT_EQ(FirstInvalidUtf8(std::string("a\0b", 3)), std::string::npos);
-}
-
 TEST(ParseRequestBytesTest, ParsesAValidRequest) {
   v1::GenerateRequest in;
   in.set_prompt("hello \xe2\x9c\x93");

@@ -71,20 +71,6 @@ class PretrainTest : public ::testing::Test {
 };
 std::string* PretrainTest::dir_ = nullptr;
 
-TEST(Utf8Test, FindsTheFirstInvalidByte) {
-  EXPECT_EQ(FirstInvalidUtf8(""), -1);
-  EXPECT_EQ(FirstInvalidUtf8("plain ascii\n"), -1);
-  EXPECT_EQ(FirstInvalidUtf8("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"), -1);  // é € 😀
-  EXPECT_EQ(FirstInvalidUtf8("ab\xFFz"), 2);                                     // never valid
-  EXPECT_EQ(FirstInvalidUtf8("ab\xC3"), 2);                                      // truncated
-  EXPECT_EQ(FirstInvalidUtf8("a\xC3(b"), 1);                                     // bad continuation
-  EXPECT_EQ(FirstInvalidUtf8("\xC0\xAF"), 0);                                    // overlong 2-byte
-  EXPECT_EQ(FirstInvalidUtf8("\xE0\x80\xAF"), 0);                                // overlong 3-byte
-  EXPECT_EQ(FirstInvalidUtf8("x\xED\xA0\x80"), 1);                               // surrogate
-  EXPECT_EQ(FirstInvalidUtf8("\xF4\x90\x80\x80"), 0);                            // above U+10FFFF
-  EXPECT_EQ(FirstInvalidUtf8("\x80"), 0);                                        // lone continuation
-}
-
 TEST_F(PretrainTest, ReadsFilesAndFoldersInOrderAndNamesBadFiles) {
   const std::string root = Temp("corpus");
   WriteFile(root + "/b.txt", "second");
