@@ -331,20 +331,28 @@ LoopConfig StageLoop(const TrainStageSpec& spec, const JobSpec& job, const RunJo
   return loop;
 }
 
-StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec, const RunJobOptions& opts) {
-  ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
-  Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
-  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, spec.lora, job.seed));
-  SftObjective objective(*st.model->transformer, std::move(seqs));
-  ProgressBar bar("sft", st.verbose);
-  StageProgress progress(st, "sft");
-  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec, job, opts, "sft"), st.comm.get(),
+// One stage's training loop with its progress bar and progress reports;
+// returns the loop's report (LoopReport).
+StatusOr<Json> TrainStage(JobState& st, TrainableWeights& tw, TrainingObjective& objective, const TrainStageSpec& spec,
+                          const JobSpec& job, const RunJobOptions& opts, absl::string_view stage) {
+  const std::string name(stage);
+  ProgressBar bar(name, st.verbose);
+  StageProgress progress(st, name);
+  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(tw, objective, StageLoop(spec, job, opts, stage), st.comm.get(),
                                                       [&](const StepLog& s, int64_t total) {
                                                         bar.Update(s, total);
                                                         progress.Update(s.step, total, LossOf(s));
                                                       }));
   bar.Done();
-  Json report = LoopReport(result, spec.loop, *tw);
+  return LoopReport(result, spec.loop, tw);
+}
+
+StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec, const RunJobOptions& opts) {
+  ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
+  Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, spec.lora, job.seed));
+  SftObjective objective(*st.model->transformer, std::move(seqs));
+  ASSIGN_OR_RETURN(Json report, TrainStage(st, *tw, objective, spec, job, opts, "sft"));
   ASSIGN_OR_RETURN(st.current, tw->Merged());
   if (!st.held_out.empty()) {
     SequenceEncoder enc(*st.tokenizer, st.end_id, spec.max_seq_len);
@@ -394,15 +402,7 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
                      EvaluatePreferences(*st.model->transformer, *reference, *reference, eval_pairs, spec.dpo, 64));
     report["held_out_before"] = PreferenceMetricsToJson(before);
   }
-  ProgressBar bar("dpo", st.verbose);
-  StageProgress progress(st, "dpo");
-  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, opts, "dpo"),
-                                                      st.comm.get(), [&](const StepLog& s, int64_t total) {
-                                                        bar.Update(s, total);
-                                                        progress.Update(s.step, total, LossOf(s));
-                                                      }));
-  bar.Done();
-  Json loop = LoopReport(result, spec.train.loop, *tw);
+  ASSIGN_OR_RETURN(Json loop, TrainStage(st, *tw, objective, spec.train, job, opts, "dpo"));
   for (auto& [k, v] : loop.items()) report[k] = v;
   report["beta"] = spec.dpo.beta;
   report["length_normalize"] = spec.dpo.length_normalize;
@@ -482,15 +482,7 @@ Status PretrainStage(JobState& st, const JobSpec& job, StageOutput& out) {
   RETURN_IF_ERROR(st.CheckCancelled("pretraining"));
   ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, LoraConfig{}, job.seed));
   SftObjective objective(*st.model->transformer, std::move(data->train));
-  ProgressBar bar("pretrain", st.verbose);
-  StageProgress progress(st, "pretrain");
-  ASSIGN_OR_RETURN(LoopResult result, RunTrainingLoop(*tw, objective, StageLoop(spec.train, job, *st.opts, "pretrain"),
-                                                      st.comm.get(), [&](const StepLog& s, int64_t total) {
-                                                        bar.Update(s, total);
-                                                        progress.Update(s.step, total, LossOf(s));
-                                                      }));
-  bar.Done();
-  Json loop = LoopReport(result, spec.train.loop, *tw);
+  ASSIGN_OR_RETURN(Json loop, TrainStage(st, *tw, objective, spec.train, job, *st.opts, "pretrain"));
   for (auto& [k, v] : loop.items()) report[k] = v;
   ASSIGN_OR_RETURN(st.current, tw->Merged());
   RETURN_IF_ERROR(score("held_out_after"));
