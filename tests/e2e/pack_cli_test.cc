@@ -4,7 +4,6 @@
 // and the merged folder generating text.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -19,28 +18,14 @@
 #include "pack/compressor.h"
 #include "pack/decode.h"
 #include "pack/format.h"
+#include "tests/e2e/shell.h"
 
 namespace skillpack {
 namespace {
 
 const std::string kBinary = SKILLPACK_BINARY_DIR "/cli/skillpack";
 
-struct RunResult {
-  int code = -1;
-  std::string output;  // stdout and stderr
-};
-
-RunResult RunCli(const std::string& args) {
-  RunResult r;
-  FILE* p = popen((kBinary + " " + args + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CommandResult RunCli(const std::string& args) { return Shell(kBinary + " " + args); }
 
 class PackCliTest : public ::testing::Test {
  protected:
@@ -48,9 +33,9 @@ class PackCliTest : public ::testing::Test {
     dir_ = new std::string(::testing::TempDir() + "/pack_cli_test_" + std::to_string(getpid()));
     ASSERT_TRUE(MakeDirectories(*dir_).ok());
     for (const char* seed : {"1", "2"}) {
-      RunResult r = RunCli(absl::StrCat("model init-tiny --out ", *dir_, "/base", seed,
-                                        " --layers 2 --hidden 64 --heads 4 --kv-heads 2 --seed ", seed));
-      ASSERT_EQ(r.code, 0) << r.output;
+      CommandResult r = RunCli(absl::StrCat("model init-tiny --out ", *dir_, "/base", seed,
+                                            " --layers 2 --hidden 64 --heads 4 --kv-heads 2 --seed ", seed));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
     }
     // The "fine-tuned" model: base1 plus low-rank + noise deltas on the
     // projections, a few embedding rows and the final norm changed.
@@ -96,22 +81,22 @@ std::string* PackCliTest::dir_ = nullptr;
 TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
   const std::string& d = *dir_;
   const std::string pack = d + "/demo.skillpack";
-  RunResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --calib ", d,
-                                         "/calib.txt --calib-samples 4 --calib-len 32 --name demo-pack",
-                                         " --description 'a test pack' --tag test -o ", pack));
-  ASSERT_EQ(create.code, 0) << create.output;
+  CommandResult create = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --calib ", d,
+                                             "/calib.txt --calib-samples 4 --calib-len 32 --name demo-pack",
+                                             " --description 'a test pack' --tag test -o ", pack));
+  ASSERT_EQ(create.exit_code, 0) << create.output;
   EXPECT_NE(create.output.find("calibration: 4 sequences"), std::string::npos) << create.output;
   EXPECT_NE(create.output.find("lowrank rank"), std::string::npos) << create.output;
   EXPECT_NE(create.output.find("ratio"), std::string::npos) << create.output;
   ASSERT_TRUE(PathExists(pack));
 
-  RunResult inspect = RunCli("pack inspect " + pack);
-  ASSERT_EQ(inspect.code, 0) << inspect.output;
+  CommandResult inspect = RunCli("pack inspect " + pack);
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
   EXPECT_NE(inspect.output.find("pack demo-pack"), std::string::npos) << inspect.output;
   EXPECT_NE(inspect.output.find("model.layers.1.mlp.down_proj.weight"), std::string::npos);
   EXPECT_NE(inspect.output.find("sparse"), std::string::npos);
-  RunResult json = RunCli("pack inspect --json " + pack);
-  ASSERT_EQ(json.code, 0) << json.output;
+  CommandResult json = RunCli("pack inspect --json " + pack);
+  ASSERT_EQ(json.exit_code, 0) << json.output;
   auto j = ParseJson(json.output, "inspect --json");
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ((*j)["name"], "demo-pack");
@@ -119,15 +104,15 @@ TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
   // Only the changed tensors are in the pack: 14 projections, embeddings, final norm.
   EXPECT_EQ((*j)["num_modules"], 16);
 
-  RunResult ok = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base1"));
-  EXPECT_EQ(ok.code, 0) << ok.output;
-  RunResult wrong = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base2"));
-  EXPECT_NE(wrong.code, 0) << wrong.output;
+  CommandResult ok = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base1"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  CommandResult wrong = RunCli(absl::StrCat("pack verify ", pack, " --base ", d, "/base2"));
+  EXPECT_NE(wrong.exit_code, 0) << wrong.output;
   EXPECT_NE(wrong.output.find("made for base"), std::string::npos) << wrong.output;
 
   const std::string applied = d + "/applied";
-  RunResult apply = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", pack, " -o ", applied));
-  ASSERT_EQ(apply.code, 0) << apply.output;
+  CommandResult apply = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", pack, " -o ", applied));
+  ASSERT_EQ(apply.exit_code, 0) << apply.output;
   // The applied weights are base + the decoded delta.
   auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
   auto merged = LoadModel(applied, at::TensorOptions().dtype(at::kFloat));
@@ -153,12 +138,12 @@ TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
   at::Tensor true_delta = *(*tuned)->weights->Find(q) - *(*base)->weights->Find(q);
   EXPECT_LT((deltas[q] - true_delta).norm().item<double>(), 0.8 * true_delta.norm().item<double>());
 
-  RunResult gen = RunCli("generate --model " + applied + " --prompt Hello --max-new-tokens 8 --ignore-eos");
-  EXPECT_EQ(gen.code, 0) << gen.output;
+  CommandResult gen = RunCli("generate --model " + applied + " --prompt Hello --max-new-tokens 8 --ignore-eos");
+  EXPECT_EQ(gen.exit_code, 0) << gen.output;
 
   // Applying to a base of another seed is refused.
-  RunResult bad_apply = RunCli(absl::StrCat("pack apply --base ", d, "/base2 --pack ", pack, " -o ", d, "/x"));
-  EXPECT_NE(bad_apply.code, 0);
+  CommandResult bad_apply = RunCli(absl::StrCat("pack apply --base ", d, "/base2 --pack ", pack, " -o ", d, "/x"));
+  EXPECT_NE(bad_apply.exit_code, 0);
   EXPECT_NE(bad_apply.output.find("made for base"), std::string::npos) << bad_apply.output;
 }
 
@@ -167,10 +152,10 @@ TEST_F(PackCliTest, CreateInspectVerifyApplyGenerate) {
 TEST_F(PackCliTest, BudgetModeMeetsTarget) {
   const std::string& d = *dir_;
   const std::string pack = d + "/budget.skillpack";
-  RunResult create =
+  CommandResult create =
       RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
                           "/tuned --target-ratio 0.25 --name budget --description 'under budget' -o ", pack));
-  ASSERT_EQ(create.code, 0) << create.output;
+  ASSERT_EQ(create.exit_code, 0) << create.output;
   EXPECT_NE(create.output.find("-byte budget"), std::string::npos) << create.output;
   auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
@@ -181,8 +166,8 @@ TEST_F(PackCliTest, BudgetModeMeetsTarget) {
   EXPECT_LE(static_cast<double>(bytes->size()), target);
   EXPECT_GE(static_cast<double>(bytes->size()), 0.98 * target);
 
-  RunResult json = RunCli("pack inspect --json " + pack);
-  ASSERT_EQ(json.code, 0) << json.output;
+  CommandResult json = RunCli("pack inspect --json " + pack);
+  ASSERT_EQ(json.exit_code, 0) << json.output;
   auto j = ParseJson(json.output, "inspect --json");
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_EQ((*j)["file_bytes"].get<int64_t>(), static_cast<int64_t>(bytes->size()));
@@ -190,8 +175,8 @@ TEST_F(PackCliTest, BudgetModeMeetsTarget) {
   EXPECT_NEAR((*j)["file_ratio"].get<double>(), static_cast<double>(bytes->size()) / fp16, 1e-9);
   EXPECT_EQ((*j)["header_bytes"].get<int64_t>() + (*j)["stored_bytes"].get<int64_t>(),
             static_cast<int64_t>(bytes->size()));
-  RunResult text = RunCli("pack inspect " + pack);
-  ASSERT_EQ(text.code, 0) << text.output;
+  CommandResult text = RunCli("pack inspect " + pack);
+  ASSERT_EQ(text.exit_code, 0) << text.output;
   EXPECT_NE(text.output.find(absl::StrCat("file: ", bytes->size(), " bytes = 0.2")), std::string::npos) << text.output;
   EXPECT_NE(text.output.find("header and manifest"), std::string::npos) << text.output;
 }
@@ -201,10 +186,11 @@ TEST_F(PackCliTest, BudgetModeMeetsTarget) {
 TEST_F(PackCliTest, ApplyWithAssignmentAndMerge) {
   const std::string& d = *dir_;
   const std::string a = d + "/asg-a.skillpack", b = d + "/asg-b.skillpack";
-  ASSERT_EQ(RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --name alpha -o ", a)).code, 0);
+  ASSERT_EQ(
+      RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --name alpha -o ", a)).exit_code, 0);
   ASSERT_EQ(RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
                                 "/tuned --target-ratio 0.1 --name beta -o ", b))
-                .code,
+                .exit_code,
             0);
   auto base = LoadModel(d + "/base1", at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
@@ -216,10 +202,10 @@ TEST_F(PackCliTest, ApplyWithAssignmentAndMerge) {
   }
 
   const std::string assigned = d + "/assigned";
-  RunResult apply =
+  CommandResult apply =
       RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
                           " --assign alpha=layers.0,embed_tokens --assign beta=layers.1,model.norm -o ", assigned));
-  ASSERT_EQ(apply.code, 0) << apply.output;
+  ASSERT_EQ(apply.exit_code, 0) << apply.output;
   auto got = LoadModel(assigned, at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(got.ok()) << got.status();
   for (const auto& [name, w] : (*base)->weights->tensors()) {
@@ -230,19 +216,19 @@ TEST_F(PackCliTest, ApplyWithAssignmentAndMerge) {
     if (to_b && db.count(name)) expect += db[name];
     EXPECT_TRUE(at::allclose(*(*got)->weights->Find(name), expect, 1e-6, 1e-7)) << name;
   }
-  RunResult overlap = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
-                                          " --assign alpha=layers.0-1 --assign beta=mlp -o ", d, "/x"));
-  EXPECT_EQ(overlap.code, 2) << overlap.output;
+  CommandResult overlap = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                              " --assign alpha=layers.0-1 --assign beta=mlp -o ", d, "/x"));
+  EXPECT_EQ(overlap.exit_code, 2) << overlap.output;
   EXPECT_NE(overlap.output.find("assigned to both"), std::string::npos) << overlap.output;
-  RunResult unassigned = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
-                                             " --assign alpha=layers.0 -o ", d, "/x"));
-  EXPECT_EQ(unassigned.code, 2) << unassigned.output;
+  CommandResult unassigned = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                                 " --assign alpha=layers.0 -o ", d, "/x"));
+  EXPECT_EQ(unassigned.exit_code, 2) << unassigned.output;
   EXPECT_NE(unassigned.output.find("'beta'"), std::string::npos) << unassigned.output;
 
   const std::string ta = d + "/merged-ta";
-  RunResult merge = RunCli(
+  CommandResult merge = RunCli(
       absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method ta --lambda 0.5 -o ", ta));
-  ASSERT_EQ(merge.code, 0) << merge.output;
+  ASSERT_EQ(merge.exit_code, 0) << merge.output;
   auto merged = LoadModel(ta, at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(merged.ok()) << merged.status();
   for (const auto& [name, w] : (*base)->weights->tensors()) {
@@ -252,51 +238,52 @@ TEST_F(PackCliTest, ApplyWithAssignmentAndMerge) {
     EXPECT_TRUE(at::allclose(*(*merged)->weights->Find(name), expect, 1e-5, 1e-6)) << name;
   }
   for (const char* method : {"ties --density 0.3", "dare --drop 0.5 --seed 3"}) {
-    RunResult r = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method ", method,
-                                      " -o ", d, "/merged-other"));
-    EXPECT_EQ(r.code, 0) << method << ": " << r.output;
+    CommandResult r = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method ",
+                                          method, " -o ", d, "/merged-other"));
+    EXPECT_EQ(r.exit_code, 0) << method << ": " << r.output;
   }
-  RunResult one = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --method ta -o ", d, "/x"));
-  EXPECT_EQ(one.code, 2) << one.output;
-  RunResult wrong_flag = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b,
-                                             " --method ta --drop 0.3 -o ", d, "/x"));
-  EXPECT_EQ(wrong_flag.code, 2) << wrong_flag.output;
-  RunResult bad_method =
+  CommandResult one = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --method ta -o ", d, "/x"));
+  EXPECT_EQ(one.exit_code, 2) << one.output;
+  CommandResult wrong_flag = RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b,
+                                                 " --method ta --drop 0.3 -o ", d, "/x"));
+  EXPECT_EQ(wrong_flag.exit_code, 2) << wrong_flag.output;
+  CommandResult bad_method =
       RunCli(absl::StrCat("pack merge --base ", d, "/base1 --pack ", a, " --pack ", b, " --method mean -o ", d, "/x"));
-  EXPECT_EQ(bad_method.code, 2) << bad_method.output;
+  EXPECT_EQ(bad_method.exit_code, 2) << bad_method.output;
   EXPECT_NE(bad_method.output.find("ta, ties or dare"), std::string::npos) << bad_method.output;
 }
 
 TEST_F(PackCliTest, BadInvocations) {
   const std::string& d = *dir_;
-  RunResult no_name = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned -o ", d, "/n.sp"));
-  EXPECT_EQ(no_name.code, 2);
+  CommandResult no_name =
+      RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned -o ", d, "/n.sp"));
+  EXPECT_EQ(no_name.exit_code, 2);
   EXPECT_NE(no_name.output.find("--name"), std::string::npos) << no_name.output;
-  RunResult bad_name =
+  CommandResult bad_name =
       RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --name BAD -o ", d, "/n.sp"));
-  EXPECT_EQ(bad_name.code, 2);
+  EXPECT_EQ(bad_name.exit_code, 2);
   EXPECT_NE(bad_name.output.find("invalid pack name"), std::string::npos) << bad_name.output;
   std::ofstream(d + "/cfg.json") << "{\"alpah\": 0.2}";
-  RunResult bad_cfg = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --config ", d,
-                                          "/cfg.json --name x -o ", d, "/n.sp"));
-  EXPECT_EQ(bad_cfg.code, 2);
+  CommandResult bad_cfg = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/tuned --config ", d,
+                                              "/cfg.json --name x -o ", d, "/n.sp"));
+  EXPECT_EQ(bad_cfg.exit_code, 2);
   EXPECT_NE(bad_cfg.output.find("alpah"), std::string::npos) << bad_cfg.output;
-  RunResult both = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
-                                       "/tuned --target-ratio 0.1 --target-bytes 5 --name x -o ", d, "/n.sp"));
-  EXPECT_EQ(both.code, 2) << both.output;
-  RunResult other = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/base2 --calib ", d,
-                                        "/calib.txt --name x --target-bytes 10 -o ", d, "/n.sp"));
-  EXPECT_NE(other.code, 0);
+  CommandResult both = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d,
+                                           "/tuned --target-ratio 0.1 --target-bytes 5 --name x -o ", d, "/n.sp"));
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  CommandResult other = RunCli(absl::StrCat("pack create --base ", d, "/base1 --tuned ", d, "/base2 --calib ", d,
+                                            "/calib.txt --name x --target-bytes 10 -o ", d, "/n.sp"));
+  EXPECT_NE(other.exit_code, 0);
   EXPECT_NE(other.output.find("cannot be met"), std::string::npos) << other.output;
   EXPECT_FALSE(PathExists(d + "/n.sp"));
-  RunResult missing = RunCli("pack inspect " + d + "/nope.skillpack");
-  EXPECT_NE(missing.code, 0);
-  RunResult garbage_file = RunCli("pack verify " + d + "/calib.txt --base " + d + "/base1");
-  EXPECT_NE(garbage_file.code, 0);
-  RunResult unknown = RunCli("pack frobnicate");
-  EXPECT_EQ(unknown.code, 2);
-  RunResult into_base = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack x -o ", d, "/base1"));
-  EXPECT_EQ(into_base.code, 2) << into_base.output;
+  CommandResult missing = RunCli("pack inspect " + d + "/nope.skillpack");
+  EXPECT_NE(missing.exit_code, 0);
+  CommandResult garbage_file = RunCli("pack verify " + d + "/calib.txt --base " + d + "/base1");
+  EXPECT_NE(garbage_file.exit_code, 0);
+  CommandResult unknown = RunCli("pack frobnicate");
+  EXPECT_EQ(unknown.exit_code, 2);
+  CommandResult into_base = RunCli(absl::StrCat("pack apply --base ", d, "/base1 --pack x -o ", d, "/base1"));
+  EXPECT_EQ(into_base.exit_code, 2) << into_base.output;
 }
 
 }  // namespace

@@ -36,6 +36,7 @@
 #include "core/tokenizer.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
+#include "tests/e2e/shell.h"
 
 namespace skillpack {
 
@@ -302,24 +303,6 @@ inline bool WaitForLoad(const std::shared_ptr<grpc::Channel>& ch, int n, int tim
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
-}
-
-// A shell command's exit code and output.
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-inline CommandResult Shell(const std::string& command) {
-  CommandResult r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
 }
 
 // A raw HTTP/1.1 exchange on 127.0.0.1:port: sends `request`, reads until the

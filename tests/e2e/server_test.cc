@@ -48,22 +48,10 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 // `skillpack client health` against a server: its exit code and its stdout + stderr.
-struct CliResult {
-  int code = -1;
-  std::string output;
-};
-CliResult CliHealth(const std::string& address, const std::string& service = "") {
+CommandResult CliHealth(const std::string& address, const std::string& service = "") {
   std::string cmd = kCliBin + " client health --server " + address + " --timeout-seconds 5";
   if (!service.empty()) cmd += " --service " + service;
-  CliResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[256];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return Shell(cmd);
 }
 
 class ServerE2eTest : public ::testing::Test {
@@ -608,13 +596,13 @@ TEST_F(ServerE2eTest, CliHealthCommand) {
   s.Start({"--model", Path("base"), "--packs", Path("packs-cli-health"), "--max-seq-len", "16384", "--grace-seconds",
            "120"},
           Path("server-cli-health.log"));
-  CliResult r = CliHealth(s.address());
-  EXPECT_EQ(r.code, 0) << r.output;
+  CommandResult r = CliHealth(s.address());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "SERVING\n");
   r = CliHealth(s.address(), "skillpack.v1.Inference");
-  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
   r = CliHealth(s.address(), "skillpack.v1.NoSuchService");
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("NOT_FOUND"), std::string::npos) << r.output;
 
   // A long stream keeps the server draining after SIGTERM (grace 120 s) until we cancel it.
@@ -638,7 +626,7 @@ TEST_F(ServerE2eTest, CliHealthCommand) {
   }
   ASSERT_TRUE(not_serving);
   r = CliHealth(s.address());
-  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("NOT_SERVING"), std::string::npos) << r.output;
   sctx.TryCancel();
   while (reader->Read(&m)) {
@@ -647,7 +635,7 @@ TEST_F(ServerE2eTest, CliHealthCommand) {
   const std::string address = s.address();
   EXPECT_EQ(s.Stop(), 0);
   r = CliHealth(address);
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("UNAVAILABLE"), std::string::npos) << r.output;
 }
 
