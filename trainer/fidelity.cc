@@ -764,6 +764,16 @@ std::string Pct(const Json& v) {
 }
 std::string Acc(const Json& v) { return absl::StrFormat("%.3f", v.get<double>()); }
 
+// A Markdown table's header row and its rule: "| a | b |\n|---|---|\n".
+std::string MarkdownHeader(const std::vector<std::string>& columns) {
+  std::string header = "|", rule = "|";
+  for (const std::string& c : columns) {
+    absl::StrAppend(&header, " ", c, " |");
+    rule += "---|";
+  }
+  return absl::StrCat(header, "\n", rule, "\n");
+}
+
 }  // namespace
 
 int64_t LoraBytesPerRank(const ModelWeights& base) {
@@ -968,24 +978,16 @@ std::string FidelityMarkdown(const Json& res) {
       "the same rank, so LoRA stores twice those bytes). Gain kept = (x − base) / (full FT − base).\n\n");
   for (const auto& regime_j : t1["regimes"]) {
     const std::string regime = regime_j.get<std::string>();
-    absl::StrAppend(&md, "### ", regime == "sft" ? "SFT" : "SFT → DPO", "\n\n| task | base | full FT |");
-    for (double r : ratios) absl::StrAppend(&md, " pack ", RatioLabel(r), " |");
-    for (double r : ratios) absl::StrAppend(&md, " LoRA ", RatioLabel(r), " |");
-    absl::StrAppend(&md, "\n|---|---|---|");
-    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&md, "---|");
-    absl::StrAppend(&md, "\n");
-    std::string gain = "| task |";
-    for (double r : ratios) absl::StrAppend(&gain, " pack ", RatioLabel(r), " |");
-    for (double r : ratios) absl::StrAppend(&gain, " LoRA ", RatioLabel(r), " |");
-    absl::StrAppend(&gain, "\n|---|");
-    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&gain, "---|");
-    absl::StrAppend(&gain, "\n");
-    std::string bytes = "| task |";
-    for (double r : ratios) absl::StrAppend(&bytes, " pack ", RatioLabel(r), " file bytes (ratio) |");
-    for (double r : ratios) absl::StrAppend(&bytes, " LoRA ", RatioLabel(r), " rank (bytes) |");
-    absl::StrAppend(&bytes, "\n|---|");
-    for (size_t i = 0; i < 2 * ratios.size(); ++i) absl::StrAppend(&bytes, "---|");
-    absl::StrAppend(&bytes, "\n");
+    // Per ratio: the packs' columns, then LoRA's, after `leading`.
+    auto columns = [&](std::vector<std::string> leading, const char* pack_suffix, const char* lora_suffix) {
+      for (double r : ratios) leading.push_back(absl::StrCat("pack ", RatioLabel(r), pack_suffix));
+      for (double r : ratios) leading.push_back(absl::StrCat("LoRA ", RatioLabel(r), lora_suffix));
+      return MarkdownHeader(leading);
+    };
+    absl::StrAppend(&md, "### ", regime == "sft" ? "SFT" : "SFT → DPO", "\n\n",
+                    columns({"task", "base", "full FT"}, "", ""));
+    std::string gain = columns({"task"}, "", "");
+    std::string bytes = columns({"task"}, " file bytes (ratio)", " rank (bytes)");
     for (const auto& [task, regimes] : t1["tasks"].items()) {
       const Json& r = regimes[regime];
       absl::StrAppend(&md, "| ", task, " | ", Acc(r["base"]), " | ", Acc(r["full_ft"]), " |");
@@ -1020,11 +1022,11 @@ std::string FidelityMarkdown(const Json& res) {
                     "Merges fold every task's pack into one delta (λ ",
                     t2["merge"]["lambda"].get<double>(), ", TIES density ", t2["merge"]["ties_density"].get<double>(),
                     ", DARE drop ", t2["merge"]["dare_drop"].get<double>(), "). Multi-task FT: one full fine-tune on ",
-                    "all tasks' examples (", t2["multitask_steps"].get<int64_t>(), " steps).\n\n| method |");
-    for (const auto& task : t2["tasks"]) absl::StrAppend(&md, " ", task.get<std::string>(), " |");
-    absl::StrAppend(&md, " mean |\n|---|");
-    for (size_t i = 0; i <= t2["tasks"].size(); ++i) absl::StrAppend(&md, "---|");
-    absl::StrAppend(&md, "\n");
+                    "all tasks' examples (", t2["multitask_steps"].get<int64_t>(), " steps).\n\n");
+    std::vector<std::string> header = {"method"};
+    for (const auto& task : t2["tasks"]) header.push_back(task.get<std::string>());
+    header.push_back("mean");
+    absl::StrAppend(&md, MarkdownHeader(header));
     for (const Json& row : t2["rows"]) {
       absl::StrAppend(&md, "| ", row["method"].get<std::string>(), " |");
       for (const auto& task : t2["tasks"])
