@@ -3,9 +3,10 @@
 // Decode at batch 1 on the large shapes is memory-bound: its time per token is
 // compared with the bound = bytes of weights read per token / memcpy bandwidth
 // measured in the same run. A batched decode step reads the same weights, so
-// it should cost about the same: each batch the small-batch kernel serves
-// (core/small_gemm.h, 2 to 8 rows) is decoded twice, with it and with BLAS;
-// every step is compared with the batch-1 step. Writes bench/results/model_<timestamp>.json.
+// it should cost about the same: each batch the small-batch kernels serve
+// (core/small_gemm.h, 2 to 16 rows) is decoded with each kernel this CPU runs
+// (AVX-512, AVX2) and with BLAS; every step is compared with the batch-1 step. Writes
+// bench/results/model_<timestamp>.json.
 //
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
 //                    [--decode-steps N] [--threads N] [--out DIR]
@@ -49,8 +50,16 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
   out["decode_bytes_per_step"] = read_bytes;
   double batch1_step = 0;
   for (int64_t batch : batches) {
-    // Decoded twice after one prefill (small-batch kernel, then BLAS).
-    auto cache = *KvCache::Create(c, batch, prompt_len + 2 * (steps + 1) + 1, at::kFloat);
+    // The linears' kernel per run: the best small-batch kernel first (what
+    // serving uses), then the other one, then BLAS (kOff). One prefill, then
+    // steps + 1 decode steps per variant into the same cache.
+    std::vector<SmallGemmIsa> variants = {SmallGemmBestIsa()};
+    if (batch >= 2 && batch <= kSmallGemmMaxRows && SmallGemmBestIsa() != SmallGemmIsa::kOff) {
+      if (SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
+      variants.push_back(SmallGemmIsa::kOff);
+    }
+    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1);
+    auto cache = *KvCache::Create(c, batch, prompt_len + decode_tokens + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
       std::vector<int32_t> toks(prompt_len);
@@ -71,11 +80,8 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
     }
     std::vector<SeqStep> dec;
     for (int64_t b = 0; b < batch; ++b) dec.push_back({pre[b].slot, {5}});
-    const bool kernel = SmallGemmAvailable() && batch >= 2 && batch <= kSmallGemmMaxRows;
-    std::vector<bool> variants = {true};
-    if (kernel) variants.push_back(false);
-    for (bool small_gemm : variants) {
-      SetSmallGemmEnabled(small_gemm);
+    for (SmallGemmIsa isa : variants) {
+      SetSmallGemmIsa(isa);
       (void)*m.Step(*w, *cache, dec);  // one untimed step per variant
       auto td = Clock::now();
       for (int64_t s = 0; s < steps; ++s) {
@@ -86,7 +92,8 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       SetSmallGemmEnabled(true);
       Json r;
       r["batch"] = batch;
-      r["linear"] = batch == 1 ? "gemv" : (small_gemm && kernel ? "small_gemm" : "blas");  // rows > 8: BLAS
+      const bool kernel = isa != SmallGemmIsa::kOff && batch >= 2 && batch <= kSmallGemmMaxRows;
+      r["linear"] = kernel ? absl::StrCat("small_gemm_", SmallGemmIsaName(isa)) : (batch == 1 ? "gemv" : "blas");
       r["prompt_len"] = prompt_len;
       r["prefill_seconds"] = prefill_s;
       r["prefill_tokens_per_s"] = batch * prompt_len / prefill_s;

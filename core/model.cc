@@ -20,6 +20,7 @@ constexpr double kMaskedScore = -1e30;  // finite, so a fully masked row cannot 
 // contiguous float32 weights, and no autograd (it records no graph).
 bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
   const int64_t rows = x.size(-1) > 0 ? x.numel() / x.size(-1) : 0;
+  // One row stays on BLAS's GEMV: as fast as the kernel at the memory bound (model_bench).
   if (rows < 2 || rows > kSmallGemmMaxRows || !SmallGemmAvailable()) return false;
   auto plain = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.is_cpu() && !t.requires_grad(); };
   return plain(x) && plain(w) && w.dim() == 2 && w.is_contiguous() && (!b.defined() || (plain(b) && b.is_contiguous()));
@@ -27,10 +28,17 @@ bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 
 // x · wᵀ + b with SmallGemm, output columns split across the intra-op threads
 // (blocks of at least ~64K weights each, so tiny layers stay on one thread).
+// x is copied to rows SmallGemmRowStride(k) apart (small_gemm.h: rows a
+// multiple of 1 KiB apart evict each other from L1).
 at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  const int64_t k = x.size(-1), n = w.size(0);
-  const at::Tensor xc = x.reshape({-1, k}).contiguous();
-  const int64_t m = xc.size(0);
+  const int64_t k = x.size(-1), n = w.size(0), ldx = SmallGemmRowStride(k);
+  const at::Tensor x2 = x.reshape({-1, k});
+  const int64_t m = x2.size(0);
+  at::Tensor xc = x2;
+  if (ldx != k || !x2.is_contiguous()) {
+    xc = at::empty({m, ldx}, x.options());
+    xc.narrow(1, 0, k).copy_(x2);
+  }
   at::Tensor y = at::empty({m, n}, x.options());
   const float* xp = xc.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
@@ -39,7 +47,7 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::
   const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    SmallGemm(xp, m, k, wp, bp, b0 * kSmallGemmBlock, std::min(n, b1 * kSmallGemmBlock), yp, n);
+    SmallGemm(xp, m, k, ldx, wp, bp, b0 * kSmallGemmBlock, std::min(n, b1 * kSmallGemmBlock), yp, n);
   });
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n;
@@ -112,7 +120,9 @@ class RowDeltas {
   // x [.., in] · Vcatᵀ -> [.., K], masked so that each row keeps only its own
   // group's columns (times the term's scale), · UScatᵀ -> [.., out]; that
   // saves kernel launches where they dominate. Larger ones run group by group
-  // on the group's rows, so no factor is ever copied.
+  // on the group's rows, so no factor is ever copied. Both products go through
+  // Linear: a decode step's few rows per group get GEMV or the small-batch
+  // kernel, not a BLAS GEMM built for large M.
   at::Tensor Linear(const std::string& weight, const std::string& bias, const at::Tensor& x, at::Tensor y) const {
     std::vector<at::Tensor> vts, uss;
     std::vector<std::pair<size_t, float>> blocks;  // (group, scale) per low-rank term
@@ -142,7 +152,7 @@ class RowDeltas {
       for (size_t i = 0; i < vts.size(); ++i) {
         const size_t j = blocks[i].first;
         at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
-        y = AddRows(y, j, at::matmul(at::matmul(xs, vts[i].t()).mul_(blocks[i].second), uss[i].t()));
+        y = AddRows(y, j, skillpack::Linear(skillpack::Linear(xs, vts[i], {}).mul_(blocks[i].second), uss[i], {}));
       }
       return y;
     }
@@ -159,7 +169,7 @@ class RowDeltas {
     mshape.front() = batch_size_;
     mshape.back() = K;
     at::Tensor m = at::tensor(mask, at::kFloat).view(mshape).to(x.device(), x.scalar_type());
-    return y + at::matmul(at::matmul(x, vcat.t()).mul_(m), uscat.t());
+    return y + skillpack::Linear(skillpack::Linear(x, vcat, {}).mul_(m), uscat, {});
   }
 
   // The norm weight w [D] per row, shaped to broadcast against x [B, ..., D];

@@ -4,16 +4,23 @@
 
 #include <algorithm>
 #include <atomic>
+#include <vector>
 
 namespace skillpack {
 namespace {
 
-std::atomic<bool> g_enabled{true};
-
-bool CpuHasAvx2Fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
+SmallGemmIsa DetectIsa() {
+  if (__builtin_cpu_supports("avx512f")) return SmallGemmIsa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SmallGemmIsa::kAvx2;
+  return SmallGemmIsa::kOff;
 }
+
+const SmallGemmIsa g_best = DetectIsa();
+std::atomic<SmallGemmIsa> g_active{g_best};
+
+// ---- AVX2 + FMA: 12 weight rows per panel, tiles of 4 rows of x by 3 weight rows.
+
+constexpr int64_t kAvx2Panel = 12;
 
 // acc[i][j] += x row i · w row j over columns [0, k8) (k8 a multiple of 8), for MR rows of x (stride ldx) and NR rows
 // of w (stride ldw). The MR·NR accumulators stay in registers (MR·NR + MR <= 16 ymm); each weight vector is loaded once
@@ -38,23 +45,23 @@ __attribute__((target("avx2,fma"))) void Tile(const float* x, int64_t ldx, const
   }
 }
 
-// Rows [m0, m0 + mr) of x against panel rows [0, 12) over columns [0, k8):
+// Rows [m0, m0 + mr) of x (stride ldx) against panel rows [0, 12) over columns [0, k8):
 // whole tiles for every mr, as 12 = 3·4 = 4·3 = 6·2 = 12·1. acc holds the
 // block's accumulators, [mr][12] in tile order.
-__attribute__((target("avx2,fma"))) void PanelTiles(const float* x, int64_t k, int64_t mr, const float* w, int64_t k8,
-                                                    __m256* acc) {
+__attribute__((target("avx2,fma"))) void PanelTiles(const float* x, int64_t ldx, int64_t k, int64_t mr, const float* w,
+                                                    int64_t k8, __m256* acc) {
   switch (mr) {
     case 4:
-      for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, k, w + j * k, k, k8, acc + j * 4);
+      for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, ldx, w + j * k, k, k8, acc + j * 4);
       break;
     case 3:
-      for (int64_t j = 0; j < 12; j += 4) Tile<3, 4>(x, k, w + j * k, k, k8, acc + j * 3);
+      for (int64_t j = 0; j < 12; j += 4) Tile<3, 4>(x, ldx, w + j * k, k, k8, acc + j * 3);
       break;
     case 2:
-      for (int64_t j = 0; j < 12; j += 6) Tile<2, 6>(x, k, w + j * k, k, k8, acc + j * 2);
+      for (int64_t j = 0; j < 12; j += 6) Tile<2, 6>(x, ldx, w + j * k, k, k8, acc + j * 2);
       break;
     default:
-      Tile<1, 12>(x, k, w, k, k8, acc);
+      Tile<1, 12>(x, ldx, w, k, k8, acc);
       break;
   }
 }
@@ -78,22 +85,22 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
 // which the hardware prefetcher follows); the other groups find them in L2.
 // Blocking k so that slices of x and of the panel stay in L1 (256 columns,
 // 28 KB) measured 20-30% slower at m = 4..16 on 1.1B shapes.
-__attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_t k, const float* w, const float* bias,
-                                               int64_t n0, int64_t rows, float* y, int64_t ldy) {
+__attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w,
+                                               const float* bias, int64_t n0, int64_t rows, float* y, int64_t ldy) {
   const float* wp = w + n0 * k;
   const int64_t k8 = k / 8 * 8;  // the vector part; the rest is added in scalar code
-  if (rows == kSmallGemmBlock) {
-    alignas(32) __m256 acc[kSmallGemmMaxRows * kSmallGemmBlock];
+  if (rows == kAvx2Panel) {
+    alignas(32) __m256 acc[kSmallGemmMaxRows * kAvx2Panel];
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t m0 = 0; m0 < m; m0 += 4) {
-      PanelTiles(x + m0 * k, k, std::min<int64_t>(4, m - m0), wp, k8, acc + m0 * kSmallGemmBlock);
+      PanelTiles(x + m0 * ldx, ldx, k, std::min<int64_t>(4, m - m0), wp, k8, acc + m0 * kAvx2Panel);
     }
     for (int64_t m0 = 0; m0 < m; m0 += 4) {
       const int64_t mr = std::min<int64_t>(4, m - m0);
       for (int64_t i = 0; i < mr; ++i) {
-        for (int64_t j = 0; j < kSmallGemmBlock; ++j) {
-          float s = HorizontalSum(acc[m0 * kSmallGemmBlock + AccIndex(mr, i, j)]);
-          for (int64_t t = k8; t < k; ++t) s += x[(m0 + i) * k + t] * wp[j * k + t];
+        for (int64_t j = 0; j < kAvx2Panel; ++j) {
+          float s = HorizontalSum(acc[m0 * kAvx2Panel + AccIndex(mr, i, j)]);
+          for (int64_t t = k8; t < k; ++t) s += x[(m0 + i) * ldx + t] * wp[j * k + t];
           y[(m0 + i) * ldy + n0 + j] = s + (bias ? bias[n0 + j] : 0.0f);
         }
       }
@@ -104,24 +111,201 @@ __attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_
   for (int64_t j = 0; j < rows; ++j) {
     for (int64_t i = 0; i < m; ++i) {
       __m256 a = _mm256_setzero_ps();
-      Tile<1, 1>(x + i * k, k, wp + j * k, k, k8, &a);
+      Tile<1, 1>(x + i * ldx, ldx, wp + j * k, k, k8, &a);
       float s = HorizontalSum(a);
-      for (int64_t t = k8; t < k; ++t) s += x[i * k + t] * wp[j * k + t];
+      for (int64_t t = k8; t < k; ++t) s += x[i * ldx + t] * wp[j * k + t];
       y[i * ldy + n0 + j] = s + (bias ? bias[n0 + j] : 0.0f);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
+  const __m256 lo = _mm512_castps512_ps256(v);
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  return HorizontalSum(_mm256_add_ps(lo, hi));
+}
+
+// ---- AVX-512: tiles of up to 8 rows of x by NR weight rows in registers
+// (MR·NR accumulators + NR weight vectors + 1 vector of x <= 32): each weight
+// vector is loaded once per step and used by all MR rows, and each x vector
+// once and used by all NR weight rows.
+//
+// x is first packed, per group of up to 8 rows, as [k / 16][MR][16] (zeros
+// past k): a step's MR vectors of x are one 64-byte-aligned run at constant
+// offsets from one pointer, so the loop needs no register per row of x. Panels
+// of 24 weight rows, in blocks of 512 columns: the block's slice of packed x
+// (8 rows, 16 KB) stays in L1 while the panel's tiles stream their weights
+// past it; without the blocking 8 rows of x (64 KB at k = 2048) come from L2
+// on every step and a batch-8 step took twice a batch-4 one (bench/README.md,
+// model_bench).
+
+constexpr int64_t kAvx512Panel = 24;
+constexpr int64_t kAvx512KBlock = 512;
+
+// acc[i * NR + j] += x row i · w row j over columns [k0, k1) (k0 a multiple
+// of 16), for i < MR and j < NR; xp is the group's packed x, w rows are k
+// apart. A block that ends at k not on a multiple of 16 ends with a masked
+// load of the weights (packed x is zero there), so there is no scalar tail.
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void Block512(const float* xp, const float* w, int64_t k, int64_t k0, int64_t k1,
+                                                 __m512* acc) {
+  __m512 a[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
+  }
+  int64_t kk = k0;
+  const float* xs = xp + k0 * MR;  // step kk / 16 starts at xp + kk * MR
+  for (; kk + 16 <= k1; kk += 16, xs += 16 * MR) {
+    // The next tile's weights at the same columns, one tile ahead of use: the
+    // hardware prefetchers lose track of rows read in 4 KB pieces (measured:
+    // bench/README.md, model_bench).
+    for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * k + kk), _MM_HINT_T0);
+    __m512 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * k + kk);
+    for (int i = 0; i < MR; ++i) {
+      __m512 xv = _mm512_load_ps(xs + 16 * i);
+      // Keeps xv in a register: folded into each FMA as a memory operand it
+      // would be read NR times.
+      __asm__("" : "+v"(xv));
+      for (int j = 0; j < NR; ++j) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
+    }
+  }
+  if (kk < k1) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k1 - kk)) - 1);
+    __m512 wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * k + kk);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_load_ps(xs + 16 * i);
+      for (int j = 0; j < NR; ++j) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) acc[i * NR + j] = a[i][j];
+  }
+}
+
+// MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel:
+// tiles of NR weight rows, then single rows; tile t starting at row j0 keeps
+// its accumulators at acc[(j0 - n0) * MR ...], [MR][its width].
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const float* w, const float* bias,
+                                                 int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  alignas(64) __m512 acc[MR * kAvx512Panel];
+  for (int64_t t = 0; t < MR * (n1 - n0); ++t) acc[t] = _mm512_setzero_ps();
+  const int64_t whole = n0 + (n1 - n0) / NR * NR;  // rows [n0, whole) in tiles of NR, the rest one by one
+  for (int64_t k0 = 0; k0 < k; k0 += kAvx512KBlock) {
+    const int64_t k1 = std::min(k, k0 + kAvx512KBlock);
+    for (int64_t j = n0; j < whole; j += NR) Block512<MR, NR>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    for (int64_t j = whole; j < n1; ++j) Block512<MR, 1>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+  }
+  for (int64_t j0 = n0; j0 < n1;) {
+    const int64_t nr = j0 < whole ? NR : 1;
+    for (int64_t i = 0; i < MR; ++i) {
+      for (int64_t j = 0; j < nr; ++j) {
+        const float s = HorizontalSum512(acc[(j0 - n0) * MR + i * nr + j]);
+        y[i * ldy + j0 + j] = s + (bias ? bias[j0 + j] : 0.0f);
+      }
+    }
+    j0 += nr;
+  }
+}
+
+// Rows [0, mr) of x (stride ldx), mr <= 8, as [k16 / 16][mr][16] into xp (k16 = k rounded up to 16).
+void PackRows(const float* x, int64_t mr, int64_t ldx, int64_t k, float* xp) {
+  const int64_t k16 = (k + 15) / 16 * 16;
+  for (int64_t s = 0; s < k16; s += 16) {
+    const int64_t n = std::min<int64_t>(16, k - s);
+    for (int64_t i = 0; i < mr; ++i) {
+      float* dst = xp + s * mr + i * 16;
+      std::copy_n(x + i * ldx + s, n, dst);
+      std::fill(dst + n, dst + 16, 0.0f);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int64_t k, const float* w,
+                                                const float* bias, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  switch (mr) {
+    case 1:
+      return Panel512<1, 12>(xp, k, w, bias, n0, n1, y, ldy);
+    case 2:
+      return Panel512<2, 8>(xp, k, w, bias, n0, n1, y, ldy);
+    case 3:
+      return Panel512<3, 6>(xp, k, w, bias, n0, n1, y, ldy);
+    case 4:
+      return Panel512<4, 6>(xp, k, w, bias, n0, n1, y, ldy);
+    case 5:
+      return Panel512<5, 4>(xp, k, w, bias, n0, n1, y, ldy);
+    case 6:
+      return Panel512<6, 4>(xp, k, w, bias, n0, n1, y, ldy);
+    case 7:
+      return Panel512<7, 3>(xp, k, w, bias, n0, n1, y, ldy);
+    default:
+      return Panel512<8, 3>(xp, k, w, bias, n0, n1, y, ldy);
+  }
+}
+
+void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
+                  int64_t n_end, float* y, int64_t ldy) {
+  // Packed x of every group of 8 rows, one after another; 64-byte aligned.
+  const int64_t k16 = (k + 15) / 16 * 16;
+  struct alignas(64) Vec16 {
+    float v[16];
+  };
+  thread_local std::vector<Vec16> packed;
+  packed.resize(static_cast<size_t>(m * k16 / 16));
+  float* xp = packed.data()->v;
+  for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k16);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
+    const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
+    for (int64_t i0 = 0; i0 < m; i0 += 8) {
+      Rows512(xp + i0 * k16, std::min<int64_t>(8, m - i0), k, w, bias, n0, n1, y + i0 * ldy, ldy);
     }
   }
 }
 
 }  // namespace
 
-bool SmallGemmAvailable() { return g_enabled.load(std::memory_order_relaxed) && CpuHasAvx2Fma(); }
+const char* SmallGemmIsaName(SmallGemmIsa isa) {
+  switch (isa) {
+    case SmallGemmIsa::kAvx2:
+      return "avx2";
+    case SmallGemmIsa::kAvx512:
+      return "avx512";
+    case SmallGemmIsa::kOff:
+      break;
+  }
+  return "off";
+}
 
-void SetSmallGemmEnabled(bool enabled) { g_enabled.store(enabled, std::memory_order_relaxed); }
+SmallGemmIsa SmallGemmBestIsa() { return g_best; }
 
-void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin, int64_t n_end,
-               float* y, int64_t ldy) {
-  for (int64_t n0 = n_begin; n0 < n_end; n0 += kSmallGemmBlock) {
-    Panel(x, m, k, w, bias, n0, std::min(kSmallGemmBlock, n_end - n0), y, ldy);
+SmallGemmIsa SmallGemmActiveIsa() { return g_active.load(std::memory_order_relaxed); }
+
+bool SetSmallGemmIsa(SmallGemmIsa isa) {
+  // Every CPU that runs the AVX-512 kernel runs the AVX2 one (x86-64 AVX-512F implies AVX2 and FMA).
+  const bool runs =
+      isa == SmallGemmIsa::kOff || isa == g_best || (isa == SmallGemmIsa::kAvx2 && g_best == SmallGemmIsa::kAvx512);
+  if (runs) g_active.store(isa, std::memory_order_relaxed);
+  return runs;
+}
+
+bool SmallGemmAvailable() { return SmallGemmActiveIsa() != SmallGemmIsa::kOff; }
+
+void SetSmallGemmEnabled(bool enabled) {
+  g_active.store(enabled ? g_best : SmallGemmIsa::kOff, std::memory_order_relaxed);
+}
+
+int64_t SmallGemmRowStride(int64_t k) { return k % 256 == 0 ? k + 16 : k; }
+
+void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
+               int64_t n_end, float* y, int64_t ldy) {
+  if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
+    SmallGemm512(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
+    return;
+  }
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx2Panel) {
+    Panel(x, m, k, ldx, w, bias, n0, std::min(kAvx2Panel, n_end - n0), y, ldy);
   }
 }
 

@@ -1,9 +1,14 @@
-// Linear layers for a few rows at once (batched decode: 2 to 8 sequences),
+// Linear layers for a few rows at once (batched decode: 2 to 16 sequences),
 // y = x · wᵀ + b, on the CPU, at the memory bound: each weight row is read
 // from memory once for all rows of x, and every element is used by all of them
 // in registers. BLAS GEMMs are built for large M and reach a fraction of that
 // at M = 8 (bench/README.md, model_bench). No libtorch here: raw float32
 // pointers, row-major; core/model.cc wraps it for tensors and threads.
+//
+// Two kernels, chosen at run time by what the CPU has: AVX-512 (8 rows of x by
+// up to 8 weight rows in 32 registers, masked loads for the last columns) and
+// AVX2/FMA (4 rows of x by 3 weight rows). Both compute the same sums; only the
+// order of the additions differs.
 #ifndef SKILLPACK_CORE_SMALL_GEMM_H_
 #define SKILLPACK_CORE_SMALL_GEMM_H_
 
@@ -11,24 +16,43 @@
 
 namespace skillpack {
 
-// Rows of x the kernel is meant for; more is a job for a BLAS GEMM (at 16 rows
-// OpenBLAS was 1.3x faster on 1.1B shapes, bench/README.md).
-inline constexpr int64_t kSmallGemmMaxRows = 8;
+// Rows of x the kernel serves; more is a job for a BLAS GEMM.
+inline constexpr int64_t kSmallGemmMaxRows = 16;
 // Output columns (weight rows) handled together; split work in multiples of it.
-inline constexpr int64_t kSmallGemmBlock = 12;
+inline constexpr int64_t kSmallGemmBlock = 24;
 
-// Whether this CPU runs the kernel (AVX2 and FMA) and it is enabled
-// (SetSmallGemmEnabled; on by default).
+enum class SmallGemmIsa {
+  kOff,     // no kernel: callers use BLAS
+  kAvx2,    // AVX2 + FMA
+  kAvx512,  // AVX-512F
+};
+const char* SmallGemmIsaName(SmallGemmIsa isa);  // "off", "avx2", "avx512"
+
+// The best kernel this CPU runs (kOff without AVX2/FMA).
+SmallGemmIsa SmallGemmBestIsa();
+// The kernel SmallGemm runs now: SmallGemmBestIsa() unless changed below.
+SmallGemmIsa SmallGemmActiveIsa();
+// Chooses the kernel (benchmarks and tests compare them, and BLAS, in one run).
+// Returns false, changing nothing, when this CPU cannot run `isa`.
+bool SetSmallGemmIsa(SmallGemmIsa isa);
+// Whether a kernel is active (SmallGemmActiveIsa() != kOff).
 bool SmallGemmAvailable();
-// Turns the kernel off (true) or back on: benchmarks compare it with BLAS in one run.
+// Off (false), or back to the best kernel (true).
 void SetSmallGemmEnabled(bool enabled);
 
+// A row stride (in floats) for x with k columns that is at least k and not a
+// multiple of 1 KiB: the kernel streams up to 8 rows of x beside the weight
+// rows, and rows 4 KiB apart (k = 2048, 4096, ...) all fall into the same L1
+// cache sets and evict each other (measured: bench/README.md, model_bench).
+int64_t SmallGemmRowStride(int64_t k);
+
 // For every row i < m of x and every output column j in [n_begin, n_end):
-//   y[i * ldy + j] = sum_k x[i * k + kk] * w[j * k + kk] (+ bias[j] when bias is not null).
-// x is [m, k] and w [n, k], both contiguous row-major float32. m in [1, kSmallGemmMaxRows].
+//   y[i * ldy + j] = sum_kk x[i * ldx + kk] * w[j * k + kk] (+ bias[j] when bias is not null).
+// x is [m, k] with row stride ldx >= k, w [n, k] contiguous, both row-major
+// float32; m in [1, kSmallGemmMaxRows].
 // REQUIRES: SmallGemmAvailable().
-void SmallGemm(const float* x, int64_t m, int64_t k, const float* w, const float* bias, int64_t n_begin, int64_t n_end,
-               float* y, int64_t ldy);
+void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
+               int64_t n_end, float* y, int64_t ldy);
 
 }  // namespace skillpack
 

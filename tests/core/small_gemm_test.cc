@@ -1,60 +1,110 @@
-// SmallGemm against libtorch's linear on every row count it serves, awkward
-// sizes (k not a multiple of 8 nor of the 256-column chunk, n not a multiple
-// of the 12-row block), with and without bias, and on a column range.
+// SmallGemm against libtorch's linear on every row count it serves, with each
+// kernel this CPU runs (AVX-512 and AVX2), awkward sizes (k not a multiple of
+// 8 or 16, n not a multiple of a panel), rows of x further apart than k, with
+// and without bias, and on a column range.
 #include "core/small_gemm.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
 namespace skillpack {
 namespace {
 
-TEST(SmallGemmTest, MatchesLinearForEveryRowCountAndShape) {
-  if (!SmallGemmAvailable()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
+// The kernels this CPU runs; SetSmallGemmIsa is restored to the best one when the test ends.
+std::vector<SmallGemmIsa> RunnableKernels() {
+  std::vector<SmallGemmIsa> out;
+  for (SmallGemmIsa isa : {SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
+    if (SetSmallGemmIsa(isa)) out.push_back(isa);
+  }
+  SetSmallGemmEnabled(true);
+  return out;
+}
+
+class SmallGemmTest : public ::testing::Test {
+ protected:
+  void TearDown() override { SetSmallGemmEnabled(true); }
+};
+
+TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
+  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
   at::manual_seed(3);
-  for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
-    for (int64_t k : {1, 7, 8, 9, 64, 130, 300, 523}) {
-      for (int64_t n : {1, 5, 12, 13, 37}) {
-        for (bool with_bias : {false, true}) {
-          SCOPED_TRACE(absl::StrCat("m=", m, " k=", k, " n=", n, " bias=", with_bias));
-          at::Tensor x = at::randn({m, k});
-          at::Tensor w = at::randn({n, k});
-          at::Tensor b = with_bias ? at::randn({n}) : at::Tensor();
-          at::Tensor want = with_bias ? at::linear(x, w, b) : at::linear(x, w);
-          at::Tensor got = at::full({m, n}, 12345.0f);
-          SmallGemm(x.data_ptr<float>(), m, k, w.data_ptr<float>(), with_bias ? b.data_ptr<float>() : nullptr, 0, n,
-                    got.data_ptr<float>(), n);
-          EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4)) << (got - want).abs().max().item<float>();
+  for (SmallGemmIsa isa : kernels) {
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
+      for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 64, 130, 300, 523}) {
+        for (int64_t n : {1, 5, 12, 13, 25, 37, 50}) {
+          for (bool with_bias : {false, true}) {
+            SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n, " bias=", with_bias));
+            // Rows of x 3 floats further apart than k: the padding must be skipped.
+            const int64_t ldx = k + 3;
+            at::Tensor xp = at::randn({m, ldx});
+            at::Tensor x = xp.narrow(1, 0, k);
+            at::Tensor w = at::randn({n, k});
+            at::Tensor b = with_bias ? at::randn({n}) : at::Tensor();
+            at::Tensor want = with_bias ? at::linear(x, w, b) : at::linear(x, w);
+            at::Tensor got = at::full({m, n}, 12345.0f);
+            SmallGemm(xp.data_ptr<float>(), m, k, ldx, w.data_ptr<float>(), with_bias ? b.data_ptr<float>() : nullptr,
+                      0, n, got.data_ptr<float>(), n);
+            EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4)) << (got - want).abs().max().item<float>();
+          }
         }
       }
     }
   }
 }
 
-TEST(SmallGemmTest, WritesOnlyItsColumnRange) {
-  if (!SmallGemmAvailable()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
+TEST_F(SmallGemmTest, WritesOnlyItsColumnRange) {
+  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
   at::manual_seed(4);
-  const int64_t m = 8, k = 40, n = 50;
+  const int64_t m = 11, k = 40, n = 70;
   at::Tensor x = at::randn({m, k});
   at::Tensor w = at::randn({n, k});
   at::Tensor want = at::linear(x, w);
-  at::Tensor got = at::zeros({m, n});
-  // Two ranges as two threads would get them, the first a whole number of blocks.
-  SmallGemm(x.data_ptr<float>(), m, k, w.data_ptr<float>(), nullptr, 0, 24, got.data_ptr<float>(), n);
-  EXPECT_TRUE(at::allclose(got.narrow(1, 0, 24), want.narrow(1, 0, 24), 1e-4, 1e-4));
-  EXPECT_EQ(got.narrow(1, 24, n - 24).abs().sum().item<float>(), 0.0f) << "wrote outside [0, 24)";
-  SmallGemm(x.data_ptr<float>(), m, k, w.data_ptr<float>(), nullptr, 24, n, got.data_ptr<float>(), n);
-  EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4));
+  for (SmallGemmIsa isa : kernels) {
+    SCOPED_TRACE(SmallGemmIsaName(isa));
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    at::Tensor got = at::zeros({m, n});
+    // Two ranges as two threads would get them, the first a whole number of blocks.
+    SmallGemm(x.data_ptr<float>(), m, k, k, w.data_ptr<float>(), nullptr, 0, kSmallGemmBlock, got.data_ptr<float>(), n);
+    EXPECT_TRUE(at::allclose(got.narrow(1, 0, kSmallGemmBlock), want.narrow(1, 0, kSmallGemmBlock), 1e-4, 1e-4));
+    EXPECT_EQ(got.narrow(1, kSmallGemmBlock, n - kSmallGemmBlock).abs().sum().item<float>(), 0.0f)
+        << "wrote outside [0, " << kSmallGemmBlock << ")";
+    SmallGemm(x.data_ptr<float>(), m, k, k, w.data_ptr<float>(), nullptr, kSmallGemmBlock, n, got.data_ptr<float>(), n);
+    EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4));
+  }
 }
 
-TEST(SmallGemmTest, CanBeTurnedOff) {
-  const bool cpu = SmallGemmAvailable();
+TEST_F(SmallGemmTest, KernelChoice) {
+  const SmallGemmIsa best = SmallGemmBestIsa();
+  EXPECT_EQ(SmallGemmActiveIsa(), best);
   SetSmallGemmEnabled(false);
   EXPECT_FALSE(SmallGemmAvailable());
+  EXPECT_EQ(SmallGemmActiveIsa(), SmallGemmIsa::kOff);
   SetSmallGemmEnabled(true);
-  EXPECT_EQ(SmallGemmAvailable(), cpu);
+  EXPECT_EQ(SmallGemmActiveIsa(), best);
+  EXPECT_EQ(SmallGemmAvailable(), best != SmallGemmIsa::kOff);
+  // A kernel the CPU lacks is refused and changes nothing.
+  if (best != SmallGemmIsa::kAvx512) {
+    EXPECT_FALSE(SetSmallGemmIsa(SmallGemmIsa::kAvx512));
+    EXPECT_EQ(SmallGemmActiveIsa(), best);
+  }
+  EXPECT_TRUE(SetSmallGemmIsa(SmallGemmIsa::kOff));
+  EXPECT_FALSE(SmallGemmAvailable());
+}
+
+TEST_F(SmallGemmTest, RowStrideAvoidsMultiplesOfOneKiB) {
+  for (int64_t k : {1, 7, 100, 255, 256, 512, 2048, 5632, 4096}) {
+    const int64_t ld = SmallGemmRowStride(k);
+    EXPECT_GE(ld, k) << k;
+    EXPECT_NE((ld * 4) % 1024, 0) << k;
+  }
+  EXPECT_EQ(SmallGemmRowStride(300), 300) << "a stride that does not alias is kept";
 }
 
 }  // namespace

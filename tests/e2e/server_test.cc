@@ -643,8 +643,10 @@ TEST_F(ServerE2eTest, CliHealthCommand) {
 // Prometheus' own promtool accepts the page.
 TEST_F(ServerE2eTest, MetricsEndpoint) {
   ServerProcess s;
+  // A long KV slot: the deadline requests below must still be generating when
+  // their deadline passes, and the model's own context would end them sooner.
   s.Start({"--model", Path("base"), "--packs", Path("packs-metrics"), "--metrics-port", "0", "--admin-token-file",
-           Path("token")},
+           Path("token"), "--max-seq-len", "16384"},
           Path("server-metrics.log"));
   ASSERT_GT(s.metrics_port(), 0);
   auto stub = v1::Inference::NewStub(s.channel());
