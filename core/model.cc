@@ -45,7 +45,7 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     SmallGemm(xp, m, k, ldx, wp, bp, b0 * kSmallGemmBlock, std::min(n, b1 * kSmallGemmBlock), yp, n);
   });
