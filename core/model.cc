@@ -146,6 +146,7 @@ class RowDeltas {
       }
     }
     if (vts.empty()) return y;
+    if (AddLowRankRows(vts, uss, blocks, x, y)) return y;
     int64_t factor_bytes = 0;
     for (size_t i = 0; i < vts.size(); ++i) factor_bytes += (vts[i].numel() + uss[i].numel()) * vts[i].element_size();
     if (vts.size() == 1 || factor_bytes > kConcatBytes) {
@@ -170,6 +171,69 @@ class RowDeltas {
     mshape.back() = K;
     at::Tensor m = at::tensor(mask, at::kFloat).view(mshape).to(x.device(), x.scalar_type());
     return y + skillpack::Linear(skillpack::Linear(x, vcat, {}).mul_(m), uscat, {});
+  }
+
+  // Adds the low-rank terms to y in place with the small-batch kernel, group
+  // by group: the group's rows of x gathered, t = scale · x · vtᵀ, and
+  // y's rows += t · usᵀ; the groups split across the intra-op threads (their
+  // rows are disjoint). No ATen op per group or term, so a step over many
+  // sets costs their factors' bytes, not per-op dispatch (the SGMV idea, the
+  // CPU twin of kernels/lowrank_apply). Returns false, touching nothing,
+  // unless x, y and the factors are contiguous float32 on the CPU, the kernel
+  // is available and no group has more than kSmallGemmMaxRows rows (a decode
+  // step; prefill goes through ATen).
+  bool AddLowRankRows(const std::vector<at::Tensor>& vts, const std::vector<at::Tensor>& uss,
+                      const std::vector<std::pair<size_t, float>>& blocks, const at::Tensor& x, at::Tensor& y) const {
+    auto plain = [](const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
+    if (!SmallGemmAvailable() || !plain(y) || !x.is_cpu() || x.scalar_type() != at::kFloat) return false;
+    const int64_t k = x.size(-1), n = y.size(-1);
+    if (k == 0 || x.numel() % (batch_size_ * k) != 0) return false;
+    const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
+    int64_t factor_elems = 0;
+    std::vector<size_t> groups;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (!plain(vts[i]) || !plain(uss[i])) return false;
+      factor_elems += vts[i].numel() + uss[i].numel();
+      const size_t j = blocks[i].first;
+      if (static_cast<int64_t>(rows_[j].size()) * per_seq > kSmallGemmMaxRows) return false;
+      if (std::find(groups.begin(), groups.end(), j) == groups.end()) groups.push_back(j);
+    }
+    const at::Tensor xc = x.contiguous();
+    const float* xp = xc.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const int64_t ngroups = static_cast<int64_t>(groups.size());
+    // Threads only from ~1M factor weights, as SmallBatchLinear.
+    const int64_t grain = factor_elems < (int64_t{1} << 20) ? ngroups : 1;
+    at::parallel_for(0, ngroups, grain, [&](int64_t g0, int64_t g1) {
+      const int64_t ldx = SmallGemmRowStride(k);
+      std::vector<float> xs, t, out;
+      std::vector<int64_t> rows;
+      for (int64_t g = g0; g < g1; ++g) {
+        const size_t j = groups[g];
+        rows.clear();
+        for (int64_t b : rows_[j]) {
+          for (int64_t s = 0; s < per_seq; ++s) rows.push_back(b * per_seq + s);
+        }
+        const int64_t m = static_cast<int64_t>(rows.size());
+        xs.resize(m * ldx);
+        for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
+        for (size_t i = 0; i < blocks.size(); ++i) {
+          if (blocks[i].first != j) continue;
+          const int64_t rank = vts[i].size(0);
+          t.resize(m * rank);
+          out.resize(m * n);
+          SmallGemm(xs.data(), m, k, ldx, vts[i].data_ptr<float>(), nullptr, 0, rank, t.data(), rank);
+          for (float& v : t) v *= blocks[i].second;
+          SmallGemm(t.data(), m, rank, rank, uss[i].data_ptr<float>(), nullptr, 0, n, out.data(), n);
+          for (int64_t r = 0; r < m; ++r) {
+            float* dst = yp + rows[r] * n;
+            const float* src = out.data() + r * n;
+            for (int64_t c = 0; c < n; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    });
+    return true;
   }
 
   // The norm weight w [D] per row, shaped to broadcast against x [B, ..., D];
