@@ -21,7 +21,11 @@
 # (which calls absl::Mutex out of line) load the instrumented libraries, and
 # TSan sees every absl lock. (DT_RPATH rather than LD_LIBRARY_PATH: it holds
 # for the servers the e2e tests start whatever their environment, and it
-# leaves Python's grpcio, which loads Debian's abseil too, alone.)
+# leaves Python's grpcio, which loads Debian's abseil too, alone.) gRPC
+# itself stays uninstrumented: its interceptor calls are suppressed
+# (tests/sanitizers/tsan.supp), but under many concurrent streams TSan still
+# reports gRPC's callback-API code inlined into our binaries, whose ordering
+# goes through libgrpc's queues (bench/README.md, "Sanitizers").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: sanitize.sh asan|tsan [BUILD_DIR]}
