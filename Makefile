@@ -33,7 +33,8 @@ fuzz: deps
 	@JOBS=$(JOBS) bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 # The whole tree and its tests under ASan+UBSan / ThreadSanitizer (clang),
-# in build-asan/ and build-tsan/ (scripts/sanitize.sh).
+# in build-asan/ and build-tsan/ (scripts/sanitize.sh). tsan first builds
+# Debian's abseil with TSan into ~/.cache/skillpack (scripts/build-sanitized-abseil.sh).
 asan: deps
 	@JOBS=$(JOBS) bash scripts/sanitize.sh asan
 

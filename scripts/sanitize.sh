@@ -12,10 +12,20 @@
 # libraries (each entry says why); a report from our code is a bug to fix.
 # TSan runs with OMP_NUM_THREADS=1: libgomp's thread pool synchronises with
 # futexes TSan does not see, and its reports are about that, not about us.
-# The same holds for absl::Mutex, which we and gRPC lock with: Debian's
-# abseil is not built with TSan, so TSan reports every access it guards
-# (bench/README.md, "Sanitizers"); a clean `make tsan` needs abseil and gRPC
-# rebuilt with -fsanitize=thread.
+# The same would hold for absl::Mutex, which we and gRPC lock with: Debian's
+# abseil is not built with TSan, so TSan would see none of its locks and
+# report every access they guard (bench/README.md, "Sanitizers"). So tsan
+# first builds Debian's abseil source with -fsanitize=thread into a cached
+# prefix (scripts/build-sanitized-abseil.sh, ~/.cache/skillpack) and links
+# every binary with a DT_RPATH to it: the binaries and Debian's libgrpc
+# (which calls absl::Mutex out of line) load the instrumented libraries, and
+# TSan sees every absl lock. (DT_RPATH rather than LD_LIBRARY_PATH: it holds
+# for the servers the e2e tests start whatever their environment, and it
+# leaves Python's grpcio, which loads Debian's abseil too, alone.) gRPC
+# itself stays uninstrumented: its interceptor calls are suppressed
+# (tests/sanitizers/tsan.supp), but under many concurrent streams TSan still
+# reports gRPC's callback-API code inlined into our binaries, whose ordering
+# goes through libgrpc's queues (bench/README.md, "Sanitizers").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: sanitize.sh asan|tsan [BUILD_DIR]}
@@ -32,14 +42,60 @@ case "$MODE" in
   *) echo "sanitize.sh: unknown mode '$MODE' (asan or tsan)" >&2; exit 2 ;;
 esac
 FLAGS="-O1 -g -fno-omit-frame-pointer $SAN"
-if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+LINK="$SAN"
+if [ "$MODE" = tsan ]; then
+  TIMEFORMAT="sanitize: abseil with TSan took %0R s (CPU %0U s user + %0S s sys)"
+  time ABSL_TSAN_LIB=$(JOBS=$JOBS bash scripts/build-sanitized-abseil.sh) || exit 1
+  LINK="$SAN -Wl,--disable-new-dtags -Wl,-rpath,$ABSL_TSAN_LIB"
+  # The canary (tests/sanitizers/tsan_absl_canary.cc): a counter under
+  # absl::Mutex is a race to TSan with Debian's abseil, and none with ours.
+  mkdir -p "$BUILD_DIR"
+  canary="clang++ -std=c++17 -O1 -g -fsanitize=thread $SUPP/tsan_absl_canary.cc $(pkg-config --libs absl_synchronization)"
+  $canary -o "$BUILD_DIR/tsan-canary-debian" && $canary -o "$BUILD_DIR/tsan-canary" $LINK || exit 1
+  # With our suppressions: abseil's own Waiter::Post report (tsan.supp) shows
+  # up in the canary too whenever its two threads really contend.
+  canary_opts="exitcode=66:suppressions=$SUPP/tsan.supp"
+  if TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-canary-debian" >/dev/null 2>&1; then
+    echo "sanitize: the TSan canary reports nothing even against Debian's abseil; it checks nothing" >&2
+    exit 1
+  fi
+  if ! out=$(TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-canary" 2>&1); then
+    echo "$out" >&2
+    echo "sanitize: TSan does not see absl::Mutex with $ABSL_TSAN_LIB (canary above)" >&2
+    exit 1
+  fi
+  echo "sanitize: TSan sees absl::Mutex (canary: a race with Debian's abseil, none with $ABSL_TSAN_LIB)"
+fi
+# Reconfigured whenever the flags change (e.g. another abseil prefix).
+if [ ! -f "$BUILD_DIR/build.ninja" ] || [ "$(cat "$BUILD_DIR/.sanitize-flags" 2>/dev/null)" != "$FLAGS $LINK" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_C_FLAGS_RELWITHDEBINFO="" \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DSKILLPACK_WITH_CUDA=OFF >/dev/null || exit 1
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DSKILLPACK_WITH_CUDA=OFF >/dev/null || exit 1
+  echo "$FLAGS $LINK" >"$BUILD_DIR/.sanitize-flags"
 fi
 # Wall and CPU seconds of the build and of the tests (bench/results/sanitizers_*.json).
 TIMEFORMAT="sanitize: $MODE build took %0R s (CPU %0U s user + %0S s sys)"
 time cmake --build "$BUILD_DIR" -j "$JOBS" ${SANITIZE_TARGETS:+--target $SANITIZE_TARGETS} || exit 1
+if [ "$MODE" = tsan ]; then
+  # Every binary of the tree that loads abseil (directly or through libgrpc)
+  # must load only the instrumented libraries, with no symbol left undefined;
+  # one Debian libabsl in the mix would hide its locks from TSan again.
+  checked=0
+  for bin in $(find "$BUILD_DIR" -type f -perm -u+x ! -name '*.so*' ! -path '*/CMakeFiles/*' \
+    ! -path '*/sanitizer-reports/*' ! -name tsan-canary-debian); do
+    head -c 4 "$bin" | grep -q ELF || continue
+    deps=$(ldd -r "$bin" 2>&1)
+    echo "$deps" | grep -q 'libabsl_' || continue
+    bad=$(echo "$deps" | grep -E 'libabsl_|undefined symbol' | grep -v "=> $ABSL_TSAN_LIB/" || true)
+    if [ -n "$bad" ]; then
+      echo "sanitize: $bin does not resolve abseil to $ABSL_TSAN_LIB:" >&2
+      echo "$bad" >&2
+      exit 1
+    fi
+    checked=$((checked + 1))
+  done
+  echo "sanitize: $checked binaries load abseil from $ABSL_TSAN_LIB (ldd -r)"
+fi
 # Every report goes to a file in $REPORTS, from the test binaries and from
 # the servers and CLIs the e2e tests start (whose exit status a test may not
 # look at, e.g. a leak found when a server exits after SIGTERM); any file
@@ -48,11 +104,16 @@ mkdir -p "$BUILD_DIR/sanitizer-reports"
 REPORTS=$(cd "$BUILD_DIR/sanitizer-reports" && pwd)
 rm -f "$REPORTS"/*
 export OMP_WAIT_POLICY=PASSIVE
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_odr_violation=0:abort_on_error=0:suppressions=$SUPP/asan.supp:log_path=$REPORTS/asan}
-export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SUPP/lsan.supp:print_suppressions=0}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp:log_path=$REPORTS/ubsan}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1:log_path=$REPORTS/tsan}
-if [ "$MODE" = tsan ]; then export OMP_NUM_THREADS=1; fi
+# Only the mode's own options: TSan's runtime also reads UBSAN_OPTIONS, whose
+# log_path would otherwise name its reports.
+if [ "$MODE" = asan ]; then
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:detect_odr_violation=0:abort_on_error=0:suppressions=$SUPP/asan.supp:log_path=$REPORTS/asan}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SUPP/lsan.supp:print_suppressions=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp:log_path=$REPORTS/ubsan}
+else
+  export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1:log_path=$REPORTS/tsan}
+  export OMP_NUM_THREADS=1
+fi
 # tools_* (format, layering, thread-safety analysis) run no binary of ours.
 TIMEFORMAT="sanitize: $MODE tests took %0R s (CPU %0U s user + %0S s sys)"
 time (cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})

@@ -35,15 +35,18 @@ TEST(CallWorkersTest, RunsEachFunctionOnAThreadOfItsOwn) {
 }
 
 TEST(CallWorkersTest, RefusesBeyondTheLimitAndAcceptsAgainOnceOneEnds) {
+  // Declared before the workers, whose destructor waits for the functions:
+  // the second one may still be inside release_second.WaitForNotification()
+  // (re-locking its Mutex) when the test body ends (make tsan found the
+  // Notification destroyed under it when it was declared after).
+  absl::Notification release_first, release_second, third;
+  bool ran = false;
   CallWorkers workers(2);
-  absl::Notification release_first, release_second;
   ASSERT_TRUE(workers.TryRun([&] { release_first.WaitForNotification(); }));
   ASSERT_TRUE(workers.TryRun([&] { release_second.WaitForNotification(); }));
-  bool ran = false;
   EXPECT_FALSE(workers.TryRun([&] { ran = true; }));
   release_first.Notify();
   while (workers.running() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  absl::Notification third;
   EXPECT_TRUE(workers.TryRun([&] { third.Notify(); }));
   third.WaitForNotification();
   release_second.Notify();
@@ -69,9 +72,9 @@ TEST(CallWorkersTest, DestructorWaitsForFunctionsAndWhatTheyHold) {
 }
 
 TEST(CallWorkersTest, ALimitBelowOneMeansOne) {
+  absl::Notification done;  // outlives the workers, as above
   CallWorkers workers(0);
   EXPECT_EQ(workers.max_running(), 1);
-  absl::Notification done;
   EXPECT_TRUE(workers.TryRun([&] { done.Notify(); }));
   done.WaitForNotification();
 }
