@@ -528,9 +528,9 @@ StatusOr<Json> Study::Table4() {
     ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
                      GenerateTaskExamples(tk, TaskSplit::kHeldOut, rs.eval_per_task, spec_.seed + 31, false));
     for (const TaskExample& e : raw) cases.push_back({"task_prompts", task, e.prompt});
-    ASSIGN_OR_RETURN(
-        std::vector<ParaphrasedExample> seen,
-        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task, spec_.seed + 32));
+    ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> seen,
+                     GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task,
+                                         spec_.seed + 32, rs.extra_templates));
     for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
     ASSIGN_OR_RETURN(
         std::vector<ParaphrasedExample> unseen,
