@@ -10,7 +10,9 @@
 
 #include <ATen/Parallel.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cli/cli.h"
 #include "core/args.h"
 #include "core/json_util.h"
@@ -28,6 +30,7 @@ constexpr char kRouterUsage[] =
     "usage: skillpack router <subcommand> [flags]\n"
     "  train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
     "        [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
+    "        [--layers N,N... --pooling mean,max,last --dropout F --augment N]\n"
     "        [--assign PACK=PATTERN[,PATTERN...] ... | --assignment FILE.json]\n"
     "      train a router on {\"prompt\": ..., \"label\": PACK|\"none\"} lines; prints the\n"
     "      held-out accuracy and confusion table\n"
@@ -47,6 +50,10 @@ Status Train(const Args& a) {
   ASSIGN_OR_RETURN(std::string out, a.String("out"));
   RouterTrainOptions o;
   ASSIGN_OR_RETURN(o.layer, a.IntOr("layer", o.layer));
+  const std::string layers_flag = a.StringOr("layers", "");
+  const std::string pooling_flag = a.StringOr("pooling", "");
+  ASSIGN_OR_RETURN(o.dropout, a.DoubleOr("dropout", o.dropout));
+  ASSIGN_OR_RETURN(o.augment.copies, a.IntOr("augment", o.augment.copies));
   ASSIGN_OR_RETURN(o.width, a.IntOr("width", o.width));
   ASSIGN_OR_RETURN(o.epochs, a.IntOr("epochs", o.epochs));
   ASSIGN_OR_RETURN(o.learning_rate, a.DoubleOr("lr", o.learning_rate));
@@ -65,6 +72,25 @@ Status Train(const Args& a) {
     return absl::InvalidArgumentError("--holdout must be in [0, 1)");
   }
   if (!(o.learning_rate > 0)) return absl::InvalidArgumentError("--lr must be positive");
+  if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
+  if (o.augment.copies < 0 || o.augment.copies > 100)
+    return absl::InvalidArgumentError("--augment must be in [0, 100]");
+  if (!layers_flag.empty()) {
+    for (absl::string_view part : absl::StrSplit(layers_flag, ',')) {
+      int64_t l = 0;
+      if (!absl::SimpleAtoi(part, &l) || l < 0 || (!o.layers.empty() && l <= o.layers.back())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--layers must be strictly ascending layer numbers (e.g. 0,2), got '", layers_flag, "'"));
+      }
+      o.layers.push_back(l);
+    }
+    o.layer = o.layers.back();
+  }
+  if (!pooling_flag.empty()) {
+    StatusOr<std::vector<Pooling>> pooling = ParsePoolingList(pooling_flag);
+    if (!pooling.ok()) return Annotate(pooling.status(), "--pooling");
+    o.pooling = *pooling;
+  }
   o.seed = static_cast<uint64_t>(seed);
   if (!assign_flags.empty() && !assignment_path.empty()) {
     return absl::InvalidArgumentError("give --assign or --assignment, not both");
@@ -118,6 +144,10 @@ Status Inspect(const Args& a) {
   std::printf("labels %s\nlayer %lld\nhidden_size %lld\nwidth %lld\nbase %s\n", absl::StrJoin(c.labels, ", ").c_str(),
               static_cast<long long>(c.layer), static_cast<long long>(c.hidden_size), static_cast<long long>(c.width),
               c.base_fingerprint.empty() ? "(not recorded)" : c.base_fingerprint.c_str());
+  std::vector<std::string> pooling;
+  for (Pooling p : c.pooling) pooling.push_back(PoolingName(p));
+  std::printf("features layers %s, pooling %s (%lld values)\n", absl::StrJoin(c.layers, ",").c_str(),
+              absl::StrJoin(pooling, ",").c_str(), static_cast<long long>(c.FeatureSize()));
   for (const auto& [pack, filter] : c.assignment.filters) {
     std::printf("assignment %s: %s\n", pack.c_str(), absl::StrJoin(filter, ",").c_str());
   }

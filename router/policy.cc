@@ -4,8 +4,40 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace skillpack {
+
+const char* PoolingName(Pooling p) {
+  switch (p) {
+    case Pooling::kMean:
+      return "mean";
+    case Pooling::kMax:
+      return "max";
+    case Pooling::kLast:
+      return "last";
+  }
+  return "?";
+}
+
+StatusOr<Pooling> ParsePooling(absl::string_view name) {
+  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast}) {
+    if (name == PoolingName(p)) return p;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("router pooling must be mean, max or last, got '", name, "'"));
+}
+
+StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {
+  std::vector<Pooling> out;
+  for (absl::string_view name : absl::StrSplit(list, ',')) {
+    ASSIGN_OR_RETURN(Pooling p, ParsePooling(name));
+    if (std::find(out.begin(), out.end(), p) != out.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("router pooling '", name, "' is listed twice"));
+    }
+    out.push_back(p);
+  }
+  return out;
+}
 
 StatusOr<RoutingPolicy> ParseRoutingPolicy(absl::string_view mode, int32_t k, float threshold) {
   RoutingPolicy p;

@@ -15,14 +15,24 @@
 
 namespace skillpack {
 
-// Version 2 adds the optional module assignment; files without one are
-// still written as version 1 so older readers keep reading them.
-inline constexpr int kRouterFormatVersion = 2;
+// Version 2 adds the optional module assignment, version 3 features from
+// several layers and poolings; a file is written with the lowest version
+// that holds what it uses, so older readers keep reading what they can.
+inline constexpr int kRouterFormatVersion = 3;
 inline constexpr char kRouterNoneLabel[] = "none";
+
+// How a prompt's hidden states [T, hidden] become one vector of a feature
+// block: the mean or the elementwise max over its tokens, or its last token.
+enum class Pooling { kMean, kMax, kLast };
+const char* PoolingName(Pooling p);  // "mean" / "max" / "last"
+// INVALID_ARGUMENT naming the accepted names for anything else.
+StatusOr<Pooling> ParsePooling(absl::string_view name);
+// "mean,max" -> {kMean, kMax}; duplicates and empty lists are refused.
+StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list);
 
 struct RouterConfig {
   std::vector<std::string> labels;  // labels[0] == "none"
-  int64_t layer = 1;                // features after this many decoder layers
+  int64_t layer = 1;                // the deepest layer the features read (= layers.back())
   int64_t hidden_size = 0;          // the base model's hidden size
   int64_t width = 128;              // MLP hidden width
   std::string base_fingerprint;     // of the base the features come from
@@ -30,6 +40,19 @@ struct RouterConfig {
   // composed (pack/assignment.h). When set, every pack label must have an
   // entry, and the packs a route picks each get weight 1 on their own modules.
   ModuleAssignment assignment;
+  // The features: hidden states after each of `layers` decoder layers
+  // (strictly ascending; empty = {layer}), each pooled by every one of
+  // `pooling` (empty = {mean}); one block of hidden_size values per (layer,
+  // pooling), layers outer. Router::Create fills the defaults in.
+  std::vector<int64_t> layers;
+  std::vector<Pooling> pooling;
+
+  // hidden_size x |layers| x |pooling| (after Create).
+  int64_t FeatureSize() const {
+    return hidden_size * static_cast<int64_t>(layers.size()) * static_cast<int64_t>(pooling.size());
+  }
+  // True for the version 1 features: mean pooling at one layer.
+  bool SingleMeanFeatures() const { return layers.size() == 1 && pooling == std::vector<Pooling>{Pooling::kMean}; }
 };
 
 // How scores become packs (scores are a softmax over "none" and the packs).

@@ -1,6 +1,7 @@
 #include "router/router.h"
 
 #include <algorithm>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -31,10 +32,23 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
 
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
                                     const std::vector<std::vector<int32_t>>& prompts, int64_t layer) {
+  return PromptFeatures(model, weights, prompts, std::vector<int64_t>{layer}, {Pooling::kMean});
+}
+
+StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
+                                    const std::vector<std::vector<int32_t>>& prompts,
+                                    const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling) {
   const ModelConfig& c = model.config();
-  if (layer < 0 || layer > c.num_hidden_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router layer must be in [0, ", c.num_hidden_layers, "], got ", layer));
+  if (layers.empty()) return absl::InvalidArgumentError("router features need at least one layer");
+  if (pooling.empty()) return absl::InvalidArgumentError("router features need at least one pooling");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] < 0 || layers[i] > c.num_hidden_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("router layer must be in [0, ", c.num_hidden_layers, "], got ", layers[i]));
+    }
+    if (i > 0 && layers[i] <= layers[i - 1]) {
+      return absl::InvalidArgumentError("router layers must be strictly ascending");
+    }
   }
   try {
     c10::InferenceMode guard;
@@ -53,18 +67,42 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
         T = std::max<int64_t>(T, prompts[i].size());
       }
       const int64_t B = static_cast<int64_t>(end - start);
-      std::vector<int64_t> tok(B * T, 0), mask(B * T, 0);
+      std::vector<int64_t> tok(B * T, 0), mask(B * T, 0), last(B, 0);
       for (int64_t b = 0; b < B; ++b) {
         const auto& p = prompts[start + b];
         for (size_t t = 0; t < p.size(); ++t) tok[b * T + t] = p[t], mask[b * T + t] = 1;
+        last[b] = static_cast<int64_t>(p.size()) - 1;
       }
       at::Tensor tokens = at::tensor(tok, at::kLong).view({B, T}).to(device);
       at::Tensor m = at::tensor(mask, at::kLong).view({B, T}).to(device);
-      at::Tensor h = model.HiddenStates(weights, tokens, m, layer).to(at::kFloat);
       at::Tensor mf = m.to(at::kFloat).unsqueeze(-1);
-      out.push_back(((h * mf).sum(1) / mf.sum(1)).to(at::kCPU));
+      at::Tensor last_index = at::tensor(last, at::kLong).to(device);
+      // Embeddings, then one decoder layer at a time (LayerForward chained
+      // from the embeddings is HiddenStates layer by layer).
+      at::Tensor h = model.HiddenStates(weights, tokens, m, 0);
+      int64_t depth = 0;
+      std::vector<at::Tensor> blocks;
+      for (int64_t layer : layers) {
+        for (; depth < layer; ++depth) h = model.LayerForward(weights, depth, h, m, nullptr);
+        at::Tensor hf = h.to(at::kFloat);
+        for (Pooling p : pooling) {
+          switch (p) {
+            case Pooling::kMean:
+              blocks.push_back((hf * mf).sum(1) / mf.sum(1));
+              break;
+            case Pooling::kMax:
+              blocks.push_back(hf.masked_fill(mf == 0, -std::numeric_limits<float>::infinity()).amax(1));
+              break;
+            case Pooling::kLast:
+              blocks.push_back(hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1));
+              break;
+          }
+        }
+      }
+      out.push_back(at::cat(blocks, 1).to(at::kCPU));
     }
-    if (out.empty()) return at::zeros({0, c.hidden_size}, at::kFloat);
+    const int64_t F = c.hidden_size * static_cast<int64_t>(layers.size() * pooling.size());
+    if (out.empty()) return at::zeros({0, F}, at::kFloat);
     return at::cat(out, 0);
   } catch (const std::exception& e) {
     return StatusFromException(e, "router features");
@@ -100,7 +138,20 @@ StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor
   if (config.hidden_size <= 0 || config.width <= 0 || config.layer < 0) {
     return absl::InvalidArgumentError("router config needs positive hidden_size and width, layer >= 0");
   }
-  const int64_t H = config.hidden_size, W = config.width, L = static_cast<int64_t>(config.labels.size());
+  if (config.layers.empty()) config.layers = {config.layer};
+  if (config.pooling.empty()) config.pooling = {Pooling::kMean};
+  for (size_t i = 0; i < config.layers.size(); ++i) {
+    if (config.layers[i] < 0 || (i > 0 && config.layers[i] <= config.layers[i - 1])) {
+      return absl::InvalidArgumentError("router config layers must be >= 0 and strictly ascending");
+    }
+  }
+  if (config.layers.back() != config.layer) {
+    return absl::InvalidArgumentError(absl::StrCat("router config layer (", config.layer,
+                                                   ") must be the last of its layers (", config.layers.back(), ")"));
+  }
+  std::set<Pooling> pools(config.pooling.begin(), config.pooling.end());
+  if (pools.size() != config.pooling.size()) return absl::InvalidArgumentError("router config pooling repeats a kind");
+  const int64_t H = config.FeatureSize(), W = config.width, L = static_cast<int64_t>(config.labels.size());
   RETURN_IF_ERROR(CheckShape(mean, {H}, "feature_mean"));
   RETURN_IF_ERROR(CheckShape(std, {H}, "feature_std"));
   RETURN_IF_ERROR(CheckShape(w1, {W, H}, "fc1.weight"));
@@ -125,9 +176,14 @@ at::Tensor Router::Scores(const at::Tensor& features) const {
   return at::softmax(at::linear(h, w2_, b2_), -1);
 }
 
+StatusOr<at::Tensor> Router::Features(const Transformer& model, const ModelWeights& base,
+                                      const std::vector<std::vector<int32_t>>& prompts) const {
+  return PromptFeatures(model, base, prompts, config_.layers, config_.pooling);
+}
+
 StatusOr<RouteDecision> Router::Route(const Transformer& model, const ModelWeights& base,
                                       const std::vector<int32_t>& prompt, const RoutingPolicy& policy) const {
-  ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, {prompt}, config_.layer));
+  ASSIGN_OR_RETURN(at::Tensor feats, Features(model, base, {prompt}));
   at::Tensor s = Scores(feats)[0].contiguous();
   std::vector<float> scores(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
   RouteDecision d = DecideRoute(scores, config_.labels, policy);
@@ -164,14 +220,22 @@ Status Router::CheckFits(const ModelConfig& config, absl::string_view base_finge
 StatusOr<std::string> Router::Serialize() const {
   SafetensorsWriter w;
   w.SetMetadata("format", kFormat);
-  // Version 1 readers would ignore an assignment: files with one are version 2.
-  w.SetMetadata("format_version", config_.assignment.empty() ? "1" : std::to_string(kRouterFormatVersion));
+  // The lowest version that holds this router: version 1 readers would ignore
+  // an assignment (version 2), version 2 readers other features (version 3).
+  const int version = !config_.SingleMeanFeatures() ? 3 : !config_.assignment.empty() ? 2 : 1;
+  w.SetMetadata("format_version", std::to_string(version));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},
               {"hidden_size", config_.hidden_size},
               {"width", config_.width},
               {"base_fingerprint", config_.base_fingerprint}};
   if (!config_.assignment.empty()) cfg["assignment"] = ModuleAssignmentToJson(config_.assignment);
+  if (!config_.SingleMeanFeatures()) {
+    std::vector<std::string> pooling;
+    for (Pooling p : config_.pooling) pooling.push_back(PoolingName(p));
+    cfg["layers"] = config_.layers;
+    cfg["pooling"] = pooling;
+  }
   w.SetMetadata("config", cfg.dump());
   std::pair<const char*, const at::Tensor*> tensors[] = {{"feature_mean", &mean_}, {"feature_std", &std_},
                                                          {"fc1.weight", &w1_},     {"fc1.bias", &b1_},
@@ -224,6 +288,28 @@ StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_
   ASSIGN_OR_RETURN(c.base_fingerprint, GetFieldOr<std::string>(cfg, "base_fingerprint", "", ctx));
   if (cfg.contains("assignment")) {
     ASSIGN_OR_RETURN(c.assignment, ParseModuleAssignment(cfg["assignment"], absl::StrCat(ctx, ": assignment")));
+  }
+  if (cfg.contains("layers")) {
+    const Json& layers = cfg["layers"];
+    if (!layers.is_array() || layers.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(ctx, ": layers must be a non-empty list of integers"));
+    }
+    for (const Json& l : layers) {
+      if (!l.is_number_integer()) return absl::InvalidArgumentError(absl::StrCat(ctx, ": layers must be integers"));
+      c.layers.push_back(l.get<int64_t>());
+    }
+  }
+  if (cfg.contains("pooling")) {
+    const Json& pooling = cfg["pooling"];
+    if (!pooling.is_array() || pooling.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(ctx, ": pooling must be a non-empty list of names"));
+    }
+    for (const Json& p : pooling) {
+      if (!p.is_string()) return absl::InvalidArgumentError(absl::StrCat(ctx, ": pooling must be names"));
+      StatusOr<Pooling> kind = ParsePooling(p.get<std::string>());
+      if (!kind.ok()) return Annotate(kind.status(), ctx);
+      c.pooling.push_back(*kind);
+    }
   }
   std::vector<at::Tensor> t;
   for (const char* name : {"feature_mean", "feature_std", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {

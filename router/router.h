@@ -1,14 +1,17 @@
-// The learned router: features of a request (the base model's hidden state at
-// a shallow layer, mean-pooled over the prompt), a small MLP over them, a
-// softmax over the router's labels (index 0 is "none", the others name packs),
-// and the policy that turns scores into packs with mixture weights.
+// The learned router: features of a request (the base model's hidden states
+// after one or more shallow layers, pooled over the prompt: mean, max or last
+// token), a small MLP over them, a softmax over the router's labels (index 0
+// is "none", the others name packs), and the policy that turns scores into
+// packs with mixture weights.
 //
-// File format (a safetensors file, see docs/router-format.md):
-//   tensors  feature_mean F32 [hidden], feature_std F32 [hidden],
-//            fc1.weight F32 [width, hidden], fc1.bias F32 [width],
+// File format (a safetensors file, see docs/router-format.md), F = the
+// feature size (RouterConfig::FeatureSize; the hidden size for version 1):
+//   tensors  feature_mean F32 [F], feature_std F32 [F],
+//            fc1.weight F32 [width, F], fc1.bias F32 [width],
 //            fc2.weight F32 [labels, width], fc2.bias F32 [labels]
-//   metadata format="skillpack-router", format_version="1",
-//            config = JSON {labels, layer, hidden_size, width, base_fingerprint}
+//   metadata format="skillpack-router", format_version="1" | "2" | "3",
+//            config = JSON {labels, layer, hidden_size, width, base_fingerprint,
+//                           assignment (v2), layers and pooling (v3)}
 #ifndef SKILLPACK_ROUTER_ROUTER_H_
 #define SKILLPACK_ROUTER_ROUTER_H_
 
@@ -30,10 +33,21 @@ namespace skillpack {
 // float32 [N, hidden] on the CPU. Prompts are processed in padded batches.
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
                                     const std::vector<std::vector<int32_t>>& prompts, int64_t layer);
+// The hidden states after each of `layers` decoder layers (strictly
+// ascending, each in [0, num_hidden_layers]; one forward pass serves them
+// all), pooled by each of `pooling` over each prompt's tokens: float32
+// [N, hidden x |layers| x |pooling|] on the CPU, blocks ordered layer-major
+// (layers[0] x pooling[0], layers[0] x pooling[1], ...). INVALID_ARGUMENT for
+// empty prompts, token ids out of range, bad or unordered layers, no pooling.
+StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
+                                    const std::vector<std::vector<int32_t>>& prompts,
+                                    const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling);
 
 class Router {
  public:
-  // Validates shapes, labels (unique, [0] == "none", others valid pack names) and config.
+  // Validates shapes, labels (unique, [0] == "none", others valid pack names) and
+  // config; fills in config.layers ({layer}) and config.pooling ({mean}) when
+  // empty, and requires layer == layers.back() otherwise.
   static StatusOr<std::unique_ptr<Router>> Create(RouterConfig config, at::Tensor mean, at::Tensor std, at::Tensor w1,
                                                   at::Tensor b1, at::Tensor w2, at::Tensor b2);
   static StatusOr<std::unique_ptr<Router>> Load(const std::string& path);
@@ -46,8 +60,11 @@ class Router {
   Status CheckFits(const ModelConfig& config, absl::string_view base_fingerprint,
                    const std::set<std::string>& known_packs) const;
 
-  // Probabilities [N, labels] for features [N, hidden].
+  // Probabilities [N, labels] for features [N, FeatureSize()].
   at::Tensor Scores(const at::Tensor& features) const;
+  // This router's features (config layers and pooling) for tokenised prompts.
+  StatusOr<at::Tensor> Features(const Transformer& model, const ModelWeights& base,
+                                const std::vector<std::vector<int32_t>>& prompts) const;
   // Features + scores + policy for one tokenised prompt.
   StatusOr<RouteDecision> Route(const Transformer& model, const ModelWeights& base, const std::vector<int32_t>& prompt,
                                 const RoutingPolicy& policy) const;

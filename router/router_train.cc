@@ -1,11 +1,14 @@
 #include "router/router_train.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <random>
 #include <sstream>
 
 #include <torch/torch.h>
 
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
@@ -28,6 +31,7 @@ StatusOr<std::vector<LabelledPrompt>> ReadLabelledPrompts(const std::string& pat
       ASSIGN_OR_RETURN(p.prompt, GetField<std::string>(j, "prompt", where));
     }
     ASSIGN_OR_RETURN(p.label, GetField<std::string>(j, "label", where));
+    ASSIGN_OR_RETURN(p.group, GetFieldOr<std::string>(j, "group", "", where));
     if (p.prompt.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": empty prompt"));
     if (p.label.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": empty label"));
     out.push_back(std::move(p));
@@ -36,15 +40,44 @@ StatusOr<std::vector<LabelledPrompt>> ReadLabelledPrompts(const std::string& pat
   return out;
 }
 
-StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
-                                        const std::vector<LabelledPrompt>& data, const RouterTrainOptions& o) {
-  if (!(o.holdout_fraction >= 0 && o.holdout_fraction < 1)) {
-    return absl::InvalidArgumentError("holdout_fraction must be in [0, 1)");
+std::vector<LabelledPrompt> AugmentPrompts(const std::vector<LabelledPrompt>& data, const RouterAugmentOptions& o,
+                                           uint64_t seed) {
+  static const char* const kFillers[] = {"please", "now",  "quickly", "hey",    "ok",
+                                         "so",     "then", "just",    "kindly", "well"};
+  std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dull);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<LabelledPrompt> out;
+  for (const LabelledPrompt& p : data) {
+    const std::vector<std::string> words = absl::StrSplit(p.prompt, ' ', absl::SkipEmpty());
+    for (int64_t c = 0; c < o.copies; ++c) {
+      std::vector<std::string> kept;
+      for (const std::string& w : words) {
+        if (u(rng) >= o.word_dropout) kept.push_back(w);
+        if (u(rng) < o.filler) kept.push_back(kFillers[rng() % (sizeof(kFillers) / sizeof(kFillers[0]))]);
+      }
+      if (kept.empty() && !words.empty()) kept.push_back(words[rng() % words.size()]);
+      std::string text = absl::StrJoin(kept, " ");
+      if (u(rng) < o.case_change) {
+        const uint64_t kind = rng() % 3;
+        bool word_start = true;
+        for (char& ch : text) {
+          const bool upper = kind == 1 || (kind == 2 && word_start);
+          if (ch >= 'a' && ch <= 'z' && upper) ch = static_cast<char>(ch - 'a' + 'A');
+          if (ch >= 'A' && ch <= 'Z' && !upper) ch = static_cast<char>(ch - 'A' + 'a');
+          word_start = ch == ' ';
+        }
+      }
+      if (text.empty()) text = p.prompt;
+      out.push_back({std::move(text), p.label, p.group});
+    }
   }
-  if (o.epochs <= 0 || o.width <= 0 || !(o.learning_rate > 0)) {
-    return absl::InvalidArgumentError("epochs, width and learning_rate must be positive");
-  }
-  // Labels: "none" first, then packs in sorted order.
+  return out;
+}
+
+namespace {
+
+// Labels: "none" first, then packs in sorted order; y: each prompt's label index.
+StatusOr<std::vector<std::string>> MakeLabels(const std::vector<LabelledPrompt>& data, std::vector<int64_t>* y) {
   std::vector<std::string> labels = {kRouterNoneLabel};
   std::map<std::string, int64_t> index;
   for (const auto& p : data) index[p.label] = 0;
@@ -53,67 +86,197 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
   }
   for (size_t i = 0; i < labels.size(); ++i) index[labels[i]] = static_cast<int64_t>(i);
   if (labels.size() < 2) return absl::InvalidArgumentError("training data names no pack (only \"none\")");
+  y->clear();
+  for (const auto& p : data) y->push_back(index[p.label]);
+  return labels;
+}
 
-  // Stratified split.
-  std::mt19937_64 rng(o.seed);
-  std::map<int64_t, std::vector<size_t>> by_label;
-  for (size_t i = 0; i < data.size(); ++i) by_label[index[data[i].label]].push_back(i);
-  std::vector<size_t> train, held;
-  for (auto& [label, idx] : by_label) {
-    std::shuffle(idx.begin(), idx.end(), rng);
-    size_t n_held = static_cast<size_t>(o.holdout_fraction * idx.size() + 0.5);
-    if (n_held >= idx.size()) n_held = idx.size() - 1;
-    held.insert(held.end(), idx.begin(), idx.begin() + n_held);
-    train.insert(train.end(), idx.begin() + n_held, idx.end());
+// The units a label's prompts are split by: its groups when it has two or
+// more, else each prompt alone. Returns, per label, units of prompt indices
+// in a seeded order.
+std::map<int64_t, std::vector<std::vector<size_t>>> SplitUnits(const std::vector<LabelledPrompt>& data,
+                                                               const std::vector<int64_t>& y, bool by_group,
+                                                               uint64_t seed) {
+  std::map<int64_t, std::map<std::string, std::vector<size_t>>> groups;
+  for (size_t i = 0; i < data.size(); ++i) groups[y[i]][data[i].group].push_back(i);
+  std::mt19937_64 rng(seed);
+  std::map<int64_t, std::vector<std::vector<size_t>>> units;
+  for (auto& [label, by_name] : groups) {
+    std::vector<std::vector<size_t>>& u = units[label];
+    if (by_group && by_name.size() >= 2) {
+      for (auto& [name, idx] : by_name) u.push_back(idx);
+    } else {
+      for (auto& [name, idx] : by_name) {
+        for (size_t i : idx) u.push_back({i});
+      }
+      std::sort(u.begin(), u.end());
+    }
+    std::shuffle(u.begin(), u.end(), rng);
   }
-  std::vector<std::vector<int32_t>> prompts;
-  for (const auto& p : data) prompts.push_back(tokenizer.Encode(p.prompt, true, tokenizer.bos_id().has_value()));
-  ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, prompts, o.layer));
-  std::vector<int64_t> y_all;
-  for (const auto& p : data) y_all.push_back(index[p.label]);
+  return units;
+}
 
-  auto pick = [&](const std::vector<size_t>& idx) {
-    std::vector<int64_t> i64(idx.begin(), idx.end());
-    at::Tensor ii = torch::tensor(i64, torch::kLong);
-    return std::make_pair(feats.index_select(0, ii), torch::tensor(y_all, torch::kLong).index_select(0, ii));
-  };
-  auto [x_train, y_train] = pick(train);
-  RouterTrainResult result;
+struct Mlp {
+  at::Tensor mean, std, w1, b1, w2, b2;
+};
+
+// Standardises x by its own statistics and trains the MLP full batch with
+// AdamW and class-balanced cross-entropy, calling `checkpoint` (epoch, MLP)
+// after each epoch listed in `checkpoints` (ascending) and returning the
+// MLP after the last one.
+StatusOr<Mlp> FitMlp(const at::Tensor& x, const at::Tensor& y, int64_t labels, const RouterTrainOptions& o,
+                     const std::vector<int64_t>& checkpoints,
+                     const std::function<void(int64_t, const Mlp&)>& checkpoint) {
   try {
     torch::manual_seed(o.seed);
-    at::Tensor mean = x_train.mean(0);
-    at::Tensor std = x_train.std(0, /*unbiased=*/false).clamp_min(1e-6);
-    const int64_t H = feats.size(1), L = static_cast<int64_t>(labels.size());
-    torch::nn::Linear fc1(H, o.width), fc2(o.width, L);
+    Mlp m;
+    m.mean = x.mean(0);
+    m.std = x.std(0, /*unbiased=*/false).clamp_min(1e-6);
+    const int64_t H = x.size(1);
+    torch::nn::Linear fc1(H, o.width), fc2(o.width, labels);
     std::vector<at::Tensor> params = fc1->parameters();
     for (auto& p : fc2->parameters()) params.push_back(p);
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(o.learning_rate).weight_decay(o.weight_decay));
-    at::Tensor xn = (x_train - mean) / std;
+    at::Tensor xn = (x - m.mean) / m.std;
     // Balance classes: general prompts usually outnumber each pack's.
-    at::Tensor counts = torch::bincount(y_train, {}, L).to(torch::kFloat).clamp_min(1);
-    at::Tensor class_w = (counts.sum() / (counts * L));
-    for (int64_t e = 0; e < o.epochs; ++e) {
+    at::Tensor counts = torch::bincount(y, {}, labels).to(torch::kFloat).clamp_min(1);
+    at::Tensor class_w = (counts.sum() / (counts * labels));
+    size_t next = 0;
+    const int64_t last = checkpoints.empty() ? 0 : checkpoints.back();
+    for (int64_t e = 1; e <= last; ++e) {
       opt.zero_grad();
-      at::Tensor logits = fc2->forward(torch::gelu(fc1->forward(xn)));
+      at::Tensor h = torch::gelu(fc1->forward(xn));
+      if (o.dropout > 0) h = torch::dropout(h, o.dropout, /*train=*/true);
+      at::Tensor logits = fc2->forward(h);
       at::Tensor loss = torch::nn::functional::cross_entropy(
-          logits, y_train, torch::nn::functional::CrossEntropyFuncOptions().weight(class_w));
+          logits, y, torch::nn::functional::CrossEntropyFuncOptions().weight(class_w));
       loss.backward();
       opt.step();
+      if (next < checkpoints.size() && checkpoints[next] == e) {
+        torch::NoGradGuard ng;
+        m.w1 = fc1->weight.detach().clone(), m.b1 = fc1->bias.detach().clone();
+        m.w2 = fc2->weight.detach().clone(), m.b2 = fc2->bias.detach().clone();
+        if (checkpoint) checkpoint(e, m);
+        ++next;
+      }
     }
-    torch::NoGradGuard ng;
-    ASSIGN_OR_RETURN(result.router,
-                     Router::Create(RouterConfig{labels, o.layer, H, o.width, o.base_fingerprint, o.assignment}, mean,
-                                    std, fc1->weight, fc1->bias, fc2->weight, fc2->bias));
+    return m;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "training router");
+  }
+}
+
+// Scores [N, labels] of the MLP on raw features.
+at::Tensor MlpScores(const Mlp& m, const at::Tensor& x) {
+  torch::NoGradGuard ng;
+  at::Tensor h = at::gelu(at::linear((x - m.mean) / m.std, m.w1, m.b1));
+  return at::softmax(at::linear(h, m.w2, m.b2), -1);
+}
+
+// The label each row of scores routes to under `policy` (index; 0 = none).
+std::vector<int64_t> RoutedLabels(const at::Tensor& scores, const std::vector<std::string>& labels,
+                                  const RoutingPolicy& policy) {
+  std::vector<int64_t> out;
+  at::Tensor s = scores.contiguous();
+  for (int64_t i = 0; i < s.size(0); ++i) {
+    const float* row = s[i].data_ptr<float>();
+    RouteDecision d = DecideRoute(std::vector<float>(row, row + s.size(1)), labels, policy);
+    int64_t label = 0;
+    if (!d.packs.empty()) {
+      label = std::find(labels.begin(), labels.end(), d.packs[0].first) - labels.begin();
+    }
+    out.push_back(label);
+  }
+  return out;
+}
+
+Status CheckOptions(const RouterTrainOptions& o) {
+  if (!(o.holdout_fraction >= 0 && o.holdout_fraction < 1)) {
+    return absl::InvalidArgumentError("holdout_fraction must be in [0, 1)");
+  }
+  if (o.epochs <= 0 || o.width <= 0 || !(o.learning_rate > 0)) {
+    return absl::InvalidArgumentError("epochs, width and learning_rate must be positive");
+  }
+  if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("dropout must be in [0, 1)");
+  const RouterAugmentOptions& a = o.augment;
+  if (a.copies < 0 || !(a.word_dropout >= 0 && a.word_dropout <= 1) || !(a.filler >= 0 && a.filler <= 1) ||
+      !(a.case_change >= 0 && a.case_change <= 1)) {
+    return absl::InvalidArgumentError("augment: copies must be >= 0 and probabilities in [0, 1]");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> FeatureLayers(const RouterTrainOptions& o) {
+  return o.layers.empty() ? std::vector<int64_t>{o.layer} : o.layers;
+}
+std::vector<Pooling> FeaturePooling(const RouterTrainOptions& o) {
+  return o.pooling.empty() ? std::vector<Pooling>{Pooling::kMean} : o.pooling;
+}
+
+std::vector<std::vector<int32_t>> Encode(const Tokenizer& tokenizer, const std::vector<LabelledPrompt>& data) {
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& p : data) prompts.push_back(tokenizer.Encode(p.prompt, true, tokenizer.bos_id().has_value()));
+  return prompts;
+}
+
+at::Tensor Rows(const at::Tensor& t, const std::vector<size_t>& idx) {
+  std::vector<int64_t> i64(idx.begin(), idx.end());
+  return t.index_select(0, torch::tensor(i64, torch::kLong));
+}
+
+}  // namespace
+
+StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                        const std::vector<LabelledPrompt>& data, const RouterTrainOptions& o) {
+  RETURN_IF_ERROR(CheckOptions(o));
+  std::vector<int64_t> y_all;
+  ASSIGN_OR_RETURN(std::vector<std::string> labels, MakeLabels(data, &y_all));
+
+  // Stratified split (by prompt or by group).
+  std::vector<size_t> train, held;
+  for (auto& [label, units] : SplitUnits(data, y_all, o.holdout_by_group, o.seed)) {
+    size_t n_held = static_cast<size_t>(o.holdout_fraction * units.size() + 0.5);
+    if (o.holdout_by_group && o.holdout_fraction > 0 && n_held == 0 && units.size() >= 2) n_held = 1;
+    if (n_held >= units.size()) n_held = units.size() - 1;
+    for (size_t u = 0; u < units.size(); ++u) {
+      (u < n_held ? held : train).insert((u < n_held ? held : train).end(), units[u].begin(), units[u].end());
+    }
+  }
+  std::sort(train.begin(), train.end());
+  std::sort(held.begin(), held.end());
+  // Augmented variants of the training prompts only, after the originals.
+  std::vector<LabelledPrompt> train_data;
+  for (size_t i : train) train_data.push_back(data[i]);
+  std::vector<LabelledPrompt> all = data;
+  std::vector<size_t> fit = train;
+  const size_t copies = static_cast<size_t>(o.augment.copies);
+  std::vector<LabelledPrompt> variants = AugmentPrompts(train_data, o.augment, o.seed + 1);
+  for (size_t v = 0; v < variants.size(); ++v) {
+    fit.push_back(all.size());
+    y_all.push_back(y_all[train[v / copies]]);
+    all.push_back(std::move(variants[v]));
+  }
+  const std::vector<int64_t> layers = FeatureLayers(o);
+  const std::vector<Pooling> pooling = FeaturePooling(o);
+  ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, Encode(tokenizer, all), layers, pooling));
+  at::Tensor y = torch::tensor(y_all, torch::kLong);
+  const int64_t L = static_cast<int64_t>(labels.size());
+  ASSIGN_OR_RETURN(Mlp m, FitMlp(Rows(feats, fit), Rows(y, fit), L, o, {o.epochs}, nullptr));
+  RouterTrainResult result;
+  RouterConfig config{labels, layers.back(), base.embed_tokens().size(1), o.width, o.base_fingerprint, o.assignment,
+                      layers, pooling};
+  ASSIGN_OR_RETURN(result.router, Router::Create(config, m.mean, m.std, m.w1, m.b1, m.w2, m.b2));
+  try {
     auto accuracy = [&](const std::vector<size_t>& idx, bool record) {
       if (idx.empty()) return 0.0;
-      auto [x, y] = pick(idx);
-      at::Tensor pred = result.router->Scores(x).argmax(1);
+      at::Tensor yy = Rows(y, idx);
+      at::Tensor pred = result.router->Scores(Rows(feats, idx)).argmax(1);
       if (record) {
-        for (int64_t i = 0; i < y.size(0); ++i) {
-          result.confusion[labels[y[i].item<int64_t>()]][labels[pred[i].item<int64_t>()]]++;
+        for (int64_t i = 0; i < yy.size(0); ++i) {
+          result.confusion[labels[yy[i].item<int64_t>()]][labels[pred[i].item<int64_t>()]]++;
         }
       }
-      return pred.eq(y).to(torch::kFloat).mean().item<double>();
+      return pred.eq(yy).to(torch::kFloat).mean().item<double>();
     };
     result.train_accuracy = accuracy(train, false);
     result.holdout_accuracy = accuracy(held, true);
@@ -123,6 +286,103 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
   result.train_examples = static_cast<int64_t>(train.size());
   result.holdout_examples = static_cast<int64_t>(held.size());
   return result;
+}
+
+StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                       const std::vector<LabelledPrompt>& data,
+                                       const std::vector<RouterCandidate>& candidates, const RouterSelectOptions& so) {
+  if (candidates.empty()) return absl::InvalidArgumentError("router selection: no candidates");
+  if (so.folds < 2) return absl::InvalidArgumentError("router selection: folds must be >= 2");
+  if (so.epochs.empty() || so.epochs[0] < 1 || !std::is_sorted(so.epochs.begin(), so.epochs.end()) ||
+      std::adjacent_find(so.epochs.begin(), so.epochs.end()) != so.epochs.end()) {
+    return absl::InvalidArgumentError("router selection: epochs must be positive and strictly ascending");
+  }
+  std::vector<int64_t> y_orig;
+  ASSIGN_OR_RETURN(std::vector<std::string> labels, MakeLabels(data, &y_orig));
+  const int64_t L = static_cast<int64_t>(labels.size());
+  // Fold of every original prompt: each label's units dealt round robin.
+  std::vector<int64_t> fold(data.size(), 0);
+  for (auto& [label, units] : SplitUnits(data, y_orig, /*by_group=*/true, so.seed)) {
+    for (size_t u = 0; u < units.size(); ++u) {
+      for (size_t i : units[u]) fold[i] = static_cast<int64_t>(u % static_cast<size_t>(so.folds));
+    }
+  }
+  RouterSelection sel;
+  double best = -1, best_worst = -1;
+  for (const RouterCandidate& cand : candidates) {
+    RouterTrainOptions o = cand.options;
+    o.epochs = so.epochs.back();
+    RETURN_IF_ERROR(Annotate(CheckOptions(o), absl::StrCat("router candidate ", cand.name)));
+    // Variants of every prompt; a fold trains on those of its training prompts.
+    std::vector<LabelledPrompt> all = data;
+    std::vector<size_t> source(data.size());
+    for (size_t i = 0; i < data.size(); ++i) source[i] = i;
+    std::vector<LabelledPrompt> variants = AugmentPrompts(data, o.augment, o.seed + 1);
+    for (size_t v = 0; v < variants.size(); ++v) {
+      source.push_back(v / static_cast<size_t>(std::max<int64_t>(1, o.augment.copies)));
+      all.push_back(std::move(variants[v]));
+    }
+    ASSIGN_OR_RETURN(at::Tensor feats,
+                     PromptFeatures(model, base, Encode(tokenizer, all), FeatureLayers(o), FeaturePooling(o)));
+    std::vector<int64_t> y_all;
+    for (size_t i = 0; i < all.size(); ++i) y_all.push_back(y_orig[source[i]]);
+    at::Tensor y = torch::tensor(y_all, torch::kLong);
+    // per epochs checkpoint: label -> (routed right, n) summed over folds
+    std::map<int64_t, std::map<int64_t, std::pair<double, double>>> per;
+    std::map<int64_t, double> fold_sum;
+    int64_t folds_run = 0;
+    for (int64_t f = 0; f < so.folds; ++f) {
+      std::vector<size_t> fit, val;
+      for (size_t i = 0; i < all.size(); ++i) {
+        if (fold[source[i]] != f) {
+          fit.push_back(i);
+        } else if (i < data.size()) {
+          val.push_back(i);
+        }
+      }
+      if (val.empty()) continue;
+      ++folds_run;
+      at::Tensor xv = Rows(feats, val);
+      ASSIGN_OR_RETURN(Mlp m, FitMlp(Rows(feats, fit), Rows(y, fit), L, o, so.epochs, [&](int64_t e, const Mlp& mlp) {
+                         std::vector<int64_t> got = RoutedLabels(MlpScores(mlp, xv), labels, so.policy);
+                         std::map<int64_t, std::pair<double, double>> fold_counts;
+                         for (size_t k = 0; k < val.size(); ++k) {
+                           auto& c = fold_counts[y_orig[val[k]]];
+                           c.first += got[k] == y_orig[val[k]];
+                           c.second += 1;
+                         }
+                         double bal = 0;
+                         for (auto& [label, c] : fold_counts) {
+                           bal += c.first / c.second;
+                           per[e][label].first += c.first;
+                           per[e][label].second += c.second;
+                         }
+                         fold_sum[e] += bal / static_cast<double>(fold_counts.size());
+                       }));
+      (void)m;
+    }
+    for (int64_t e : so.epochs) {
+      RouterCvScore s;
+      s.candidate = cand.name;
+      s.epochs = e;
+      s.balanced_accuracy = fold_sum[e] / static_cast<double>(std::max<int64_t>(1, folds_run));
+      s.worst_label = 1.0;
+      for (auto& [label, c] : per[e]) {
+        s.per_label[labels[label]] = c.first / c.second;
+        s.worst_label = std::min(s.worst_label, c.first / c.second);
+      }
+      if (s.balanced_accuracy > best + 1e-12 ||
+          (std::abs(s.balanced_accuracy - best) <= 1e-12 && s.worst_label > best_worst)) {
+        best = s.balanced_accuracy;
+        best_worst = s.worst_label;
+        sel.best = sel.scores.size();
+        sel.best_options = o;
+        sel.best_options.epochs = e;
+      }
+      sel.scores.push_back(std::move(s));
+    }
+  }
+  return sel;
 }
 
 std::string ConfusionTable(const RouterTrainResult& r) {

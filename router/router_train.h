@@ -17,20 +17,50 @@ namespace skillpack {
 struct LabelledPrompt {
   std::string prompt;
   std::string label;  // a pack name or "none"
+  // Optional: the template (or other source) the prompt was made from. With
+  // RouterTrainOptions::holdout_by_group and in SelectRouter, validation holds
+  // out whole groups, so it measures phrasings the router never saw.
+  std::string group;
 };
 
-// Reads a JSONL file; INVALID_ARGUMENT naming the line for bad records.
+// Reads a JSONL file (optional "group" field); INVALID_ARGUMENT naming the
+// line for bad records.
 StatusOr<std::vector<LabelledPrompt>> ReadLabelledPrompts(const std::string& path);
+
+// Training-time variants of each prompt (the original is always kept): words
+// dropped, neutral filler words inserted, letter case changed. A variant keeps
+// its original's label and group.
+struct RouterAugmentOptions {
+  int64_t copies = 0;         // variants per prompt; 0 = no augmentation
+  double word_dropout = 0.2;  // each word is dropped with this probability (one word always stays)
+  double filler = 0.1;        // after each word, a filler word ("please", "now", ...) with this probability
+  double case_change = 0.3;   // the variant is lower-cased, upper-cased or title-cased with this probability
+};
+
+// `copies` variants of every prompt of `data`, in order (all of prompt 0's,
+// then prompt 1's, ...), without the originals. Same arguments, same output.
+std::vector<LabelledPrompt> AugmentPrompts(const std::vector<LabelledPrompt>& data, const RouterAugmentOptions& o,
+                                           uint64_t seed);
 
 struct RouterTrainOptions {
   // 0 = mean-pooled embeddings: routing then costs <2% of time to first token
   // (bench/router_bench); each decoder layer adds ~1/num_layers of a prefill.
   int64_t layer = 0;
+  // Features from several layers (strictly ascending; empty = {layer}; when
+  // set, layer is ignored and the router's layer is layers.back()) and
+  // poolings (empty = {mean}); router.h PromptFeatures.
+  std::vector<int64_t> layers;
+  std::vector<Pooling> pooling;
   int64_t width = 128;
   int64_t epochs = 200;  // full-batch AdamW steps over the training split
   double learning_rate = 3e-3;
   double weight_decay = 1e-2;
+  double dropout = 0.0;  // on the MLP's hidden layer, while training
+  RouterAugmentOptions augment;
   double holdout_fraction = 0.2;
+  // Hold out whole groups (LabelledPrompt::group; a holdout_fraction of each
+  // label's groups, at least one when it has two or more) instead of prompts.
+  bool holdout_by_group = false;
   uint64_t seed = 0;
   std::string base_fingerprint;
   // Optional module assignment stored in the router (policy.h RouterConfig);
@@ -54,6 +84,43 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
 
 // A printable confusion table.
 std::string ConfusionTable(const RouterTrainResult& r);
+
+// Model selection by grouped cross-validation: for each candidate, `folds`
+// trainings, each validating on a disjoint share of every label's groups
+// (LabelledPrompt::group; a label with fewer than two groups is split prompt
+// by prompt) and training on the rest (with the candidate's augmentation of
+// its own training prompts only). Accuracy follows `policy` (a pack below the
+// threshold counts as "none") and is balanced: the mean over labels of the
+// share of their validation prompts routed right. Each candidate is scored
+// after each of `epochs` (ascending; its options' epochs is ignored), which is
+// early stopping chosen by validation. Data that is to stay unseen (a test
+// set) must not be in `data`.
+struct RouterCandidate {
+  std::string name;
+  RouterTrainOptions options;
+};
+struct RouterSelectOptions {
+  int64_t folds = 3;
+  std::vector<int64_t> epochs = {50, 100, 200, 400};
+  RoutingPolicy policy;
+  uint64_t seed = 0;
+};
+struct RouterCvScore {
+  std::string candidate;
+  int64_t epochs = 0;
+  double balanced_accuracy = 0;  // mean over folds
+  double worst_label = 0;        // the lowest label's accuracy, summed over folds
+  std::map<std::string, double> per_label;
+};
+struct RouterSelection {
+  std::vector<RouterCvScore> scores;  // every candidate x epochs
+  size_t best = 0;                    // into scores: the highest balanced accuracy (first on ties)
+  RouterTrainOptions best_options;    // the best candidate's options with its epochs
+};
+StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                       const std::vector<LabelledPrompt>& data,
+                                       const std::vector<RouterCandidate>& candidates,
+                                       const RouterSelectOptions& options);
 
 }  // namespace skillpack
 

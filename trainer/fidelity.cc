@@ -34,6 +34,7 @@
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
+#include "trainer/router_stage.h"
 #include "trainer/spec_reader.h"
 #include "trainer/svg_plot.h"
 #include "trainer/tasks/paraphrase.h"
@@ -369,8 +370,7 @@ StatusOr<const DecodedPack*> Study::Decoded(const std::string& task, double rati
 StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& prompts) {
   std::vector<std::vector<int32_t>> ids;
   for (const std::string& p : prompts) ids.push_back(tok_->Encode(p, true, tok_->bos_id().has_value()));
-  ASSIGN_OR_RETURN(at::Tensor features,
-                   PromptFeatures(*base_->transformer, *base_->weights, ids, router_->config().layer));
+  ASSIGN_OR_RETURN(at::Tensor features, router_->Features(*base_->transformer, *base_->weights, ids));
   at::Tensor scores = router_->Scores(features).contiguous();
   const std::vector<std::string>& labels = router_->config().labels;
   std::vector<std::string> out;
@@ -465,23 +465,54 @@ StatusOr<Json> Study::Table1() {
 
 StatusOr<Json> Study::Table4() {
   const FidelityRouterSpec& rs = *spec_.router;
+  // Training prompts, grouped by what made them (the task's raw format, a
+  // template, a general opener) for the selection's grouped validation.
   std::vector<LabelledPrompt> data;
   for (const std::string& task : spec_.tasks) {
     const Task& tk = *tasks_.at(task);
     ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
                      GenerateTaskExamples(tk, TaskSplit::kTrain, rs.examples_per_task, spec_.seed + 21, false));
-    for (const TaskExample& e : raw) data.push_back({e.prompt, task});
-    ASSIGN_OR_RETURN(
-        std::vector<ParaphrasedExample> para,
-        GenerateParaphrases(tk, TaskSplit::kTrain, TemplateSplit::kTrain, rs.examples_per_task, spec_.seed + 22));
-    for (const ParaphrasedExample& p : para) data.push_back({p.text, task});
+    for (const TaskExample& e : raw) data.push_back({e.prompt, task, absl::StrCat(task, ":raw")});
+    ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> para,
+                     GenerateParaphrases(tk, TaskSplit::kTrain, TemplateSplit::kTrain, rs.examples_per_task,
+                                         spec_.seed + 22, rs.extra_templates));
+    for (const ParaphrasedExample& p : para) {
+      data.push_back({p.text, task, absl::StrCat(task, ":t", p.template_index)});
+    }
   }
-  for (const std::string& g : GeneralPrompts(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
-    data.push_back({g, kRouterNoneLabel});
+  for (const auto& [g, opener] : GeneralPromptsWithOpener(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
+    data.push_back({g, kRouterNoneLabel, absl::StrCat("none:o", opener)});
   }
-  Log(absl::StrCat("router: training on ", data.size(), " prompts"));
   RouterTrainOptions o = rs.train;
   o.seed = spec_.seed;
+  Json t;
+  if (rs.select) {
+    Log(absl::StrCat("router: selecting among ", rs.candidates.size(), " candidates (", rs.select->folds,
+                     "-fold grouped validation on ", data.size(), " training prompts)"));
+    RouterSelectOptions so = *rs.select;
+    so.seed = spec_.seed;
+    std::vector<RouterCandidate> candidates = rs.candidates;
+    for (RouterCandidate& c : candidates) c.options.seed = spec_.seed;
+    ASSIGN_OR_RETURN(RouterSelection sel,
+                     SelectRouter(*base_->transformer, *base_->weights, *tok_, data, candidates, so));
+    Json scores = Json::array();
+    for (const RouterCvScore& c : sel.scores) {
+      scores.push_back({{"candidate", c.candidate},
+                        {"epochs", c.epochs},
+                        {"balanced_accuracy", c.balanced_accuracy},
+                        {"worst_label", c.worst_label},
+                        {"per_label", c.per_label}});
+    }
+    const RouterCvScore& best = sel.scores[sel.best];
+    Log(absl::StrFormat("router: chose %s at %d epochs (validation %.3f, worst label %.3f)", best.candidate,
+                        best.epochs, best.balanced_accuracy, best.worst_label));
+    t["selection"] = {
+        {"folds", so.folds},        {"epochs", so.epochs},          {"scores", scores},
+        {"chosen", best.candidate}, {"chosen_epochs", best.epochs}, {"validation", best.balanced_accuracy}};
+    o = sel.best_options;
+    o.holdout_fraction = 0;  // the chosen options train on every training prompt
+  }
+  Log(absl::StrCat("router: training on ", data.size(), " prompts"));
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
   ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
   router_ = std::move(trained.router);
@@ -497,9 +528,9 @@ StatusOr<Json> Study::Table4() {
     ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
                      GenerateTaskExamples(tk, TaskSplit::kHeldOut, rs.eval_per_task, spec_.seed + 31, false));
     for (const TaskExample& e : raw) cases.push_back({"task_prompts", task, e.prompt});
-    ASSIGN_OR_RETURN(
-        std::vector<ParaphrasedExample> seen,
-        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task, spec_.seed + 32));
+    ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> seen,
+                     GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task,
+                                         spec_.seed + 32, rs.extra_templates));
     for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
     ASSIGN_OR_RETURN(
         std::vector<ParaphrasedExample> unseen,
@@ -513,7 +544,6 @@ StatusOr<Json> Study::Table4() {
   std::vector<std::string> prompts;
   for (const Case& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
-  Json t;
   std::map<std::string, std::map<std::string, std::pair<int64_t, int64_t>>> counts;  // category -> label -> (ok, n)
   Json examples = Json::array();
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -539,9 +569,23 @@ StatusOr<Json> Study::Table4() {
   t["misrouted_examples"] = examples;
   t["train_prompts"] = static_cast<int64_t>(data.size());
   t["train_accuracy"] = trained.train_accuracy;
-  t["internal_holdout_accuracy"] = trained.holdout_accuracy;
+  if (trained.holdout_examples > 0) t["internal_holdout_accuracy"] = trained.holdout_accuracy;
   t["policy"] = "top1, threshold 0.5";
   t["layer"] = router_->config().layer;
+  std::vector<std::string> pooling;
+  for (Pooling p : router_->config().pooling) pooling.push_back(PoolingName(p));
+  t["features"] = {{"layers", router_->config().layers}, {"pooling", pooling}};
+  t["options"] = {{"width", o.width},
+                  {"epochs", o.epochs},
+                  {"lr", o.learning_rate},
+                  {"weight_decay", o.weight_decay},
+                  {"dropout", o.dropout},
+                  {"augment",
+                   {{"copies", o.augment.copies},
+                    {"word_dropout", o.augment.word_dropout},
+                    {"filler", o.augment.filler},
+                    {"case_change", o.augment.case_change}}},
+                  {"extra_templates", rs.extra_templates}};
   Json templates;
   for (const std::string& task : spec_.tasks) {
     ASSIGN_OR_RETURN(templates[task]["train"], ParaphraseTemplates(task, TemplateSplit::kTrain));
@@ -738,15 +782,18 @@ StatusOr<Json> Study::Run() {
   result["parameters"] = base_->config.NumParameters();
   result["threads"] = at::get_num_threads();
   result["held_out_per_task"] = spec_.held_out;
-  ASSIGN_OR_RETURN(result["table1"], Table1());
-  RETURN_IF_ERROR(WritePlots(result["table1"]));
-  if (spec_.router) {
+  if (spec_.tables.count(1)) {
+    ASSIGN_OR_RETURN(result["table1"], Table1());
+    RETURN_IF_ERROR(WritePlots(result["table1"]));
+  }
+  // Tables 2 and 3 route with Table 4's router.
+  if (spec_.tables.count(4) || spec_.tables.count(2) || spec_.tables.count(3)) {
     ASSIGN_OR_RETURN(result["table4"], Table4());
   }
-  if (spec_.fusion) {
+  if (spec_.tables.count(2)) {
     ASSIGN_OR_RETURN(result["table2"], Table2(result["table1"]));
   }
-  if (spec_.continual) {
+  if (spec_.tables.count(3)) {
     ASSIGN_OR_RETURN(result["table3"], Table3(result["table1"]));
   }
   result["wall_seconds"] = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -906,12 +953,46 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain)));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
-    RETURN_IF_ERROR(c.ReadInRange<int64_t>("layer", &rs.train.layer, 0, 1024));
-    RETURN_IF_ERROR(c.ReadInRange<int64_t>("width", &rs.train.width, 1, 1 << 16));
-    RETURN_IF_ERROR(c.ReadInRange<int64_t>("epochs", &rs.train.epochs, 1, 1000000));
-    RETURN_IF_ERROR(c.ReadInRange<double>("lr", &rs.train.learning_rate, 1e-8, 10.0));
-    RETURN_IF_ERROR(c.ReadInRange<double>("weight_decay", &rs.train.weight_decay, 0.0, 10.0));
+    RETURN_IF_ERROR(c.Read("extra_templates", &rs.extra_templates));
+    RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
     RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
+    if (c.Has("select")) {
+      FieldReader sc(c.Get("select"), "spec.router.select");
+      RETURN_IF_ERROR(sc.CheckObject());
+      RouterSelectOptions so;
+      RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
+      if (sc.Has("epochs")) {
+        ASSIGN_OR_RETURN(so.epochs, ReadIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
+        for (size_t i = 1; i < so.epochs.size(); ++i) {
+          if (so.epochs[i] <= so.epochs[i - 1]) {
+            return absl::InvalidArgumentError("spec.router.select.epochs must be strictly ascending");
+          }
+        }
+      }
+      if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
+        return absl::InvalidArgumentError(
+            "spec.router.select.candidates: a non-empty list of router option objects is required");
+      }
+      const Json& cands = sc.Get("candidates");
+      std::set<std::string> names;
+      for (size_t i = 0; i < cands.size(); ++i) {
+        const std::string path = absl::StrCat("spec.router.select.candidates[", i, "]");
+        FieldReader cc(cands[i], path);
+        RETURN_IF_ERROR(cc.CheckObject());
+        RouterCandidate cand;
+        cand.name = absl::StrCat("c", i);
+        RETURN_IF_ERROR(cc.Read("name", &cand.name));
+        if (!names.insert(cand.name).second) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
+        }
+        cand.options = rs.train;  // a candidate overrides the router's own options
+        RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
+        RETURN_IF_ERROR(cc.Finish());
+        rs.candidates.push_back(std::move(cand));
+      }
+      RETURN_IF_ERROR(sc.Finish());
+      rs.select = so;
+    }
     RETURN_IF_ERROR(c.Finish());
     s.router = rs;
   }
@@ -945,6 +1026,30 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     if (!s.router) return absl::InvalidArgumentError("spec.continual: needs spec.router (packs are routed)");
     s.continual = cs;
   }
+  s.tables = {1};
+  if (s.fusion) s.tables.insert(2);
+  if (s.continual) s.tables.insert(3);
+  if (s.router) s.tables.insert(4);
+  if (r.Has("tables")) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> tables, ReadIntList(r.Get("tables"), "spec.tables", 1, 4));
+    s.tables.clear();
+    for (int64_t t : tables) {
+      if (!s.tables.insert(static_cast<int>(t)).second) {
+        return absl::InvalidArgumentError(absl::StrCat("spec.tables: table ", t, " is listed twice"));
+      }
+    }
+    const std::pair<int, bool> sections[] = {
+        {2, s.fusion.has_value()}, {3, s.continual.has_value()}, {4, s.router.has_value()}};
+    const char* names[] = {"", "", "spec.fusion", "spec.continual", "spec.router"};
+    for (const auto& [t, present] : sections) {
+      if (s.tables.count(t) && !present) {
+        return absl::InvalidArgumentError(absl::StrCat("spec.tables: table ", t, " needs ", names[t]));
+      }
+    }
+    if ((s.tables.count(2) || s.tables.count(3)) && !s.tables.count(1)) {
+      return absl::InvalidArgumentError("spec.tables: tables 2 and 3 need table 1 (its packs and fine-tunes)");
+    }
+  }
   RETURN_IF_ERROR(r.Finish());
   return s;
 }
@@ -961,17 +1066,11 @@ StatusOr<Json> RunFidelityStudy(const FidelitySpec& spec, const FidelityOptions&
   return study.Run();
 }
 
-std::string FidelityMarkdown(const Json& res) {
-  std::string md = absl::StrCat("# Fidelity study: ", res.value("name", "fidelity"), "\n\n");
-  absl::StrAppend(
-      &md, "Base model: `", res.value("base_model", ""), "` (", res.value("parameters", 0),
-      " parameters). Accuracy is held-out exact match on ", res.value("held_out_per_task", 0), " prompts per task. ",
-      absl::StrFormat("%.0f s wall, %.0f s CPU.", res.value("wall_seconds", 0.0), res.value("cpu_seconds", 0.0)),
-      "\n\n");
-  const Json& t1 = res["table1"];
+// Table 1's Markdown (tables per regime, gain kept, bytes, plot links).
+static void AppendTable1(const Json& t1, std::string* md) {
   const std::vector<double> ratios = t1["ratios"].get<std::vector<double>>();
   absl::StrAppend(
-      &md, "## Table 1: packs vs LoRA at equal bytes\n\n",
+      md, "## Table 1: packs vs LoRA at equal bytes\n\n",
       "Pack sizes are .skillpack file bytes as a share of the fp16 delta (", t1["fp16_delta_bytes"].get<int64_t>(),
       " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
       " per rank) match each ratio's byte target (under SFT→DPO the DPO stage adds a second adapter of "
@@ -984,37 +1083,47 @@ std::string FidelityMarkdown(const Json& res) {
       for (double r : ratios) leading.push_back(absl::StrCat("LoRA ", RatioLabel(r), lora_suffix));
       return MarkdownHeader(leading);
     };
-    absl::StrAppend(&md, "### ", regime == "sft" ? "SFT" : "SFT → DPO", "\n\n",
+    absl::StrAppend(md, "### ", regime == "sft" ? "SFT" : "SFT → DPO", "\n\n",
                     columns({"task", "base", "full FT"}, "", ""));
     std::string gain = columns({"task"}, "", "");
     std::string bytes = columns({"task"}, " file bytes (ratio)", " rank (bytes)");
     for (const auto& [task, regimes] : t1["tasks"].items()) {
       const Json& r = regimes[regime];
-      absl::StrAppend(&md, "| ", task, " | ", Acc(r["base"]), " | ", Acc(r["full_ft"]), " |");
+      absl::StrAppend(md, "| ", task, " | ", Acc(r["base"]), " | ", Acc(r["full_ft"]), " |");
       absl::StrAppend(&gain, "| ", task, " |");
       absl::StrAppend(&bytes, "| ", task, " |");
       for (const Json& p : r["packs"]) {
-        absl::StrAppend(&md, " ", Acc(p["accuracy"]), " |");
+        absl::StrAppend(md, " ", Acc(p["accuracy"]), " |");
         absl::StrAppend(&gain, " ", Pct(p["gain_kept"]), " |");
         absl::StrAppend(&bytes, " ", p["file_bytes"].get<int64_t>(),
                         absl::StrFormat(" (%.4f)", p["file_ratio"].get<double>()), " |");
       }
       for (const Json& l : r["lora"]) {
-        absl::StrAppend(&md, " ", Acc(l["accuracy"]), " |");
+        absl::StrAppend(md, " ", Acc(l["accuracy"]), " |");
         absl::StrAppend(&gain, " ", Pct(l["gain_kept"]), " |");
         absl::StrAppend(&bytes, " ", l["rank"].get<int64_t>(), " (", l["bytes"].get<int64_t>(), ") |");
       }
-      absl::StrAppend(&md, "\n");
+      absl::StrAppend(md, "\n");
       absl::StrAppend(&gain, "\n");
       absl::StrAppend(&bytes, "\n");
     }
-    absl::StrAppend(&md, "\nShare of full FT's gain kept:\n\n", gain, "\nBytes:\n\n", bytes, "\n");
+    absl::StrAppend(md, "\nShare of full FT's gain kept:\n\n", gain, "\nBytes:\n\n", bytes, "\n");
   }
-  absl::StrAppend(&md, "Plots: ");
+  absl::StrAppend(md, "Plots: ");
   for (const auto& [task, unused] : t1["tasks"].items()) {
-    absl::StrAppend(&md, "[", task, "](table1_", task, ".svg) ");
+    absl::StrAppend(md, "[", task, "](table1_", task, ".svg) ");
   }
-  absl::StrAppend(&md, "\n\n");
+  absl::StrAppend(md, "\n\n");
+}
+
+std::string FidelityMarkdown(const Json& res) {
+  std::string md = absl::StrCat("# Fidelity study: ", res.value("name", "fidelity"), "\n\n");
+  absl::StrAppend(
+      &md, "Base model: `", res.value("base_model", ""), "` (", res.value("parameters", 0),
+      " parameters). Accuracy is held-out exact match on ", res.value("held_out_per_task", 0), " prompts per task. ",
+      absl::StrFormat("%.0f s wall, %.0f s CPU.", res.value("wall_seconds", 0.0), res.value("cpu_seconds", 0.0)),
+      "\n\n");
+  if (res.contains("table1")) AppendTable1(res["table1"], &md);
   if (res.contains("table2")) {
     const Json& t2 = res["table2"];
     absl::StrAppend(&md, "## Table 2: multi-skill fusion\n\nPacks at ", RatioLabel(t2["ratio"].get<double>()),
@@ -1050,13 +1159,28 @@ std::string FidelityMarkdown(const Json& res) {
   }
   if (res.contains("table4")) {
     const Json& t4 = res["table4"];
+    std::string features = "mean-pooled hidden state at layer " + std::to_string(t4["layer"].get<int64_t>());
+    if (t4.contains("features")) {
+      features = absl::StrCat("hidden states after layers ",
+                              absl::StrJoin(t4["features"]["layers"].get<std::vector<int64_t>>(), ", "), ", pooled by ",
+                              absl::StrJoin(t4["features"]["pooling"].get<std::vector<std::string>>(), " and "));
+    }
     absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\nRouter trained on ",
                     t4["train_prompts"].get<int64_t>(),
                     " prompts (raw task prompts and training-template paraphrases of training problems, general "
-                    "prompts labelled none); policy ",
-                    t4["policy"].get<std::string>(),
+                    "prompts labelled none); features: ",
+                    features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
-                    "training.\n\n| category | n | accuracy | per label |\n|---|---|---|---|\n");
+                    "training");
+    if (t4.contains("selection")) {
+      const Json& sel = t4["selection"];
+      absl::StrAppend(&md, ", nor in model selection: ", sel["scores"].size(),
+                      " settings (candidate x epochs) were compared by ", sel["folds"].get<int64_t>(),
+                      "-fold validation that holds out whole training templates and general openers; chosen: `",
+                      sel["chosen"].get<std::string>(), "` at ", sel["chosen_epochs"].get<int64_t>(),
+                      " epochs (balanced validation accuracy ", Acc(sel["validation"]), ")");
+    }
+    absl::StrAppend(&md, ".\n\n| category | n | accuracy | per label |\n|---|---|---|---|\n");
     for (const auto& [category, c] : t4["categories"].items()) {
       std::string per;
       for (const auto& [label, a] : c["per_label"].items()) {
@@ -1065,6 +1189,33 @@ std::string FidelityMarkdown(const Json& res) {
       absl::StrAppend(&md, "| ", category, " | ", c["n"].get<int64_t>(), " | ", Acc(c["accuracy"]), " | ", per, " |\n");
     }
     absl::StrAppend(&md, "\n");
+    if (t4.contains("selection")) {
+      // Each candidate at its best epochs, in the spec's order.
+      std::vector<std::string> order;
+      std::map<std::string, const Json*> best;
+      for (const Json& sc : t4["selection"]["scores"]) {
+        const std::string name = sc["candidate"].get<std::string>();
+        if (!best.count(name)) order.push_back(name);
+        if (!best.count(name) ||
+            sc["balanced_accuracy"].get<double>() > (*best[name])["balanced_accuracy"].get<double>()) {
+          best[name] = &sc;
+        }
+      }
+      absl::StrAppend(&md,
+                      "Model selection (validation on held-out training templates; each candidate at its best "
+                      "epochs):\n\n",
+                      MarkdownHeader({"candidate", "epochs", "balanced accuracy", "worst label", "per label"}));
+      for (const std::string& name : order) {
+        const Json& sc = *best[name];
+        std::string per;
+        for (const auto& [label, a] : sc["per_label"].items()) {
+          absl::StrAppend(&per, per.empty() ? "" : ", ", label, " ", absl::StrFormat("%.3f", a.get<double>()));
+        }
+        absl::StrAppend(&md, "| ", name, " | ", sc["epochs"].get<int64_t>(), " | ", Acc(sc["balanced_accuracy"]), " | ",
+                        Acc(sc["worst_label"]), " | ", per, " |\n");
+      }
+      absl::StrAppend(&md, "\n");
+    }
   }
   return md;
 }

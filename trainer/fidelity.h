@@ -32,10 +32,17 @@
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64},
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
-//               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3},   (optional: Table 4)
+//               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
+//               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
+//               "dropout", "augment", "weight_decay"), "extra_templates": true,
+//               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
+//                          "candidates": [{"name": "...", ...router options...}]}},
+//                                                                        (optional: Table 4)
 //    "fusion": {"ratio": 0.125, "lambda": 1.0, "ties_density": 0.2, "dare_drop": 0.5,
 //               "multitask_steps": 0},                                   (optional: Table 2; needs router)
-//    "continual": {"task_a": "reverse", "task_b": "sort", "ratio": 0.125}} (optional: Table 3; needs router)
+//    "continual": {"task_a": "reverse", "task_b": "sort", "ratio": 0.125}, (optional: Table 3; needs router)
+//    "tables": [4]}   (optional: run only these tables; e.g. [4] trains and
+//                      measures the router alone, without fine-tuning anything)
 // Every field is checked before anything runs: INVALID_ARGUMENT naming it
 // ("spec.fusion.ratio must be in ...").
 //
@@ -47,6 +54,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,7 +71,13 @@ struct FidelityRouterSpec {
   int64_t examples_per_task = 200;  // raw prompts AND train-template paraphrases per task
   int64_t general = 96;             // general training prompts (label none)
   int64_t eval_per_task = 100;      // per task and evaluation category
+  bool extra_templates = true;      // paraphrase.h's training-only extra templates
   RouterTrainOptions train;
+  // Optional model selection (router_train.h SelectRouter) on the training
+  // prompts alone, grouped by template / general opener; the best candidate
+  // (with its epochs) is then trained on all training prompts.
+  std::optional<RouterSelectOptions> select;
+  std::vector<RouterCandidate> candidates;
 };
 
 struct FidelityFusionSpec {
@@ -101,6 +115,9 @@ struct FidelitySpec {
   int64_t dpo_prompts = 2000;
   Json compress_config = Json::object();
   int64_t calibration_samples = 64;
+  // The tables to run ("tables": [1, 2, 3, 4]); default: 1 and each of 2-4
+  // whose section the spec has. Tables 2 and 3 need 1; 2, 3 and 4 need router.
+  std::set<int> tables;
   std::optional<FidelityRouterSpec> router;
   std::optional<FidelityFusionSpec> fusion;
   std::optional<FidelityContinualSpec> continual;

@@ -1,10 +1,64 @@
 #include "trainer/router_stage.h"
 
+#include "absl/strings/str_join.h"
 #include "core/file_util.h"
 #include "pack/fingerprint.h"
 #include "trainer/spec_reader.h"
 
 namespace skillpack {
+
+StatusOr<std::vector<int64_t>> ReadIntList(const Json& j, const std::string& path, int64_t lo, int64_t hi) {
+  if (!j.is_array() || j.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " must be a non-empty list"));
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    if (!j[i].is_number_integer() || j[i].get<int64_t>() < lo || j[i].get<int64_t>() > hi) {
+      return absl::InvalidArgumentError(absl::StrCat(path, "[", i, "] must be an integer in [", lo, ", ", hi, "]"));
+    }
+    out.push_back(j[i].get<int64_t>());
+  }
+  return out;
+}
+
+Status ReadRouterOptions(FieldReader& r, RouterTrainOptions* o) {
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("layer", &o->layer, 0, 1024));
+  if (r.Has("layers")) {
+    ASSIGN_OR_RETURN(o->layers, ReadIntList(r.Get("layers"), r.Path("layers"), 0, 1024));
+    for (size_t i = 1; i < o->layers.size(); ++i) {
+      if (o->layers[i] <= o->layers[i - 1]) {
+        return absl::InvalidArgumentError(absl::StrCat(r.Path("layers"), " must be strictly ascending"));
+      }
+    }
+  }
+  if (r.Has("pooling")) {
+    const Json& p = r.Get("pooling");
+    if (!p.is_array() || p.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(r.Path("pooling"), " must be a non-empty list of names"));
+    }
+    std::vector<std::string> names;
+    for (const Json& n : p) {
+      if (!n.is_string()) return absl::InvalidArgumentError(absl::StrCat(r.Path("pooling"), " must list names"));
+      names.push_back(n.get<std::string>());
+    }
+    StatusOr<std::vector<Pooling>> pooling = ParsePoolingList(absl::StrJoin(names, ","));
+    if (!pooling.ok()) return Annotate(pooling.status(), r.Path("pooling"));
+    o->pooling = *pooling;
+  }
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("width", &o->width, 1, 65536));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("epochs", &o->epochs, 1, 1000000));
+  RETURN_IF_ERROR(r.ReadInRange<double>("lr", &o->learning_rate, 1e-8, 1.0));
+  RETURN_IF_ERROR(r.ReadInRange<double>("weight_decay", &o->weight_decay, 0.0, 10.0));
+  RETURN_IF_ERROR(r.ReadInRange<double>("dropout", &o->dropout, 0.0, 0.9));
+  if (r.Has("augment")) {
+    FieldReader a(r.Get("augment"), r.Path("augment"));
+    RETURN_IF_ERROR(a.CheckObject());
+    RETURN_IF_ERROR(a.ReadInRange<int64_t>("copies", &o->augment.copies, 0, 100));
+    RETURN_IF_ERROR(a.ReadInRange<double>("word_dropout", &o->augment.word_dropout, 0.0, 0.9));
+    RETURN_IF_ERROR(a.ReadInRange<double>("filler", &o->augment.filler, 0.0, 1.0));
+    RETURN_IF_ERROR(a.ReadInRange<double>("case_change", &o->augment.case_change, 0.0, 1.0));
+    RETURN_IF_ERROR(a.Finish());
+  }
+  return absl::OkStatus();
+}
 
 StatusOr<RouterStageSpec> ParseRouterStage(const Json& j, const std::string& path, const std::string& base_dir,
                                            uint64_t job_seed) {
@@ -18,12 +72,9 @@ StatusOr<RouterStageSpec> ParseRouterStage(const Json& j, const std::string& pat
   if (!PathExists(spec.data)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ".data: no such file: ", spec.data));
   }
-  RETURN_IF_ERROR(r.ReadInRange<int64_t>("layer", &spec.train.layer, 0, 1024));
-  RETURN_IF_ERROR(r.ReadInRange<int64_t>("width", &spec.train.width, 1, 65536));
-  RETURN_IF_ERROR(r.ReadInRange<int64_t>("epochs", &spec.train.epochs, 1, 1000000));
-  RETURN_IF_ERROR(r.ReadInRange<double>("lr", &spec.train.learning_rate, 1e-8, 1.0));
-  RETURN_IF_ERROR(r.ReadInRange<double>("weight_decay", &spec.train.weight_decay, 0.0, 10.0));
+  RETURN_IF_ERROR(ReadRouterOptions(r, &spec.train));
   RETURN_IF_ERROR(r.ReadInRange<double>("holdout", &spec.train.holdout_fraction, 0.0, 0.9));
+  RETURN_IF_ERROR(r.Read("holdout_by_group", &spec.train.holdout_by_group));
   RETURN_IF_ERROR(r.ReadInRange<double>("min_holdout_accuracy", &spec.min_holdout_accuracy, 0.0, 1.0));
   RETURN_IF_ERROR(r.Finish());
   return spec;
@@ -31,9 +82,11 @@ StatusOr<RouterStageSpec> ParseRouterStage(const Json& j, const std::string& pat
 
 StatusOr<Json> RunRouterStage(const RouterStageSpec& spec, const Transformer& model, const ModelWeights& base,
                               const Tokenizer& tokenizer, const std::string& out_dir) {
-  if (spec.train.layer > model.config().num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("job.stages.router.layer must be in [0, ",
-                                                   model.config().num_hidden_layers, "], got ", spec.train.layer));
+  const int64_t deepest = spec.train.layers.empty() ? spec.train.layer : spec.train.layers.back();
+  if (deepest > model.config().num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("job.stages.router.", spec.train.layers.empty() ? "layer" : "layers",
+                                                   " must be in [0, ", model.config().num_hidden_layers, "], got ",
+                                                   deepest));
   }
   ASSIGN_OR_RETURN(std::vector<LabelledPrompt> data, ReadLabelledPrompts(spec.data));
   RouterTrainOptions o = spec.train;
@@ -47,7 +100,8 @@ StatusOr<Json> RunRouterStage(const RouterStageSpec& spec, const Transformer& mo
   RETURN_IF_ERROR(r.router->Save(path));
   Json report = {{"path", path},
                  {"labels", r.router->config().labels},
-                 {"layer", o.layer},
+                 {"layer", r.router->config().layer},
+                 {"layers", r.router->config().layers},
                  {"train_accuracy", r.train_accuracy},
                  {"holdout_accuracy", r.holdout_accuracy},
                  {"train_examples", r.train_examples},

@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <set>
 
 #include <gtest/gtest.h>
 
@@ -97,6 +99,78 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j = SmallSpec();
   j["extra"] = 1;
   ExpectInvalid(j, "spec.extra");
+  j = SmallSpec();
+  j["router"]["layers"] = Json::array({1, 0});
+  ExpectInvalid(j, "spec.router.layers");
+  j = SmallSpec();
+  j["router"]["pooling"] = Json::array({"median"});
+  ExpectInvalid(j, "spec.router.pooling");
+  j = SmallSpec();
+  j["router"]["augment"] = {{"copies", -1}};
+  ExpectInvalid(j, "spec.router.augment.copies");
+  j = SmallSpec();
+  j["router"]["select"]["candidates"][1]["name"] = "mean0";
+  ExpectInvalid(j, "spec.router.select.candidates[1].name");
+  j = SmallSpec();
+  j["router"]["select"]["candidates"][0]["bogus"] = 1;
+  ExpectInvalid(j, "spec.router.select.candidates[0].bogus");
+  j = SmallSpec();
+  j["router"]["select"]["epochs"] = Json::array({20, 10});
+  ExpectInvalid(j, "spec.router.select.epochs");
+  j = SmallSpec();
+  j["router"]["select"]["candidates"] = Json::array();
+  ExpectInvalid(j, "spec.router.select.candidates");
+}
+
+TEST(FidelitySpecTest, TablesSelectWhatRuns) {
+  auto all = ParseFidelitySpec(SmallSpec(), ::testing::TempDir());
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->tables, (std::set<int>{1, 2, 3, 4}));
+  EXPECT_EQ(all->router->candidates.size(), 2u);
+  EXPECT_EQ(all->router->candidates[1].options.layers, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(all->router->candidates[1].options.width, 16) << "candidates start from the router's own options";
+  Json j = SmallSpec();
+  j["tables"] = Json::array({4});
+  auto only4 = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(only4.ok()) << only4.status();
+  EXPECT_EQ(only4->tables, (std::set<int>{4}));
+  j["tables"] = Json::array({2, 4});
+  ExpectInvalid(j, "spec.tables");  // table 2 needs table 1
+  j["tables"] = Json::array({4, 4});
+  ExpectInvalid(j, "spec.tables");
+  j["tables"] = Json::array({5});
+  ExpectInvalid(j, "spec.tables[0]");
+  j = SmallSpec();
+  j.erase("fusion");
+  j.erase("continual");
+  j.erase("router");
+  j["tables"] = Json::array({1, 4});
+  ExpectInvalid(j, "spec.tables");  // table 4 needs spec.router
+}
+
+// Table 4 alone: the router is selected, trained and measured without any
+// fine-tuning run.
+TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
+  const std::string dir = ::testing::TempDir() + "/fidelity_table4";
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  Json j = SmallSpec();
+  j["tables"] = Json::array({4});
+  ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
+  const std::string out = dir + "/out";
+  const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
+                          "/spec.json --out " + out + " --no-progress > " + dir + "/log.txt 2>&1";
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << ReadFileToString(dir + "/log.txt").value_or("");
+  auto res = ReadJsonFile(out + "/fidelity.json");
+  ASSERT_TRUE(res.ok()) << res.status();
+  EXPECT_FALSE(res->contains("table1"));
+  EXPECT_FALSE(res->contains("table2"));
+  ASSERT_TRUE(res->contains("table4"));
+  EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
+  auto md = ReadFileToString(out + "/fidelity.md");
+  ASSERT_TRUE(md.ok());
+  EXPECT_EQ(md->find("## Table 1"), std::string::npos);
+  EXPECT_NE(md->find("## Table 4"), std::string::npos);
 }
 
 TEST(FidelityLoraTest, BytesPerRankCountsTheSevenProjections) {
@@ -234,12 +308,20 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
   }
   EXPECT_EQ(t4["categories"]["paraphrases_held_out_templates"]["n"].get<int64_t>(), 16);
+  // Model selection: 2 candidates x 2 epochs, scored on training templates only.
+  const Json& sel = t4["selection"];
+  ASSERT_EQ(sel["scores"].size(), 4u);
+  const std::string chosen = sel["chosen"].get<std::string>();
+  EXPECT_TRUE(chosen == "mean0" || chosen == "meanmax01") << chosen;
+  for (const Json& sc : sel["scores"]) ExpectUnit(sc["balanced_accuracy"], "balanced_accuracy");
+  EXPECT_FALSE(t4.contains("internal_holdout_accuracy")) << "the chosen options train on every training prompt";
+  EXPECT_EQ(t4["features"]["layers"].size(), chosen == "mean0" ? 1u : 2u);
   // The Markdown report has every table.
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());
-  for (const char* h :
-       {"## Table 1", "### SFT\n", "### SFT → DPO", "## Table 2", "## Table 3", "## Table 4", "| reverse |",
-        "pack 1/16", "LoRA 1/4", "| routed_packs |", "| sequential_lora |", "| paraphrases_held_out_templates |"}) {
+  for (const char* h : {"## Table 1", "### SFT\n", "### SFT → DPO", "## Table 2", "## Table 3", "## Table 4",
+                        "| reverse |", "pack 1/16", "LoRA 1/4", "| routed_packs |", "| sequential_lora |",
+                        "| paraphrases_held_out_templates |", "Model selection", "| meanmax01 |"}) {
     EXPECT_NE(md->find(h), std::string::npos) << h << "\n" << *md;
   }
 

@@ -1,5 +1,7 @@
 #include "trainer/tasks/paraphrase.h"
 
+#include <cctype>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -64,7 +66,9 @@ TEST(ParaphraseTest, GeneratedParaphrasesAreDeterministicAndStateTheirProblem) {
       for (size_t i = 0; i < a->size(); ++i) {
         const ParaphrasedExample& p = (*a)[i];
         EXPECT_EQ(p.text, (*b)[i].text);
-        EXPECT_EQ((p.template_index % 4 == 3), split == TemplateSplit::kHeldOut) << p.template_index;
+        EXPECT_EQ(p.template_index < static_cast<int>(kFirstExtraTemplate) && p.template_index % 4 == 3,
+                  split == TemplateSplit::kHeldOut)
+            << p.template_index;
         used.insert(p.template_index);
         // The problem stated is still the canonical one: the verifier accepts its answer ...
         EXPECT_TRUE(task->Verify(p.canonical.prompt, p.canonical.response)) << p.canonical.prompt;
@@ -82,6 +86,55 @@ TEST(ParaphraseTest, GeneratedParaphrasesAreDeterministicAndStateTheirProblem) {
     for (size_t i = 0; i < c->size(); ++i) same += (*c)[i].text == (*d)[i].text;
     EXPECT_LT(same, 30) << "another seed gives other paraphrases";
   }
+}
+
+// The extra templates widen the router's training phrasings; the held-out
+// ones stay exactly the first eight's indices 3 and 7, and no training
+// template (original or extra) borrows a held-out template's wording.
+TEST(ParaphraseTest, ExtraTemplatesAreTrainingOnlyAndAvoidHeldOutWording) {
+  const std::vector<std::string> held_out_words = {"backwards", "last letter", "ascending",    "low to high", "total",
+                                                   "added to",  "tell me",     "stored under", "forward",     "places"};
+  for (const std::string& name : TaskNames()) {
+    SCOPED_TRACE(name);
+    auto all = *ParaphraseTemplates(name);
+    auto held = *ParaphraseTemplates(name, TemplateSplit::kHeldOut);
+    auto train = *ParaphraseTemplates(name, TemplateSplit::kTrain);
+    ASSERT_GT(all.size(), kFirstExtraTemplate) << "every task has extra training templates";
+    EXPECT_EQ(held, (std::vector<std::string>{all[3], all[7]}));
+    for (const std::string& t : train) {
+      for (const std::string& w : held_out_words) {
+        std::string lower = t;
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        EXPECT_EQ(lower.find(w), std::string::npos) << "training template \"" << t << "\" uses \"" << w << "\"";
+      }
+    }
+    auto task = *MakeTask(name);
+    // Without extras only the first eight's training templates are drawn; with them, extras too.
+    auto base = *GenerateParaphrases(*task, TaskSplit::kTrain, TemplateSplit::kTrain, 200, 4, false);
+    auto wide = *GenerateParaphrases(*task, TaskSplit::kTrain, TemplateSplit::kTrain, 200, 4, true);
+    bool any_extra = false;
+    for (const auto& p : base) EXPECT_LT(p.template_index, static_cast<int>(kFirstExtraTemplate));
+    for (const auto& p : wide) {
+      any_extra |= p.template_index >= static_cast<int>(kFirstExtraTemplate);
+      EXPECT_FALSE(p.template_index == 3 || p.template_index == 7);
+    }
+    EXPECT_TRUE(any_extra);
+  }
+}
+
+TEST(ParaphraseTest, GeneralPromptsWithOpenerNameTheirOpener) {
+  auto with = GeneralPromptsWithOpener(TemplateSplit::kTrain, 40, 6);
+  auto plain = GeneralPrompts(TemplateSplit::kTrain, 40, 6);
+  ASSERT_EQ(with.size(), plain.size());
+  std::map<int, std::string> first_word;
+  for (size_t i = 0; i < with.size(); ++i) {
+    EXPECT_EQ(with[i].first, plain[i]);
+    // Every prompt of one opener starts with the same word.
+    const std::string w = plain[i].substr(0, plain[i].find(' '));
+    auto [it, inserted] = first_word.emplace(with[i].second, w);
+    EXPECT_EQ(it->second, w) << plain[i];
+  }
+  EXPECT_GE(first_word.size(), 4u);
 }
 
 TEST(ParaphraseTest, GeneralPromptSplitsShareNoPrompt) {

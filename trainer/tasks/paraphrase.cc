@@ -42,7 +42,33 @@ const std::map<std::string, std::vector<std::string>>& Templates() {
   return *kTemplates;
 }
 
-bool HeldOutTemplate(size_t index) { return index % 4 == 3; }
+// Training-only templates after the eight above (the router's phrasings are
+// more varied with them). Written to avoid the held-out templates' wording:
+// none says "backwards", "last letter", "ascending", "low to high",
+// "total", "added to", "tell me", "stored under", "forward" or "places".
+const std::map<std::string, std::vector<std::string>>& ExtraTemplates() {
+  static const auto* kExtra = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"Sum {a} and {b}.", "What do you get when you combine {a} with {b}?", "{a} + {b} = ?", "Work out {a} plus {b}",
+        "Find the result of adding {a} and {b}"}},
+      {"reverse",
+       {"Flip {s} around.", "Mirror the letters in {s}", "Read {s} right to left.", "Turn {s} around, please",
+        "How does {s} look in the opposite direction?"}},
+      {"sort",
+       {"Sort these numbers: {s}", "Rearrange the digits {s} so they increase", "Rank the digits of {s} by size",
+        "Smallest digit first, please: {s}", "Give me {s} in sorted order"}},
+      {"kv",
+       {"In {pairs}, what number goes with {q}?", "{pairs}. What is {q}?", "Return the value for key {q} from {pairs}",
+        "Given the mapping {pairs}, look up {q}.", "Here are some assignments: {pairs}. Find {q}."}},
+      {"caesar",
+       {"Rotate each letter in {s} by {n}", "Cipher {s} with a shift of {n}",
+        "Shift the letters of {s} up the alphabet by {n}", "Use rot{n} on {s}",
+        "Encode {s} by moving letters {n} steps"}},
+  };
+  return *kExtra;
+}
+
+bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
 
 // The fields of a canonical prompt of `task` (which Solve accepts).
 StatusOr<std::map<std::string, std::string>> Fields(const Task& task, absl::string_view prompt) {
@@ -103,7 +129,10 @@ StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_na
   if (it == Templates().end()) {
     return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no paraphrase templates"));
   }
-  return it->second;
+  std::vector<std::string> all = it->second;
+  auto extra = ExtraTemplates().find(std::string(task_name));
+  if (extra != ExtraTemplates().end()) all.insert(all.end(), extra->second.begin(), extra->second.end());
+  return all;
 }
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split) {
@@ -141,10 +170,12 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 }
 
 StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, TaskSplit problems,
-                                                              TemplateSplit templates, int64_t n, uint64_t seed) {
+                                                              TemplateSplit templates, int64_t n, uint64_t seed,
+                                                              bool extra_templates) {
   ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task.name()));
   std::vector<int> indices;
   for (size_t i = 0; i < all.size(); ++i) {
+    if (!extra_templates && i >= kFirstExtraTemplate) continue;
     if (HeldOutTemplate(i) == (templates == TemplateSplit::kHeldOut)) indices.push_back(static_cast<int>(i));
   }
   ASSIGN_OR_RETURN(std::vector<TaskExample> examples, GenerateTaskExamples(task, problems, n, seed, false));
@@ -165,16 +196,23 @@ int64_t NumGeneralPrompts(TemplateSplit split) {
   return static_cast<int64_t>(g.openers.size() * g.topics.size());
 }
 
-std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed) {
+std::vector<std::pair<std::string, int>> GeneralPromptsWithOpener(TemplateSplit split, int64_t n, uint64_t seed) {
   const GeneralParts& g = General(split);
-  std::vector<std::string> all;
-  for (const std::string& o : g.openers) {
-    for (const std::string& t : g.topics) all.push_back(absl::StrReplaceAll(o, {{"{t}", t}}));
+  std::vector<std::pair<std::string, int>> all;
+  for (size_t o = 0; o < g.openers.size(); ++o) {
+    for (const std::string& t : g.topics)
+      all.push_back({absl::StrReplaceAll(g.openers[o], {{"{t}", t}}), static_cast<int>(o)});
   }
   std::mt19937_64 rng(seed);
   std::shuffle(all.begin(), all.end(), rng);
   all.resize(static_cast<size_t>(std::clamp<int64_t>(n, 0, static_cast<int64_t>(all.size()))));
   return all;
+}
+
+std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed) {
+  std::vector<std::string> out;
+  for (auto& [text, opener] : GeneralPromptsWithOpener(split, n, seed)) out.push_back(std::move(text));
+  return out;
 }
 
 }  // namespace skillpack

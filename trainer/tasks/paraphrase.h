@@ -5,10 +5,12 @@
 // Every built-in task has a fixed, ordered list of templates over the fields
 // of its canonical prompt ("rev abcd=" has the field {s} = "abcd"; "Reverse
 // the string {s}" paraphrases it as "Reverse the string abcd"). Templates are
-// split deterministically: every fourth template (index % 4 == 3) is held out,
-// the others are for training, so a router evaluated on held-out templates
-// meets phrasings absent from its training data. A paraphrase keeps its
-// canonical prompt, whose answer the task's verifier checks as before.
+// split deterministically: of the first eight, every fourth (index % 4 == 3)
+// is held out; those and the extra templates after them (index >=
+// kFirstExtraTemplate, written without the held-out ones' wording) are for
+// training, so a router evaluated on held-out templates meets phrasings
+// absent from its training data. A paraphrase keeps its canonical prompt,
+// whose answer the task's verifier checks as before.
 //
 // General prompts are composed from an opener and a topic; the held-out split
 // uses openers AND topics that the training split never uses, so held-out
@@ -18,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -27,13 +30,15 @@
 namespace skillpack {
 
 enum class TemplateSplit { kTrain, kHeldOut };
+// Templates from this index on are training-only extras.
+inline constexpr size_t kFirstExtraTemplate = 8;
 const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out"
 
 // All templates of task `task_name` in their fixed order (fields in braces:
 // add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";
 // caesar {n} {s}). INVALID_ARGUMENT for a task without templates.
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name);
-// The templates of one split (index % 4 == 3: held out).
+// The templates of one split (index < 8 and index % 4 == 3: held out).
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split);
 
 // `canonical_prompt` (a prompt of `task`) written with `tmpl`. INVALID_ARGUMENT
@@ -49,15 +54,20 @@ struct ParaphrasedExample {
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
 // task.h) with a generator seeded by `seed`, each written with a template of
-// `templates` chosen by the same generator. Same arguments, same output.
+// `templates` chosen by the same generator (without the extra training
+// templates unless `extra_templates`). Same arguments, same output.
 StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, TaskSplit problems,
-                                                              TemplateSplit templates, int64_t n, uint64_t seed);
+                                                              TemplateSplit templates, int64_t n, uint64_t seed,
+                                                              bool extra_templates = true);
 
 // The number of distinct general prompts of a split.
 int64_t NumGeneralPrompts(TemplateSplit split);
 // `n` distinct general prompts of `split` in a seeded order (`n` is capped at
 // NumGeneralPrompts(split)). Same arguments, same output.
 std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed);
+// The same prompts with the index of the opener each was made with (the
+// router's validation holds out whole openers).
+std::vector<std::pair<std::string, int>> GeneralPromptsWithOpener(TemplateSplit split, int64_t n, uint64_t seed);
 
 }  // namespace skillpack
 

@@ -1,0 +1,280 @@
+// Router features from several layers and poolings, the format version 3
+// that stores them, training-time augmentation, grouped hold-out and the
+// grouped cross-validation that selects a router's options.
+#include <random>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/tiny_model.h"
+#include "core/tokenizer.h"
+#include "router/router.h"
+#include "router/router_train.h"
+
+namespace skillpack {
+namespace {
+
+class RouterFeaturesTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "/router_features_tiny");
+    TinyModelOptions o;
+    o.layers = 2, o.hidden = 32, o.heads = 2, o.kv_heads = 1, o.seed = 5;
+    ASSERT_TRUE(InitTinyModel(o, *dir_).ok());
+  }
+  void SetUp() override {
+    model_ = *LoadModel(*dir_, at::kFloat);
+    tok_ = *Tokenizer::FromModelDir(*dir_);
+  }
+  static std::string* dir_;
+  std::unique_ptr<LoadedModel> model_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+std::string* RouterFeaturesTest::dir_ = nullptr;
+
+TEST_F(RouterFeaturesTest, BlocksAreTheLayersPooledAsDocumented) {
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  // Two prompts of different lengths: the shorter one is padded in the batch.
+  std::vector<std::vector<int32_t>> prompts = {tok_->Encode("reverse abc", true, true),
+                                               tok_->Encode("Tell me about the sea, please.", true, true)};
+  auto f = PromptFeatures(tr, w, prompts, {0, 2}, {Pooling::kMean, Pooling::kMax, Pooling::kLast});
+  ASSERT_TRUE(f.ok()) << f.status();
+  const int64_t H = 32;
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{2, 6 * H}));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(prompts[i].size());
+    at::Tensor tokens = at::tensor(std::vector<int64_t>(prompts[i].begin(), prompts[i].end()), at::kLong).view({1, T});
+    at::Tensor mask = at::ones({1, T}, at::kLong);
+    for (int64_t b = 0; b < 2; ++b) {
+      const int64_t layer = b == 0 ? 0 : 2;
+      at::Tensor h = tr.HiddenStates(w, tokens, mask, layer)[0];  // [T, H], unpadded
+      at::Tensor row = (*f)[i];
+      const int64_t base = b * 3 * H;
+      EXPECT_TRUE(at::allclose(row.slice(0, base, base + H), h.mean(0), 1e-4, 1e-5)) << "mean, layer " << layer;
+      EXPECT_TRUE(at::allclose(row.slice(0, base + H, base + 2 * H), h.amax(0), 1e-4, 1e-5)) << "max, layer " << layer;
+      EXPECT_TRUE(at::allclose(row.slice(0, base + 2 * H, base + 3 * H), h[T - 1], 1e-4, 1e-5))
+          << "last, layer " << layer;
+    }
+  }
+  // The one-layer mean overload is the first block of the general one.
+  auto mean0 = PromptFeatures(tr, w, prompts, 0);
+  ASSERT_TRUE(mean0.ok());
+  EXPECT_TRUE(at::allclose(*mean0, f->slice(1, 0, H), 1e-5, 1e-6));
+}
+
+TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
+  const auto prompts = std::vector<std::vector<int32_t>>{tok_->Encode("abc", true, true)};
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  EXPECT_EQ(PromptFeatures(tr, w, prompts, {2, 1}, {Pooling::kMean}).status().message(),
+            "router layers must be strictly ascending");
+  EXPECT_EQ(PromptFeatures(tr, w, prompts, {0, 3}, {Pooling::kMean}).status().message(),
+            "router layer must be in [0, 2], got 3");
+  EXPECT_FALSE(PromptFeatures(tr, w, prompts, {0}, {}).ok());
+  EXPECT_FALSE(PromptFeatures(tr, w, prompts, {}, {Pooling::kMean}).ok());
+  EXPECT_EQ(ParsePooling("median").status().message(), "router pooling must be mean, max or last, got 'median'");
+  EXPECT_EQ(ParsePoolingList("mean,max,mean").status().message(), "router pooling 'mean' is listed twice");
+  EXPECT_EQ(*ParsePoolingList("max,last"), (std::vector<Pooling>{Pooling::kMax, Pooling::kLast}));
+}
+
+// A router over `layers` x `pooling` features of hidden size 4, width 3.
+StatusOr<std::unique_ptr<Router>> MakeRouter(std::vector<int64_t> layers, std::vector<Pooling> pooling) {
+  RouterConfig c{{"none", "a"}, layers.empty() ? 1 : layers.back(), 4, 3, "sha256:x", {}, layers, pooling};
+  const int64_t F = 4 * std::max<int64_t>(1, layers.size()) * std::max<int64_t>(1, pooling.size());
+  return Router::Create(c, at::arange(F, at::kFloat), at::ones({F}), at::ones({3, F}), at::zeros({3}),
+                        at::zeros({2, 3}), at::zeros({2}));
+}
+
+TEST(RouterFileV3Test, FeaturesRoundTripAsVersion3AndDefaultsStayVersion1) {
+  auto v1 = MakeRouter({}, {});
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ((*v1)->config().layers, (std::vector<int64_t>{1}));
+  EXPECT_EQ((*v1)->config().pooling, (std::vector<Pooling>{Pooling::kMean}));
+  std::string bytes1 = *(*v1)->Serialize();
+  EXPECT_NE(bytes1.find("\"format_version\":\"1\""), std::string::npos);
+  EXPECT_EQ(bytes1.find("pooling"), std::string::npos) << "a version 1 file must not carry version 3 fields";
+
+  auto v3 = MakeRouter({0, 2}, {Pooling::kMean, Pooling::kMax});
+  ASSERT_TRUE(v3.ok()) << v3.status();
+  EXPECT_EQ((*v3)->config().FeatureSize(), 16);
+  std::string bytes3 = *(*v3)->Serialize();
+  EXPECT_NE(bytes3.find("\"format_version\":\"3\""), std::string::npos);
+  auto back = Router::Parse(bytes3, "v3");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->config().layers, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ((*back)->config().pooling, (std::vector<Pooling>{Pooling::kMean, Pooling::kMax}));
+  EXPECT_EQ((*back)->config().layer, 2);
+  at::Tensor x = at::randn({5, 16});
+  EXPECT_TRUE(at::equal((*back)->Scores(x), (*v3)->Scores(x)));
+
+  // A bad pooling name in a file is named.
+  std::string bad = bytes3;
+  const size_t at = bad.find("\\\"max\\\"");
+  ASSERT_NE(at, std::string::npos) << bytes3.substr(0, 400);
+  bad.replace(at, 7, "\\\"mex\\\"");
+  auto st = Router::Parse(bad, "bad");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.status().message().find("router pooling must be mean, max or last, got 'mex'"), std::string::npos)
+      << st.status();
+}
+
+TEST(RouterFileV3Test, InconsistentFeatureConfigIsRefused) {
+  // layer must be the last of layers; layers ascending; no repeated pooling; shapes follow F.
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "", {}, {0, 2}, {Pooling::kMean}};
+  auto r = Router::Create(c, at::zeros({8}), at::ones({8}), at::zeros({3, 8}), at::zeros({3}), at::zeros({2, 3}),
+                          at::zeros({2}));
+  EXPECT_EQ(r.status().message(), "router config layer (1) must be the last of its layers (2)");
+  c.layer = 2;
+  c.layers = {2, 0};
+  r = Router::Create(c, at::zeros({8}), at::ones({8}), at::zeros({3, 8}), at::zeros({3}), at::zeros({2, 3}),
+                     at::zeros({2}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  c.layer = 0;
+  c.layers = {0};
+  c.pooling = {Pooling::kMax, Pooling::kMax};
+  r = Router::Create(c, at::zeros({8}), at::ones({8}), at::zeros({3, 8}), at::zeros({3}), at::zeros({2, 3}),
+                     at::zeros({2}));
+  EXPECT_EQ(r.status().message(), "router config pooling repeats a kind");
+  c.pooling = {Pooling::kMax, Pooling::kLast};
+  r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({2, 3}),
+                     at::zeros({2}));
+  EXPECT_NE(r.status().message().find("feature_mean has shape [4], expected [8]"), std::string::npos) << r.status();
+}
+
+std::vector<LabelledPrompt> Sample() {
+  return {{"Reverse the string abc", "reverse", "reverse:t0"},
+          {"Can you sort 5391?", "sort", "sort:t0"},
+          {"Tell me about the sea.", "none", "none:o0"}};
+}
+
+TEST(AugmentTest, VariantsAreDeterministicAndKeepLabelAndGroup) {
+  RouterAugmentOptions o;
+  o.copies = 3;
+  std::vector<LabelledPrompt> a = AugmentPrompts(Sample(), o, 7), b = AugmentPrompts(Sample(), o, 7);
+  ASSERT_EQ(a.size(), 9u);
+  std::set<std::string> texts;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].prompt, b[i].prompt);
+    EXPECT_EQ(a[i].label, Sample()[i / 3].label);
+    EXPECT_EQ(a[i].group, Sample()[i / 3].group);
+    EXPECT_FALSE(a[i].prompt.empty());
+    texts.insert(a[i].prompt);
+  }
+  std::vector<LabelledPrompt> c = AugmentPrompts(Sample(), o, 8);
+  bool differs = false;
+  for (size_t i = 0; i < a.size(); ++i) differs |= a[i].prompt != c[i].prompt;
+  EXPECT_TRUE(differs) << "another seed gives other variants";
+  EXPECT_GE(texts.size(), 4u) << "variants should vary";
+
+  // Without any change the variants are the originals; without copies, nothing.
+  RouterAugmentOptions same;
+  same.copies = 2, same.word_dropout = 0, same.filler = 0, same.case_change = 0;
+  std::vector<LabelledPrompt> s = AugmentPrompts(Sample(), same, 1);
+  ASSERT_EQ(s.size(), 6u);
+  for (size_t i = 0; i < s.size(); ++i) EXPECT_EQ(s[i].prompt, Sample()[i / 2].prompt);
+  EXPECT_TRUE(AugmentPrompts(Sample(), RouterAugmentOptions{}, 1).empty());
+  // Dropping every word still leaves one word of the original.
+  RouterAugmentOptions all_dropped;
+  all_dropped.copies = 1, all_dropped.word_dropout = 1, all_dropped.filler = 0, all_dropped.case_change = 0;
+  for (const LabelledPrompt& p : AugmentPrompts(Sample(), all_dropped, 3)) {
+    EXPECT_EQ(p.prompt.find(' '), std::string::npos) << p.prompt;
+  }
+}
+
+// Prompts of three labels, each label with `groups` groups of `per_group`
+// prompts (a group = one phrasing).
+std::vector<LabelledPrompt> GroupedData(int groups, int per_group) {
+  std::mt19937 rng(3);
+  auto word = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += static_cast<char>('a' + rng() % 26);
+    return s;
+  };
+  auto digits = [&](int n) {
+    std::string s;
+    for (int i = 0; i < n; ++i) s += static_cast<char>('0' + rng() % 10);
+    return s;
+  };
+  const char* rev[] = {"Reverse the string ", "please reverse: ", "Spell in reverse order ", "What is reversed: "};
+  const char* srt[] = {"Can you sort ", "Sort the digits ", "please sort: ", "Arrange in increasing order "};
+  const char* gen[] = {"Tell me about ", "What do you know about ", "Write a short poem about ", "Explain to a child "};
+  const char* topics[] = {"the sea", "coffee", "the moon", "music", "trains", "cats"};
+  std::vector<LabelledPrompt> out;
+  for (int g = 0; g < groups; ++g) {
+    for (int i = 0; i < per_group; ++i) {
+      out.push_back({rev[g] + word(4 + i % 3), "reverse", "reverse:t" + std::to_string(g)});
+      out.push_back({srt[g] + digits(5), "sort", "sort:t" + std::to_string(g)});
+      out.push_back({std::string(gen[g]) + topics[rng() % 6], "none", "none:o" + std::to_string(g)});
+    }
+  }
+  return out;
+}
+
+TEST_F(RouterFeaturesTest, GroupedHoldoutHoldsOutWholeGroups) {
+  RouterTrainOptions o;
+  o.width = 16, o.epochs = 30, o.holdout_fraction = 0.25, o.holdout_by_group = true;
+  auto r = TrainRouter(*model_->transformer, *model_->weights, *tok_, GroupedData(4, 10), o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // One of four groups per label, 10 prompts each.
+  EXPECT_EQ(r->holdout_examples, 3 * 10);
+  EXPECT_EQ(r->train_examples, 3 * 30);
+  // Augmented variants train but are not counted as examples.
+  o.augment.copies = 2;
+  auto a = TrainRouter(*model_->transformer, *model_->weights, *tok_, GroupedData(4, 10), o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->train_examples, 3 * 30);
+  EXPECT_EQ(a->holdout_examples, 3 * 10);
+}
+
+TEST_F(RouterFeaturesTest, SelectionScoresEveryCandidateAtEveryEpochsAndPicksTheBest) {
+  std::vector<RouterCandidate> cands(2);
+  cands[0].name = "mean0";
+  cands[0].options.width = 16;
+  cands[1].name = "meanmax02";
+  cands[1].options.width = 16;
+  cands[1].options.layers = {0, 2};
+  cands[1].options.pooling = {Pooling::kMean, Pooling::kMax};
+  cands[1].options.augment.copies = 1;
+  RouterSelectOptions so;
+  so.folds = 2;
+  so.epochs = {5, 20};
+  const std::vector<LabelledPrompt> data = GroupedData(4, 6);
+  auto sel = SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  ASSERT_EQ(sel->scores.size(), 4u);
+  double best = 0;
+  for (const RouterCvScore& s : sel->scores) {
+    best = std::max(best, s.balanced_accuracy);
+    EXPECT_GE(s.balanced_accuracy, 0.0);
+    EXPECT_LE(s.balanced_accuracy, 1.0);
+    ASSERT_EQ(s.per_label.size(), 3u);
+    double worst = 1;
+    for (const auto& [label, a] : s.per_label) worst = std::min(worst, a);
+    EXPECT_EQ(s.worst_label, worst);
+  }
+  const RouterCvScore& chosen = sel->scores[sel->best];
+  EXPECT_EQ(chosen.balanced_accuracy, best);
+  EXPECT_EQ(sel->best_options.epochs, chosen.epochs);
+  const std::vector<int64_t> chosen_layers =
+      chosen.candidate == "mean0" ? std::vector<int64_t>{} : std::vector<int64_t>{0, 2};
+  EXPECT_EQ(sel->best_options.layers, chosen_layers);
+  // Deterministic.
+  auto again = SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so);
+  ASSERT_TRUE(again.ok());
+  for (size_t i = 0; i < sel->scores.size(); ++i) {
+    EXPECT_EQ(again->scores[i].balanced_accuracy, sel->scores[i].balanced_accuracy);
+  }
+  // Bad selection options are named.
+  so.epochs = {20, 5};
+  EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so).status().message(),
+            "router selection: epochs must be positive and strictly ascending");
+  so.epochs = {5};
+  so.folds = 1;
+  EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so).status().message(),
+            "router selection: folds must be >= 2");
+}
+
+}  // namespace
+}  // namespace skillpack
