@@ -27,7 +27,8 @@ bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 }
 
 // x · wᵀ + b with SmallGemm, output columns split across the intra-op threads
-// (blocks of at least ~64K weights each, so tiny layers stay on one thread).
+// (blocks of at least ~1M weights each: on smaller layers, such as the tiny
+// model's, the threads' wake-ups cost more than they save).
 // x is copied to rows SmallGemmRowStride(k) apart (small_gemm.h: rows a
 // multiple of 1 KiB apart evict each other from L1).
 at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

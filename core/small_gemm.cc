@@ -254,7 +254,7 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const float
   };
   thread_local std::vector<Vec16> packed;
   packed.resize(static_cast<size_t>(m * k16 / 16));
-  float* xp = packed.data()->v;
+  float* xp = reinterpret_cast<float*>(packed.data());  // no member access: data() is null when k = 0
   for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k16);
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
     const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
