@@ -11,12 +11,27 @@ namespace {
 
 SmallGemmIsa DetectIsa() {
   if (__builtin_cpu_supports("avx512f")) return SmallGemmIsa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SmallGemmIsa::kAvx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return SmallGemmIsa::kAvx2;
+  }
   return SmallGemmIsa::kOff;
 }
 
 const SmallGemmIsa g_best = DetectIsa();
 std::atomic<SmallGemmIsa> g_active{g_best};
+
+// Weights are float32 or IEEE binary16 (`Half`, the bits as uint16_t): a
+// binary16 weight is widened to float32 as it is loaded (F16C), and every sum
+// is the float32 one over the widened weights. The loaders below are the only
+// places the two differ.
+using Half = uint16_t;
+
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+__attribute__((target("avx2,fma,f16c"))) inline float ToFloat(float v) { return v; }
+__attribute__((target("avx2,fma,f16c"))) inline float ToFloat(Half v) { return _cvtsh_ss(v); }
 
 // ---- AVX2 + FMA: 12 weight rows per panel, tiles of 4 rows of x by 3 weight rows.
 
@@ -25,9 +40,9 @@ constexpr int64_t kAvx2Panel = 12;
 // acc[i][j] += x row i · w row j over columns [0, k8) (k8 a multiple of 8), for MR rows of x (stride ldx) and NR rows
 // of w (stride ldw). The MR·NR accumulators stay in registers (MR·NR + MR <= 16 ymm); each weight vector is loaded once
 // per step and used by all MR rows.
-template <int MR, int NR>
-__attribute__((target("avx2,fma"))) void Tile(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k8,
-                                              __m256* acc /* [MR][NR] */) {
+template <int MR, int NR, typename W>
+__attribute__((target("avx2,fma,f16c"))) void Tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t k8,
+                                                   __m256* acc /* [MR][NR] */) {
   __m256 a[MR][NR];
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
@@ -36,7 +51,7 @@ __attribute__((target("avx2,fma"))) void Tile(const float* x, int64_t ldx, const
     __m256 xv[MR];
     for (int i = 0; i < MR; ++i) xv[i] = _mm256_loadu_ps(x + i * ldx + kk);
     for (int j = 0; j < NR; ++j) {
-      const __m256 wv = _mm256_loadu_ps(w + j * ldw + kk);
+      const __m256 wv = Load8(w + j * ldw + kk);
       for (int i = 0; i < MR; ++i) a[i][j] = _mm256_fmadd_ps(xv[i], wv, a[i][j]);
     }
   }
@@ -48,8 +63,9 @@ __attribute__((target("avx2,fma"))) void Tile(const float* x, int64_t ldx, const
 // Rows [m0, m0 + mr) of x (stride ldx) against panel rows [0, 12) over columns [0, k8):
 // whole tiles for every mr, as 12 = 3·4 = 4·3 = 6·2 = 12·1. acc holds the
 // block's accumulators, [mr][12] in tile order.
-__attribute__((target("avx2,fma"))) void PanelTiles(const float* x, int64_t ldx, int64_t k, int64_t mr, const float* w,
-                                                    int64_t k8, __m256* acc) {
+template <typename W>
+__attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t ldx, int64_t k, int64_t mr, const W* w,
+                                                         int64_t k8, __m256* acc) {
   switch (mr) {
     case 4:
       for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, ldx, w + j * k, k, k8, acc + j * 4);
@@ -85,9 +101,11 @@ __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
 // which the hardware prefetcher follows); the other groups find them in L2.
 // Blocking k so that slices of x and of the panel stay in L1 (256 columns,
 // 28 KB) measured 20-30% slower at m = 4..16 on 1.1B shapes.
-__attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w,
-                                               const float* bias, int64_t n0, int64_t rows, float* y, int64_t ldy) {
-  const float* wp = w + n0 * k;
+template <typename W>
+__attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
+                                                    const float* bias, int64_t n0, int64_t rows, float* y,
+                                                    int64_t ldy) {
+  const W* wp = w + n0 * k;
   const int64_t k8 = k / 8 * 8;  // the vector part; the rest is added in scalar code
   if (rows == kAvx2Panel) {
     alignas(32) __m256 acc[kSmallGemmMaxRows * kAvx2Panel];
@@ -100,7 +118,7 @@ __attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_
       for (int64_t i = 0; i < mr; ++i) {
         for (int64_t j = 0; j < kAvx2Panel; ++j) {
           float s = HorizontalSum(acc[m0 * kAvx2Panel + AccIndex(mr, i, j)]);
-          for (int64_t t = k8; t < k; ++t) s += x[(m0 + i) * ldx + t] * wp[j * k + t];
+          for (int64_t t = k8; t < k; ++t) s += x[(m0 + i) * ldx + t] * ToFloat(wp[j * k + t]);
           y[(m0 + i) * ldy + n0 + j] = s + (bias ? bias[n0 + j] : 0.0f);
         }
       }
@@ -113,7 +131,7 @@ __attribute__((target("avx2,fma"))) void Panel(const float* x, int64_t m, int64_
       __m256 a = _mm256_setzero_ps();
       Tile<1, 1>(x + i * ldx, ldx, wp + j * k, k, k8, &a);
       float s = HorizontalSum(a);
-      for (int64_t t = k8; t < k; ++t) s += x[i * ldx + t] * wp[j * k + t];
+      for (int64_t t = k8; t < k; ++t) s += x[i * ldx + t] * ToFloat(wp[j * k + t]);
       y[i * ldy + n0 + j] = s + (bias ? bias[n0 + j] : 0.0f);
     }
   }
@@ -140,14 +158,29 @@ __attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
 // model_bench).
 
 constexpr int64_t kAvx512Panel = 24;
+
+__attribute__((target("avx512f"))) inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 Load16(const Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+// The first n < 16 weights at p, zeros after them.
+__attribute__((target("avx512f"))) inline __m512 LoadFirst(const float* p, int64_t n) {
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+}
+__attribute__((target("avx512f"))) inline __m512 LoadFirst(const Half* p, int64_t n) {
+  // A masked 16-bit load needs AVX512BW; n < 16 values go through a zeroed copy instead.
+  alignas(32) Half tail[16] = {};
+  std::copy_n(p, n, tail);
+  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(tail)));
+}
 constexpr int64_t kAvx512KBlock = 512;
 
 // acc[i * NR + j] += x row i · w row j over columns [k0, k1) (k0 a multiple
 // of 16), for i < MR and j < NR; xp is the group's packed x, w rows are k
 // apart. A block that ends at k not on a multiple of 16 ends with a masked
 // load of the weights (packed x is zero there), so there is no scalar tail.
-template <int MR, int NR>
-__attribute__((target("avx512f"))) void Block512(const float* xp, const float* w, int64_t k, int64_t k0, int64_t k1,
+template <int MR, int NR, typename W>
+__attribute__((target("avx512f"))) void Block512(const float* xp, const W* w, int64_t k, int64_t k0, int64_t k1,
                                                  __m512* acc) {
   __m512 a[MR][NR];
   for (int i = 0; i < MR; ++i) {
@@ -161,7 +194,7 @@ __attribute__((target("avx512f"))) void Block512(const float* xp, const float* w
     // bench/README.md, model_bench).
     for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * k + kk), _MM_HINT_T0);
     __m512 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * k + kk);
+    for (int j = 0; j < NR; ++j) wv[j] = Load16(w + j * k + kk);
     for (int i = 0; i < MR; ++i) {
       __m512 xv = _mm512_load_ps(xs + 16 * i);
       // Keeps xv in a register: folded into each FMA as a memory operand it
@@ -171,9 +204,8 @@ __attribute__((target("avx512f"))) void Block512(const float* xp, const float* w
     }
   }
   if (kk < k1) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (k1 - kk)) - 1);
     __m512 wv[NR];
-    for (int j = 0; j < NR; ++j) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * k + kk);
+    for (int j = 0; j < NR; ++j) wv[j] = LoadFirst(w + j * k + kk, k1 - kk);
     for (int i = 0; i < MR; ++i) {
       const __m512 xv = _mm512_load_ps(xs + 16 * i);
       for (int j = 0; j < NR; ++j) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
@@ -187,16 +219,16 @@ __attribute__((target("avx512f"))) void Block512(const float* xp, const float* w
 // MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel:
 // tiles of NR weight rows, then single rows; tile t starting at row j0 keeps
 // its accumulators at acc[(j0 - n0) * MR ...], [MR][its width].
-template <int MR, int NR>
-__attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const float* w, const float* bias,
-                                                 int64_t n0, int64_t n1, float* y, int64_t ldy) {
+template <int MR, int NR, typename W>
+__attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const W* w, const float* bias, int64_t n0,
+                                                 int64_t n1, float* y, int64_t ldy) {
   alignas(64) __m512 acc[MR * kAvx512Panel];
   for (int64_t t = 0; t < MR * (n1 - n0); ++t) acc[t] = _mm512_setzero_ps();
   const int64_t whole = n0 + (n1 - n0) / NR * NR;  // rows [n0, whole) in tiles of NR, the rest one by one
   for (int64_t k0 = 0; k0 < k; k0 += kAvx512KBlock) {
     const int64_t k1 = std::min(k, k0 + kAvx512KBlock);
-    for (int64_t j = n0; j < whole; j += NR) Block512<MR, NR>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
-    for (int64_t j = whole; j < n1; ++j) Block512<MR, 1>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    for (int64_t j = n0; j < whole; j += NR) Block512<MR, NR, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    for (int64_t j = whole; j < n1; ++j) Block512<MR, 1, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
   }
   for (int64_t j0 = n0; j0 < n1;) {
     const int64_t nr = j0 < whole ? NR : 1;
@@ -223,29 +255,31 @@ void PackRows(const float* x, int64_t mr, int64_t ldx, int64_t k, float* xp) {
   }
 }
 
-__attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int64_t k, const float* w,
-                                                const float* bias, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+template <typename W>
+__attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int64_t k, const W* w, const float* bias,
+                                                int64_t n0, int64_t n1, float* y, int64_t ldy) {
   switch (mr) {
     case 1:
-      return Panel512<1, 12>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<1, 12, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 2:
-      return Panel512<2, 8>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<2, 8, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 3:
-      return Panel512<3, 6>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<3, 6, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 4:
-      return Panel512<4, 6>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<4, 6, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 5:
-      return Panel512<5, 4>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<5, 4, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 6:
-      return Panel512<6, 4>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<6, 4, W>(xp, k, w, bias, n0, n1, y, ldy);
     case 7:
-      return Panel512<7, 3>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<7, 3, W>(xp, k, w, bias, n0, n1, y, ldy);
     default:
-      return Panel512<8, 3>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<8, 3, W>(xp, k, w, bias, n0, n1, y, ldy);
   }
 }
 
-void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
+template <typename W>
+void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, const float* bias, int64_t n_begin,
                   int64_t n_end, float* y, int64_t ldy) {
   // Packed x of every group of 8 rows, one after another; 64-byte aligned.
   const int64_t k16 = (k + 15) / 16 * 16;
@@ -298,8 +332,11 @@ void SetSmallGemmEnabled(bool enabled) {
 
 int64_t SmallGemmRowStride(int64_t k) { return k % 256 == 0 ? k + 16 : k; }
 
-void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
-               int64_t n_end, float* y, int64_t ldy) {
+namespace {
+
+template <typename W>
+void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, const float* bias, int64_t n_begin,
+              int64_t n_end, float* y, int64_t ldy) {
   if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
     SmallGemm512(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
     return;
@@ -307,6 +344,18 @@ void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx2Panel) {
     Panel(x, m, k, ldx, w, bias, n0, std::min(kAvx2Panel, n_end - n0), y, ldy);
   }
+}
+
+}  // namespace
+
+void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
+               int64_t n_end, float* y, int64_t ldy) {
+  Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
+}
+
+void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, const float* bias,
+                  int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
 }
 
 }  // namespace skillpack

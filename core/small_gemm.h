@@ -7,8 +7,10 @@
 //
 // Two kernels, chosen at run time by what the CPU has: AVX-512 (8 rows of x by
 // up to 8 weight rows in 32 registers, masked loads for the last columns) and
-// AVX2/FMA (4 rows of x by 3 weight rows). Both compute the same sums; only the
-// order of the additions differs.
+// AVX2/FMA/F16C (4 rows of x by 3 weight rows). Both compute the same sums; only
+// the order of the additions differs. Weights may also be IEEE binary16
+// (SmallGemmF16: half the bytes to stream, each weight widened to float32 as it
+// is loaded; x, the sums and y stay float32).
 #ifndef SKILLPACK_CORE_SMALL_GEMM_H_
 #define SKILLPACK_CORE_SMALL_GEMM_H_
 
@@ -23,12 +25,12 @@ inline constexpr int64_t kSmallGemmBlock = 24;
 
 enum class SmallGemmIsa {
   kOff,     // no kernel: callers use BLAS
-  kAvx2,    // AVX2 + FMA
+  kAvx2,    // AVX2 + FMA + F16C
   kAvx512,  // AVX-512F
 };
 const char* SmallGemmIsaName(SmallGemmIsa isa);  // "off", "avx2", "avx512"
 
-// The best kernel this CPU runs (kOff without AVX2/FMA).
+// The best kernel this CPU runs (kOff without AVX2/FMA/F16C).
 SmallGemmIsa SmallGemmBestIsa();
 // The kernel SmallGemm runs now: SmallGemmBestIsa() unless changed below.
 SmallGemmIsa SmallGemmActiveIsa();
@@ -53,6 +55,12 @@ int64_t SmallGemmRowStride(int64_t k);
 // REQUIRES: SmallGemmAvailable().
 void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
                int64_t n_end, float* y, int64_t ldy);
+
+// The same with w [n, k] as IEEE binary16 bit patterns (at::Half's storage):
+// y = x · float(w)ᵀ + b, summed in float32.
+// REQUIRES: SmallGemmAvailable().
+void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, const float* bias,
+                  int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
 
 }  // namespace skillpack
 

@@ -58,6 +58,33 @@ TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
   }
 }
 
+// Binary16 weights: the float32 sums over the weights as rounded to half.
+TEST_F(SmallGemmTest, HalfWeightsMatchLinearOverTheRoundedWeights) {
+  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
+  at::manual_seed(5);
+  for (SmallGemmIsa isa : kernels) {
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 13, 16}) {
+      for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
+        for (int64_t n : {1, 12, 13, 25, 50}) {
+          SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
+          const int64_t ldx = k + 5;
+          at::Tensor xp = at::randn({m, ldx});
+          at::Tensor x = xp.narrow(1, 0, k);
+          at::Tensor wh = at::randn({n, k}).to(at::kHalf);
+          at::Tensor b = at::randn({n});
+          at::Tensor want = at::linear(x, wh.to(at::kFloat), b);
+          at::Tensor got = at::full({m, n}, 12345.0f);
+          SmallGemmF16(xp.data_ptr<float>(), m, k, ldx, reinterpret_cast<const uint16_t*>(wh.data_ptr<at::Half>()),
+                       b.data_ptr<float>(), 0, n, got.data_ptr<float>(), n);
+          EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4)) << (got - want).abs().max().item<float>();
+        }
+      }
+    }
+  }
+}
+
 TEST_F(SmallGemmTest, WritesOnlyItsColumnRange) {
   const std::vector<SmallGemmIsa> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
