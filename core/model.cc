@@ -116,14 +116,14 @@ class RowDeltas {
   bool empty() const { return sets_.empty(); }
 
   // y = the base output of x [B, ..., in] for weight `weight` (and `bias`, ""
-  // when none); returns y with every row's terms of both added. Small factors
-  // (all groups' together under kConcatBytes) go through one pair of GEMMs:
-  // x [.., in] · Vcatᵀ -> [.., K], masked so that each row keeps only its own
-  // group's columns (times the term's scale), · UScatᵀ -> [.., out]; that
-  // saves kernel launches where they dominate. Larger ones run group by group
-  // on the group's rows, so no factor is ever copied. Both products go through
-  // Linear: a decode step's few rows per group get GEMV or the small-batch
-  // kernel, not a BLAS GEMM built for large M.
+  // when none); returns y with every row's terms of both added. Low-rank terms
+  // go through AddLowRankRows (the small-batch kernel, decode and prefill)
+  // wherever it runs. Otherwise (no kernel on this CPU, or not float32 on the
+  // CPU) through ATen: small factors (all groups' together under
+  // kConcatBytes) as one pair of GEMMs, x [.., in] · Vcatᵀ -> [.., K], masked
+  // so that each row keeps only its own group's columns (times the term's
+  // scale), · UScatᵀ -> [.., out], which saves kernel launches where they
+  // dominate; larger ones group by group on the group's rows.
   at::Tensor Linear(const std::string& weight, const std::string& bias, const at::Tensor& x, at::Tensor y) const {
     std::vector<at::Tensor> vts, uss;
     std::vector<std::pair<size_t, float>> blocks;  // (group, scale) per low-rank term
@@ -131,8 +131,8 @@ class RowDeltas {
       if (const std::vector<DeltaTerm>* terms = sets_[j]->Find(weight)) {
         for (const DeltaTerm& t : *terms) {
           if (t.low_rank()) {
-            vts.push_back(t.vt.to(x.scalar_type()));
-            uss.push_back(t.us.to(x.scalar_type()));
+            vts.push_back(t.vt);  // float16 factors stay float16 for AddLowRankRows
+            uss.push_back(t.us);
             blocks.emplace_back(j, t.scale);
           } else {
             at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
@@ -148,6 +148,12 @@ class RowDeltas {
     }
     if (vts.empty()) return y;
     if (AddLowRankRows(vts, uss, blocks, x, y)) return y;
+    // The ATen paths (prefill, or no kernel): factors in x's type, float16 ones
+    // widened here for the call.
+    for (size_t i = 0; i < vts.size(); ++i) {
+      vts[i] = vts[i].to(x.scalar_type());
+      uss[i] = uss[i].to(x.scalar_type());
+    }
     int64_t factor_bytes = 0;
     for (size_t i = 0; i < vts.size(); ++i) factor_bytes += (vts[i].numel() + uss[i].numel()) * vts[i].element_size();
     if (vts.size() == 1 || factor_bytes > kConcatBytes) {
@@ -176,13 +182,17 @@ class RowDeltas {
 
   // Adds the low-rank terms to y in place with the small-batch kernel, group
   // by group: the group's rows of x gathered, t = scale · x · vtᵀ, and
-  // y's rows += t · usᵀ; the groups split across the intra-op threads (their
-  // rows are disjoint). No ATen op per group or term, so a step over many
+  // y's rows += t · usᵀ. No ATen op per group or term, so a step over many
   // sets costs their factors' bytes, not per-op dispatch (the SGMV idea, the
-  // CPU twin of kernels/lowrank_apply). Returns false, touching nothing,
-  // unless x, y and the factors are contiguous float32 on the CPU, the kernel
-  // is available and no group has more than kSmallGemmMaxRows rows (a decode
-  // step; prefill goes through ATen).
+  // CPU twin of kernels/lowrank_apply). A group's rows (a prefill's B · T)
+  // run in pieces of up to kSmallGemmMaxRows; one module's factors (rank ·
+  // (in + out) values) stay in L2 between pieces, so memory still sees them
+  // about once. Pieces of all groups are split across the intra-op threads
+  // (their rows are disjoint). Factors may be float32 or float16
+  // (SmallGemmF16 widens them as it streams them: half the bytes). Returns
+  // false, touching nothing, unless x and y are contiguous float32 on the CPU,
+  // the factors contiguous float32 or float16 on the CPU and the kernel is
+  // available.
   bool AddLowRankRows(const std::vector<at::Tensor>& vts, const std::vector<at::Tensor>& uss,
                       const std::vector<std::pair<size_t, float>>& blocks, const at::Tensor& x, at::Tensor& y) const {
     auto plain = [](const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
@@ -190,42 +200,59 @@ class RowDeltas {
     const int64_t k = x.size(-1), n = y.size(-1);
     if (k == 0 || x.numel() % (batch_size_ * k) != 0) return false;
     const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
+    auto factor = [](const at::Tensor& t) {
+      return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf) && t.is_contiguous();
+    };
     int64_t factor_elems = 0;
-    std::vector<size_t> groups;
     for (size_t i = 0; i < blocks.size(); ++i) {
-      if (!plain(vts[i]) || !plain(uss[i])) return false;
+      if (!factor(vts[i]) || !factor(uss[i]) || vts[i].scalar_type() != uss[i].scalar_type()) return false;
       factor_elems += vts[i].numel() + uss[i].numel();
-      const size_t j = blocks[i].first;
-      if (static_cast<int64_t>(rows_[j].size()) * per_seq > kSmallGemmMaxRows) return false;
-      if (std::find(groups.begin(), groups.end(), j) == groups.end()) groups.push_back(j);
+    }
+    // Work items: (group, first row, end row) over the group's rows of x in order.
+    struct Piece {
+      size_t group;
+      int64_t begin, end;
+    };
+    std::vector<Piece> pieces;
+    std::vector<size_t> seen;
+    int64_t total_rows = 0;
+    for (const auto& [j, scale] : blocks) {
+      if (std::find(seen.begin(), seen.end(), j) != seen.end()) continue;
+      seen.push_back(j);
+      const int64_t m = static_cast<int64_t>(rows_[j].size()) * per_seq;
+      total_rows += m;
+      for (int64_t r0 = 0; r0 < m; r0 += kSmallGemmMaxRows)
+        pieces.push_back({j, r0, std::min(m, r0 + kSmallGemmMaxRows)});
     }
     const at::Tensor xc = x.contiguous();
     const float* xp = xc.data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    const int64_t ngroups = static_cast<int64_t>(groups.size());
-    // Threads only from ~1M factor weights, as SmallBatchLinear.
-    const int64_t grain = factor_elems < (int64_t{1} << 20) ? ngroups : 1;
-    at::parallel_for(0, ngroups, grain, [&](int64_t g0, int64_t g1) {
+    const int64_t npieces = static_cast<int64_t>(pieces.size());
+    // Threads only from ~1M weights of work, as SmallBatchLinear.
+    const int64_t grain =
+        factor_elems * std::max<int64_t>(1, total_rows / kSmallGemmMaxRows) < (int64_t{1} << 20) ? npieces : 1;
+    at::parallel_for(0, npieces, grain, [&](int64_t p0, int64_t p1) {
       const int64_t ldx = SmallGemmRowStride(k);
       std::vector<float> xs, t, out;
       std::vector<int64_t> rows;
-      for (int64_t g = g0; g < g1; ++g) {
-        const size_t j = groups[g];
+      for (int64_t p = p0; p < p1; ++p) {
+        const Piece& piece = pieces[p];
+        // Rows of x of the piece: the group's sequences in order, per_seq rows each.
         rows.clear();
-        for (int64_t b : rows_[j]) {
-          for (int64_t s = 0; s < per_seq; ++s) rows.push_back(b * per_seq + s);
+        for (int64_t r = piece.begin; r < piece.end; ++r) {
+          rows.push_back(rows_[piece.group][r / per_seq] * per_seq + r % per_seq);
         }
         const int64_t m = static_cast<int64_t>(rows.size());
         xs.resize(m * ldx);
         for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
         for (size_t i = 0; i < blocks.size(); ++i) {
-          if (blocks[i].first != j) continue;
+          if (blocks[i].first != piece.group) continue;
           const int64_t rank = vts[i].size(0);
           t.resize(m * rank);
           out.resize(m * n);
-          SmallGemm(xs.data(), m, k, ldx, vts[i].data_ptr<float>(), nullptr, 0, rank, t.data(), rank);
+          Gemm(xs.data(), m, k, ldx, vts[i], 0, rank, t.data(), rank);
           for (float& v : t) v *= blocks[i].second;
-          SmallGemm(t.data(), m, rank, rank, uss[i].data_ptr<float>(), nullptr, 0, n, out.data(), n);
+          Gemm(t.data(), m, rank, rank, uss[i], 0, n, out.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             float* dst = yp + rows[r] * n;
             const float* src = out.data() + r * n;
@@ -235,6 +262,17 @@ class RowDeltas {
       }
     });
     return true;
+  }
+
+  // SmallGemm over a float32 or float16 weight tensor w [n, k] (contiguous, CPU).
+  static void Gemm(const float* x, int64_t m, int64_t k, int64_t ldx, const at::Tensor& w, int64_t n_begin,
+                   int64_t n_end, float* y, int64_t ldy) {
+    if (w.scalar_type() == at::kHalf) {
+      const auto* wh = reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>());
+      SmallGemmF16(x, m, k, ldx, wh, nullptr, n_begin, n_end, y, ldy);
+    } else {
+      SmallGemm(x, m, k, ldx, w.data_ptr<float>(), nullptr, n_begin, n_end, y, ldy);
+    }
   }
 
   // The norm weight w [D] per row, shaped to broadcast against x [B, ..., D];
@@ -261,7 +299,9 @@ class RowDeltas {
       if (terms == nullptr) continue;
       at::Tensor toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
       for (const DeltaTerm& t : *terms) {
-        at::Tensor rows = t.low_rank() ? at::matmul(at::embedding(t.us, toks), t.vt) : at::embedding(t.dense, toks);
+        at::Tensor rows = t.low_rank()
+                              ? at::matmul(at::embedding(t.us, toks).to(x.scalar_type()), t.vt.to(x.scalar_type()))
+                              : at::embedding(t.dense, toks);
         x = AddRows(x, j, rows.mul_(t.scale).to(x.scalar_type()));
       }
     }

@@ -27,9 +27,14 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
       return bad(absl::StrCat("factors ", ShapeString(t.us.sizes().vec()), " x ", ShapeString(t.vt.sizes().vec()),
                               " do not make a tensor of shape ", ShapeString(shape)));
     }
+    if (t.us.scalar_type() != t.vt.scalar_type() ||
+        (t.us.scalar_type() != at::kFloat && t.us.scalar_type() != at::kHalf)) {
+      return bad("low-rank factors must be both float32 or both float16");
+    }
     parts = {t.us, t.vt};
   } else {
     if (t.us.defined() || t.vt.defined()) return bad("a term has both a dense tensor and factors");
+    if (t.dense.scalar_type() != at::kFloat) return bad("dense terms must be float32");
     if (t.dense.sizes().vec() != shape) {
       return bad(
           absl::StrCat("dense term of shape ", ShapeString(t.dense.sizes().vec()), ", expected ", ShapeString(shape)));
@@ -37,7 +42,6 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
     parts = {t.dense};
   }
   for (const at::Tensor& p : parts) {
-    if (p.scalar_type() != at::kFloat) return bad("terms must be float32");
     if (!device->has_value()) *device = p.device();
     if (p.device() != **device) return bad("terms on different devices");
   }

@@ -29,7 +29,7 @@
 namespace skillpack {
 
 struct DeltaTerm {
-  at::Tensor us, vt;  // low rank: both set, float32
+  at::Tensor us, vt;  // low rank: both set, both float32 or both float16
   at::Tensor dense;   // or dense, float32
   float scale = 1.0f;
 
@@ -42,7 +42,7 @@ class WeightDelta {
   // (ExpectedTensors): the name must be one of them (a tied config has no
   // "lm_head.weight": its embedding terms serve both uses), low-rank terms only
   // on 2-D tensors with us [out, k] and vt [k, in], dense terms of the tensor's
-  // shape, float32 tensors on one device, finite scales. Terms with scale 0 and
+  // shape, float32 tensors (or float16 factors) on one device, finite scales. Terms with scale 0 and
   // names without terms are dropped. INVALID_ARGUMENT naming the tensor.
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);

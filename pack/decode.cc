@@ -78,7 +78,17 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m) {
   }
 }
 
-at::Tensor DecodedModule::DenseDelta() const { return delta.defined() ? delta : us.matmul(vt); }
+StatusOr<FactorPrecision> ParseFactorPrecision(const std::string& name) {
+  if (name == "float32") return FactorPrecision::kFloat32;
+  if (name == "float16") return FactorPrecision::kFloat16;
+  return absl::InvalidArgumentError(absl::StrCat("factor precision '", name, "' is not one of float32, float16"));
+}
+
+const char* FactorPrecisionName(FactorPrecision p) { return p == FactorPrecision::kFloat16 ? "float16" : "float32"; }
+
+at::Tensor DecodedModule::DenseDelta() const {
+  return delta.defined() ? delta : us.to(at::kFloat).matmul(vt.to(at::kFloat));
+}
 
 int64_t DecodedModule::bytes() const {
   int64_t n = 0;
@@ -94,7 +104,7 @@ int64_t DecodedPack::bytes() const {
   return n;
 }
 
-StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors) {
+StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, FactorPrecision factors) {
   RETURN_IF_ERROR(Annotate(ValidateSkillPack(pack), absl::StrCat("pack '", pack.manifest.name, "'")));
   DecodedPack out;
   out.name = pack.manifest.name;
@@ -105,6 +115,12 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors) {
       d.name = m.name;
       if (keep_factors && m.op == ModuleOp::kLowRank) {
         LowRankFactors f = FactorsOf(m);
+        constexpr double kHalfMax = 65504.0;
+        if (factors == FactorPrecision::kFloat16 && f.us.numel() > 0 && f.vt.numel() > 0 &&
+            f.us.abs().max().item<double>() <= kHalfMax && f.vt.abs().max().item<double>() <= kHalfMax) {
+          f.us = f.us.to(at::kHalf);
+          f.vt = f.vt.to(at::kHalf);
+        }
         d.us = std::move(f.us);
         d.vt = std::move(f.vt);
       } else {

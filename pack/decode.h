@@ -19,6 +19,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "pack/factor_precision.h"
 #include "pack/skillpack.h"
 
 namespace skillpack {
@@ -39,7 +40,8 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 
 // One decoded module. Exactly one form is set: `delta` (dense ΔŴ, float32
 // [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
-// and `vt` [k, in] (float32) with ΔŴ = us · vt.
+// and `vt` [k, in] (float32, or both float16: FactorPrecision) with
+// ΔŴ = us · vt.
 struct DecodedModule {
   std::string name;
   at::Tensor delta;
@@ -47,7 +49,8 @@ struct DecodedModule {
   at::Tensor vt;
 
   bool factored() const { return !delta.defined(); }
-  // ΔŴ as float32: `delta`, or us.matmul(vt) (equal to DecodeModuleDelta).
+  // ΔŴ as float32: `delta`, or us.matmul(vt) in float32 (equal to
+  // DecodeModuleDelta when the factors are float32).
   at::Tensor DenseDelta() const;
   int64_t bytes() const;
 };
@@ -65,9 +68,11 @@ struct DecodedPack {
 
 // Decodes every module. With keep_factors, lowrank modules keep (us, vt)
 // instead of the dense ΔŴ (smaller when rank << min(out, in), and what
-// factorized serving wants, composer.h); other ops are always dense. Validates the pack's
-// modules (INVALID_ARGUMENT naming the module).
-StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors);
+// factorized serving wants, composer.h), in `factors` precision; other ops are
+// always dense float32. Validates the pack's modules (INVALID_ARGUMENT naming
+// the module).
+StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors,
+                                 FactorPrecision factors = FactorPrecision::kFloat32);
 
 }  // namespace skillpack
 

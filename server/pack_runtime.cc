@@ -26,8 +26,8 @@ class CoreHostPack : public HostPack {
 
 class CorePackRuntime : public PackRuntime {
  public:
-  CorePackRuntime(std::shared_ptr<const ModelWeights> base, std::string fingerprint)
-      : base_(std::move(base)), fingerprint_(std::move(fingerprint)) {}
+  CorePackRuntime(std::shared_ptr<const ModelWeights> base, std::string fingerprint, FactorPrecision factors)
+      : base_(std::move(base)), fingerprint_(std::move(fingerprint)), factors_(factors) {}
 
   StatusOr<PackSummary> Inspect(const std::string& path) const override {
     ASSIGN_OR_RETURN(SkillPack pack, ReadAndCheck(path));
@@ -55,7 +55,7 @@ class CorePackRuntime : public PackRuntime {
     ASSIGN_OR_RETURN(SkillPack pack, ReadAndCheck(path));
     try {
       // Factors, not dense deltas: rank << min(out, in) keeps the host tier small.
-      ASSIGN_OR_RETURN(DecodedPack decoded, DecodePack(pack, /*keep_factors=*/true));
+      ASSIGN_OR_RETURN(DecodedPack decoded, DecodePack(pack, /*keep_factors=*/true, factors_));
       return std::shared_ptr<const HostPack>(std::make_shared<CoreHostPack>(std::move(decoded)));
     } catch (const std::exception& e) {
       return StatusFromException(e, "decoding pack");
@@ -115,13 +115,15 @@ class CorePackRuntime : public PackRuntime {
 
   const std::shared_ptr<const ModelWeights> base_;
   const std::string fingerprint_;
+  const FactorPrecision factors_;
 };
 
 }  // namespace
 
-StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base) {
+StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base,
+                                                      FactorPrecision factors) {
   ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*base));
-  return std::unique_ptr<PackRuntime>(new CorePackRuntime(std::move(base), std::move(fingerprint)));
+  return std::unique_ptr<PackRuntime>(new CorePackRuntime(std::move(base), std::move(fingerprint), factors));
 }
 
 }  // namespace skillpack

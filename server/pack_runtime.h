@@ -14,6 +14,7 @@
 
 #include "core/json_util.h"
 #include "core/status.h"
+#include "pack/factor_precision.h"
 #include "pack/selection.h"
 
 namespace skillpack {
@@ -80,8 +81,11 @@ class PackRuntime {
 };
 
 // The runtime over the SkillPack library (pack/) for `base` (its fingerprint is
-// computed once here).
-StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base);
+// computed once here). Decode keeps low-rank factors in `factors` precision
+// (pack/decode.h: float16 halves the host tier and the bytes a factorized
+// decode step streams).
+StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base,
+                                                      FactorPrecision factors = FactorPrecision::kFloat16);
 
 }  // namespace skillpack
 

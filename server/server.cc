@@ -86,6 +86,7 @@ Status CheckOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError("--pack-rescan-seconds must be in [0, 86400]");
   }
   RETURN_IF_ERROR(Annotate(ParseServingMode(o.serving_mode).status(), "--serving-mode"));
+  RETURN_IF_ERROR(Annotate(ParseFactorPrecision(o.factor_precision).status(), "--factor-precision"));
   if (!(o.merge_share > 0 && o.merge_share <= 1)) return absl::InvalidArgumentError("--merge-share must be in (0, 1]");
   RETURN_IF_ERROR(ParseRoutingPolicy(o.routing_mode, o.routing_k, o.routing_threshold).status());
   if (o.router_max_tokens < 1) return absl::InvalidArgumentError("--router-max-tokens must be >= 1");
@@ -128,7 +129,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   if (options.threads > 0) at::set_num_threads(options.threads);
   ASSIGN_OR_RETURN(s.model, LoadModel(options.model_dir, at::TensorOptions().dtype(at::kFloat)));
   ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::FromModelDir(options.model_dir));
-  ASSIGN_OR_RETURN(s.runtime, NewPackRuntime(s.model->weights));
+  ASSIGN_OR_RETURN(s.runtime, NewPackRuntime(s.model->weights, *ParseFactorPrecision(options.factor_precision)));
   ASSIGN_OR_RETURN(s.store, PackStore::Open(options.packs_dir, s.runtime.get(), options.max_pack_bytes));
   s.metrics = std::make_unique<ServerMetrics>(&s.registry);
   RegisterProcessMetrics(&s.registry);

@@ -43,6 +43,9 @@ struct ServerOptions {
   // "auto" (factorized, merging sets that hold at least merge_share of recent
   // requests).
   std::string serving_mode = "auto";
+  // How decoded packs keep their low-rank factors: "float16" (half the host
+  // tier's bytes and of what a factorized decode step streams) or "float32".
+  std::string factor_precision = "float16";
   double merge_share = 0.9;
   int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
   // How often the pack directory is rescanned for packs that another server

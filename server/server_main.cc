@@ -40,6 +40,8 @@ constexpr char kUsage[] =
     "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
     "  --serving-mode M           merged | factorized | auto: how pack sets run (default auto:\n"
     "                             factorized on the shared base pass, hot sets merged)\n"
+    "  --factor-precision P       float16 | float32: how decoded packs keep their low-rank factors\n"
+    "                             (default float16: half the memory and the bytes a step reads)\n"
     "  --merge-share F            auto: merge a pack set once it holds this share of recent\n"
     "                             requests, in (0, 1] (default 0.9)\n"
     "  --max-pack-bytes N         largest pack upload accepted (default 4 GiB)\n"
@@ -77,6 +79,7 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ASSIGN_OR_RETURN(o.fused_cache_bytes, a.IntOr("fused-cache-bytes", o.fused_cache_bytes));
   ASSIGN_OR_RETURN(o.max_pack_bytes, a.IntOr("max-pack-bytes", o.max_pack_bytes));
   o.serving_mode = a.StringOr("serving-mode", o.serving_mode);
+  o.factor_precision = a.StringOr("factor-precision", o.factor_precision);
   ASSIGN_OR_RETURN(o.merge_share, a.DoubleOr("merge-share", o.merge_share));
   ASSIGN_OR_RETURN(o.max_prompt_bytes, a.IntOr("max-prompt-bytes", o.max_prompt_bytes));
   ASSIGN_OR_RETURN(int64_t max_uploads, a.IntOr("max-concurrent-uploads", o.max_concurrent_uploads));

@@ -254,61 +254,135 @@ std::vector<at::Tensor> StepLogits(const Transformer& model, const ModelWeights&
 // Factorized serving (ComposeFactorized + SeqStep::delta) against the merged
 // weights (ComposeWeights): single, weighted, several packs, module-filtered,
 // and rows of different sets (and none) mixed in one batch.
+// Float32 and float16 factors (the server's host tier holds float16 ones):
+// either way the factorized step equals the weights merged from the same
+// decoded factors.
 TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
-  const Transformer model(config_);
-  const std::vector<std::vector<Term>> sets = {
-      {{&decoded_[0], 1.0f, {}}},                                                            // one pack
-      {{&decoded_[1], -0.6f, {}}},                                                           // dense-only, weighted
-      {{&decoded_[0], 0.7f, {}}, {&decoded_[1], 0.4f, {}}, {&decoded_[2], 1.3f, {}}},        // three packs
-      {{&decoded_[0], 1.0f, {"layers.0", "embed_tokens"}}, {&decoded_[2], 0.5f, {"norm"}}},  // module filters
-  };
-  std::vector<std::shared_ptr<const WeightDelta>> deltas;
-  std::vector<std::shared_ptr<const ModelWeights>> merged;
-  for (const auto& set : sets) {
-    std::vector<PackSelection> sel;
-    std::vector<const DecodedPack*> packs;
-    for (const Term& t : set) {
-      sel.push_back({"", t.weight, t.modules});
-      packs.push_back(t.pack);
+  for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16}) {
+    SCOPED_TRACE(prec == FactorPrecision::kFloat16 ? "float16 factors" : "float32 factors");
+    std::vector<DecodedPack> dec;
+    for (size_t i = 0; i < packs_.size(); ++i) {
+      auto d = DecodePack(packs_[i], /*keep_factors=*/i != 1, prec);  // pack 1 dense-only
+      ASSERT_TRUE(d.ok()) << d.status();
+      dec.push_back(*std::move(d));
     }
-    auto d = ComposeFactorized(*base_, sel, packs);
-    ASSERT_TRUE(d.ok()) << d.status();
-    EXPECT_GT((*d)->bytes(), 0);
-    deltas.push_back(*d);
-    merged.push_back(*ComposeWeights(*base_, sel, packs));
+    int64_t factored = 0;
+    for (const auto& [name, m] : dec[0].modules) {
+      if (!m.factored()) continue;
+      ++factored;
+      EXPECT_EQ(m.us.scalar_type(), prec == FactorPrecision::kFloat16 ? at::kHalf : at::kFloat) << name;
+    }
+    EXPECT_GT(factored, 0);
+    const Transformer model(config_);
+    const std::vector<std::vector<Term>> sets = {
+        {{&dec[0], 1.0f, {}}},                                                       // one pack
+        {{&dec[1], -0.6f, {}}},                                                      // dense-only, weighted
+        {{&dec[0], 0.7f, {}}, {&dec[1], 0.4f, {}}, {&dec[2], 1.3f, {}}},             // three packs
+        {{&dec[0], 1.0f, {"layers.0", "embed_tokens"}}, {&dec[2], 0.5f, {"norm"}}},  // module filters
+    };
+    std::vector<std::shared_ptr<const WeightDelta>> deltas;
+    std::vector<std::shared_ptr<const ModelWeights>> merged;
+    for (const auto& set : sets) {
+      std::vector<PackSelection> sel;
+      std::vector<const DecodedPack*> packs;
+      for (const Term& t : set) {
+        sel.push_back({"", t.weight, t.modules});
+        packs.push_back(t.pack);
+      }
+      auto d = ComposeFactorized(*base_, sel, packs);
+      ASSERT_TRUE(d.ok()) << d.status();
+      EXPECT_GT((*d)->bytes(), 0);
+      deltas.push_back(*d);
+      merged.push_back(*ComposeWeights(*base_, sel, packs));
+    }
+    // The filtered set keeps only its filtered modules.
+    for (const auto& [name, terms] : deltas[3]->terms()) {
+      EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
+                  name == "model.norm.weight")
+          << name;
+    }
+    at::Generator gen = at::detail::createCPUGenerator(9);
+    std::vector<std::vector<int32_t>> prompts;
+    // Set 0's two prompts (rows 0 and 5) are 18 rows of x in the prefill: more
+    // than the kernel's 16, so they run as two pieces.
+    for (int64_t len : {9, 3, 7, 4, 6, 9}) {
+      at::Tensor t = at::randint(0, config_.vocab_size, {len}, gen, at::kInt);
+      prompts.emplace_back(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + len);
+    }
+    // Row i runs set rows[i] (-1: the base).
+    const std::vector<int> rows = {0, -1, 2, 3, 1, 0};
+    std::vector<const WeightDelta*> row_deltas;
+    for (int r : rows) row_deltas.push_back(r < 0 ? nullptr : deltas[r].get());
+    const std::vector<at::Tensor> mixed = StepLogits(model, *base_, prompts, row_deltas, 3);
+    ASSERT_EQ(mixed.size(), rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      SCOPED_TRACE(absl::StrCat("row ", i, " set ", rows[i]));
+      const ModelWeights& w = rows[i] < 0 ? *base_ : *merged[rows[i]];
+      const at::Tensor want = StepLogits(model, w, {prompts[i]}, {nullptr}, 3)[0];
+      EXPECT_LE((mixed[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+      // Alone in its batch too (the single-set fast path).
+      if (rows[i] >= 0) {
+        const at::Tensor alone = StepLogits(model, *base_, {prompts[i]}, {row_deltas[i]}, 3)[0];
+        EXPECT_LE((alone - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+      }
+    }
+    // The deltas change the output: the comparison above is not vacuous.
+    const at::Tensor plain = StepLogits(model, *base_, {prompts[0]}, {nullptr}, 3)[0];
+    EXPECT_GT((mixed[0] - plain).abs().max().item<double>(), 1e-2);
   }
-  // The filtered set keeps only its filtered modules.
-  for (const auto& [name, terms] : deltas[3]->terms()) {
-    EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
-                name == "model.norm.weight")
+}
+
+TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
+  EXPECT_EQ(*ParseFactorPrecision("float16"), FactorPrecision::kFloat16);
+  EXPECT_EQ(*ParseFactorPrecision("float32"), FactorPrecision::kFloat32);
+  EXPECT_STREQ(FactorPrecisionName(FactorPrecision::kFloat16), "float16");
+  const Status bad = ParseFactorPrecision("fp16").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.message(), HasSubstr("'fp16'"));
+}
+
+// Float16 factors: half the bytes, within float16's rounding of the float32
+// ones; a module whose factors leave float16's range stays float32.
+TEST_F(ComposerTest, HalfFactorsRoundAndKeepOutOfRangeModulesFloat32) {
+  SkillPack p = packs_[0];
+  std::string big;
+  for (ModuleDelta& m : p.modules) {
+    if (m.op == ModuleOp::kLowRank && m.bands.size() > 0 && big.empty()) {
+      m.sigma = m.sigma * 1e7;  // us = U diag(σ) beyond 65504
+      big = m.name;
+    }
+  }
+  ASSERT_FALSE(big.empty());
+  const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
+  const DecodedPack f16 = *DecodePack(p, true, FactorPrecision::kFloat16);
+  int64_t halved = 0;
+  for (const auto& [name, m] : f16.modules) {
+    const DecodedModule& ref = f32.modules.at(name);
+    if (!m.factored()) {
+      EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
+      continue;
+    }
+    if (name == big) {
+      EXPECT_EQ(m.us.scalar_type(), at::kFloat) << "out of float16's range: kept float32";
+      EXPECT_TRUE(at::equal(m.us, ref.us));
+      continue;
+    }
+    ++halved;
+    EXPECT_EQ(m.us.scalar_type(), at::kHalf) << name;
+    EXPECT_EQ(m.vt.scalar_type(), at::kHalf) << name;
+    EXPECT_EQ(m.bytes() * 2, ref.bytes()) << name;
+    // Each element within float16's relative rounding (2^-11) of the float32 one.
+    for (const auto& [h, r] : {std::pair{&m.us, &ref.us}, std::pair{&m.vt, &ref.vt}}) {
+      const at::Tensor err = (h->to(at::kFloat) - *r).abs();
+      EXPECT_TRUE((err <= r->abs() * (1.0 / 2048) + 1e-7).all().item<bool>()) << name;
+    }
+    const at::Tensor dense = m.DenseDelta();
+    EXPECT_EQ(dense.scalar_type(), at::kFloat);
+    EXPECT_LE((dense - ref.DenseDelta()).abs().max().item<double>(),
+              1e-2 * ref.DenseDelta().abs().max().item<double>() + 1e-6)
         << name;
   }
-  at::Generator gen = at::detail::createCPUGenerator(9);
-  std::vector<std::vector<int32_t>> prompts;
-  for (int64_t len : {5, 3, 7, 4, 6, 2}) {
-    at::Tensor t = at::randint(0, config_.vocab_size, {len}, gen, at::kInt);
-    prompts.emplace_back(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + len);
-  }
-  // Row i runs set rows[i] (-1: the base).
-  const std::vector<int> rows = {0, -1, 2, 3, 1, 0};
-  std::vector<const WeightDelta*> row_deltas;
-  for (int r : rows) row_deltas.push_back(r < 0 ? nullptr : deltas[r].get());
-  const std::vector<at::Tensor> mixed = StepLogits(model, *base_, prompts, row_deltas, 3);
-  ASSERT_EQ(mixed.size(), rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("row ", i, " set ", rows[i]));
-    const ModelWeights& w = rows[i] < 0 ? *base_ : *merged[rows[i]];
-    const at::Tensor want = StepLogits(model, w, {prompts[i]}, {nullptr}, 3)[0];
-    EXPECT_LE((mixed[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
-    // Alone in its batch too (the single-set fast path).
-    if (rows[i] >= 0) {
-      const at::Tensor alone = StepLogits(model, *base_, {prompts[i]}, {row_deltas[i]}, 3)[0];
-      EXPECT_LE((alone - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
-    }
-  }
-  // The deltas change the output: the comparison above is not vacuous.
-  const at::Tensor plain = StepLogits(model, *base_, {prompts[0]}, {nullptr}, 3)[0];
-  EXPECT_GT((mixed[0] - plain).abs().max().item<double>(), 1e-2);
+  EXPECT_GT(halved, 0);
 }
 
 // lm_head terms (untied), and on a tied base the embedding's terms serve the
@@ -355,6 +429,12 @@ TEST(WeightDeltaTest, RefusesTermsThatDoNotFit) {
   EXPECT_THAT(make("model.norm.weight", dense).message(), HasSubstr("expected [32]"));
   DeltaTerm dbl{at::Tensor(), at::Tensor(), at::zeros({32}, at::kDouble), 1.0f};
   EXPECT_THAT(make("model.norm.weight", dbl).message(), HasSubstr("float32"));
+  DeltaTerm half{at::zeros({32, 2}, at::kHalf), at::zeros({2, 48}, at::kHalf), at::Tensor(), 1.0f};
+  EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", half).ok()) << "float16 factors are served";
+  DeltaTerm mixed{at::zeros({32, 2}, at::kHalf), at::zeros({2, 48}), at::Tensor(), 1.0f};
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", mixed).message(), HasSubstr("both float32 or both float16"));
+  DeltaTerm half_dense{at::Tensor(), at::Tensor(), at::zeros({32}, at::kHalf), 1.0f};
+  EXPECT_THAT(make("model.norm.weight", half_dense).message(), HasSubstr("dense terms must be float32"));
   DeltaTerm zero{at::Tensor(), at::Tensor(), at::zeros({32}), 0.0f};
   auto d = WeightDelta::Create(c, {{"model.norm.weight", {zero}}});
   ASSERT_TRUE(d.ok());
