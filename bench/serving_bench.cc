@@ -12,11 +12,19 @@
 // factors' bytes, and the time to first token of a request for a cold pack
 // set against a warm one. Writes bench/results/serving_<timestamp>.json.
 //
+// Each pack-serving run is repeated for every factor precision asked for
+// (float32 / float16: how the host tier keeps the low-rank factors, the
+// server's --factor-precision), and the whole set of runs, base included, is
+// repeated --repeats times, interleaved, so every ratio to base compares runs
+// of the same round; the summary holds each configuration's median ratio.
+//
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
-//                      [--modes base,merged,factorized,auto] [--requests N] [--max-batch N]
-//                      [--rank R] [--threads N] [--fused-budget-bytes N] [--out DIR]
+//                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16]
+//                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
+//                      [--fused-budget-bytes N] [--out DIR]
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -37,6 +45,7 @@
 #include "core/model.h"
 #include "core/tokenizer.h"
 #include "pack/composer.h"
+#include "pack/decode.h"
 #include "server/pack_cache.h"
 #include "server/pack_store.h"
 
@@ -127,15 +136,24 @@ struct Request {
 // `n` requests over `sets` pack sets, mixed prompt and output lengths.
 std::vector<Request> Workload(const ModelConfig& c, int n, int sets, const std::string& dist, bool large) {
   std::mt19937 rng(7);
-  std::vector<double> w(std::max(sets, 1));
-  for (int k = 0; k < static_cast<int>(w.size()); ++k) w[k] = dist == "zipf" ? 1.0 / (k + 1) : 1.0;
-  std::discrete_distribution<int> pick(w.begin(), w.end());
+  // Set k has weight 1 (uniform) or 1 / (k + 1) (Zipf), drawn from one uniform
+  // number per request whatever the number of sets (base runs included), so
+  // that every run gets the same prompts and lengths.
+  std::vector<double> cumulative;
+  double total = 0;
+  for (int k = 0; k < sets; ++k) cumulative.push_back(total += dist == "zipf" ? 1.0 / (k + 1) : 1.0);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  auto pick = [&] {
+    const double u = unit(rng) * total;
+    return static_cast<int>(std::upper_bound(cumulative.begin(), cumulative.end(), u) - cumulative.begin());
+  };
   const std::vector<int> prompt_lens = large ? std::vector<int>{8, 16, 32} : std::vector<int>{8, 32, 96};
   const std::vector<int> out_lens = large ? std::vector<int>{4, 8, 12} : std::vector<int>{16, 32, 64};
   std::vector<Request> out;
   for (int i = 0; i < n; ++i) {
     Request r;
-    r.set = sets == 0 ? -1 : pick(rng);
+    const int set = pick();
+    r.set = sets == 0 ? -1 : std::min(set, sets - 1);
     const int len = prompt_lens[rng() % prompt_lens.size()];
     for (int t = 0; t < len; ++t) r.prompt.push_back(static_cast<int32_t>(rng() % c.vocab_size));
     r.max_new_tokens = out_lens[rng() % out_lens.size()];
@@ -149,13 +167,15 @@ struct Setup {
   std::shared_ptr<const ModelWeights> base;
   std::unique_ptr<Transformer> model;
   std::unique_ptr<Tokenizer> tokenizer;
-  std::map<std::string, std::shared_ptr<const HostPack>> packs;
-  int64_t pack_bytes = 0;  // decoded factors of one pack
-  std::string dir;         // the placeholder store
+  // By factor precision ("float32", "float16"): the same packs.
+  std::map<std::string, std::map<std::string, std::shared_ptr<const HostPack>>> packs;
+  std::map<std::string, int64_t> pack_bytes;  // decoded factors of one pack, by precision
+  std::string dir;                            // the placeholder store
 };
 
 struct RunOptions {
-  std::string mode;  // base | merged | factorized | auto
+  std::string mode;       // base | merged | factorized | auto
+  std::string precision;  // of the factors: float32 | float16
   int sets = 0;
   std::string dist;
   int requests = 0;
@@ -175,7 +195,7 @@ Json Run(const Setup& s, const RunOptions& o) {
   co.fused_budget_bytes = o.fused_budget;
   co.mode = o.mode == "merged" ? ServingMode::kMerged
                                : (o.mode == "factorized" ? ServingMode::kFactorized : ServingMode::kAuto);
-  BenchRuntime runtime(s.base, s.packs);
+  BenchRuntime runtime(s.base, s.packs.at(o.precision));
   auto store = *PackStore::Open(s.dir, &runtime, int64_t{1} << 30);
   const int64_t rss0 = ResidentBytes();
   PackCache cache(s.base, store.get(), &runtime, co, nullptr);
@@ -236,6 +256,7 @@ Json Run(const Setup& s, const RunOptions& o) {
   Json r;
   r["mode"] = o.mode;
   r["sets"] = o.mode == "base" ? 0 : o.sets;
+  if (o.mode != "base") r["factor_precision"] = o.precision;
   r["distribution"] = o.dist;
   r["requests"] = o.requests;
   r["finished"] = finished;
@@ -253,15 +274,16 @@ Json Run(const Setup& s, const RunOptions& o) {
   // front; the host tier only references them).
   if (o.mode != "base" && o.sets > 0) {
     r["rss_added_bytes"] = ResidentBytes() - rss0;
-    r["rss_added_per_set_vs_decoded_factors"] =
-        static_cast<double>(ResidentBytes() - rss0 + s.pack_bytes * o.sets) / (s.pack_bytes * o.sets);
+    const int64_t factors = s.pack_bytes.at(o.precision) * o.sets;
+    r["rss_added_per_set_vs_decoded_factors"] = static_cast<double>(ResidentBytes() - rss0 + factors) / factors;
   }
-  std::fprintf(stderr, "  %-10s sets %2d %-7s %8.1f tok/s  (%lld tokens, %.1f s)\n", o.mode.c_str(), o.sets,
-               o.dist.c_str(), tokens / secs, static_cast<long long>(tokens), secs);
+  std::fprintf(stderr, "  %-10s %-7s sets %2d %-7s %8.1f tok/s  (%lld tokens, %.1f s)\n", o.mode.c_str(),
+               o.mode == "base" ? "" : o.precision.c_str(), o.mode == "base" ? 0 : o.sets, o.dist.c_str(),
+               tokens / secs, static_cast<long long>(tokens), secs);
   return r;
 }
 
-Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank) {
+Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std::vector<std::string>& precisions) {
   Setup s;
   s.config = BenchShape(shape);
   s.base = RandomBenchWeights(s.config);
@@ -272,9 +294,18 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank) {
   (void)MakeDirectories(s.dir);
   for (int i = 0; i < max_sets; ++i) {
     const std::string name = absl::StrCat("pack-", i);
-    auto p = std::make_shared<BenchHostPack>(SyntheticPack(*s.base, name, rank, 100 + i));
-    s.pack_bytes = p->bytes();
-    s.packs[name] = std::move(p);
+    const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i);
+    for (const std::string& prec : precisions) {
+      DecodedPack q = p;
+      for (auto& [mname, m] : q.modules) {
+        const at::ScalarType t = prec == "float16" ? at::kHalf : at::kFloat;
+        m.us = m.us.to(t);
+        m.vt = m.vt.to(t);
+      }
+      auto hp = std::make_shared<BenchHostPack>(std::move(q));
+      s.pack_bytes[prec] = hp->bytes();
+      s.packs[prec][name] = std::move(hp);
+    }
     (void)WriteFileAtomically(JoinPath(s.dir, name + ".skillpack"), name);
   }
   return s;
@@ -299,6 +330,9 @@ int Main(int argc, char** argv) {
   const std::vector<int> sets = ParseInts(args->StringOr("sets", "1,2,4,8,16"));
   const std::string dists = args->StringOr("dists", "uniform,zipf");
   const std::string modes = args->StringOr("modes", "base,merged,factorized,auto");
+  const std::vector<std::string> precisions =
+      absl::StrSplit(args->StringOr("factor-precisions", "float32,float16"), ',');
+  const int64_t repeats = *args->IntOr("repeats", 1);
   const int64_t requests = *args->IntOr("requests", 0);  // 0: per shape (tiny 128, 1.1b 24)
   const int64_t max_batch = *args->IntOr("max-batch", 8);
   const int64_t rank = *args->IntOr("rank", 0);  // 0: tiny 16, 1.1b 32
@@ -309,12 +343,23 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
+  for (const std::string& p : precisions) {
+    if (!ParseFactorPrecision(p).ok()) {
+      std::fprintf(stderr, "--factor-precisions: '%s' is not float32 or float16\n", p.c_str());
+      return 2;
+    }
+  }
+  if (repeats < 1) {
+    std::fprintf(stderr, "--repeats must be >= 1\n");
+    return 2;
+  }
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
   Json result;
   result["benchmark"] = "serving_bench";
   result["timestamp"] = UtcTimestamp();
   result["machine"] = MachineInfo();
   result["max_batch"] = max_batch;
+  result["repeats"] = repeats;
   const int max_sets = sets.empty() ? 0 : *std::max_element(sets.begin(), sets.end());
   for (absl::string_view shape_view : absl::StrSplit(shapes, ',')) {
     const std::string shape(shape_view);
@@ -322,36 +367,56 @@ int Main(int argc, char** argv) {
     const int64_t r = rank > 0 ? rank : (large ? 32 : 16);
     std::fprintf(stderr, "[%s] building base and %d synthetic packs (rank %lld)\n", shape.c_str(), max_sets,
                  static_cast<long long>(r));
-    Setup s = MakeSetup(shape, max_sets, r);
+    Setup s = MakeSetup(shape, max_sets, r, precisions);
     Json& out = result["shapes"][shape];
     out["rank"] = r;
-    out["pack_decoded_bytes"] = s.pack_bytes;
+    for (const auto& [prec, bytes] : s.pack_bytes) out["pack_decoded_bytes"][prec] = bytes;
     out["base_weight_bytes"] = s.base->TotalBytes();
     RunOptions o;
     o.requests = static_cast<int>(requests > 0 ? requests : (large ? 24 : 128));
     o.max_batch = static_cast<int>(max_batch);
     o.fused_budget = fused_budget;
     o.large = large;
-    double base_tps = 0;
-    if (modes.find("base") != std::string::npos) {
-      o.mode = "base";
-      o.dist = "uniform";
-      Json r0 = Run(s, o);
-      base_tps = r0["tokens_per_s"].get<double>();
-      out["runs"].push_back(r0);
-    }
-    for (absl::string_view dist : absl::StrSplit(dists, ',')) {
-      for (int n : sets) {
-        for (absl::string_view mode : absl::StrSplit(modes, ',')) {
-          if (mode == "base") continue;
-          o.mode = std::string(mode);
-          o.dist = std::string(dist);
-          o.sets = n;
-          Json rr = Run(s, o);
-          if (base_tps > 0) rr["vs_base"] = rr["tokens_per_s"].get<double>() / base_tps;
-          out["runs"].push_back(rr);
+    // Ratios to the base run of the same round, by configuration.
+    std::map<std::string, std::vector<double>> ratios;
+    for (int64_t round = 0; round < repeats; ++round) {
+      double base_tps = 0;
+      if (modes.find("base") != std::string::npos) {
+        o.mode = "base";
+        o.dist = "uniform";
+        o.precision = precisions.front();
+        Json r0 = Run(s, o);
+        r0["round"] = round;
+        base_tps = r0["tokens_per_s"].get<double>();
+        out["runs"].push_back(r0);
+      }
+      for (absl::string_view dist : absl::StrSplit(dists, ',')) {
+        for (int n : sets) {
+          for (absl::string_view mode : absl::StrSplit(modes, ',')) {
+            if (mode == "base") continue;
+            for (const std::string& prec : precisions) {
+              o.mode = std::string(mode);
+              o.dist = std::string(dist);
+              o.sets = n;
+              o.precision = prec;
+              Json rr = Run(s, o);
+              rr["round"] = round;
+              if (base_tps > 0) {
+                rr["vs_base"] = rr["tokens_per_s"].get<double>() / base_tps;
+                ratios[absl::StrCat(mode, " ", prec, " ", dist, " ", n)].push_back(rr["vs_base"].get<double>());
+              }
+              out["runs"].push_back(rr);
+            }
+          }
         }
       }
+    }
+    for (auto& [config, v] : ratios) {
+      std::sort(v.begin(), v.end());
+      const double median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+      out["median_vs_base"][config] = {{"median", median}, {"min", v.front()}, {"max", v.back()}};
+      std::fprintf(stderr, "  median vs base  %-32s %.3f (%.3f-%.3f over %zu rounds)\n", config.c_str(), median,
+                   v.front(), v.back(), v.size());
     }
     std::filesystem::remove_all(s.dir);
   }
