@@ -5,7 +5,13 @@
 // measured in the same run. A batched decode step reads the same weights, so
 // it should cost about the same: each batch the small-batch kernels serve
 // (core/small_gemm.h, 2 to 16 rows) is decoded with each kernel this CPU runs
-// (AVX-512, AVX2) and with BLAS; every step is compared with the batch-1 step. Writes
+// (AVX-512, AVX2) and with BLAS; every step is compared with the batch-1 step.
+// Every step is also set against this machine's roofline, measured in the same
+// run (bench/roofline.h): max(bytes read / read bandwidth, 2 · batch · weights
+// / FMA peak), the weights being those a step reads (all but the embedding
+// table); attention over the short context is left out. Past the batch where
+// the FMA term overtakes the bytes term a step cannot cost the same as a
+// batch-1 step on this machine, whatever the kernel. Writes
 // bench/results/model_<timestamp>.json.
 //
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
@@ -21,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
+#include "bench/roofline.h"
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/model.h"
@@ -33,8 +40,14 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+struct Ceilings {
+  double memcpy_bandwidth = 0;  // bytes/s
+  double read_bandwidth = 0;    // bytes/s, all threads
+  double fma_flops = 0;         // FLOP/s, all threads
+};
+
 Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int64_t prompt_len, int64_t steps,
-              double bandwidth) {
+              const Ceilings& ceil) {
   ModelConfig c = BenchShape(name);
   auto t0 = Clock::now();
   auto w = RandomBenchWeights(c);
@@ -49,6 +62,10 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
   if (!c.tie_word_embeddings) read_bytes -= w->embed_tokens().numel() * 4;
   out["decode_bytes_per_step"] = read_bytes;
   double batch1_step = 0;
+  // The roofline of a decode step at `batch` rows: every weight read once, 2 FLOP per weight and row.
+  auto roofline = [&](int64_t batch) {
+    return std::max(read_bytes / ceil.read_bandwidth, 2.0 * batch * (read_bytes / 4) / ceil.fma_flops);
+  };
   for (int64_t batch : batches) {
     // The linears' kernel per run: the best small-batch kernel first (what
     // serving uses), then the other one, then BLAS (kOff). One prefill, then
@@ -101,15 +118,21 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       r["decode_seconds_per_step"] = decode_s / steps;
       r["decode_tokens_per_s"] = batch * steps / decode_s;
       std::string note;
+      r["roofline_seconds_per_step"] = roofline(batch);
+      r["step_vs_roofline"] = (decode_s / steps) / roofline(batch);
+      // The least step_vs_batch1 this machine allows: this batch's roofline over batch 1's.
+      r["roofline_step_vs_batch1"] = roofline(batch) / roofline(1);
       if (batch == 1) {
         batch1_step = decode_s / steps;
-        double bound = read_bytes / bandwidth;
+        double bound = read_bytes / ceil.memcpy_bandwidth;
         r["memory_bound_seconds_per_token"] = bound;
         r["decode_vs_bound"] = (decode_s / steps) / bound;
         note = absl::StrCat(", ", r["decode_vs_bound"].get<double>(), "x the memory bound");
       } else if (batch1_step > 0) {
         r["step_vs_batch1"] = (decode_s / steps) / batch1_step;
-        note = absl::StrCat(", ", r["step_vs_batch1"].get<double>(), "x the batch-1 step");
+        note = absl::StrCat(", ", r["step_vs_batch1"].get<double>(), "x the batch-1 step (roofline allows ",
+                            r["roofline_step_vs_batch1"].get<double>(), "x; this step is ",
+                            r["step_vs_roofline"].get<double>(), "x its roofline)");
       }
       std::fprintf(stderr, "[%s] batch %lld (%s): prefill %.1f tok/s, decode %.1f tok/s (%.2f ms/step)%s\n",
                    name.c_str(), static_cast<long long>(batch), r["linear"].get<std::string>().c_str(),
@@ -150,11 +173,25 @@ int Main(int argc, char** argv) {
   result["benchmark"] = "model_bench";
   result["timestamp"] = UtcTimestamp();
   result["machine"] = MachineInfo();
-  double bw = MemcpyBandwidth(size_t{512} << 20, 5);
-  result["memcpy_bandwidth_bytes_per_s"] = bw;
-  std::fprintf(stderr, "memcpy bandwidth %.2f GB/s\n", bw / 1e9);
+  Ceilings ceil;
+  ceil.memcpy_bandwidth = MemcpyBandwidth(size_t{512} << 20, 5);
+  result["memcpy_bandwidth_bytes_per_s"] = ceil.memcpy_bandwidth;
+  const int nthreads = at::get_num_threads();
+  ceil.read_bandwidth = MeasureReadBandwidth(size_t{1} << 30, nthreads, 5);
+  const FmaPeak peak = MeasureFmaPeak(nthreads, 5);
+  ceil.fma_flops = peak.flops_per_s;
+  result["roofline"] = {{"threads", nthreads},
+                        {"read_bandwidth_bytes_per_s", ceil.read_bandwidth},
+                        {"fma_isa", peak.isa},
+                        {"fma_flops_per_s", ceil.fma_flops},
+                        {"ridge_rows", ceil.fma_flops / (2.0 * ceil.read_bandwidth / 4)}};
+  std::fprintf(stderr,
+               "memcpy bandwidth %.2f GB/s; %d threads: read %.2f GB/s, FMA peak (%s) %.1f GFLOP/s: a float32 "
+               "linear is compute-bound from %.1f rows\n",
+               ceil.memcpy_bandwidth / 1e9, nthreads, ceil.read_bandwidth / 1e9, peak.isa.c_str(), ceil.fma_flops / 1e9,
+               result["roofline"]["ridge_rows"].get<double>());
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
-    result["shapes"][std::string(s)] = RunShape(std::string(s), batches, prompt_len, steps, bw);
+    result["shapes"][std::string(s)] = RunShape(std::string(s), batches, prompt_len, steps, ceil);
   }
   return WriteBenchResult(result, "model", out_dir);
 }
