@@ -148,8 +148,8 @@ class RowDeltas {
     }
     if (vts.empty()) return y;
     if (AddLowRankRows(vts, uss, blocks, x, y)) return y;
-    // The ATen paths (prefill, or no kernel): factors in x's type, float16 ones
-    // widened here for the call.
+    // The ATen paths (no kernel on this CPU, or x not float32 on the CPU):
+    // factors in x's type, float16 ones widened here for the call.
     for (size_t i = 0; i < vts.size(); ++i) {
       vts[i] = vts[i].to(x.scalar_type());
       uss[i] = uss[i].to(x.scalar_type());

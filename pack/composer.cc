@@ -104,10 +104,11 @@ StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeight
       if (dm->factored()) {
         t.us = dm->us;
         t.vt = dm->vt;
+        t.scale = w * dm->factor_scale;
       } else {
         t.dense = dm->delta;
+        t.scale = w;
       }
-      t.scale = w;
       terms[name].push_back(std::move(t));
     }
   }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -87,7 +88,9 @@ StatusOr<FactorPrecision> ParseFactorPrecision(const std::string& name) {
 const char* FactorPrecisionName(FactorPrecision p) { return p == FactorPrecision::kFloat16 ? "float16" : "float32"; }
 
 at::Tensor DecodedModule::DenseDelta() const {
-  return delta.defined() ? delta : us.to(at::kFloat).matmul(vt.to(at::kFloat));
+  if (delta.defined()) return delta;
+  at::Tensor d = us.to(at::kFloat).matmul(vt.to(at::kFloat));
+  return factor_scale == 1.0f ? d : d.mul_(factor_scale);
 }
 
 int64_t DecodedModule::bytes() const {
@@ -115,11 +118,19 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, Facto
       d.name = m.name;
       if (keep_factors && m.op == ModuleOp::kLowRank) {
         LowRankFactors f = FactorsOf(m);
-        constexpr double kHalfMax = 65504.0;
-        if (factors == FactorPrecision::kFloat16 && f.us.numel() > 0 && f.vt.numel() > 0 &&
-            f.us.abs().max().item<double>() <= kHalfMax && f.vt.abs().max().item<double>() <= kHalfMax) {
-          f.us = f.us.to(at::kHalf);
-          f.vt = f.vt.to(at::kHalf);
+        if (factors == FactorPrecision::kFloat16) {
+          // Each factor divided by the power of two at or above its largest
+          // entry (exact), then rounded to float16; the two powers go to factor_scale.
+          double scale = 1.0;
+          for (at::Tensor* t : {&f.us, &f.vt}) {
+            const double amax = t->numel() > 0 ? t->abs().max().item<double>() : 0.0;
+            int exponent = 0;
+            if (amax > 0 && std::isfinite(amax)) std::frexp(amax, &exponent);  // amax = [0.5, 1) · 2^exponent
+            const double p = std::ldexp(1.0, exponent);
+            *t = (*t / p).to(at::kHalf);
+            scale *= p;
+          }
+          d.factor_scale = static_cast<float>(scale);
         }
         d.us = std::move(f.us);
         d.vt = std::move(f.vt);

@@ -41,16 +41,21 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 // One decoded module. Exactly one form is set: `delta` (dense ΔŴ, float32
 // [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
 // and `vt` [k, in] (float32, or both float16: FactorPrecision) with
-// ΔŴ = us · vt.
+// ΔŴ = factor_scale · us · vt.
 struct DecodedModule {
   std::string name;
   at::Tensor delta;
   at::Tensor us;
   at::Tensor vt;
+  // 1 for float32 factors. Float16 ones are stored divided by a power of two
+  // each (exact), so that their largest entry is in [0.5, 1]: a pack's small
+  // singular values would otherwise put U·diag(σ) among float16's subnormals
+  // (below 6.1e-5), where its precision runs out, and large ones past 65504.
+  float factor_scale = 1.0f;
 
   bool factored() const { return !delta.defined(); }
-  // ΔŴ as float32: `delta`, or us.matmul(vt) in float32 (equal to
-  // DecodeModuleDelta when the factors are float32).
+  // ΔŴ as float32: `delta`, or factor_scale · us.matmul(vt) in float32
+  // (equal to DecodeModuleDelta when the factors are float32).
   at::Tensor DenseDelta() const;
   int64_t bytes() const;
 };

@@ -11,9 +11,10 @@ namespace skillpack {
 
 // kFloat16 halves the factors' bytes: the server's host tier, and what a
 // factorized decode step streams (core/model.cc reads them with SmallGemmF16).
-// The rounding is 2^-11 relative per element, far below the pack's own
-// quantisation of U and Vᵀ (2-8 bits). A module whose factors do not all fit
-// float16's range (|v| <= 65504) stays float32.
+// Each factor is scaled by a power of two into float16's normal range first
+// (DecodedModule::factor_scale), so the rounding is 2^-11 relative per element
+// down to 2^-14 of the factor's largest entry, far below the pack's own
+// quantisation of U and Vᵀ (2-8 bits).
 enum class FactorPrecision { kFloat32, kFloat16 };
 
 // "float32" / "float16"; INVALID_ARGUMENT naming the value otherwise.

@@ -341,48 +341,46 @@ TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
   EXPECT_THAT(bad.message(), HasSubstr("'fp16'"));
 }
 
-// Float16 factors: half the bytes, within float16's rounding of the float32
-// ones; a module whose factors leave float16's range stays float32.
-TEST_F(ComposerTest, HalfFactorsRoundAndKeepOutOfRangeModulesFloat32) {
-  SkillPack p = packs_[0];
-  std::string big;
-  for (ModuleDelta& m : p.modules) {
-    if (m.op == ModuleOp::kLowRank && m.bands.size() > 0 && big.empty()) {
-      m.sigma = m.sigma * 1e7;  // us = U diag(σ) beyond 65504
-      big = m.name;
+// Float16 factors: half the bytes, each factor scaled by a power of two into
+// float16's normal range, so ΔŴ keeps float16's relative precision whatever
+// the singular values: tiny ones (U·diag(σ) would be subnormal) and huge ones
+// (past 65504) alike.
+TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
+  for (double sigma_scale : {1.0, 1e-6, 1e7}) {
+    SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
+    SkillPack p = packs_[0];
+    for (ModuleDelta& m : p.modules) {
+      if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
+    }
+    const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
+    const DecodedPack f16 = *DecodePack(p, true, FactorPrecision::kFloat16);
+    int64_t halved = 0;
+    for (const auto& [name, m] : f16.modules) {
+      const DecodedModule& ref = f32.modules.at(name);
+      if (!m.factored()) {
+        EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
+        continue;
+      }
+      ++halved;
+      EXPECT_EQ(m.us.scalar_type(), at::kHalf) << name;
+      EXPECT_EQ(m.vt.scalar_type(), at::kHalf) << name;
+      EXPECT_EQ(m.bytes() * 2, ref.bytes()) << name;
+      EXPECT_EQ(ref.factor_scale, 1.0f);
+      const at::Tensor got = m.DenseDelta(), want = ref.DenseDelta();
+      EXPECT_EQ(got.scalar_type(), at::kFloat);
+      const double peak = want.abs().max().item<double>();
+      ASSERT_GT(peak, 0.0) << name;
+      EXPECT_LE((got - want).abs().max().item<double>(), 5e-3 * peak) << name;
+    }
+    EXPECT_GT(halved, 0);
+    // The factorized composition carries factor_scale into the terms' scales.
+    auto delta = ComposeFactorized(*base_, {{"", 0.5f, {}}}, {&f16});
+    ASSERT_TRUE(delta.ok()) << delta.status();
+    for (const auto& [name, terms] : (*delta)->terms()) {
+      const DecodedModule& m = f16.modules.at(name);
+      if (m.factored()) EXPECT_FLOAT_EQ(terms[0].scale, 0.5f * m.factor_scale) << name;
     }
   }
-  ASSERT_FALSE(big.empty());
-  const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
-  const DecodedPack f16 = *DecodePack(p, true, FactorPrecision::kFloat16);
-  int64_t halved = 0;
-  for (const auto& [name, m] : f16.modules) {
-    const DecodedModule& ref = f32.modules.at(name);
-    if (!m.factored()) {
-      EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
-      continue;
-    }
-    if (name == big) {
-      EXPECT_EQ(m.us.scalar_type(), at::kFloat) << "out of float16's range: kept float32";
-      EXPECT_TRUE(at::equal(m.us, ref.us));
-      continue;
-    }
-    ++halved;
-    EXPECT_EQ(m.us.scalar_type(), at::kHalf) << name;
-    EXPECT_EQ(m.vt.scalar_type(), at::kHalf) << name;
-    EXPECT_EQ(m.bytes() * 2, ref.bytes()) << name;
-    // Each element within float16's relative rounding (2^-11) of the float32 one.
-    for (const auto& [h, r] : {std::pair{&m.us, &ref.us}, std::pair{&m.vt, &ref.vt}}) {
-      const at::Tensor err = (h->to(at::kFloat) - *r).abs();
-      EXPECT_TRUE((err <= r->abs() * (1.0 / 2048) + 1e-7).all().item<bool>()) << name;
-    }
-    const at::Tensor dense = m.DenseDelta();
-    EXPECT_EQ(dense.scalar_type(), at::kFloat);
-    EXPECT_LE((dense - ref.DenseDelta()).abs().max().item<double>(),
-              1e-2 * ref.DenseDelta().abs().max().item<double>() + 1e-6)
-        << name;
-  }
-  EXPECT_GT(halved, 0);
 }
 
 // lm_head terms (untied), and on a tied base the embedding's terms serve the
