@@ -31,7 +31,8 @@ def timeout_scale():
     if not text:
         return 1.0
     try:
-        value = float(text)
+        # Digits and a point only, as in shell.h (float() would also take spaces, signs, exponents).
+        value = float(text) if text.strip("0123456789.") == "" else float("nan")
     except ValueError:
         value = float("nan")
     if not 1 <= value <= 1000:
