@@ -114,6 +114,16 @@ else
   export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1:log_path=$REPORTS/tsan}
   export OMP_NUM_THREADS=1
 fi
+# The e2e tests' waits for the servers and CLIs they start (start, exit after
+# SIGTERM, health, load draining) are sized for the Release build; these
+# builds run several times slower (TSan ~5-15x, ASan ~2-3x), so every such
+# wait is stretched by this factor (tests/e2e/shell.h, python_client_test.py).
+if [ "$MODE" = asan ]; then
+  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-3}
+else
+  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-10}
+fi
+echo "sanitize: e2e waits scaled by SKILLPACK_TEST_TIMEOUT_SCALE=$SKILLPACK_TEST_TIMEOUT_SCALE"
 # tools_* (format, layering, thread-safety analysis) run no binary of ours.
 TIMEFORMAT="sanitize: $MODE tests took %0R s (CPU %0U s user + %0S s sys)"
 time (cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})

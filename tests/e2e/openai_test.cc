@@ -304,13 +304,14 @@ int TryOpenLongStream(int port) {
   return fd;
 }
 
-// TryOpenLongStream, retried for up to 5 s.
+// TryOpenLongStream, retried for up to 5 s (times TimeoutScale()).
 int OpenLongStream(int port) {
-  for (int i = 0; i < 250; ++i) {
+  const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(5));
+  do {
     const int fd = TryOpenLongStream(port);
     if (fd >= 0) return fd;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  } while (std::chrono::steady_clock::now() < deadline);
   return -1;
 }
 
@@ -323,7 +324,8 @@ TEST_F(OpenAiTest, DisconnectCancelsTheGeneration) {
   ASSERT_GE(fd, 0);
   ::close(fd);  // mid-stream
   bool cancelled = false;
-  for (int i = 0; i < 500 && !cancelled; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(10));
+       !cancelled && std::chrono::steady_clock::now() < until;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     cancelled = MetricValue(FetchMetrics(server_->metrics_port()),
                             R"(skillpack_request_finished_total{reason="cancelled"})") > before;
@@ -347,7 +349,8 @@ TEST_F(OpenAiTest, BusyAndShuttingDown) {
   EXPECT_NE(resp.find("\"rate_limit_error\""), std::string::npos) << resp;
   ::close(fd);
   // Once the stream's slot is freed the same request goes through.
-  for (int i = 0; i < 250 && StatusOf(resp) != 200; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(5));
+       StatusOf(resp) != 200 && std::chrono::steady_clock::now() < until;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     resp = RawHttp(port, req);
   }
@@ -359,7 +362,8 @@ TEST_F(OpenAiTest, BusyAndShuttingDown) {
   ASSERT_GE(fd, 0);
   small.Signal(SIGTERM);
   resp.clear();
-  for (int i = 0; i < 250 && StatusOf(resp) != 503; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(5));
+       StatusOf(resp) != 503 && std::chrono::steady_clock::now() < until;) {
     resp = RawHttp(port, req);  // 429 until the drain starts (the stream holds the one slot), then 503
     if (StatusOf(resp) != 503) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -157,7 +157,8 @@ class PrometheusProcess {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
     int status;
-    for (int i = 0; i < 200 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i)
+    const auto deadline = std::chrono::steady_clock::now() + Scaled(seconds(5));
+    while (::waitpid(pid_, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(milliseconds(25));
     if (::waitpid(pid_, &status, WNOHANG) == 0) {
       ::kill(pid_, SIGKILL);
@@ -198,7 +199,8 @@ TEST_F(PrometheusTest, EveryDashboardPanelShowsData) {
   // Traffic starts once Prometheus has scraped the idle server, so that each
   // counter's first increase falls between two scrapes.
   bool up = false;
-  for (int i = 0; i < 300 && !up; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(30));
+       !up && std::chrono::steady_clock::now() < until;) {
     up = NoDataReason(prometheus.port(), "up{job=\"skillpack\"} == 1").empty();
     if (!up) std::this_thread::sleep_for(milliseconds(100));
   }
@@ -229,7 +231,8 @@ TEST_F(PrometheusTest, EveryDashboardPanelShowsData) {
 
   // Every expression has data once Prometheus has scraped the end of it.
   std::vector<std::string> missing;
-  for (int attempt = 0; attempt < 20; ++attempt) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(20));
+       std::chrono::steady_clock::now() < until;) {
     std::this_thread::sleep_for(seconds(1));
     missing.clear();
     for (const auto& [title, expr] : exprs) {
@@ -277,7 +280,8 @@ TEST_F(PrometheusTest, FreshServerPageHasEverySeriesAndPassesPromtool) {
   MustGenerate(fresh.channel(), WithPacks(Request("hello", five), {"alpha"}));
   // The request is retired on the engine thread just after its response
   // goes out: wait for its finish to be counted.
-  for (int i = 0; i < 250; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(5));
+       std::chrono::steady_clock::now() < until;) {
     page = FetchMetrics(fresh.metrics_port());
     if (page.find("skillpack_request_finished_total{reason=\"length\"} 1") != std::string::npos) break;
     std::this_thread::sleep_for(milliseconds(20));

@@ -23,6 +23,30 @@ SKILLPACK = os.path.join(BUILD_DIR, "cli", "skillpack")
 SERVER = os.path.join(BUILD_DIR, "server", "skillpack-server")
 
 
+def timeout_scale():
+    """SKILLPACK_TEST_TIMEOUT_SCALE, as the C++ e2e tests read it (tests/e2e/shell.h):
+    a number from 1 to 1000 that scripts/sanitize.sh sets for the slower sanitizer
+    builds; 1 when unset."""
+    text = os.environ.get("SKILLPACK_TEST_TIMEOUT_SCALE", "")
+    if not text:
+        return 1.0
+    try:
+        # Digits and a point only, as in shell.h (float() would also take spaces, signs, exponents).
+        value = float(text) if text.strip("0123456789.") == "" else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value <= 1000:
+        sys.exit('SKILLPACK_TEST_TIMEOUT_SCALE="%s": expected a number from 1 to 1000' % text)
+    return value
+
+
+SCALE = timeout_scale()
+
+
+def scaled(seconds):
+    return seconds * SCALE
+
+
 def varint(n):
     out = b""
     while True:
@@ -64,13 +88,13 @@ class PythonClientTest(unittest.TestCase):
         assert line.startswith("listening grpc=127.0.0.1:"), line
         cls.address = line.split()[1].split("=", 1)[1]
         cls.channel = grpc.insecure_channel(cls.address)
-        grpc.channel_ready_future(cls.channel).result(timeout=30)
+        grpc.channel_ready_future(cls.channel).result(timeout=scaled(30))
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
         cls.server.send_signal(signal.SIGTERM)
-        cls.server.wait(timeout=60)
+        cls.server.wait(timeout=scaled(60))
         cls.server_log.close()
         cls.tmp.cleanup()
 
@@ -85,19 +109,19 @@ class PythonClientTest(unittest.TestCase):
 
     def test_health_is_serving(self):
         # HealthCheckResponse{status: SERVING(1)} is the two bytes 08 01.
-        self.assertEqual(self.raw("/grpc.health.v1.Health/Check")(b"", timeout=10), b"\x08\x01")
+        self.assertEqual(self.raw("/grpc.health.v1.Health/Check")(b"", timeout=scaled(10)), b"\x08\x01")
 
     def test_reflection_lists_our_services(self):
         stream = self.channel.stream_stream(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
             request_serializer=None, response_deserializer=None)
         # ServerReflectionRequest{list_services: "*"}: field 7.
-        responses = list(stream(iter([field_bytes(7, b"*")]), timeout=10))
+        responses = list(stream(iter([field_bytes(7, b"*")]), timeout=scaled(10)))
         self.assertEqual(len(responses), 1)
         for name in (b"skillpack.v1.Inference", b"skillpack.v1.Admin", b"grpc.health.v1.Health"):
             self.assertIn(name, responses[0])
 
-    def generate(self, request, timeout=60):
+    def generate(self, request, timeout=scaled(60)):
         call = self.channel.unary_unary(
             "/skillpack.v1.Inference/Generate",
             request_serializer=self.pb.GenerateRequest.SerializeToString,
@@ -134,25 +158,25 @@ class PythonClientTest(unittest.TestCase):
         bad_prompt = field_bytes(1, b"hi \xff") + field_bytes(4, b"\x08\x02")
         for method in ("Generate", "Route"):
             with self.assertRaises(grpc.RpcError) as err:
-                self.raw("/skillpack.v1.Inference/" + method)(bad_prompt, timeout=10)
+                self.raw("/skillpack.v1.Inference/" + method)(bad_prompt, timeout=scaled(10))
             self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, method)
             self.assertIn("prompt: not valid UTF-8 (byte 3 of 4)", err.exception.details(), method)
         stream = self.channel.unary_stream("/skillpack.v1.Inference/GenerateStream",
                                            request_serializer=None, response_deserializer=None)
         with self.assertRaises(grpc.RpcError) as err:
-            list(stream(bad_prompt, timeout=10))
+            list(stream(bad_prompt, timeout=scaled(10)))
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("prompt: not valid UTF-8", err.exception.details())
         # A chat message's content: the path names the message.
         chat = field_bytes(2, field_bytes(1, field_bytes(1, b"user") + field_bytes(2, b"ok"))
                            + field_bytes(1, field_bytes(1, b"user") + field_bytes(2, b"\xc3(")))
         with self.assertRaises(grpc.RpcError) as err:
-            self.raw("/skillpack.v1.Inference/Generate")(chat, timeout=10)
+            self.raw("/skillpack.v1.Inference/Generate")(chat, timeout=scaled(10))
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("chat.messages[1].content: not valid UTF-8 (byte 0 of 2)", err.exception.details())
         # Bytes that are no protobuf at all.
         with self.assertRaises(grpc.RpcError) as err:
-            self.raw("/skillpack.v1.Inference/Generate")(b"\x0a\x09short", timeout=10)
+            self.raw("/skillpack.v1.Inference/Generate")(b"\x0a\x09short", timeout=scaled(10))
         self.assertEqual(err.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("malformed skillpack.v1.GenerateRequest", err.exception.details())
         # Our CLI does not check either: protobuf's C++ serializer only logs, and sends the bytes.
@@ -163,9 +187,10 @@ class PythonClientTest(unittest.TestCase):
         self.assertIn(b"prompt: not valid UTF-8 (byte 3 of 4)", cli.stderr)
         # The same bytes with valid UTF-8 still generate, unary and streamed.
         good = field_bytes(1, b"hi \xc3\xbf") + field_bytes(4, b"\x08\x02\x15\x00\x00\x00\x00\x50\x01")
-        resp = self.pb.GenerateResponse.FromString(self.raw("/skillpack.v1.Inference/Generate")(good, timeout=60))
+        resp = self.pb.GenerateResponse.FromString(
+            self.raw("/skillpack.v1.Inference/Generate")(good, timeout=scaled(60)))
         self.assertEqual(resp.usage.completion_tokens, 2)
-        chunks = [self.pb.GenerateStreamResponse.FromString(m) for m in stream(good, timeout=60)]
+        chunks = [self.pb.GenerateStreamResponse.FromString(m) for m in stream(good, timeout=scaled(60))]
         self.assertEqual(sum(len(c.token_ids) for c in chunks), 2)
         self.assertEqual(chunks[-1].finish_reason, self.pb.LENGTH)
         self.assertNoProtobufLog()
@@ -179,7 +204,7 @@ class PythonClientTest(unittest.TestCase):
                                              request_serializer=None, response_deserializer=None)
         else:
             call = self.raw("/skillpack.v1.Admin/" + method)
-        return call(request, timeout=10, metadata=md)
+        return call(request, timeout=scaled(10), metadata=md)
 
     def assertAdminInvalid(self, method, request, want, stream=False):
         with self.assertRaises(grpc.RpcError) as err:
@@ -214,13 +239,13 @@ class PythonClientTest(unittest.TestCase):
         self.assertEqual(self.admin("ListPacks", b""), b"")
         # The token is checked first: without it the bad bytes are not looked at.
         with self.assertRaises(grpc.RpcError) as err:
-            self.raw("/skillpack.v1.Admin/GetPack")(field_bytes(1, b"\xff"), timeout=10)
+            self.raw("/skillpack.v1.Admin/GetPack")(field_bytes(1, b"\xff"), timeout=scaled(10))
         self.assertEqual(err.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
         self.assertNoProtobufLog()
 
     def test_admin_without_token_is_unauthenticated(self):
         with self.assertRaises(grpc.RpcError) as err:
-            self.raw("/skillpack.v1.Admin/ListPacks")(b"", timeout=10)
+            self.raw("/skillpack.v1.Admin/ListPacks")(b"", timeout=scaled(10))
         self.assertEqual(err.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
 
 

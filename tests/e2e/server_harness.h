@@ -1,7 +1,8 @@
 // Helpers shared by the end-to-end suites that drive the real
 // skillpack-server binary (server_test.cc, router_e2e_test.cc): starting and
 // stopping a server child process, offline reference generation, request
-// builders, pack upload, stats and the /metrics page.
+// builders, pack upload, stats and the /metrics page. Every wait for the
+// server is stretched by TimeoutScale() (shell.h) for sanitizer builds.
 #ifndef SKILLPACK_TESTS_E2E_SERVER_HARNESS_H_
 #define SKILLPACK_TESTS_E2E_SERVER_HARNESS_H_
 
@@ -130,7 +131,7 @@ class ServerProcess {
     ::close(fds[1]);
     out_fd_ = fds[0];
     std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(120));
     while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
       pollfd p{out_fd_, POLLIN, 0};
       if (::poll(&p, 1, 200) <= 0) continue;
@@ -150,12 +151,13 @@ class ServerProcess {
     channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
   }
 
-  // SIGTERM; returns the exit status (-1 when it had to be killed).
+  // SIGTERM; returns the exit status (-1 when it had to be killed after
+  // `wait_seconds`, times TimeoutScale()).
   int Stop(int wait_seconds = 30) {
     if (pid_ <= 0) return 0;
     ::kill(pid_, SIGTERM);
     int status = 0;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_seconds);
+    const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::seconds(wait_seconds));
     while (std::chrono::steady_clock::now() < deadline) {
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
@@ -295,14 +297,16 @@ inline v1::GetStatsResponse Stats(const std::shared_ptr<grpc::Channel>& ch) {
   return r;
 }
 
-// Waits until the server holds `n` requests (running + waiting).
+// Waits until the server holds `n` requests (running + waiting), for up to
+// `timeout_ms` times TimeoutScale().
 inline bool WaitForLoad(const std::shared_ptr<grpc::Channel>& ch, int n, int timeout_ms = 10000) {
-  for (int t = 0; t < timeout_ms; t += 20) {
+  const auto deadline = std::chrono::steady_clock::now() + Scaled(std::chrono::milliseconds(timeout_ms));
+  while (true) {
     auto s = Stats(ch);
     if (s.running_requests() + s.waiting_requests() == n) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return false;
 }
 
 // A raw HTTP/1.1 exchange on 127.0.0.1:port: sends `request`, reads until the

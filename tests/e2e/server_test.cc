@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -47,9 +48,11 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// `skillpack client health` against a server: its exit code and its stdout + stderr.
+// `skillpack client health` against a server (a 5 s timeout, times
+// TimeoutScale()): its exit code and its stdout + stderr.
 CommandResult CliHealth(const std::string& address, const std::string& service = "") {
-  std::string cmd = kCliBin + " client health --server " + address + " --timeout-seconds 5";
+  const int64_t timeout = std::chrono::duration_cast<seconds>(Scaled(seconds(5)) + milliseconds(999)).count();
+  std::string cmd = kCliBin + " client health --server " + address + " --timeout-seconds " + std::to_string(timeout);
   if (!service.empty()) cmd += " --service " + service;
   return Shell(cmd);
 }
@@ -496,7 +499,7 @@ TEST_F(ServerE2eTest, UploadsAreCappedAndIdleOnesCancelled) {
   auto stub = v1::Admin::NewStub(up.channel());
   grpc::ClientContext idle_ctx;
   AddToken(&idle_ctx, kToken);
-  idle_ctx.set_deadline(std::chrono::system_clock::now() + seconds(60));  // the server must end it long before
+  idle_ctx.set_deadline(std::chrono::system_clock::now() + Scaled(seconds(60)));  // the server must end it long before
   v1::UploadPackResponse idle_resp;
   auto idle = stub->UploadPack(&idle_ctx, &idle_resp);
   v1::UploadPackRequest header;
@@ -510,7 +513,12 @@ TEST_F(ServerE2eTest, UploadsAreCappedAndIdleOnesCancelled) {
     for (const auto& e : fs::directory_iterator(Path("packs-uploads/.incoming"), ec)) n += e.is_regular_file();
     return n;
   };
-  for (int i = 0; i < 200 && part_files() == 0; ++i) std::this_thread::sleep_for(milliseconds(50));
+  // Polls `done` every 50 ms for up to 10 s (times TimeoutScale()).
+  auto wait_for = [](const std::function<bool()>& done) {
+    const auto deadline = std::chrono::steady_clock::now() + Scaled(seconds(10));
+    while (!done() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(50));
+  };
+  wait_for([&] { return part_files() != 0; });
   ASSERT_EQ(part_files(), 1);
   // While it is open, a second upload is refused (one at a time).
   const grpc::Status second = Upload(up.channel(), Path("p2.skillpack"));
@@ -522,15 +530,14 @@ TEST_F(ServerE2eTest, UploadsAreCappedAndIdleOnesCancelled) {
   EXPECT_EQ(ended.error_code(), grpc::StatusCode::CANCELLED) << ended.error_message();
   // The client sees CANCELLED as soon as the server cancels; the handler then
   // unwinds (removing the .part file, then freeing its slot) a moment later.
-  for (int i = 0; i < 200 && part_files() != 0; ++i) std::this_thread::sleep_for(milliseconds(50));
+  wait_for([&] { return part_files() == 0; });
   EXPECT_EQ(part_files(), 0);
   // Its slot is free again.
   grpc::Status again;
-  for (int i = 0; i < 100; ++i) {
+  wait_for([&] {
     again = Upload(up.channel(), Path("p2.skillpack"));
-    if (again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
+    return again.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED;
+  });
   EXPECT_TRUE(again.ok()) << again.error_message();
   EXPECT_TRUE(fs::exists(Path("packs-uploads/p2.skillpack")));
   EXPECT_EQ(up.Stop(), 0);
@@ -544,7 +551,7 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   // The server as a whole ("") and each of its services by name.
   auto check = [&](const std::string& service = "") {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + seconds(2));
+    ctx.set_deadline(std::chrono::system_clock::now() + Scaled(seconds(2)));
     grpc::health::v1::HealthCheckRequest req;
     req.set_service(service);
     grpc::health::v1::HealthCheckResponse resp;
@@ -571,7 +578,8 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   ASSERT_TRUE(reader->Read(&m));
   s.Signal(SIGTERM);
   bool not_serving = false;
-  for (int i = 0; i < 100 && !not_serving; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(1));
+       !not_serving && std::chrono::steady_clock::now() < until;) {
     not_serving = check() == grpc::health::v1::HealthCheckResponse::NOT_SERVING;
     if (!not_serving) std::this_thread::sleep_for(milliseconds(10));
   }
@@ -616,7 +624,8 @@ TEST_F(ServerE2eTest, CliHealthCommand) {
   s.Signal(SIGTERM);
   auto health = grpc::health::v1::Health::NewStub(s.channel());
   bool not_serving = false;
-  for (int i = 0; i < 500 && !not_serving; ++i) {
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(5));
+       !not_serving && std::chrono::steady_clock::now() < until;) {
     grpc::ClientContext ctx;
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;

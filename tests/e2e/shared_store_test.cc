@@ -70,10 +70,11 @@ class SharedStoreE2eTest : public ::testing::Test {
     v1::GetPackResponse resp;
     return stub->GetPack(&ctx, req, &resp).ok() ? resp.pack().sha256() : "";
   }
-  // Polls `done` for up to 20 s; returns the seconds it took (-1: never).
+  // Polls `done` for up to 20 s (times TimeoutScale()); returns the seconds
+  // it took (-1: never).
   static double SecondsUntil(const std::function<bool()>& done) {
     const auto t0 = Clock::now();
-    while (Clock::now() - t0 < std::chrono::seconds(20)) {
+    while (Clock::now() - t0 < Scaled(std::chrono::seconds(20))) {
       if (done()) return std::chrono::duration<double>(Clock::now() - t0).count();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
