@@ -519,10 +519,7 @@ StatusOr<Json> Study::Table4() {
   RETURN_IF_ERROR(router_->Save(JoinPath(opts_.out_dir, "router.safetensors")));
 
   // Evaluation sets: (category, expected label, prompt).
-  struct Case {
-    std::string category, label, prompt;
-  };
-  std::vector<Case> cases;
+  std::vector<RoutingCase> cases;
   for (const std::string& task : spec_.tasks) {
     const Task& tk = *tasks_.at(task);
     ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
@@ -542,31 +539,11 @@ StatusOr<Json> Study::Table4() {
     cases.push_back({"general_held_out", kRouterNoneLabel, g});
   }
   std::vector<std::string> prompts;
-  for (const Case& c : cases) prompts.push_back(c.prompt);
+  for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
-  std::map<std::string, std::map<std::string, std::pair<int64_t, int64_t>>> counts;  // category -> label -> (ok, n)
-  Json examples = Json::array();
-  for (size_t i = 0; i < cases.size(); ++i) {
-    auto& c = counts[cases[i].category][cases[i].label];
-    c.second++;
-    if (got[i] == cases[i].label) {
-      c.first++;
-    } else if (examples.size() < 20) {
-      examples.push_back({{"prompt", cases[i].prompt}, {"expected", cases[i].label}, {"routed", got[i]}});
-    }
-  }
-  for (const auto& [category, by_label] : counts) {
-    int64_t ok = 0, n = 0;
-    Json per = Json::object();
-    for (const auto& [label, c] : by_label) {
-      per[label] = static_cast<double>(c.first) / static_cast<double>(c.second);
-      ok += c.first;
-      n += c.second;
-    }
-    t["categories"][category] = {
-        {"accuracy", static_cast<double>(ok) / static_cast<double>(n)}, {"n", n}, {"per_label", per}};
-  }
-  t["misrouted_examples"] = examples;
+  ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, 20));
+  t["categories"] = scored["categories"];
+  t["misrouted_examples"] = scored["misrouted_examples"];
   t["train_prompts"] = static_cast<int64_t>(data.size());
   t["train_accuracy"] = trained.train_accuracy;
   if (trained.holdout_examples > 0) t["internal_holdout_accuracy"] = trained.holdout_accuracy;
@@ -822,6 +799,81 @@ std::string MarkdownHeader(const std::vector<std::string>& columns) {
 }
 
 }  // namespace
+
+StatusOr<Json> ScoreRouting(const std::vector<RoutingCase>& cases, const std::vector<std::string>& routed,
+                            int64_t max_examples) {
+  if (cases.size() != routed.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ScoreRouting: ", cases.size(), " cases but ", routed.size(), " routed labels"));
+  }
+  // category -> true label -> routed label -> count.
+  std::map<std::string, std::map<std::string, std::map<std::string, int64_t>>> counts;
+  Json examples = Json::array();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const RoutingCase& c = cases[i];
+    if (c.category.empty() || c.label.empty() || routed[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("ScoreRouting: case ", i, " has an empty ",
+                                                     c.category.empty() ? "category"
+                                                     : c.label.empty()  ? "label"
+                                                                        : "routed label"));
+    }
+    counts[c.category][c.label][routed[i]]++;
+    if (routed[i] != c.label && static_cast<int64_t>(examples.size()) < max_examples) {
+      examples.push_back({{"prompt", c.prompt}, {"expected", c.label}, {"routed", routed[i]}});
+    }
+  }
+  Json categories = Json::object();
+  for (const auto& [category, by_label] : counts) {
+    int64_t ok = 0, n = 0;
+    Json per = Json::object(), confusion = Json::object();
+    for (const auto& [label, by_routed] : by_label) {
+      int64_t label_n = 0;
+      for (const auto& [got, k] : by_routed) {
+        confusion[label][got] = k;
+        label_n += k;
+      }
+      const int64_t label_ok = by_routed.count(label) ? by_routed.at(label) : 0;
+      per[label] = static_cast<double>(label_ok) / static_cast<double>(label_n);
+      ok += label_ok;
+      n += label_n;
+    }
+    categories[category] = {{"accuracy", static_cast<double>(ok) / static_cast<double>(n)},
+                            {"n", n},
+                            {"per_label", per},
+                            {"confusion", confusion}};
+  }
+  return Json{{"categories", categories}, {"misrouted_examples", examples}};
+}
+
+std::string RoutingConfusionMarkdown(const Json& categories) {
+  std::string md;
+  for (const auto& [category, c] : categories.items()) {
+    if (!c.contains("confusion")) continue;  // a report from before the confusion tables
+    const Json& confusion = c["confusion"];
+    std::set<std::string> columns;
+    for (const auto& [label, by_routed] : confusion.items()) {
+      columns.insert(label);
+      for (const auto& [got, k] : by_routed.items()) columns.insert(got);
+    }
+    std::vector<std::string> header = {"true \\ routed"};
+    header.insert(header.end(), columns.begin(), columns.end());
+    header.push_back("n");
+    absl::StrAppend(&md, "Confusion, ", category, " (rows: true label; columns: routed label; counts):\n\n",
+                    MarkdownHeader(header));
+    for (const auto& [label, by_routed] : confusion.items()) {
+      absl::StrAppend(&md, "| ", label, " |");
+      int64_t n = 0;
+      for (const std::string& col : columns) {
+        const int64_t k = by_routed.contains(col) ? by_routed[col].get<int64_t>() : 0;
+        n += k;
+        absl::StrAppend(&md, " ", col == label ? absl::StrCat("**", k, "**") : absl::StrCat(k), " |");
+      }
+      absl::StrAppend(&md, " ", n, " |\n");
+    }
+    absl::StrAppend(&md, "\n");
+  }
+  return md;
+}
 
 int64_t LoraBytesPerRank(const ModelWeights& base) {
   int64_t dims = 0;
@@ -1189,6 +1241,7 @@ std::string FidelityMarkdown(const Json& res) {
       absl::StrAppend(&md, "| ", category, " | ", c["n"].get<int64_t>(), " | ", Acc(c["accuracy"]), " | ", per, " |\n");
     }
     absl::StrAppend(&md, "\n");
+    absl::StrAppend(&md, RoutingConfusionMarkdown(t4["categories"]));
     if (t4.contains("selection")) {
       // Each candidate at its best epochs, in the spec's order.
       std::vector<std::string> order;

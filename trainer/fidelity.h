@@ -19,7 +19,8 @@
 //  4. ("router") Routing accuracy of a router trained on raw task prompts,
 //     paraphrases from the training templates and general prompts, on
 //     held-out problems, held-out paraphrase templates and held-out general
-//     prompts (trainer/tasks/paraphrase.h).
+//     prompts (trainer/tasks/paraphrase.h), with a confusion table (true
+//     label x routed label) per category.
 //
 // The spec (JSON; relative paths resolve against the spec file's folder):
 //   {"name": "fidelity", "seed": 1, "threads": 2,
@@ -138,6 +139,24 @@ struct FidelityOptions {
   Json machine;          // bench/machine_info.h's description, stored as is
   bool progress = true;  // one line per step on stderr
 };
+
+// One evaluation prompt of Table 4: its category (e.g. "paraphrases_held_out_templates"),
+// the label it should be routed to (a task or "none") and the prompt.
+struct RoutingCase {
+  std::string category, label, prompt;
+};
+
+// Table 4's scores of `routed` (the router's label for each case, in order):
+//   {"categories": {category: {"accuracy", "n", "per_label": {label: accuracy},
+//                              "confusion": {true label: {routed label: count}}}},
+//    "misrouted_examples": [the first `max_examples` misroutes: prompt, expected, routed]}.
+// INVALID_ARGUMENT when the sizes differ or a case has an empty category or label.
+StatusOr<Json> ScoreRouting(const std::vector<RoutingCase>& cases, const std::vector<std::string>& routed,
+                            int64_t max_examples);
+
+// The Markdown confusion tables of ScoreRouting's "categories": per category,
+// a row per true label and a column per label seen (true or routed), counts.
+std::string RoutingConfusionMarkdown(const Json& categories);
 
 // Runs the study; writes and returns DIR/fidelity.json's content.
 StatusOr<Json> RunFidelityStudy(const FidelitySpec& spec, const FidelityOptions& options);

@@ -171,6 +171,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   ASSERT_TRUE(md.ok());
   EXPECT_EQ(md->find("## Table 1"), std::string::npos);
   EXPECT_NE(md->find("## Table 4"), std::string::npos);
+  EXPECT_NE(md->find("Confusion, paraphrases_held_out_templates"), std::string::npos);
 }
 
 TEST(FidelityLoraTest, BytesPerRankCountsTheSevenProjections) {
@@ -209,6 +210,56 @@ void ExpectUnit(const Json& v, const std::string& what) {
 }
 
 // The real fidelity_bench binary on the small setting.
+// Table 4's scoring on a hand-built case: 9 prompts in two categories.
+TEST(FidelityRoutingTest, ConfusionCountsTrueAgainstRoutedPerCategory) {
+  const std::vector<RoutingCase> cases = {
+      {"held_out", "reverse", "r1"}, {"held_out", "reverse", "r2"}, {"held_out", "reverse", "r3"},
+      {"held_out", "caesar", "c1"},  {"held_out", "caesar", "c2"},  {"held_out", "none", "g1"},
+      {"raw", "reverse", "r4"},      {"raw", "caesar", "c3"},       {"raw", "caesar", "c4"},
+  };
+  const std::vector<std::string> routed = {"reverse", "none",    "caesar", "reverse", "reverse",
+                                           "none",    "reverse", "caesar", "caesar"};
+  auto s = ScoreRouting(cases, routed, /*max_examples=*/3);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const Json& held = (*s)["categories"]["held_out"];
+  EXPECT_EQ(held["n"].get<int64_t>(), 6);
+  EXPECT_DOUBLE_EQ(held["accuracy"].get<double>(), 2.0 / 6.0);
+  EXPECT_DOUBLE_EQ(held["per_label"]["reverse"].get<double>(), 1.0 / 3.0);
+  EXPECT_DOUBLE_EQ(held["per_label"]["caesar"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(held["per_label"]["none"].get<double>(), 1.0);
+  EXPECT_EQ(held["confusion"], Json::parse(R"({"reverse": {"reverse": 1, "none": 1, "caesar": 1},
+                                               "caesar": {"reverse": 2}, "none": {"none": 1}})"));
+  const Json& raw = (*s)["categories"]["raw"];
+  EXPECT_EQ(raw["n"].get<int64_t>(), 3);
+  EXPECT_DOUBLE_EQ(raw["accuracy"].get<double>(), 1.0);
+  EXPECT_EQ(raw["confusion"], Json::parse(R"({"reverse": {"reverse": 1}, "caesar": {"caesar": 2}})"));
+  // The first 3 of the 4 misroutes, in order.
+  const Json& ex = (*s)["misrouted_examples"];
+  ASSERT_EQ(ex.size(), 3u);
+  EXPECT_EQ(ex[0], Json::parse(R"({"prompt": "r2", "expected": "reverse", "routed": "none"})"));
+  EXPECT_EQ(ex[1]["prompt"], "r3");
+  EXPECT_EQ(ex[2]["prompt"], "c1");
+
+  // The Markdown: a table per category, a column per label seen, the diagonal in bold.
+  const std::string md = RoutingConfusionMarkdown((*s)["categories"]);
+  EXPECT_NE(md.find("Confusion, held_out"), std::string::npos) << md;
+  EXPECT_NE(md.find("| true \\ routed | caesar | none | reverse | n |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| caesar | **0** | 0 | 2 | 2 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| reverse | 1 | 1 | **1** | 3 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| none | 0 | **1** | 0 | 1 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("Confusion, raw"), std::string::npos) << md;
+  EXPECT_NE(md.find("| true \\ routed | caesar | reverse | n |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| caesar | **2** | 0 | 2 |"), std::string::npos) << md;
+
+  // Bad input is named.
+  auto short_routed = ScoreRouting(cases, {"reverse"}, 3);
+  EXPECT_EQ(short_routed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(short_routed.status().message().find("9 cases but 1 routed"), std::string::npos) << short_routed.status();
+  auto no_label = ScoreRouting({{"held_out", "", "x"}}, {"none"}, 3);
+  EXPECT_EQ(no_label.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(no_label.status().message().find("empty label"), std::string::npos) << no_label.status();
+}
+
 TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   const std::string dir = ::testing::TempDir() + "/fidelity_e2e";
   ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
@@ -306,6 +357,11 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
+    int64_t total = 0;  // the confusion table counts every prompt of the category
+    for (const auto& [label, by_routed] : t4["categories"][c]["confusion"].items()) {
+      for (const auto& [routed, k] : by_routed.items()) total += k.get<int64_t>();
+    }
+    EXPECT_EQ(total, t4["categories"][c]["n"].get<int64_t>()) << c;
   }
   EXPECT_EQ(t4["categories"]["paraphrases_held_out_templates"]["n"].get<int64_t>(), 16);
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
