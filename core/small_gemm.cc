@@ -1,5 +1,6 @@
 #include "core/small_gemm.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -9,9 +10,15 @@
 namespace skillpack {
 namespace {
 
+// F16C (CPUID leaf 1, ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool HasF16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+
 SmallGemmIsa DetectIsa() {
   if (__builtin_cpu_supports("avx512f")) return SmallGemmIsa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && HasF16c()) {
     return SmallGemmIsa::kAvx2;
   }
   return SmallGemmIsa::kOff;
