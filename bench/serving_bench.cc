@@ -296,12 +296,8 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
     const std::string name = absl::StrCat("pack-", i);
     const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i);
     for (const std::string& prec : precisions) {
-      DecodedPack q = p;
-      for (auto& [mname, m] : q.modules) {
-        const at::ScalarType t = prec == "float16" ? at::kHalf : at::kFloat;
-        m.us = m.us.to(t);
-        m.vt = m.vt.to(t);
-      }
+      DecodedPack q = p;  // shares p's float32 tensors; SetFactorPrecision replaces them, never writes to them
+      for (auto& [mname, m] : q.modules) SetFactorPrecision(&m, *ParseFactorPrecision(prec));
       auto hp = std::make_shared<BenchHostPack>(std::move(q));
       s.pack_bytes[prec] = hp->bytes();
       s.packs[prec][name] = std::move(hp);

@@ -93,6 +93,22 @@ at::Tensor DecodedModule::DenseDelta() const {
   return factor_scale == 1.0f ? d : d.mul_(factor_scale);
 }
 
+void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
+  if (precision != FactorPrecision::kFloat16) return;
+  // Each factor divided by the power of two at or above its largest entry
+  // (exact), then rounded to float16; the two powers go to factor_scale.
+  double scale = m->factor_scale;
+  for (at::Tensor* t : {&m->us, &m->vt}) {
+    const double amax = t->numel() > 0 ? t->abs().max().item<double>() : 0.0;
+    int exponent = 0;
+    if (amax > 0 && std::isfinite(amax)) std::frexp(amax, &exponent);  // amax = [0.5, 1) · 2^exponent
+    const double p = std::ldexp(1.0, exponent);
+    *t = (*t / p).to(at::kHalf);
+    scale *= p;
+  }
+  m->factor_scale = static_cast<float>(scale);
+}
+
 int64_t DecodedModule::bytes() const {
   int64_t n = 0;
   for (const at::Tensor* t : {&delta, &us, &vt}) {
@@ -118,22 +134,9 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, Facto
       d.name = m.name;
       if (keep_factors && m.op == ModuleOp::kLowRank) {
         LowRankFactors f = FactorsOf(m);
-        if (factors == FactorPrecision::kFloat16) {
-          // Each factor divided by the power of two at or above its largest
-          // entry (exact), then rounded to float16; the two powers go to factor_scale.
-          double scale = 1.0;
-          for (at::Tensor* t : {&f.us, &f.vt}) {
-            const double amax = t->numel() > 0 ? t->abs().max().item<double>() : 0.0;
-            int exponent = 0;
-            if (amax > 0 && std::isfinite(amax)) std::frexp(amax, &exponent);  // amax = [0.5, 1) · 2^exponent
-            const double p = std::ldexp(1.0, exponent);
-            *t = (*t / p).to(at::kHalf);
-            scale *= p;
-          }
-          d.factor_scale = static_cast<float>(scale);
-        }
         d.us = std::move(f.us);
         d.vt = std::move(f.vt);
+        SetFactorPrecision(&d, factors);
       } else {
         d.delta = DecodeValid(m);
       }

@@ -71,6 +71,12 @@ struct DecodedPack {
   int64_t bytes() const;
 };
 
+// Keeps a factored module's us and vt in `precision`: kFloat32 leaves them as
+// they are; kFloat16 scales each by a power of two into float16's normal range
+// (exact) and rounds it, folding the powers into factor_scale. What DecodePack
+// does to each low-rank module; REQUIRES m->factored() with float32 factors.
+void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
+
 // Decodes every module. With keep_factors, lowrank modules keep (us, vt)
 // instead of the dense ΔŴ (smaller when rank << min(out, in), and what
 // factorized serving wants, composer.h), in `factors` precision; other ops are
