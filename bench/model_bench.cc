@@ -14,16 +14,26 @@
 // batch-1 step on this machine, whatever the kernel. Writes
 // bench/results/model_<timestamp>.json.
 //
+// Then the step's linear layers alone (every layer's seven and the lm_head,
+// through LinearForward, the function the model runs them with), in
+// --linear-rounds rounds that each time every batch once, interleaved so that
+// this machine's drift hits every batch alike: what the kernels cost without
+// attention, norms, the KV cache and the thread pool's waits between them.
+// Each batch's ratio to batch 1 is the median of the per-round ratios.
+//
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
-//                    [--decode-steps N] [--threads N] [--out DIR]
+//                    [--decode-steps N] [--linear-rounds N] [--threads N] [--out DIR]
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
@@ -46,8 +56,96 @@ struct Ceilings {
   double fma_flops = 0;         // FLOP/s, all threads
 };
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// The linears of one decode step at `batch` rows (x random, the weights `w`'s), as the model runs them.
+void LinearPass(const ModelWeights& w, const at::Tensor& x_hidden, const at::Tensor& x_intermediate) {
+  for (const LayerWeights& lw : w.layers()) {
+    (void)LinearForward(x_hidden, lw.q, lw.q_bias);
+    (void)LinearForward(x_hidden, lw.k, lw.k_bias);
+    (void)LinearForward(x_hidden, lw.v, lw.v_bias);
+    (void)LinearForward(x_hidden, lw.o, lw.o_bias);
+    (void)LinearForward(x_hidden, lw.gate, lw.gate_bias);
+    (void)LinearForward(x_hidden, lw.up, lw.up_bias);
+    (void)LinearForward(x_intermediate, lw.down, lw.down_bias);
+  }
+  (void)LinearForward(x_hidden, w.lm_head(), at::Tensor());
+}
+
+// `rounds` rounds, each timing one LinearPass per batch (batch 1 twice: with
+// the kernel, which the model runs, and with BLAS's GEMV); per pass the median
+// seconds and the median of the rounds' ratios to that round's batch-1 passes.
+Json TimeLinears(const ModelConfig& c, const ModelWeights& w, const std::vector<int64_t>& batches, int64_t rounds,
+                 double linear_bytes, const Ceilings& ceil) {
+  c10::InferenceMode guard;
+  struct Pass {
+    int64_t batch;
+    SmallGemmIsa isa;
+    std::string linear;
+    at::Tensor x_hidden, x_intermediate;
+    std::vector<double> seconds;
+  };
+  std::vector<Pass> passes;
+  for (int64_t b : batches) {
+    std::vector<SmallGemmIsa> isas = {SmallGemmBestIsa()};
+    if (b == 1 && SmallGemmBestIsa() != SmallGemmIsa::kOff) isas.push_back(SmallGemmIsa::kOff);
+    for (SmallGemmIsa isa : isas) {
+      const bool kernel = isa != SmallGemmIsa::kOff && b <= kSmallGemmMaxRows;
+      passes.push_back({b,
+                        isa,
+                        kernel ? absl::StrCat("small_gemm_", SmallGemmIsaName(isa)) : (b == 1 ? "gemv" : "blas"),
+                        at::randn({b, c.hidden_size}),
+                        at::randn({b, c.intermediate_size}),
+                        {}});
+    }
+  }
+  auto run = [&](Pass& p) {
+    SetSmallGemmIsa(p.isa);
+    auto t0 = Clock::now();
+    LinearPass(w, p.x_hidden, p.x_intermediate);
+    const double s = Seconds(t0);
+    SetSmallGemmEnabled(true);
+    return s;
+  };
+  for (Pass& p : passes) run(p);  // warm-up
+  for (int64_t r = 0; r < rounds; ++r) {
+    for (Pass& p : passes) p.seconds.push_back(run(p));
+  }
+  Json out = Json::array();
+  for (const Pass& p : passes) {
+    const double med = Median(p.seconds);
+    Json r;
+    r["batch"] = p.batch;
+    r["linear"] = p.linear;
+    r["seconds"] = p.seconds;
+    r["median_seconds"] = med;
+    r["bytes_per_s"] = linear_bytes / med;
+    r["flops_per_s"] = 2.0 * p.batch * (linear_bytes / 4) / med;
+    const double roof =
+        std::max(linear_bytes / ceil.read_bandwidth, 2.0 * p.batch * (linear_bytes / 4) / ceil.fma_flops);
+    r["vs_roofline"] = med / roof;
+    std::string note;
+    for (const Pass& one : passes) {
+      if (one.batch != 1 || &one == &p) continue;
+      std::vector<double> ratios;
+      for (size_t i = 0; i < p.seconds.size(); ++i) ratios.push_back(p.seconds[i] / one.seconds[i]);
+      r["vs_batch1_" + one.linear + "_per_round"] = ratios;
+      r["vs_batch1_" + one.linear] = Median(ratios);
+      absl::StrAppend(&note, ", ", Median(ratios), "x batch 1 ", one.linear);
+    }
+    std::fprintf(stderr, "  linears alone, batch %lld (%s): %.2f ms, %.1f GB/s, %.0f GFLOP/s, %.2fx roofline%s\n",
+                 static_cast<long long>(p.batch), p.linear.c_str(), 1e3 * med, r["bytes_per_s"].get<double>() / 1e9,
+                 r["flops_per_s"].get<double>() / 1e9, r["vs_roofline"].get<double>(), note.c_str());
+    out.push_back(r);
+  }
+  return out;
+}
+
 Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int64_t prompt_len, int64_t steps,
-              const Ceilings& ceil) {
+              int64_t linear_rounds, const Ceilings& ceil) {
   ModelConfig c = BenchShape(name);
   auto t0 = Clock::now();
   auto w = RandomBenchWeights(c);
@@ -71,8 +169,8 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
     // serving uses), then the other one, then BLAS (kOff). One prefill, then
     // steps + 1 decode steps per variant into the same cache.
     std::vector<SmallGemmIsa> variants = {SmallGemmBestIsa()};
-    if (batch >= 2 && batch <= kSmallGemmMaxRows && SmallGemmBestIsa() != SmallGemmIsa::kOff) {
-      if (SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
+    if (batch <= kSmallGemmMaxRows && SmallGemmBestIsa() != SmallGemmIsa::kOff) {
+      if (batch >= 2 && SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
       variants.push_back(SmallGemmIsa::kOff);
     }
     const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1);
@@ -109,7 +207,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       SetSmallGemmEnabled(true);
       Json r;
       r["batch"] = batch;
-      const bool kernel = isa != SmallGemmIsa::kOff && batch >= 2 && batch <= kSmallGemmMaxRows;
+      const bool kernel = isa != SmallGemmIsa::kOff && batch <= kSmallGemmMaxRows;
       r["linear"] = kernel ? absl::StrCat("small_gemm_", SmallGemmIsaName(isa)) : (batch == 1 ? "gemv" : "blas");
       r["prompt_len"] = prompt_len;
       r["prefill_seconds"] = prefill_s;
@@ -123,7 +221,8 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       // The least step_vs_batch1 this machine allows: this batch's roofline over batch 1's.
       r["roofline_step_vs_batch1"] = roofline(batch) / roofline(1);
       if (batch == 1) {
-        batch1_step = decode_s / steps;
+        // The batch-1 step the others are set against: the model's own path (the first variant).
+        if (isa == variants.front()) batch1_step = decode_s / steps;
         double bound = read_bytes / ceil.memcpy_bandwidth;
         r["memory_bound_seconds_per_token"] = bound;
         r["decode_vs_bound"] = (decode_s / steps) / bound;
@@ -140,6 +239,19 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
                    1e3 * decode_s / steps, note.c_str());
       out["runs"].push_back(r);
     }
+  }
+  if (linear_rounds > 0) {
+    double linear_bytes = static_cast<double>(w->lm_head().numel()) * 4;
+    for (const LayerWeights& lw : w->layers()) {
+      for (const at::Tensor* t : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down}) {
+        linear_bytes += static_cast<double>(t->numel()) * 4;
+      }
+    }
+    std::fprintf(stderr, "[%s] the linears alone (%.2f GB), %lld rounds:\n", name.c_str(), linear_bytes / 1e9,
+                 static_cast<long long>(linear_rounds));
+    out["linears_alone"] = {{"bytes", linear_bytes},
+                            {"rounds", linear_rounds},
+                            {"runs", TimeLinears(c, *w, batches, linear_rounds, linear_bytes, ceil)}};
   }
   return out;
 }
@@ -162,6 +274,7 @@ int Main(int argc, char** argv) {
   }
   int64_t prompt_len = *args->IntOr("prompt-len", 128);
   int64_t steps = *args->IntOr("decode-steps", 32);
+  int64_t linear_rounds = *args->IntOr("linear-rounds", 5);
   int64_t threads = *args->IntOr("threads", 0);
   std::string out_dir = args->StringOr("out", "bench/results");
   if (Status s = args->CheckAllUsed(); !s.ok()) {
@@ -191,7 +304,7 @@ int Main(int argc, char** argv) {
                ceil.memcpy_bandwidth / 1e9, nthreads, ceil.read_bandwidth / 1e9, peak.isa.c_str(), ceil.fma_flops / 1e9,
                result["roofline"]["ridge_rows"].get<double>());
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
-    result["shapes"][std::string(s)] = RunShape(std::string(s), batches, prompt_len, steps, ceil);
+    result["shapes"][std::string(s)] = RunShape(std::string(s), batches, prompt_len, steps, linear_rounds, ceil);
   }
   return WriteBenchResult(result, "model", out_dir);
 }

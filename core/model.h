@@ -97,6 +97,12 @@ StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& dir, const a
 // RMSNorm as Hugging Face computes it (in float32, then cast back).
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
+// y = x · wᵀ + b (b may be undefined) as every linear layer of the model runs
+// it: on the CPU the small-batch kernel for 2 to kSmallGemmMaxRows float32
+// rows (core/small_gemm.h, split across the intra-op threads), GEMV for one
+// row, BLAS otherwise. model_bench times it alone, beside whole decode steps.
+at::Tensor LinearForward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_CORE_MODEL_H_

@@ -1,4 +1,4 @@
-// Linear layers for a few rows at once (batched decode: 2 to 16 sequences),
+// Linear layers for a few rows at once (decode: 1 to 16 sequences),
 // y = x · wᵀ + b, on the CPU, at the memory bound: each weight row is read
 // from memory once for all rows of x, and every element is used by all of them
 // in registers. BLAS GEMMs are built for large M and reach a fraction of that

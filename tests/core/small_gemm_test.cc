@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/model.h"
 
 namespace skillpack {
 namespace {
@@ -105,6 +106,29 @@ TEST_F(SmallGemmTest, WritesOnlyItsColumnRange) {
     SmallGemm(x.data_ptr<float>(), m, k, k, w.data_ptr<float>(), nullptr, kSmallGemmBlock, n, got.data_ptr<float>(), n);
     EXPECT_TRUE(at::allclose(got, want, 1e-4, 1e-4));
   }
+}
+
+// The model's linear (LinearForward) on every row count: 1 to kSmallGemmMaxRows
+// run the kernel, more run BLAS; x of any leading shape ([rows, k] or [B, T, k]),
+// with and without bias, equal to libtorch's linear, the kernel on and off.
+TEST_F(SmallGemmTest, LinearForwardMatchesTorchLinearOnEveryRowCount) {
+  at::manual_seed(5);
+  const int64_t k = 300, n = 50;
+  at::Tensor w = at::randn({n, k});
+  at::Tensor b = at::randn({n});
+  for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{7}, kSmallGemmMaxRows, kSmallGemmMaxRows + 1}) {
+    for (bool kernel : {true, false}) {
+      SCOPED_TRACE(absl::StrCat("rows ", rows, kernel ? ", kernel" : ", BLAS"));
+      SetSmallGemmEnabled(kernel);
+      at::Tensor x = at::randn({rows, 1, k});
+      at::Tensor got = LinearForward(x, w, b);
+      EXPECT_EQ(got.sizes(), (std::vector<int64_t>{rows, 1, n}));
+      EXPECT_TRUE(at::allclose(got, at::linear(x, w, b), 1e-4, 1e-4));
+      at::Tensor flat = x.view({rows, k});
+      EXPECT_TRUE(at::allclose(LinearForward(flat, w, at::Tensor()), at::linear(flat, w), 1e-4, 1e-4));
+    }
+  }
+  SetSmallGemmEnabled(true);
 }
 
 TEST_F(SmallGemmTest, KernelChoice) {
