@@ -5,6 +5,7 @@
 #include "core/small_gemm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -128,6 +129,19 @@ TEST_F(SmallGemmTest, LinearForwardMatchesTorchLinearOnEveryRowCount) {
       EXPECT_TRUE(at::allclose(LinearForward(flat, w, at::Tensor()), at::linear(flat, w), 1e-4, 1e-4));
     }
   }
+  // A layer large enough (> 2M weights) for the kernel to split its columns
+  // across two intra-op threads: every column computed once.
+  SetSmallGemmEnabled(true);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  at::Tensor big = at::randn({2000, 1100});
+  at::Tensor big_b = at::randn({2000});
+  for (int64_t rows : {int64_t{1}, int64_t{8}, kSmallGemmMaxRows}) {
+    SCOPED_TRACE(absl::StrCat("2000 x 1100 weights on 2 threads, rows ", rows));
+    at::Tensor x = at::randn({rows, 1100});
+    EXPECT_TRUE(at::allclose(LinearForward(x, big, big_b), at::linear(x, big, big_b), 1e-3, 1e-3));
+  }
+  at::set_num_threads(threads);
   SetSmallGemmEnabled(true);
 }
 
