@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "core/args.h"
 #include "core/chat_template.h"
+#include "core/cpu_threads.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
@@ -76,7 +77,7 @@ StatusOr<SamplingParams> SamplingFromArgs(const Args& a) {
 Status Generate(const Args& a) {
   ASSIGN_OR_RETURN(std::string dir, a.String("model"));
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   ASSIGN_OR_RETURN(SamplingParams params, SamplingFromArgs(a));
   std::string prompt = a.StringOr("prompt", "");
   std::string chat = a.StringOr("chat", "");

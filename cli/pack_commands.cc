@@ -26,6 +26,7 @@
 #include "absl/time/time.h"
 #include "cli/cli.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
@@ -70,7 +71,7 @@ at::TensorOptions Fp32() { return at::TensorOptions().dtype(at::kFloat); }
 Status SetThreads(const Args& a) {
   ASSIGN_OR_RETURN(int64_t threads, a.IntOr("threads", 0));
   if (threads < 0) return absl::InvalidArgumentError("--threads must be >= 0");
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   return absl::OkStatus();
 }
 

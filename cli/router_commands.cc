@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "cli/cli.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/json_util.h"
 #include "core/model.h"
 #include "core/tokenizer.h"
@@ -101,7 +102,7 @@ Status Train(const Args& a) {
   } else if (!assign_flags.empty()) {
     ASSIGN_OR_RETURN(o.assignment, ParseAssignmentFlags(assign_flags));
   }
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
 
   const auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::vector<LabelledPrompt> data, ReadLabelledPrompts(data_path));

@@ -8,6 +8,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/synchronization/mutex.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
@@ -126,7 +127,7 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
   auto impl = std::make_unique<Impl>();
   Impl& s = *impl;
   s.options = options;
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  SetIntraOpThreads(options.threads);
   ASSIGN_OR_RETURN(s.model, LoadModel(options.model_dir, at::TensorOptions().dtype(at::kFloat)));
   ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::FromModelDir(options.model_dir));
   ASSIGN_OR_RETURN(s.runtime, NewPackRuntime(s.model->weights, *ParseFactorPrecision(options.factor_precision)));

@@ -57,7 +57,7 @@ constexpr char kUsage[] =
     "  --routing-threshold T      a pack is used only when its score is >= T, in [0, 1] (default 0.5)\n"
     "  --router-max-tokens N      prompt tokens the router's features look at (default 512)\n"
     "  --grace-seconds S          on SIGTERM, time running requests get to finish (default 30)\n"
-    "  --threads N                intra-op CPU threads (default: libtorch's)\n";
+    "  --threads N                intra-op CPU threads (default: the physical cores available)\n";
 
 StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   ServerOptions o;
