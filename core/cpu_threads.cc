@@ -4,9 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -15,24 +13,17 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/file_util.h"
 
 namespace skillpack {
 namespace {
 
-std::optional<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The quota in CPUs, from cgroup v2 or v1; nullopt when unlimited or unreadable.
 std::optional<double> CgroupCpuQuota() {
-  if (auto v2 = ReadSmallFile("/sys/fs/cgroup/cpu.max")) return ParseCgroupCpuMax(*v2);
-  auto quota = ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
-  auto period = ReadSmallFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
-  if (!quota || !period) return std::nullopt;
+  if (auto v2 = ReadFileToString("/sys/fs/cgroup/cpu.max"); v2.ok()) return ParseCgroupCpuMax(*v2);
+  auto quota = ReadFileToString("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+  auto period = ReadFileToString("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+  if (!quota.ok() || !period.ok()) return std::nullopt;
   return ParseCgroupCpuMax(absl::StrCat(absl::StripAsciiWhitespace(*quota), " ", *period));
 }
 
@@ -58,8 +49,8 @@ int CpuCoresAvailable() {
     for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
       if (!CPU_ISSET(cpu, &mask)) continue;
       ++cpus;
-      auto list = ReadSmallFile(absl::StrCat("/sys/devices/system/cpu/cpu", cpu, "/topology/thread_siblings_list"));
-      siblings.insert(list ? std::string(absl::StripAsciiWhitespace(*list)) : absl::StrCat("cpu", cpu));
+      auto list = ReadFileToString(absl::StrCat("/sys/devices/system/cpu/cpu", cpu, "/topology/thread_siblings_list"));
+      siblings.insert(list.ok() ? std::string(absl::StripAsciiWhitespace(*list)) : absl::StrCat("cpu", cpu));
     }
     cores = std::min<int>(cpus, static_cast<int>(siblings.size()));
   }
