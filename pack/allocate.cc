@@ -115,4 +115,40 @@ StatusOr<Allocation> AllocateBudget(const std::vector<std::vector<AllocOption>>&
   return a;
 }
 
+BudgetSearch::BudgetSearch(int64_t target, int64_t first_plan)
+    : target_(target),
+      aim_(target - target / 200),
+      lowest_ok_(static_cast<int64_t>(std::ceil(0.98 * static_cast<double>(target)))),
+      plan_(first_plan) {}
+
+bool BudgetSearch::Record(int64_t file, bool sparse_room) {
+  if (topping_up_) {  // only the sparse module's entries move now
+    if (file == last_file_) return false;
+    last_file_ = file;
+    top_up_ += aim_ - file;
+    return true;
+  }
+  if (file <= target_ && plan_ > fit_plan_) {
+    fit_plan_ = plan_;
+    fit_file_ = file;
+    fit_room_ = sparse_room;
+  }
+  if (file > target_ && (over_plan_ < 0 || plan_ < over_plan_)) over_plan_ = plan_;
+  int64_t next = plan_ + (aim_ - file);
+  if (fit_plan_ >= 0 && over_plan_ >= 0) {
+    const bool leaves = next <= fit_plan_ || next >= over_plan_;
+    if (fit_room_ && (leaves || over_plan_ - fit_plan_ <= target_ - lowest_ok_)) {
+      plan_ = fit_plan_;
+      topping_up_ = true;
+      top_up_ = aim_ - fit_file_;
+      last_file_ = fit_file_;
+      return true;
+    }
+    if (leaves) next = fit_plan_ + (over_plan_ - fit_plan_) / 2;
+  }
+  if (next == plan_ || next == fit_plan_ || next == over_plan_) return false;
+  plan_ = next;
+  return true;
+}
+
 }  // namespace skillpack

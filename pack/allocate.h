@@ -36,6 +36,50 @@ struct Allocation {
 // gives that smallest total).
 StatusOr<Allocation> AllocateBudget(const std::vector<std::vector<AllocOption>>& modules, int64_t budget);
 
+// Steers budget mode's attempts from the file sizes they measure. Each attempt
+// allocates `plan()` bytes (AllocateBudget) and gives `plan()` minus what the
+// allocation took, plus `top_up()`, to the sparse module with the largest next
+// entry; then the pack is serialised and its size recorded. The aim is a file
+// in [98%, 100%] of the target, 99.5% ideally.
+//
+// The plan's estimate misses the file by a near-constant offset (header,
+// manifest), which the correction `plan += aim - file` removes. But the file
+// is a step function of the plan, and one step can jump over the whole band
+// (a module moving to a larger option): the correction then swings between
+// the two sides of the jump; and where the file grows faster than the plan,
+// it overshoots further each time. So once one plan's file fit the target
+// and another's did not, the plan stays strictly between the largest that fit
+// and the smallest that did not (the correction where it lands there, else
+// their midpoint); and where the correction would leave that bracket or the
+// bracket is narrower than the band, the search goes back to the largest plan
+// that fit and moves only the top sparse module's entries (`top_up()`), whose
+// bytes the estimate counts exactly, if that plan's allocation had a sparse
+// module with entries to spare.
+class BudgetSearch {
+ public:
+  BudgetSearch(int64_t target, int64_t first_plan);
+
+  int64_t plan() const { return plan_; }
+  int64_t top_up() const { return top_up_; }
+  int64_t aim() const { return aim_; }              // target - 0.5%
+  int64_t lowest_ok() const { return lowest_ok_; }  // ceil(98% of target)
+
+  // The file the current attempt gave, and whether its allocation had a
+  // sparse module with entries to spare. Returns false when no next attempt
+  // can come closer (the step would repeat one already measured).
+  bool Record(int64_t file, bool sparse_room);
+
+ private:
+  int64_t target_, aim_, lowest_ok_;
+  int64_t plan_, top_up_ = 0;
+  bool topping_up_ = false;
+  int64_t last_file_ = -1;
+  // The largest plan whose file fit the target (its file, and whether its
+  // allocation had sparse room), the smallest whose file did not; -1 unknown.
+  int64_t fit_plan_ = -1, fit_file_ = -1, over_plan_ = -1;
+  bool fit_room_ = false;
+};
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_PACK_ALLOCATE_H_

@@ -783,9 +783,9 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
     }
 
     // Budget mode: per-module candidates, the allocation, then the file
-    // measured (serialised with the manifest) and the allocation's budget
-    // corrected by what the estimate missed, until the file lands in
-    // [98%, 100%] of the target (aiming at 99.5%).
+    // measured (serialised with the manifest) and the next attempt's
+    // allocation budget and sparse top-up chosen from it (BudgetSearch),
+    // until the file lands in [98%, 100%] of the target.
     const int64_t target =
         cfg.target_bytes ? *cfg.target_bytes : static_cast<int64_t>(std::floor(*cfg.target_ratio * fp16_bytes));
     std::vector<ModuleCandidates> cands;
@@ -802,18 +802,17 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
       cands.push_back(std::move(c));
     }
     const PackManifest mf = manifest != nullptr ? *manifest : PlaceholderManifest();
-    const int64_t aim = target - target / 200;
-    const int64_t lowest_ok = static_cast<int64_t>(std::ceil(0.98 * static_cast<double>(target)));
-    int64_t plan_budget = target - kPackFixedBytes;
+    BudgetSearch search(target, target - kPackFixedBytes);
     std::optional<SkillPack> best;
     int64_t best_file = -1;
     constexpr int kAttempts = 8;
     for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+      const int64_t plan_budget = search.plan();
       const bool smallest = plan_budget <= smallest_plan;
       ASSIGN_OR_RETURN(Allocation alloc, AllocateBudget(options, std::max(plan_budget, smallest_plan)));
       std::map<std::string, ModulePlan> plans;
       std::map<std::string, int64_t> ops;
-      int64_t slack = std::max<int64_t>(0, plan_budget - alloc.bytes);
+      const int64_t slack = std::max<int64_t>(0, std::max<int64_t>(0, plan_budget - alloc.bytes) + search.top_up());
       // Spare bytes go to the sparse module whose next entry is the largest.
       ModuleCandidates* top = nullptr;
       int64_t top_keep = 0;
@@ -857,16 +856,14 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
         best_file = file;
         best = std::move(pack);
       }
-      if (best_file >= lowest_ok) break;
+      if (best_file >= search.lowest_ok()) break;
       if (file > target && smallest) {
         return absl::ResourceExhaustedError(absl::StrCat(
             "budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
             ") cannot be met: the smallest pack is ", file, " bytes (ratio ", static_cast<double>(file) / fp16_bytes,
             "): norms and other small tensors are stored whole and the header and manifest take room too"));
       }
-      const int64_t next = plan_budget + (aim - file);
-      if (next == plan_budget) break;
-      plan_budget = next;
+      if (!search.Record(file, top != nullptr)) break;
     }
     if (!best) {
       return absl::ResourceExhaustedError(absl::StrCat("budget target of ", target,
