@@ -38,7 +38,9 @@
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
 #include "bench/roofline.h"
+#include "bench/stats.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/small_gemm.h"
@@ -55,11 +57,6 @@ struct Ceilings {
   double read_bandwidth = 0;    // bytes/s, all threads
   double fma_flops = 0;         // FLOP/s, all threads
 };
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
 
 // The linears of one decode step at `batch` rows (x random, the weights `w`'s), as the model runs them.
 void LinearPass(const ModelWeights& w, const at::Tensor& x_hidden, const at::Tensor& x_intermediate) {
@@ -281,7 +278,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return 2;
   }
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   Json result;
   result["benchmark"] = "model_bench";
   result["timestamp"] = UtcTimestamp();

@@ -14,6 +14,7 @@
 
 #include "bench/machine_info.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "pack/compressor.h"
 #include "pack/decode.h"
@@ -58,7 +59,7 @@ int Main(int argc, char** argv) {
   int64_t threads = *args->IntOr("threads", 0);
   std::string out_dir = args->StringOr("out", "bench/results");
   if (!args->CheckAllUsed().ok()) return 2;
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   Json result = {{"benchmark", "pack_bench"}, {"timestamp", UtcTimestamp()}, {"machine", MachineInfo()}};
   at::Tensor up = SyntheticDelta(14336, 4096, 256);
   at::Tensor down = SyntheticDelta(4096, 14336, 256);

@@ -18,7 +18,9 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "router/router.h"
@@ -41,15 +43,14 @@ std::vector<int64_t> IntList(const std::string& s) {
 
 // Median of `reps` timings of f().
 template <typename F>
-double Median(int reps, F f) {
+double MedianSeconds(int reps, F f) {
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     auto t0 = Clock::now();
     f();
     t.push_back(Seconds(t0));
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return Median(std::move(t));
 }
 
 Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const std::vector<int64_t>& layers, int reps) {
@@ -68,18 +69,22 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& lens, const s
     auto cache = *KvCache::Create(c, 1, len + 1, at::kFloat);
     int32_t slot = *cache->Acquire();
     (void)m.Step(*w, *cache, {{slot, prompt}});  // warm-up
-    double prefill = Median(reps, [&] {
+    double prefill = MedianSeconds(reps, [&] {
       cache->set_length(slot, 0);
       (void)*m.Step(*w, *cache, {{slot, prompt}});
     });
     for (int64_t layer : layers) {
-      RouterConfig rc{{"none", "a", "b", "c", "d"}, layer, c.hidden_size, 128, "", {}};
+      RouterConfig rc;
+      rc.labels = {"none", "a", "b", "c", "d"};
+      rc.layer = layer;
+      rc.hidden_size = c.hidden_size;
+      rc.width = 128;
       auto router =
           *Router::Create(rc, at::zeros({c.hidden_size}), at::ones({c.hidden_size}), at::randn({128, c.hidden_size}),
                           at::zeros({128}), at::randn({5, 128}), at::zeros({5}));
       RoutingPolicy policy;
       (void)router->Route(m, *w, prompt, policy);  // warm-up
-      double route = Median(reps, [&] { (void)*router->Route(m, *w, prompt, policy); });
+      double route = MedianSeconds(reps, [&] { (void)*router->Route(m, *w, prompt, policy); });
       Json r = {{"prompt_len", len},
                 {"layer", layer},
                 {"route_seconds", route},
@@ -106,7 +111,7 @@ int Main(int argc, char** argv) {
   int64_t threads = *args->IntOr("threads", 0);
   std::string out_dir = args->StringOr("out", "bench/results");
   if (!args->CheckAllUsed().ok()) return 2;
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   Json result = {{"benchmark", "router_bench"}, {"timestamp", UtcTimestamp()}, {"machine", MachineInfo()}};
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
     result["shapes"][std::string(s)] = RunShape(std::string(s), lens, layers, reps);

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "bench/machine_info.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
@@ -187,7 +188,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "bad option: --packs in [0, 64], --clients/--requests/--new-tokens >= 1, --serving-mode\n");
     return 2;
   }
-  if (o.threads > 0) at::set_num_threads(o.threads);
+  SetIntraOpThreads(o.threads);
 
   const std::string dir = (fs::temp_directory_path() / ("skillpack-server-bench-" + std::to_string(::getpid())));
   fs::remove_all(dir);

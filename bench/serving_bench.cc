@@ -38,7 +38,9 @@
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
 #include "bench/machine_info.h"
+#include "bench/stats.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
@@ -349,7 +351,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--repeats must be >= 1\n");
     return 2;
   }
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  SetIntraOpThreads(threads);
   Json result;
   result["benchmark"] = "serving_bench";
   result["timestamp"] = UtcTimestamp();
@@ -408,11 +410,11 @@ int Main(int argc, char** argv) {
       }
     }
     for (auto& [config, v] : ratios) {
-      std::sort(v.begin(), v.end());
-      const double median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-      out["median_vs_base"][config] = {{"median", median}, {"min", v.front()}, {"max", v.back()}};
-      std::fprintf(stderr, "  median vs base  %-32s %.3f (%.3f-%.3f over %zu rounds)\n", config.c_str(), median,
-                   v.front(), v.back(), v.size());
+      const double median = Median(v);
+      const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+      out["median_vs_base"][config] = {{"median", median}, {"min", *lo}, {"max", *hi}};
+      std::fprintf(stderr, "  median vs base  %-32s %.3f (%.3f-%.3f over %zu rounds)\n", config.c_str(), median, *lo,
+                   *hi, v.size());
     }
     std::filesystem::remove_all(s.dir);
   }

@@ -103,7 +103,7 @@ Status Generate(const Args& a) {
   const int64_t max_len = static_cast<int64_t>(ids.size()) + params.max_new_tokens;
   ASSIGN_OR_RETURN(auto cache, KvCache::Create(model->config, 1, max_len, model->weights->embed_tokens().options()));
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  GenerationRequest req{ids, params, model->weights};
+  GenerationRequest req{ids, params, model->weights, /*delta=*/nullptr};
   GenerationEngine engine(*model->transformer, *tok, *cache, EosIds(model->config, *tok));
   GenerationOutput result;
   ASSIGN_OR_RETURN(int64_t id, engine.Add(std::move(req), [&](const GenerationEvent& e) {
