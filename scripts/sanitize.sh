@@ -4,7 +4,8 @@
 #
 #   scripts/sanitize.sh asan [BUILD_DIR]   ASan + UBSan (build-asan)   make asan
 #   scripts/sanitize.sh tsan [BUILD_DIR]   ThreadSanitizer (build-tsan) make tsan
-#   CTEST_ARGS="-R rpc_" ...               a subset of the tests
+#   CTEST_ARGS="-R rpc_" ...               a subset of the tests (one that
+#                                          selects none fails the run)
 #   SANITIZE_TARGETS="skillpack-server ..." build only these targets (default all)
 #
 # libtorch, gRPC and the other Debian libraries are not instrumented. The
@@ -66,12 +67,31 @@ if [ "$MODE" = tsan ]; then
   fi
   echo "sanitize: TSan sees absl::Mutex (canary: a race with Debian's abseil, none with $ABSL_TSAN_LIB)"
 fi
-# Reconfigured whenever the flags change (e.g. another abseil prefix).
-if [ ! -f "$BUILD_DIR/build.ninja" ] || [ "$(cat "$BUILD_DIR/.sanitize-flags" 2>/dev/null)" != "$FLAGS $LINK" ]; then
+# The e2e tests' waits for the servers and CLIs they start (start, exit after
+# SIGTERM, health, load draining) are sized for the Release build; these
+# builds run several times slower (TSan ~5-15x, ASan ~2-3x), so every such
+# wait is stretched by this factor (tests/e2e/shell.h, python_client_test.py),
+# and so is ctest's own limit per test (SKILLPACK_CTEST_TIMEOUT, 900 s in the
+# Release build; tests/CMakeLists.txt), which the trainer's SFT and
+# distillation e2e tests ran past under ASan on a loaded machine.
+if [ "$MODE" = asan ]; then
+  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-3}
+else
+  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-10}
+fi
+CTEST_TIMEOUT=$(awk -v s="$SKILLPACK_TEST_TIMEOUT_SCALE" 'BEGIN {
+  if (s !~ /^[0-9]+(\.[0-9]+)?$/ || s < 1 || s > 1000) exit 1
+  t = 900 * s; printf "%d", (t == int(t)) ? t : int(t) + 1 }') || {
+  echo "sanitize: SKILLPACK_TEST_TIMEOUT_SCALE='$SKILLPACK_TEST_TIMEOUT_SCALE' is not a number from 1 to 1000" >&2
+  exit 2
+}
+# Reconfigured whenever the flags (e.g. another abseil prefix) or the timeout change.
+if [ ! -f "$BUILD_DIR/build.ninja" ] || [ "$(cat "$BUILD_DIR/.sanitize-flags" 2>/dev/null)" != "$FLAGS $LINK timeout=$CTEST_TIMEOUT" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_C_FLAGS_RELWITHDEBINFO="" \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DSKILLPACK_WITH_CUDA=OFF >/dev/null || exit 1
-  echo "$FLAGS $LINK" >"$BUILD_DIR/.sanitize-flags"
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="" -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DSKILLPACK_WITH_CUDA=OFF \
+    -DSKILLPACK_CTEST_TIMEOUT="$CTEST_TIMEOUT" >/dev/null || exit 1
+  echo "$FLAGS $LINK timeout=$CTEST_TIMEOUT" >"$BUILD_DIR/.sanitize-flags"
 fi
 # Wall and CPU seconds of the build and of the tests (bench/results/sanitizers_*.json).
 TIMEFORMAT="sanitize: $MODE build took %0R s (CPU %0U s user + %0S s sys)"
@@ -114,19 +134,19 @@ else
   export TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$SUPP/tsan.supp:halt_on_error=0:exitcode=66:second_deadlock_stack=1:log_path=$REPORTS/tsan}
   export OMP_NUM_THREADS=1
 fi
-# The e2e tests' waits for the servers and CLIs they start (start, exit after
-# SIGTERM, health, load draining) are sized for the Release build; these
-# builds run several times slower (TSan ~5-15x, ASan ~2-3x), so every such
-# wait is stretched by this factor (tests/e2e/shell.h, python_client_test.py).
-if [ "$MODE" = asan ]; then
-  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-3}
-else
-  export SKILLPACK_TEST_TIMEOUT_SCALE=${SKILLPACK_TEST_TIMEOUT_SCALE:-10}
-fi
-echo "sanitize: e2e waits scaled by SKILLPACK_TEST_TIMEOUT_SCALE=$SKILLPACK_TEST_TIMEOUT_SCALE"
+echo "sanitize: e2e waits scaled by SKILLPACK_TEST_TIMEOUT_SCALE=$SKILLPACK_TEST_TIMEOUT_SCALE, ctest's timeout $CTEST_TIMEOUT s a test"
 # tools_* (format, layering, thread-safety analysis) run no binary of ours.
+# A CTEST_ARGS that selects no test (a regex that matches nothing) fails the
+# run instead of passing it with nothing checked: counted first, to say so
+# clearly, and --no-tests=error for ctest itself.
+selected=$(cd "$BUILD_DIR" && ctest -N -E '^tools_' ${CTEST_ARGS:-} | sed -n 's/^Total Tests: //p')
+if [ "${selected:-0}" = 0 ]; then
+  echo "sanitize: CTEST_ARGS='${CTEST_ARGS:-}' selects no test in $BUILD_DIR (ctest -N); nothing to run" >&2
+  exit 1
+fi
+echo "sanitize: ctest selects $selected test(s)"
 TIMEFORMAT="sanitize: $MODE tests took %0R s (CPU %0U s user + %0S s sys)"
-time (cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure -E '^tools_' ${CTEST_ARGS:-})
+time (cd "$BUILD_DIR" && ctest -j "$JOBS" --output-on-failure --no-tests=error -E '^tools_' ${CTEST_ARGS:-})
 rc=$?
 echo "sanitize: $MODE tests exit $rc"
 reports=$(find "$REPORTS" -type f | sort)
