@@ -34,7 +34,8 @@ fuzz: deps
 
 # The whole tree and its tests under ASan+UBSan / ThreadSanitizer (clang),
 # in build-asan/ and build-tsan/ (scripts/sanitize.sh). tsan first builds
-# Debian's abseil with TSan into ~/.cache/skillpack (scripts/build-sanitized-abseil.sh).
+# Debian's abseil and gRPC with TSan into ~/.cache/skillpack
+# (scripts/build-sanitized-abseil.sh, scripts/build-sanitized-grpc.sh).
 asan: deps
 	@JOBS=$(JOBS) bash scripts/sanitize.sh asan
 

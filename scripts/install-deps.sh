@@ -19,6 +19,7 @@ PACKAGES=(
   nodejs curl              # node runs the openai npm client; curl against the HTTP API (tests/e2e/openai_test.cc)
   clang clang-format       # the thread-safety analysis (-Wthread-safety) and the format check
   libclang-rt-14-dev       # clang's libFuzzer and sanitizer runtimes (make fuzz / asan / tsan)
+  libprotoc-dev            # make tsan: Debian's gRPC source builds grpc_cpp_plugin (scripts/build-sanitized-grpc.sh)
   fortunes                 # ~2.5 MB of English text (BSD licence): the demo's pretraining corpus (docs/trainer.md)
 )
 

@@ -13,20 +13,19 @@
 # libraries (each entry says why); a report from our code is a bug to fix.
 # TSan runs with OMP_NUM_THREADS=1: libgomp's thread pool synchronises with
 # futexes TSan does not see, and its reports are about that, not about us.
-# The same would hold for absl::Mutex, which we and gRPC lock with: Debian's
-# abseil is not built with TSan, so TSan would see none of its locks and
-# report every access they guard (bench/README.md, "Sanitizers"). So tsan
-# first builds Debian's abseil source with -fsanitize=thread into a cached
-# prefix (scripts/build-sanitized-abseil.sh, ~/.cache/skillpack) and links
-# every binary with a DT_RPATH to it: the binaries and Debian's libgrpc
-# (which calls absl::Mutex out of line) load the instrumented libraries, and
-# TSan sees every absl lock. (DT_RPATH rather than LD_LIBRARY_PATH: it holds
-# for the servers the e2e tests start whatever their environment, and it
-# leaves Python's grpcio, which loads Debian's abseil too, alone.) gRPC
-# itself stays uninstrumented: its interceptor calls are suppressed
-# (tests/sanitizers/tsan.supp), but under many concurrent streams TSan still
-# reports gRPC's callback-API code inlined into our binaries, whose ordering
-# goes through libgrpc's queues (bench/README.md, "Sanitizers").
+# The same would hold for absl::Mutex, which we and gRPC lock with, and for
+# gRPC's own hand-over of calls, buffers and callback tags between its
+# threads (completion queues, executors, atomics): Debian's abseil and gRPC
+# are not built with TSan, so TSan would see none of that ordering and report
+# every access it guards (bench/README.md, "Sanitizers"). So tsan first builds
+# Debian's abseil and gRPC sources with -fsanitize=thread into cached
+# prefixes (scripts/build-sanitized-abseil.sh, scripts/build-sanitized-grpc.sh,
+# ~/.cache/skillpack) and links every binary with a DT_RPATH to both: the
+# binaries load the instrumented libgrpc, libgrpc++, libgpr, libupb,
+# libaddress_sorting and libabsl_*, and TSan sees their locks and atomics.
+# (DT_RPATH rather than LD_LIBRARY_PATH: it holds for the servers the e2e
+# tests start whatever their environment, and it leaves Python's grpcio,
+# which loads Debian's abseil and gRPC core, alone.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: sanitize.sh asan|tsan [BUILD_DIR]}
@@ -47,7 +46,9 @@ LINK="$SAN"
 if [ "$MODE" = tsan ]; then
   TIMEFORMAT="sanitize: abseil with TSan took %0R s (CPU %0U s user + %0S s sys)"
   time ABSL_TSAN_LIB=$(JOBS=$JOBS bash scripts/build-sanitized-abseil.sh) || exit 1
-  LINK="$SAN -Wl,--disable-new-dtags -Wl,-rpath,$ABSL_TSAN_LIB"
+  TIMEFORMAT="sanitize: gRPC with TSan took %0R s (CPU %0U s user + %0S s sys)"
+  time GRPC_TSAN_LIB=$(JOBS=$JOBS bash scripts/build-sanitized-grpc.sh "$ABSL_TSAN_LIB") || exit 1
+  LINK="$SAN -Wl,--disable-new-dtags -Wl,-rpath,$GRPC_TSAN_LIB -Wl,-rpath,$ABSL_TSAN_LIB"
   # The canary (tests/sanitizers/tsan_absl_canary.cc): a counter under
   # absl::Mutex is a race to TSan with Debian's abseil, and none with ours.
   mkdir -p "$BUILD_DIR"
@@ -66,6 +67,23 @@ if [ "$MODE" = tsan ]; then
     exit 1
   fi
   echo "sanitize: TSan sees absl::Mutex (canary: a race with Debian's abseil, none with $ABSL_TSAN_LIB)"
+  # The second canary (tests/sanitizers/tsan_grpc_canary.cc): a callback-API
+  # echo server and client, whose accesses only gRPC's own queues and atomics
+  # order, give races with Debian's gRPC (both built against our abseil) and
+  # none with ours. With our suppressions, which hold nothing for gRPC any more.
+  canary="clang++ -std=c++17 -O1 -g -fsanitize=thread $SUPP/tsan_grpc_canary.cc $(pkg-config --libs grpc++)"
+  $canary -o "$BUILD_DIR/tsan-grpc-canary-debian" -Wl,--disable-new-dtags -Wl,-rpath,"$ABSL_TSAN_LIB" &&
+    $canary -o "$BUILD_DIR/tsan-grpc-canary" $LINK || exit 1
+  if TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-grpc-canary-debian" >/dev/null 2>&1; then
+    echo "sanitize: the gRPC canary reports nothing even against Debian's gRPC; it checks nothing" >&2
+    exit 1
+  fi
+  if ! out=$(TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-grpc-canary" 2>&1); then
+    echo "$out" >&2
+    echo "sanitize: TSan does not see gRPC's ordering with $GRPC_TSAN_LIB (canary above)" >&2
+    exit 1
+  fi
+  echo "sanitize: TSan sees gRPC's hand-overs (canary: races with Debian's gRPC, none with $GRPC_TSAN_LIB)"
 fi
 # The e2e tests' waits for the servers and CLIs they start (start, exit after
 # SIGTERM, health, load draining) are sized for the Release build; these
@@ -85,7 +103,7 @@ CTEST_TIMEOUT=$(awk -v s="$SKILLPACK_TEST_TIMEOUT_SCALE" 'BEGIN {
   echo "sanitize: SKILLPACK_TEST_TIMEOUT_SCALE='$SKILLPACK_TEST_TIMEOUT_SCALE' is not a number from 1 to 1000" >&2
   exit 2
 }
-# Reconfigured whenever the flags (e.g. another abseil prefix) or the timeout change.
+# Reconfigured whenever the flags (e.g. another abseil or gRPC prefix) or the timeout change.
 if [ ! -f "$BUILD_DIR/build.ninja" ] || [ "$(cat "$BUILD_DIR/.sanitize-flags" 2>/dev/null)" != "$FLAGS $LINK timeout=$CTEST_TIMEOUT" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS="$FLAGS" -DCMAKE_CXX_FLAGS="$FLAGS" -DCMAKE_C_FLAGS_RELWITHDEBINFO="" \
@@ -97,24 +115,28 @@ fi
 TIMEFORMAT="sanitize: $MODE build took %0R s (CPU %0U s user + %0S s sys)"
 time cmake --build "$BUILD_DIR" -j "$JOBS" ${SANITIZE_TARGETS:+--target $SANITIZE_TARGETS} || exit 1
 if [ "$MODE" = tsan ]; then
-  # Every binary of the tree that loads abseil (directly or through libgrpc)
-  # must load only the instrumented libraries, with no symbol left undefined;
-  # one Debian libabsl in the mix would hide its locks from TSan again.
+  GRPC_LIBS='lib(grpc|gpr|upb|address_sorting)[^ ]*\.so'
+  TSAN_LIBS="libabsl_|$GRPC_LIBS"
+  # Every binary of the tree that loads abseil or gRPC (directly or through
+  # libgrpc) must load only the instrumented libraries, with no symbol left
+  # undefined; one Debian libabsl or libgrpc in the mix would hide its locks
+  # and hand-overs from TSan again.
   checked=0
   for bin in $(find "$BUILD_DIR" -type f -perm -u+x ! -name '*.so*' ! -path '*/CMakeFiles/*' \
-    ! -path '*/sanitizer-reports/*' ! -name tsan-canary-debian); do
+    ! -path '*/sanitizer-reports/*' ! -name 'tsan*-canary-debian'); do
     head -c 4 "$bin" | grep -q ELF || continue
     deps=$(ldd -r "$bin" 2>&1)
-    echo "$deps" | grep -q 'libabsl_' || continue
-    bad=$(echo "$deps" | grep -E 'libabsl_|undefined symbol' | grep -v "=> $ABSL_TSAN_LIB/" || true)
+    echo "$deps" | grep -qE "$TSAN_LIBS" || continue
+    bad=$(echo "$deps" | grep -E "libabsl_|undefined symbol" | grep -v "=> $ABSL_TSAN_LIB/" || true)
+    bad+=$(echo "$deps" | grep -E "$GRPC_LIBS" | grep -v "=> $GRPC_TSAN_LIB/" || true)
     if [ -n "$bad" ]; then
-      echo "sanitize: $bin does not resolve abseil to $ABSL_TSAN_LIB:" >&2
+      echo "sanitize: $bin does not resolve abseil to $ABSL_TSAN_LIB and gRPC to $GRPC_TSAN_LIB:" >&2
       echo "$bad" >&2
       exit 1
     fi
     checked=$((checked + 1))
   done
-  echo "sanitize: $checked binaries load abseil from $ABSL_TSAN_LIB (ldd -r)"
+  echo "sanitize: $checked binaries load abseil from $ABSL_TSAN_LIB and gRPC from $GRPC_TSAN_LIB (ldd -r)"
 fi
 # Every report goes to a file in $REPORTS, from the test binaries and from
 # the servers and CLIs the e2e tests start (whose exit status a test may not
