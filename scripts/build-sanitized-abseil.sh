@@ -44,28 +44,11 @@ fi
 WORK=$PREFIX.work
 rm -rf "$WORK" "$PREFIX"
 mkdir -p "$WORK"
-fetch() { # file sha256
-  curl -fsSL --retry 3 -o "$WORK/$1" "$POOL/$1" || {
-    echo "build-sanitized-abseil: cannot download $POOL/$1" >&2
-    exit 1
-  }
-  if ! echo "$2  $WORK/$1" | sha256sum -c --quiet - >&2; then
-    echo "build-sanitized-abseil: $1 does not match its pinned SHA-256 $2" >&2
-    exit 1
-  fi
-}
-fetch "$ORIG" "$ORIG_SHA256"
-fetch "$DEBIAN" "$DEBIAN_SHA256"
 # The upstream tarball plus Debian's patches (SONAME 20220623, options.h with
-# absl's own any/optional/string_view/variant, the CVE-2025-0838 fix), as
-# dpkg-source would unpack them.
-mkdir -p "$WORK/src"
-tar -xzf "$WORK/$ORIG" -C "$WORK/src" --strip-components=1
-tar -xJf "$WORK/$DEBIAN" -C "$WORK/src"
-while read -r patch; do
-  case "$patch" in '' | '#'*) continue ;; esac
-  patch -d "$WORK/src" -p1 --quiet --forward <"$WORK/src/debian/patches/$patch" >&2
-done <"$WORK/src/debian/patches/series"
+# absl's own any/optional/string_view/variant, the CVE-2025-0838 fix), fetched,
+# checked against the pinned sums and patched by scripts/debian-source.sh.
+. "$(dirname "$0")/debian-source.sh"
+unpack_debian_source build-sanitized-abseil "$WORK" "$POOL" "$ORIG" "$ORIG_SHA256" "$DEBIAN" "$DEBIAN_SHA256"
 if ! cmp -s "$WORK/src/absl/base/options.h" /usr/include/absl/base/options.h; then
   echo "build-sanitized-abseil: absl/base/options.h differs from the installed one;" \
     "the libraries would not match the headers we compile against" >&2

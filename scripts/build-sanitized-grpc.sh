@@ -63,28 +63,11 @@ fi
 WORK=$PREFIX.work
 rm -rf "$WORK" "$PREFIX"
 mkdir -p "$WORK"
-fetch() { # file sha256
-  curl -fsSL --retry 3 -o "$WORK/$1" "$POOL/$1" || {
-    echo "build-sanitized-grpc: cannot download $POOL/$1" >&2
-    exit 1
-  }
-  if ! echo "$2  $WORK/$1" | sha256sum -c --quiet - >&2; then
-    echo "build-sanitized-grpc: $1 does not match its pinned SHA-256 $2" >&2
-    exit 1
-  fi
-}
-fetch "$ORIG" "$ORIG_SHA256"
-fetch "$DEBIAN" "$DEBIAN_SHA256"
 # The upstream tarball plus Debian's patches (external abseil, no BoringSSL,
-# no OpenCensus; the rest are for Python, Ruby and the docs), as dpkg-source
-# would unpack them.
-mkdir -p "$WORK/src"
-tar -xzf "$WORK/$ORIG" -C "$WORK/src" --strip-components=1
-tar -xJf "$WORK/$DEBIAN" -C "$WORK/src"
-while read -r patch; do
-  case "$patch" in '' | '#'*) continue ;; esac
-  patch -d "$WORK/src" -p1 --quiet --forward <"$WORK/src/debian/patches/$patch" >&2
-done <"$WORK/src/debian/patches/series"
+# no OpenCensus; the rest are for Python, Ruby and the docs), fetched, checked
+# against the pinned sums and patched by scripts/debian-source.sh.
+. "$(dirname "$0")/debian-source.sh"
+unpack_debian_source build-sanitized-grpc "$WORK" "$POOL" "$ORIG" "$ORIG_SHA256" "$DEBIAN" "$DEBIAN_SHA256"
 differ=0
 for h in $(dpkg-query -L libgrpc-dev libgrpc++-dev | grep -E '^/usr/include/grpc(\+\+|pp)?/.*\.h$'); do
   if ! cmp -s "$h" "$WORK/src/include/${h#/usr/include/}"; then
