@@ -857,7 +857,7 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
         best = std::move(pack);
       }
       if (best_file >= search.lowest_ok()) break;
-      if (file > target && smallest) {
+      if (file > target && smallest && !best) {  // with a pack that fit, a top-up overshot instead
         return absl::ResourceExhaustedError(absl::StrCat(
             "budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
             ") cannot be met: the smallest pack is ", file, " bytes (ratio ", static_cast<double>(file) / fp16_bytes,

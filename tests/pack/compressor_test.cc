@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -365,6 +366,35 @@ TEST(PackCompressTest, BudgetModeByTargetBytesAndInfeasible) {
 // sixth of the entries are worth keeping: under a budget that cannot hold
 // the sparse form of most entries the allocator takes the fallback. (With
 // room for nearly all entries sparse, exact fp16 values win on error.)
+TEST(PackCompressTest, BudgetModeAtOrAboveTheSmallestPackAlwaysGivesOne) {
+  // Targets from the smallest pack's size up: the smallest allocation fits,
+  // often below 98%, and a later attempt may overshoot; the pack that fit is
+  // returned, never "cannot be met".
+  const ModelConfig c = TinyConfig();
+  auto base = RandomWeights(c, 1);
+  auto tuned = Perturb(*base, 4, 6);
+  const PackManifest mf = TestManifest(*base);
+  CompressionConfig tiny;
+  tiny.target_bytes = 100;
+  auto none = CompressDelta(*base, *tuned, tiny, nullptr, nullptr, mf);
+  ASSERT_EQ(none.status().code(), absl::StatusCode::kResourceExhausted);
+  const std::string msg(none.status().message());
+  const size_t at = msg.find("the smallest pack is ");
+  ASSERT_NE(at, std::string::npos) << msg;
+  const int64_t smallest = std::stoll(msg.substr(at + std::strlen("the smallest pack is ")));
+  // The manifest records the target and the plan, so the smallest pack at
+  // another target differs by a few bytes of digits: start 40 bytes up.
+  for (int64_t target = smallest + 40; target <= smallest + 840; target += 100) {
+    CompressionConfig cfg;
+    cfg.target_bytes = target;
+    auto pack = CompressDelta(*base, *tuned, cfg, nullptr, nullptr, mf);
+    ASSERT_TRUE(pack.ok()) << "target " << target << " (smallest " << smallest << "): " << pack.status();
+    auto bytes = SerializeSkillPack(*pack);
+    ASSERT_TRUE(bytes.ok());
+    EXPECT_LE(static_cast<int64_t>(bytes->size()), target);
+  }
+}
+
 TEST(PackCompressTest, BudgetModeUsesDenseFallbackForDenseEmbeddingDeltas) {
   const ModelConfig c = TinyConfig();
   auto base = RandomWeights(c, 1);
