@@ -37,17 +37,11 @@ if [ "$installed" != "$DEB_VERSION" ]; then
 fi
 CACHE=${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}
 PREFIX=${1:-$CACHE/abseil-tsan-$DEB_VERSION}
-if [ -f "$PREFIX/.complete" ]; then
-  echo "$PREFIX/lib"
-  exit 0
-fi
-WORK=$PREFIX.work
-rm -rf "$WORK" "$PREFIX"
-mkdir -p "$WORK"
+. "$(dirname "$0")/debian-source.sh"
+start_prefix "$PREFIX"
 # The upstream tarball plus Debian's patches (SONAME 20220623, options.h with
 # absl's own any/optional/string_view/variant, the CVE-2025-0838 fix), fetched,
 # checked against the pinned sums and patched by scripts/debian-source.sh.
-. "$(dirname "$0")/debian-source.sh"
 unpack_debian_source build-sanitized-abseil "$WORK" "$POOL" "$ORIG" "$ORIG_SHA256" "$DEBIAN" "$DEBIAN_SHA256"
 if ! cmp -s "$WORK/src/absl/base/options.h" /usr/include/absl/base/options.h; then
   echo "build-sanitized-abseil: absl/base/options.h differs from the installed one;" \

@@ -56,17 +56,11 @@ if [ "${installed%+b*}" != "$DEB_VERSION" ]; then
 fi
 CACHE=${SKILLPACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skillpack}
 PREFIX=${2:-$CACHE/grpc-tsan-$installed}
-if [ -f "$PREFIX/.complete" ]; then
-  echo "$PREFIX/lib"
-  exit 0
-fi
-WORK=$PREFIX.work
-rm -rf "$WORK" "$PREFIX"
-mkdir -p "$WORK"
+. "$(dirname "$0")/debian-source.sh"
+start_prefix "$PREFIX"
 # The upstream tarball plus Debian's patches (external abseil, no BoringSSL,
 # no OpenCensus; the rest are for Python, Ruby and the docs), fetched, checked
 # against the pinned sums and patched by scripts/debian-source.sh.
-. "$(dirname "$0")/debian-source.sh"
 unpack_debian_source build-sanitized-grpc "$WORK" "$POOL" "$ORIG" "$ORIG_SHA256" "$DEBIAN" "$DEBIAN_SHA256"
 differ=0
 for h in $(dpkg-query -L libgrpc-dev libgrpc++-dev | grep -E '^/usr/include/grpc(\+\+|pp)?/.*\.h$'); do

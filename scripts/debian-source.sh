@@ -1,7 +1,25 @@
-# Sourced by scripts/build-sanitized-{abseil,grpc}.sh: fetches a Debian source
-# package's upstream tarball (.orig.tar.gz) and its debian/ tarball
-# (.debian.tar.xz) from a pool, checks each against its pinned SHA-256, and
-# unpacks them with Debian's patches applied, as dpkg-source would.
+# Sourced by scripts/build-sanitized-{abseil,grpc}.sh, which build a Debian
+# source package into a cached prefix.
+#
+#   start_prefix PREFIX
+#
+# prints PREFIX/lib and exits the script (0) when PREFIX holds a finished
+# build (PREFIX/.complete); else empties PREFIX and sets WORK=PREFIX.work, a
+# fresh scratch folder, for the build.
+start_prefix() {
+  if [ -f "$1/.complete" ]; then
+    echo "$1/lib"
+    exit 0
+  fi
+  WORK=$1.work
+  rm -rf "$WORK" "$1"
+  mkdir -p "$WORK"
+}
+
+# Fetches the package's upstream tarball (.orig.tar.gz) and its debian/
+# tarball (.debian.tar.xz) from a pool, checks each against its pinned
+# SHA-256, and unpacks them with Debian's patches applied, as dpkg-source
+# would.
 #
 #   unpack_debian_source WHO WORK POOL ORIG ORIG_SHA256 DEBIAN DEBIAN_SHA256
 #

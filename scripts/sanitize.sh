@@ -57,16 +57,23 @@ if [ "$MODE" = tsan ]; then
   # With our suppressions: abseil's own Waiter::Post report (tsan.supp) shows
   # up in the canary too whenever its two threads really contend.
   canary_opts="exitcode=66:suppressions=$SUPP/tsan.supp"
-  if TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-canary-debian" >/dev/null 2>&1; then
-    echo "sanitize: the TSan canary reports nothing even against Debian's abseil; it checks nothing" >&2
-    exit 1
-  fi
-  if ! out=$(TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-canary" 2>&1); then
-    echo "$out" >&2
-    echo "sanitize: TSan does not see absl::Mutex with $ABSL_TSAN_LIB (canary above)" >&2
-    exit 1
-  fi
-  echo "sanitize: TSan sees absl::Mutex (canary: a race with Debian's abseil, none with $ABSL_TSAN_LIB)"
+  # check_canary LIB WHAT PREFIX DEBIAN_BIN OURS_BIN: the canary built against
+  # Debian's LIB (DEBIAN_BIN) must report a race, else it checks nothing; the
+  # one built against PREFIX (OURS_BIN) none, else TSan does not see WHAT.
+  check_canary() {
+    local lib=$1 what=$2 prefix=$3 debian_bin=$4 ours_bin=$5 out
+    if TSAN_OPTIONS=$canary_opts "$debian_bin" >/dev/null 2>&1; then
+      echo "sanitize: the $lib canary reports nothing even against Debian's $lib; it checks nothing" >&2
+      exit 1
+    fi
+    if ! out=$(TSAN_OPTIONS=$canary_opts "$ours_bin" 2>&1); then
+      echo "$out" >&2
+      echo "sanitize: TSan does not see $what with $prefix (canary above)" >&2
+      exit 1
+    fi
+    echo "sanitize: TSan sees $what (canary: races with Debian's $lib, none with $prefix)"
+  }
+  check_canary abseil absl::Mutex "$ABSL_TSAN_LIB" "$BUILD_DIR/tsan-canary-debian" "$BUILD_DIR/tsan-canary"
   # The second canary (tests/sanitizers/tsan_grpc_canary.cc): a callback-API
   # echo server and client, whose accesses only gRPC's own queues and atomics
   # order, give races with Debian's gRPC (both built against our abseil) and
@@ -74,16 +81,8 @@ if [ "$MODE" = tsan ]; then
   canary="clang++ -std=c++17 -O1 -g -fsanitize=thread $SUPP/tsan_grpc_canary.cc $(pkg-config --libs grpc++)"
   $canary -o "$BUILD_DIR/tsan-grpc-canary-debian" -Wl,--disable-new-dtags -Wl,-rpath,"$ABSL_TSAN_LIB" &&
     $canary -o "$BUILD_DIR/tsan-grpc-canary" $LINK || exit 1
-  if TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-grpc-canary-debian" >/dev/null 2>&1; then
-    echo "sanitize: the gRPC canary reports nothing even against Debian's gRPC; it checks nothing" >&2
-    exit 1
-  fi
-  if ! out=$(TSAN_OPTIONS=$canary_opts "$BUILD_DIR/tsan-grpc-canary" 2>&1); then
-    echo "$out" >&2
-    echo "sanitize: TSan does not see gRPC's ordering with $GRPC_TSAN_LIB (canary above)" >&2
-    exit 1
-  fi
-  echo "sanitize: TSan sees gRPC's hand-overs (canary: races with Debian's gRPC, none with $GRPC_TSAN_LIB)"
+  check_canary gRPC "gRPC's hand-overs" "$GRPC_TSAN_LIB" "$BUILD_DIR/tsan-grpc-canary-debian" \
+    "$BUILD_DIR/tsan-grpc-canary"
 fi
 # The e2e tests' waits for the servers and CLIs they start (start, exit after
 # SIGTERM, health, load draining) are sized for the Release build; these
