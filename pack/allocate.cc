@@ -151,4 +151,12 @@ bool BudgetSearch::Record(int64_t file, bool sparse_room) {
   return true;
 }
 
+BudgetSearch::Verdict BudgetSearch::Attempt(int64_t file, bool smallest, bool sparse_room) {
+  kept_ = file <= target_ && file > best_file_;
+  if (kept_) best_file_ = file;
+  if (best_file_ >= lowest_ok_) return Verdict::kDone;
+  if (file > target_ && smallest && best_file_ < 0) return Verdict::kCannotBeMet;
+  return Record(file, sparse_room) ? Verdict::kNext : Verdict::kDone;
+}
+
 }  // namespace skillpack

@@ -69,8 +69,21 @@ class BudgetSearch {
   // can come closer (the step would repeat one already measured).
   bool Record(int64_t file, bool sparse_room);
 
+  // One attempt's outcome, whole: keeps the largest file within the target
+  // (kept() says whether this attempt's is it, so the caller keeps its pack)
+  // and says what comes next. `smallest`: the attempt's allocation was the
+  // smallest there is, so an empty-handed overshoot means the target cannot
+  // be met; once a file fit, an overshoot (a top-up from the smallest
+  // allocation included) only steers the next attempt.
+  enum class Verdict { kNext, kDone, kCannotBeMet };
+  Verdict Attempt(int64_t file, bool smallest, bool sparse_room);
+  bool kept() const { return kept_; }
+  int64_t best_file() const { return best_file_; }  // -1 while nothing fit
+
  private:
   int64_t target_, aim_, lowest_ok_;
+  int64_t best_file_ = -1;
+  bool kept_ = false;
   int64_t plan_, top_up_ = 0;
   bool topping_up_ = false;
   int64_t last_file_ = -1;

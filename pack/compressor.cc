@@ -804,7 +804,6 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
     const PackManifest mf = manifest != nullptr ? *manifest : PlaceholderManifest();
     BudgetSearch search(target, target - kPackFixedBytes);
     std::optional<SkillPack> best;
-    int64_t best_file = -1;
     constexpr int kAttempts = 8;
     for (int attempt = 1; attempt <= kAttempts; ++attempt) {
       const int64_t plan_budget = search.plan();
@@ -852,18 +851,15 @@ StatusOr<SkillPack> CompressDeltaImpl(const ModelWeights& base, const ModelWeigh
       pack.manifest = WithCompression(mf, p);
       ASSIGN_OR_RETURN(std::string image, SerializeSkillPack(pack));
       const int64_t file = static_cast<int64_t>(image.size());
-      if (file <= target && file > best_file) {
-        best_file = file;
-        best = std::move(pack);
-      }
-      if (best_file >= search.lowest_ok()) break;
-      if (file > target && smallest && !best) {  // with a pack that fit, a top-up overshot instead
+      const BudgetSearch::Verdict verdict = search.Attempt(file, smallest, top != nullptr);
+      if (search.kept()) best = std::move(pack);
+      if (verdict == BudgetSearch::Verdict::kCannotBeMet) {
         return absl::ResourceExhaustedError(absl::StrCat(
             "budget target of ", target, " bytes (ratio ", static_cast<double>(target) / fp16_bytes,
             ") cannot be met: the smallest pack is ", file, " bytes (ratio ", static_cast<double>(file) / fp16_bytes,
             "): norms and other small tensors are stored whole and the header and manifest take room too"));
       }
-      if (!search.Record(file, top != nullptr)) break;
+      if (verdict == BudgetSearch::Verdict::kDone) break;
     }
     if (!best) {
       return absl::ResourceExhaustedError(absl::StrCat("budget target of ", target,

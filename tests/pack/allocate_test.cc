@@ -69,18 +69,23 @@ TEST(AllocateBudgetTest, MatchesBruteForceOnConvexCurves) {
 // Budget mode's loop (compressor.cc) against a modelled file size: `file_of`
 // maps an attempt's plan and sparse top-up to the serialised size, `room`
 // says whether that plan's allocation has a sparse module with entries to
-// spare. Returns the largest file within the target, -1 for none.
+// spare; plans up to `smallest_plan` allocate the smallest there is. Returns
+// the largest file within the target, -1 for none, kCannotBeMet when the
+// search gave up on the target.
+constexpr int64_t kCannotBeMet = -2;
 int64_t BestFileOf(int64_t target, int64_t first_plan, const std::function<int64_t(int64_t, int64_t)>& file_of,
-                   const std::function<bool(int64_t)>& room) {
+                   const std::function<bool(int64_t)>& room, int64_t smallest_plan = -1) {
   BudgetSearch search(target, first_plan);
-  int64_t best = -1;
   for (int attempt = 1; attempt <= 8; ++attempt) {
-    const int64_t file = file_of(search.plan(), room(search.plan()) ? std::max<int64_t>(0, search.top_up()) : 0);
-    if (file <= target) best = std::max(best, file);
-    if (best >= search.lowest_ok()) break;
-    if (!search.Record(file, room(search.plan()))) break;
+    const int64_t plan = search.plan();
+    const int64_t file = file_of(plan, room(plan) ? std::max<int64_t>(0, search.top_up()) : 0);
+    const int64_t before = search.best_file();
+    const BudgetSearch::Verdict v = search.Attempt(file, plan <= smallest_plan, room(plan));
+    EXPECT_EQ(search.kept(), file <= target && file > before) << "attempt " << attempt;
+    if (v == BudgetSearch::Verdict::kCannotBeMet) return kCannotBeMet;
+    if (v == BudgetSearch::Verdict::kDone) break;
   }
-  return best;
+  return search.best_file();
 }
 
 // The same loop with only the correction plan += aim - file (the search
@@ -157,6 +162,30 @@ TEST(BudgetSearchTest, BracketsAndTopsUpOnlyOnceBothSidesAreKnown) {
   EXPECT_EQ(t.top_up(), 160 + 4);
   // A top-up that changed nothing: stop rather than measure the same pack again.
   EXPECT_FALSE(t.Record(9946, true));
+}
+
+TEST(BudgetSearchTest, AnOvershootingTopUpFromTheSmallestAllocationKeepsThePackThatFit) {
+  // Plans up to 5000 allocate the smallest there is, whose file (9700) fits
+  // below the band (9800..10000); any larger plan moves a module to an option
+  // that overshoots (10300). So the search tops up from the smallest
+  // allocation, and the top-up costs 300 bytes more than counted (an index
+  // that widens): over the target. A pack fit, so that is no reason to say
+  // the target cannot be met; the 9700-byte pack is the answer.
+  const int64_t target = 10000;
+  auto file_of = [](int64_t plan, int64_t top_up) {
+    return (plan <= 5000 ? 9700 : 10300) + (top_up > 0 ? top_up + 300 : 0);
+  };
+  auto always = [](int64_t) { return true; };
+  EXPECT_EQ(BestFileOf(target, 4800, file_of, always, 5000), 9700);
+  // The smallest allocation itself over the target, nothing fit: cannot be met,
+  // at once.
+  auto too_big = [](int64_t plan, int64_t top_up) { return 10100 + plan / 1000 + top_up; };
+  EXPECT_EQ(BestFileOf(target, 4800, too_big, always, 5000), kCannotBeMet);
+  // Above the smallest allocation an overshoot only steers the next attempt.
+  auto steep = [](int64_t plan, int64_t) { return plan <= 5000 ? 9000 : 9000 + (plan - 5000) * 4; };
+  const int64_t best = BestFileOf(target, 5500, steep, always, 5000);
+  EXPECT_GE(best, 9000);
+  EXPECT_LE(best, target);
 }
 
 TEST(AllocateBudgetTest, Errors) {
