@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -454,6 +455,27 @@ int ThreadCount(pid_t pid) {
   return -1;
 }
 
+// Each thread of process `pid`: its name (/proc/PID/task/TID/comm) and
+// whether it blocks SIGTERM and SIGINT both (SigBlk), by thread id.
+std::map<pid_t, std::pair<std::string, bool>> ThreadSignalMasks(pid_t pid) {
+  std::map<pid_t, std::pair<std::string, bool>> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    const pid_t tid = std::stoi(e.path().filename().string());
+    std::string comm = ReadFileToString((e.path() / "comm").string()).value_or("");
+    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    std::ifstream in(e.path() / "status");
+    std::string line;
+    uint64_t blocked = 0;
+    while (std::getline(in, line)) {
+      if (line.rfind("SigBlk:", 0) == 0) blocked = std::stoull(line.substr(7), nullptr, 16);
+    }
+    const uint64_t both = (uint64_t{1} << (SIGTERM - 1)) | (uint64_t{1} << (SIGINT - 1));
+    out[tid] = {comm, (blocked & both) == both};
+  }
+  return out;
+}
+
 // The Inference service holds no thread per call (gRPC's callback API, see
 // inference_service.h): 48 waiting streams cost the server a few threads, not
 // 48, and every one is cancelled as soon as its client leaves.
@@ -567,6 +589,25 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
     req.set_service("skillpack.v1.NoSuchService");
     grpc::health::v1::HealthCheckResponse resp;
     EXPECT_EQ(health->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  // No handler takes SIGTERM on the server's threads: main and every thread
+  // it started (gRPC's, the engine's, the workers') block it, and main reads
+  // it from a signalfd. Under ThreadSanitizer a handler on a thread asleep
+  // in a futex, or on main inside read(), held the signal for as long as the
+  // server was idle. Threads named after the program may also be OpenBLAS's,
+  // which start before main and keep their mask: not checked.
+  {
+    const auto masks = ThreadSignalMasks(s.pid());
+    ASSERT_TRUE(masks.count(s.pid()));
+    EXPECT_TRUE(masks.at(s.pid()).second) << "the main thread takes SIGTERM or SIGINT through a handler";
+    const std::string program = masks.at(s.pid()).first;
+    int named = 0;
+    for (const auto& [tid, m] : masks) {
+      if (m.first == program) continue;
+      ++named;
+      EXPECT_TRUE(m.second) << "thread " << tid << " (" << m.first << ") takes SIGTERM or SIGINT";
+    }
+    EXPECT_GE(named, 4) << "gRPC's threads carry their own names";
   }
   // An in-flight stream keeps the server draining for the grace period.
   SamplingParams p = Greedy(16000);
