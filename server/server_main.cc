@@ -173,6 +173,8 @@ int WaitForSignal(int signal_fd) {
       std::perror("skillpack-server: poll");
       return SIGTERM;
     }
+    // Both are non-blocking: a signal the signalfd showed may meanwhile have
+    // been taken by the handler on an older thread (then the pipe has it).
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info;
       if (::read(signal_fd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
@@ -197,8 +199,8 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC);
-  if (signal_fd < 0 || ::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+  const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0 || ::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     std::perror("skillpack-server: signalfd / pipe");
     return 1;
   }
