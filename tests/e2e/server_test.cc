@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -262,7 +263,9 @@ TEST_F(ServerE2eTest, InvalidArgumentNamesTheField) {
             std::string::npos)
       << filter_status.error_message();
   // Leave the store as the suite's other tests expect it.
-  if (up.ok()) EXPECT_TRUE(DeletePack(server_->channel(), "p2").ok());
+  if (up.ok()) {
+    EXPECT_TRUE(DeletePack(server_->channel(), "p2").ok());
+  }
 }
 
 TEST_F(ServerE2eTest, AdminNeedsTheBearerToken) {
@@ -445,14 +448,21 @@ TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
   EXPECT_EQ(small.Stop(), 0);
 }
 
-// The number of threads of process `pid` (/proc/PID/status), -1 if unknown.
-int ThreadCount(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+// The value after `key` ("Threads:", "SigBlk:") in a /proc status file, or
+// nullopt when the file or the field is missing.
+std::optional<std::string> ProcStatusField(const fs::path& status, const std::string& key) {
+  std::ifstream in(status);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+    if (line.rfind(key, 0) == 0) return line.substr(key.size());
   }
-  return -1;
+  return std::nullopt;
+}
+
+// The number of threads of process `pid` (/proc/PID/status), -1 if unknown.
+int ThreadCount(pid_t pid) {
+  const auto v = ProcStatusField("/proc/" + std::to_string(pid) + "/status", "Threads:");
+  return v ? std::stoi(*v) : -1;
 }
 
 // Each thread of process `pid`: its name (/proc/PID/task/TID/comm) and
@@ -464,12 +474,8 @@ std::map<pid_t, std::pair<std::string, bool>> ThreadSignalMasks(pid_t pid) {
     const pid_t tid = std::stoi(e.path().filename().string());
     std::string comm = ReadFileToString((e.path() / "comm").string()).value_or("");
     while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-    std::ifstream in(e.path() / "status");
-    std::string line;
-    uint64_t blocked = 0;
-    while (std::getline(in, line)) {
-      if (line.rfind("SigBlk:", 0) == 0) blocked = std::stoull(line.substr(7), nullptr, 16);
-    }
+    const auto mask = ProcStatusField(e.path() / "status", "SigBlk:");
+    const uint64_t blocked = mask ? std::stoull(*mask, nullptr, 16) : 0;
     const uint64_t both = (uint64_t{1} << (SIGTERM - 1)) | (uint64_t{1} << (SIGINT - 1));
     out[tid] = {comm, (blocked & both) == both};
   }
