@@ -466,18 +466,20 @@ int ThreadCount(pid_t pid) {
 }
 
 // Each thread of process `pid`: its name (/proc/PID/task/TID/comm) and
-// whether it blocks SIGTERM and SIGINT both (SigBlk), by thread id.
+// whether it blocks SIGTERM and SIGINT both (SigBlk), by thread id. A thread
+// that exits while this reads is left out (not a failure of the mask).
 std::map<pid_t, std::pair<std::string, bool>> ThreadSignalMasks(pid_t pid) {
   std::map<pid_t, std::pair<std::string, bool>> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
     const pid_t tid = std::stoi(e.path().filename().string());
-    std::string comm = ReadFileToString((e.path() / "comm").string()).value_or("");
-    while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+    auto comm = ReadFileToString((e.path() / "comm").string());
     const auto mask = ProcStatusField(e.path() / "status", "SigBlk:");
-    const uint64_t blocked = mask ? std::stoull(*mask, nullptr, 16) : 0;
+    if (!comm.ok() || !mask) continue;
+    while (!comm->empty() && comm->back() == '\n') comm->pop_back();
+    const uint64_t blocked = std::stoull(*mask, nullptr, 16);
     const uint64_t both = (uint64_t{1} << (SIGTERM - 1)) | (uint64_t{1} << (SIGINT - 1));
-    out[tid] = {comm, (blocked & both) == both};
+    out[tid] = {*comm, (blocked & both) == both};
   }
   return out;
 }
