@@ -60,29 +60,6 @@ std::string BodyOf(const std::string& response) {
   return p == std::string::npos ? "" : response.substr(p + 4);
 }
 
-// The value of metric line `name{labels}` on the /metrics page (0 if absent).
-double MetricValue(const std::string& page, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(page, '\n')) {
-    if (absl::StartsWith(line, series + " ")) return std::stod(std::string(line.substr(series.size() + 1)));
-  }
-  return 0;
-}
-
-// The value of `series` on the /metrics page at `metrics_port` once it is at
-// least `at_least`, else its last value when `timeout` (scaled) has passed.
-// The HTTP API counts a request after it has written the response, so a
-// client may scrape before the request it just got an answer to is counted.
-double WaitForMetricAtLeast(int metrics_port, const std::string& series, double at_least,
-                            std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  double v = MetricValue(FetchMetrics(metrics_port), series);
-  for (const auto until = std::chrono::steady_clock::now() + Scaled(timeout);
-       v < at_least && std::chrono::steady_clock::now() < until;) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    v = MetricValue(FetchMetrics(metrics_port), series);
-  }
-  return v;
-}
-
 class OpenAiTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

@@ -280,12 +280,8 @@ TEST_F(PrometheusTest, FreshServerPageHasEverySeriesAndPassesPromtool) {
   MustGenerate(fresh.channel(), WithPacks(Request("hello", five), {"alpha"}));
   // The request is retired on the engine thread just after its response
   // goes out: wait for its finish to be counted.
-  for (const auto until = std::chrono::steady_clock::now() + Scaled(seconds(5));
-       std::chrono::steady_clock::now() < until;) {
-    page = FetchMetrics(fresh.metrics_port());
-    if (page.find("skillpack_request_finished_total{reason=\"length\"} 1") != std::string::npos) break;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  WaitForMetricAtLeast(fresh.metrics_port(), R"(skillpack_request_finished_total{reason="length"})", 1, seconds(5));
+  page = FetchMetrics(fresh.metrics_port());
   for (const char* line :
        {"skillpack_request_finished_total{reason=\"length\"} 1", "skillpack_request_generation_tokens_count 1",
         "skillpack_pack_load_seconds_count{pack=\"alpha\"} 1",

@@ -28,6 +28,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
@@ -346,6 +348,29 @@ inline std::string RawHttp(int port, const std::string& request) {
 
 // GET http://127.0.0.1:port/metrics; "" on failure.
 inline std::string FetchMetrics(int port) { return RawHttp(port, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"); }
+
+// The value of metric line `name{labels}` on the /metrics page (0 if absent).
+inline double MetricValue(const std::string& page, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(page, '\n')) {
+    if (absl::StartsWith(line, series + " ")) return std::stod(std::string(line.substr(series.size() + 1)));
+  }
+  return 0;
+}
+
+// The value of `series` on the /metrics page at `metrics_port` once it is at
+// least `at_least`, else its last value when `timeout` (scaled) has passed.
+// The HTTP API counts a request after it has written the response, so a
+// client may scrape before the request it just got an answer to is counted.
+inline double WaitForMetricAtLeast(int metrics_port, const std::string& series, double at_least,
+                                   std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  double v = MetricValue(FetchMetrics(metrics_port), series);
+  for (const auto until = std::chrono::steady_clock::now() + Scaled(timeout);
+       v < at_least && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    v = MetricValue(FetchMetrics(metrics_port), series);
+  }
+  return v;
+}
 
 }  // namespace skillpack
 
