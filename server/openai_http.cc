@@ -107,12 +107,28 @@ class UnarySink final : public GenerationSink {
   CancelCause Deliver(StreamChunk) override { return CancelCause::kNone; }
 };
 
+// The request metrics' label for `uri`: a bounded set, the three API paths
+// and everything else as "http_other".
+std::string MetricLabel(const std::string& uri) {
+  if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) return "/v1/models";
+  if (uri == "/v1/completions" || uri == "/v1/chat/completions") return uri;
+  return "http_other";
+}
+
+// One request. Every way it ends goes through Reply (or, for a stream, Count
+// before the last event): the request is counted in the metrics before its
+// last byte goes out, as the gRPC services count a call before Finish, so a
+// client that scrapes /metrics after its answer always sees it counted.
 class Handler {
  public:
-  Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn)
-      : options_(options), ctx_(ctx), conn_(conn) {}
+  Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn, std::string metric_label)
+      : options_(options),
+        ctx_(ctx),
+        conn_(conn),
+        metric_label_(std::move(metric_label)),
+        start_(std::chrono::steady_clock::now()) {}
 
-  // Serves the request; returns the status it ended with (for the metrics).
+  // Serves the request; returns the status it ended with.
   Status Serve(const std::string& method, const std::string& uri) {
     if (!options_.api_key.empty()) RETURN_IF_ERROR(ReplyIfError(CheckApiKey()));
     if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) {
@@ -129,30 +145,41 @@ class Handler {
                     absl::StrCat("unknown path ", uri.substr(0, 256),
                                  " (this server serves /v1/models, "
                                  "/v1/completions and /v1/chat/completions)")};
-      Respond(conn_, 404, JsonBody(ErrorJson(e)));
-      return absl::NotFoundError("unknown path");
+      return Reply(absl::NotFoundError("unknown path"), 404, JsonBody(ErrorJson(e)));
     }
     if (method != "POST") return MethodNotAllowed("POST");
     return Generate(endpoint);
   }
 
  private:
-  Status ReplyIfError(Status s) {
-    if (!s.ok()) ReplyError(s);
-    return s;
+  // Counts the request as ending with `outcome`; once.
+  void Count(const Status& outcome) {
+    if (counted_ || !ctx_.metrics) return;
+    counted_ = true;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    ctx_.metrics->RecordRpc(metric_label_, absl::StatusCodeToString(outcome.code()), secs);
   }
 
-  void ReplyError(const Status& s, const std::string& extra_headers = "") {
+  // The whole response: counted, then written. Returns `outcome`.
+  Status Reply(const Status& outcome, int http_status, const std::string& body, const std::string& extra_headers = "") {
+    Count(outcome);
+    Respond(conn_, http_status, body, extra_headers);
+    return outcome;
+  }
+
+  Status ReplyIfError(Status s) { return s.ok() ? s : ReplyError(s); }
+
+  Status ReplyError(const Status& s, const std::string& extra_headers = "") {
     const OpenAiError e = ToOpenAiError(ctx_.ClientFacing(s));
     std::string headers = extra_headers;
     if (e.http_status == 401) headers += "WWW-Authenticate: Bearer\r\n";
-    Respond(conn_, e.http_status, JsonBody(ErrorJson(e)), headers);
+    return Reply(s, e.http_status, JsonBody(ErrorJson(e)), headers);
   }
 
   Status MethodNotAllowed(const char* allow) {
     OpenAiError e{405, "invalid_request_error", "method_not_allowed", "", absl::StrCat("use ", allow)};
-    Respond(conn_, 405, JsonBody(ErrorJson(e)), absl::StrCat("Allow: ", allow, "\r\n"));
-    return absl::InvalidArgumentError("method not allowed");
+    return Reply(absl::InvalidArgumentError("method not allowed"), 405, JsonBody(ErrorJson(e)),
+                 absl::StrCat("Allow: ", allow, "\r\n"));
   }
 
   Status CheckApiKey() {
@@ -177,16 +204,10 @@ class Handler {
   Status Models(const std::string& uri) {
     const int64_t created = absl::ToUnixSeconds(ctx_.started);
     const Json list = ModelList(options_.base_model_name, PackNames(), created);
-    if (uri == "/v1/models") {
-      Respond(conn_, 200, JsonBody(list));
-      return absl::OkStatus();
-    }
+    if (uri == "/v1/models") return Reply(absl::OkStatus(), 200, JsonBody(list));
     const std::string id = uri.substr(std::strlen("/v1/models/"));
     for (const Json& m : list["data"]) {
-      if (m["id"] == id) {
-        Respond(conn_, 200, JsonBody(m));
-        return absl::OkStatus();
-      }
+      if (m["id"] == id) return Reply(absl::OkStatus(), 200, JsonBody(m));
     }
     return ReplyIfError(absl::NotFoundError(absl::StrCat("model: the model '", id.substr(0, 256), "' does not exist")));
   }
@@ -215,8 +236,7 @@ class Handler {
     if (!body.ok()) {
       // Too large: 413, in OpenAI's error shape.
       OpenAiError e{413, "invalid_request_error", "request_too_large", "", std::string(body.status().message())};
-      Respond(conn_, 413, JsonBody(ErrorJson(e)));
-      return body.status();
+      return Reply(body.status(), 413, JsonBody(ErrorJson(e)));
     }
     StatusOr<OpenAiRequest> parsed = ParseOpenAiRequest(endpoint, *body);
     if (!parsed.ok()) return ReplyIfError(parsed.status());
@@ -238,21 +258,14 @@ class Handler {
     if (!req.stream) {
       UnarySink sink;
       StatusOr<GenerationResult> r = RunGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/false, &sink);
-      if (!r.ok()) {
-        ReplyError(r.status(), packs_header);
-        return r.status();
-      }
-      Respond(conn_, 200, JsonBody(CompletionResponse(req, meta, r->output, token_text)), packs_header);
-      return absl::OkStatus();
+      if (!r.ok()) return ReplyError(r.status(), packs_header);
+      return Reply(absl::OkStatus(), 200, JsonBody(CompletionResponse(req, meta, r->output, token_text)), packs_header);
     }
 
     // Submitted before the status line, so that a full scheduler or a
     // draining server is still a 429 / 503 rather than an event.
     StatusOr<std::shared_ptr<RequestState>> state = SubmitGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/true);
-    if (!state.ok()) {
-      ReplyError(state.status(), packs_header);
-      return state.status();
-    }
+    if (!state.ok()) return ReplyError(state.status(), packs_header);
     // SSE: the body ends when the connection closes (keep-alive is off).
     WriteAll(conn_, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                                  "Connection: close\r\nX-Accel-Buffering: no\r\n",
@@ -263,12 +276,14 @@ class Handler {
     if (!r.ok()) {
       // The status line is gone: the error travels as an event (as vLLM's).
       sink.Send(ErrorJson(ToOpenAiError(ctx_.ClientFacing(r.status()))));
+      Count(r.status());
       sink.SendRaw(kSseDone);
       return r.status();
     }
     if (r->last_chunk) sink.Deliver(std::move(*r->last_chunk));
     sink.Send(FinalStreamChunk(req, meta, r->output));
     if (req.include_usage) sink.Send(UsageStreamChunk(req, meta, r->output));
+    Count(absl::OkStatus());
     sink.SendRaw(kSseDone);
     return absl::OkStatus();
   }
@@ -276,6 +291,9 @@ class Handler {
   const OpenAiHttpOptions& options_;
   const ServingContext& ctx_;
   mg_connection* const conn_;
+  const std::string metric_label_;
+  const std::chrono::steady_clock::time_point start_;
+  bool counted_ = false;
 };
 
 }  // namespace
@@ -300,21 +318,12 @@ OpenAiHttpServer::~OpenAiHttpServer() {
 
 int OpenAiHttpServer::HandleRequest(mg_connection* conn, void* cbdata) {
   const auto* self = static_cast<const OpenAiHttpServer*>(cbdata);
-  const auto t0 = std::chrono::steady_clock::now();
   const mg_request_info* info = mg_get_request_info(conn);
   const std::string method = info->request_method != nullptr ? info->request_method : "";
   std::string uri = info->local_uri != nullptr ? info->local_uri : "";
   if (uri.size() > 1 && uri.back() == '/') uri.pop_back();
-  Handler handler(self->options_, self->ctx_, conn);
-  const Status s = handler.Serve(method, uri);
-  if (self->ctx_.metrics) {
-    // A bounded label set: the three API paths, everything else as "other".
-    const bool known = uri == "/v1/completions" || uri == "/v1/chat/completions" || uri == "/v1/models" ||
-                       absl::StartsWith(uri, "/v1/models/");
-    const std::string label = !known ? "http_other" : absl::StartsWith(uri, "/v1/models/") ? "/v1/models" : uri;
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    self->ctx_.metrics->RecordRpc(label, absl::StatusCodeToString(s.code()), secs);
-  }
+  Handler handler(self->options_, self->ctx_, conn, MetricLabel(uri));
+  handler.Serve(method, uri).IgnoreError();  // answered and counted by the handler
   return 200;
 }
 

@@ -187,9 +187,13 @@ TEST_F(OpenAiTest, CurlSeesServerSentEvents) {
   const std::string body =
       R"({"model": "alpha", "prompt": "Hello", "max_tokens": 5, "temperature": 0, "ignore_eos": true,
           "stream": true, "stream_options": {"include_usage": true}})";
+  constexpr char kCompletionsOk[] = R"(skillpack_requests_total{method="/v1/completions",code="OK"})";
+  const double ok_before = MetricValue(FetchMetrics(server_->metrics_port()), kCompletionsOk);
   const CommandResult r = Shell(absl::StrCat("curl -sS -N -i -H 'Content-Type: application/json' -d ", Quote(body), " ",
                                              BaseUrl(), "/completions"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Counted by the time [DONE] arrived: one scrape, no waiting.
+  EXPECT_EQ(MetricValue(FetchMetrics(server_->metrics_port()), kCompletionsOk), ok_before + 1);
   const std::string& out = r.output;
   EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << out;
   EXPECT_NE(out.find("Content-Type: text/event-stream\r\n"), std::string::npos) << out;
@@ -253,12 +257,12 @@ TEST_F(OpenAiTest, HttpErrors) {
   // Still serving after all that.
   EXPECT_EQ(StatusOf(RawHttp(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")), 200);
   // Counted in the request metrics, by path and code.
-  EXPECT_GE(WaitForMetricAtLeast(server_->metrics_port(),
-                                 R"(skillpack_requests_total{method="/v1/completions",code="INVALID_ARGUMENT"})", 2),
-            2);
-  EXPECT_GE(
-      WaitForMetricAtLeast(server_->metrics_port(), R"(skillpack_requests_total{method="/v1/models",code="OK"})", 1),
-      1);
+  // One scrape: a request is counted before its response's last byte goes out.
+  const std::string page = FetchMetrics(server_->metrics_port());
+  EXPECT_GE(MetricValue(page, R"(skillpack_requests_total{method="/v1/completions",code="INVALID_ARGUMENT"})"), 2)
+      << page;
+  EXPECT_GE(MetricValue(page, R"(skillpack_requests_total{method="/v1/models",code="OK"})"), 1) << page;
+  EXPECT_GE(MetricValue(page, R"(skillpack_requests_total{method="http_other",code="NOT_FOUND"})"), 1) << page;
 }
 
 // Opens a long streamed completion on 127.0.0.1:port and reads until its first
