@@ -1,20 +1,14 @@
 // `skillpack-server`: the inference server's main. Parses flags, starts
 // SkillpackServer, prints "listening grpc=HOST:PORT metrics=HOST:PORT http=..." on
 // stdout once it serves, and shuts down gracefully on SIGTERM / SIGINT.
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <sys/signalfd.h>
-#include <unistd.h>
-
-#include <cerrno>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "core/args.h"
+#include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
 #include "server/server.h"
 
@@ -146,71 +140,16 @@ StatusOr<ServerOptions> ParseOptions(const Args& a, double* grace_seconds) {
   return o;
 }
 
-// SIGTERM / SIGINT. Every thread the server starts inherits main's mask,
-// which blocks both, and main takes them from a signalfd: no handler runs on
-// any of gRPC's or the engine's threads. (Under ThreadSanitizer a handler
-// runs only once its thread next enters the runtime, so a signal taken by a
-// thread asleep on a futex, or by main inside read(), which the kernel then
-// restarts, was held for as long as the server was idle.) Threads that exist
-// before main, such as OpenBLAS's pool, keep their own mask, so the kernel
-// may hand them a signal: for them a handler writes the signal number to a
-// pipe, which main watches too. Neither path lets a signal take its default,
-// terminating action, and a second one during shutdown is harmless.
-int g_signal_pipe[2] = {-1, -1};
-
-void OnSignal(int sig) {
-  const unsigned char b = static_cast<unsigned char>(sig);
-  // Nothing to do on failure: the pipe only fills if shutdown is stuck.
-  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &b, 1);
-}
-
-// Waits for the first SIGTERM or SIGINT from either path; returns it.
-int WaitForSignal(int signal_fd) {
-  pollfd fds[2] = {{signal_fd, POLLIN, 0}, {g_signal_pipe[0], POLLIN, 0}};
-  while (true) {
-    if (::poll(fds, 2, -1) < 0) {
-      if (errno == EINTR) continue;
-      std::perror("skillpack-server: poll");
-      return SIGTERM;
-    }
-    // Both are non-blocking: a signal the signalfd showed may meanwhile have
-    // been taken by the handler on an older thread (then the pipe has it).
-    if (fds[0].revents & POLLIN) {
-      signalfd_siginfo info;
-      if (::read(signal_fd, &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
-        return static_cast<int>(info.ssi_signo);
-      }
-    }
-    if (fds[1].revents & POLLIN) {
-      unsigned char b = 0;
-      if (::read(g_signal_pipe[0], &b, 1) == 1) return b;
-    }
-  }
-}
-
 int Main(int argc, char** argv) {
   if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  // Before any thread starts (see WaitForSignal above).
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signal_fd < 0 || ::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-    std::perror("skillpack-server: signalfd / pipe");
+  // Before any thread starts (core/stop_signals.h).
+  if (Status st = InstallStopSignals(); !st.ok()) {
+    std::fprintf(stderr, "skillpack-server: %s\n", std::string(st.message()).c_str());
     return 1;
   }
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
 
   StatusOr<Args> args = Args::Parse(argc, argv, 1, {});
   double grace = 30;
@@ -227,7 +166,7 @@ int Main(int argc, char** argv) {
   std::printf("%s\n", (*server)->ListeningLine().c_str());
   std::fflush(stdout);
   // A signal that came during the start is taken here, at once.
-  const int sig = WaitForSignal(signal_fd);
+  const int sig = WaitForStopSignal();
   std::fprintf(stderr, "skillpack-server: %s received, shutting down (grace %.1f s)\n",
                sig == SIGTERM ? "SIGTERM" : "SIGINT", grace);
   (*server)->Shutdown(absl::Seconds(grace));

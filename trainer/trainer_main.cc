@@ -1,7 +1,6 @@
 // `skillpack-trainer`: runs training jobs (distill -> SFT -> DPO -> compress
 // -> publish) locally, one process or data-parallel over c10d Gloo; serves the
 // Trainer gRPC API (`serve`); writes task data sets.
-#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/status.h"
+#include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
 #include "trainer/data.h"
 #include "trainer/job.h"
@@ -109,6 +109,9 @@ int ValidateCommand(const std::vector<std::string>& argv) {
 }
 
 int ServeCommand(const std::vector<std::string>& argv) {
+  // Before any thread starts (core/stop_signals.h).
+  if (Status st = InstallStopSignals(); !st.ok()) return Fail(st);
+
   StatusOr<Args> args = Args::Parse(argv, {});
   if (!args.ok()) return Fail(args.status());
   StatusOr<std::string> state_dir = args->String("state-dir");
@@ -128,13 +131,6 @@ int ServeCommand(const std::vector<std::string>& argv) {
     if (!t.ok()) return Fail(Annotate(t.status(), "--admin-token-file"));
     token = *t;
   }
-  // SIGINT / SIGTERM are taken by sigwait below: block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   JobManager::Options mo;
   mo.state_dir = *state_dir;
   char cwd[4096];
@@ -156,8 +152,7 @@ int ServeCommand(const std::vector<std::string>& argv) {
   const std::string shown = address.substr(0, address.rfind(':'));
   std::printf("listening trainer=%s:%d\n", shown.c_str(), bound_port);
   std::fflush(stdout);
-  int sig = 0;
-  sigwait(&signals, &sig);
+  const int sig = WaitForStopSignal();
   std::fprintf(stderr, "skillpack-trainer serve: signal %d, stopping\n", sig);
   // Stop the job first (watchers then see its final state), then the calls.
   (*manager)->Shutdown();

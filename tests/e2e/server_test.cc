@@ -41,6 +41,7 @@
 #include "pack/fingerprint.h"
 #include "skillpack/v1/admin.grpc.pb.h"
 #include "skillpack/v1/inference.grpc.pb.h"
+#include "tests/e2e/proc_status.h"
 #include "tests/e2e/server_harness.h"
 
 namespace skillpack {
@@ -448,42 +449,6 @@ TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
   EXPECT_EQ(small.Stop(), 0);
 }
 
-// The value after `key` ("Threads:", "SigBlk:") in a /proc status file, or
-// nullopt when the file or the field is missing.
-std::optional<std::string> ProcStatusField(const fs::path& status, const std::string& key) {
-  std::ifstream in(status);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) == 0) return line.substr(key.size());
-  }
-  return std::nullopt;
-}
-
-// The number of threads of process `pid` (/proc/PID/status), -1 if unknown.
-int ThreadCount(pid_t pid) {
-  const auto v = ProcStatusField("/proc/" + std::to_string(pid) + "/status", "Threads:");
-  return v ? std::stoi(*v) : -1;
-}
-
-// Each thread of process `pid`: its name (/proc/PID/task/TID/comm) and
-// whether it blocks SIGTERM and SIGINT both (SigBlk), by thread id. A thread
-// that exits while this reads is left out (not a failure of the mask).
-std::map<pid_t, std::pair<std::string, bool>> ThreadSignalMasks(pid_t pid) {
-  std::map<pid_t, std::pair<std::string, bool>> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    const pid_t tid = std::stoi(e.path().filename().string());
-    auto comm = ReadFileToString((e.path() / "comm").string());
-    const auto mask = ProcStatusField(e.path() / "status", "SigBlk:");
-    if (!comm.ok() || !mask) continue;
-    while (!comm->empty() && comm->back() == '\n') comm->pop_back();
-    const uint64_t blocked = std::stoull(*mask, nullptr, 16);
-    const uint64_t both = (uint64_t{1} << (SIGTERM - 1)) | (uint64_t{1} << (SIGINT - 1));
-    out[tid] = {*comm, (blocked & both) == both};
-  }
-  return out;
-}
-
 // The Inference service holds no thread per call (gRPC's callback API, see
 // inference_service.h): 48 waiting streams cost the server a few threads, not
 // 48, and every one is cancelled as soon as its client leaves.
@@ -499,7 +464,7 @@ TEST_F(ServerE2eTest, WaitingStreamsHoldNoThread) {
     ASSERT_TRUE(stub->Generate(&ctx, Request("warm", Greedy(2)), &resp).ok());
     ASSERT_TRUE(WaitForLoad(small.channel(), 0));
   }
-  const int idle = ThreadCount(small.pid());
+  const int idle = testing_util::ThreadCount(small.pid());
   ASSERT_GT(idle, 0);
   SamplingParams p = Greedy(16000);
   p.ignore_eos = true;
@@ -511,7 +476,7 @@ TEST_F(ServerE2eTest, WaitingStreamsHoldNoThread) {
     readers.push_back(stub->GenerateStream(ctxs.back().get(), Request("wait " + std::to_string(i), p)));
   }
   ASSERT_TRUE(WaitForLoad(small.channel(), kStreams));
-  const int busy = ThreadCount(small.pid());
+  const int busy = testing_util::ThreadCount(small.pid());
   EXPECT_LT(busy - idle, 16) << idle << " threads idle, " << busy << " with " << kStreams << " streams";
   for (auto& c : ctxs) c->TryCancel();
   for (auto& r : readers) EXPECT_EQ(r->Finish().error_code(), grpc::StatusCode::CANCELLED);
@@ -605,7 +570,7 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
   // server was idle. Threads named after the program may also be OpenBLAS's,
   // which start before main and keep their mask: not checked.
   {
-    const auto masks = ThreadSignalMasks(s.pid());
+    const auto masks = testing_util::ThreadSignalMasks(s.pid());
     ASSERT_TRUE(masks.count(s.pid()));
     EXPECT_TRUE(masks.at(s.pid()).second) << "the main thread takes SIGTERM or SIGINT through a handler";
     const std::string program = masks.at(s.pid()).first;
@@ -616,6 +581,9 @@ TEST_F(ServerE2eTest, HealthGoesNotServingOnSigterm) {
       EXPECT_TRUE(m.second) << "thread " << tid << " (" << m.first << ") takes SIGTERM or SIGINT";
     }
     EXPECT_GE(named, 4) << "gRPC's threads carry their own names";
+    // For the threads that exist before main, a handler passes the signal on:
+    // none takes its default, terminating action.
+    EXPECT_TRUE(testing_util::CatchesStopSignals(s.pid()));
   }
   // An in-flight stream keeps the server draining for the grace period.
   SamplingParams p = Greedy(16000);

@@ -19,6 +19,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "skillpack/v1/trainer.grpc.pb.h"
+#include "tests/e2e/proc_status.h"
 #include "tests/trainer/trainer_binary.h"
 
 namespace skillpack {
@@ -63,6 +64,19 @@ class TrainerProcess {
     testing_util::WaitExit(pid_);
     pid_ = -1;
   }
+  // Sends each of `signals`, `gap` apart, then reaps the process; its exit
+  // status (-1 when a signal killed it).
+  int Signal(const std::vector<int>& signals, std::chrono::milliseconds gap) {
+    if (pid_ <= 0) return -1;
+    for (int sig : signals) {
+      ::kill(pid_, sig);
+      std::this_thread::sleep_for(gap);
+    }
+    const int status = testing_util::WaitExit(pid_);
+    pid_ = -1;
+    return status;
+  }
+  pid_t pid() const { return pid_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   v1::Trainer::Stub& stub() { return *stub_; }
 
@@ -245,6 +259,32 @@ TEST(TrainerServiceTest, WatchCancelRestart) {
     fs::remove_all(dir);
     for (const char* n : {".log1", ".log2", ".log3"}) fs::remove(dir + n);
   }
+}
+
+// SIGTERM and SIGINT stop the service cleanly however many come and
+// whichever thread the kernel hands them to: main and the threads it starts
+// block them, and a handler passes one taken by a thread from before main
+// (OpenBLAS's) on to main, so none takes its default, terminating action.
+TEST(TrainerServiceTest, ABurstOfSignalsStopsItCleanly) {
+  const std::string dir = ::testing::TempDir() + "/trainer_service_signals";
+  fs::create_directories(dir);
+  TrainerProcess t;
+  t.Start(dir + "/state", dir + "/log");
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(testing_util::CatchesStopSignals(t.pid()));
+  const auto masks = testing_util::ThreadSignalMasks(t.pid());
+  ASSERT_TRUE(masks.count(t.pid()));
+  EXPECT_TRUE(masks.at(t.pid()).second) << "the main thread takes SIGTERM or SIGINT through a handler";
+  std::string id;
+  ASSERT_TRUE(Create(t, TinyJob("burst", 1000000), &id).ok());
+  Watch(t, id, Running);
+  // Four signals while it stops the running job and its gRPC server.
+  EXPECT_EQ(t.Signal({SIGTERM, SIGTERM, SIGINT, SIGTERM}, std::chrono::milliseconds(5)), 0)
+      << ReadFileToString(dir + "/log").value_or("");
+  TrainerProcess again;
+  again.Start(dir + "/state", dir + "/log2");
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(Get(again, id).state(), v1::INTERRUPTED);
 }
 
 TEST(TrainerServiceTest, BadSpecsAndAuth) {
