@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/model.h"
@@ -150,7 +151,7 @@ class Study {
 };
 
 Status Study::Setup() {
-  if (spec_.threads > 0) at::set_num_threads(spec_.threads);
+  SetIntraOpThreads(spec_.threads);  // 0: this machine's cores, as RunJob's default
   RETURN_IF_ERROR(MakeDirectories(RunsDir()));
   RETURN_IF_ERROR(MakeDirectories(PacksDir()));
   if (spec_.tiny_base) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/model.h"
@@ -795,7 +797,9 @@ StatusOr<Json> RunJob(const JobSpec& job, const RunJobOptions& opts) {
   ASSIGN_OR_RETURN(st.comm, Communicator::Create(opts.dist));
   const bool lead = st.comm->rank() == 0;
   st.verbose = lead && opts.progress;
-  if (job.threads > 0) at::set_num_threads(job.threads);
+  // 0: this machine's cores (core/cpu_threads.h, as the server's default),
+  // shared among the job's ranks, which run on one machine (they share --out).
+  SetIntraOpThreads(job.threads > 0 ? job.threads : std::max(1, CpuCoresAvailable() / st.comm->world_size()));
   if (lead) RETURN_IF_ERROR(MakeDirectories(opts.out_dir));
   Json report;
   report["job"] = job.name;

@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "pack/format.h"
@@ -177,6 +178,26 @@ TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)["stages"]["sft"]["resumed_from"], 4);
   std::filesystem::remove_all(out);
+}
+
+// A job that names no thread count computes on this machine's cores, not on
+// libtorch's default (half the logical CPUs: one core of two without SMT).
+TEST(JobRunTest, ThreadsDefaultToTheCoresAvailable) {
+  at::set_num_threads(1);
+  Json j = TinyJob();
+  j.erase("threads");
+  j["stages"].erase("dpo");
+  j["stages"]["sft"]["steps"] = 1;
+  auto job = ParseJobSpec(j, ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->threads, 0);
+  RunJobOptions opts;
+  opts.out_dir = ::testing::TempDir() + "/job_threads_out";
+  opts.progress = false;
+  auto report = RunJob(*job, opts);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ((*report)["threads"], CpuCoresAvailable());
+  EXPECT_EQ(at::get_num_threads(), CpuCoresAvailable());
 }
 
 }  // namespace
