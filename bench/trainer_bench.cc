@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/machine_info.h"
 #include "core/args.h"
+#include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
@@ -187,8 +188,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
     return 2;
   }
-  if (threads <= 0) threads = std::max<long>(1, sysconf(_SC_NPROCESSORS_ONLN));
-  at::set_num_threads(static_cast<int>(threads));
+  threads = SetIntraOpThreads(threads);  // 0: this machine's physical cores (core/cpu_threads.h)
   Json result;
   result["benchmark"] = "trainer_bench";
   result["timestamp"] = UtcTimestamp();
