@@ -359,8 +359,9 @@ inline double MetricValue(const std::string& page, const std::string& series) {
 
 // The value of `series` on the /metrics page at `metrics_port` once it is at
 // least `at_least`, else its last value when `timeout` (scaled) has passed.
-// The HTTP API counts a request after it has written the response, so a
-// client may scrape before the request it just got an answer to is counted.
+// For counters the server moves after the client has its answer (a
+// cancellation seen later, a request retired on the engine thread); request
+// counters are final by then and take one scrape.
 inline double WaitForMetricAtLeast(int metrics_port, const std::string& series, double at_least,
                                    std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   double v = MetricValue(FetchMetrics(metrics_port), series);
