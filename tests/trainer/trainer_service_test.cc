@@ -58,12 +58,7 @@ class TrainerProcess {
     FAIL() << "trainer service did not start:\n" << text;
   }
   // Sends `sig` and reaps the process.
-  void Kill(int sig) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, sig);
-    testing_util::WaitExit(pid_);
-    pid_ = -1;
-  }
+  void Kill(int sig) { Signal({sig}, std::chrono::milliseconds(0)); }
   // Sends each of `signals`, `gap` apart, then reaps the process; its exit
   // status (-1 when a signal killed it).
   int Signal(const std::vector<int>& signals, std::chrono::milliseconds gap) {
