@@ -8,6 +8,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/decode_attention.h"
 #include "core/small_gemm.h"
 #include "core/weight_delta.h"
 
@@ -93,6 +94,48 @@ at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   at::Tensor out = at::matmul(probs.view({B, KV, groups * T, L}), v);  // [B,KV,G*T,hd]
   return out.view({B, H, T, hd}).transpose(1, 2).reshape({B, T, H * hd});
+}
+
+// The step's sequences for DecodeAttention when it serves this step: one new
+// token per sequence, float32 on the CPU, DecodeAttentionEnabled(); empty
+// otherwise. Query position lens[b] sees keys [lens[b] - window + 1, lens[b]]
+// (all of [0, lens[b]] without a window): AttentionMask's rule for one query.
+std::vector<DecodeAttentionSeq> DecodeSeqs(const std::vector<int64_t>& slots, const std::vector<int64_t>& lens,
+                                           int64_t T, int64_t sliding_window, const at::Tensor& cache) {
+  if (T != 1 || !DecodeAttentionEnabled() || !cache.is_cpu() || cache.scalar_type() != at::kFloat ||
+      !cache.is_contiguous()) {
+    return {};
+  }
+  std::vector<DecodeAttentionSeq> seqs(slots.size());
+  for (size_t b = 0; b < slots.size(); ++b) {
+    const int64_t end = lens[b] + 1;
+    seqs[b] = {slots[b], sliding_window > 0 ? std::max<int64_t>(0, end - sliding_window) : 0, end};
+  }
+  return seqs;
+}
+
+// q [B,H,1,hd] against the cache tensors kc/vc [slots,KV,max_len,hd] (the
+// step's keys and values already written) -> [B,1,H*hd], like Attend. The
+// (sequence, KV head) units are split across the intra-op threads from ~1M
+// FLOPs in all; below that one thread is quicker than waking the other.
+at::Tensor DecodeAttend(const at::Tensor& q, const at::Tensor& kc, const at::Tensor& vc,
+                        const std::vector<DecodeAttentionSeq>& seqs) {
+  const at::Tensor qc = q.to(at::kFloat).contiguous();
+  const int64_t B = q.size(0), H = q.size(1), hd = q.size(3);
+  const DecodeAttentionShape shape{H, kc.size(1), hd, kc.size(2)};
+  at::Tensor out = at::empty({B, 1, H * hd}, qc.options());
+  int64_t keys = 0;
+  for (const DecodeAttentionSeq& s : seqs) keys += s.key_end - s.key_begin;
+  const int64_t units = B * shape.num_kv_heads;
+  const int64_t grain = 4 * H * hd * keys >= (int64_t{1} << 20) ? 1 : units;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const float* qp = qc.data_ptr<float>();
+  const float* kp = kc.data_ptr<float>();
+  const float* vp = vc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, units, grain,
+                   [&](int64_t u0, int64_t u1) { DecodeAttention(shape, seqs.data(), qp, kp, vp, scale, u0, u1, op); });
+  return out.to(q.scalar_type());
 }
 
 // Per-sequence corrections of one Step (SeqStep::delta): the batch's rows
@@ -520,7 +563,11 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
     at::Tensor x = at::embedding(w.embed_tokens(), tokens);
     if (!rd.empty()) x = rd.Embed(kEmbed, tokens, x);
     auto [cos, sin] = Rope(positions, x.scalar_type());
-    at::Tensor allowed = AttentionMask(positions, total_max, config_.sliding_window, at::Tensor());
+    // A decode step (one token per sequence) reads the cache where it is;
+    // otherwise the batch's cache rows are gathered and masked for Attend.
+    const std::vector<DecodeAttentionSeq> decode = DecodeSeqs(slots, lens, T, config_.sliding_window, cache.keys(0));
+    at::Tensor allowed;
+    if (decode.empty()) allowed = AttentionMask(positions, total_max, config_.sliding_window, at::Tensor());
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LayerWeights& lw = w.layers()[l];
       Qkv p = Project(config_, lw, LayerNorm(&rd, l, "input_layernorm", x, lw.input_norm, config_.rms_norm_eps), cos,
@@ -531,12 +578,16 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
         kc[slots[b]].narrow(1, lens[b], counts[b]).copy_(p.k[b].narrow(1, 0, counts[b]));
         vc[slots[b]].narrow(1, lens[b], counts[b]).copy_(p.v[b].narrow(1, 0, counts[b]));
       }
-      at::Tensor keys = consecutive ? kc.narrow(0, slots[0], B) : kc.index_select(0, slot_index);
-      at::Tensor vals = consecutive ? vc.narrow(0, slots[0], B) : vc.index_select(0, slot_index);
-      keys = keys.narrow(2, 0, total_max);
-      vals = vals.narrow(2, 0, total_max);
-      x = x + LayerLinear(&rd, l, "self_attn.o_proj", Attend(p.q, keys, vals, allowed, config_.num_kv_groups()), lw.o,
-                          lw.o_bias);
+      at::Tensor attended;
+      if (!decode.empty()) {
+        attended = DecodeAttend(p.q, kc, vc, decode);
+      } else {
+        at::Tensor keys = consecutive ? kc.narrow(0, slots[0], B) : kc.index_select(0, slot_index);
+        at::Tensor vals = consecutive ? vc.narrow(0, slots[0], B) : vc.index_select(0, slot_index);
+        attended =
+            Attend(p.q, keys.narrow(2, 0, total_max), vals.narrow(2, 0, total_max), allowed, config_.num_kv_groups());
+      }
+      x = x + LayerLinear(&rd, l, "self_attn.o_proj", attended, lw.o, lw.o_bias);
       x = x + Mlp(lw, LayerNorm(&rd, l, "post_attention_layernorm", x, lw.post_attention_norm, config_.rms_norm_eps),
                   &rd, l);
     }

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "core/decode_attention.h"
 #include "core/file_util.h"
 #include "core/tiny_model.h"
 #include "tests/core/test_models.h"
@@ -199,6 +200,40 @@ TEST(ModelTest, BatchedStepEqualsOneAtATime) {
     ASSERT_TRUE(out.ok()) << out.status();
     for (int i = 0; i < 3; ++i) ExpectNear((*out)[i], alone[i][step + 1], 1e-4);
   }
+}
+
+// Decode steps read the KV cache in place (core/decode_attention.h) or gather
+// it for ATen's Attend; both give the same logits, for grouped heads, a
+// sliding window shorter than the context, sequences of different lengths in
+// non-consecutive slots, and a step that mixes in a prefill (which is never a
+// decode step).
+TEST(ModelTest, DecodeAttentionMatchesTheGatheredPath) {
+  ModelConfig c = SmallConfig("mistral");
+  c.sliding_window = 5;
+  ASSERT_GT(c.num_attention_heads, c.num_key_value_heads);
+  auto w = RandomWeights(c, 9);
+  Transformer m(c);
+  std::vector<std::vector<at::Tensor>> logits(2);
+  for (bool direct : {true, false}) {
+    SetDecodeAttentionEnabled(direct);
+    auto cache = *KvCache::Create(c, 5, 32, at::kFloat);
+    std::vector<int32_t> slots;
+    for (int i = 0; i < 5; ++i) slots.push_back(*cache->Acquire());
+    auto& out = logits[direct ? 0 : 1];
+    auto pre = m.Step(*w, *cache,
+                      {{slots[3], RandomTokens(2, c.vocab_size, 1)}, {slots[0], RandomTokens(9, c.vocab_size, 2)}});
+    ASSERT_TRUE(pre.ok()) << pre.status();
+    for (int step = 0; step < 6; ++step) {
+      std::vector<SeqStep> batch = {{slots[3], {3 + step}}, {slots[0], {7 + step}}};
+      if (step == 2) batch.push_back({slots[1], RandomTokens(4, c.vocab_size, 3)});  // T = 4: the gathered path
+      if (step > 2) batch.push_back({slots[1], {11 + step}});
+      auto r = m.Step(*w, *cache, batch);
+      ASSERT_TRUE(r.ok()) << r.status();
+      out.push_back(*r);
+    }
+  }
+  SetDecodeAttentionEnabled(true);
+  for (size_t i = 0; i < logits[0].size(); ++i) ExpectNear(logits[0][i], logits[1][i], 1e-5);
 }
 
 TEST(ModelTest, PaddedForwardEqualsUnpadded) {
