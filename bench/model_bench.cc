@@ -21,6 +21,10 @@
 // attention, norms, the KV cache and the thread pool's waits between them.
 // Each batch's ratio to batch 1 is the median of the per-round ratios.
 //
+// Per batch, too: decode steps with attention read in place from the KV cache
+// (core/decode_attention.h, what the model runs) against ATen's gathered and
+// masked attention, alternating step by step; --prompt-len sets the context.
+//
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
 //                    [--decode-steps N] [--linear-rounds N] [--threads N] [--out DIR]
 #include <algorithm>
@@ -41,6 +45,7 @@
 #include "bench/stats.h"
 #include "core/args.h"
 #include "core/cpu_threads.h"
+#include "core/decode_attention.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/small_gemm.h"
@@ -170,7 +175,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       if (batch >= 2 && SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
       variants.push_back(SmallGemmIsa::kOff);
     }
-    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1);
+    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps;
     auto cache = *KvCache::Create(c, batch, prompt_len + decode_tokens + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
@@ -236,6 +241,30 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
                    1e3 * decode_s / steps, note.c_str());
       out["runs"].push_back(r);
     }
+    // Attention read in place from the KV cache (core/decode_attention.h, the
+    // default) against ATen's gathered, masked path, the linears on the best
+    // kernel: steps alternating between the two, so drift hits both alike.
+    std::vector<double> in_place, gathered;
+    for (int64_t s = 0; s < steps; ++s) {
+      for (bool direct : {true, false}) {
+        SetDecodeAttentionEnabled(direct);
+        auto ts = Clock::now();
+        (void)*m.Step(*w, *cache, dec);
+        (direct ? in_place : gathered).push_back(Seconds(ts));
+      }
+    }
+    SetDecodeAttentionEnabled(true);
+    Json a;
+    a["batch"] = batch;
+    a["context"] = cache->length(dec.front().slot);
+    a["decode_attention_isa"] = DecodeAttentionIsa();
+    a["in_place_seconds_per_step"] = in_place;
+    a["gathered_seconds_per_step"] = gathered;
+    a["gathered_vs_in_place"] = Median(gathered) / Median(in_place);
+    std::fprintf(stderr, "[%s] batch %lld, context %lld: attention in place %.2f ms/step, gathered %.2f (%.3fx)\n",
+                 name.c_str(), static_cast<long long>(batch), static_cast<long long>(a["context"].get<int64_t>()),
+                 1e3 * Median(in_place), 1e3 * Median(gathered), a["gathered_vs_in_place"].get<double>());
+    out["attention_runs"].push_back(a);
   }
   if (linear_rounds > 0) {
     double linear_bytes = static_cast<double>(w->lm_head().numel()) * 4;
