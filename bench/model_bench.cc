@@ -257,7 +257,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
     Json a;
     a["batch"] = batch;
     a["context"] = cache->length(dec.front().slot);
-    a["decode_attention_isa"] = DecodeAttentionIsa();
+    a["decode_attention_isa"] = DecodeAttentionIsaName(DecodeAttentionActiveIsa());
     a["in_place_seconds_per_step"] = in_place;
     a["gathered_seconds_per_step"] = gathered;
     a["gathered_vs_in_place"] = Median(gathered) / Median(in_place);

@@ -1,24 +1,109 @@
 #include "core/decode_attention.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace skillpack {
 namespace {
 
-// Sums of 16 products at a time in 16 separate lanes, which the compiler
-// turns into one vector FMA per step in each build below (a single running
-// sum would be one serial chain: float additions may not be reordered).
-[[gnu::always_inline]] inline float Dot(const float* a, const float* b, int64_t n) {
+// a · b over n floats, one build per ISA: vector FMAs into one register, then
+// one horizontal sum (the reduction of a plain loop would be n serial adds:
+// float additions may not be reordered).
+__attribute__((target("avx512f"))) inline float DotAvx512(const float* a, const float* b, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
+  }
+  // Halves, quarters, then pairs and single lanes folded. The masked forms
+  // with every lane set: GCC 12's unmasked ones (and _mm512_reduce_add_ps)
+  // warn of an uninitialized variable inside its own headers.
+  acc = _mm512_add_ps(acc, _mm512_mask_shuffle_f32x4(acc, 0xFFFF, acc, acc, _MM_SHUFFLE(1, 0, 3, 2)));
+  acc = _mm512_add_ps(acc, _mm512_mask_shuffle_f32x4(acc, 0xFFFF, acc, acc, _MM_SHUFFLE(2, 3, 0, 1)));
+  acc = _mm512_add_ps(acc, _mm512_mask_shuffle_ps(acc, 0xFFFF, acc, acc, _MM_SHUFFLE(1, 0, 3, 2)));
+  acc = _mm512_add_ps(acc, _mm512_mask_shuffle_ps(acc, 0xFFFF, acc, acc, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_cvtss_f32(acc);
+}
+
+__attribute__((target("avx2,fma"))) inline float DotAvx2(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  float s = _mm_cvtss_f32(h);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+inline float DotPlain(const float* a, const float* b, int64_t n) {
+  float p[4] = {};
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int l = 0; l < 4; ++l) p[l] += a[i + l] * b[i + l];
+  }
+  float s = (p[0] + p[1]) + (p[2] + p[3]);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// e^x for x <= 0 (a softmax's shifted scores), in plain arithmetic that the
+// compiler vectorizes in each build (a call to expf is one scalar call per
+// score): x = n ln 2 + r with n an integer and |r| <= ln 2 / 2, e^r by its
+// Taylor polynomial of degree 7 (relative error < 2e-7 there), times 2^n put
+// into the exponent bits. Below -87 (e^x under float's smallest normal) the
+// result is 0.
+[[gnu::always_inline]] inline float ExpNonPositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504f + kRound) - kRound;
+  const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln 2 in two parts
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x <= -87.0f ? 0.0f : p * scale;
+}
+
+// The largest of x[0..n) and the sum of x[0..n), n >= 1, each over 16 lanes
+// that the compiler keeps in vector registers, folded once at the end (one
+// running value would be a serial chain of n operations).
+[[gnu::always_inline]] inline float Max(const float* x, int64_t n) {
+  float lanes[16];
+  for (int l = 0; l < 16; ++l) lanes[l] = x[0];
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int l = 0; l < 16; ++l) lanes[l] = lanes[l] < x[i + l] ? x[i + l] : lanes[l];
+  }
+  float m = x[0];
+  for (; i < n; ++i) m = m < x[i] ? x[i] : m;
+  for (int l = 0; l < 16; ++l) m = m < lanes[l] ? lanes[l] : m;
+  return m;
+}
+
+[[gnu::always_inline]] inline float Sum(const float* x, int64_t n) {
   float lanes[16] = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int l = 0; l < 16; ++l) lanes[l] += a[i + l] * b[i + l];
+    for (int l = 0; l < 16; ++l) lanes[l] += x[i + l];
   }
   float s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += x[i];
   for (int l = 0; l < 16; ++l) s += lanes[l];
   return s;
 }
@@ -32,6 +117,7 @@ namespace {
 // query heads that read it (the key row is loaded once and stays in L1 for
 // all of them), a softmax per head, then every value row added into the G
 // outputs. scores: at least G * (key_end - key_begin) floats.
+template <float (*Dot)(const float*, const float*, int64_t)>
 [[gnu::always_inline]] inline void Units(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs, const float* q,
                                          const float* k, const float* v, float scale, int64_t u0, int64_t u1,
                                          float* out, std::vector<float>& scores) {
@@ -53,10 +139,9 @@ namespace {
     }
     for (int64_t g = 0; g < G; ++g) {
       float* row = sc + g * L;
-      const float mx = *std::max_element(row, row + L);
-      float sum = 0;
-      for (int64_t j = 0; j < L; ++j) sum += (row[j] = std::exp(row[j] - mx));
-      const float inv = 1.0f / sum;
+      const float mx = Max(row, L);
+      for (int64_t j = 0; j < L; ++j) row[j] = ExpNonPositive(row[j] - mx);
+      const float inv = 1.0f / Sum(row, L);
       for (int64_t j = 0; j < L; ++j) row[j] *= inv;
       std::fill(os + g * hd, os + (g + 1) * hd, 0.0f);
     }
@@ -69,21 +154,21 @@ namespace {
 __attribute__((target("avx512f"))) void UnitsAvx512(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs,
                                                     const float* q, const float* k, const float* v, float scale,
                                                     int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotAvx512>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
 __attribute__((target("avx2,fma"))) void UnitsAvx2(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs,
                                                    const float* q, const float* k, const float* v, float scale,
                                                    int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotAvx2>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
 void UnitsPlain(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs, const float* q, const float* k,
                 const float* v, float scale, int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotPlain>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
-enum class Isa { kPlain, kAvx2, kAvx512 };
+using Isa = DecodeAttentionIsa;
 
 Isa DetectIsa() {
   if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
@@ -91,7 +176,8 @@ Isa DetectIsa() {
   return Isa::kPlain;
 }
 
-const Isa g_isa = DetectIsa();
+const Isa g_best = DetectIsa();
+std::atomic<Isa> g_active{g_best};
 std::atomic<bool> g_enabled{true};
 
 }  // namespace
@@ -99,7 +185,7 @@ std::atomic<bool> g_enabled{true};
 void DecodeAttention(const DecodeAttentionShape& shape, const DecodeAttentionSeq* seqs, const float* q, const float* k,
                      const float* v, float scale, int64_t unit_begin, int64_t unit_end, float* out) {
   thread_local std::vector<float> scores;
-  switch (g_isa) {
+  switch (g_active.load(std::memory_order_relaxed)) {
     case Isa::kAvx512:
       return UnitsAvx512(shape, seqs, q, k, v, scale, unit_begin, unit_end, out, scores);
     case Isa::kAvx2:
@@ -110,8 +196,8 @@ void DecodeAttention(const DecodeAttentionShape& shape, const DecodeAttentionSeq
   UnitsPlain(shape, seqs, q, k, v, scale, unit_begin, unit_end, out, scores);
 }
 
-const char* DecodeAttentionIsa() {
-  switch (g_isa) {
+const char* DecodeAttentionIsaName(DecodeAttentionIsa isa) {
+  switch (isa) {
     case Isa::kAvx512:
       return "avx512";
     case Isa::kAvx2:
@@ -120,6 +206,17 @@ const char* DecodeAttentionIsa() {
       break;
   }
   return "plain";
+}
+
+DecodeAttentionIsa DecodeAttentionBestIsa() { return g_best; }
+
+DecodeAttentionIsa DecodeAttentionActiveIsa() { return g_active.load(std::memory_order_relaxed); }
+
+bool SetDecodeAttentionIsa(DecodeAttentionIsa isa) {
+  // A CPU with AVX-512F has AVX2 and FMA too.
+  if (static_cast<int>(isa) > static_cast<int>(g_best)) return false;
+  g_active.store(isa, std::memory_order_relaxed);
+  return true;
 }
 
 bool DecodeAttentionEnabled() { return g_enabled.load(std::memory_order_relaxed); }

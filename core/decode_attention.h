@@ -46,8 +46,14 @@ struct DecodeAttentionSeq {
 void DecodeAttention(const DecodeAttentionShape& shape, const DecodeAttentionSeq* seqs, const float* q, const float* k,
                      const float* v, float scale, int64_t unit_begin, int64_t unit_end, float* out);
 
-// Which build DecodeAttention runs: "avx512", "avx2" or "plain".
-const char* DecodeAttentionIsa();
+// The builds; DecodeAttention runs the best one this CPU has unless a test or
+// benchmark chooses another.
+enum class DecodeAttentionIsa { kPlain, kAvx2, kAvx512 };
+const char* DecodeAttentionIsaName(DecodeAttentionIsa isa);  // "plain", "avx2", "avx512"
+DecodeAttentionIsa DecodeAttentionBestIsa();
+DecodeAttentionIsa DecodeAttentionActiveIsa();
+// Returns false, changing nothing, when this CPU cannot run `isa`.
+bool SetDecodeAttentionIsa(DecodeAttentionIsa isa);
 
 // Whether core/model.cc's decode steps use DecodeAttention (true, the default)
 // or the ATen path; benchmarks and tests compare the two in one run.

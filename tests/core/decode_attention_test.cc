@@ -20,6 +20,7 @@ namespace {
 struct Case {
   int64_t heads, kv_heads, head_dim, max_len;
   std::vector<DecodeAttentionSeq> seqs;
+  float q_range = 8;  // queries uniform in [-q_range, q_range]
 };
 
 std::vector<double> Reference(const Case& c, const std::vector<float>& q, const std::vector<float>& k,
@@ -50,7 +51,13 @@ std::vector<double> Reference(const Case& c, const std::vector<float>& q, const 
   return out;
 }
 
-TEST(DecodeAttentionTest, MatchesTheDefinition) {
+// Every build this CPU runs (AVX-512, AVX2, plain); the best one is restored.
+class DecodeAttentionTest : public ::testing::Test {
+ protected:
+  void TearDown() override { SetDecodeAttentionIsa(DecodeAttentionBestIsa()); }
+};
+
+TEST_F(DecodeAttentionTest, MatchesTheDefinitionInEveryBuild) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const Case cases[] = {
@@ -62,31 +69,40 @@ TEST(DecodeAttentionTest, MatchesTheDefinition) {
       {6, 1, 128, 64, {{0, 0, 64}}},
       // a 7-float head: scalar code only
       {2, 1, 7, 9, {{1, 4, 9}, {0, 8, 9}}},
+      // scores hundreds apart: most probabilities underflow to 0, none is NaN
+      {4, 2, 32, 30, {{0, 0, 30}, {1, 2, 19}}, 400},
   };
-  std::uniform_real_distribution<float> wide(-8.0f, 8.0f);
-  for (const Case& c : cases) {
-    SCOPED_TRACE(absl::StrCat("H=", c.heads, " KV=", c.kv_heads, " hd=", c.head_dim, " isa=", DecodeAttentionIsa()));
-    int64_t slots = 0;
-    for (const auto& s : c.seqs) slots = std::max(slots, s.slot + 1);
-    const int64_t B = static_cast<int64_t>(c.seqs.size());
-    std::vector<float> q(B * c.heads * c.head_dim), k(slots * c.kv_heads * c.max_len * c.head_dim), v(k.size());
-    for (float& x : q) x = wide(rng);  // large scores: the softmax must subtract its maximum
-    for (float& x : k) x = normal(rng);
-    for (float& x : v) x = normal(rng);
-    const std::vector<double> want = Reference(c, q, k, v);
-    const DecodeAttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.max_len};
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-    const int64_t units = B * c.kv_heads;
-    // All units in one call, and in two ranges split at every point.
-    for (int64_t split = 0; split <= units; ++split) {
-      std::vector<float> got(want.size(), 12345.0f);
-      DecodeAttention(shape, c.seqs.data(), q.data(), k.data(), v.data(), scale, 0, split, got.data());
-      DecodeAttention(shape, c.seqs.data(), q.data(), k.data(), v.data(), scale, split, units, got.data());
-      double worst = 0;
-      for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
-      EXPECT_LT(worst, 1e-4) << "split at unit " << split;
+  int builds = 0;
+  for (DecodeAttentionIsa isa : {DecodeAttentionIsa::kPlain, DecodeAttentionIsa::kAvx2, DecodeAttentionIsa::kAvx512}) {
+    if (!SetDecodeAttentionIsa(isa)) continue;
+    ++builds;
+    for (const Case& c : cases) {
+      SCOPED_TRACE(
+          absl::StrCat("H=", c.heads, " KV=", c.kv_heads, " hd=", c.head_dim, " isa=", DecodeAttentionIsaName(isa)));
+      int64_t slots = 0;
+      for (const auto& s : c.seqs) slots = std::max(slots, s.slot + 1);
+      const int64_t B = static_cast<int64_t>(c.seqs.size());
+      std::vector<float> q(B * c.heads * c.head_dim), k(slots * c.kv_heads * c.max_len * c.head_dim), v(k.size());
+      std::uniform_real_distribution<float> wide(-c.q_range, c.q_range);
+      for (float& x : q) x = wide(rng);  // large scores: the softmax must subtract its maximum
+      for (float& x : k) x = normal(rng);
+      for (float& x : v) x = normal(rng);
+      const std::vector<double> want = Reference(c, q, k, v);
+      const DecodeAttentionShape shape{c.heads, c.kv_heads, c.head_dim, c.max_len};
+      const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+      const int64_t units = B * c.kv_heads;
+      // All units in one call, and in two ranges split at every point.
+      for (int64_t split = 0; split <= units; ++split) {
+        std::vector<float> got(want.size(), 12345.0f);
+        DecodeAttention(shape, c.seqs.data(), q.data(), k.data(), v.data(), scale, 0, split, got.data());
+        DecodeAttention(shape, c.seqs.data(), q.data(), k.data(), v.data(), scale, split, units, got.data());
+        double worst = 0;
+        for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+        EXPECT_LT(worst, 1e-4) << "split at unit " << split;
+      }
     }
   }
+  EXPECT_EQ(builds, 1 + static_cast<int>(DecodeAttentionBestIsa()));  // plain runs everywhere
 }
 
 }  // namespace
