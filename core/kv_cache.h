@@ -1,7 +1,9 @@
 // A pool of per-sequence key/value caches. Each running sequence owns one slot;
 // per layer the keys and values live in preallocated tensors
 // [num_slots, num_kv_heads, max_seq_len, head_dim], so decoding appends in
-// place and a batch of consecutive slots attends through a view, not a copy.
+// place; a decode step on the CPU reads each sequence's rows where they are
+// (core/decode_attention.h), and other steps attend through a view of
+// consecutive slots or a gathered copy of the batch's.
 #ifndef SKILLPACK_CORE_KV_CACHE_H_
 #define SKILLPACK_CORE_KV_CACHE_H_
 
