@@ -108,16 +108,98 @@ inline float DotPlain(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// y += a * x over n floats.
-[[gnu::always_inline]] inline void Axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+// o[d] += sum_j p[j] * v[j * hd + d] for d < hd, j < n: value rows weighted
+// into one head's output. The per-ISA versions below keep o in registers for
+// the whole run of keys (the plain loop loads and stores it once per key) for
+// the head sizes models use, and fall back to the plain loop for others.
+[[gnu::always_inline]] inline void AddValuesPlain(const float* p, const float* v, int64_t n, int64_t hd, float* o) {
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t d = 0; d < hd; ++d) o[d] += p[j] * v[j * hd + d];
+  }
 }
+
+// NV vectors of 16 outputs, two sets of accumulators (even and odd keys) so
+// that consecutive FMAs into one register do not wait on each other.
+template <int NV>
+__attribute__((target("avx512f"))) inline void AddValuesAvx512Fixed(const float* p, const float* v, int64_t n,
+                                                                    float* o) {
+  constexpr int64_t hd = 16 * NV;
+  __m512 a0[NV], a1[NV];
+  for (int i = 0; i < NV; ++i) a0[i] = _mm512_loadu_ps(o + 16 * i), a1[i] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 2 <= n; j += 2) {
+    const __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[j + 1]);
+    for (int i = 0; i < NV; ++i) {
+      a0[i] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v + j * hd + 16 * i), a0[i]);
+      a1[i] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v + (j + 1) * hd + 16 * i), a1[i]);
+    }
+  }
+  if (j < n) {
+    const __m512 p0 = _mm512_set1_ps(p[j]);
+    for (int i = 0; i < NV; ++i) a0[i] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v + j * hd + 16 * i), a0[i]);
+  }
+  for (int i = 0; i < NV; ++i) _mm512_storeu_ps(o + 16 * i, _mm512_add_ps(a0[i], a1[i]));
+}
+
+__attribute__((target("avx512f"))) inline void AddValuesAvx512(const float* p, const float* v, int64_t n, int64_t hd,
+                                                               float* o) {
+  switch (hd) {
+    case 32:
+      return AddValuesAvx512Fixed<2>(p, v, n, o);
+    case 64:
+      return AddValuesAvx512Fixed<4>(p, v, n, o);
+    case 80:
+      return AddValuesAvx512Fixed<5>(p, v, n, o);
+    case 96:
+      return AddValuesAvx512Fixed<6>(p, v, n, o);
+    case 128:
+      return AddValuesAvx512Fixed<8>(p, v, n, o);
+    default:
+      return AddValuesPlain(p, v, n, hd, o);
+  }
+}
+
+// NV vectors of 8 outputs (at most 8, with the key's weight and a load in 16 registers).
+template <int NV>
+__attribute__((target("avx2,fma"))) inline void AddValuesAvx2Fixed(const float* p, const float* v, int64_t n,
+                                                                   float* o) {
+  constexpr int64_t hd = 8 * NV;
+  __m256 a[NV];
+  for (int i = 0; i < NV; ++i) a[i] = _mm256_loadu_ps(o + 8 * i);
+  for (int64_t j = 0; j < n; ++j) {
+    const __m256 pj = _mm256_set1_ps(p[j]);
+    for (int i = 0; i < NV; ++i) a[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(v + j * hd + 8 * i), a[i]);
+  }
+  for (int i = 0; i < NV; ++i) _mm256_storeu_ps(o + 8 * i, a[i]);
+}
+
+__attribute__((target("avx2,fma"))) inline void AddValuesAvx2(const float* p, const float* v, int64_t n, int64_t hd,
+                                                              float* o) {
+  switch (hd) {
+    case 32:
+      return AddValuesAvx2Fixed<4>(p, v, n, o);
+    case 64:
+      return AddValuesAvx2Fixed<8>(p, v, n, o);
+    default:
+      return AddValuesPlain(p, v, n, hd, o);
+  }
+}
+
+inline void AddValuesAny(const float* p, const float* v, int64_t n, int64_t hd, float* o) {
+  AddValuesPlain(p, v, n, hd, o);
+}
+
+// Keys per block in the value pass: a block's value rows (16 KB at head size
+// 64) stay in L1 while every query head of the group adds them.
+constexpr int64_t kValueBlock = 64;
 
 // The units [u0, u1): per (sequence, KV head), every key's scores for the G
 // query heads that read it (the key row is loaded once and stays in L1 for
-// all of them), a softmax per head, then every value row added into the G
-// outputs. scores: at least G * (key_end - key_begin) floats.
-template <float (*Dot)(const float*, const float*, int64_t)>
+// all of them), a softmax per head, then the value rows added into the G
+// outputs, kValueBlock keys at a time. scores: at least G * (key_end -
+// key_begin) floats.
+template <float (*Dot)(const float*, const float*, int64_t),
+          void (*AddValues)(const float*, const float*, int64_t, int64_t, float*)>
 [[gnu::always_inline]] inline void Units(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs, const float* q,
                                          const float* k, const float* v, float scale, int64_t u0, int64_t u1,
                                          float* out, std::vector<float>& scores) {
@@ -145,8 +227,9 @@ template <float (*Dot)(const float*, const float*, int64_t)>
       for (int64_t j = 0; j < L; ++j) row[j] *= inv;
       std::fill(os + g * hd, os + (g + 1) * hd, 0.0f);
     }
-    for (int64_t j = 0; j < L; ++j) {
-      for (int64_t g = 0; g < G; ++g) Axpy(sc[g * L + j], vs + j * hd, os + g * hd, hd);
+    for (int64_t j0 = 0; j0 < L; j0 += kValueBlock) {
+      const int64_t n = std::min(kValueBlock, L - j0);
+      for (int64_t g = 0; g < G; ++g) AddValues(sc + g * L + j0, vs + j0 * hd, n, hd, os + g * hd);
     }
   }
 }
@@ -154,18 +237,18 @@ template <float (*Dot)(const float*, const float*, int64_t)>
 __attribute__((target("avx512f"))) void UnitsAvx512(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs,
                                                     const float* q, const float* k, const float* v, float scale,
                                                     int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units<DotAvx512>(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotAvx512, AddValuesAvx512>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
 __attribute__((target("avx2,fma"))) void UnitsAvx2(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs,
                                                    const float* q, const float* k, const float* v, float scale,
                                                    int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units<DotAvx2>(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotAvx2, AddValuesAvx2>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
 void UnitsPlain(const DecodeAttentionShape& s, const DecodeAttentionSeq* seqs, const float* q, const float* k,
                 const float* v, float scale, int64_t u0, int64_t u1, float* out, std::vector<float>& scores) {
-  Units<DotPlain>(s, seqs, q, k, v, scale, u0, u1, out, scores);
+  Units<DotPlain, AddValuesAny>(s, seqs, q, k, v, scale, u0, u1, out, scores);
 }
 
 using Isa = DecodeAttentionIsa;

@@ -2,8 +2,10 @@
 // definition (softmax of scaled dot products over the visible keys, then the
 // weighted sum of the values), on cache layouts the model uses: multi-head,
 // grouped and multi-query heads, head sizes on and off the 16-float vector
-// width, non-consecutive slots, sliding windows, one visible key, and work
-// split into unit ranges as threads would split it.
+// width (and each size the builds have a fixed-size path for: 32, 64, 80,
+// 96, 128), non-consecutive slots, sliding windows, one visible key, more
+// keys than a value block, and work split into unit ranges as threads would
+// split it; in every build this CPU runs.
 #include "core/decode_attention.h"
 
 #include <gtest/gtest.h>
@@ -69,6 +71,9 @@ TEST_F(DecodeAttentionTest, MatchesTheDefinitionInEveryBuild) {
       {6, 1, 128, 64, {{0, 0, 64}}},
       // a 7-float head: scalar code only
       {2, 1, 7, 9, {{1, 4, 9}, {0, 8, 9}}},
+      // head sizes 96 and 80, more keys than one block of the value pass (64)
+      {4, 2, 96, 150, {{0, 0, 150}, {1, 20, 97}}},
+      {2, 2, 80, 70, {{0, 5, 70}}},
       // scores hundreds apart: most probabilities underflow to 0, none is NaN
       {4, 2, 32, 30, {{0, 0, 30}, {1, 2, 19}}, 400},
   };
