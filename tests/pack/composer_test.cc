@@ -378,7 +378,9 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
     ASSERT_TRUE(delta.ok()) << delta.status();
     for (const auto& [name, terms] : (*delta)->terms()) {
       const DecodedModule& m = f16.modules.at(name);
-      if (m.factored()) EXPECT_FLOAT_EQ(terms[0].scale, 0.5f * m.factor_scale) << name;
+      if (m.factored()) {
+        EXPECT_FLOAT_EQ(terms[0].scale, 0.5f * m.factor_scale) << name;
+      }
     }
   }
 }
