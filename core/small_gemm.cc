@@ -145,8 +145,12 @@ __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, i
 }
 
 __attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
-  const __m256 lo = _mm512_castps512_ps256(v);
-  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  // The masked extracts with every lane set: GCC 12's _mm512_castps512_ps256
+  // and _mm512_extractf64x4_pd warn of an uninitialized variable inside its
+  // own header.
+  const __m512d d = _mm512_castps_pd(v);
+  const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xFF, d, 0));
+  const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xFF, d, 1));
   return HorizontalSum(_mm256_add_ps(lo, hi));
 }
 
@@ -167,8 +171,9 @@ __attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
 constexpr int64_t kAvx512Panel = 24;
 
 __attribute__((target("avx512f"))) inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+// (The masked conversions with every lane set: see HorizontalSum512.)
 __attribute__((target("avx512f"))) inline __m512 Load16(const Half* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 // The first n < 16 weights at p, zeros after them.
 __attribute__((target("avx512f"))) inline __m512 LoadFirst(const float* p, int64_t n) {
@@ -178,7 +183,7 @@ __attribute__((target("avx512f"))) inline __m512 LoadFirst(const Half* p, int64_
   // A masked 16-bit load needs AVX512BW; n < 16 values go through a zeroed copy instead.
   alignas(32) Half tail[16] = {};
   std::copy_n(p, n, tail);
-  return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(tail)));
+  return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_load_si256(reinterpret_cast<const __m256i*>(tail)));
 }
 constexpr int64_t kAvx512KBlock = 512;
 
