@@ -60,7 +60,8 @@ inline float DotPlain(const float* a, const float* b, int64_t n) {
 // score): x = n ln 2 + r with n an integer and |r| <= ln 2 / 2, e^r by its
 // Taylor polynomial of degree 7 (relative error < 2e-7 there), times 2^n put
 // into the exponent bits. Below -87 (e^x under float's smallest normal) the
-// result is 0.
+// result is 0; NaN stays NaN (and is not converted to an integer: that is
+// undefined behaviour).
 [[gnu::always_inline]] inline float ExpNonPositive(float x) {
   x = x < -87.0f ? -87.0f : x;
   const float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -74,7 +75,7 @@ inline float DotPlain(const float* a, const float* b, int64_t n) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const int32_t bits = (static_cast<int32_t>(n == n ? n : 0.0f) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return x <= -87.0f ? 0.0f : p * scale;

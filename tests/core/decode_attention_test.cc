@@ -110,5 +110,30 @@ TEST_F(DecodeAttentionTest, MatchesTheDefinitionInEveryBuild) {
   EXPECT_EQ(builds, 1 + static_cast<int>(DecodeAttentionBestIsa()));  // plain runs everywhere
 }
 
+// A NaN in the cache (a broken model's activations) makes the outputs of the
+// heads that read it NaN, as ATen's softmax would, and leaves the other KV
+// head's outputs alone; the exp never converts NaN to an integer (undefined
+// behaviour, which CI's UBSan build would stop on).
+TEST_F(DecodeAttentionTest, ANaNKeyGivesNaNOnlyInTheHeadsThatReadIt) {
+  const int64_t H = 4, KV = 2, hd = 16, max_len = 6;
+  std::vector<float> q(H * hd, 0.5f), k(KV * max_len * hd, 0.25f), v(k.size(), 1.0f), out(H * hd);
+  k[(0 * max_len + 3) * hd + 5] = std::nanf("");  // KV head 0, position 3
+  const DecodeAttentionSeq seq{0, 0, 5};
+  for (DecodeAttentionIsa isa : {DecodeAttentionIsa::kPlain, DecodeAttentionIsa::kAvx2, DecodeAttentionIsa::kAvx512}) {
+    if (!SetDecodeAttentionIsa(isa)) continue;
+    SCOPED_TRACE(DecodeAttentionIsaName(isa));
+    DecodeAttention({H, KV, hd, max_len}, &seq, q.data(), k.data(), v.data(), 0.25f, 0, KV, out.data());
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t d = 0; d < hd; ++d) {
+        if (h < 2) {
+          EXPECT_TRUE(std::isnan(out[h * hd + d])) << "head " << h;
+        } else {
+          EXPECT_FLOAT_EQ(out[h * hd + d], 1.0f) << "head " << h;  // equal scores over values of 1
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace skillpack
