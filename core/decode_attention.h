@@ -8,9 +8,10 @@
 // libtorch here: raw float32 pointers; core/model.cc wraps it for tensors and
 // threads.
 //
-// Two builds of the same loops, chosen at run time by what the CPU has:
-// AVX-512 and AVX2+FMA, and a plain one for other CPUs. They differ only in
-// the order of the additions.
+// Three builds of the same loops, chosen at run time by what the CPU has:
+// AVX-512, AVX2+FMA, and plain C++ for other CPUs. They differ only in the
+// order of the additions; all take e^x from one polynomial (relative error
+// under 2e-7), not from expf.
 #ifndef SKILLPACK_CORE_DECODE_ATTENTION_H_
 #define SKILLPACK_CORE_DECODE_ATTENTION_H_
 
