@@ -7,6 +7,8 @@
 #include <atomic>
 #include <vector>
 
+#include "core/horizontal_sum.h"
+
 namespace skillpack {
 namespace {
 
@@ -95,13 +97,6 @@ int64_t AccIndex(int64_t mr, int64_t i, int64_t j) {
   return (j / nr) * nr * mr + i * nr + j % nr;
 }
 
-__attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // Every row of x against weight rows [n0, n0 + rows), rows <= 12: the
 // panel's weights are read from memory once, by the first group of 4 rows of
 // x, in one pass over all of k (each weight row streams as one sequential run,
@@ -144,16 +139,6 @@ __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, i
   }
 }
 
-__attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
-  // The masked extracts with every lane set: GCC 12's _mm512_castps512_ps256
-  // and _mm512_extractf64x4_pd warn of an uninitialized variable inside its
-  // own header.
-  const __m512d d = _mm512_castps_pd(v);
-  const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xFF, d, 0));
-  const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xFF, d, 1));
-  return HorizontalSum(_mm256_add_ps(lo, hi));
-}
-
 // ---- AVX-512: tiles of up to 8 rows of x by NR weight rows in registers
 // (MR·NR accumulators + NR weight vectors + 1 vector of x <= 32): each weight
 // vector is loaded once per step and used by all MR rows, and each x vector
@@ -171,7 +156,7 @@ __attribute__((target("avx512f"))) inline float HorizontalSum512(__m512 v) {
 constexpr int64_t kAvx512Panel = 24;
 
 __attribute__((target("avx512f"))) inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
-// (The masked conversions with every lane set: see HorizontalSum512.)
+// (The masked conversions with every lane set: see HorizontalSum512, core/horizontal_sum.h.)
 __attribute__((target("avx512f"))) inline __m512 Load16(const Half* p) {
   return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
