@@ -151,7 +151,7 @@ __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, i
 // (8 rows, 16 KB) stays in L1 while the panel's tiles stream their weights
 // past it; without the blocking 8 rows of x (64 KB at k = 2048) come from L2
 // on every step and a batch-8 step took twice a batch-4 one (bench/README.md,
-// model_bench).
+// model_bench). 9 to 16 rows: TwoGroupPanel512 below.
 
 constexpr int64_t kAvx512Panel = 24;
 
@@ -176,9 +176,12 @@ constexpr int64_t kAvx512KBlock = 512;
 // of 16), for i < MR and j < NR; xp is the group's packed x, w rows are k
 // apart. A block that ends at k not on a multiple of 16 ends with a masked
 // load of the weights (packed x is zero there), so there is no scalar tail.
+// Always inlined: GCC called it out of line from TwoGroupPanel512, once per
+// tile and k-block, and a 16-row pass over the 1.1B linears took 37.1–37.5 ms
+// instead of 31.0–31.8 (a stand-alone timing; bench/README.md).
 template <int MR, int NR, typename W>
-__attribute__((target("avx512f"))) void Block512(const float* xp, const W* w, int64_t k, int64_t k0, int64_t k1,
-                                                 __m512* acc) {
+__attribute__((target("avx512f"), always_inline)) inline void Block512(const float* xp, const W* w, int64_t k,
+                                                                       int64_t k0, int64_t k1, __m512* acc) {
   __m512 a[MR][NR];
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
@@ -213,9 +216,27 @@ __attribute__((target("avx512f"))) void Block512(const float* xp, const W* w, in
   }
 }
 
+// Writes y for MR rows of x and weight rows [n0, n1) from their accumulators:
+// tiles of NR rows on [n0, whole), then single rows, the tile starting at row
+// j0 at acc[(j0 - n0) * MR ...], [MR][its width]; each output the sum of its
+// vector's lanes, plus the bias.
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void WriteSums(const __m512* acc, const float* bias, int64_t n0, int64_t whole,
+                                                  int64_t n1, float* y, int64_t ldy) {
+  for (int64_t j0 = n0; j0 < n1;) {
+    const int64_t nr = j0 < whole ? NR : 1;
+    for (int64_t i = 0; i < MR; ++i) {
+      for (int64_t j = 0; j < nr; ++j) {
+        const float s = HorizontalSum512(acc[(j0 - n0) * MR + i * nr + j]);
+        y[i * ldy + j0 + j] = s + (bias ? bias[j0 + j] : 0.0f);
+      }
+    }
+    j0 += nr;
+  }
+}
+
 // MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel:
-// tiles of NR weight rows, then single rows; tile t starting at row j0 keeps
-// its accumulators at acc[(j0 - n0) * MR ...], [MR][its width].
+// tiles of NR weight rows, then single rows.
 template <int MR, int NR, typename W>
 __attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const W* w, const float* bias, int64_t n0,
                                                  int64_t n1, float* y, int64_t ldy) {
@@ -227,16 +248,46 @@ __attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, con
     for (int64_t j = n0; j < whole; j += NR) Block512<MR, NR, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
     for (int64_t j = whole; j < n1; ++j) Block512<MR, 1, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
   }
-  for (int64_t j0 = n0; j0 < n1;) {
-    const int64_t nr = j0 < whole ? NR : 1;
-    for (int64_t i = 0; i < MR; ++i) {
-      for (int64_t j = 0; j < nr; ++j) {
-        const float s = HorizontalSum512(acc[(j0 - n0) * MR + i * nr + j]);
-        y[i * ldy + j0 + j] = s + (bias ? bias[j0 + j] : 0.0f);
-      }
+  WriteSums<MR, NR>(acc, bias, n0, whole, n1, y, ldy);
+}
+
+// 9 to 16 rows: two groups, the first of 8 rows (packed at xa) and the second
+// of MB (at xb), against weight rows [n0, n1), n1 - n0 <= kAvx512TwoGroupPanel.
+// Each tile's k-block serves both groups back to back, the second while the
+// weights are still in L1, so the weights stream from memory once at the pace
+// of 16 rows of FMAs. Group by group (the whole panel for the first, then
+// again from L2 for the second) the first group waited on memory and the
+// second on FMAs. A stand-alone timing of the 1.1B linears, 16 rows, both
+// ways in two runs: 30.6–31.6 ms against 35.9–36.5 (1.55–1.60× a one-row pass
+// against 1.85×; bench/README.md). The shorter k-blocks keep both groups'
+// x (16 KB) in L1 beside the weights; the longer panels measured better than
+// 24 rows.
+constexpr int64_t kAvx512TwoGroupPanel = 48;
+constexpr int64_t kAvx512TwoGroupKBlock = 256;
+
+template <int MB, typename W>
+__attribute__((target("avx512f"))) void TwoGroupPanel512(const float* xa, const float* xb, int64_t k, const W* w,
+                                                         const float* bias, int64_t n0, int64_t n1, float* y,
+                                                         int64_t ldy) {
+  constexpr int NR = 3;
+  alignas(64) __m512 acc_a[8 * kAvx512TwoGroupPanel];
+  alignas(64) __m512 acc_b[MB * kAvx512TwoGroupPanel];
+  for (int64_t t = 0; t < 8 * (n1 - n0); ++t) acc_a[t] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < MB * (n1 - n0); ++t) acc_b[t] = _mm512_setzero_ps();
+  const int64_t whole = n0 + (n1 - n0) / NR * NR;
+  for (int64_t k0 = 0; k0 < k; k0 += kAvx512TwoGroupKBlock) {
+    const int64_t k1 = std::min(k, k0 + kAvx512TwoGroupKBlock);
+    for (int64_t j = n0; j < whole; j += NR) {
+      Block512<8, NR, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8);
+      Block512<MB, NR, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB);
     }
-    j0 += nr;
+    for (int64_t j = whole; j < n1; ++j) {
+      Block512<8, 1, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8);
+      Block512<MB, 1, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB);
+    }
   }
+  WriteSums<8, NR>(acc_a, bias, n0, whole, n1, y, ldy);
+  WriteSums<MB, NR>(acc_b, bias, n0, whole, n1, y + 8 * ldy, ldy);
 }
 
 // Rows [0, mr) of x (stride ldx), mr <= 8, as [k16 / 16][mr][16] into xp (k16 = k rounded up to 16).
@@ -275,6 +326,31 @@ __attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int
   }
 }
 
+// Rows 8 + mb of x, mb in [1, 8]: the first 8 packed at xp, the rest at xp + 8 * k16.
+template <typename W>
+__attribute__((target("avx512f"))) void TwoGroups512(const float* xp, int64_t k16, int64_t mb, int64_t k, const W* w,
+                                                     const float* bias, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const float* xb = xp + 8 * k16;
+  switch (mb) {
+    case 1:
+      return TwoGroupPanel512<1, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 2:
+      return TwoGroupPanel512<2, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 3:
+      return TwoGroupPanel512<3, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 4:
+      return TwoGroupPanel512<4, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 5:
+      return TwoGroupPanel512<5, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 6:
+      return TwoGroupPanel512<6, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    case 7:
+      return TwoGroupPanel512<7, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+    default:
+      return TwoGroupPanel512<8, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
+  }
+}
+
 template <typename W>
 void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, const float* bias, int64_t n_begin,
                   int64_t n_end, float* y, int64_t ldy) {
@@ -287,11 +363,15 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
   packed.resize(static_cast<size_t>(m * k16 / 16));
   float* xp = reinterpret_cast<float*>(packed.data());  // no member access: data() is null when k = 0
   for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k16);
+  if (m > 8) {
+    for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512TwoGroupPanel) {
+      TwoGroups512(xp, k16, m - 8, k, w, bias, n0, std::min(n0 + kAvx512TwoGroupPanel, n_end), y, ldy);
+    }
+    return;
+  }
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
     const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
-    for (int64_t i0 = 0; i0 < m; i0 += 8) {
-      Rows512(xp + i0 * k16, std::min<int64_t>(8, m - i0), k, w, bias, n0, n1, y + i0 * ldy, ldy);
-    }
+    Rows512(xp, m, k, w, bias, n0, n1, y, ldy);
   }
 }
 

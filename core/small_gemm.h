@@ -6,8 +6,9 @@
 // pointers, row-major; core/model.cc wraps it for tensors and threads.
 //
 // Two kernels, chosen at run time by what the CPU has: AVX-512 (8 rows of x by
-// up to 8 weight rows in 32 registers, masked loads for the last columns) and
-// AVX2/FMA/F16C (4 rows of x by 3 weight rows). Both compute the same sums; only
+// up to 8 weight rows in 32 registers, masked loads for the last columns; 9 to
+// 16 rows as two groups that share each block of weights while it is in L1)
+// and AVX2/FMA/F16C (4 rows of x by 3 weight rows). Both compute the same sums; only
 // the order of the additions differs. Weights may also be IEEE binary16
 // (SmallGemmF16: half the bytes to stream, each weight widened to float32 as it
 // is loaded; x, the sums and y stay float32).
