@@ -1,5 +1,6 @@
 #include "core/cpu_threads.h"
 
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -63,7 +64,17 @@ int CpuCoresAvailable() {
 int SetIntraOpThreads(int64_t threads) {
   const int n = threads > 0 ? static_cast<int>(std::min<int64_t>(threads, 1 << 16)) : CpuCoresAvailable();
   at::set_num_threads(n);
+  // Looked up rather than linked: libtorch may run another BLAS.
+  using SetBlas = void (*)(int);
+  if (auto set_blas = reinterpret_cast<SetBlas>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set_blas(n);
   return n;
+}
+
+std::optional<int> BlasThreads() {
+  using GetBlas = int (*)();
+  auto get_blas = reinterpret_cast<GetBlas>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (get_blas == nullptr) return std::nullopt;
+  return get_blas();
 }
 
 }  // namespace skillpack

@@ -18,8 +18,15 @@ namespace skillpack {
 int CpuCoresAvailable();
 
 // Sets libtorch's intra-op threads to `threads` when it is > 0, else to
-// CpuCoresAvailable(). Returns the number set.
+// CpuCoresAvailable(), and OpenBLAS's threads to the same where libtorch's BLAS
+// is OpenBLAS (Debian's libblas.so.3; the prefill GEMMs run on it): its pool is
+// sized when it loads, from the CPUs it sees (a cgroup quota not counted), and
+// at::set_num_threads does not reach it, so `--threads 1` still computed
+// prefill on every core. Returns the number set.
 int SetIntraOpThreads(int64_t threads);
+
+// OpenBLAS's thread count where this process runs OpenBLAS, else nullopt.
+std::optional<int> BlasThreads();
 
 // A cgroup CPU quota in CPUs from cgroup v2's cpu.max ("max 100000" means none,
 // "150000 100000" 1.5 CPUs); nullopt when there is none or the text is not one.

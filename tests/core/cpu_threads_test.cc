@@ -35,6 +35,18 @@ TEST(CpuThreadsTest, DefaultIsTheCoresThisProcessMayRunOn) {
   EXPECT_EQ(at::get_num_threads(), 1);
 }
 
+// OpenBLAS keeps its own pool; it must follow the count too (on this project's
+// machines libtorch's BLAS is Debian's OpenBLAS, scripts/install-deps.sh).
+TEST(CpuThreadsTest, OpenBlasFollowsTheCount) {
+  if (!BlasThreads().has_value()) GTEST_SKIP() << "libtorch's BLAS here is not OpenBLAS";
+  SetIntraOpThreads(1);
+  EXPECT_EQ(BlasThreads(), 1);
+  SetIntraOpThreads(3);
+  EXPECT_EQ(BlasThreads(), 3) << "more threads than at load";
+  SetIntraOpThreads(0);
+  EXPECT_EQ(BlasThreads(), CpuCoresAvailable());
+}
+
 TEST(CpuThreadsTest, FollowsTheAffinityMask) {
   cpu_set_t all;
   CPU_ZERO(&all);
