@@ -4,7 +4,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <utility>
 #include <vector>
 
 #include "core/horizontal_sum.h"
@@ -327,28 +329,15 @@ __attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int
 }
 
 // Rows 8 + mb of x, mb in [1, 8]: the first 8 packed at xp, the rest at xp + 8 * k16.
+template <typename W, int... I>
+constexpr auto TwoGroupPanels(std::integer_sequence<int, I...>) {
+  return std::array{&TwoGroupPanel512<I + 1, W>...};  // [mb - 1]
+}
 template <typename W>
-__attribute__((target("avx512f"))) void TwoGroups512(const float* xp, int64_t k16, int64_t mb, int64_t k, const W* w,
-                                                     const float* bias, int64_t n0, int64_t n1, float* y, int64_t ldy) {
-  const float* xb = xp + 8 * k16;
-  switch (mb) {
-    case 1:
-      return TwoGroupPanel512<1, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 2:
-      return TwoGroupPanel512<2, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 3:
-      return TwoGroupPanel512<3, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 4:
-      return TwoGroupPanel512<4, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 5:
-      return TwoGroupPanel512<5, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 6:
-      return TwoGroupPanel512<6, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    case 7:
-      return TwoGroupPanel512<7, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-    default:
-      return TwoGroupPanel512<8, W>(xp, xb, k, w, bias, n0, n1, y, ldy);
-  }
+void TwoGroups512(const float* xp, int64_t k16, int64_t mb, int64_t k, const W* w, const float* bias, int64_t n0,
+                  int64_t n1, float* y, int64_t ldy) {
+  static constexpr auto kPanels = TwoGroupPanels<W>(std::make_integer_sequence<int, 8>{});
+  kPanels[mb - 1](xp, xp + 8 * k16, k, w, bias, n0, n1, y, ldy);
 }
 
 template <typename W>
