@@ -10,10 +10,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include <ATen/ATen.h>
@@ -92,6 +94,7 @@ StatusOr<Json> Measure(const std::string& shape, const Settings& settings, Commu
   j["hidden"] = o.hidden;
   j["world_size"] = comm ? comm->world_size() : 1;
   j["threads_per_process"] = at::get_num_threads();
+  if (std::optional<int> blas = BlasThreads()) j["blas_threads_per_process"] = *blas;
   j["batch_per_rank"] = settings.batch;
   j["seq_len"] = settings.seq_len;
   j["steps"] = settings.steps;
@@ -112,8 +115,8 @@ int Worker(const Args& args) {
   s.steps = *args.IntOr("steps", 20);
   s.batch = *args.IntOr("batch", 32);
   s.seq_len = *args.IntOr("seq-len", 64);
-  const int64_t threads = *args.IntOr("threads", 1);
-  at::set_num_threads(static_cast<int>(threads));
+  // As the trainer's ranks set theirs (trainer/job.cc): libtorch's and OpenBLAS's pools.
+  SetIntraOpThreads(std::max<int64_t>(1, *args.IntOr("threads", 1)));
   auto comm = Communicator::Create(dc);
   if (!comm.ok()) {
     std::fprintf(stderr, "worker: %s\n", comm.status().ToString().c_str());
