@@ -2,14 +2,20 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 // Debian's civetweb asks for 100 KiB worker stacks (pthread_attr_setstacksize
@@ -148,6 +154,75 @@ StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std:
   // unknown paths get our 404 rather than civetweb's file serving.
   mg_set_request_handler(server->context_, "/", &MetricsHttpServer::HandleRequest, server.get());
   return server;
+}
+
+namespace {
+
+// The port and numeric address of an AF_INET / AF_INET6 socket address; false for other families.
+bool PortAndAddress(const sockaddr_storage& sa, int* port, std::string* address) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (sa.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(sa);
+    *port = ntohs(in.sin_port);
+    if (inet_ntop(AF_INET, &in.sin_addr, text, sizeof(text)) == nullptr) return false;
+  } else if (sa.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(sa);
+    *port = ntohs(in6.sin6_port);
+    if (inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof(text)) == nullptr) return false;
+  } else {
+    return false;
+  }
+  *address = text;
+  return true;
+}
+
+// Whether open descriptor `fd` is a TCP connection from `peer_address`:`peer_port` to local port `local_port`.
+bool IsConnection(int fd, int local_port, const std::string& peer_address, int peer_port) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
+  sockaddr_storage sa;
+  socklen_t len = sizeof(sa);
+  int port = 0;
+  std::string address;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0 || !PortAndAddress(sa, &port, &address) ||
+      port != local_port) {
+    return false;
+  }
+  len = sizeof(sa);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0 || !PortAndAddress(sa, &port, &address)) {
+    return false;
+  }
+  // An IPv4 peer of an IPv6 socket: civetweb may name it either way.
+  constexpr char kMapped[] = "::ffff:";
+  return port == peer_port && (address == peer_address || (absl::StartsWith(address, kMapped) &&
+                                                           address.substr(sizeof(kMapped) - 1) == peer_address));
+}
+
+}  // namespace
+
+int CivetwebSocket(mg_connection* conn) {
+  const mg_request_info* info = mg_get_request_info(conn);
+  if (info == nullptr) return -1;
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  const int listing = dirfd(dir);
+  int found = -1;
+  while (const dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == listing) continue;
+    if (IsConnection(static_cast<int>(fd), info->server_port, info->remote_addr, info->remote_port)) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+bool PeerHasClosed(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {

@@ -7,6 +7,8 @@
 // pass without a full request, so a few slow clients cannot starve a scrape);
 // a scrape never blocks request serving beyond the short per-family locks
 // that MetricsRegistry::Exposition() takes.
+// Also what every civetweb endpoint of the server shares (this one and
+// openai_http.h): starting a context, and a connection's socket.
 #ifndef SKILLPACK_SERVER_METRICS_HTTP_H_
 #define SKILLPACK_SERVER_METRICS_HTTP_H_
 
@@ -29,6 +31,21 @@ namespace skillpack {
 // the server (this one and openai_http.h).
 StatusOr<mg_context*> StartCivetweb(const char* what, const std::string& bind_address, int port, int threads,
                                     int request_timeout_ms, int* bound_port);
+
+// The socket under a civetweb connection, or -1 when it cannot be found.
+// civetweb 1.15 does not expose it, so it is looked up among the process's
+// open sockets by the connection's addresses (the listening port, the peer's
+// address and port: unique among open TCP connections). Valid while the
+// connection's handler runs: civetweb closes it after the handler returns.
+// Costs a scan of /proc/self/fd: call it once per request.
+int CivetwebSocket(mg_connection* conn);
+
+// Whether the peer of socket `fd` has closed its side of the connection (or
+// the connection failed): how a client that leaves mid-request looks while
+// nothing is written to it. Never blocks. A client that only shuts down its
+// sending side after the request looks the same, and is taken as gone (as
+// Go's net/http does).
+bool PeerHasClosed(int fd);
 
 class MetricsHttpServer {
  public:

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "rpc/bearer_auth.h"
 #include "server/metrics_http.h"
 #include "server/openai_api.h"
@@ -70,14 +71,27 @@ std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, "-", buf);
 }
 
+// How often a request whose client may have left without a word (nothing
+// written to it fails yet) looks at its socket while the engine has no news.
+constexpr absl::Duration kClientCheckEvery = absl::Milliseconds(100);
+
+// Whether the client behind `fd` (CivetwebSocket; -1: unknown) has hung up.
+bool HungUp(int fd) { return fd >= 0 && PeerHasClosed(fd); }
+
 // A streamed HTTP response as AwaitGeneration sees it: every chunk is one SSE
-// event; a failed write means the client went away.
+// event; a failed write, or a hang-up seen on the socket before any (while
+// queued, during a long prompt), means the client went away.
 class SseSink final : public GenerationSink {
  public:
-  SseSink(mg_connection* conn, const OpenAiRequest& req, const OpenAiReplyMeta& meta, const TokenTextFn& token_text)
-      : conn_(conn), req_(req), meta_(meta), token_text_(token_text) {}
+  SseSink(mg_connection* conn, int fd, const OpenAiRequest& req, const OpenAiReplyMeta& meta,
+          const TokenTextFn& token_text)
+      : conn_(conn), fd_(fd), req_(req), meta_(meta), token_text_(token_text) {}
 
-  CancelCause ClientGone() override { return gone_ ? CancelCause::kClient : CancelCause::kNone; }
+  CancelCause ClientGone() override {
+    if (!gone_ && HungUp(fd_)) gone_ = true;
+    return gone_ ? CancelCause::kClient : CancelCause::kNone;
+  }
+  absl::Duration CheckEvery() override { return fd_ >= 0 ? kClientCheckEvery : absl::InfiniteDuration(); }
 
   CancelCause Deliver(StreamChunk chunk) override {
     Send(StreamChunkJson(req_, meta_, chunk, offset_, token_text_));
@@ -92,6 +106,7 @@ class SseSink final : public GenerationSink {
 
  private:
   mg_connection* const conn_;
+  const int fd_;
   const OpenAiRequest& req_;
   const OpenAiReplyMeta& meta_;
   const TokenTextFn& token_text_;
@@ -99,12 +114,17 @@ class SseSink final : public GenerationSink {
   bool gone_ = false;
 };
 
-// A non-streamed request: civetweb gives no way to see a client leave while
-// nothing is written, so it runs to the end (or the engine's limits).
+// A non-streamed request: nothing is written until the end, so the socket is
+// watched for the client's hang-up instead.
 class UnarySink final : public GenerationSink {
  public:
-  CancelCause ClientGone() override { return CancelCause::kNone; }
+  explicit UnarySink(int fd) : fd_(fd) {}
+  CancelCause ClientGone() override { return HungUp(fd_) ? CancelCause::kClient : CancelCause::kNone; }
+  absl::Duration CheckEvery() override { return fd_ >= 0 ? kClientCheckEvery : absl::InfiniteDuration(); }
   CancelCause Deliver(StreamChunk) override { return CancelCause::kNone; }
+
+ private:
+  const int fd_;
 };
 
 // The request metrics' label for `uri`: a bounded set, the three API paths
@@ -256,7 +276,7 @@ class Handler {
     const TokenTextFn token_text = [&tok](int32_t id) { return tok.TokenBytes(id); };
 
     if (!req.stream) {
-      UnarySink sink;
+      UnarySink sink(CivetwebSocket(conn_));
       StatusOr<GenerationResult> r = RunGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/false, &sink);
       if (!r.ok()) return ReplyError(r.status(), packs_header);
       return Reply(absl::OkStatus(), 200, JsonBody(CompletionResponse(req, meta, r->output, token_text)), packs_header);
@@ -270,7 +290,7 @@ class Handler {
     WriteAll(conn_, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                                  "Connection: close\r\nX-Accel-Buffering: no\r\n",
                                  packs_header, "\r\n"));
-    SseSink sink(conn_, req, meta, token_text);
+    SseSink sink(conn_, CivetwebSocket(conn_), req, meta, token_text);
     if (std::optional<Json> first = FirstStreamChunk(req, meta)) sink.Send(*first);
     StatusOr<GenerationResult> r = AwaitGeneration(ctx_, *state, /*stream=*/true, &sink);
     if (!r.ok()) {

@@ -279,7 +279,7 @@ StatusOr<GenerationResult> AwaitGeneration(const ServingContext& ctx, const std:
   std::vector<StreamChunk> chunks;
   bool done = false;
   while (!done) {
-    done = state->Wait(absl::InfiniteDuration(), stream ? &chunks : nullptr);
+    done = state->Wait(sink->CheckEvery(), stream ? &chunks : nullptr);
     if (!done) cancel(sink->ClientGone());
     // While running, deliver every chunk; once done the last one is returned
     // to go with the summary.

@@ -64,6 +64,11 @@ class GenerationSink {
   // (kClient: it left; kDeadline: its deadline passed). Asked each time the
   // request has news (new output, or its end).
   virtual CancelCause ClientGone() = 0;
+  // How long AwaitGeneration waits for news before it asks ClientGone anyway:
+  // for a transport that can see its client leave while nothing is written
+  // (a socket's hang-up). A non-streamed request has no news until its end;
+  // without this it would run to the end for a client that left.
+  virtual absl::Duration CheckEvery() { return absl::InfiniteDuration(); }
   // Streams only: one chunk of new output while the request runs. Returns
   // kNone when delivered, else why it could not be.
   virtual CancelCause Deliver(StreamChunk chunk) = 0;

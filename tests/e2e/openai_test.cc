@@ -3,8 +3,8 @@
 // answers it must get are computed here through the gRPC API, so both
 // transports are checked to run the same generation), and by curl and a raw
 // socket for what a client library hides: the SSE bytes, HTTP statuses of
-// malformed requests, the API key, and a client that disconnects mid-stream
-// (its generation is cancelled).
+// malformed requests, the API key, and clients that disconnect mid-stream or
+// while a non-streamed request runs (their generations are cancelled).
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -324,6 +324,30 @@ TEST_F(OpenAiTest, DisconnectCancelsTheGeneration) {
   const double after = WaitForMetricAtLeast(server_->metrics_port(),
                                             R"(skillpack_request_finished_total{reason="cancelled"})", before + 1);
   EXPECT_GT(after, before) << "the generation ran on after its client left";
+  EXPECT_TRUE(WaitForLoad(server_->channel(), 0));
+}
+
+// A non-streamed request's client that goes away: nothing has been written
+// to it, yet its generation is cancelled (the server sees the socket's
+// hang-up) rather than running its 1000 tokens for no one.
+TEST_F(OpenAiTest, DisconnectCancelsANonStreamedGeneration) {
+  const int port = server_->http_port();
+  const std::string cancelled = R"(skillpack_request_finished_total{reason="cancelled"})";
+  const double before = MetricValue(FetchMetrics(server_->metrics_port()), cancelled);
+  ASSERT_TRUE(WaitForLoad(server_->channel(), 0));
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string req =
+      Post("/v1/completions", R"({"model": "alpha", "prompt": "x", "max_tokens": 1000, "ignore_eos": true})");
+  ASSERT_EQ(::write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  ASSERT_TRUE(WaitForLoad(server_->channel(), 1, 5000));  // it runs
+  ::close(fd);
+  const double after = WaitForMetricAtLeast(server_->metrics_port(), cancelled, before + 1);
+  EXPECT_EQ(after, before + 1) << "the generation ran on after its client left";
   EXPECT_TRUE(WaitForLoad(server_->channel(), 0));
 }
 

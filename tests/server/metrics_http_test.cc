@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <civetweb.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -19,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/metrics.h"
@@ -283,6 +287,86 @@ TEST(MetricsHttpStartTest, ListensOnAllInterfacesAndStopsOnDestruction) {
   const int fd = Connect(port);
   EXPECT_LT(fd, 0) << "still accepting connections after destruction";
   if (fd >= 0) close(fd);
+}
+
+// What WatchForHangUp saw of its connection.
+struct HangUpWatch {
+  absl::Notification found;  // the handler has looked for its socket
+  absl::Notification done;   // the handler has returned, or is about to
+  int fd = -1;
+  int peer_port = -1;
+  bool closed_at_start = true;
+  bool saw_hang_up = false;
+};
+
+// A handler that writes nothing: it finds its socket, then watches it for the
+// client's hang-up for up to 10 s.
+int WatchForHangUp(mg_connection* conn, void* cbdata) {
+  auto* w = static_cast<HangUpWatch*>(cbdata);
+  w->fd = CivetwebSocket(conn);
+  if (w->fd >= 0) {
+    sockaddr_in peer{};
+    socklen_t len = sizeof(peer);
+    if (getpeername(w->fd, reinterpret_cast<sockaddr*>(&peer), &len) == 0) w->peer_port = ntohs(peer.sin_port);
+    w->closed_at_start = PeerHasClosed(w->fd);
+  }
+  w->found.Notify();
+  for (const absl::Time until = absl::Now() + absl::Seconds(10); w->fd >= 0 && absl::Now() < until;) {
+    if (PeerHasClosed(w->fd)) {
+      w->saw_hang_up = true;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  w->done.Notify();
+  return 200;
+}
+
+// The local port of socket `fd`, -1 on error.
+int LocalPort(int fd) {
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  return getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 ? ntohs(local.sin_port) : -1;
+}
+
+// CivetwebSocket finds the handler's own connection among several open ones,
+// and PeerHasClosed sees its client hang up while nothing is written to it
+// (how the OpenAI HTTP API cancels a non-streamed request whose client left).
+TEST(CivetwebSocketTest, FindsTheConnectionAndSeesTheClientHangUp) {
+  int port = 0;
+  StatusOr<mg_context*> context = StartCivetweb("test server", "127.0.0.1", 0, 4, 10000, &port);
+  ASSERT_TRUE(context.ok()) << context.status();
+  HangUpWatch watch;
+  mg_set_request_handler(*context, "/", &WatchForHangUp, &watch);
+  const int decoy = Connect(port);  // another open connection to the same port (no request: it waits in a worker)
+  ASSERT_GE(decoy, 0);
+  const int fd = Connect(port);
+  ASSERT_GE(fd, 0);
+  const std::string request = "GET /watch HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  ASSERT_TRUE(watch.found.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_GE(watch.fd, 0) << "the connection's socket was not found";
+  EXPECT_EQ(watch.peer_port, LocalPort(fd)) << "found another connection's socket";
+  EXPECT_NE(watch.peer_port, LocalPort(decoy));
+  EXPECT_FALSE(watch.closed_at_start);
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(watch.done.HasBeenNotified()) << "a hang-up seen while the client is still there";
+  close(fd);
+  ASSERT_TRUE(watch.done.WaitForNotificationWithTimeout(absl::Seconds(15)));
+  EXPECT_TRUE(watch.saw_hang_up) << "the client's hang-up was not seen in 10 s";
+  close(decoy);
+  mg_stop(*context);
+}
+
+TEST(CivetwebSocketTest, PeerHasClosedOnAPlainSocketPair) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  EXPECT_FALSE(PeerHasClosed(sv[0]));
+  ASSERT_EQ(send(sv[1], "x", 1, 0), 1);
+  EXPECT_FALSE(PeerHasClosed(sv[0])) << "unread data is not a hang-up";
+  close(sv[1]);
+  EXPECT_TRUE(PeerHasClosed(sv[0]));
+  close(sv[0]);
 }
 
 }  // namespace
