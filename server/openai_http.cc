@@ -127,11 +127,29 @@ class UnarySink final : public GenerationSink {
   const int fd_;
 };
 
-// The request metrics' label for `uri`: a bounded set, the three API paths
+// What a request's path asks for.
+enum class Route { kModels, kCompletions, kChatCompletions, kUnknown };
+
+Route RouteOf(const std::string& uri) {
+  if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) return Route::kModels;
+  if (uri == "/v1/completions") return Route::kCompletions;
+  if (uri == "/v1/chat/completions") return Route::kChatCompletions;
+  return Route::kUnknown;
+}
+
+// The request metrics' label of a route: a bounded set, the three API paths
 // and everything else as "http_other".
-std::string MetricLabel(const std::string& uri) {
-  if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) return "/v1/models";
-  if (uri == "/v1/completions" || uri == "/v1/chat/completions") return uri;
+const char* MetricLabel(Route route) {
+  switch (route) {
+    case Route::kModels:
+      return "/v1/models";
+    case Route::kCompletions:
+      return "/v1/completions";
+    case Route::kChatCompletions:
+      return "/v1/chat/completions";
+    case Route::kUnknown:
+      break;
+  }
   return "http_other";
 }
 
@@ -141,34 +159,34 @@ std::string MetricLabel(const std::string& uri) {
 // client that scrapes /metrics after its answer always sees it counted.
 class Handler {
  public:
-  Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn, std::string metric_label)
+  Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn, Route route)
       : options_(options),
         ctx_(ctx),
         conn_(conn),
-        metric_label_(std::move(metric_label)),
+        route_(route),
+        metric_label_(MetricLabel(route)),
         start_(std::chrono::steady_clock::now()) {}
 
-  // Serves the request; returns the status it ended with.
+  // Serves the request to `uri` (of route_); returns the status it ended with.
   Status Serve(const std::string& method, const std::string& uri) {
     if (!options_.api_key.empty()) RETURN_IF_ERROR(ReplyIfError(CheckApiKey()));
-    if (uri == "/v1/models" || absl::StartsWith(uri, "/v1/models/")) {
-      if (method != "GET") return MethodNotAllowed("GET");
-      return Models(uri);
+    switch (route_) {
+      case Route::kModels:
+        if (method != "GET") return MethodNotAllowed("GET");
+        return Models(uri);
+      case Route::kCompletions:
+      case Route::kChatCompletions:
+        if (method != "POST") return MethodNotAllowed("POST");
+        return Generate(route_ == Route::kCompletions ? OpenAiEndpoint::kCompletions
+                                                      : OpenAiEndpoint::kChatCompletions);
+      case Route::kUnknown:
+        break;
     }
-    OpenAiEndpoint endpoint;
-    if (uri == "/v1/completions") {
-      endpoint = OpenAiEndpoint::kCompletions;
-    } else if (uri == "/v1/chat/completions") {
-      endpoint = OpenAiEndpoint::kChatCompletions;
-    } else {
-      OpenAiError e{404, "invalid_request_error", "unknown_url", "",
-                    absl::StrCat("unknown path ", uri.substr(0, 256),
-                                 " (this server serves /v1/models, "
-                                 "/v1/completions and /v1/chat/completions)")};
-      return Reply(absl::NotFoundError("unknown path"), 404, JsonBody(ErrorJson(e)));
-    }
-    if (method != "POST") return MethodNotAllowed("POST");
-    return Generate(endpoint);
+    OpenAiError e{404, "invalid_request_error", "unknown_url", "",
+                  absl::StrCat("unknown path ", uri.substr(0, 256),
+                               " (this server serves /v1/models, "
+                               "/v1/completions and /v1/chat/completions)")};
+    return Reply(absl::NotFoundError("unknown path"), 404, JsonBody(ErrorJson(e)));
   }
 
  private:
@@ -311,6 +329,7 @@ class Handler {
   const OpenAiHttpOptions& options_;
   const ServingContext& ctx_;
   mg_connection* const conn_;
+  const Route route_;
   const std::string metric_label_;
   const std::chrono::steady_clock::time_point start_;
   bool counted_ = false;
@@ -342,7 +361,7 @@ int OpenAiHttpServer::HandleRequest(mg_connection* conn, void* cbdata) {
   const std::string method = info->request_method != nullptr ? info->request_method : "";
   std::string uri = info->local_uri != nullptr ? info->local_uri : "";
   if (uri.size() > 1 && uri.back() == '/') uri.pop_back();
-  Handler handler(self->options_, self->ctx_, conn, MetricLabel(uri));
+  Handler handler(self->options_, self->ctx_, conn, RouteOf(uri));
   handler.Serve(method, uri).IgnoreError();  // answered and counted by the handler
   return 200;
 }
