@@ -28,20 +28,6 @@ t_start=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
 
-# The corpus: every fortunes file of prose, as a JSON list (not the .dat
-# indexes, the .u8 links, ASCII art, Perl code or the untranslated file).
-corpus_json() {
-  local list="" f name
-  for f in "$CORPUS"/*; do
-    name=$(basename "$f")
-    [ -f "$f" ] && [ ! -L "$f" ] || continue
-    case "$name" in *.dat | art | ascii-art | perl | translate-me) continue ;; esac
-    list="$list${list:+, }\"$f\""
-  done
-  [ -n "$list" ] || { echo "no corpus in $CORPUS (install the 'fortunes' package: make deps)" >&2; exit 1; }
-  printf '[%s]' "$list"
-}
-
 # 1. The base model.
 if [ ! -f "$DATA/base/config.json" ]; then
   if [ "$BASE_KIND" = random ]; then
@@ -49,19 +35,7 @@ if [ ! -f "$DATA/base/config.json" ]; then
     "$BIN" model init-tiny --out "$DATA/base" --layers 2 --hidden 128 --heads 4 --kv-heads 2 --seed 1
   else
     say "pretraining the tiny base model (4 layers, hidden 192) on $CORPUS"
-    tasks_json='"add", "reverse", "sort", "kv", "caesar"'  # every built-in task: the base knows their formats
-    cat > "$DATA/jobs/base.json" <<JOB
-{
-  "name": "tiny-base", "seed": 1, "threads": $THREADS,
-  "base_model": {"tiny": {"layers": 4, "hidden": 192, "heads": 6, "kv_heads": 2, "seed": 1}},
-  "stages": {
-    "pretrain": {"corpus": $(corpus_json), "held_out_fraction": 0.01,
-                 "mixture": {"tasks": [$tasks_json], "fraction": 0.05},
-                 "steps": 250, "batch_size": 32, "lr": 4e-3, "warmup_steps": 20, "min_lr_ratio": 0.1,
-                 "grad_clip": 1.0, "max_seq_len": 128, "checkpoint_every": 50}
-  }
-}
-JOB
+    bash "$(dirname "$0")/tiny-base-job.sh" 250 "$THREADS" "$CORPUS" > "$DATA/jobs/base.json"
     "$TRAINER" run "$DATA/jobs/base.json" --out "$DATA/runs/base" --no-progress
     rm -rf "$DATA/base.tmp" && cp -r "$DATA/runs/base/model" "$DATA/base.tmp" && mv "$DATA/base.tmp" "$DATA/base"
   fi
