@@ -135,6 +135,7 @@ struct ModulePlan {
   std::vector<std::pair<double, int>> bands;  // kLowRank
   int64_t keep = 0;                           // kSparse: entries kept
   int bits = 0;                               // kDenseQuant: code width; 0: cfg.dense_bits
+  bool whiten = false;                        // kLowRank: WhitenedTruncatedSvd on the normalised Hessian
 };
 
 StatusOr<ModuleDelta> CompressSparse(const std::string& name, const at::Tensor& delta, int64_t keep) {
@@ -162,13 +163,29 @@ StatusOr<ModuleDelta> CompressDenseQuant(const std::string& name, const at::Tens
   return m;
 }
 
+// The input Hessian scaled to mean diagonal 1 (so that for white inputs the
+// weighted error equals the Frobenius error and modules with and without
+// calibration compare), or undefined when there is none or the input is dead.
+at::Tensor NormalisedHessian(const at::Tensor* h, int64_t in) {
+  if (h == nullptr || !h->defined() || h->dim() != 2 || h->size(0) != in || h->size(1) != in) return at::Tensor();
+  const double tr = at::trace(h->to(at::kDouble)).item<double>();
+  if (!(tr > 0) || !std::isfinite(tr)) return at::Tensor();
+  return (h->to(at::kFloat).cpu() * static_cast<float>(static_cast<double>(in) / tr)).contiguous();
+}
+
 StatusOr<ModuleDelta> CompressLowRank(const std::string& name, const at::Tensor& delta, const ModulePlan& plan,
                                       const CompressionConfig& cfg, const at::Tensor* h) {
   const int64_t m_out = delta.size(0), n_in = delta.size(1);
   const int64_t lim = static_cast<int64_t>(std::floor(cfg.dense_rank_fraction * std::min(m_out, n_in)));
   int64_t cap = lim + 1;  // one past the low-rank limit: tells "near full rank" apart
   if (plan.rank_cap >= 0) cap = std::min(cap, plan.rank_cap);
-  ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(delta.to(at::kFloat), plan.beta, cap));
+  LowRank lr;
+  const at::Tensor hn = plan.whiten ? NormalisedHessian(h, n_in) : at::Tensor();
+  if (hn.defined()) {
+    ASSIGN_OR_RETURN(lr, WhitenedTruncatedSvd(delta.to(at::kFloat), hn, plan.beta, cap));
+  } else {
+    ASSIGN_OR_RETURN(lr, TruncatedSvd(delta.to(at::kFloat), plan.beta, cap));
+  }
   const int64_t k = lr.rank();
   if (k > lim) return CompressDenseQuant(name, delta, cfg, h, cfg.dense_bits);
   ModuleDelta m;
@@ -272,16 +289,6 @@ struct ModuleCandidates {
   std::vector<double> sparse_prefix;
   int64_t numel = 0;
 };
-
-// The input Hessian scaled to mean diagonal 1 (so that for white inputs the
-// weighted error equals the Frobenius error and modules with and without
-// calibration compare), or undefined when there is none or the input is dead.
-at::Tensor NormalisedHessian(const at::Tensor* h, int64_t in) {
-  if (h == nullptr || !h->defined() || h->dim() != 2 || h->size(0) != in || h->size(1) != in) return at::Tensor();
-  const double tr = at::trace(h->to(at::kDouble)).item<double>();
-  if (!(tr > 0) || !std::isfinite(tr)) return at::Tensor();
-  return (h->to(at::kFloat).cpu() * static_cast<float>(static_cast<double>(in) / tr)).contiguous();
-}
 
 // Output error of a module's reconstruction error `e` [out, in]:
 // E_x ‖e x‖² ∝ tr(e H eᵀ) with the normalised Hessian, else ‖e‖²_F.
@@ -416,22 +423,42 @@ StatusOr<ModuleCandidates> MakeCandidates(const std::string& name, const at::Ten
   if (lim < 1) return c;
   ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(d, 1.0, lim));
   lim = std::min(lim, lr.rank());
+  // With calibration also the activation-aware factors (lowrank.h), which
+  // minimise this very error before rounding; each rank and layout keeps
+  // whichever of the two measures lower once rounded (same bytes).
+  std::optional<LowRank> whitened;
+  if (hn.defined() && cfg.whiten) {
+    ASSIGN_OR_RETURN(LowRank w, WhitenedTruncatedSvd(d, hn, 1.0, lim));
+    whitened = std::move(w);
+  }
+  // The output error of factors f at rank bands `bands`, rounded to nearest.
+  auto error_of = [&](const LowRank& f, const std::vector<BandSpec>& bands) {
+    at::Tensor recon = at::zeros_like(d);
+    for (const BandSpec& b : bands) {
+      const int64_t w = b.end - b.begin;
+      at::Tensor vt = RtnRoundTrip(f.v.narrow(1, b.begin, w).t().contiguous(), b.bits, cfg.group_size);
+      at::Tensor u = RtnRoundTrip(f.u.narrow(1, b.begin, w).contiguous(), b.bits, cfg.group_size);
+      recon.add_(at::matmul(u * f.s.narrow(0, b.begin, w).unsqueeze(0), vt));
+    }
+    return OutputError(d - recon, hn);
+  };
   for (const auto& layout : BandPresets(cfg)) {
     for (int64_t r : RankGrid(lim)) {
       const std::vector<BandSpec> bands = MakeBands(r, layout, cfg.min_band_width);
-      at::Tensor recon = at::zeros_like(d);
-      for (const BandSpec& b : bands) {
-        const int64_t w = b.end - b.begin;
-        at::Tensor vt = RtnRoundTrip(lr.v.narrow(1, b.begin, w).t().contiguous(), b.bits, cfg.group_size);
-        at::Tensor u = RtnRoundTrip(lr.u.narrow(1, b.begin, w).contiguous(), b.bits, cfg.group_size);
-        recon.add_(at::matmul(u * lr.s.narrow(0, b.begin, w).unsqueeze(0), vt));
-      }
       ModulePlan p;
       p.op = ModuleOp::kLowRank;
       p.beta = 1.0;  // with the cap: exactly rank r
       p.rank_cap = r;
       p.bands = layout;
-      add(p, LowRankBytes(name, rows, cols, r, bands, cfg, gptq && hn.defined()), OutputError(d - recon, hn));
+      double error = error_of(lr, bands);
+      if (whitened && r <= whitened->rank()) {
+        const double e = error_of(*whitened, bands);
+        if (e < error) {
+          error = e;
+          p.whiten = true;
+        }
+      }
+      add(p, LowRankBytes(name, rows, cols, r, bands, cfg, gptq && hn.defined()), error);
     }
   }
   return c;
@@ -440,8 +467,8 @@ StatusOr<ModuleCandidates> MakeCandidates(const std::string& name, const at::Ten
 // A key naming what a plan produces for module `name`, for reusing compressed
 // modules across the budget loop's attempts.
 std::string PlanKey(const std::string& name, const ModulePlan& p) {
-  std::string key =
-      absl::StrCat(name, "|", static_cast<int>(p.op), "|", p.bits, "|", p.keep, "|", p.rank_cap, "|", p.beta);
+  std::string key = absl::StrCat(name, "|", static_cast<int>(p.op), "|", p.bits, "|", p.keep, "|", p.rank_cap, "|",
+                                 p.beta, "|", p.whiten);
   for (const auto& [f, b] : p.bands) absl::StrAppend(&key, "|", f, ":", b);
   return key;
 }
@@ -548,7 +575,7 @@ StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
   static const std::set<std::string> kKeys = {"alpha",      "beta",      "bands",        "min_band_width",
                                               "group_size", "act_order", "damp_percent", "dense_rank_fraction",
                                               "dense_bits", "max_rank",  "target_ratio", "target_bytes",
-                                              "quantizer"};
+                                              "quantizer",  "whiten"};
   for (const auto& item : j.items()) {
     if (!kKeys.count(item.key())) {
       return absl::InvalidArgumentError(absl::StrCat("compression config: unknown key '", item.key(), "'"));
@@ -592,6 +619,7 @@ StatusOr<CompressionConfig> ParseCompressionConfig(const Json& j) {
   RETURN_IF_ERROR(Read(j, "dense_bits", &cfg.dense_bits));
   RETURN_IF_ERROR(Read(j, "max_rank", &cfg.max_rank));
   RETURN_IF_ERROR(Read(j, "quantizer", &cfg.quantizer));
+  RETURN_IF_ERROR(Read(j, "whiten", &cfg.whiten));
   if (j.contains("target_ratio") && !j["target_ratio"].is_null()) {
     ASSIGN_OR_RETURN(double r, GetField<double>(j, "target_ratio", "compression config"));
     cfg.target_ratio = r;
@@ -619,6 +647,7 @@ Json CompressionConfigToJson(const CompressionConfig& cfg) {
   j["dense_bits"] = cfg.dense_bits;
   j["max_rank"] = cfg.max_rank;
   j["quantizer"] = cfg.quantizer;
+  j["whiten"] = cfg.whiten;
   if (cfg.target_ratio) j["target_ratio"] = *cfg.target_ratio;
   if (cfg.target_bytes) j["target_bytes"] = *cfg.target_bytes;
   return j;

@@ -69,6 +69,14 @@ struct CompressionConfig {
   // rounds to nearest anyway (the Hessians then only weigh budget mode's
   // errors). Without calibration it is always round-to-nearest.
   std::string quantizer = "gptq";
+  // With calibration, budget mode's low-rank candidates at each rank and band
+  // layout are the better, by the measured error below, of the plain
+  // truncated SVD and the activation-aware one (WhitenedTruncatedSvd in
+  // pack/codec/lowrank.h, which minimises that error before rounding). The
+  // file format is the same either way. Off by default: it lowers the
+  // measured error, but on the tiny world's tasks it left held-out accuracy
+  // where plain SVD had it and compression took longer (bench/README.md).
+  bool whiten = false;
   // Budget mode (at most one of the two): .skillpack FILE bytes / fp16 delta
   // bytes (Fp16DeltaBytes), or file bytes. Each module's operator and
   // parameters are chosen by greedy marginal-gain allocation (allocate.h)

@@ -142,4 +142,51 @@ StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max
   }
 }
 
+StatusOr<LowRank> WhitenedTruncatedSvd(const at::Tensor& delta, const at::Tensor& hessian, double beta,
+                                       int64_t max_rank, double damp) {
+  try {
+    if (!delta.defined() || delta.dim() != 2) return absl::InvalidArgumentError("delta must be a 2-D tensor");
+    const int64_t n = delta.size(1);
+    if (!hessian.defined() || hessian.dim() != 2 || hessian.size(0) != n || hessian.size(1) != n ||
+        !hessian.is_floating_point()) {
+      return absl::InvalidArgumentError(absl::StrCat("hessian must be a floating [", n, ", ", n, "] tensor"));
+    }
+    if (!(damp > 0.0) || !std::isfinite(damp)) {
+      return absl::InvalidArgumentError(absl::StrCat("damp must be > 0, got ", damp));
+    }
+    at::Tensor h = hessian.detach().to(at::kDouble).cpu();
+    if (!at::isfinite(h).all().item<bool>()) return absl::InvalidArgumentError("hessian has non-finite entries");
+    h = (h + h.t()) * 0.5;
+    if (n > 0 && h.diagonal().min().item<double>() < 0.0) {
+      return absl::InvalidArgumentError("hessian is not positive semi-definite (a negative diagonal entry)");
+    }
+    const double mean_diag = n > 0 ? h.diagonal().mean().item<double>() : 0.0;
+    if (!(mean_diag > 0.0)) return TruncatedSvd(delta, beta, max_rank);
+    const at::Tensor eye = at::eye(n, h.options());
+    at::Tensor chol;
+    for (double lambda = damp * mean_diag;; lambda *= 10) {
+      auto [l, info] = at::linalg_cholesky_ex(h + eye * lambda);
+      if (info.item<int64_t>() == 0) {
+        chol = l;
+        break;
+      }
+      if (lambda > 1e6 * mean_diag) return absl::InvalidArgumentError("hessian is not positive semi-definite");
+    }
+    const at::Tensor d = delta.detach().to(at::kDouble).to(h.device());
+    ASSIGN_OR_RETURN(LowRank lr, TruncatedSvd(at::mm(d, chol).to(at::kFloat), beta, max_rank));
+    if (lr.rank() > 0) {
+      // v = S⁻ᵀ v': solve Sᵀ v = v' (Sᵀ upper triangular).
+      lr.v = at::linalg_solve_triangular(chol.t(), lr.v.to(at::kDouble), /*upper=*/true)
+                 .to(at::kFloat)
+                 .to(delta.device())
+                 .contiguous();
+      lr.u = lr.u.to(delta.device());
+      lr.s = lr.s.to(delta.device());
+    }
+    return lr;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "WhitenedTruncatedSvd");
+  }
+}
+
 }  // namespace skillpack

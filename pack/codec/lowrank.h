@@ -35,7 +35,7 @@ int64_t EnergyRankOfTotal(const at::Tensor& singular_values, double beta, double
 struct LowRank {
   at::Tensor u;  // float32 [m, k], orthonormal columns
   at::Tensor s;  // float32 [k], descending, >= 0
-  at::Tensor v;  // float32 [n, k], orthonormal columns
+  at::Tensor v;  // float32 [n, k], orthonormal columns (WhitenedTruncatedSvd: not orthonormal)
   int64_t rank() const { return s.defined() ? s.size(0) : 0; }
 };
 
@@ -66,6 +66,20 @@ struct SvdOptions {
 // INVALID_ARGUMENT for bad shapes, dtypes, beta or non-finite entries.
 StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank);
 StatusOr<LowRank> TruncatedSvd(const at::Tensor& delta, double beta, int64_t max_rank, const SvdOptions& opts);
+
+// Activation-aware truncation: the rank-k factors of Δ [m, n] that minimise
+// the output error E‖(Δ − Δ̂) x‖² = tr((Δ − Δ̂) H (Δ − Δ̂)ᵀ) for inputs x with
+// second moment `hessian` H [n, n] (symmetric, positive semi-definite), where
+// TruncatedSvd minimises ‖Δ − Δ̂‖_F. Computed as the truncated SVD of Δ S with
+// H + λI = S Sᵀ (Cholesky, lower; λ = damp · mean diag H, raised tenfold while
+// the factorisation fails), mapped back: Δ̂ = u diag(s) (S⁻ᵀ v')ᵀ, i.e. u and s
+// are those of Δ S and v = S⁻ᵀ v' (SVD-LLM's whitening: Wang et al., 2024).
+// beta applies to the energies of Δ S, i.e. to output energy; H = I gives
+// TruncatedSvd's factors. An H with no positive diagonal (a dead input) falls
+// back to TruncatedSvd. INVALID_ARGUMENT as TruncatedSvd, and for an H of the
+// wrong shape or with non-finite entries, or damp <= 0.
+StatusOr<LowRank> WhitenedTruncatedSvd(const at::Tensor& delta, const at::Tensor& hessian, double beta,
+                                       int64_t max_rank, double damp = 0.01);
 
 }  // namespace skillpack
 

@@ -174,5 +174,81 @@ TEST(TruncatedSvdTest, RandomizedMatchesExactRankOnLargeMatrix) {
   EXPECT_TRUE(at::allclose(c->s, s_true.slice(0, 0, 20), 1e-3, 1e-3));
 }
 
+// tr(e H eᵀ): the output error of e for inputs with second moment H.
+double OutputError(const at::Tensor& e, const at::Tensor& h) {
+  const at::Tensor d = e.to(at::kDouble);
+  return at::trace(at::mm(at::mm(d, h.to(at::kDouble)), d.t())).item<double>();
+}
+
+// With H = I the whitened factors reconstruct what TruncatedSvd's do.
+TEST(WhitenedTruncatedSvdTest, IdentityHessianIsThePlainSvd) {
+  at::Generator gen = at::detail::createCPUGenerator(11);
+  const at::Tensor delta = WithSpectrum(40, 30, at::tensor({6.0f, 4.0f, 3.0f, 1.0f, 0.5f}), gen);
+  auto plain = TruncatedSvd(delta, 1.0, 3);
+  auto white = WhitenedTruncatedSvd(delta, at::eye(30), 1.0, 3, 1e-9);
+  ASSERT_TRUE(plain.ok() && white.ok()) << white.status();
+  ASSERT_EQ(white->rank(), 3);
+  EXPECT_TRUE(at::allclose(Reconstruct(*white), Reconstruct(*plain), 1e-4, 1e-4));
+  EXPECT_TRUE(at::allclose(white->s, plain->s, 1e-4, 1e-4));
+}
+
+// Inputs of very unequal scales: the whitened rank-k factors leave the output
+// error of the best rank-k approximation for that error, which is the tail
+// energy of Δ S (H = S Sᵀ), well under what the plain SVD's leave.
+TEST(WhitenedTruncatedSvdTest, MinimisesTheOutputError) {
+  at::Generator gen = at::detail::createCPUGenerator(12);
+  const int64_t m = 48, n = 32, k = 6;
+  const at::Tensor delta = at::randn({m, n}, gen);
+  // H = A diag(scales²) Aᵀ for a random rotation A: a few loud input directions.
+  const at::Tensor a = std::get<0>(at::linalg_qr(at::randn({n, n}, gen), "reduced"));
+  const at::Tensor scales = at::exp(at::linspace(2.0, -3.0, n));
+  const at::Tensor h = at::mm(a * scales.square().unsqueeze(0), a.t());
+  auto plain = TruncatedSvd(delta, 1.0, k);
+  auto white = WhitenedTruncatedSvd(delta, h, 1.0, k, 1e-9);
+  ASSERT_TRUE(plain.ok() && white.ok()) << white.status();
+  ASSERT_EQ(white->rank(), k);
+  const double e_plain = OutputError(delta - Reconstruct(*plain), h);
+  const double e_white = OutputError(delta - Reconstruct(*white), h);
+  EXPECT_LT(e_white, 0.5 * e_plain) << "whitened " << e_white << " plain " << e_plain;
+  // The optimum: the tail of Δ S's spectrum.
+  const at::Tensor s_all = at::linalg_svdvals(at::mm(delta.to(at::kDouble), at::linalg_cholesky(h.to(at::kDouble))));
+  const double tail = s_all.slice(0, k).square().sum().item<double>();
+  EXPECT_NEAR(e_white, tail, 1e-3 * tail);
+  // And no random rank-k matrix does better.
+  for (int t = 0; t < 5; ++t) {
+    const at::Tensor other = at::mm(at::randn({m, k}, gen), at::randn({k, n}, gen)) * 0.1 + Reconstruct(*white);
+    auto best = TruncatedSvd(other, 1.0, k);
+    ASSERT_TRUE(best.ok());
+    EXPECT_GE(OutputError(delta - Reconstruct(*best), h), e_white);
+  }
+  // beta applies to the output energy: rank 1 keeps the loudest direction.
+  auto one = WhitenedTruncatedSvd(delta, h, 1e-6, kNoRankCap);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->rank(), 1);
+}
+
+TEST(WhitenedTruncatedSvdTest, SingularDeadAndBadHessians) {
+  at::Generator gen = at::detail::createCPUGenerator(13);
+  const at::Tensor delta = at::randn({10, 6}, gen);
+  // Rank-deficient H (an input that never moves): the damping makes it factor.
+  at::Tensor h = at::eye(6);
+  h[5][5] = 0;
+  auto deficient = WhitenedTruncatedSvd(delta, h, 1.0, 3);
+  ASSERT_TRUE(deficient.ok()) << deficient.status();
+  EXPECT_EQ(deficient->rank(), 3);
+  EXPECT_TRUE(at::isfinite(Reconstruct(*deficient)).all().item<bool>());
+  // A dead input everywhere: the plain SVD.
+  auto dead = WhitenedTruncatedSvd(delta, at::zeros({6, 6}), 1.0, 3);
+  auto plain = TruncatedSvd(delta, 1.0, 3);
+  ASSERT_TRUE(dead.ok() && plain.ok());
+  EXPECT_TRUE(at::allclose(Reconstruct(*dead), Reconstruct(*plain), 1e-5, 1e-5));
+  EXPECT_EQ(WhitenedTruncatedSvd(delta, at::eye(5), 1.0, 3).status().code(), absl::StatusCode::kInvalidArgument);
+  at::Tensor nan = at::eye(6);
+  nan[0][1] = NAN;
+  EXPECT_EQ(WhitenedTruncatedSvd(delta, nan, 1.0, 3).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WhitenedTruncatedSvd(delta, at::eye(6), 1.0, 3, 0.0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WhitenedTruncatedSvd(delta, -at::eye(6), 1.0, 3).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace skillpack
