@@ -8,7 +8,7 @@
 # SKILLPACK_PRETRAIN_STEPS="250 2000" picks the lengths, SKILLPACK_FIDELITY_SPEC
 # another spec (e.g. bench/fidelity/pretrained_whiten.json). Bases and runs are
 # kept in WORK_DIR (default bench-data/pretrain-length): a rerun reuses them.
-# Writes bench/results/pretrain-length_<UTC time>/: per length the pretrain
+# Writes bench/results/pretrain-length_<UTC time>_<spec name>/: per length the pretrain
 # report, fidelity.json / fidelity.md / plots and the spectra, and summary.json.
 set -euo pipefail
 BUILD_DIR=${1:-build}
