@@ -71,27 +71,35 @@ std::string NewId(const char* prefix) {
   return absl::StrCat(prefix, "-", buf);
 }
 
-// How often a request whose client may have left without a word (nothing
-// written to it fails yet) looks at its socket while the engine has no news.
-constexpr absl::Duration kClientCheckEvery = absl::Milliseconds(100);
+// A response on a civetweb connection whose socket (CivetwebSocket, looked up
+// once; none found, no watch) is watched for the client's hang-up while
+// nothing is written to it: while queued, during a long prompt, or all along
+// for a non-streamed request. AwaitGeneration asks ClientGone at least every
+// 0.1 s.
+class SocketSink : public GenerationSink {
+ public:
+  explicit SocketSink(mg_connection* conn) : fd_(CivetwebSocket(conn)) {}
+  absl::Duration CheckEvery() override { return fd_ >= 0 ? absl::Milliseconds(100) : absl::InfiniteDuration(); }
 
-// Whether the client behind `fd` (CivetwebSocket; -1: unknown) has hung up.
-bool HungUp(int fd) { return fd >= 0 && PeerHasClosed(fd); }
+ protected:
+  bool HungUp() const { return fd_ >= 0 && PeerHasClosed(fd_); }
+
+ private:
+  const int fd_;
+};
 
 // A streamed HTTP response as AwaitGeneration sees it: every chunk is one SSE
-// event; a failed write, or a hang-up seen on the socket before any (while
-// queued, during a long prompt), means the client went away.
-class SseSink final : public GenerationSink {
+// event; a failed write, or a hang-up seen on the socket before any, means the
+// client went away.
+class SseSink final : public SocketSink {
  public:
-  SseSink(mg_connection* conn, int fd, const OpenAiRequest& req, const OpenAiReplyMeta& meta,
-          const TokenTextFn& token_text)
-      : conn_(conn), fd_(fd), req_(req), meta_(meta), token_text_(token_text) {}
+  SseSink(mg_connection* conn, const OpenAiRequest& req, const OpenAiReplyMeta& meta, const TokenTextFn& token_text)
+      : SocketSink(conn), conn_(conn), req_(req), meta_(meta), token_text_(token_text) {}
 
   CancelCause ClientGone() override {
-    if (!gone_ && HungUp(fd_)) gone_ = true;
+    if (!gone_ && HungUp()) gone_ = true;
     return gone_ ? CancelCause::kClient : CancelCause::kNone;
   }
-  absl::Duration CheckEvery() override { return fd_ >= 0 ? kClientCheckEvery : absl::InfiniteDuration(); }
 
   CancelCause Deliver(StreamChunk chunk) override {
     Send(StreamChunkJson(req_, meta_, chunk, offset_, token_text_));
@@ -106,7 +114,6 @@ class SseSink final : public GenerationSink {
 
  private:
   mg_connection* const conn_;
-  const int fd_;
   const OpenAiRequest& req_;
   const OpenAiReplyMeta& meta_;
   const TokenTextFn& token_text_;
@@ -114,17 +121,13 @@ class SseSink final : public GenerationSink {
   bool gone_ = false;
 };
 
-// A non-streamed request: nothing is written until the end, so the socket is
-// watched for the client's hang-up instead.
-class UnarySink final : public GenerationSink {
+// A non-streamed request: nothing is written until the end, so only the
+// socket's hang-up tells that the client left.
+class UnarySink final : public SocketSink {
  public:
-  explicit UnarySink(int fd) : fd_(fd) {}
-  CancelCause ClientGone() override { return HungUp(fd_) ? CancelCause::kClient : CancelCause::kNone; }
-  absl::Duration CheckEvery() override { return fd_ >= 0 ? kClientCheckEvery : absl::InfiniteDuration(); }
+  using SocketSink::SocketSink;
+  CancelCause ClientGone() override { return HungUp() ? CancelCause::kClient : CancelCause::kNone; }
   CancelCause Deliver(StreamChunk) override { return CancelCause::kNone; }
-
- private:
-  const int fd_;
 };
 
 // What a request's path asks for.
@@ -160,12 +163,7 @@ const char* MetricLabel(Route route) {
 class Handler {
  public:
   Handler(const OpenAiHttpOptions& options, const ServingContext& ctx, mg_connection* conn, Route route)
-      : options_(options),
-        ctx_(ctx),
-        conn_(conn),
-        route_(route),
-        metric_label_(MetricLabel(route)),
-        start_(std::chrono::steady_clock::now()) {}
+      : options_(options), ctx_(ctx), conn_(conn), route_(route), start_(std::chrono::steady_clock::now()) {}
 
   // Serves the request to `uri` (of route_); returns the status it ended with.
   Status Serve(const std::string& method, const std::string& uri) {
@@ -195,7 +193,7 @@ class Handler {
     if (counted_ || !ctx_.metrics) return;
     counted_ = true;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    ctx_.metrics->RecordRpc(metric_label_, absl::StatusCodeToString(outcome.code()), secs);
+    ctx_.metrics->RecordRpc(MetricLabel(route_), absl::StatusCodeToString(outcome.code()), secs);
   }
 
   // The whole response: counted, then written. Returns `outcome`.
@@ -294,7 +292,7 @@ class Handler {
     const TokenTextFn token_text = [&tok](int32_t id) { return tok.TokenBytes(id); };
 
     if (!req.stream) {
-      UnarySink sink(CivetwebSocket(conn_));
+      UnarySink sink(conn_);
       StatusOr<GenerationResult> r = RunGeneration(ctx_, *p, absl::InfiniteFuture(), /*stream=*/false, &sink);
       if (!r.ok()) return ReplyError(r.status(), packs_header);
       return Reply(absl::OkStatus(), 200, JsonBody(CompletionResponse(req, meta, r->output, token_text)), packs_header);
@@ -308,7 +306,7 @@ class Handler {
     WriteAll(conn_, absl::StrCat("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                                  "Connection: close\r\nX-Accel-Buffering: no\r\n",
                                  packs_header, "\r\n"));
-    SseSink sink(conn_, CivetwebSocket(conn_), req, meta, token_text);
+    SseSink sink(conn_, req, meta, token_text);
     if (std::optional<Json> first = FirstStreamChunk(req, meta)) sink.Send(*first);
     StatusOr<GenerationResult> r = AwaitGeneration(ctx_, *state, /*stream=*/true, &sink);
     if (!r.ok()) {
@@ -330,7 +328,6 @@ class Handler {
   const ServingContext& ctx_;
   mg_connection* const conn_;
   const Route route_;
-  const std::string metric_label_;
   const std::chrono::steady_clock::time_point start_;
   bool counted_ = false;
 };

@@ -62,7 +62,7 @@ class GenerationSink {
   virtual ~GenerationSink() = default;
   // Whether the client is still there; kNone when it is, else why it is not
   // (kClient: it left; kDeadline: its deadline passed). Asked each time the
-  // request has news (new output, or its end).
+  // request has news (new output, or its end), and at least every CheckEvery().
   virtual CancelCause ClientGone() = 0;
   // How long AwaitGeneration waits for news before it asks ClientGone anyway:
   // for a transport that can see its client leave while nothing is written
