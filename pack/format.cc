@@ -722,24 +722,26 @@ Json DescribePack(const SkillPack& pack) {
   return j;
 }
 
-Status RoundScalesToHalf(SkillPack* pack) {
+Status RoundScalesToHalf(QuantizedMatrix* q) {
+  if (q->bits > 4 || !q->scales.defined() || q->scales.numel() == 0) return absl::OkStatus();
   try {
-    auto round = [](QuantizedMatrix& q) {
-      if (q.bits > 4 || !q.scales.defined() || q.scales.numel() == 0) return;
-      const at::Tensor r = q.scales.to(at::kHalf).to(at::kFloat);
-      if (at::isfinite(r).all().item<bool>() && (r >= kHalfMinNormal).all().item<bool>()) q.scales = r;
-    };
-    for (ModuleDelta& m : pack->modules) {
-      for (LowRankBand& b : m.bands) {
-        round(b.u);
-        round(b.vt);
-      }
-      if (m.op == ModuleOp::kDenseQuant) round(m.dense);
-    }
+    const at::Tensor r = q->scales.to(at::kHalf).to(at::kFloat);
+    if (at::isfinite(r).all().item<bool>() && (r >= kHalfMinNormal).all().item<bool>()) q->scales = r;
     return absl::OkStatus();
   } catch (const std::exception& e) {
     return StatusFromException(e, "rounding scales to fp16");
   }
+}
+
+Status RoundScalesToHalf(SkillPack* pack) {
+  for (ModuleDelta& m : pack->modules) {
+    for (LowRankBand& b : m.bands) {
+      RETURN_IF_ERROR(RoundScalesToHalf(&b.u));
+      RETURN_IF_ERROR(RoundScalesToHalf(&b.vt));
+    }
+    if (m.op == ModuleOp::kDenseQuant) RETURN_IF_ERROR(RoundScalesToHalf(&m.dense));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace skillpack

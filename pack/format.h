@@ -96,6 +96,8 @@ Json DescribePack(const SkillPack& pack);
 // are left alone: there the rounding would be a sizeable fraction of the
 // quantisation step. For the compressor, before it measures errors.
 Status RoundScalesToHalf(SkillPack* pack);
+// The same for one matrix.
+Status RoundScalesToHalf(QuantizedMatrix* q);
 
 }  // namespace skillpack
 

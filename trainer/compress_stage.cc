@@ -68,8 +68,16 @@ Status ParseCompressStage(const Json& j, const std::string& path, std::optional<
 
 StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, const ModelWeights& base,
                                                const ModelWeights& tuned, const JobSpec& job,
-                                               const std::string& out_dir, const CalibrationStats* calib) {
+                                               const std::string& out_dir, const CalibrationStats* calib,
+                                               const PackRefitFn& refit) {
+  if (spec.refit.has_value() != static_cast<bool>(refit)) {
+    return absl::FailedPreconditionError(spec.refit ? "job.stages.compress.refit: no refit runner given"
+                                                    : "compress stage: a refit runner without a refit spec");
+  }
   ASSIGN_OR_RETURN(CompressionConfig cfg, ParseCompressionConfig(spec.config));
+  // A refit stores every matrix round-to-nearest, without a column
+  // permutation: budget mode must not spend bytes on one.
+  if (refit) cfg.act_order = false;
   const std::string name = spec.pack_name.empty() ? job.name : spec.pack_name;
   RETURN_IF_ERROR(Annotate(ValidatePackName(name), "job.stages.compress.name (defaults to the job name)"));
   // The whole manifest first: in budget mode the file is measured with it.
@@ -96,19 +104,25 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   gmtime_r(&now, &tm_utc);
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
   manifest.created_at = when;
+  // Recorded before compressing, so that budget mode counts its bytes.
+  if (spec.refit) manifest.provenance["refit"] = {{"steps", spec.refit->loop.steps}, {"objective", "kl_to_tuned"}};
   ASSIGN_OR_RETURN(SkillPack pack, CompressDelta(base, tuned, cfg, calib, nullptr, manifest));
+  CompressStageResult result;
+  Json& report = result.report;
+  if (refit) {
+    // Same modules, ranks, bands and bits: the same file size to a few bytes.
+    ASSIGN_OR_RETURN(pack, refit(pack, &report["refit"]));
+  }
   const std::string path = JoinPath(out_dir, name + ".skillpack");
   RETURN_IF_ERROR(WriteSkillPack(pack, path));
   std::map<std::string, int64_t> ops;
   for (const ModuleDelta& m : pack.modules) ++ops[ModuleOpName(m.op)];
-  CompressStageResult result;
-  Json& report = result.report;
   report["path"] = path;
   report["estimated_bytes"] = EstimatePackBytes(pack);
   report["fp16_delta_bytes"] = Fp16DeltaBytes(tuned);
   report["modules"] = ops;
   report["calibration"] = pack.manifest.provenance["compression"]["calibration"];
-  report["quantizer"] = calib != nullptr ? cfg.quantizer : "rtn";
+  report["quantizer"] = calib != nullptr && !refit ? cfg.quantizer : "rtn";
   // What a server would load: the file read back, decoded and composed.
   ASSIGN_OR_RETURN(SkillPack reread, ReadSkillPack(path));
   RETURN_IF_ERROR(Annotate(CheckPackFitsBase(reread, base, pack.manifest.base_fingerprint),

@@ -5,6 +5,7 @@
 #ifndef SKILLPACK_TRAINER_COMPRESS_STAGE_H_
 #define SKILLPACK_TRAINER_COMPRESS_STAGE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "core/status.h"
 #include "core/weights.h"
 #include "pack/calibration.h"
+#include "pack/skillpack.h"
 #include "trainer/job.h"
 
 namespace skillpack {
@@ -26,12 +28,20 @@ struct CompressStageResult {
   std::shared_ptr<const ModelWeights> composed;
 };
 
+// Trains a compressed pack's stored numbers before it is written (the
+// spec's refit, trainer/pack_refit.h); returns the refitted pack and sets
+// *report to the training loop's report.
+using PackRefitFn = std::function<StatusOr<SkillPack>(const SkillPack& pack, Json* report)>;
+
 // Compresses and writes the pack, then reads it back and composes it onto
 // `base`. `calib` (nullable): Hessians for GPTQ and budget mode's error
-// weights; null is round-to-nearest.
+// weights; null is round-to-nearest. `refit` runs between compressing and
+// writing, and must be given exactly when spec.refit is set
+// (FAILED_PRECONDITION otherwise); its report goes to the result's "refit".
 StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, const ModelWeights& base,
                                                const ModelWeights& tuned, const JobSpec& job,
-                                               const std::string& out_dir, const CalibrationStats* calib);
+                                               const std::string& out_dir, const CalibrationStats* calib,
+                                               const PackRefitFn& refit = nullptr);
 
 }  // namespace skillpack
 

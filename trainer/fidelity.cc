@@ -35,6 +35,7 @@
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
+#include "trainer/pack_refit.h"
 #include "trainer/router_stage.h"
 #include "trainer/spec_reader.h"
 #include "trainer/svg_plot.h"
@@ -123,6 +124,8 @@ class Study {
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
+  // The packs' refit steps (0: none), which cached packs must match.
+  int64_t RefitSteps() const { return spec_.refit ? spec_.refit->loop.steps : 0; }
   std::string LoraTag(int64_t rank) const;
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
@@ -303,7 +306,10 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   const std::string cache = JoinPath(PacksDir(), name + ".json");
   if (PathExists(cache) && PathExists(JoinPath(PacksDir(), name + ".skillpack"))) {
     StatusOr<Json> r = ReadJsonFile(cache);
-    if (r.ok() && r->value("run", "") == ExpectedRegimeRun(task, regime)) return r;
+    if (r.ok() && r->value("run", "") == ExpectedRegimeRun(task, regime) &&
+        r->value("refit_steps", int64_t{0}) == RefitSteps()) {
+      return r;
+    }
   }
   ASSIGN_OR_RETURN(std::string run, RegimeRun(task, regime));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> tuned, LoadWeights(ModelOf(run)));
@@ -330,8 +336,38 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   JobSpec job = MakeJob(name, base_dir_, task);
   job.sft = spec_.sft;
   if (regime == "sft_dpo") job.dpo = spec_.dpo;
+  PackRefitFn refit;
+  if (spec_.refit) {
+    cs.refit = spec_.refit;
+    refit = [&](const SkillPack& pack, Json* report) -> StatusOr<SkillPack> {
+      ASSIGN_OR_RETURN(std::vector<TaskExample> ex, GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain,
+                                                                         spec_.train_examples, spec_.seed, false));
+      SequenceEncoder enc(*tok_, end_id_, spec_.refit->max_seq_len);
+      std::vector<TokenizedSequence> seqs;
+      for (const TaskExample& e : ex) {
+        ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
+        seqs.push_back(std::move(s));
+      }
+      LoopConfig loop = spec_.refit->loop;
+      loop.seed = spec_.seed;
+      auto run_loop = [&](TrainableWeights& tw, TrainingObjective& objective) -> StatusOr<Json> {
+        ASSIGN_OR_RETURN(LoopResult lr, RunTrainingLoop(tw, objective, loop, nullptr));
+        Json j = {{"seconds", lr.seconds}, {"steps", lr.final_step}};
+        if (!lr.log.empty()) {
+          j["first"] = StepLogToJson(lr.log.front());
+          j["last"] = StepLogToJson(lr.log.back());
+        }
+        return j;
+      };
+      ASSIGN_OR_RETURN(RefitResult r,
+                       RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop));
+      *report = std::move(r.report);
+      return std::move(r.pack);
+    };
+  }
   const Clock::time_point t = Clock::now();
-  StatusOr<CompressStageResult> packed = RunCompressStage(cs, *base_->weights, *tuned, job, PacksDir(), calib.get());
+  StatusOr<CompressStageResult> packed =
+      RunCompressStage(cs, *base_->weights, *tuned, job, PacksDir(), calib.get(), refit);
   if (!packed.ok()) return Annotate(packed.status(), absl::StrCat("fidelity pack ", name));
   const double seconds = std::chrono::duration<double>(Clock::now() - t).count();
   ASSIGN_OR_RETURN(double acc, Evaluate(packed->composed, task));
@@ -346,6 +382,8 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   r["relative_error"] = packed->report.value("relative_error", 0.0);
   r["quantizer"] = packed->report["quantizer"];
   r["compress_seconds"] = seconds;
+  if (packed->report.contains("refit")) r["refit"] = packed->report["refit"];
+  r["refit_steps"] = RefitSteps();
   r["accuracy"] = acc;
   r["path"] = packed->report["path"];
   r["run"] = run;
@@ -423,6 +461,7 @@ StatusOr<Json> Study::Table1() {
   t["ratios"] = spec_.ratios;
   t["fp16_delta_bytes"] = fp16_delta_bytes_;
   t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
+  t["refit_steps"] = RefitSteps();
   std::vector<std::string> regimes = {"sft"};
   if (spec_.dpo) regimes.push_back("sft_dpo");
   t["regimes"] = regimes;
@@ -997,6 +1036,21 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       if (!cfg.ok()) return Annotate(cfg.status(), "spec.compress.config");
     }
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("calibration_samples", &s.calibration_samples, 0, 100000));
+    if (c.Has("refit")) {
+      const Json& rf = c.Get("refit");
+      if (rf.is_object() && rf.contains("data")) {
+        return absl::InvalidArgumentError(
+            "spec.compress.refit.data: not allowed (the study refits on each task's generated examples)");
+      }
+      // Through the job parser (same fields, same checks), beside the spec's sft stage.
+      Json job = {{"name", s.name},
+                  {"base_model", r.Get("base_model")},
+                  {"task", {{"name", s.tasks[0]}}},
+                  {"stages", {{"sft", r.Get("sft")}, {"compress", {{"refit", rf}}}}}};
+      StatusOr<JobSpec> parsed = ParseJobSpec(job, base_dir);
+      if (!parsed.ok()) return AsSpecError(parsed.status());
+      s.refit = parsed->compress->refit;
+    }
     RETURN_IF_ERROR(c.Finish());
   }
   if (r.Has("router")) {
@@ -1128,6 +1182,22 @@ static void AppendTable1(const Json& t1, std::string* md) {
       " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
       " per rank) match each ratio's byte target (under SFT→DPO the DPO stage adds a second adapter of "
       "the same rank, so LoRA stores twice those bytes). Gain kept = (x − base) / (full FT − base).\n\n");
+  if (t1.value("refit_steps", int64_t{0}) > 0) {
+    int64_t packs = 0, refitted = 0;
+    for (const auto& [task, regimes] : t1["tasks"].items()) {
+      for (const auto& [regime, r] : regimes.items()) {
+        for (const Json& p : r["packs"]) {
+          ++packs;
+          if (p.contains("refit") && p["refit"].value("kept", "") == "refitted") ++refitted;
+        }
+      }
+    }
+    absl::StrAppend(md, "Every pack was refitted by distillation from its fine-tune (",
+                    t1["refit_steps"].get<int64_t>(),
+                    " steps, trainer/pack_refit.h), keeping its size; the refit was kept where it lowered the "
+                    "validation KL: ",
+                    refitted, " of ", packs, " packs.\n\n");
+  }
   for (const auto& regime_j : t1["regimes"]) {
     const std::string regime = regime_j.get<std::string>();
     // Per ratio: the packs' columns, then LoRA's, after `leading`.

@@ -31,7 +31,8 @@
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
 //    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000,
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
-//    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64},
+//    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64,
+//                 "refit": {...job.h's compress refit, without "data"...}},  (refit: optional)
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
@@ -116,6 +117,10 @@ struct FidelitySpec {
   int64_t dpo_prompts = 2000;
   Json compress_config = Json::object();
   int64_t calibration_samples = 64;
+  // "compress": {"refit": {...job.h's refit fields, without "data"...}}: every
+  // pack refitted by distillation from its fine-tune (trainer/pack_refit.h)
+  // on the task's training examples.
+  std::optional<TrainStageSpec> refit;
   // The tables to run ("tables": [1, 2, 3, 4]); default: 1 and each of 2-4
   // whose section the spec has. Tables 2 and 3 need 1; 2, 3 and 4 need router.
   std::set<int> tables;

@@ -22,6 +22,7 @@
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
+#include "trainer/pack_refit.h"
 #include "trainer/pretrain.h"
 #include "trainer/sft.h"
 #include "trainer/spec_reader.h"
@@ -572,8 +573,25 @@ StatusOr<std::unique_ptr<CalibrationStats>> CompressCalibration(const JobState& 
 
 Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
   ASSIGN_OR_RETURN(std::unique_ptr<CalibrationStats> calib, CompressCalibration(st, job));
+  PackRefitFn refit;
+  if (job.compress->refit) {
+    const TrainStageSpec& spec = *job.compress->refit;
+    refit = [&](const SkillPack& pack, Json* report) -> StatusOr<SkillPack> {
+      ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
+      Log(st.verbose, absl::StrCat("[refit] ", seqs.size(), " examples, distilled from the tuned model"));
+      ASSIGN_OR_RETURN(RefitResult r, RefitPack(pack, st.model->weights, st.current, *st.model->transformer,
+                                                std::move(seqs), [&](TrainableWeights& tw, TrainingObjective& obj) {
+                                                  return TrainStage(st, tw, obj, spec, job, *st.opts, "refit");
+                                                }));
+      Log(st.verbose,
+          absl::StrFormat("[refit] validation KL %.4f -> %.4f: kept the %s pack", r.report["kl_before"].get<double>(),
+                          r.report["kl_after"].get<double>(), r.report["kept"].get<std::string>()));
+      *report = std::move(r.report);
+      return std::move(r.pack);
+    };
+  }
   ASSIGN_OR_RETURN(CompressStageResult packed, RunCompressStage(*job.compress, *st.model->weights, *st.current, job,
-                                                                st.opts->out_dir, calib.get()));
+                                                                st.opts->out_dir, calib.get(), refit));
   if (calib) packed.report["calibration_model"] = job.compress->calib_on_tuned ? "tuned" : "base";
   st.pack_path = packed.report["path"].get<std::string>();
   st.composed = packed.composed;
@@ -761,7 +779,33 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     job.dpo = spec;
   }
   if (s.Has("compress")) {
-    RETURN_IF_ERROR(ParseCompressStage(s.Get("compress"), "job.stages.compress", &job.compress));
+    const std::string path = "job.stages.compress";
+    Json compress = s.Get("compress");
+    Json refit;
+    if (compress.is_object() && compress.contains("refit")) {
+      refit = compress["refit"];
+      compress.erase("refit");
+    }
+    RETURN_IF_ERROR(ParseCompressStage(compress, path, &job.compress));
+    if (!refit.is_null()) {
+      const std::string rpath = path + ".refit";
+      FieldReader rr(refit, rpath);
+      RETURN_IF_ERROR(rr.CheckObject());
+      if (rr.Has("lora")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(rpath, ".lora: not allowed (a refit trains the pack's own numbers)"));
+      }
+      TrainStageSpec spec;
+      if (job.sft) spec.max_seq_len = job.sft->max_seq_len;
+      RETURN_IF_ERROR(ParseTrainStage(rr, base_dir, &spec, rpath));
+      RETURN_IF_ERROR(rr.Finish());
+      if (spec.data.empty() && !job.sft && job.task.empty() && !job.distill) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(rpath, ".data: required when the job names no task and has no sft or distill stage"));
+      }
+      if (spec.data.empty() && job.sft) spec.data = job.sft->data;
+      job.compress->refit = std::move(spec);
+    }
   }
   if (s.Has("router")) {
     ASSIGN_OR_RETURN(RouterStageSpec rs, ParseRouterStage(s.Get("router"), "job.stages.router", base_dir, job.seed));

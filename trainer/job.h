@@ -95,6 +95,13 @@ struct CompressStageSpec {
   int64_t calib_samples = 64;
   int64_t calib_max_len = 0;  // 0: the sft stage's max_seq_len (128 without one)
   bool calib_on_tuned = true;
+  // "refit": {the sft stage's loop fields, "data", "max_seq_len"}: after
+  // compressing, train the pack's stored numbers by distillation from the
+  // tuned model (trainer/pack_refit.h) on the sft stage's data (or "data"),
+  // keeping the operators, ranks, bits and sparsity the compressor chose (so
+  // a budget still holds). lora is refused; max_seq_len defaults to the sft
+  // stage's.
+  std::optional<TrainStageSpec> refit;
 };
 
 struct JobSpec {
@@ -121,7 +128,8 @@ StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
 // A job's progress, as reported to RunJobOptions::on_progress.
 struct JobProgressUpdate {
-  // "setup", "eval", "pretrain", "distill", "sft", "dpo", "export", "compress", "router", "publish".
+  // "setup", "eval", "pretrain", "distill", "sft", "dpo", "export", "compress", "refit" (inside compress), "router",
+  // "publish".
   std::string stage;
   int64_t step = 0;         // steps done (distill: requests answered)
   int64_t total_steps = 0;  // 0: the stage has no steps

@@ -35,6 +35,8 @@ const std::vector<std::string>& LoraTargetSuffixes();
 
 class TrainableWeights {
  public:
+  virtual ~TrainableWeights() = default;
+
   // Full fine-tuning: trainable float32 copies of every base tensor. LoRA:
   // A [rank, in] ~ U(-1/sqrt(in), 1/sqrt(in)) from a generator seeded by
   // `seed`, B [out, rank] = 0 (so training starts at the base model).
@@ -49,22 +51,27 @@ class TrainableWeights {
 
   // Weights for a differentiable forward pass (full: the trainable tensors
   // themselves; LoRA: W + s B A built now, in the autograd graph).
-  StatusOr<std::shared_ptr<const ModelWeights>> ForwardWeights() const;
+  virtual StatusOr<std::shared_ptr<const ModelWeights>> ForwardWeights() const;
   // Detached weights with any adapters merged, for generation and export. For
   // full fine-tuning they share storage with the trainable tensors.
-  StatusOr<std::shared_ptr<const ModelWeights>> Merged() const;
+  virtual StatusOr<std::shared_ptr<const ModelWeights>> Merged() const;
 
   const ModelWeights& base() const { return *base_; }
   std::shared_ptr<const ModelWeights> base_ptr() const { return base_; }
   const LoraConfig& lora() const { return lora_; }
 
- private:
+ protected:
+  // Other parametrisations of the same base (trainer/pack_refit.h) fill
+  // base_ and params_ and override ForwardWeights / Merged.
   TrainableWeights() = default;
-  std::map<std::string, at::Tensor> LoraReplacements(bool detached) const;
 
   std::shared_ptr<const ModelWeights> base_;
-  LoraConfig lora_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
+
+ private:
+  std::map<std::string, at::Tensor> LoraReplacements(bool detached) const;
+
+  LoraConfig lora_;
   std::shared_ptr<const ModelWeights> full_;  // full fine-tuning: weights over params_
 };
 

@@ -73,6 +73,12 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["compress"]["config"] = {{"beta", 7}};
   ExpectInvalid(j, "spec.compress.config");
   j = SmallSpec();
+  j["compress"]["refit"]["data"] = "sft.jsonl";
+  ExpectInvalid(j, "spec.compress.refit.data: not allowed");
+  j = SmallSpec();
+  j["compress"]["refit"]["lr"] = 7;
+  ExpectInvalid(j, "spec.compress.refit.lr");
+  j = SmallSpec();
   j["fusion"]["ratio"] = 0;
   ExpectInvalid(j, "spec.fusion.ratio");
   j = SmallSpec();
@@ -305,6 +311,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         EXPECT_GE(p["file_bytes"].get<double>(), target * 0.9) << p.dump();
         EXPECT_NEAR(p["file_ratio"].get<double>(), p["file_bytes"].get<double>() / fp16, 1e-9);
         EXPECT_TRUE(PathExists(p["path"].get<std::string>()));
+        // Refitted (3 steps) where that lowered the validation KL.
+        EXPECT_EQ(p["refit"]["loop"]["steps"], 3) << p.dump();
+        EXPECT_EQ(p["refit"]["kept"] == "refitted",
+                  p["refit"]["kl_after"].get<double>() < p["refit"]["kl_before"].get<double>());
         const Json& l = row["lora"][i];
         ExpectUnit(l["accuracy"], "lora accuracy");
         const int64_t rank = l["rank"].get<int64_t>();

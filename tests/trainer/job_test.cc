@@ -123,6 +123,27 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
   EXPECT_EQ(LoadJobSpec(::testing::TempDir() + "/none.json").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(JobSpecTest, CompressRefit) {
+  Json j = TinyJob();
+  j["stages"]["compress"] = {{"config", {{"target_ratio", 0.2}}}, {"refit", {{"steps", 7}, {"lr", 3e-4}}}};
+  auto job = ParseJobSpec(j, ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(job->compress && job->compress->refit);
+  EXPECT_EQ(job->compress->refit->loop.steps, 7);
+  EXPECT_DOUBLE_EQ(job->compress->refit->loop.optim.lr, 3e-4);
+  EXPECT_EQ(job->compress->refit->max_seq_len, 32);  // the sft stage's
+  EXPECT_FALSE(job->compress->refit->lora.enabled());
+
+  j["stages"]["compress"]["refit"] = {{"lora", {{"rank", 2}}}};
+  ExpectInvalid(j, "job.stages.compress.refit.lora: not allowed");
+  j["stages"]["compress"]["refit"] = {{"stepz", 3}};
+  ExpectInvalid(j, "job.stages.compress.refit.stepz: unknown field");
+  j["stages"]["compress"]["refit"] = {{"lr", 5.0}};
+  ExpectInvalid(j, "job.stages.compress.refit.lr");
+  j["stages"]["compress"]["refit"] = 5;
+  ExpectInvalid(j, "job.stages.compress.refit must be a JSON object");
+}
+
 TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
   at::set_num_threads(1);
   const std::string out = ::testing::TempDir() + "/job_test_out";
@@ -198,6 +219,47 @@ TEST(JobRunTest, ThreadsDefaultToTheCoresAvailable) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ((*report)["threads"], CpuCoresAvailable());
   EXPECT_EQ(at::get_num_threads(), CpuCoresAvailable());
+}
+
+// SFT, then a budget-mode pack refitted by distillation: the report says
+// what the refit did, the manifest records it, the file holds the pack kept.
+TEST(JobRunTest, CompressRefitDistillsThePackAndResumes) {
+  at::set_num_threads(1);
+  const std::string out = ::testing::TempDir() + "/job_refit_out";
+  std::filesystem::remove_all(out);
+  Json j = TinyJob();
+  j["stages"].erase("dpo");
+  j["stages"]["sft"]["steps"] = 20;
+  j["stages"]["compress"] = {{"name", "sort-refit"},
+                             {"config", {{"target_ratio", 0.15}}},
+                             {"refit", {{"steps", 6}, {"batch_size", 8}, {"lr", 3e-3}}}};
+  auto job = ParseJobSpec(j, ".");
+  ASSERT_TRUE(job.ok()) << job.status();
+  RunJobOptions opts;
+  opts.out_dir = out;
+  opts.progress = false;
+  auto report = RunJob(*job, opts);
+  ASSERT_TRUE(report.ok()) << report.status();
+  const Json& c = (*report)["stages"]["compress"];
+  ASSERT_TRUE(c.contains("refit")) << c.dump();
+  EXPECT_EQ(c["refit"]["loop"]["final_step"], 6);
+  EXPECT_EQ(c["refit"]["validation_sequences"], 25);  // a tenth of the 256 training examples
+  const std::string kept = c["refit"]["kept"].get<std::string>();
+  EXPECT_TRUE(kept == "refitted" || kept == "original") << kept;
+  EXPECT_EQ(kept == "refitted", c["refit"]["kl_after"].get<double>() < c["refit"]["kl_before"].get<double>());
+  EXPECT_EQ(c["quantizer"], "rtn");
+  auto pack = ReadSkillPack(c["path"].get<std::string>());
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  EXPECT_EQ(pack->manifest.provenance["refit"]["steps"], 6);
+  EXPECT_EQ(pack->manifest.provenance["refit"]["objective"], "kl_to_tuned");
+  EXPECT_LE(c["file_bytes"].get<int64_t>(), c["fp16_delta_bytes"].get<int64_t>() * 0.15);
+  EXPECT_TRUE(c["held_out_accuracy"].is_number());
+
+  // Running again resumes the refit from its final checkpoint: no extra steps.
+  auto again = RunJob(*job, opts);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)["stages"]["compress"]["refit"]["loop"]["resumed_from"], 6);
+  std::filesystem::remove_all(out);
 }
 
 }  // namespace
