@@ -129,6 +129,18 @@ StatusOr<TokenizedSequence> SequenceEncoder::Encode(absl::string_view prompt, ab
   return s;
 }
 
+TokenBatch MakeTokenBatch(const std::vector<TokenizedSequence>& seqs, const std::vector<int64_t>& examples) {
+  std::vector<const TokenizedSequence*> batch;
+  for (int64_t i : examples) batch.push_back(&seqs[i]);
+  return MakeTokenBatch(batch);
+}
+
+double ResponseTokens(const std::vector<TokenizedSequence>& seqs, const std::vector<int64_t>& examples) {
+  double n = 0;
+  for (int64_t i : examples) n += static_cast<double>(seqs[i].num_response_tokens());
+  return n;
+}
+
 TokenBatch MakeTokenBatch(const std::vector<const TokenizedSequence*>& seqs) {
   const int64_t B = static_cast<int64_t>(seqs.size());
   int64_t T = 0;

@@ -82,6 +82,10 @@ struct TokenBatch {
 
 // REQUIRES: `seqs` non-empty, every sequence has >= 2 tokens.
 TokenBatch MakeTokenBatch(const std::vector<const TokenizedSequence*>& seqs);
+// The batch of seqs[i] for each i in `examples` (same requirements).
+TokenBatch MakeTokenBatch(const std::vector<TokenizedSequence>& seqs, const std::vector<int64_t>& examples);
+// Response tokens of seqs[i] over `examples`: the SFT and distillation objectives' units.
+double ResponseTokens(const std::vector<TokenizedSequence>& seqs, const std::vector<int64_t>& examples);
 
 }  // namespace skillpack
 

@@ -174,18 +174,12 @@ TeacherKlObjective::TeacherKlObjective(const Transformer& model, std::shared_ptr
                                        std::vector<TokenizedSequence> sequences)
     : model_(model), teacher_(std::move(teacher)), seqs_(std::move(sequences)) {}
 
-double TeacherKlObjective::Units(const std::vector<int64_t>& examples) const {
-  double n = 0;
-  for (int64_t i : examples) n += static_cast<double>(seqs_[i].num_response_tokens());
-  return n;
-}
+double TeacherKlObjective::Units(const std::vector<int64_t>& examples) const { return ResponseTokens(seqs_, examples); }
 
 StatusOr<MicroBatchLoss> TeacherKlObjective::Loss(const ModelWeights& weights, const std::vector<int64_t>& examples,
                                                   double normaliser) {
   try {
-    std::vector<const TokenizedSequence*> batch;
-    for (int64_t i : examples) batch.push_back(&seqs_[i]);
-    TokenBatch b = MakeTokenBatch(batch);
+    TokenBatch b = MakeTokenBatch(seqs_, examples);
     const int64_t T = b.tokens.size(1);
     // Positions whose next token is a response token: the targets MakeTokenBatch marks.
     const at::Tensor mask = b.targets.ne(-100);

@@ -20,18 +20,12 @@ at::Tensor SummedTargetLoss(const Transformer& model, const ModelWeights& w, con
 SftObjective::SftObjective(const Transformer& model, std::vector<TokenizedSequence> sequences)
     : model_(model), seqs_(std::move(sequences)) {}
 
-double SftObjective::Units(const std::vector<int64_t>& examples) const {
-  double n = 0;
-  for (int64_t i : examples) n += static_cast<double>(seqs_[i].num_response_tokens());
-  return n;
-}
+double SftObjective::Units(const std::vector<int64_t>& examples) const { return ResponseTokens(seqs_, examples); }
 
 StatusOr<MicroBatchLoss> SftObjective::Loss(const ModelWeights& weights, const std::vector<int64_t>& examples,
                                             double normaliser) {
   try {
-    std::vector<const TokenizedSequence*> batch;
-    for (int64_t i : examples) batch.push_back(&seqs_[i]);
-    TokenBatch b = MakeTokenBatch(batch);
+    TokenBatch b = MakeTokenBatch(seqs_, examples);
     at::Tensor sum = SummedTargetLoss(model_, weights, b);
     MicroBatchLoss out;
     out.loss = sum / normaliser;
