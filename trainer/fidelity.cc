@@ -124,8 +124,13 @@ class Study {
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
-  // The packs' refit steps (0: none), which cached packs must match.
+  // The packs' refit steps (0: none).
   int64_t RefitSteps() const { return spec_.refit ? spec_.refit->loop.steps : 0; }
+  // The spec's refit settings as written ("" without one), which cached packs must match.
+  std::string RefitKey() const {
+    const Json& src = spec_.source;
+    return src.contains("compress") && src["compress"].contains("refit") ? src["compress"]["refit"].dump() : "";
+  }
   std::string LoraTag(int64_t rank) const;
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
@@ -307,7 +312,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   if (PathExists(cache) && PathExists(JoinPath(PacksDir(), name + ".skillpack"))) {
     StatusOr<Json> r = ReadJsonFile(cache);
     if (r.ok() && r->value("run", "") == ExpectedRegimeRun(task, regime) &&
-        r->value("refit_steps", int64_t{0}) == RefitSteps()) {
+        r->value("refit", Json::object()).value("spec", "") == RefitKey()) {
       return r;
     }
   }
@@ -382,8 +387,10 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   r["relative_error"] = packed->report.value("relative_error", 0.0);
   r["quantizer"] = packed->report["quantizer"];
   r["compress_seconds"] = seconds;
-  if (packed->report.contains("refit")) r["refit"] = packed->report["refit"];
-  r["refit_steps"] = RefitSteps();
+  if (packed->report.contains("refit")) {
+    r["refit"] = packed->report["refit"];
+    r["refit"]["spec"] = RefitKey();
+  }
   r["accuracy"] = acc;
   r["path"] = packed->report["path"];
   r["run"] = run;
