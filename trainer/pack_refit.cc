@@ -241,13 +241,19 @@ StatusOr<RefitResult> RefitPack(const SkillPack& pack, std::shared_ptr<const Mod
   ASSIGN_OR_RETURN(double before, MeanTeacherKl(model, tuned, *original, validation, kBatch));
 
   ASSIGN_OR_RETURN(std::unique_ptr<PackRefitWeights> tw, PackRefitWeights::Create(base, pack));
-  TeacherKlObjective objective(model, tuned, std::move(sequences));
   RefitResult result;
+  result.report["validation_sequences"] = static_cast<int64_t>(n_val);
+  result.report["kl_before"] = before;
+  if (tw->parameters().empty()) {  // an empty pack (tuned == base): nothing to train
+    result.report["kl_after"] = before;
+    result.report["kept"] = "original";
+    result.pack = pack;
+    return result;
+  }
+  TeacherKlObjective objective(model, tuned, std::move(sequences));
   ASSIGN_OR_RETURN(result.report["loop"], run_loop(*tw, objective));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> trained, tw->Merged());
   ASSIGN_OR_RETURN(double after, MeanTeacherKl(model, tuned, *trained, validation, kBatch));
-  result.report["validation_sequences"] = static_cast<int64_t>(n_val);
-  result.report["kl_before"] = before;
   result.report["kl_after"] = after;
   result.refitted = after < before;
   result.report["kept"] = result.refitted ? "refitted" : "original";

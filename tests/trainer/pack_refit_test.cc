@@ -218,6 +218,14 @@ TEST_F(PackRefitTest, RefitPackKeepsTheRefittedPackOnlyWhenItsValidationKlIsLowe
   EXPECT_GT(bad->report["kl_after"].get<double>(), bad->report["kl_before"].get<double>());
   EXPECT_EQ(*SerializeSkillPack(bad->pack), *SerializeSkillPack(*pack_));
 
+  // An empty pack (tuned == base) has nothing to train: no loop runs.
+  SkillPack empty = *pack_;
+  empty.modules.clear();
+  auto none = RefitPack(empty, model_->weights, *tuned_, *model_->transformer, *seqs_, nullptr);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->refitted);
+  EXPECT_TRUE(none->pack.modules.empty());
+
   auto few = RefitPack(*pack_, model_->weights, *tuned_, *model_->transformer, {(*seqs_)[0]}, nullptr);
   EXPECT_EQ(few.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(few.status().message().find("at least 2"), std::string::npos) << few.status();
