@@ -107,8 +107,8 @@ struct RefitResult {
 // `sequences`: the last tenth of them (at most 256, at least 1) is held out,
 // the loop trains on the rest, and the refitted pack is kept only when its
 // validation KL is below the input pack's (decoded exactly as a server
-// would); otherwise (and for a pack with no module) the input pack is
-// returned unchanged, without running the loop. INVALID_ARGUMENT
+// would); otherwise the input pack is returned unchanged. A pack with no
+// module is returned as it is, without running the loop. INVALID_ARGUMENT
 // for fewer than 2 sequences or a pack that does not fit the base.
 StatusOr<RefitResult> RefitPack(const SkillPack& pack, std::shared_ptr<const ModelWeights> base,
                                 std::shared_ptr<const ModelWeights> tuned, const Transformer& model,

@@ -1,6 +1,7 @@
 // The weights a training stage optimises, over a frozen base model: either
 // every base tensor (full fine-tuning) or LoRA adapters on the seven
-// projections (q, k, v, o, gate, up, down) of every layer.
+// projections (q, k, v, o, gate, up, down) of every layer; subclasses train
+// other parametrisations (a pack's stored numbers: trainer/pack_refit.h).
 //
 // LoRA is applied by materialising W' = W + (alpha / rank) * B A for each
 // adapted projection inside the autograd graph on every forward, then running
