@@ -124,6 +124,9 @@ class Study {
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
+  // The first `n` training examples of `task` (the spec's seed), tokenized.
+  StatusOr<std::vector<TokenizedSequence>> TrainSequences(const std::string& task, int64_t n,
+                                                          int64_t max_seq_len) const;
   // The packs' refit steps (0: none).
   int64_t RefitSteps() const { return spec_.refit ? spec_.refit->loop.steps : 0; }
   // The spec's refit settings as written ("" without one), which cached packs must match.
@@ -304,6 +307,19 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   return dpo_name;
 }
 
+StatusOr<std::vector<TokenizedSequence>> Study::TrainSequences(const std::string& task, int64_t n,
+                                                               int64_t max_seq_len) const {
+  ASSIGN_OR_RETURN(std::vector<TaskExample> ex,
+                   GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain, n, spec_.seed, false));
+  SequenceEncoder enc(*tok_, end_id_, max_seq_len);
+  std::vector<TokenizedSequence> seqs;
+  for (const TaskExample& e : ex) {
+    ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
+    seqs.push_back(std::move(s));
+  }
+  return seqs;
+}
+
 // The pack of `task`'s `regime` model at `ratio` (budget mode, calibrated on
 // the tuned model as the compress stage does) and base + pack's accuracy.
 StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, double ratio) {
@@ -321,14 +337,10 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   Log(absl::StrCat("pack ", name));
   std::unique_ptr<CalibrationStats> calib;
   if (spec_.calibration_samples > 0) {
-    ASSIGN_OR_RETURN(std::vector<TaskExample> ex, GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain,
-                                                                       spec_.calibration_samples, spec_.seed, false));
-    SequenceEncoder enc(*tok_, end_id_, spec_.sft.max_seq_len);
+    ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs,
+                     TrainSequences(task, spec_.calibration_samples, spec_.sft.max_seq_len));
     std::vector<std::vector<int32_t>> tokens;
-    for (const TaskExample& e : ex) {
-      ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
-      tokens.push_back(std::move(s.tokens));
-    }
+    for (TokenizedSequence& s : seqs) tokens.push_back(std::move(s.tokens));
     ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(*tuned, tokens));
     calib = std::make_unique<CalibrationStats>(std::move(stats));
   }
@@ -345,24 +357,13 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   if (spec_.refit) {
     cs.refit = spec_.refit;
     refit = [&](const SkillPack& pack, Json* report) -> StatusOr<SkillPack> {
-      ASSIGN_OR_RETURN(std::vector<TaskExample> ex, GenerateTaskExamples(*tasks_.at(task), TaskSplit::kTrain,
-                                                                         spec_.train_examples, spec_.seed, false));
-      SequenceEncoder enc(*tok_, end_id_, spec_.refit->max_seq_len);
-      std::vector<TokenizedSequence> seqs;
-      for (const TaskExample& e : ex) {
-        ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
-        seqs.push_back(std::move(s));
-      }
+      ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs,
+                       TrainSequences(task, spec_.train_examples, spec_.refit->max_seq_len));
       LoopConfig loop = spec_.refit->loop;
       loop.seed = spec_.seed;
       auto run_loop = [&](TrainableWeights& tw, TrainingObjective& objective) -> StatusOr<Json> {
         ASSIGN_OR_RETURN(LoopResult lr, RunTrainingLoop(tw, objective, loop, nullptr));
-        Json j = {{"seconds", lr.seconds}, {"steps", lr.final_step}};
-        if (!lr.log.empty()) {
-          j["first"] = StepLogToJson(lr.log.front());
-          j["last"] = StepLogToJson(lr.log.back());
-        }
-        return j;
+        return LoopReport(lr, loop, tw);
       };
       ASSIGN_OR_RETURN(RefitResult r,
                        RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop));

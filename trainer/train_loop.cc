@@ -329,4 +329,29 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
   return result;
 }
 
+Json LoopReport(const LoopResult& r, const LoopConfig& c, const TrainableWeights& w) {
+  Json j;
+  j["steps"] = c.steps;
+  j["resumed_from"] = r.resumed_from;
+  j["final_step"] = r.final_step;
+  j["batch_size"] = c.batch_size;
+  j["grad_accum"] = c.grad_accum;
+  j["lr"] = c.optim.lr;
+  j["lora_rank"] = w.lora().rank;
+  j["trainable_parameters"] = w.NumTrainable();
+  j["seconds"] = r.seconds;
+  j["tokens"] = r.tokens;
+  j["tokens_per_second"] = r.tokens_per_second();
+  if (!r.log.empty()) {
+    j["first"] = StepLogToJson(r.log.front());
+    j["last"] = StepLogToJson(r.log.back());
+  }
+  // At most ~100 points of the curve.
+  const size_t stride = std::max<size_t>(1, r.log.size() / 100);
+  j["log"] = Json::array();
+  for (size_t i = 0; i < r.log.size(); i += stride) j["log"].push_back(StepLogToJson(r.log[i]));
+  if (!r.log.empty() && (r.log.size() - 1) % stride != 0) j["log"].push_back(StepLogToJson(r.log.back()));
+  return j;
+}
+
 }  // namespace skillpack

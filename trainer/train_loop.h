@@ -104,6 +104,10 @@ struct LoopResult {
 
 using ProgressFn = std::function<void(const StepLog& step, int64_t total_steps)>;
 
+// A loop's summary for reports: settings, first/last metrics, throughput and
+// at most ~100 points of the curve (always the last).
+Json LoopReport(const LoopResult& r, const LoopConfig& c, const TrainableWeights& w);
+
 // Runs the loop on `weights`' trainable tensors. `comm` may be null (one
 // process). Checkpoints are written by rank 0 only and read by every rank.
 StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjective& objective, const LoopConfig& config,
