@@ -111,7 +111,9 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   Json& report = result.report;
   if (refit) {
     // Same modules, ranks, bands and bits: the same file size to a few bytes.
-    ASSIGN_OR_RETURN(pack, refit(pack, &report["refit"]));
+    ASSIGN_OR_RETURN(RefitResult r, refit(pack));
+    pack = std::move(r.pack);
+    report["refit"] = std::move(r.report);
   }
   const std::string path = JoinPath(out_dir, name + ".skillpack");
   RETURN_IF_ERROR(WriteSkillPack(pack, path));

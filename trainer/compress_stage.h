@@ -16,6 +16,7 @@
 #include "pack/calibration.h"
 #include "pack/skillpack.h"
 #include "trainer/job.h"
+#include "trainer/pack_refit.h"
 
 namespace skillpack {
 
@@ -28,10 +29,9 @@ struct CompressStageResult {
   std::shared_ptr<const ModelWeights> composed;
 };
 
-// Trains a compressed pack's stored numbers before it is written (the
-// spec's refit, trainer/pack_refit.h); returns the refitted pack and sets
-// *report to the training loop's report.
-using PackRefitFn = std::function<StatusOr<SkillPack>(const SkillPack& pack, Json* report)>;
+// Refits a compressed pack before it is written (the spec's refit: RefitPack
+// in trainer/pack_refit.h, with the caller's data and training loop).
+using PackRefitFn = std::function<StatusOr<RefitResult>(const SkillPack& pack)>;
 
 // Compresses and writes the pack, then reads it back and composes it onto
 // `base`. `calib` (nullable): Hessians for GPTQ and budget mode's error

@@ -356,7 +356,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   PackRefitFn refit;
   if (spec_.refit) {
     cs.refit = spec_.refit;
-    refit = [&](const SkillPack& pack, Json* report) -> StatusOr<SkillPack> {
+    refit = [&](const SkillPack& pack) -> StatusOr<RefitResult> {
       ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs,
                        TrainSequences(task, spec_.train_examples, spec_.refit->max_seq_len));
       LoopConfig loop = spec_.refit->loop;
@@ -365,10 +365,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
         ASSIGN_OR_RETURN(LoopResult lr, RunTrainingLoop(tw, objective, loop, nullptr));
         return LoopReport(lr, loop, tw);
       };
-      ASSIGN_OR_RETURN(RefitResult r,
-                       RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop));
-      *report = std::move(r.report);
-      return std::move(r.pack);
+      return RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop);
     };
   }
   const Clock::time_point t = Clock::now();

@@ -550,7 +550,7 @@ Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
   PackRefitFn refit;
   if (job.compress->refit) {
     const TrainStageSpec& spec = *job.compress->refit;
-    refit = [&](const SkillPack& pack, Json* report) -> StatusOr<SkillPack> {
+    refit = [&](const SkillPack& pack) -> StatusOr<RefitResult> {
       ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
       Log(st.verbose, absl::StrCat("[refit] ", seqs.size(), " examples, distilled from the tuned model"));
       ASSIGN_OR_RETURN(RefitResult r, RefitPack(pack, st.model->weights, st.current, *st.model->transformer,
@@ -560,8 +560,7 @@ Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
       Log(st.verbose,
           absl::StrFormat("[refit] validation KL %.4f -> %.4f: kept the %s pack", r.report["kl_before"].get<double>(),
                           r.report["kl_after"].get<double>(), r.report["kept"].get<std::string>()));
-      *report = std::move(r.report);
-      return std::move(r.pack);
+      return r;
     };
   }
   ASSIGN_OR_RETURN(CompressStageResult packed, RunCompressStage(*job.compress, *st.model->weights, *st.current, job,
