@@ -16,16 +16,20 @@ TokenBatch PairBatch(const std::vector<const TokenizedPair*>& pairs) {
 
 }  // namespace
 
-at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch, bool mean) {
+ResponseLogProbSums ResponseLogProbTotals(const Transformer& model, const ModelWeights& weights,
+                                          const TokenBatch& batch) {
   at::Tensor logits = model.Forward(weights, batch.tokens, batch.attention_mask);
   const int64_t T = logits.size(1);
   at::Tensor logp = at::log_softmax(logits.narrow(1, 0, T - 1), -1);  // [B, T-1, V]
   at::Tensor valid = batch.targets.ne(-100);
   at::Tensor idx = batch.targets.clamp_min(0).unsqueeze(-1);
   at::Tensor picked = logp.gather(-1, idx).squeeze(-1) * valid.to(logp.scalar_type());
-  at::Tensor total = picked.sum(-1);
-  if (mean) total = total / valid.sum(-1).clamp_min(1).to(total.scalar_type());
-  return total;
+  return {picked.sum(-1), valid.sum(-1).clamp_min(1).to(logp.scalar_type())};
+}
+
+at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch, bool mean) {
+  ResponseLogProbSums t = ResponseLogProbTotals(model, weights, batch);
+  return mean ? t.Mean() : t.sum;
 }
 
 DpoObjective::DpoObjective(const Transformer& model, std::shared_ptr<const ModelWeights> reference,
@@ -39,7 +43,7 @@ DpoObjective::DpoObjective(const Transformer& model, std::shared_ptr<const Model
       ref_known_(pairs_.size(), false) {}
 
 std::vector<std::string> DpoObjective::MetricNames() const {
-  return {"loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward"};
+  return {"loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward", "chosen_nll"};
 }
 
 StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const std::vector<int64_t>& examples,
@@ -72,11 +76,14 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
       rr.push_back(ref_rejected_[i]);
     }
     TokenBatch b = PairBatch(batch);
-    at::Tensor policy = ResponseLogProbs(model_, weights, b, config_.length_normalize);
+    ResponseLogProbSums totals = ResponseLogProbTotals(model_, weights, b);
+    at::Tensor policy = config_.length_normalize ? totals.Mean() : totals.sum;
+    at::Tensor chosen_nll = -totals.Mean().narrow(0, 0, B);
     at::Tensor chosen = config_.beta * (policy.narrow(0, 0, B) - at::tensor(rc, policy.options()));
     at::Tensor rejected = config_.beta * (policy.narrow(0, B, B) - at::tensor(rr, policy.options()));
     at::Tensor margin = chosen - rejected;
     at::Tensor losses = -at::log_sigmoid(margin);
+    if (config_.sft_weight > 0) losses = losses + config_.sft_weight * chosen_nll;
     MicroBatchLoss out;
     out.loss = losses.sum() / normaliser;
     out.sums["loss"] = losses.sum().item<double>();
@@ -84,6 +91,7 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
     out.sums["reward_accuracy"] = margin.gt(0).sum().item<double>();
     out.sums["chosen_reward"] = chosen.sum().item<double>();
     out.sums["rejected_reward"] = rejected.sum().item<double>();
+    out.sums["chosen_nll"] = chosen_nll.sum().item<double>();
     out.tokens = b.attention_mask.sum().item<int64_t>();
     return out;
   } catch (const std::exception& e) {

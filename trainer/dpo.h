@@ -3,6 +3,11 @@
 // weights), the implicit reward of y is r(y) = beta * (log pi(y|x) - log ref(y|x))
 // and the loss is -log sigmoid(r(y+) - r(y-)), averaged over pairs. With
 // length normalisation the sequence log-probabilities are per-token means.
+// With sft_weight w > 0 each pair's loss adds w times the chosen response's
+// mean negative log-likelihood per token (RPO, Pang et al. 2024, "Iterative
+// Reasoning Preference Optimization"; TRL's rpo_alpha): the preference term
+// alone can lower the chosen answer's likelihood along with the rejected
+// one's, which costs exact match under greedy decoding.
 #ifndef SKILLPACK_TRAINER_DPO_H_
 #define SKILLPACK_TRAINER_DPO_H_
 
@@ -18,6 +23,7 @@ namespace skillpack {
 struct DpoConfig {
   double beta = 0.1;
   bool length_normalize = false;
+  double sft_weight = 0.0;  // w of the chosen response's per-token NLL (0: plain DPO)
 };
 
 struct TokenizedPair {
@@ -25,8 +31,10 @@ struct TokenizedPair {
   TokenizedSequence rejected;
 };
 
-// Metrics reported per pair (means): loss, reward_margin = r(y+) - r(y-),
-// reward_accuracy = fraction with r(y+) > r(y-), chosen_reward, rejected_reward.
+// Metrics reported per pair (means): loss (the whole objective),
+// reward_margin = r(y+) - r(y-), reward_accuracy = fraction with r(y+) > r(y-),
+// chosen_reward, rejected_reward, chosen_nll (the chosen response's mean
+// negative log-likelihood per token, whatever sft_weight).
 class DpoObjective : public TrainingObjective {
  public:
   // `model` must outlive the objective; `reference` is never modified.
@@ -67,6 +75,15 @@ StatusOr<PreferenceMetrics> EvaluatePreferences(const Transformer& model, const 
 // Per-sequence log-probability of the target (response) tokens of `batch`
 // [B] (mean per token when `mean`). Differentiable in `weights`.
 at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weights, const TokenBatch& batch, bool mean);
+
+// Both at once, from one forward pass: per-sequence sums [B] and the number
+// of response tokens per sequence [B] (float, at least 1).
+struct ResponseLogProbSums {
+  at::Tensor sum, tokens;
+  at::Tensor Mean() const { return sum.div(tokens); }
+};
+ResponseLogProbSums ResponseLogProbTotals(const Transformer& model, const ModelWeights& weights,
+                                          const TokenBatch& batch);
 
 }  // namespace skillpack
 

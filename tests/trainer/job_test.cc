@@ -49,6 +49,12 @@ TEST(JobSpecTest, ParsesTheExampleJobs) {
   EXPECT_EQ(job->sft->loop.steps, 4);
   EXPECT_EQ(job->dpo->train.lora.rank, 2);
   EXPECT_DOUBLE_EQ(job->dpo->dpo.beta, 0.1);
+  EXPECT_DOUBLE_EQ(job->dpo->dpo.sft_weight, 0.0);
+  Json rpo = TinyJob();
+  rpo["stages"]["dpo"]["sft_weight"] = 0.5;
+  auto with_nll = ParseJobSpec(rpo, ".");
+  ASSERT_TRUE(with_nll.ok()) << with_nll.status();
+  EXPECT_DOUBLE_EQ(with_nll->dpo->dpo.sft_weight, 0.5);
 }
 
 TEST(JobSpecTest, BadSpecsNameTheField) {
@@ -71,6 +77,10 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
   j = TinyJob();
   j["stages"]["dpo"]["beta"] = -1;
   ExpectInvalid(j, "job.stages.dpo.beta");
+
+  j = TinyJob();
+  j["stages"]["dpo"]["sft_weight"] = -0.5;
+  ExpectInvalid(j, "job.stages.dpo.sft_weight");
 
   j = TinyJob();
   j["stages"]["dpo"]["lora"]["rank"] = 0;

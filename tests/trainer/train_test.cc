@@ -235,6 +235,45 @@ TEST_F(TrainTest, DpoRaisesHeldOutMarginAndPreferenceAccuracy) {
   EXPECT_LT(after->loss, before->loss);
 }
 
+TEST_F(TrainTest, DpoSftWeightAddsTheChosenResponsesMeanNll) {
+  auto pairs = TaskPairs(TaskSplit::kTrain, 6, 8);
+  auto reference = model_->weights;
+  // A policy that differs from the reference, so the preference term is not log 2.
+  auto tw = *TrainableWeights::Create(reference, {}, 0);
+  {
+    DpoObjective warm(*model_->transformer, reference, pairs, DpoConfig{});
+    LoopConfig c = Loop(3, 6);
+    c.optim.lr = 2e-3;
+    ASSERT_TRUE(RunTrainingLoop(*tw, warm, c, nullptr).ok());
+  }
+  auto policy = *tw->Merged();
+  const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5};
+  DpoConfig plain_cfg;
+  DpoConfig rpo_cfg;
+  rpo_cfg.sft_weight = 0.7;
+  DpoObjective plain(*model_->transformer, reference, pairs, plain_cfg);
+  DpoObjective rpo(*model_->transformer, reference, pairs, rpo_cfg);
+  at::NoGradGuard no_grad;
+  auto p = plain.Loss(*policy, all, 6.0);
+  auto r = rpo.Loss(*policy, all, 6.0);
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(r.ok()) << r.status();
+  // The chosen responses' mean NLL per token, by hand, one sequence at a time.
+  double nll = 0;
+  for (const TokenizedPair& pair : pairs) {
+    TokenBatch b = MakeTokenBatch(std::vector<const TokenizedSequence*>{&pair.chosen});
+    const double sum = ResponseLogProbs(*model_->transformer, *policy, b, false)[0].item<double>();
+    nll += -sum / pair.chosen.num_response_tokens();
+  }
+  nll /= 6.0;
+  EXPECT_GT(nll, 0.1);
+  EXPECT_NEAR(p->sums.at("chosen_nll") / 6.0, nll, 1e-4);
+  EXPECT_NEAR(r->sums.at("chosen_nll") / 6.0, nll, 1e-4);
+  EXPECT_NEAR(p->sums.at("loss"), r->sums.at("loss") - 0.7 * r->sums.at("chosen_nll"), 1e-4);
+  EXPECT_NEAR(r->loss.item<double>(), p->loss.item<double>() + 0.7 * nll, 1e-4);
+  EXPECT_NE(p->loss.item<double>(), std::log(2.0));
+}
+
 TEST_F(TrainTest, DpoLengthNormalisationUsesPerTokenMeans) {
   auto held = TaskPairs(TaskSplit::kHeldOut, 8, 9);
   std::vector<const TokenizedSequence*> seqs = {&held[0].chosen};
