@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -36,6 +37,7 @@
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
 #include "trainer/pack_refit.h"
+#include "trainer/pretrain.h"
 #include "trainer/router_stage.h"
 #include "trainer/spec_reader.h"
 #include "trainer/svg_plot.h"
@@ -528,9 +530,30 @@ StatusOr<Json> Study::Table4() {
   for (const auto& [g, opener] : GeneralPromptsWithOpener(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
     data.push_back({g, kRouterNoneLabel, absl::StrCat("none:o", opener)});
   }
+  Json t;
+  if (!rs.general_corpus.empty()) {
+    // Corpus sentences as more none examples, grouped by document; none may
+    // equal an evaluation prompt (checked: the held-out general prompts).
+    ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.general_corpus));
+    std::set<std::string> eval_general;
+    for (const std::string& g :
+         GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34)) {
+      eval_general.insert(absl::AsciiStrToLower(g));
+    }
+    int64_t added = 0;
+    for (CorpusSentence& c : CorpusSentences(docs, rs.general_corpus_sentences, spec_.seed + 24)) {
+      if (eval_general.count(absl::AsciiStrToLower(c.text)) > 0) continue;
+      data.push_back({std::move(c.text), kRouterNoneLabel, absl::StrCat("none:c", c.document)});
+      ++added;
+    }
+    if (added == 0) {
+      return absl::InvalidArgumentError("spec.router.general_corpus: the corpus has no usable sentence");
+    }
+    t["general_corpus"] = {{"paths", rs.general_corpus}, {"sentences", added}};
+    Log(absl::StrCat("router: ", added, " corpus sentences as none examples"));
+  }
   RouterTrainOptions o = rs.train;
   o.seed = spec_.seed;
-  Json t;
   if (rs.select) {
     Log(absl::StrCat("router: selecting among ", rs.candidates.size(), " candidates (", rs.select->folds,
                      "-fold grouped validation on ", data.size(), " training prompts)"));
@@ -1066,6 +1089,29 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain)));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
     RETURN_IF_ERROR(c.Read("extra_templates", &rs.extra_templates));
+    if (c.Has("general_corpus")) {
+      FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
+      RETURN_IF_ERROR(gc.CheckObject());
+      const Json& paths = gc.Has("paths") ? gc.Get("paths") : Json();
+      if (!paths.is_array() || paths.empty()) {
+        return absl::InvalidArgumentError(
+            "spec.router.general_corpus.paths: a non-empty list of files or folders is required");
+      }
+      for (size_t i = 0; i < paths.size(); ++i) {
+        if (!paths[i].is_string()) {
+          return absl::InvalidArgumentError(absl::StrCat("spec.router.general_corpus.paths[", i, "] must be a string"));
+        }
+        const std::string p = ResolveSpecPath(base_dir, paths[i].get<std::string>());
+        if (!PathExists(p)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("spec.router.general_corpus.paths[", i, "]: ", p, ": not found"));
+        }
+        rs.general_corpus.push_back(p);
+      }
+      rs.general_corpus_sentences = 400;
+      RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences, 1, 1000000));
+      RETURN_IF_ERROR(gc.Finish());
+    }
     RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
     RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
     if (c.Has("select")) {
@@ -1293,13 +1339,16 @@ std::string FidelityMarkdown(const Json& res) {
                               absl::StrJoin(t4["features"]["layers"].get<std::vector<int64_t>>(), ", "), ", pooled by ",
                               absl::StrJoin(t4["features"]["pooling"].get<std::vector<std::string>>(), " and "));
     }
-    absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\nRouter trained on ",
-                    t4["train_prompts"].get<int64_t>(),
-                    " prompts (raw task prompts and training-template paraphrases of training problems, general "
-                    "prompts labelled none); features: ",
-                    features, "; policy ", t4["policy"].get<std::string>(),
-                    ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
-                    "training");
+    absl::StrAppend(
+        &md, "## Table 4: routing on held-out prompts\n\nRouter trained on ", t4["train_prompts"].get<int64_t>(),
+        " prompts (raw task prompts and training-template paraphrases of training problems, general "
+        "prompts labelled none",
+        t4.contains("general_corpus") ? absl::StrCat(", of them ", t4["general_corpus"]["sentences"].get<int64_t>(),
+                                                     " corpus sentences labelled none")
+                                      : "",
+        "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
+        ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
+        "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];
       absl::StrAppend(&md, ", nor in model selection: ", sel["scores"].size(),

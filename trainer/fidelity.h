@@ -72,8 +72,14 @@ namespace skillpack {
 struct FidelityRouterSpec {
   int64_t examples_per_task = 200;  // raw prompts AND train-template paraphrases per task
   int64_t general = 96;             // general training prompts (label none)
-  int64_t eval_per_task = 100;      // per task and evaluation category
-  bool extra_templates = true;      // paraphrase.h's training-only extra templates
+  // "general_corpus": {"paths": [...], "sentences": N}: N more none examples,
+  // sentences of a text corpus (pretrain.h CorpusSentences; e.g. the fortunes
+  // files the tiny base was pretrained on), so that "none" is learnt from
+  // general text and not only from the general prompts' few openers and topics.
+  std::vector<std::string> general_corpus;
+  int64_t general_corpus_sentences = 0;
+  int64_t eval_per_task = 100;  // per task and evaluation category
+  bool extra_templates = true;  // paraphrase.h's training-only extra templates
   RouterTrainOptions train;
   // Optional model selection (router_train.h SelectRouter) on the training
   // prompts alone, grouped by template / general opener; the best candidate

@@ -5,9 +5,13 @@
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <set>
 #include <system_error>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/file_util.h"
 #include "core/utf8.h"
 #include "trainer/tasks/task.h"
@@ -146,6 +150,76 @@ StatusOr<PretrainData> BuildPretrainData(const std::vector<CorpusDocument>& docs
   }
   std::shuffle(data.train.begin(), data.train.end(), rng);
   return data;
+}
+
+namespace {
+
+// A sentence worth keeping as general text (CorpusSentences' rules).
+bool PlainSentence(absl::string_view s) {
+  if (s.empty() || s.size() > 120 || !absl::ascii_isupper(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  const size_t words = std::count(s.begin(), s.end(), ' ') + 1;
+  return words >= 4 && words <= 20;
+}
+
+// Appends the sentences of one entry (its lines, attribution lines dropped).
+void EntrySentences(const std::vector<absl::string_view>& lines, int64_t document, std::vector<CorpusSentence>* out) {
+  std::string text;
+  for (absl::string_view line : lines) {
+    absl::string_view t = absl::StripAsciiWhitespace(line);
+    if (t.empty() || absl::StartsWith(t, "--")) continue;
+    if (!text.empty()) text += ' ';
+    // Whitespace runs inside the line become one space.
+    bool space = false;
+    for (char c : t) {
+      if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+        space = true;
+        continue;
+      }
+      if (space) text += ' ';
+      space = false;
+      text += c;
+    }
+  }
+  size_t start = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const bool end =
+        (text[i] == '.' || text[i] == '?' || text[i] == '!') && (i + 1 == text.size() || text[i + 1] == ' ');
+    if (!end) continue;
+    absl::string_view s = absl::string_view(text).substr(start, i + 1 - start);
+    if (PlainSentence(s)) out->push_back({std::string(s), document});
+    start = i + 2;
+  }
+}
+
+}  // namespace
+
+std::vector<CorpusSentence> CorpusSentences(const std::vector<CorpusDocument>& docs, int64_t n, uint64_t seed) {
+  std::vector<CorpusSentence> all;
+  for (size_t d = 0; d < docs.size(); ++d) {
+    std::vector<absl::string_view> entry;
+    for (absl::string_view line : absl::StrSplit(docs[d].text, '\n')) {
+      if (absl::StripTrailingAsciiWhitespace(line) == "%") {
+        EntrySentences(entry, static_cast<int64_t>(d), &all);
+        entry.clear();
+      } else {
+        entry.push_back(line);
+      }
+    }
+    EntrySentences(entry, static_cast<int64_t>(d), &all);
+  }
+  // Distinct texts (the first occurrence), then a seeded order.
+  std::vector<CorpusSentence> distinct;
+  std::set<std::string> seen;
+  for (CorpusSentence& s : all) {
+    if (seen.insert(s.text).second) distinct.push_back(std::move(s));
+  }
+  std::mt19937_64 rng(seed);
+  std::shuffle(distinct.begin(), distinct.end(), rng);
+  if (static_cast<int64_t>(distinct.size()) > n) distinct.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  return distinct;
 }
 
 }  // namespace skillpack

@@ -65,6 +65,22 @@ struct PretrainData {
 StatusOr<PretrainData> BuildPretrainData(const std::vector<CorpusDocument>& docs, const Tokenizer& tokenizer,
                                          int32_t end_id, const PretrainDataOptions& options);
 
+// One sentence of a corpus and the index of the document it came from.
+struct CorpusSentence {
+  std::string text;
+  int64_t document = 0;
+};
+
+// Up to `n` distinct sentences of the corpus in a seeded order (same
+// arguments, same output): each document is cut into entries at lines that
+// are exactly "%" (the fortune-file separator; a document without one is one
+// entry), attribution lines (starting, after blanks, with "--") are dropped,
+// whitespace runs become one space, and an entry is cut after '.', '?' or
+// '!' followed by a space. A sentence is kept when it starts with an ASCII
+// capital letter, holds only printable ASCII, and has 4 to 20 words and at
+// most 120 bytes. Fewer than `n` when the corpus has fewer such sentences.
+std::vector<CorpusSentence> CorpusSentences(const std::vector<CorpusDocument>& docs, int64_t n, uint64_t seed);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_TRAINER_PRETRAIN_H_

@@ -126,6 +126,15 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j = SmallSpec();
   j["router"]["select"]["candidates"] = Json::array();
   ExpectInvalid(j, "spec.router.select.candidates");
+  j = SmallSpec();
+  j["router"]["general_corpus"] = {{"sentences", 10}};
+  ExpectInvalid(j, "spec.router.general_corpus.paths");
+  j = SmallSpec();
+  j["router"]["general_corpus"] = {{"paths", Json::array({"/no/such/corpus"})}};
+  ExpectInvalid(j, "spec.router.general_corpus.paths[0]: /no/such/corpus: not found");
+  j = SmallSpec();
+  j["router"]["general_corpus"] = {{"paths", Json::array({SmallSpecPath()})}, {"sentences", 0}};
+  ExpectInvalid(j, "spec.router.general_corpus.sentences");
 }
 
 TEST(FidelitySpecTest, TablesSelectWhatRuns) {
@@ -161,6 +170,15 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
   Json j = SmallSpec();
   j["tables"] = Json::array({4});
+  // General text as more none examples: two fortune-style entries, five usable
+  // sentences (the attribution, the short one and the lower-case one are not).
+  ASSERT_TRUE(WriteFileAtomically(dir + "/corpus.txt",
+                                  "A clash of doctrine is not a disaster. It is an opportunity for\n"
+                                  "  everyone involved!\n\t\t-- A. Writer\n%\nShort one. "
+                                  "Never trust a computer you cannot lift. lower case words are not kept here. "
+                                  "Where do the quiet rivers go at night? The moon rose over the old town.\n")
+                  .ok());
+  j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})}, {"sentences", 100}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -172,6 +190,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_FALSE(res->contains("table1"));
   EXPECT_FALSE(res->contains("table2"));
   ASSERT_TRUE(res->contains("table4"));
+  EXPECT_EQ((*res)["table4"]["general_corpus"]["sentences"], 5);
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -112,6 +113,36 @@ std::string Numbered(int n, int first) {
   std::string out;
   for (int i = 0; i < n; ++i) out += std::to_string(first + i) + " ";
   return out;
+}
+
+TEST(CorpusSentencesTest, CutsEntriesIntoPlainSentencesInASeededOrder) {
+  std::vector<CorpusDocument> docs = {
+      {"a",
+       "The cat sat on\n   the warm mat. Is it   asleep now?\n\t-- Someone Famous\n%\n"
+       "(1) Numbered lines are not sentences here.\nThe cat sat on the warm mat.\n%\n"
+       "Caf\xc3\xa9 owners never sleep at all. Too short.\n"},
+      {"b",
+       "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+       "seventeen eighteen nineteen twenty twentyone. No separator in this whole document!\n"}};
+  std::vector<CorpusSentence> all = CorpusSentences(docs, 100, 7);
+  std::map<std::string, int64_t> got;
+  for (const CorpusSentence& s : all) got[s.text] = s.document;
+  // Whitespace runs collapsed, attribution dropped, the repeat kept once; the
+  // numbered line, the non-ASCII, the two-word and the 21-word ones are not sentences.
+  const std::map<std::string, int64_t> want = {
+      {"The cat sat on the warm mat.", 0}, {"Is it asleep now?", 0}, {"No separator in this whole document!", 1}};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(all.size(), 3u);
+  // Same seed, same order; n caps the count.
+  std::vector<CorpusSentence> again = CorpusSentences(docs, 100, 7);
+  ASSERT_EQ(again.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(again[i].text, all[i].text);
+  EXPECT_EQ(CorpusSentences(docs, 2, 7).size(), 2u);
+  EXPECT_TRUE(CorpusSentences(docs, 0, 7).empty());
+  // Over 120 bytes is not a sentence, whatever its word count.
+  std::string long_words = "Antidisestablishmentarianism";
+  for (int i = 0; i < 4; ++i) long_words += " antidisestablishmentarianism";
+  EXPECT_TRUE(CorpusSentences({{"c", long_words + ".\n"}}, 10, 1).empty());
 }
 
 TEST_F(PretrainTest, CutsWindowsHoldsOutASliceAndCountsTokens) {
