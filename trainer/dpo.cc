@@ -1,5 +1,8 @@
 #include "trainer/dpo.h"
 
+#include <algorithm>
+#include <optional>
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -32,6 +35,24 @@ at::Tensor ResponseLogProbs(const Transformer& model, const ModelWeights& weight
   return mean ? t.Mean() : t.sum;
 }
 
+TokenizedPair FirstDifference(const TokenizedPair& pair) {
+  const std::vector<int32_t>& c = pair.chosen.tokens;
+  const std::vector<int32_t>& r = pair.rejected.tokens;
+  const int64_t p = pair.chosen.prompt_len;
+  if (p != pair.rejected.prompt_len || p <= 0 || !std::equal(c.begin(), c.begin() + p, r.begin())) return pair;
+  const int64_t n = static_cast<int64_t>(std::min(c.size(), r.size()));
+  int64_t k = p;
+  while (k < n && c[k] == r[k]) ++k;
+  // Equal responses, or one a prefix of the other (cut at max_len: every
+  // whole response ends with the end token): no differing token to keep.
+  if (k == n) return pair;
+  TokenizedPair out;
+  out.chosen.tokens.assign(c.begin(), c.begin() + k + 1);
+  out.rejected.tokens.assign(r.begin(), r.begin() + k + 1);
+  out.chosen.prompt_len = out.rejected.prompt_len = k;
+  return out;
+}
+
 DpoObjective::DpoObjective(const Transformer& model, std::shared_ptr<const ModelWeights> reference,
                            std::vector<TokenizedPair> pairs, DpoConfig config)
     : model_(model),
@@ -40,7 +61,11 @@ DpoObjective::DpoObjective(const Transformer& model, std::shared_ptr<const Model
       config_(config),
       ref_chosen_(pairs_.size()),
       ref_rejected_(pairs_.size()),
-      ref_known_(pairs_.size(), false) {}
+      ref_known_(pairs_.size(), false) {
+  if (config_.first_difference) {
+    for (const TokenizedPair& p : pairs_) focused_.push_back(FirstDifference(p));
+  }
+}
 
 std::vector<std::string> DpoObjective::MetricNames() const {
   return {"loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward", "chosen_nll"};
@@ -50,13 +75,15 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
                                             double normaliser) {
   try {
     const int64_t B = static_cast<int64_t>(examples.size());
+    // The preference term's pairs: whole, or cut at their first difference.
+    const std::vector<TokenizedPair>& pref = config_.first_difference ? focused_ : pairs_;
     std::vector<const TokenizedPair*> batch;
     std::vector<const TokenizedPair*> missing;
     std::vector<int64_t> missing_idx;
     for (int64_t i : examples) {
-      batch.push_back(&pairs_[i]);
+      batch.push_back(&pref[i]);
       if (!ref_known_[i]) {
-        missing.push_back(&pairs_[i]);
+        missing.push_back(&pref[i]);
         missing_idx.push_back(i);
       }
     }
@@ -78,7 +105,17 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
     TokenBatch b = PairBatch(batch);
     ResponseLogProbSums totals = ResponseLogProbTotals(model_, weights, b);
     at::Tensor policy = config_.length_normalize ? totals.Mean() : totals.sum;
-    at::Tensor chosen_nll = -totals.Mean().narrow(0, 0, B);
+    at::Tensor chosen_nll;
+    if (!config_.first_difference) {
+      chosen_nll = -totals.Mean().narrow(0, 0, B);
+    } else {
+      // The whole chosen responses, in a pass of their own (with grad only when trained on).
+      std::vector<const TokenizedSequence*> whole;
+      for (int64_t i : examples) whole.push_back(&pairs_[i].chosen);
+      std::optional<at::NoGradGuard> no_grad;
+      if (config_.sft_weight <= 0) no_grad.emplace();
+      chosen_nll = -ResponseLogProbs(model_, weights, MakeTokenBatch(whole), true);
+    }
     at::Tensor chosen = config_.beta * (policy.narrow(0, 0, B) - at::tensor(rc, policy.options()));
     at::Tensor rejected = config_.beta * (policy.narrow(0, B, B) - at::tensor(rr, policy.options()));
     at::Tensor margin = chosen - rejected;

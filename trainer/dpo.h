@@ -24,6 +24,10 @@ struct DpoConfig {
   double beta = 0.1;
   bool length_normalize = false;
   double sft_weight = 0.0;  // w of the chosen response's per-token NLL (0: plain DPO)
+  // The preference term on each pair's first differing response token alone
+  // (FirstDifference below) instead of the whole responses; the NLL term and
+  // chosen_nll still read the whole chosen response.
+  bool first_difference = false;
 };
 
 struct TokenizedPair {
@@ -31,10 +35,19 @@ struct TokenizedPair {
   TokenizedSequence rejected;
 };
 
+// The pair cut at its first differing response token k (the shared prompt
+// and response prefix before k become the prompt; each side keeps its own
+// token k as its one response token). A pair whose responses are equal or
+// one a prefix of the other, or whose prompts differ, is returned unchanged. The
+// sequence-level log-ratio of a pair equals its tokens' sum from k on (the
+// prefix cancels), so this keeps only the token greedy decoding got wrong.
+TokenizedPair FirstDifference(const TokenizedPair& pair);
+
 // Metrics reported per pair (means): loss (the whole objective),
 // reward_margin = r(y+) - r(y-), reward_accuracy = fraction with r(y+) > r(y-),
 // chosen_reward, rejected_reward, chosen_nll (the chosen response's mean
-// negative log-likelihood per token, whatever sft_weight).
+// negative log-likelihood per token, whatever sft_weight). With
+// first_difference the rewards are those of the first differing tokens.
 class DpoObjective : public TrainingObjective {
  public:
   // `model` must outlive the objective; `reference` is never modified.
@@ -51,6 +64,7 @@ class DpoObjective : public TrainingObjective {
   const Transformer& model_;
   std::shared_ptr<const ModelWeights> reference_;
   std::vector<TokenizedPair> pairs_;
+  std::vector<TokenizedPair> focused_;  // FirstDifference of each pair, when config_.first_difference
   DpoConfig config_;
   // Reference log-probabilities (chosen, rejected) per pair, computed once.
   std::vector<double> ref_chosen_, ref_rejected_;

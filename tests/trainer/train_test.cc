@@ -274,6 +274,75 @@ TEST_F(TrainTest, DpoSftWeightAddsTheChosenResponsesMeanNll) {
   EXPECT_NE(p->loss.item<double>(), std::log(2.0));
 }
 
+TEST(DpoFirstDifferenceTest, CutsAtTheFirstDifferingResponseToken) {
+  TokenizedPair p;
+  p.chosen = {{1, 5, 6, 10, 11, 12, 2}, 3};  // prompt 1 5 6, response 10 11 12 <end>
+  p.rejected = {{1, 5, 6, 10, 11, 13, 14, 2}, 3};
+  TokenizedPair f = FirstDifference(p);
+  EXPECT_EQ(f.chosen.tokens, (std::vector<int32_t>{1, 5, 6, 10, 11, 12}));
+  EXPECT_EQ(f.rejected.tokens, (std::vector<int32_t>{1, 5, 6, 10, 11, 13}));
+  EXPECT_EQ(f.chosen.prompt_len, 5);
+  EXPECT_EQ(f.rejected.prompt_len, 5);
+  EXPECT_EQ(f.chosen.num_response_tokens(), 1);
+  // The first response token differs: the prompt alone is kept.
+  p.rejected = {{1, 5, 6, 20, 2}, 3};
+  f = FirstDifference(p);
+  EXPECT_EQ(f.chosen.tokens, (std::vector<int32_t>{1, 5, 6, 10}));
+  EXPECT_EQ(f.rejected.tokens, (std::vector<int32_t>{1, 5, 6, 20}));
+  // Unchanged: equal responses, one a prefix of the other, different prompts.
+  for (const TokenizedSequence& r :
+       {TokenizedSequence{{1, 5, 6, 10, 11, 12, 2}, 3}, TokenizedSequence{{1, 5, 6, 10, 11}, 3},
+        TokenizedSequence{{1, 5, 7, 10, 2}, 3}, TokenizedSequence{{1, 5, 6, 10, 2}, 2}}) {
+    p.rejected = r;
+    f = FirstDifference(p);
+    EXPECT_EQ(f.chosen.tokens, p.chosen.tokens);
+    EXPECT_EQ(f.rejected.tokens, r.tokens);
+    EXPECT_EQ(f.rejected.prompt_len, r.prompt_len);
+  }
+}
+
+TEST_F(TrainTest, DpoFirstDifferenceScoresTheDifferingTokenAndTheWholeChosenNll) {
+  auto pairs = TaskPairs(TaskSplit::kTrain, 4, 8);
+  auto reference = model_->weights;
+  auto tw = *TrainableWeights::Create(reference, {}, 0);
+  {
+    DpoObjective warm(*model_->transformer, reference, pairs, DpoConfig{});
+    LoopConfig c = Loop(3, 4);
+    c.optim.lr = 2e-3;
+    ASSERT_TRUE(RunTrainingLoop(*tw, warm, c, nullptr).ok());
+  }
+  auto policy = *tw->Merged();
+  DpoConfig cfg;
+  cfg.first_difference = true;
+  cfg.sft_weight = 0.5;
+  DpoObjective obj(*model_->transformer, reference, pairs, cfg);
+  at::NoGradGuard no_grad;
+  auto got = obj.Loss(*policy, {0, 1, 2, 3}, 4.0);
+  ASSERT_TRUE(got.ok()) << got.status();
+  double chosen_reward = 0, nll = 0, loss = 0;
+  int cut = 0;
+  for (const TokenizedPair& pair : pairs) {
+    TokenizedPair f = FirstDifference(pair);
+    cut += f.chosen.num_response_tokens() == 1;
+    auto logp = [&](const ModelWeights& w, const TokenizedSequence& s) {
+      return ResponseLogProbs(*model_->transformer, w, MakeTokenBatch(std::vector<const TokenizedSequence*>{&s}),
+                              false)[0]
+          .item<double>();
+    };
+    const double c = 0.1 * (logp(*policy, f.chosen) - logp(*reference, f.chosen));
+    const double r = 0.1 * (logp(*policy, f.rejected) - logp(*reference, f.rejected));
+    const double whole_nll = -logp(*policy, pair.chosen) / pair.chosen.num_response_tokens();
+    chosen_reward += c;
+    nll += whole_nll;
+    loss += std::log1p(std::exp(-(c - r))) + 0.5 * whole_nll;
+  }
+  EXPECT_EQ(cut, 4) << "task pairs differ within their responses";
+  EXPECT_NE(chosen_reward, 0.0);
+  EXPECT_NEAR(got->sums.at("chosen_reward"), chosen_reward, 1e-4);
+  EXPECT_NEAR(got->sums.at("chosen_nll"), nll, 1e-4);
+  EXPECT_NEAR(got->sums.at("loss"), loss, 1e-4);
+}
+
 TEST_F(TrainTest, DpoLengthNormalisationUsesPerTokenMeans) {
   auto held = TaskPairs(TaskSplit::kHeldOut, 8, 9);
   std::vector<const TokenizedSequence*> seqs = {&held[0].chosen};
