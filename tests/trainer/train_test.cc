@@ -56,6 +56,17 @@ class TrainTest : public ::testing::Test {
     }
     return out;
   }
+  // The model after 3 plain DPO steps on `pairs` (one batch), so that a policy
+  // differs from its reference and the preference term is not log 2; null on failure.
+  std::shared_ptr<const ModelWeights> DpoWarmedPolicy(const std::vector<TokenizedPair>& pairs) {
+    auto tw = *TrainableWeights::Create(model_->weights, {}, 0);
+    DpoObjective warm(*model_->transformer, model_->weights, pairs, DpoConfig{});
+    LoopConfig c = Loop(3, static_cast<int64_t>(pairs.size()));
+    c.optim.lr = 2e-3;
+    if (!RunTrainingLoop(*tw, warm, c, nullptr).ok()) return nullptr;
+    return *tw->Merged();
+  }
+
   LoopConfig Loop(int64_t steps, int64_t batch, int64_t accum = 1) {
     LoopConfig c;
     c.steps = steps;
@@ -238,15 +249,8 @@ TEST_F(TrainTest, DpoRaisesHeldOutMarginAndPreferenceAccuracy) {
 TEST_F(TrainTest, DpoSftWeightAddsTheChosenResponsesMeanNll) {
   auto pairs = TaskPairs(TaskSplit::kTrain, 6, 8);
   auto reference = model_->weights;
-  // A policy that differs from the reference, so the preference term is not log 2.
-  auto tw = *TrainableWeights::Create(reference, {}, 0);
-  {
-    DpoObjective warm(*model_->transformer, reference, pairs, DpoConfig{});
-    LoopConfig c = Loop(3, 6);
-    c.optim.lr = 2e-3;
-    ASSERT_TRUE(RunTrainingLoop(*tw, warm, c, nullptr).ok());
-  }
-  auto policy = *tw->Merged();
+  auto policy = DpoWarmedPolicy(pairs);
+  ASSERT_TRUE(policy != nullptr);
   const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5};
   DpoConfig plain_cfg;
   DpoConfig rpo_cfg;
@@ -304,14 +308,8 @@ TEST(DpoFirstDifferenceTest, CutsAtTheFirstDifferingResponseToken) {
 TEST_F(TrainTest, DpoFirstDifferenceScoresTheDifferingTokenAndTheWholeChosenNll) {
   auto pairs = TaskPairs(TaskSplit::kTrain, 4, 8);
   auto reference = model_->weights;
-  auto tw = *TrainableWeights::Create(reference, {}, 0);
-  {
-    DpoObjective warm(*model_->transformer, reference, pairs, DpoConfig{});
-    LoopConfig c = Loop(3, 4);
-    c.optim.lr = 2e-3;
-    ASSERT_TRUE(RunTrainingLoop(*tw, warm, c, nullptr).ok());
-  }
-  auto policy = *tw->Merged();
+  auto policy = DpoWarmedPolicy(pairs);
+  ASSERT_TRUE(policy != nullptr);
   DpoConfig cfg;
   cfg.first_difference = true;
   cfg.sft_weight = 0.5;
