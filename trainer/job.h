@@ -100,7 +100,7 @@ struct CompressStageSpec {
   // tuned model (trainer/pack_refit.h) on the sft stage's data (or "data"),
   // keeping the operators, ranks, bits and sparsity the compressor chose (so
   // a budget still holds). lora is refused; max_seq_len defaults to the sft
-  // stage's.
+  // stage's; steps / lr / warmup_steps to 300 / 3e-3 / 20 (the measured ones).
   std::optional<TrainStageSpec> refit;
 };
 

@@ -143,6 +143,20 @@ TEST(JobSpecTest, CompressRefit) {
   EXPECT_DOUBLE_EQ(job->compress->refit->loop.optim.lr, 3e-4);
   EXPECT_EQ(job->compress->refit->max_seq_len, 32);  // the sft stage's
   EXPECT_FALSE(job->compress->refit->lora.enabled());
+  EXPECT_EQ(job->compress->refit->loop.optim.warmup_steps, 0);  // 7 steps: 7 / 15
+
+  // An empty refit gets the measured settings, not the sft stage's loop defaults.
+  j["stages"]["compress"]["refit"] = Json::object();
+  auto defaults = ParseJobSpec(j, ".");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->compress->refit->loop.steps, 300);
+  EXPECT_DOUBLE_EQ(defaults->compress->refit->loop.optim.lr, 3e-3);
+  EXPECT_DOUBLE_EQ(defaults->compress->refit->loop.optim.min_lr_ratio, 0.1);
+  EXPECT_EQ(defaults->compress->refit->loop.optim.warmup_steps, 20);
+  j["stages"]["compress"]["refit"] = {{"steps", 900}, {"warmup_steps", 50}};
+  auto given = ParseJobSpec(j, ".");
+  ASSERT_TRUE(given.ok()) << given.status();
+  EXPECT_EQ(given->compress->refit->loop.optim.warmup_steps, 50);
 
   j["stages"]["compress"]["refit"] = {{"lora", {{"rank", 2}}}};
   ExpectInvalid(j, "job.stages.compress.refit.lora: not allowed");
