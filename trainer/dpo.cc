@@ -106,6 +106,7 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
     ResponseLogProbSums totals = ResponseLogProbTotals(model_, weights, b);
     at::Tensor policy = config_.length_normalize ? totals.Mean() : totals.sum;
     at::Tensor chosen_nll;
+    int64_t extra_tokens = 0;  // the whole chosen responses' pass, with first_difference
     if (!config_.first_difference) {
       chosen_nll = -totals.Mean().narrow(0, 0, B);
     } else {
@@ -114,7 +115,9 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
       for (int64_t i : examples) whole.push_back(&pairs_[i].chosen);
       std::optional<at::NoGradGuard> no_grad;
       if (config_.sft_weight <= 0) no_grad.emplace();
-      chosen_nll = -ResponseLogProbs(model_, weights, MakeTokenBatch(whole), true);
+      TokenBatch wb = MakeTokenBatch(whole);
+      chosen_nll = -ResponseLogProbs(model_, weights, wb, true);
+      extra_tokens = wb.attention_mask.sum().item<int64_t>();
     }
     at::Tensor chosen = config_.beta * (policy.narrow(0, 0, B) - at::tensor(rc, policy.options()));
     at::Tensor rejected = config_.beta * (policy.narrow(0, B, B) - at::tensor(rr, policy.options()));
@@ -129,7 +132,7 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
     out.sums["chosen_reward"] = chosen.sum().item<double>();
     out.sums["rejected_reward"] = rejected.sum().item<double>();
     out.sums["chosen_nll"] = chosen_nll.sum().item<double>();
-    out.tokens = b.attention_mask.sum().item<int64_t>();
+    out.tokens = b.attention_mask.sum().item<int64_t>() + extra_tokens;
     return out;
   } catch (const std::exception& e) {
     return StatusFromException(e, "DPO loss");
