@@ -530,16 +530,16 @@ StatusOr<Json> Study::Table4() {
   for (const auto& [g, opener] : GeneralPromptsWithOpener(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
     data.push_back({g, kRouterNoneLabel, absl::StrCat("none:o", opener)});
   }
+  // The held-out general prompts: evaluated below, and kept out of the corpus sentences.
+  const std::vector<std::string> held_out_general =
+      GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34);
   Json t;
   if (!rs.general_corpus.empty()) {
     // Corpus sentences as more none examples, grouped by document; none may
     // equal an evaluation prompt (checked: the held-out general prompts).
     ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.general_corpus));
     std::set<std::string> eval_general;
-    for (const std::string& g :
-         GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34)) {
-      eval_general.insert(absl::AsciiStrToLower(g));
-    }
+    for (const std::string& g : held_out_general) eval_general.insert(absl::AsciiStrToLower(g));
     int64_t added = 0;
     for (CorpusSentence& c : CorpusSentences(docs, rs.general_corpus_sentences, spec_.seed + 24)) {
       if (eval_general.count(absl::AsciiStrToLower(c.text)) > 0) continue;
@@ -602,10 +602,7 @@ StatusOr<Json> Study::Table4() {
         GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kHeldOut, rs.eval_per_task, spec_.seed + 33));
     for (const ParaphrasedExample& p : unseen) cases.push_back({"paraphrases_held_out_templates", task, p.text});
   }
-  for (const std::string& g :
-       GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34)) {
-    cases.push_back({"general_held_out", kRouterNoneLabel, g});
-  }
+  for (const std::string& g : held_out_general) cases.push_back({"general_held_out", kRouterNoneLabel, g});
   std::vector<std::string> prompts;
   for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
@@ -1092,22 +1089,8 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     if (c.Has("general_corpus")) {
       FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
       RETURN_IF_ERROR(gc.CheckObject());
-      const Json& paths = gc.Has("paths") ? gc.Get("paths") : Json();
-      if (!paths.is_array() || paths.empty()) {
-        return absl::InvalidArgumentError(
-            "spec.router.general_corpus.paths: a non-empty list of files or folders is required");
-      }
-      for (size_t i = 0; i < paths.size(); ++i) {
-        if (!paths[i].is_string()) {
-          return absl::InvalidArgumentError(absl::StrCat("spec.router.general_corpus.paths[", i, "] must be a string"));
-        }
-        const std::string p = ResolveSpecPath(base_dir, paths[i].get<std::string>());
-        if (!PathExists(p)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("spec.router.general_corpus.paths[", i, "]: ", p, ": not found"));
-        }
-        rs.general_corpus.push_back(p);
-      }
+      ASSIGN_OR_RETURN(rs.general_corpus,
+                       ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
       rs.general_corpus_sentences = 400;
       RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences, 1, 1000000));
       RETURN_IF_ERROR(gc.Finish());

@@ -84,19 +84,7 @@ Status ParsePretrainStage(const Json& j, const std::string& base_dir, const std:
   if (!r.Has("corpus")) {
     return absl::InvalidArgumentError(absl::StrCat(path, ".corpus: missing (a list of text files or folders)"));
   }
-  const Json& corpus = r.Get("corpus");
-  if (!corpus.is_array() || corpus.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ".corpus must be a non-empty list of paths"));
-  }
-  for (size_t i = 0; i < corpus.size(); ++i) {
-    const std::string field = absl::StrCat(path, ".corpus[", i, "]");
-    if (!corpus[i].is_string() || corpus[i].get<std::string>().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, " must be a non-empty path string"));
-    }
-    std::string p = ResolvePath(base_dir, corpus[i].get<std::string>());
-    if (!PathExists(p)) return absl::InvalidArgumentError(absl::StrCat(field, ": not found: ", p));
-    spec->corpus.push_back(std::move(p));
-  }
+  ASSIGN_OR_RETURN(spec->corpus, ReadPathList(r.Get("corpus"), r.Path("corpus"), base_dir));
   RETURN_IF_ERROR(r.ReadInRange<double>("held_out_fraction", &spec->held_out_fraction, 0.0, 0.5));
   if (r.Has("mixture")) {
     FieldReader m(r.Get("mixture"), r.Path("mixture"));

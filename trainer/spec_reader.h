@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
@@ -72,6 +73,27 @@ class FieldReader {
 inline std::string ResolveSpecPath(const std::string& base_dir, const std::string& p) {
   if (p.empty() || p[0] == '/' || base_dir.empty()) return p;
   return JoinPath(base_dir, p);
+}
+
+// `list` at `path` as a non-empty list of existing files or folders, each
+// resolved against `base_dir` (ResolveSpecPath). INVALID_ARGUMENT naming
+// `path` or the entry ("<path>[i]") otherwise.
+inline StatusOr<std::vector<std::string>> ReadPathList(const Json& list, const std::string& path,
+                                                       const std::string& base_dir) {
+  if (!list.is_array() || list.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " must be a non-empty list of paths"));
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string field = absl::StrCat(path, "[", i, "]");
+    if (!list[i].is_string() || list[i].get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " must be a non-empty path string"));
+    }
+    std::string p = ResolveSpecPath(base_dir, list[i].get<std::string>());
+    if (!PathExists(p)) return absl::InvalidArgumentError(absl::StrCat(field, ": not found: ", p));
+    out.push_back(std::move(p));
+  }
+  return out;
 }
 
 }  // namespace skillpack

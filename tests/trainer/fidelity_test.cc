@@ -131,7 +131,7 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   ExpectInvalid(j, "spec.router.general_corpus.paths");
   j = SmallSpec();
   j["router"]["general_corpus"] = {{"paths", Json::array({"/no/such/corpus"})}};
-  ExpectInvalid(j, "spec.router.general_corpus.paths[0]: /no/such/corpus: not found");
+  ExpectInvalid(j, "spec.router.general_corpus.paths[0]: not found: /no/such/corpus");
   j = SmallSpec();
   j["router"]["general_corpus"] = {{"paths", Json::array({SmallSpecPath()})}, {"sentences", 0}};
   ExpectInvalid(j, "spec.router.general_corpus.sentences");
