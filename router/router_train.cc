@@ -307,17 +307,34 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
       for (size_t i : units[u]) fold[i] = static_cast<int64_t>(u % static_cast<size_t>(so.folds));
     }
   }
+  std::map<std::string, int64_t> label_index;
+  for (size_t l = 0; l < labels.size(); ++l) label_index[labels[l]] = static_cast<int64_t>(l);
   RouterSelection sel;
   double best = -1, best_worst = -1;
-  for (const RouterCandidate& cand : candidates) {
+  for (size_t ci = 0; ci < candidates.size(); ++ci) {
+    const RouterCandidate& cand = candidates[ci];
     RouterTrainOptions o = cand.options;
     o.epochs = so.epochs.back();
     RETURN_IF_ERROR(Annotate(CheckOptions(o), absl::StrCat("router candidate ", cand.name)));
+    // The candidate's prompts: data, then its training-only extras (fold -1:
+    // in every fold's training set, never validated).
+    std::vector<LabelledPrompt> pool = data;
+    std::vector<int64_t> pool_y = y_orig, pool_fold = fold;
+    for (const LabelledPrompt& p : cand.extra) {
+      auto it = label_index.find(p.label);
+      if (it == label_index.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("router candidate ", cand.name, ": extra prompt label '",
+                                                       p.label, "' is not a label of the training data"));
+      }
+      pool.push_back(p);
+      pool_y.push_back(it->second);
+      pool_fold.push_back(-1);
+    }
     // Variants of every prompt; a fold trains on those of its training prompts.
-    std::vector<LabelledPrompt> all = data;
-    std::vector<size_t> source(data.size());
-    for (size_t i = 0; i < data.size(); ++i) source[i] = i;
-    std::vector<LabelledPrompt> variants = AugmentPrompts(data, o.augment, o.seed + 1);
+    std::vector<LabelledPrompt> all = pool;
+    std::vector<size_t> source(pool.size());
+    for (size_t i = 0; i < pool.size(); ++i) source[i] = i;
+    std::vector<LabelledPrompt> variants = AugmentPrompts(pool, o.augment, o.seed + 1);
     for (size_t v = 0; v < variants.size(); ++v) {
       source.push_back(v / static_cast<size_t>(std::max<int64_t>(1, o.augment.copies)));
       all.push_back(std::move(variants[v]));
@@ -325,7 +342,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
     ASSIGN_OR_RETURN(at::Tensor feats,
                      PromptFeatures(model, base, Encode(tokenizer, all), FeatureLayers(o), FeaturePooling(o)));
     std::vector<int64_t> y_all;
-    for (size_t i = 0; i < all.size(); ++i) y_all.push_back(y_orig[source[i]]);
+    for (size_t i = 0; i < all.size(); ++i) y_all.push_back(pool_y[source[i]]);
     at::Tensor y = torch::tensor(y_all, torch::kLong);
     // per epochs checkpoint: label -> (routed right, n) summed over folds
     std::map<int64_t, std::map<int64_t, std::pair<double, double>>> per;
@@ -334,9 +351,9 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
     for (int64_t f = 0; f < so.folds; ++f) {
       std::vector<size_t> fit, val;
       for (size_t i = 0; i < all.size(); ++i) {
-        if (fold[source[i]] != f) {
+        if (pool_fold[source[i]] != f) {
           fit.push_back(i);
-        } else if (i < data.size()) {
+        } else if (i < pool.size()) {
           val.push_back(i);
         }
       }
@@ -368,6 +385,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
       s.balanced_accuracy = fold_sum[e] / static_cast<double>(std::max<int64_t>(1, folds_run));
       s.worst_label = 1.0;
       for (auto& [label, c] : per[e]) {
+        s.validated += static_cast<int64_t>(c.second);
         s.per_label[labels[label]] = c.first / c.second;
         s.worst_label = std::min(s.worst_label, c.first / c.second);
       }
@@ -376,6 +394,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
         best = s.balanced_accuracy;
         best_worst = s.worst_label;
         sel.best = sel.scores.size();
+        sel.best_candidate = ci;
         sel.best_options = o;
         sel.best_options.epochs = e;
       }

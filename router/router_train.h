@@ -98,6 +98,11 @@ std::string ConfusionTable(const RouterTrainResult& r);
 struct RouterCandidate {
   std::string name;
   RouterTrainOptions options;
+  // Training-only prompts (e.g. corpus sentences as more "none" examples):
+  // added, with the candidate's augmentation, to every fold's training set
+  // and never validated, so candidates that differ in them are scored on the
+  // same validation prompts. Their labels must be among `data`'s.
+  std::vector<LabelledPrompt> extra;
 };
 struct RouterSelectOptions {
   int64_t folds = 3;
@@ -110,11 +115,13 @@ struct RouterCvScore {
   int64_t epochs = 0;
   double balanced_accuracy = 0;  // mean over folds
   double worst_label = 0;        // the lowest label's accuracy, summed over folds
+  int64_t validated = 0;         // prompts validated, summed over folds (each of data's once)
   std::map<std::string, double> per_label;
 };
 struct RouterSelection {
   std::vector<RouterCvScore> scores;  // every candidate x epochs
   size_t best = 0;                    // into scores: the highest balanced accuracy (first on ties)
+  size_t best_candidate = 0;          // into the candidates: the one scores[best] belongs to
   RouterTrainOptions best_options;    // the best candidate's options with its epochs
 };
 StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,

@@ -534,33 +534,52 @@ StatusOr<Json> Study::Table4() {
   const std::vector<std::string> held_out_general =
       GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34);
   Json t;
+  // Corpus sentences as more none examples, grouped by document: the largest
+  // amount's draw, each amount a prefix of it; none may equal an evaluation
+  // prompt (checked: the held-out general prompts).
+  std::vector<LabelledPrompt> corpus;
+  std::vector<int64_t> amounts = {0};
   if (!rs.general_corpus.empty()) {
-    // Corpus sentences as more none examples, grouped by document; none may
-    // equal an evaluation prompt (checked: the held-out general prompts).
+    amounts = rs.general_corpus_sentences;
     ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.general_corpus));
     std::set<std::string> eval_general;
     for (const std::string& g : held_out_general) eval_general.insert(absl::AsciiStrToLower(g));
-    int64_t added = 0;
-    for (CorpusSentence& c : CorpusSentences(docs, rs.general_corpus_sentences, spec_.seed + 24)) {
+    for (CorpusSentence& c : CorpusSentences(docs, amounts.back(), spec_.seed + 24)) {
       if (eval_general.count(absl::AsciiStrToLower(c.text)) > 0) continue;
-      data.push_back({std::move(c.text), kRouterNoneLabel, absl::StrCat("none:c", c.document)});
-      ++added;
+      corpus.push_back({std::move(c.text), kRouterNoneLabel, absl::StrCat("none:c", c.document)});
     }
-    if (added == 0) {
+    if (corpus.empty() && amounts.back() > 0) {
       return absl::InvalidArgumentError("spec.router.general_corpus: the corpus has no usable sentence");
     }
-    t["general_corpus"] = {{"paths", rs.general_corpus}, {"sentences", added}};
-    Log(absl::StrCat("router: ", added, " corpus sentences as none examples"));
   }
+  auto corpus_prefix = [&](int64_t n) {
+    return std::vector<LabelledPrompt>(corpus.begin(),
+                                       corpus.begin() + std::min<int64_t>(n, static_cast<int64_t>(corpus.size())));
+  };
+  int64_t corpus_used = std::min<int64_t>(amounts[0], static_cast<int64_t>(corpus.size()));
   RouterTrainOptions o = rs.train;
   o.seed = spec_.seed;
   if (rs.select) {
-    Log(absl::StrCat("router: selecting among ", rs.candidates.size(), " candidates (", rs.select->folds,
-                     "-fold grouped validation on ", data.size(), " training prompts)"));
+    // Candidates x corpus amounts, every one validated on the same prompts
+    // (the corpus sentences are training-only).
+    std::vector<RouterCandidate> candidates;
+    std::vector<int64_t> candidate_corpus;
+    for (int64_t n : amounts) {
+      for (const RouterCandidate& spec_candidate : rs.candidates) {
+        RouterCandidate c = spec_candidate;
+        c.options.seed = spec_.seed;
+        c.extra = corpus_prefix(n);
+        if (amounts.size() > 1) c.name = absl::StrCat(c.name, "+corpus", c.extra.size());
+        candidate_corpus.push_back(static_cast<int64_t>(c.extra.size()));
+        candidates.push_back(std::move(c));
+      }
+    }
+    Log(absl::StrCat(
+        "router: selecting among ", candidates.size(), " candidates (", rs.select->folds,
+        "-fold grouped validation on ", data.size(), " training prompts",
+        corpus.empty() ? "" : absl::StrCat(", corpus sentences training-only: ", absl::StrJoin(amounts, ", ")), ")"));
     RouterSelectOptions so = *rs.select;
     so.seed = spec_.seed;
-    std::vector<RouterCandidate> candidates = rs.candidates;
-    for (RouterCandidate& c : candidates) c.options.seed = spec_.seed;
     ASSIGN_OR_RETURN(RouterSelection sel,
                      SelectRouter(*base_->transformer, *base_->weights, *tok_, data, candidates, so));
     Json scores = Json::array();
@@ -572,6 +591,7 @@ StatusOr<Json> Study::Table4() {
                         {"per_label", c.per_label}});
     }
     const RouterCvScore& best = sel.scores[sel.best];
+    corpus_used = candidate_corpus[sel.best_candidate];
     Log(absl::StrFormat("router: chose %s at %d epochs (validation %.3f, worst label %.3f)", best.candidate,
                         best.epochs, best.balanced_accuracy, best.worst_label));
     t["selection"] = {
@@ -580,6 +600,11 @@ StatusOr<Json> Study::Table4() {
     o = sel.best_options;
     o.holdout_fraction = 0;  // the chosen options train on every training prompt
   }
+  if (!rs.general_corpus.empty()) {
+    t["general_corpus"] = {{"paths", rs.general_corpus}, {"sentences", corpus_used}, {"amounts", amounts}};
+    Log(absl::StrCat("router: ", corpus_used, " corpus sentences as none examples"));
+  }
+  for (LabelledPrompt& p : corpus_prefix(corpus_used)) data.push_back(std::move(p));
   Log(absl::StrCat("router: training on ", data.size(), " prompts"));
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
   ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
@@ -1091,8 +1116,22 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(gc.CheckObject());
       ASSIGN_OR_RETURN(rs.general_corpus,
                        ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
-      rs.general_corpus_sentences = 400;
-      RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences, 1, 1000000));
+      rs.general_corpus_sentences = {400};
+      if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
+        ASSIGN_OR_RETURN(rs.general_corpus_sentences,
+                         ReadIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
+        for (size_t i = 1; i < rs.general_corpus_sentences.size(); ++i) {
+          if (rs.general_corpus_sentences[i] <= rs.general_corpus_sentences[i - 1]) {
+            return absl::InvalidArgumentError(absl::StrCat(gc.Path("sentences"), " must be strictly ascending"));
+          }
+        }
+      } else {
+        RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences[0], 1, 1000000));
+      }
+      if (rs.general_corpus_sentences.size() > 1 && !c.Has("select")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            gc.Path("sentences"), ": several amounts need spec.router.select (validation chooses among them)"));
+      }
       RETURN_IF_ERROR(gc.Finish());
     }
     RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
@@ -1322,21 +1361,24 @@ std::string FidelityMarkdown(const Json& res) {
                               absl::StrJoin(t4["features"]["layers"].get<std::vector<int64_t>>(), ", "), ", pooled by ",
                               absl::StrJoin(t4["features"]["pooling"].get<std::vector<std::string>>(), " and "));
     }
-    absl::StrAppend(
-        &md, "## Table 4: routing on held-out prompts\n\nRouter trained on ", t4["train_prompts"].get<int64_t>(),
-        " prompts (raw task prompts and training-template paraphrases of training problems, general "
-        "prompts labelled none",
-        t4.contains("general_corpus") ? absl::StrCat(", of them ", t4["general_corpus"]["sentences"].get<int64_t>(),
-                                                     " corpus sentences labelled none")
-                                      : "",
-        "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
-        ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
-        "training");
+    absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\nRouter trained on ",
+                    t4["train_prompts"].get<int64_t>(),
+                    " prompts (raw task prompts and training-template paraphrases of training problems, general "
+                    "prompts labelled none",
+                    t4.contains("general_corpus") && t4["general_corpus"]["sentences"].get<int64_t>() > 0
+                        ? absl::StrCat(", of them ", t4["general_corpus"]["sentences"].get<int64_t>(),
+                                       " corpus sentences labelled none")
+                        : "",
+                    "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
+                    ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
+                    "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];
-      absl::StrAppend(&md, ", nor in model selection: ", sel["scores"].size(),
-                      " settings (candidate x epochs) were compared by ", sel["folds"].get<int64_t>(),
-                      "-fold validation that holds out whole training templates and general openers; chosen: `",
+      const bool amounts = t4.contains("general_corpus") && t4["general_corpus"]["amounts"].size() > 1;
+      absl::StrAppend(&md, ", nor in model selection: ", sel["scores"].size(), " settings (candidate",
+                      amounts ? " x corpus sentences" : "", " x epochs) were compared by ", sel["folds"].get<int64_t>(),
+                      "-fold validation that holds out whole training templates and general openers",
+                      t4.contains("general_corpus") ? " (corpus sentences are training-only)" : "", "; chosen: `",
                       sel["chosen"].get<std::string>(), "` at ", sel["chosen_epochs"].get<int64_t>(),
                       " epochs (balanced validation accuracy ", Acc(sel["validation"]), ")");
     }

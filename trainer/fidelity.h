@@ -34,6 +34,7 @@
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64,
 //                 "refit": {...job.h's compress refit, without "data"...}},  (refit: optional)
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
+//               "general_corpus": {"paths": [...], "sentences": 400 | [0, 50, 400]},
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
@@ -72,12 +73,17 @@ namespace skillpack {
 struct FidelityRouterSpec {
   int64_t examples_per_task = 200;  // raw prompts AND train-template paraphrases per task
   int64_t general = 96;             // general training prompts (label none)
-  // "general_corpus": {"paths": [...], "sentences": N}: N more none examples,
-  // sentences of a text corpus (pretrain.h CorpusSentences; e.g. the fortunes
-  // files the tiny base was pretrained on), so that "none" is learnt from
-  // general text and not only from the general prompts' few openers and topics.
+  // "general_corpus": {"paths": [...], "sentences": N or [N1, N2, ...]}: N
+  // more none examples, sentences of a text corpus (pretrain.h
+  // CorpusSentences; e.g. the fortunes files the tiny base was pretrained
+  // on), so that "none" is learnt from general text and not only from the
+  // general prompts' few openers and topics. In model selection they are
+  // training-only (RouterCandidate::extra): every fold trains on them, none
+  // is validated. Several amounts (ascending; 0 = no corpus; each a prefix
+  // of the largest draw) need "select", which then chooses the amount with
+  // the candidate and epochs, all scored on the same validation prompts.
   std::vector<std::string> general_corpus;
-  int64_t general_corpus_sentences = 0;
+  std::vector<int64_t> general_corpus_sentences;
   int64_t eval_per_task = 100;  // per task and evaluation category
   bool extra_templates = true;  // paraphrase.h's training-only extra templates
   RouterTrainOptions train;

@@ -266,6 +266,31 @@ TEST_F(RouterFeaturesTest, SelectionScoresEveryCandidateAtEveryEpochsAndPicksThe
   for (size_t i = 0; i < sel->scores.size(); ++i) {
     EXPECT_EQ(again->scores[i].balanced_accuracy, sel->scores[i].balanced_accuracy);
   }
+  // Training-only extras: never validated (every candidate is scored on the
+  // same prompts), but trained on; labels must be the data's.
+  std::vector<RouterCandidate> with_extra = {cands[0], cands[0]};
+  with_extra[1].name = "mean0+extra";
+  for (const LabelledPrompt& p : GroupedData(2, 6)) {
+    if (p.label == "none") with_extra[1].extra.push_back({p.prompt + " tonight", "none", "extra"});
+  }
+  ASSERT_EQ(with_extra[1].extra.size(), 12u);
+  auto ex = SelectRouter(*model_->transformer, *model_->weights, *tok_, data, with_extra, so);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  ASSERT_EQ(ex->scores.size(), 4u);
+  bool differs = false;
+  for (size_t i = 0; i < ex->scores.size(); ++i) {
+    EXPECT_EQ(ex->scores[i].validated, static_cast<int64_t>(data.size())) << ex->scores[i].candidate;
+    if (i < 2) {
+      EXPECT_EQ(ex->scores[i].balanced_accuracy, sel->scores[i].balanced_accuracy) << "same candidate, same data";
+    } else {
+      differs |= ex->scores[i].per_label != ex->scores[i - 2].per_label;
+    }
+  }
+  EXPECT_TRUE(differs) << "the extras are trained on";
+  EXPECT_EQ(ex->best_candidate, ex->best < 2 ? 0u : 1u);
+  with_extra[1].extra[0].label = "caesar";
+  EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, with_extra, so).status().message(),
+            "router candidate mean0+extra: extra prompt label 'caesar' is not a label of the training data");
   // Bad selection options are named.
   so.epochs = {20, 5};
   EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so).status().message(),

@@ -135,6 +135,16 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j = SmallSpec();
   j["router"]["general_corpus"] = {{"paths", Json::array({SmallSpecPath()})}, {"sentences", 0}};
   ExpectInvalid(j, "spec.router.general_corpus.sentences");
+  j["router"]["general_corpus"]["sentences"] = Json::array({0, 50, 50});
+  ExpectInvalid(j, "spec.router.general_corpus.sentences must be strictly ascending");
+  j["router"]["general_corpus"]["sentences"] = Json::array({-1, 50});
+  ExpectInvalid(j, "spec.router.general_corpus.sentences");
+  j["router"]["general_corpus"]["sentences"] = Json::array({0, 50});
+  auto amounts = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(amounts.ok()) << amounts.status();
+  EXPECT_EQ(amounts->router->general_corpus_sentences, (std::vector<int64_t>{0, 50}));
+  j["router"].erase("select");
+  ExpectInvalid(j, "spec.router.general_corpus.sentences: several amounts need spec.router.select");
 }
 
 TEST(FidelitySpecTest, TablesSelectWhatRuns) {
@@ -178,7 +188,8 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
                                   "Never trust a computer you cannot lift. lower case words are not kept here. "
                                   "Where do the quiet rivers go at night? The moon rose over the old town.\n")
                   .ok());
-  j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})}, {"sentences", 100}};
+  // Two amounts: selection compares no corpus with all of it (5 usable).
+  j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})}, {"sentences", Json::array({0, 100})}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -190,7 +201,21 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_FALSE(res->contains("table1"));
   EXPECT_FALSE(res->contains("table2"));
   ASSERT_TRUE(res->contains("table4"));
-  EXPECT_EQ((*res)["table4"]["general_corpus"]["sentences"], 5);
+  const Json& t4 = (*res)["table4"];
+  EXPECT_EQ(t4["general_corpus"]["amounts"], Json::array({0, 100}));
+  const Json& sel = t4["selection"];
+  ASSERT_EQ(sel["scores"].size(), 2 * 2 * j["router"]["select"]["epochs"].size()) << "candidates x amounts x epochs";
+  std::set<std::string> names;
+  for (const Json& s : sel["scores"]) names.insert(s["candidate"].get<std::string>());
+  EXPECT_EQ(names.size(), 4u);
+  EXPECT_TRUE(names.count("mean0+corpus0") && names.count("mean0+corpus5")) << sel["scores"].dump();
+  const std::string chosen = sel["chosen"].get<std::string>();
+  const int64_t used = t4["general_corpus"]["sentences"].get<int64_t>();
+  EXPECT_EQ(chosen.substr(chosen.size() - 1), std::to_string(used)) << chosen;
+  const Json& r = j["router"];
+  EXPECT_EQ(t4["train_prompts"].get<int64_t>() - used,
+            j["tasks"].size() * 2 * r["examples_per_task"].get<int64_t>() + r["general"].get<int64_t>())
+      << "the chosen amount's sentences are trained on";
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());
