@@ -125,6 +125,7 @@ class Study {
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
+  StatusOr<std::string> SftData(const std::string& task);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
   // The first `n` training examples of `task` (the spec's seed), tokenized.
   StatusOr<std::vector<TokenizedSequence>> TrainSequences(const std::string& task, int64_t n,
@@ -260,12 +261,35 @@ StatusOr<std::string> Study::DpoPairs(const std::string& task, const std::string
   return path;
 }
 
+// Table 1's SFT data: "" (the job's own: the task's train split) unless
+// sft_wrong_share > 0, then a JSONL of the same examples with that share
+// answered by Task::WrongResponse (GenerateTaskExamplesWithMistakes).
+StatusOr<std::string> Study::SftData(const std::string& task) {
+  if (spec_.sft_wrong_share <= 0) return std::string();
+  const std::string path = JoinPath(RunsDir(), absl::StrCat(task, "-sft-data.jsonl"));
+  if (PathExists(path)) return path;
+  const Task& tk = *tasks_.at(task);
+  ASSIGN_OR_RETURN(
+      std::vector<TaskExample> ex,
+      GenerateTaskExamplesWithMistakes(tk, TaskSplit::kTrain, spec_.train_examples, spec_.seed, spec_.sft_wrong_share));
+  std::vector<SftRecord> records;
+  int64_t wrong = 0;
+  for (TaskExample& e : ex) {
+    wrong += !tk.Verify(e.prompt, e.response);
+    records.push_back({std::move(e.prompt), std::move(e.response), false});
+  }
+  RETURN_IF_ERROR(WriteSftJsonl(path, records));
+  Log(absl::StrCat("sft data for ", task, ": ", wrong, " of ", records.size(), " answers wrong (the weak source)"));
+  return path;
+}
+
 // The fine-tuned model of a regime: "sft" (full SFT of the base) or
 // "sft_dpo" (full DPO of the SFT model).
 StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::string& regime) {
   const std::string sft_name = absl::StrCat(task, "-ft-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
   sft.sft = spec_.sft;
+  ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
   const std::string dpo_name = absl::StrCat(task, "-ft-sft_dpo", DpoTag());
@@ -298,6 +322,7 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
   sft.sft = LoraStage(spec_.sft, rank);
+  ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
   const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo", DpoTag());
@@ -469,6 +494,7 @@ StatusOr<Json> Study::Table1() {
   t["fp16_delta_bytes"] = fp16_delta_bytes_;
   t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
   t["refit_steps"] = RefitSteps();
+  t["sft_wrong_share"] = spec_.sft_wrong_share;
   std::vector<std::string> regimes = {"sft"};
   if (spec_.dpo) regimes.push_back("sft_dpo");
   t["regimes"] = regimes;
@@ -1035,6 +1061,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         absl::StrCat("spec.dpo_pairs must be \"verifier\" or \"on_policy\", got \"", s.dpo_pairs, "\""));
   }
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
+  RETURN_IF_ERROR(r.ReadInRange<double>("sft_wrong_share", &s.sft_wrong_share, 0.0, 0.9));
   // The base model, sft and dpo stages through the job parser (same fields, same checks).
   if (!r.Has("base_model"))
     return absl::InvalidArgumentError("spec.base_model: missing (a folder or {\"tiny\": {...}})");
@@ -1206,6 +1233,10 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     if (!s.router) return absl::InvalidArgumentError("spec.continual: needs spec.router (packs are routed)");
     s.continual = cs;
   }
+  if (s.sft_wrong_share > 0 && (s.fusion || s.continual)) {
+    return absl::InvalidArgumentError(
+        "spec.sft_wrong_share: Table 1 only (Tables 2 and 3 train on every task's right answers)");
+  }
   s.tables = {1};
   if (s.fusion) s.tables.insert(2);
   if (s.continual) s.tables.insert(3);
@@ -1270,6 +1301,12 @@ static void AppendTable1(const Json& t1, std::string* md) {
                     " steps, trainer/pack_refit.h), keeping its size; the refit was kept where it lowered the "
                     "validation KL: ",
                     refitted, " of ", packs, " packs.\n\n");
+  }
+  if (t1.value("sft_wrong_share", 0.0) > 0) {
+    absl::StrAppend(md,
+                    "SFT data from two sources: ", absl::StrFormat("%.0f%%", 100 * t1["sft_wrong_share"].get<double>()),
+                    " of the SFT examples answer with the task's natural mistake (Task::WrongResponse) in place of "
+                    "the answer.\n\n");
   }
   for (const auto& regime_j : t1["regimes"]) {
     const std::string regime = regime_j.get<std::string>();

@@ -29,7 +29,7 @@
 //    "ratios": [0.25, 0.125, 0.0625, 0.03125],
 //    "sft": {...job.h's sft stage, without "data" and "lora"...},
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
-//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000,
+//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000, "sft_wrong_share": 0,
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64,
 //                 "refit": {...job.h's compress refit, without "data"...}},  (refit: optional)
@@ -127,6 +127,12 @@ struct FidelitySpec {
   // dpo_prompts training prompts, rejected against the correct answer).
   std::string dpo_pairs = "verifier";
   int64_t dpo_prompts = 2000;
+  // SFT data from two sources, one of them weak: this share of Table 1's SFT
+  // examples (full FT and LoRA) carries Task::WrongResponse, the task's
+  // natural mistake (reverse, sort: the input copied), in place of the
+  // answer. The DPO stage's verifier pairs (right answer chosen, the mistake
+  // rejected) then tell which source is right. 0: every answer right.
+  double sft_wrong_share = 0;
   Json compress_config = Json::object();
   int64_t calibration_samples = 64;
   // "compress": {"refit": {...job.h's refit fields, without "data"...}}: every

@@ -103,6 +103,16 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["dpo_prompts"] = 0;
   ExpectInvalid(j, "spec.dpo_prompts");
   j = SmallSpec();
+  j["sft_wrong_share"] = 0.95;
+  ExpectInvalid(j, "spec.sft_wrong_share must be in [0, 0.9]");
+  j["sft_wrong_share"] = 0.4;
+  ExpectInvalid(j, "spec.sft_wrong_share: Table 1 only");  // the small spec has fusion and continual
+  j.erase("fusion");
+  j.erase("continual");
+  auto wrong = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  EXPECT_EQ(wrong->sft_wrong_share, 0.4);
+  j = SmallSpec();
   j["extra"] = 1;
   ExpectInvalid(j, "spec.extra");
   j = SmallSpec();

@@ -128,5 +128,39 @@ TEST(TasksTest, PreferencesPairARightAndAWrongAnswer) {
   EXPECT_FALSE(TaskSplitFromName("test").ok());
 }
 
+TEST(TasksTest, ExamplesWithMistakesAnswerWrongAboutTheirShare) {
+  for (const std::string& name : TaskNames()) {
+    SCOPED_TRACE(name);
+    auto task = *MakeTask(name);
+    auto right = GenerateTaskExamples(*task, TaskSplit::kTrain, 2000, 9, false);
+    ASSERT_TRUE(right.ok());
+    // Share 0: GenerateTaskExamples's examples.
+    auto none = GenerateTaskExamplesWithMistakes(*task, TaskSplit::kTrain, 2000, 9, 0.0);
+    ASSERT_TRUE(none.ok()) << none.status();
+    ASSERT_EQ(none->size(), right->size());
+    for (size_t i = 0; i < right->size(); ++i) EXPECT_EQ((*none)[i].response, (*right)[i].response);
+    // Share 0.3: the same prompts; a wrong answer where the response differs,
+    // the right one elsewhere; 600 ± 4 standard deviations (20.5) wrong.
+    auto some = GenerateTaskExamplesWithMistakes(*task, TaskSplit::kTrain, 2000, 9, 0.3);
+    ASSERT_TRUE(some.ok());
+    int64_t wrong = 0;
+    for (size_t i = 0; i < right->size(); ++i) {
+      const TaskExample& e = (*some)[i];
+      ASSERT_EQ(e.prompt, (*right)[i].prompt);
+      const bool ok = task->Verify(e.prompt, e.response);
+      EXPECT_EQ(ok, e.response == (*right)[i].response) << e.prompt << " -> " << e.response;
+      wrong += !ok;
+    }
+    EXPECT_NEAR(static_cast<double>(wrong), 600.0, 82.0);
+    auto again = GenerateTaskExamplesWithMistakes(*task, TaskSplit::kTrain, 2000, 9, 0.3);
+    for (size_t i = 0; i < right->size(); ++i) EXPECT_EQ((*again)[i].response, (*some)[i].response);
+    auto all = GenerateTaskExamplesWithMistakes(*task, TaskSplit::kTrain, 100, 9, 1.0);
+    for (const TaskExample& e : *all) EXPECT_FALSE(task->Verify(e.prompt, e.response)) << e.prompt;
+  }
+  auto task = *MakeTask("reverse");
+  EXPECT_EQ(GenerateTaskExamplesWithMistakes(*task, TaskSplit::kTrain, 10, 9, 1.5).status().message(),
+            "wrong_share must be in [0, 1], got 1.5");
+}
+
 }  // namespace
 }  // namespace skillpack

@@ -79,6 +79,20 @@ StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSp
   return out;
 }
 
+StatusOr<std::vector<TaskExample>> GenerateTaskExamplesWithMistakes(const Task& task, TaskSplit split, int64_t n,
+                                                                    uint64_t seed, double wrong_share) {
+  if (!(wrong_share >= 0 && wrong_share <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("wrong_share must be in [0, 1], got ", wrong_share));
+  }
+  ASSIGN_OR_RETURN(std::vector<TaskExample> out, GenerateTaskExamples(task, split, n, seed, false));
+  std::mt19937_64 rng(seed + 51);
+  std::bernoulli_distribution wrong(wrong_share);
+  for (TaskExample& e : out) {
+    if (wrong(rng)) e.response = task.WrongResponse(e.prompt, rng);
+  }
+  return out;
+}
+
 StatusOr<std::vector<TaskPreference>> GenerateTaskPreferences(const Task& task, TaskSplit split, int64_t n,
                                                               uint64_t seed, bool unique) {
   std::vector<TaskPreference> out;

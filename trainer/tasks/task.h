@@ -72,6 +72,13 @@ std::vector<std::string> TaskNames();
 StatusOr<std::vector<TaskExample>> GenerateTaskExamples(const Task& task, TaskSplit split, int64_t n, uint64_t seed,
                                                         bool unique);
 
+// GenerateTaskExamples's examples, each of which (independently, with
+// probability `wrong_share`, from a generator seeded by `seed` + 51) answers
+// with Task::WrongResponse instead: SFT data from a source that makes the
+// task's natural mistake. INVALID_ARGUMENT unless 0 <= wrong_share <= 1.
+StatusOr<std::vector<TaskExample>> GenerateTaskExamplesWithMistakes(const Task& task, TaskSplit split, int64_t n,
+                                                                    uint64_t seed, double wrong_share);
+
 // A preference pair for DPO: the correct response is chosen, a wrong one rejected.
 struct TaskPreference {
   std::string prompt;
