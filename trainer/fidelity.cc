@@ -577,6 +577,9 @@ StatusOr<Json> Study::Table4() {
     if (corpus.empty() && amounts.back() > 0) {
       return absl::InvalidArgumentError("spec.router.general_corpus: the corpus has no usable sentence");
     }
+    // Amounts beyond the corpus's sentences are all of them: one setting.
+    for (int64_t& n : amounts) n = std::min<int64_t>(n, static_cast<int64_t>(corpus.size()));
+    amounts.erase(std::unique(amounts.begin(), amounts.end()), amounts.end());
   }
   auto corpus_prefix = [&](int64_t n) {
     return std::vector<LabelledPrompt>(corpus.begin(),

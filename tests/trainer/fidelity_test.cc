@@ -198,8 +198,10 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
                                   "Never trust a computer you cannot lift. lower case words are not kept here. "
                                   "Where do the quiet rivers go at night? The moon rose over the old town.\n")
                   .ok());
-  // Two amounts: selection compares no corpus with all of it (5 usable).
-  j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})}, {"sentences", Json::array({0, 100})}};
+  // Amounts: selection compares no corpus with all of it (5 usable; 50 and
+  // 100 are both all of it, one setting).
+  j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})},
+                                   {"sentences", Json::array({0, 50, 100})}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -212,7 +214,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_FALSE(res->contains("table2"));
   ASSERT_TRUE(res->contains("table4"));
   const Json& t4 = (*res)["table4"];
-  EXPECT_EQ(t4["general_corpus"]["amounts"], Json::array({0, 100}));
+  EXPECT_EQ(t4["general_corpus"]["amounts"], Json::array({0, 5}));
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 2 * 2 * j["router"]["select"]["epochs"].size()) << "candidates x amounts x epochs";
   std::set<std::string> names;
