@@ -392,7 +392,8 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
         ASSIGN_OR_RETURN(LoopResult lr, RunTrainingLoop(tw, objective, loop, nullptr));
         return LoopReport(lr, loop, tw);
       };
-      return RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop);
+      return RefitPack(pack, base_->weights, tuned, *base_->transformer, std::move(seqs), run_loop,
+                       spec_.refit_skip_below_kl);
     };
   }
   const Clock::time_point t = Clock::now();
@@ -494,6 +495,7 @@ StatusOr<Json> Study::Table1() {
   t["fp16_delta_bytes"] = fp16_delta_bytes_;
   t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
   t["refit_steps"] = RefitSteps();
+  t["refit_skip_below_kl"] = spec_.refit_skip_below_kl;
   t["sft_wrong_share"] = spec_.sft_wrong_share;
   std::vector<std::string> regimes = {"sft"};
   if (spec_.dpo) regimes.push_back("sft_dpo");
@@ -1130,6 +1132,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       StatusOr<JobSpec> parsed = ParseJobSpec(job, base_dir);
       if (!parsed.ok()) return AsSpecError(parsed.status());
       s.refit = parsed->compress->refit;
+      s.refit_skip_below_kl = parsed->compress->refit_skip_below_kl;
     }
     RETURN_IF_ERROR(c.Finish());
   }
@@ -1290,20 +1293,22 @@ static void AppendTable1(const Json& t1, std::string* md) {
       " per rank) match each ratio's byte target (under SFT→DPO the DPO stage adds a second adapter of "
       "the same rank, so LoRA stores twice those bytes). Gain kept = (x − base) / (full FT − base).\n\n");
   if (t1.value("refit_steps", int64_t{0}) > 0) {
-    int64_t packs = 0, refitted = 0;
+    int64_t packs = 0, refitted = 0, skipped = 0;
     for (const auto& [task, regimes] : t1["tasks"].items()) {
       for (const auto& [regime, r] : regimes.items()) {
         for (const Json& p : r["packs"]) {
           ++packs;
           if (p.contains("refit") && p["refit"].value("kept", "") == "refitted") ++refitted;
+          if (p.contains("refit") && p["refit"].value("skipped", false)) ++skipped;
         }
       }
     }
-    absl::StrAppend(md, "Every pack was refitted by distillation from its fine-tune (",
-                    t1["refit_steps"].get<int64_t>(),
-                    " steps, trainer/pack_refit.h), keeping its size; the refit was kept where it lowered the "
-                    "validation KL: ",
-                    refitted, " of ", packs, " packs.\n\n");
+    absl::StrAppend(
+        md, "Every pack was refitted by distillation from its fine-tune (", t1["refit_steps"].get<int64_t>(),
+        " steps, trainer/pack_refit.h), keeping its size, unless its validation KL from the fine-tune "
+        "was already at most ",
+        absl::StrFormat("%g", t1.value("refit_skip_below_kl", 0.0)), " nats per token (", skipped,
+        " packs); the refit was kept where it lowered the validation KL: ", refitted, " of ", packs, " packs.\n\n");
   }
   if (t1.value("sft_wrong_share", 0.0) > 0) {
     absl::StrAppend(md,

@@ -139,6 +139,7 @@ struct FidelitySpec {
   // pack refitted by distillation from its fine-tune (trainer/pack_refit.h)
   // on the task's training examples.
   std::optional<TrainStageSpec> refit;
+  double refit_skip_below_kl = 0.02;  // job.h CompressStageSpec::refit_skip_below_kl
   // The tables to run ("tables": [1, 2, 3, 4]); default: 1 and each of 2-4
   // whose section the spec has. Tables 2 and 3 need 1; 2, 3 and 4 need router.
   std::set<int> tables;

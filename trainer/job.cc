@@ -543,13 +543,20 @@ Status CompressStage(JobState& st, const JobSpec& job, StageOutput& out) {
     refit = [&](const SkillPack& pack) -> StatusOr<RefitResult> {
       ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
       Log(st.verbose, absl::StrCat("[refit] ", seqs.size(), " examples, distilled from the tuned model"));
-      ASSIGN_OR_RETURN(RefitResult r, RefitPack(pack, st.model->weights, st.current, *st.model->transformer,
-                                                std::move(seqs), [&](TrainableWeights& tw, TrainingObjective& obj) {
-                                                  return TrainStage(st, tw, obj, spec, job, *st.opts, "refit");
-                                                }));
-      Log(st.verbose,
-          absl::StrFormat("[refit] validation KL %.4f -> %.4f: kept the %s pack", r.report["kl_before"].get<double>(),
-                          r.report["kl_after"].get<double>(), r.report["kept"].get<std::string>()));
+      ASSIGN_OR_RETURN(RefitResult r, RefitPack(
+                                          pack, st.model->weights, st.current, *st.model->transformer, std::move(seqs),
+                                          [&](TrainableWeights& tw, TrainingObjective& obj) {
+                                            return TrainStage(st, tw, obj, spec, job, *st.opts, "refit");
+                                          },
+                                          job.compress->refit_skip_below_kl));
+      if (r.report.value("skipped", false)) {
+        Log(st.verbose, absl::StrFormat("[refit] validation KL %.4f <= skip_below_kl %.4f: no refit, kept the pack",
+                                        r.report["kl_before"].get<double>(), job.compress->refit_skip_below_kl));
+      } else {
+        Log(st.verbose,
+            absl::StrFormat("[refit] validation KL %.4f -> %.4f: kept the %s pack", r.report["kl_before"].get<double>(),
+                            r.report["kl_after"].get<double>(), r.report["kept"].get<std::string>()));
+      }
       return r;
     };
   }
@@ -769,6 +776,7 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
       spec.loop.steps = 300;
       spec.loop.optim.lr = 3e-3;
       const bool warmup_given = rr.Has("warmup_steps");
+      RETURN_IF_ERROR(rr.ReadInRange<double>("skip_below_kl", &job.compress->refit_skip_below_kl, 0.0, 1e6));
       RETURN_IF_ERROR(ParseTrainStage(rr, base_dir, &spec, rpath));
       if (!warmup_given) spec.loop.optim.warmup_steps = std::min<int64_t>(20, spec.loop.steps / 15);
       RETURN_IF_ERROR(rr.Finish());

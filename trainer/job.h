@@ -102,6 +102,11 @@ struct CompressStageSpec {
   // a budget still holds). lora is refused; max_seq_len defaults to the sft
   // stage's; steps / lr / warmup_steps to 300 / 3e-3 / 20 (the measured ones).
   std::optional<TrainStageSpec> refit;
+  // "refit": {"skip_below_kl": x}: no refit for a pack whose validation KL from
+  // the tuned model is already at most x nats per response token. Default
+  // 0.02: in every committed fidelity result a refit that helped started at
+  // ≥ 0.18 and one that did not at ≤ 0.006 (1/4 packs; bench/README.md).
+  double refit_skip_below_kl = 0.02;
 };
 
 struct JobSpec {

@@ -223,7 +223,8 @@ StatusOr<double> MeanTeacherKl(const Transformer& model, std::shared_ptr<const M
 
 StatusOr<RefitResult> RefitPack(const SkillPack& pack, std::shared_ptr<const ModelWeights> base,
                                 std::shared_ptr<const ModelWeights> tuned, const Transformer& model,
-                                std::vector<TokenizedSequence> sequences, const RefitLoopFn& run_loop) {
+                                std::vector<TokenizedSequence> sequences, const RefitLoopFn& run_loop,
+                                double skip_below_kl) {
   if (sequences.size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("refit: needs at least 2 training sequences (one held out), got ", sequences.size()));
@@ -244,12 +245,16 @@ StatusOr<RefitResult> RefitPack(const SkillPack& pack, std::shared_ptr<const Mod
   RefitResult result;
   result.report["validation_sequences"] = static_cast<int64_t>(n_val);
   result.report["kl_before"] = before;
-  if (tw->parameters().empty()) {  // an empty pack (tuned == base): nothing to train
+  // An empty pack (tuned == base) has nothing to train; one already this
+  // close to the tuned model has nothing to gain (bench/README.md: 1/4 packs).
+  if (tw->parameters().empty() || before <= skip_below_kl) {
     result.report["kl_after"] = before;
     result.report["kept"] = "original";
+    result.report["skipped"] = true;
     result.pack = pack;
     return result;
   }
+  result.report["skipped"] = false;
   TeacherKlObjective objective(model, tuned, std::move(sequences));
   ASSIGN_OR_RETURN(result.report["loop"], run_loop(*tw, objective));
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> trained, tw->Merged());

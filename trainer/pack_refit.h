@@ -100,7 +100,9 @@ using RefitLoopFn = std::function<StatusOr<Json>(TrainableWeights& weights, Trai
 struct RefitResult {
   SkillPack pack;  // the refitted pack, or the input one when the refit did not help
   bool refitted = false;
-  Json report;  // "loop", "validation_sequences", "kl_before", "kl_after", "kept" ("refitted" / "original")
+  // "loop", "validation_sequences", "kl_before", "kl_after", "kept" ("refitted" / "original"),
+  // "skipped" (true when no loop ran).
+  Json report;
 };
 
 // Refits `pack` (made from tuned − base) by distillation from `tuned` on
@@ -108,11 +110,14 @@ struct RefitResult {
 // the loop trains on the rest, and the refitted pack is kept only when its
 // validation KL is below the input pack's (decoded exactly as a server
 // would); otherwise the input pack is returned unchanged. A pack with no
-// module is returned as it is, without running the loop. INVALID_ARGUMENT
-// for fewer than 2 sequences or a pack that does not fit the base.
+// module, or whose validation KL is already at most `skip_below_kl` (nats
+// per response token), is returned as it is without running the loop
+// (report "skipped": true). INVALID_ARGUMENT for fewer than 2 sequences or a
+// pack that does not fit the base.
 StatusOr<RefitResult> RefitPack(const SkillPack& pack, std::shared_ptr<const ModelWeights> base,
                                 std::shared_ptr<const ModelWeights> tuned, const Transformer& model,
-                                std::vector<TokenizedSequence> sequences, const RefitLoopFn& run_loop);
+                                std::vector<TokenizedSequence> sequences, const RefitLoopFn& run_loop,
+                                double skip_below_kl = 0);
 
 }  // namespace skillpack
 

@@ -367,8 +367,15 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         EXPECT_GE(p["file_bytes"].get<double>(), target * 0.9) << p.dump();
         EXPECT_NEAR(p["file_ratio"].get<double>(), p["file_bytes"].get<double>() / fp16, 1e-9);
         EXPECT_TRUE(PathExists(p["path"].get<std::string>()));
-        // Refitted (3 steps) where that lowered the validation KL.
-        EXPECT_EQ(p["refit"]["loop"]["steps"], 3) << p.dump();
+        // Refitted (3 steps) where that lowered the validation KL, unless
+        // the pack was already within skip_below_kl (default 0.02) of its fine-tune.
+        if (p["refit"]["kl_before"].get<double>() <= 0.02) {
+          EXPECT_TRUE(p["refit"]["skipped"].get<bool>()) << p.dump();
+          EXPECT_FALSE(p["refit"].contains("loop")) << p.dump();
+        } else {
+          EXPECT_FALSE(p["refit"]["skipped"].get<bool>()) << p.dump();
+          EXPECT_EQ(p["refit"]["loop"]["steps"], 3) << p.dump();
+        }
         EXPECT_EQ(p["refit"]["kept"] == "refitted",
                   p["refit"]["kl_after"].get<double>() < p["refit"]["kl_before"].get<double>());
         const Json& l = row["lora"][i];

@@ -153,10 +153,17 @@ TEST(JobSpecTest, CompressRefit) {
   EXPECT_DOUBLE_EQ(defaults->compress->refit->loop.optim.lr, 3e-3);
   EXPECT_DOUBLE_EQ(defaults->compress->refit->loop.optim.min_lr_ratio, 0.1);
   EXPECT_EQ(defaults->compress->refit->loop.optim.warmup_steps, 20);
+  EXPECT_DOUBLE_EQ(defaults->compress->refit_skip_below_kl, 0.02);
   j["stages"]["compress"]["refit"] = {{"steps", 900}, {"warmup_steps", 50}};
   auto given = ParseJobSpec(j, ".");
   ASSERT_TRUE(given.ok()) << given.status();
   EXPECT_EQ(given->compress->refit->loop.optim.warmup_steps, 50);
+  j["stages"]["compress"]["refit"] = {{"skip_below_kl", 0}};
+  auto never = ParseJobSpec(j, ".");
+  ASSERT_TRUE(never.ok()) << never.status();
+  EXPECT_EQ(never->compress->refit_skip_below_kl, 0.0);
+  j["stages"]["compress"]["refit"] = {{"skip_below_kl", -1}};
+  ExpectInvalid(j, "job.stages.compress.refit.skip_below_kl");
 
   j["stages"]["compress"]["refit"] = {{"lora", {{"rank", 2}}}};
   ExpectInvalid(j, "job.stages.compress.refit.lora: not allowed");
@@ -256,7 +263,7 @@ TEST(JobRunTest, CompressRefitDistillsThePackAndResumes) {
   j["stages"]["sft"]["steps"] = 20;
   j["stages"]["compress"] = {{"name", "sort-refit"},
                              {"config", {{"target_ratio", 0.15}}},
-                             {"refit", {{"steps", 6}, {"batch_size", 8}, {"lr", 3e-3}}}};
+                             {"refit", {{"steps", 6}, {"batch_size", 8}, {"lr", 3e-3}, {"skip_below_kl", 0}}}};
   auto job = ParseJobSpec(j, ".");
   ASSERT_TRUE(job.ok()) << job.status();
   RunJobOptions opts;

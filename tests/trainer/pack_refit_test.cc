@@ -226,6 +226,28 @@ TEST_F(PackRefitTest, RefitPackKeepsTheRefittedPackOnlyWhenItsValidationKlIsLowe
   EXPECT_FALSE(none->refitted);
   EXPECT_TRUE(none->pack.modules.empty());
 
+  EXPECT_TRUE(none->report["skipped"].get<bool>());
+
+  // A pack already within skip_below_kl of the tuned model: no loop runs, the
+  // pack comes back as it was; just below its KL, the loop runs.
+  const double kl = good->report["kl_before"].get<double>();
+  bool ran = false;
+  auto mark = [&](TrainableWeights&, TrainingObjective&) -> StatusOr<Json> {
+    ran = true;
+    return Json::object();
+  };
+  auto close = RefitPack(*pack_, model_->weights, *tuned_, *model_->transformer, *seqs_, mark, kl * 1.0001);
+  ASSERT_TRUE(close.ok()) << close.status();
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(close->report["skipped"].get<bool>());
+  EXPECT_EQ(close->report["kept"], "original");
+  EXPECT_EQ(*SerializeSkillPack(close->pack), *SerializeSkillPack(*pack_));
+  auto far = RefitPack(*pack_, model_->weights, *tuned_, *model_->transformer, *seqs_, mark, kl * 0.9999);
+  ASSERT_TRUE(far.ok()) << far.status();
+  EXPECT_TRUE(ran);
+  EXPECT_FALSE(far->report["skipped"].get<bool>());
+  EXPECT_FALSE(good->report["skipped"].get<bool>());
+
   auto few = RefitPack(*pack_, model_->weights, *tuned_, *model_->transformer, {(*seqs_)[0]}, nullptr);
   EXPECT_EQ(few.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(few.status().message().find("at least 2"), std::string::npos) << few.status();
