@@ -104,8 +104,12 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
   gmtime_r(&now, &tm_utc);
   std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm_utc);
   manifest.created_at = when;
-  // Recorded before compressing, so that budget mode counts its bytes.
-  if (spec.refit) manifest.provenance["refit"] = {{"steps", spec.refit->loop.steps}, {"objective", "kl_to_tuned"}};
+  // Recorded before compressing, so that budget mode counts its bytes; "kept"
+  // is set after the refit to "refitted" or "original", both 8 bytes.
+  if (spec.refit) {
+    manifest.provenance["refit"] = {
+        {"steps", spec.refit->loop.steps}, {"objective", "kl_to_tuned"}, {"kept", "original"}};
+  }
   ASSIGN_OR_RETURN(SkillPack pack, CompressDelta(base, tuned, cfg, calib, nullptr, manifest));
   CompressStageResult result;
   Json& report = result.report;
@@ -113,6 +117,7 @@ StatusOr<CompressStageResult> RunCompressStage(const CompressStageSpec& spec, co
     // Same modules, ranks, bands and bits: the same file size to a few bytes.
     ASSIGN_OR_RETURN(RefitResult r, refit(pack));
     pack = std::move(r.pack);
+    pack.manifest.provenance["refit"]["kept"] = r.refitted ? "refitted" : "original";
     report["refit"] = std::move(r.report);
   }
   const std::string path = JoinPath(out_dir, name + ".skillpack");

@@ -283,6 +283,7 @@ TEST(JobRunTest, CompressRefitDistillsThePackAndResumes) {
   ASSERT_TRUE(pack.ok()) << pack.status();
   EXPECT_EQ(pack->manifest.provenance["refit"]["steps"], 6);
   EXPECT_EQ(pack->manifest.provenance["refit"]["objective"], "kl_to_tuned");
+  EXPECT_EQ(pack->manifest.provenance["refit"]["kept"], kept);
   EXPECT_LE(c["file_bytes"].get<int64_t>(), c["fp16_delta_bytes"].get<int64_t>() * 0.15);
   EXPECT_TRUE(c["held_out_accuracy"].is_number());
 
