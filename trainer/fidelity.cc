@@ -1152,12 +1152,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       rs.general_corpus_sentences = {400};
       if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
         ASSIGN_OR_RETURN(rs.general_corpus_sentences,
-                         ReadIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
-        for (size_t i = 1; i < rs.general_corpus_sentences.size(); ++i) {
-          if (rs.general_corpus_sentences[i] <= rs.general_corpus_sentences[i - 1]) {
-            return absl::InvalidArgumentError(absl::StrCat(gc.Path("sentences"), " must be strictly ascending"));
-          }
-        }
+                         ReadAscendingIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
       } else {
         RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences[0], 1, 1000000));
       }
@@ -1175,12 +1170,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RouterSelectOptions so;
       RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
       if (sc.Has("epochs")) {
-        ASSIGN_OR_RETURN(so.epochs, ReadIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
-        for (size_t i = 1; i < so.epochs.size(); ++i) {
-          if (so.epochs[i] <= so.epochs[i - 1]) {
-            return absl::InvalidArgumentError("spec.router.select.epochs must be strictly ascending");
-          }
-        }
+        ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
       }
       if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
         return absl::InvalidArgumentError(

@@ -19,15 +19,18 @@ StatusOr<std::vector<int64_t>> ReadIntList(const Json& j, const std::string& pat
   return out;
 }
 
+StatusOr<std::vector<int64_t>> ReadAscendingIntList(const Json& j, const std::string& path, int64_t lo, int64_t hi) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> out, ReadIntList(j, path, lo, hi));
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i] <= out[i - 1]) return absl::InvalidArgumentError(absl::StrCat(path, " must be strictly ascending"));
+  }
+  return out;
+}
+
 Status ReadRouterOptions(FieldReader& r, RouterTrainOptions* o) {
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("layer", &o->layer, 0, 1024));
   if (r.Has("layers")) {
-    ASSIGN_OR_RETURN(o->layers, ReadIntList(r.Get("layers"), r.Path("layers"), 0, 1024));
-    for (size_t i = 1; i < o->layers.size(); ++i) {
-      if (o->layers[i] <= o->layers[i - 1]) {
-        return absl::InvalidArgumentError(absl::StrCat(r.Path("layers"), " must be strictly ascending"));
-      }
-    }
+    ASSIGN_OR_RETURN(o->layers, ReadAscendingIntList(r.Get("layers"), r.Path("layers"), 0, 1024));
   }
   if (r.Has("pooling")) {
     const Json& p = r.Get("pooling");

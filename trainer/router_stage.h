@@ -37,6 +37,8 @@ namespace skillpack {
 Status ReadRouterOptions(FieldReader& r, RouterTrainOptions* o);
 // A JSON list of integers each in [lo, hi]; INVALID_ARGUMENT naming `path`.
 StatusOr<std::vector<int64_t>> ReadIntList(const Json& j, const std::string& path, int64_t lo, int64_t hi);
+// ReadIntList, strictly ascending too ("<path> must be strictly ascending").
+StatusOr<std::vector<int64_t>> ReadAscendingIntList(const Json& j, const std::string& path, int64_t lo, int64_t hi);
 
 struct RouterStageSpec {
   std::string data;  // resolved path
