@@ -583,25 +583,21 @@ StatusOr<Json> Study::Table4() {
     for (int64_t& n : amounts) n = std::min<int64_t>(n, static_cast<int64_t>(corpus.size()));
     amounts.erase(std::unique(amounts.begin(), amounts.end()), amounts.end());
   }
-  auto corpus_prefix = [&](int64_t n) {
-    return std::vector<LabelledPrompt>(corpus.begin(),
-                                       corpus.begin() + std::min<int64_t>(n, static_cast<int64_t>(corpus.size())));
-  };
-  int64_t corpus_used = std::min<int64_t>(amounts[0], static_cast<int64_t>(corpus.size()));
+  // Every amount is at most corpus.size() (capped above; {0} without a corpus).
+  auto corpus_prefix = [&](int64_t n) { return std::vector<LabelledPrompt>(corpus.begin(), corpus.begin() + n); };
+  int64_t corpus_used = amounts[0];
   RouterTrainOptions o = rs.train;
   o.seed = spec_.seed;
   if (rs.select) {
-    // Candidates x corpus amounts, every one validated on the same prompts
-    // (the corpus sentences are training-only).
+    // Corpus amounts x candidates (amount-major), every one validated on the
+    // same prompts (the corpus sentences are training-only).
     std::vector<RouterCandidate> candidates;
-    std::vector<int64_t> candidate_corpus;
     for (int64_t n : amounts) {
       for (const RouterCandidate& spec_candidate : rs.candidates) {
         RouterCandidate c = spec_candidate;
         c.options.seed = spec_.seed;
         c.extra = corpus_prefix(n);
-        if (amounts.size() > 1) c.name = absl::StrCat(c.name, "+corpus", c.extra.size());
-        candidate_corpus.push_back(static_cast<int64_t>(c.extra.size()));
+        if (amounts.size() > 1) c.name = absl::StrCat(c.name, "+corpus", n);
         candidates.push_back(std::move(c));
       }
     }
@@ -622,7 +618,7 @@ StatusOr<Json> Study::Table4() {
                         {"per_label", c.per_label}});
     }
     const RouterCvScore& best = sel.scores[sel.best];
-    corpus_used = candidate_corpus[sel.best_candidate];
+    corpus_used = amounts[sel.best_candidate / rs.candidates.size()];
     Log(absl::StrFormat("router: chose %s at %d epochs (validation %.3f, worst label %.3f)", best.candidate,
                         best.epochs, best.balanced_accuracy, best.worst_label));
     t["selection"] = {
