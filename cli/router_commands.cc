@@ -31,7 +31,7 @@ constexpr char kRouterUsage[] =
     "usage: skillpack router <subcommand> [flags]\n"
     "  train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
     "        [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
-    "        [--layers N,N... --pooling mean,max,last --dropout F --augment N]\n"
+    "        [--layers N,N... --pooling mean,max,last,surprisal --dropout F --augment N]\n"
     "        [--assign PACK=PATTERN[,PATTERN...] ... | --assignment FILE.json]\n"
     "      train a router on {\"prompt\": ..., \"label\": PACK|\"none\"} lines; prints the\n"
     "      held-out accuracy and confusion table\n"

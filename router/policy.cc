@@ -16,15 +16,18 @@ const char* PoolingName(Pooling p) {
       return "max";
     case Pooling::kLast:
       return "last";
+    case Pooling::kSurprisal:
+      return "surprisal";
   }
   return "?";
 }
 
 StatusOr<Pooling> ParsePooling(absl::string_view name) {
-  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast}) {
+  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal}) {
     if (name == PoolingName(p)) return p;
   }
-  return absl::InvalidArgumentError(absl::StrCat("router pooling must be mean, max or last, got '", name, "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("router pooling must be mean, max, last or surprisal, got '", name, "'"));
 }
 
 StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {

@@ -16,15 +16,25 @@
 namespace skillpack {
 
 // Version 2 adds the optional module assignment, version 3 features from
-// several layers and poolings; a file is written with the lowest version
-// that holds what it uses, so older readers keep reading what they can.
-inline constexpr int kRouterFormatVersion = 3;
+// several layers and poolings, version 4 the surprisal pooling; a file is
+// written with the lowest version that holds what it uses, so older readers
+// keep reading what they can.
+inline constexpr int kRouterFormatVersion = 4;
 inline constexpr char kRouterNoneLabel[] = "none";
 
 // How a prompt's hidden states [T, hidden] become one vector of a feature
-// block: the mean or the elementwise max over its tokens, or its last token.
-enum class Pooling { kMean, kMax, kLast };
-const char* PoolingName(Pooling p);  // "mean" / "max" / "last"
+// block: the mean or the elementwise max over its tokens, its last token, or
+// (kSurprisal) the mean weighted towards the tokens the base model predicted
+// worst: token t >= 1 gets weight softmax over t of s_t / kSurprisalTemperature,
+// s_t = -ln p(token t | tokens before it) under the whole base model, token 0
+// weight 0 (a one-token prompt: weight 1). It reads what the prompt is
+// *about* where the wording is familiar and the argument is not (a string
+// to reverse, digits to sort), so a new phrasing of a known task still lands
+// on its argument; it costs one forward pass of the whole base per prompt.
+enum class Pooling { kMean, kMax, kLast, kSurprisal };
+// In nats: a token 1 nat more surprising than another gets e^2 ≈ 7.4× its weight.
+inline constexpr double kSurprisalTemperature = 0.5;
+const char* PoolingName(Pooling p);  // "mean" / "max" / "last" / "surprisal"
 // INVALID_ARGUMENT naming the accepted names for anything else.
 StatusOr<Pooling> ParsePooling(absl::string_view name);
 // "mean,max" -> {kMean, kMax}; duplicates and empty lists are refused.

@@ -28,6 +28,28 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
+// policy.h's kSurprisal weights [B, T] (float32, rows summing to 1) for
+// right-padded tokens [B, T] with mask [B, T]: softmax over each prompt's
+// tokens 1..n-1 of their surprisal under the whole model / the temperature,
+// token 0 and padding 0; a one-token prompt puts its weight on token 0.
+at::Tensor SurprisalWeights(const Transformer& model, const ModelWeights& weights, const at::Tensor& tokens,
+                            const at::Tensor& mask) {
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  at::Tensor score = at::full({B, T}, -std::numeric_limits<float>::infinity(), at::kFloat).to(tokens.device());
+  if (T > 1) {
+    at::Tensor logp = at::log_softmax(model.Forward(weights, tokens, mask).to(at::kFloat).narrow(1, 0, T - 1), -1);
+    at::Tensor surprisal = -logp.gather(2, tokens.narrow(1, 1, T - 1).unsqueeze(-1)).squeeze(-1);  // [B, T-1]
+    at::Tensor real = mask.narrow(1, 1, T - 1) != 0;
+    score.narrow(1, 1, T - 1)
+        .copy_((surprisal / kSurprisalTemperature)
+                   .masked_fill(real.logical_not(), -std::numeric_limits<float>::infinity()));
+  }
+  // Prompts of one token: all their scores are -inf so far; token 0 gets 0.
+  at::Tensor one_token = (mask != 0).sum(1) == 1;
+  score.select(1, 0).masked_fill_(one_token, 0.0);
+  return at::softmax(score, 1);
+}
+
 }  // namespace
 
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
@@ -50,6 +72,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       return absl::InvalidArgumentError("router layers must be strictly ascending");
     }
   }
+  const bool need_surprisal = std::find(pooling.begin(), pooling.end(), Pooling::kSurprisal) != pooling.end();
   try {
     c10::InferenceMode guard;
     std::vector<at::Tensor> out;
@@ -77,6 +100,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       at::Tensor m = at::tensor(mask, at::kLong).view({B, T}).to(device);
       at::Tensor mf = m.to(at::kFloat).unsqueeze(-1);
       at::Tensor last_index = at::tensor(last, at::kLong).to(device);
+      const at::Tensor surprise = need_surprisal ? SurprisalWeights(model, weights, tokens, m) : at::Tensor();
       // Embeddings, then one decoder layer at a time (LayerForward chained
       // from the embeddings is HiddenStates layer by layer).
       at::Tensor h = model.HiddenStates(weights, tokens, m, 0);
@@ -95,6 +119,9 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
               break;
             case Pooling::kLast:
               blocks.push_back(hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1));
+              break;
+            case Pooling::kSurprisal:
+              blocks.push_back((hf * surprise.unsqueeze(-1)).sum(1));
               break;
           }
         }
@@ -221,8 +248,11 @@ StatusOr<std::string> Router::Serialize() const {
   SafetensorsWriter w;
   w.SetMetadata("format", kFormat);
   // The lowest version that holds this router: version 1 readers would ignore
-  // an assignment (version 2), version 2 readers other features (version 3).
-  const int version = !config_.SingleMeanFeatures() ? 3 : !config_.assignment.empty() ? 2 : 1;
+  // an assignment (version 2), version 2 readers other features (version 3),
+  // version 3 readers the surprisal pooling (version 4).
+  const bool surprisal =
+      std::find(config_.pooling.begin(), config_.pooling.end(), Pooling::kSurprisal) != config_.pooling.end();
+  const int version = surprisal ? 4 : !config_.SingleMeanFeatures() ? 3 : !config_.assignment.empty() ? 2 : 1;
   w.SetMetadata("format_version", std::to_string(version));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},

@@ -1,6 +1,6 @@
 // The learned router: features of a request (the base model's hidden states
-// after one or more shallow layers, pooled over the prompt: mean, max or last
-// token), a small MLP over them, a softmax over the router's labels (index 0
+// after one or more shallow layers, pooled over the prompt: mean, max, last
+// token or surprisal-weighted mean), a small MLP over them, a softmax over the router's labels (index 0
 // is "none", the others name packs), and the policy that turns scores into
 // packs with mixture weights.
 //
@@ -9,9 +9,10 @@
 //   tensors  feature_mean F32 [F], feature_std F32 [F],
 //            fc1.weight F32 [width, F], fc1.bias F32 [width],
 //            fc2.weight F32 [labels, width], fc2.bias F32 [labels]
-//   metadata format="skillpack-router", format_version="1" | "2" | "3",
+//   metadata format="skillpack-router", format_version="1" | "2" | "3" | "4",
 //            config = JSON {labels, layer, hidden_size, width, base_fingerprint,
-//                           assignment (v2), layers and pooling (v3)}
+//                           assignment (v2), layers and pooling (v3;
+//                           v4 when pooling has "surprisal")}
 #ifndef SKILLPACK_ROUTER_ROUTER_H_
 #define SKILLPACK_ROUTER_ROUTER_H_
 
@@ -37,8 +38,10 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 // ascending, each in [0, num_hidden_layers]; one forward pass serves them
 // all), pooled by each of `pooling` over each prompt's tokens: float32
 // [N, hidden x |layers| x |pooling|] on the CPU, blocks ordered layer-major
-// (layers[0] x pooling[0], layers[0] x pooling[1], ...). INVALID_ARGUMENT for
-// empty prompts, token ids out of range, bad or unordered layers, no pooling.
+// (layers[0] x pooling[0], layers[0] x pooling[1], ...). Pooling::kSurprisal
+// adds a forward pass of the whole model for its weights (policy.h).
+// INVALID_ARGUMENT for empty prompts, token ids out of range, bad or
+// unordered layers, no pooling.
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
                                     const std::vector<std::vector<int32_t>>& prompts,
                                     const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling);

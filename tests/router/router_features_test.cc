@@ -64,6 +64,44 @@ TEST_F(RouterFeaturesTest, BlocksAreTheLayersPooledAsDocumented) {
   EXPECT_TRUE(at::allclose(*mean0, f->slice(1, 0, H), 1e-5, 1e-6));
 }
 
+TEST_F(RouterFeaturesTest, SurprisalPoolingWeighsTokensByTheBaseModelsSurprise) {
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  // Different lengths (padding in the batch) and a one-token prompt.
+  std::vector<std::vector<int32_t>> prompts = {tok_->Encode("Write qzxv backwards.", false, false),
+                                               tok_->Encode("Tell me about the sea, please.", false, false),
+                                               tok_->Encode("a", false, false)};
+  ASSERT_EQ(prompts[2].size(), 1u);
+  auto f = PromptFeatures(tr, w, prompts, {0, 2}, {Pooling::kMean, Pooling::kSurprisal});
+  ASSERT_TRUE(f.ok()) << f.status();
+  const int64_t H = 32;
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{3, 4 * H}));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(prompts[i].size());
+    at::Tensor tokens = at::tensor(std::vector<int64_t>(prompts[i].begin(), prompts[i].end()), at::kLong).view({1, T});
+    at::Tensor mask = at::ones({1, T}, at::kLong);
+    // By hand, one prompt at a time: s_t = -ln p(token t | before), t >= 1.
+    at::Tensor weight = at::zeros({T});
+    if (T == 1) {
+      weight[0] = 1.0;
+    } else {
+      at::Tensor logp = at::log_softmax(tr.Forward(w, tokens, mask)[0], -1);  // [T, vocab]
+      at::Tensor s = at::empty({T - 1});
+      for (int64_t t = 1; t < T; ++t) s[t - 1] = -logp[t - 1][prompts[i][t]];
+      weight.slice(0, 1, T).copy_(at::softmax(s / kSurprisalTemperature, 0));
+      EXPECT_GT(s.max().item<float>() - s.min().item<float>(), 0.01f) << "the test needs unequal surprisals";
+    }
+    for (int64_t b = 0; b < 2; ++b) {
+      const int64_t layer = b == 0 ? 0 : 2;
+      at::Tensor h = tr.HiddenStates(w, tokens, mask, layer)[0];  // [T, H]
+      at::Tensor got = (*f)[i].slice(0, (2 * b + 1) * H, (2 * b + 2) * H);
+      EXPECT_TRUE(at::allclose(got, (h * weight.unsqueeze(1)).sum(0), 1e-4, 1e-5))
+          << "prompt " << i << ", layer " << layer;
+      if (T > 2) EXPECT_FALSE(at::allclose(got, h.mean(0), 1e-3, 1e-4)) << "surprisal weights are not uniform";
+    }
+  }
+}
+
 TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
   const auto prompts = std::vector<std::vector<int32_t>>{tok_->Encode("abc", true, true)};
   const Transformer& tr = *model_->transformer;
@@ -74,7 +112,8 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
             "router layer must be in [0, 2], got 3");
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {0}, {}).ok());
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {}, {Pooling::kMean}).ok());
-  EXPECT_EQ(ParsePooling("median").status().message(), "router pooling must be mean, max or last, got 'median'");
+  EXPECT_EQ(ParsePooling("median").status().message(),
+            "router pooling must be mean, max, last or surprisal, got 'median'");
   EXPECT_EQ(ParsePoolingList("mean,max,mean").status().message(), "router pooling 'mean' is listed twice");
   EXPECT_EQ(*ParsePoolingList("max,last"), (std::vector<Pooling>{Pooling::kMax, Pooling::kLast}));
 }
@@ -87,7 +126,7 @@ StatusOr<std::unique_ptr<Router>> MakeRouter(std::vector<int64_t> layers, std::v
                         at::zeros({2, 3}), at::zeros({2}));
 }
 
-TEST(RouterFileV3Test, FeaturesRoundTripAsVersion3AndDefaultsStayVersion1) {
+TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
   auto v1 = MakeRouter({}, {});
   ASSERT_TRUE(v1.ok()) << v1.status();
   EXPECT_EQ((*v1)->config().layers, (std::vector<int64_t>{1}));
@@ -109,6 +148,17 @@ TEST(RouterFileV3Test, FeaturesRoundTripAsVersion3AndDefaultsStayVersion1) {
   at::Tensor x = at::randn({5, 16});
   EXPECT_TRUE(at::equal((*back)->Scores(x), (*v3)->Scores(x)));
 
+  // The surprisal pooling needs version 4 (a version 3 reader would refuse
+  // the name instead of saying the file is newer).
+  auto v4 = MakeRouter({0}, {Pooling::kMean, Pooling::kSurprisal});
+  ASSERT_TRUE(v4.ok()) << v4.status();
+  std::string bytes4 = *(*v4)->Serialize();
+  EXPECT_NE(bytes4.find("\"format_version\":\"4\""), std::string::npos);
+  auto back4 = Router::Parse(bytes4, "v4");
+  ASSERT_TRUE(back4.ok()) << back4.status();
+  EXPECT_EQ((*back4)->config().pooling, (std::vector<Pooling>{Pooling::kMean, Pooling::kSurprisal}));
+  EXPECT_EQ(*ParsePoolingList("surprisal,mean"), (std::vector<Pooling>{Pooling::kSurprisal, Pooling::kMean}));
+
   // A bad pooling name in a file is named.
   std::string bad = bytes3;
   const size_t at = bad.find("\\\"max\\\"");
@@ -116,7 +166,8 @@ TEST(RouterFileV3Test, FeaturesRoundTripAsVersion3AndDefaultsStayVersion1) {
   bad.replace(at, 7, "\\\"mex\\\"");
   auto st = Router::Parse(bad, "bad");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.status().message().find("router pooling must be mean, max or last, got 'mex'"), std::string::npos)
+  EXPECT_NE(st.status().message().find("router pooling must be mean, max, last or surprisal, got 'mex'"),
+            std::string::npos)
       << st.status();
 }
 
