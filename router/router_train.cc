@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -288,6 +289,35 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
   return result;
 }
 
+std::vector<std::vector<int64_t>> SelectionFolds(const std::vector<LabelledPrompt>& data, const std::vector<int64_t>& y,
+                                                 int64_t folds, uint64_t seed) {
+  std::map<int64_t, std::map<std::string, std::vector<size_t>>> keys;
+  for (size_t i = 0; i < data.size(); ++i) {
+    for (absl::string_view key : absl::StrSplit(data[i].group, '|')) keys[y[i]][std::string(key)].push_back(i);
+  }
+  std::mt19937_64 rng(seed);
+  std::vector<std::vector<int64_t>> out(data.size());
+  for (auto& [label, by_key] : keys) {
+    std::vector<std::vector<size_t>> units;
+    if (by_key.size() >= 2) {
+      for (auto& [key, idx] : by_key) units.push_back(idx);
+    } else {
+      std::set<size_t> prompts;
+      for (auto& [key, idx] : by_key) prompts.insert(idx.begin(), idx.end());
+      for (size_t i : prompts) units.push_back({i});
+    }
+    std::shuffle(units.begin(), units.end(), rng);
+    for (size_t u = 0; u < units.size(); ++u) {
+      for (size_t i : units[u]) out[i].push_back(static_cast<int64_t>(u % static_cast<size_t>(folds)));
+    }
+  }
+  for (auto& f : out) {
+    std::sort(f.begin(), f.end());
+    f.erase(std::unique(f.begin(), f.end()), f.end());
+  }
+  return out;
+}
+
 StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
                                        const std::vector<LabelledPrompt>& data,
                                        const std::vector<RouterCandidate>& candidates, const RouterSelectOptions& so) {
@@ -300,13 +330,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
   std::vector<int64_t> y_orig;
   ASSIGN_OR_RETURN(std::vector<std::string> labels, MakeLabels(data, &y_orig));
   const int64_t L = static_cast<int64_t>(labels.size());
-  // Fold of every original prompt: each label's units dealt round robin.
-  std::vector<int64_t> fold(data.size(), 0);
-  for (auto& [label, units] : SplitUnits(data, y_orig, /*by_group=*/true, so.seed)) {
-    for (size_t u = 0; u < units.size(); ++u) {
-      for (size_t i : units[u]) fold[i] = static_cast<int64_t>(u % static_cast<size_t>(so.folds));
-    }
-  }
+  const std::vector<std::vector<int64_t>> fold = SelectionFolds(data, y_orig, so.folds, so.seed);
   std::map<std::string, int64_t> label_index;
   for (size_t l = 0; l < labels.size(); ++l) label_index[labels[l]] = static_cast<int64_t>(l);
   RouterSelection sel;
@@ -316,10 +340,11 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
     RouterTrainOptions o = cand.options;
     o.epochs = so.epochs.back();
     RETURN_IF_ERROR(Annotate(CheckOptions(o), absl::StrCat("router candidate ", cand.name)));
-    // The candidate's prompts: data, then its training-only extras (fold -1:
+    // The candidate's prompts: data, then its training-only extras (no fold:
     // in every fold's training set, never validated).
     std::vector<LabelledPrompt> pool = data;
-    std::vector<int64_t> pool_y = y_orig, pool_fold = fold;
+    std::vector<int64_t> pool_y = y_orig;
+    std::vector<std::vector<int64_t>> pool_fold = fold;
     for (const LabelledPrompt& p : cand.extra) {
       auto it = label_index.find(p.label);
       if (it == label_index.end()) {
@@ -328,7 +353,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
       }
       pool.push_back(p);
       pool_y.push_back(it->second);
-      pool_fold.push_back(-1);
+      pool_fold.push_back({});
     }
     // Variants of every prompt; a fold trains on those of its training prompts.
     std::vector<LabelledPrompt> all = pool;
@@ -351,9 +376,10 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
     for (int64_t f = 0; f < so.folds; ++f) {
       std::vector<size_t> fit, val;
       for (size_t i = 0; i < all.size(); ++i) {
-        if (pool_fold[source[i]] != f) {
+        const std::vector<int64_t>& held_in = pool_fold[source[i]];
+        if (std::find(held_in.begin(), held_in.end(), f) == held_in.end()) {
           fit.push_back(i);
-        } else if (i < pool.size()) {
+        } else if (i < pool.size() && held_in.size() == 1) {
           val.push_back(i);
         }
       }

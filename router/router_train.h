@@ -20,6 +20,11 @@ struct LabelledPrompt {
   // Optional: the template (or other source) the prompt was made from. With
   // RouterTrainOptions::holdout_by_group and in SelectRouter, validation holds
   // out whole groups, so it measures phrasings the router never saw.
+  // SelectRouter also reads several keys separated by '|' (e.g. a general
+  // prompt's opener and topic, "none:o3|none:t5"): a prompt is validated only
+  // in a fold that holds out all its keys, and trained on only in folds that
+  // hold out none of them, so validation meets new combinations of parts it
+  // has never seen any of (holdout_by_group takes the whole string as one group).
   std::string group;
 };
 
@@ -86,9 +91,9 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
 std::string ConfusionTable(const RouterTrainResult& r);
 
 // Model selection by grouped cross-validation: for each candidate, `folds`
-// trainings, each validating on a disjoint share of every label's groups
-// (LabelledPrompt::group; a label with fewer than two groups is split prompt
-// by prompt) and training on the rest (with the candidate's augmentation of
+// trainings, each validating on a disjoint share of every label's group keys
+// (LabelledPrompt::group, each key of it; a label with fewer than two keys is
+// split prompt by prompt) and training on the rest (with the candidate's augmentation of
 // its own training prompts only). Accuracy follows `policy` (a pack below the
 // threshold counts as "none") and is balanced: the mean over labels of the
 // share of their validation prompts routed right. Each candidate is scored
@@ -115,7 +120,8 @@ struct RouterCvScore {
   int64_t epochs = 0;
   double balanced_accuracy = 0;  // mean over folds
   double worst_label = 0;        // the lowest label's accuracy, summed over folds
-  int64_t validated = 0;         // prompts validated, summed over folds (each of data's once)
+  int64_t validated = 0;         // prompts validated, summed over folds (each of data's at most once:
+                                 // a prompt whose keys fall in different folds is never validated)
   std::map<std::string, double> per_label;
 };
 struct RouterSelection {
@@ -124,6 +130,14 @@ struct RouterSelection {
   size_t best_candidate = 0;          // into the candidates: the one scores[best] belongs to
   RouterTrainOptions best_options;    // the best candidate's options with its epochs
 };
+// SelectRouter's folds: for every prompt of `data` (labels y, indices from
+// MakeLabels' order), the folds its group keys (LabelledPrompt::group split
+// at '|') are held out in, sorted, without repeats. Each label's keys are
+// dealt round robin in a seeded order; a label with fewer than two keys deals
+// its prompts one by one. Fold f validates the prompts whose list is {f} and
+// trains on those whose list lacks f.
+std::vector<std::vector<int64_t>> SelectionFolds(const std::vector<LabelledPrompt>& data, const std::vector<int64_t>& y,
+                                                 int64_t folds, uint64_t seed);
 StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
                                        const std::vector<LabelledPrompt>& data,
                                        const std::vector<RouterCandidate>& candidates,

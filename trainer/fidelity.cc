@@ -555,8 +555,10 @@ StatusOr<Json> Study::Table4() {
       data.push_back({p.text, task, absl::StrCat(task, ":t", p.template_index)});
     }
   }
-  for (const auto& [g, opener] : GeneralPromptsWithOpener(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
-    data.push_back({g, kRouterNoneLabel, absl::StrCat("none:o", opener)});
+  for (const GeneralPrompt& g : GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
+    data.push_back({g.text, kRouterNoneLabel,
+                    rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
+                                               : absl::StrCat("none:o", g.opener)});
   }
   // The held-out general prompts: evaluated below, and kept out of the corpus sentences.
   const std::vector<std::string> held_out_general =
@@ -621,9 +623,13 @@ StatusOr<Json> Study::Table4() {
     corpus_used = amounts[sel.best_candidate / rs.candidates.size()];
     Log(absl::StrFormat("router: chose %s at %d epochs (validation %.3f, worst label %.3f)", best.candidate,
                         best.epochs, best.balanced_accuracy, best.worst_label));
-    t["selection"] = {
-        {"folds", so.folds},        {"epochs", so.epochs},          {"scores", scores},
-        {"chosen", best.candidate}, {"chosen_epochs", best.epochs}, {"validation", best.balanced_accuracy}};
+    t["selection"] = {{"folds", so.folds},
+                      {"general_groups", rs.general_groups_by_topic ? "opener_topic" : "opener"},
+                      {"epochs", so.epochs},
+                      {"scores", scores},
+                      {"chosen", best.candidate},
+                      {"chosen_epochs", best.epochs},
+                      {"validation", best.balanced_accuracy}};
     o = sel.best_options;
     o.holdout_fraction = 0;  // the chosen options train on every training prompt
   }
@@ -1165,6 +1171,13 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(sc.CheckObject());
       RouterSelectOptions so;
       RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
+      std::string general_groups = "opener_topic";
+      RETURN_IF_ERROR(sc.Read("general_groups", &general_groups));
+      if (general_groups != "opener" && general_groups != "opener_topic") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec.router.select.general_groups must be \"opener\" or \"opener_topic\", got '", general_groups, "'"));
+      }
+      rs.general_groups_by_topic = general_groups == "opener_topic";
       if (sc.Has("epochs")) {
         ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
       }
@@ -1409,6 +1422,7 @@ std::string FidelityMarkdown(const Json& res) {
       absl::StrAppend(&md, ", nor in model selection: ", sel["scores"].size(), " settings (candidate",
                       amounts ? " x corpus sentences" : "", " x epochs) were compared by ", sel["folds"].get<int64_t>(),
                       "-fold validation that holds out whole training templates and general openers",
+                      sel.value("general_groups", "opener") == "opener_topic" ? " and topics" : "",
                       t4.contains("general_corpus") ? " (corpus sentences are training-only)" : "", "; chosen: `",
                       sel["chosen"].get<std::string>(), "` at ", sel["chosen_epochs"].get<int64_t>(),
                       " epochs (balanced validation accuracy ", Acc(sel["validation"]), ")");

@@ -39,6 +39,7 @@
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
+//                          "general_groups": "opener_topic" | "opener",
 //                          "candidates": [{"name": "...", ...router options...}]}},
 //                                                                        (optional: Table 4)
 //    "fusion": {"ratio": 0.125, "lambda": 1.0, "ties_density": 0.2, "dare_drop": 0.5,
@@ -88,9 +89,14 @@ struct FidelityRouterSpec {
   bool extra_templates = true;  // paraphrase.h's training-only extra templates
   RouterTrainOptions train;
   // Optional model selection (router_train.h SelectRouter) on the training
-  // prompts alone, grouped by template / general opener; the best candidate
-  // (with its epochs) is then trained on all training prompts.
+  // prompts alone, grouped by template / general opener and topic; the best
+  // candidate (with its epochs) is then trained on all training prompts.
   std::optional<RouterSelectOptions> select;
+  // select.general_groups: "opener_topic" (default) validates each general
+  // prompt only in a fold that holds out both its opener and its topic, as
+  // the held-out general prompts are new in both; "opener" holds out openers
+  // alone (topics seen in training: the results committed before 2026-12-03T20Z).
+  bool general_groups_by_topic = true;
   std::vector<RouterCandidate> candidates;
 };
 

@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "router/router.h"
@@ -277,6 +279,55 @@ TEST_F(RouterFeaturesTest, GroupedHoldoutHoldsOutWholeGroups) {
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->train_examples, 3 * 30);
   EXPECT_EQ(a->holdout_examples, 3 * 10);
+}
+
+// General prompts keyed by opener AND topic ("none:oO|none:tT"), every
+// combination once, beside single-key task groups.
+TEST(SelectionFoldsTest, ValidatedPromptsShareNoKeyWithTheFoldsTrainingPrompts) {
+  std::vector<LabelledPrompt> data;
+  for (int t = 0; t < 5; ++t) {
+    for (int i = 0; i < 4; ++i) data.push_back({"reverse x", "reverse", "reverse:t" + std::to_string(t)});
+  }
+  for (int o = 0; o < 6; ++o) {
+    for (int t = 0; t < 9; ++t) {
+      data.push_back({"general", "none", absl::StrCat("none:o", o, "|none:t", t)});
+    }
+  }
+  std::vector<int64_t> y;
+  for (const LabelledPrompt& p : data) y.push_back(p.label == "none" ? 0 : 1);
+  const int64_t folds = 3;
+  const auto f = SelectionFolds(data, y, folds, 7);
+  ASSERT_EQ(f.size(), data.size());
+  auto keys = [&](size_t i) {
+    std::vector<std::string> k = absl::StrSplit(data[i].group, '|');
+    return std::set<std::string>(k.begin(), k.end());
+  };
+  int64_t validated = 0, crossed = 0, general_validated = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    ASSERT_FALSE(f[i].empty());
+    ASSERT_LE(f[i].size(), keys(i).size());
+    if (f[i].size() != 1) {
+      ++crossed;
+      continue;
+    }
+    ++validated;
+    general_validated += y[i] == 0;
+    // Nothing trained in this prompt's fold shares one of its keys.
+    for (size_t j = 0; j < data.size(); ++j) {
+      if (std::find(f[j].begin(), f[j].end(), f[i][0]) != f[j].end()) continue;  // not trained in that fold
+      for (const std::string& k : keys(j)) EXPECT_FALSE(keys(i).count(k)) << data[i].group << " / " << data[j].group;
+    }
+  }
+  // One key per task prompt: every one is validated. Two keys: only those
+  // whose opener and topic fell in the same fold.
+  EXPECT_EQ(validated - general_validated, 20);
+  EXPECT_GT(general_validated, 0);
+  EXPECT_GT(crossed, 0);
+  EXPECT_EQ(validated + crossed, static_cast<int64_t>(data.size()));
+  // Every key lands in one fold; single-key prompts of one group share it.
+  for (size_t i = 0; i < 20; ++i) EXPECT_EQ(f[i], f[(i / 4) * 4]) << "one template, one fold";
+  // Deterministic in the seed.
+  EXPECT_EQ(SelectionFolds(data, y, folds, 7), f);
 }
 
 TEST_F(RouterFeaturesTest, SelectionScoresEveryCandidateAtEveryEpochsAndPicksTheBest) {

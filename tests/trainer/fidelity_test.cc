@@ -137,6 +137,17 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["router"]["select"]["candidates"] = Json::array();
   ExpectInvalid(j, "spec.router.select.candidates");
   j = SmallSpec();
+  j["router"]["select"]["general_groups"] = "topic";
+  ExpectInvalid(j, "spec.router.select.general_groups must be \"opener\" or \"opener_topic\", got 'topic'");
+  j = SmallSpec();
+  auto by_topic = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(by_topic.ok()) << by_topic.status();
+  EXPECT_TRUE(by_topic->router->general_groups_by_topic) << "the default holds out topics too";
+  j["router"]["select"]["general_groups"] = "opener";
+  auto by_opener = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(by_opener.ok()) << by_opener.status();
+  EXPECT_FALSE(by_opener->router->general_groups_by_topic);
+  j = SmallSpec();
   j["router"]["general_corpus"] = {{"sentences", 10}};
   ExpectInvalid(j, "spec.router.general_corpus.paths");
   j = SmallSpec();
@@ -217,6 +228,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(t4["general_corpus"]["amounts"], Json::array({0, 5}));
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 2 * 2 * j["router"]["select"]["epochs"].size()) << "candidates x amounts x epochs";
+  EXPECT_EQ(sel["general_groups"], "opener_topic");
   std::set<std::string> names;
   for (const Json& s : sel["scores"]) names.insert(s["candidate"].get<std::string>());
   EXPECT_EQ(names.size(), 4u);

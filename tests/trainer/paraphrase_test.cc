@@ -122,19 +122,41 @@ TEST(ParaphraseTest, ExtraTemplatesAreTrainingOnlyAndAvoidHeldOutWording) {
   }
 }
 
-TEST(ParaphraseTest, GeneralPromptsWithOpenerNameTheirOpener) {
-  auto with = GeneralPromptsWithOpener(TemplateSplit::kTrain, 40, 6);
+TEST(ParaphraseTest, GeneralPromptsWithPartsNameTheirOpenerAndTopic) {
+  auto with = GeneralPromptsWithParts(TemplateSplit::kTrain, 40, 6);
   auto plain = GeneralPrompts(TemplateSplit::kTrain, 40, 6);
   ASSERT_EQ(with.size(), plain.size());
   std::map<int, std::string> first_word;
+  std::map<std::pair<int, int>, std::string> by_parts;
+  std::set<int> topics;
   for (size_t i = 0; i < with.size(); ++i) {
-    EXPECT_EQ(with[i].first, plain[i]);
+    EXPECT_EQ(with[i].text, plain[i]);
     // Every prompt of one opener starts with the same word.
     const std::string w = plain[i].substr(0, plain[i].find(' '));
-    auto [it, inserted] = first_word.emplace(with[i].second, w);
+    auto [it, inserted] = first_word.emplace(with[i].opener, w);
     EXPECT_EQ(it->second, w) << plain[i];
+    // An (opener, topic) pair names one prompt.
+    EXPECT_TRUE(by_parts.emplace(std::make_pair(with[i].opener, with[i].topic), plain[i]).second) << plain[i];
+    topics.insert(with[i].topic);
   }
   EXPECT_GE(first_word.size(), 4u);
+  EXPECT_GE(topics.size(), 4u);
+  // All of a split: every (opener, topic) pair exactly once, and one topic's
+  // prompts across openers are as many as there are openers.
+  for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldOut}) {
+    auto all = GeneralPromptsWithParts(split, NumGeneralPrompts(split), 1);
+    std::set<std::pair<int, int>> pairs;
+    std::map<int, int> per_topic;
+    std::set<int> openers;
+    for (const GeneralPrompt& p : all) {
+      EXPECT_TRUE(pairs.insert({p.opener, p.topic}).second) << p.text;
+      ++per_topic[p.topic];
+      openers.insert(p.opener);
+    }
+    EXPECT_EQ(static_cast<int64_t>(pairs.size()), NumGeneralPrompts(split));
+    EXPECT_EQ(static_cast<int64_t>(openers.size() * per_topic.size()), NumGeneralPrompts(split));
+    for (auto& [topic, n] : per_topic) EXPECT_EQ(n, static_cast<int>(openers.size())) << "topic " << topic;
+  }
 }
 
 TEST(ParaphraseTest, GeneralPromptSplitsShareNoPrompt) {

@@ -196,12 +196,14 @@ int64_t NumGeneralPrompts(TemplateSplit split) {
   return static_cast<int64_t>(g.openers.size() * g.topics.size());
 }
 
-std::vector<std::pair<std::string, int>> GeneralPromptsWithOpener(TemplateSplit split, int64_t n, uint64_t seed) {
+std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed) {
   const GeneralParts& g = General(split);
-  std::vector<std::pair<std::string, int>> all;
+  std::vector<GeneralPrompt> all;
   for (size_t o = 0; o < g.openers.size(); ++o) {
-    for (const std::string& t : g.topics)
-      all.push_back({absl::StrReplaceAll(g.openers[o], {{"{t}", t}}), static_cast<int>(o)});
+    for (size_t t = 0; t < g.topics.size(); ++t) {
+      all.push_back(
+          {absl::StrReplaceAll(g.openers[o], {{"{t}", g.topics[t]}}), static_cast<int>(o), static_cast<int>(t)});
+    }
   }
   std::mt19937_64 rng(seed);
   std::shuffle(all.begin(), all.end(), rng);
@@ -211,7 +213,7 @@ std::vector<std::pair<std::string, int>> GeneralPromptsWithOpener(TemplateSplit 
 
 std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed) {
   std::vector<std::string> out;
-  for (auto& [text, opener] : GeneralPromptsWithOpener(split, n, seed)) out.push_back(std::move(text));
+  for (GeneralPrompt& p : GeneralPromptsWithParts(split, n, seed)) out.push_back(std::move(p.text));
   return out;
 }
 

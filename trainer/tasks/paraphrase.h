@@ -65,9 +65,14 @@ int64_t NumGeneralPrompts(TemplateSplit split);
 // `n` distinct general prompts of `split` in a seeded order (`n` is capped at
 // NumGeneralPrompts(split)). Same arguments, same output.
 std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed);
-// The same prompts with the index of the opener each was made with (the
-// router's validation holds out whole openers).
-std::vector<std::pair<std::string, int>> GeneralPromptsWithOpener(TemplateSplit split, int64_t n, uint64_t seed);
+// The same prompts with the indices of the opener and the topic each was
+// made from (the router's validation holds out whole openers and topics).
+struct GeneralPrompt {
+  std::string text;
+  int opener = 0;
+  int topic = 0;
+};
+std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed);
 
 }  // namespace skillpack
 
