@@ -1,8 +1,8 @@
 // The learned router: features of a request (the base model's hidden states
 // after one or more shallow layers, pooled over the prompt: mean, max, last
-// token or surprisal-weighted mean), a small MLP over them, a softmax over the router's labels (index 0
-// is "none", the others name packs), and the policy that turns scores into
-// packs with mixture weights.
+// token or surprisal-weighted mean), a small MLP over them, a softmax over
+// the router's labels (index 0 is "none", the others name packs), and the
+// policy that turns scores into packs with mixture weights.
 //
 // File format (a safetensors file, see docs/router-format.md), F = the
 // feature size (RouterConfig::FeatureSize; the hidden size for version 1):
