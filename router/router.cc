@@ -28,21 +28,30 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
-// policy.h's kSurprisal weights [B, T] (float32, rows summing to 1) for
-// right-padded tokens [B, T] with mask [B, T]: softmax over each prompt's
-// tokens 1..n-1 of their surprisal under the whole model / the temperature,
-// token 0 and padding 0; a one-token prompt puts its weight on token 0.
-at::Tensor SurprisalWeights(const Transformer& model, const ModelWeights& weights, const at::Tensor& tokens,
-                            const at::Tensor& mask) {
+// Positions of a prompt batch whose logits are made at once by
+// SurprisalWeights: bounds the [B, chunk, vocab] logits it holds.
+constexpr int64_t kSurprisalChunk = 64;
+
+// policy.h's kSurprisal weights [B, T] (float32, rows summing to 1) from the
+// last decoder layer's states `last` [B, T, hidden] of right-padded tokens
+// [B, T] with mask [B, T]: softmax over each prompt's tokens 1..n-1 of their
+// surprisal (the model's final norm and lm_head, as Forward) / the
+// temperature, token 0 and padding 0; a one-token prompt puts its weight on
+// token 0. Logits are made kSurprisalChunk positions at a time.
+at::Tensor SurprisalWeights(const ModelConfig& c, const ModelWeights& weights, const at::Tensor& last,
+                            const at::Tensor& tokens, const at::Tensor& mask) {
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  at::Tensor score = at::full({B, T}, -std::numeric_limits<float>::infinity(), at::kFloat).to(tokens.device());
-  if (T > 1) {
-    at::Tensor logp = at::log_softmax(model.Forward(weights, tokens, mask).to(at::kFloat).narrow(1, 0, T - 1), -1);
-    at::Tensor surprisal = -logp.gather(2, tokens.narrow(1, 1, T - 1).unsqueeze(-1)).squeeze(-1);  // [B, T-1]
-    at::Tensor real = mask.narrow(1, 1, T - 1) != 0;
-    score.narrow(1, 1, T - 1)
-        .copy_((surprisal / kSurprisalTemperature)
-                   .masked_fill(real.logical_not(), -std::numeric_limits<float>::infinity()));
+  const float kInf = std::numeric_limits<float>::infinity();
+  at::Tensor score = at::full({B, T}, -kInf, at::kFloat).to(tokens.device());
+  at::Tensor normed = RmsNorm(last, weights.final_norm(), c.rms_norm_eps);
+  // Position t predicts token t + 1.
+  for (int64_t t0 = 0; t0 + 1 < T; t0 += kSurprisalChunk) {
+    const int64_t n = std::min(kSurprisalChunk, T - 1 - t0);
+    at::Tensor logits = at::linear(normed.narrow(1, t0, n), weights.lm_head()).to(at::kFloat);  // [B, n, V]
+    at::Tensor next = tokens.narrow(1, t0 + 1, n).unsqueeze(-1);
+    at::Tensor surprisal = at::logsumexp(logits, -1) - logits.gather(2, next).squeeze(-1);  // [B, n]
+    at::Tensor real = mask.narrow(1, t0 + 1, n) != 0;
+    score.narrow(1, t0 + 1, n).copy_((surprisal / kSurprisalTemperature).masked_fill(real.logical_not(), -kInf));
   }
   // Prompts of one token: all their scores are -inf so far; token 0 gets 0.
   at::Tensor one_token = (mask != 0).sum(1) == 1;
@@ -100,15 +109,21 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       at::Tensor m = at::tensor(mask, at::kLong).view({B, T}).to(device);
       at::Tensor mf = m.to(at::kFloat).unsqueeze(-1);
       at::Tensor last_index = at::tensor(last, at::kLong).to(device);
-      const at::Tensor surprise = need_surprisal ? SurprisalWeights(model, weights, tokens, m) : at::Tensor();
       // Embeddings, then one decoder layer at a time (LayerForward chained
-      // from the embeddings is HiddenStates layer by layer).
+      // from the embeddings is HiddenStates layer by layer), keeping the
+      // states of `layers`; the surprisal pooling runs on to the last layer
+      // for its weights, which every layer's block then uses.
       at::Tensor h = model.HiddenStates(weights, tokens, m, 0);
-      int64_t depth = 0;
+      const int64_t depth_needed = need_surprisal ? c.num_hidden_layers : layers.back();
+      std::vector<at::Tensor> states;
+      for (int64_t depth = 0;; ++depth) {
+        if (states.size() < layers.size() && layers[states.size()] == depth) states.push_back(h.to(at::kFloat));
+        if (depth == depth_needed) break;
+        h = model.LayerForward(weights, depth, h, m, nullptr);
+      }
+      const at::Tensor surprise = need_surprisal ? SurprisalWeights(c, weights, h, tokens, m) : at::Tensor();
       std::vector<at::Tensor> blocks;
-      for (int64_t layer : layers) {
-        for (; depth < layer; ++depth) h = model.LayerForward(weights, depth, h, m, nullptr);
-        at::Tensor hf = h.to(at::kFloat);
+      for (const at::Tensor& hf : states) {
         for (Pooling p : pooling) {
           switch (p) {
             case Pooling::kMean:

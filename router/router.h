@@ -39,7 +39,8 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 // all), pooled by each of `pooling` over each prompt's tokens: float32
 // [N, hidden x |layers| x |pooling|] on the CPU, blocks ordered layer-major
 // (layers[0] x pooling[0], layers[0] x pooling[1], ...). Pooling::kSurprisal
-// adds a forward pass of the whole model for its weights (policy.h).
+// runs the rest of the model, final norm and lm_head for its weights
+// (policy.h): one forward pass of the whole model in all.
 // INVALID_ARGUMENT for empty prompts, token ids out of range, bad or
 // unordered layers, no pooling.
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,

@@ -69,15 +69,19 @@ TEST_F(RouterFeaturesTest, BlocksAreTheLayersPooledAsDocumented) {
 TEST_F(RouterFeaturesTest, SurprisalPoolingWeighsTokensByTheBaseModelsSurprise) {
   const Transformer& tr = *model_->transformer;
   const ModelWeights& w = *model_->weights;
-  // Different lengths (padding in the batch) and a one-token prompt.
-  std::vector<std::vector<int32_t>> prompts = {tok_->Encode("Write qzxv backwards.", false, false),
-                                               tok_->Encode("Tell me about the sea, please.", false, false),
-                                               tok_->Encode("a", false, false)};
+  // Different lengths (padding in the batch), a one-token prompt and one
+  // whose logits take several chunks of positions.
+  std::string long_prompt;
+  for (int i = 0; i < 6; ++i) long_prompt += "Tell me about the sea, please. ";
+  std::vector<std::vector<int32_t>> prompts = {
+      tok_->Encode("Write qzxv backwards.", false, false), tok_->Encode("Tell me about the sea, please.", false, false),
+      tok_->Encode("a", false, false), tok_->Encode(long_prompt, false, false)};
   ASSERT_EQ(prompts[2].size(), 1u);
+  ASSERT_GT(prompts[3].size(), 130u);
   auto f = PromptFeatures(tr, w, prompts, {0, 2}, {Pooling::kMean, Pooling::kSurprisal});
   ASSERT_TRUE(f.ok()) << f.status();
   const int64_t H = 32;
-  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{3, 4 * H}));
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{4, 4 * H}));
   for (size_t i = 0; i < prompts.size(); ++i) {
     const int64_t T = static_cast<int64_t>(prompts[i].size());
     at::Tensor tokens = at::tensor(std::vector<int64_t>(prompts[i].begin(), prompts[i].end()), at::kLong).view({1, T});
