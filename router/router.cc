@@ -110,35 +110,39 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       at::Tensor mf = m.to(at::kFloat).unsqueeze(-1);
       at::Tensor last_index = at::tensor(last, at::kLong).to(device);
       // Embeddings, then one decoder layer at a time (LayerForward chained
-      // from the embeddings is HiddenStates layer by layer), keeping the
-      // states of `layers`; the surprisal pooling runs on to the last layer
-      // for its weights, which every layer's block then uses.
+      // from the embeddings is HiddenStates layer by layer), pooling the
+      // states of `layers` as they pass. The surprisal pooling runs on to the
+      // last layer for its weights, keeping those states until then.
+      auto pool = [&](const at::Tensor& hf, Pooling p) {
+        switch (p) {
+          case Pooling::kMean:
+            return (hf * mf).sum(1) / mf.sum(1);
+          case Pooling::kMax:
+            return hf.masked_fill(mf == 0, -std::numeric_limits<float>::infinity()).amax(1);
+          case Pooling::kLast:
+            return hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1);
+          case Pooling::kSurprisal:
+            break;
+        }
+        return at::Tensor();  // filled in below
+      };
       at::Tensor h = model.HiddenStates(weights, tokens, m, 0);
       const int64_t depth_needed = need_surprisal ? c.num_hidden_layers : layers.back();
-      std::vector<at::Tensor> states;
-      for (int64_t depth = 0;; ++depth) {
-        if (states.size() < layers.size() && layers[states.size()] == depth) states.push_back(h.to(at::kFloat));
+      std::vector<at::Tensor> blocks, kept;  // kept: states awaiting the surprisal weights
+      for (int64_t depth = 0, next = 0;; ++depth) {
+        if (next < static_cast<int64_t>(layers.size()) && layers[next] == depth) {
+          at::Tensor hf = h.to(at::kFloat);
+          for (Pooling p : pooling) blocks.push_back(pool(hf, p));
+          if (need_surprisal) kept.push_back(hf);
+          ++next;
+        }
         if (depth == depth_needed) break;
         h = model.LayerForward(weights, depth, h, m, nullptr);
       }
-      const at::Tensor surprise = need_surprisal ? SurprisalWeights(c, weights, h, tokens, m) : at::Tensor();
-      std::vector<at::Tensor> blocks;
-      for (const at::Tensor& hf : states) {
-        for (Pooling p : pooling) {
-          switch (p) {
-            case Pooling::kMean:
-              blocks.push_back((hf * mf).sum(1) / mf.sum(1));
-              break;
-            case Pooling::kMax:
-              blocks.push_back(hf.masked_fill(mf == 0, -std::numeric_limits<float>::infinity()).amax(1));
-              break;
-            case Pooling::kLast:
-              blocks.push_back(hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1));
-              break;
-            case Pooling::kSurprisal:
-              blocks.push_back((hf * surprise.unsqueeze(-1)).sum(1));
-              break;
-          }
+      if (need_surprisal) {
+        const at::Tensor w = SurprisalWeights(c, weights, h, tokens, m).unsqueeze(-1);
+        for (size_t i = 0; i < blocks.size(); ++i) {
+          if (pooling[i % pooling.size()] == Pooling::kSurprisal) blocks[i] = (kept[i / pooling.size()] * w).sum(1);
         }
       }
       out.push_back(at::cat(blocks, 1).to(at::kCPU));
