@@ -95,7 +95,7 @@ struct FidelityRouterSpec {
   // select.general_groups: "opener_topic" (default) validates each general
   // prompt only in a fold that holds out both its opener and its topic, as
   // the held-out general prompts are new in both; "opener" holds out openers
-  // alone (topics seen in training: the results committed before 2026-12-03T20Z).
+  // alone (topics seen in training), as the specs committed before it, which now say so.
   bool general_groups_by_topic = true;
   std::vector<RouterCandidate> candidates;
 };
