@@ -28,6 +28,10 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
+bool UsesSurprisal(const std::vector<Pooling>& pooling) {
+  return std::find(pooling.begin(), pooling.end(), Pooling::kSurprisal) != pooling.end();
+}
+
 // Positions of a prompt batch whose logits are made at once by
 // SurprisalWeights: bounds the [B, chunk, vocab] logits it holds.
 constexpr int64_t kSurprisalChunk = 64;
@@ -81,7 +85,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       return absl::InvalidArgumentError("router layers must be strictly ascending");
     }
   }
-  const bool need_surprisal = std::find(pooling.begin(), pooling.end(), Pooling::kSurprisal) != pooling.end();
+  const bool need_surprisal = UsesSurprisal(pooling);
   try {
     c10::InferenceMode guard;
     std::vector<at::Tensor> out;
@@ -269,9 +273,10 @@ StatusOr<std::string> Router::Serialize() const {
   // The lowest version that holds this router: version 1 readers would ignore
   // an assignment (version 2), version 2 readers other features (version 3),
   // version 3 readers the surprisal pooling (version 4).
-  const bool surprisal =
-      std::find(config_.pooling.begin(), config_.pooling.end(), Pooling::kSurprisal) != config_.pooling.end();
-  const int version = surprisal ? 4 : !config_.SingleMeanFeatures() ? 3 : !config_.assignment.empty() ? 2 : 1;
+  const int version = UsesSurprisal(config_.pooling)  ? 4
+                      : !config_.SingleMeanFeatures() ? 3
+                      : !config_.assignment.empty()   ? 2
+                                                      : 1;
   w.SetMetadata("format_version", std::to_string(version));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <functional>
 #include <random>
-#include <set>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -93,13 +92,21 @@ StatusOr<std::vector<std::string>> MakeLabels(const std::vector<LabelledPrompt>&
 }
 
 // The units a label's prompts are split by: its groups when it has two or
-// more, else each prompt alone. Returns, per label, units of prompt indices
-// in a seeded order.
+// more, else each prompt alone. With `split_keys` a group is each of the
+// '|'-separated keys of LabelledPrompt::group (a prompt with several keys is
+// in several units). Returns, per label, units of prompt indices in a seeded
+// order.
 std::map<int64_t, std::vector<std::vector<size_t>>> SplitUnits(const std::vector<LabelledPrompt>& data,
                                                                const std::vector<int64_t>& y, bool by_group,
-                                                               uint64_t seed) {
+                                                               uint64_t seed, bool split_keys = false) {
   std::map<int64_t, std::map<std::string, std::vector<size_t>>> groups;
-  for (size_t i = 0; i < data.size(); ++i) groups[y[i]][data[i].group].push_back(i);
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (!split_keys) {
+      groups[y[i]][data[i].group].push_back(i);
+      continue;
+    }
+    for (absl::string_view key : absl::StrSplit(data[i].group, '|')) groups[y[i]][std::string(key)].push_back(i);
+  }
   std::mt19937_64 rng(seed);
   std::map<int64_t, std::vector<std::vector<size_t>>> units;
   for (auto& [label, by_name] : groups) {
@@ -111,6 +118,7 @@ std::map<int64_t, std::vector<std::vector<size_t>>> SplitUnits(const std::vector
         for (size_t i : idx) u.push_back({i});
       }
       std::sort(u.begin(), u.end());
+      u.erase(std::unique(u.begin(), u.end()), u.end());  // a prompt named by two keys
     }
     std::shuffle(u.begin(), u.end(), rng);
   }
@@ -291,22 +299,8 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
 
 std::vector<std::vector<int64_t>> SelectionFolds(const std::vector<LabelledPrompt>& data, const std::vector<int64_t>& y,
                                                  int64_t folds, uint64_t seed) {
-  std::map<int64_t, std::map<std::string, std::vector<size_t>>> keys;
-  for (size_t i = 0; i < data.size(); ++i) {
-    for (absl::string_view key : absl::StrSplit(data[i].group, '|')) keys[y[i]][std::string(key)].push_back(i);
-  }
-  std::mt19937_64 rng(seed);
   std::vector<std::vector<int64_t>> out(data.size());
-  for (auto& [label, by_key] : keys) {
-    std::vector<std::vector<size_t>> units;
-    if (by_key.size() >= 2) {
-      for (auto& [key, idx] : by_key) units.push_back(idx);
-    } else {
-      std::set<size_t> prompts;
-      for (auto& [key, idx] : by_key) prompts.insert(idx.begin(), idx.end());
-      for (size_t i : prompts) units.push_back({i});
-    }
-    std::shuffle(units.begin(), units.end(), rng);
+  for (auto& [label, units] : SplitUnits(data, y, /*by_group=*/true, seed, /*split_keys=*/true)) {
     for (size_t u = 0; u < units.size(); ++u) {
       for (size_t i : units[u]) out[i].push_back(static_cast<int64_t>(u % static_cast<size_t>(folds)));
     }
