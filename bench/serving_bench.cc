@@ -13,13 +13,13 @@
 // set against a warm one. Writes bench/results/serving_<timestamp>.json.
 //
 // Each pack-serving run is repeated for every factor precision asked for
-// (float32 / float16: how the host tier keeps the low-rank factors, the
+// (float32 / float16 / int8: how the host tier keeps the low-rank factors, the
 // server's --factor-precision), and the whole set of runs, base included, is
 // repeated --repeats times, interleaved, so every ratio to base compares runs
 // of the same round; the summary holds each configuration's median ratio.
 //
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
-//                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16]
+//                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
 //                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
 //                      [--fused-budget-bytes N] [--out DIR]
 #include <unistd.h>
@@ -343,7 +343,7 @@ int Main(int argc, char** argv) {
   }
   for (const std::string& p : precisions) {
     if (!ParseFactorPrecision(p).ok()) {
-      std::fprintf(stderr, "--factor-precisions: '%s' is not float32 or float16\n", p.c_str());
+      std::fprintf(stderr, "--factor-precisions: '%s' is not float32, float16 or int8\n", p.c_str());
       return 2;
     }
   }

@@ -172,14 +172,13 @@ class RowDeltas {
   // scale), · UScatᵀ -> [.., out], which saves kernel launches where they
   // dominate; larger ones group by group on the group's rows.
   at::Tensor Linear(const std::string& weight, const std::string& bias, const at::Tensor& x, at::Tensor y) const {
-    std::vector<at::Tensor> vts, uss;
+    std::vector<const DeltaTerm*> low_rank;
     std::vector<std::pair<size_t, float>> blocks;  // (group, scale) per low-rank term
     for (size_t j = 0; j < sets_.size(); ++j) {
       if (const std::vector<DeltaTerm>* terms = sets_[j]->Find(weight)) {
         for (const DeltaTerm& t : *terms) {
           if (t.low_rank()) {
-            vts.push_back(t.vt);  // float16 factors stay float16 for AddLowRankRows
-            uss.push_back(t.us);
+            low_rank.push_back(&t);  // float16 and int8 factors stay so for AddLowRankRows
             blocks.emplace_back(j, t.scale);
           } else {
             at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
@@ -193,13 +192,15 @@ class RowDeltas {
         y = AddRows(y, j, (t.dense * t.scale).to(y.scalar_type()));
       }
     }
-    if (vts.empty()) return y;
-    if (AddLowRankRows(vts, uss, blocks, x, y)) return y;
+    if (low_rank.empty()) return y;
+    if (AddLowRankRows(low_rank, blocks, x, y)) return y;
     // The ATen paths (no kernel on this CPU, or x not float32 on the CPU):
-    // factors in x's type, float16 ones widened here for the call.
-    for (size_t i = 0; i < vts.size(); ++i) {
-      vts[i] = vts[i].to(x.scalar_type());
-      uss[i] = uss[i].to(x.scalar_type());
+    // factors in x's type, float16 and int8 ones widened here for the call
+    // (int8 ones with their rank scales folded into us).
+    std::vector<at::Tensor> vts, uss;
+    for (const DeltaTerm* t : low_rank) {
+      vts.push_back(t->vt.to(x.scalar_type()));
+      uss.push_back(t->UsAs(x.scalar_type()));
     }
     int64_t factor_bytes = 0;
     for (size_t i = 0; i < vts.size(); ++i) factor_bytes += (vts[i].numel() + uss[i].numel()) * vts[i].element_size();
@@ -235,25 +236,28 @@ class RowDeltas {
   // run in pieces of up to kSmallGemmMaxRows; one module's factors (rank ·
   // (in + out) values) stay in L2 between pieces, so memory still sees them
   // about once. Pieces of all groups are split across the intra-op threads
-  // (their rows are disjoint). Factors may be float32 or float16
-  // (SmallGemmF16 widens them as it streams them: half the bytes). Returns
-  // false, touching nothing, unless x and y are contiguous float32 on the CPU,
-  // the factors contiguous float32 or float16 on the CPU and the kernel is
-  // available.
-  bool AddLowRankRows(const std::vector<at::Tensor>& vts, const std::vector<at::Tensor>& uss,
-                      const std::vector<std::pair<size_t, float>>& blocks, const at::Tensor& x, at::Tensor& y) const {
+  // (their rows are disjoint). Factors may be float32, float16
+  // (SmallGemmF16 widens them as it streams them: half the bytes) or int8
+  // codes (SmallGemmI8: a quarter; t's columns are then multiplied by the
+  // rank scales too). Returns false, touching nothing, unless x and y are
+  // contiguous float32 on the CPU, the factors contiguous float32, float16 or
+  // int8 on the CPU (rank scales float32 there) and the kernel is available.
+  bool AddLowRankRows(const std::vector<const DeltaTerm*>& terms, const std::vector<std::pair<size_t, float>>& blocks,
+                      const at::Tensor& x, at::Tensor& y) const {
     auto plain = [](const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
     if (!SmallGemmAvailable() || !plain(y) || !x.is_cpu() || x.scalar_type() != at::kFloat) return false;
     const int64_t k = x.size(-1), n = y.size(-1);
     if (k == 0 || x.numel() % (batch_size_ * k) != 0) return false;
     const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
     auto factor = [](const at::Tensor& t) {
-      return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf) && t.is_contiguous();
+      const at::ScalarType type = t.scalar_type();
+      return t.is_cpu() && (type == at::kFloat || type == at::kHalf || type == at::kChar) && t.is_contiguous();
     };
     int64_t factor_elems = 0;
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if (!factor(vts[i]) || !factor(uss[i]) || vts[i].scalar_type() != uss[i].scalar_type()) return false;
-      factor_elems += vts[i].numel() + uss[i].numel();
+    for (const DeltaTerm* t : terms) {
+      if (!factor(t->vt) || !factor(t->us) || t->vt.scalar_type() != t->us.scalar_type()) return false;
+      if (t->rank_scale.defined() && !plain(t->rank_scale)) return false;
+      factor_elems += t->vt.numel() + t->us.numel();
     }
     // Work items: (group, first row, end row) over the group's rows of x in order.
     struct Piece {
@@ -294,12 +298,20 @@ class RowDeltas {
         for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
         for (size_t i = 0; i < blocks.size(); ++i) {
           if (blocks[i].first != piece.group) continue;
-          const int64_t rank = vts[i].size(0);
+          const DeltaTerm& term = *terms[i];
+          const int64_t rank = term.vt.size(0);
           t.resize(m * rank);
           out.resize(m * n);
-          Gemm(xs.data(), m, k, ldx, vts[i], 0, rank, t.data(), rank);
-          for (float& v : t) v *= blocks[i].second;
-          Gemm(t.data(), m, rank, rank, uss[i], 0, n, out.data(), n);
+          Gemm(xs.data(), m, k, ldx, term.vt, 0, rank, t.data(), rank);
+          if (term.rank_scale.defined()) {
+            const float* rs = term.rank_scale.data_ptr<float>();
+            for (int64_t r = 0; r < m; ++r) {
+              for (int64_t c = 0; c < rank; ++c) t[r * rank + c] *= blocks[i].second * rs[c];
+            }
+          } else {
+            for (float& v : t) v *= blocks[i].second;
+          }
+          Gemm(t.data(), m, rank, rank, term.us, 0, n, out.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             float* dst = yp + rows[r] * n;
             const float* src = out.data() + r * n;
@@ -311,10 +323,12 @@ class RowDeltas {
     return true;
   }
 
-  // SmallGemm over a float32 or float16 weight tensor w [n, k] (contiguous, CPU).
+  // SmallGemm over a float32, float16 or int8 weight tensor w [n, k] (contiguous, CPU).
   static void Gemm(const float* x, int64_t m, int64_t k, int64_t ldx, const at::Tensor& w, int64_t n_begin,
                    int64_t n_end, float* y, int64_t ldy) {
-    if (w.scalar_type() == at::kHalf) {
+    if (w.scalar_type() == at::kChar) {
+      SmallGemmI8(x, m, k, ldx, w.data_ptr<int8_t>(), nullptr, n_begin, n_end, y, ldy);
+    } else if (w.scalar_type() == at::kHalf) {
       const auto* wh = reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>());
       SmallGemmF16(x, m, k, ldx, wh, nullptr, n_begin, n_end, y, ldy);
     } else {
@@ -339,6 +353,13 @@ class RowDeltas {
     return rows.view(shape);
   }
 
+  // The rows of a low-rank term's us for tokens, as `type` (gathered first,
+  // then widened, with int8 factors' rank scales).
+  static at::Tensor EmbeddedFactor(const DeltaTerm& t, const at::Tensor& tokens, at::ScalarType type) {
+    at::Tensor u = at::embedding(t.us, tokens).to(type);
+    return t.rank_scale.defined() ? u * t.rank_scale.to(type) : u;
+  }
+
   // x = the base embedding of tokens [B, T]; adds each row's embedding terms.
   at::Tensor Embed(const std::string& name, const at::Tensor& tokens, at::Tensor x) const {
     for (size_t j = 0; j < sets_.size(); ++j) {
@@ -346,9 +367,8 @@ class RowDeltas {
       if (terms == nullptr) continue;
       at::Tensor toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
       for (const DeltaTerm& t : *terms) {
-        at::Tensor rows = t.low_rank()
-                              ? at::matmul(at::embedding(t.us, toks).to(x.scalar_type()), t.vt.to(x.scalar_type()))
-                              : at::embedding(t.dense, toks);
+        at::Tensor rows = t.low_rank() ? at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()))
+                                       : at::embedding(t.dense, toks);
         x = AddRows(x, j, rows.mul_(t.scale).to(x.scalar_type()));
       }
     }

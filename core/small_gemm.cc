@@ -31,18 +31,22 @@ SmallGemmIsa DetectIsa() {
 const SmallGemmIsa g_best = DetectIsa();
 std::atomic<SmallGemmIsa> g_active{g_best};
 
-// Weights are float32 or IEEE binary16 (`Half`, the bits as uint16_t): a
-// binary16 weight is widened to float32 as it is loaded (F16C), and every sum
-// is the float32 one over the widened weights. The loaders below are the only
-// places the two differ.
+// Weights are float32, IEEE binary16 (`Half`, the bits as uint16_t) or int8
+// codes: a binary16 weight or a code is widened to float32 as it is loaded
+// (F16C; sign extension and conversion), and every sum is the float32 one over
+// the widened weights. The loaders below are the only places they differ.
 using Half = uint16_t;
 
 __attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 __attribute__((target("avx2,fma,f16c"))) inline float ToFloat(float v) { return v; }
 __attribute__((target("avx2,fma,f16c"))) inline float ToFloat(Half v) { return _cvtsh_ss(v); }
+__attribute__((target("avx2,fma,f16c"))) inline float ToFloat(int8_t v) { return static_cast<float>(v); }
 
 // ---- AVX2 + FMA: 12 weight rows per panel, tiles of 4 rows of x by 3 weight rows.
 
@@ -162,6 +166,10 @@ __attribute__((target("avx512f"))) inline __m512 Load16(const float* p) { return
 __attribute__((target("avx512f"))) inline __m512 Load16(const Half* p) {
   return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+__attribute__((target("avx512f"))) inline __m512 Load16(const int8_t* p) {
+  const __m512i wide = _mm512_maskz_cvtepi8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm512_maskz_cvtepi32_ps(0xFFFF, wide);
+}
 // The first n < 16 weights at p, zeros after them.
 __attribute__((target("avx512f"))) inline __m512 LoadFirst(const float* p, int64_t n) {
   return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
@@ -171,6 +179,11 @@ __attribute__((target("avx512f"))) inline __m512 LoadFirst(const Half* p, int64_
   alignas(32) Half tail[16] = {};
   std::copy_n(p, n, tail);
   return _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, _mm256_load_si256(reinterpret_cast<const __m256i*>(tail)));
+}
+__attribute__((target("avx512f"))) inline __m512 LoadFirst(const int8_t* p, int64_t n) {
+  alignas(16) int8_t tail[16] = {};
+  std::copy_n(p, n, tail);
+  return Load16(tail);
 }
 constexpr int64_t kAvx512KBlock = 512;
 
@@ -421,6 +434,11 @@ void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w
 
 void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, const float* bias,
                   int64_t n_begin, int64_t n_end, float* y, int64_t ldy) {
+  Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
+}
+
+void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
+                 int64_t n_end, float* y, int64_t ldy) {
   Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
 }
 

@@ -11,7 +11,8 @@
 // and AVX2/FMA/F16C (4 rows of x by 3 weight rows). Both compute the same sums; only
 // the order of the additions differs. Weights may also be IEEE binary16
 // (SmallGemmF16: half the bytes to stream, each weight widened to float32 as it
-// is loaded; x, the sums and y stay float32).
+// is loaded; x, the sums and y stay float32) or int8 codes (SmallGemmI8: a
+// quarter of the bytes; the caller applies the codes' scales).
 #ifndef SKILLPACK_CORE_SMALL_GEMM_H_
 #define SKILLPACK_CORE_SMALL_GEMM_H_
 
@@ -62,6 +63,13 @@ void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w
 // REQUIRES: SmallGemmAvailable().
 void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, const float* bias,
                   int64_t n_begin, int64_t n_end, float* y, int64_t ldy);
+
+// The same with w [n, k] as int8 codes: y = x · float(w)ᵀ + b, summed in
+// float32 over the codes' integer values (scales, if any, are the caller's:
+// e.g. per weight row on y's columns, or per column of w folded into x).
+// REQUIRES: SmallGemmAvailable().
+void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
+                 int64_t n_end, float* y, int64_t ldy);
 
 }  // namespace skillpack
 

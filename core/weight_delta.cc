@@ -27,13 +27,24 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
       return bad(absl::StrCat("factors ", ShapeString(t.us.sizes().vec()), " x ", ShapeString(t.vt.sizes().vec()),
                               " do not make a tensor of shape ", ShapeString(shape)));
     }
-    if (t.us.scalar_type() != t.vt.scalar_type() ||
-        (t.us.scalar_type() != at::kFloat && t.us.scalar_type() != at::kHalf)) {
-      return bad("low-rank factors must be both float32 or both float16");
+    const at::ScalarType type = t.us.scalar_type();
+    if (type != t.vt.scalar_type() || (type != at::kFloat && type != at::kHalf && type != at::kChar)) {
+      return bad("low-rank factors must be both float32, both float16 or both int8");
     }
     parts = {t.us, t.vt};
+    if (type == at::kChar) {
+      if (!t.rank_scale.defined() || t.rank_scale.scalar_type() != at::kFloat || t.rank_scale.dim() != 1 ||
+          t.rank_scale.size(0) != t.us.size(1)) {
+        return bad(absl::StrCat("int8 factors need a float32 rank_scale of ", t.us.size(1), " entries"));
+      }
+      parts.push_back(t.rank_scale);
+    } else if (t.rank_scale.defined()) {
+      return bad("rank_scale is for int8 factors only");
+    }
   } else {
-    if (t.us.defined() || t.vt.defined()) return bad("a term has both a dense tensor and factors");
+    if (t.us.defined() || t.vt.defined() || t.rank_scale.defined()) {
+      return bad("a term has both a dense tensor and factors");
+    }
     if (t.dense.scalar_type() != at::kFloat) return bad("dense terms must be float32");
     if (t.dense.sizes().vec() != shape) {
       return bad(
@@ -69,7 +80,7 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
     for (DeltaTerm& t : list) {
       RETURN_IF_ERROR(CheckTerm(name, it->second, t, &device));
       if (t.scale == 0.0f) continue;
-      for (const at::Tensor* p : {&t.us, &t.vt, &t.dense}) {
+      for (const at::Tensor* p : {&t.us, &t.vt, &t.rank_scale, &t.dense}) {
         if (p->defined() && seen.insert(p->data_ptr()).second) d->bytes_ += p->numel() * p->element_size();
       }
       kept.push_back(std::move(t));
@@ -77,6 +88,11 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
     if (!kept.empty()) d->terms_.emplace(name, std::move(kept));
   }
   return std::shared_ptr<const WeightDelta>(std::move(d));
+}
+
+at::Tensor DeltaTerm::UsAs(at::ScalarType type) const {
+  at::Tensor u = us.to(type);
+  return rank_scale.defined() ? u * rank_scale.to(type) : u;
 }
 
 const std::vector<DeltaTerm>* WeightDelta::Find(const std::string& name) const {

@@ -1,7 +1,8 @@
 // A weight set kept as the base plus corrections that are never materialised
 // (factorized serving). For any tensor of the model, a list of terms:
 //
-//   low rank:  scale · us · vt     us [out, k], vt [k, in]   (2-D tensors only)
+//   low rank:  scale · us · vt     us [out, k], vt [k, in]   (2-D tensors only;
+//              int8 codes: scale · us · diag(rank_scale) · vt)
 //   dense:     scale · dense       the tensor's own shape
 //
 // Transformer::Step applies a delta per sequence (SeqStep::delta), so rows of
@@ -29,11 +30,14 @@
 namespace skillpack {
 
 struct DeltaTerm {
-  at::Tensor us, vt;  // low rank: both set, both float32 or both float16
+  at::Tensor us, vt;  // low rank: both set, both float32, float16 or int8
   at::Tensor dense;   // or dense, float32
   float scale = 1.0f;
+  at::Tensor rank_scale{};  // int8 factors only: [k] float32
 
   bool low_rank() const { return !dense.defined(); }
+  // us as `type` with rank_scale folded into its columns (the ATen paths).
+  at::Tensor UsAs(at::ScalarType type) const;
 };
 
 class WeightDelta {
@@ -42,7 +46,8 @@ class WeightDelta {
   // (ExpectedTensors): the name must be one of them (a tied config has no
   // "lm_head.weight": its embedding terms serve both uses), low-rank terms only
   // on 2-D tensors with us [out, k] and vt [k, in], dense terms of the tensor's
-  // shape, float32 tensors (or float16 factors) on one device, finite scales. Terms with scale 0 and
+  // shape, float32 tensors (or float16 factors, or int8 ones with a float32
+  // rank_scale [k]) on one device, finite scales. Terms with scale 0 and
   // names without terms are dropped. INVALID_ARGUMENT naming the tensor.
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);

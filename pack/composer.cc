@@ -104,6 +104,7 @@ StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeight
       if (dm->factored()) {
         t.us = dm->us;
         t.vt = dm->vt;
+        t.rank_scale = dm->rank_scale;
         t.scale = w * dm->factor_scale;
       } else {
         t.dense = dm->delta;

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -82,18 +83,54 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m) {
 StatusOr<FactorPrecision> ParseFactorPrecision(const std::string& name) {
   if (name == "float32") return FactorPrecision::kFloat32;
   if (name == "float16") return FactorPrecision::kFloat16;
-  return absl::InvalidArgumentError(absl::StrCat("factor precision '", name, "' is not one of float32, float16"));
+  if (name == "int8") return FactorPrecision::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("factor precision '", name, "' is not one of float32, float16, int8"));
 }
 
-const char* FactorPrecisionName(FactorPrecision p) { return p == FactorPrecision::kFloat16 ? "float16" : "float32"; }
+const char* FactorPrecisionName(FactorPrecision p) {
+  switch (p) {
+    case FactorPrecision::kFloat16:
+      return "float16";
+    case FactorPrecision::kInt8:
+      return "int8";
+    case FactorPrecision::kFloat32:
+      break;
+  }
+  return "float32";
+}
 
 at::Tensor DecodedModule::DenseDelta() const {
   if (delta.defined()) return delta;
-  at::Tensor d = us.to(at::kFloat).matmul(vt.to(at::kFloat));
+  at::Tensor u = us.to(at::kFloat);
+  if (rank_scale.defined()) u = u * rank_scale;
+  at::Tensor d = u.matmul(vt.to(at::kFloat));
   return factor_scale == 1.0f ? d : d.mul_(factor_scale);
 }
 
+namespace {
+
+// Symmetric int8 codes of t along `dim` (0: per column, 1: per row) and their
+// scales (largest magnitude / 127; 1 for an all-zero line, whose codes are 0).
+std::pair<at::Tensor, at::Tensor> Int8Codes(const at::Tensor& t, int64_t dim) {
+  at::Tensor amax = t.numel() > 0 ? std::get<0>(t.abs().max(dim)) : at::zeros({t.size(1 - dim)});
+  at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
+  at::Tensor codes = (t / scale.unsqueeze(dim)).round_().clamp_(-127, 127).to(at::kChar);
+  return {codes, scale};
+}
+
+}  // namespace
+
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
+  if (precision == FactorPrecision::kInt8) {
+    // U·diag(σ) [out, k] by column, Vᵀ [k, in] by row: ΔŴ = Uq · diag(su · sv · factor_scale) · Vq.
+    auto [uq, su] = Int8Codes(m->us.to(at::kFloat), 0);
+    auto [vq, sv] = Int8Codes(m->vt.to(at::kFloat), 1);
+    m->rank_scale = (su * sv * m->factor_scale).contiguous();
+    m->us = uq.contiguous();
+    m->vt = vq.contiguous();
+    m->factor_scale = 1.0f;
+    return;
+  }
   if (precision != FactorPrecision::kFloat16) return;
   // Each factor divided by the power of two at or above its largest entry
   // (exact), then rounded to float16; the two powers go to factor_scale.
@@ -111,7 +148,7 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
 
 int64_t DecodedModule::bytes() const {
   int64_t n = 0;
-  for (const at::Tensor* t : {&delta, &us, &vt}) {
+  for (const at::Tensor* t : {&delta, &us, &vt, &rank_scale}) {
     if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
   }
   return n;

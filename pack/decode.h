@@ -40,8 +40,9 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 
 // One decoded module. Exactly one form is set: `delta` (dense ΔŴ, float32
 // [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
-// and `vt` [k, in] (float32, or both float16: FactorPrecision) with
-// ΔŴ = factor_scale · us · vt.
+// and `vt` [k, in] (float32, or both float16, or both int8 codes:
+// FactorPrecision) with ΔŴ = factor_scale · us · diag(rank_scale) · vt
+// (rank_scale only with int8 codes).
 struct DecodedModule {
   std::string name;
   at::Tensor delta;
@@ -52,10 +53,13 @@ struct DecodedModule {
   // singular values would otherwise put U·diag(σ) among float16's subnormals
   // (below 6.1e-5), where its precision runs out, and large ones past 65504.
   float factor_scale = 1.0f;
+  // Int8 factors only: [k] float32, each rank component's scale (the product
+  // of its column's scale in us and its row's in vt); undefined otherwise.
+  at::Tensor rank_scale{};
 
   bool factored() const { return !delta.defined(); }
-  // ΔŴ as float32: `delta`, or factor_scale · us.matmul(vt) in float32
-  // (equal to DecodeModuleDelta when the factors are float32).
+  // ΔŴ as float32: `delta`, or factor_scale · (us · diag(rank_scale)).matmul(vt)
+  // in float32 (equal to DecodeModuleDelta when the factors are float32).
   at::Tensor DenseDelta() const;
   int64_t bytes() const;
 };
@@ -73,7 +77,9 @@ struct DecodedPack {
 
 // Keeps a factored module's us and vt in `precision`: kFloat32 leaves them as
 // they are; kFloat16 scales each by a power of two into float16's normal range
-// (exact) and rounds it, folding the powers into factor_scale. What DecodePack
+// (exact) and rounds it, folding the powers into factor_scale; kInt8 rounds
+// us by column and vt by row to symmetric int8 codes, their scales (and
+// factor_scale) multiplied into rank_scale, factor_scale 1. What DecodePack
 // does to each low-rank module; REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 

@@ -15,9 +15,17 @@ namespace skillpack {
 // (DecodedModule::factor_scale), so the rounding is 2^-11 relative per element
 // down to 2^-14 of the factor's largest entry, far below the pack's own
 // quantisation of U and Vᵀ (2-8 bits).
-enum class FactorPrecision { kFloat32, kFloat16 };
+//
+// kInt8 quarters them (against float32): symmetric int8 codes per rank
+// component, U·diag(σ) by column and Vᵀ by row, the two scales multiplied into
+// one per component (DecodedModule::rank_scale), so a decode step reads the
+// codes (SmallGemmI8) and scales the rank-sized intermediate. The rounding is
+// up to 1/254 of each component's largest entry in each factor: below the
+// pack's own 2-8-bit codes of U and Vᵀ but not far below its 8-bit bands,
+// and measured (bench/README.md, "Int8 factors").
+enum class FactorPrecision { kFloat32, kFloat16, kInt8 };
 
-// "float32" / "float16"; INVALID_ARGUMENT naming the value otherwise.
+// "float32" / "float16" / "int8"; INVALID_ARGUMENT naming the value otherwise.
 StatusOr<FactorPrecision> ParseFactorPrecision(const std::string& name);
 // The name ParseFactorPrecision reads.
 const char* FactorPrecisionName(FactorPrecision p);

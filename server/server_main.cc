@@ -37,7 +37,7 @@ constexpr char kUsage[] =
     "  --fused-cache-bytes N      budget for fused weight sets (default 8 GiB)\n"
     "  --serving-mode M           merged | factorized | auto: how pack sets run (default auto:\n"
     "                             factorized on the shared base pass, hot sets merged)\n"
-    "  --factor-precision P       float16 | float32: how decoded packs keep their low-rank factors\n"
+    "  --factor-precision P       float16 | int8 | float32: how decoded packs keep their low-rank factors\n"
     "                             (default float16: half the memory and the bytes a step reads)\n"
     "  --merge-share F            auto: merge a pack set once it holds this share of recent\n"
     "                             requests, in (0, 1] (default 0.9)\n"

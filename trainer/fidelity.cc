@@ -117,6 +117,7 @@ class Study {
   }
   StatusOr<std::shared_ptr<const ModelWeights>> LoadWeights(const std::string& dir);
   StatusOr<double> Evaluate(std::shared_ptr<const ModelWeights> w, const std::string& task);
+  StatusOr<double> ServedAccuracy(const std::string& path, const std::string& task, FactorPrecision precision);
   StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
@@ -424,6 +425,18 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   return r;
 }
 
+// Accuracy of base + the pack at `path` with its low-rank factors decoded in
+// `precision`, composed from those factors (what factorized serving computes,
+// ComposerTest.FactorizedStepMatchesMergedWeights).
+StatusOr<double> Study::ServedAccuracy(const std::string& path, const std::string& task, FactorPrecision precision) {
+  ASSIGN_OR_RETURN(SkillPack pack, ReadSkillPack(path));
+  ASSIGN_OR_RETURN(DecodedPack d, DecodePack(pack, /*keep_factors=*/true, precision));
+  PackSelection sel;
+  sel.name = d.name;
+  ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, ComposeWeights(*base_->weights, {sel}, {&d}));
+  return Evaluate(w, task);
+}
+
 StatusOr<const DecodedPack*> Study::Decoded(const std::string& task, double ratio) {
   ASSIGN_OR_RETURN(Json info, Pack(task, "sft", ratio));
   const std::string name = info["name"].get<std::string>();
@@ -515,6 +528,10 @@ StatusOr<Json> Study::Table1() {
       for (double ratio : spec_.ratios) {
         ASSIGN_OR_RETURN(Json p, Pack(task, regime, ratio));
         p["gain_kept"] = GainKept(p["accuracy"].get<double>(), base, ft);
+        for (FactorPrecision prec : spec_.served_factor_precisions) {
+          ASSIGN_OR_RETURN(double acc, ServedAccuracy(p["path"].get<std::string>(), task, prec));
+          p["served"][FactorPrecisionName(prec)] = {{"accuracy", acc}, {"gain_kept", GainKept(acc, base, ft)}};
+        }
         r["packs"].push_back(p);
         const int64_t target = static_cast<int64_t>(std::floor(ratio * static_cast<double>(fp16_delta_bytes_)));
         const int64_t rank = LoraRankForBytes(target, lora_bytes_per_rank_);
@@ -1120,6 +1137,22 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       if (!cfg.ok()) return Annotate(cfg.status(), "spec.compress.config");
     }
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("calibration_samples", &s.calibration_samples, 0, 100000));
+    if (c.Has("served_factor_precisions")) {
+      const std::string field = c.Path("served_factor_precisions");
+      const Json& list = c.Get("served_factor_precisions");
+      if (!list.is_array()) return absl::InvalidArgumentError(absl::StrCat(field, " must be a list of names"));
+      for (size_t i = 0; i < list.size(); ++i) {
+        const std::string at = absl::StrCat(field, "[", i, "]");
+        if (!list[i].is_string()) return absl::InvalidArgumentError(absl::StrCat(at, " must be a string"));
+        StatusOr<FactorPrecision> p = ParseFactorPrecision(list[i].get<std::string>());
+        if (!p.ok()) return Annotate(p.status(), at);
+        if (std::find(s.served_factor_precisions.begin(), s.served_factor_precisions.end(), *p) !=
+            s.served_factor_precisions.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(at, ": '", list[i].get<std::string>(), "' twice"));
+        }
+        s.served_factor_precisions.push_back(*p);
+      }
+    }
     if (c.Has("refit")) {
       const Json& rf = c.Get("refit");
       if (rf.is_object() && rf.contains("data")) {

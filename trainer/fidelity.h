@@ -66,6 +66,7 @@
 #include "core/status.h"
 #include "core/tiny_model.h"
 #include "core/weights.h"
+#include "pack/factor_precision.h"
 #include "router/router_train.h"
 #include "trainer/job.h"
 
@@ -146,6 +147,11 @@ struct FidelitySpec {
   // on the task's training examples.
   std::optional<TrainStageSpec> refit;
   double refit_skip_below_kl = 0.02;  // job.h CompressStageSpec::refit_skip_below_kl
+  // "compress": {"served_factor_precisions": ["float16", "int8"]}: Table 1's
+  // packs also evaluated as the server holds them at each precision
+  // (pack/factor_precision.h): decoded with factors in that precision and
+  // composed from them, which is what factorized serving computes.
+  std::vector<FactorPrecision> served_factor_precisions;
   // The tables to run ("tables": [1, 2, 3, 4]); default: 1 and each of 2-4
   // whose section the spec has. Tables 2 and 3 need 1; 2, 3 and 4 need router.
   std::set<int> tables;

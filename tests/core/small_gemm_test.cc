@@ -87,6 +87,38 @@ TEST_F(SmallGemmTest, HalfWeightsMatchLinearOverTheRoundedWeights) {
   }
 }
 
+// Int8 codes: the float32 sums over the codes' values, the full range
+// -128..127 included (sign extension), every row count and odd k (the masked
+// and scalar tails read only k codes per row).
+TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
+  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
+  at::manual_seed(6);
+  for (SmallGemmIsa isa : kernels) {
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
+      for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
+        for (int64_t n : {1, 12, 13, 25, 50}) {
+          SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
+          const int64_t ldx = k + 5;
+          at::Tensor xp = at::randn({m, ldx});
+          at::Tensor x = xp.narrow(1, 0, k);
+          at::Tensor wq = at::randint(-128, 128, {n, k}, at::kChar);
+          wq.view({-1})[0] = -128;
+          wq.view({-1})[n * k - 1] = 127;
+          at::Tensor b = at::randn({n});
+          at::Tensor want = at::linear(x, wq.to(at::kFloat), b);
+          at::Tensor got = at::full({m, n}, 12345.0f);
+          SmallGemmI8(xp.data_ptr<float>(), m, k, ldx, wq.data_ptr<int8_t>(), b.data_ptr<float>(), 0, n,
+                      got.data_ptr<float>(), n);
+          // Sums of up to 523 products of magnitude ~100: rounding relative to the largest.
+          EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * (1 + want.abs().max().item<double>()));
+        }
+      }
+    }
+  }
+}
+
 TEST_F(SmallGemmTest, WritesOnlyItsColumnRange) {
   const std::vector<SmallGemmIsa> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";

@@ -421,6 +421,50 @@ TEST_F(ServerE2eTest, PackOutputsEqualOfflineGenerationOnAppliedFolders) {
   EXPECT_EQ(GenerateStatus(gone).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
+// --factor-precision int8: the same pack held as int8 codes takes fewer host
+// bytes than at the default float16 (a quarter of float32 for its low-rank
+// modules against a half), and is served factorized from them.
+TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
+  auto host_bytes = [](const std::shared_ptr<grpc::Channel>& ch) -> uint64_t {
+    auto stub = v1::Admin::NewStub(ch);
+    grpc::ClientContext ctx;
+    AddToken(&ctx, kToken);
+    v1::GetPackRequest req;
+    req.set_name("p2");
+    v1::GetPackResponse resp;
+    grpc::Status s = stub->GetPack(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(resp.pack().loaded());
+    return resp.pack().host_bytes();
+  };
+  SamplingParams p = Greedy(32);
+  p.ignore_eos = true;
+  std::map<std::string, uint64_t> bytes;
+  std::map<std::string, std::vector<int32_t>> ids;
+  for (const std::string prec : {"float16", "int8"}) {
+    SCOPED_TRACE(prec);
+    ServerProcess s;
+    s.Start({"--model", Path("base"), "--packs", Path("packs-" + prec), "--admin-token-file", Path("token"),
+             "--factor-precision", prec, "--serving-mode", "factorized"},
+            Path("server-" + prec + ".log"));
+    ASSERT_TRUE(Upload(s.channel(), Path("p2.skillpack")).ok());
+    v1::GenerateRequest r = Request("Composed skills", p);
+    r.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
+    r.mutable_skills()->add_packs()->set_name("p2");
+    v1::GenerateResponse resp = skillpack::MustGenerate(s.channel(), r);
+    EXPECT_EQ(resp.packs_size(), 1);
+    ids[prec] = Ids(resp.token_ids());
+    bytes[prec] = host_bytes(s.channel());
+    EXPECT_EQ(s.Stop(), 0);
+  }
+  EXPECT_GT(bytes["int8"], 0u);
+  EXPECT_LT(bytes["int8"], bytes["float16"]);
+  // The pack is applied at int8 too: its output is not the base's.
+  const std::vector<int32_t> base = Ids(MustGenerate(Request("Composed skills", p)).token_ids());
+  EXPECT_NE(ids["int8"], base);
+  EXPECT_NE(ids["float16"], base);
+}
+
 TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
   ServerProcess small;
   small.Start({"--model", Path("base"), "--packs", Path("packs-small"), "--admin-token-file", Path("token"),

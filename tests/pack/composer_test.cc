@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/small_gemm.h"
 #include "core/weight_delta.h"
 #include "pack/fingerprint.h"
 #include "pack/format.h"
@@ -254,87 +255,99 @@ std::vector<at::Tensor> StepLogits(const Transformer& model, const ModelWeights&
 // Factorized serving (ComposeFactorized + SeqStep::delta) against the merged
 // weights (ComposeWeights): single, weighted, several packs, module-filtered,
 // and rows of different sets (and none) mixed in one batch.
-// Float32 and float16 factors (the server's host tier holds float16 ones):
-// either way the factorized step equals the weights merged from the same
-// decoded factors.
+// Float32, float16 and int8 factors (the server's host tier holds float16
+// ones by default): each way the factorized step equals the weights merged
+// from the same decoded factors, with the kernel and through ATen.
 TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
-  for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16}) {
-    SCOPED_TRACE(prec == FactorPrecision::kFloat16 ? "float16 factors" : "float32 factors");
-    std::vector<DecodedPack> dec;
-    for (size_t i = 0; i < packs_.size(); ++i) {
-      auto d = DecodePack(packs_[i], /*keep_factors=*/i != 1, prec);  // pack 1 dense-only
-      ASSERT_TRUE(d.ok()) << d.status();
-      dec.push_back(*std::move(d));
-    }
-    int64_t factored = 0;
-    for (const auto& [name, m] : dec[0].modules) {
-      if (!m.factored()) continue;
-      ++factored;
-      EXPECT_EQ(m.us.scalar_type(), prec == FactorPrecision::kFloat16 ? at::kHalf : at::kFloat) << name;
-    }
-    EXPECT_GT(factored, 0);
-    const Transformer model(config_);
-    const std::vector<std::vector<Term>> sets = {
-        {{&dec[0], 1.0f, {}}},                                                       // one pack
-        {{&dec[1], -0.6f, {}}},                                                      // dense-only, weighted
-        {{&dec[0], 0.7f, {}}, {&dec[1], 0.4f, {}}, {&dec[2], 1.3f, {}}},             // three packs
-        {{&dec[0], 1.0f, {"layers.0", "embed_tokens"}}, {&dec[2], 0.5f, {"norm"}}},  // module filters
-    };
-    std::vector<std::shared_ptr<const WeightDelta>> deltas;
-    std::vector<std::shared_ptr<const ModelWeights>> merged;
-    for (const auto& set : sets) {
-      std::vector<PackSelection> sel;
-      std::vector<const DecodedPack*> packs;
-      for (const Term& t : set) {
-        sel.push_back({"", t.weight, t.modules});
-        packs.push_back(t.pack);
+  for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
+    for (bool kernel : {true, false}) {
+      SCOPED_TRACE(absl::StrCat(FactorPrecisionName(prec), " factors, ", kernel ? "kernel" : "ATen"));
+      SetSmallGemmEnabled(kernel);
+      std::vector<DecodedPack> dec;
+      for (size_t i = 0; i < packs_.size(); ++i) {
+        auto d = DecodePack(packs_[i], /*keep_factors=*/i != 1, prec);  // pack 1 dense-only
+        ASSERT_TRUE(d.ok()) << d.status();
+        dec.push_back(*std::move(d));
       }
-      auto d = ComposeFactorized(*base_, sel, packs);
-      ASSERT_TRUE(d.ok()) << d.status();
-      EXPECT_GT((*d)->bytes(), 0);
-      deltas.push_back(*d);
-      merged.push_back(*ComposeWeights(*base_, sel, packs));
-    }
-    // The filtered set keeps only its filtered modules.
-    for (const auto& [name, terms] : deltas[3]->terms()) {
-      EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
-                  name == "model.norm.weight")
-          << name;
-    }
-    at::Generator gen = at::detail::createCPUGenerator(9);
-    std::vector<std::vector<int32_t>> prompts;
-    // Set 0's two prompts (rows 0 and 5) are 18 rows of x in the prefill: more
-    // than the kernel's 16, so they run as two pieces.
-    for (int64_t len : {9, 3, 7, 4, 6, 9}) {
-      at::Tensor t = at::randint(0, config_.vocab_size, {len}, gen, at::kInt);
-      prompts.emplace_back(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + len);
-    }
-    // Row i runs set rows[i] (-1: the base).
-    const std::vector<int> rows = {0, -1, 2, 3, 1, 0};
-    std::vector<const WeightDelta*> row_deltas;
-    for (int r : rows) row_deltas.push_back(r < 0 ? nullptr : deltas[r].get());
-    const std::vector<at::Tensor> mixed = StepLogits(model, *base_, prompts, row_deltas, 3);
-    ASSERT_EQ(mixed.size(), rows.size());
-    for (size_t i = 0; i < rows.size(); ++i) {
-      SCOPED_TRACE(absl::StrCat("row ", i, " set ", rows[i]));
-      const ModelWeights& w = rows[i] < 0 ? *base_ : *merged[rows[i]];
-      const at::Tensor want = StepLogits(model, w, {prompts[i]}, {nullptr}, 3)[0];
-      EXPECT_LE((mixed[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
-      // Alone in its batch too (the single-set fast path).
-      if (rows[i] >= 0) {
-        const at::Tensor alone = StepLogits(model, *base_, {prompts[i]}, {row_deltas[i]}, 3)[0];
-        EXPECT_LE((alone - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+      int64_t factored = 0;
+      for (const auto& [name, m] : dec[0].modules) {
+        if (!m.factored()) continue;
+        ++factored;
+        const at::ScalarType want = prec == FactorPrecision::kFloat16 ? at::kHalf
+                                    : prec == FactorPrecision::kInt8  ? at::kChar
+                                                                      : at::kFloat;
+        EXPECT_EQ(m.us.scalar_type(), want) << name;
+        EXPECT_EQ(m.rank_scale.defined(), prec == FactorPrecision::kInt8) << name;
       }
+      EXPECT_GT(factored, 0);
+      const Transformer model(config_);
+      const std::vector<std::vector<Term>> sets = {
+          {{&dec[0], 1.0f, {}}},                                                       // one pack
+          {{&dec[1], -0.6f, {}}},                                                      // dense-only, weighted
+          {{&dec[0], 0.7f, {}}, {&dec[1], 0.4f, {}}, {&dec[2], 1.3f, {}}},             // three packs
+          {{&dec[0], 1.0f, {"layers.0", "embed_tokens"}}, {&dec[2], 0.5f, {"norm"}}},  // module filters
+      };
+      std::vector<std::shared_ptr<const WeightDelta>> deltas;
+      std::vector<std::shared_ptr<const ModelWeights>> merged;
+      for (const auto& set : sets) {
+        std::vector<PackSelection> sel;
+        std::vector<const DecodedPack*> packs;
+        for (const Term& t : set) {
+          sel.push_back({"", t.weight, t.modules});
+          packs.push_back(t.pack);
+        }
+        auto d = ComposeFactorized(*base_, sel, packs);
+        ASSERT_TRUE(d.ok()) << d.status();
+        EXPECT_GT((*d)->bytes(), 0);
+        deltas.push_back(*d);
+        merged.push_back(*ComposeWeights(*base_, sel, packs));
+      }
+      // The filtered set keeps only its filtered modules.
+      for (const auto& [name, terms] : deltas[3]->terms()) {
+        EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
+                    name == "model.norm.weight")
+            << name;
+      }
+      at::Generator gen = at::detail::createCPUGenerator(9);
+      std::vector<std::vector<int32_t>> prompts;
+      // Set 0's two prompts (rows 0 and 5) are 18 rows of x in the prefill: more
+      // than the kernel's 16, so they run as two pieces.
+      for (int64_t len : {9, 3, 7, 4, 6, 9}) {
+        at::Tensor t = at::randint(0, config_.vocab_size, {len}, gen, at::kInt);
+        prompts.emplace_back(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + len);
+      }
+      // Row i runs set rows[i] (-1: the base).
+      const std::vector<int> rows = {0, -1, 2, 3, 1, 0};
+      std::vector<const WeightDelta*> row_deltas;
+      for (int r : rows) row_deltas.push_back(r < 0 ? nullptr : deltas[r].get());
+      const std::vector<at::Tensor> mixed = StepLogits(model, *base_, prompts, row_deltas, 3);
+      ASSERT_EQ(mixed.size(), rows.size());
+      for (size_t i = 0; i < rows.size(); ++i) {
+        SCOPED_TRACE(absl::StrCat("row ", i, " set ", rows[i]));
+        const ModelWeights& w = rows[i] < 0 ? *base_ : *merged[rows[i]];
+        const at::Tensor want = StepLogits(model, w, {prompts[i]}, {nullptr}, 3)[0];
+        EXPECT_LE((mixed[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+        // Alone in its batch too (the single-set fast path).
+        if (rows[i] >= 0) {
+          const at::Tensor alone = StepLogits(model, *base_, {prompts[i]}, {row_deltas[i]}, 3)[0];
+          EXPECT_LE((alone - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+        }
+      }
+      // The deltas change the output: the comparison above is not vacuous.
+      const at::Tensor plain = StepLogits(model, *base_, {prompts[0]}, {nullptr}, 3)[0];
+      EXPECT_GT((mixed[0] - plain).abs().max().item<double>(), 1e-2);
     }
-    // The deltas change the output: the comparison above is not vacuous.
-    const at::Tensor plain = StepLogits(model, *base_, {prompts[0]}, {nullptr}, 3)[0];
-    EXPECT_GT((mixed[0] - plain).abs().max().item<double>(), 1e-2);
   }
+  SetSmallGemmEnabled(true);
 }
 
 TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
   EXPECT_EQ(*ParseFactorPrecision("float16"), FactorPrecision::kFloat16);
   EXPECT_EQ(*ParseFactorPrecision("float32"), FactorPrecision::kFloat32);
+  EXPECT_EQ(*ParseFactorPrecision("int8"), FactorPrecision::kInt8);
+  for (FactorPrecision p : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
+    EXPECT_EQ(*ParseFactorPrecision(FactorPrecisionName(p)), p);
+  }
   EXPECT_STREQ(FactorPrecisionName(FactorPrecision::kFloat16), "float16");
   const Status bad = ParseFactorPrecision("fp16").status();
   EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
@@ -381,6 +394,53 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
       if (m.factored()) {
         EXPECT_FLOAT_EQ(terms[0].scale, 0.5f * m.factor_scale) << name;
       }
+    }
+  }
+}
+
+// Int8 factors: a quarter of float32's factor bytes (plus 4 bytes of scale
+// per rank component), ΔŴ within the codes' rounding of the float32 one at
+// any scale of the singular values, and the terms carry the rank scales.
+TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
+  for (double sigma_scale : {1.0, 1e-6, 1e7}) {
+    SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
+    SkillPack p = packs_[0];
+    for (ModuleDelta& m : p.modules) {
+      if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
+    }
+    const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
+    const DecodedPack q8 = *DecodePack(p, true, FactorPrecision::kInt8);
+    int64_t coded = 0;
+    for (const auto& [name, m] : q8.modules) {
+      const DecodedModule& ref = f32.modules.at(name);
+      if (!m.factored()) {
+        EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
+        continue;
+      }
+      ++coded;
+      const int64_t rank = ref.us.size(1);
+      EXPECT_EQ(m.us.scalar_type(), at::kChar) << name;
+      EXPECT_EQ(m.vt.scalar_type(), at::kChar) << name;
+      EXPECT_EQ(m.rank_scale.sizes(), (std::vector<int64_t>{rank})) << name;
+      EXPECT_EQ(m.factor_scale, 1.0f);
+      EXPECT_EQ(m.bytes(), ref.bytes() / 4 + 4 * rank) << name;
+      const at::Tensor got = m.DenseDelta(), want = ref.DenseDelta();
+      EXPECT_EQ(got.scalar_type(), at::kFloat);
+      // Each factor entry within half a step (1/254 of its line's largest):
+      // for Gaussian-like lines ~0.7% of each factor in root mean square, so
+      // ΔŴ within ~1% of its own size; measured 0.72-0.80% here.
+      const double rel = ((got - want).norm() / want.norm()).item<double>();
+      EXPECT_LE(rel, 1.5e-2) << name;
+      EXPECT_GT(rel, 0.0) << name << ": int8 codes cannot be exact for random factors";
+    }
+    EXPECT_GT(coded, 0);
+    auto delta = ComposeFactorized(*base_, {{"", 0.5f, {}}}, {&q8});
+    ASSERT_TRUE(delta.ok()) << delta.status();
+    for (const auto& [name, terms] : (*delta)->terms()) {
+      const DecodedModule& m = q8.modules.at(name);
+      if (!m.factored()) continue;
+      EXPECT_FLOAT_EQ(terms[0].scale, 0.5f) << name;
+      EXPECT_TRUE(terms[0].rank_scale.is_same(m.rank_scale)) << name << ": the term references the pack's scales";
     }
   }
 }
@@ -432,7 +492,20 @@ TEST(WeightDeltaTest, RefusesTermsThatDoNotFit) {
   DeltaTerm half{at::zeros({32, 2}, at::kHalf), at::zeros({2, 48}, at::kHalf), at::Tensor(), 1.0f};
   EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", half).ok()) << "float16 factors are served";
   DeltaTerm mixed{at::zeros({32, 2}, at::kHalf), at::zeros({2, 48}), at::Tensor(), 1.0f};
-  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", mixed).message(), HasSubstr("both float32 or both float16"));
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", mixed).message(),
+              HasSubstr("both float32, both float16 or both int8"));
+  DeltaTerm codes{at::zeros({32, 2}, at::kChar), at::zeros({2, 48}, at::kChar), at::Tensor(), 1.0f, at::ones({2})};
+  EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", codes).ok()) << "int8 factors are served";
+  DeltaTerm unscaled = codes;
+  unscaled.rank_scale = at::Tensor();
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", unscaled).message(),
+              HasSubstr("need a float32 rank_scale of 2 entries"));
+  DeltaTerm short_scale = codes;
+  short_scale.rank_scale = at::ones({3});
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", short_scale).message(), HasSubstr("rank_scale of 2"));
+  DeltaTerm scaled_float = lr;
+  scaled_float.rank_scale = at::ones({2});
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", scaled_float).message(), HasSubstr("int8 factors only"));
   DeltaTerm half_dense{at::Tensor(), at::Tensor(), at::zeros({32}, at::kHalf), 1.0f};
   EXPECT_THAT(make("model.norm.weight", half_dense).message(), HasSubstr("dense terms must be float32"));
   DeltaTerm zero{at::Tensor(), at::Tensor(), at::zeros({32}), 0.0f};

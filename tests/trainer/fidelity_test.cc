@@ -79,6 +79,15 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["compress"]["refit"]["lr"] = 7;
   ExpectInvalid(j, "spec.compress.refit.lr");
   j = SmallSpec();
+  j["compress"]["served_factor_precisions"] = Json::array({"int8", "int4"});
+  ExpectInvalid(j, "spec.compress.served_factor_precisions[1]: factor precision 'int4'");
+  j = SmallSpec();
+  j["compress"]["served_factor_precisions"] = Json::array({"int8", "int8"});
+  ExpectInvalid(j, "spec.compress.served_factor_precisions[1]: 'int8' twice");
+  j = SmallSpec();
+  j["compress"]["served_factor_precisions"] = "int8";
+  ExpectInvalid(j, "spec.compress.served_factor_precisions must be a list");
+  j = SmallSpec();
   j["fusion"]["ratio"] = 0;
   ExpectInvalid(j, "spec.fusion.ratio");
   j = SmallSpec();
@@ -379,6 +388,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         EXPECT_GE(p["file_bytes"].get<double>(), target * 0.9) << p.dump();
         EXPECT_NEAR(p["file_ratio"].get<double>(), p["file_bytes"].get<double>() / fp16, 1e-9);
         EXPECT_TRUE(PathExists(p["path"].get<std::string>()));
+        // Served at float32 factors: what the pack decodes to, so its accuracy;
+        // at int8 factors, some accuracy (bench/README.md measures how close).
+        EXPECT_EQ(p["served"]["float32"]["accuracy"], p["accuracy"]) << p.dump();
+        ExpectUnit(p["served"]["int8"]["accuracy"], "int8-served accuracy");
         // Refitted (3 steps) where that lowered the validation KL, unless
         // the pack was already within skip_below_kl (default 0.02) of its fine-tune.
         if (p["refit"]["kl_before"].get<double>() <= 0.02) {
