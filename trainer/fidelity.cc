@@ -1315,6 +1315,46 @@ StatusOr<Json> RunFidelityStudy(const FidelitySpec& spec, const FidelityOptions&
   return study.Run();
 }
 
+// Table 1's packs as served at each factor precision (spec
+// compress.served_factor_precisions), when the rows have them: accuracy and
+// gain kept per ratio and precision.
+static void AppendServedPrecisions(const Json& t1, const std::string& regime, const std::vector<double>& ratios,
+                                   std::string* md) {
+  std::vector<std::string> precisions;
+  for (const auto& [task, regimes] : t1["tasks"].items()) {
+    for (const Json& p : regimes[regime]["packs"]) {
+      const Json served = p.value("served", Json::object());  // items() must not outlive it
+      for (const auto& [prec, unused] : served.items()) {
+        if (std::find(precisions.begin(), precisions.end(), prec) == precisions.end()) precisions.push_back(prec);
+      }
+    }
+  }
+  if (precisions.empty()) return;
+  std::vector<std::string> header = {"task"};
+  for (double r : ratios) {
+    for (const std::string& prec : precisions) header.push_back(absl::StrCat("pack ", RatioLabel(r), ", ", prec));
+  }
+  absl::StrAppend(md,
+                  "Served with the low-rank factors held at each precision (the server's --factor-precision; "
+                  "composed from those factors, which factorized serving equals): accuracy (gain kept).\n\n",
+                  MarkdownHeader(header));
+  for (const auto& [task, regimes] : t1["tasks"].items()) {
+    absl::StrAppend(md, "| ", task, " |");
+    for (const Json& p : regimes[regime]["packs"]) {
+      for (const std::string& prec : precisions) {
+        const Json served = p.value("served", Json::object()).value(prec, Json());
+        if (served.is_null()) {
+          absl::StrAppend(md, " — |");
+        } else {
+          absl::StrAppend(md, " ", Acc(served["accuracy"]), " (", Pct(served["gain_kept"]), ") |");
+        }
+      }
+    }
+    absl::StrAppend(md, "\n");
+  }
+  absl::StrAppend(md, "\n");
+}
+
 // Table 1's Markdown (tables per regime, gain kept, bytes, plot links).
 static void AppendTable1(const Json& t1, std::string* md) {
   const std::vector<double> ratios = t1["ratios"].get<std::vector<double>>();
@@ -1381,6 +1421,7 @@ static void AppendTable1(const Json& t1, std::string* md) {
       absl::StrAppend(&bytes, "\n");
     }
     absl::StrAppend(md, "\nShare of full FT's gain kept:\n\n", gain, "\nBytes:\n\n", bytes, "\n");
+    AppendServedPrecisions(t1, regime, ratios, md);
   }
   absl::StrAppend(md, "Plots: ");
   for (const auto& [task, unused] : t1["tasks"].items()) {

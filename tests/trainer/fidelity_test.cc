@@ -475,7 +475,8 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   ASSERT_TRUE(md.ok());
   for (const char* h : {"## Table 1", "### SFT\n", "### SFT → DPO", "## Table 2", "## Table 3", "## Table 4",
                         "| reverse |", "pack 1/16", "LoRA 1/4", "| routed_packs |", "| sequential_lora |",
-                        "| paraphrases_held_out_templates |", "Model selection", "| meanmax01 |"}) {
+                        "| paraphrases_held_out_templates |", "Model selection", "| meanmax01 |",
+                        "Served with the low-rank factors held at each precision", "pack 1/16, int8"}) {
     EXPECT_NE(md->find(h), std::string::npos) << h << "\n" << *md;
   }
 
