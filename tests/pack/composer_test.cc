@@ -85,6 +85,16 @@ class ComposerTest : public ::testing::Test {
     return want;
   }
 
+  // Pack 0 with its singular values scaled, decoded with float32 factors and
+  // with factors in `precision`.
+  std::pair<DecodedPack, DecodedPack> DecodeScaled(double sigma_scale, FactorPrecision precision) const {
+    SkillPack p = packs_[0];
+    for (ModuleDelta& m : p.modules) {
+      if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
+    }
+    return {*DecodePack(p, true, FactorPrecision::kFloat32), *DecodePack(p, true, precision)};
+  }
+
   ModelConfig config_;
   std::shared_ptr<const ModelWeights> base_;
   std::map<std::string, at::Tensor> before_;
@@ -361,12 +371,7 @@ TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
 TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
   for (double sigma_scale : {1.0, 1e-6, 1e7}) {
     SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
-    SkillPack p = packs_[0];
-    for (ModuleDelta& m : p.modules) {
-      if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
-    }
-    const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
-    const DecodedPack f16 = *DecodePack(p, true, FactorPrecision::kFloat16);
+    const auto [f32, f16] = DecodeScaled(sigma_scale, FactorPrecision::kFloat16);
     int64_t halved = 0;
     for (const auto& [name, m] : f16.modules) {
       const DecodedModule& ref = f32.modules.at(name);
@@ -404,12 +409,7 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
 TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
   for (double sigma_scale : {1.0, 1e-6, 1e7}) {
     SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
-    SkillPack p = packs_[0];
-    for (ModuleDelta& m : p.modules) {
-      if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
-    }
-    const DecodedPack f32 = *DecodePack(p, true, FactorPrecision::kFloat32);
-    const DecodedPack q8 = *DecodePack(p, true, FactorPrecision::kInt8);
+    const auto [f32, q8] = DecodeScaled(sigma_scale, FactorPrecision::kInt8);
     int64_t coded = 0;
     for (const auto& [name, m] : q8.modules) {
       const DecodedModule& ref = f32.modules.at(name);
