@@ -14,15 +14,11 @@
 
 #include "bench/machine_info.h"
 #include "core/args.h"
+#include "core/omp_wait_policy.h"
 #include "trainer/fidelity.h"
 
 int main(int argc, char** argv) {
-  // Passive OpenMP waiting, as skillpack-trainer does (busy-spinning threads
-  // make libtorch's small ops crawl on a shared machine).
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
-  }
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // as skillpack-trainer does
   using namespace skillpack;
   StatusOr<Args> args = Args::Parse(argc, argv, 1, {"no-progress"});
   StatusOr<std::string> spec_path = args.ok() ? args->String("spec") : args.status();

@@ -56,6 +56,7 @@
 #include "core/decode_attention.h"
 #include "core/file_util.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/small_gemm.h"
 
 namespace skillpack {
@@ -413,4 +414,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

@@ -16,6 +16,7 @@
 #include "core/args.h"
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
+#include "core/omp_wait_policy.h"
 #include "pack/compressor.h"
 #include "pack/decode.h"
 
@@ -75,4 +76,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

@@ -23,6 +23,7 @@
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "router/router.h"
 
 namespace skillpack {
@@ -122,4 +123,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

@@ -37,6 +37,7 @@
 #include "core/generator.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "server/pack_cache.h"
@@ -273,4 +274,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

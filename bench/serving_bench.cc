@@ -45,6 +45,7 @@
 #include "core/generator.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/tokenizer.h"
 #include "pack/composer.h"
 #include "pack/decode.h"
@@ -433,4 +434,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

@@ -27,6 +27,7 @@
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/tiny_model.h"
 #include "trainer/distributed.h"
 #include "trainer/sft.h"
@@ -228,10 +229,6 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  // As in skillpack-trainer: passive OpenMP waiting, unless the caller chose.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
-  }
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // as skillpack-trainer does
   return skillpack::Main(argc, argv);
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/args.h"
+#include "core/omp_wait_policy.h"
 #include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
 #include "server/server.h"
@@ -178,4 +179,7 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace skillpack
 
-int main(int argc, char** argv) { return skillpack::Main(argc, argv); }
+int main(int argc, char** argv) {
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  return skillpack::Main(argc, argv);
+}

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "core/args.h"
 #include "core/file_util.h"
+#include "core/omp_wait_policy.h"
 #include "core/status.h"
 #include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
@@ -201,16 +202,7 @@ int MakeDataCommand(const std::vector<std::string>& argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  // libgomp reads OMP_WAIT_POLICY once, at load. Its default (threads spin
-  // between parallel regions) makes libtorch's many tiny ops crawl whenever the
-  // cores are shared: measured 1.6 s vs 66 ms per step of the tiny SFT job on a
-  // busy 2-core machine. Unless the caller chose a policy, re-run ourselves
-  // with the passive one.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
-    // If exec fails, carry on with the default policy.
-  }
+  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(skillpack::kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

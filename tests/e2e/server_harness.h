@@ -20,7 +20,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,6 +107,9 @@ inline void MakeRoutedTinyWorld(const std::string& dir) {
 // A skillpack-server child process.
 class ServerProcess {
  public:
+  // Environment changes for the child: set to the value, or unset (nullopt).
+  std::map<std::string, std::optional<std::string>> env;
+
   // Starts the server and waits for its "listening" line.
   void Start(const std::vector<std::string>& extra, const std::string& log_path) {
     int fds[2];
@@ -124,6 +129,13 @@ class ServerProcess {
       int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (log >= 0) ::dup2(log, 2);
       ::close(fds[0]);
+      for (const auto& [name, value] : env) {
+        if (value) {
+          ::setenv(name.c_str(), value->c_str(), 1);
+        } else {
+          ::unsetenv(name.c_str());
+        }
+      }
       std::vector<char*> args;
       for (std::string& a : argv) args.push_back(a.data());
       args.push_back(nullptr);

@@ -32,6 +32,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/model.h"
@@ -463,6 +464,29 @@ TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
   const std::vector<int32_t> base = Ids(MustGenerate(Request("Composed skills", p)).token_ids());
   EXPECT_NE(ids["int8"], base);
   EXPECT_NE(ids["float16"], base);
+}
+
+// The server runs libgomp with the passive wait policy unless its caller
+// chose one (core/omp_wait_policy.h): started without OMP_WAIT_POLICY it
+// re-executes itself (same process id) with PASSIVE; a policy given is kept.
+TEST_F(ServerE2eTest, RunsWithPassiveOmpWaitUnlessTheCallerChose) {
+  for (const std::optional<std::string>& given : {std::optional<std::string>(), std::optional<std::string>("ACTIVE")}) {
+    SCOPED_TRACE(given.value_or("(unset)"));
+    ServerProcess s;
+    s.env["OMP_WAIT_POLICY"] = given;
+    s.Start({"--model", Path("base"), "--packs", Path("packs-omp"), "--admin-token-file", Path("token")},
+            Path("server-omp.log"));
+    auto environ = ReadFileToString("/proc/" + std::to_string(s.pid()) + "/environ");
+    ASSERT_TRUE(environ.ok()) << environ.status();
+    std::vector<std::string> policies;
+    for (absl::string_view v : absl::StrSplit(*environ, '\0')) {
+      if (absl::ConsumePrefix(&v, "OMP_WAIT_POLICY=")) policies.emplace_back(v);
+    }
+    EXPECT_EQ(policies, std::vector<std::string>{given.value_or("PASSIVE")});
+    // And it serves.
+    EXPECT_FALSE(skillpack::MustGenerate(s.channel(), Request("omp", Greedy(4))).token_ids().empty());
+    EXPECT_EQ(s.Stop(), 0);
+  }
 }
 
 TEST_F(ServerE2eTest, AdmissionLimitsGiveResourceExhausted) {
