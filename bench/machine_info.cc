@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -21,14 +22,22 @@ Json MachineInfo() {
   Json j;
   std::ifstream cpu("/proc/cpuinfo");
   std::string line;
-  while (std::getline(cpu, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      j["cpu"] = line.substr(line.find(':') + 2);
-      break;
-    }
+  // The first processor's name, family and model: VMs named "AMD EPYC" have
+  // been Zen 4 (family 25) and Zen 5 (family 26), whose AVX-512 differ.
+  while (std::getline(cpu, line) && !line.empty()) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    const std::string value = line.substr(colon + 2);
+    if (line.rfind("model name", 0) == 0) j["cpu"] = value;
+    if (line.rfind("cpu family", 0) == 0) j["cpu_family"] = value;
+    if (line.rfind("model\t", 0) == 0) j["cpu_model"] = value;
   }
   j["logical_cores"] = std::thread::hardware_concurrency();
   j["torch_threads"] = at::get_num_threads();
+  // libgomp's wait policy changes throughput severalfold on a small machine
+  // (bench/README.md, "Int8 factors"); the benchmarks set PASSIVE unless given one.
+  const char* omp = std::getenv("OMP_WAIT_POLICY");
+  j["omp_wait_policy"] = omp != nullptr ? omp : "";
   j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   struct utsname u;
   if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;
