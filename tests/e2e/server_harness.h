@@ -122,6 +122,22 @@ class ServerProcess {
       argv.insert(argv.end(), {"--metrics-port", "-1"});
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
+    // The child's arguments and environment, built before the fork (the child
+    // of a threaded process should not allocate).
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry = *e;
+      if (env.count(entry.substr(0, entry.find('='))) == 0) env_strings.push_back(entry);
+    }
+    for (const auto& [name, value] : env) {
+      if (value) env_strings.push_back(name + "=" + *value);
+    }
+    std::vector<char*> envp;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
     pid_ = ::fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
@@ -129,17 +145,7 @@ class ServerProcess {
       int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       if (log >= 0) ::dup2(log, 2);
       ::close(fds[0]);
-      for (const auto& [name, value] : env) {
-        if (value) {
-          ::setenv(name.c_str(), value->c_str(), 1);
-        } else {
-          ::unsetenv(name.c_str());
-        }
-      }
-      std::vector<char*> args;
-      for (std::string& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
+      ::execve(args[0], args.data(), envp.data());
       ::_exit(127);
     }
     ::close(fds[1]);
