@@ -239,9 +239,14 @@ class RowDeltas {
   // (their rows are disjoint). Factors may be float32, float16
   // (SmallGemmF16 widens them as it streams them: half the bytes) or int8
   // codes (SmallGemmI8: a quarter; t's columns are then multiplied by the
-  // rank scales too). Returns false, touching nothing, unless x and y are
-  // contiguous float32 on the CPU, the factors contiguous float32, float16 or
-  // int8 on the CPU (rank scales float32 there) and the kernel is available.
+  // rank scales too). A us stored transposed (the host tier's layout,
+  // pack/decode.h) is added straight into y's rows by SmallGemmAccumulate,
+  // sums along the outputs: 6-10x faster than SmallGemm's along the rank
+  // (core/small_gemm.h); a contiguous one goes through SmallGemm and a buffer.
+  // Returns false, touching nothing, unless x and y are contiguous float32 on
+  // the CPU, the factors float32, float16 or int8 on the CPU (vt contiguous,
+  // us contiguous or transposed; rank scales float32 there) and the kernel is
+  // available.
   bool AddLowRankRows(const std::vector<const DeltaTerm*>& terms, const std::vector<std::pair<size_t, float>>& blocks,
                       const at::Tensor& x, at::Tensor& y) const {
     auto plain = [](const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
@@ -251,11 +256,14 @@ class RowDeltas {
     const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
     auto factor = [](const at::Tensor& t) {
       const at::ScalarType type = t.scalar_type();
-      return t.is_cpu() && (type == at::kFloat || type == at::kHalf || type == at::kChar) && t.is_contiguous();
+      return t.is_cpu() && (type == at::kFloat || type == at::kHalf || type == at::kChar);
     };
     int64_t factor_elems = 0;
     for (const DeltaTerm* t : terms) {
-      if (!factor(t->vt) || !factor(t->us) || t->vt.scalar_type() != t->us.scalar_type()) return false;
+      if (!factor(t->vt) || !t->vt.is_contiguous() || !factor(t->us) || t->vt.scalar_type() != t->us.scalar_type()) {
+        return false;
+      }
+      if (!t->us.is_contiguous() && !TransposedContiguous(t->us)) return false;
       if (t->rank_scale.defined() && !plain(t->rank_scale)) return false;
       factor_elems += t->vt.numel() + t->us.numel();
     }
@@ -284,10 +292,27 @@ class RowDeltas {
         factor_elems * std::max<int64_t>(1, total_rows / kSmallGemmMaxRows) < (int64_t{1} << 20) ? npieces : 1;
     at::parallel_for(0, npieces, grain, [&](int64_t p0, int64_t p1) {
       const int64_t ldx = SmallGemmRowStride(k);
-      std::vector<float> xs, t, out;
-      std::vector<int64_t> rows;
+      // Scratch kept per thread: a step calls this for every linear layer, and
+      // fresh buffers cost an allocation and a zero fill each time.
+      thread_local std::vector<float> xs, t, out;
+      thread_local std::vector<int64_t> rows;
+      thread_local std::vector<float*> y_rows;
+      // The next group's factors, towards L2 while this group computes: a
+      // step reads every set's factors once, and in one-row pieces the kernels
+      // otherwise wait on each line (measured: bench/README.md).
+      auto prefetch = [&](size_t group) {
+        for (size_t i = 0; i < blocks.size(); ++i) {
+          if (blocks[i].first != group) continue;
+          for (const at::Tensor* f : {&terms[i]->vt, &terms[i]->us}) {
+            const char* b = static_cast<const char*>(f->data_ptr());
+            const int64_t bytes = f->numel() * static_cast<int64_t>(f->element_size());
+            for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 0, 2);
+          }
+        }
+      };
       for (int64_t p = p0; p < p1; ++p) {
         const Piece& piece = pieces[p];
+        if (p + 1 < p1 && pieces[p + 1].group != piece.group) prefetch(pieces[p + 1].group);
         // Rows of x of the piece: the group's sequences in order, per_seq rows each.
         rows.clear();
         for (int64_t r = piece.begin; r < piece.end; ++r) {
@@ -301,7 +326,6 @@ class RowDeltas {
           const DeltaTerm& term = *terms[i];
           const int64_t rank = term.vt.size(0);
           t.resize(m * rank);
-          out.resize(m * n);
           Gemm(xs.data(), m, k, ldx, term.vt, 0, rank, t.data(), rank);
           if (term.rank_scale.defined()) {
             const float* rs = term.rank_scale.data_ptr<float>();
@@ -311,6 +335,14 @@ class RowDeltas {
           } else {
             for (float& v : t) v *= blocks[i].second;
           }
+          if (TransposedContiguous(term.us)) {
+            // usᵀ [rank, n] row-major: added straight into y's rows.
+            y_rows.resize(m);
+            for (int64_t r = 0; r < m; ++r) y_rows[r] = yp + rows[r] * n;
+            Accumulate(t.data(), m, rank, term.us, n, y_rows.data());
+            continue;
+          }
+          out.resize(m * n);
           Gemm(t.data(), m, rank, rank, term.us, 0, n, out.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             float* dst = yp + rows[r] * n;
@@ -321,6 +353,25 @@ class RowDeltas {
       }
     });
     return true;
+  }
+
+  // Whether t [n, k] is stored as its transpose [k, n], row-major.
+  // (Strides read directly: t.t() would build a view through the dispatcher,
+  // ~1 µs, twice per term and step.)
+  static bool TransposedContiguous(const at::Tensor& t) {
+    return t.dim() == 2 && (t.size(0) <= 1 || t.stride(0) == 1) && (t.size(1) <= 1 || t.stride(1) == t.size(0));
+  }
+
+  // y_rows[i] += x row i · w for m rows of x [m, k] (contiguous), w [n, k]
+  // stored transposed (float32, float16 or int8 codes).
+  static void Accumulate(const float* x, int64_t m, int64_t k, const at::Tensor& w, int64_t n, float* const* y_rows) {
+    if (w.scalar_type() == at::kChar) {
+      SmallGemmAccumulateI8(x, m, k, k, w.data_ptr<int8_t>(), n, y_rows);
+    } else if (w.scalar_type() == at::kHalf) {
+      SmallGemmAccumulateF16(x, m, k, k, reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>()), n, y_rows);
+    } else {
+      SmallGemmAccumulate(x, m, k, k, w.data_ptr<float>(), n, y_rows);
+    }
   }
 
   // SmallGemm over a float32, float16 or int8 weight tensor w [n, k] (contiguous, CPU).

@@ -145,6 +145,62 @@ __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, i
   }
 }
 
+// y_rows[i][j] += x row i · column j of w [k, n] (row-major) for MR rows,
+// columns [c, c + 8·NB): MR·NB accumulators in registers, NB weight vectors,
+// 1 broadcast x, over all of k.
+template <int MR, int NB, typename W>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void AccumulateTile256(const float* x, int64_t ldx,
+                                                                                      int64_t k, const W* w, int64_t n,
+                                                                                      int64_t c, float* const* y) {
+  __m256 acc[MR][NB];
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_loadu_ps(y[i] + c + 8 * j);
+  }
+  for (int64_t kk = 0; kk < k; ++kk) {
+    __m256 wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = Load8(w + kk * n + c + 8 * j);
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xv = _mm256_broadcast_ss(x + i * ldx + kk);
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) _mm256_storeu_ps(y[i] + c + 8 * j, acc[i][j]);
+  }
+}
+
+// MR rows: tiles of 16 columns, then 8, then the last n % 8 in scalar code.
+template <int MR, typename W>
+__attribute__((target("avx2,fma,f16c"))) void AccumulateTile(const float* x, int64_t ldx, int64_t k, const W* w,
+                                                             int64_t n, float* const* y) {
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) AccumulateTile256<MR, 2>(x, ldx, k, w, n, c, y);
+  for (; c + 8 <= n; c += 8) AccumulateTile256<MR, 1>(x, ldx, k, w, n, c, y);
+  for (; c < n; ++c) {
+    for (int i = 0; i < MR; ++i) {
+      float s = y[i][c];
+      for (int64_t kk = 0; kk < k; ++kk) s += x[i * ldx + kk] * ToFloat(w[kk * n + c]);
+      y[i][c] = s;
+    }
+  }
+}
+
+template <typename W>
+void Accumulate256(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) AccumulateTile<4>(x + i * ldx, ldx, k, w, n, y + i);
+  switch (m - i) {
+    case 3:
+      return AccumulateTile<3>(x + i * ldx, ldx, k, w, n, y + i);
+    case 2:
+      return AccumulateTile<2>(x + i * ldx, ldx, k, w, n, y + i);
+    case 1:
+      return AccumulateTile<1>(x + i * ldx, ldx, k, w, n, y + i);
+    default:
+      return;
+  }
+}
+
 // ---- AVX-512: tiles of up to 8 rows of x by NR weight rows in registers
 // (MR·NR accumulators + NR weight vectors + 1 vector of x <= 32): each weight
 // vector is loaded once per step and used by all MR rows, and each x vector
@@ -377,6 +433,65 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
   }
 }
 
+// y_rows[i][j] += x row i · column j of w [k, n] (row-major) for MR rows:
+// tiles of MR rows by 64 columns (4·MR accumulators, 4 weight vectors, 1
+// broadcast x), then by 16, then the last n % 16 columns with masked loads and
+// stores of y (the weights through LoadFirst's zero-padded copy).
+template <int MR, int NB, typename W>
+__attribute__((target("avx512f"), always_inline)) inline void AccumulateTile512(const float* x, int64_t ldx, int64_t k,
+                                                                                const W* w, int64_t n, int64_t c,
+                                                                                float* const* y) {
+  __m512 acc[MR][NB];
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_loadu_ps(y[i] + c + 16 * j);
+  }
+  for (int64_t kk = 0; kk < k; ++kk) {
+    __m512 wv[NB];
+    for (int j = 0; j < NB; ++j) wv[j] = Load16(w + kk * n + c + 16 * j);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) _mm512_storeu_ps(y[i] + c + 16 * j, acc[i][j]);
+  }
+}
+
+template <int MR, typename W>
+__attribute__((target("avx512f"))) void AccumulateRows512(const float* x, int64_t ldx, int64_t k, const W* w, int64_t n,
+                                                          float* const* y) {
+  int64_t c = 0;
+  for (; c + 64 <= n; c += 64) AccumulateTile512<MR, 4>(x, ldx, k, w, n, c, y);
+  for (; c + 16 <= n; c += 16) AccumulateTile512<MR, 1>(x, ldx, k, w, n, c, y);
+  if (c == n) return;
+  const int64_t tail = n - c;
+  const __mmask16 mask = static_cast<__mmask16>((1u << tail) - 1);
+  __m512 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_maskz_loadu_ps(mask, y[i] + c);
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const __m512 wv = LoadFirst(w + kk * n + c, tail);
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + kk]), wv, acc[i]);
+  }
+  for (int i = 0; i < MR; ++i) _mm512_mask_storeu_ps(y[i] + c, mask, acc[i]);
+}
+
+template <typename W>
+void Accumulate512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) AccumulateRows512<4>(x + i * ldx, ldx, k, w, n, y + i);
+  switch (m - i) {
+    case 3:
+      return AccumulateRows512<3>(x + i * ldx, ldx, k, w, n, y + i);
+    case 2:
+      return AccumulateRows512<2>(x + i * ldx, ldx, k, w, n, y + i);
+    case 1:
+      return AccumulateRows512<1>(x + i * ldx, ldx, k, w, n, y + i);
+    default:
+      return;
+  }
+}
+
 }  // namespace
 
 const char* SmallGemmIsaName(SmallGemmIsa isa) {
@@ -425,6 +540,15 @@ void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, con
   }
 }
 
+template <typename W>
+void DispatchAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
+  if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
+    Accumulate512(x, m, k, ldx, w, n, y);
+  } else {
+    Accumulate256(x, m, k, ldx, w, n, y);
+  }
+}
+
 }  // namespace
 
 void SmallGemm(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, const float* bias, int64_t n_begin,
@@ -440,6 +564,21 @@ void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint1
 void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
                  int64_t n_end, float* y, int64_t ldy) {
   Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
+}
+
+void SmallGemmAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,
+                         float* const* y_rows) {
+  DispatchAccumulate(x, m, k, ldx, w, n, y_rows);
+}
+
+void SmallGemmAccumulateF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, int64_t n,
+                            float* const* y_rows) {
+  DispatchAccumulate(x, m, k, ldx, w, n, y_rows);
+}
+
+void SmallGemmAccumulateI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, int64_t n,
+                           float* const* y_rows) {
+  DispatchAccumulate(x, m, k, ldx, w, n, y_rows);
 }
 
 }  // namespace skillpack

@@ -71,6 +71,25 @@ void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint1
 void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
                  int64_t n_end, float* y, int64_t ldy);
 
+// For every row i < m of x and every column j < n:
+//   y_rows[i][j] += sum_kk x[i * ldx + kk] * w[kk * n + j],
+// w [k, n] row-major: y += x · w. The layout of a low-rank factor us [n, k]
+// kept transposed, whose k (a rank) is small: the sums run along y's rows, k
+// multiply-adds of a broadcast x value into vectors of outputs, where
+// SmallGemm (sums along k) would spend more on each output's horizontal sum
+// than on its k products (a rank-16 us with 704 outputs, one row: 2.7 µs
+// through SmallGemmF16 on the AMD EPYC of bench/README.md). Row i's outputs
+// are at y_rows[i] (rows anywhere, none overlapping). Any m >= 0.
+// REQUIRES: SmallGemmAvailable().
+void SmallGemmAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,
+                         float* const* y_rows);
+// The same with w as binary16 bit patterns, and as int8 codes (summed over the
+// codes' integer values; the scales are the caller's, e.g. folded into x).
+void SmallGemmAccumulateF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint16_t* w, int64_t n,
+                            float* const* y_rows);
+void SmallGemmAccumulateI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, int64_t n,
+                           float* const* y_rows);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_CORE_SMALL_GEMM_H_

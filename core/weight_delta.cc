@@ -61,6 +61,8 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
 
 }  // namespace
 
+at::Tensor UsLayout(const at::Tensor& us) { return us.t().contiguous().t(); }
+
 StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConfig& config,
                                                                  std::map<std::string, std::vector<DeltaTerm>> terms) {
   std::map<std::string, std::vector<int64_t>> shapes;

@@ -30,8 +30,10 @@
 namespace skillpack {
 
 struct DeltaTerm {
-  at::Tensor us, vt;  // low rank: both set, both float32, float16 or int8
-  at::Tensor dense;   // or dense, float32
+  // low rank: both set, both float32, float16 or int8; vt contiguous for the
+  // small-batch kernel, us contiguous or stored transposed (UsLayout below)
+  at::Tensor us, vt;
+  at::Tensor dense;  // or dense, float32
   float scale = 1.0f;
   at::Tensor rank_scale{};  // int8 factors only: [k] float32
 
@@ -39,6 +41,12 @@ struct DeltaTerm {
   // us as `type` with rank_scale folded into its columns (the ATen paths).
   at::Tensor UsAs(at::ScalarType type) const;
 };
+
+// us [out, k] with the same values, stored as its transpose [k, out]
+// row-major (us.t() contiguous): the layout whose rows the small-batch kernel
+// adds into the outputs (core/model.cc, SmallGemmAccumulate). What the host
+// tier keeps (pack/decode.h, SetFactorPrecision).
+at::Tensor UsLayout(const at::Tensor& us);
 
 class WeightDelta {
  public:

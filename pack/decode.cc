@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/weight_delta.h"
 #include "pack/format.h"
 
 namespace skillpack {
@@ -126,12 +127,15 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
     auto [uq, su] = Int8Codes(m->us.to(at::kFloat), 0);
     auto [vq, sv] = Int8Codes(m->vt.to(at::kFloat), 1);
     m->rank_scale = (su * sv * m->factor_scale).contiguous();
-    m->us = uq.contiguous();
+    m->us = UsLayout(uq);
     m->vt = vq.contiguous();
     m->factor_scale = 1.0f;
     return;
   }
-  if (precision != FactorPrecision::kFloat16) return;
+  if (precision != FactorPrecision::kFloat16) {
+    m->us = UsLayout(m->us);
+    return;
+  }
   // Each factor divided by the power of two at or above its largest entry
   // (exact), then rounded to float16; the two powers go to factor_scale.
   double scale = m->factor_scale;
@@ -143,6 +147,7 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
     *t = (*t / p).to(at::kHalf);
     scale *= p;
   }
+  m->us = UsLayout(m->us);
   m->factor_scale = static_cast<float>(scale);
 }
 

@@ -75,12 +75,14 @@ struct DecodedPack {
   int64_t bytes() const;
 };
 
-// Keeps a factored module's us and vt in `precision`: kFloat32 leaves them as
-// they are; kFloat16 scales each by a power of two into float16's normal range
+// Keeps a factored module's us and vt in `precision`: kFloat32 keeps their
+// values; kFloat16 scales each by a power of two into float16's normal range
 // (exact) and rounds it, folding the powers into factor_scale; kInt8 rounds
 // us by column and vt by row to symmetric int8 codes, their scales (and
-// factor_scale) multiplied into rank_scale, factor_scale 1. What DecodePack
-// does to each low-rank module; REQUIRES m->factored() with float32 factors.
+// factor_scale) multiplied into rank_scale, factor_scale 1. Every precision
+// stores us transposed (core/weight_delta.h's UsLayout: what factorized
+// serving reads fastest). What DecodePack does to each low-rank module;
+// REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 
 // Decodes every module. With keep_factors, lowrank modules keep (us, vt)

@@ -1,7 +1,8 @@
 // SmallGemm against libtorch's linear on every row count it serves, with each
 // kernel this CPU runs (AVX-512 and AVX2), awkward sizes (k not a multiple of
 // 8 or 16, n not a multiple of a panel), rows of x further apart than k, with
-// and without bias, and on a column range.
+// and without bias, and on a column range; SmallGemmAccumulate (y += x · w
+// into scattered rows) against libtorch's matmul.
 #include "core/small_gemm.h"
 
 #include <ATen/ATen.h>
@@ -113,6 +114,58 @@ TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
                       got.data_ptr<float>(), n);
           // Sums of up to 523 products of magnitude ~100: rounding relative to the largest.
           EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * (1 + want.abs().max().item<double>()));
+        }
+      }
+    }
+  }
+}
+
+// SmallGemmAccumulate (y_rows += x · w, w [k, n] row-major) against y + x · w
+// in libtorch, for float32 weights, binary16 ones (over the rounded weights)
+// and int8 codes (the full range), every kernel, rows 1..16 and 20 (the tiles
+// of 4 rows and their remainders), k from 1 to past a rank, n around every
+// vector width and tile (8, 16, 64 columns) and their tails; y's rows are
+// scattered through a larger buffer, which the kernel must not touch elsewhere.
+TEST_F(SmallGemmTest, AccumulateAddsXTimesWToScatteredRows) {
+  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
+  at::manual_seed(8);
+  for (SmallGemmIsa isa : kernels) {
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    for (at::ScalarType type : {at::kFloat, at::kHalf, at::kChar}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 16, 20}) {
+        for (int64_t k : {1, 2, 7, 16, 33}) {
+          for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130}) {
+            SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " ", c10::toString(type), " m=", m, " k=", k, " n=", n));
+            const int64_t ldx = k + 3;
+            at::Tensor xp = at::randn({m, ldx});
+            at::Tensor x = xp.narrow(1, 0, k);
+            at::Tensor w = type == at::kChar ? at::randint(-128, 128, {k, n}, at::kChar) : at::randn({k, n}).to(type);
+            if (type == at::kChar) {
+              w.view({-1})[0] = -128;
+              w.view({-1})[k * n - 1] = 127;
+            }
+            // Row i of y at buffer row 2·(m - 1 - i) + 1: reversed, with untouched rows between.
+            at::Tensor buffer = at::randn({2 * m + 1, n});
+            at::Tensor before = buffer.clone();
+            std::vector<float*> rows;
+            for (int64_t i = 0; i < m; ++i) rows.push_back(buffer.data_ptr<float>() + (2 * (m - 1 - i) + 1) * n);
+            const float* xd = xp.data_ptr<float>();
+            if (type == at::kFloat) {
+              SmallGemmAccumulate(xd, m, k, ldx, w.data_ptr<float>(), n, rows.data());
+            } else if (type == at::kHalf) {
+              SmallGemmAccumulateF16(xd, m, k, ldx, reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>()), n,
+                                     rows.data());
+            } else {
+              SmallGemmAccumulateI8(xd, m, k, ldx, w.data_ptr<int8_t>(), n, rows.data());
+            }
+            at::Tensor target = at::arange(2 * m - 1, -1, -2, at::kLong);  // buffer rows of y rows 0..m-1
+            at::Tensor want = before.index_select(0, target) + x.matmul(w.to(at::kFloat));
+            at::Tensor got = buffer.index_select(0, target);
+            EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * (1 + want.abs().max().item<double>()));
+            at::Tensor others = at::arange(0, 2 * m + 1, 2, at::kLong);
+            EXPECT_TRUE(at::equal(buffer.index_select(0, others), before.index_select(0, others)));
+          }
         }
       }
     }

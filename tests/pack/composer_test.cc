@@ -266,8 +266,10 @@ std::vector<at::Tensor> StepLogits(const Transformer& model, const ModelWeights&
 // weights (ComposeWeights): single, weighted, several packs, module-filtered,
 // and rows of different sets (and none) mixed in one batch.
 // Float32, float16 and int8 factors (the server's host tier holds float16
-// ones by default): each way the factorized step equals the weights merged
-// from the same decoded factors, with the kernel and through ATen.
+// ones by default), us stored transposed as the host tier keeps it: each way
+// the factorized step equals the weights merged from the same decoded factors,
+// with the kernel (SmallGemmAccumulate for us) and through ATen. The
+// kernel's path for a contiguous us: FactorizedStepTakesEitherUsLayout.
 TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
   for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
     for (bool kernel : {true, false}) {
@@ -288,6 +290,9 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
                                                                       : at::kFloat;
         EXPECT_EQ(m.us.scalar_type(), want) << name;
         EXPECT_EQ(m.rank_scale.defined(), prec == FactorPrecision::kInt8) << name;
+        // The host tier's layout (UsLayout): us stored transposed, the kernel's fast path.
+        EXPECT_TRUE(m.us.t().is_contiguous()) << name;
+        EXPECT_TRUE(m.vt.is_contiguous()) << name;
       }
       EXPECT_GT(factored, 0);
       const Transformer model(config_);
@@ -469,6 +474,42 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
     EXPECT_LE((got[0] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
     const at::Tensor base_row = StepLogits(model, *base, {prompts[1]}, {nullptr}, 2)[0];
     EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
+  }
+}
+
+// The kernel adds t · usᵀ from either layout of us: transposed (the host
+// tier's, SmallGemmAccumulate straight into the outputs) or contiguous
+// (SmallGemm into a buffer, then added), for float32, float16 and int8
+// factors, over a prefill (pieces of many rows) and decode steps (one row per
+// sequence); both equal the merged weights.
+TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
+  for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
+    SCOPED_TRACE(FactorPrecisionName(prec));
+    const DecodedPack transposed = *DecodePack(packs_[0], /*keep_factors=*/true, prec);
+    DecodedPack contiguous = transposed;
+    int64_t moved = 0;
+    for (auto& [name, m] : contiguous.modules) {
+      if (!m.factored()) continue;
+      m.us = m.us.contiguous();
+      moved += m.us.size(0) > 1 && m.us.size(1) > 1 ? 1 : 0;
+    }
+    ASSERT_GT(moved, 0);
+    const std::vector<PackSelection> sel = {{"", 0.8f, {}}};
+    auto fused = ComposeWeights(*base_, sel, {&transposed});
+    ASSERT_TRUE(fused.ok()) << fused.status();
+    const Transformer model(config_);
+    const std::vector<std::vector<int32_t>> prompts = {
+        {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 7, 9, 50, 28, 8}, {27, 18}};
+    const std::vector<at::Tensor> want = StepLogits(model, **fused, prompts, {nullptr, nullptr}, 3);
+    for (const DecodedPack* d : std::vector<const DecodedPack*>{&transposed, &contiguous}) {
+      SCOPED_TRACE(d == &transposed ? "us transposed" : "us contiguous");
+      auto delta = ComposeFactorized(*base_, sel, {d});
+      ASSERT_TRUE(delta.ok()) << delta.status();
+      const std::vector<at::Tensor> got = StepLogits(model, *base_, prompts, {delta->get(), delta->get()}, 3);
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_LE((got[i] - want[i]).abs().max().item<double>(), 1e-4 * (1 + want[i].abs().max().item<double>()));
+      }
+    }
   }
 }
 
