@@ -33,7 +33,8 @@
 // masked attention, alternating step by step; --prompt-len sets the context.
 //
 // usage: model_bench [--shapes tiny,1.1b] [--batches 1,2,4,8,16] [--prompt-len N]
-//                    [--decode-steps N] [--linear-rounds N] [--step-rounds N] [--threads N] [--out DIR]
+//                    [--decode-steps N] [--linear-rounds N] [--step-rounds N] [--sets S,...] [--set-rounds N]
+//                    [--threads N] [--out DIR]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -58,6 +59,7 @@
 #include "core/model.h"
 #include "core/omp_wait_policy.h"
 #include "core/small_gemm.h"
+#include "core/weight_delta.h"
 
 namespace skillpack {
 namespace {
@@ -177,8 +179,87 @@ Json TimeLinears(const ModelConfig& c, const ModelWeights& w, const std::vector<
   return out;
 }
 
+// One batch's cache and decode step, kept for the rounds at the end.
+struct Decoding {
+  int64_t batch;
+  std::unique_ptr<KvCache> cache;
+  std::vector<SeqStep> dec;
+  std::vector<double> seconds;
+};
+
+// A synthetic pack set kept factorized as the server keeps it by default:
+// float16 rank-`rank` factors on every attention and MLP weight, us in the host
+// tier's layout (serving_bench's synthetic packs, whose shape a compressed pack
+// decodes to).
+std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
+                                                  uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  std::map<std::string, std::vector<DeltaTerm>> terms;
+  for (const auto& [name, t] : w.tensors()) {
+    if (t.dim() != 2 || name.find("layers.") == std::string::npos) continue;
+    DeltaTerm term;
+    term.us = UsLayout((at::randn({t.size(0), rank}, gen) * 0.01).to(at::kHalf));
+    term.vt = (at::randn({rank, t.size(1)}, gen) * 0.01).to(at::kHalf);
+    terms[name].push_back(std::move(term));
+  }
+  return *WeightDelta::Create(c, std::move(terms));
+}
+
+// Decode steps of every batch with its rows spread over S distinct pack sets
+// (row b on set b mod S: factorized serving's step, every row adding its own
+// set's corrections to the shared base GEMMs) against the same batch's step
+// without packs, alternating in `rounds` rounds so drift hits both alike: what
+// the corrections cost a step, without the scheduler and the requests around it
+// (serving_bench measures those). Per (batch, S) the median of the rounds'
+// ratios and of the fastest steps.
+Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transformer& m, const ModelWeights& w,
+                  std::vector<Decoding>& decodings, const std::vector<int64_t>& sets, int64_t rounds) {
+  const int64_t rank = name == "tiny" ? 16 : 32;
+  std::vector<std::shared_ptr<const WeightDelta>> deltas;
+  const int64_t most = *std::max_element(sets.begin(), sets.end());
+  for (int64_t i = 0; i < most; ++i) deltas.push_back(SyntheticDelta(c, w, rank, 100 + i));
+  std::fprintf(stderr, "[%s] decode steps over distinct pack sets (rank %lld, float16 factors), %lld rounds:\n",
+               name.c_str(), static_cast<long long>(rank), static_cast<long long>(rounds));
+  Json runs = Json::array();
+  for (Decoding& d : decodings) {
+    for (int64_t s : sets) {
+      if (s > d.batch) continue;
+      std::vector<SeqStep> with = d.dec;
+      for (size_t b = 0; b < with.size(); ++b) with[b].delta = deltas[b % s].get();
+      (void)*m.Step(w, *d.cache, with);  // warm-up
+      std::vector<double> base_s, sets_s;
+      for (int64_t r = 0; r < rounds; ++r) {
+        for (bool packs : {false, true}) {
+          std::vector<SeqStep>& step = packs ? with : d.dec;
+          for (auto& q : step) q.tokens[0] = static_cast<int32_t>((r * 17 + q.slot) % c.vocab_size);
+          auto ts = Clock::now();
+          (void)*m.Step(w, *d.cache, step);
+          (packs ? sets_s : base_s).push_back(Seconds(ts));
+        }
+      }
+      std::vector<double> ratios;
+      for (size_t i = 0; i < sets_s.size(); ++i) ratios.push_back(sets_s[i] / base_s[i]);
+      Json r;
+      r["batch"] = d.batch;
+      r["sets"] = s;
+      r["rank"] = rank;
+      r["base_seconds"] = base_s;
+      r["sets_seconds"] = sets_s;
+      r["vs_base"] = Median(ratios);
+      r["fastest_vs_base"] =
+          *std::min_element(sets_s.begin(), sets_s.end()) / *std::min_element(base_s.begin(), base_s.end());
+      std::fprintf(stderr, "  batch %lld, %lld sets: %.3f ms vs %.3f ms without packs, %.3fx (fastest %.3fx)\n",
+                   static_cast<long long>(d.batch), static_cast<long long>(s), 1e3 * Median(sets_s),
+                   1e3 * Median(base_s), r["vs_base"].get<double>(), r["fastest_vs_base"].get<double>());
+      runs.push_back(r);
+    }
+  }
+  return {{"rounds", rounds}, {"rank", rank}, {"factor_precision", "float16"}, {"runs", runs}};
+}
+
 Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int64_t prompt_len, int64_t steps,
-              int64_t linear_rounds, int64_t step_rounds, const Ceilings& ceil) {
+              int64_t linear_rounds, int64_t step_rounds, const std::vector<int64_t>& sets, int64_t set_rounds,
+              const Ceilings& ceil) {
   ModelConfig c = BenchShape(name);
   auto t0 = Clock::now();
   auto w = RandomBenchWeights(c);
@@ -197,13 +278,6 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
   auto roofline = [&](int64_t batch) {
     return std::max(read_bytes / ceil.read_bandwidth, 2.0 * batch * (read_bytes / 4) / ceil.fma_flops);
   };
-  // Every batch's cache and decode step, kept for the step rounds at the end.
-  struct Decoding {
-    int64_t batch;
-    std::unique_ptr<KvCache> cache;
-    std::vector<SeqStep> dec;
-    std::vector<double> seconds;
-  };
   std::vector<Decoding> decodings;
   for (int64_t batch : batches) {
     // The linears' kernel per run: the best small-batch kernel first (what
@@ -214,7 +288,8 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       if (batch >= 2 && SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
       variants.push_back(SmallGemmIsa::kOff);
     }
-    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps + step_rounds + 1;
+    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps + step_rounds + 1 +
+                                  static_cast<int64_t>(sets.size()) * (2 * set_rounds + 1);
     auto cache = *KvCache::Create(c, batch, prompt_len + decode_tokens + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
@@ -336,6 +411,9 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
     }
     out["step_rounds"] = {{"rounds", step_rounds}, {"runs", runs}};
   }
+  if (set_rounds > 0 && !sets.empty()) {
+    out["pack_set_steps"] = PackSetSteps(name, c, m, *w, decodings, sets, set_rounds);
+  }
   if (linear_rounds > 0) {
     double linear_bytes = static_cast<double>(w->lm_head().numel()) * 4;
     for (const LayerWeights& lw : w->layers()) {
@@ -376,6 +454,20 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--step-rounds: %lld is negative\n", static_cast<long long>(step_rounds));
     return 2;
   }
+  std::vector<int64_t> sets;
+  for (absl::string_view v : absl::StrSplit(args->StringOr("sets", "8"), ',', absl::SkipEmpty())) {
+    int64_t n = 0;
+    if (!absl::SimpleAtoi(v, &n) || n < 1 || n > 256) {
+      std::fprintf(stderr, "--sets: '%s' is not a number of pack sets in [1, 256]\n", std::string(v).c_str());
+      return 2;
+    }
+    sets.push_back(n);
+  }
+  int64_t set_rounds = *args->IntOr("set-rounds", 9);
+  if (set_rounds < 0) {
+    std::fprintf(stderr, "--set-rounds: %lld is negative\n", static_cast<long long>(set_rounds));
+    return 2;
+  }
   int64_t threads = *args->IntOr("threads", 0);
   std::string out_dir = args->StringOr("out", "bench/results");
   if (Status s = args->CheckAllUsed(); !s.ok()) {
@@ -406,7 +498,7 @@ int Main(int argc, char** argv) {
                result["roofline"]["ridge_rows"].get<double>());
   for (absl::string_view s : absl::StrSplit(shapes, ',')) {
     result["shapes"][std::string(s)] =
-        RunShape(std::string(s), batches, prompt_len, steps, linear_rounds, step_rounds, ceil);
+        RunShape(std::string(s), batches, prompt_len, steps, linear_rounds, step_rounds, sets, set_rounds, ceil);
   }
   return WriteBenchResult(result, "model", out_dir);
 }
