@@ -188,17 +188,18 @@ struct Decoding {
 };
 
 // A synthetic pack set kept factorized as the server keeps it by default:
-// float16 rank-`rank` factors on every attention and MLP weight, us in the host
-// tier's layout (serving_bench's synthetic packs, whose shape a compressed pack
-// decodes to).
+// float16 rank-`rank` factors on every attention and MLP weight (serving_bench's
+// synthetic packs, whose shape a compressed pack decodes to), us in the host
+// tier's layout (transposed) or contiguous.
 std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
-                                                  uint64_t seed) {
+                                                  uint64_t seed, bool us_transposed) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
   std::map<std::string, std::vector<DeltaTerm>> terms;
   for (const auto& [name, t] : w.tensors()) {
     if (t.dim() != 2 || name.find("layers.") == std::string::npos) continue;
     DeltaTerm term;
-    term.us = UsLayout((at::randn({t.size(0), rank}, gen) * 0.01).to(at::kHalf));
+    term.us = (at::randn({t.size(0), rank}, gen) * 0.01).to(at::kHalf);
+    if (us_transposed) term.us = UsLayout(term.us);
     term.vt = (at::randn({rank, t.size(1)}, gen) * 0.01).to(at::kHalf);
     terms[name].push_back(std::move(term));
   }
@@ -208,49 +209,63 @@ std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const Mo
 // Decode steps of every batch with its rows spread over S distinct pack sets
 // (row b on set b mod S: factorized serving's step, every row adding its own
 // set's corrections to the shared base GEMMs) against the same batch's step
-// without packs, alternating in `rounds` rounds so drift hits both alike: what
-// the corrections cost a step, without the scheduler and the requests around it
-// (serving_bench measures those). Per (batch, S) the median of the rounds'
-// ratios and of the fastest steps.
+// without packs, in `rounds` rounds that each time all three, so drift hits
+// them alike: what the corrections cost a step, without the scheduler and the
+// requests around it (serving_bench measures those). Two layouts of us: the
+// host tier's (transposed: SmallGemmAccumulate adds t · usᵀ along the outputs)
+// and contiguous (SmallGemm sums along the rank into a buffer: the only path
+// before 2026-12-04). Per (batch, S) the median of the rounds' ratios and the
+// ratio of the fastest steps.
 Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transformer& m, const ModelWeights& w,
                   std::vector<Decoding>& decodings, const std::vector<int64_t>& sets, int64_t rounds) {
   const int64_t rank = name == "tiny" ? 16 : 32;
-  std::vector<std::shared_ptr<const WeightDelta>> deltas;
   const int64_t most = *std::max_element(sets.begin(), sets.end());
-  for (int64_t i = 0; i < most; ++i) deltas.push_back(SyntheticDelta(c, w, rank, 100 + i));
+  std::vector<std::shared_ptr<const WeightDelta>> deltas[2];  // [us transposed?]
+  for (int64_t i = 0; i < most; ++i) {
+    for (bool transposed : {false, true}) deltas[transposed].push_back(SyntheticDelta(c, w, rank, 100 + i, transposed));
+  }
   std::fprintf(stderr, "[%s] decode steps over distinct pack sets (rank %lld, float16 factors), %lld rounds:\n",
                name.c_str(), static_cast<long long>(rank), static_cast<long long>(rounds));
   Json runs = Json::array();
   for (Decoding& d : decodings) {
     for (int64_t s : sets) {
       if (s > d.batch) continue;
-      std::vector<SeqStep> with = d.dec;
-      for (size_t b = 0; b < with.size(); ++b) with[b].delta = deltas[b % s].get();
-      (void)*m.Step(w, *d.cache, with);  // warm-up
-      std::vector<double> base_s, sets_s;
+      // Variant 0: no packs; 1: us transposed; 2: us contiguous.
+      std::vector<SeqStep> steps[3] = {d.dec, d.dec, d.dec};
+      for (size_t b = 0; b < d.dec.size(); ++b) {
+        steps[1][b].delta = deltas[1][b % s].get();
+        steps[2][b].delta = deltas[0][b % s].get();
+      }
+      for (int v = 1; v < 3; ++v) (void)*m.Step(w, *d.cache, steps[v]);  // warm-up
+      std::vector<double> seconds[3];
       for (int64_t r = 0; r < rounds; ++r) {
-        for (bool packs : {false, true}) {
-          std::vector<SeqStep>& step = packs ? with : d.dec;
-          for (auto& q : step) q.tokens[0] = static_cast<int32_t>((r * 17 + q.slot) % c.vocab_size);
+        for (int v = 0; v < 3; ++v) {
+          for (auto& q : steps[v]) q.tokens[0] = static_cast<int32_t>((r * 17 + q.slot) % c.vocab_size);
           auto ts = Clock::now();
-          (void)*m.Step(w, *d.cache, step);
-          (packs ? sets_s : base_s).push_back(Seconds(ts));
+          (void)*m.Step(w, *d.cache, steps[v]);
+          seconds[v].push_back(Seconds(ts));
         }
       }
-      std::vector<double> ratios;
-      for (size_t i = 0; i < sets_s.size(); ++i) ratios.push_back(sets_s[i] / base_s[i]);
       Json r;
       r["batch"] = d.batch;
       r["sets"] = s;
       r["rank"] = rank;
-      r["base_seconds"] = base_s;
-      r["sets_seconds"] = sets_s;
-      r["vs_base"] = Median(ratios);
-      r["fastest_vs_base"] =
-          *std::min_element(sets_s.begin(), sets_s.end()) / *std::min_element(base_s.begin(), base_s.end());
-      std::fprintf(stderr, "  batch %lld, %lld sets: %.3f ms vs %.3f ms without packs, %.3fx (fastest %.3fx)\n",
-                   static_cast<long long>(d.batch), static_cast<long long>(s), 1e3 * Median(sets_s),
-                   1e3 * Median(base_s), r["vs_base"].get<double>(), r["fastest_vs_base"].get<double>());
+      r["base_seconds"] = seconds[0];
+      std::string note;
+      for (int v = 1; v < 3; ++v) {
+        const std::string key = v == 1 ? "us_transposed" : "us_contiguous";
+        std::vector<double> ratios;
+        for (size_t i = 0; i < seconds[v].size(); ++i) ratios.push_back(seconds[v][i] / seconds[0][i]);
+        const double fastest = *std::min_element(seconds[v].begin(), seconds[v].end()) /
+                               *std::min_element(seconds[0].begin(), seconds[0].end());
+        r[key] = {{"seconds", seconds[v]}, {"vs_base", Median(ratios)}, {"fastest_vs_base", fastest}};
+        char part[160];
+        std::snprintf(part, sizeof(part), ", %s %.3f ms (%.3fx; fastest %.3fx)", key.c_str(), 1e3 * Median(seconds[v]),
+                      Median(ratios), fastest);
+        note += part;
+      }
+      std::fprintf(stderr, "  batch %lld, %lld sets: without packs %.3f ms%s\n", static_cast<long long>(d.batch),
+                   static_cast<long long>(s), 1e3 * Median(seconds[0]), note.c_str());
       runs.push_back(r);
     }
   }
@@ -289,7 +304,7 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       variants.push_back(SmallGemmIsa::kOff);
     }
     const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps + step_rounds + 1 +
-                                  static_cast<int64_t>(sets.size()) * (2 * set_rounds + 1);
+                                  static_cast<int64_t>(sets.size()) * (3 * set_rounds + 2);
     auto cache = *KvCache::Create(c, batch, prompt_len + decode_tokens + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
