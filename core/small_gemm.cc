@@ -188,37 +188,39 @@ __attribute__((target("avx2,fma,f16c"))) void AccumulateTile(const float* x, int
 // Rows of w per pass over y (SmallGemmAccumulate's k-blocks, below).
 constexpr int64_t kAccumulateKBlock = 8;
 
-// Every row of x against rows [0, k) of w, all added to y: k in blocks of
-// kAccumulateKBlock rows of w, each block streamed once along all n columns
-// (by every group of 4 rows of x, the later ones from L2) and added into y.
+// Calls group(first row, rows, k0, kb) for every group of up to 4 rows of x
+// and every block [k0, k0 + kb) of kAccumulateKBlock rows of w: each block is
+// streamed once along all n columns (by every group of rows, the later ones
+// from L2) and added into y.
 // Taking all k for one tile of columns at a time instead, the tile's k rows
 // (32 for a rank-32 factor) are as many interleaved streams 2n bytes apart,
 // which the hardware prefetchers do not follow: from memory, one thread, a
 // rank-32 float16 factor with 5632 columns took 72 µs against 21 µs in blocks
 // of 8 rows (5.0 against 17.5 GB/s); y's rows, 22 KB, stay in L1/L2 between
 // blocks.
+template <typename Group>
+void ForEachAccumulateBlock(int64_t m, int64_t k, Group&& group) {
+  for (int64_t k0 = 0; k0 < k; k0 += kAccumulateKBlock) {
+    for (int64_t i = 0; i < m; i += 4) group(i, std::min<int64_t>(4, m - i), k0, std::min(kAccumulateKBlock, k - k0));
+  }
+}
+
 template <typename W>
 void Accumulate256(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
-  for (int64_t k0 = 0; k0 < k; k0 += kAccumulateKBlock) {
-    const int64_t kb = std::min(kAccumulateKBlock, k - k0);
-    const float* xk = x + k0;
+  ForEachAccumulateBlock(m, k, [&](int64_t i, int64_t mr, int64_t k0, int64_t kb) {
+    const float* xi = x + i * ldx + k0;
     const W* wk = w + k0 * n;
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4) AccumulateTile<4>(xk + i * ldx, ldx, kb, wk, n, y + i);
-    switch (m - i) {
+    switch (mr) {
+      case 4:
+        return AccumulateTile<4>(xi, ldx, kb, wk, n, y + i);
       case 3:
-        AccumulateTile<3>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
+        return AccumulateTile<3>(xi, ldx, kb, wk, n, y + i);
       case 2:
-        AccumulateTile<2>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
-      case 1:
-        AccumulateTile<1>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
+        return AccumulateTile<2>(xi, ldx, kb, wk, n, y + i);
       default:
-        break;
+        return AccumulateTile<1>(xi, ldx, kb, wk, n, y + i);
     }
-  }
+  });
 }
 
 // ---- AVX-512: tiles of up to 8 rows of x by NR weight rows in registers
@@ -496,29 +498,23 @@ __attribute__((target("avx512f"))) void AccumulateRows512(const float* x, int64_
   for (int i = 0; i < MR; ++i) _mm512_mask_storeu_ps(y[i] + c, mask, acc[i]);
 }
 
-// In k-blocks as Accumulate256.
+// In k-blocks, as Accumulate256.
 template <typename W>
 void Accumulate512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
-  for (int64_t k0 = 0; k0 < k; k0 += kAccumulateKBlock) {
-    const int64_t kb = std::min(kAccumulateKBlock, k - k0);
-    const float* xk = x + k0;
+  ForEachAccumulateBlock(m, k, [&](int64_t i, int64_t mr, int64_t k0, int64_t kb) {
+    const float* xi = x + i * ldx + k0;
     const W* wk = w + k0 * n;
-    int64_t i = 0;
-    for (; i + 4 <= m; i += 4) AccumulateRows512<4>(xk + i * ldx, ldx, kb, wk, n, y + i);
-    switch (m - i) {
+    switch (mr) {
+      case 4:
+        return AccumulateRows512<4>(xi, ldx, kb, wk, n, y + i);
       case 3:
-        AccumulateRows512<3>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
+        return AccumulateRows512<3>(xi, ldx, kb, wk, n, y + i);
       case 2:
-        AccumulateRows512<2>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
-      case 1:
-        AccumulateRows512<1>(xk + i * ldx, ldx, kb, wk, n, y + i);
-        break;
+        return AccumulateRows512<2>(xi, ldx, kb, wk, n, y + i);
       default:
-        break;
+        return AccumulateRows512<1>(xi, ldx, kb, wk, n, y + i);
     }
-  }
+  });
 }
 
 }  // namespace
