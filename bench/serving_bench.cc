@@ -16,7 +16,8 @@
 // (float32 / float16 / int8: how the host tier keeps the low-rank factors, the
 // server's --factor-precision), and the whole set of runs, base included, is
 // repeated --repeats times, interleaved, so every ratio to base compares runs
-// of the same round; the summary holds each configuration's median ratio.
+// of the same round (against the mean of the round's two base runs, one at
+// each end); the summary holds each configuration's median ratio.
 //
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
 //                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
@@ -382,17 +383,25 @@ int Main(int argc, char** argv) {
     o.large = large;
     // Ratios to the base run of the same round, by configuration.
     std::map<std::string, std::vector<double>> ratios;
+    const bool with_base = modes.find("base") != std::string::npos;
+    // The base run, once at each end of a round: a round's runs are set
+    // against the mean of the two, so that a base run that happens to be slow
+    // or fast (this VM's speed drifts by 30% within a minute) does not move
+    // all of the round's ratios one way.
+    auto run_base = [&](int64_t round, const char* at) {
+      o.mode = "base";
+      o.dist = "uniform";
+      o.precision = precisions.front();
+      Json r0 = Run(s, o);
+      r0["round"] = round;
+      r0["at"] = at;
+      const double tps = r0["tokens_per_s"].get<double>();
+      out["runs"].push_back(r0);
+      return tps;
+    };
     for (int64_t round = 0; round < repeats; ++round) {
-      double base_tps = 0;
-      if (modes.find("base") != std::string::npos) {
-        o.mode = "base";
-        o.dist = "uniform";
-        o.precision = precisions.front();
-        Json r0 = Run(s, o);
-        r0["round"] = round;
-        base_tps = r0["tokens_per_s"].get<double>();
-        out["runs"].push_back(r0);
-      }
+      const size_t first_run = out["runs"].size();
+      const double base_start = with_base ? run_base(round, "start") : 0;
       for (absl::string_view dist : absl::StrSplit(dists, ',')) {
         for (int n : sets) {
           for (absl::string_view mode : absl::StrSplit(modes, ',')) {
@@ -404,14 +413,20 @@ int Main(int argc, char** argv) {
               o.precision = prec;
               Json rr = Run(s, o);
               rr["round"] = round;
-              if (base_tps > 0) {
-                rr["vs_base"] = rr["tokens_per_s"].get<double>() / base_tps;
-                ratios[absl::StrCat(mode, " ", prec, " ", dist, " ", n)].push_back(rr["vs_base"].get<double>());
-              }
               out["runs"].push_back(rr);
             }
           }
         }
+      }
+      if (!with_base) continue;
+      const double base_tps = (base_start + run_base(round, "end")) / 2;
+      for (size_t i = first_run; i < out["runs"].size(); ++i) {
+        Json& rr = out["runs"][i];
+        if (rr["mode"] == "base") continue;
+        rr["vs_base"] = rr["tokens_per_s"].get<double>() / base_tps;
+        ratios[absl::StrCat(rr["mode"].get<std::string>(), " ", rr["factor_precision"].get<std::string>(), " ",
+                            rr["distribution"].get<std::string>(), " ", rr["sets"].get<int>())]
+            .push_back(rr["vs_base"].get<double>());
       }
     }
     for (auto& [config, v] : ratios) {
