@@ -188,40 +188,47 @@ __attribute__((target("avx2,fma,f16c"))) void AccumulateTile(const float* x, int
 // Rows of w per pass over y (SmallGemmAccumulate's k-blocks, below).
 constexpr int64_t kAccumulateKBlock = 8;
 
-// Calls group(first row, rows, k0, kb) for every group of up to 4 rows of x
-// and every block [k0, k0 + kb) of kAccumulateKBlock rows of w: each block is
-// streamed once along all n columns (by every group of rows, the later ones
-// from L2) and added into y.
+// y_rows += x · w for every row of x: k in blocks of kAccumulateKBlock rows
+// of w, each block streamed once along all n columns (by every group of up to
+// 4 rows of x, the later ones from L2) and added into y; Rows::Run<MR> adds
+// one block for MR rows (the AVX2 or the AVX-512 kernel).
 // Taking all k for one tile of columns at a time instead, the tile's k rows
 // (32 for a rank-32 factor) are as many interleaved streams 2n bytes apart,
 // which the hardware prefetchers do not follow: from memory, one thread, a
 // rank-32 float16 factor with 5632 columns took 72 µs against 21 µs in blocks
 // of 8 rows (5.0 against 17.5 GB/s); y's rows, 22 KB, stay in L1/L2 between
 // blocks.
-template <typename Group>
-void ForEachAccumulateBlock(int64_t m, int64_t k, Group&& group) {
+template <typename Rows, typename W>
+void AccumulateInKBlocks(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
   for (int64_t k0 = 0; k0 < k; k0 += kAccumulateKBlock) {
-    for (int64_t i = 0; i < m; i += 4) group(i, std::min<int64_t>(4, m - i), k0, std::min(kAccumulateKBlock, k - k0));
+    const int64_t kb = std::min(kAccumulateKBlock, k - k0);
+    const W* wk = w + k0 * n;
+    for (int64_t i = 0; i < m; i += 4) {
+      const float* xi = x + i * ldx + k0;
+      switch (std::min<int64_t>(4, m - i)) {
+        case 4:
+          Rows::template Run<4>(xi, ldx, kb, wk, n, y + i);
+          break;
+        case 3:
+          Rows::template Run<3>(xi, ldx, kb, wk, n, y + i);
+          break;
+        case 2:
+          Rows::template Run<2>(xi, ldx, kb, wk, n, y + i);
+          break;
+        default:
+          Rows::template Run<1>(xi, ldx, kb, wk, n, y + i);
+          break;
+      }
+    }
   }
 }
 
-template <typename W>
-void Accumulate256(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
-  ForEachAccumulateBlock(m, k, [&](int64_t i, int64_t mr, int64_t k0, int64_t kb) {
-    const float* xi = x + i * ldx + k0;
-    const W* wk = w + k0 * n;
-    switch (mr) {
-      case 4:
-        return AccumulateTile<4>(xi, ldx, kb, wk, n, y + i);
-      case 3:
-        return AccumulateTile<3>(xi, ldx, kb, wk, n, y + i);
-      case 2:
-        return AccumulateTile<2>(xi, ldx, kb, wk, n, y + i);
-      default:
-        return AccumulateTile<1>(xi, ldx, kb, wk, n, y + i);
-    }
-  });
-}
+struct Avx2AccumulateRows {
+  template <int MR, typename W>
+  static void Run(const float* x, int64_t ldx, int64_t k, const W* w, int64_t n, float* const* y) {
+    AccumulateTile<MR>(x, ldx, k, w, n, y);
+  }
+};
 
 // ---- AVX-512: tiles of up to 8 rows of x by NR weight rows in registers
 // (MR·NR accumulators + NR weight vectors + 1 vector of x <= 32): each weight
@@ -498,24 +505,12 @@ __attribute__((target("avx512f"))) void AccumulateRows512(const float* x, int64_
   for (int i = 0; i < MR; ++i) _mm512_mask_storeu_ps(y[i] + c, mask, acc[i]);
 }
 
-// In k-blocks, as Accumulate256.
-template <typename W>
-void Accumulate512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
-  ForEachAccumulateBlock(m, k, [&](int64_t i, int64_t mr, int64_t k0, int64_t kb) {
-    const float* xi = x + i * ldx + k0;
-    const W* wk = w + k0 * n;
-    switch (mr) {
-      case 4:
-        return AccumulateRows512<4>(xi, ldx, kb, wk, n, y + i);
-      case 3:
-        return AccumulateRows512<3>(xi, ldx, kb, wk, n, y + i);
-      case 2:
-        return AccumulateRows512<2>(xi, ldx, kb, wk, n, y + i);
-      default:
-        return AccumulateRows512<1>(xi, ldx, kb, wk, n, y + i);
-    }
-  });
-}
+struct Avx512AccumulateRows {
+  template <int MR, typename W>
+  static void Run(const float* x, int64_t ldx, int64_t k, const W* w, int64_t n, float* const* y) {
+    AccumulateRows512<MR>(x, ldx, k, w, n, y);
+  }
+};
 
 }  // namespace
 
@@ -568,9 +563,9 @@ void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, con
 template <typename W>
 void DispatchAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
   if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
-    Accumulate512(x, m, k, ldx, w, n, y);
+    AccumulateInKBlocks<Avx512AccumulateRows>(x, m, k, ldx, w, n, y);
   } else {
-    Accumulate256(x, m, k, ldx, w, n, y);
+    AccumulateInKBlocks<Avx2AccumulateRows>(x, m, k, ldx, w, n, y);
   }
 }
 
