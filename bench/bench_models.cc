@@ -37,6 +37,21 @@ std::shared_ptr<const ModelWeights> RandomBenchWeights(const ModelConfig& c) {
   return *ModelWeights::Create(c, std::move(t));
 }
 
+std::map<std::string, std::pair<at::Tensor, at::Tensor>> SyntheticFactors(const ModelWeights& base, int64_t rank,
+                                                                          uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  std::map<std::string, std::pair<at::Tensor, at::Tensor>> out;
+  for (const auto& [name, t] : base.tensors()) {
+    if (t.dim() != 2 || name.find("layers.") == std::string::npos) continue;
+    at::Tensor us = at::randn({t.size(0), rank}, gen) * 0.01;
+    at::Tensor vt = at::randn({rank, t.size(1)}, gen) * 0.01;
+    out.emplace(name, std::make_pair(std::move(us), std::move(vt)));
+  }
+  return out;
+}
+
+int64_t SyntheticPackRank(const std::string& shape) { return shape == "tiny" ? 16 : 32; }
+
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
   int64_t pages = 0, resident = 0;

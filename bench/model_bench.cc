@@ -187,20 +187,17 @@ struct Decoding {
   std::vector<double> seconds;
 };
 
-// A synthetic pack set kept factorized as the server keeps it by default:
-// float16 rank-`rank` factors on every attention and MLP weight (serving_bench's
-// synthetic packs, whose shape a compressed pack decodes to), us in the host
-// tier's layout (transposed) or contiguous.
+// A synthetic pack set (SyntheticFactors, serving_bench's packs) kept
+// factorized as the server keeps it by default: float16 factors, us in the
+// host tier's layout (transposed) or contiguous.
 std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
                                                   uint64_t seed, bool us_transposed) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
   std::map<std::string, std::vector<DeltaTerm>> terms;
-  for (const auto& [name, t] : w.tensors()) {
-    if (t.dim() != 2 || name.find("layers.") == std::string::npos) continue;
+  for (const auto& [name, f] : SyntheticFactors(w, rank, seed)) {
     DeltaTerm term;
-    term.us = (at::randn({t.size(0), rank}, gen) * 0.01).to(at::kHalf);
+    term.us = f.first.to(at::kHalf);
     if (us_transposed) term.us = UsLayout(term.us);
-    term.vt = (at::randn({rank, t.size(1)}, gen) * 0.01).to(at::kHalf);
+    term.vt = f.second.to(at::kHalf);
     terms[name].push_back(std::move(term));
   }
   return *WeightDelta::Create(c, std::move(terms));
@@ -218,7 +215,7 @@ std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const Mo
 // ratio of the fastest steps.
 Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transformer& m, const ModelWeights& w,
                   std::vector<Decoding>& decodings, const std::vector<int64_t>& sets, int64_t rounds) {
-  const int64_t rank = name == "tiny" ? 16 : 32;
+  const int64_t rank = SyntheticPackRank(name);
   const int64_t most = *std::max_element(sets.begin(), sets.end());
   std::vector<std::shared_ptr<const WeightDelta>> deltas[2];  // [us transposed?]
   for (int64_t i = 0; i < most; ++i) {
@@ -445,6 +442,20 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
   return out;
 }
 
+// The comma-separated counts of --`flag` into *out, each in [1, 256]; false,
+// naming the flag and the entry, for anything else.
+bool ParseCounts(const std::string& text, const char* flag, const char* what, std::vector<int64_t>* out) {
+  for (absl::string_view e : absl::StrSplit(text, ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(e, &v) || v < 1 || v > 256) {
+      std::fprintf(stderr, "--%s: '%s' is not %s in [1, 256]\n", flag, std::string(e).c_str(), what);
+      return false;
+    }
+    out->push_back(v);
+  }
+  return true;
+}
+
 int Main(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 1, {});
   if (!args.ok()) {
@@ -452,14 +463,10 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string shapes = args->StringOr("shapes", "tiny,1.1b");
-  std::vector<int64_t> batches;
-  for (absl::string_view b : absl::StrSplit(args->StringOr("batches", "1,2,4,8,16"), ',')) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(b, &v) || v < 1 || v > 256) {
-      std::fprintf(stderr, "--batches: '%s' is not a batch size in [1, 256]\n", std::string(b).c_str());
-      return 2;
-    }
-    batches.push_back(v);
+  std::vector<int64_t> batches, sets;
+  if (!ParseCounts(args->StringOr("batches", "1,2,4,8,16"), "batches", "a batch size", &batches) ||
+      !ParseCounts(args->StringOr("sets", "8"), "sets", "a number of pack sets", &sets)) {
+    return 2;
   }
   int64_t prompt_len = *args->IntOr("prompt-len", 128);
   int64_t steps = *args->IntOr("decode-steps", 32);
@@ -468,15 +475,6 @@ int Main(int argc, char** argv) {
   if (step_rounds < 0) {
     std::fprintf(stderr, "--step-rounds: %lld is negative\n", static_cast<long long>(step_rounds));
     return 2;
-  }
-  std::vector<int64_t> sets;
-  for (absl::string_view v : absl::StrSplit(args->StringOr("sets", "8"), ',', absl::SkipEmpty())) {
-    int64_t n = 0;
-    if (!absl::SimpleAtoi(v, &n) || n < 1 || n > 256) {
-      std::fprintf(stderr, "--sets: '%s' is not a number of pack sets in [1, 256]\n", std::string(v).c_str());
-      return 2;
-    }
-    sets.push_back(n);
   }
   int64_t set_rounds = *args->IntOr("set-rounds", 9);
   if (set_rounds < 0) {

@@ -114,18 +114,16 @@ class BenchRuntime : public PackRuntime {
   std::map<std::string, std::shared_ptr<const HostPack>> packs_;
 };
 
-// Rank-`rank` factors on every attention and MLP weight, scaled so that the
-// delta is a small refinement of the base.
+// Rank-`rank` factors on every attention and MLP weight (SyntheticFactors),
+// scaled so that the delta is a small refinement of the base.
 DecodedPack SyntheticPack(const ModelWeights& base, const std::string& name, int64_t rank, uint64_t seed) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
   DecodedPack p;
   p.name = name;
-  for (const auto& [tname, t] : base.tensors()) {
-    if (t.dim() != 2 || tname.find("layers.") == std::string::npos) continue;
+  for (auto& [tname, f] : SyntheticFactors(base, rank, seed)) {
     DecodedModule m;
     m.name = tname;
-    m.us = at::randn({t.size(0), rank}, gen) * 0.01;
-    m.vt = at::randn({rank, t.size(1)}, gen) * 0.01;
+    m.us = std::move(f.first);
+    m.vt = std::move(f.second);
     p.modules.emplace(tname, std::move(m));
   }
   return p;
@@ -368,7 +366,7 @@ int Main(int argc, char** argv) {
   for (absl::string_view shape_view : absl::StrSplit(shapes, ',')) {
     const std::string shape(shape_view);
     const bool large = shape != "tiny";
-    const int64_t r = rank > 0 ? rank : (large ? 32 : 16);
+    const int64_t r = rank > 0 ? rank : SyntheticPackRank(shape);
     std::fprintf(stderr, "[%s] building base and %d synthetic packs (rank %lld)\n", shape.c_str(), max_sets,
                  static_cast<long long>(r));
     Setup s = MakeSetup(shape, max_sets, r, precisions);
