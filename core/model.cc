@@ -232,40 +232,34 @@ class RowDeltas {
   // by group: the group's rows of x gathered, t = scale · x · vtᵀ, and
   // y's rows += t · usᵀ. No ATen op per group or term, so a step over many
   // sets costs their factors' bytes, not per-op dispatch (the SGMV idea, the
-  // CPU twin of kernels/lowrank_apply). A group's rows (a prefill's B · T)
-  // run in pieces of up to kSmallGemmMaxRows; one module's factors (rank ·
-  // (in + out) values) stay in L2 between pieces, so memory still sees them
-  // about once. Pieces of all groups are split across the intra-op threads
-  // (their rows are disjoint). Factors may be float32, float16
-  // (SmallGemmF16 widens them as it streams them: half the bytes) or int8
-  // codes (SmallGemmI8: a quarter; t's columns are then multiplied by the
+  // CPU twin of kernels/lowrank_apply); the factors are read through their
+  // views (DeltaTerm::view), not their tensor objects. A group's rows (a
+  // prefill's B · T) run in pieces of up to kSmallGemmMaxRows; one module's
+  // factors (rank · (in + out) values) stay in L2 between pieces, so memory
+  // still sees them about once. Pieces of all groups are split across the
+  // intra-op threads (their rows are disjoint). Factors may be float32,
+  // float16 (SmallGemmF16 widens them as it streams them: half the bytes) or
+  // int8 codes (SmallGemmI8: a quarter; t's columns are then multiplied by the
   // rank scales too). A us stored transposed (the host tier's layout,
   // pack/decode.h) is added straight into y's rows by SmallGemmAccumulate,
   // sums along the outputs: 6-10x faster than SmallGemm's along the rank
   // (core/small_gemm.h); a contiguous one goes through SmallGemm and a buffer.
   // Returns false, touching nothing, unless x and y are contiguous float32 on
-  // the CPU, the factors float32, float16 or int8 on the CPU (vt contiguous,
-  // us contiguous or transposed; rank scales float32 there) and the kernel is
-  // available.
+  // the CPU, every term's view is ready (factors on the CPU, vt contiguous, us
+  // contiguous or transposed) and the kernel is available.
   bool AddLowRankRows(const std::vector<const DeltaTerm*>& terms, const std::vector<std::pair<size_t, float>>& blocks,
                       const at::Tensor& x, at::Tensor& y) const {
-    auto plain = [](const at::Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
-    if (!SmallGemmAvailable() || !plain(y) || !x.is_cpu() || x.scalar_type() != at::kFloat) return false;
+    if (!SmallGemmAvailable() || !y.is_cpu() || y.scalar_type() != at::kFloat || !y.is_contiguous() || !x.is_cpu() ||
+        x.scalar_type() != at::kFloat) {
+      return false;
+    }
     const int64_t k = x.size(-1), n = y.size(-1);
     if (k == 0 || x.numel() % (batch_size_ * k) != 0) return false;
     const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
-    auto factor = [](const at::Tensor& t) {
-      const at::ScalarType type = t.scalar_type();
-      return t.is_cpu() && (type == at::kFloat || type == at::kHalf || type == at::kChar);
-    };
     int64_t factor_elems = 0;
     for (const DeltaTerm* t : terms) {
-      if (!factor(t->vt) || !t->vt.is_contiguous() || !factor(t->us) || t->vt.scalar_type() != t->us.scalar_type()) {
-        return false;
-      }
-      if (!t->us.is_contiguous() && !TransposedContiguous(t->us)) return false;
-      if (t->rank_scale.defined() && !plain(t->rank_scale)) return false;
-      factor_elems += t->vt.numel() + t->us.numel();
+      if (!t->view.ready) return false;
+      factor_elems += t->view.rank * (t->view.in + t->view.out);
     }
     // Work items: (group, first row, end row) over the group's rows of x in order.
     struct Piece {
@@ -303,10 +297,11 @@ class RowDeltas {
       auto prefetch = [&](size_t group) {
         for (size_t i = 0; i < blocks.size(); ++i) {
           if (blocks[i].first != group) continue;
-          for (const at::Tensor* f : {&terms[i]->vt, &terms[i]->us}) {
-            const char* b = static_cast<const char*>(f->data_ptr());
-            const int64_t bytes = f->numel() * static_cast<int64_t>(f->element_size());
-            for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 0, 2);
+          const FactorView& v = terms[i]->view;
+          const int64_t size = ElementSize(v.type);
+          for (const auto& [f, bytes] :
+               {std::pair{v.vt, v.rank * v.in * size}, std::pair{v.us, v.rank * v.out * size}}) {
+            for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(static_cast<const char*>(f) + o, 0, 2);
           }
         }
       };
@@ -323,27 +318,26 @@ class RowDeltas {
         for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
         for (size_t i = 0; i < blocks.size(); ++i) {
           if (blocks[i].first != piece.group) continue;
-          const DeltaTerm& term = *terms[i];
-          const int64_t rank = term.vt.size(0);
+          const FactorView& v = terms[i]->view;
+          const int64_t rank = v.rank;
           t.resize(m * rank);
-          Gemm(xs.data(), m, k, ldx, term.vt, 0, rank, t.data(), rank);
-          if (term.rank_scale.defined()) {
-            const float* rs = term.rank_scale.data_ptr<float>();
+          Gemm(xs.data(), m, k, ldx, v.type, v.vt, rank, t.data(), rank);
+          if (v.rank_scale != nullptr) {
             for (int64_t r = 0; r < m; ++r) {
-              for (int64_t c = 0; c < rank; ++c) t[r * rank + c] *= blocks[i].second * rs[c];
+              for (int64_t c = 0; c < rank; ++c) t[r * rank + c] *= blocks[i].second * v.rank_scale[c];
             }
           } else {
-            for (float& v : t) v *= blocks[i].second;
+            for (float& e : t) e *= blocks[i].second;
           }
-          if (TransposedContiguous(term.us)) {
+          if (v.us_transposed) {
             // usᵀ [rank, n] row-major: added straight into y's rows.
             y_rows.resize(m);
             for (int64_t r = 0; r < m; ++r) y_rows[r] = yp + rows[r] * n;
-            Accumulate(t.data(), m, rank, term.us, n, y_rows.data());
+            Accumulate(t.data(), m, rank, v.type, v.us, n, y_rows.data());
             continue;
           }
           out.resize(m * n);
-          Gemm(t.data(), m, rank, rank, term.us, 0, n, out.data(), n);
+          Gemm(t.data(), m, rank, rank, v.type, v.us, n, out.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             float* dst = yp + rows[r] * n;
             const float* src = out.data() + r * n;
@@ -355,35 +349,30 @@ class RowDeltas {
     return true;
   }
 
-  // Whether t [n, k] is stored as its transpose [k, n], row-major.
-  // (Strides read directly: t.t() would build a view through the dispatcher,
-  // ~1 µs, twice per term and step.)
-  static bool TransposedContiguous(const at::Tensor& t) {
-    return t.dim() == 2 && (t.size(0) <= 1 || t.stride(0) == 1) && (t.size(1) <= 1 || t.stride(1) == t.size(0));
-  }
+  static int64_t ElementSize(at::ScalarType type) { return type == at::kChar ? 1 : type == at::kHalf ? 2 : 4; }
 
   // y_rows[i] += x row i · w for m rows of x [m, k] (contiguous), w [n, k]
-  // stored transposed (float32, float16 or int8 codes).
-  static void Accumulate(const float* x, int64_t m, int64_t k, const at::Tensor& w, int64_t n, float* const* y_rows) {
-    if (w.scalar_type() == at::kChar) {
-      SmallGemmAccumulateI8(x, m, k, k, w.data_ptr<int8_t>(), n, y_rows);
-    } else if (w.scalar_type() == at::kHalf) {
-      SmallGemmAccumulateF16(x, m, k, k, reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>()), n, y_rows);
+  // stored transposed ([k, n] row-major; float32, float16 or int8 codes).
+  static void Accumulate(const float* x, int64_t m, int64_t k, at::ScalarType type, const void* w, int64_t n,
+                         float* const* y_rows) {
+    if (type == at::kChar) {
+      SmallGemmAccumulateI8(x, m, k, k, static_cast<const int8_t*>(w), n, y_rows);
+    } else if (type == at::kHalf) {
+      SmallGemmAccumulateF16(x, m, k, k, static_cast<const uint16_t*>(w), n, y_rows);
     } else {
-      SmallGemmAccumulate(x, m, k, k, w.data_ptr<float>(), n, y_rows);
+      SmallGemmAccumulate(x, m, k, k, static_cast<const float*>(w), n, y_rows);
     }
   }
 
-  // SmallGemm over a float32, float16 or int8 weight tensor w [n, k] (contiguous, CPU).
-  static void Gemm(const float* x, int64_t m, int64_t k, int64_t ldx, const at::Tensor& w, int64_t n_begin,
-                   int64_t n_end, float* y, int64_t ldy) {
-    if (w.scalar_type() == at::kChar) {
-      SmallGemmI8(x, m, k, ldx, w.data_ptr<int8_t>(), nullptr, n_begin, n_end, y, ldy);
-    } else if (w.scalar_type() == at::kHalf) {
-      const auto* wh = reinterpret_cast<const uint16_t*>(w.data_ptr<at::Half>());
-      SmallGemmF16(x, m, k, ldx, wh, nullptr, n_begin, n_end, y, ldy);
+  // y [m, n] (row stride ldy) = x · wᵀ for w [n, k] row-major (float32, float16 or int8 codes).
+  static void Gemm(const float* x, int64_t m, int64_t k, int64_t ldx, at::ScalarType type, const void* w, int64_t n,
+                   float* y, int64_t ldy) {
+    if (type == at::kChar) {
+      SmallGemmI8(x, m, k, ldx, static_cast<const int8_t*>(w), nullptr, 0, n, y, ldy);
+    } else if (type == at::kHalf) {
+      SmallGemmF16(x, m, k, ldx, static_cast<const uint16_t*>(w), nullptr, 0, n, y, ldy);
     } else {
-      SmallGemm(x, m, k, ldx, w.data_ptr<float>(), nullptr, n_begin, n_end, y, ldy);
+      SmallGemm(x, m, k, ldx, static_cast<const float*>(w), nullptr, 0, n, y, ldy);
     }
   }
 

@@ -59,6 +59,29 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
   return absl::OkStatus();
 }
 
+// t [n, k] stored as its transpose [k, n], row-major.
+bool TransposedContiguous(const at::Tensor& t) {
+  return t.dim() == 2 && (t.size(0) <= 1 || t.stride(0) == 1) && (t.size(1) <= 1 || t.stride(1) == t.size(0));
+}
+
+// The kernel's view of a checked term (CheckTerm: types and shapes agree).
+FactorView KernelView(const DeltaTerm& t) {
+  FactorView v;
+  if (!t.low_rank() || !t.vt.is_cpu() || !t.vt.is_contiguous()) return v;
+  v.us_transposed = TransposedContiguous(t.us);
+  if (!v.us_transposed && !t.us.is_contiguous()) return v;
+  if (t.rank_scale.defined() && !t.rank_scale.is_contiguous()) return v;
+  v.ready = true;
+  v.type = t.vt.scalar_type();
+  v.rank = t.vt.size(0);
+  v.in = t.vt.size(1);
+  v.out = t.us.size(0);
+  v.vt = t.vt.data_ptr();
+  v.us = t.us.data_ptr();
+  if (t.rank_scale.defined()) v.rank_scale = t.rank_scale.data_ptr<float>();
+  return v;
+}
+
 }  // namespace
 
 at::Tensor UsLayout(const at::Tensor& us) { return us.t().contiguous().t(); }
@@ -82,6 +105,7 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
     for (DeltaTerm& t : list) {
       RETURN_IF_ERROR(CheckTerm(name, it->second, t, &device));
       if (t.scale == 0.0f) continue;
+      t.view = KernelView(t);
       for (const at::Tensor* p : {&t.us, &t.vt, &t.rank_scale, &t.dense}) {
         if (p->defined() && seen.insert(p->data_ptr()).second) d->bytes_ += p->numel() * p->element_size();
       }
@@ -89,6 +113,7 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
     }
     if (!kept.empty()) d->terms_.emplace(name, std::move(kept));
   }
+  for (const auto& [name, list] : d->terms_) d->index_.emplace(name, &list);
   return std::shared_ptr<const WeightDelta>(std::move(d));
 }
 
@@ -98,8 +123,8 @@ at::Tensor DeltaTerm::UsAs(at::ScalarType type) const {
 }
 
 const std::vector<DeltaTerm>* WeightDelta::Find(const std::string& name) const {
-  auto it = terms_.find(name);
-  return it == terms_.end() ? nullptr : &it->second;
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
 }
 
 }  // namespace skillpack

@@ -24,10 +24,27 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "absl/container/flat_hash_map.h"
+
 #include "core/model_config.h"
 #include "core/status.h"
 
 namespace skillpack {
+
+// A low-rank term's factors as plain pointers and sizes: what the small-batch
+// kernel reads (core/model.cc), so that a step over many pack sets does not
+// walk each factor's tensor object, cold by the time a step comes back to it
+// (a profile of a tiny 8-set step put a third of AddLowRankRows's own samples
+// on two loads from those objects: bench/README.md).
+struct FactorView {
+  bool ready = false;                // the term is on the CPU in a layout the kernel reads
+  at::ScalarType type = at::kFloat;  // of both factors: float32, float16 or int8
+  int64_t rank = 0, in = 0, out = 0;
+  const void* vt = nullptr;  // [rank, in] row-major
+  const void* us = nullptr;  // [out, rank] row-major, or [rank, out] when us_transposed
+  bool us_transposed = false;
+  const float* rank_scale = nullptr;  // [rank], int8 factors only
+};
 
 struct DeltaTerm {
   // low rank: both set, both float32, float16 or int8; vt contiguous for the
@@ -36,6 +53,9 @@ struct DeltaTerm {
   at::Tensor dense;  // or dense, float32
   float scale = 1.0f;
   at::Tensor rank_scale{};  // int8 factors only: [k] float32
+  // Set by WeightDelta::Create from the tensors above (whatever was here is
+  // replaced); ready only for low-rank terms the kernel can read in place.
+  FactorView view{};
 
   bool low_rank() const { return !dense.defined(); }
   // us as `type` with rank_scale folded into its columns (the ATen paths).
@@ -60,15 +80,21 @@ class WeightDelta {
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);
 
-  // The terms of `name`; nullptr when it has none.
+  // The terms of `name`; nullptr when it has none. (A hash lookup: a step
+  // looks up every linear layer in every pack set of its batch.)
   const std::vector<DeltaTerm>* Find(const std::string& name) const;
   const std::map<std::string, std::vector<DeltaTerm>>& terms() const { return terms_; }
   // Bytes of the distinct tensors the terms reference (owned elsewhere too).
   int64_t bytes() const { return bytes_; }
 
+  // Not copyable: index_ points into terms_.
+  WeightDelta(const WeightDelta&) = delete;
+  WeightDelta& operator=(const WeightDelta&) = delete;
+
  private:
   WeightDelta() = default;
   std::map<std::string, std::vector<DeltaTerm>> terms_;
+  absl::flat_hash_map<std::string, const std::vector<DeltaTerm>*> index_;  // into terms_
   int64_t bytes_ = 0;
 };
 

@@ -482,11 +482,13 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
 // (SmallGemm into a buffer, then added), for float32, float16 and int8
 // factors, over a prefill (pieces of many rows) and decode steps (one row per
 // sequence); both equal the merged weights.
+// ... and factors the kernel cannot read in place (vt not contiguous: the
+// term's view is not ready) go through the ATen path, to the same logits.
 TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
   for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
     SCOPED_TRACE(FactorPrecisionName(prec));
     const DecodedPack transposed = *DecodePack(packs_[0], /*keep_factors=*/true, prec);
-    DecodedPack contiguous = transposed;
+    DecodedPack contiguous = transposed, strided = transposed;
     int64_t moved = 0;
     for (auto& [name, m] : contiguous.modules) {
       if (!m.factored()) continue;
@@ -494,6 +496,9 @@ TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
       moved += m.us.size(0) > 1 && m.us.size(1) > 1 ? 1 : 0;
     }
     ASSERT_GT(moved, 0);
+    for (auto& [name, m] : strided.modules) {
+      if (m.factored()) m.vt = m.vt.t().contiguous().t();
+    }
     const std::vector<PackSelection> sel = {{"", 0.8f, {}}};
     auto fused = ComposeWeights(*base_, sel, {&transposed});
     ASSERT_TRUE(fused.ok()) << fused.status();
@@ -501,16 +506,65 @@ TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
     const std::vector<std::vector<int32_t>> prompts = {
         {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 7, 9, 50, 28, 8}, {27, 18}};
     const std::vector<at::Tensor> want = StepLogits(model, **fused, prompts, {nullptr, nullptr}, 3);
-    for (const DecodedPack* d : std::vector<const DecodedPack*>{&transposed, &contiguous}) {
-      SCOPED_TRACE(d == &transposed ? "us transposed" : "us contiguous");
+    for (const DecodedPack* d : std::vector<const DecodedPack*>{&transposed, &contiguous, &strided}) {
+      SCOPED_TRACE(d == &transposed ? "us transposed" : d == &contiguous ? "us contiguous" : "vt strided");
       auto delta = ComposeFactorized(*base_, sel, {d});
       ASSERT_TRUE(delta.ok()) << delta.status();
+      int64_t ready = 0, low_rank = 0;
+      for (const auto& [name, terms] : (*delta)->terms()) {
+        for (const DeltaTerm& t : terms) {
+          low_rank += t.low_rank() ? 1 : 0;
+          ready += t.view.ready ? 1 : 0;
+        }
+      }
+      ASSERT_GT(low_rank, 0);
+      EXPECT_EQ(ready, d == &strided ? 0 : low_rank);
       const std::vector<at::Tensor> got = StepLogits(model, *base_, prompts, {delta->get(), delta->get()}, 3);
       for (size_t i = 0; i < prompts.size(); ++i) {
         EXPECT_LE((got[i] - want[i]).abs().max().item<double>(), 1e-4 * (1 + want[i].abs().max().item<double>()));
       }
     }
   }
+}
+
+// WeightDelta::Create gives each low-rank term the kernel's view of its
+// factors (pointers, sizes, type, U's layout), replacing whatever the caller
+// left there, and finds terms by name.
+TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
+  const ModelConfig c = testutil::SmallConfig(true);
+  const std::string name = "model.layers.0.mlp.down_proj.weight";  // [32, 48]
+  DeltaTerm codes{at::randn({32, 3}).to(at::kChar), at::randn({3, 48}).to(at::kChar), at::Tensor(), 0.5f,
+                  at::ones({3})};
+  codes.view.ready = true;
+  codes.view.rank = 99;  // stale: replaced
+  DeltaTerm half{UsLayout(at::randn({32, 2}).to(at::kHalf)), at::randn({2, 48}).to(at::kHalf), at::Tensor(), 1.0f};
+  DeltaTerm strided{at::randn({32, 2}), at::randn({48, 2}).t(), at::Tensor(), 1.0f};
+  DeltaTerm dense{at::Tensor(), at::Tensor(), at::zeros({32}), 1.0f};
+  auto d = WeightDelta::Create(c, {{name, {codes, half, strided}}, {"model.norm.weight", {dense}}});
+  ASSERT_TRUE(d.ok()) << d.status();
+  const std::vector<DeltaTerm>* terms = (*d)->Find(name);
+  ASSERT_NE(terms, nullptr);
+  ASSERT_EQ(terms->size(), 3u);
+  const FactorView& v0 = (*terms)[0].view;
+  EXPECT_TRUE(v0.ready);
+  EXPECT_EQ(v0.type, at::kChar);
+  EXPECT_EQ(v0.rank, 3);
+  EXPECT_EQ(v0.in, 48);
+  EXPECT_EQ(v0.out, 32);
+  EXPECT_EQ(v0.vt, codes.vt.data_ptr());
+  EXPECT_EQ(v0.us, codes.us.data_ptr());
+  EXPECT_FALSE(v0.us_transposed);
+  EXPECT_EQ(v0.rank_scale, codes.rank_scale.data_ptr<float>());
+  const FactorView& v1 = (*terms)[1].view;
+  EXPECT_TRUE(v1.ready);
+  EXPECT_EQ(v1.type, at::kHalf);
+  EXPECT_TRUE(v1.us_transposed);
+  EXPECT_EQ(v1.us, half.us.data_ptr());
+  EXPECT_EQ(v1.rank_scale, nullptr);
+  EXPECT_FALSE((*terms)[2].view.ready) << "a strided vt is not read in place";
+  ASSERT_NE((*d)->Find("model.norm.weight"), nullptr);
+  EXPECT_FALSE((*d)->Find("model.norm.weight")->front().view.ready);
+  EXPECT_EQ((*d)->Find("model.layers.0.mlp.up_proj.weight"), nullptr);
 }
 
 // WeightDelta::Create refuses what does not fit the model, naming the tensor.
