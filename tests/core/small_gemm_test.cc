@@ -40,7 +40,7 @@ TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
     ASSERT_TRUE(SetSmallGemmIsa(isa));
     for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
       for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 64, 130, 300, 523}) {
-        for (int64_t n : {1, 5, 12, 13, 25, 37, 50}) {
+        for (int64_t n : {1, 5, 12, 13, 16, 23, 25, 37, 50}) {
           for (bool with_bias : {false, true}) {
             SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n, " bias=", with_bias));
             // Rows of x 3 floats further apart than k: the padding must be skipped.
@@ -70,7 +70,7 @@ TEST_F(SmallGemmTest, HalfWeightsMatchLinearOverTheRoundedWeights) {
     ASSERT_TRUE(SetSmallGemmIsa(isa));
     for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 13, 16}) {
       for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
-        for (int64_t n : {1, 12, 13, 25, 50}) {
+        for (int64_t n : {1, 12, 13, 16, 23, 25, 50}) {
           SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
           const int64_t ldx = k + 5;
           at::Tensor xp = at::randn({m, ldx});
@@ -99,7 +99,7 @@ TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
     ASSERT_TRUE(SetSmallGemmIsa(isa));
     for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
       for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
-        for (int64_t n : {1, 12, 13, 25, 50}) {
+        for (int64_t n : {1, 12, 13, 16, 23, 25, 50}) {
           SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
           const int64_t ldx = k + 5;
           at::Tensor xp = at::randn({m, ldx});
