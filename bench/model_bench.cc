@@ -211,15 +211,24 @@ std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const Mo
 // requests around it (serving_bench measures those). Two layouts of us: the
 // host tier's (transposed: SmallGemmAccumulate adds t · usᵀ along the outputs)
 // and contiguous (SmallGemm sums along the rank into a buffer: the only path
-// before 2026-12-04). Per (batch, S) the median of the rounds' ratios and the
-// ratio of the fastest steps.
+// before 2026-12-04). And "shared_factors": S distinct sets (S groups, as
+// many kernel calls) that all reference the first set's transposed factors,
+// one set's bytes: what the groups cost apart from the bytes they read. Per
+// (batch, S) the median of the rounds' ratios and the ratio of the fastest
+// steps.
+// PackSetSteps' step variants (without packs, and three with), each run once
+// per round and the three with packs once more to warm up.
+constexpr int kPackSetVariants = 4;
+
 Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transformer& m, const ModelWeights& w,
                   std::vector<Decoding>& decodings, const std::vector<int64_t>& sets, int64_t rounds) {
   const int64_t rank = SyntheticPackRank(name);
   const int64_t most = *std::max_element(sets.begin(), sets.end());
   std::vector<std::shared_ptr<const WeightDelta>> deltas[2];  // [us transposed?]
+  std::vector<std::shared_ptr<const WeightDelta>> shared;     // set 0's factors, `most` sets
   for (int64_t i = 0; i < most; ++i) {
     for (bool transposed : {false, true}) deltas[transposed].push_back(SyntheticDelta(c, w, rank, 100 + i, transposed));
+    shared.push_back(*WeightDelta::Create(c, deltas[1][0]->terms()));
   }
   std::fprintf(stderr, "[%s] decode steps over distinct pack sets (rank %lld, float16 factors), %lld rounds:\n",
                name.c_str(), static_cast<long long>(rank), static_cast<long long>(rounds));
@@ -227,16 +236,19 @@ Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transform
   for (Decoding& d : decodings) {
     for (int64_t s : sets) {
       if (s > d.batch) continue;
-      // Variant 0: no packs; 1: us transposed; 2: us contiguous.
-      std::vector<SeqStep> steps[3] = {d.dec, d.dec, d.dec};
+      // Variant 0: no packs; 1: us transposed; 2: us contiguous; 3: shared factors.
+      constexpr int kVariants = kPackSetVariants;
+      const char* const keys[kVariants] = {"", "us_transposed", "us_contiguous", "shared_factors"};
+      std::vector<SeqStep> steps[kVariants] = {d.dec, d.dec, d.dec, d.dec};
       for (size_t b = 0; b < d.dec.size(); ++b) {
         steps[1][b].delta = deltas[1][b % s].get();
         steps[2][b].delta = deltas[0][b % s].get();
+        steps[3][b].delta = shared[b % s].get();
       }
-      for (int v = 1; v < 3; ++v) (void)*m.Step(w, *d.cache, steps[v]);  // warm-up
-      std::vector<double> seconds[3];
+      for (int v = 1; v < kVariants; ++v) (void)*m.Step(w, *d.cache, steps[v]);  // warm-up
+      std::vector<double> seconds[kVariants];
       for (int64_t r = 0; r < rounds; ++r) {
-        for (int v = 0; v < 3; ++v) {
+        for (int v = 0; v < kVariants; ++v) {
           for (auto& q : steps[v]) q.tokens[0] = static_cast<int32_t>((r * 17 + q.slot) % c.vocab_size);
           auto ts = Clock::now();
           (void)*m.Step(w, *d.cache, steps[v]);
@@ -249,8 +261,8 @@ Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transform
       r["rank"] = rank;
       r["base_seconds"] = seconds[0];
       std::string note;
-      for (int v = 1; v < 3; ++v) {
-        const std::string key = v == 1 ? "us_transposed" : "us_contiguous";
+      for (int v = 1; v < kVariants; ++v) {
+        const std::string key = keys[v];
         std::vector<double> ratios;
         for (size_t i = 0; i < seconds[v].size(); ++i) ratios.push_back(seconds[v][i] / seconds[0][i]);
         const double fastest = *std::min_element(seconds[v].begin(), seconds[v].end()) /
@@ -300,8 +312,9 @@ Json RunShape(const std::string& name, const std::vector<int64_t>& batches, int6
       if (batch >= 2 && SmallGemmBestIsa() == SmallGemmIsa::kAvx512) variants.push_back(SmallGemmIsa::kAvx2);
       variants.push_back(SmallGemmIsa::kOff);
     }
-    const int64_t decode_tokens = static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps + step_rounds + 1 +
-                                  static_cast<int64_t>(sets.size()) * (3 * set_rounds + 2);
+    const int64_t decode_tokens =
+        static_cast<int64_t>(variants.size()) * (steps + 1) + 2 * steps + step_rounds + 1 +
+        static_cast<int64_t>(sets.size()) * (kPackSetVariants * set_rounds + kPackSetVariants - 1);
     auto cache = *KvCache::Create(c, batch, prompt_len + decode_tokens + 1, at::kFloat);
     std::vector<SeqStep> pre;
     for (int64_t b = 0; b < batch; ++b) {
