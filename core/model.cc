@@ -433,12 +433,14 @@ class RowDeltas {
 };
 
 // Linear layer `suffix` of `layer` ("self_attn.q_proj") with the rows' corrections.
+// A layer without a bias has no bias tensor in the model, so no delta has
+// terms for one (WeightDelta::Create) and none is looked up.
 at::Tensor LayerLinear(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,
                        const at::Tensor& w, const at::Tensor& b) {
   at::Tensor y = Linear(x, w, b);
   if (rd == nullptr || rd->empty()) return y;
   return rd->Linear(LayerTensorName(layer, absl::StrCat(suffix, ".weight")),
-                    LayerTensorName(layer, absl::StrCat(suffix, ".bias")), x, y);
+                    b.defined() ? LayerTensorName(layer, absl::StrCat(suffix, ".bias")) : std::string(), x, y);
 }
 
 at::Tensor LayerNorm(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,

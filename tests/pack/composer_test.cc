@@ -527,6 +527,36 @@ TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
   }
 }
 
+// A model with biases (qwen2: q, k and v projections): a delta's dense bias
+// terms are added to the rows they belong to, beside low-rank terms on the
+// same layer's weight, decode and prefill, equal to the merged weights; rows
+// without the delta keep the base.
+TEST(FactorizedBiasTest, BiasTermsAreAddedToTheirRows) {
+  const ModelConfig c = testutil::TestConfig({{"model_type", "qwen2"}});
+  ASSERT_TRUE(c.attention_bias);
+  const auto base = testutil::RandomTestWeights(c, 7);
+  at::Generator gen = at::detail::createCPUGenerator(8);
+  const std::string bias = "model.layers.1.self_attn.k_proj.bias", weight = "model.layers.1.self_attn.k_proj.weight";
+  const at::Tensor b = base->tensors().at(bias), w = base->tensors().at(weight);
+  DeltaTerm dense{at::Tensor(), at::Tensor(), at::randn(b.sizes(), gen), 0.7f};
+  DeltaTerm low_rank{at::randn({w.size(0), 2}, gen) * 0.3, at::randn({2, w.size(1)}, gen) * 0.3, at::Tensor(), 1.5f};
+  auto delta = WeightDelta::Create(c, {{bias, {dense}}, {weight, {low_rank}}});
+  ASSERT_TRUE(delta.ok()) << delta.status();
+  std::map<std::string, at::Tensor> merged = base->tensors();
+  merged[bias] = b + 0.7f * dense.dense;
+  merged[weight] = w + 1.5f * low_rank.us.matmul(low_rank.vt);
+  auto merged_weights = ModelWeights::Create(c, merged);
+  ASSERT_TRUE(merged_weights.ok()) << merged_weights.status();
+  const Transformer model(c);
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 3, 44, 9}, {60, 2}};
+  const std::vector<at::Tensor> got = StepLogits(model, *base, prompts, {delta->get(), nullptr}, 3);
+  const at::Tensor want = StepLogits(model, **merged_weights, {prompts[0]}, {nullptr}, 3)[0];
+  const at::Tensor plain = StepLogits(model, *base, {prompts[1]}, {nullptr}, 3)[0];
+  EXPECT_LE((got[0] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+  EXPECT_LE((got[1] - plain).abs().max().item<double>(), 1e-4 * (1 + plain.abs().max().item<double>()));
+  EXPECT_GT((want - plain.narrow(0, 0, 1)).abs().max().item<double>(), 0.0);
+}
+
 // WeightDelta::Create gives each low-rank term the kernel's view of its
 // factors (pointers, sizes, type, U's layout), replacing whatever the caller
 // left there, and finds terms by name.
