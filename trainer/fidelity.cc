@@ -121,10 +121,15 @@ class Study {
   StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
-    return regime == "sft" ? absl::StrCat(task, "-ft-sft") : absl::StrCat(task, "-ft-sft_dpo", DpoTag());
+    return regime == "sft" ? absl::StrCat(task, "-ft-sft")
+                           : absl::StrCat(task, "-ft-sft_dpo", DpoTag(), DpoRoundTag(spec_.dpo_rounds));
   }
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
+  // Round 1 keeps the name runs had before rounds existed (their caches stay valid).
+  static std::string DpoRoundTag(int64_t round) { return round <= 1 ? "" : absl::StrCat("-r", round); }
+  StatusOr<std::string> DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
+                                  const TrainStageSpec& train);
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   StatusOr<std::string> SftData(const std::string& task);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
@@ -293,12 +298,25 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  const std::string dpo_name = absl::StrCat(task, "-ft-sft_dpo", DpoTag());
-  JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
-  dpo.dpo = *spec_.dpo;
-  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
-  RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
-  return dpo_name;
+  return DpoRounds(task, absl::StrCat(task, "-ft-sft_dpo"), sft_name, spec_.dpo->train);
+}
+
+// spec_.dpo_rounds DPO runs from the model of `sft_run`, each from the one
+// before (its reference too) on pairs made from it, training as `train`;
+// named `prefix` + the pairs' and the round's tags. Returns the last.
+StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
+                                       const TrainStageSpec& train) {
+  std::string previous = sft_run;
+  for (int64_t round = 1; round <= spec_.dpo_rounds; ++round) {
+    const std::string name = absl::StrCat(prefix, DpoTag(), DpoRoundTag(round));
+    JobSpec dpo = MakeJob(name, ModelOf(previous), task);
+    dpo.dpo = *spec_.dpo;
+    dpo.dpo->train = train;
+    ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, previous));
+    RETURN_IF_ERROR(RunCached(name, dpo).status());
+    previous = name;
+  }
+  return previous;
 }
 
 // A training stage as LoRA of `rank`: the spec's alpha, its learning rate
@@ -326,13 +344,8 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  const std::string dpo_name = absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo", DpoTag());
-  JobSpec dpo = MakeJob(dpo_name, ModelOf(sft_name), task);
-  dpo.dpo = *spec_.dpo;
-  dpo.dpo->train = LoraStage(spec_.dpo->train, rank);
-  ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, sft_name));
-  RETURN_IF_ERROR(RunCached(dpo_name, dpo).status());
-  return dpo_name;
+  return DpoRounds(task, absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo"), sft_name,
+                   LoraStage(spec_.dpo->train, rank));
 }
 
 StatusOr<std::vector<TokenizedSequence>> Study::TrainSequences(const std::string& task, int64_t n,
@@ -507,6 +520,7 @@ StatusOr<Json> Study::Table1() {
   t["ratios"] = spec_.ratios;
   t["fp16_delta_bytes"] = fp16_delta_bytes_;
   t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
+  t["dpo_rounds"] = spec_.dpo_rounds;
   t["refit_steps"] = RefitSteps();
   t["refit_skip_below_kl"] = spec_.refit_skip_below_kl;
   t["sft_wrong_share"] = spec_.sft_wrong_share;
@@ -541,9 +555,10 @@ StatusOr<Json> Study::Table1() {
         l["ratio"] = ratio;
         l["target_bytes"] = target;
         l["rank"] = rank;
-        // SFT->DPO trains a second adapter of the same rank on the merged
-        // SFT model (the trainer's DPO stage), so that LoRA stores twice the bytes.
-        l["bytes"] = rank * lora_bytes_per_rank_ * (regime == "sft" ? 1 : 2);
+        // SFT->DPO trains one more adapter of the same rank per DPO round, each
+        // on the model merged before it (the trainer's DPO stage), so that
+        // LoRA stores 1 + rounds times the bytes.
+        l["bytes"] = rank * lora_bytes_per_rank_ * (regime == "sft" ? 1 : 1 + spec_.dpo_rounds);
         l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
         l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
         r["lora"].push_back(l);
@@ -1085,6 +1100,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         absl::StrCat("spec.dpo_pairs must be \"verifier\" or \"on_policy\", got \"", s.dpo_pairs, "\""));
   }
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_rounds", &s.dpo_rounds, 1, 10));
   RETURN_IF_ERROR(r.ReadInRange<double>("sft_wrong_share", &s.sft_wrong_share, 0.0, 0.9));
   // The base model, sft and dpo stages through the job parser (same fields, same checks).
   if (!r.Has("base_model"))
@@ -1362,8 +1378,9 @@ static void AppendTable1(const Json& t1, std::string* md) {
       md, "## Table 1: packs vs LoRA at equal bytes\n\n",
       "Pack sizes are .skillpack file bytes as a share of the fp16 delta (", t1["fp16_delta_bytes"].get<int64_t>(),
       " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
-      " per rank) match each ratio's byte target (under SFT→DPO the DPO stage adds a second adapter of "
-      "the same rank, so LoRA stores twice those bytes). Gain kept = (x − base) / (full FT − base).\n\n");
+      " per rank) match each ratio's byte target (under SFT→DPO each DPO round adds an adapter of "
+      "the same rank, so LoRA stores 1 + rounds times those bytes; rounds: ",
+      t1.value("dpo_rounds", int64_t{1}), "). Gain kept = (x − base) / (full FT − base).\n\n");
   if (t1.value("refit_steps", int64_t{0}) > 0) {
     int64_t packs = 0, refitted = 0, skipped = 0;
     for (const auto& [task, regimes] : t1["tasks"].items()) {

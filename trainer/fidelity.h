@@ -29,7 +29,7 @@
 //    "ratios": [0.25, 0.125, 0.0625, 0.03125],
 //    "sft": {...job.h's sft stage, without "data" and "lora"...},
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
-//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000, "sft_wrong_share": 0,
+//    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000, "dpo_rounds": 1, "sft_wrong_share": 0,
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64,
 //                 "refit": {...job.h's compress refit, without "data"...}},  (refit: optional)
@@ -134,6 +134,12 @@ struct FidelitySpec {
   // dpo_prompts training prompts, rejected against the correct answer).
   std::string dpo_pairs = "verifier";
   int64_t dpo_prompts = 2000;
+  // DPO rounds (Iterative RPO, Pang et al. 2024): round r starts from round
+  // r - 1's model, which is also its reference, with its pairs made again
+  // from that model ("on_policy"; "verifier" pairs are the same each round);
+  // the sft_dpo regime is the last round's model. LoRA runs add one adapter
+  // per round.
+  int64_t dpo_rounds = 1;
   // SFT data from two sources, one of them weak: this share of Table 1's SFT
   // examples (full FT and LoRA) carries Task::WrongResponse, the task's
   // natural mistake (reverse, sort: the input copied), in place of the

@@ -64,6 +64,9 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["dpo"]["data"] = "pairs.jsonl";
   ExpectInvalid(j, "spec.dpo.data");
   j = SmallSpec();
+  j["dpo_rounds"] = 0;
+  ExpectInvalid(j, "spec.dpo_rounds");
+  j = SmallSpec();
   j["base_model"]["tiny"]["hidden"] = 30;
   ExpectInvalid(j, "spec.base_model.tiny");
   j = SmallSpec();
@@ -408,7 +411,8 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         const int64_t rank = l["rank"].get<int64_t>();
         EXPECT_EQ(rank, LoraRankForBytes(l["target_bytes"].get<int64_t>(), per_rank));
         EXPECT_LE(std::llabs(rank * per_rank - l["target_bytes"].get<int64_t>()), per_rank / 2 + 1);
-        EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank * (std::string(regime) == "sft" ? 1 : 2));
+        // Under SFT->DPO, one more adapter per DPO round (2 in this spec).
+        EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank * (std::string(regime) == "sft" ? 1 : 3));
         // The LoRA run trained at that rank, at the spec's lr x lora_lr_scale (2).
         auto lr = ReadJsonFile(out + "/runs/" + task + "-lora" + std::to_string(rank) + "-lrx2-sft/report.json");
         ASSERT_TRUE(lr.ok()) << lr.status();
@@ -429,6 +433,20 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
   }
   EXPECT_TRUE(PathExists(out + "/runs/sort-ft-sft_dpo-onpolicy/report.json"));
+  // Two DPO rounds (dpo_rounds): the second starts from the first's model, on
+  // pairs made from that model's own wrong answers; sft_dpo is the second's.
+  EXPECT_EQ(t1["dpo_rounds"], 2);
+  for (const char* task : {"reverse", "sort"}) {
+    SCOPED_TRACE(task);
+    const std::string first = std::string(task) + "-ft-sft_dpo-onpolicy";
+    auto pairs = ReadFileToString(out + "/runs/" + first + "-onpolicy-pairs.jsonl");
+    ASSERT_TRUE(pairs.ok()) << "no pairs made from round 1's model";
+    EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
+    auto second = ReadJsonFile(out + "/runs/" + first + "-r2/report.json");
+    ASSERT_TRUE(second.ok()) << second.status();
+    EXPECT_NE(second->dump().find(first + "/model"), std::string::npos) << "round 2 did not start from round 1";
+    EXPECT_FALSE(PathExists(out + "/runs/" + first + "-r3"));
+  }
   // Table 2: the rows of every method, a number per task.
   const Json& t2 = r["table2"];
   std::vector<std::string> methods;
