@@ -203,10 +203,14 @@ std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const Mo
   return *WeightDelta::Create(c, std::move(terms));
 }
 
+// PackSetSteps' step variants (without packs, and three with), each run once
+// per round and the three with packs once more to warm up.
+constexpr int kPackSetVariants = 4;
+
 // Decode steps of every batch with its rows spread over S distinct pack sets
 // (row b on set b mod S: factorized serving's step, every row adding its own
 // set's corrections to the shared base GEMMs) against the same batch's step
-// without packs, in `rounds` rounds that each time all three, so drift hits
+// without packs, in `rounds` rounds that each run every variant, so drift hits
 // them alike: what the corrections cost a step, without the scheduler and the
 // requests around it (serving_bench measures those). Two layouts of us: the
 // host tier's (transposed: SmallGemmAccumulate adds t · usᵀ along the outputs)
@@ -216,10 +220,6 @@ std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const Mo
 // one set's bytes: what the groups cost apart from the bytes they read. Per
 // (batch, S) the median of the rounds' ratios and the ratio of the fastest
 // steps.
-// PackSetSteps' step variants (without packs, and three with), each run once
-// per round and the three with packs once more to warm up.
-constexpr int kPackSetVariants = 4;
-
 Json PackSetSteps(const std::string& name, const ModelConfig& c, const Transformer& m, const ModelWeights& w,
                   std::vector<Decoding>& decodings, const std::vector<int64_t>& sets, int64_t rounds) {
   const int64_t rank = SyntheticPackRank(name);
