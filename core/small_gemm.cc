@@ -97,6 +97,30 @@ __attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t
   }
 }
 
+// mr (1 to 4) rows of x against nr (3 or 1) weight rows: Tile's accumulators [mr][nr].
+template <typename W>
+__attribute__((target("avx2,fma,f16c"))) void PartialTile(const float* x, int64_t ldx, int64_t mr, int64_t nr,
+                                                          const W* w, int64_t k, int64_t k8, __m256* acc) {
+  switch (mr * 4 + nr) {
+    case 4 * 4 + 3:
+      return Tile<4, 3>(x, ldx, w, k, k8, acc);
+    case 3 * 4 + 3:
+      return Tile<3, 3>(x, ldx, w, k, k8, acc);
+    case 2 * 4 + 3:
+      return Tile<2, 3>(x, ldx, w, k, k8, acc);
+    case 1 * 4 + 3:
+      return Tile<1, 3>(x, ldx, w, k, k8, acc);
+    case 4 * 4 + 1:
+      return Tile<4, 1>(x, ldx, w, k, k8, acc);
+    case 3 * 4 + 1:
+      return Tile<3, 1>(x, ldx, w, k, k8, acc);
+    case 2 * 4 + 1:
+      return Tile<2, 1>(x, ldx, w, k, k8, acc);
+    default:
+      return Tile<1, 1>(x, ldx, w, k, k8, acc);
+  }
+}
+
 // The accumulator of (row i, panel row j) in PanelTiles' layout for `mr` rows.
 int64_t AccIndex(int64_t mr, int64_t i, int64_t j) {
   const int64_t nr = 12 / mr;
@@ -133,14 +157,26 @@ __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, i
     }
     return;
   }
-  // The last, partial panel: one weight row at a time.
-  for (int64_t j = 0; j < rows; ++j) {
-    for (int64_t i = 0; i < m; ++i) {
-      __m256 a = _mm256_setzero_ps();
-      Tile<1, 1>(x + i * ldx, ldx, wp + j * k, k, k8, &a);
-      float s = HorizontalSum(a);
-      for (int64_t t = k8; t < k; ++t) s += x[i * ldx + t] * ToFloat(wp[j * k + t]);
-      y[i * ldy + n0 + j] = s + (bias ? bias[n0 + j] : 0.0f);
+  // The last, partial panel: tiles of up to 4 rows of x by 3 weight rows, then
+  // single weight rows. (One row at a time, each a chain of dependent FMAs, a
+  // rank-16 x · Vᵀ at one row took 0.82 µs, float16, k = 704, hot: bench/README.md.)
+  const int64_t whole = rows / 3 * 3;
+  for (int64_t m0 = 0; m0 < m; m0 += 4) {
+    const int64_t mr = std::min<int64_t>(4, m - m0);
+    const float* xm = x + m0 * ldx;
+    for (int64_t j0 = 0; j0 < rows;) {
+      const int64_t nr = j0 < whole ? 3 : 1;
+      __m256 acc[12];
+      for (auto& a : acc) a = _mm256_setzero_ps();
+      PartialTile(xm, ldx, mr, nr, wp + j0 * k, k, k8, acc);
+      for (int64_t i = 0; i < mr; ++i) {
+        for (int64_t j = 0; j < nr; ++j) {
+          float s = HorizontalSum(acc[i * nr + j]);
+          for (int64_t t = k8; t < k; ++t) s += xm[i * ldx + t] * ToFloat(wp[(j0 + j) * k + t]);
+          y[(m0 + i) * ldy + n0 + j0 + j] = s + (bias ? bias[n0 + j0 + j] : 0.0f);
+        }
+      }
+      j0 += nr;
     }
   }
 }
