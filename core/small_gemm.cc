@@ -99,26 +99,11 @@ __attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t
 
 // mr (1 to 4) rows of x against nr (3 or 1) weight rows: Tile's accumulators [mr][nr].
 template <typename W>
-__attribute__((target("avx2,fma,f16c"))) void PartialTile(const float* x, int64_t ldx, int64_t mr, int64_t nr,
-                                                          const W* w, int64_t k, int64_t k8, __m256* acc) {
-  switch (mr * 4 + nr) {
-    case 4 * 4 + 3:
-      return Tile<4, 3>(x, ldx, w, k, k8, acc);
-    case 3 * 4 + 3:
-      return Tile<3, 3>(x, ldx, w, k, k8, acc);
-    case 2 * 4 + 3:
-      return Tile<2, 3>(x, ldx, w, k, k8, acc);
-    case 1 * 4 + 3:
-      return Tile<1, 3>(x, ldx, w, k, k8, acc);
-    case 4 * 4 + 1:
-      return Tile<4, 1>(x, ldx, w, k, k8, acc);
-    case 3 * 4 + 1:
-      return Tile<3, 1>(x, ldx, w, k, k8, acc);
-    case 2 * 4 + 1:
-      return Tile<2, 1>(x, ldx, w, k, k8, acc);
-    default:
-      return Tile<1, 1>(x, ldx, w, k, k8, acc);
-  }
+void PartialTile(const float* x, int64_t ldx, int64_t mr, int64_t nr, const W* w, int64_t k, int64_t k8, __m256* acc) {
+  static constexpr decltype(&Tile<1, 1, W>) kTiles[2][4] = {
+      {&Tile<1, 1, W>, &Tile<2, 1, W>, &Tile<3, 1, W>, &Tile<4, 1, W>},
+      {&Tile<1, 3, W>, &Tile<2, 3, W>, &Tile<3, 3, W>, &Tile<4, 3, W>}};
+  kTiles[nr == 3][mr - 1](x, ldx, w, k, k8, acc);
 }
 
 // The accumulator of (row i, panel row j) in PanelTiles' layout for `mr` rows.
