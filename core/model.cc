@@ -298,7 +298,7 @@ class RowDeltas {
         for (size_t i = 0; i < blocks.size(); ++i) {
           if (blocks[i].first != group) continue;
           const FactorView& v = terms[i]->view;
-          const int64_t size = ElementSize(v.type);
+          const int64_t size = static_cast<int64_t>(c10::elementSize(v.type));
           for (const auto& [f, bytes] :
                {std::pair{v.vt, v.rank * v.in * size}, std::pair{v.us, v.rank * v.out * size}}) {
             for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(static_cast<const char*>(f) + o, 0, 2);
@@ -348,8 +348,6 @@ class RowDeltas {
     });
     return true;
   }
-
-  static int64_t ElementSize(at::ScalarType type) { return type == at::kChar ? 1 : type == at::kHalf ? 2 : 4; }
 
   // y_rows[i] += x row i · w for m rows of x [m, k] (contiguous), w [n, k]
   // stored transposed ([k, n] row-major; float32, float16 or int8 codes).

@@ -59,16 +59,11 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
   return absl::OkStatus();
 }
 
-// t [n, k] stored as its transpose [k, n], row-major.
-bool TransposedContiguous(const at::Tensor& t) {
-  return t.dim() == 2 && (t.size(0) <= 1 || t.stride(0) == 1) && (t.size(1) <= 1 || t.stride(1) == t.size(0));
-}
-
 // The kernel's view of a checked term (CheckTerm: types and shapes agree).
 FactorView KernelView(const DeltaTerm& t) {
   FactorView v;
   if (!t.low_rank() || !t.vt.is_cpu() || !t.vt.is_contiguous()) return v;
-  v.us_transposed = TransposedContiguous(t.us);
+  v.us_transposed = t.us.t().is_contiguous();  // [out, rank] stored as [rank, out], row-major
   if (!v.us_transposed && !t.us.is_contiguous()) return v;
   if (t.rank_scale.defined() && !t.rank_scale.is_contiguous()) return v;
   v.ready = true;
