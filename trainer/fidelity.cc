@@ -122,12 +122,16 @@ class Study {
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
     return regime == "sft" ? absl::StrCat(task, "-ft-sft")
-                           : absl::StrCat(task, "-ft-sft_dpo", DpoTag(), DpoRoundTag(spec_.dpo_rounds));
+                           : DpoRunName(absl::StrCat(task, "-ft-sft_dpo"), spec_.dpo_rounds);
   }
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
-  // Round 1 keeps the name runs had before rounds existed (their caches stay valid).
-  static std::string DpoRoundTag(int64_t round) { return round <= 1 ? "" : absl::StrCat("-r", round); }
+  // DPO round `round`'s run: `prefix`, the pairs' tag, and from round 2 on
+  // "-r<round>" (round 1 keeps the name runs had before rounds existed, so
+  // their caches stay valid).
+  std::string DpoRunName(const std::string& prefix, int64_t round) const {
+    return absl::StrCat(prefix, DpoTag(), round <= 1 ? "" : absl::StrCat("-r", round));
+  }
   StatusOr<std::string> DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                   const TrainStageSpec& train);
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
@@ -303,12 +307,12 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
 
 // spec_.dpo_rounds DPO runs from the model of `sft_run`, each from the one
 // before (its reference too) on pairs made from it, training as `train`;
-// named `prefix` + the pairs' and the round's tags. Returns the last.
+// named by DpoRunName. Returns the last.
 StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                        const TrainStageSpec& train) {
   std::string previous = sft_run;
   for (int64_t round = 1; round <= spec_.dpo_rounds; ++round) {
-    const std::string name = absl::StrCat(prefix, DpoTag(), DpoRoundTag(round));
+    const std::string name = DpoRunName(prefix, round);
     JobSpec dpo = MakeJob(name, ModelOf(previous), task);
     dpo.dpo = *spec_.dpo;
     dpo.dpo->train = train;
