@@ -22,8 +22,13 @@ if [ "${1:-}" = --fetch-debs ]; then
 fi
 out=${1:-${OUT:?give OUT_DIR or set OUT}}
 mkdir -p "$out"
+if ! ls .debs/gpu/*.deb > /dev/null 2>&1; then
+  echo "gpu-check: no packages in .debs/gpu/ (run scripts/gpu-check.sh --fetch-debs first and carry .debs)" >&2
+  exit 2
+fi
 prefix=$(mktemp -d)
 build=$(mktemp -d)
+trap 'rm -rf "$prefix" "$build"' EXIT
 for deb in .debs/gpu/*.deb; do dpkg -x "$deb" "$prefix"; done
 lib=$prefix/usr/lib/x86_64-linux-gnu
 torch=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
