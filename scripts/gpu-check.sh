@@ -60,9 +60,11 @@ for p in "${pids[@]}"; do wait "$p"; done
 g++ -o "$build/kernels_test" "$build"/*.o "$lib/libgtest_main.a" "$lib/libgtest.a" "$lib"/libabsl_*.so \
   -Wl,-rpath,"$lib" -L"$torch/lib" -Wl,-rpath,"$torch/lib" -ltorch -ltorch_cpu -lc10 \
   -L"$cuda/lib64" -Wl,-rpath,"$cuda/lib64" -lcudart -lcublas -lpthread
+# For the test and compute-sanitizer's runs of it: abseil's libraries need
+# each other, and the binary's RUNPATH does not reach them.
+export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 set +e
-# (abseil's libraries need each other: RUNPATH does not reach them)
-LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$build/kernels_test" --gtest_output="json:$out/kernels_test.json" > "$out/kernels_test.log" 2>&1
+"$build/kernels_test" --gtest_output="json:$out/kernels_test.json" > "$out/kernels_test.log" 2>&1
 rc=$?
 set -e
 tail -40 "$out/kernels_test.log"
@@ -75,7 +77,7 @@ if [ -x "$sanitizer" ]; then
     extra=()
     [ "$tool" = memcheck ] && extra=(--leak-check full)
     set +e
-    LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$sanitizer" --tool "$tool" "${extra[@]}" \
+    "$sanitizer" --tool "$tool" "${extra[@]}" \
       --error-exitcode 99 "$build/kernels_test" --gtest_filter='KernelsGpu*' > "$out/sanitizer_$tool.log" 2>&1
     s=$?
     set -e
