@@ -578,12 +578,18 @@ StatusOr<Json> Study::Table4() {
   const FidelityRouterSpec& rs = *spec_.router;
   // Training prompts, grouped by what made them (the task's raw format, a
   // template, a general opener) for the selection's grouped validation.
-  std::vector<LabelledPrompt> data;
+  // Raw task prompts are training-only in the selection unless the spec says
+  // "validated": Table 4 meets no raw format the router has not seen, so a
+  // fold holding a task's raw prompts out would score something it never measures.
+  std::vector<LabelledPrompt> data, raw_prompts;
+  const bool raw_training_only = rs.select && !rs.raw_prompts_validated;
   for (const std::string& task : spec_.tasks) {
     const Task& tk = *tasks_.at(task);
     ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
                      GenerateTaskExamples(tk, TaskSplit::kTrain, rs.examples_per_task, spec_.seed + 21, false));
-    for (const TaskExample& e : raw) data.push_back({e.prompt, task, absl::StrCat(task, ":raw")});
+    for (const TaskExample& e : raw) {
+      (raw_training_only ? raw_prompts : data).push_back({e.prompt, task, absl::StrCat(task, ":raw")});
+    }
     ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> para,
                      GenerateParaphrases(tk, TaskSplit::kTrain, TemplateSplit::kTrain, rs.examples_per_task,
                                          spec_.seed + 22, rs.extra_templates));
@@ -591,7 +597,8 @@ StatusOr<Json> Study::Table4() {
       data.push_back({p.text, task, absl::StrCat(task, ":t", p.template_index)});
     }
   }
-  for (const GeneralPrompt& g : GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23)) {
+  for (const GeneralPrompt& g :
+       GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23, rs.extra_general)) {
     data.push_back({g.text, kRouterNoneLabel,
                     rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:o", g.opener)});
@@ -635,6 +642,7 @@ StatusOr<Json> Study::Table4() {
         RouterCandidate c = spec_candidate;
         c.options.seed = spec_.seed;
         c.extra = corpus_prefix(n);
+        c.extra.insert(c.extra.end(), raw_prompts.begin(), raw_prompts.end());
         if (amounts.size() > 1) c.name = absl::StrCat(c.name, "+corpus", n);
         candidates.push_back(std::move(c));
       }
@@ -653,6 +661,7 @@ StatusOr<Json> Study::Table4() {
                         {"epochs", c.epochs},
                         {"balanced_accuracy", c.balanced_accuracy},
                         {"worst_label", c.worst_label},
+                        {"validated", c.validated},
                         {"per_label", c.per_label}});
     }
     const RouterCvScore& best = sel.scores[sel.best];
@@ -661,6 +670,7 @@ StatusOr<Json> Study::Table4() {
                         best.epochs, best.balanced_accuracy, best.worst_label));
     t["selection"] = {{"folds", so.folds},
                       {"general_groups", rs.general_groups_by_topic ? "opener_topic" : "opener"},
+                      {"raw_prompts", rs.raw_prompts_validated ? "validated" : "training_only"},
                       {"epochs", so.epochs},
                       {"scores", scores},
                       {"chosen", best.candidate},
@@ -674,6 +684,7 @@ StatusOr<Json> Study::Table4() {
     Log(absl::StrCat("router: ", corpus_used, " corpus sentences as none examples"));
   }
   for (LabelledPrompt& p : corpus_prefix(corpus_used)) data.push_back(std::move(p));
+  for (LabelledPrompt& p : raw_prompts) data.push_back(std::move(p));
   Log(absl::StrCat("router: training on ", data.size(), " prompts"));
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
   ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
@@ -721,7 +732,8 @@ StatusOr<Json> Study::Table4() {
                     {"word_dropout", o.augment.word_dropout},
                     {"filler", o.augment.filler},
                     {"case_change", o.augment.case_change}}},
-                  {"extra_templates", rs.extra_templates}};
+                  {"extra_templates", rs.extra_templates},
+                  {"extra_general", rs.extra_general}};
   Json templates;
   for (const std::string& task : spec_.tasks) {
     ASSIGN_OR_RETURN(templates[task]["train"], ParaphraseTemplates(task, TemplateSplit::kTrain));
@@ -1196,7 +1208,9 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     RETURN_IF_ERROR(c.CheckObject());
     FidelityRouterSpec rs;
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
-    RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain)));
+    RETURN_IF_ERROR(c.Read("extra_general", &rs.extra_general));
+    RETURN_IF_ERROR(
+        c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain, rs.extra_general)));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
     RETURN_IF_ERROR(c.Read("extra_templates", &rs.extra_templates));
     if (c.Has("general_corpus")) {
@@ -1231,6 +1245,13 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
             "spec.router.select.general_groups must be \"opener\" or \"opener_topic\", got '", general_groups, "'"));
       }
       rs.general_groups_by_topic = general_groups == "opener_topic";
+      std::string raw_prompts = "training_only";
+      RETURN_IF_ERROR(sc.Read("raw_prompts", &raw_prompts));
+      if (raw_prompts != "training_only" && raw_prompts != "validated") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "spec.router.select.raw_prompts must be \"training_only\" or \"validated\", got '", raw_prompts, "'"));
+      }
+      rs.raw_prompts_validated = raw_prompts == "validated";
       if (sc.Has("epochs")) {
         ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
       }

@@ -38,8 +38,10 @@
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
+//               "extra_general": false,
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
 //                          "general_groups": "opener_topic" | "opener",
+//                          "raw_prompts": "training_only" | "validated",
 //                          "candidates": [{"name": "...", ...router options...}]}},
 //                                                                        (optional: Table 4)
 //    "fusion": {"ratio": 0.125, "lambda": 1.0, "ties_density": 0.2, "dare_drop": 0.5,
@@ -88,6 +90,10 @@ struct FidelityRouterSpec {
   std::vector<int64_t> general_corpus_sentences;
   int64_t eval_per_task = 100;  // per task and evaluation category
   bool extra_templates = true;  // paraphrase.h's training-only extra templates
+  // paraphrase.h's training-only extra general openers and topics ("general"
+  // then draws from 24 x 44 prompts instead of 8 x 12); off by default so the
+  // specs committed before it draw the prompts they drew.
+  bool extra_general = false;
   RouterTrainOptions train;
   // Optional model selection (router_train.h SelectRouter) on the training
   // prompts alone, grouped by template / general opener and topic; the best
@@ -98,6 +104,12 @@ struct FidelityRouterSpec {
   // the held-out general prompts are new in both; "opener" holds out openers
   // alone (topics seen in training), as the specs committed before it, which now say so.
   bool general_groups_by_topic = true;
+  // select.raw_prompts: "training_only" (default) keeps the raw task prompts
+  // ("rev abcd=") in every fold's training set and validates none of them
+  // (RouterCandidate::extra), as Table 4 meets no unseen raw format; "validated"
+  // deals each task's raw prompts to a fold as one more group, as the specs
+  // committed before it did, which now say so.
+  bool raw_prompts_validated = false;
   std::vector<RouterCandidate> candidates;
 };
 

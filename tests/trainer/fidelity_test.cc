@@ -159,6 +159,13 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   auto by_opener = ParseFidelitySpec(j, ::testing::TempDir());
   ASSERT_TRUE(by_opener.ok()) << by_opener.status();
   EXPECT_FALSE(by_opener->router->general_groups_by_topic);
+  EXPECT_FALSE(by_opener->router->raw_prompts_validated) << "raw prompts are training-only by default";
+  j["router"]["select"]["raw_prompts"] = "validated";
+  auto raw_validated = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(raw_validated.ok()) << raw_validated.status();
+  EXPECT_TRUE(raw_validated->router->raw_prompts_validated);
+  j["router"]["select"]["raw_prompts"] = "sometimes";
+  ExpectInvalid(j, "spec.router.select.raw_prompts must be \"training_only\" or \"validated\", got 'sometimes'");
   j = SmallSpec();
   j["router"]["general_corpus"] = {{"sentences", 10}};
   ExpectInvalid(j, "spec.router.general_corpus.paths");
@@ -241,6 +248,16 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 2 * 2 * j["router"]["select"]["epochs"].size()) << "candidates x amounts x epochs";
   EXPECT_EQ(sel["general_groups"], "opener_topic");
+  // Raw task prompts train every fold and are never validated: at most the
+  // paraphrases and general prompts are (each once per candidate and epochs).
+  EXPECT_EQ(sel["raw_prompts"], "training_only");
+  const Json& rr = j["router"];
+  const int64_t validatable =
+      static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() + rr["general"].get<int64_t>();
+  for (const Json& s : sel["scores"]) {
+    EXPECT_GT(s["validated"].get<int64_t>(), 0) << s.dump();
+    EXPECT_LE(s["validated"].get<int64_t>(), validatable) << s.dump();
+  }
   std::set<std::string> names;
   for (const Json& s : sel["scores"]) names.insert(s["candidate"].get<std::string>());
   EXPECT_EQ(names.size(), 4u);

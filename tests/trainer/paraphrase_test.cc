@@ -1,5 +1,6 @@
 #include "trainer/tasks/paraphrase.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <set>
@@ -173,6 +174,46 @@ TEST(ParaphraseTest, GeneralPromptSplitsShareNoPrompt) {
   EXPECT_NE(GeneralPrompts(TemplateSplit::kTrain, 10, 3), GeneralPrompts(TemplateSplit::kTrain, 10, 4));
   // No held-out general prompt reuses a training topic: "Tell me about X." with X from the held-out ones.
   for (const std::string& h : held) EXPECT_EQ(h.find("the sea"), std::string::npos);
+}
+
+TEST(ParaphraseTest, ExtraGeneralPromptsWidenOnlyTheTrainingSplit) {
+  const int64_t plain = NumGeneralPrompts(TemplateSplit::kTrain);
+  const int64_t wide = NumGeneralPrompts(TemplateSplit::kTrain, true);
+  EXPECT_EQ(plain, 8 * 12);
+  EXPECT_EQ(wide, 24 * 44);
+  EXPECT_EQ(NumGeneralPrompts(TemplateSplit::kHeldOut, true), NumGeneralPrompts(TemplateSplit::kHeldOut));
+  // Without extras the draw is what it always was; with them, the base
+  // prompts are all still there, among many more.
+  EXPECT_EQ(GeneralPrompts(TemplateSplit::kTrain, 40, 6, false), GeneralPrompts(TemplateSplit::kTrain, 40, 6));
+  auto all_plain = GeneralPrompts(TemplateSplit::kTrain, plain, 1);
+  auto all_wide = GeneralPromptsWithParts(TemplateSplit::kTrain, wide, 1, true);
+  std::set<std::string> wide_texts;
+  for (const GeneralPrompt& p : all_wide) wide_texts.insert(p.text);
+  EXPECT_EQ(static_cast<int64_t>(wide_texts.size()), wide);
+  for (const std::string& p : all_plain) EXPECT_EQ(wide_texts.count(p), 1u) << p;
+  // No training prompt, extras included, uses a held-out opener's or topic's words.
+  const std::vector<std::string> held_out_words = {"summarise", "ideas",   "curious", "works",  "share",    " story",
+                                                   "involving", "compose", "haiku",   "volcan", "rome",     "jazz",
+                                                   "electric",  " car",    "bee",     "honey",  "mountain", "climb"};
+  auto held = GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), 1);
+  for (const std::string& w : held_out_words) {
+    bool in_held_out = false;
+    for (std::string h : held) {
+      for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      in_held_out |= h.find(w) != std::string::npos;
+    }
+    EXPECT_TRUE(in_held_out) << "\"" << w << "\" is not a held-out word";
+    for (std::string t : wide_texts) {
+      for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      EXPECT_EQ(t.find(w), std::string::npos) << "training prompt \"" << t << "\" uses \"" << w << "\"";
+    }
+  }
+  // The extra openers' indices follow the eight base ones', the topics' the twelve.
+  int max_opener = 0, max_topic = 0;
+  for (const GeneralPrompt& p : all_wide)
+    max_opener = std::max(max_opener, p.opener), max_topic = std::max(max_topic, p.topic);
+  EXPECT_EQ(max_opener, 23);
+  EXPECT_EQ(max_topic, 43);
 }
 
 }  // namespace

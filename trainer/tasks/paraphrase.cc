@@ -120,6 +120,67 @@ const GeneralParts& General(TemplateSplit split) {
   return split == TemplateSplit::kTrain ? *kTrain : *kHeldOut;
 }
 
+// Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
+// `extra`): more ways of asking about more things, so "none" is learnt from
+// more than eight openers and twelve topics. Written without the held-out
+// parts' words: none says "summarise", "ideas", "curious", "works", "share",
+// "story", "involving", "compose", "haiku", or names a volcano, Rome, jazz, a
+// car, a bee, honey, a mountain or climbing (a test checks the list).
+const GeneralParts& ExtraGeneral() {
+  static const auto* kExtra = new GeneralParts{
+      {"Can you recommend a good book on {t}?", "List some common myths about {t}.",
+       "What should a beginner know about {t}?", "Write a paragraph about {t}.",
+       "I would like to learn more about {t}.", "Give me an overview of {t}", "What are the pros and cons of {t}?",
+       "Plan a lesson on {t} for students.", "Is {t} important? Why?", "Draft a blog post about {t}",
+       "Who are the famous experts on {t}?", "Suggest a good question to ask about {t}.",
+       "My friend keeps talking about {t}. What is it?", "Compare {t} with something similar.",
+       "Help me write an essay on {t}.", "What is surprising about {t}?"},
+      {"dinosaurs",
+       "the ocean floor",
+       "bread baking",
+       "photography",
+       "the solar system",
+       "birds",
+       "rainforests",
+       "the olympic games",
+       "knitting",
+       "bicycles",
+       "the printing press",
+       "tea",
+       "deserts",
+       "robots",
+       "painting",
+       "the human heart",
+       "rivers",
+       "pirates",
+       "castles",
+       "video games",
+       "snow",
+       "chocolate",
+       "libraries",
+       "tennis",
+       "whales",
+       "the stock market",
+       "camping",
+       "dogs",
+       "poetry",
+       "ballet",
+       "space travel",
+       "recycling"}};
+  return *kExtra;
+}
+
+// A split's openers and topics, kTrain's with the extra ones when `extra`.
+GeneralParts GeneralPartsOf(TemplateSplit split, bool extra) {
+  GeneralParts g = General(split);
+  if (extra && split == TemplateSplit::kTrain) {
+    const GeneralParts& e = ExtraGeneral();
+    g.openers.insert(g.openers.end(), e.openers.begin(), e.openers.end());
+    g.topics.insert(g.topics.end(), e.topics.begin(), e.topics.end());
+  }
+  return g;
+}
+
 }  // namespace
 
 const char* TemplateSplitName(TemplateSplit split) { return split == TemplateSplit::kTrain ? "train" : "held_out"; }
@@ -191,13 +252,13 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, 
   return out;
 }
 
-int64_t NumGeneralPrompts(TemplateSplit split) {
-  const GeneralParts& g = General(split);
+int64_t NumGeneralPrompts(TemplateSplit split, bool extra) {
+  const GeneralParts g = GeneralPartsOf(split, extra);
   return static_cast<int64_t>(g.openers.size() * g.topics.size());
 }
 
-std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed) {
-  const GeneralParts& g = General(split);
+std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed, bool extra) {
+  const GeneralParts g = GeneralPartsOf(split, extra);
   std::vector<GeneralPrompt> all;
   for (size_t o = 0; o < g.openers.size(); ++o) {
     for (size_t t = 0; t < g.topics.size(); ++t) {
@@ -211,9 +272,9 @@ std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t 
   return all;
 }
 
-std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed) {
+std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed, bool extra) {
   std::vector<std::string> out;
-  for (GeneralPrompt& p : GeneralPromptsWithParts(split, n, seed)) out.push_back(std::move(p.text));
+  for (GeneralPrompt& p : GeneralPromptsWithParts(split, n, seed, extra)) out.push_back(std::move(p.text));
   return out;
 }
 

@@ -60,11 +60,15 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, 
                                                               TemplateSplit templates, int64_t n, uint64_t seed,
                                                               bool extra_templates = true);
 
-// The number of distinct general prompts of a split.
-int64_t NumGeneralPrompts(TemplateSplit split);
+// The number of distinct general prompts of a split (with `extra`, the
+// training split's extra openers and topics too; no effect on kHeldOut).
+int64_t NumGeneralPrompts(TemplateSplit split, bool extra = false);
 // `n` distinct general prompts of `split` in a seeded order (`n` is capped at
-// NumGeneralPrompts(split)). Same arguments, same output.
-std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed);
+// NumGeneralPrompts(split, extra)). With `extra`, the training split has 16
+// more openers and 32 more topics (24 x 44 prompts instead of 8 x 12), written
+// without the held-out openers' and topics' words; without it, the prompts
+// are those of before the extras existed. Same arguments, same output.
+std::vector<std::string> GeneralPrompts(TemplateSplit split, int64_t n, uint64_t seed, bool extra = false);
 // The same prompts with the indices of the opener and the topic each was
 // made from (the router's validation holds out whole openers and topics).
 struct GeneralPrompt {
@@ -72,7 +76,7 @@ struct GeneralPrompt {
   int opener = 0;
   int topic = 0;
 };
-std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed);
+std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed, bool extra = false);
 
 }  // namespace skillpack
 
