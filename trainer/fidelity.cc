@@ -1238,20 +1238,22 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(sc.CheckObject());
       RouterSelectOptions so;
       RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
-      std::string general_groups = "opener_topic";
-      RETURN_IF_ERROR(sc.Read("general_groups", &general_groups));
-      if (general_groups != "opener" && general_groups != "opener_topic") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec.router.select.general_groups must be \"opener\" or \"opener_topic\", got '", general_groups, "'"));
-      }
-      rs.general_groups_by_topic = general_groups == "opener_topic";
-      std::string raw_prompts = "training_only";
-      RETURN_IF_ERROR(sc.Read("raw_prompts", &raw_prompts));
-      if (raw_prompts != "training_only" && raw_prompts != "validated") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec.router.select.raw_prompts must be \"training_only\" or \"validated\", got '", raw_prompts, "'"));
-      }
-      rs.raw_prompts_validated = raw_prompts == "validated";
+      // A field with two accepted names: *second = whether it names `other` (`fallback` when absent).
+      auto read_choice = [&sc](const std::string& key, const std::string& fallback, const std::string& other,
+                               bool* second) -> Status {
+        std::string v = fallback;
+        RETURN_IF_ERROR(sc.Read(key, &v));
+        if (v != fallback && v != other) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(sc.Path(key), " must be \"", fallback, "\" or \"", other, "\", got '", v, "'"));
+        }
+        *second = v == other;
+        return absl::OkStatus();
+      };
+      bool by_opener = false;
+      RETURN_IF_ERROR(read_choice("general_groups", "opener_topic", "opener", &by_opener));
+      rs.general_groups_by_topic = !by_opener;
+      RETURN_IF_ERROR(read_choice("raw_prompts", "training_only", "validated", &rs.raw_prompts_validated));
       if (sc.Has("epochs")) {
         ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
       }

@@ -150,7 +150,7 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   ExpectInvalid(j, "spec.router.select.candidates");
   j = SmallSpec();
   j["router"]["select"]["general_groups"] = "topic";
-  ExpectInvalid(j, "spec.router.select.general_groups must be \"opener\" or \"opener_topic\", got 'topic'");
+  ExpectInvalid(j, "spec.router.select.general_groups must be \"opener_topic\" or \"opener\", got 'topic'");
   j = SmallSpec();
   auto by_topic = ParseFidelitySpec(j, ::testing::TempDir());
   ASSERT_TRUE(by_topic.ok()) << by_topic.status();
