@@ -1110,11 +1110,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   }
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_alpha", &s.lora_alpha, 1e-6, 1e6));
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_lr_scale", &s.lora_lr_scale, 1e-3, 1e3));
-  RETURN_IF_ERROR(r.Read("dpo_pairs", &s.dpo_pairs));
-  if (s.dpo_pairs != "verifier" && s.dpo_pairs != "on_policy") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec.dpo_pairs must be \"verifier\" or \"on_policy\", got \"", s.dpo_pairs, "\""));
-  }
+  RETURN_IF_ERROR(r.ReadOneOf("dpo_pairs", {"verifier", "on_policy"}, &s.dpo_pairs));
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_rounds", &s.dpo_rounds, 1, 10));
   RETURN_IF_ERROR(r.ReadInRange<double>("sft_wrong_share", &s.sft_wrong_share, 0.0, 0.9));
@@ -1238,22 +1234,11 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(sc.CheckObject());
       RouterSelectOptions so;
       RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
-      // A field with two accepted names: *second = whether it names `other` (`fallback` when absent).
-      auto read_choice = [&sc](const std::string& key, const std::string& fallback, const std::string& other,
-                               bool* second) -> Status {
-        std::string v = fallback;
-        RETURN_IF_ERROR(sc.Read(key, &v));
-        if (v != fallback && v != other) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(sc.Path(key), " must be \"", fallback, "\" or \"", other, "\", got '", v, "'"));
-        }
-        *second = v == other;
-        return absl::OkStatus();
-      };
-      bool by_opener = false;
-      RETURN_IF_ERROR(read_choice("general_groups", "opener_topic", "opener", &by_opener));
-      rs.general_groups_by_topic = !by_opener;
-      RETURN_IF_ERROR(read_choice("raw_prompts", "training_only", "validated", &rs.raw_prompts_validated));
+      std::string general_groups = "opener_topic", raw_prompts = "training_only";
+      RETURN_IF_ERROR(sc.ReadOneOf("general_groups", {"opener_topic", "opener"}, &general_groups));
+      RETURN_IF_ERROR(sc.ReadOneOf("raw_prompts", {"training_only", "validated"}, &raw_prompts));
+      rs.general_groups_by_topic = general_groups == "opener_topic";
+      rs.raw_prompts_validated = raw_prompts == "validated";
       if (sc.Has("epochs")) {
         ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
       }

@@ -5,6 +5,7 @@
 #ifndef SKILLPACK_TRAINER_SPEC_READER_H_
 #define SKILLPACK_TRAINER_SPEC_READER_H_
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <utility>
@@ -55,6 +56,18 @@ class FieldReader {
       return absl::InvalidArgumentError(absl::StrCat(Path(key), " must be in [", lo, ", ", hi, "], got ", *out));
     }
     return absl::OkStatus();
+  }
+  // Reads a string that must be one of `names` (*out, the default, unchanged
+  // when the key is absent); the error names them all: '... must be "a" or
+  // "b", got 'c''.
+  Status ReadOneOf(const std::string& key, const std::vector<std::string>& names, std::string* out) {
+    RETURN_IF_ERROR(Read(key, out));
+    if (std::find(names.begin(), names.end(), *out) != names.end()) return absl::OkStatus();
+    std::string accepted;
+    for (size_t i = 0; i < names.size(); ++i) {
+      absl::StrAppend(&accepted, i == 0 ? "" : i + 1 == names.size() ? " or " : ", ", "\"", names[i], "\"");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(Path(key), " must be ", accepted, ", got '", *out, "'"));
   }
   Status Finish() const {
     for (const auto& [key, value] : obj_.items()) {
