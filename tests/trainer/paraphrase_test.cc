@@ -216,5 +216,83 @@ TEST(ParaphraseTest, ExtraGeneralPromptsWidenOnlyTheTrainingSplit) {
   EXPECT_EQ(max_topic, 43);
 }
 
+// The fresh held-out set: never among the templates a router trains on, and
+// sharing no template, general opener or topic with the other two splits.
+TEST(ParaphraseTest, FreshSetIsNeverTrainedOnAndSharesNothingWithTheOtherSplits) {
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh), "fresh");
+  for (const std::string& name : TaskNames()) {
+    SCOPED_TRACE(name);
+    auto task = *MakeTask(name);
+    auto all = *ParaphraseTemplates(name);
+    auto fresh = ParaphraseTemplates(name, TemplateSplit::kFresh);
+    ASSERT_TRUE(fresh.ok()) << fresh.status();
+    EXPECT_GE(fresh->size(), 4u);
+    std::set<std::string> others(all.begin(), all.end());
+    std::set<std::string> fresh_set(fresh->begin(), fresh->end());
+    EXPECT_EQ(fresh_set.size(), fresh->size());
+    for (const std::string& f : *fresh) EXPECT_EQ(others.count(f), 0u) << f;
+    auto a = GenerateParaphrases(*task, TaskSplit::kHeldOut, TemplateSplit::kFresh, 80, 9);
+    auto b = GenerateParaphrases(*task, TaskSplit::kHeldOut, TemplateSplit::kFresh, 80, 9);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status();
+    std::set<int> used;
+    for (size_t i = 0; i < a->size(); ++i) {
+      const ParaphrasedExample& p = (*a)[i];
+      EXPECT_EQ(p.text, (*b)[i].text);
+      ASSERT_GE(p.template_index, 0);
+      ASSERT_LT(p.template_index, static_cast<int>(fresh->size()));
+      used.insert(p.template_index);
+      EXPECT_TRUE(task->Verify(p.canonical.prompt, p.canonical.response)) << p.canonical.prompt;
+      EXPECT_EQ(*Paraphrase(*task, p.canonical.prompt, (*fresh)[static_cast<size_t>(p.template_index)]), p.text);
+    }
+    EXPECT_EQ(used.size(), fresh->size()) << "every fresh template is drawn";
+    // What a router trains on (extras included) comes from the other list only.
+    auto trained = GenerateParaphrases(*task, TaskSplit::kTrain, TemplateSplit::kTrain, 300, 4, true);
+    ASSERT_TRUE(trained.ok()) << trained.status();
+    for (const ParaphrasedExample& p : *trained) {
+      EXPECT_EQ(fresh_set.count(all[static_cast<size_t>(p.template_index)]), 0u);
+    }
+  }
+  EXPECT_EQ(ParaphraseTemplates("nosuch", TemplateSplit::kFresh).status().code(), absl::StatusCode::kInvalidArgument);
+
+  const int64_t n = NumGeneralPrompts(TemplateSplit::kFresh);
+  EXPECT_EQ(n, 6 * 8);
+  EXPECT_EQ(NumGeneralPrompts(TemplateSplit::kFresh, true), n);
+  auto fresh = GeneralPrompts(TemplateSplit::kFresh, n, 1);
+  std::set<std::string> fresh_set(fresh.begin(), fresh.end());
+  EXPECT_EQ(static_cast<int64_t>(fresh_set.size()), n);
+  std::vector<std::string> others =
+      GeneralPrompts(TemplateSplit::kTrain, NumGeneralPrompts(TemplateSplit::kTrain, true), 1, true);
+  for (const std::string& h : GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), 1)) {
+    others.push_back(h);
+  }
+  auto lower = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  // Words of every fresh opener and topic: each in some fresh prompt, in no other.
+  const std::vector<std::string> fresh_words = {"to a friend",
+                                                "limerick",
+                                                "interesting questions",
+                                                "quick introduction",
+                                                "writing a report",
+                                                "opinion",
+                                                "great wall",
+                                                "penguin",
+                                                "origami",
+                                                "renewable",
+                                                "renaissance",
+                                                "submarine",
+                                                "coral",
+                                                "crossword"};
+  for (const std::string& w : fresh_words) {
+    bool in_fresh = false;
+    for (const std::string& f : fresh) in_fresh |= lower(f).find(w) != std::string::npos;
+    EXPECT_TRUE(in_fresh) << "\"" << w << "\" is not a fresh word";
+    for (const std::string& o : others) {
+      EXPECT_EQ(lower(o).find(w), std::string::npos) << "prompt \"" << o << "\" uses \"" << w << "\"";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace skillpack

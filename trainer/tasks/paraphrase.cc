@@ -68,7 +68,54 @@ const std::map<std::string, std::vector<std::string>>& ExtraTemplates() {
   return *kExtra;
 }
 
+// A second held-out set, written on 2026-12-04 after every committed router
+// setting had been chosen by looking at the first one's scores, so no setting
+// was tuned against it (bench/README, "A fresh held-out set"). Never in
+// ParaphraseTemplates(task): no router trains on it. Written as a user might
+// ask, not to avoid the training templates' words, but none is a training
+// template or the first held-out set's.
+const std::map<std::string, std::vector<std::string>>& FreshTemplates() {
+  static const auto* kFresh = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What's {a} and {b} together?", "If I have {a} apples and get {b} more, how many do I have?",
+        "Quick math: {a} + {b}", "Could you tell me what {a} plus {b} comes to?"}},
+      {"reverse",
+       {"Reverse the order of the characters in {s}", "{s} spelled backwards is?", "Turn {s} back to front.",
+        "Could you write {s} starting from its end?"}},
+      {"sort",
+       {"Put {s} in order, smallest first.", "List the digits in {s} from lowest to highest.",
+        "Could you arrange the digits {s} in order?", "Order the numbers in {s} for me."}},
+      {"kv",
+       {"From {pairs}, what's the value of {q}?", "{pairs}; so what is {q}?", "Given that {pairs}, find {q}.",
+        "What number is {q} if {pairs}?"}},
+      {"caesar",
+       {"Shift every letter in {s} by {n}.", "Give {s} a Caesar shift of {n}",
+        "Encode {s} with a Caesar cipher, key {n}.", "Move each letter in {s} {n} positions along the alphabet."}},
+  };
+  return *kFresh;
+}
+
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
+
+// The templates of `split` with their indices: into ParaphraseTemplates(task)
+// for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
+// fresh list for kFresh.
+StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
+                                                                    bool extra_templates) {
+  std::vector<std::pair<int, std::string>> out;
+  if (split == TemplateSplit::kFresh) {
+    RETURN_IF_ERROR(ParaphraseTemplates(task_name).status());  // the task's name checked once
+    const std::vector<std::string>& fresh = FreshTemplates().at(std::string(task_name));
+    for (size_t i = 0; i < fresh.size(); ++i) out.emplace_back(static_cast<int>(i), fresh[i]);
+    return out;
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task_name));
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!extra_templates && i >= kFirstExtraTemplate) continue;
+    if (HeldOutTemplate(i) == (split == TemplateSplit::kHeldOut)) out.emplace_back(static_cast<int>(i), all[i]);
+  }
+  return out;
+}
 
 // The fields of a canonical prompt of `task` (which Solve accepts).
 StatusOr<std::map<std::string, std::string>> Fields(const Task& task, absl::string_view prompt) {
@@ -117,7 +164,23 @@ const GeneralParts& General(TemplateSplit split) {
       new GeneralParts{{"Could you summarise the main ideas behind {t}?", "I am curious how {t} works",
                         "Share a fun story involving {t}.", "Compose a haiku on {t}"},
                        {"volcanoes", "ancient Rome", "jazz", "electric cars", "honey bees", "mountain climbing"}};
-  return split == TemplateSplit::kTrain ? *kTrain : *kHeldOut;
+  // The fresh set's general prompts (see FreshTemplates): openers and topics
+  // in neither list above nor ExtraGeneral's.
+  static const auto* kFresh =
+      new GeneralParts{{"How would you explain {t} to a friend?", "Write a limerick about {t}.",
+                        "What are some interesting questions about {t}?", "Give me a quick introduction to {t}.",
+                        "I'm writing a report on {t}. Where do I start?", "What's your opinion of {t}?"},
+                       {"the Great Wall of China", "penguins", "origami", "renewable energy", "the Renaissance",
+                        "submarines", "coral reefs", "crossword puzzles"}};
+  switch (split) {
+    case TemplateSplit::kTrain:
+      return *kTrain;
+    case TemplateSplit::kHeldOut:
+      return *kHeldOut;
+    case TemplateSplit::kFresh:
+      break;
+  }
+  return *kFresh;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -183,7 +246,17 @@ GeneralParts GeneralPartsOf(TemplateSplit split, bool extra) {
 
 }  // namespace
 
-const char* TemplateSplitName(TemplateSplit split) { return split == TemplateSplit::kTrain ? "train" : "held_out"; }
+const char* TemplateSplitName(TemplateSplit split) {
+  switch (split) {
+    case TemplateSplit::kTrain:
+      return "train";
+    case TemplateSplit::kHeldOut:
+      return "held_out";
+    case TemplateSplit::kFresh:
+      break;
+  }
+  return "fresh";
+}
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {
   auto it = Templates().find(std::string(task_name));
@@ -197,11 +270,9 @@ StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_na
 }
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split) {
-  ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task_name));
+  ASSIGN_OR_RETURN(auto indexed, IndexedTemplates(task_name, split, true));
   std::vector<std::string> out;
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (HeldOutTemplate(i) == (split == TemplateSplit::kHeldOut)) out.push_back(all[i]);
-  }
+  for (auto& [index, tmpl] : indexed) out.push_back(std::move(tmpl));
   return out;
 }
 
@@ -233,19 +304,15 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, TaskSplit problems,
                                                               TemplateSplit templates, int64_t n, uint64_t seed,
                                                               bool extra_templates) {
-  ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task.name()));
-  std::vector<int> indices;
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (!extra_templates && i >= kFirstExtraTemplate) continue;
-    if (HeldOutTemplate(i) == (templates == TemplateSplit::kHeldOut)) indices.push_back(static_cast<int>(i));
-  }
+  ASSIGN_OR_RETURN(auto indexed, IndexedTemplates(task.name(), templates, extra_templates));
   ASSIGN_OR_RETURN(std::vector<TaskExample> examples, GenerateTaskExamples(task, problems, n, seed, false));
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
   std::vector<ParaphrasedExample> out;
   for (TaskExample& e : examples) {
     ParaphrasedExample p;
-    p.template_index = indices[rng() % indices.size()];
-    ASSIGN_OR_RETURN(p.text, Paraphrase(task, e.prompt, all[static_cast<size_t>(p.template_index)]));
+    const auto& [index, tmpl] = indexed[rng() % indexed.size()];
+    p.template_index = index;
+    ASSIGN_OR_RETURN(p.text, Paraphrase(task, e.prompt, tmpl));
     p.canonical = std::move(e);
     out.push_back(std::move(p));
   }

@@ -15,6 +15,10 @@
 // General prompts are composed from an opener and a topic; the held-out split
 // uses openers AND topics that the training split never uses, so held-out
 // general prompts share no template and no topic with the training ones.
+//
+// kFresh is a second held-out set (templates and general openers and topics),
+// written after the router settings committed before it were chosen with the
+// first held-out set's scores in view; no router trains on either.
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
@@ -29,16 +33,17 @@
 
 namespace skillpack {
 
-enum class TemplateSplit { kTrain, kHeldOut };
+enum class TemplateSplit { kTrain, kHeldOut, kFresh };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh"
 
 // All templates of task `task_name` in their fixed order (fields in braces:
 // add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";
 // caesar {n} {s}). INVALID_ARGUMENT for a task without templates.
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name);
-// The templates of one split (index < 8 and index % 4 == 3: held out).
+// The templates of one split (index < 8 and index % 4 == 3: held out; the
+// fresh set's are not among ParaphraseTemplates(task_name)).
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split);
 
 // `canonical_prompt` (a prompt of `task`) written with `tmpl`. INVALID_ARGUMENT
@@ -49,7 +54,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name)
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh: into its split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
@@ -61,7 +66,8 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateParaphrases(const Task& task, 
                                                               bool extra_templates = true);
 
 // The number of distinct general prompts of a split (with `extra`, the
-// training split's extra openers and topics too; no effect on kHeldOut).
+// training split's extra openers and topics too; no effect on the held-out
+// splits).
 int64_t NumGeneralPrompts(TemplateSplit split, bool extra = false);
 // `n` distinct general prompts of `split` in a seeded order (`n` is capped at
 // NumGeneralPrompts(split, extra)). With `extra`, the training split has 16
