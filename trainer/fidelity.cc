@@ -603,9 +603,11 @@ StatusOr<Json> Study::Table4() {
                     rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:o", g.opener)});
   }
-  // The held-out general prompts: evaluated below, and kept out of the corpus sentences.
+  // The held-out and fresh general prompts: evaluated below, and kept out of the corpus sentences.
   const std::vector<std::string> held_out_general =
       GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34);
+  const std::vector<std::string> fresh_general =
+      GeneralPrompts(TemplateSplit::kFresh, NumGeneralPrompts(TemplateSplit::kFresh), spec_.seed + 36);
   Json t;
   // Corpus sentences as more none examples, grouped by document: the largest
   // amount's draw, each amount a prefix of it; none may equal an evaluation
@@ -617,6 +619,7 @@ StatusOr<Json> Study::Table4() {
     ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.general_corpus));
     std::set<std::string> eval_general;
     for (const std::string& g : held_out_general) eval_general.insert(absl::AsciiStrToLower(g));
+    for (const std::string& g : fresh_general) eval_general.insert(absl::AsciiStrToLower(g));
     for (CorpusSentence& c : CorpusSentences(docs, amounts.back(), spec_.seed + 24)) {
       if (eval_general.count(absl::AsciiStrToLower(c.text)) > 0) continue;
       corpus.push_back({std::move(c.text), kRouterNoneLabel, absl::StrCat("none:c", c.document)});
@@ -706,8 +709,14 @@ StatusOr<Json> Study::Table4() {
         std::vector<ParaphrasedExample> unseen,
         GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kHeldOut, rs.eval_per_task, spec_.seed + 33));
     for (const ParaphrasedExample& p : unseen) cases.push_back({"paraphrases_held_out_templates", task, p.text});
+    // The second held-out set (paraphrase.h kFresh), which no committed router setting was chosen against.
+    ASSIGN_OR_RETURN(
+        std::vector<ParaphrasedExample> fresh,
+        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kFresh, rs.eval_per_task, spec_.seed + 35));
+    for (const ParaphrasedExample& p : fresh) cases.push_back({"paraphrases_fresh_templates", task, p.text});
   }
   for (const std::string& g : held_out_general) cases.push_back({"general_held_out", kRouterNoneLabel, g});
+  for (const std::string& g : fresh_general) cases.push_back({"general_fresh", kRouterNoneLabel, g});
   std::vector<std::string> prompts;
   for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
@@ -738,6 +747,7 @@ StatusOr<Json> Study::Table4() {
   for (const std::string& task : spec_.tasks) {
     ASSIGN_OR_RETURN(templates[task]["train"], ParaphraseTemplates(task, TemplateSplit::kTrain));
     ASSIGN_OR_RETURN(templates[task]["held_out"], ParaphraseTemplates(task, TemplateSplit::kHeldOut));
+    ASSIGN_OR_RETURN(templates[task]["fresh"], ParaphraseTemplates(task, TemplateSplit::kFresh));
   }
   t["templates"] = templates;
   return t;
