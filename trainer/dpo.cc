@@ -122,7 +122,9 @@ StatusOr<MicroBatchLoss> DpoObjective::Loss(const ModelWeights& weights, const s
     at::Tensor chosen = config_.beta * (policy.narrow(0, 0, B) - at::tensor(rc, policy.options()));
     at::Tensor rejected = config_.beta * (policy.narrow(0, B, B) - at::tensor(rr, policy.options()));
     at::Tensor margin = chosen - rejected;
-    at::Tensor losses = -at::log_sigmoid(margin);
+    // DPOP: the margin the loss reads drops by lambda * max(0, -r(y+)).
+    at::Tensor losses =
+        -at::log_sigmoid(config_.dpop_lambda > 0 ? margin - config_.dpop_lambda * at::relu(-chosen) : margin);
     if (config_.sft_weight > 0) losses = losses + config_.sft_weight * chosen_nll;
     MicroBatchLoss out;
     out.loss = losses.sum() / normaliser;

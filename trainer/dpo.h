@@ -7,7 +7,12 @@
 // mean negative log-likelihood per token (RPO, Pang et al. 2024, "Iterative
 // Reasoning Preference Optimization"; TRL's rpo_alpha): the preference term
 // alone can lower the chosen answer's likelihood along with the rejected
-// one's, which costs exact match under greedy decoding.
+// one's, which costs exact match under greedy decoding. With dpop_lambda
+// lambda > 0 the margin inside the sigmoid loses lambda * max(0, -r(y+)) (DPOP,
+// Pal et al. 2024, "Smaug: Fixing Failure Modes of Preference Optimisation
+// with DPO-Positive"): a pair is penalised only while its chosen answer is
+// less likely than under the reference, the failure DPO shows on pairs that
+// differ in a few tokens.
 #ifndef SKILLPACK_TRAINER_DPO_H_
 #define SKILLPACK_TRAINER_DPO_H_
 
@@ -23,7 +28,8 @@ namespace skillpack {
 struct DpoConfig {
   double beta = 0.1;
   bool length_normalize = false;
-  double sft_weight = 0.0;  // w of the chosen response's per-token NLL (0: plain DPO)
+  double sft_weight = 0.0;   // w of the chosen response's per-token NLL (0: plain DPO)
+  double dpop_lambda = 0.0;  // DPOP's lambda (0: no penalty); r(y+) as the rewards read it
   // The preference term on each pair's first differing response token alone
   // (FirstDifference below) instead of the whole responses; the NLL term and
   // chosen_nll still read the whole chosen response.
@@ -44,7 +50,7 @@ struct TokenizedPair {
 TokenizedPair FirstDifference(const TokenizedPair& pair);
 
 // Metrics reported per pair (means): loss (the whole objective),
-// reward_margin = r(y+) - r(y-), reward_accuracy = fraction with r(y+) > r(y-),
+// reward_margin = r(y+) - r(y-) (without DPOP's penalty), reward_accuracy = fraction with r(y+) > r(y-),
 // chosen_reward, rejected_reward, chosen_nll (the chosen response's mean
 // negative log-likelihood per token, whatever sft_weight). With
 // first_difference the rewards are those of the first differing tokens.

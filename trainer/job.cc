@@ -373,6 +373,7 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
   report["length_normalize"] = spec.dpo.length_normalize;
   report["sft_weight"] = spec.dpo.sft_weight;
   report["first_difference"] = spec.dpo.first_difference;
+  report["dpop_lambda"] = spec.dpo.dpop_lambda;
   ASSIGN_OR_RETURN(st.current, tw->Merged());
   if (!eval_pairs.empty()) {
     ASSIGN_OR_RETURN(PreferenceMetrics after,
@@ -742,6 +743,7 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     RETURN_IF_ERROR(st.Read("length_normalize", &spec.dpo.length_normalize));
     RETURN_IF_ERROR(st.ReadInRange<double>("sft_weight", &spec.dpo.sft_weight, 0.0, 100.0));
     RETURN_IF_ERROR(st.Read("first_difference", &spec.dpo.first_difference));
+    RETURN_IF_ERROR(st.ReadInRange<double>("dpop_lambda", &spec.dpo.dpop_lambda, 0.0, 1000.0));
     RETURN_IF_ERROR(st.ReadInRange<int64_t>("eval_pairs", &spec.eval_pairs, 0, 100000));
     RETURN_IF_ERROR(st.Finish());
     if (spec.train.data.empty() && job.task.empty() && !job.distill) {

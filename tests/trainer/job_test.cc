@@ -55,6 +55,11 @@ TEST(JobSpecTest, ParsesTheExampleJobs) {
   auto with_nll = ParseJobSpec(rpo, ".");
   ASSERT_TRUE(with_nll.ok()) << with_nll.status();
   EXPECT_DOUBLE_EQ(with_nll->dpo->dpo.sft_weight, 0.5);
+  EXPECT_DOUBLE_EQ(with_nll->dpo->dpo.dpop_lambda, 0.0);
+  rpo["stages"]["dpo"]["dpop_lambda"] = 50;
+  auto dpop = ParseJobSpec(rpo, ".");
+  ASSERT_TRUE(dpop.ok()) << dpop.status();
+  EXPECT_DOUBLE_EQ(dpop->dpo->dpo.dpop_lambda, 50.0);
 }
 
 TEST(JobSpecTest, BadSpecsNameTheField) {
@@ -81,6 +86,10 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
   j = TinyJob();
   j["stages"]["dpo"]["sft_weight"] = -0.5;
   ExpectInvalid(j, "job.stages.dpo.sft_weight");
+
+  j = TinyJob();
+  j["stages"]["dpo"]["dpop_lambda"] = -1;
+  ExpectInvalid(j, "job.stages.dpo.dpop_lambda");
 
   j = TinyJob();
   j["stages"]["dpo"]["lora"]["rank"] = 0;

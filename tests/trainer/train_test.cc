@@ -278,6 +278,51 @@ TEST_F(TrainTest, DpoSftWeightAddsTheChosenResponsesMeanNll) {
   EXPECT_NE(p->loss.item<double>(), std::log(2.0));
 }
 
+// DPOP's penalty, by hand: with the roles swapped (the warmed policy as the
+// reference), the chosen rewards are negative, so the penalty acts; with the
+// warmed policy scored against the base it is positive where DPO raised y+.
+TEST_F(TrainTest, DpopLowersTheMarginByLambdaTimesTheChosenRewardBelowZero) {
+  auto pairs = TaskPairs(TaskSplit::kTrain, 6, 8);
+  auto warmed = DpoWarmedPolicy(pairs);
+  ASSERT_TRUE(warmed != nullptr);
+  const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5};
+  auto logp = [&](const ModelWeights& w, const TokenizedSequence& s) {
+    return ResponseLogProbs(*model_->transformer, w, MakeTokenBatch(std::vector<const TokenizedSequence*>{&s}),
+                            false)[0]
+        .item<double>();
+  };
+  DpoConfig cfg;
+  cfg.dpop_lambda = 5.0;
+  for (bool swapped : {true, false}) {
+    SCOPED_TRACE(swapped ? "policy below the reference" : "policy above the reference");
+    const std::shared_ptr<const ModelWeights> reference = swapped ? warmed : model_->weights;
+    const ModelWeights& policy = swapped ? *model_->weights : *warmed;
+    DpoObjective dpop(*model_->transformer, reference, pairs, cfg);
+    DpoObjective plain(*model_->transformer, reference, pairs, DpoConfig{});
+    at::NoGradGuard no_grad;
+    auto got = dpop.Loss(policy, all, 6.0);
+    auto base = plain.Loss(policy, all, 6.0);
+    ASSERT_TRUE(got.ok() && base.ok()) << got.status();
+    double loss = 0, plain_loss = 0;
+    int penalised = 0;
+    for (const TokenizedPair& pair : pairs) {
+      const double c = 0.1 * (logp(policy, pair.chosen) - logp(*reference, pair.chosen));
+      const double r = 0.1 * (logp(policy, pair.rejected) - logp(*reference, pair.rejected));
+      penalised += c < 0;
+      loss += std::log1p(std::exp(-(c - r - 5.0 * std::max(0.0, -c))));
+      plain_loss += std::log1p(std::exp(-(c - r)));
+    }
+    if (swapped) {
+      EXPECT_GE(penalised, 4) << "the chosen answers are less likely than under the warmed reference";
+      EXPECT_GT(got->sums.at("loss"), base->sums.at("loss") + 0.01);
+    }
+    EXPECT_NEAR(got->sums.at("loss"), loss, 1e-4);
+    EXPECT_NEAR(base->sums.at("loss"), plain_loss, 1e-4);
+    // The reported margin is DPO's, without the penalty.
+    EXPECT_NEAR(got->sums.at("reward_margin"), base->sums.at("reward_margin"), 1e-6);
+  }
+}
+
 TEST(DpoFirstDifferenceTest, CutsAtTheFirstDifferingResponseToken) {
   TokenizedPair p;
   p.chosen = {{1, 5, 6, 10, 11, 12, 2}, 3};  // prompt 1 5 6, response 10 11 12 <end>
