@@ -50,6 +50,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Table 4 lists each evaluation category's first this many misrouted prompts.
+constexpr int64_t kMisroutedListed = 20;
+
 double CpuSeconds() {
   rusage u;
   getrusage(RUSAGE_SELF, &u);
@@ -720,7 +723,7 @@ StatusOr<Json> Study::Table4() {
   std::vector<std::string> prompts;
   for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
-  ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, 20));
+  ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, kMisroutedListed));
   t["categories"] = scored["categories"];
   t["misrouted_examples"] = scored["misrouted_examples"];
   t["train_prompts"] = static_cast<int64_t>(data.size());
@@ -990,6 +993,7 @@ StatusOr<Json> ScoreRouting(const std::vector<RoutingCase>& cases, const std::ve
   // category -> true label -> routed label -> count.
   std::map<std::string, std::map<std::string, std::map<std::string, int64_t>>> counts;
   Json examples = Json::array();
+  std::map<std::string, int64_t> listed;  // misroutes listed per category
   for (size_t i = 0; i < cases.size(); ++i) {
     const RoutingCase& c = cases[i];
     if (c.category.empty() || c.label.empty() || routed[i].empty()) {
@@ -999,8 +1003,10 @@ StatusOr<Json> ScoreRouting(const std::vector<RoutingCase>& cases, const std::ve
                                                                         : "routed label"));
     }
     counts[c.category][c.label][routed[i]]++;
-    if (routed[i] != c.label && static_cast<int64_t>(examples.size()) < max_examples) {
-      examples.push_back({{"prompt", c.prompt}, {"expected", c.label}, {"routed", routed[i]}});
+    if (routed[i] != c.label && listed[c.category] < max_examples) {
+      ++listed[c.category];
+      examples.push_back(
+          {{"category", c.category}, {"prompt", c.prompt}, {"expected", c.label}, {"routed", routed[i]}});
     }
   }
   Json categories = Json::object();
@@ -1550,6 +1556,16 @@ std::string FidelityMarkdown(const Json& res) {
     }
     absl::StrAppend(&md, "\n");
     absl::StrAppend(&md, RoutingConfusionMarkdown(t4["categories"]));
+    if (!t4["misrouted_examples"].empty()) {
+      absl::StrAppend(&md, "Misrouted prompts (each category's first ", kMisroutedListed, "):\n\n",
+                      MarkdownHeader({"category", "prompt", "expected", "routed"}));
+      for (const Json& e : t4["misrouted_examples"]) {
+        absl::StrAppend(&md, "| ", e.value("category", ""), " | ",
+                        absl::StrReplaceAll(e["prompt"].get<std::string>(), {{"|", "\\|"}}), " | ",
+                        e["expected"].get<std::string>(), " | ", e["routed"].get<std::string>(), " |\n");
+      }
+      absl::StrAppend(&md, "\n");
+    }
     if (t4.contains("selection")) {
       // Each candidate at its best epochs, in the spec's order.
       std::vector<std::string> order;

@@ -203,7 +203,8 @@ struct RoutingCase {
 // Table 4's scores of `routed` (the router's label for each case, in order):
 //   {"categories": {category: {"accuracy", "n", "per_label": {label: accuracy},
 //                              "confusion": {true label: {routed label: count}}}},
-//    "misrouted_examples": [the first `max_examples` misroutes: prompt, expected, routed]}.
+//    "misrouted_examples": [each category's first `max_examples` misroutes, in the
+//                           cases' order: category, prompt, expected, routed]}.
 // INVALID_ARGUMENT when the sizes differ or a case has an empty category or label.
 StatusOr<Json> ScoreRouting(const std::vector<RoutingCase>& cases, const std::vector<std::string>& routed,
                             int64_t max_examples);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -320,9 +321,10 @@ TEST(FidelityRoutingTest, ConfusionCountsTrueAgainstRoutedPerCategory) {
       {"held_out", "reverse", "r1"}, {"held_out", "reverse", "r2"}, {"held_out", "reverse", "r3"},
       {"held_out", "caesar", "c1"},  {"held_out", "caesar", "c2"},  {"held_out", "none", "g1"},
       {"raw", "reverse", "r4"},      {"raw", "caesar", "c3"},       {"raw", "caesar", "c4"},
+      {"general", "none", "g2"},
   };
   const std::vector<std::string> routed = {"reverse", "none",    "caesar", "reverse", "reverse",
-                                           "none",    "reverse", "caesar", "caesar"};
+                                           "none",    "reverse", "caesar", "caesar",  "reverse"};
   auto s = ScoreRouting(cases, routed, /*max_examples=*/3);
   ASSERT_TRUE(s.ok()) << s.status();
   const Json& held = (*s)["categories"]["held_out"];
@@ -337,12 +339,13 @@ TEST(FidelityRoutingTest, ConfusionCountsTrueAgainstRoutedPerCategory) {
   EXPECT_EQ(raw["n"].get<int64_t>(), 3);
   EXPECT_DOUBLE_EQ(raw["accuracy"].get<double>(), 1.0);
   EXPECT_EQ(raw["confusion"], Json::parse(R"({"reverse": {"reverse": 1}, "caesar": {"caesar": 2}})"));
-  // The first 3 of the 4 misroutes, in order.
+  // Each category's first 3 misroutes, in order: 3 of held_out's 4, general's one.
   const Json& ex = (*s)["misrouted_examples"];
-  ASSERT_EQ(ex.size(), 3u);
-  EXPECT_EQ(ex[0], Json::parse(R"({"prompt": "r2", "expected": "reverse", "routed": "none"})"));
+  ASSERT_EQ(ex.size(), 4u);
+  EXPECT_EQ(ex[0], Json::parse(R"({"category": "held_out", "prompt": "r2", "expected": "reverse", "routed": "none"})"));
   EXPECT_EQ(ex[1]["prompt"], "r3");
   EXPECT_EQ(ex[2]["prompt"], "c1");
+  EXPECT_EQ(ex[3], Json::parse(R"({"category": "general", "prompt": "g2", "expected": "none", "routed": "reverse"})"));
 
   // The Markdown: a table per category, a column per label seen, the diagonal in bold.
   const std::string md = RoutingConfusionMarkdown((*s)["categories"]);
@@ -358,7 +361,7 @@ TEST(FidelityRoutingTest, ConfusionCountsTrueAgainstRoutedPerCategory) {
   // Bad input is named.
   auto short_routed = ScoreRouting(cases, {"reverse"}, 3);
   EXPECT_EQ(short_routed.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(short_routed.status().message().find("9 cases but 1 routed"), std::string::npos) << short_routed.status();
+  EXPECT_NE(short_routed.status().message().find("10 cases but 1 routed"), std::string::npos) << short_routed.status();
   auto no_label = ScoreRouting({{"held_out", "", "x"}}, {"none"}, 3);
   EXPECT_EQ(no_label.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(no_label.status().message().find("empty label"), std::string::npos) << no_label.status();
@@ -519,6 +522,15 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
                         "Served with the low-rank factors held at each precision", "pack 1/16, int8"}) {
     EXPECT_NE(md->find(h), std::string::npos) << h << "\n" << *md;
   }
+  // Misroutes: listed per category (at most 20 each), in the Markdown too.
+  std::map<std::string, int> listed;
+  for (const Json& e : t4["misrouted_examples"]) {
+    EXPECT_NE(e["routed"], e["expected"]);
+    ASSERT_TRUE(t4["categories"].contains(e["category"].get<std::string>())) << e;
+    EXPECT_LE(++listed[e["category"].get<std::string>()], 20);
+    EXPECT_NE(md->find(e["prompt"].get<std::string>()), std::string::npos) << e;
+  }
+  EXPECT_EQ(md->find("Misrouted prompts") != std::string::npos, !t4["misrouted_examples"].empty());
 
   // A rerun reuses every run and pack: same figures.
   const int rc2 = std::system(cmd.c_str());
