@@ -1533,7 +1533,8 @@ std::string FidelityMarkdown(const Json& res) {
                                        " corpus sentences labelled none")
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
-                    ". Held-out templates and held-out general prompts (new openers and topics) never occur in "
+                    ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
+                    "of the fresh one, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];
