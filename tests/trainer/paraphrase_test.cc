@@ -1,11 +1,12 @@
 #include "trainer/tasks/paraphrase.h"
 
 #include <algorithm>
-#include <cctype>
 #include <map>
 #include <set>
 
 #include <gtest/gtest.h>
+
+#include "absl/strings/ascii.h"
 
 namespace skillpack {
 namespace {
@@ -104,9 +105,8 @@ TEST(ParaphraseTest, ExtraTemplatesAreTrainingOnlyAndAvoidHeldOutWording) {
     EXPECT_EQ(held, (std::vector<std::string>{all[3], all[7]}));
     for (const std::string& t : train) {
       for (const std::string& w : held_out_words) {
-        std::string lower = t;
-        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        EXPECT_EQ(lower.find(w), std::string::npos) << "training template \"" << t << "\" uses \"" << w << "\"";
+        EXPECT_EQ(absl::AsciiStrToLower(t).find(w), std::string::npos)
+            << "training template \"" << t << "\" uses \"" << w << "\"";
       }
     }
     auto task = *MakeTask(name);
@@ -198,14 +198,11 @@ TEST(ParaphraseTest, ExtraGeneralPromptsWidenOnlyTheTrainingSplit) {
   auto held = GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), 1);
   for (const std::string& w : held_out_words) {
     bool in_held_out = false;
-    for (std::string h : held) {
-      for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      in_held_out |= h.find(w) != std::string::npos;
-    }
+    for (const std::string& h : held) in_held_out |= absl::AsciiStrToLower(h).find(w) != std::string::npos;
     EXPECT_TRUE(in_held_out) << "\"" << w << "\" is not a held-out word";
-    for (std::string t : wide_texts) {
-      for (char& c : t) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      EXPECT_EQ(t.find(w), std::string::npos) << "training prompt \"" << t << "\" uses \"" << w << "\"";
+    for (const std::string& t : wide_texts) {
+      EXPECT_EQ(absl::AsciiStrToLower(t).find(w), std::string::npos)
+          << "training prompt \"" << t << "\" uses \"" << w << "\"";
     }
   }
   // The extra openers' indices follow the eight base ones', the topics' the twelve.
@@ -265,10 +262,6 @@ TEST(ParaphraseTest, FreshSetIsNeverTrainedOnAndSharesNothingWithTheOtherSplits)
   for (const std::string& h : GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), 1)) {
     others.push_back(h);
   }
-  auto lower = [](std::string s) {
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-  };
   // Words of every fresh opener and topic: each in some fresh prompt, in no other.
   const std::vector<std::string> fresh_words = {"to a friend",
                                                 "limerick",
@@ -286,10 +279,10 @@ TEST(ParaphraseTest, FreshSetIsNeverTrainedOnAndSharesNothingWithTheOtherSplits)
                                                 "crossword"};
   for (const std::string& w : fresh_words) {
     bool in_fresh = false;
-    for (const std::string& f : fresh) in_fresh |= lower(f).find(w) != std::string::npos;
+    for (const std::string& f : fresh) in_fresh |= absl::AsciiStrToLower(f).find(w) != std::string::npos;
     EXPECT_TRUE(in_fresh) << "\"" << w << "\" is not a fresh word";
     for (const std::string& o : others) {
-      EXPECT_EQ(lower(o).find(w), std::string::npos) << "prompt \"" << o << "\" uses \"" << w << "\"";
+      EXPECT_EQ(absl::AsciiStrToLower(o).find(w), std::string::npos) << "prompt \"" << o << "\" uses \"" << w << "\"";
     }
   }
 }

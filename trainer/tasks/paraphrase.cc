@@ -97,6 +97,10 @@ const std::map<std::string, std::vector<std::string>>& FreshTemplates() {
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
 
+Status NoTemplatesError(absl::string_view task_name) {
+  return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no paraphrase templates"));
+}
+
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
 // fresh list for kFresh.
@@ -104,9 +108,9 @@ StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
   if (split == TemplateSplit::kFresh) {
-    RETURN_IF_ERROR(ParaphraseTemplates(task_name).status());  // the task's name checked once
-    const std::vector<std::string>& fresh = FreshTemplates().at(std::string(task_name));
-    for (size_t i = 0; i < fresh.size(); ++i) out.emplace_back(static_cast<int>(i), fresh[i]);
+    auto fresh = FreshTemplates().find(std::string(task_name));
+    if (fresh == FreshTemplates().end()) return NoTemplatesError(task_name);
+    for (size_t i = 0; i < fresh->second.size(); ++i) out.emplace_back(static_cast<int>(i), fresh->second[i]);
     return out;
   }
   ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task_name));
@@ -143,7 +147,7 @@ StatusOr<std::map<std::string, std::string>> Fields(const Task& task, absl::stri
     f["n"] = std::string(body.substr(0, 1));
     f["s"] = std::string(body.substr(2));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("task '", name, "' has no paraphrase templates"));
+    return NoTemplatesError(name);
   }
   return f;
 }
@@ -260,9 +264,7 @@ const char* TemplateSplitName(TemplateSplit split) {
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {
   auto it = Templates().find(std::string(task_name));
-  if (it == Templates().end()) {
-    return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no paraphrase templates"));
-  }
+  if (it == Templates().end()) return NoTemplatesError(task_name);
   std::vector<std::string> all = it->second;
   auto extra = ExtraTemplates().find(std::string(task_name));
   if (extra != ExtraTemplates().end()) all.insert(all.end(), extra->second.begin(), extra->second.end());
