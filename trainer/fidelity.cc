@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -52,6 +53,20 @@ using Clock = std::chrono::steady_clock;
 
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
+
+// Table 4's two held-out sets (paraphrase.h): the first, and the fresh one no
+// committed router setting was chosen against; each scored as held-out
+// templates and held-out general prompts, from seeds of its own.
+struct HeldOutSet {
+  TemplateSplit split;
+  const char* templates_category;
+  const char* general_category;
+  uint64_t templates_seed, general_seed;  // added to the spec's seed
+};
+constexpr HeldOutSet kHeldOutSets[] = {
+    {TemplateSplit::kHeldOut, "paraphrases_held_out_templates", "general_held_out", 33, 34},
+    {TemplateSplit::kFresh, "paraphrases_fresh_templates", "general_fresh", 35, 36},
+};
 
 double CpuSeconds() {
   rusage u;
@@ -606,11 +621,11 @@ StatusOr<Json> Study::Table4() {
                     rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:o", g.opener)});
   }
-  // The held-out and fresh general prompts: evaluated below, and kept out of the corpus sentences.
-  const std::vector<std::string> held_out_general =
-      GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), spec_.seed + 34);
-  const std::vector<std::string> fresh_general =
-      GeneralPrompts(TemplateSplit::kFresh, NumGeneralPrompts(TemplateSplit::kFresh), spec_.seed + 36);
+  // Each held-out set's general prompts: evaluated below, and kept out of the corpus sentences.
+  std::vector<std::vector<std::string>> held_out_general;
+  for (const HeldOutSet& h : kHeldOutSets) {
+    held_out_general.push_back(GeneralPrompts(h.split, NumGeneralPrompts(h.split), spec_.seed + h.general_seed));
+  }
   Json t;
   // Corpus sentences as more none examples, grouped by document: the largest
   // amount's draw, each amount a prefix of it; none may equal an evaluation
@@ -621,8 +636,9 @@ StatusOr<Json> Study::Table4() {
     amounts = rs.general_corpus_sentences;
     ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.general_corpus));
     std::set<std::string> eval_general;
-    for (const std::string& g : held_out_general) eval_general.insert(absl::AsciiStrToLower(g));
-    for (const std::string& g : fresh_general) eval_general.insert(absl::AsciiStrToLower(g));
+    for (const std::vector<std::string>& prompts : held_out_general) {
+      for (const std::string& g : prompts) eval_general.insert(absl::AsciiStrToLower(g));
+    }
     for (CorpusSentence& c : CorpusSentences(docs, amounts.back(), spec_.seed + 24)) {
       if (eval_general.count(absl::AsciiStrToLower(c.text)) > 0) continue;
       corpus.push_back({std::move(c.text), kRouterNoneLabel, absl::StrCat("none:c", c.document)});
@@ -708,18 +724,18 @@ StatusOr<Json> Study::Table4() {
                      GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task,
                                          spec_.seed + 32, rs.extra_templates));
     for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
-    ASSIGN_OR_RETURN(
-        std::vector<ParaphrasedExample> unseen,
-        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kHeldOut, rs.eval_per_task, spec_.seed + 33));
-    for (const ParaphrasedExample& p : unseen) cases.push_back({"paraphrases_held_out_templates", task, p.text});
-    // The second held-out set (paraphrase.h kFresh), which no committed router setting was chosen against.
-    ASSIGN_OR_RETURN(
-        std::vector<ParaphrasedExample> fresh,
-        GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kFresh, rs.eval_per_task, spec_.seed + 35));
-    for (const ParaphrasedExample& p : fresh) cases.push_back({"paraphrases_fresh_templates", task, p.text});
+    for (const HeldOutSet& h : kHeldOutSets) {
+      ASSIGN_OR_RETURN(
+          std::vector<ParaphrasedExample> unseen,
+          GenerateParaphrases(tk, TaskSplit::kHeldOut, h.split, rs.eval_per_task, spec_.seed + h.templates_seed));
+      for (const ParaphrasedExample& p : unseen) cases.push_back({h.templates_category, task, p.text});
+    }
   }
-  for (const std::string& g : held_out_general) cases.push_back({"general_held_out", kRouterNoneLabel, g});
-  for (const std::string& g : fresh_general) cases.push_back({"general_fresh", kRouterNoneLabel, g});
+  for (size_t i = 0; i < std::size(kHeldOutSets); ++i) {
+    for (const std::string& g : held_out_general[i]) {
+      cases.push_back({kHeldOutSets[i].general_category, kRouterNoneLabel, g});
+    }
+  }
   std::vector<std::string> prompts;
   for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
   ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
@@ -748,9 +764,9 @@ StatusOr<Json> Study::Table4() {
                   {"extra_general", rs.extra_general}};
   Json templates;
   for (const std::string& task : spec_.tasks) {
-    ASSIGN_OR_RETURN(templates[task]["train"], ParaphraseTemplates(task, TemplateSplit::kTrain));
-    ASSIGN_OR_RETURN(templates[task]["held_out"], ParaphraseTemplates(task, TemplateSplit::kHeldOut));
-    ASSIGN_OR_RETURN(templates[task]["fresh"], ParaphraseTemplates(task, TemplateSplit::kFresh));
+    for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldOut, TemplateSplit::kFresh}) {
+      ASSIGN_OR_RETURN(templates[task][TemplateSplitName(split)], ParaphraseTemplates(task, split));
+    }
   }
   t["templates"] = templates;
   return t;
