@@ -67,6 +67,13 @@ class TrainTest : public ::testing::Test {
     return *tw->Merged();
   }
 
+  // Sum of log-probabilities of `s`'s response tokens under `w`, alone in its batch.
+  double SequenceLogProb(const ModelWeights& w, const TokenizedSequence& s) {
+    return ResponseLogProbs(*model_->transformer, w, MakeTokenBatch(std::vector<const TokenizedSequence*>{&s}),
+                            false)[0]
+        .item<double>();
+  }
+
   LoopConfig Loop(int64_t steps, int64_t batch, int64_t accum = 1) {
     LoopConfig c;
     c.steps = steps;
@@ -264,11 +271,8 @@ TEST_F(TrainTest, DpoSftWeightAddsTheChosenResponsesMeanNll) {
   ASSERT_TRUE(r.ok()) << r.status();
   // The chosen responses' mean NLL per token, by hand, one sequence at a time.
   double nll = 0;
-  for (const TokenizedPair& pair : pairs) {
-    TokenBatch b = MakeTokenBatch(std::vector<const TokenizedSequence*>{&pair.chosen});
-    const double sum = ResponseLogProbs(*model_->transformer, *policy, b, false)[0].item<double>();
-    nll += -sum / pair.chosen.num_response_tokens();
-  }
+  for (const TokenizedPair& pair : pairs)
+    nll += -SequenceLogProb(*policy, pair.chosen) / pair.chosen.num_response_tokens();
   nll /= 6.0;
   EXPECT_GT(nll, 0.1);
   EXPECT_NEAR(p->sums.at("chosen_nll") / 6.0, nll, 1e-4);
@@ -286,11 +290,6 @@ TEST_F(TrainTest, DpopLowersTheMarginByLambdaTimesTheChosenRewardBelowZero) {
   auto warmed = DpoWarmedPolicy(pairs);
   ASSERT_TRUE(warmed != nullptr);
   const std::vector<int64_t> all = {0, 1, 2, 3, 4, 5};
-  auto logp = [&](const ModelWeights& w, const TokenizedSequence& s) {
-    return ResponseLogProbs(*model_->transformer, w, MakeTokenBatch(std::vector<const TokenizedSequence*>{&s}),
-                            false)[0]
-        .item<double>();
-  };
   DpoConfig cfg;
   cfg.dpop_lambda = 5.0;
   for (bool swapped : {true, false}) {
@@ -306,8 +305,8 @@ TEST_F(TrainTest, DpopLowersTheMarginByLambdaTimesTheChosenRewardBelowZero) {
     double loss = 0, plain_loss = 0;
     int penalised = 0;
     for (const TokenizedPair& pair : pairs) {
-      const double c = 0.1 * (logp(policy, pair.chosen) - logp(*reference, pair.chosen));
-      const double r = 0.1 * (logp(policy, pair.rejected) - logp(*reference, pair.rejected));
+      const double c = 0.1 * (SequenceLogProb(policy, pair.chosen) - SequenceLogProb(*reference, pair.chosen));
+      const double r = 0.1 * (SequenceLogProb(policy, pair.rejected) - SequenceLogProb(*reference, pair.rejected));
       penalised += c < 0;
       loss += std::log1p(std::exp(-(c - r - 5.0 * std::max(0.0, -c))));
       plain_loss += std::log1p(std::exp(-(c - r)));
@@ -367,14 +366,9 @@ TEST_F(TrainTest, DpoFirstDifferenceScoresTheDifferingTokenAndTheWholeChosenNll)
   for (const TokenizedPair& pair : pairs) {
     TokenizedPair f = FirstDifference(pair);
     cut += f.chosen.num_response_tokens() == 1;
-    auto logp = [&](const ModelWeights& w, const TokenizedSequence& s) {
-      return ResponseLogProbs(*model_->transformer, w, MakeTokenBatch(std::vector<const TokenizedSequence*>{&s}),
-                              false)[0]
-          .item<double>();
-    };
-    const double c = 0.1 * (logp(*policy, f.chosen) - logp(*reference, f.chosen));
-    const double r = 0.1 * (logp(*policy, f.rejected) - logp(*reference, f.rejected));
-    const double whole_nll = -logp(*policy, pair.chosen) / pair.chosen.num_response_tokens();
+    const double c = 0.1 * (SequenceLogProb(*policy, f.chosen) - SequenceLogProb(*reference, f.chosen));
+    const double r = 0.1 * (SequenceLogProb(*policy, f.rejected) - SequenceLogProb(*reference, f.rejected));
+    const double whole_nll = -SequenceLogProb(*policy, pair.chosen) / pair.chosen.num_response_tokens();
     chosen_reward += c;
     nll += whole_nll;
     loss += std::log1p(std::exp(-(c - r))) + 0.5 * whole_nll;
