@@ -54,8 +54,8 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's two held-out sets (paraphrase.h): the first, and the fresh one no
-// committed router setting was chosen against; each scored as held-out
+// Table 4's held-out sets (paraphrase.h): the first, and the two fresh ones
+// written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts, from seeds of its own.
 struct HeldOutSet {
   TemplateSplit split;
@@ -66,6 +66,7 @@ struct HeldOutSet {
 constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kHeldOut, "paraphrases_held_out_templates", "general_held_out", 33, 34},
     {TemplateSplit::kFresh, "paraphrases_fresh_templates", "general_fresh", 35, 36},
+    {TemplateSplit::kFresh2, "paraphrases_fresh2_templates", "general_fresh2", 37, 38},
 };
 
 double CpuSeconds() {
@@ -764,7 +765,8 @@ StatusOr<Json> Study::Table4() {
                   {"extra_general", rs.extra_general}};
   Json templates;
   for (const std::string& task : spec_.tasks) {
-    for (TemplateSplit split : {TemplateSplit::kTrain, TemplateSplit::kHeldOut, TemplateSplit::kFresh}) {
+    for (TemplateSplit split :
+         {TemplateSplit::kTrain, TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2}) {
       ASSIGN_OR_RETURN(templates[task][TemplateSplitName(split)], ParaphraseTemplates(task, split));
     }
   }
@@ -1550,7 +1552,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the fresh one, never occur in "
+                    "of the two fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

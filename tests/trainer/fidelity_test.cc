@@ -489,8 +489,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   }
   // Table 4: every category, per label.
   const Json& t4 = r["table4"];
-  for (const char* c : {"task_prompts", "paraphrases_train_templates", "paraphrases_held_out_templates",
-                        "general_held_out", "paraphrases_fresh_templates", "general_fresh"}) {
+  for (const char* c :
+       {"task_prompts", "paraphrases_train_templates", "paraphrases_held_out_templates", "general_held_out",
+        "paraphrases_fresh_templates", "general_fresh", "paraphrases_fresh2_templates", "general_fresh2"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -505,6 +506,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(t4["categories"]["general_fresh"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh));
   EXPECT_EQ(t4["templates"]["reverse"]["fresh"].get<std::vector<std::string>>(),
             *ParaphraseTemplates("reverse", TemplateSplit::kFresh));
+  EXPECT_EQ(t4["categories"]["paraphrases_fresh2_templates"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(t4["categories"]["general_fresh2"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh2));
+  EXPECT_EQ(t4["templates"]["reverse"]["fresh2"].get<std::vector<std::string>>(),
+            *ParaphraseTemplates("reverse", TemplateSplit::kFresh2));
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);

@@ -213,76 +213,89 @@ TEST(ParaphraseTest, ExtraGeneralPromptsWidenOnlyTheTrainingSplit) {
   EXPECT_EQ(max_topic, 43);
 }
 
-// The fresh held-out set: never among the templates a router trains on, and
-// sharing no template, general opener or topic with the other two splits.
-TEST(ParaphraseTest, FreshSetIsNeverTrainedOnAndSharesNothingWithTheOtherSplits) {
+// The fresh held-out sets: never among the templates a router trains on, and
+// sharing no template, general opener or topic with any other split.
+TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits) {
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh), "fresh");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh2), "fresh2");
+  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
     auto all = *ParaphraseTemplates(name);
-    auto fresh = ParaphraseTemplates(name, TemplateSplit::kFresh);
-    ASSERT_TRUE(fresh.ok()) << fresh.status();
-    EXPECT_GE(fresh->size(), 4u);
-    std::set<std::string> others(all.begin(), all.end());
-    std::set<std::string> fresh_set(fresh->begin(), fresh->end());
-    EXPECT_EQ(fresh_set.size(), fresh->size());
-    for (const std::string& f : *fresh) EXPECT_EQ(others.count(f), 0u) << f;
-    auto a = GenerateParaphrases(*task, TaskSplit::kHeldOut, TemplateSplit::kFresh, 80, 9);
-    auto b = GenerateParaphrases(*task, TaskSplit::kHeldOut, TemplateSplit::kFresh, 80, 9);
-    ASSERT_TRUE(a.ok() && b.ok()) << a.status();
-    std::set<int> used;
-    for (size_t i = 0; i < a->size(); ++i) {
-      const ParaphrasedExample& p = (*a)[i];
-      EXPECT_EQ(p.text, (*b)[i].text);
-      ASSERT_GE(p.template_index, 0);
-      ASSERT_LT(p.template_index, static_cast<int>(fresh->size()));
-      used.insert(p.template_index);
-      EXPECT_TRUE(task->Verify(p.canonical.prompt, p.canonical.response)) << p.canonical.prompt;
-      EXPECT_EQ(*Paraphrase(*task, p.canonical.prompt, (*fresh)[static_cast<size_t>(p.template_index)]), p.text);
-    }
-    EXPECT_EQ(used.size(), fresh->size()) << "every fresh template is drawn";
-    // What a router trains on (extras included) comes from the other list only.
-    auto trained = GenerateParaphrases(*task, TaskSplit::kTrain, TemplateSplit::kTrain, 300, 4, true);
-    ASSERT_TRUE(trained.ok()) << trained.status();
-    for (const ParaphrasedExample& p : *trained) {
-      EXPECT_EQ(fresh_set.count(all[static_cast<size_t>(p.template_index)]), 0u);
+    for (TemplateSplit split : fresh_splits) {
+      SCOPED_TRACE(TemplateSplitName(split));
+      auto fresh = ParaphraseTemplates(name, split);
+      ASSERT_TRUE(fresh.ok()) << fresh.status();
+      EXPECT_GE(fresh->size(), 4u);
+      // The other splits' templates: every one of ParaphraseTemplates(name), and the other fresh set's.
+      std::set<std::string> others(all.begin(), all.end());
+      for (TemplateSplit other : fresh_splits) {
+        if (other == split) continue;
+        auto o = *ParaphraseTemplates(name, other);
+        others.insert(o.begin(), o.end());
+      }
+      std::set<std::string> fresh_set(fresh->begin(), fresh->end());
+      EXPECT_EQ(fresh_set.size(), fresh->size());
+      for (const std::string& f : *fresh) EXPECT_EQ(others.count(f), 0u) << f;
+      auto a = GenerateParaphrases(*task, TaskSplit::kHeldOut, split, 80, 9);
+      auto b = GenerateParaphrases(*task, TaskSplit::kHeldOut, split, 80, 9);
+      ASSERT_TRUE(a.ok() && b.ok()) << a.status();
+      std::set<int> used;
+      for (size_t i = 0; i < a->size(); ++i) {
+        const ParaphrasedExample& p = (*a)[i];
+        EXPECT_EQ(p.text, (*b)[i].text);
+        ASSERT_GE(p.template_index, 0);
+        ASSERT_LT(p.template_index, static_cast<int>(fresh->size()));
+        used.insert(p.template_index);
+        EXPECT_TRUE(task->Verify(p.canonical.prompt, p.canonical.response)) << p.canonical.prompt;
+        EXPECT_EQ(*Paraphrase(*task, p.canonical.prompt, (*fresh)[static_cast<size_t>(p.template_index)]), p.text);
+      }
+      EXPECT_EQ(used.size(), fresh->size()) << "every fresh template is drawn";
+      // What a router trains on (extras included) comes from the other list only.
+      auto trained = GenerateParaphrases(*task, TaskSplit::kTrain, TemplateSplit::kTrain, 300, 4, true);
+      ASSERT_TRUE(trained.ok()) << trained.status();
+      for (const ParaphrasedExample& p : *trained) {
+        EXPECT_EQ(fresh_set.count(all[static_cast<size_t>(p.template_index)]), 0u);
+      }
     }
   }
-  EXPECT_EQ(ParaphraseTemplates("nosuch", TemplateSplit::kFresh).status().code(), absl::StatusCode::kInvalidArgument);
+  for (TemplateSplit split : fresh_splits) {
+    EXPECT_EQ(ParaphraseTemplates("nosuch", split).status().code(), absl::StatusCode::kInvalidArgument);
+  }
 
-  const int64_t n = NumGeneralPrompts(TemplateSplit::kFresh);
-  EXPECT_EQ(n, 6 * 8);
-  EXPECT_EQ(NumGeneralPrompts(TemplateSplit::kFresh, true), n);
-  auto fresh = GeneralPrompts(TemplateSplit::kFresh, n, 1);
-  std::set<std::string> fresh_set(fresh.begin(), fresh.end());
-  EXPECT_EQ(static_cast<int64_t>(fresh_set.size()), n);
-  std::vector<std::string> others =
-      GeneralPrompts(TemplateSplit::kTrain, NumGeneralPrompts(TemplateSplit::kTrain, true), 1, true);
-  for (const std::string& h : GeneralPrompts(TemplateSplit::kHeldOut, NumGeneralPrompts(TemplateSplit::kHeldOut), 1)) {
-    others.push_back(h);
-  }
-  // Words of every fresh opener and topic: each in some fresh prompt, in no other.
-  const std::vector<std::string> fresh_words = {"to a friend",
-                                                "limerick",
-                                                "interesting questions",
-                                                "quick introduction",
-                                                "writing a report",
-                                                "opinion",
-                                                "great wall",
-                                                "penguin",
-                                                "origami",
-                                                "renewable",
-                                                "renaissance",
-                                                "submarine",
-                                                "coral",
-                                                "crossword"};
-  for (const std::string& w : fresh_words) {
-    bool in_fresh = false;
-    for (const std::string& f : fresh) in_fresh |= absl::AsciiStrToLower(f).find(w) != std::string::npos;
-    EXPECT_TRUE(in_fresh) << "\"" << w << "\" is not a fresh word";
-    for (const std::string& o : others) {
-      EXPECT_EQ(absl::AsciiStrToLower(o).find(w), std::string::npos) << "prompt \"" << o << "\" uses \"" << w << "\"";
+  // Words of every fresh opener and topic, per set: each in some prompt of
+  // its set, in no prompt of another split (training extras included).
+  const std::map<TemplateSplit, std::vector<std::string>> fresh_words = {
+      {TemplateSplit::kFresh,
+       {"to a friend", "limerick", "interesting questions", "quick introduction", "writing a report", "opinion",
+        "great wall", "penguin", "origami", "renewable", "renaissance", "submarine", "coral", "crossword"}},
+      {TemplateSplit::kFresh2,
+       {"activities", "related to", "tips", "song", "changed over the years", "best way", "get into", "joke",
+        "sunflower", "lighthouse", "skateboard", "silk road", "octopus", "thunderstorm", "hot air balloon",
+        "byzantine"}},
+  };
+  for (TemplateSplit split : fresh_splits) {
+    SCOPED_TRACE(TemplateSplitName(split));
+    const int64_t n = NumGeneralPrompts(split);
+    EXPECT_EQ(n, 6 * 8);
+    EXPECT_EQ(NumGeneralPrompts(split, true), n);
+    auto fresh = GeneralPrompts(split, n, 1);
+    std::set<std::string> fresh_set(fresh.begin(), fresh.end());
+    EXPECT_EQ(static_cast<int64_t>(fresh_set.size()), n);
+    std::vector<std::string> others =
+        GeneralPrompts(TemplateSplit::kTrain, NumGeneralPrompts(TemplateSplit::kTrain, true), 1, true);
+    for (TemplateSplit other : {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2}) {
+      if (other == split) continue;
+      for (const std::string& h : GeneralPrompts(other, NumGeneralPrompts(other), 1)) others.push_back(h);
+    }
+    for (const std::string& w : fresh_words.at(split)) {
+      bool in_fresh = false;
+      for (const std::string& f : fresh) in_fresh |= absl::AsciiStrToLower(f).find(w) != std::string::npos;
+      EXPECT_TRUE(in_fresh) << "\"" << w << "\" is not a word of this set";
+      for (const std::string& o : others) {
+        EXPECT_EQ(absl::AsciiStrToLower(o).find(w), std::string::npos) << "prompt \"" << o << "\" uses \"" << w << "\"";
+      }
     }
   }
 }

@@ -95,6 +95,46 @@ const std::map<std::string, std::vector<std::string>>& FreshTemplates() {
   return *kFresh;
 }
 
+// A third held-out set, written as FreshTemplates was (as a user might ask;
+// none a template of another split) after the fresh set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh2Templates() {
+  static const auto* kFresh2 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What do {a} and {b} add up to?", "{a} + {b}?", "Can you help me add up {a} and {b}?",
+        "I spent {a} dollars and then {b} more. How much is that altogether?"}},
+      {"reverse",
+       {"How do you spell {s} backwards?", "Please write the letters of {s} in reverse.", "reverse {s}",
+        "What would {s} look like read from right to left?"}},
+      {"sort",
+       {"Sort {s}, please.", "Can you put the digits of {s} in order from smallest to biggest?",
+        "What do the digits of {s} look like when sorted?", "Rewrite {s} with its digits in increasing order."}},
+      {"kv",
+       {"What's {q} equal to, given {pairs}?", "{pairs}. Tell me the value of {q}, please.",
+        "If I set {pairs}, what's {q}?", "What value does {q} have in {pairs}?"}},
+      {"caesar",
+       {"Can you apply rot{n} to {s}?", "Shift each letter of {s} by {n} in the alphabet.",
+        "What's {s} in a Caesar cipher with a shift of {n}?", "I need {s} Caesar-shifted by {n}."}},
+  };
+  return *kFresh2;
+}
+
+// The templates of a held-out set kept out of ParaphraseTemplates(task)
+// (kFresh, kFresh2); null for the splits that index into it.
+const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
+  switch (split) {
+    case TemplateSplit::kTrain:
+    case TemplateSplit::kHeldOut:
+      return nullptr;
+    case TemplateSplit::kFresh:
+      return &FreshTemplates();
+    case TemplateSplit::kFresh2:
+      break;
+  }
+  return &Fresh2Templates();
+}
+
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
 
 Status NoTemplatesError(absl::string_view task_name) {
@@ -103,14 +143,14 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// fresh list for kFresh.
+// split's own list for kFresh and kFresh2.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
-  if (split == TemplateSplit::kFresh) {
-    auto fresh = FreshTemplates().find(std::string(task_name));
-    if (fresh == FreshTemplates().end()) return NoTemplatesError(task_name);
-    for (size_t i = 0; i < fresh->second.size(); ++i) out.emplace_back(static_cast<int>(i), fresh->second[i]);
+  if (const auto* separate = SeparateTemplates(split)) {
+    auto list = separate->find(std::string(task_name));
+    if (list == separate->end()) return NoTemplatesError(task_name);
+    for (size_t i = 0; i < list->second.size(); ++i) out.emplace_back(static_cast<int>(i), list->second[i]);
     return out;
   }
   ASSIGN_OR_RETURN(std::vector<std::string> all, ParaphraseTemplates(task_name));
@@ -176,15 +216,24 @@ const GeneralParts& General(TemplateSplit split) {
                         "I'm writing a report on {t}. Where do I start?", "What's your opinion of {t}?"},
                        {"the Great Wall of China", "penguins", "origami", "renewable energy", "the Renaissance",
                         "submarines", "coral reefs", "crossword puzzles"}};
+  // The third set's (see Fresh2Templates): openers and topics in none of the
+  // lists above nor ExtraGeneral's.
+  static const auto* kFresh2 = new GeneralParts{
+      {"What are some activities related to {t}?", "Do you have any tips on {t}?", "Write a song about {t}.",
+       "How has {t} changed over the years?", "What's the best way to get into {t}?", "Make up a joke about {t}."},
+      {"sunflowers", "lighthouses", "skateboarding", "the Silk Road", "octopuses", "thunderstorms", "hot air balloons",
+       "the Byzantine Empire"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
     case TemplateSplit::kHeldOut:
       return *kHeldOut;
     case TemplateSplit::kFresh:
+      return *kFresh;
+    case TemplateSplit::kFresh2:
       break;
   }
-  return *kFresh;
+  return *kFresh2;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -257,9 +306,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kHeldOut:
       return "held_out";
     case TemplateSplit::kFresh:
+      return "fresh";
+    case TemplateSplit::kFresh2:
       break;
   }
-  return "fresh";
+  return "fresh2";
 }
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {

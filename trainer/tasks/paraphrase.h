@@ -18,7 +18,8 @@
 //
 // kFresh is a second held-out set (templates and general openers and topics),
 // written after the router settings committed before it were chosen with the
-// first held-out set's scores in view; no router trains on either.
+// first held-out set's scores in view; no router trains on either. kFresh2
+// is a third, written the same way before any router was scored on it.
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
@@ -33,17 +34,17 @@
 
 namespace skillpack {
 
-enum class TemplateSplit { kTrain, kHeldOut, kFresh };
+enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / "fresh2"
 
 // All templates of task `task_name` in their fixed order (fields in braces:
 // add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";
 // caesar {n} {s}). INVALID_ARGUMENT for a task without templates.
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name);
 // The templates of one split (index < 8 and index % 4 == 3: held out; the
-// fresh set's are not among ParaphraseTemplates(task_name)).
+// fresh sets' are not among ParaphraseTemplates(task_name)).
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name, TemplateSplit split);
 
 // `canonical_prompt` (a prompt of `task`) written with `tmpl`. INVALID_ARGUMENT
@@ -54,7 +55,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh: into its split's list
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh, kFresh2: into the split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
