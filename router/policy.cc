@@ -18,16 +18,18 @@ const char* PoolingName(Pooling p) {
       return "last";
     case Pooling::kSurprisal:
       return "surprisal";
+    case Pooling::kSurprisalProfile:
+      return "surprisal_profile";
   }
   return "?";
 }
 
 StatusOr<Pooling> ParsePooling(absl::string_view name) {
-  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal}) {
+  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal, Pooling::kSurprisalProfile}) {
     if (name == PoolingName(p)) return p;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("router pooling must be mean, max, last or surprisal, got '", name, "'"));
+      absl::StrCat("router pooling must be mean, max, last, surprisal or surprisal_profile, got '", name, "'"));
 }
 
 StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {

@@ -16,10 +16,10 @@
 namespace skillpack {
 
 // Version 2 adds the optional module assignment, version 3 features from
-// several layers and poolings, version 4 the surprisal pooling; a file is
-// written with the lowest version that holds what it uses, so older readers
-// keep reading what they can.
-inline constexpr int kRouterFormatVersion = 4;
+// several layers and poolings, version 4 the surprisal pooling, version 5 the
+// surprisal profile; a file is written with the lowest version that holds
+// what it uses, so older readers keep reading what they can.
+inline constexpr int kRouterFormatVersion = 5;
 inline constexpr char kRouterNoneLabel[] = "none";
 
 // How a prompt's hidden states [T, hidden] become one vector of a feature
@@ -31,10 +31,22 @@ inline constexpr char kRouterNoneLabel[] = "none";
 // *about* where the wording is familiar and the argument is not (a string
 // to reverse, digits to sort), so a new phrasing of a known task still lands
 // on its argument; it costs one forward pass of the whole base per prompt.
-enum class Pooling { kMean, kMax, kLast, kSurprisal };
+// kSurprisalProfile pools no hidden states: it is kSurprisalProfileSize
+// numbers about the surprisals s_1..s_{n-1} themselves, which the softmax of
+// kSurprisal normalises away: their mean, their maximum, and for w = 2, 3, 4
+// the largest minimum over any w consecutive tokens (how unpredictable the
+// prompt's least predictable stretch is: high for a random argument, low
+// for a rare but well-formed word; fewer than w surprisals: their minimum).
+// A one-token prompt's profile is all zeros. The same forward pass as
+// kSurprisal, shared when both are used.
+enum class Pooling { kMean, kMax, kLast, kSurprisal, kSurprisalProfile };
 // In nats: a token 1 nat more surprising than another gets e^2 ≈ 7.4× its weight.
 inline constexpr double kSurprisalTemperature = 0.5;
-const char* PoolingName(Pooling p);  // "mean" / "max" / "last" / "surprisal"
+inline constexpr int64_t kSurprisalProfileSize = 5;
+// "mean" / "max" / "last" / "surprisal" / "surprisal_profile"
+const char* PoolingName(Pooling p);
+// False for kSurprisalProfile, the one kind that is not a block of hidden states.
+inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile; }
 // INVALID_ARGUMENT naming the accepted names for anything else.
 StatusOr<Pooling> ParsePooling(absl::string_view name);
 // "mean,max" -> {kMean, kMax}; duplicates and empty lists are refused.
@@ -53,13 +65,23 @@ struct RouterConfig {
   // The features: hidden states after each of `layers` decoder layers
   // (strictly ascending; empty = {layer}), each pooled by every one of
   // `pooling` (empty = {mean}); one block of hidden_size values per (layer,
-  // pooling), layers outer. Router::Create fills the defaults in.
+  // pooling), layers outer, then the surprisal profile (once, whatever the
+  // layers) when pooling lists it. Router::Create fills the defaults in.
   std::vector<int64_t> layers;
   std::vector<Pooling> pooling;
 
-  // hidden_size x |layers| x |pooling| (after Create).
+  // hidden_size x |layers| x |poolings of hidden states| (+
+  // kSurprisalProfileSize with the profile), after Create.
   int64_t FeatureSize() const {
-    return hidden_size * static_cast<int64_t>(layers.size()) * static_cast<int64_t>(pooling.size());
+    int64_t blocks = 0, profile = 0;
+    for (Pooling p : pooling) {
+      if (PoolsHiddenStates(p)) {
+        ++blocks;
+      } else {
+        profile = kSurprisalProfileSize;
+      }
+    }
+    return hidden_size * static_cast<int64_t>(layers.size()) * blocks + profile;
   }
   // True for the version 1 features: mean pooling at one layer.
   bool SingleMeanFeatures() const { return layers.size() == 1 && pooling == std::vector<Pooling>{Pooling::kMean}; }

@@ -28,39 +28,87 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
+// The surprisal pooling or the profile: both need the whole model's logits.
 bool UsesSurprisal(const std::vector<Pooling>& pooling) {
-  return std::find(pooling.begin(), pooling.end(), Pooling::kSurprisal) != pooling.end();
+  for (Pooling p : pooling) {
+    if (p == Pooling::kSurprisal || p == Pooling::kSurprisalProfile) return true;
+  }
+  return false;
+}
+
+bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind) {
+  return std::find(pooling.begin(), pooling.end(), kind) != pooling.end();
 }
 
 // Positions of a prompt batch whose logits are made at once by
-// SurprisalWeights: bounds the [B, chunk, vocab] logits it holds.
+// TokenSurprisal: bounds the [B, chunk, vocab] logits it holds.
 constexpr int64_t kSurprisalChunk = 64;
 
-// policy.h's kSurprisal weights [B, T] (float32, rows summing to 1) from the
-// last decoder layer's states `last` [B, T, hidden] of right-padded tokens
-// [B, T] with mask [B, T]: softmax over each prompt's tokens 1..n-1 of their
-// surprisal (the model's final norm and lm_head, as Forward) / the
-// temperature, token 0 and padding 0; a one-token prompt puts its weight on
-// token 0. Logits are made kSurprisalChunk positions at a time.
-at::Tensor SurprisalWeights(const ModelConfig& c, const ModelWeights& weights, const at::Tensor& last,
-                            const at::Tensor& tokens, const at::Tensor& mask) {
+// Each token's surprisal s_t = -ln p(token t | tokens before it) [B, T]
+// (float32; 0 where not scored) and which tokens are scored [B, T] (bool:
+// real tokens 1..n-1), from the last decoder layer's states `last` [B, T,
+// hidden] of right-padded tokens [B, T] with mask [B, T], through the model's
+// final norm and lm_head as Forward. Logits are made kSurprisalChunk
+// positions at a time.
+std::pair<at::Tensor, at::Tensor> TokenSurprisal(const ModelConfig& c, const ModelWeights& weights,
+                                                 const at::Tensor& last, const at::Tensor& tokens,
+                                                 const at::Tensor& mask) {
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  const float kInf = std::numeric_limits<float>::infinity();
-  at::Tensor score = at::full({B, T}, -kInf, at::kFloat).to(tokens.device());
+  at::Tensor s = at::zeros({B, T}, at::kFloat).to(tokens.device());
   at::Tensor normed = RmsNorm(last, weights.final_norm(), c.rms_norm_eps);
   // Position t predicts token t + 1.
   for (int64_t t0 = 0; t0 + 1 < T; t0 += kSurprisalChunk) {
     const int64_t n = std::min(kSurprisalChunk, T - 1 - t0);
     at::Tensor logits = at::linear(normed.narrow(1, t0, n), weights.lm_head()).to(at::kFloat);  // [B, n, V]
     at::Tensor next = tokens.narrow(1, t0 + 1, n).unsqueeze(-1);
-    at::Tensor surprisal = at::logsumexp(logits, -1) - logits.gather(2, next).squeeze(-1);  // [B, n]
-    at::Tensor real = mask.narrow(1, t0 + 1, n) != 0;
-    score.narrow(1, t0 + 1, n).copy_((surprisal / kSurprisalTemperature).masked_fill(real.logical_not(), -kInf));
+    s.narrow(1, t0 + 1, n).copy_(at::logsumexp(logits, -1) - logits.gather(2, next).squeeze(-1));
   }
-  // Prompts of one token: all their scores are -inf so far; token 0 gets 0.
-  at::Tensor one_token = (mask != 0).sum(1) == 1;
-  score.select(1, 0).masked_fill_(one_token, 0.0);
+  at::Tensor scored = mask != 0;
+  scored.select(1, 0).fill_(false);
+  return {s.masked_fill(scored.logical_not(), 0.0), scored};
+}
+
+// policy.h's kSurprisal weights [B, T] (float32, rows summing to 1): softmax
+// over each prompt's scored tokens of surprisal / the temperature, token 0 and
+// padding 0; a one-token prompt puts its weight on token 0.
+at::Tensor SurprisalWeights(const at::Tensor& surprisal, const at::Tensor& scored) {
+  const float kInf = std::numeric_limits<float>::infinity();
+  at::Tensor score = (surprisal / kSurprisalTemperature).masked_fill(scored.logical_not(), -kInf);
+  // Prompts of one token: all their scores are -inf; token 0 gets 0.
+  score.select(1, 0).masked_fill_(scored.sum(1) == 0, 0.0);
   return at::softmax(score, 1);
+}
+
+// policy.h's kSurprisalProfile [B, kSurprisalProfileSize] (float32, on the
+// CPU) from TokenSurprisal's two tensors.
+at::Tensor SurprisalProfile(const at::Tensor& surprisal, const at::Tensor& scored) {
+  const at::Tensor s_cpu = surprisal.to(at::kCPU).contiguous();
+  const at::Tensor ok_cpu = scored.to(at::kCPU).contiguous();
+  const auto s = s_cpu.accessor<float, 2>();
+  const auto ok = ok_cpu.accessor<bool, 2>();
+  const int64_t B = s.size(0), T = s.size(1);
+  at::Tensor out = at::zeros({B, kSurprisalProfileSize}, at::kFloat);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<float> v;  // the prompt's surprisals, in order
+    for (int64_t t = 0; t < T; ++t) {
+      if (ok[b][t]) v.push_back(s[b][t]);
+    }
+    if (v.empty()) continue;
+    float* row = out[b].data_ptr<float>();
+    double sum = 0;
+    for (float x : v) sum += x;
+    row[0] = static_cast<float>(sum / v.size());
+    row[1] = *std::max_element(v.begin(), v.end());
+    for (int64_t w = 2; w <= 4; ++w) {
+      const size_t width = std::min(static_cast<size_t>(w), v.size());
+      float best = -std::numeric_limits<float>::infinity();
+      for (size_t i = 0; i + width <= v.size(); ++i) {
+        best = std::max(best, *std::min_element(v.begin() + i, v.begin() + i + width));
+      }
+      row[w] = best;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -86,6 +134,12 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
     }
   }
   const bool need_surprisal = UsesSurprisal(pooling);
+  const bool need_profile = HasPooling(pooling, Pooling::kSurprisalProfile);
+  std::vector<Pooling> hidden_pooling;  // the blocks of hidden states, per layer
+  for (Pooling p : pooling) {
+    if (PoolsHiddenStates(p)) hidden_pooling.push_back(p);
+  }
+  const size_t P = hidden_pooling.size();
   try {
     c10::InferenceMode guard;
     std::vector<at::Tensor> out;
@@ -115,8 +169,8 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       at::Tensor last_index = at::tensor(last, at::kLong).to(device);
       // Embeddings, then one decoder layer at a time (LayerForward chained
       // from the embeddings is HiddenStates layer by layer), pooling the
-      // states of `layers` as they pass. The surprisal pooling runs on to the
-      // last layer for its weights, keeping those states until then.
+      // states of `layers` as they pass. The surprisal pooling and profile
+      // run on to the last layer for the logits, keeping those states until then.
       auto pool = [&](const at::Tensor& hf, Pooling p) {
         switch (p) {
           case Pooling::kMean:
@@ -126,6 +180,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
           case Pooling::kLast:
             return hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1);
           case Pooling::kSurprisal:
+          case Pooling::kSurprisalProfile:
             break;
         }
         return at::Tensor();  // filled in below
@@ -136,7 +191,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       for (int64_t depth = 0, next = 0;; ++depth) {
         if (next < static_cast<int64_t>(layers.size()) && layers[next] == depth) {
           at::Tensor hf = h.to(at::kFloat);
-          for (Pooling p : pooling) blocks.push_back(pool(hf, p));
+          for (Pooling p : hidden_pooling) blocks.push_back(pool(hf, p));
           if (need_surprisal) kept.push_back(hf);
           ++next;
         }
@@ -144,14 +199,19 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
         h = model.LayerForward(weights, depth, h, m, nullptr);
       }
       if (need_surprisal) {
-        const at::Tensor w = SurprisalWeights(c, weights, h, tokens, m).unsqueeze(-1);
-        for (size_t i = 0; i < blocks.size(); ++i) {
-          if (pooling[i % pooling.size()] == Pooling::kSurprisal) blocks[i] = (kept[i / pooling.size()] * w).sum(1);
+        const auto [surprisal, scored] = TokenSurprisal(c, weights, h, tokens, m);
+        if (P > 0) {
+          const at::Tensor w = SurprisalWeights(surprisal, scored).unsqueeze(-1);
+          for (size_t i = 0; i < blocks.size(); ++i) {
+            if (hidden_pooling[i % P] == Pooling::kSurprisal) blocks[i] = (kept[i / P] * w).sum(1);
+          }
         }
+        if (need_profile) blocks.push_back(SurprisalProfile(surprisal, scored).to(device));
       }
       out.push_back(at::cat(blocks, 1).to(at::kCPU));
     }
-    const int64_t F = c.hidden_size * static_cast<int64_t>(layers.size() * pooling.size());
+    const int64_t F =
+        c.hidden_size * static_cast<int64_t>(layers.size() * P) + (need_profile ? kSurprisalProfileSize : 0);
     if (out.empty()) return at::zeros({0, F}, at::kFloat);
     return at::cat(out, 0);
   } catch (const std::exception& e) {
@@ -272,11 +332,13 @@ StatusOr<std::string> Router::Serialize() const {
   w.SetMetadata("format", kFormat);
   // The lowest version that holds this router: version 1 readers would ignore
   // an assignment (version 2), version 2 readers other features (version 3),
-  // version 3 readers the surprisal pooling (version 4).
-  const int version = UsesSurprisal(config_.pooling)  ? 4
-                      : !config_.SingleMeanFeatures() ? 3
-                      : !config_.assignment.empty()   ? 2
-                                                      : 1;
+  // version 3 readers the surprisal pooling (version 4), version 4 readers
+  // the surprisal profile (version 5).
+  const int version = HasPooling(config_.pooling, Pooling::kSurprisalProfile) ? 5
+                      : HasPooling(config_.pooling, Pooling::kSurprisal)      ? 4
+                      : !config_.SingleMeanFeatures()                         ? 3
+                      : !config_.assignment.empty()                           ? 2
+                                                                              : 1;
   w.SetMetadata("format_version", std::to_string(version));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},

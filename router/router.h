@@ -1,6 +1,7 @@
 // The learned router: features of a request (the base model's hidden states
 // after one or more shallow layers, pooled over the prompt: mean, max, last
-// token or surprisal-weighted mean), a small MLP over them, a softmax over
+// token or surprisal-weighted mean; optionally a profile of the surprisals
+// themselves), a small MLP over them, a softmax over
 // the router's labels (index 0 is "none", the others name packs), and the
 // policy that turns scores into packs with mixture weights.
 //
@@ -9,10 +10,11 @@
 //   tensors  feature_mean F32 [F], feature_std F32 [F],
 //            fc1.weight F32 [width, F], fc1.bias F32 [width],
 //            fc2.weight F32 [labels, width], fc2.bias F32 [labels]
-//   metadata format="skillpack-router", format_version="1" | "2" | "3" | "4",
+//   metadata format="skillpack-router", format_version="1" to "5",
 //            config = JSON {labels, layer, hidden_size, width, base_fingerprint,
 //                           assignment (v2), layers and pooling (v3;
-//                           v4 when pooling has "surprisal")}
+//                           v4 when pooling has "surprisal", v5 when it
+//                           has "surprisal_profile")}
 #ifndef SKILLPACK_ROUTER_ROUTER_H_
 #define SKILLPACK_ROUTER_ROUTER_H_
 
@@ -37,10 +39,12 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 // The hidden states after each of `layers` decoder layers (strictly
 // ascending, each in [0, num_hidden_layers]; one forward pass serves them
 // all), pooled by each of `pooling` over each prompt's tokens: float32
-// [N, hidden x |layers| x |pooling|] on the CPU, blocks ordered layer-major
-// (layers[0] x pooling[0], layers[0] x pooling[1], ...). Pooling::kSurprisal
-// runs the rest of the model, final norm and lm_head for its weights
-// (policy.h): one forward pass of the whole model in all.
+// [N, RouterConfig::FeatureSize] on the CPU, blocks ordered layer-major
+// (layers[0] x pooling[0], layers[0] x pooling[1], ...), then the
+// kSurprisalProfileSize values of Pooling::kSurprisalProfile when listed.
+// kSurprisal and kSurprisalProfile run the rest of the model, final norm and
+// lm_head for the tokens' surprisals (policy.h): one forward pass of the
+// whole model in all.
 // INVALID_ARGUMENT for empty prompts, token ids out of range, bad or
 // unordered layers, no pooling.
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,

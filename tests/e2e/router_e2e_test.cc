@@ -386,45 +386,58 @@ TEST_F(RouterE2eTest, SetRouterRefusesRoutersThatDoNotFit) {
   EXPECT_EQ(resp.router().labels_size(), 3);
 }
 
-// A router with the surprisal pooling (format version 4), trained with the
-// CLI, taken by SetRouter: the server's scores for token inputs equal the
-// offline router's on the same base and tokens.
+// Routers with the surprisal pooling (format version 4) and with the
+// surprisal profile too (version 5), trained with the CLI, taken by
+// SetRouter: the server's scores for token inputs equal the offline router's
+// on the same base and tokens.
 TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
-  const std::string out = CommandOutput(kCliBin + " router train --model " + Path("base") + " --data " +
-                                        Path("labelled.jsonl") + " -o " + Path("router-surprisal.safetensors") +
-                                        " --layers 0,1 --pooling mean,surprisal --width 32 --epochs 60 --seed 4"
-                                        " --threads 1");
-  auto offline = Router::Load(Path("router-surprisal.safetensors"));
-  ASSERT_TRUE(offline.ok()) << offline.status() << out;
-  EXPECT_EQ((*offline)->config().pooling, (std::vector<Pooling>{Pooling::kMean, Pooling::kSurprisal}));
-  const std::string bytes = *ReadFileToString(Path("router-surprisal.safetensors"));
-  EXPECT_NE(bytes.find("\"format_version\":\"4\""), std::string::npos);
-  v1::SetRouterResponse set;
-  grpc::Status s = SetRouter(bytes, &set);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  struct Case {
+    std::string pooling_flag;
+    std::vector<Pooling> pooling;
+    std::string version;
+  };
+  const Case cases[] = {
+      {"mean,surprisal", {Pooling::kMean, Pooling::kSurprisal}, "4"},
+      {"mean,surprisal,surprisal_profile", {Pooling::kMean, Pooling::kSurprisal, Pooling::kSurprisalProfile}, "5"}};
   auto base = LoadModel(Path("base"), at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
   auto tok = Tokenizer::FromModelDir(Path("base"));
   ASSERT_TRUE(tok.ok());
-  for (const std::string family : {"arith", "reverse", "general"}) {
-    for (const std::string& prompt : Prompts(family, 2)) {
-      const std::vector<int32_t> ids = (*tok)->Encode(prompt, false, true);
-      v1::RouteRequest req;
-      for (int32_t id : ids) req.mutable_tokens()->add_ids(id);
-      v1::RouteResponse resp;
-      s = RouteCall(req, &resp);
-      ASSERT_TRUE(s.ok()) << s.error_message();
-      EXPECT_EQ(resp.routed_tokens(), static_cast<int32_t>(ids.size()));
-      auto want = (*offline)->Route(*(*base)->transformer, *(*base)->weights, ids, RoutingPolicy());
-      ASSERT_TRUE(want.ok()) << want.status();
-      ASSERT_EQ(resp.scores_size(), static_cast<int>(want->scores.size())) << prompt;
-      for (int i = 0; i < resp.scores_size(); ++i) {
-        EXPECT_EQ(resp.scores(i).label(), want->scores[i].first) << prompt;
-        EXPECT_NEAR(resp.scores(i).score(), want->scores[i].second, 1e-4) << prompt;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.pooling_flag);
+    const std::string file = Path("router-surprisal-v" + c.version + ".safetensors");
+    const std::string out = CommandOutput(kCliBin + " router train --model " + Path("base") + " --data " +
+                                          Path("labelled.jsonl") + " -o " + file + " --layers 0,1 --pooling " +
+                                          c.pooling_flag + " --width 32 --epochs 60 --seed 4 --threads 1");
+    auto offline = Router::Load(file);
+    ASSERT_TRUE(offline.ok()) << offline.status() << out;
+    EXPECT_EQ((*offline)->config().pooling, c.pooling);
+    const std::string bytes = *ReadFileToString(file);
+    EXPECT_NE(bytes.find("\"format_version\":\"" + c.version + "\""), std::string::npos);
+    v1::SetRouterResponse set;
+    grpc::Status s = SetRouter(bytes, &set);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    for (const std::string family : {"arith", "reverse", "general"}) {
+      for (const std::string& prompt : Prompts(family, 2)) {
+        const std::vector<int32_t> ids = (*tok)->Encode(prompt, false, true);
+        v1::RouteRequest req;
+        for (int32_t id : ids) req.mutable_tokens()->add_ids(id);
+        v1::RouteResponse resp;
+        s = RouteCall(req, &resp);
+        ASSERT_TRUE(s.ok()) << s.error_message();
+        EXPECT_EQ(resp.routed_tokens(), static_cast<int32_t>(ids.size()));
+        auto want = (*offline)->Route(*(*base)->transformer, *(*base)->weights, ids, RoutingPolicy());
+        ASSERT_TRUE(want.ok()) << want.status();
+        ASSERT_EQ(resp.scores_size(), static_cast<int>(want->scores.size())) << prompt;
+        for (int i = 0; i < resp.scores_size(); ++i) {
+          EXPECT_EQ(resp.scores(i).label(), want->scores[i].first) << prompt;
+          EXPECT_NEAR(resp.scores(i).score(), want->scores[i].second, 1e-4) << prompt;
+        }
       }
     }
   }
   // Restore the trained one.
+  v1::SetRouterResponse set;
   ASSERT_TRUE(SetRouter(*ReadFileToString(Path("router.safetensors")), &set).ok());
 }
 

@@ -1,5 +1,5 @@
-// Router features from several layers and poolings, the format version 3
-// that stores them, training-time augmentation, grouped hold-out and the
+// Router features from several layers and poolings (the surprisal profile
+// among them), the format versions 3 to 5 that store them, training-time augmentation, grouped hold-out and the
 // grouped cross-validation that selects a router's options.
 #include <random>
 #include <set>
@@ -108,6 +108,70 @@ TEST_F(RouterFeaturesTest, SurprisalPoolingWeighsTokensByTheBaseModelsSurprise) 
   }
 }
 
+TEST_F(RouterFeaturesTest, SurprisalProfileSummarisesTheTokensSurprisals) {
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  // Lengths 1, 2 (one surprisal: every window is it), 3 and 4 (windows
+  // wider than the prompt take its minimum) and a long one (several logit
+  // chunks), batched together so that padding is in play.
+  std::string long_prompt;
+  for (int i = 0; i < 6; ++i) long_prompt += "Tell me about the sea, please. ";
+  std::vector<std::vector<int32_t>> prompts = {tok_->Encode("a", false, false),
+                                               tok_->Encode("ab", false, false),
+                                               tok_->Encode("abc", false, false),
+                                               tok_->Encode("qzxv", false, false),
+                                               tok_->Encode("Write qzxv backwards.", false, false),
+                                               tok_->Encode(long_prompt, false, false)};
+  for (size_t i = 0; i < 4; ++i) ASSERT_EQ(prompts[i].size(), i + 1);
+  ASSERT_GT(prompts[5].size(), 130u);
+  auto f = PromptFeatures(tr, w, prompts, {1}, {Pooling::kMean, Pooling::kSurprisalProfile});
+  ASSERT_TRUE(f.ok()) << f.status();
+  const int64_t H = 32, K = kSurprisalProfileSize;
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{6, H + K}));
+  // With the surprisal pooling too, the profile is the same (one forward pass).
+  auto both = PromptFeatures(tr, w, prompts, {1}, {Pooling::kSurprisalProfile, Pooling::kSurprisal});
+  ASSERT_TRUE(both.ok()) << both.status();
+  ASSERT_EQ(both->sizes().vec(), (std::vector<int64_t>{6, H + K}));
+  EXPECT_TRUE(at::allclose(both->slice(1, H, H + K), f->slice(1, H, H + K), 1e-5, 1e-6));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int64_t T = static_cast<int64_t>(prompts[i].size());
+    at::Tensor tokens = at::tensor(std::vector<int64_t>(prompts[i].begin(), prompts[i].end()), at::kLong).view({1, T});
+    at::Tensor mask = at::ones({1, T}, at::kLong);
+    // The mean block is still the layer's mean.
+    at::Tensor h = tr.HiddenStates(w, tokens, mask, 1)[0];
+    EXPECT_TRUE(at::allclose((*f)[i].slice(0, 0, H), h.mean(0), 1e-4, 1e-5)) << "prompt " << i;
+    // By hand, one prompt at a time: s_t = -ln p(token t | before), t >= 1.
+    std::vector<float> want(K, 0.0f);
+    if (T > 1) {
+      at::Tensor logp = at::log_softmax(tr.Forward(w, tokens, mask)[0], -1);
+      std::vector<double> sv;
+      for (int64_t t = 1; t < T; ++t) sv.push_back(-logp[t - 1][prompts[i][t]].item<double>());
+      double sum = 0, mx = -1e9;
+      for (double x : sv) sum += x, mx = std::max(mx, x);
+      want[0] = static_cast<float>(sum / sv.size());
+      want[1] = static_cast<float>(mx);
+      for (int64_t wdt = 2; wdt <= 4; ++wdt) {
+        const size_t n = std::min<size_t>(wdt, sv.size());
+        double best = -1e9;
+        for (size_t a = 0; a + n <= sv.size(); ++a) {
+          double lo = 1e9;
+          for (size_t b = a; b < a + n; ++b) lo = std::min(lo, sv[b]);
+          best = std::max(best, lo);
+        }
+        want[wdt] = static_cast<float>(best);
+      }
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      EXPECT_NEAR((*f)[i][H + k].item<float>(), want[k], 1e-4) << "prompt " << i << ", profile value " << k;
+    }
+    if (T > 4) {
+      EXPECT_GT(want[1], want[2]) << "the test needs a window minimum below the maximum";
+      EXPECT_GE(want[2], want[3]);
+      EXPECT_GE(want[3], want[4]);
+    }
+  }
+}
+
 TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
   const auto prompts = std::vector<std::vector<int32_t>>{tok_->Encode("abc", true, true)};
   const Transformer& tr = *model_->transformer;
@@ -119,7 +183,7 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {0}, {}).ok());
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {}, {Pooling::kMean}).ok());
   EXPECT_EQ(ParsePooling("median").status().message(),
-            "router pooling must be mean, max, last or surprisal, got 'median'");
+            "router pooling must be mean, max, last, surprisal or surprisal_profile, got 'median'");
   EXPECT_EQ(ParsePoolingList("mean,max,mean").status().message(), "router pooling 'mean' is listed twice");
   EXPECT_EQ(*ParsePoolingList("max,last"), (std::vector<Pooling>{Pooling::kMax, Pooling::kLast}));
 }
@@ -127,7 +191,10 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
 // A router over `layers` x `pooling` features of hidden size 4, width 3.
 StatusOr<std::unique_ptr<Router>> MakeRouter(std::vector<int64_t> layers, std::vector<Pooling> pooling) {
   RouterConfig c{{"none", "a"}, layers.empty() ? 1 : layers.back(), 4, 3, "sha256:x", {}, layers, pooling};
-  const int64_t F = 4 * std::max<int64_t>(1, layers.size()) * std::max<int64_t>(1, pooling.size());
+  RouterConfig sized = c;  // Create's defaults, for the tensors' size (checked apart below)
+  if (sized.layers.empty()) sized.layers = {sized.layer};
+  if (sized.pooling.empty()) sized.pooling = {Pooling::kMean};
+  const int64_t F = sized.FeatureSize();
   return Router::Create(c, at::arange(F, at::kFloat), at::ones({F}), at::ones({3, F}), at::zeros({3}),
                         at::zeros({2, 3}), at::zeros({2}));
 }
@@ -165,6 +232,21 @@ TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
   EXPECT_EQ((*back4)->config().pooling, (std::vector<Pooling>{Pooling::kMean, Pooling::kSurprisal}));
   EXPECT_EQ(*ParsePoolingList("surprisal,mean"), (std::vector<Pooling>{Pooling::kSurprisal, Pooling::kMean}));
 
+  // The surprisal profile: version 5, kSurprisalProfileSize values once
+  // after the hidden-state blocks of every layer.
+  auto v5 = MakeRouter({0, 2}, {Pooling::kSurprisalProfile, Pooling::kMean});
+  ASSERT_TRUE(v5.ok()) << v5.status();
+  EXPECT_EQ((*v5)->config().FeatureSize(), 4 * 2 + kSurprisalProfileSize);
+  std::string bytes5 = *(*v5)->Serialize();
+  EXPECT_NE(bytes5.find("\"format_version\":\"5\""), std::string::npos);
+  auto back5 = Router::Parse(bytes5, "v5");
+  ASSERT_TRUE(back5.ok()) << back5.status();
+  EXPECT_EQ((*back5)->config().pooling, (std::vector<Pooling>{Pooling::kSurprisalProfile, Pooling::kMean}));
+  at::Tensor x5 = at::randn({3, 4 * 2 + kSurprisalProfileSize});
+  EXPECT_TRUE(at::equal((*back5)->Scores(x5), (*v5)->Scores(x5)));
+  EXPECT_EQ(*ParsePoolingList("mean,surprisal_profile"),
+            (std::vector<Pooling>{Pooling::kMean, Pooling::kSurprisalProfile}));
+
   // A bad pooling name in a file is named.
   std::string bad = bytes3;
   const size_t at = bad.find("\\\"max\\\"");
@@ -172,8 +254,9 @@ TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
   bad.replace(at, 7, "\\\"mex\\\"");
   auto st = Router::Parse(bad, "bad");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.status().message().find("router pooling must be mean, max, last or surprisal, got 'mex'"),
-            std::string::npos)
+  EXPECT_NE(
+      st.status().message().find("router pooling must be mean, max, last, surprisal or surprisal_profile, got 'mex'"),
+      std::string::npos)
       << st.status();
 }
 
