@@ -134,6 +134,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
     }
   }
   const bool need_surprisal = UsesSurprisal(pooling);
+  const bool need_weights = HasPooling(pooling, Pooling::kSurprisal);
   const bool need_profile = HasPooling(pooling, Pooling::kSurprisalProfile);
   std::vector<Pooling> hidden_pooling;  // the blocks of hidden states, per layer
   for (Pooling p : pooling) {
@@ -192,7 +193,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
         if (next < static_cast<int64_t>(layers.size()) && layers[next] == depth) {
           at::Tensor hf = h.to(at::kFloat);
           for (Pooling p : hidden_pooling) blocks.push_back(pool(hf, p));
-          if (need_surprisal) kept.push_back(hf);
+          if (need_weights) kept.push_back(hf);
           ++next;
         }
         if (depth == depth_needed) break;
@@ -200,7 +201,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       }
       if (need_surprisal) {
         const auto [surprisal, scored] = TokenSurprisal(c, weights, h, tokens, m);
-        if (P > 0) {
+        if (need_weights) {
           const at::Tensor w = SurprisalWeights(surprisal, scored).unsqueeze(-1);
           for (size_t i = 0; i < blocks.size(); ++i) {
             if (hidden_pooling[i % P] == Pooling::kSurprisal) blocks[i] = (kept[i / P] * w).sum(1);
