@@ -40,8 +40,9 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 // ascending, each in [0, num_hidden_layers]; one forward pass serves them
 // all), pooled by each of `pooling` over each prompt's tokens: float32
 // [N, RouterConfig::FeatureSize] on the CPU, blocks ordered layer-major
-// (layers[0] x pooling[0], layers[0] x pooling[1], ...), then the
-// kSurprisalProfileSize values of Pooling::kSurprisalProfile when listed.
+// (layers[0] x pooling[0], layers[0] x pooling[1], ..., counting only the
+// poolings of hidden states), then the kSurprisalProfileSize values of
+// Pooling::kSurprisalProfile when listed (wherever in `pooling`).
 // kSurprisal and kSurprisalProfile run the rest of the model, final norm and
 // lm_head for the tokens' surprisals (policy.h): one forward pass of the
 // whole model in all.
