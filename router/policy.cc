@@ -24,6 +24,20 @@ const char* PoolingName(Pooling p) {
   return "?";
 }
 
+int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling) {
+  int64_t blocks = 0, profile = 0;
+  for (Pooling p : pooling) {
+    if (PoolsHiddenStates(p)) {
+      ++blocks;
+    } else {
+      profile = kSurprisalProfileSize;
+    }
+  }
+  return hidden_size * static_cast<int64_t>(num_layers) * blocks + profile;
+}
+
+int64_t RouterConfig::FeatureSize() const { return RouterFeatureSize(hidden_size, layers.size(), pooling); }
+
 StatusOr<Pooling> ParsePooling(absl::string_view name) {
   for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal, Pooling::kSurprisalProfile}) {
     if (name == PoolingName(p)) return p;

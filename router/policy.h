@@ -47,6 +47,10 @@ inline constexpr int64_t kSurprisalProfileSize = 5;
 const char* PoolingName(Pooling p);
 // False for kSurprisalProfile, the one kind that is not a block of hidden states.
 inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile; }
+// The size of the features from `num_layers` layers and `pooling`:
+// hidden_size x num_layers x |poolings of hidden states| (+
+// kSurprisalProfileSize with the profile).
+int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling);
 // INVALID_ARGUMENT naming the accepted names for anything else.
 StatusOr<Pooling> ParsePooling(absl::string_view name);
 // "mean,max" -> {kMean, kMax}; duplicates and empty lists are refused.
@@ -70,19 +74,8 @@ struct RouterConfig {
   std::vector<int64_t> layers;
   std::vector<Pooling> pooling;
 
-  // hidden_size x |layers| x |poolings of hidden states| (+
-  // kSurprisalProfileSize with the profile), after Create.
-  int64_t FeatureSize() const {
-    int64_t blocks = 0, profile = 0;
-    for (Pooling p : pooling) {
-      if (PoolsHiddenStates(p)) {
-        ++blocks;
-      } else {
-        profile = kSurprisalProfileSize;
-      }
-    }
-    return hidden_size * static_cast<int64_t>(layers.size()) * blocks + profile;
-  }
+  // RouterFeatureSize of these features, after Create.
+  int64_t FeatureSize() const;
   // True for the version 1 features: mean pooling at one layer.
   bool SingleMeanFeatures() const { return layers.size() == 1 && pooling == std::vector<Pooling>{Pooling::kMean}; }
 };

@@ -28,14 +28,6 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
-// The surprisal pooling or the profile: both need the whole model's logits.
-bool UsesSurprisal(const std::vector<Pooling>& pooling) {
-  for (Pooling p : pooling) {
-    if (p == Pooling::kSurprisal || p == Pooling::kSurprisalProfile) return true;
-  }
-  return false;
-}
-
 bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind) {
   return std::find(pooling.begin(), pooling.end(), kind) != pooling.end();
 }
@@ -133,10 +125,10 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       return absl::InvalidArgumentError("router layers must be strictly ascending");
     }
   }
-  const bool need_surprisal = UsesSurprisal(pooling);
   const bool need_weights = HasPooling(pooling, Pooling::kSurprisal);
   const bool need_profile = HasPooling(pooling, Pooling::kSurprisalProfile);
-  std::vector<Pooling> hidden_pooling;  // the blocks of hidden states, per layer
+  const bool need_surprisal = need_weights || need_profile;  // both need the whole model's logits
+  std::vector<Pooling> hidden_pooling;                       // the blocks of hidden states, per layer
   for (Pooling p : pooling) {
     if (PoolsHiddenStates(p)) hidden_pooling.push_back(p);
   }
@@ -211,9 +203,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
       }
       out.push_back(at::cat(blocks, 1).to(at::kCPU));
     }
-    const int64_t F =
-        c.hidden_size * static_cast<int64_t>(layers.size() * P) + (need_profile ? kSurprisalProfileSize : 0);
-    if (out.empty()) return at::zeros({0, F}, at::kFloat);
+    if (out.empty()) return at::zeros({0, RouterFeatureSize(c.hidden_size, layers.size(), pooling)}, at::kFloat);
     return at::cat(out, 0);
   } catch (const std::exception& e) {
     return StatusFromException(e, "router features");
