@@ -764,9 +764,10 @@ StatusOr<Json> Study::Table4() {
                   {"extra_templates", rs.extra_templates},
                   {"extra_general", rs.extra_general}};
   Json templates;
+  std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
+  for (const HeldOutSet& h : kHeldOutSets) splits.push_back(h.split);
   for (const std::string& task : spec_.tasks) {
-    for (TemplateSplit split :
-         {TemplateSplit::kTrain, TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2}) {
+    for (TemplateSplit split : splits) {
       ASSIGN_OR_RETURN(templates[task][TemplateSplitName(split)], ParaphraseTemplates(task, split));
     }
   }
