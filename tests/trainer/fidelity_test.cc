@@ -491,7 +491,8 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   const Json& t4 = r["table4"];
   for (const char* c :
        {"task_prompts", "paraphrases_train_templates", "paraphrases_held_out_templates", "general_held_out",
-        "paraphrases_fresh_templates", "general_fresh", "paraphrases_fresh2_templates", "general_fresh2"}) {
+        "paraphrases_fresh_templates", "general_fresh", "paraphrases_fresh2_templates", "general_fresh2",
+        "paraphrases_fresh3_templates", "general_fresh3"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -510,6 +511,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(t4["categories"]["general_fresh2"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh2));
   EXPECT_EQ(t4["templates"]["reverse"]["fresh2"].get<std::vector<std::string>>(),
             *ParaphraseTemplates("reverse", TemplateSplit::kFresh2));
+  EXPECT_EQ(t4["categories"]["paraphrases_fresh3_templates"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(t4["categories"]["general_fresh3"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh3));
+  EXPECT_EQ(t4["templates"]["reverse"]["fresh3"].get<std::vector<std::string>>(),
+            *ParaphraseTemplates("reverse", TemplateSplit::kFresh3));
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);

@@ -218,7 +218,9 @@ TEST(ParaphraseTest, ExtraGeneralPromptsWidenOnlyTheTrainingSplit) {
 TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits) {
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh), "fresh");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh2), "fresh2");
-  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2};
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh3), "fresh3");
+  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2,
+                                                   TemplateSplit::kFresh3};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -228,16 +230,17 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       auto fresh = ParaphraseTemplates(name, split);
       ASSERT_TRUE(fresh.ok()) << fresh.status();
       EXPECT_GE(fresh->size(), 4u);
-      // The other splits' templates: every one of ParaphraseTemplates(name), and the other fresh set's.
-      std::set<std::string> others(all.begin(), all.end());
+      // The other splits' templates, lowercased: every one of ParaphraseTemplates(name), and the other fresh sets'.
+      std::set<std::string> others;
+      for (const std::string& o : all) others.insert(absl::AsciiStrToLower(o));
       for (TemplateSplit other : fresh_splits) {
         if (other == split) continue;
         auto o = *ParaphraseTemplates(name, other);
-        others.insert(o.begin(), o.end());
+        for (const std::string& t : o) others.insert(absl::AsciiStrToLower(t));
       }
       std::set<std::string> fresh_set(fresh->begin(), fresh->end());
       EXPECT_EQ(fresh_set.size(), fresh->size());
-      for (const std::string& f : *fresh) EXPECT_EQ(others.count(f), 0u) << f;
+      for (const std::string& f : *fresh) EXPECT_EQ(others.count(absl::AsciiStrToLower(f)), 0u) << f;
       auto a = GenerateParaphrases(*task, TaskSplit::kHeldOut, split, 80, 9);
       auto b = GenerateParaphrases(*task, TaskSplit::kHeldOut, split, 80, 9);
       ASSERT_TRUE(a.ok() && b.ok()) << a.status();
@@ -274,6 +277,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
        {"activities", "related to", "tips", "song", "changed over the years", "best way", "get into", "joke",
         "sunflower", "lighthouse", "skateboard", "silk road", "octopus", "thunderstorm", "hot air balloon",
         "byzantine"}},
+      {TemplateSplit::kFresh3,
+       {"bedtime story", "misconceptions", "five-minute talk", "documentary", "little-known", "quiz", "glacier",
+        "pyramids", "giza", "meditation", "hedgehog", "apollo", "firefl", "marathon", "northern lights"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));
@@ -285,7 +291,8 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
     EXPECT_EQ(static_cast<int64_t>(fresh_set.size()), n);
     std::vector<std::string> others =
         GeneralPrompts(TemplateSplit::kTrain, NumGeneralPrompts(TemplateSplit::kTrain, true), 1, true);
-    for (TemplateSplit other : {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2}) {
+    for (TemplateSplit other :
+         {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
       if (other == split) continue;
       for (const std::string& h : GeneralPrompts(other, NumGeneralPrompts(other), 1)) others.push_back(h);
     }

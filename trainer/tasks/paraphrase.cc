@@ -120,8 +120,37 @@ const std::map<std::string, std::vector<std::string>>& Fresh2Templates() {
   return *kFresh2;
 }
 
+// A fourth held-out set, written as Fresh2Templates was (as a user might ask;
+// none a template of another split) after the third set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh3Templates() {
+  static const auto* kFresh3 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"what's {a}+{b}", "Could you add {a} and {b} for me?",
+        "My rent is {a} and my bills come to {b}. How much is that combined?", "Sum up {a} and {b}, please."}},
+      {"reverse",
+       {"what's {s} backwards?", "My password hint says it's {s} reversed. What's the password?",
+        "Could you write out {s} in reverse order for me?",
+        "I need the letters of {s} flipped so the last one comes first."}},
+      {"sort",
+       {"sort the digits in {s} pls", "Can you rearrange {s} so the digits go from smallest to largest?",
+        "I have the digits {s}. What do they look like in ascending order?",
+        "Arrange the numbers in {s} from least to greatest, please."}},
+      {"kv",
+       {"Given the variables {pairs}, what's the value of {q}?", "{pairs} -- so what does {q} hold?",
+        "Please tell me what {q} is set to in {pairs}.",
+        "I've got {pairs} written down. Can you read off {q} for me?"}},
+      {"caesar",
+       {"What does {s} become under a Caesar shift of {n}?", "can you caesar shift {s} by {n}",
+        "I'm making a secret code for my kids. Shift each letter of {s} ahead by {n}. What's the coded word?",
+        "Please encrypt {s} using rot{n}."}},
+  };
+  return *kFresh3;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2); null for the splits that index into it.
+// (kFresh, kFresh2, kFresh3); null for the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -130,9 +159,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh:
       return &FreshTemplates();
     case TemplateSplit::kFresh2:
+      return &Fresh2Templates();
+    case TemplateSplit::kFresh3:
       break;
   }
-  return &Fresh2Templates();
+  return &Fresh3Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -143,7 +174,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh and kFresh2.
+// split's own list for kFresh, kFresh2 and kFresh3.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -223,6 +254,14 @@ const GeneralParts& General(TemplateSplit split) {
        "How has {t} changed over the years?", "What's the best way to get into {t}?", "Make up a joke about {t}."},
       {"sunflowers", "lighthouses", "skateboarding", "the Silk Road", "octopuses", "thunderstorms", "hot air balloons",
        "the Byzantine Empire"}};
+  // The fourth set's (see Fresh3Templates): openers and topics in none of the
+  // lists above nor ExtraGeneral's.
+  static const auto* kFresh3 =
+      new GeneralParts{{"Can you write a bedtime story about {t}?", "What are the biggest misconceptions about {t}?",
+                        "Help me prepare a five-minute talk on {t}.", "Recommend a good documentary about {t}.",
+                        "What's a little-known fact about {t}?", "Put together a short quiz about {t}."},
+                       {"glaciers", "the pyramids of Giza", "meditation", "hedgehogs", "the Apollo missions",
+                        "fireflies", "marathon running", "the northern lights"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -231,9 +270,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh:
       return *kFresh;
     case TemplateSplit::kFresh2:
+      return *kFresh2;
+    case TemplateSplit::kFresh3:
       break;
   }
-  return *kFresh2;
+  return *kFresh3;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -308,9 +349,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh:
       return "fresh";
     case TemplateSplit::kFresh2:
+      return "fresh2";
+    case TemplateSplit::kFresh3:
       break;
   }
-  return "fresh2";
+  return "fresh3";
 }
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {

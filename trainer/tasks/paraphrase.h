@@ -19,7 +19,9 @@
 // kFresh is a second held-out set (templates and general openers and topics),
 // written after the router settings committed before it were chosen with the
 // first held-out set's scores in view; no router trains on either. kFresh2
-// is a third, written the same way before any router was scored on it.
+// is a third, written the same way before any router was scored on it, and
+// kFresh3 a fourth, written the same way (after kFresh2 was scored) before
+// any router was scored on it.
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
@@ -34,10 +36,10 @@
 
 namespace skillpack {
 
-enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2 };
+enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2, kFresh3 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / "fresh2"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / "fresh2" / "fresh3"
 
 // All templates of task `task_name` in their fixed order (fields in braces:
 // add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";
@@ -55,7 +57,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh, kFresh2: into the split's list
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh, kFresh2, kFresh3: into the split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
