@@ -43,6 +43,7 @@
 #include "trainer/spec_reader.h"
 #include "trainer/svg_plot.h"
 #include "trainer/tasks/paraphrase.h"
+#include "trainer/tasks/phrasing_grammar.h"
 #include "trainer/tasks/task.h"
 #include "trainer/trainable.h"
 
@@ -616,6 +617,18 @@ StatusOr<Json> Study::Table4() {
     for (const ParaphrasedExample& p : para) {
       data.push_back({p.text, task, absl::StrCat(task, ":t", p.template_index)});
     }
+    if (rs.composed_per_task > 0) {
+      ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> composed,
+                       GenerateComposedParaphrases(tk, TaskSplit::kTrain, rs.composed_per_task, spec_.seed + 25));
+      for (const ParaphrasedExample& p : composed) {
+        data.push_back({p.text, task, absl::StrCat(task, ":c", p.template_index)});
+      }
+    }
+  }
+  for (const GeneralPrompt& g : ComposedGeneralPrompts(rs.composed_general, spec_.seed + 26)) {
+    data.push_back({g.text, kRouterNoneLabel,
+                    rs.general_groups_by_topic ? absl::StrCat("none:c", g.opener, "|none:t", g.topic)
+                                               : absl::StrCat("none:c", g.opener)});
   }
   for (const GeneralPrompt& g :
        GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23, rs.extra_general)) {
@@ -763,7 +776,8 @@ StatusOr<Json> Study::Table4() {
                     {"filler", o.augment.filler},
                     {"case_change", o.augment.case_change}}},
                   {"extra_templates", rs.extra_templates},
-                  {"extra_general", rs.extra_general}};
+                  {"extra_general", rs.extra_general},
+                  {"composed", {{"per_task", rs.composed_per_task}, {"general", rs.composed_general}}}};
   Json templates;
   std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
   for (const HeldOutSet& h : kHeldOutSets) splits.push_back(h.split);
@@ -1245,6 +1259,13 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain, rs.extra_general)));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
     RETURN_IF_ERROR(c.Read("extra_templates", &rs.extra_templates));
+    if (c.Has("composed")) {
+      FieldReader cc(c.Get("composed"), "spec.router.composed");
+      RETURN_IF_ERROR(cc.CheckObject());
+      RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs.composed_per_task, 0, 1000000));
+      RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs.composed_general, 0, 1000000));
+      RETURN_IF_ERROR(cc.Finish());
+    }
     if (c.Has("general_corpus")) {
       FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
       RETURN_IF_ERROR(gc.CheckObject());

@@ -39,7 +39,7 @@
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
-//               "extra_general": false,
+//               "extra_general": false, "composed": {"per_task": 0, "general": 0},
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
 //                          "general_groups": "opener_topic" | "opener",
 //                          "raw_prompts": "training_only" | "validated",
@@ -91,6 +91,11 @@ struct FidelityRouterSpec {
   std::vector<int64_t> general_corpus_sentences;
   int64_t eval_per_task = 100;  // per task and evaluation category
   bool extra_templates = true;  // paraphrase.h's training-only extra templates
+  // "composed": {"per_task": N, "general": M}: N more training paraphrases per
+  // task and M more general prompts, composed from cores and frames
+  // (phrasing_grammar.h); validation groups them by core. 0 and 0 (the
+  // default): none, as the specs committed before it.
+  int64_t composed_per_task = 0, composed_general = 0;
   // paraphrase.h's training-only extra general openers and topics ("general"
   // then draws from 24 x 44 prompts instead of 8 x 12); off by default so the
   // specs committed before it draw the prompts they drew.

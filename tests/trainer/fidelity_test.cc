@@ -139,6 +139,16 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["router"]["augment"] = {{"copies", -1}};
   ExpectInvalid(j, "spec.router.augment.copies");
   j = SmallSpec();
+  j["router"]["composed"] = {{"per_task", -1}};
+  ExpectInvalid(j, "spec.router.composed.per_task");
+  j["router"]["composed"] = {{"general", 5}, {"bogus", 1}};
+  ExpectInvalid(j, "spec.router.composed.bogus");
+  j["router"]["composed"] = {{"general", 5}};
+  auto composed = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(composed.ok()) << composed.status();
+  EXPECT_EQ(composed->router->composed_per_task, 0);
+  EXPECT_EQ(composed->router->composed_general, 5);
+  j = SmallSpec();
   j["router"]["select"]["candidates"][1]["name"] = "mean0";
   ExpectInvalid(j, "spec.router.select.candidates[1].name");
   j = SmallSpec();
@@ -234,6 +244,8 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // 100 are both all of it, one setting).
   j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})},
                                    {"sentences", Json::array({0, 50, 100})}};
+  // Composed phrasings (phrasing_grammar.h) beside the templates.
+  j["router"]["composed"] = {{"per_task", 10}, {"general", 8}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -254,8 +266,9 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // paraphrases and general prompts are (each once per candidate and epochs).
   EXPECT_EQ(sel["raw_prompts"], "training_only");
   const Json& rr = j["router"];
-  const int64_t validatable =
-      static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() + rr["general"].get<int64_t>();
+  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * 10 + 8;
+  const int64_t validatable = static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() +
+                              rr["general"].get<int64_t>() + composed;
   for (const Json& s : sel["scores"]) {
     EXPECT_GT(s["validated"].get<int64_t>(), 0) << s.dump();
     EXPECT_LE(s["validated"].get<int64_t>(), validatable) << s.dump();
@@ -269,8 +282,9 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(chosen.substr(chosen.size() - 1), std::to_string(used)) << chosen;
   const Json& r = j["router"];
   EXPECT_EQ(t4["train_prompts"].get<int64_t>() - used,
-            j["tasks"].size() * 2 * r["examples_per_task"].get<int64_t>() + r["general"].get<int64_t>())
-      << "the chosen amount's sentences are trained on";
+            j["tasks"].size() * 2 * r["examples_per_task"].get<int64_t>() + r["general"].get<int64_t>() + composed)
+      << "the chosen amount's sentences and the composed phrasings are trained on";
+  EXPECT_EQ(t4["options"]["composed"], Json({{"per_task", 10}, {"general", 8}}));
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());

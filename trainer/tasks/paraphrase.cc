@@ -420,6 +420,8 @@ int64_t NumGeneralPrompts(TemplateSplit split, bool extra) {
   return static_cast<int64_t>(g.openers.size() * g.topics.size());
 }
 
+std::vector<std::string> GeneralTopics(TemplateSplit split, bool extra) { return GeneralPartsOf(split, extra).topics; }
+
 std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed, bool extra) {
   const GeneralParts g = GeneralPartsOf(split, extra);
   std::vector<GeneralPrompt> all;

@@ -85,6 +85,9 @@ struct GeneralPrompt {
   int opener = 0;
   int topic = 0;
 };
+// The topics of a split's general prompts in GeneralPrompt::topic's order
+// (with `extra`, the training split's extra topics after its own).
+std::vector<std::string> GeneralTopics(TemplateSplit split, bool extra = false);
 std::vector<GeneralPrompt> GeneralPromptsWithParts(TemplateSplit split, int64_t n, uint64_t seed, bool extra = false);
 
 }  // namespace skillpack

@@ -1,0 +1,235 @@
+#include "trainer/tasks/phrasing_grammar.h"
+
+#include <cctype>
+#include <map>
+#include <random>
+#include <set>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace skillpack {
+namespace {
+
+// A task's cores: imperative (lower-case verb phrases) and questions (without
+// their question mark). Fields as in paraphrase.h's templates.
+struct Cores {
+  std::vector<std::string> imperative, questions;
+};
+
+const std::map<std::string, Cores>& TaskCores() {
+  static const auto* kCores = new std::map<std::string, Cores>{
+      {"add",
+       {{"add {a} and {b}", "add {a} to {b}", "sum {a} and {b}", "compute {a} plus {b}", "calculate {a} + {b}",
+         "work out {a} + {b}", "give me the sum of {a} and {b}", "find the total of {a} and {b}",
+         "tell me what {a} plus {b} is", "do {a} + {b}", "figure out {a} plus {b}", "add up {a} and {b}",
+         "solve {a} + {b}", "count {a} and {b} together"},
+        {"what is {a} plus {b}", "what's {a} + {b}", "how much is {a} plus {b}", "what does {a} plus {b} make",
+         "what is the sum of {a} and {b}", "how much are {a} and {b} together", "{a} plus {b} is what"}}},
+      {"reverse",
+       {{"reverse {s}", "reverse the string {s}", "reverse the letters in {s}", "write {s} backwards",
+         "spell {s} backwards", "flip {s}", "flip the order of the letters in {s}", "mirror {s}",
+         "invert the character order of {s}", "print {s} in reverse", "read {s} from the end", "give me {s} reversed",
+         "turn {s} backwards", "write the word {s} from right to left"},
+        {"what is {s} backwards", "what's {s} reversed", "how is {s} spelled in reverse",
+         "what do you get if you reverse {s}", "what does {s} look like reversed", "how does {s} read backwards"}}},
+      {"sort",
+       {{"sort {s}", "sort the digits of {s}", "sort {s} in ascending order", "put the digits of {s} in order",
+         "order the digits {s}", "arrange the digits of {s} from smallest to largest",
+         "rearrange {s} in increasing order", "list the digits of {s} in order", "rank the digits in {s}",
+         "give me {s} sorted", "sort these digits: {s}", "write the digits of {s} from low to high",
+         "order {s} smallest first", "organize the digits {s} in ascending order"},
+        {"what is {s} sorted", "what are the digits of {s} in order", "what do you get if you sort {s}",
+         "how do the digits of {s} look in ascending order", "what is {s} with its digits sorted",
+         "which order do the digits of {s} go in from smallest to largest"}}},
+      {"kv",
+       {{"look up {q} in {pairs}", "find {q} given {pairs}", "tell me the value of {q} if {pairs}",
+         "give me {q} from {pairs}", "return {q} where {pairs}", "read off {q} from {pairs}", "use {pairs} to find {q}",
+         "get the value of {q} from {pairs}", "find the number for {q} in {pairs}", "check {pairs} and report {q}",
+         "given {pairs}, give me {q}", "with {pairs}, find {q}"},
+        {"what is {q} if {pairs}", "given {pairs}, what is {q}", "what's the value of {q} in {pairs}",
+         "if {pairs}, what does {q} equal", "what number is stored in {q} when {pairs}", "{pairs}; what is {q}"}}},
+      {"caesar",
+       {{"shift {s} by {n}", "apply rot{n} to {s}", "caesar shift {s} by {n}",
+         "encrypt {s} with a caesar cipher of {n}", "rotate {s} by {n} letters", "encode {s} with shift {n}",
+         "move each letter of {s} {n} steps along", "cipher {s} using rot{n}", "shift the letters in {s} by {n}",
+         "apply a shift of {n} to {s}", "rot{n} {s}", "scramble {s} with a caesar shift of {n}"},
+        {"what is {s} shifted by {n}", "what is rot{n} of {s}", "what does {s} become with a caesar shift of {n}",
+         "how does {s} look after rot{n}", "what do you get shifting {s} by {n} letters"}}},
+  };
+  return *kCores;
+}
+
+// General cores over a topic {t}: the training openers' kinds of request.
+const Cores& GeneralCores() {
+  static const auto* kCores = new Cores{
+      {"tell me about {t}", "write a short poem about {t}", "explain {t} to a child", "give me three facts about {t}",
+       "describe {t} in one sentence", "recommend a good book on {t}", "list some common myths about {t}",
+       "write a paragraph about {t}", "give me an overview of {t}", "plan a lesson on {t}",
+       "draft a blog post about {t}", "help me write an essay on {t}", "suggest a question to ask about {t}",
+       "compare {t} with something similar"},
+      {"what do you know about {t}", "why do people like {t}", "what is the history of {t}",
+       "what should a beginner know about {t}", "what are the pros and cons of {t}", "what is surprising about {t}"}};
+  return *kCores;
+}
+
+// Frames: <c> is the core as written, <C> the core with its first letter
+// upper-cased.
+const std::vector<std::string>& Frames(bool question) {
+  static const auto* kImperative = new std::vector<std::string>{"<C>",
+                                                                "<C>.",
+                                                                "<c>",
+                                                                "Please <c>.",
+                                                                "please <c>",
+                                                                "<C>, please.",
+                                                                "<C> for me.",
+                                                                "Can you <c>?",
+                                                                "can you <c>",
+                                                                "Could you <c>?",
+                                                                "Could you please <c>?",
+                                                                "Would you <c> for me?",
+                                                                "I need you to <c>.",
+                                                                "I'd like you to <c>.",
+                                                                "Help me <c>.",
+                                                                "Quick one: <c>.",
+                                                                "Hey, <c>.",
+                                                                "OK, <c>.",
+                                                                "Now <c>.",
+                                                                "<C>, thanks!",
+                                                                "I want to <c>.",
+                                                                "Let's <c>.",
+                                                                "Your task: <c>.",
+                                                                "Try to <c>."};
+  static const auto* kQuestion = new std::vector<std::string>{"<C>?",
+                                                              "<c>?",
+                                                              "<c>",
+                                                              "Quick question: <c>?",
+                                                              "Hey, <c>?",
+                                                              "<C>? Thanks.",
+                                                              "So, <c>?",
+                                                              "I wonder, <c>?",
+                                                              "<C>? Please answer.",
+                                                              "OK, <c>?"};
+  return question ? *kQuestion : *kImperative;
+}
+
+std::string Frame(absl::string_view frame, const std::string& core) {
+  std::string upper = core;
+  if (!upper.empty()) upper[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(upper[0])));
+  return absl::StrReplaceAll(frame, {{"<c>", core}, {"<C>", upper}});
+}
+
+// One core of `cores` with its kind, by index: imperative first, then questions.
+std::pair<const std::string*, bool> Core(const Cores& cores, size_t index) {
+  if (index < cores.imperative.size()) return {&cores.imperative[index], false};
+  return {&cores.questions[index - cores.imperative.size()], true};
+}
+
+// A phrasing compared without case and end punctuation.
+std::string Normalized(absl::string_view s) {
+  while (!s.empty() && (s.back() == '.' || s.back() == '?' || s.back() == '!' || s.back() == ' ')) s.remove_suffix(1);
+  return absl::AsciiStrToLower(s);
+}
+
+// Each core's distinct templates (the core in every frame of its kind), less
+// those equal to `excluded` (normalized).
+using TemplatesByCore = std::vector<std::vector<std::string>>;
+TemplatesByCore Compose(const Cores& cores, const std::set<std::string>& excluded) {
+  TemplatesByCore out;
+  std::set<std::string> seen;  // a core that starts with a field is the same capitalised
+  for (size_t i = 0; i < cores.imperative.size() + cores.questions.size(); ++i) {
+    const auto [core, question] = Core(cores, i);
+    out.emplace_back();
+    for (const std::string& frame : Frames(question)) {
+      std::string t = Frame(frame, *core);
+      if (excluded.count(Normalized(t)) == 0 && seen.insert(t).second) out.back().push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
+// A task's composed templates: none equal to a template of a held-out split,
+// so that a held-out template stays a phrasing no router trained on.
+StatusOr<const TemplatesByCore*> TaskTemplates(absl::string_view task_name) {
+  static const auto* kByTask = [] {
+    auto* m = new std::map<std::string, TemplatesByCore>;
+    for (const auto& [task, cores] : TaskCores()) {
+      std::set<std::string> held_out;
+      for (TemplateSplit split :
+           {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
+        StatusOr<std::vector<std::string>> templates = ParaphraseTemplates(task, split);
+        if (!templates.ok()) continue;  // a task without paraphrases has no held-out phrasing to avoid
+        for (const std::string& t : *templates) held_out.insert(Normalized(t));
+      }
+      (*m)[task] = Compose(cores, held_out);
+    }
+    return m;
+  }();
+  auto it = kByTask->find(std::string(task_name));
+  if (it == kByTask->end()) {
+    return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no phrasing cores"));
+  }
+  return &it->second;
+}
+
+const TemplatesByCore& GeneralTemplates() {
+  static const auto* kTemplates = new TemplatesByCore(Compose(GeneralCores(), {}));
+  return *kTemplates;
+}
+
+// A core drawn uniformly (among those with a template), then one of its
+// templates: the template and the core's index.
+std::pair<std::string, int> Draw(const TemplatesByCore& by_core, std::mt19937_64& rng) {
+  for (;;) {
+    const size_t core = rng() % by_core.size();
+    const std::vector<std::string>& templates = by_core[core];
+    if (!templates.empty()) return {templates[rng() % templates.size()], static_cast<int>(core)};
+  }
+}
+
+}  // namespace
+
+StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name) {
+  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task_name));
+  std::vector<std::string> out;
+  for (const std::vector<std::string>& templates : *by_core) out.insert(out.end(), templates.begin(), templates.end());
+  return out;
+}
+
+int NumPhrasingCores(absl::string_view task_name) {
+  StatusOr<const TemplatesByCore*> by_core = TaskTemplates(task_name);
+  return by_core.ok() ? static_cast<int>((*by_core)->size()) : 0;
+}
+
+StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task& task, TaskSplit problems, int64_t n,
+                                                                      uint64_t seed) {
+  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task.name()));
+  ASSIGN_OR_RETURN(std::vector<TaskExample> examples, GenerateTaskExamples(task, problems, n, seed, false));
+  std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dull);
+  std::vector<ParaphrasedExample> out;
+  for (TaskExample& e : examples) {
+    ParaphrasedExample p;
+    auto [tmpl, core] = Draw(*by_core, rng);
+    p.template_index = core;
+    ASSIGN_OR_RETURN(p.text, Paraphrase(task, e.prompt, tmpl));
+    p.canonical = std::move(e);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed) {
+  const std::vector<std::string> topics = GeneralTopics(TemplateSplit::kTrain, true);
+  std::mt19937_64 rng(seed);
+  std::vector<GeneralPrompt> out;
+  for (int64_t i = 0; i < n; ++i) {
+    auto [tmpl, core] = Draw(GeneralTemplates(), rng);
+    const size_t topic = rng() % topics.size();
+    out.push_back({absl::StrReplaceAll(tmpl, {{"{t}", topics[topic]}}), core, static_cast<int>(topic)});
+  }
+  return out;
+}
+
+}  // namespace skillpack

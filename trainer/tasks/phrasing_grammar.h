@@ -1,0 +1,57 @@
+// Training phrasings composed from parts, for the router: many more ways of
+// asking for each task (and for general things) than paraphrase.h's fixed
+// training templates, so that a router meets fewer phrasings unlike anything
+// it was trained on.
+//
+// A phrasing is a *core* (what is asked, in the words a user might use:
+// "reverse {s}", "what is {s} backwards") wrapped in a *frame* (how requests
+// are wrapped: "Can you {c}?", "{C}, please.", "Quick question: {q}?").
+// Cores are imperative ("sort {s}") or questions ("what is {s} sorted"); each
+// kind has its own frames, and every frame is shared by all tasks AND by the
+// general prompts (cores over the training split's topics, label none), so a
+// frame carries no task: the router has to read the core.
+//
+// The cores were written after paraphrase.h's held-out sets kHeldOut, kFresh
+// and kFresh2 had been seen, so a router trained on them is measured on
+// kFresh3 alone (written by someone else before any such router was scored).
+// A composed template equal to a template of any held-out split (ignoring
+// case and end punctuation: "Reverse {s}." and kFresh2's "reverse {s}") is
+// left out, so a held-out template stays a phrasing no router trained on.
+#ifndef SKILLPACK_TRAINER_TASKS_PHRASING_GRAMMAR_H_
+#define SKILLPACK_TRAINER_TASKS_PHRASING_GRAMMAR_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "core/status.h"
+#include "trainer/tasks/paraphrase.h"
+#include "trainer/tasks/task.h"
+
+namespace skillpack {
+
+// Every distinct composed template of `task_name` (each core in each frame
+// of its kind; fields as in paraphrase.h), core by core. INVALID_ARGUMENT for a
+// task without cores.
+StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name);
+// The number of cores of `task_name` (0 for a task without cores).
+int NumPhrasingCores(absl::string_view task_name);
+
+// `n` composed paraphrases of problems from `problems`: each a uniformly drawn
+// core in a uniformly drawn frame of its kind; template_index is the core's
+// index (the router's validation holds out whole cores, whatever the frame).
+// Same arguments, same output.
+StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task& task, TaskSplit problems, int64_t n,
+                                                                      uint64_t seed);
+
+// `n` general prompts (label none) composed the same way from general cores
+// over the training split's topics with its extras (paraphrase.h
+// GeneralTopics(kTrain, true)): opener is the core's index, topic the
+// topic's. Never one of a held-out split's general prompts (their topics are
+// not training topics). Same arguments, same output.
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_TASKS_PHRASING_GRAMMAR_H_
