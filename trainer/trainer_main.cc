@@ -12,8 +12,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/args.h"
 #include "core/file_util.h"
+#include "core/json_util.h"
 #include "core/omp_wait_policy.h"
 #include "core/status.h"
 #include "core/stop_signals.h"
@@ -21,6 +23,7 @@
 #include "trainer/data.h"
 #include "trainer/job.h"
 #include "trainer/job_service.h"
+#include "trainer/tasks/router_data.h"
 #include "trainer/tasks/task.h"
 
 namespace skillpack {
@@ -49,7 +52,12 @@ constexpr char kUsage[] =
     "  make-data --task NAME --out FILE.jsonl [--split train|held_out --n N --seed S\n"
     "            --preferences]\n"
     "      write task examples as SFT JSONL {prompt,response} or, with --preferences,\n"
-    "      DPO JSONL {prompt,chosen,rejected}\n";
+    "      DPO JSONL {prompt,chosen,rejected}\n"
+    "  make-router-data --tasks NAME,NAME --out FILE.jsonl [--n 200 --general 400 --seed S\n"
+    "            --no-composed]\n"
+    "      write a router's labelled prompts {prompt,label,group} for the tasks' packs: per\n"
+    "      task N raw prompts, N paraphrases and N composed phrasings (label: the task), and\n"
+    "      general prompts plus as many composed ones (label none); for `skillpack router train`\n";
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "skillpack-trainer: %s\n", s.ToString().c_str());
@@ -198,6 +206,40 @@ int MakeDataCommand(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int MakeRouterDataCommand(const std::vector<std::string>& argv) {
+  StatusOr<Args> args = Args::Parse(argv, {"no-composed"});
+  if (!args.ok()) return Fail(args.status());
+  StatusOr<std::string> tasks = args->String("tasks");
+  StatusOr<std::string> out = args->String("out");
+  StatusOr<int64_t> n = args->IntOr("n", 200);
+  StatusOr<int64_t> general = args->IntOr("general", 400);
+  StatusOr<int64_t> seed = args->IntOr("seed", 0);
+  RouterDataOptions o;
+  o.composed = !args->Bool("no-composed");
+  for (const Status& s :
+       {tasks.status(), out.status(), n.status(), general.status(), seed.status(), args->CheckAllUsed()}) {
+    if (!s.ok()) return Fail(s);
+  }
+  if (!args->positional().empty()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("make-router-data: unexpected argument '", args->positional()[0], "'")));
+  }
+  if (*seed < 0) return Fail(absl::InvalidArgumentError(absl::StrCat("--seed must be >= 0, got ", *seed)));
+  o.per_task = *n;
+  o.general = *general;
+  o.seed = static_cast<uint64_t>(*seed);
+  StatusOr<std::vector<RouterDataRecord>> records = MakeRouterData(absl::StrSplit(*tasks, ',', absl::SkipEmpty()), o);
+  if (!records.ok()) return Fail(Annotate(records.status(), "make-router-data"));
+  std::string text;
+  for (const RouterDataRecord& r : *records) {
+    text += Json{{"prompt", r.prompt}, {"label", r.label}, {"group", r.group}}.dump();
+    text += '\n';
+  }
+  if (Status s = WriteFileAtomically(*out, text); !s.ok()) return Fail(s);
+  std::printf("%zu labelled prompts: %s\n", records->size(), out->c_str());
+  return 0;
+}
+
 }  // namespace
 }  // namespace skillpack
 
@@ -213,6 +255,7 @@ int main(int argc, char** argv) {
   if (cmd == "validate") return skillpack::ValidateCommand(rest);
   if (cmd == "serve") return skillpack::ServeCommand(rest);
   if (cmd == "make-data") return skillpack::MakeDataCommand(rest);
+  if (cmd == "make-router-data") return skillpack::MakeRouterDataCommand(rest);
   if (cmd == "tasks") {
     std::printf("%s\n", absl::StrJoin(skillpack::TaskNames(), "\n").c_str());
     return 0;

@@ -1,0 +1,153 @@
+#include "trainer/tasks/router_data.h"
+
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "tests/trainer/trainer_binary.h"
+#include "trainer/tasks/paraphrase.h"
+#include "trainer/tasks/phrasing_grammar.h"
+
+namespace skillpack {
+namespace {
+
+// The kind of a record from its group: "raw", "t" (template), "c" (composed
+// core), "o" (general opener) or "gc" (composed general core).
+std::string Kind(const RouterDataRecord& r) {
+  const std::string first = r.group.substr(0, r.group.find('|'));
+  const std::string key = first.substr(first.find(':') + 1);
+  if (key == "raw") return "raw";
+  if (r.label == "none") return key[0] == 'o' ? "o" : "gc";
+  return key.substr(0, 1);
+}
+
+TEST(RouterDataTest, EveryKindInItsCountWithItsLabelAndGroup) {
+  RouterDataOptions o;
+  o.per_task = 50;
+  o.general = 30;
+  o.seed = 7;
+  auto data = MakeRouterData({"sort", "reverse"}, o);
+  ASSERT_TRUE(data.ok()) << data.status();
+  std::map<std::pair<std::string, std::string>, int> count;  // (label, kind)
+  for (const RouterDataRecord& r : *data) {
+    ++count[{r.label, Kind(r)}];
+    EXPECT_TRUE(absl::StartsWith(r.group, r.label + ":")) << r.group;
+    EXPECT_FALSE(r.prompt.empty());
+  }
+  for (const char* task : {"sort", "reverse"}) {
+    for (const char* kind : {"raw", "t", "c"}) EXPECT_EQ((count[{task, kind}]), 50) << task << " " << kind;
+  }
+  EXPECT_EQ((count[{"none", "o"}]), 30);
+  EXPECT_EQ((count[{"none", "gc"}]), 30);
+  EXPECT_EQ(data->size(), 2u * 150 + 60);
+  // Tasks in the order given, then the general prompts.
+  EXPECT_EQ(data->front().label, "sort");
+  EXPECT_EQ((*data)[150].label, "reverse");
+  EXPECT_EQ(data->back().label, "none");
+  // Raw prompts are the task's own format.
+  EXPECT_TRUE(absl::StartsWith(data->front().prompt, "sort ")) << data->front().prompt;
+
+  auto again = MakeRouterData({"sort", "reverse"}, o);
+  ASSERT_TRUE(again.ok());
+  for (size_t i = 0; i < data->size(); ++i) ASSERT_EQ((*data)[i].prompt, (*again)[i].prompt) << i;
+  o.seed = 8;
+  auto other = MakeRouterData({"sort", "reverse"}, o);
+  int same = 0;
+  for (size_t i = 0; i < data->size(); ++i) same += (*data)[i].prompt == (*other)[i].prompt;
+  EXPECT_LT(same, 60) << "another seed draws other prompts";
+
+  o.composed = false;
+  auto plain = MakeRouterData({"sort", "reverse"}, o);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->size(), 2u * 100 + 30);
+  for (const RouterDataRecord& r : *plain) EXPECT_NE(Kind(r), "c") << r.group;
+}
+
+TEST(RouterDataTest, NoHeldOutPhrasingAppears) {
+  RouterDataOptions o;
+  o.per_task = 300;
+  o.general = 2000;  // more than the training split has: capped, composed ones as asked
+  auto data = MakeRouterData({"add", "reverse", "sort", "kv"}, o);
+  ASSERT_TRUE(data.ok()) << data.status();
+  std::set<std::string> held_out_general;
+  for (TemplateSplit split :
+       {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
+    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) held_out_general.insert(g);
+  }
+  int general = 0;
+  for (const RouterDataRecord& r : *data) {
+    if (r.label != "none") continue;
+    ++general;
+    EXPECT_EQ(held_out_general.count(r.prompt), 0u) << r.prompt;
+  }
+  EXPECT_EQ(general, NumGeneralPrompts(TemplateSplit::kTrain, true) + 2000);
+  // Templates: the paraphrase and composed groups name training templates and cores only.
+  for (const RouterDataRecord& r : *data) {
+    if (Kind(r) != "t") continue;
+    const int index = std::stoi(r.group.substr(r.group.find(":t") + 2));
+    EXPECT_FALSE(index < static_cast<int>(kFirstExtraTemplate) && index % 4 == 3) << r.group << " is held out";
+  }
+}
+
+TEST(RouterDataTest, BadArgumentsAreNamed) {
+  RouterDataOptions o;
+  auto s = MakeRouterData({"reverse", "nosuch"}, o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("nosuch"), std::string::npos) << s.status();
+  s = MakeRouterData({"reverse", "reverse"}, o);
+  EXPECT_NE(s.status().message().find("'reverse' is listed twice"), std::string::npos) << s.status();
+  s = MakeRouterData({}, o);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  o.per_task = 0;
+  s = MakeRouterData({"reverse"}, o);
+  EXPECT_NE(s.status().message().find("per_task must be >= 1, got 0"), std::string::npos) << s.status();
+  o.per_task = 1;
+  o.general = -2;
+  s = MakeRouterData({"reverse"}, o);
+  EXPECT_NE(s.status().message().find("general must be >= 1, got -2"), std::string::npos) << s.status();
+}
+
+// The real binary writes JSONL that `skillpack router train` reads: one
+// object per line with prompt, label and group.
+TEST(MakeRouterDataCommandTest, WritesLabelledJsonl) {
+  const std::string dir = ::testing::TempDir();
+  const std::string out = dir + "/router-data.jsonl", log = dir + "/make-router-data.log";
+  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
+                                      "--seed", "3", "--out", out},
+                                     log),
+            0)
+      << ReadFileToString(log).value_or("");
+  auto text = ReadFileToString(out);
+  ASSERT_TRUE(text.ok()) << text.status();
+  RouterDataOptions o;
+  o.per_task = 20;
+  o.general = 10;
+  o.seed = 3;
+  auto expected = *MakeRouterData({"reverse", "sort"}, o);
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), expected.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    auto j = ParseJson(lines[i], "line");
+    ASSERT_TRUE(j.ok()) << lines[i];
+    EXPECT_EQ((*j)["prompt"], expected[i].prompt);
+    EXPECT_EQ((*j)["label"], expected[i].label);
+    EXPECT_EQ((*j)["group"], expected[i].group);
+  }
+  EXPECT_NE(ReadFileToString(log)->find(std::to_string(expected.size()) + " labelled prompts"), std::string::npos);
+  // Errors name what is wrong and write nothing.
+  const std::string bad = dir + "/bad.jsonl";
+  EXPECT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,nosuch", "--out", bad}, log), 1);
+  EXPECT_NE(ReadFileToString(log)->find("nosuch"), std::string::npos) << *ReadFileToString(log);
+  EXPECT_FALSE(ReadFileToString(bad).ok());
+  EXPECT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse", "--n", "0", "--out", bad}, log), 1);
+  EXPECT_NE(ReadFileToString(log)->find("per_task must be >= 1"), std::string::npos) << *ReadFileToString(log);
+}
+
+}  // namespace
+}  // namespace skillpack

@@ -1,0 +1,44 @@
+// Labelled prompts for training a router over the built-in tasks' packs (the
+// `skillpack-trainer make-router-data` command; `make demo`'s router): each
+// task's raw prompts, its paraphrases from the training templates
+// (paraphrase.h) and, optionally, composed phrasings (phrasing_grammar.h),
+// labelled with the task's name; general prompts from the training openers
+// and topics (and composed general prompts), labelled "none". Every record
+// has the group it was made from (the raw format, a template, a core, an
+// opener and a topic), so a router's validation can hold out whole phrasings
+// (router_train.h LabelledPrompt::group). Held-out phrasings (paraphrase.h's
+// held-out splits) never appear.
+#ifndef SKILLPACK_TRAINER_TASKS_ROUTER_DATA_H_
+#define SKILLPACK_TRAINER_TASKS_ROUTER_DATA_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace skillpack {
+
+struct RouterDataOptions {
+  int64_t per_task = 200;  // of each kind (raw, templates, composed) per task
+  int64_t general = 400;   // general prompts (at most NumGeneralPrompts(kTrain, true)), and as many composed
+  bool composed = true;    // phrasing_grammar.h's composed phrasings too
+  uint64_t seed = 0;
+};
+
+struct RouterDataRecord {
+  std::string prompt;
+  std::string label;  // a task name or "none"
+  std::string group;  // "reverse:raw", "reverse:t4", "reverse:c12", "none:o3|none:t5", "none:c2|none:t5"
+};
+
+// Records for `tasks` (each a built-in task with paraphrase templates; no
+// task twice), tasks in the given order then the general prompts. Same
+// arguments, same output. INVALID_ARGUMENT naming the task or the count that
+// is wrong (per_task and general must be >= 1).
+StatusOr<std::vector<RouterDataRecord>> MakeRouterData(const std::vector<std::string>& tasks,
+                                                       const RouterDataOptions& options);
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_TRAINER_TASKS_ROUTER_DATA_H_
