@@ -4,10 +4,12 @@
 #      `fortunes` package's files) plus a 5% mixture of the tasks' training
 #      examples (made once, then reused)
 #   2. one SkillPack per synthetic task, made by the trainer (SFT -> compress)
-#   3. a router trained on each task's prompts plus general prompts
+#   3. a router trained on each task's prompts and natural phrasings of them plus
+#      general prompts
 #   4. skillpack-server with the packs and the router on 127.0.0.1
 #   5. AUTO requests of each task and general ones: the chosen pack, the router's
-#      score, the answer, and whether the task's verifier accepts it
+#      score, the answer, and whether the task's verifier accepts it; where a few
+#      natural phrasings are routed
 # Everything made in steps 1-3 is cached under $SKILLPACK_DEMO_DIR (demo-data/).
 # SKILLPACK_DEMO_BASE=random uses the first tiny world's base instead: random
 # weights, 2 layers, hidden 128 (no pretraining).
@@ -71,23 +73,18 @@ JOB
 done
 "$BIN" pack inspect "$DATA/packs/${TASKS[0]}.skillpack" | sed -n 1,6p  # sed reads it all: no SIGPIPE under pipefail
 
-# 3. The router: each task's training prompts (label = its pack) and general prompts (label none).
-if [ ! -f "$DATA/router.safetensors" ]; then
+# 3. The router: each task's raw prompts, paraphrases and composed phrasings (label =
+# its pack) and general prompts (label none), from `skillpack-trainer make-router-data`;
+# features: layer-0 states pooled by mean and by surprisal (bench/README.md, Table 4).
+# Retrained when the recipe below changes.
+router_recipe="make-router-data --tasks $(IFS=,; echo "${TASKS[*]}") --n 200 --general 400 --seed 3 | router train --layers 0 --pooling mean,surprisal --seed 1"
+if [ ! -f "$DATA/router.safetensors" ] || [ "$(cat "$DATA/router.recipe" 2>/dev/null)" != "$router_recipe" ]; then
   say "training the router"
   labelled="$DATA/router-data.jsonl"
-  : > "$labelled"
-  for task in "${TASKS[@]}"; do
-    "$TRAINER" make-data --task "$task" --split train --n 150 --seed 3 --out "$DATA/router-$task.jsonl"
-    sed -e 's/,"response":.*$/,"label":"'"$task"'"}/' "$DATA/router-$task.jsonl" >> "$labelled"
-  done
-  general=("Tell me about the weather today." "What is the capital of France?" "Write a short poem about the sea."
-           "How do birds fly?" "Explain why the sky looks blue." "Give me a recipe for bread."
-           "Who wrote this old story?" "Describe a quiet morning walk." "What time is it in Tokyo?"
-           "Can you help me plan a trip?" "Summarise the news for me." "Why do cats purr?")
-  for i in $(seq 1 15); do
-    for g in "${general[@]}"; do printf '{"prompt":"%s (%d)","label":"none"}\n' "$g" "$i" >> "$labelled"; done
-  done
-  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --seed 1
+  "$TRAINER" make-router-data --tasks "$(IFS=,; echo "${TASKS[*]}")" --n 200 --general 400 --seed 3 --out "$labelled"
+  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --layers 0 \
+    --pooling mean,surprisal --seed 1
+  printf '%s\n' "$router_recipe" > "$DATA/router.recipe"
 fi
 
 # 4. The server, on ephemeral ports.
@@ -149,6 +146,18 @@ ask general "Write a haiku about autumn." ""
 ask general "Tell me something wise about work." ""
 echo
 echo "verifier accepted $ok of $total task answers"
+
+say "natural phrasings: where the router sends them (the packs answer their task's own format)"
+routed_ok=0
+for case in "reverse|Could you flip the letters of lantern around?" "reverse|Write kestrel backwards, please." \
+  "sort|Please put the digits 8351 in order." "sort|Sort 9042 from smallest to largest" \
+  "none|What is the capital of Spain?" "none|Recommend a film for tonight."; do
+  want=${case%%|*} prompt=${case#*|}
+  got=$("$BIN" client route --server "$addr" --prompt "$prompt" 2>/dev/null | sed -n 's/^packs: \([^:]*\).*/\1/p')
+  [ "$got" = "$want" ] && routed_ok=$((routed_ok + 1))
+  printf '%-48s %-8s (a person would say: %s)\n' "$prompt" "$got" "$want"
+done
+echo "routed as a person would: $routed_ok of 6"
 
 say "the same request naming a pack explicitly, and with no pack"
 first=$(head -n 1 "$DATA/held-${TASKS[0]}.jsonl" | sed -n 's/^{"prompt":"\(.*\)","response".*/\1/p')
