@@ -103,7 +103,9 @@ TEST_F(RouterFeaturesTest, SurprisalPoolingWeighsTokensByTheBaseModelsSurprise) 
       at::Tensor got = (*f)[i].slice(0, (2 * b + 1) * H, (2 * b + 2) * H);
       EXPECT_TRUE(at::allclose(got, (h * weight.unsqueeze(1)).sum(0), 1e-4, 1e-5))
           << "prompt " << i << ", layer " << layer;
-      if (T > 2) EXPECT_FALSE(at::allclose(got, h.mean(0), 1e-3, 1e-4)) << "surprisal weights are not uniform";
+      if (T > 2) {
+        EXPECT_FALSE(at::allclose(got, h.mean(0), 1e-3, 1e-4)) << "surprisal weights are not uniform";
+      }
     }
   }
 }
