@@ -87,7 +87,8 @@ TEST(RouterDataTest, NoHeldOutPhrasingAppears) {
     EXPECT_EQ(held_out_general.count(r.prompt), 0u) << r.prompt;
   }
   EXPECT_EQ(general, NumGeneralPrompts(TemplateSplit::kTrain, true) + 2000);
-  // Templates: the paraphrase and composed groups name training templates and cores only.
+  // The paraphrases come from training templates only (composed phrasings
+  // leave held-out templates out: phrasing_grammar_test).
   for (const RouterDataRecord& r : *data) {
     if (Kind(r) != "t") continue;
     const int index = std::stoi(r.group.substr(r.group.find(":t") + 2));

@@ -1,6 +1,7 @@
 #include "trainer/tasks/router_data.h"
 
 #include <algorithm>
+#include <memory>
 #include <set>
 
 #include "absl/strings/str_cat.h"
