@@ -291,8 +291,7 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
     EXPECT_EQ(static_cast<int64_t>(fresh_set.size()), n);
     std::vector<std::string> others =
         GeneralPrompts(TemplateSplit::kTrain, NumGeneralPrompts(TemplateSplit::kTrain, true), 1, true);
-    for (TemplateSplit other :
-         {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
+    for (TemplateSplit other : kHeldOutTemplateSplits) {
       if (other == split) continue;
       for (const std::string& h : GeneralPrompts(other, NumGeneralPrompts(other), 1)) others.push_back(h);
     }

@@ -4,20 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/strip.h"
-
 namespace skillpack {
 namespace {
-
-// A phrasing compared without case and trailing punctuation or spaces.
-std::string Normalized(std::string s) {
-  while (!s.empty() && (s.back() == '.' || s.back() == '?' || s.back() == '!' || s.back() == ' ')) s.pop_back();
-  return absl::AsciiStrToLower(s);
-}
-
-constexpr TemplateSplit kHeldOutSplits[] = {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2,
-                                            TemplateSplit::kFresh3};
 
 TEST(PhrasingGrammarTest, EveryComposedTemplateFillsAndNoneIsAHeldOutTemplate) {
   const std::map<std::string, std::string> canonical = {{"add", "37+45="},
@@ -35,15 +23,15 @@ TEST(PhrasingGrammarTest, EveryComposedTemplateFillsAndNoneIsAHeldOutTemplate) {
     EXPECT_GE(composed->size(), 10u * static_cast<size_t>(NumPhrasingCores(name)));
     EXPECT_EQ(std::set<std::string>(composed->begin(), composed->end()).size(), composed->size());
     std::set<std::string> held_out;
-    for (TemplateSplit split : kHeldOutSplits) {
+    for (TemplateSplit split : kHeldOutTemplateSplits) {
       auto templates = ParaphraseTemplates(name, split);
       ASSERT_TRUE(templates.ok()) << templates.status();
-      for (const std::string& h : *templates) held_out.insert(Normalized(h));
+      for (const std::string& h : *templates) held_out.insert(NormalizedPhrasing(h));
     }
     for (const std::string& t : *composed) {
       auto filled = Paraphrase(*task, canonical.at(name), t);
       ASSERT_TRUE(filled.ok()) << t << ": " << filled.status();
-      EXPECT_EQ(held_out.count(Normalized(t)), 0u) << "composed \"" << t << "\" is a held-out template";
+      EXPECT_EQ(held_out.count(NormalizedPhrasing(t)), 0u) << "composed \"" << t << "\" is a held-out template";
     }
   }
 }
@@ -101,8 +89,9 @@ TEST(PhrasingGrammarTest, ComposedGeneralPromptsUseTrainingTopicsOnly) {
   ASSERT_EQ(a.size(), 500u);
   const std::vector<std::string> topics = GeneralTopics(TemplateSplit::kTrain, true);
   std::set<std::string> held_out;
-  for (TemplateSplit split : kHeldOutSplits) {
-    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) held_out.insert(Normalized(g));
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
+    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1))
+      held_out.insert(NormalizedPhrasing(g));
   }
   std::set<int> cores;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -111,7 +100,7 @@ TEST(PhrasingGrammarTest, ComposedGeneralPromptsUseTrainingTopicsOnly) {
     ASSERT_LT(a[i].topic, static_cast<int>(topics.size()));
     EXPECT_NE(a[i].text.find(topics[static_cast<size_t>(a[i].topic)]), std::string::npos) << a[i].text;
     EXPECT_EQ(a[i].text.find("{t}"), std::string::npos) << a[i].text;
-    EXPECT_EQ(held_out.count(Normalized(a[i].text)), 0u) << a[i].text;
+    EXPECT_EQ(held_out.count(NormalizedPhrasing(a[i].text)), 0u) << a[i].text;
     cores.insert(a[i].opener);
   }
   EXPECT_GE(cores.size(), 15u);

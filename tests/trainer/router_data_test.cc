@@ -76,8 +76,7 @@ TEST(RouterDataTest, NoHeldOutPhrasingAppears) {
   auto data = MakeRouterData({"add", "reverse", "sort", "kv"}, o);
   ASSERT_TRUE(data.ok()) << data.status();
   std::set<std::string> held_out_general;
-  for (TemplateSplit split :
-       {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
     for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) held_out_general.insert(g);
   }
   int general = 0;

@@ -5,6 +5,7 @@
 #include <random>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -354,6 +355,13 @@ const char* TemplateSplitName(TemplateSplit split) {
       break;
   }
   return "fresh3";
+}
+
+std::string NormalizedPhrasing(absl::string_view text) {
+  while (!text.empty() && (text.back() == '.' || text.back() == '?' || text.back() == '!' || text.back() == ' ')) {
+    text.remove_suffix(1);
+  }
+  return absl::AsciiStrToLower(text);
 }
 
 StatusOr<std::vector<std::string>> ParaphraseTemplates(absl::string_view task_name) {

@@ -39,7 +39,13 @@ namespace skillpack {
 enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2, kFresh3 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / "fresh2" / "fresh3"
+const char* TemplateSplitName(TemplateSplit split);
+// Every held-out split, in order: no router trains on any of them.
+inline constexpr TemplateSplit kHeldOutTemplateSplits[] = {TemplateSplit::kHeldOut, TemplateSplit::kFresh,
+                                                           TemplateSplit::kFresh2, TemplateSplit::kFresh3};
+// A phrasing as splits are compared: lower case, without trailing '.', '?',
+// '!' or spaces ("Reverse {s}." and "reverse {s}" are the same phrasing).
+std::string NormalizedPhrasing(absl::string_view text);  // "train" / "held_out" / "fresh" / "fresh2" / "fresh3"
 
 // All templates of task `task_name` in their fixed order (fields in braces:
 // add {a} {b}; reverse, sort {s}; kv {pairs} {q} with pairs "a=3, b=5";

@@ -6,7 +6,6 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 
@@ -127,14 +126,8 @@ std::pair<const std::string*, bool> Core(const Cores& cores, size_t index) {
   return {&cores.questions[index - cores.imperative.size()], true};
 }
 
-// A phrasing compared without case and end punctuation.
-std::string Normalized(absl::string_view s) {
-  while (!s.empty() && (s.back() == '.' || s.back() == '?' || s.back() == '!' || s.back() == ' ')) s.remove_suffix(1);
-  return absl::AsciiStrToLower(s);
-}
-
 // Each core's distinct templates (the core in every frame of its kind), less
-// those equal to `excluded` (normalized).
+// those equal to `excluded` (NormalizedPhrasing).
 using TemplatesByCore = std::vector<std::vector<std::string>>;
 TemplatesByCore Compose(const Cores& cores, const std::set<std::string>& excluded) {
   TemplatesByCore out;
@@ -144,7 +137,7 @@ TemplatesByCore Compose(const Cores& cores, const std::set<std::string>& exclude
     out.emplace_back();
     for (const std::string& frame : Frames(question)) {
       std::string t = Frame(frame, *core);
-      if (excluded.count(Normalized(t)) == 0 && seen.insert(t).second) out.back().push_back(std::move(t));
+      if (excluded.count(NormalizedPhrasing(t)) == 0 && seen.insert(t).second) out.back().push_back(std::move(t));
     }
   }
   return out;
@@ -157,11 +150,10 @@ StatusOr<const TemplatesByCore*> TaskTemplates(absl::string_view task_name) {
     auto* m = new std::map<std::string, TemplatesByCore>;
     for (const auto& [task, cores] : TaskCores()) {
       std::set<std::string> held_out;
-      for (TemplateSplit split :
-           {TemplateSplit::kHeldOut, TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3}) {
+      for (TemplateSplit split : kHeldOutTemplateSplits) {
         StatusOr<std::vector<std::string>> templates = ParaphraseTemplates(task, split);
         if (!templates.ok()) continue;  // a task without paraphrases has no held-out phrasing to avoid
-        for (const std::string& t : *templates) held_out.insert(Normalized(t));
+        for (const std::string& t : *templates) held_out.insert(NormalizedPhrasing(t));
       }
       (*m)[task] = Compose(cores, held_out);
     }
