@@ -219,8 +219,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh), "fresh");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh2), "fresh2");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh3), "fresh3");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh4), "fresh4");
   const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2,
-                                                   TemplateSplit::kFresh3};
+                                                   TemplateSplit::kFresh3, TemplateSplit::kFresh4};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -280,6 +281,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh3,
        {"bedtime story", "misconceptions", "five-minute talk", "documentary", "little-known", "quiz", "glacier",
         "pyramids", "giza", "meditation", "hedgehog", "apollo", "firefl", "marathon", "northern lights"}},
+      {TemplateSplit::kFresh4,
+       {"like i'm five", "tweet", "trivia", "reading list", "fascinating", "timeline", "eiffel", "tornado", "turtle",
+        "yoga", "viking", "kite", "amazon", "board game"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

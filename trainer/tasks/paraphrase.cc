@@ -150,8 +150,36 @@ const std::map<std::string, std::vector<std::string>>& Fresh3Templates() {
   return *kFresh3;
 }
 
+// A fifth held-out set, written as Fresh3Templates was (as a user might ask;
+// none a template of another split) after the fourth set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh4Templates() {
+  static const auto* kFresh4 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"How much do {a} and {b} make?", "hey what's {a} + {b} again",
+        "I walked {a} steps yesterday and {b} today. What's my total for the two days?",
+        "Can you work out {a} + {b} for me?"}},
+      {"reverse",
+       {"Can you spell {s} in reverse?", "What's {s} if you read it from the end?",
+        "I'm making a puzzle and need {s} written backwards. Can you do that?", "Could I get {s} reversed?"}},
+      {"sort",
+       {"Could you sort the digits of {s} from lowest to highest?", "Put these digits in order for me: {s}",
+        "What's {s} with its digits sorted smallest to largest?",
+        "I'm checking my homework. What's {s} sorted in ascending order?"}},
+      {"kv",
+       {"If {pairs}, then what's {q}?", "Here's a list: {pairs}. What's the value for {q}?",
+        "What's the number assigned to {q} in {pairs}?", "My notes say {pairs}. What did I write down for {q}?"}},
+      {"caesar",
+       {"Could you Caesar-encrypt {s} with a shift of {n}?", "Shift {s} by {n} positions in the alphabet, please.",
+        "what's {s} in rot{n}",
+        "For a scavenger hunt clue I want every letter in {s} moved forward {n} places. What does it come out as?"}},
+  };
+  return *kFresh4;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3); null for the splits that index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4); null for the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -162,9 +190,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh2:
       return &Fresh2Templates();
     case TemplateSplit::kFresh3:
+      return &Fresh3Templates();
+    case TemplateSplit::kFresh4:
       break;
   }
-  return &Fresh3Templates();
+  return &Fresh4Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -175,7 +205,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh, kFresh2 and kFresh3.
+// split's own list for kFresh, kFresh2, kFresh3 and kFresh4.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -263,6 +293,13 @@ const GeneralParts& General(TemplateSplit split) {
                         "What's a little-known fact about {t}?", "Put together a short quiz about {t}."},
                        {"glaciers", "the pyramids of Giza", "meditation", "hedgehogs", "the Apollo missions",
                         "fireflies", "marathon running", "the northern lights"}};
+  // The fifth set's (see Fresh4Templates): openers and topics in none of the
+  // lists above nor ExtraGeneral's.
+  static const auto* kFresh4 = new GeneralParts{
+      {"Explain {t} like I'm five.", "Write a tweet about {t}.", "What's some good trivia about {t}?",
+       "Give me a reading list on {t}.", "What makes {t} so fascinating?", "Can you give me a timeline of {t}?"},
+      {"the Eiffel Tower", "tornadoes", "sea turtles", "yoga", "the Vikings", "kites", "the Amazon River",
+       "board games"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -273,9 +310,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh2:
       return *kFresh2;
     case TemplateSplit::kFresh3:
+      return *kFresh3;
+    case TemplateSplit::kFresh4:
       break;
   }
-  return *kFresh3;
+  return *kFresh4;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -352,9 +391,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh2:
       return "fresh2";
     case TemplateSplit::kFresh3:
+      return "fresh3";
+    case TemplateSplit::kFresh4:
       break;
   }
-  return "fresh3";
+  return "fresh4";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
