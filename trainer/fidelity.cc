@@ -631,6 +631,27 @@ StatusOr<Json> Study::Table4() {
                     rs.general_groups_by_topic ? absl::StrCat("none:c", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:c", g.opener)});
   }
+  Json corpus_topics;
+  if (!rs.composed_topic_corpus.empty()) {
+    ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.composed_topic_corpus));
+    std::vector<std::string> texts;
+    for (CorpusDocument& d : docs) texts.push_back(std::move(d.text));
+    const std::vector<std::string> words = CorpusTopicWords(texts, rs.composed_topic_words, spec_.seed + 27);
+    if (words.empty()) {
+      return absl::InvalidArgumentError("spec.router.composed.corpus_topics: the corpus has no usable topic word");
+    }
+    for (const GeneralPrompt& g : ComposedGeneralPrompts(rs.composed_corpus_general, spec_.seed + 28, words)) {
+      data.push_back({g.text, kRouterNoneLabel, absl::StrCat("none:c", g.opener, "|none:w", g.topic)});
+    }
+    corpus_topics = {
+        {"paths", rs.composed_topic_corpus},
+        {"words", words.size()},
+        {"prompts", rs.composed_corpus_general},
+        {"first_words", std::vector<std::string>(words.begin(), words.begin() + std::min<size_t>(words.size(), 40))}};
+    Log(absl::StrCat("router: ", rs.composed_corpus_general, " composed general prompts over ", words.size(),
+                     " corpus topic words (",
+                     absl::StrJoin(corpus_topics["first_words"].get<std::vector<std::string>>(), ", "), ", ...)"));
+  }
   for (const GeneralPrompt& g :
        GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23, rs.extra_general)) {
     data.push_back({g.text, kRouterNoneLabel,
@@ -779,6 +800,7 @@ StatusOr<Json> Study::Table4() {
                   {"extra_templates", rs.extra_templates},
                   {"extra_general", rs.extra_general},
                   {"composed", {{"per_task", rs.composed_per_task}, {"general", rs.composed_general}}}};
+  if (!corpus_topics.is_null()) t["options"]["composed"]["corpus_topics"] = corpus_topics;
   Json templates;
   std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
   for (const HeldOutSet& h : kHeldOutSets) splits.push_back(h.split);
@@ -1265,6 +1287,17 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(cc.CheckObject());
       RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs.composed_per_task, 0, 1000000));
       RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs.composed_general, 0, 1000000));
+      if (cc.Has("corpus_topics")) {
+        FieldReader ct(cc.Get("corpus_topics"), "spec.router.composed.corpus_topics");
+        RETURN_IF_ERROR(ct.CheckObject());
+        ASSIGN_OR_RETURN(rs.composed_topic_corpus,
+                         ReadPathList(ct.Has("paths") ? ct.Get("paths") : Json(), ct.Path("paths"), base_dir));
+        rs.composed_topic_words = 2000;
+        rs.composed_corpus_general = 800;
+        RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs.composed_topic_words, 1, 1000000));
+        RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs.composed_corpus_general, 1, 1000000));
+        RETURN_IF_ERROR(ct.Finish());
+      }
       RETURN_IF_ERROR(cc.Finish());
     }
     if (c.Has("general_corpus")) {

@@ -39,7 +39,8 @@
 //               "layer": 0, "width": 128, "epochs": 200, "lr": 3e-3,
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
-//               "extra_general": false, "composed": {"per_task": 0, "general": 0},
+//               "extra_general": false, "composed": {"per_task": 0, "general": 0,
+//                             "corpus_topics": {"paths": [...], "words": 2000, "prompts": 800}},
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
 //                          "general_groups": "opener_topic" | "opener",
 //                          "raw_prompts": "training_only" | "validated",
@@ -96,6 +97,13 @@ struct FidelityRouterSpec {
   // (phrasing_grammar.h); validation groups them by core. 0 and 0 (the
   // default): none, as the specs committed before it.
   int64_t composed_per_task = 0, composed_general = 0;
+  // "composed": {..., "corpus_topics": {"paths": [...], "words": W,
+  // "prompts": P}}: P more general prompts composed the same way over W topic
+  // words of a text corpus (phrasing_grammar.h CorpusTopicWords: never a word
+  // of a task's phrasings or of a held-out split's), so the none class meets
+  // many topics; validation groups them by core and word. None by default.
+  std::vector<std::string> composed_topic_corpus;
+  int64_t composed_topic_words = 0, composed_corpus_general = 0;
   // paraphrase.h's training-only extra general openers and topics ("general"
   // then draws from 24 x 44 prompts instead of 8 x 12); off by default so the
   // specs committed before it draw the prompts they drew.

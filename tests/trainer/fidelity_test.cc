@@ -148,6 +148,19 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   ASSERT_TRUE(composed.ok()) << composed.status();
   EXPECT_EQ(composed->router->composed_per_task, 0);
   EXPECT_EQ(composed->router->composed_general, 5);
+  EXPECT_TRUE(composed->router->composed_topic_corpus.empty());
+  j["router"]["composed"]["corpus_topics"] = {{"words", 10}};
+  ExpectInvalid(j, "spec.router.composed.corpus_topics.paths");
+  j["router"]["composed"]["corpus_topics"] = {{"paths", Json::array({"/etc/hostname"})}, {"words", 0}};
+  ExpectInvalid(j, "spec.router.composed.corpus_topics.words");
+  j["router"]["composed"]["corpus_topics"] = {{"paths", Json::array({"/etc/hostname"})}, {"prompts", 0}};
+  ExpectInvalid(j, "spec.router.composed.corpus_topics.prompts");
+  j["router"]["composed"]["corpus_topics"] = {{"paths", Json::array({"/etc/hostname"})}};
+  composed = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(composed.ok()) << composed.status();
+  EXPECT_EQ(composed->router->composed_topic_corpus, std::vector<std::string>{"/etc/hostname"});
+  EXPECT_EQ(composed->router->composed_topic_words, 2000);
+  EXPECT_EQ(composed->router->composed_corpus_general, 800);
   j = SmallSpec();
   j["router"]["select"]["candidates"][1]["name"] = "mean0";
   ExpectInvalid(j, "spec.router.select.candidates[1].name");
@@ -244,8 +257,15 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // 100 are both all of it, one setting).
   j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})},
                                    {"sentences", Json::array({0, 50, 100})}};
-  // Composed phrasings (phrasing_grammar.h) beside the templates.
-  j["router"]["composed"] = {{"per_task", 10}, {"general", 8}};
+  // Composed phrasings (phrasing_grammar.h) beside the templates, and
+  // composed general prompts over a corpus's topic words (two usable: each
+  // written in lower case three times; "quiet" only once).
+  ASSERT_TRUE(
+      WriteFileAtomically(dir + "/topics.txt", "teapots and teapots, teapots; a lantern, lantern, lantern. quiet\n")
+          .ok());
+  j["router"]["composed"] = {{"per_task", 10},
+                             {"general", 8},
+                             {"corpus_topics", {{"paths", Json::array({dir + "/topics.txt"})}, {"prompts", 6}}}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -266,7 +286,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // paraphrases and general prompts are (each once per candidate and epochs).
   EXPECT_EQ(sel["raw_prompts"], "training_only");
   const Json& rr = j["router"];
-  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * 10 + 8;
+  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * 10 + 8 + 6;
   const int64_t validatable = static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() +
                               rr["general"].get<int64_t>() + composed;
   for (const Json& s : sel["scores"]) {
@@ -284,7 +304,13 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(t4["train_prompts"].get<int64_t>() - used,
             j["tasks"].size() * 2 * r["examples_per_task"].get<int64_t>() + r["general"].get<int64_t>() + composed)
       << "the chosen amount's sentences and the composed phrasings are trained on";
-  EXPECT_EQ(t4["options"]["composed"], Json({{"per_task", 10}, {"general", 8}}));
+  EXPECT_EQ(t4["options"]["composed"]["per_task"], 10);
+  EXPECT_EQ(t4["options"]["composed"]["general"], 8);
+  const Json& ct = t4["options"]["composed"]["corpus_topics"];
+  EXPECT_EQ(ct["words"], 2);
+  EXPECT_EQ(ct["prompts"], 6);
+  EXPECT_EQ(std::set<std::string>(ct["first_words"].begin(), ct["first_words"].end()),
+            (std::set<std::string>{"teapots", "lantern"}));
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());

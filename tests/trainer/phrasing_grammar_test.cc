@@ -1,5 +1,6 @@
 #include "trainer/tasks/phrasing_grammar.h"
 
+#include <cctype>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -105,6 +106,96 @@ TEST(PhrasingGrammarTest, ComposedGeneralPromptsUseTrainingTopicsOnly) {
   }
   EXPECT_GE(cores.size(), 15u);
   EXPECT_TRUE(ComposedGeneralPrompts(0, 3).empty());
+}
+
+TEST(PhrasingGrammarTest, ComposedGeneralPromptsOverGivenTopics) {
+  // The training topics given explicitly draw exactly the default prompts.
+  const std::vector<GeneralPrompt> def = ComposedGeneralPrompts(300, 7);
+  const std::vector<GeneralPrompt> same = ComposedGeneralPrompts(300, 7, GeneralTopics(TemplateSplit::kTrain, true));
+  ASSERT_EQ(def.size(), same.size());
+  for (size_t i = 0; i < def.size(); ++i) {
+    EXPECT_EQ(def[i].text, same[i].text);
+    EXPECT_EQ(def[i].topic, same[i].topic);
+  }
+  const std::vector<std::string> topics = {"lighthouses", "marmalade", "tugboats"};
+  const std::vector<GeneralPrompt> g = ComposedGeneralPrompts(200, 7, topics);
+  ASSERT_EQ(g.size(), 200u);
+  std::set<int> used;
+  for (const GeneralPrompt& p : g) {
+    ASSERT_GE(p.topic, 0);
+    ASSERT_LT(p.topic, 3);
+    EXPECT_NE(p.text.find(topics[static_cast<size_t>(p.topic)]), std::string::npos) << p.text;
+    used.insert(p.topic);
+  }
+  EXPECT_EQ(used.size(), 3u);
+  EXPECT_TRUE(ComposedGeneralPrompts(10, 7, {}).empty());
+}
+
+// Every word (letters only, lower case) of `text`.
+std::set<std::string> Words(const std::string& text) {
+  std::set<std::string> out;
+  std::string w;
+  for (char c : text + " ") {
+    if (std::isalpha(static_cast<unsigned char>(c))) {
+      w += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    } else if (!w.empty()) {
+      out.insert(w);
+      w.clear();
+    }
+  }
+  return out;
+}
+
+TEST(PhrasingGrammarTest, CorpusTopicWordsKeepFrequentLowerCaseWordsOnly) {
+  const std::string text =
+      "The lantern glowed. A lantern, a lantern! Kettles whistle; kettles kettles kettles.\n"
+      "Zebra Zebra Zebra (capitalised: never). isn't isn't isn't (a contraction). cat cat cat (too short).\n"
+      "extraordinarily extraordinarily extraordinarily (13 letters). once once once (a function word).\n"
+      "twice twice (only two). backwards backwards backwards (a task's word). "
+      "digit digit digit (a task's word, singular).";
+  const std::vector<std::string> words = CorpusTopicWords({text}, 100, 1);
+  EXPECT_EQ(std::set<std::string>(words.begin(), words.end()), (std::set<std::string>{"kettles", "lantern"}));
+  // Split across texts, counted together.
+  EXPECT_EQ(CorpusTopicWords({"lantern lantern", "lantern"}, 100, 1), std::vector<std::string>{"lantern"});
+  EXPECT_TRUE(CorpusTopicWords({}, 100, 1).empty());
+}
+
+TEST(PhrasingGrammarTest, CorpusTopicWordsNeverAHeldOutWordAndSeeded) {
+  // A corpus made of every held-out split's general prompts and templates,
+  // each word written three times, with plural and singular forms: none is
+  // a topic word, while words of no split are.
+  std::string corpus;
+  std::set<std::string> held_out;
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
+    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) {
+      for (const std::string& w : Words(g)) held_out.insert(w);
+    }
+    for (const std::string& name : TaskNames()) {
+      auto templates = ParaphraseTemplates(name, split);
+      if (!templates.ok()) continue;
+      for (const std::string& t : *templates) {
+        for (const std::string& w : Words(t)) held_out.insert(w);
+      }
+    }
+  }
+  ASSERT_GE(held_out.size(), 100u);
+  for (const std::string& w : held_out) {
+    for (const std::string& form : {w, w + "s", w.back() == 's' ? w.substr(0, w.size() - 1) : w}) {
+      corpus += form + " " + form + " " + form + "\n";
+    }
+  }
+  const std::vector<std::string> fillers = {"marmalade", "tugboat", "quarry", "saddle", "thimble"};
+  for (const std::string& f : fillers) corpus += f + " " + f + " " + f + "\n";
+  const std::vector<std::string> all = CorpusTopicWords({corpus}, 1000, 4);
+  EXPECT_EQ(std::set<std::string>(all.begin(), all.end()), std::set<std::string>(fillers.begin(), fillers.end()));
+  // Seeded order, n a prefix of the same draw.
+  EXPECT_EQ(CorpusTopicWords({corpus}, 1000, 4), all);
+  const std::vector<std::string> three = CorpusTopicWords({corpus}, 3, 4);
+  EXPECT_EQ(three, std::vector<std::string>(all.begin(), all.begin() + 3));
+  bool other_order = false;
+  for (uint64_t seed = 5; seed < 15 && !other_order; ++seed)
+    other_order = CorpusTopicWords({corpus}, 1000, seed) != all;
+  EXPECT_TRUE(other_order);
 }
 
 TEST(PhrasingGrammarTest, TaskWithoutCoresIsRejectedWithItsName) {

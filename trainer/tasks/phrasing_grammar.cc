@@ -1,11 +1,13 @@
 #include "trainer/tasks/phrasing_grammar.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <random>
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 
@@ -213,7 +215,11 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task
 }
 
 std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed) {
-  const std::vector<std::string> topics = GeneralTopics(TemplateSplit::kTrain, true);
+  return ComposedGeneralPrompts(n, seed, GeneralTopics(TemplateSplit::kTrain, true));
+}
+
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics) {
+  if (topics.empty()) return {};
   std::mt19937_64 rng(seed);
   std::vector<GeneralPrompt> out;
   for (int64_t i = 0; i < n; ++i) {
@@ -222,6 +228,95 @@ std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed) {
     out.push_back({absl::StrReplaceAll(tmpl, {{"{t}", topics[topic]}}), core, static_cast<int>(topic)});
   }
   return out;
+}
+
+std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed) {
+  // Every phrasing a topic must not share a word with: the tasks' templates
+  // (all splits) and cores, and the held-out splits' general prompts.
+  std::set<std::string> excluded = {
+      "about",      "above",   "after",   "again",  "against",  "also",       "always", "among",    "another",
+      "anything",   "around",  "away",    "back",   "became",   "because",    "become", "been",     "before",
+      "being",      "below",   "best",    "better", "between",  "both",       "came",   "cannot",   "come",
+      "comes",      "could",   "does",    "doing",  "done",     "down",       "during", "each",     "either",
+      "else",       "enough",  "even",    "ever",   "every",    "everything", "from",   "gets",     "getting",
+      "give",       "goes",    "going",   "gone",   "good",     "great",      "have",   "having",   "here",
+      "himself",    "into",    "itself",  "just",   "keep",     "know",       "last",   "least",    "less",
+      "like",       "little",  "made",    "make",   "many",     "might",      "more",   "most",     "much",
+      "must",       "myself",  "never",   "next",   "nothing",  "often",      "once",   "only",     "other",
+      "others",     "ours",    "over",    "own",    "perhaps",  "quite",      "rather", "really",   "said",
+      "same",       "says",    "seem",    "seems",  "shall",    "should",     "since",  "some",     "someone",
+      "something",  "soon",    "such",    "sure",   "take",     "than",       "that",   "their",    "them",
+      "themselves", "then",    "there",   "these",  "they",     "thing",      "things", "think",    "this",
+      "those",      "though",  "through", "thus",   "together", "too",        "toward", "under",    "until",
+      "upon",       "very",    "want",    "well",   "went",     "were",       "what",   "whatever", "when",
+      "where",      "whether", "which",   "while",  "whom",     "whose",      "will",   "with",     "within",
+      "without",    "would",   "your",    "yours",  "yourself"};
+  auto add_words = [&](absl::string_view text) {
+    std::string word;
+    for (size_t i = 0; i <= text.size(); ++i) {
+      const unsigned char c = i < text.size() ? static_cast<unsigned char>(text[i]) : ' ';
+      if (std::isalpha(c)) {
+        word += static_cast<char>(std::tolower(c));
+        continue;
+      }
+      if (word.size() > 1) {
+        excluded.insert(word);
+        excluded.insert(word + "s");
+        excluded.insert(word + "es");
+        if (word.back() == 's') excluded.insert(word.substr(0, word.size() - 1));
+        if (absl::EndsWith(word, "es")) excluded.insert(word.substr(0, word.size() - 2));
+      }
+      word.clear();
+    }
+  };
+  for (const auto& [task, cores] : TaskCores()) {
+    StatusOr<std::vector<std::string>> composed = ComposedTemplates(task);
+    if (composed.ok()) {
+      for (const std::string& t : *composed) add_words(t);
+    }
+    StatusOr<std::vector<std::string>> all = ParaphraseTemplates(task);
+    if (all.ok()) {
+      for (const std::string& t : *all) add_words(t);
+    }
+    for (TemplateSplit split : kHeldOutTemplateSplits) {
+      StatusOr<std::vector<std::string>> templates = ParaphraseTemplates(task, split);
+      if (!templates.ok()) continue;
+      for (const std::string& t : *templates) add_words(t);
+    }
+  }
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
+    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 0)) add_words(g);
+  }
+  // Words written in lower case (not inside a contraction: "isn't"), counted.
+  std::map<std::string, int64_t> counts;
+  for (const std::string& text : texts) {
+    size_t i = 0;
+    while (i < text.size()) {
+      if (!std::isalpha(static_cast<unsigned char>(text[i]))) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      bool lower = true;
+      while (j < text.size() && std::isalpha(static_cast<unsigned char>(text[j]))) {
+        lower = lower && std::islower(static_cast<unsigned char>(text[j]));
+        ++j;
+      }
+      const bool contraction = (i > 0 && text[i - 1] == '\'') || (j < text.size() && text[j] == '\'');
+      if (lower && !contraction && j - i >= 4 && j - i <= 12) ++counts[text.substr(i, j - i)];
+      i = j;
+    }
+  }
+  std::vector<std::string> words;
+  for (const auto& [word, count] : counts) {
+    if (count >= 3 && excluded.count(word) == 0) words.push_back(word);
+  }
+  // A seeded Fisher-Yates shuffle (written out: std::shuffle's order is the
+  // library's), then the first n.
+  std::mt19937_64 rng(seed);
+  for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[rng() % i]);
+  if (n < static_cast<int64_t>(words.size())) words.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  return words;
 }
 
 }  // namespace skillpack

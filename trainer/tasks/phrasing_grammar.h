@@ -51,6 +51,21 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task
 // topic's. Never one of a held-out split's general prompts (their topics are
 // not training topics). Same arguments, same output.
 std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed);
+// The same over `topics` instead (topic: an index into it; none may be
+// empty). Same arguments, same output; with GeneralTopics(kTrain, true), the
+// prompts above.
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics);
+
+// Topic words from a text corpus (`texts`, e.g. pretrain.h's documents), so
+// that general prompts meet many more topics than the 44 written ones: words
+// of 4 to 12 letters written in lower case at least 3 times in the corpus,
+// less common function words, less every word of any task's templates and
+// cores (a topic never names a task's operation) and of any held-out split's
+// templates and general prompts, each also with and without a trailing "s" or
+// "es" (a held-out general prompt's topic is never a training topic). `n` of
+// them (all when there are fewer) in a seeded order. Same arguments, same
+// output.
+std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed);
 
 }  // namespace skillpack
 
