@@ -23,6 +23,8 @@
 #include "trainer/data.h"
 #include "trainer/job.h"
 #include "trainer/job_service.h"
+#include "trainer/pretrain.h"
+#include "trainer/tasks/phrasing_grammar.h"
 #include "trainer/tasks/router_data.h"
 #include "trainer/tasks/task.h"
 
@@ -54,10 +56,12 @@ constexpr char kUsage[] =
     "      write task examples as SFT JSONL {prompt,response} or, with --preferences,\n"
     "      DPO JSONL {prompt,chosen,rejected}\n"
     "  make-router-data --tasks NAME,NAME --out FILE.jsonl [--n 200 --general 400 --seed S\n"
-    "            --no-composed]\n"
+    "            --no-composed --corpus-topics PATH,PATH]\n"
     "      write a router's labelled prompts {prompt,label,group} for the tasks' packs: per\n"
     "      task N raw prompts, N paraphrases and N composed phrasings (label: the task), and\n"
-    "      general prompts plus as many composed ones (label none); for `skillpack router train`\n";
+    "      general prompts plus as many composed ones (label none), and with --corpus-topics\n"
+    "      as many more over topic words of that text corpus (files or folders); for\n"
+    "      `skillpack router train`\n";
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "skillpack-trainer: %s\n", s.ToString().c_str());
@@ -214,6 +218,7 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
   StatusOr<int64_t> n = args->IntOr("n", 200);
   StatusOr<int64_t> general = args->IntOr("general", 400);
   StatusOr<int64_t> seed = args->IntOr("seed", 0);
+  const std::string corpus = args->StringOr("corpus-topics", "");
   RouterDataOptions o;
   o.composed = !args->Bool("no-composed");
   for (const Status& s :
@@ -228,6 +233,22 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
   o.per_task = *n;
   o.general = *general;
   o.seed = static_cast<uint64_t>(*seed);
+  if (!corpus.empty()) {
+    if (!o.composed) {
+      return Fail(
+          absl::InvalidArgumentError("make-router-data: --corpus-topics needs composed phrasings (drop "
+                                     "--no-composed)"));
+    }
+    StatusOr<std::vector<CorpusDocument>> docs = ReadCorpus(absl::StrSplit(corpus, ',', absl::SkipEmpty()));
+    if (!docs.ok()) return Fail(Annotate(docs.status(), "make-router-data: --corpus-topics"));
+    std::vector<std::string> texts;
+    for (CorpusDocument& d : *docs) texts.push_back(std::move(d.text));
+    o.topic_words = CorpusTopicWords(texts, 2000, o.seed * 1000003 + 6);
+    if (o.topic_words.empty()) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("make-router-data: --corpus-topics ", corpus, " has no usable topic word")));
+    }
+  }
   StatusOr<std::vector<RouterDataRecord>> records = MakeRouterData(absl::StrSplit(*tasks, ',', absl::SkipEmpty()), o);
   if (!records.ok()) return Fail(Annotate(records.status(), "make-router-data"));
   std::string text;

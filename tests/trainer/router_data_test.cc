@@ -95,6 +95,37 @@ TEST(RouterDataTest, NoHeldOutPhrasingAppears) {
   }
 }
 
+TEST(RouterDataTest, TopicWordsAddComposedGeneralPromptsOverThem) {
+  RouterDataOptions o;
+  o.per_task = 20;
+  o.general = 40;
+  o.seed = 2;
+  const auto without = *MakeRouterData({"reverse"}, o);
+  o.topic_words = {"marmalade", "tugboats", "quarries"};
+  const auto with = *MakeRouterData({"reverse"}, o);
+  ASSERT_EQ(with.size(), without.size() + 40);
+  // The records before them are unchanged; the new ones come last.
+  for (size_t i = 0; i < without.size(); ++i) ASSERT_EQ(with[i].prompt, without[i].prompt) << i;
+  std::set<std::string> used;
+  for (size_t i = without.size(); i < with.size(); ++i) {
+    const RouterDataRecord& r = with[i];
+    EXPECT_EQ(r.label, "none");
+    const size_t w = r.group.find("|none:w");
+    ASSERT_NE(w, std::string::npos) << r.group;
+    EXPECT_TRUE(absl::StartsWith(r.group, "none:c")) << r.group;
+    const std::string& word = o.topic_words.at(std::stoul(r.group.substr(w + 7)));
+    EXPECT_NE(r.prompt.find(word), std::string::npos) << r.prompt;
+    used.insert(word);
+  }
+  EXPECT_EQ(used.size(), 3u);
+  // Without composed phrasings the words add nothing.
+  o.composed = false;
+  o.topic_words.clear();
+  const auto plain = *MakeRouterData({"reverse"}, o);
+  o.topic_words = {"marmalade"};
+  EXPECT_EQ(MakeRouterData({"reverse"}, o)->size(), plain.size());
+}
+
 TEST(RouterDataTest, BadArgumentsAreNamed) {
   RouterDataOptions o;
   auto s = MakeRouterData({"reverse", "nosuch"}, o);
@@ -147,6 +178,35 @@ TEST(MakeRouterDataCommandTest, WritesLabelledJsonl) {
   EXPECT_FALSE(ReadFileToString(bad).ok());
   EXPECT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse", "--n", "0", "--out", bad}, log), 1);
   EXPECT_NE(ReadFileToString(log)->find("per_task must be >= 1"), std::string::npos) << *ReadFileToString(log);
+  // --corpus-topics: as many more general prompts, over the corpus's topic
+  // words (phrasing_grammar.h CorpusTopicWords).
+  const std::string corpus = dir + "/topics.txt", topics_out = dir + "/router-topics.jsonl";
+  ASSERT_TRUE(WriteFileAtomically(corpus, "marmalade marmalade marmalade; tugboats tugboats tugboats.\n").ok());
+  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
+                                      "--seed", "3", "--corpus-topics", corpus, "--out", topics_out},
+                                     log),
+            0)
+      << ReadFileToString(log).value_or("");
+  std::vector<std::string> topic_lines = absl::StrSplit(*ReadFileToString(topics_out), '\n', absl::SkipEmpty());
+  ASSERT_EQ(topic_lines.size(), expected.size() + 10);
+  for (size_t i = expected.size(); i < topic_lines.size(); ++i) {
+    auto j = ParseJson(topic_lines[i], "line");
+    ASSERT_TRUE(j.ok()) << topic_lines[i];
+    EXPECT_EQ((*j)["label"], "none");
+    const std::string prompt = (*j)["prompt"].get<std::string>();
+    EXPECT_TRUE(absl::StrContains(prompt, "marmalade") || absl::StrContains(prompt, "tugboats")) << prompt;
+  }
+  EXPECT_EQ(testing_util::RunTrainer(
+                {"make-router-data", "--tasks", "reverse", "--corpus-topics", dir + "/nosuch.txt", "--out", bad}, log),
+            1);
+  EXPECT_NE(ReadFileToString(log)->find("nosuch.txt"), std::string::npos) << *ReadFileToString(log);
+  EXPECT_EQ(
+      testing_util::RunTrainer(
+          {"make-router-data", "--tasks", "reverse", "--no-composed", "--corpus-topics", corpus, "--out", bad}, log),
+      1);
+  EXPECT_NE(ReadFileToString(log)->find("--corpus-topics needs composed phrasings"), std::string::npos)
+      << *ReadFileToString(log);
+  EXPECT_FALSE(ReadFileToString(bad).ok());
 }
 
 }  // namespace

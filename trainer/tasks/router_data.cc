@@ -48,6 +48,11 @@ StatusOr<std::vector<RouterDataRecord>> MakeRouterData(const std::vector<std::st
     for (GeneralPrompt& g : ComposedGeneralPrompts(o.general, o.seed * 1000003 + 4)) {
       out.push_back({std::move(g.text), "none", absl::StrCat("none:c", g.opener, "|none:t", g.topic)});
     }
+    if (!o.topic_words.empty()) {
+      for (GeneralPrompt& g : ComposedGeneralPrompts(o.general, o.seed * 1000003 + 5, o.topic_words)) {
+        out.push_back({std::move(g.text), "none", absl::StrCat("none:c", g.opener, "|none:w", g.topic)});
+      }
+    }
   }
   return out;
 }

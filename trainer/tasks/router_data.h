@@ -23,13 +23,18 @@ struct RouterDataOptions {
   int64_t per_task = 200;  // of each kind (raw, templates, composed) per task
   int64_t general = 400;   // general prompts (at most NumGeneralPrompts(kTrain, true)), and as many composed
   bool composed = true;    // phrasing_grammar.h's composed phrasings too
+  // With `composed`: `general` more composed general prompts over these topic
+  // words (e.g. phrasing_grammar.h CorpusTopicWords of a text corpus), so the
+  // none class meets many topics. None when empty.
+  std::vector<std::string> topic_words;
   uint64_t seed = 0;
 };
 
 struct RouterDataRecord {
   std::string prompt;
   std::string label;  // a task name or "none"
-  std::string group;  // "reverse:raw", "reverse:t4", "reverse:c12", "none:o3|none:t5", "none:c2|none:t5"
+  std::string group;  // "reverse:raw", "reverse:t4", "reverse:c12", "none:o3|none:t5", "none:c2|none:t5",
+                      // "none:c2|none:w17" (a topic word)
 };
 
 // Records for `tasks` (each a built-in task with paraphrase templates; no
