@@ -10,15 +10,11 @@ STEPS=${1:-250}
 THREADS=${2:-2}
 CORPUS=${3:-/usr/share/games/fortunes}
 
-# The corpus: every fortunes file of prose, as a JSON list (not the .dat
-# indexes, the .u8 links, ASCII art, Perl code or the untranslated file).
+# The corpus: every fortunes file of prose (scripts/corpus-files.sh), as a JSON list.
 list=""
-for f in "$CORPUS"/*; do
-  name=$(basename "$f")
-  [ -f "$f" ] && [ ! -L "$f" ] || continue
-  case "$name" in *.dat | art | ascii-art | perl | translate-me) continue ;; esac
+while IFS= read -r f; do
   list="$list${list:+, }\"$f\""
-done
+done < <(bash "$(dirname "$0")/corpus-files.sh" "$CORPUS")
 [ -n "$list" ] || { echo "no corpus in $CORPUS (install the 'fortunes' package: make deps)" >&2; exit 1; }
 
 tasks_json='"add", "reverse", "sort", "kv", "caesar"'  # every built-in task: the base knows their formats

@@ -60,7 +60,7 @@ constexpr char kUsage[] =
     "      write a router's labelled prompts {prompt,label,group} for the tasks' packs: per\n"
     "      task N raw prompts, N paraphrases and N composed phrasings (label: the task), and\n"
     "      general prompts plus as many composed ones (label none), and with --corpus-topics\n"
-    "      as many more over topic words of that text corpus (files or folders); for\n"
+    "      as many more over topic words of that UTF-8 text corpus (files or folders); for\n"
     "      `skillpack router train`\n";
 
 int Fail(const Status& s) {

@@ -231,8 +231,9 @@ std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, cons
 }
 
 std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed) {
-  // Every phrasing a topic must not share a word with: the tasks' templates
-  // (all splits) and cores, and the held-out splits' general prompts.
+  // Words no topic may be: common function words, and (added below) every
+  // word of the tasks' templates (all splits) and cores and of the held-out
+  // splits' general prompts, with and without a plural ending.
   std::set<std::string> excluded = {
       "about",      "above",   "after",   "again",  "against",  "also",       "always", "among",    "another",
       "anything",   "around",  "away",    "back",   "became",   "because",    "become", "been",     "before",
