@@ -643,14 +643,13 @@ StatusOr<Json> Study::Table4() {
     for (const GeneralPrompt& g : ComposedGeneralPrompts(rs.composed_corpus_general, spec_.seed + 28, words)) {
       data.push_back({g.text, kRouterNoneLabel, absl::StrCat("none:c", g.opener, "|none:w", g.topic)});
     }
-    corpus_topics = {
-        {"paths", rs.composed_topic_corpus},
-        {"words", words.size()},
-        {"prompts", rs.composed_corpus_general},
-        {"first_words", std::vector<std::string>(words.begin(), words.begin() + std::min<size_t>(words.size(), 40))}};
+    const std::vector<std::string> first_words(words.begin(), words.begin() + std::min<size_t>(words.size(), 40));
+    corpus_topics = {{"paths", rs.composed_topic_corpus},
+                     {"words", words.size()},
+                     {"prompts", rs.composed_corpus_general},
+                     {"first_words", first_words}};
     Log(absl::StrCat("router: ", rs.composed_corpus_general, " composed general prompts over ", words.size(),
-                     " corpus topic words (",
-                     absl::StrJoin(corpus_topics["first_words"].get<std::vector<std::string>>(), ", "), ", ...)"));
+                     " corpus topic words (", absl::StrJoin(first_words, ", "), ", ...)"));
   }
   for (const GeneralPrompt& g :
        GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23, rs.extra_general)) {

@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -183,6 +184,22 @@ std::pair<std::string, int> Draw(const TemplatesByCore& by_core, std::mt19937_64
   }
 }
 
+// Calls fn(begin, end) for each maximal run of ASCII letters in `text`.
+template <typename Fn>
+void ForEachLetterRun(absl::string_view text, Fn fn) {
+  size_t i = 0;
+  while (i < text.size()) {
+    if (!std::isalpha(static_cast<unsigned char>(text[i]))) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < text.size() && std::isalpha(static_cast<unsigned char>(text[j]))) ++j;
+    fn(i, j);
+    i = j;
+  }
+}
+
 }  // namespace
 
 StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name) {
@@ -253,22 +270,15 @@ std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts,
       "where",      "whether", "which",   "while",  "whom",     "whose",      "will",   "with",     "within",
       "without",    "would",   "your",    "yours",  "yourself"};
   auto add_words = [&](absl::string_view text) {
-    std::string word;
-    for (size_t i = 0; i <= text.size(); ++i) {
-      const unsigned char c = i < text.size() ? static_cast<unsigned char>(text[i]) : ' ';
-      if (std::isalpha(c)) {
-        word += static_cast<char>(std::tolower(c));
-        continue;
-      }
-      if (word.size() > 1) {
-        excluded.insert(word);
-        excluded.insert(word + "s");
-        excluded.insert(word + "es");
-        if (word.back() == 's') excluded.insert(word.substr(0, word.size() - 1));
-        if (absl::EndsWith(word, "es")) excluded.insert(word.substr(0, word.size() - 2));
-      }
-      word.clear();
-    }
+    ForEachLetterRun(text, [&](size_t begin, size_t end) {
+      if (end - begin < 2) return;
+      const std::string word = absl::AsciiStrToLower(text.substr(begin, end - begin));
+      excluded.insert(word);
+      excluded.insert(word + "s");
+      excluded.insert(word + "es");
+      if (word.back() == 's') excluded.insert(word.substr(0, word.size() - 1));
+      if (absl::EndsWith(word, "es")) excluded.insert(word.substr(0, word.size() - 2));
+    });
   };
   for (const auto& [task, cores] : TaskCores()) {
     StatusOr<std::vector<std::string>> composed = ComposedTemplates(task);
@@ -291,22 +301,12 @@ std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts,
   // Words written in lower case (not inside a contraction: "isn't"), counted.
   std::map<std::string, int64_t> counts;
   for (const std::string& text : texts) {
-    size_t i = 0;
-    while (i < text.size()) {
-      if (!std::isalpha(static_cast<unsigned char>(text[i]))) {
-        ++i;
-        continue;
-      }
-      size_t j = i;
-      bool lower = true;
-      while (j < text.size() && std::isalpha(static_cast<unsigned char>(text[j]))) {
-        lower = lower && std::islower(static_cast<unsigned char>(text[j]));
-        ++j;
-      }
-      const bool contraction = (i > 0 && text[i - 1] == '\'') || (j < text.size() && text[j] == '\'');
-      if (lower && !contraction && j - i >= 4 && j - i <= 12) ++counts[text.substr(i, j - i)];
-      i = j;
-    }
+    ForEachLetterRun(text, [&](size_t begin, size_t end) {
+      const bool contraction = (begin > 0 && text[begin - 1] == '\'') || (end < text.size() && text[end] == '\'');
+      if (contraction || end - begin < 4 || end - begin > 12) return;
+      const std::string word = text.substr(begin, end - begin);
+      if (absl::AsciiStrToLower(word) == word) ++counts[word];
+    });
   }
   std::vector<std::string> words;
   for (const auto& [word, count] : counts) {
