@@ -1,9 +1,12 @@
 #include "trainer/tasks/phrasing_grammar.h"
 
 #include <cctype>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
+
+#include "absl/strings/ascii.h"
 
 namespace skillpack {
 namespace {
@@ -196,6 +199,121 @@ TEST(PhrasingGrammarTest, CorpusTopicWordsNeverAHeldOutWordAndSeeded) {
   for (uint64_t seed = 5; seed < 15 && !other_order; ++seed)
     other_order = CorpusTopicWords({corpus}, 1000, seed) != all;
   EXPECT_TRUE(other_order);
+}
+
+TEST(PhrasingGrammarTest, ContextTemplatesFillAndNoneIsAHeldOutTemplate) {
+  const std::map<std::string, std::string> canonical = {{"add", "37+45="},
+                                                        {"reverse", "rev abcd="},
+                                                        {"sort", "sort 5391="},
+                                                        {"kv", "a=3;b=5 b?"},
+                                                        {"caesar", "rot3 abc="}};
+  for (const std::string& name : TaskNames()) {
+    SCOPED_TRACE(name);
+    auto task = *MakeTask(name);
+    auto contexts = ComposedTemplates(name, true);
+    auto plain = ComposedTemplates(name);
+    ASSERT_TRUE(contexts.ok() && plain.ok()) << contexts.status();
+    // The task's cores and at least five situated ones, each in at least ten
+    // context frames; every template distinct and none a plain composed one.
+    ASSERT_GE(NumPhrasingCores(name, true), NumPhrasingCores(name) + 5);
+    EXPECT_GE(contexts->size(), 10u * static_cast<size_t>(NumPhrasingCores(name, true)));
+    EXPECT_EQ(std::set<std::string>(contexts->begin(), contexts->end()).size(), contexts->size());
+    const std::set<std::string> plain_set(plain->begin(), plain->end());
+    const std::set<std::string> held_out = [&] {
+      std::set<std::string> out;
+      for (TemplateSplit split : kHeldOutTemplateSplits) {
+        const std::vector<std::string> templates = *ParaphraseTemplates(name, split);
+        for (const std::string& h : templates) out.insert(NormalizedPhrasing(h));
+      }
+      return out;
+    }();
+    for (const std::string& t : *contexts) {
+      auto filled = Paraphrase(*task, canonical.at(name), t);
+      ASSERT_TRUE(filled.ok()) << t << ": " << filled.status();
+      EXPECT_EQ(held_out.count(NormalizedPhrasing(t)), 0u) << "context \"" << t << "\" is a held-out template";
+      EXPECT_EQ(plain_set.count(t), 0u) << t;
+    }
+  }
+  // A core in a context frame, a situated core in one; a question core never
+  // in an imperative frame.
+  auto reverse = *ComposedTemplates("reverse", true);
+  const std::set<std::string> all(reverse.begin(), reverse.end());
+  for (const char* t : {"I'm working on a puzzle. Reverse {s}.", "I'm checking my homework. What is {s} backwards?",
+                        "Just curious, my secret password is {s} backwards, what would that be?",
+                        "Good morning! Spell {s} from last letter to first for my word game."}) {
+    EXPECT_EQ(all.count(t), 1u) << t;
+  }
+  EXPECT_EQ(all.count("I'm working on a puzzle. What is {s} backwards."), 0u);
+}
+
+TEST(PhrasingGrammarTest, ContextParaphrasesKeepCoreIndicesAndStateTheirProblem) {
+  for (const std::string& name : TaskNames()) {
+    SCOPED_TRACE(name);
+    auto task = *MakeTask(name);
+    auto a = GenerateComposedParaphrases(*task, TaskSplit::kTrain, 600, 5, true);
+    auto b = GenerateComposedParaphrases(*task, TaskSplit::kTrain, 600, 5, true);
+    auto plain = GenerateComposedParaphrases(*task, TaskSplit::kTrain, 600, 5);
+    ASSERT_TRUE(a.ok() && b.ok() && plain.ok()) << a.status();
+    ASSERT_EQ(a->size(), 600u);
+    const std::vector<std::string> plain_templates = *ComposedTemplates(name);
+    std::set<int> cores;
+    int situated = 0;
+    for (size_t i = 0; i < a->size(); ++i) {
+      const ParaphrasedExample& p = (*a)[i];
+      EXPECT_EQ(p.text, (*b)[i].text);
+      EXPECT_NE(p.text, (*plain)[i].text);
+      ASSERT_GE(p.template_index, 0);
+      ASSERT_LT(p.template_index, NumPhrasingCores(name, true));
+      cores.insert(p.template_index);
+      situated += p.template_index >= NumPhrasingCores(name);
+      EXPECT_TRUE(task->Verify(p.canonical.prompt, p.canonical.response)) << p.canonical.prompt;
+      EXPECT_EQ(SplitOfPrompt(p.canonical.prompt), TaskSplit::kTrain);
+    }
+    EXPECT_EQ(static_cast<int>(cores.size()), NumPhrasingCores(name, true)) << "600 draws use every core";
+    EXPECT_GT(situated, 50);
+  }
+  // A shared core keeps its index: the first core of add ("add {a} and {b}")
+  // is index 0 in both.
+  auto add = *MakeTask("add");
+  const std::vector<ParaphrasedExample> add_contexts =
+      *GenerateComposedParaphrases(*add, TaskSplit::kTrain, 300, 9, true);
+  for (const ParaphrasedExample& p : add_contexts) {
+    if (p.template_index == 0) {
+      EXPECT_NE(absl::AsciiStrToLower(p.text).find("add "), std::string::npos) << p.text;
+    }
+    if (p.text.find("apples") != std::string::npos) {
+      EXPECT_GE(p.template_index, NumPhrasingCores("add"));
+    }
+  }
+}
+
+TEST(PhrasingGrammarTest, ContextGeneralPromptsAddKindsOfRequestAndKeepOpenerIndices) {
+  const std::vector<std::string> topics = {"lighthouses", "marmalade", "tugboats"};
+  const std::vector<GeneralPrompt> a = ComposedGeneralPrompts(800, 7, topics, true);
+  const std::vector<GeneralPrompt> b = ComposedGeneralPrompts(800, 7, topics, true);
+  const std::vector<GeneralPrompt> plain = ComposedGeneralPrompts(800, 7, topics);
+  ASSERT_EQ(a.size(), 800u);
+  std::set<int> openers, plain_openers;
+  for (const GeneralPrompt& p : plain) plain_openers.insert(p.opener);
+  std::set<std::string> plain_texts;
+  for (const GeneralPrompt& p : plain) plain_texts.insert(p.text);
+  bool tweet = false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].text, b[i].text);
+    ASSERT_GE(a[i].topic, 0);
+    ASSERT_LT(a[i].topic, 3);
+    EXPECT_NE(a[i].text.find(topics[static_cast<size_t>(a[i].topic)]), std::string::npos) << a[i].text;
+    EXPECT_EQ(plain_texts.count(a[i].text), 0u) << a[i].text;
+    openers.insert(a[i].opener);
+    tweet |= a[i].text.find("tweet about") != std::string::npos;
+    // The training cores keep their indices: opener 0 is "tell me about {t}".
+    if (a[i].opener == 0) {
+      EXPECT_NE(a[i].text.find("ell me about"), std::string::npos) << a[i].text;
+    }
+  }
+  EXPECT_TRUE(tweet);
+  EXPECT_GE(openers.size(), plain_openers.size() + 25);
+  EXPECT_TRUE(ComposedGeneralPrompts(10, 7, {}, true).empty());
 }
 
 TEST(PhrasingGrammarTest, TaskWithoutCoresIsRejectedWithItsName) {

@@ -126,6 +126,50 @@ TEST(RouterDataTest, TopicWordsAddComposedGeneralPromptsOverThem) {
   EXPECT_EQ(MakeRouterData({"reverse"}, o)->size(), plain.size());
 }
 
+TEST(RouterDataTest, ContextsAddPhrasingsPerTaskAndGeneralPromptsInContextFrames) {
+  RouterDataOptions o;
+  o.per_task = 30;
+  o.general = 20;
+  o.seed = 4;
+  const auto without = *MakeRouterData({"add", "reverse"}, o);
+  o.contexts = true;
+  const auto with = *MakeRouterData({"add", "reverse"}, o);
+  ASSERT_EQ(with.size(), without.size() + 2 * 30 + 20);
+  // Every record without contexts is still there, in the same order.
+  size_t j = 0;
+  for (const RouterDataRecord& r : with) j += j < without.size() && r.prompt == without[j].prompt;
+  EXPECT_EQ(j, without.size());
+  std::set<std::string> before;
+  for (const RouterDataRecord& r : without) before.insert(r.prompt);
+  std::map<std::string, int> added, situated;
+  for (const RouterDataRecord& r : with) {
+    if (before.count(r.prompt)) continue;
+    ++added[r.label];
+    const std::string key = r.group.substr(r.group.find(':') + 1);
+    ASSERT_EQ(key[0], 'c') << r.group;  // a context phrasing's group is its core's, shared with the composed ones
+    const int core = std::stoi(key.substr(1));
+    if (r.label == "none") {
+      EXPECT_NE(r.group.find("|none:t"), std::string::npos) << r.group;  // the training topics without words
+    } else {
+      ASSERT_LT(core, NumPhrasingCores(r.label, true)) << r.group;
+      situated[r.label] += core >= NumPhrasingCores(r.label);
+    }
+  }
+  EXPECT_EQ(added["add"], 30);
+  EXPECT_EQ(added["reverse"], 30);
+  EXPECT_EQ(added["none"], 20);
+  EXPECT_GT(situated["add"], 0);
+  // Over topic words when there are some.
+  o.topic_words = {"marmalade", "tugboats"};
+  const auto words = *MakeRouterData({"add", "reverse"}, o);
+  ASSERT_EQ(words.size(), with.size() + 20);
+  for (size_t i = words.size() - 20; i < words.size(); ++i) {
+    EXPECT_NE(words[i].group.find("|none:w"), std::string::npos) << words[i].group;
+    EXPECT_TRUE(absl::StrContains(words[i].prompt, "marmalade") || absl::StrContains(words[i].prompt, "tugboats"))
+        << words[i].prompt;
+  }
+}
+
 TEST(RouterDataTest, BadArgumentsAreNamed) {
   RouterDataOptions o;
   auto s = MakeRouterData({"reverse", "nosuch"}, o);
@@ -205,6 +249,27 @@ TEST(MakeRouterDataCommandTest, WritesLabelledJsonl) {
           {"make-router-data", "--tasks", "reverse", "--no-composed", "--corpus-topics", corpus, "--out", bad}, log),
       1);
   EXPECT_NE(ReadFileToString(log)->find("--corpus-topics needs composed phrasings"), std::string::npos)
+      << *ReadFileToString(log);
+  EXPECT_FALSE(ReadFileToString(bad).ok());
+  // --contexts: the records MakeRouterData makes with contexts.
+  const std::string contexts_out = dir + "/router-contexts.jsonl";
+  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
+                                      "--seed", "3", "--contexts", "--out", contexts_out},
+                                     log),
+            0)
+      << ReadFileToString(log).value_or("");
+  o.contexts = true;
+  const auto with_contexts = *MakeRouterData({"reverse", "sort"}, o);
+  std::vector<std::string> context_lines = absl::StrSplit(*ReadFileToString(contexts_out), '\n', absl::SkipEmpty());
+  ASSERT_EQ(context_lines.size(), with_contexts.size());
+  ASSERT_EQ(with_contexts.size(), expected.size() + 2 * 20 + 10);
+  for (size_t i = 0; i < context_lines.size(); ++i) {
+    EXPECT_EQ((*ParseJson(context_lines[i], "line"))["prompt"], with_contexts[i].prompt) << i;
+  }
+  EXPECT_EQ(testing_util::RunTrainer(
+                {"make-router-data", "--tasks", "reverse", "--no-composed", "--contexts", "--out", bad}, log),
+            1);
+  EXPECT_NE(ReadFileToString(log)->find("--contexts needs composed phrasings"), std::string::npos)
       << *ReadFileToString(log);
   EXPECT_FALSE(ReadFileToString(bad).ok());
 }

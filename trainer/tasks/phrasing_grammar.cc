@@ -1,6 +1,7 @@
 #include "trainer/tasks/phrasing_grammar.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <map>
 #include <random>
@@ -117,61 +118,206 @@ const std::vector<std::string>& Frames(bool question) {
   return question ? *kQuestion : *kImperative;
 }
 
+// Context frames: a request told inside a situation ("For my homework I need
+// to <c>. Can you help?", "I'm checking my homework. <C>?"). Shared by all
+// tasks and by the general prompts, as Frames() are, so a context carries no
+// task either.
+const std::vector<std::string>& ContextFrames(bool question) {
+  static const auto* kImperative =
+      new std::vector<std::string>{"I'm working on a puzzle. <C>.",
+                                   "For my homework I need to <c>. Can you help?",
+                                   "My teacher asked us to <c>.",
+                                   "I'm stuck on this one: <c>.",
+                                   "Just for fun, <c>.",
+                                   "My friend bet me you can't <c>.",
+                                   "I'm testing you. <C>.",
+                                   "Here's a small job for you: <c>.",
+                                   "Before I forget, <c>.",
+                                   "This is for a game night. <C>, please.",
+                                   "Hi! I was hoping you could <c>.",
+                                   "I have a quick favour to ask: could you <c>?",
+                                   "I'm writing a story and need you to <c>.",
+                                   "My kid asked me to <c> and I'm not sure how. Can you do it?",
+                                   "I'm in a hurry, <c>.",
+                                   "As part of a quiz, <c>.",
+                                   "Good morning! <C>.",
+                                   "Sorry to bother you, but could you <c>?",
+                                   "I'm preparing a presentation. <C>.",
+                                   "Can you help me out? I need to <c>.",
+                                   "Task for today: <c>.",
+                                   "If it's not too much trouble, <c>.",
+                                   "I'm practising for an exam, so <c>.",
+                                   "We're playing a word game at work. <C>."};
+  static const auto* kQuestion = new std::vector<std::string>{"I'm checking my homework. <C>?",
+                                                              "I'm working on a puzzle: <c>?",
+                                                              "Settle an argument for us: <c>?",
+                                                              "My friend asked me and I don't know, <c>?",
+                                                              "Just curious, <c>?",
+                                                              "Hi there! <C>?",
+                                                              "Sorry if this is a silly question, but <c>?",
+                                                              "For a quiz I'm writing, <c>?",
+                                                              "I've been wondering all day: <c>?",
+                                                              "Help me out here, <c>?",
+                                                              "Here's a question for you: <c>?",
+                                                              "I'm preparing for a test. <C>?"};
+  return question ? *kQuestion : *kImperative;
+}
+
+// Situated cores: a task asked as a word problem or inside an everyday
+// errand ("I have {a} apples and my friend gives me {b} more, how many apples
+// do I have"), used with the context frames only.
+const std::map<std::string, Cores>& SituatedCores() {
+  static const auto* kCores = new std::map<std::string, Cores>{
+      {"add",
+       {{"add up my {a} points from the first round and {b} from the second",
+         "work out the total if I spent {a} dollars on Monday and {b} on Tuesday",
+         "count how many books I have if one shelf holds {a} and another holds {b}",
+         "tell me the total of a {a} dollar bill and a {b} dollar bill"},
+        {"I have {a} apples and my friend gives me {b} more, how many apples do I have",
+         "if a train carries {a} people and {b} more get on, how many are on board",
+         "we sold {a} tickets on Friday and {b} on Saturday, how many is that in total",
+         "a box has {a} red balls and {b} blue ones, how many balls are there",
+         "if I save {a} coins this week and {b} next week, how many will I have",
+         "my score was {a} and I earned {b} more, what's my score now"}}},
+      {"reverse",
+       {{"spell {s} from last letter to first for my word game", "write my username {s} backwards for a secret code",
+         "turn the word {s} around so it reads the other way", "help me make a backwards code word from {s}"},
+        {"if I read the label {s} from right to left, what does it say",
+         "my secret password is {s} backwards, what would that be",
+         "what would {s} say if you started at its last letter", "how would my nickname {s} look written in reverse"}}},
+      {"sort",
+       {{"put my lottery digits {s} in order from low to high",
+         "line up the digits {s} from smallest to biggest for my report",
+         "sort the scores {s} so the lowest comes first", "rearrange the numbers {s} like a ranking from lowest"},
+        {"the dice showed {s}, what are they in ascending order",
+         "if I order the digits of my code {s} from smallest to largest, what do I get",
+         "how would the digits {s} look lined up from least to greatest"}}},
+      {"kv",
+       {{"the lockers hold {pairs}; tell me what's in {q}", "my notes say {pairs}, so find {q} for me",
+         "check the table {pairs} and tell me {q}"},
+        {"the boxes are labelled {pairs}, which number is in {q}", "my config file has {pairs}, what is {q} set to",
+         "in the spreadsheet {pairs}, what is {q}"}}},
+      {"caesar",
+       {{"encode my secret note {s} by moving every letter {n} places",
+         "make a spy message from {s} using a shift of {n}",
+         "hide the word {s} with a shift of {n} for our treasure hunt"},
+        {"if every letter of {s} moves {n} places in the alphabet, what do I get",
+         "for a secret code, what is {s} with each letter shifted {n}"}}},
+  };
+  return *kCores;
+}
+
+// More general cores over a topic {t}, used with the context frames only: the
+// kinds of request a chat assistant meets beyond the training openers.
+const Cores& MoreGeneralCores() {
+  static const auto* kCores =
+      new Cores{{"write a tweet about {t}",
+                 "write a haiku about {t}",
+                 "draft an email to my boss about {t}",
+                 "make up a joke about {t}",
+                 "summarize the main ideas of {t}",
+                 "write a short story about {t}",
+                 "give me some tips on {t}",
+                 "brainstorm names for a club about {t}",
+                 "write a song about {t}",
+                 "describe {t} to someone who has never seen it",
+                 "create a quiz about {t}",
+                 "suggest a weekend project involving {t}",
+                 "write a product review of {t}",
+                 "translate a sentence about {t} into French",
+                 "make a checklist for {t}",
+                 "write a speech about {t}",
+                 "sketch out a podcast episode on {t}",
+                 "recommend a film about {t}",
+                 "write a limerick about {t}",
+                 "invent a holiday celebrating {t}"},
+                {"how does {t} work", "where can I learn about {t}", "is {t} worth the money",
+                 "how do I get started with {t}", "what are some fun facts about {t}", "who is famous for {t}",
+                 "when did {t} become popular", "how would you explain {t} in simple words",
+                 "can you recommend something about {t}", "what's the best thing about {t}"}};
+  return *kCores;
+}
+
 std::string Frame(absl::string_view frame, const std::string& core) {
   std::string upper = core;
   if (!upper.empty()) upper[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(upper[0])));
   return absl::StrReplaceAll(frame, {{"<c>", core}, {"<C>", upper}});
 }
 
-// One core of `cores` with its kind, by index: imperative first, then questions.
-std::pair<const std::string*, bool> Core(const Cores& cores, size_t index) {
-  if (index < cores.imperative.size()) return {&cores.imperative[index], false};
-  return {&cores.questions[index - cores.imperative.size()], true};
+// Cores with their kind (true: a question), in index order: imperative
+// first, then questions.
+using CoreList = std::vector<std::pair<std::string, bool>>;
+CoreList ListCores(const Cores& cores) {
+  CoreList out;
+  for (const std::string& c : cores.imperative) out.emplace_back(c, false);
+  for (const std::string& c : cores.questions) out.emplace_back(c, true);
+  return out;
 }
 
-// Each core's distinct templates (the core in every frame of its kind), less
-// those equal to `excluded` (NormalizedPhrasing).
+// `a`'s cores then `b`'s: a's keep their indices.
+CoreList ListCores(const Cores& a, const Cores& b) {
+  CoreList out = ListCores(a);
+  for (auto& c : ListCores(b)) out.push_back(std::move(c));
+  return out;
+}
+
+// Each core's distinct templates (the core in every frame of its kind, from
+// ContextFrames() where `contexts`, else Frames()), less those equal to
+// `excluded` (NormalizedPhrasing).
 using TemplatesByCore = std::vector<std::vector<std::string>>;
-TemplatesByCore Compose(const Cores& cores, const std::set<std::string>& excluded) {
+TemplatesByCore Compose(const CoreList& cores, const std::set<std::string>& excluded, bool contexts) {
   TemplatesByCore out;
   std::set<std::string> seen;  // a core that starts with a field is the same capitalised
-  for (size_t i = 0; i < cores.imperative.size() + cores.questions.size(); ++i) {
-    const auto [core, question] = Core(cores, i);
+  for (const auto& [core, question] : cores) {
     out.emplace_back();
-    for (const std::string& frame : Frames(question)) {
-      std::string t = Frame(frame, *core);
+    for (const std::string& frame : contexts ? ContextFrames(question) : Frames(question)) {
+      std::string t = Frame(frame, core);
       if (excluded.count(NormalizedPhrasing(t)) == 0 && seen.insert(t).second) out.back().push_back(std::move(t));
     }
   }
   return out;
 }
 
-// A task's composed templates: none equal to a template of a held-out split,
-// so that a held-out template stays a phrasing no router trained on.
-StatusOr<const TemplatesByCore*> TaskTemplates(absl::string_view task_name) {
+// Every held-out split's templates of `task` (NormalizedPhrasing).
+std::set<std::string> HeldOutTemplates(const std::string& task) {
+  std::set<std::string> held_out;
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
+    StatusOr<std::vector<std::string>> templates = ParaphraseTemplates(task, split);
+    if (!templates.ok()) continue;  // a task without paraphrases has no held-out phrasing to avoid
+    for (const std::string& t : *templates) held_out.insert(NormalizedPhrasing(t));
+  }
+  return held_out;
+}
+
+// A task's composed templates (its cores in Frames()), or where `contexts`
+// its cores and situated cores in ContextFrames(): none equal to a template
+// of a held-out split, so that a held-out template stays a phrasing no router
+// trained on.
+StatusOr<const TemplatesByCore*> TaskTemplates(absl::string_view task_name, bool contexts) {
+  using ByTask = std::map<std::string, TemplatesByCore>;
   static const auto* kByTask = [] {
-    auto* m = new std::map<std::string, TemplatesByCore>;
+    auto* m = new std::array<ByTask, 2>;
     for (const auto& [task, cores] : TaskCores()) {
-      std::set<std::string> held_out;
-      for (TemplateSplit split : kHeldOutTemplateSplits) {
-        StatusOr<std::vector<std::string>> templates = ParaphraseTemplates(task, split);
-        if (!templates.ok()) continue;  // a task without paraphrases has no held-out phrasing to avoid
-        for (const std::string& t : *templates) held_out.insert(NormalizedPhrasing(t));
-      }
-      (*m)[task] = Compose(cores, held_out);
+      const std::set<std::string> held_out = HeldOutTemplates(task);
+      (*m)[0][task] = Compose(ListCores(cores), held_out, false);
+      auto situated = SituatedCores().find(task);
+      (*m)[1][task] = Compose(situated == SituatedCores().end() ? ListCores(cores) : ListCores(cores, situated->second),
+                              held_out, true);
     }
     return m;
   }();
-  auto it = kByTask->find(std::string(task_name));
-  if (it == kByTask->end()) {
+  const ByTask& by_task = (*kByTask)[contexts ? 1 : 0];
+  auto it = by_task.find(std::string(task_name));
+  if (it == by_task.end()) {
     return absl::InvalidArgumentError(absl::StrCat("task '", task_name, "' has no phrasing cores"));
   }
   return &it->second;
 }
 
-const TemplatesByCore& GeneralTemplates() {
-  static const auto* kTemplates = new TemplatesByCore(Compose(GeneralCores(), {}));
-  return *kTemplates;
+const TemplatesByCore& GeneralTemplates(bool contexts) {
+  static const auto* kTemplates = new std::array<TemplatesByCore, 2>{
+      Compose(ListCores(GeneralCores()), {}, false), Compose(ListCores(GeneralCores(), MoreGeneralCores()), {}, true)};
+  return (*kTemplates)[contexts ? 1 : 0];
 }
 
 // A core drawn uniformly (among those with a template), then one of its
@@ -202,21 +348,21 @@ void ForEachLetterRun(absl::string_view text, Fn fn) {
 
 }  // namespace
 
-StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name) {
-  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task_name));
+StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name, bool contexts) {
+  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task_name, contexts));
   std::vector<std::string> out;
   for (const std::vector<std::string>& templates : *by_core) out.insert(out.end(), templates.begin(), templates.end());
   return out;
 }
 
-int NumPhrasingCores(absl::string_view task_name) {
-  StatusOr<const TemplatesByCore*> by_core = TaskTemplates(task_name);
+int NumPhrasingCores(absl::string_view task_name, bool contexts) {
+  StatusOr<const TemplatesByCore*> by_core = TaskTemplates(task_name, contexts);
   return by_core.ok() ? static_cast<int>((*by_core)->size()) : 0;
 }
 
 StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task& task, TaskSplit problems, int64_t n,
-                                                                      uint64_t seed) {
-  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task.name()));
+                                                                      uint64_t seed, bool contexts) {
+  ASSIGN_OR_RETURN(const TemplatesByCore* by_core, TaskTemplates(task.name(), contexts));
   ASSIGN_OR_RETURN(std::vector<TaskExample> examples, GenerateTaskExamples(task, problems, n, seed, false));
   std::mt19937_64 rng(seed ^ 0x5851f42d4c957f2dull);
   std::vector<ParaphrasedExample> out;
@@ -235,12 +381,13 @@ std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed) {
   return ComposedGeneralPrompts(n, seed, GeneralTopics(TemplateSplit::kTrain, true));
 }
 
-std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics) {
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics,
+                                                  bool contexts) {
   if (topics.empty()) return {};
   std::mt19937_64 rng(seed);
   std::vector<GeneralPrompt> out;
   for (int64_t i = 0; i < n; ++i) {
-    auto [tmpl, core] = Draw(GeneralTemplates(), rng);
+    auto [tmpl, core] = Draw(GeneralTemplates(contexts), rng);
     const size_t topic = rng() % topics.size();
     out.push_back({absl::StrReplaceAll(tmpl, {{"{t}", topics[topic]}}), core, static_cast<int>(topic)});
   }

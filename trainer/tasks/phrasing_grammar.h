@@ -32,18 +32,25 @@
 namespace skillpack {
 
 // Every distinct composed template of `task_name` (each core in each frame
-// of its kind; fields as in paraphrase.h), core by core. INVALID_ARGUMENT for a
-// task without cores.
-StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name);
-// The number of cores of `task_name` (0 for a task without cores).
-int NumPhrasingCores(absl::string_view task_name);
+// of its kind; fields as in paraphrase.h), core by core. With `contexts`,
+// instead each core, and each *situated* core (the task asked as a word
+// problem or inside an errand: "I have {a} apples and my friend gives me {b}
+// more, how many apples do I have"), in each *context frame* of its kind (a
+// request told inside a situation: "For my homework I need to <c>. Can you
+// help?"); the task's cores keep their indices, its situated cores follow.
+// INVALID_ARGUMENT for a task without cores.
+StatusOr<std::vector<std::string>> ComposedTemplates(absl::string_view task_name, bool contexts = false);
+// The number of cores of `task_name` (with `contexts`: and of its situated
+// cores; 0 for a task without cores).
+int NumPhrasingCores(absl::string_view task_name, bool contexts = false);
 
 // `n` composed paraphrases of problems from `problems`: each a uniformly drawn
-// core in a uniformly drawn frame of its kind; template_index is the core's
-// index (the router's validation holds out whole cores, whatever the frame).
-// Same arguments, same output.
+// core in a uniformly drawn frame of its kind (`contexts`: a core or situated
+// core in a context frame); template_index is the core's index (the router's
+// validation holds out whole cores, whatever the frame). Same arguments, same
+// output.
 StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task& task, TaskSplit problems, int64_t n,
-                                                                      uint64_t seed);
+                                                                      uint64_t seed, bool contexts = false);
 
 // `n` general prompts (label none) composed the same way from general cores
 // over the training split's topics with its extras (paraphrase.h
@@ -53,8 +60,11 @@ StatusOr<std::vector<ParaphrasedExample>> GenerateComposedParaphrases(const Task
 std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed);
 // The same over `topics` instead (topic: an index into it; none may be
 // empty). Same arguments, same output; with GeneralTopics(kTrain, true), the
-// prompts above.
-std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics);
+// prompts above. With `contexts`, the general cores and as many more kinds of
+// request ("write a tweet about {t}", "how does {t} work") in the context
+// frames: the general cores keep their opener indices, the others follow.
+std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, const std::vector<std::string>& topics,
+                                                  bool contexts = false);
 
 // Topic words from a text corpus (`texts`, e.g. pretrain.h's documents), so
 // that general prompts meet many more topics than the 44 written ones: words

@@ -39,6 +39,14 @@ StatusOr<std::vector<RouterDataRecord>> MakeRouterData(const std::vector<std::st
         out.push_back({std::move(p.text), name, absl::StrCat(name, ":c", p.template_index)});
       }
     }
+    if (o.composed && o.contexts) {
+      // Core indices shared with the composed phrasings: one group per core.
+      ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> contexts,
+                       GenerateComposedParaphrases(*task, TaskSplit::kTrain, o.per_task, seed + 3, true));
+      for (ParaphrasedExample& p : contexts) {
+        out.push_back({std::move(p.text), name, absl::StrCat(name, ":c", p.template_index)});
+      }
+    }
   }
   const int64_t general = std::min(o.general, NumGeneralPrompts(TemplateSplit::kTrain, true));
   for (GeneralPrompt& g : GeneralPromptsWithParts(TemplateSplit::kTrain, general, o.seed * 1000003 + 3, true)) {
@@ -51,6 +59,15 @@ StatusOr<std::vector<RouterDataRecord>> MakeRouterData(const std::vector<std::st
     if (!o.topic_words.empty()) {
       for (GeneralPrompt& g : ComposedGeneralPrompts(o.general, o.seed * 1000003 + 5, o.topic_words)) {
         out.push_back({std::move(g.text), "none", absl::StrCat("none:c", g.opener, "|none:w", g.topic)});
+      }
+    }
+    if (o.contexts) {
+      const bool words = !o.topic_words.empty();
+      for (GeneralPrompt& g :
+           ComposedGeneralPrompts(o.general, o.seed * 1000003 + 7,
+                                  words ? o.topic_words : GeneralTopics(TemplateSplit::kTrain, true), true)) {
+        out.push_back(
+            {std::move(g.text), "none", absl::StrCat("none:c", g.opener, words ? "|none:w" : "|none:t", g.topic)});
       }
     }
   }

@@ -3,7 +3,8 @@
 // task's raw prompts, its paraphrases from the training templates
 // (paraphrase.h) and, optionally, composed phrasings (phrasing_grammar.h),
 // labelled with the task's name; general prompts from the training openers
-// and topics (and composed general prompts), labelled "none". Every record
+// and topics (and composed general prompts, optionally in context frames),
+// labelled "none". Every record
 // has the group it was made from (the raw format, a template, a core, an
 // opener and a topic), so a router's validation can hold out whole phrasings
 // (router_train.h LabelledPrompt::group). Held-out phrasings (paraphrase.h's
@@ -27,6 +28,11 @@ struct RouterDataOptions {
   // words (e.g. phrasing_grammar.h CorpusTopicWords of a text corpus), so the
   // none class meets many topics. None when empty.
   std::vector<std::string> topic_words;
+  // With `composed`: `per_task` more phrasings per task told inside a
+  // situation (phrasing_grammar.h's context frames and situated cores), and
+  // `general` more general prompts in context frames over `topic_words` (the
+  // training topics when empty).
+  bool contexts = false;
   uint64_t seed = 0;
 };
 
