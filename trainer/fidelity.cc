@@ -55,7 +55,7 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's held-out sets (paraphrase.h): the first, and the four fresh ones
+// Table 4's held-out sets (paraphrase.h): the first, and the five fresh ones
 // written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts, from seeds of its own.
 struct HeldOutSet {
@@ -70,6 +70,7 @@ constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kFresh2, "paraphrases_fresh2_templates", "general_fresh2", 37, 38},
     {TemplateSplit::kFresh3, "paraphrases_fresh3_templates", "general_fresh3", 39, 40},
     {TemplateSplit::kFresh4, "paraphrases_fresh4_templates", "general_fresh4", 41, 42},
+    {TemplateSplit::kFresh5, "paraphrases_fresh5_templates", "general_fresh5", 51, 52},
 };
 
 double CpuSeconds() {
@@ -1608,7 +1609,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the four fresh ones, never occur in "
+                    "of the five fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

@@ -220,8 +220,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh2), "fresh2");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh3), "fresh3");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh4), "fresh4");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh5), "fresh5");
   const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2,
-                                                   TemplateSplit::kFresh3, TemplateSplit::kFresh4};
+                                                   TemplateSplit::kFresh3, TemplateSplit::kFresh4,
+                                                   TemplateSplit::kFresh5};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -284,6 +286,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh4,
        {"like i'm five", "tweet", "trivia", "reading list", "fascinating", "timeline", "eiffel", "tornado", "turtle",
         "yoga", "viking", "kite", "amazon", "board game"}},
+      {TemplateSplit::kFresh5,
+       {"riddle", "bullet point", "museum", "conversation starter", "dialogue", "speech", "taj mahal", "owls",
+        "sourdough", "titanic", "comet", "wolves", "stonehenge", "hockey"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

@@ -178,8 +178,39 @@ const std::map<std::string, std::vector<std::string>>& Fresh4Templates() {
   return *kFresh4;
 }
 
+// A sixth held-out set, written as Fresh4Templates was (as a user might ask;
+// none a template of another split) after the fifth set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh5Templates() {
+  static const auto* kFresh5 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What's the sum of {a} and {b}?", "whats {a} plus {b}",
+        "We sold {a} tickets on Friday and {b} on Saturday. How many tickets did we sell overall?",
+        "Can you quickly add {a} and {b} for me? Thanks!"}},
+      {"reverse",
+       {"Can you reverse the word {s} for me?", "how would {s} read backwards",
+        "I'm writing a secret note to a friend and want {s} written in reverse. What would that be?",
+        "Reverse this for me please: {s}"}},
+      {"sort",
+       {"Sort {s} in ascending order, please.", "can u sort {s} smallest to biggest",
+        "What do I get if I sort the digits in {s}?",
+        "I've got these digits: {s}. Can you put them in increasing order for me?"}},
+      {"kv",
+       {"{pairs}. what's {q}", "Can you tell me what {q} is if {pairs}?",
+        "My config file has {pairs}. What's {q} set to?", "Which value goes with {q} in {pairs}?"}},
+      {"caesar",
+       {"Caesar shift {s} by {n}, please.", "what is {s} with a caesar shift of {n}",
+        "Can you encode {s} using a Caesar cipher with a shift of {n}?",
+        "I'm making a code game for my class. If every letter in {s} moves {n} spots further along the alphabet, "
+        "what do we get?"}},
+  };
+  return *kFresh5;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4); null for the splits that index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5); null for the splits that
+// index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -192,9 +223,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh3:
       return &Fresh3Templates();
     case TemplateSplit::kFresh4:
+      return &Fresh4Templates();
+    case TemplateSplit::kFresh5:
       break;
   }
-  return &Fresh4Templates();
+  return &Fresh5Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -205,7 +238,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh, kFresh2, kFresh3 and kFresh4.
+// split's own list for kFresh, kFresh2, kFresh3, kFresh4 and kFresh5.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -300,6 +333,14 @@ const GeneralParts& General(TemplateSplit split) {
        "Give me a reading list on {t}.", "What makes {t} so fascinating?", "Can you give me a timeline of {t}?"},
       {"the Eiffel Tower", "tornadoes", "sea turtles", "yoga", "the Vikings", "kites", "the Amazon River",
        "board games"}};
+  // The sixth set's (see Fresh5Templates): openers and topics in none of the
+  // lists above nor ExtraGeneral's.
+  static const auto* kFresh5 = new GeneralParts{
+      {"Can you write a riddle about {t}?", "Summarize {t} in a few bullet points.",
+       "I'm visiting a museum exhibit on {t} next week. What should I look out for?",
+       "Give me some conversation starters about {t}.", "Write a short dialogue between two people discussing {t}.",
+       "Write a short speech about {t}."},
+      {"the Taj Mahal", "owls", "sourdough", "the Titanic", "comets", "wolves", "Stonehenge", "ice hockey"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -312,9 +353,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh3:
       return *kFresh3;
     case TemplateSplit::kFresh4:
+      return *kFresh4;
+    case TemplateSplit::kFresh5:
       break;
   }
-  return *kFresh4;
+  return *kFresh5;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -393,9 +436,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh3:
       return "fresh3";
     case TemplateSplit::kFresh4:
+      return "fresh4";
+    case TemplateSplit::kFresh5:
       break;
   }
-  return "fresh4";
+  return "fresh5";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
