@@ -165,7 +165,11 @@ const std::vector<std::string>& ContextFrames(bool question) {
 
 // Situated cores: a task asked as a word problem or inside an everyday
 // errand ("I have {a} apples and my friend gives me {b} more, how many apples
-// do I have"), used with the context frames only.
+// do I have"), used with the context frames only. Three cores written with
+// these were left out because the sixth held-out set (kFresh5, written in the
+// same hour) has near copies of them (tickets sold on two days, a config
+// file's value, every letter moving along the alphabet), as was "write a
+// speech about {t}" below: no training phrasing restates a held-out one.
 const std::map<std::string, Cores>& SituatedCores() {
   static const auto* kCores = new std::map<std::string, Cores>{
       {"add",
@@ -175,7 +179,6 @@ const std::map<std::string, Cores>& SituatedCores() {
          "tell me the total of a {a} dollar bill and a {b} dollar bill"},
         {"I have {a} apples and my friend gives me {b} more, how many apples do I have",
          "if a train carries {a} people and {b} more get on, how many are on board",
-         "we sold {a} tickets on Friday and {b} on Saturday, how many is that in total",
          "a box has {a} red balls and {b} blue ones, how many balls are there",
          "if I save {a} coins this week and {b} next week, how many will I have",
          "my score was {a} and I earned {b} more, what's my score now"}}},
@@ -195,14 +198,12 @@ const std::map<std::string, Cores>& SituatedCores() {
       {"kv",
        {{"the lockers hold {pairs}; tell me what's in {q}", "my notes say {pairs}, so find {q} for me",
          "check the table {pairs} and tell me {q}"},
-        {"the boxes are labelled {pairs}, which number is in {q}", "my config file has {pairs}, what is {q} set to",
-         "in the spreadsheet {pairs}, what is {q}"}}},
+        {"the boxes are labelled {pairs}, which number is in {q}", "in the spreadsheet {pairs}, what is {q}"}}},
       {"caesar",
        {{"encode my secret note {s} by moving every letter {n} places",
          "make a spy message from {s} using a shift of {n}",
          "hide the word {s} with a shift of {n} for our treasure hunt"},
-        {"if every letter of {s} moves {n} places in the alphabet, what do I get",
-         "for a secret code, what is {s} with each letter shifted {n}"}}},
+        {"for a secret code, what is {s} with each letter shifted {n}"}}},
   };
   return *kCores;
 }
@@ -210,31 +211,18 @@ const std::map<std::string, Cores>& SituatedCores() {
 // More general cores over a topic {t}, used with the context frames only: the
 // kinds of request a chat assistant meets beyond the training openers.
 const Cores& MoreGeneralCores() {
-  static const auto* kCores =
-      new Cores{{"write a tweet about {t}",
-                 "write a haiku about {t}",
-                 "draft an email to my boss about {t}",
-                 "make up a joke about {t}",
-                 "summarize the main ideas of {t}",
-                 "write a short story about {t}",
-                 "give me some tips on {t}",
-                 "brainstorm names for a club about {t}",
-                 "write a song about {t}",
-                 "describe {t} to someone who has never seen it",
-                 "create a quiz about {t}",
-                 "suggest a weekend project involving {t}",
-                 "write a product review of {t}",
-                 "translate a sentence about {t} into French",
-                 "make a checklist for {t}",
-                 "write a speech about {t}",
-                 "sketch out a podcast episode on {t}",
-                 "recommend a film about {t}",
-                 "write a limerick about {t}",
-                 "invent a holiday celebrating {t}"},
-                {"how does {t} work", "where can I learn about {t}", "is {t} worth the money",
-                 "how do I get started with {t}", "what are some fun facts about {t}", "who is famous for {t}",
-                 "when did {t} become popular", "how would you explain {t} in simple words",
-                 "can you recommend something about {t}", "what's the best thing about {t}"}};
+  static const auto* kCores = new Cores{
+      {"write a tweet about {t}", "write a haiku about {t}", "draft an email to my boss about {t}",
+       "make up a joke about {t}", "summarize the main ideas of {t}", "write a short story about {t}",
+       "give me some tips on {t}", "brainstorm names for a club about {t}", "write a song about {t}",
+       "describe {t} to someone who has never seen it", "create a quiz about {t}",
+       "suggest a weekend project involving {t}", "write a product review of {t}",
+       "translate a sentence about {t} into French", "make a checklist for {t}", "sketch out a podcast episode on {t}",
+       "recommend a film about {t}", "write a limerick about {t}", "invent a holiday celebrating {t}"},
+      {"how does {t} work", "where can I learn about {t}", "is {t} worth the money", "how do I get started with {t}",
+       "what are some fun facts about {t}", "who is famous for {t}", "when did {t} become popular",
+       "how would you explain {t} in simple words", "can you recommend something about {t}",
+       "what's the best thing about {t}"}};
   return *kCores;
 }
 
