@@ -626,6 +626,14 @@ StatusOr<Json> Study::Table4() {
         data.push_back({p.text, task, absl::StrCat(task, ":c", p.template_index)});
       }
     }
+    if (rs.context_per_task > 0) {
+      // A core's context phrasings are in its composed phrasings' group.
+      ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> contexts,
+                       GenerateComposedParaphrases(tk, TaskSplit::kTrain, rs.context_per_task, spec_.seed + 29, true));
+      for (const ParaphrasedExample& p : contexts) {
+        data.push_back({p.text, task, absl::StrCat(task, ":c", p.template_index)});
+      }
+    }
   }
   for (const GeneralPrompt& g : ComposedGeneralPrompts(rs.composed_general, spec_.seed + 26)) {
     data.push_back({g.text, kRouterNoneLabel,
@@ -633,11 +641,12 @@ StatusOr<Json> Study::Table4() {
                                                : absl::StrCat("none:c", g.opener)});
   }
   Json corpus_topics;
+  std::vector<std::string> words;  // the corpus topic words, where the spec has them
   if (!rs.composed_topic_corpus.empty()) {
     ASSIGN_OR_RETURN(std::vector<CorpusDocument> docs, ReadCorpus(rs.composed_topic_corpus));
     std::vector<std::string> texts;
     for (CorpusDocument& d : docs) texts.push_back(std::move(d.text));
-    const std::vector<std::string> words = CorpusTopicWords(texts, rs.composed_topic_words, spec_.seed + 27);
+    words = CorpusTopicWords(texts, rs.composed_topic_words, spec_.seed + 27);
     if (words.empty()) {
       return absl::InvalidArgumentError("spec.router.composed.corpus_topics: the corpus has no usable topic word");
     }
@@ -651,6 +660,19 @@ StatusOr<Json> Study::Table4() {
                      {"first_words", first_words}};
     Log(absl::StrCat("router: ", rs.composed_corpus_general, " composed general prompts over ", words.size(),
                      " corpus topic words (", absl::StrJoin(first_words, ", "), ", ...)"));
+  }
+  if (rs.context_general > 0) {
+    const bool over_words = !words.empty();
+    for (const GeneralPrompt& g :
+         ComposedGeneralPrompts(rs.context_general, spec_.seed + 30,
+                                over_words ? words : GeneralTopics(TemplateSplit::kTrain, true), true)) {
+      data.push_back({g.text, kRouterNoneLabel,
+                      over_words                   ? absl::StrCat("none:c", g.opener, "|none:w", g.topic)
+                      : rs.general_groups_by_topic ? absl::StrCat("none:c", g.opener, "|none:t", g.topic)
+                                                   : absl::StrCat("none:c", g.opener)});
+    }
+    Log(absl::StrCat("router: ", rs.context_per_task, " context phrasings per task and ", rs.context_general,
+                     " context general prompts over ", over_words ? "the corpus topic words" : "the training topics"));
   }
   for (const GeneralPrompt& g :
        GeneralPromptsWithParts(TemplateSplit::kTrain, rs.general, spec_.seed + 23, rs.extra_general)) {
@@ -801,6 +823,9 @@ StatusOr<Json> Study::Table4() {
                   {"extra_general", rs.extra_general},
                   {"composed", {{"per_task", rs.composed_per_task}, {"general", rs.composed_general}}}};
   if (!corpus_topics.is_null()) t["options"]["composed"]["corpus_topics"] = corpus_topics;
+  if (rs.context_per_task > 0 || rs.context_general > 0) {
+    t["options"]["composed"]["contexts"] = {{"per_task", rs.context_per_task}, {"general", rs.context_general}};
+  }
   Json templates;
   std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
   for (const HeldOutSet& h : kHeldOutSets) splits.push_back(h.split);
@@ -1297,6 +1322,13 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs.composed_topic_words, 1, 1000000));
         RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs.composed_corpus_general, 1, 1000000));
         RETURN_IF_ERROR(ct.Finish());
+      }
+      if (cc.Has("contexts")) {
+        FieldReader cx(cc.Get("contexts"), "spec.router.composed.contexts");
+        RETURN_IF_ERROR(cx.CheckObject());
+        RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs.context_per_task, 0, 1000000));
+        RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs.context_general, 0, 1000000));
+        RETURN_IF_ERROR(cx.Finish());
       }
       RETURN_IF_ERROR(cc.Finish());
     }

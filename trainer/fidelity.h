@@ -40,7 +40,8 @@
 //               ...router_stage.h's ReadRouterOptions fields ("layers", "pooling",
 //               "dropout", "augment", "weight_decay"), "extra_templates": true,
 //               "extra_general": false, "composed": {"per_task": 0, "general": 0,
-//                             "corpus_topics": {"paths": [...], "words": 2000, "prompts": 800}},
+//                             "corpus_topics": {"paths": [...], "words": 2000, "prompts": 800},
+//                             "contexts": {"per_task": 0, "general": 0}},
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
 //                          "general_groups": "opener_topic" | "opener",
 //                          "raw_prompts": "training_only" | "validated",
@@ -104,6 +105,14 @@ struct FidelityRouterSpec {
   // many topics; validation groups them by core and word. None by default.
   std::vector<std::string> composed_topic_corpus;
   int64_t composed_topic_words = 0, composed_corpus_general = 0;
+  // "composed": {..., "contexts": {"per_task": N, "general": M}}: N more
+  // training paraphrases per task and M more general prompts told inside a
+  // situation (phrasing_grammar.h ComposedTemplates(task, true): context
+  // frames, situated cores, more kinds of general request), the general ones
+  // over the corpus topic words where "corpus_topics" is given, else over the
+  // training topics; validation groups them with the composed ones by core.
+  // None by default.
+  int64_t context_per_task = 0, context_general = 0;
   // paraphrase.h's training-only extra general openers and topics ("general"
   // then draws from 24 x 44 prompts instead of 8 x 12); off by default so the
   // specs committed before it draw the prompts they drew.

@@ -161,6 +161,19 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   EXPECT_EQ(composed->router->composed_topic_corpus, std::vector<std::string>{"/etc/hostname"});
   EXPECT_EQ(composed->router->composed_topic_words, 2000);
   EXPECT_EQ(composed->router->composed_corpus_general, 800);
+  EXPECT_EQ(composed->router->context_per_task, 0);
+  EXPECT_EQ(composed->router->context_general, 0);
+  j["router"]["composed"]["contexts"] = {{"per_task", -1}};
+  ExpectInvalid(j, "spec.router.composed.contexts.per_task");
+  j["router"]["composed"]["contexts"] = {{"general", 3}, {"bogus", 1}};
+  ExpectInvalid(j, "spec.router.composed.contexts.bogus");
+  j["router"]["composed"]["contexts"] = 4;
+  ExpectInvalid(j, "spec.router.composed.contexts");
+  j["router"]["composed"]["contexts"] = {{"per_task", 7}, {"general", 3}};
+  composed = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(composed.ok()) << composed.status();
+  EXPECT_EQ(composed->router->context_per_task, 7);
+  EXPECT_EQ(composed->router->context_general, 3);
   j = SmallSpec();
   j["router"]["select"]["candidates"][1]["name"] = "mean0";
   ExpectInvalid(j, "spec.router.select.candidates[1].name");
@@ -257,15 +270,17 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // 100 are both all of it, one setting).
   j["router"]["general_corpus"] = {{"paths", Json::array({dir + "/corpus.txt"})},
                                    {"sentences", Json::array({0, 50, 100})}};
-  // Composed phrasings (phrasing_grammar.h) beside the templates, and
-  // composed general prompts over a corpus's topic words (two usable: each
-  // written in lower case three times; "quiet" only once).
+  // Composed phrasings (phrasing_grammar.h) beside the templates, composed
+  // general prompts over a corpus's topic words (two usable: each written in
+  // lower case three times; "quiet" only once), and phrasings and general
+  // prompts in context frames.
   ASSERT_TRUE(
       WriteFileAtomically(dir + "/topics.txt", "teapots and teapots, teapots; a lantern, lantern, lantern. quiet\n")
           .ok());
   j["router"]["composed"] = {{"per_task", 10},
                              {"general", 8},
-                             {"corpus_topics", {{"paths", Json::array({dir + "/topics.txt"})}, {"prompts", 6}}}};
+                             {"corpus_topics", {{"paths", Json::array({dir + "/topics.txt"})}, {"prompts", 6}}},
+                             {"contexts", {{"per_task", 4}, {"general", 5}}}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -286,7 +301,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // paraphrases and general prompts are (each once per candidate and epochs).
   EXPECT_EQ(sel["raw_prompts"], "training_only");
   const Json& rr = j["router"];
-  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * 10 + 8 + 6;
+  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * (10 + 4) + 8 + 6 + 5;
   const int64_t validatable = static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() +
                               rr["general"].get<int64_t>() + composed;
   for (const Json& s : sel["scores"]) {
@@ -309,6 +324,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   const Json& ct = t4["options"]["composed"]["corpus_topics"];
   EXPECT_EQ(ct["words"], 2);
   EXPECT_EQ(ct["prompts"], 6);
+  EXPECT_EQ(t4["options"]["composed"]["contexts"], (Json{{"per_task", 4}, {"general", 5}}));
   EXPECT_EQ(std::set<std::string>(ct["first_words"].begin(), ct["first_words"].end()),
             (std::set<std::string>{"teapots", "lantern"}));
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
