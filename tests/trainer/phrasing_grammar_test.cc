@@ -11,12 +11,17 @@
 namespace skillpack {
 namespace {
 
+// One canonical problem per task, to fill templates with.
+std::map<std::string, std::string> CanonicalPrompts() {
+  return {{"add", "37+45="},
+          {"reverse", "rev abcd="},
+          {"sort", "sort 5391="},
+          {"kv", "a=3;b=5 b?"},
+          {"caesar", "rot3 abc="}};
+}
+
 TEST(PhrasingGrammarTest, EveryComposedTemplateFillsAndNoneIsAHeldOutTemplate) {
-  const std::map<std::string, std::string> canonical = {{"add", "37+45="},
-                                                        {"reverse", "rev abcd="},
-                                                        {"sort", "sort 5391="},
-                                                        {"kv", "a=3;b=5 b?"},
-                                                        {"caesar", "rot3 abc="}};
+  const std::map<std::string, std::string> canonical = CanonicalPrompts();
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -202,11 +207,7 @@ TEST(PhrasingGrammarTest, CorpusTopicWordsNeverAHeldOutWordAndSeeded) {
 }
 
 TEST(PhrasingGrammarTest, ContextTemplatesFillAndNoneIsAHeldOutTemplate) {
-  const std::map<std::string, std::string> canonical = {{"add", "37+45="},
-                                                        {"reverse", "rev abcd="},
-                                                        {"sort", "sort 5391="},
-                                                        {"kv", "a=3;b=5 b?"},
-                                                        {"caesar", "rot3 abc="}};
+  const std::map<std::string, std::string> canonical = CanonicalPrompts();
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
