@@ -221,9 +221,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh3), "fresh3");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh4), "fresh4");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh5), "fresh5");
-  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh, TemplateSplit::kFresh2,
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh6), "fresh6");
+  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh,  TemplateSplit::kFresh2,
                                                    TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-                                                   TemplateSplit::kFresh5};
+                                                   TemplateSplit::kFresh5, TemplateSplit::kFresh6};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -289,6 +290,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh5,
        {"riddle", "bullet point", "museum", "conversation starter", "dialogue", "speech", "taj mahal", "owls",
         "sourdough", "titanic", "comet", "wolves", "stonehenge", "hockey"}},
+      {TemplateSplit::kFresh6,
+       {"podcast", "nephew", "birthday", "movie plot", "the deal with", "study guide", "tour guide", "walk me through",
+        "jellyfish", "statue of liberty", "pottery", "wright brothers", "cheese", "loch ness", "sloth", "surfing"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

@@ -208,9 +208,39 @@ const std::map<std::string, std::vector<std::string>>& Fresh5Templates() {
   return *kFresh5;
 }
 
+// A seventh held-out set, written as Fresh5Templates was (as a user might ask;
+// none a template of another split) after the sixth set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh6Templates() {
+  static const auto* kFresh6 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"{a} plus {b} is how much?", "pls add {a} + {b}",
+        "I had {a} followers last month and gained {b} more this month. How many followers do I have now?",
+        "Would you mind telling me the sum of {a} and {b}?"}},
+      {"reverse",
+       {"Write {s} in reverse, please.", "reverse of {s}?",
+        "For a word game I need {s} spelled back to front. What do I get?",
+        "What's {s} if you flip the order of its letters?"}},
+      {"sort",
+       {"Could you order the digits of {s} from smallest to largest?", "digits of {s} sorted pls",
+        "My locker combination is the digits {s} put in increasing order. What's the combination?",
+        "Please arrange {s} so the digits go up."}},
+      {"kv",
+       {"If {pairs}, what's {q} worth?", "{pairs} -> {q}?",
+        "I jotted down {pairs} during the meeting. What was {q} again?",
+        "Look at {pairs} and tell me the value of {q}."}},
+      {"caesar",
+       {"Shift the letters in {s} forward by {n}.", "rot{n} {s} please",
+        "My friend and I pass notes in a Caesar cipher with key {n}. How would I write {s}?",
+        "What's the Caesar cipher of {s} with a shift of {n}?"}},
+  };
+  return *kFresh6;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5); null for the splits that
-// index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6); null for the splits
+// that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -225,9 +255,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh4:
       return &Fresh4Templates();
     case TemplateSplit::kFresh5:
+      return &Fresh5Templates();
+    case TemplateSplit::kFresh6:
       break;
   }
-  return &Fresh5Templates();
+  return &Fresh6Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -238,7 +270,8 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh, kFresh2, kFresh3, kFresh4 and kFresh5.
+// split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5 and
+// kFresh6.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -341,6 +374,14 @@ const GeneralParts& General(TemplateSplit split) {
        "Give me some conversation starters about {t}.", "Write a short dialogue between two people discussing {t}.",
        "Write a short speech about {t}."},
       {"the Taj Mahal", "owls", "sourdough", "the Titanic", "comets", "wolves", "Stonehenge", "ice hockey"}};
+  // The seventh set's (see Fresh6Templates): openers and topics in none of
+  // the lists above nor ExtraGeneral's.
+  static const auto* kFresh6 = new GeneralParts{
+      {"Is there a good podcast about {t}?", "My nephew is obsessed with {t}. What should I get him for his birthday?",
+       "Pitch me a movie plot about {t}.", "what's the deal with {t}", "Can you make me a study guide on {t}?",
+       "Pretend you're a tour guide and walk me through {t}."},
+      {"jellyfish", "the Statue of Liberty", "pottery", "the Wright brothers", "cheese", "the Loch Ness monster",
+       "sloths", "surfing"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -355,9 +396,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh4:
       return *kFresh4;
     case TemplateSplit::kFresh5:
+      return *kFresh5;
+    case TemplateSplit::kFresh6:
       break;
   }
-  return *kFresh5;
+  return *kFresh6;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -438,9 +481,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh4:
       return "fresh4";
     case TemplateSplit::kFresh5:
+      return "fresh5";
+    case TemplateSplit::kFresh6:
       break;
   }
-  return "fresh5";
+  return "fresh6";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
