@@ -662,6 +662,15 @@ StatusOr<Json> Study::Table4() {
     Log(absl::StrCat("router: ", rs.composed_corpus_general, " composed general prompts over ", words.size(),
                      " corpus topic words (", absl::StrJoin(first_words, ", "), ", ...)"));
   }
+  if (rs.made_up_general > 0) {
+    const std::vector<std::string> made_up = MadeUpTopicWords(rs.made_up_topic_words, spec_.seed + 31);
+    for (const GeneralPrompt& g : ComposedGeneralPrompts(rs.made_up_general, spec_.seed + 32, made_up)) {
+      data.push_back({g.text, kRouterNoneLabel, absl::StrCat("none:c", g.opener, "|none:m", g.topic)});
+    }
+    const std::vector<std::string> first(made_up.begin(), made_up.begin() + std::min<size_t>(made_up.size(), 12));
+    Log(absl::StrCat("router: ", rs.made_up_general, " composed general prompts over ", made_up.size(),
+                     " made-up topic words (", absl::StrJoin(first, ", "), ", ...)"));
+  }
   if (rs.context_general > 0) {
     const bool over_words = !words.empty();
     for (const GeneralPrompt& g :
@@ -826,6 +835,9 @@ StatusOr<Json> Study::Table4() {
   if (!corpus_topics.is_null()) t["options"]["composed"]["corpus_topics"] = corpus_topics;
   if (rs.context_per_task > 0 || rs.context_general > 0) {
     t["options"]["composed"]["contexts"] = {{"per_task", rs.context_per_task}, {"general", rs.context_general}};
+  }
+  if (rs.made_up_general > 0) {
+    t["options"]["composed"]["made_up_topics"] = {{"words", rs.made_up_topic_words}, {"prompts", rs.made_up_general}};
   }
   Json templates;
   std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
@@ -1330,6 +1342,15 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs.context_per_task, 0, 1000000));
         RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs.context_general, 0, 1000000));
         RETURN_IF_ERROR(cx.Finish());
+      }
+      if (cc.Has("made_up_topics")) {
+        FieldReader mu(cc.Get("made_up_topics"), "spec.router.composed.made_up_topics");
+        RETURN_IF_ERROR(mu.CheckObject());
+        rs.made_up_topic_words = 1000;
+        rs.made_up_general = 400;
+        RETURN_IF_ERROR(mu.ReadInRange<int64_t>("words", &rs.made_up_topic_words, 1, 1000000));
+        RETURN_IF_ERROR(mu.ReadInRange<int64_t>("prompts", &rs.made_up_general, 1, 1000000));
+        RETURN_IF_ERROR(mu.Finish());
       }
       RETURN_IF_ERROR(cc.Finish());
     }

@@ -113,6 +113,13 @@ struct FidelityRouterSpec {
   // training topics; validation groups them with the composed ones by core.
   // None by default.
   int64_t context_per_task = 0, context_general = 0;
+  // "composed": {..., "made_up_topics": {"words": W, "prompts": P}}: P more
+  // general prompts composed over W made-up words (phrasing_grammar.h
+  // MadeUpTopicWords: invented words and letter salads, never a word of a
+  // task's phrasings or of a held-out split's), so that a strange word alone
+  // does not make a request a task's; validation groups them by core and
+  // word. None by default.
+  int64_t made_up_topic_words = 0, made_up_general = 0;
   // paraphrase.h's training-only extra general openers and topics ("general"
   // then draws from 24 x 44 prompts instead of 8 x 12); off by default so the
   // specs committed before it draw the prompts they drew.

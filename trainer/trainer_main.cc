@@ -56,13 +56,15 @@ constexpr char kUsage[] =
     "      write task examples as SFT JSONL {prompt,response} or, with --preferences,\n"
     "      DPO JSONL {prompt,chosen,rejected}\n"
     "  make-router-data --tasks NAME,NAME --out FILE.jsonl [--n 200 --general 400 --seed S\n"
-    "            --no-composed --corpus-topics PATH,PATH --contexts]\n"
+    "            --no-composed --corpus-topics PATH,PATH --contexts --made-up-topics]\n"
     "      write a router's labelled prompts {prompt,label,group} for the tasks' packs: per\n"
     "      task N raw prompts, N paraphrases and N composed phrasings (label: the task), and\n"
     "      general prompts plus as many composed ones (label none), and with --corpus-topics\n"
     "      as many more over topic words of that UTF-8 text corpus (files or folders); with\n"
     "      --contexts, N more per task and as many more general ones told inside a situation\n"
-    "      (\"For my homework I need to ...\", word problems); for `skillpack router train`\n";
+    "      (\"For my homework I need to ...\", word problems); with --made-up-topics, as many\n"
+    "      more general ones over made-up words (\"brounstel\", \"xqvtr\"); for\n"
+    "      `skillpack router train`\n";
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "skillpack-trainer: %s\n", s.ToString().c_str());
@@ -212,7 +214,7 @@ int MakeDataCommand(const std::vector<std::string>& argv) {
 }
 
 int MakeRouterDataCommand(const std::vector<std::string>& argv) {
-  StatusOr<Args> args = Args::Parse(argv, {"no-composed", "contexts"});
+  StatusOr<Args> args = Args::Parse(argv, {"no-composed", "contexts", "made-up-topics"});
   if (!args.ok()) return Fail(args.status());
   StatusOr<std::string> tasks = args->String("tasks");
   StatusOr<std::string> out = args->String("out");
@@ -223,6 +225,7 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
   RouterDataOptions o;
   o.composed = !args->Bool("no-composed");
   o.contexts = args->Bool("contexts");
+  o.made_up_topics = args->Bool("made-up-topics");
   for (const Status& s :
        {tasks.status(), out.status(), n.status(), general.status(), seed.status(), args->CheckAllUsed()}) {
     if (!s.ok()) return Fail(s);
@@ -238,6 +241,10 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
   if (o.contexts && !o.composed) {
     return Fail(
         absl::InvalidArgumentError("make-router-data: --contexts needs composed phrasings (drop --no-composed)"));
+  }
+  if (o.made_up_topics && !o.composed) {
+    return Fail(
+        absl::InvalidArgumentError("make-router-data: --made-up-topics needs composed phrasings (drop --no-composed)"));
   }
   if (!corpus.empty()) {
     if (!o.composed) {

@@ -174,6 +174,18 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   ASSERT_TRUE(composed.ok()) << composed.status();
   EXPECT_EQ(composed->router->context_per_task, 7);
   EXPECT_EQ(composed->router->context_general, 3);
+  EXPECT_EQ(composed->router->made_up_general, 0);
+  j["router"]["composed"]["made_up_topics"] = {{"words", 0}};
+  ExpectInvalid(j, "spec.router.composed.made_up_topics.words");
+  j["router"]["composed"]["made_up_topics"] = {{"prompts", 5}, {"bogus", 1}};
+  ExpectInvalid(j, "spec.router.composed.made_up_topics.bogus");
+  j["router"]["composed"]["made_up_topics"] = Json::array();
+  ExpectInvalid(j, "spec.router.composed.made_up_topics");
+  j["router"]["composed"]["made_up_topics"] = Json::object();
+  composed = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(composed.ok()) << composed.status();
+  EXPECT_EQ(composed->router->made_up_topic_words, 1000);
+  EXPECT_EQ(composed->router->made_up_general, 400);
   j = SmallSpec();
   j["router"]["select"]["candidates"][1]["name"] = "mean0";
   ExpectInvalid(j, "spec.router.select.candidates[1].name");
@@ -273,14 +285,15 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // Composed phrasings (phrasing_grammar.h) beside the templates, composed
   // general prompts over a corpus's topic words (two usable: each written in
   // lower case three times; "quiet" only once), and phrasings and general
-  // prompts in context frames.
+  // prompts in context frames, and general prompts over made-up words.
   ASSERT_TRUE(
       WriteFileAtomically(dir + "/topics.txt", "teapots and teapots, teapots; a lantern, lantern, lantern. quiet\n")
           .ok());
   j["router"]["composed"] = {{"per_task", 10},
                              {"general", 8},
                              {"corpus_topics", {{"paths", Json::array({dir + "/topics.txt"})}, {"prompts", 6}}},
-                             {"contexts", {{"per_task", 4}, {"general", 5}}}};
+                             {"contexts", {{"per_task", 4}, {"general", 5}}},
+                             {"made_up_topics", {{"words", 30}, {"prompts", 7}}}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -301,7 +314,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // paraphrases and general prompts are (each once per candidate and epochs).
   EXPECT_EQ(sel["raw_prompts"], "training_only");
   const Json& rr = j["router"];
-  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * (10 + 4) + 8 + 6 + 5;
+  const int64_t composed = static_cast<int64_t>(j["tasks"].size()) * (10 + 4) + 8 + 6 + 5 + 7;
   const int64_t validatable = static_cast<int64_t>(j["tasks"].size()) * rr["examples_per_task"].get<int64_t>() +
                               rr["general"].get<int64_t>() + composed;
   for (const Json& s : sel["scores"]) {
@@ -325,6 +338,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(ct["words"], 2);
   EXPECT_EQ(ct["prompts"], 6);
   EXPECT_EQ(t4["options"]["composed"]["contexts"], (Json{{"per_task", 4}, {"general", 5}}));
+  EXPECT_EQ(t4["options"]["composed"]["made_up_topics"], (Json{{"words", 30}, {"prompts", 7}}));
   EXPECT_EQ(std::set<std::string>(ct["first_words"].begin(), ct["first_words"].end()),
             (std::set<std::string>{"teapots", "lantern"}));
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";

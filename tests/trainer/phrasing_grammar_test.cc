@@ -1,5 +1,6 @@
 #include "trainer/tasks/phrasing_grammar.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <set>
@@ -154,6 +155,24 @@ std::set<std::string> Words(const std::string& text) {
   return out;
 }
 
+// Every word of every held-out split's general prompts and templates.
+std::set<std::string> HeldOutWords() {
+  std::set<std::string> held_out;
+  for (TemplateSplit split : kHeldOutTemplateSplits) {
+    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) {
+      for (const std::string& w : Words(g)) held_out.insert(w);
+    }
+    for (const std::string& name : TaskNames()) {
+      auto templates = ParaphraseTemplates(name, split);
+      if (!templates.ok()) continue;
+      for (const std::string& t : *templates) {
+        for (const std::string& w : Words(t)) held_out.insert(w);
+      }
+    }
+  }
+  return held_out;
+}
+
 TEST(PhrasingGrammarTest, CorpusTopicWordsKeepFrequentLowerCaseWordsOnly) {
   const std::string text =
       "The lantern glowed. A lantern, a lantern! Kettles whistle; kettles kettles kettles.\n"
@@ -173,19 +192,7 @@ TEST(PhrasingGrammarTest, CorpusTopicWordsNeverAHeldOutWordAndSeeded) {
   // each word written three times, with plural and singular forms: none is
   // a topic word, while words of no split are.
   std::string corpus;
-  std::set<std::string> held_out;
-  for (TemplateSplit split : kHeldOutTemplateSplits) {
-    for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 1)) {
-      for (const std::string& w : Words(g)) held_out.insert(w);
-    }
-    for (const std::string& name : TaskNames()) {
-      auto templates = ParaphraseTemplates(name, split);
-      if (!templates.ok()) continue;
-      for (const std::string& t : *templates) {
-        for (const std::string& w : Words(t)) held_out.insert(w);
-      }
-    }
-  }
+  const std::set<std::string> held_out = HeldOutWords();
   ASSERT_GE(held_out.size(), 100u);
   for (const std::string& w : held_out) {
     for (const std::string& form : {w, w + "s", w.back() == 's' ? w.substr(0, w.size() - 1) : w}) {
@@ -204,6 +211,38 @@ TEST(PhrasingGrammarTest, CorpusTopicWordsNeverAHeldOutWordAndSeeded) {
   for (uint64_t seed = 5; seed < 15 && !other_order; ++seed)
     other_order = CorpusTopicWords({corpus}, 1000, seed) != all;
   EXPECT_TRUE(other_order);
+}
+
+TEST(PhrasingGrammarTest, MadeUpTopicWordsAreDistinctInventedAndNeverAHeldOutWord) {
+  // A large draw: its 3-letter salads alone cover a tenth of all 3-letter
+  // strings, so held-out words such as "the" or "sum" would be drawn were
+  // they not left out.
+  const std::vector<std::string> words = MadeUpTopicWords(20000, 3);
+  ASSERT_EQ(words.size(), 20000u);
+  EXPECT_EQ(std::set<std::string>(words.begin(), words.end()).size(), words.size());
+  const std::set<std::string> held_out = HeldOutWords();
+  ASSERT_TRUE(held_out.count("the") && held_out.count("sum")) << "the check below would be empty";
+  int salads = 0, long_words = 0, three = 0;
+  for (const std::string& w : words) {
+    ASSERT_GE(w.size(), 3u) << w;
+    ASSERT_LE(w.size(), 12u) << w;
+    ASSERT_TRUE(std::all_of(w.begin(), w.end(), [](char c) { return c >= 'a' && c <= 'z'; })) << w;
+    EXPECT_EQ(held_out.count(w), 0u) << w;
+    salads += w.find_first_of("aeiou") == std::string::npos;  // a syllable always has a vowel
+    long_words += w.size() > 8;                               // a salad never has more than 8 letters
+    three += w.size() == 3;
+  }
+  // Both kinds, about half each: salads without a vowel are (21/26)^len of
+  // them, pronounceable words of more than 8 letters most of theirs.
+  EXPECT_GT(salads, 1000);
+  EXPECT_GT(long_words, 2000);
+  EXPECT_GT(three, 1000);
+  // Seeded: the same draw again, a shorter draw its prefix, another seed another draw.
+  EXPECT_EQ(MadeUpTopicWords(20000, 3), words);
+  EXPECT_EQ(MadeUpTopicWords(50, 3), std::vector<std::string>(words.begin(), words.begin() + 50));
+  EXPECT_NE(MadeUpTopicWords(50, 4), MadeUpTopicWords(50, 3));
+  EXPECT_TRUE(MadeUpTopicWords(0, 3).empty());
+  EXPECT_TRUE(MadeUpTopicWords(-5, 3).empty());
 }
 
 TEST(PhrasingGrammarTest, ContextTemplatesFillAndNoneIsAHeldOutTemplate) {

@@ -170,6 +170,42 @@ TEST(RouterDataTest, ContextsAddPhrasingsPerTaskAndGeneralPromptsInContextFrames
   }
 }
 
+TEST(RouterDataTest, MadeUpTopicsAddGeneralPromptsOverMadeUpWords) {
+  RouterDataOptions o;
+  o.per_task = 10;
+  o.general = 30;
+  o.seed = 5;
+  const auto without = *MakeRouterData({"sort"}, o);
+  o.made_up_topics = true;
+  const auto with = *MakeRouterData({"sort"}, o);
+  ASSERT_EQ(with.size(), without.size() + 30);
+  // The added ones follow the other composed general prompts, label none,
+  // grouped by core and made-up word, each filled with one of the words.
+  const std::vector<std::string> made_up = MadeUpTopicWords(1000, 5 * 1000003 + 8);
+  size_t j = 0;
+  std::set<std::string> words_used;
+  for (const RouterDataRecord& r : with) {
+    if (j < without.size() && r.prompt == without[j].prompt) {
+      ++j;
+      continue;
+    }
+    EXPECT_EQ(r.label, "none");
+    const size_t m = r.group.find("|none:m");
+    ASSERT_NE(m, std::string::npos) << r.group;
+    EXPECT_EQ(r.group.rfind("none:c", 0), 0u) << r.group;
+    const std::string& word = made_up.at(std::stoul(r.group.substr(m + 7)));
+    EXPECT_TRUE(absl::StrContains(r.prompt, word)) << r.prompt << " / " << word;
+    words_used.insert(word);
+  }
+  EXPECT_EQ(j, without.size());  // every record without them is still there, in order
+  EXPECT_GT(words_used.size(), 20u);
+  // Without composed phrasings they add nothing.
+  o.composed = false;
+  const auto plain = *MakeRouterData({"sort"}, o);
+  o.made_up_topics = false;
+  EXPECT_EQ(MakeRouterData({"sort"}, o)->size(), plain.size());
+}
+
 TEST(RouterDataTest, BadArgumentsAreNamed) {
   RouterDataOptions o;
   auto s = MakeRouterData({"reverse", "nosuch"}, o);
@@ -270,6 +306,28 @@ TEST(MakeRouterDataCommandTest, WritesLabelledJsonl) {
                 {"make-router-data", "--tasks", "reverse", "--no-composed", "--contexts", "--out", bad}, log),
             1);
   EXPECT_NE(ReadFileToString(log)->find("--contexts needs composed phrasings"), std::string::npos)
+      << *ReadFileToString(log);
+  EXPECT_FALSE(ReadFileToString(bad).ok());
+  // --made-up-topics: the records MakeRouterData makes with them.
+  const std::string made_up_out = dir + "/router-made-up.jsonl";
+  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
+                                      "--seed", "3", "--made-up-topics", "--out", made_up_out},
+                                     log),
+            0)
+      << ReadFileToString(log).value_or("");
+  o.contexts = false;
+  o.made_up_topics = true;
+  const auto with_made_up = *MakeRouterData({"reverse", "sort"}, o);
+  std::vector<std::string> made_up_lines = absl::StrSplit(*ReadFileToString(made_up_out), '\n', absl::SkipEmpty());
+  ASSERT_EQ(made_up_lines.size(), with_made_up.size());
+  ASSERT_EQ(with_made_up.size(), expected.size() + 10);
+  for (size_t i = 0; i < made_up_lines.size(); ++i) {
+    EXPECT_EQ((*ParseJson(made_up_lines[i], "line"))["group"], with_made_up[i].group) << i;
+  }
+  EXPECT_EQ(testing_util::RunTrainer(
+                {"make-router-data", "--tasks", "reverse", "--no-composed", "--made-up-topics", "--out", bad}, log),
+            1);
+  EXPECT_NE(ReadFileToString(log)->find("--made-up-topics needs composed phrasings"), std::string::npos)
       << *ReadFileToString(log);
   EXPECT_FALSE(ReadFileToString(bad).ok());
 }

@@ -382,10 +382,12 @@ std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, cons
   return out;
 }
 
-std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed) {
-  // Words no topic may be: common function words, and (added below) every
-  // word of the tasks' templates (all splits) and cores and of the held-out
-  // splits' general prompts, with and without a plural ending.
+namespace {
+
+// Words no topic word may be: common function words, and (added below) every
+// word of the tasks' templates (all splits) and cores and of the held-out
+// splits' general prompts, with and without a plural ending.
+std::set<std::string> ExcludedTopicWords() {
   std::set<std::string> excluded = {
       "about",      "above",   "after",   "again",  "against",  "also",       "always", "among",    "another",
       "anything",   "around",  "away",    "back",   "became",   "because",    "become", "been",     "before",
@@ -433,6 +435,21 @@ std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts,
   for (TemplateSplit split : kHeldOutTemplateSplits) {
     for (const std::string& g : GeneralPrompts(split, NumGeneralPrompts(split), 0)) add_words(g);
   }
+  return excluded;
+}
+
+// A seeded Fisher-Yates shuffle (written out: std::shuffle's order is the
+// library's), then the first n.
+void ShuffleAndKeep(std::vector<std::string>& words, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[rng() % i]);
+  if (n < static_cast<int64_t>(words.size())) words.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
+}
+
+}  // namespace
+
+std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed) {
+  const std::set<std::string> excluded = ExcludedTopicWords();
   // Words written in lower case (not inside a contraction: "isn't"), counted.
   std::map<std::string, int64_t> counts;
   for (const std::string& text : texts) {
@@ -447,11 +464,38 @@ std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts,
   for (const auto& [word, count] : counts) {
     if (count >= 3 && excluded.count(word) == 0) words.push_back(word);
   }
-  // A seeded Fisher-Yates shuffle (written out: std::shuffle's order is the
-  // library's), then the first n.
+  ShuffleAndKeep(words, n, seed);
+  return words;
+}
+
+std::vector<std::string> MadeUpTopicWords(int64_t n, uint64_t seed) {
+  static constexpr std::array<const char*, 30> kOnsets = {"b",  "br", "c",  "ch", "cl", "d", "dr", "f",  "fl", "g",
+                                                          "gr", "h",  "j",  "k",  "l",  "m", "n",  "p",  "pl", "qu",
+                                                          "r",  "s",  "sh", "sk", "st", "t", "th", "tr", "v",  "z"};
+  static constexpr std::array<const char*, 9> kVowels = {"a", "e", "i", "o", "u", "ai", "ea", "oo", "ou"};
+  static constexpr std::array<const char*, 10> kCodas = {"", "", "", "n", "r", "l", "m", "s", "st", "nd"};
+  const std::set<std::string> excluded = ExcludedTopicWords();
   std::mt19937_64 rng(seed);
-  for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[rng() % i]);
-  if (n < static_cast<int64_t>(words.size())) words.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  auto pick = [&](const auto& parts) { return std::string(parts[rng() % parts.size()]); };
+  std::set<std::string> seen;
+  std::vector<std::string> words;
+  // Each draw a new word or a repeat; n distinct words come long before this
+  // many draws (the two kinds allow ~10^8), which only bounds the loop.
+  const int64_t max_draws = std::max<int64_t>(n, 0) * 100;
+  for (int64_t d = 0; d < max_draws && static_cast<int64_t>(words.size()) < n; ++d) {
+    std::string word;
+    if (d % 2 == 0) {
+      // Pronounceable: 2 or 3 syllables, an onset, a vowel and a coda each.
+      const int syllables = 2 + static_cast<int>(rng() % 2);
+      for (int k = 0; k < syllables; ++k) word += pick(kOnsets) + pick(kVowels) + pick(kCodas);
+    } else {
+      // Letter salad of 3 to 8 letters, the shape of a string task's argument.
+      const int len = 3 + static_cast<int>(rng() % 6);
+      for (int k = 0; k < len; ++k) word += static_cast<char>('a' + rng() % 26);
+    }
+    if (word.size() > 12 || excluded.count(word) || !seen.insert(word).second) continue;
+    words.push_back(word);
+  }
   return words;
 }
 

@@ -77,6 +77,15 @@ std::vector<GeneralPrompt> ComposedGeneralPrompts(int64_t n, uint64_t seed, cons
 // output.
 std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed);
 
+// `n` made-up topic words, so that general prompts also meet topics the base
+// model has never read (a rare word reads to the router's surprisal features
+// much as a task's random argument does): alternately a pronounceable word of
+// 2 or 3 invented syllables ("brounstel", "quaimo") and a letter salad of 3 to
+// 8 letters a-z, the shape of a string task's argument ("xqvtr"); at most 12
+// letters, distinct, none a word CorpusTopicWords leaves out (no word of a
+// task's phrasings or of a held-out split's). Same arguments, same output.
+std::vector<std::string> MadeUpTopicWords(int64_t n, uint64_t seed);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_TRAINER_TASKS_PHRASING_GRAMMAR_H_

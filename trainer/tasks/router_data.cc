@@ -61,6 +61,12 @@ StatusOr<std::vector<RouterDataRecord>> MakeRouterData(const std::vector<std::st
         out.push_back({std::move(g.text), "none", absl::StrCat("none:c", g.opener, "|none:w", g.topic)});
       }
     }
+    if (o.made_up_topics) {
+      const std::vector<std::string> made_up = MadeUpTopicWords(1000, o.seed * 1000003 + 8);
+      for (GeneralPrompt& g : ComposedGeneralPrompts(o.general, o.seed * 1000003 + 9, made_up)) {
+        out.push_back({std::move(g.text), "none", absl::StrCat("none:c", g.opener, "|none:m", g.topic)});
+      }
+    }
     if (o.contexts) {
       const bool words = !o.topic_words.empty();
       for (GeneralPrompt& g :

@@ -33,6 +33,10 @@ struct RouterDataOptions {
   // `general` more general prompts in context frames over `topic_words` (the
   // training topics when empty).
   bool contexts = false;
+  // With `composed`: `general` more composed general prompts over 1000 made-up
+  // topic words (phrasing_grammar.h MadeUpTopicWords: invented words and
+  // letter salads), so a strange word alone does not make a request a task's.
+  bool made_up_topics = false;
   uint64_t seed = 0;
 };
 
@@ -40,7 +44,7 @@ struct RouterDataRecord {
   std::string prompt;
   std::string label;  // a task name or "none"
   std::string group;  // "reverse:raw", "reverse:t4", "reverse:c12", "none:o3|none:t5", "none:c2|none:t5",
-                      // "none:c2|none:w17" (a topic word)
+                      // "none:c2|none:w17" (a topic word), "none:c2|none:m40" (a made-up word)
 };
 
 // Records for `tasks` (each a built-in task with paraphrase templates; no
