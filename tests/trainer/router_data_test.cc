@@ -287,49 +287,38 @@ TEST(MakeRouterDataCommandTest, WritesLabelledJsonl) {
   EXPECT_NE(ReadFileToString(log)->find("--corpus-topics needs composed phrasings"), std::string::npos)
       << *ReadFileToString(log);
   EXPECT_FALSE(ReadFileToString(bad).ok());
-  // --contexts: the records MakeRouterData makes with contexts.
-  const std::string contexts_out = dir + "/router-contexts.jsonl";
-  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
-                                      "--seed", "3", "--contexts", "--out", contexts_out},
-                                     log),
-            0)
-      << ReadFileToString(log).value_or("");
-  o.contexts = true;
-  const auto with_contexts = *MakeRouterData({"reverse", "sort"}, o);
-  std::vector<std::string> context_lines = absl::StrSplit(*ReadFileToString(contexts_out), '\n', absl::SkipEmpty());
-  ASSERT_EQ(context_lines.size(), with_contexts.size());
-  ASSERT_EQ(with_contexts.size(), expected.size() + 2 * 20 + 10);
-  for (size_t i = 0; i < context_lines.size(); ++i) {
-    EXPECT_EQ((*ParseJson(context_lines[i], "line"))["prompt"], with_contexts[i].prompt) << i;
-  }
-  EXPECT_EQ(testing_util::RunTrainer(
-                {"make-router-data", "--tasks", "reverse", "--no-composed", "--contexts", "--out", bad}, log),
-            1);
-  EXPECT_NE(ReadFileToString(log)->find("--contexts needs composed phrasings"), std::string::npos)
-      << *ReadFileToString(log);
-  EXPECT_FALSE(ReadFileToString(bad).ok());
-  // --made-up-topics: the records MakeRouterData makes with them.
-  const std::string made_up_out = dir + "/router-made-up.jsonl";
-  ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
-                                      "--seed", "3", "--made-up-topics", "--out", made_up_out},
-                                     log),
-            0)
-      << ReadFileToString(log).value_or("");
-  o.contexts = false;
-  o.made_up_topics = true;
-  const auto with_made_up = *MakeRouterData({"reverse", "sort"}, o);
-  std::vector<std::string> made_up_lines = absl::StrSplit(*ReadFileToString(made_up_out), '\n', absl::SkipEmpty());
-  ASSERT_EQ(made_up_lines.size(), with_made_up.size());
-  ASSERT_EQ(with_made_up.size(), expected.size() + 10);
-  for (size_t i = 0; i < made_up_lines.size(); ++i) {
-    EXPECT_EQ((*ParseJson(made_up_lines[i], "line"))["group"], with_made_up[i].group) << i;
-  }
-  EXPECT_EQ(testing_util::RunTrainer(
-                {"make-router-data", "--tasks", "reverse", "--no-composed", "--made-up-topics", "--out", bad}, log),
-            1);
-  EXPECT_NE(ReadFileToString(log)->find("--made-up-topics needs composed phrasings"), std::string::npos)
-      << *ReadFileToString(log);
-  EXPECT_FALSE(ReadFileToString(bad).ok());
+  // --contexts and --made-up-topics: the records MakeRouterData makes with
+  // the option; each needs composed phrasings.
+  auto expect_flag = [&](const std::string& flag, RouterDataOptions with, size_t added) {
+    SCOPED_TRACE(flag);
+    const std::string flag_out = dir + "/router" + flag + ".jsonl";
+    ASSERT_EQ(testing_util::RunTrainer({"make-router-data", "--tasks", "reverse,sort", "--n", "20", "--general", "10",
+                                        "--seed", "3", flag, "--out", flag_out},
+                                       log),
+              0)
+        << ReadFileToString(log).value_or("");
+    const auto records = *MakeRouterData({"reverse", "sort"}, with);
+    std::vector<std::string> flag_lines = absl::StrSplit(*ReadFileToString(flag_out), '\n', absl::SkipEmpty());
+    ASSERT_EQ(flag_lines.size(), records.size());
+    ASSERT_EQ(records.size(), expected.size() + added);
+    for (size_t i = 0; i < flag_lines.size(); ++i) {
+      const Json line = *ParseJson(flag_lines[i], "line");
+      EXPECT_EQ(line["prompt"], records[i].prompt) << i;
+      EXPECT_EQ(line["group"], records[i].group) << i;
+    }
+    EXPECT_EQ(
+        testing_util::RunTrainer({"make-router-data", "--tasks", "reverse", "--no-composed", flag, "--out", bad}, log),
+        1);
+    EXPECT_NE(ReadFileToString(log)->find(flag + " needs composed phrasings"), std::string::npos)
+        << *ReadFileToString(log);
+    EXPECT_FALSE(ReadFileToString(bad).ok());
+  };
+  RouterDataOptions contexts = o;
+  contexts.contexts = true;
+  expect_flag("--contexts", contexts, 2 * 20 + 10);
+  RouterDataOptions made_up = o;
+  made_up.made_up_topics = true;
+  expect_flag("--made-up-topics", made_up, 10);
 }
 
 }  // namespace
