@@ -438,14 +438,6 @@ std::set<std::string> ExcludedTopicWords() {
   return excluded;
 }
 
-// A seeded Fisher-Yates shuffle (written out: std::shuffle's order is the
-// library's), then the first n.
-void ShuffleAndKeep(std::vector<std::string>& words, int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[rng() % i]);
-  if (n < static_cast<int64_t>(words.size())) words.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
-}
-
 }  // namespace
 
 std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts, int64_t n, uint64_t seed) {
@@ -464,7 +456,11 @@ std::vector<std::string> CorpusTopicWords(const std::vector<std::string>& texts,
   for (const auto& [word, count] : counts) {
     if (count >= 3 && excluded.count(word) == 0) words.push_back(word);
   }
-  ShuffleAndKeep(words, n, seed);
+  // A seeded Fisher-Yates shuffle (written out: std::shuffle's order is the
+  // library's), then the first n.
+  std::mt19937_64 rng(seed);
+  for (size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[rng() % i]);
+  if (n < static_cast<int64_t>(words.size())) words.resize(static_cast<size_t>(std::max<int64_t>(n, 0)));
   return words;
 }
 
