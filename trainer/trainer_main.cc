@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -238,20 +239,16 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
   o.per_task = *n;
   o.general = *general;
   o.seed = static_cast<uint64_t>(*seed);
-  if (o.contexts && !o.composed) {
-    return Fail(
-        absl::InvalidArgumentError("make-router-data: --contexts needs composed phrasings (drop --no-composed)"));
-  }
-  if (o.made_up_topics && !o.composed) {
-    return Fail(
-        absl::InvalidArgumentError("make-router-data: --made-up-topics needs composed phrasings (drop --no-composed)"));
+  // Each of these adds composed phrasings, so none goes with --no-composed.
+  for (const auto& [flag, given] : {std::pair<const char*, bool>{"--contexts", o.contexts},
+                                    {"--made-up-topics", o.made_up_topics},
+                                    {"--corpus-topics", !corpus.empty()}}) {
+    if (given && !o.composed) {
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("make-router-data: ", flag, " needs composed phrasings (drop --no-composed)")));
+    }
   }
   if (!corpus.empty()) {
-    if (!o.composed) {
-      return Fail(
-          absl::InvalidArgumentError("make-router-data: --corpus-topics needs composed phrasings (drop "
-                                     "--no-composed)"));
-    }
     StatusOr<std::vector<CorpusDocument>> docs = ReadCorpus(absl::StrSplit(corpus, ',', absl::SkipEmpty()));
     if (!docs.ok()) return Fail(Annotate(docs.status(), "make-router-data: --corpus-topics"));
     std::vector<std::string> texts;
