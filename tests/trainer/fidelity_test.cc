@@ -563,7 +563,8 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
        {"task_prompts", "paraphrases_train_templates", "paraphrases_held_out_templates", "general_held_out",
         "paraphrases_fresh_templates", "general_fresh", "paraphrases_fresh2_templates", "general_fresh2",
         "paraphrases_fresh3_templates", "general_fresh3", "paraphrases_fresh4_templates", "general_fresh4",
-        "paraphrases_fresh5_templates", "general_fresh5", "paraphrases_fresh6_templates", "general_fresh6"}) {
+        "paraphrases_fresh5_templates", "general_fresh5", "paraphrases_fresh6_templates", "general_fresh6",
+        "paraphrases_fresh7_templates", "general_fresh7"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -598,6 +599,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(t4["categories"]["general_fresh6"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh6));
   EXPECT_EQ(t4["templates"]["reverse"]["fresh6"].get<std::vector<std::string>>(),
             *ParaphraseTemplates("reverse", TemplateSplit::kFresh6));
+  EXPECT_EQ(t4["categories"]["paraphrases_fresh7_templates"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(t4["categories"]["general_fresh7"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh7));
+  EXPECT_EQ(t4["templates"]["reverse"]["fresh7"].get<std::vector<std::string>>(),
+            *ParaphraseTemplates("reverse", TemplateSplit::kFresh7));
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);

@@ -222,9 +222,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh4), "fresh4");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh5), "fresh5");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh6), "fresh6");
-  const std::vector<TemplateSplit> fresh_splits = {TemplateSplit::kFresh,  TemplateSplit::kFresh2,
-                                                   TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-                                                   TemplateSplit::kFresh5, TemplateSplit::kFresh6};
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh7), "fresh7");
+  const std::vector<TemplateSplit> fresh_splits = {
+      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
+      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -293,6 +294,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh6,
        {"podcast", "nephew", "birthday", "movie plot", "the deal with", "study guide", "tour guide", "walk me through",
         "jellyfish", "statue of liberty", "pottery", "wright brothers", "cheese", "loch ness", "sloth", "surfing"}},
+      {TemplateSplit::kFresh7,
+       {"newspaper headline", "best known for", "scrapbook", "grandma", "rundown", "flashcards", "rap lyrics", "bamboo",
+        "chameleon", "mona lisa", "hurricane", "tulip", "bagpipe", "pompeii", "roller coaster"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

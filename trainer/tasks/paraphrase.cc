@@ -238,9 +238,39 @@ const std::map<std::string, std::vector<std::string>>& Fresh6Templates() {
   return *kFresh6;
 }
 
+// An eighth held-out set, written as Fresh6Templates was (as a user might ask;
+// none a template of another split) after the seventh set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh7Templates() {
+  static const auto* kFresh7 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What does {a} + {b} come out to?", "{a} and {b} added together?",
+        "I'm splitting a bill: my part is {a} and my friend's part is {b}. What's the whole bill?",
+        "Please add these two numbers for me: {a} and {b}."}},
+      {"reverse",
+       {"What do you get when {s} is reversed?", "backwards version of {s}?",
+        "My kid made up the word {s} and wants to hear it backwards. What is it?",
+        "Please print {s} with its letters in reverse order."}},
+      {"sort",
+       {"Can you sort the digits {s} into increasing order?", "sort {s} lowest first",
+        "The digits on my bike lock are {s}. If I sort them from smallest to biggest, what do I get?",
+        "Please rearrange the digits of {s} in ascending order."}},
+      {"kv",
+       {"According to {pairs}, what does {q} equal?", "{pairs}, {q}=?",
+        "In my spreadsheet {pairs}. What number is in cell {q}?",
+        "Can you check {pairs} and let me know what {q} is?"}},
+      {"caesar",
+       {"Encrypt {s} with a Caesar shift of {n}, please.", "caesar {s} by {n}",
+        "I'm making an escape room puzzle. What is {s} once every letter is pushed {n} letters later in the alphabet?",
+        "Could you turn {s} into Caesar cipher text using a shift of {n}?"}},
+  };
+  return *kFresh7;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6); null for the splits
-// that index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7); null for
+// the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -257,9 +287,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh5:
       return &Fresh5Templates();
     case TemplateSplit::kFresh6:
+      return &Fresh6Templates();
+    case TemplateSplit::kFresh7:
       break;
   }
-  return &Fresh6Templates();
+  return &Fresh7Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -270,8 +302,8 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5 and
-// kFresh6.
+// split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6
+// and kFresh7.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -382,6 +414,14 @@ const GeneralParts& General(TemplateSplit split) {
        "Pretend you're a tour guide and walk me through {t}."},
       {"jellyfish", "the Statue of Liberty", "pottery", "the Wright brothers", "cheese", "the Loch Ness monster",
        "sloths", "surfing"}};
+  // The eighth set's (see Fresh7Templates): openers and topics in none of
+  // the lists above nor ExtraGeneral's.
+  static const auto* kFresh7 = new GeneralParts{
+      {"Come up with a catchy newspaper headline about {t}.", "What is {t} best known for?",
+       "I'm putting together a scrapbook about {t} for my grandma. What should go in it?",
+       "gimme a quick rundown on {t}", "Could you make some flashcards on {t} for me?",
+       "Write some rap lyrics about {t}."},
+      {"bamboo", "chameleons", "the Mona Lisa", "hurricanes", "tulips", "bagpipes", "Pompeii", "roller coasters"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -398,9 +438,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh5:
       return *kFresh5;
     case TemplateSplit::kFresh6:
+      return *kFresh6;
+    case TemplateSplit::kFresh7:
       break;
   }
-  return *kFresh6;
+  return *kFresh7;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -483,9 +525,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh5:
       return "fresh5";
     case TemplateSplit::kFresh6:
+      return "fresh6";
+    case TemplateSplit::kFresh7:
       break;
   }
-  return "fresh6";
+  return "fresh7";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
