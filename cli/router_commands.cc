@@ -32,7 +32,7 @@ constexpr char kRouterUsage[] =
     "  train --model DIR --data LABELLED.jsonl -o ROUTER.safetensors\n"
     "        [--layer N --width N --epochs N --lr X --seed N --holdout F --threads N]\n"
     "        [--layers N,N... --pooling mean,max,last,surprisal,surprisal_profile\n"
-    "        --dropout F --augment N]\n"
+    "        --dropout F --augment N --ensemble N]\n"
     "        [--assign PACK=PATTERN[,PATTERN...] ... | --assignment FILE.json]\n"
     "      train a router on {\"prompt\": ..., \"label\": PACK|\"none\"} lines; prints the\n"
     "      held-out accuracy and confusion table\n"
@@ -56,6 +56,7 @@ Status Train(const Args& a) {
   const std::string pooling_flag = a.StringOr("pooling", "");
   ASSIGN_OR_RETURN(o.dropout, a.DoubleOr("dropout", o.dropout));
   ASSIGN_OR_RETURN(o.augment.copies, a.IntOr("augment", o.augment.copies));
+  ASSIGN_OR_RETURN(o.ensemble, a.IntOr("ensemble", o.ensemble));
   ASSIGN_OR_RETURN(o.width, a.IntOr("width", o.width));
   ASSIGN_OR_RETURN(o.epochs, a.IntOr("epochs", o.epochs));
   ASSIGN_OR_RETURN(o.learning_rate, a.DoubleOr("lr", o.learning_rate));
@@ -77,6 +78,7 @@ Status Train(const Args& a) {
   if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("--dropout must be in [0, 1)");
   if (o.augment.copies < 0 || o.augment.copies > 100)
     return absl::InvalidArgumentError("--augment must be in [0, 100]");
+  if (o.ensemble < 1 || o.ensemble > 64) return absl::InvalidArgumentError("--ensemble must be in [1, 64]");
   if (!layers_flag.empty()) {
     for (absl::string_view part : absl::StrSplit(layers_flag, ',')) {
       int64_t l = 0;
@@ -132,6 +134,10 @@ Status Train(const Args& a) {
     std::printf("%s", ConfusionTable(r).c_str());
   } else {
     std::printf("held-out accuracy: no held-out split (--holdout 0)\n");
+  }
+  if (o.ensemble > 1) {
+    std::printf("ensemble of %lld members, their logits averaged in one MLP of width %lld\n",
+                static_cast<long long>(o.ensemble), static_cast<long long>(c.width));
   }
   std::fprintf(stderr, "wrote %s (layer %lld, width %lld, base %s) in %.2f s\n", out.c_str(),
                static_cast<long long>(c.layer), static_cast<long long>(c.width), c.base_fingerprint.c_str(), secs);

@@ -175,6 +175,49 @@ StatusOr<Mlp> FitMlp(const at::Tensor& x, const at::Tensor& y, int64_t labels, c
   }
 }
 
+// One MLP whose logits are the mean of `members`' (all standardised by the
+// same statistics: trained on the same features): fc1's rows stacked, fc2's
+// columns stacked and divided by the members' count, fc2's biases averaged.
+Mlp FoldMembers(const std::vector<Mlp>& members) {
+  if (members.size() == 1) return members[0];
+  const double k = static_cast<double>(members.size());
+  std::vector<at::Tensor> w1, b1, w2, b2;
+  for (const Mlp& m : members) {
+    w1.push_back(m.w1), b1.push_back(m.b1), w2.push_back(m.w2), b2.push_back(m.b2);
+  }
+  Mlp out;
+  out.mean = members[0].mean, out.std = members[0].std;
+  out.w1 = at::cat(w1, 0), out.b1 = at::cat(b1, 0);
+  out.w2 = at::cat(w2, 1) / k, out.b2 = at::stack(b2).mean(0);
+  return out;
+}
+
+// FitMlp for each of o.ensemble members (member k seeded o.seed + k x a
+// constant), `checkpoint` called with the members folded (FoldMembers) at
+// each listed epoch; returns the folded MLP after the last and, when
+// `members` is given, each member's.
+StatusOr<Mlp> FitEnsemble(const at::Tensor& x, const at::Tensor& y, int64_t labels, const RouterTrainOptions& o,
+                          const std::vector<int64_t>& checkpoints,
+                          const std::function<void(int64_t, const Mlp&)>& checkpoint,
+                          std::vector<Mlp>* members = nullptr) {
+  if (o.ensemble == 1 && members == nullptr) return FitMlp(x, y, labels, o, checkpoints, checkpoint);
+  std::map<int64_t, std::vector<Mlp>> at_epoch;
+  std::vector<Mlp> last;
+  for (int64_t k = 0; k < o.ensemble; ++k) {
+    RouterTrainOptions member = o;
+    member.seed = o.seed + static_cast<uint64_t>(k) * 0x9e3779b97f4a7c15ull;
+    ASSIGN_OR_RETURN(Mlp m, FitMlp(x, y, labels, member, checkpoints,
+                                   [&](int64_t e, const Mlp& mlp) { at_epoch[e].push_back(mlp); }));
+    last.push_back(std::move(m));
+  }
+  if (checkpoint) {
+    for (int64_t e : checkpoints) checkpoint(e, FoldMembers(at_epoch[e]));
+  }
+  Mlp folded = FoldMembers(last);
+  if (members != nullptr) *members = std::move(last);
+  return folded;
+}
+
 // Scores [N, labels] of the MLP on raw features.
 at::Tensor MlpScores(const Mlp& m, const at::Tensor& x) {
   torch::NoGradGuard ng;
@@ -207,6 +250,7 @@ Status CheckOptions(const RouterTrainOptions& o) {
     return absl::InvalidArgumentError("epochs, width and learning_rate must be positive");
   }
   if (!(o.dropout >= 0 && o.dropout < 1)) return absl::InvalidArgumentError("dropout must be in [0, 1)");
+  if (o.ensemble < 1 || o.ensemble > 64) return absl::InvalidArgumentError("ensemble must be in [1, 64]");
   const RouterAugmentOptions& a = o.augment;
   if (a.copies < 0 || !(a.word_dropout >= 0 && a.word_dropout <= 1) || !(a.filler >= 0 && a.filler <= 1) ||
       !(a.case_change >= 0 && a.case_change <= 1)) {
@@ -270,11 +314,20 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
   ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, Encode(tokenizer, all), layers, pooling));
   at::Tensor y = torch::tensor(y_all, torch::kLong);
   const int64_t L = static_cast<int64_t>(labels.size());
-  ASSIGN_OR_RETURN(Mlp m, FitMlp(Rows(feats, fit), Rows(y, fit), L, o, {o.epochs}, nullptr));
+  std::vector<Mlp> members;
+  ASSIGN_OR_RETURN(Mlp m, FitEnsemble(Rows(feats, fit), Rows(y, fit), L, o, {o.epochs}, nullptr,
+                                      o.ensemble > 1 ? &members : nullptr));
   RouterTrainResult result;
-  RouterConfig config{labels, layers.back(), base.embed_tokens().size(1), o.width, o.base_fingerprint, o.assignment,
-                      layers, pooling};
+  RouterConfig config{
+      labels, layers.back(), base.embed_tokens().size(1), m.w1.size(0), o.base_fingerprint, o.assignment,
+      layers, pooling};
   ASSIGN_OR_RETURN(result.router, Router::Create(config, m.mean, m.std, m.w1, m.b1, m.w2, m.b2));
+  for (const Mlp& member : members) {
+    config.width = member.w1.size(0);
+    ASSIGN_OR_RETURN(std::unique_ptr<Router> r,
+                     Router::Create(config, member.mean, member.std, member.w1, member.b1, member.w2, member.b2));
+    result.members.push_back(std::move(r));
+  }
   try {
     auto accuracy = [&](const std::vector<size_t>& idx, bool record) {
       if (idx.empty()) return 0.0;
@@ -380,7 +433,8 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
       if (val.empty()) continue;
       ++folds_run;
       at::Tensor xv = Rows(feats, val);
-      ASSIGN_OR_RETURN(Mlp m, FitMlp(Rows(feats, fit), Rows(y, fit), L, o, so.epochs, [&](int64_t e, const Mlp& mlp) {
+      ASSIGN_OR_RETURN(Mlp m,
+                       FitEnsemble(Rows(feats, fit), Rows(y, fit), L, o, so.epochs, [&](int64_t e, const Mlp& mlp) {
                          std::vector<int64_t> got = RoutedLabels(MlpScores(mlp, xv), labels, so.policy);
                          std::map<int64_t, std::pair<double, double>> fold_counts;
                          for (size_t k = 0; k < val.size(); ++k) {

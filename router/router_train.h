@@ -61,6 +61,13 @@ struct RouterTrainOptions {
   double learning_rate = 3e-3;
   double weight_decay = 1e-2;
   double dropout = 0.0;  // on the MLP's hidden layer, while training
+  // Members of a deep ensemble: this many MLPs trained on the same features
+  // from different initialisations (member k from seed + k x a constant;
+  // member 0 is the MLP ensemble = 1 trains), their logits averaged. The
+  // average is folded into one MLP of width ensemble x width (fc1's rows
+  // stacked, fc2's columns stacked and divided by the members), so the router
+  // file and its scoring are unchanged (docs/router-format.md). In [1, 64].
+  int64_t ensemble = 1;
   RouterAugmentOptions augment;
   double holdout_fraction = 0.2;
   // Hold out whole groups (LabelledPrompt::group; a holdout_fraction of each
@@ -75,6 +82,9 @@ struct RouterTrainOptions {
 
 struct RouterTrainResult {
   std::unique_ptr<Router> router;
+  // With options.ensemble > 1, each member alone (members[0] is the router
+  // ensemble = 1 would have trained); empty otherwise.
+  std::vector<std::unique_ptr<Router>> members;
   double train_accuracy = 0;
   double holdout_accuracy = 0;
   int64_t train_examples = 0, holdout_examples = 0;

@@ -51,6 +51,7 @@ Status ReadRouterOptions(FieldReader& r, RouterTrainOptions* o) {
   RETURN_IF_ERROR(r.ReadInRange<double>("lr", &o->learning_rate, 1e-8, 1.0));
   RETURN_IF_ERROR(r.ReadInRange<double>("weight_decay", &o->weight_decay, 0.0, 10.0));
   RETURN_IF_ERROR(r.ReadInRange<double>("dropout", &o->dropout, 0.0, 0.9));
+  RETURN_IF_ERROR(r.ReadInRange<int64_t>("ensemble", &o->ensemble, 1, 64));
   if (r.Has("augment")) {
     FieldReader a(r.Get("augment"), r.Path("augment"));
     RETURN_IF_ERROR(a.CheckObject());

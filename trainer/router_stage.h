@@ -6,11 +6,13 @@
 //              "lr": 3e-3, "weight_decay": 1e-2, "holdout": 0.2,
 //              "min_holdout_accuracy": 0.0,
 //              "layers": [0, 2], "pooling": ["mean", "max"], "dropout": 0.0,   (optional)
+//              "ensemble": 5,                                                  (optional)
 //              "augment": {"copies": 2, "word_dropout": 0.2, "filler": 0.1,
 //                          "case_change": 0.3},                                (optional)
 //              "holdout_by_group": false}
 // `layers`/`pooling`: router.h's features (default: mean at `layer`);
-// `augment`: router_train.h's RouterAugmentOptions; `holdout_by_group`
+// `augment`: router_train.h's RouterAugmentOptions; `ensemble`: its members
+// (RouterTrainOptions::ensemble, default 1); `holdout_by_group`
 // holds out whole groups (the data's optional "group" field).
 // `data` is JSONL {"prompt": ..., "label": "<pack name>" | "none"} (required).
 // A held-out accuracy below `min_holdout_accuracy` fails the job (and no router
@@ -31,7 +33,7 @@
 namespace skillpack {
 
 // Reads the router's training options that `r`'s object has (layer, layers,
-// pooling, width, epochs, lr, weight_decay, dropout, augment), leaving the
+// pooling, width, epochs, lr, weight_decay, dropout, ensemble, augment), leaving the
 // others as they are; INVALID_ARGUMENT naming the field. Shared by the
 // router stage and the fidelity study.
 Status ReadRouterOptions(FieldReader& r, RouterTrainOptions* o);

@@ -1,6 +1,7 @@
 // Router features from several layers and poolings (the surprisal profile
 // among them), the format versions 3 to 5 that store them, training-time augmentation, grouped hold-out and the
-// grouped cross-validation that selects a router's options.
+// grouped cross-validation that selects a router's options; deep ensembles
+// of the router's MLP.
 #include <random>
 #include <set>
 
@@ -370,6 +371,46 @@ TEST_F(RouterFeaturesTest, GroupedHoldoutHoldsOutWholeGroups) {
   EXPECT_EQ(a->holdout_examples, 3 * 10);
 }
 
+// A deep ensemble is served as one MLP: its scores are the softmax of the
+// members' mean logits (= of their mean log-probabilities), member 0 is the
+// router ensemble = 1 trains, and the file round-trips unchanged.
+TEST_F(RouterFeaturesTest, EnsembleAveragesItsMembersLogitsInOneWiderMlp) {
+  RouterTrainOptions o;
+  o.width = 16, o.epochs = 30, o.holdout_fraction = 0.25, o.holdout_by_group = true, o.seed = 9;
+  const std::vector<LabelledPrompt> data = GroupedData(4, 10);
+  auto single = TrainRouter(*model_->transformer, *model_->weights, *tok_, data, o);
+  ASSERT_TRUE(single.ok()) << single.status();
+  EXPECT_TRUE(single->members.empty());
+  o.ensemble = 3;
+  auto ens = TrainRouter(*model_->transformer, *model_->weights, *tok_, data, o);
+  ASSERT_TRUE(ens.ok()) << ens.status();
+  ASSERT_EQ(ens->members.size(), 3u);
+  EXPECT_EQ(ens->router->config().width, 48);
+  EXPECT_EQ(ens->holdout_examples, single->holdout_examples);
+
+  std::vector<std::vector<int32_t>> prompts;
+  for (const LabelledPrompt& p : GroupedData(2, 3)) prompts.push_back(tok_->Encode(p.prompt, true, true));
+  at::Tensor x = *ens->router->Features(*model_->transformer, *model_->weights, prompts);
+  at::Tensor mean_log = at::zeros({x.size(0), 3});
+  for (const auto& m : ens->members) {
+    EXPECT_EQ(m->config().width, 16);
+    mean_log += at::log(m->Scores(x)) / 3.0;
+  }
+  EXPECT_TRUE(at::allclose(ens->router->Scores(x), at::softmax(mean_log, -1), 1e-4, 1e-6));
+  EXPECT_TRUE(at::equal(ens->members[0]->Scores(x), single->router->Scores(x))) << "member 0 is the single router";
+  EXPECT_FALSE(at::allclose(ens->members[1]->Scores(x), ens->members[0]->Scores(x))) << "members start apart";
+
+  const std::string path = ::testing::TempDir() + "/ensemble_router.safetensors";
+  ASSERT_TRUE(ens->router->Save(path).ok());
+  auto back = Router::Load(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(at::equal((*back)->Scores(x), ens->router->Scores(x)));
+
+  o.ensemble = 0;
+  EXPECT_EQ(TrainRouter(*model_->transformer, *model_->weights, *tok_, data, o).status().message(),
+            "ensemble must be in [1, 64]");
+}
+
 // General prompts keyed by opener AND topic ("none:oO|none:tT"), every
 // combination once, beside single-key task groups.
 TEST(SelectionFoldsTest, ValidatedPromptsShareNoKeyWithTheFoldsTrainingPrompts) {
@@ -482,6 +523,21 @@ TEST_F(RouterFeaturesTest, SelectionScoresEveryCandidateAtEveryEpochsAndPicksThe
   with_extra[1].extra[0].label = "caesar";
   EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, with_extra, so).status().message(),
             "router candidate mean0+extra: extra prompt label 'caesar' is not a label of the training data");
+  // A candidate validated as an ensemble: its folds' members folded at
+  // every epochs checkpoint; deterministic, and not the single MLP's scores.
+  std::vector<RouterCandidate> ens_cands = {cands[0], cands[0]};
+  ens_cands[1].name = "mean0x3";
+  ens_cands[1].options.ensemble = 3;
+  auto es = SelectRouter(*model_->transformer, *model_->weights, *tok_, data, ens_cands, so);
+  ASSERT_TRUE(es.ok()) << es.status();
+  ASSERT_EQ(es->scores.size(), 4u);
+  EXPECT_EQ(es->scores[0].per_label, sel->scores[0].per_label) << "the single candidate is unchanged";
+  auto es2 = SelectRouter(*model_->transformer, *model_->weights, *tok_, data, ens_cands, so);
+  ASSERT_TRUE(es2.ok());
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(es2->scores[i].per_label, es->scores[i].per_label);
+  if (es->best_candidate == 1) {
+    EXPECT_EQ(es->best_options.ensemble, 3);
+  }
   // Bad selection options are named.
   so.epochs = {20, 5};
   EXPECT_EQ(SelectRouter(*model_->transformer, *model_->weights, *tok_, data, cands, so).status().message(),
