@@ -175,6 +175,8 @@ class Study {
   std::string LoraTag(int64_t rank) const;
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
+  // The labels `router` routes `prompts` to (top-1, threshold 0.5).
+  StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts, const Router& router);
   StatusOr<double> RoutedAccuracy(const std::string& task, const std::map<std::string, double>& ratio_of);
 
   StatusOr<Json> Table1();
@@ -495,11 +497,15 @@ StatusOr<const DecodedPack*> Study::Decoded(const std::string& task, double rati
 // The router's label for each prompt under the default policy (top-1 with
 // its threshold): a task name or "none".
 StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& prompts) {
+  return Route(prompts, *router_);
+}
+
+StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& prompts, const Router& router) {
   std::vector<std::vector<int32_t>> ids;
   for (const std::string& p : prompts) ids.push_back(tok_->Encode(p, true, tok_->bos_id().has_value()));
-  ASSIGN_OR_RETURN(at::Tensor features, router_->Features(*base_->transformer, *base_->weights, ids));
-  at::Tensor scores = router_->Scores(features).contiguous();
-  const std::vector<std::string>& labels = router_->config().labels;
+  ASSIGN_OR_RETURN(at::Tensor features, router.Features(*base_->transformer, *base_->weights, ids));
+  at::Tensor scores = router.Scores(features).contiguous();
+  const std::vector<std::string>& labels = router.config().labels;
   std::vector<std::string> out;
   const RoutingPolicy policy;
   for (int64_t i = 0; i < scores.size(0); ++i) {
@@ -777,7 +783,9 @@ StatusOr<Json> Study::Table4() {
   }
   for (LabelledPrompt& p : corpus_prefix(corpus_used)) data.push_back(std::move(p));
   for (LabelledPrompt& p : raw_prompts) data.push_back(std::move(p));
-  Log(absl::StrCat("router: training on ", data.size(), " prompts"));
+  o.ensemble = rs.ensemble;
+  Log(absl::StrCat("router: training on ", data.size(), " prompts",
+                   o.ensemble > 1 ? absl::StrCat(", an ensemble of ", o.ensemble, " MLPs") : ""));
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
   ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
   router_ = std::move(trained.router);
@@ -812,6 +820,13 @@ StatusOr<Json> Study::Table4() {
   ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, kMisroutedListed));
   t["categories"] = scored["categories"];
   t["misrouted_examples"] = scored["misrouted_examples"];
+  if (!trained.members.empty()) {
+    // Member 0 alone is the router an ensemble of one trains: both measured
+    // on the same prompts in one run.
+    ASSIGN_OR_RETURN(std::vector<std::string> single, Route(prompts, *trained.members[0]));
+    ASSIGN_OR_RETURN(Json first, ScoreRouting(cases, single, kMisroutedListed));
+    t["first_member"] = {{"categories", first["categories"]}, {"misrouted_examples", first["misrouted_examples"]}};
+  }
   t["train_prompts"] = static_cast<int64_t>(data.size());
   t["train_accuracy"] = trained.train_accuracy;
   if (trained.holdout_examples > 0) t["internal_holdout_accuracy"] = trained.holdout_accuracy;
@@ -825,6 +840,7 @@ StatusOr<Json> Study::Table4() {
                   {"lr", o.learning_rate},
                   {"weight_decay", o.weight_decay},
                   {"dropout", o.dropout},
+                  {"ensemble", o.ensemble},
                   {"augment",
                    {{"copies", o.augment.copies},
                     {"word_dropout", o.augment.word_dropout},
@@ -1374,6 +1390,9 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       RETURN_IF_ERROR(gc.Finish());
     }
     RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
+    // The ensemble is the final router's; candidates inherit the rest.
+    rs.ensemble = rs.train.ensemble;
+    rs.train.ensemble = 1;
     RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
     if (c.Has("select")) {
       FieldReader sc(c.Get("select"), "spec.router.select");
@@ -1405,6 +1424,12 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
           return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
         }
         cand.options = rs.train;  // a candidate overrides the router's own options
+        if (cc.Has("ensemble")) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(path,
+                           ".ensemble: set it on spec.router (the final router's members); candidates are "
+                           "validated as one MLP each"));
+        }
         RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
         RETURN_IF_ERROR(cc.Finish());
         rs.candidates.push_back(std::move(cand));
@@ -1677,13 +1702,23 @@ std::string FidelityMarkdown(const Json& res) {
                       sel["chosen"].get<std::string>(), "` at ", sel["chosen_epochs"].get<int64_t>(),
                       " epochs (balanced validation accuracy ", Acc(sel["validation"]), ")");
     }
-    absl::StrAppend(&md, ".\n\n| category | n | accuracy | per label |\n|---|---|---|---|\n");
+    // An ensemble's table has member 0 alone (the router of one MLP) beside it.
+    const bool first_member = t4.contains("first_member");
+    if (first_member) {
+      absl::StrAppend(&md, ".\n\n| category | n | accuracy (ensemble of ", t4["options"]["ensemble"].get<int64_t>(),
+                      ") | member 0 alone | per label |\n|---|---|---|---|---|\n");
+    } else {
+      absl::StrAppend(&md, ".\n\n| category | n | accuracy | per label |\n|---|---|---|---|\n");
+    }
     for (const auto& [category, c] : t4["categories"].items()) {
       std::string per;
       for (const auto& [label, a] : c["per_label"].items()) {
         absl::StrAppend(&per, per.empty() ? "" : ", ", label, " ", absl::StrFormat("%.3f", a.get<double>()));
       }
-      absl::StrAppend(&md, "| ", category, " | ", c["n"].get<int64_t>(), " | ", Acc(c["accuracy"]), " | ", per, " |\n");
+      const std::string single =
+          first_member ? absl::StrCat(Acc(t4["first_member"]["categories"][category]["accuracy"]), " | ") : "";
+      absl::StrAppend(&md, "| ", category, " | ", c["n"].get<int64_t>(), " | ", Acc(c["accuracy"]), " | ", single, per,
+                      " |\n");
     }
     absl::StrAppend(&md, "\n");
     absl::StrAppend(&md, RoutingConfusionMarkdown(t4["categories"]));

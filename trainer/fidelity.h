@@ -125,6 +125,12 @@ struct FidelityRouterSpec {
   // specs committed before it draw the prompts they drew.
   bool extra_general = false;
   RouterTrainOptions train;
+  // "ensemble": N (router level only): the final router is a deep ensemble of
+  // N MLPs (router_train.h RouterTrainOptions::ensemble) with the chosen
+  // options; candidates are validated as one MLP each (a candidate may not
+  // set it). With N > 1 Table 4 also scores member 0 alone, the router N = 1
+  // trains, on every category ("first_member"). 1 by default.
+  int64_t ensemble = 1;
   // Optional model selection (router_train.h SelectRouter) on the training
   // prompts alone, grouped by template / general opener and topic; the best
   // candidate (with its epochs) is then trained on all training prompts.

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
+#include "router/router.h"
 #include "trainer/tasks/paraphrase.h"
 
 namespace skillpack {
@@ -28,6 +29,12 @@ void ExpectInvalid(const Json& j, const std::string& field) {
   ASSERT_FALSE(s.ok()) << "accepted a spec with a bad " << field;
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << s.status();
   EXPECT_NE(s.status().message().find(field), std::string::npos) << s.status();
+}
+
+void ExpectUnit(const Json& v, const std::string& what) {
+  ASSERT_TRUE(v.is_number()) << what << ": " << v.dump();
+  EXPECT_GE(v.get<double>(), 0.0) << what;
+  EXPECT_LE(v.get<double>(), 1.0) << what;
 }
 
 TEST(FidelitySpecTest, TheCommittedSpecsParse) {
@@ -187,6 +194,17 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   EXPECT_EQ(composed->router->made_up_topic_words, 1000);
   EXPECT_EQ(composed->router->made_up_general, 400);
   j = SmallSpec();
+  j["router"]["ensemble"] = 0;
+  ExpectInvalid(j, "spec.router.ensemble");
+  j["router"]["ensemble"] = 5;
+  auto ensemble = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(ensemble.ok()) << ensemble.status();
+  EXPECT_EQ(ensemble->router->ensemble, 5);
+  EXPECT_EQ(ensemble->router->train.ensemble, 1) << "the final router's, not the candidates'";
+  EXPECT_EQ(ensemble->router->candidates[0].options.ensemble, 1);
+  j["router"]["select"]["candidates"][0]["ensemble"] = 2;
+  ExpectInvalid(j, "spec.router.select.candidates[0].ensemble: set it on spec.router");
+  j = SmallSpec();
   j["router"]["select"]["candidates"][1]["name"] = "mean0";
   ExpectInvalid(j, "spec.router.select.candidates[1].name");
   j = SmallSpec();
@@ -294,6 +312,8 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
                              {"corpus_topics", {{"paths", Json::array({dir + "/topics.txt"})}, {"prompts", 6}}},
                              {"contexts", {{"per_task", 4}, {"general", 5}}},
                              {"made_up_topics", {{"words", 30}, {"prompts", 7}}}};
+  // The final router an ensemble of three; member 0 scored beside it.
+  j["router"]["ensemble"] = 3;
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
   const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
@@ -342,8 +362,22 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(std::set<std::string>(ct["first_words"].begin(), ct["first_words"].end()),
             (std::set<std::string>{"teapots", "lantern"}));
   EXPECT_TRUE(std::filesystem::is_empty(out + "/runs")) << "no fine-tuning run for Table 4 alone";
+  // The ensemble: stored as one MLP of three members' width; member 0 alone
+  // scored on every category's same prompts.
+  EXPECT_EQ(t4["options"]["ensemble"], 3);
+  auto router = Router::Load(out + "/router.safetensors");
+  ASSERT_TRUE(router.ok()) << router.status();
+  EXPECT_EQ((*router)->config().width, 3 * rr["width"].get<int64_t>());
+  ASSERT_TRUE(t4.contains("first_member"));
+  ASSERT_EQ(t4["first_member"]["categories"].size(), t4["categories"].size());
+  for (const auto& [category, c] : t4["categories"].items()) {
+    const Json& single = t4["first_member"]["categories"][category];
+    EXPECT_EQ(single["n"], c["n"]) << category;
+    ExpectUnit(single["accuracy"], category);
+  }
   auto md = ReadFileToString(out + "/fidelity.md");
   ASSERT_TRUE(md.ok());
+  EXPECT_NE(md->find("| accuracy (ensemble of 3) | member 0 alone |"), std::string::npos) << *md;
   EXPECT_EQ(md->find("## Table 1"), std::string::npos);
   EXPECT_NE(md->find("## Table 4"), std::string::npos);
   EXPECT_NE(md->find("Confusion, paraphrases_held_out_templates"), std::string::npos);
@@ -376,12 +410,6 @@ TEST(FidelityLoraTest, RankForBytesIsTheNearestAtLeastOne) {
     const int64_t r = LoraRankForBytes(target, 321);
     EXPECT_LE(std::llabs(r * 321 - target), 321 / 2 + 1) << target;
   }
-}
-
-void ExpectUnit(const Json& v, const std::string& what) {
-  ASSERT_TRUE(v.is_number()) << what << ": " << v.dump();
-  EXPECT_GE(v.get<double>(), 0.0) << what;
-  EXPECT_LE(v.get<double>(), 1.0) << what;
 }
 
 // The real fidelity_bench binary on the small setting.
