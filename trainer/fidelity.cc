@@ -55,7 +55,7 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's held-out sets (paraphrase.h): the first, and the seven fresh ones
+// Table 4's held-out sets (paraphrase.h): the first, and the eight fresh ones
 // written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts, from seeds of its own.
 struct HeldOutSet {
@@ -73,6 +73,7 @@ constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kFresh5, "paraphrases_fresh5_templates", "general_fresh5", 51, 52},
     {TemplateSplit::kFresh6, "paraphrases_fresh6_templates", "general_fresh6", 53, 54},
     {TemplateSplit::kFresh7, "paraphrases_fresh7_templates", "general_fresh7", 55, 56},
+    {TemplateSplit::kFresh8, "paraphrases_fresh8_templates", "general_fresh8", 57, 58},
 };
 
 double CpuSeconds() {
@@ -1689,7 +1690,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the seven fresh ones, never occur in "
+                    "of the eight fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

@@ -587,12 +587,26 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   }
   // Table 4: every category, per label.
   const Json& t4 = r["table4"];
-  for (const char* c :
-       {"task_prompts", "paraphrases_train_templates", "paraphrases_held_out_templates", "general_held_out",
-        "paraphrases_fresh_templates", "general_fresh", "paraphrases_fresh2_templates", "general_fresh2",
-        "paraphrases_fresh3_templates", "general_fresh3", "paraphrases_fresh4_templates", "general_fresh4",
-        "paraphrases_fresh5_templates", "general_fresh5", "paraphrases_fresh6_templates", "general_fresh6",
-        "paraphrases_fresh7_templates", "general_fresh7"}) {
+  for (const char* c : {"task_prompts",
+                        "paraphrases_train_templates",
+                        "paraphrases_held_out_templates",
+                        "general_held_out",
+                        "paraphrases_fresh_templates",
+                        "general_fresh",
+                        "paraphrases_fresh2_templates",
+                        "general_fresh2",
+                        "paraphrases_fresh3_templates",
+                        "general_fresh3",
+                        "paraphrases_fresh4_templates",
+                        "general_fresh4",
+                        "paraphrases_fresh5_templates",
+                        "general_fresh5",
+                        "paraphrases_fresh6_templates",
+                        "general_fresh6",
+                        "paraphrases_fresh7_templates",
+                        "general_fresh7",
+                        "paraphrases_fresh8_templates",
+                        "general_fresh8"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -631,6 +645,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(t4["categories"]["general_fresh7"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh7));
   EXPECT_EQ(t4["templates"]["reverse"]["fresh7"].get<std::vector<std::string>>(),
             *ParaphraseTemplates("reverse", TemplateSplit::kFresh7));
+  EXPECT_EQ(t4["categories"]["paraphrases_fresh8_templates"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(t4["categories"]["general_fresh8"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh8));
+  EXPECT_EQ(t4["templates"]["reverse"]["fresh8"].get<std::vector<std::string>>(),
+            *ParaphraseTemplates("reverse", TemplateSplit::kFresh8));
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);

@@ -223,9 +223,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh5), "fresh5");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh6), "fresh6");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh7), "fresh7");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh8), "fresh8");
   const std::vector<TemplateSplit> fresh_splits = {
       TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7};
+      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -297,6 +298,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh7,
        {"newspaper headline", "best known for", "scrapbook", "grandma", "rundown", "flashcards", "rap lyrics", "bamboo",
         "chameleon", "mona lisa", "hurricane", "tulip", "bagpipe", "pompeii", "roller coaster"}},
+      {TemplateSplit::kFresh8,
+       {"sonnet", "lullaby", "daughter", "weird", "newsletter", "discussion questions", "book club", "geyser",
+        "hummingbird", "sahara", "sea otter", "koala", "barrier reef", "maple syrup", "redwood"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

@@ -268,9 +268,38 @@ const std::map<std::string, std::vector<std::string>>& Fresh7Templates() {
   return *kFresh7;
 }
 
+// A ninth held-out set, written as Fresh7Templates was (as a user might ask;
+// none a template of another split) after the eighth set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh8Templates() {
+  static const auto* kFresh8 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"How much is {a} plus {b}?", "{a}+{b} = ?",
+        "My pedometer says {a} steps this morning and {b} more this afternoon. How many steps is that today?",
+        "Would you total up {a} and {b} for me?"}},
+      {"reverse",
+       {"Can you write {s} backwards for me?", "{s} reversed pls",
+        "For a word game I need {s} spelled from the last letter to the first. What is it?",
+        "Reverse the order of the characters in {s}, please."}},
+      {"sort",
+       {"Put the digits of {s} in order from smallest to largest.", "{s} sorted ascending?",
+        "My lottery ticket shows {s}. Could you list those digits from low to high?",
+        "What do the digits {s} look like once they're sorted?"}},
+      {"kv",
+       {"Given {pairs}, what's the value of {q}?", "what's {q} if {pairs}",
+        "My notes say {pairs}. Which value did I write down for {q}?", "Look up {q} in {pairs}, please."}},
+      {"caesar",
+       {"Shift each letter of {s} forward by {n}, Caesar cipher style.", "{s} caesar shift {n}",
+        "My friend and I pass secret notes in a Caesar cipher. How would I write {s} with a shift of {n}?",
+        "Can you apply a Caesar cipher with key {n} to {s}?"}},
+  };
+  return *kFresh8;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7); null for
-// the splits that index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8);
+// null for the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -289,9 +318,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh6:
       return &Fresh6Templates();
     case TemplateSplit::kFresh7:
+      return &Fresh7Templates();
+    case TemplateSplit::kFresh8:
       break;
   }
-  return &Fresh7Templates();
+  return &Fresh8Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -302,8 +333,8 @@ Status NoTemplatesError(absl::string_view task_name) {
 
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
-// split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6
-// and kFresh7.
+// split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6,
+// kFresh7 and kFresh8.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -422,6 +453,15 @@ const GeneralParts& General(TemplateSplit split) {
        "gimme a quick rundown on {t}", "Could you make some flashcards on {t} for me?",
        "Write some rap lyrics about {t}."},
       {"bamboo", "chameleons", "the Mona Lisa", "hurricanes", "tulips", "bagpipes", "Pompeii", "roller coasters"}};
+  // The ninth set's (see Fresh8Templates): openers and topics in none of
+  // the lists above nor ExtraGeneral's.
+  static const auto* kFresh8 =
+      new GeneralParts{{"Write a sonnet about {t}.", "Could you write a lullaby about {t}?",
+                        "My daughter's class is doing a project on {t}. Any ideas for what to include?",
+                        "tell me something weird about {t}", "Draft a short newsletter blurb about {t}.",
+                        "Give me a few discussion questions about {t} for my book club."},
+                       {"geysers", "hummingbirds", "the Sahara", "sea otters", "koalas", "the Great Barrier Reef",
+                        "maple syrup", "redwoods"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -440,9 +480,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh6:
       return *kFresh6;
     case TemplateSplit::kFresh7:
+      return *kFresh7;
+    case TemplateSplit::kFresh8:
       break;
   }
-  return *kFresh7;
+  return *kFresh8;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -527,9 +569,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh6:
       return "fresh6";
     case TemplateSplit::kFresh7:
+      return "fresh7";
+    case TemplateSplit::kFresh8:
       break;
   }
-  return "fresh7";
+  return "fresh8";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {

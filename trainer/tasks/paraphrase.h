@@ -25,9 +25,10 @@
 // (after kFresh3 was scored) before any router was scored on it, kFresh5 a
 // sixth, written the same way (after kFresh4 was scored) before any router
 // was scored on it, kFresh6 a seventh, written the same way (after kFresh5
-// was scored) before any router was scored on it, and kFresh7 an eighth,
+// was scored) before any router was scored on it, kFresh7 an eighth,
 // written the same way (after kFresh6 was scored) before any router was
-// scored on it.
+// scored on it, and kFresh8 a ninth, written the same way (after kFresh7 was
+// scored) before any router was scored on it.
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
@@ -42,14 +43,15 @@
 
 namespace skillpack {
 
-enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7 };
+enum class TemplateSplit { kTrain, kHeldOut, kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh7"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh8"
 // Every held-out split, in order: no router trains on any of them.
 inline constexpr TemplateSplit kHeldOutTemplateSplits[] = {
-    TemplateSplit::kHeldOut, TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3,
-    TemplateSplit::kFresh4,  TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7};
+    TemplateSplit::kHeldOut, TemplateSplit::kFresh,  TemplateSplit::kFresh2,
+    TemplateSplit::kFresh3,  TemplateSplit::kFresh4, TemplateSplit::kFresh5,
+    TemplateSplit::kFresh6,  TemplateSplit::kFresh7, TemplateSplit::kFresh8};
 // A phrasing as splits are compared: lower case, without trailing '.', '?',
 // '!' or spaces ("Reverse {s}." and "reverse {s}" are the same phrasing).
 std::string NormalizedPhrasing(absl::string_view text);
@@ -70,7 +72,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh7: into the split's list
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh8: into the split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
