@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "router/lexicon.h"
 
 namespace skillpack {
 
@@ -20,30 +21,33 @@ const char* PoolingName(Pooling p) {
       return "surprisal";
     case Pooling::kSurprisalProfile:
       return "surprisal_profile";
+    case Pooling::kLexicon:
+      return "lexicon";
   }
   return "?";
 }
 
 int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling) {
-  int64_t blocks = 0, profile = 0;
+  int64_t blocks = 0, other = 0;
   for (Pooling p : pooling) {
     if (PoolsHiddenStates(p)) {
       ++blocks;
     } else {
-      profile = kSurprisalProfileSize;
+      other += p == Pooling::kLexicon ? kLexiconFeatureSize : kSurprisalProfileSize;
     }
   }
-  return hidden_size * static_cast<int64_t>(num_layers) * blocks + profile;
+  return hidden_size * static_cast<int64_t>(num_layers) * blocks + other;
 }
 
 int64_t RouterConfig::FeatureSize() const { return RouterFeatureSize(hidden_size, layers.size(), pooling); }
 
 StatusOr<Pooling> ParsePooling(absl::string_view name) {
-  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal, Pooling::kSurprisalProfile}) {
+  for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal, Pooling::kSurprisalProfile,
+                    Pooling::kLexicon}) {
     if (name == PoolingName(p)) return p;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("router pooling must be mean, max, last, surprisal or surprisal_profile, got '", name, "'"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got '", name, "'"));
 }
 
 StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {

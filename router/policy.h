@@ -17,9 +17,9 @@ namespace skillpack {
 
 // Version 2 adds the optional module assignment, version 3 features from
 // several layers and poolings, version 4 the surprisal pooling, version 5 the
-// surprisal profile; a file is written with the lowest version that holds
+// surprisal profile, version 6 the lexical block; a file is written with the lowest version that holds
 // what it uses, so older readers keep reading what they can.
-inline constexpr int kRouterFormatVersion = 5;
+inline constexpr int kRouterFormatVersion = 6;
 inline constexpr char kRouterNoneLabel[] = "none";
 
 // How a prompt's hidden states [T, hidden] become one vector of a feature
@@ -39,17 +39,24 @@ inline constexpr char kRouterNoneLabel[] = "none";
 // for a rare but well-formed word; fewer than w surprisals: their minimum).
 // A one-token prompt's profile is all zeros. The same forward pass as
 // kSurprisal, shared when both are used.
-enum class Pooling { kMean, kMax, kLast, kSurprisal, kSurprisalProfile };
+// kLexicon pools no hidden states either: it is the prompt text's lexical
+// block (router/lexicon.h: kLexiconFeatureSize values, the mean over its
+// words of what a lexical database, WordNet, says they mean), so a new
+// wording of a task shares features with the wordings the router was
+// trained on where the database links their words. It needs the prompt's
+// text and the lexicon the router was trained with (RouterConfig::lexicon).
+enum class Pooling { kMean, kMax, kLast, kSurprisal, kSurprisalProfile, kLexicon };
 // In nats: a token 1 nat more surprising than another gets e^2 ≈ 7.4× its weight.
 inline constexpr double kSurprisalTemperature = 0.5;
 inline constexpr int64_t kSurprisalProfileSize = 5;
-// "mean" / "max" / "last" / "surprisal" / "surprisal_profile"
+// "mean" / "max" / "last" / "surprisal" / "surprisal_profile" / "lexicon"
 const char* PoolingName(Pooling p);
-// False for kSurprisalProfile, the one kind that is not a block of hidden states.
-inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile; }
+// False for kSurprisalProfile and kLexicon, the kinds that are not blocks of hidden states.
+inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile && p != Pooling::kLexicon; }
 // The size of the features from `num_layers` layers and `pooling`:
 // hidden_size x num_layers x |poolings of hidden states| (+
-// kSurprisalProfileSize with the profile).
+// kSurprisalProfileSize with the profile, + kLexiconFeatureSize with the
+// lexical block).
 int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling);
 // INVALID_ARGUMENT naming the accepted names for anything else.
 StatusOr<Pooling> ParsePooling(absl::string_view name);
@@ -73,6 +80,10 @@ struct RouterConfig {
   // layers) when pooling lists it. Router::Create fills the defaults in.
   std::vector<int64_t> layers;
   std::vector<Pooling> pooling;
+  // With kLexicon: the fingerprint (Lexicon::fingerprint) of the lexical
+  // database the router was trained with; features are refused under
+  // another. Empty otherwise.
+  std::string lexicon;
 
   // RouterFeatureSize of these features, after Create.
   int64_t FeatureSize() const;

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "core/file_util.h"
 #include "core/safetensors.h"
+#include "core/sha256.h"
 #include "core/tensor_util.h"
 #include "core/weights.h"
 #include "pack/skillpack.h"
@@ -103,6 +104,22 @@ at::Tensor SurprisalProfile(const at::Tensor& surprisal, const at::Tensor& score
   return out;
 }
 
+// The lexicon a router with lexicon features reads: Lexicon::Default(),
+// FAILED_PRECONDITION when it cannot be loaded or is not the one the router
+// was trained with.
+StatusOr<const Lexicon*> RouterLexicon(const RouterConfig& config) {
+  StatusOr<const Lexicon*> lex = Lexicon::Default();
+  if (!lex.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("router reads lexicon features: ", lex.status().message()));
+  }
+  if ((*lex)->fingerprint() != config.lexicon) {
+    return absl::FailedPreconditionError(absl::StrCat("router was trained with lexicon ", config.lexicon.substr(0, 12),
+                                                      "..., but ", (*lex)->dir(), " holds lexicon ",
+                                                      (*lex)->fingerprint().substr(0, 12), "..."));
+  }
+  return *lex;
+}
+
 }  // namespace
 
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
@@ -112,10 +129,18 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
                                     const std::vector<std::vector<int32_t>>& prompts,
-                                    const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling) {
+                                    const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling,
+                                    const std::vector<std::string>* texts, const Lexicon* lexicon) {
   const ModelConfig& c = model.config();
   if (layers.empty()) return absl::InvalidArgumentError("router features need at least one layer");
   if (pooling.empty()) return absl::InvalidArgumentError("router features need at least one pooling");
+  const bool need_lexicon = HasPooling(pooling, Pooling::kLexicon);
+  if (need_lexicon && lexicon == nullptr) {
+    return absl::InvalidArgumentError("router lexicon features need a lexicon");
+  }
+  if (need_lexicon && (texts == nullptr || texts->size() != prompts.size())) {
+    return absl::InvalidArgumentError("router lexicon features need each prompt's text");
+  }
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i] < 0 || layers[i] > c.num_hidden_layers) {
       return absl::InvalidArgumentError(
@@ -201,7 +226,13 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
         }
         if (need_profile) blocks.push_back(SurprisalProfile(surprisal, scored).to(device));
       }
-      out.push_back(at::cat(blocks, 1).to(at::kCPU));
+      for (at::Tensor& b : blocks) b = b.to(at::kCPU);
+      if (need_lexicon) {
+        at::Tensor lex = at::zeros({B, kLexiconFeatureSize}, at::kFloat);
+        for (int64_t b = 0; b < B; ++b) lexicon->Features((*texts)[start + b], lex[b].data_ptr<float>());
+        blocks.push_back(lex);
+      }
+      out.push_back(at::cat(blocks, 1));
     }
     if (out.empty()) return at::zeros({0, RouterFeatureSize(c.hidden_size, layers.size(), pooling)}, at::kFloat);
     return at::cat(out, 0);
@@ -252,6 +283,10 @@ StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor
   }
   std::set<Pooling> pools(config.pooling.begin(), config.pooling.end());
   if (pools.size() != config.pooling.size()) return absl::InvalidArgumentError("router config pooling repeats a kind");
+  if (pools.count(Pooling::kLexicon) > 0 && !IsSha256Hex(config.lexicon)) {
+    return absl::InvalidArgumentError("router config with lexicon features needs the lexicon's fingerprint");
+  }
+  if (pools.count(Pooling::kLexicon) == 0) config.lexicon.clear();
   const int64_t H = config.FeatureSize(), W = config.width, L = static_cast<int64_t>(config.labels.size());
   RETURN_IF_ERROR(CheckShape(mean, {H}, "feature_mean"));
   RETURN_IF_ERROR(CheckShape(std, {H}, "feature_std"));
@@ -277,14 +312,25 @@ at::Tensor Router::Scores(const at::Tensor& features) const {
   return at::softmax(at::linear(h, w2_, b2_), -1);
 }
 
+bool Router::NeedsText() const { return HasPooling(config_.pooling, Pooling::kLexicon); }
+
 StatusOr<at::Tensor> Router::Features(const Transformer& model, const ModelWeights& base,
-                                      const std::vector<std::vector<int32_t>>& prompts) const {
-  return PromptFeatures(model, base, prompts, config_.layers, config_.pooling);
+                                      const std::vector<std::vector<int32_t>>& prompts,
+                                      const std::vector<std::string>* texts) const {
+  const Lexicon* lexicon = nullptr;
+  if (NeedsText()) {
+    ASSIGN_OR_RETURN(lexicon, RouterLexicon(config_));
+    if (texts == nullptr) return absl::InvalidArgumentError("this router reads the prompts' text (lexicon features)");
+  }
+  return PromptFeatures(model, base, prompts, config_.layers, config_.pooling, texts, lexicon);
 }
 
 StatusOr<RouteDecision> Router::Route(const Transformer& model, const ModelWeights& base,
-                                      const std::vector<int32_t>& prompt, const RoutingPolicy& policy) const {
-  ASSIGN_OR_RETURN(at::Tensor feats, Features(model, base, {prompt}));
+                                      const std::vector<int32_t>& prompt, const RoutingPolicy& policy,
+                                      const std::string* text) const {
+  std::vector<std::string> texts;
+  if (text != nullptr) texts.push_back(*text);
+  ASSIGN_OR_RETURN(at::Tensor feats, Features(model, base, {prompt}, text != nullptr ? &texts : nullptr));
   at::Tensor s = Scores(feats)[0].contiguous();
   std::vector<float> scores(s.data_ptr<float>(), s.data_ptr<float>() + s.numel());
   RouteDecision d = DecideRoute(scores, config_.labels, policy);
@@ -315,6 +361,7 @@ Status Router::CheckFits(const ModelConfig& config, absl::string_view base_finge
           absl::StrCat("router label '", config_.labels[i], "' names a pack that is not in the store"));
     }
   }
+  if (NeedsText()) RETURN_IF_ERROR(RouterLexicon(config_).status());
   return absl::OkStatus();
 }
 
@@ -324,12 +371,14 @@ StatusOr<std::string> Router::Serialize() const {
   // The lowest version that holds this router: version 1 readers would ignore
   // an assignment (version 2), version 2 readers other features (version 3),
   // version 3 readers the surprisal pooling (version 4), version 4 readers
-  // the surprisal profile (version 5).
-  const int version = HasPooling(config_.pooling, Pooling::kSurprisalProfile) ? 5
-                      : HasPooling(config_.pooling, Pooling::kSurprisal)      ? 4
-                      : !config_.SingleMeanFeatures()                         ? 3
-                      : !config_.assignment.empty()                           ? 2
-                                                                              : 1;
+  // the surprisal profile (version 5), version 5 readers the lexical block
+  // (version 6).
+  const int version = NeedsText()                                               ? 6
+                      : HasPooling(config_.pooling, Pooling::kSurprisalProfile) ? 5
+                      : HasPooling(config_.pooling, Pooling::kSurprisal)        ? 4
+                      : !config_.SingleMeanFeatures()                           ? 3
+                      : !config_.assignment.empty()                             ? 2
+                                                                                : 1;
   w.SetMetadata("format_version", std::to_string(version));
   Json cfg = {{"labels", config_.labels},
               {"layer", config_.layer},
@@ -343,6 +392,7 @@ StatusOr<std::string> Router::Serialize() const {
     cfg["layers"] = config_.layers;
     cfg["pooling"] = pooling;
   }
+  if (NeedsText()) cfg["lexicon"] = config_.lexicon;
   w.SetMetadata("config", cfg.dump());
   std::pair<const char*, const at::Tensor*> tensors[] = {{"feature_mean", &mean_}, {"feature_std", &std_},
                                                          {"fc1.weight", &w1_},     {"fc1.bias", &b1_},
@@ -418,6 +468,7 @@ StatusOr<std::unique_ptr<Router>> Router::Parse(std::string bytes, absl::string_
       c.pooling.push_back(*kind);
     }
   }
+  ASSIGN_OR_RETURN(c.lexicon, GetFieldOr<std::string>(cfg, "lexicon", "", ctx));
   std::vector<at::Tensor> t;
   for (const char* name : {"feature_mean", "feature_std", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
     ASSIGN_OR_RETURN(TensorView view, file->Get(name));

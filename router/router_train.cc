@@ -272,6 +272,22 @@ std::vector<std::vector<int32_t>> Encode(const Tokenizer& tokenizer, const std::
   return prompts;
 }
 
+// Features of labelled prompts: their tokens and, for the lexical block,
+// their texts, read with Lexicon::Default() (its fingerprint into
+// *lexicon_fingerprint when given).
+StatusOr<at::Tensor> DataFeatures(const Transformer& model, const ModelWeights& base, const Tokenizer& tokenizer,
+                                  const std::vector<LabelledPrompt>& data, const std::vector<int64_t>& layers,
+                                  const std::vector<Pooling>& pooling, std::string* lexicon_fingerprint = nullptr) {
+  const Lexicon* lexicon = nullptr;
+  std::vector<std::string> texts;
+  if (std::find(pooling.begin(), pooling.end(), Pooling::kLexicon) != pooling.end()) {
+    ASSIGN_OR_RETURN(lexicon, Lexicon::Default());
+    if (lexicon_fingerprint != nullptr) *lexicon_fingerprint = lexicon->fingerprint();
+    for (const LabelledPrompt& p : data) texts.push_back(p.prompt);
+  }
+  return PromptFeatures(model, base, Encode(tokenizer, data), layers, pooling, &texts, lexicon);
+}
+
 at::Tensor Rows(const at::Tensor& t, const std::vector<size_t>& idx) {
   std::vector<int64_t> i64(idx.begin(), idx.end());
   return t.index_select(0, torch::tensor(i64, torch::kLong));
@@ -311,7 +327,8 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
   }
   const std::vector<int64_t> layers = FeatureLayers(o);
   const std::vector<Pooling> pooling = FeaturePooling(o);
-  ASSIGN_OR_RETURN(at::Tensor feats, PromptFeatures(model, base, Encode(tokenizer, all), layers, pooling));
+  std::string lexicon;
+  ASSIGN_OR_RETURN(at::Tensor feats, DataFeatures(model, base, tokenizer, all, layers, pooling, &lexicon));
   at::Tensor y = torch::tensor(y_all, torch::kLong);
   const int64_t L = static_cast<int64_t>(labels.size());
   std::vector<Mlp> members;
@@ -319,8 +336,8 @@ StatusOr<RouterTrainResult> TrainRouter(const Transformer& model, const ModelWei
                                       o.ensemble > 1 ? &members : nullptr));
   RouterTrainResult result;
   RouterConfig config{
-      labels, layers.back(), base.embed_tokens().size(1), m.w1.size(0), o.base_fingerprint, o.assignment,
-      layers, pooling};
+      labels,  layers.back(), base.embed_tokens().size(1), m.w1.size(0), o.base_fingerprint, o.assignment, layers,
+      pooling, lexicon};
   ASSIGN_OR_RETURN(result.router, Router::Create(config, m.mean, m.std, m.w1, m.b1, m.w2, m.b2));
   for (const Mlp& member : members) {
     config.width = member.w1.size(0);
@@ -411,8 +428,7 @@ StatusOr<RouterSelection> SelectRouter(const Transformer& model, const ModelWeig
       source.push_back(v / static_cast<size_t>(std::max<int64_t>(1, o.augment.copies)));
       all.push_back(std::move(variants[v]));
     }
-    ASSIGN_OR_RETURN(at::Tensor feats,
-                     PromptFeatures(model, base, Encode(tokenizer, all), FeatureLayers(o), FeaturePooling(o)));
+    ASSIGN_OR_RETURN(at::Tensor feats, DataFeatures(model, base, tokenizer, all, FeatureLayers(o), FeaturePooling(o)));
     std::vector<int64_t> y_all;
     for (size_t i = 0; i < all.size(); ++i) y_all.push_back(pool_y[source[i]]);
     at::Tensor y = torch::tensor(y_all, torch::kLong);

@@ -21,6 +21,7 @@ PACKAGES=(
   libclang-rt-14-dev       # clang's libFuzzer and sanitizer runtimes (make fuzz / asan / tsan)
   libprotoc-dev            # make tsan: Debian's gRPC source builds grpc_cpp_plugin (scripts/build-sanitized-grpc.sh)
   fortunes                 # ~2.5 MB of English text (BSD licence): the demo's pretraining corpus (docs/trainer.md)
+  wordnet-base             # WordNet 3.0 (~28 MB): the router's lexicon features (router/lexicon.h, docs/router-format.md)
 )
 
 missing=()

@@ -7,6 +7,7 @@
 
 #include "core/model.h"
 #include "core/sha256.h"
+#include "core/tokenizer.h"
 #include "router/router.h"
 #include "server/server_metrics.h"
 
@@ -14,9 +15,10 @@ namespace skillpack {
 
 const char* RoutingModeName(const RoutingPolicy& p) { return p.mode == RoutingPolicy::Mode::kTopK ? "topk" : "top1"; }
 
-RequestRouter::RequestRouter(const LoadedModel* model, std::string base_fingerprint, const PackStore* store,
-                             RequestRouterOptions options, ServerMetrics* metrics)
+RequestRouter::RequestRouter(const LoadedModel* model, const Tokenizer* tokenizer, std::string base_fingerprint,
+                             const PackStore* store, RequestRouterOptions options, ServerMetrics* metrics)
     : model_(model),
+      tokenizer_(tokenizer),
       base_fingerprint_(std::move(base_fingerprint)),
       store_(store),
       options_(options),
@@ -33,6 +35,10 @@ StatusOr<LoadedRouter> RequestRouter::Set(std::string bytes, const std::string& 
   for (const StoredPack& p : store_->List()) known.insert(p.summary.name);
   Status fits = router->CheckFits(model_->config, base_fingerprint_, known);
   if (!fits.ok()) return Annotate(fits, what);
+  if (router->NeedsText() && tokenizer_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": reads the prompt's text (lexicon features), and this server has no tokenizer"));
+  }
   loaded.config = router->config();
   loaded.router = std::move(router);
   loaded.loaded_at = absl::Now();
@@ -85,7 +91,12 @@ StatusOr<RoutedRequest> RequestRouter::RouteWith(const Router& router, const std
   const std::vector<int32_t> head(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(n));
   StatusOr<RouteDecision> d = absl::InternalError("not routed");
   try {
-    d = router.Route(*model_->transformer, *model_->weights, head, policy);
+    std::string text;
+    if (router.NeedsText()) {
+      if (tokenizer_ == nullptr) return absl::FailedPreconditionError("routing: the router reads text; no tokenizer");
+      text = tokenizer_->Decode(head, true);
+    }
+    d = router.Route(*model_->transformer, *model_->weights, head, policy, router.NeedsText() ? &text : nullptr);
   } catch (const std::exception& e) {
     d = StatusFromException(e, "routing");
   }

@@ -38,6 +38,7 @@ namespace skillpack {
 class ServerMetrics;
 class Router;
 struct LoadedModel;
+class Tokenizer;
 
 struct RequestRouterOptions {
   RoutingPolicy default_policy;  // --routing-mode / --routing-k / --routing-threshold
@@ -65,10 +66,12 @@ struct RoutedRequest {
 // Thread-safe.
 class RequestRouter {
  public:
-  // `model`, `store` and `metrics` (may be null) must outlive the router.
-  // `base_fingerprint` is BaseFingerprint(*model->weights).
-  RequestRouter(const LoadedModel* model, std::string base_fingerprint, const PackStore* store,
-                RequestRouterOptions options, ServerMetrics* metrics);
+  // `model`, `tokenizer`, `store` and `metrics` (may be null) must outlive
+  // the router. `base_fingerprint` is BaseFingerprint(*model->weights). The
+  // tokenizer decodes a prompt's routed tokens for a router that reads the
+  // prompt's text (lexicon features); without one such routers are refused.
+  RequestRouter(const LoadedModel* model, const Tokenizer* tokenizer, std::string base_fingerprint,
+                const PackStore* store, RequestRouterOptions options, ServerMetrics* metrics);
 
   // Parses a router file and installs it in place of the current one.
   // INVALID_ARGUMENT for a malformed file; FAILED_PRECONDITION when it was
@@ -101,6 +104,7 @@ class RequestRouter {
                                     const RoutingPolicy& policy) const;
 
   const LoadedModel* model_;
+  const Tokenizer* tokenizer_;
   const std::string base_fingerprint_;
   const PackStore* store_;
   const RequestRouterOptions options_;

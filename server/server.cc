@@ -146,7 +146,8 @@ StatusOr<std::unique_ptr<SkillpackServer>> SkillpackServer::Start(const ServerOp
                    ParseRoutingPolicy(options.routing_mode, options.routing_k, options.routing_threshold));
   ro.max_tokens = options.router_max_tokens;
   ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*s.model->weights));
-  s.router = std::make_unique<RequestRouter>(s.model.get(), std::move(fingerprint), s.store.get(), ro, s.metrics.get());
+  s.router = std::make_unique<RequestRouter>(s.model.get(), s.tokenizer.get(), std::move(fingerprint), s.store.get(),
+                                             ro, s.metrics.get());
   if (!options.router_file.empty()) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(options.router_file));
     RETURN_IF_ERROR(s.router->Set(std::move(bytes), options.router_file).status());

@@ -504,7 +504,7 @@ StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& 
 StatusOr<std::vector<std::string>> Study::Route(const std::vector<std::string>& prompts, const Router& router) {
   std::vector<std::vector<int32_t>> ids;
   for (const std::string& p : prompts) ids.push_back(tok_->Encode(p, true, tok_->bos_id().has_value()));
-  ASSIGN_OR_RETURN(at::Tensor features, router.Features(*base_->transformer, *base_->weights, ids));
+  ASSIGN_OR_RETURN(at::Tensor features, router.Features(*base_->transformer, *base_->weights, ids, &prompts));
   at::Tensor scores = router.Scores(features).contiguous();
   const std::vector<std::string>& labels = router.config().labels;
   std::vector<std::string> out;

@@ -1,7 +1,7 @@
 // Router features from several layers and poolings (the surprisal profile
 // among them), the format versions 3 to 5 that store them, training-time augmentation, grouped hold-out and the
 // grouped cross-validation that selects a router's options; deep ensembles
-// of the router's MLP.
+// of the router's MLP; the lexical block and format version 6.
 #include <random>
 #include <set>
 
@@ -186,7 +186,7 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {0}, {}).ok());
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {}, {Pooling::kMean}).ok());
   EXPECT_EQ(ParsePooling("median").status().message(),
-            "router pooling must be mean, max, last, surprisal or surprisal_profile, got 'median'");
+            "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got 'median'");
   EXPECT_EQ(ParsePoolingList("mean,max,mean").status().message(), "router pooling 'mean' is listed twice");
   EXPECT_EQ(*ParsePoolingList("max,last"), (std::vector<Pooling>{Pooling::kMax, Pooling::kLast}));
 }
@@ -257,9 +257,9 @@ TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
   bad.replace(at, 7, "\\\"mex\\\"");
   auto st = Router::Parse(bad, "bad");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(
-      st.status().message().find("router pooling must be mean, max, last, surprisal or surprisal_profile, got 'mex'"),
-      std::string::npos)
+  EXPECT_NE(st.status().message().find(
+                "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got 'mex'"),
+            std::string::npos)
       << st.status();
 }
 
@@ -413,6 +413,85 @@ TEST_F(RouterFeaturesTest, EnsembleAveragesItsMembersLogitsInOneWiderMlp) {
 
 // General prompts keyed by opener AND topic ("none:oO|none:tT"), every
 // combination once, beside single-key task groups.
+// The lexical block (Pooling::kLexicon): the texts' Lexicon::Features after
+// the hidden-state blocks; a router trained with it records its lexicon's
+// fingerprint, is written as version 6, and refuses another lexicon or no text.
+TEST_F(RouterFeaturesTest, LexiconBlockReadsThePromptsTextAndTheRouterRecordsItsLexicon) {
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  auto lex = Lexicon::Default();  // Debian's wordnet-base (scripts/install-deps.sh)
+  ASSERT_TRUE(lex.ok()) << lex.status();
+  const std::vector<std::string> texts = {"Reverse it.", "Backwards, please.", "Sort it."};
+  std::vector<std::vector<int32_t>> ids;
+  for (const std::string& t : texts) ids.push_back(tok_->Encode(t, true, true));
+  const int64_t H = 32, X = kLexiconFeatureSize;
+  auto f = PromptFeatures(tr, w, ids, {0}, {Pooling::kLexicon, Pooling::kMean}, &texts, *lex);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{3, H + X}));
+  auto mean = PromptFeatures(tr, w, ids, 0);
+  ASSERT_TRUE(mean.ok());
+  EXPECT_TRUE(at::allclose(f->slice(1, 0, H), *mean, 1e-5, 1e-6));
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<float> want(X);
+    (*lex)->Features(texts[i], want.data());
+    EXPECT_TRUE(at::equal((*f)[i].slice(0, H, H + X), at::tensor(want))) << texts[i];
+  }
+  // WordNet's "backwards" ("... the reverse of normal") is nearer "reverse" than "sort".
+  auto cosine = [&](int a, int b) {
+    at::Tensor x = (*f)[a].slice(0, H, H + X), y = (*f)[b].slice(0, H, H + X);
+    return (x.dot(y) / (x.norm() * y.norm())).item<float>();
+  };
+  EXPECT_GT(cosine(1, 0), cosine(1, 2));
+  // Texts and a lexicon are required.
+  EXPECT_EQ(PromptFeatures(tr, w, ids, {0}, {Pooling::kLexicon}, nullptr, *lex).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const std::vector<std::string> two(texts.begin(), texts.begin() + 2);
+  EXPECT_EQ(PromptFeatures(tr, w, ids, {0}, {Pooling::kLexicon}, &two, *lex).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PromptFeatures(tr, w, ids, {0}, {Pooling::kLexicon}, &texts, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  RouterTrainOptions o;
+  o.width = 16, o.epochs = 20, o.holdout_fraction = 0, o.seed = 4, o.pooling = {Pooling::kMean, Pooling::kLexicon};
+  const std::vector<LabelledPrompt> data = GroupedData(4, 5);
+  auto r = TrainRouter(tr, w, *tok_, data, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Router& router = *r->router;
+  EXPECT_TRUE(router.NeedsText());
+  EXPECT_EQ(router.config().lexicon, (*lex)->fingerprint());
+  EXPECT_EQ(router.config().FeatureSize(), H + X);
+  std::string bytes = *router.Serialize();
+  EXPECT_NE(bytes.find("\"format_version\":\"6\""), std::string::npos);
+  auto back = Router::Parse(bytes, "v6");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->config().lexicon, (*lex)->fingerprint());
+  EXPECT_TRUE((*back)->CheckFits(model_->config, "", {"reverse", "sort"}).ok());
+  auto x = (*back)->Features(tr, w, ids, &texts);
+  ASSERT_TRUE(x.ok()) << x.status();
+  EXPECT_TRUE(at::equal(*x, *router.Features(tr, w, ids, &texts)));
+  EXPECT_EQ((*back)->Features(tr, w, ids).status().code(), absl::StatusCode::kInvalidArgument);
+  auto d = (*back)->Route(tr, w, ids[0], RoutingPolicy(), &texts[0]);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->scores.size(), 3u);
+
+  // Another lexicon's fingerprint: refused where the router is installed and where it routes.
+  RouterConfig other = router.config();
+  other.lexicon = std::string(64, '0');
+  other.width = 4;
+  at::Tensor m = at::zeros({H + X}), s = at::ones({H + X});
+  auto foreign = Router::Create(other, m, s, at::zeros({4, H + X}), at::zeros({4}), at::zeros({3, 4}), at::zeros({3}));
+  ASSERT_TRUE(foreign.ok()) << foreign.status();
+  Status fits = (*foreign)->CheckFits(model_->config, "", {"reverse", "sort"});
+  EXPECT_EQ(fits.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(fits.message().find("lexicon"), std::string::npos) << fits;
+  EXPECT_EQ((*foreign)->Features(tr, w, ids, &texts).status().code(), absl::StatusCode::kFailedPrecondition);
+  other.lexicon.clear();  // no fingerprint at all
+  EXPECT_EQ(Router::Create(other, m, s, at::zeros({4, H + X}), at::zeros({4}), at::zeros({3, 4}), at::zeros({3}))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SelectionFoldsTest, ValidatedPromptsShareNoKeyWithTheFoldsTrainingPrompts) {
   std::vector<LabelledPrompt> data;
   for (int t = 0; t < 5; ++t) {

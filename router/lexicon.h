@@ -1,0 +1,111 @@
+// Lexical features of a request's words for the router. A word is looked up
+// in a lexical database, WordNet 3.0's data files as Debian's wordnet-base
+// package installs them (format: wndb(5)), and stands for itself plus what
+// its most frequent senses say: their synonyms, the words of their
+// definitions and their hypernyms' names. A request worded in words the
+// router never met in training then shares features with ones it did:
+// WordNet defines "backwards" as "in a manner or order or direction the
+// reverse of normal", and lists "total", "sum" and "tally" in one synset
+// with "add". Every term is reduced to a base form and hashed into
+// kLexiconFeatureSize buckets; a prompt's block is the mean over its words.
+// A base model that knows English gives its hidden states this knowledge;
+// the tiny world's byte-level base does not (bench/README.md).
+#ifndef SKILLPACK_ROUTER_LEXICON_H_
+#define SKILLPACK_ROUTER_LEXICON_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "core/status.h"
+
+namespace skillpack {
+
+inline constexpr int64_t kLexiconFeatureSize = 512;
+// A word's senses read per part of speech, most frequent first (the index
+// files' order); sense r (from 0) weighs 1 / (r + 1).
+inline constexpr int kLexiconSensesPerPos = 3;
+
+// The directory a router's lexicon is read from: $SKILLPACK_LEXICON_DIR when
+// set, else /usr/share/wordnet.
+std::string DefaultLexiconDir();
+
+// The bucket a term counts in: 64-bit FNV-1a of its bytes modulo
+// kLexiconFeatureSize (the same on every build and machine).
+int64_t LexiconBucket(absl::string_view term);
+
+class Lexicon {
+ public:
+  // Reads dir's index.{noun,verb,adj,adv}, data.{noun,verb,adj,adv} and
+  // {noun,verb,adj,adv}.exc. NOT_FOUND naming the file when one is missing;
+  // INVALID_ARGUMENT naming the file and line for a malformed index or
+  // exception line, or an index entry pointing past its data file.
+  static StatusOr<std::unique_ptr<Lexicon>> Load(const std::string& dir);
+  // The lexicon of `dir`, loaded on first use and kept for the process
+  // (a failed load is retried on the next call).
+  static StatusOr<const Lexicon*> Shared(const std::string& dir);
+  // Shared(DefaultLexiconDir()).
+  static StatusOr<const Lexicon*> Default();
+
+  const std::string& dir() const { return dir_; }
+  // SHA-256 of the files read, in a fixed order: a router records the
+  // lexicon it was trained with and refuses another.
+  const std::string& fingerprint() const { return fingerprint_; }
+
+  // The words of `text` the features read: runs of ASCII letters,
+  // lower-cased, without words of one letter and common function words
+  // ("the", "please", "what", ...).
+  static std::vector<std::string> Words(absl::string_view text);
+  // The forms of `word` (lower case) that the database lists, per part of
+  // speech as WordNet's morphy finds them: the word itself, its irregular
+  // base forms (the .exc files), then the regular suffix rules' results.
+  // Index: 0 noun, 1 verb, 2 adjective, 3 adverb.
+  std::array<std::vector<std::string>, 4> BaseForms(absl::string_view word) const;
+  // The term `word` counts as: its first base form other than itself (noun,
+  // verb, adjective, adverb order: "sorted" is "sort", though WordNet also
+  // lists "sorted" as an adjective), else the word unchanged.
+  std::string Canonical(absl::string_view word) const;
+  // The weighted terms `word` stands for: its Canonical form with weight 1,
+  // and, when the database knows it, the terms of its first
+  // kLexiconSensesPerPos senses per part of speech (each synset's words and
+  // definition words weight 1, its hypernyms' words 1/2, normalised to the
+  // sense's weight), all of them together scaled to sum to 1. Sorted by term.
+  std::vector<std::pair<std::string, float>> Terms(absl::string_view word) const;
+  // The feature block of `text` into out[0, kLexiconFeatureSize): the mean
+  // over Words(text) of each word's Terms, each added into its term's
+  // LexiconBucket. Zeros when the text has no words. Thread-safe.
+  void Features(absl::string_view text, float* out) const;
+
+ private:
+  struct Synset {
+    std::vector<std::string> words;                   // lower case, '_' split into words
+    std::vector<std::string> definition;              // Words() of the gloss's definition
+    std::vector<std::pair<int, uint32_t>> hypernyms;  // (part of speech, offset)
+  };
+  Lexicon() = default;
+  // The synset at `offset` of part of speech `pos`'s data file; false when
+  // no well-formed synset line starts there.
+  bool ParseSynset(int pos, uint32_t offset, Synset* out) const;
+  bool Indexed(int pos, absl::string_view lemma) const;
+  // A word's buckets and weights (LexiconBucket of Terms), cached.
+  std::vector<std::pair<int32_t, float>> Buckets(const std::string& word) const;
+
+  std::string dir_, fingerprint_;
+  std::array<std::string, 4> data_;
+  // lemma -> its synsets' offsets per part of speech, most frequent sense first.
+  absl::flat_hash_map<std::string, std::array<std::vector<uint32_t>, 4>> index_;
+  std::array<absl::flat_hash_map<std::string, std::vector<std::string>>, 4> exceptions_;
+  mutable absl::Mutex mu_;
+  mutable absl::flat_hash_map<std::string, std::vector<std::pair<int32_t, float>>> cache_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace skillpack
+
+#endif  // SKILLPACK_ROUTER_LEXICON_H_
