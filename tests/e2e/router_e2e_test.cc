@@ -386,10 +386,11 @@ TEST_F(RouterE2eTest, SetRouterRefusesRoutersThatDoNotFit) {
   EXPECT_EQ(resp.router().labels_size(), 3);
 }
 
-// Routers with the surprisal pooling (format version 4) and with the
-// surprisal profile too (version 5), trained with the CLI, taken by
+// Routers with the surprisal pooling (format version 4), with the surprisal
+// profile too (version 5) and with lexicon features (version 6: the server
+// decodes the routed tokens for the text), trained with the CLI, taken by
 // SetRouter: the server's scores for token inputs equal the offline router's
-// on the same base and tokens.
+// on the same base and tokens (and text).
 TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
   struct Case {
     std::string pooling_flag;
@@ -398,7 +399,8 @@ TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
   };
   const Case cases[] = {
       {"mean,surprisal", {Pooling::kMean, Pooling::kSurprisal}, "4"},
-      {"mean,surprisal,surprisal_profile", {Pooling::kMean, Pooling::kSurprisal, Pooling::kSurprisalProfile}, "5"}};
+      {"mean,surprisal,surprisal_profile", {Pooling::kMean, Pooling::kSurprisal, Pooling::kSurprisalProfile}, "5"},
+      {"mean,lexicon", {Pooling::kMean, Pooling::kLexicon}, "6"}};
   auto base = LoadModel(Path("base"), at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
   auto tok = Tokenizer::FromModelDir(Path("base"));
@@ -426,7 +428,10 @@ TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
         s = RouteCall(req, &resp);
         ASSERT_TRUE(s.ok()) << s.error_message();
         EXPECT_EQ(resp.routed_tokens(), static_cast<int32_t>(ids.size()));
-        auto want = (*offline)->Route(*(*base)->transformer, *(*base)->weights, ids, RoutingPolicy());
+        const std::string text = (*tok)->Decode(ids, true);
+        EXPECT_EQ(text, prompt);
+        auto want = (*offline)->Route(*(*base)->transformer, *(*base)->weights, ids, RoutingPolicy(),
+                                      (*offline)->NeedsText() ? &text : nullptr);
         ASSERT_TRUE(want.ok()) << want.status();
         ASSERT_EQ(resp.scores_size(), static_cast<int>(want->scores.size())) << prompt;
         for (int i = 0; i < resp.scores_size(); ++i) {
@@ -436,6 +441,17 @@ TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
       }
     }
   }
+  // A lexicon router trained with other WordNet files (its recorded
+  // fingerprint changed in place): refused, naming the lexicon.
+  std::string foreign = *ReadFileToString(Path("router-surprisal-v6.safetensors"));
+  const size_t at = foreign.find("lexicon\\\":\\\"");
+  ASSERT_NE(at, std::string::npos);
+  const size_t hex = at + std::string("lexicon\\\":\\\"").size();
+  foreign.replace(hex, 64, std::string(64, '0'));
+  v1::SetRouterResponse refused;
+  grpc::Status s = SetRouter(foreign, &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(s.error_message().find("lexicon"), std::string::npos) << s.error_message();
   // Restore the trained one.
   v1::SetRouterResponse set;
   ASSERT_TRUE(SetRouter(*ReadFileToString(Path("router.safetensors")), &set).ok());
