@@ -156,6 +156,7 @@ Status Inspect(const Args& a) {
   for (Pooling p : c.pooling) pooling.push_back(PoolingName(p));
   std::printf("features layers %s, pooling %s (%lld values)\n", absl::StrJoin(c.layers, ",").c_str(),
               absl::StrJoin(pooling, ",").c_str(), static_cast<long long>(c.FeatureSize()));
+  if (!c.lexicon.empty()) std::printf("lexicon %s\n", c.lexicon.c_str());
   for (const auto& [pack, filter] : c.assignment.filters) {
     std::printf("assignment %s: %s\n", pack.c_str(), absl::StrJoin(filter, ",").c_str());
   }

@@ -414,6 +414,10 @@ TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
     auto offline = Router::Load(file);
     ASSERT_TRUE(offline.ok()) << offline.status() << out;
     EXPECT_EQ((*offline)->config().pooling, c.pooling);
+    const std::string shown = CommandOutput(kCliBin + " router inspect " + file);
+    EXPECT_NE(shown.find("pooling " + c.pooling_flag), std::string::npos) << shown;
+    EXPECT_EQ(shown.find("lexicon " + (*offline)->config().lexicon) != std::string::npos, (*offline)->NeedsText())
+        << shown;
     const std::string bytes = *ReadFileToString(file);
     EXPECT_NE(bytes.find("\"format_version\":\"" + c.version + "\""), std::string::npos);
     v1::SetRouterResponse set;
