@@ -606,7 +606,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
                         "paraphrases_fresh7_templates",
                         "general_fresh7",
                         "paraphrases_fresh8_templates",
-                        "general_fresh8"}) {
+                        "general_fresh8",
+                        "paraphrases_fresh9_templates",
+                        "general_fresh9"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -649,6 +651,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(t4["categories"]["general_fresh8"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh8));
   EXPECT_EQ(t4["templates"]["reverse"]["fresh8"].get<std::vector<std::string>>(),
             *ParaphraseTemplates("reverse", TemplateSplit::kFresh8));
+  EXPECT_EQ(t4["categories"]["paraphrases_fresh9_templates"]["n"].get<int64_t>(), 16);
+  EXPECT_EQ(t4["categories"]["general_fresh9"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh9));
+  EXPECT_EQ(t4["templates"]["reverse"]["fresh9"].get<std::vector<std::string>>(),
+            *ParaphraseTemplates("reverse", TemplateSplit::kFresh9));
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);

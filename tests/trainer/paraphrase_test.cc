@@ -224,9 +224,11 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh6), "fresh6");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh7), "fresh7");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh8), "fresh8");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh9), "fresh9");
   const std::vector<TemplateSplit> fresh_splits = {
-      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8};
+      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3,
+      TemplateSplit::kFresh4, TemplateSplit::kFresh5, TemplateSplit::kFresh6,
+      TemplateSplit::kFresh7, TemplateSplit::kFresh8, TemplateSplit::kFresh9};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -301,6 +303,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh8,
        {"sonnet", "lullaby", "daughter", "weird", "newsletter", "discussion questions", "book club", "geyser",
         "hummingbird", "sahara", "sea otter", "koala", "barrier reef", "maple syrup", "redwood"}},
+      {TemplateSplit::kFresh9,
+       {"travel blog", "intro paragraph", "picture book", "history behind", "slogan", "presentation", "slides",
+        "three sentences", "flamingo", "grand canyon", "bonsai", "panama canal", "rainbow", "machu picchu", "narwhal",
+        "fireworks"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

@@ -297,9 +297,40 @@ const std::map<std::string, std::vector<std::string>>& Fresh8Templates() {
   return *kFresh8;
 }
 
+// A tenth held-out set, written as Fresh8Templates was (as a user might ask;
+// none a template of another split) after the ninth set had been scored, and
+// committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh9Templates() {
+  static const auto* kFresh9 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What do you get if you add {a} and {b} together?", "{a} and {b} summed?",
+        "I'm splitting a bill: my share was {a} and my roommate's was {b}. What's the combined amount?",
+        "Quick math check: {a} + {b}"}},
+      {"reverse",
+       {"What does {s} look like spelled in reverse?", "flip {s}",
+        "I'm making a mirror-writing puzzle for my students. Could you give me {s} with its letters in reverse order?",
+        "Please turn {s} around so it reads right to left."}},
+      {"sort",
+       {"Arrange the digits in {s} from lowest to highest.", "sort these digits: {s}",
+        "I copied the number {s} off a receipt. Can you rearrange its digits into increasing order?",
+        "Could you order the digits of {s} smallest first?"}},
+      {"kv",
+       {"In {pairs}, what is {q} set to?", "{pairs}; {q}=?",
+        "Here's a config snippet: {pairs}. I need to know what {q} maps to.",
+        "From the pairs {pairs}, tell me the value paired with {q}."}},
+      {"caesar",
+       {"Encode {s} using a Caesar shift of {n}.", "caesar {n} on {s}",
+        "I'm setting up a scavenger hunt and want the clues encrypted. What does {s} become with a Caesar cipher "
+        "shifted by {n}?",
+        "Could you rotate every letter in {s} by {n} positions in the alphabet?"}},
+  };
+  return *kFresh9;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8);
-// null for the splits that index into it.
+// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8,
+// kFresh9); null for the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -320,9 +351,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh7:
       return &Fresh7Templates();
     case TemplateSplit::kFresh8:
+      return &Fresh8Templates();
+    case TemplateSplit::kFresh9:
       break;
   }
-  return &Fresh8Templates();
+  return &Fresh9Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -334,7 +367,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
 // split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6,
-// kFresh7 and kFresh8.
+// kFresh7, kFresh8 and kFresh9.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -462,6 +495,16 @@ const GeneralParts& General(TemplateSplit split) {
                         "Give me a few discussion questions about {t} for my book club."},
                        {"geysers", "hummingbirds", "the Sahara", "sea otters", "koalas", "the Great Barrier Reef",
                         "maple syrup", "redwoods"}};
+  // The tenth set's (see Fresh9Templates): openers and topics in none of
+  // the lists above nor ExtraGeneral's.
+  static const auto* kFresh9 =
+      new GeneralParts{{"I'm writing a travel blog post about {t}. Can you help me with an intro paragraph?",
+                        "Write a short children's picture book about {t}.", "what's the history behind {t}?",
+                        "Can you come up with a catchy slogan about {t}?",
+                        "I have a presentation at work on {t} tomorrow. What should my slides cover?",
+                        "Describe {t} in three sentences."},
+                       {"flamingos", "the Grand Canyon", "bonsai trees", "the Panama Canal", "rainbows", "Machu Picchu",
+                        "narwhals", "fireworks"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -482,9 +525,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh7:
       return *kFresh7;
     case TemplateSplit::kFresh8:
+      return *kFresh8;
+    case TemplateSplit::kFresh9:
       break;
   }
-  return *kFresh8;
+  return *kFresh9;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -571,9 +616,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh7:
       return "fresh7";
     case TemplateSplit::kFresh8:
+      return "fresh8";
+    case TemplateSplit::kFresh9:
       break;
   }
-  return "fresh8";
+  return "fresh9";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
