@@ -74,7 +74,7 @@ int64_t LexiconBucket(absl::string_view term) {
     h ^= c;
     h *= 1099511628211ull;
   }
-  return static_cast<int64_t>(h % static_cast<uint64_t>(kLexiconFeatureSize));
+  return static_cast<int64_t>(h % static_cast<uint64_t>(kLexiconBuckets));
 }
 
 StatusOr<std::unique_ptr<Lexicon>> Lexicon::Load(const std::string& dir) {
@@ -193,6 +193,13 @@ std::array<std::vector<std::string>, 4> Lexicon::BaseForms(absl::string_view wor
   return out;
 }
 
+bool Lexicon::Knows(absl::string_view word) const {
+  for (const std::vector<std::string>& forms : BaseForms(word)) {
+    if (!forms.empty()) return true;
+  }
+  return false;
+}
+
 std::string Lexicon::Canonical(absl::string_view word) const {
   // An inflected form ("sorted", listed itself as an adjective) counts as
   // its base ("sort"); a word listed only as itself stays.
@@ -293,7 +300,11 @@ std::vector<std::pair<int32_t, float>> Lexicon::Buckets(const std::string& word)
     if (it != cache_.end()) return it->second;
   }
   std::map<int32_t, float> sum;
-  for (const auto& [term, w] : Terms(word)) sum[static_cast<int32_t>(LexiconBucket(term))] += w;
+  if (Knows(word)) {
+    for (const auto& [term, w] : Terms(word)) sum[static_cast<int32_t>(LexiconBucket(term))] += w;
+  } else {
+    sum[static_cast<int32_t>(kLexiconBuckets)] = 1.0f;
+  }
   std::vector<std::pair<int32_t, float>> out(sum.begin(), sum.end());
   absl::MutexLock lock(&mu_);
   if (cache_.size() < kCachedWords) cache_.emplace(word, out);  // bounded: requests bring any words

@@ -7,7 +7,10 @@
 // WordNet defines "backwards" as "in a manner or order or direction the
 // reverse of normal", and lists "total", "sum" and "tally" in one synset
 // with "add". Every term is reduced to a base form and hashed into
-// kLexiconFeatureSize buckets; a prompt's block is the mean over its words.
+// kLexiconBuckets buckets; a word the database does not know (a task's random
+// argument, a made-up name) counts in one slot of its own instead, so that no
+// bucket's meaning hangs on which random strings happened to hash into it.
+// A prompt's block is the mean over its words.
 // A base model that knows English gives its hidden states this knowledge;
 // the tiny world's byte-level base does not (bench/README.md).
 #ifndef SKILLPACK_ROUTER_LEXICON_H_
@@ -28,7 +31,9 @@
 
 namespace skillpack {
 
-inline constexpr int64_t kLexiconFeatureSize = 512;
+inline constexpr int64_t kLexiconBuckets = 512;
+// The buckets, then the slot of unknown words.
+inline constexpr int64_t kLexiconFeatureSize = kLexiconBuckets + 1;
 // A word's senses read per part of speech, most frequent first (the index
 // files' order); sense r (from 0) weighs 1 / (r + 1).
 inline constexpr int kLexiconSensesPerPos = 3;
@@ -38,7 +43,7 @@ inline constexpr int kLexiconSensesPerPos = 3;
 std::string DefaultLexiconDir();
 
 // The bucket a term counts in: 64-bit FNV-1a of its bytes modulo
-// kLexiconFeatureSize (the same on every build and machine).
+// kLexiconBuckets (the same on every build and machine).
 int64_t LexiconBucket(absl::string_view term);
 
 class Lexicon {
@@ -78,9 +83,12 @@ class Lexicon {
   // definition words weight 1, its hypernyms' words 1/2, normalised to the
   // sense's weight), all of them together scaled to sum to 1. Sorted by term.
   std::vector<std::pair<std::string, float>> Terms(absl::string_view word) const;
+  // True when the database lists `word` or a base form of it.
+  bool Knows(absl::string_view word) const;
   // The feature block of `text` into out[0, kLexiconFeatureSize): the mean
-  // over Words(text) of each word's Terms, each added into its term's
-  // LexiconBucket. Zeros when the text has no words. Thread-safe.
+  // over Words(text) of each known word's Terms, each added into its term's
+  // LexiconBucket, and of each unknown word's 1 in the last slot
+  // (out[kLexiconBuckets]). Zeros when the text has no words. Thread-safe.
   void Features(absl::string_view text, float* out) const;
 
  private:
@@ -94,7 +102,8 @@ class Lexicon {
   // no well-formed synset line starts there.
   bool ParseSynset(int pos, uint32_t offset, Synset* out) const;
   bool Indexed(int pos, absl::string_view lemma) const;
-  // A word's buckets and weights (LexiconBucket of Terms), cached.
+  // A word's buckets and weights (LexiconBucket of Terms, or the unknown
+  // words' slot), cached.
   std::vector<std::pair<int32_t, float>> Buckets(const std::string& word) const;
 
   std::string dir_, fingerprint_;

@@ -125,11 +125,22 @@ std::map<int64_t, std::vector<std::vector<size_t>>> SplitUnits(const std::vector
   return units;
 }
 
+std::vector<int64_t> FeatureLayers(const RouterTrainOptions& o) {
+  return o.layers.empty() ? std::vector<int64_t>{o.layer} : o.layers;
+}
+std::vector<Pooling> FeaturePooling(const RouterTrainOptions& o) {
+  return o.pooling.empty() ? std::vector<Pooling>{Pooling::kMean} : o.pooling;
+}
+
 struct Mlp {
   at::Tensor mean, std, w1, b1, w2, b2;
 };
 
-// Standardises x by its own statistics and trains the MLP full batch with
+// Standardises x by its own statistics (each feature by its own mean and
+// standard deviation, but the lexical block, Pooling::kLexicon, by one
+// standard deviation for all its values: a sparse bucket that training
+// hardly ever fills would otherwise turn one new word in it into a huge
+// standardised value) and trains the MLP full batch with
 // AdamW and class-balanced cross-entropy, calling `checkpoint` (epoch, MLP)
 // after each epoch listed in `checkpoints` (ascending) and returning the
 // MLP after the last one.
@@ -140,8 +151,14 @@ StatusOr<Mlp> FitMlp(const at::Tensor& x, const at::Tensor& y, int64_t labels, c
     torch::manual_seed(o.seed);
     Mlp m;
     m.mean = x.mean(0);
-    m.std = x.std(0, /*unbiased=*/false).clamp_min(1e-6);
+    m.std = x.std(0, /*unbiased=*/false);
     const int64_t H = x.size(1);
+    const std::vector<Pooling> pooling = FeaturePooling(o);
+    if (std::find(pooling.begin(), pooling.end(), Pooling::kLexicon) != pooling.end()) {
+      at::Tensor block = m.std.narrow(0, H - kLexiconFeatureSize, kLexiconFeatureSize);  // last (policy.h)
+      block.fill_(block.square().mean().sqrt().item<float>());
+    }
+    m.std = m.std.clamp_min(1e-6);
     torch::nn::Linear fc1(H, o.width), fc2(o.width, labels);
     std::vector<at::Tensor> params = fc1->parameters();
     for (auto& p : fc2->parameters()) params.push_back(p);
@@ -257,13 +274,6 @@ Status CheckOptions(const RouterTrainOptions& o) {
     return absl::InvalidArgumentError("augment: copies must be >= 0 and probabilities in [0, 1]");
   }
   return absl::OkStatus();
-}
-
-std::vector<int64_t> FeatureLayers(const RouterTrainOptions& o) {
-  return o.layers.empty() ? std::vector<int64_t>{o.layer} : o.layers;
-}
-std::vector<Pooling> FeaturePooling(const RouterTrainOptions& o) {
-  return o.pooling.empty() ? std::vector<Pooling>{Pooling::kMean} : o.pooling;
 }
 
 std::vector<std::vector<int32_t>> Encode(const Tokenizer& tokenizer, const std::vector<LabelledPrompt>& data) {

@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/safetensors.h"
+#include "core/tensor_util.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "router/router.h"
@@ -462,6 +464,16 @@ TEST_F(RouterFeaturesTest, LexiconBlockReadsThePromptsTextAndTheRouterRecordsIts
   EXPECT_EQ(router.config().FeatureSize(), H + X);
   std::string bytes = *router.Serialize();
   EXPECT_NE(bytes.find("\"format_version\":\"6\""), std::string::npos);
+  {
+    // Standardised per feature, but the lexical block by one deviation for all its values.
+    auto file = SafetensorsFile::FromBuffer(bytes, "v6");
+    ASSERT_TRUE(file.ok()) << file.status();
+    at::Tensor sd = *TensorFromView(*(*file)->Get("feature_std"), at::kFloat);
+    at::Tensor block = sd.slice(0, H, H + X);
+    EXPECT_TRUE(at::equal(block, at::full({X}, block[0].item<float>())));
+    EXPECT_GT(block[0].item<float>(), 1e-3);
+    EXPECT_FALSE(at::equal(sd.slice(0, 0, H), at::full({H}, sd[0].item<float>())));
+  }
   auto back = Router::Parse(bytes, "v6");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ((*back)->config().lexicon, (*lex)->fingerprint());
