@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
@@ -619,42 +620,16 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     EXPECT_EQ(total, t4["categories"][c]["n"].get<int64_t>()) << c;
   }
   EXPECT_EQ(t4["categories"]["paraphrases_held_out_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh2_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh2"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh2));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh2"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh2));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh3_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh3"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh3));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh3"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh3));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh4_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh4"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh4));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh4"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh4));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh5_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh5"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh5));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh5"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh5));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh6_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh6"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh6));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh6"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh6));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh7_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh7"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh7));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh7"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh7));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh8_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh8"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh8));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh8"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh8));
-  EXPECT_EQ(t4["categories"]["paraphrases_fresh9_templates"]["n"].get<int64_t>(), 16);
-  EXPECT_EQ(t4["categories"]["general_fresh9"]["n"].get<int64_t>(), NumGeneralPrompts(TemplateSplit::kFresh9));
-  EXPECT_EQ(t4["templates"]["reverse"]["fresh9"].get<std::vector<std::string>>(),
-            *ParaphraseTemplates("reverse", TemplateSplit::kFresh9));
+  // Every fresh set: its templates and general prompts scored, its templates listed.
+  for (TemplateSplit split : {TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3,
+                              TemplateSplit::kFresh4, TemplateSplit::kFresh5, TemplateSplit::kFresh6,
+                              TemplateSplit::kFresh7, TemplateSplit::kFresh8, TemplateSplit::kFresh9}) {
+    const std::string name = TemplateSplitName(split);
+    SCOPED_TRACE(name);
+    EXPECT_EQ(t4["categories"][absl::StrCat("paraphrases_", name, "_templates")]["n"].get<int64_t>(), 16);
+    EXPECT_EQ(t4["categories"][absl::StrCat("general_", name)]["n"].get<int64_t>(), NumGeneralPrompts(split));
+    EXPECT_EQ(t4["templates"]["reverse"][name].get<std::vector<std::string>>(), *ParaphraseTemplates("reverse", split));
+  }
   // Model selection: 2 candidates x 2 epochs, scored on training templates only.
   const Json& sel = t4["selection"];
   ASSERT_EQ(sel["scores"].size(), 4u);
