@@ -199,6 +199,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
             return hf.gather(1, last_index.view({B, 1, 1}).expand({B, 1, hf.size(2)})).squeeze(1);
           case Pooling::kSurprisal:
           case Pooling::kSurprisalProfile:
+          case Pooling::kLexicon:
             break;
         }
         return at::Tensor();  // filled in below
