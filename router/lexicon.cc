@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/file_util.h"
+#include "core/fnv1a.h"
 #include "core/sha256.h"
 
 namespace skillpack {
@@ -69,12 +70,7 @@ std::string DefaultLexiconDir() {
 }
 
 int64_t LexiconBucket(absl::string_view term) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : term) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return static_cast<int64_t>(h % static_cast<uint64_t>(kLexiconBuckets));
+  return static_cast<int64_t>(Fnv1a64(term) % static_cast<uint64_t>(kLexiconBuckets));
 }
 
 StatusOr<std::unique_ptr<Lexicon>> Lexicon::Load(const std::string& dir) {

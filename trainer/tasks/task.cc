@@ -3,6 +3,7 @@
 #include <set>
 
 #include "absl/strings/str_join.h"
+#include "core/fnv1a.h"
 #include "trainer/tasks/builtin_tasks.h"
 
 namespace skillpack {
@@ -16,12 +17,7 @@ StatusOr<TaskSplit> TaskSplitFromName(absl::string_view name) {
 }
 
 TaskSplit SplitOfPrompt(absl::string_view prompt) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : prompt) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h % 10 == 0 ? TaskSplit::kHeldOut : TaskSplit::kTrain;
+  return Fnv1a64(prompt) % 10 == 0 ? TaskSplit::kHeldOut : TaskSplit::kTrain;
 }
 
 bool Task::Verify(absl::string_view prompt, absl::string_view response) const {
