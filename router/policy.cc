@@ -27,6 +27,10 @@ const char* PoolingName(Pooling p) {
   return "?";
 }
 
+bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind) {
+  return std::find(pooling.begin(), pooling.end(), kind) != pooling.end();
+}
+
 int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling) {
   int64_t blocks = 0, other = 0;
   for (Pooling p : pooling) {
@@ -54,7 +58,7 @@ StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {
   std::vector<Pooling> out;
   for (absl::string_view name : absl::StrSplit(list, ',')) {
     ASSIGN_OR_RETURN(Pooling p, ParsePooling(name));
-    if (std::find(out.begin(), out.end(), p) != out.end()) {
+    if (HasPooling(out, p)) {
       return absl::InvalidArgumentError(absl::StrCat("router pooling '", name, "' is listed twice"));
     }
     out.push_back(p);

@@ -51,6 +51,8 @@ inline constexpr double kSurprisalTemperature = 0.5;
 inline constexpr int64_t kSurprisalProfileSize = 5;
 // "mean" / "max" / "last" / "surprisal" / "surprisal_profile" / "lexicon"
 const char* PoolingName(Pooling p);
+// True when `pooling` lists `kind`.
+bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind);
 // False for kSurprisalProfile and kLexicon, the kinds that are not blocks of hidden states.
 inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile && p != Pooling::kLexicon; }
 // The size of the features from `num_layers` layers and `pooling`:

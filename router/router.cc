@@ -29,10 +29,6 @@ Status CheckShape(const at::Tensor& t, std::vector<int64_t> shape, const char* n
   return absl::OkStatus();
 }
 
-bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind) {
-  return std::find(pooling.begin(), pooling.end(), kind) != pooling.end();
-}
-
 // Positions of a prompt batch whose logits are made at once by
 // TokenSurprisal: bounds the [B, chunk, vocab] logits it holds.
 constexpr int64_t kSurprisalChunk = 64;

@@ -154,7 +154,7 @@ StatusOr<Mlp> FitMlp(const at::Tensor& x, const at::Tensor& y, int64_t labels, c
     m.std = x.std(0, /*unbiased=*/false);
     const int64_t H = x.size(1);
     const std::vector<Pooling> pooling = FeaturePooling(o);
-    if (std::find(pooling.begin(), pooling.end(), Pooling::kLexicon) != pooling.end()) {
+    if (HasPooling(pooling, Pooling::kLexicon)) {
       at::Tensor block = m.std.narrow(0, H - kLexiconFeatureSize, kLexiconFeatureSize);  // last (policy.h)
       block.fill_(block.square().mean().sqrt().item<float>());
     }
@@ -290,7 +290,7 @@ StatusOr<at::Tensor> DataFeatures(const Transformer& model, const ModelWeights& 
                                   const std::vector<Pooling>& pooling, std::string* lexicon_fingerprint = nullptr) {
   const Lexicon* lexicon = nullptr;
   std::vector<std::string> texts;
-  if (std::find(pooling.begin(), pooling.end(), Pooling::kLexicon) != pooling.end()) {
+  if (HasPooling(pooling, Pooling::kLexicon)) {
     ASSIGN_OR_RETURN(lexicon, Lexicon::Default());
     if (lexicon_fingerprint != nullptr) *lexicon_fingerprint = lexicon->fingerprint();
     for (const LabelledPrompt& p : data) texts.push_back(p.prompt);
