@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -51,11 +52,31 @@ const absl::flat_hash_set<std::string>& Stopwords() {
 }
 
 bool LongerWithSuffix(absl::string_view s, absl::string_view suffix) {
-  return s.size() > suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+  return s.size() > suffix.size() && absl::EndsWith(s, suffix);
 }
 
 void AddUnique(std::vector<std::string>* v, std::string s) {
   if (std::find(v->begin(), v->end(), s) == v->end()) v->push_back(std::move(s));
+}
+
+// Whether any part of speech has a base form.
+bool AnyForm(const Lexicon::Forms& forms) {
+  for (const std::vector<std::string>& f : forms) {
+    if (!f.empty()) return true;
+  }
+  return false;
+}
+
+// Lexicon::Canonical of `word` from its BaseForms: an inflected form
+// ("sorted", listed itself as an adjective) counts as its base ("sort"); a
+// word listed only as itself stays.
+std::string FirstOtherForm(absl::string_view word, const Lexicon::Forms& forms) {
+  for (const std::vector<std::string>& f : forms) {
+    for (const std::string& form : f) {
+      if (form != word) return form;
+    }
+  }
+  return std::string(word);
 }
 
 Status Malformed(const std::string& path, size_t line, absl::string_view why) {
@@ -169,8 +190,8 @@ bool Lexicon::Indexed(int pos, absl::string_view lemma) const {
   return it != index_.end() && !it->second[pos].empty();
 }
 
-std::array<std::vector<std::string>, 4> Lexicon::BaseForms(absl::string_view word) const {
-  std::array<std::vector<std::string>, 4> out;
+Lexicon::Forms Lexicon::BaseForms(absl::string_view word) const {
+  Forms out;
   const absl::Span<const SuffixRule> rules[4] = {kNounRules, kVerbRules, kAdjRules, {}};
   for (int pos = 0; pos < 4; ++pos) {
     if (Indexed(pos, word)) AddUnique(&out[pos], std::string(word));
@@ -189,23 +210,9 @@ std::array<std::vector<std::string>, 4> Lexicon::BaseForms(absl::string_view wor
   return out;
 }
 
-bool Lexicon::Knows(absl::string_view word) const {
-  for (const std::vector<std::string>& forms : BaseForms(word)) {
-    if (!forms.empty()) return true;
-  }
-  return false;
-}
+bool Lexicon::Knows(absl::string_view word) const { return AnyForm(BaseForms(word)); }
 
-std::string Lexicon::Canonical(absl::string_view word) const {
-  // An inflected form ("sorted", listed itself as an adjective) counts as
-  // its base ("sort"); a word listed only as itself stays.
-  for (const std::vector<std::string>& forms : BaseForms(word)) {
-    for (const std::string& f : forms) {
-      if (f != word) return f;
-    }
-  }
-  return std::string(word);
-}
+std::string Lexicon::Canonical(absl::string_view word) const { return FirstOtherForm(word, BaseForms(word)); }
 
 bool Lexicon::ParseSynset(int pos, uint32_t offset, Synset* out) const {
   const std::string& data = data_[pos];
@@ -252,8 +259,11 @@ bool Lexicon::ParseSynset(int pos, uint32_t offset, Synset* out) const {
 }
 
 std::vector<std::pair<std::string, float>> Lexicon::Terms(absl::string_view word) const {
+  return TermsOf(word, BaseForms(word));
+}
+
+std::vector<std::pair<std::string, float>> Lexicon::TermsOf(absl::string_view word, const Forms& forms) const {
   std::map<std::string, double> senses;  // the senses' terms, before scaling to 1
-  const std::array<std::vector<std::string>, 4> forms = BaseForms(word);
   for (int pos = 0; pos < 4; ++pos) {
     std::vector<uint32_t> offsets;  // the first senses of each base form, most frequent first
     for (const std::string& form : forms[pos]) {
@@ -280,7 +290,7 @@ std::vector<std::pair<std::string, float>> Lexicon::Terms(absl::string_view word
     }
   }
   std::map<std::string, double> all;
-  all[Canonical(word)] = 1.0;
+  all[FirstOtherForm(word, forms)] = 1.0;
   double total = 0;
   for (const auto& [t, w] : senses) total += w;
   for (const auto& [t, w] : senses) all[t] += w / total;
@@ -296,8 +306,9 @@ std::vector<std::pair<int32_t, float>> Lexicon::Buckets(const std::string& word)
     if (it != cache_.end()) return it->second;
   }
   std::map<int32_t, float> sum;
-  if (Knows(word)) {
-    for (const auto& [term, w] : Terms(word)) sum[static_cast<int32_t>(LexiconBucket(term))] += w;
+  const Forms forms = BaseForms(word);
+  if (AnyForm(forms)) {
+    for (const auto& [term, w] : TermsOf(word, forms)) sum[static_cast<int32_t>(LexiconBucket(term))] += w;
   } else {
     sum[static_cast<int32_t>(kLexiconBuckets)] = 1.0f;
   }

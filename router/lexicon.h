@@ -72,7 +72,8 @@ class Lexicon {
   // speech as WordNet's morphy finds them: the word itself, its irregular
   // base forms (the .exc files), then the regular suffix rules' results.
   // Index: 0 noun, 1 verb, 2 adjective, 3 adverb.
-  std::array<std::vector<std::string>, 4> BaseForms(absl::string_view word) const;
+  using Forms = std::array<std::vector<std::string>, 4>;
+  Forms BaseForms(absl::string_view word) const;
   // The term `word` counts as: its first base form other than itself (noun,
   // verb, adjective, adverb order: "sorted" is "sort", though WordNet also
   // lists "sorted" as an adjective), else the word unchanged.
@@ -102,6 +103,8 @@ class Lexicon {
   // no well-formed synset line starts there.
   bool ParseSynset(int pos, uint32_t offset, Synset* out) const;
   bool Indexed(int pos, absl::string_view lemma) const;
+  // Terms(word) from its BaseForms, computed once by the caller.
+  std::vector<std::pair<std::string, float>> TermsOf(absl::string_view word, const Forms& forms) const;
   // A word's buckets and weights (LexiconBucket of Terms, or the unknown
   // words' slot), cached.
   std::vector<std::pair<int32_t, float>> Buckets(const std::string& word) const;
