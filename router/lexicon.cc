@@ -318,13 +318,21 @@ std::vector<std::pair<int32_t, float>> Lexicon::Buckets(const std::string& word)
   return out;
 }
 
-void Lexicon::Features(absl::string_view text, float* out) const {
+void Lexicon::Features(absl::string_view text, float* out, Combine combine) const {
   std::fill(out, out + kLexiconFeatureSize, 0.0f);
   const std::vector<std::string> words = Words(text);
   if (words.empty()) return;
   const float scale = 1.0f / static_cast<float>(words.size());
   for (const std::string& w : words) {
-    for (const auto& [bucket, weight] : Buckets(w)) out[bucket] += weight * scale;
+    // A word's buckets are distinct (Buckets sums its terms per bucket), so
+    // the max is over words, not over one word's terms.
+    for (const auto& [bucket, weight] : Buckets(w)) {
+      if (combine == Combine::kMean) {
+        out[bucket] += weight * scale;
+      } else {
+        out[bucket] = std::max(out[bucket], weight);
+      }
+    }
   }
 }
 

@@ -10,7 +10,8 @@
 // kLexiconBuckets buckets; a word the database does not know (a task's random
 // argument, a made-up name) counts in one slot of its own instead, so that no
 // bucket's meaning hangs on which random strings happened to hash into it.
-// A prompt's block is the mean over its words.
+// A prompt's block is the mean over its words, or each value's maximum over
+// them (Combine).
 // A base model that knows English gives its hidden states this knowledge;
 // the tiny world's byte-level base does not (bench/README.md).
 #ifndef SKILLPACK_ROUTER_LEXICON_H_
@@ -86,11 +87,16 @@ class Lexicon {
   std::vector<std::pair<std::string, float>> Terms(absl::string_view word) const;
   // True when the database lists `word` or a base form of it.
   bool Knows(absl::string_view word) const;
-  // The feature block of `text` into out[0, kLexiconFeatureSize): the mean
-  // over Words(text) of each known word's Terms, each added into its term's
-  // LexiconBucket, and of each unknown word's 1 in the last slot
+  // How a text's words combine into its block: kMean, the mean over the
+  // words (a word's share shrinks as the text grows); kMax, each value's
+  // maximum over the words (a word counts as much in a long request told
+  // inside a situation as in a short one).
+  enum class Combine { kMean, kMax };
+  // The feature block of `text` into out[0, kLexiconFeatureSize): over
+  // Words(text), combined as `combine` says, each known word's Terms, each
+  // in its term's LexiconBucket, and each unknown word's 1 in the last slot
   // (out[kLexiconBuckets]). Zeros when the text has no words. Thread-safe.
-  void Features(absl::string_view text, float* out) const;
+  void Features(absl::string_view text, float* out, Combine combine = Combine::kMean) const;
 
  private:
   struct Synset {

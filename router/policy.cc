@@ -23,6 +23,8 @@ const char* PoolingName(Pooling p) {
       return "surprisal_profile";
     case Pooling::kLexicon:
       return "lexicon";
+    case Pooling::kLexiconMax:
+      return "lexicon_max";
   }
   return "?";
 }
@@ -31,13 +33,17 @@ bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind) {
   return std::find(pooling.begin(), pooling.end(), kind) != pooling.end();
 }
 
+bool ReadsLexicon(const std::vector<Pooling>& pooling) {
+  return std::any_of(pooling.begin(), pooling.end(), IsLexical);
+}
+
 int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling) {
   int64_t blocks = 0, other = 0;
   for (Pooling p : pooling) {
     if (PoolsHiddenStates(p)) {
       ++blocks;
     } else {
-      other += p == Pooling::kLexicon ? kLexiconFeatureSize : kSurprisalProfileSize;
+      other += IsLexical(p) ? kLexiconFeatureSize : kSurprisalProfileSize;
     }
   }
   return hidden_size * static_cast<int64_t>(num_layers) * blocks + other;
@@ -47,11 +53,12 @@ int64_t RouterConfig::FeatureSize() const { return RouterFeatureSize(hidden_size
 
 StatusOr<Pooling> ParsePooling(absl::string_view name) {
   for (Pooling p : {Pooling::kMean, Pooling::kMax, Pooling::kLast, Pooling::kSurprisal, Pooling::kSurprisalProfile,
-                    Pooling::kLexicon}) {
+                    Pooling::kLexicon, Pooling::kLexiconMax}) {
     if (name == PoolingName(p)) return p;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got '", name, "'"));
+      "router pooling must be mean, max, last, surprisal, surprisal_profile, lexicon or lexicon_max, got '", name,
+      "'"));
 }
 
 StatusOr<std::vector<Pooling>> ParsePoolingList(absl::string_view list) {

@@ -19,7 +19,7 @@ namespace skillpack {
 // several layers and poolings, version 4 the surprisal pooling, version 5 the
 // surprisal profile, version 6 the lexical block; a file is written with the lowest version that holds
 // what it uses, so older readers keep reading what they can.
-inline constexpr int kRouterFormatVersion = 6;
+inline constexpr int kRouterFormatVersion = 7;
 inline constexpr char kRouterNoneLabel[] = "none";
 
 // How a prompt's hidden states [T, hidden] become one vector of a feature
@@ -45,19 +45,28 @@ inline constexpr char kRouterNoneLabel[] = "none";
 // wording of a task shares features with the wordings the router was
 // trained on where the database links their words. It needs the prompt's
 // text and the lexicon the router was trained with (RouterConfig::lexicon).
-enum class Pooling { kMean, kMax, kLast, kSurprisal, kSurprisalProfile, kLexicon };
+// kLexiconMax is the same block with each value's maximum over the words
+// instead of their mean (Lexicon::Combine::kMax): a word that names the task
+// counts as much in a long request told inside a situation as in a short
+// one. The lexical blocks come last, kLexicon's before kLexiconMax's.
+enum class Pooling { kMean, kMax, kLast, kSurprisal, kSurprisalProfile, kLexicon, kLexiconMax };
 // In nats: a token 1 nat more surprising than another gets e^2 ≈ 7.4× its weight.
 inline constexpr double kSurprisalTemperature = 0.5;
 inline constexpr int64_t kSurprisalProfileSize = 5;
-// "mean" / "max" / "last" / "surprisal" / "surprisal_profile" / "lexicon"
+// "mean" / "max" / "last" / "surprisal" / "surprisal_profile" / "lexicon" / "lexicon_max"
 const char* PoolingName(Pooling p);
 // True when `pooling` lists `kind`.
 bool HasPooling(const std::vector<Pooling>& pooling, Pooling kind);
-// False for kSurprisalProfile and kLexicon, the kinds that are not blocks of hidden states.
-inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile && p != Pooling::kLexicon; }
+// True for kLexicon and kLexiconMax, the lexical blocks.
+inline bool IsLexical(Pooling p) { return p == Pooling::kLexicon || p == Pooling::kLexiconMax; }
+// True when `pooling` lists a lexical block: the features need the prompts'
+// texts and a lexicon.
+bool ReadsLexicon(const std::vector<Pooling>& pooling);
+// False for kSurprisalProfile and the lexical blocks, the kinds that are not blocks of hidden states.
+inline bool PoolsHiddenStates(Pooling p) { return p != Pooling::kSurprisalProfile && !IsLexical(p); }
 // The size of the features from `num_layers` layers and `pooling`:
 // hidden_size x num_layers x |poolings of hidden states| (+
-// kSurprisalProfileSize with the profile, + kLexiconFeatureSize with the
+// kSurprisalProfileSize with the profile, + kLexiconFeatureSize per
 // lexical block).
 int64_t RouterFeatureSize(int64_t hidden_size, size_t num_layers, const std::vector<Pooling>& pooling);
 // INVALID_ARGUMENT naming the accepted names for anything else.
@@ -82,7 +91,7 @@ struct RouterConfig {
   // layers) when pooling lists it. Router::Create fills the defaults in.
   std::vector<int64_t> layers;
   std::vector<Pooling> pooling;
-  // With kLexicon: the fingerprint (Lexicon::fingerprint) of the lexical
+  // With a lexical block (kLexicon, kLexiconMax): the fingerprint (Lexicon::fingerprint) of the lexical
   // database the router was trained with; features are refused under
   // another. Empty otherwise.
   std::string lexicon;

@@ -130,7 +130,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
   const ModelConfig& c = model.config();
   if (layers.empty()) return absl::InvalidArgumentError("router features need at least one layer");
   if (pooling.empty()) return absl::InvalidArgumentError("router features need at least one pooling");
-  const bool need_lexicon = HasPooling(pooling, Pooling::kLexicon);
+  const bool need_lexicon = ReadsLexicon(pooling);
   if (need_lexicon && lexicon == nullptr) {
     return absl::InvalidArgumentError("router lexicon features need a lexicon");
   }
@@ -196,6 +196,7 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
           case Pooling::kSurprisal:
           case Pooling::kSurprisalProfile:
           case Pooling::kLexicon:
+          case Pooling::kLexiconMax:
             break;
         }
         return at::Tensor();  // filled in below
@@ -224,9 +225,11 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
         if (need_profile) blocks.push_back(SurprisalProfile(surprisal, scored).to(device));
       }
       for (at::Tensor& b : blocks) b = b.to(at::kCPU);
-      if (need_lexicon) {
+      for (const auto& [kind, combine] : {std::pair{Pooling::kLexicon, Lexicon::Combine::kMean},
+                                          std::pair{Pooling::kLexiconMax, Lexicon::Combine::kMax}}) {
+        if (!HasPooling(pooling, kind)) continue;
         at::Tensor lex = at::zeros({B, kLexiconFeatureSize}, at::kFloat);
-        for (int64_t b = 0; b < B; ++b) lexicon->Features((*texts)[start + b], lex[b].data_ptr<float>());
+        for (int64_t b = 0; b < B; ++b) lexicon->Features((*texts)[start + b], lex[b].data_ptr<float>(), combine);
         blocks.push_back(lex);
       }
       out.push_back(at::cat(blocks, 1));
@@ -280,10 +283,10 @@ StatusOr<std::unique_ptr<Router>> Router::Create(RouterConfig config, at::Tensor
   }
   std::set<Pooling> pools(config.pooling.begin(), config.pooling.end());
   if (pools.size() != config.pooling.size()) return absl::InvalidArgumentError("router config pooling repeats a kind");
-  if (pools.count(Pooling::kLexicon) > 0 && !IsSha256Hex(config.lexicon)) {
+  if (ReadsLexicon(config.pooling) && !IsSha256Hex(config.lexicon)) {
     return absl::InvalidArgumentError("router config with lexicon features needs the lexicon's fingerprint");
   }
-  if (pools.count(Pooling::kLexicon) == 0) config.lexicon.clear();
+  if (!ReadsLexicon(config.pooling)) config.lexicon.clear();
   const int64_t H = config.FeatureSize(), W = config.width, L = static_cast<int64_t>(config.labels.size());
   RETURN_IF_ERROR(CheckShape(mean, {H}, "feature_mean"));
   RETURN_IF_ERROR(CheckShape(std, {H}, "feature_std"));
@@ -309,7 +312,7 @@ at::Tensor Router::Scores(const at::Tensor& features) const {
   return at::softmax(at::linear(h, w2_, b2_), -1);
 }
 
-bool Router::NeedsText() const { return HasPooling(config_.pooling, Pooling::kLexicon); }
+bool Router::NeedsText() const { return ReadsLexicon(config_.pooling); }
 
 StatusOr<at::Tensor> Router::Features(const Transformer& model, const ModelWeights& base,
                                       const std::vector<std::vector<int32_t>>& prompts,
@@ -369,8 +372,9 @@ StatusOr<std::string> Router::Serialize() const {
   // an assignment (version 2), version 2 readers other features (version 3),
   // version 3 readers the surprisal pooling (version 4), version 4 readers
   // the surprisal profile (version 5), version 5 readers the lexical block
-  // (version 6).
-  const int version = NeedsText()                                               ? 6
+  // (version 6), version 6 readers its maximum over the words (version 7).
+  const int version = HasPooling(config_.pooling, Pooling::kLexiconMax)         ? 7
+                      : NeedsText()                                             ? 6
                       : HasPooling(config_.pooling, Pooling::kSurprisalProfile) ? 5
                       : HasPooling(config_.pooling, Pooling::kSurprisal)        ? 4
                       : !config_.SingleMeanFeatures()                           ? 3

@@ -10,12 +10,13 @@
 //   tensors  feature_mean F32 [F], feature_std F32 [F],
 //            fc1.weight F32 [width, F], fc1.bias F32 [width],
 //            fc2.weight F32 [labels, width], fc2.bias F32 [labels]
-//   metadata format="skillpack-router", format_version="1" to "6",
+//   metadata format="skillpack-router", format_version="1" to "7",
 //            config = JSON {labels, layer, hidden_size, width, base_fingerprint,
 //                           assignment (v2), layers and pooling (v3;
 //                           v4 when pooling has "surprisal", v5 when it
 //                           has "surprisal_profile", v6 when it has
-//                           "lexicon", with the lexicon's fingerprint)}
+//                           "lexicon", v7 when it has "lexicon_max", with
+//                           the lexicon's fingerprint)}
 #ifndef SKILLPACK_ROUTER_ROUTER_H_
 #define SKILLPACK_ROUTER_ROUTER_H_
 
@@ -45,13 +46,15 @@ StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights
 // (layers[0] x pooling[0], layers[0] x pooling[1], ..., counting only the
 // poolings of hidden states), then the kSurprisalProfileSize values of
 // Pooling::kSurprisalProfile when listed (wherever in `pooling`), then the
-// kLexiconFeatureSize values of Pooling::kLexicon when listed: `lexicon`'s
-// Features of each prompt's text, `texts` (one per prompt; required then).
+// kLexiconFeatureSize values of Pooling::kLexicon when listed, then those of
+// Pooling::kLexiconMax when listed: `lexicon`'s Features of each prompt's
+// text, `texts` (one per prompt; required then), the mean and the maximum
+// over its words.
 // kSurprisal and kSurprisalProfile run the rest of the model, final norm and
 // lm_head for the tokens' surprisals (policy.h): one forward pass of the
 // whole model in all.
 // INVALID_ARGUMENT for empty prompts, token ids out of range, bad or
-// unordered layers, no pooling, kLexicon without a lexicon or one text per prompt.
+// unordered layers, no pooling, a lexical block without a lexicon or one text per prompt.
 StatusOr<at::Tensor> PromptFeatures(const Transformer& model, const ModelWeights& weights,
                                     const std::vector<std::vector<int32_t>>& prompts,
                                     const std::vector<int64_t>& layers, const std::vector<Pooling>& pooling,
@@ -71,7 +74,7 @@ class Router {
 
   // FAILED_PRECONDITION when the router was built for another base (hidden size,
   // layer count or fingerprint), names a pack not in `known_packs`, or reads
-  // a lexicon (Pooling::kLexicon) that Lexicon::Default() cannot load or
+  // a lexicon (a lexical block, policy.h) that Lexicon::Default() cannot load or
   // whose fingerprint differs.
   Status CheckFits(const ModelConfig& config, absl::string_view base_fingerprint,
                    const std::set<std::string>& known_packs) const;
@@ -79,7 +82,7 @@ class Router {
   // Probabilities [N, labels] for features [N, FeatureSize()].
   at::Tensor Scores(const at::Tensor& features) const;
   // This router's features (config layers and pooling) for tokenised
-  // prompts and, for its lexical block (Pooling::kLexicon), their texts
+  // prompts and, for its lexical blocks (policy.h's IsLexical), their texts
   // (unused otherwise; required with it), read with Lexicon::Default()
   // (FAILED_PRECONDITION when that is not the router's lexicon).
   StatusOr<at::Tensor> Features(const Transformer& model, const ModelWeights& base,

@@ -137,7 +137,7 @@ struct Mlp {
 };
 
 // Standardises x by its own statistics (each feature by its own mean and
-// standard deviation, but the lexical block, Pooling::kLexicon, by one
+// standard deviation, but each lexical block (Pooling::kLexicon, kLexiconMax) by one
 // standard deviation for all its values: a sparse bucket that training
 // hardly ever fills would otherwise turn one new word in it into a huge
 // standardised value) and trains the MLP full batch with
@@ -154,8 +154,10 @@ StatusOr<Mlp> FitMlp(const at::Tensor& x, const at::Tensor& y, int64_t labels, c
     m.std = x.std(0, /*unbiased=*/false);
     const int64_t H = x.size(1);
     const std::vector<Pooling> pooling = FeaturePooling(o);
-    if (HasPooling(pooling, Pooling::kLexicon)) {
-      at::Tensor block = m.std.narrow(0, H - kLexiconFeatureSize, kLexiconFeatureSize);  // last (policy.h)
+    // The lexical blocks come last (policy.h), each standardised on its own.
+    const int64_t lexical = std::count_if(pooling.begin(), pooling.end(), IsLexical);
+    for (int64_t i = 1; i <= lexical; ++i) {
+      at::Tensor block = m.std.narrow(0, H - i * kLexiconFeatureSize, kLexiconFeatureSize);
       block.fill_(block.square().mean().sqrt().item<float>());
     }
     m.std = m.std.clamp_min(1e-6);
@@ -290,7 +292,7 @@ StatusOr<at::Tensor> DataFeatures(const Transformer& model, const ModelWeights& 
                                   const std::vector<Pooling>& pooling, std::string* lexicon_fingerprint = nullptr) {
   const Lexicon* lexicon = nullptr;
   std::vector<std::string> texts;
-  if (HasPooling(pooling, Pooling::kLexicon)) {
+  if (ReadsLexicon(pooling)) {
     ASSIGN_OR_RETURN(lexicon, Lexicon::Default());
     if (lexicon_fingerprint != nullptr) *lexicon_fingerprint = lexicon->fingerprint();
     for (const LabelledPrompt& p : data) texts.push_back(p.prompt);

@@ -388,7 +388,8 @@ TEST_F(RouterE2eTest, SetRouterRefusesRoutersThatDoNotFit) {
 
 // Routers with the surprisal pooling (format version 4), with the surprisal
 // profile too (version 5) and with lexicon features (version 6: the server
-// decodes the routed tokens for the text), trained with the CLI, taken by
+// decodes the routed tokens for the text; version 7 with their maximum over
+// the words too), trained with the CLI, taken by
 // SetRouter: the server's scores for token inputs equal the offline router's
 // on the same base and tokens (and text).
 TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
@@ -400,7 +401,8 @@ TEST_F(RouterE2eTest, SurprisalRouterFromTheCliScoresAsOffline) {
   const Case cases[] = {
       {"mean,surprisal", {Pooling::kMean, Pooling::kSurprisal}, "4"},
       {"mean,surprisal,surprisal_profile", {Pooling::kMean, Pooling::kSurprisal, Pooling::kSurprisalProfile}, "5"},
-      {"mean,lexicon", {Pooling::kMean, Pooling::kLexicon}, "6"}};
+      {"mean,lexicon", {Pooling::kMean, Pooling::kLexicon}, "6"},
+      {"mean,lexicon,lexicon_max", {Pooling::kMean, Pooling::kLexicon, Pooling::kLexiconMax}, "7"}};
   auto base = LoadModel(Path("base"), at::TensorOptions().dtype(at::kFloat));
   ASSERT_TRUE(base.ok());
   auto tok = Tokenizer::FromModelDir(Path("base"));

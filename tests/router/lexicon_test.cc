@@ -1,5 +1,6 @@
 #include "router/lexicon.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -202,6 +203,37 @@ TEST_F(LexiconFixture, FeaturesAreTheMeanOfTheWordsBucketsUnknownWordsInTheLastS
   lex->Features("Reverse it, zebras!", again.data());
   EXPECT_EQ(f, again);
   lex->Features("the 123", f.data());
+  EXPECT_EQ(f, std::vector<float>(kLexiconFeatureSize, 0.f));
+}
+
+// Combine::kMax: each value is its maximum over the words, so a word keeps
+// its weight however many other words the text has.
+TEST_F(LexiconFixture, MaxFeaturesAreEachValuesMaximumOverTheWords) {
+  auto lex = Load();
+  ASSERT_NE(lex, nullptr);
+  constexpr auto kMax = Lexicon::Combine::kMax;
+  std::vector<float> f(kLexiconFeatureSize), want(kLexiconFeatureSize, 0.f);
+  lex->Features("Reverse it, zebras!", f.data(), kMax);
+  for (const auto& [t, w] : lex->Terms("reverse")) want[LexiconBucket(t)] += w;  // one word: its own sums
+  want[kLexiconBuckets] = 1.f;
+  for (int64_t i = 0; i < kLexiconFeatureSize; ++i) EXPECT_NEAR(f[i], want[i], 1e-6) << i;
+  // Two known words: the elementwise maximum of their blocks, where the mean halves each.
+  std::vector<float> a(kLexiconFeatureSize), b(kLexiconFeatureSize), both(kLexiconFeatureSize),
+      mean(kLexiconFeatureSize);
+  lex->Features("reverse", a.data(), kMax);
+  lex->Features("kids", b.data(), kMax);
+  lex->Features("reverse kids", both.data(), kMax);
+  lex->Features("reverse kids", mean.data());
+  bool halved = false;
+  for (int64_t i = 0; i < kLexiconFeatureSize; ++i) {
+    EXPECT_FLOAT_EQ(both[i], std::max(a[i], b[i])) << i;
+    halved = halved || (a[i] > 0 && b[i] == 0 && std::abs(mean[i] - a[i] / 2) < 1e-6);
+  }
+  EXPECT_TRUE(halved);
+  // Repeating a word changes nothing; no words: zeros.
+  lex->Features("reverse reverse reverse", both.data(), kMax);
+  EXPECT_EQ(both, a);
+  lex->Features("the 123", f.data(), kMax);
   EXPECT_EQ(f, std::vector<float>(kLexiconFeatureSize, 0.f));
 }
 

@@ -187,8 +187,9 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
             "router layer must be in [0, 2], got 3");
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {0}, {}).ok());
   EXPECT_FALSE(PromptFeatures(tr, w, prompts, {}, {Pooling::kMean}).ok());
-  EXPECT_EQ(ParsePooling("median").status().message(),
-            "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got 'median'");
+  EXPECT_EQ(
+      ParsePooling("median").status().message(),
+      "router pooling must be mean, max, last, surprisal, surprisal_profile, lexicon or lexicon_max, got 'median'");
   EXPECT_EQ(ParsePoolingList("mean,max,mean").status().message(), "router pooling 'mean' is listed twice");
   EXPECT_EQ(*ParsePoolingList("max,last"), (std::vector<Pooling>{Pooling::kMax, Pooling::kLast}));
 }
@@ -259,9 +260,10 @@ TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
   bad.replace(at, 7, "\\\"mex\\\"");
   auto st = Router::Parse(bad, "bad");
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.status().message().find(
-                "router pooling must be mean, max, last, surprisal, surprisal_profile or lexicon, got 'mex'"),
-            std::string::npos)
+  EXPECT_NE(
+      st.status().message().find(
+          "router pooling must be mean, max, last, surprisal, surprisal_profile, lexicon or lexicon_max, got 'mex'"),
+      std::string::npos)
       << st.status();
 }
 
@@ -502,6 +504,61 @@ TEST_F(RouterFeaturesTest, LexiconBlockReadsThePromptsTextAndTheRouterRecordsIts
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The lexical block's maximum over the words (Pooling::kLexiconMax): after
+// the mean block when both are listed, whatever their order in `pooling`;
+// each block standardised by a deviation of its own; written as version 7.
+TEST_F(RouterFeaturesTest, LexiconMaxBlockFollowsTheMeanBlockAndMakesAVersion7Router) {
+  const Transformer& tr = *model_->transformer;
+  const ModelWeights& w = *model_->weights;
+  auto lex = Lexicon::Default();
+  ASSERT_TRUE(lex.ok()) << lex.status();
+  const std::vector<std::string> texts = {"My password hint says it's abc reversed.", "Sort it.", "Backwards."};
+  std::vector<std::vector<int32_t>> ids;
+  for (const std::string& t : texts) ids.push_back(tok_->Encode(t, true, true));
+  const int64_t H = 32, X = kLexiconFeatureSize;
+  const std::vector<Pooling> pooling = {Pooling::kLexiconMax, Pooling::kMean, Pooling::kLexicon};
+  EXPECT_EQ(RouterFeatureSize(H, 1, pooling), H + 2 * X);
+  auto f = PromptFeatures(tr, w, ids, {0}, pooling, &texts, *lex);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ(f->sizes().vec(), (std::vector<int64_t>{3, H + 2 * X}));
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<float> mean(X), max(X);
+    (*lex)->Features(texts[i], mean.data());
+    (*lex)->Features(texts[i], max.data(), Lexicon::Combine::kMax);
+    EXPECT_TRUE(at::equal((*f)[i].slice(0, H, H + X), at::tensor(mean))) << texts[i];
+    EXPECT_TRUE(at::equal((*f)[i].slice(0, H + X, H + 2 * X), at::tensor(max))) << texts[i];
+  }
+  // The long request's words do not dilute "reversed" in the max block as they do in the mean.
+  const int64_t reverse = H + X + LexiconBucket("reverse");
+  EXPECT_GT((*f)[0][reverse].item<float>(), 2 * (*f)[0][reverse - X].item<float>());
+  EXPECT_EQ(PromptFeatures(tr, w, ids, {0}, {Pooling::kLexiconMax}, nullptr, *lex).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParsePoolingList("mean,lexicon_max"), (std::vector<Pooling>{Pooling::kMean, Pooling::kLexiconMax}));
+
+  RouterTrainOptions o;
+  o.width = 16, o.epochs = 20, o.holdout_fraction = 0, o.seed = 4, o.pooling = pooling;
+  auto r = TrainRouter(tr, w, *tok_, GroupedData(4, 5), o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Router& router = *r->router;
+  EXPECT_TRUE(router.NeedsText());
+  EXPECT_EQ(router.config().lexicon, (*lex)->fingerprint());
+  std::string bytes = *router.Serialize();
+  EXPECT_NE(bytes.find("\"format_version\":\"7\""), std::string::npos);
+  auto file = SafetensorsFile::FromBuffer(bytes, "v7");
+  ASSERT_TRUE(file.ok()) << file.status();
+  at::Tensor sd = *TensorFromView(*(*file)->Get("feature_std"), at::kFloat);
+  at::Tensor mean_block = sd.slice(0, H, H + X), max_block = sd.slice(0, H + X, H + 2 * X);
+  EXPECT_TRUE(at::equal(mean_block, at::full({X}, mean_block[0].item<float>())));
+  EXPECT_TRUE(at::equal(max_block, at::full({X}, max_block[0].item<float>())));
+  EXPECT_NE(mean_block[0].item<float>(), max_block[0].item<float>());
+  auto back = Router::Parse(bytes, "v7");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->config().pooling, router.config().pooling);
+  auto x = (*back)->Features(tr, w, ids, &texts);
+  ASSERT_TRUE(x.ok()) << x.status();
+  EXPECT_TRUE(at::equal(*x, *router.Features(tr, w, ids, &texts)));
 }
 
 TEST(SelectionFoldsTest, ValidatedPromptsShareNoKeyWithTheFoldsTrainingPrompts) {
