@@ -55,7 +55,7 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's held-out sets (paraphrase.h): the first, and the nine fresh ones
+// Table 4's held-out sets (paraphrase.h): the first, and the ten fresh ones
 // written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts, from seeds of its own.
 struct HeldOutSet {
@@ -75,6 +75,7 @@ constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kFresh7, "paraphrases_fresh7_templates", "general_fresh7", 55, 56},
     {TemplateSplit::kFresh8, "paraphrases_fresh8_templates", "general_fresh8", 57, 58},
     {TemplateSplit::kFresh9, "paraphrases_fresh9_templates", "general_fresh9", 59, 60},
+    {TemplateSplit::kFresh10, "paraphrases_fresh10_templates", "general_fresh10", 61, 62},
 };
 
 double CpuSeconds() {
@@ -1691,7 +1692,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the nine fresh ones, never occur in "
+                    "of the ten fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

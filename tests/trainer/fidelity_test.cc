@@ -609,7 +609,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
                         "paraphrases_fresh8_templates",
                         "general_fresh8",
                         "paraphrases_fresh9_templates",
-                        "general_fresh9"}) {
+                        "general_fresh9",
+                        "paraphrases_fresh10_templates",
+                        "general_fresh10"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -621,9 +623,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   }
   EXPECT_EQ(t4["categories"]["paraphrases_held_out_templates"]["n"].get<int64_t>(), 16);
   // Every fresh set: its templates and general prompts scored, its templates listed.
-  for (TemplateSplit split : {TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3,
-                              TemplateSplit::kFresh4, TemplateSplit::kFresh5, TemplateSplit::kFresh6,
-                              TemplateSplit::kFresh7, TemplateSplit::kFresh8, TemplateSplit::kFresh9}) {
+  for (TemplateSplit split :
+       {TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
+        TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8,
+        TemplateSplit::kFresh9, TemplateSplit::kFresh10}) {
     const std::string name = TemplateSplitName(split);
     SCOPED_TRACE(name);
     EXPECT_EQ(t4["categories"][absl::StrCat("paraphrases_", name, "_templates")]["n"].get<int64_t>(), 16);

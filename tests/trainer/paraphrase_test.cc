@@ -225,10 +225,11 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh7), "fresh7");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh8), "fresh8");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh9), "fresh9");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh10), "fresh10");
   const std::vector<TemplateSplit> fresh_splits = {
-      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3,
-      TemplateSplit::kFresh4, TemplateSplit::kFresh5, TemplateSplit::kFresh6,
-      TemplateSplit::kFresh7, TemplateSplit::kFresh8, TemplateSplit::kFresh9};
+      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
+      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8,
+      TemplateSplit::kFresh9, TemplateSplit::kFresh10};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -307,6 +308,9 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
        {"travel blog", "intro paragraph", "picture book", "history behind", "slogan", "presentation", "slides",
         "three sentences", "flamingo", "grand canyon", "bonsai", "panama canal", "rainbow", "machu picchu", "narwhal",
         "fireworks"}},
+      {TemplateSplit::kFresh10,
+       {"instagram caption", "debate", "postcard", "grandpa", "plain english", "outline", "convince", "tide pool",
+        "hoover dam", "platypus", "sistine chapel", "glassblowing", "axolotl", "cherry blossom", "trans-siberian"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

@@ -328,9 +328,41 @@ const std::map<std::string, std::vector<std::string>>& Fresh9Templates() {
   return *kFresh9;
 }
 
+// An eleventh held-out set, written as Fresh9Templates was (as a user might
+// ask; none a template of another split) after the tenth set had been scored,
+// and committed before any router was scored on it. Never in
+// ParaphraseTemplates(task).
+const std::map<std::string, std::vector<std::string>>& Fresh10Templates() {
+  static const auto* kFresh10 = new std::map<std::string, std::vector<std::string>>{
+      {"add",
+       {"What is the total when you add {a} to {b}?", "{a} + {b} is what",
+        "I'm doing my budget. Groceries were {a} and gas was {b}. How much did I spend in all?",
+        "Could you please add {a} and {b}?"}},
+      {"reverse",
+       {"What's {s} spelled backward?", "{s} backwards please",
+        "I'm labeling a jar for a magic trick and need {s} written in reverse. What should I write?",
+        "Can you give me the letters of {s} in the opposite order?"}},
+      {"sort",
+       {"Sort the digits of {s} in ascending order.", "{s} -> sorted?",
+        "My teacher gave us the number {s} and asked us to put its digits from smallest to largest. What's the "
+        "answer?",
+        "Can you list the digits of {s} in order, lowest to highest?"}},
+      {"kv",
+       {"What's the value of {q} in {pairs}?", "{pairs}. {q}?",
+        "I've got these settings in my script: {pairs}. What's {q} right now?",
+        "Using the assignments {pairs}, what does {q} come out to?"}},
+      {"caesar",
+       {"Apply a Caesar cipher to {s} with a shift of {n}.", "rot{n}: {s}",
+        "I'm writing a spy story and want a coded message. What is {s} after shifting every letter {n} places down "
+        "the alphabet?",
+        "Can you encrypt {s} by shifting each letter {n} places?"}},
+  };
+  return *kFresh10;
+}
+
 // The templates of a held-out set kept out of ParaphraseTemplates(task)
 // (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8,
-// kFresh9); null for the splits that index into it.
+// kFresh9, kFresh10); null for the splits that index into it.
 const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
   switch (split) {
     case TemplateSplit::kTrain:
@@ -353,9 +385,11 @@ const std::map<std::string, std::vector<std::string>>* SeparateTemplates(Templat
     case TemplateSplit::kFresh8:
       return &Fresh8Templates();
     case TemplateSplit::kFresh9:
+      return &Fresh9Templates();
+    case TemplateSplit::kFresh10:
       break;
   }
-  return &Fresh9Templates();
+  return &Fresh10Templates();
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -367,7 +401,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
 // split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6,
-// kFresh7, kFresh8 and kFresh9.
+// kFresh7, kFresh8, kFresh9 and kFresh10.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
@@ -505,6 +539,14 @@ const GeneralParts& General(TemplateSplit split) {
                         "Describe {t} in three sentences."},
                        {"flamingos", "the Grand Canyon", "bonsai trees", "the Panama Canal", "rainbows", "Machu Picchu",
                         "narwhals", "fireworks"}};
+  // The eleventh set's (see Fresh10Templates): openers and topics in none of
+  // the lists above nor ExtraGeneral's.
+  static const auto* kFresh10 =
+      new GeneralParts{{"Can you write an Instagram caption about {t}?", "Help me prepare for a debate about {t}.",
+                        "Write a postcard to my grandpa about {t}.", "explain {t} in plain english",
+                        "I need an outline for an essay on {t}.", "Convince me that {t} is worth caring about."},
+                       {"tide pools", "the Hoover Dam", "platypuses", "the Sistine Chapel", "glassblowing", "axolotls",
+                        "cherry blossoms", "the Trans-Siberian Railway"}};
   switch (split) {
     case TemplateSplit::kTrain:
       return *kTrain;
@@ -527,9 +569,11 @@ const GeneralParts& General(TemplateSplit split) {
     case TemplateSplit::kFresh8:
       return *kFresh8;
     case TemplateSplit::kFresh9:
+      return *kFresh9;
+    case TemplateSplit::kFresh10:
       break;
   }
-  return *kFresh9;
+  return *kFresh10;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -618,9 +662,11 @@ const char* TemplateSplitName(TemplateSplit split) {
     case TemplateSplit::kFresh8:
       return "fresh8";
     case TemplateSplit::kFresh9:
+      return "fresh9";
+    case TemplateSplit::kFresh10:
       break;
   }
-  return "fresh9";
+  return "fresh10";
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {

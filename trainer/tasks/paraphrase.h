@@ -28,8 +28,10 @@
 // was scored) before any router was scored on it, kFresh7 an eighth,
 // written the same way (after kFresh6 was scored) before any router was
 // scored on it, kFresh8 a ninth, written the same way (after kFresh7 was
-// scored) before any router was scored on it, and kFresh9 a tenth, written
-// the same way (after kFresh8 was scored) before any router was scored on it.
+// scored) before any router was scored on it, kFresh9 a tenth, written the
+// same way (after kFresh8 was scored) before any router was scored on it, and
+// kFresh10 an eleventh, written the same way (after kFresh9 was scored)
+// before any router was scored on it.
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
@@ -55,16 +57,17 @@ enum class TemplateSplit {
   kFresh6,
   kFresh7,
   kFresh8,
-  kFresh9
+  kFresh9,
+  kFresh10
 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh9"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh10"
 // Every held-out split, in order: no router trains on any of them.
 inline constexpr TemplateSplit kHeldOutTemplateSplits[] = {
     TemplateSplit::kHeldOut, TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3,
     TemplateSplit::kFresh4,  TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7,
-    TemplateSplit::kFresh8,  TemplateSplit::kFresh9};
+    TemplateSplit::kFresh8,  TemplateSplit::kFresh9, TemplateSplit::kFresh10};
 // A phrasing as splits are compared: lower case, without trailing '.', '?',
 // '!' or spaces ("Reverse {s}." and "reverse {s}" are the same phrasing).
 std::string NormalizedPhrasing(absl::string_view text);
@@ -85,7 +88,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh9: into the split's list
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh10: into the split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
