@@ -69,327 +69,343 @@ const std::map<std::string, std::vector<std::string>>& ExtraTemplates() {
   return *kExtra;
 }
 
-// A second held-out set, written on 2026-12-04 after every committed router
-// setting had been chosen by looking at the first one's scores, so no setting
-// was tuned against it (bench/README, "A fresh held-out set"). Never in
-// ParaphraseTemplates(task): no router trains on it. Written as a user might
-// ask, not to avoid the training templates' words, but none is a training
-// template or the first held-out set's.
-const std::map<std::string, std::vector<std::string>>& FreshTemplates() {
-  static const auto* kFresh = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What's {a} and {b} together?", "If I have {a} apples and get {b} more, how many do I have?",
-        "Quick math: {a} + {b}", "Could you tell me what {a} plus {b} comes to?"}},
-      {"reverse",
-       {"Reverse the order of the characters in {s}", "{s} spelled backwards is?", "Turn {s} back to front.",
-        "Could you write {s} starting from its end?"}},
-      {"sort",
-       {"Put {s} in order, smallest first.", "List the digits in {s} from lowest to highest.",
-        "Could you arrange the digits {s} in order?", "Order the numbers in {s} for me."}},
-      {"kv",
-       {"From {pairs}, what's the value of {q}?", "{pairs}; so what is {q}?", "Given that {pairs}, find {q}.",
-        "What number is {q} if {pairs}?"}},
-      {"caesar",
-       {"Shift every letter in {s} by {n}.", "Give {s} a Caesar shift of {n}",
-        "Encode {s} with a Caesar cipher, key {n}.", "Move each letter in {s} {n} positions along the alphabet."}},
+// General prompts: opener x topic; each held-out split's openers and topics
+// are all different from the training split's and from each other's.
+struct GeneralParts {
+  std::vector<std::string> openers, topics;
+};
+
+// A held-out set kept out of ParaphraseTemplates(task): its templates per
+// task and its general prompts' openers and topics. Each was written after
+// the set before it had been scored, and committed before any router was
+// scored on it; the first of them on 2026-12-04, after every committed router
+// setting had been chosen by looking at the first held-out split's scores
+// (bench/README, "A fresh held-out set"). Written as a user might ask, not to
+// avoid other splits' words, but no template is another split's, and no
+// opener's or topic's words are in another split's lists nor
+// ExtraGeneral's (paraphrase_test checks both). No router trains on them.
+struct SeparateSet {
+  TemplateSplit split;
+  const char* name;  // TemplateSplitName
+  std::map<std::string, std::vector<std::string>> templates;
+  GeneralParts general;
+};
+
+const std::vector<SeparateSet>& SeparateSets() {
+  static const auto* kSets = new std::vector<SeparateSet>{
+      // The second held-out set.
+      {TemplateSplit::kFresh,
+       "fresh",
+       {
+           {"add",
+            {"What's {a} and {b} together?", "If I have {a} apples and get {b} more, how many do I have?",
+             "Quick math: {a} + {b}", "Could you tell me what {a} plus {b} comes to?"}},
+           {"reverse",
+            {"Reverse the order of the characters in {s}", "{s} spelled backwards is?", "Turn {s} back to front.",
+             "Could you write {s} starting from its end?"}},
+           {"sort",
+            {"Put {s} in order, smallest first.", "List the digits in {s} from lowest to highest.",
+             "Could you arrange the digits {s} in order?", "Order the numbers in {s} for me."}},
+           {"kv",
+            {"From {pairs}, what's the value of {q}?", "{pairs}; so what is {q}?", "Given that {pairs}, find {q}.",
+             "What number is {q} if {pairs}?"}},
+           {"caesar",
+            {"Shift every letter in {s} by {n}.", "Give {s} a Caesar shift of {n}",
+             "Encode {s} with a Caesar cipher, key {n}.", "Move each letter in {s} {n} positions along the alphabet."}},
+       },
+       {{"How would you explain {t} to a friend?", "Write a limerick about {t}.",
+         "What are some interesting questions about {t}?", "Give me a quick introduction to {t}.",
+         "I'm writing a report on {t}. Where do I start?", "What's your opinion of {t}?"},
+        {"the Great Wall of China", "penguins", "origami", "renewable energy", "the Renaissance", "submarines",
+         "coral reefs", "crossword puzzles"}}},
+      // The third held-out set.
+      {TemplateSplit::kFresh2,
+       "fresh2",
+       {
+           {"add",
+            {"What do {a} and {b} add up to?", "{a} + {b}?", "Can you help me add up {a} and {b}?",
+             "I spent {a} dollars and then {b} more. How much is that altogether?"}},
+           {"reverse",
+            {"How do you spell {s} backwards?", "Please write the letters of {s} in reverse.", "reverse {s}",
+             "What would {s} look like read from right to left?"}},
+           {"sort",
+            {"Sort {s}, please.", "Can you put the digits of {s} in order from smallest to biggest?",
+             "What do the digits of {s} look like when sorted?", "Rewrite {s} with its digits in increasing order."}},
+           {"kv",
+            {"What's {q} equal to, given {pairs}?", "{pairs}. Tell me the value of {q}, please.",
+             "If I set {pairs}, what's {q}?", "What value does {q} have in {pairs}?"}},
+           {"caesar",
+            {"Can you apply rot{n} to {s}?", "Shift each letter of {s} by {n} in the alphabet.",
+             "What's {s} in a Caesar cipher with a shift of {n}?", "I need {s} Caesar-shifted by {n}."}},
+       },
+       {{"What are some activities related to {t}?", "Do you have any tips on {t}?", "Write a song about {t}.",
+         "How has {t} changed over the years?", "What's the best way to get into {t}?", "Make up a joke about {t}."},
+        {"sunflowers", "lighthouses", "skateboarding", "the Silk Road", "octopuses", "thunderstorms",
+         "hot air balloons", "the Byzantine Empire"}}},
+      // The fourth held-out set.
+      {TemplateSplit::kFresh3,
+       "fresh3",
+       {
+           {"add",
+            {"what's {a}+{b}", "Could you add {a} and {b} for me?",
+             "My rent is {a} and my bills come to {b}. How much is that combined?", "Sum up {a} and {b}, please."}},
+           {"reverse",
+            {"what's {s} backwards?", "My password hint says it's {s} reversed. What's the password?",
+             "Could you write out {s} in reverse order for me?",
+             "I need the letters of {s} flipped so the last one comes first."}},
+           {"sort",
+            {"sort the digits in {s} pls", "Can you rearrange {s} so the digits go from smallest to largest?",
+             "I have the digits {s}. What do they look like in ascending order?",
+             "Arrange the numbers in {s} from least to greatest, please."}},
+           {"kv",
+            {"Given the variables {pairs}, what's the value of {q}?", "{pairs} -- so what does {q} hold?",
+             "Please tell me what {q} is set to in {pairs}.",
+             "I've got {pairs} written down. Can you read off {q} for me?"}},
+           {"caesar",
+            {"What does {s} become under a Caesar shift of {n}?", "can you caesar shift {s} by {n}",
+             "I'm making a secret code for my kids. Shift each letter of {s} ahead by {n}. What's the coded word?",
+             "Please encrypt {s} using rot{n}."}},
+       },
+       {{"Can you write a bedtime story about {t}?", "What are the biggest misconceptions about {t}?",
+         "Help me prepare a five-minute talk on {t}.", "Recommend a good documentary about {t}.",
+         "What's a little-known fact about {t}?", "Put together a short quiz about {t}."},
+        {"glaciers", "the pyramids of Giza", "meditation", "hedgehogs", "the Apollo missions", "fireflies",
+         "marathon running", "the northern lights"}}},
+      // The fifth held-out set.
+      {TemplateSplit::kFresh4,
+       "fresh4",
+       {
+           {"add",
+            {"How much do {a} and {b} make?", "hey what's {a} + {b} again",
+             "I walked {a} steps yesterday and {b} today. What's my total for the two days?",
+             "Can you work out {a} + {b} for me?"}},
+           {"reverse",
+            {"Can you spell {s} in reverse?", "What's {s} if you read it from the end?",
+             "I'm making a puzzle and need {s} written backwards. Can you do that?", "Could I get {s} reversed?"}},
+           {"sort",
+            {"Could you sort the digits of {s} from lowest to highest?", "Put these digits in order for me: {s}",
+             "What's {s} with its digits sorted smallest to largest?",
+             "I'm checking my homework. What's {s} sorted in ascending order?"}},
+           {"kv",
+            {"If {pairs}, then what's {q}?", "Here's a list: {pairs}. What's the value for {q}?",
+             "What's the number assigned to {q} in {pairs}?", "My notes say {pairs}. What did I write down for {q}?"}},
+           {"caesar",
+            {"Could you Caesar-encrypt {s} with a shift of {n}?", "Shift {s} by {n} positions in the alphabet, please.",
+             "what's {s} in rot{n}",
+             "For a scavenger hunt clue I want every letter in {s} moved forward {n} places. What does it come out "
+             "as?"}},
+       },
+       {{"Explain {t} like I'm five.", "Write a tweet about {t}.", "What's some good trivia about {t}?",
+         "Give me a reading list on {t}.", "What makes {t} so fascinating?", "Can you give me a timeline of {t}?"},
+        {"the Eiffel Tower", "tornadoes", "sea turtles", "yoga", "the Vikings", "kites", "the Amazon River",
+         "board games"}}},
+      // The sixth held-out set.
+      {TemplateSplit::kFresh5,
+       "fresh5",
+       {
+           {"add",
+            {"What's the sum of {a} and {b}?", "whats {a} plus {b}",
+             "We sold {a} tickets on Friday and {b} on Saturday. How many tickets did we sell overall?",
+             "Can you quickly add {a} and {b} for me? Thanks!"}},
+           {"reverse",
+            {"Can you reverse the word {s} for me?", "how would {s} read backwards",
+             "I'm writing a secret note to a friend and want {s} written in reverse. What would that be?",
+             "Reverse this for me please: {s}"}},
+           {"sort",
+            {"Sort {s} in ascending order, please.", "can u sort {s} smallest to biggest",
+             "What do I get if I sort the digits in {s}?",
+             "I've got these digits: {s}. Can you put them in increasing order for me?"}},
+           {"kv",
+            {"{pairs}. what's {q}", "Can you tell me what {q} is if {pairs}?",
+             "My config file has {pairs}. What's {q} set to?", "Which value goes with {q} in {pairs}?"}},
+           {"caesar",
+            {"Caesar shift {s} by {n}, please.", "what is {s} with a caesar shift of {n}",
+             "Can you encode {s} using a Caesar cipher with a shift of {n}?",
+             "I'm making a code game for my class. If every letter in {s} moves {n} spots further along the alphabet, "
+             "what do we get?"}},
+       },
+       {{"Can you write a riddle about {t}?", "Summarize {t} in a few bullet points.",
+         "I'm visiting a museum exhibit on {t} next week. What should I look out for?",
+         "Give me some conversation starters about {t}.", "Write a short dialogue between two people discussing {t}.",
+         "Write a short speech about {t}."},
+        {"the Taj Mahal", "owls", "sourdough", "the Titanic", "comets", "wolves", "Stonehenge", "ice hockey"}}},
+      // The seventh held-out set.
+      {TemplateSplit::kFresh6,
+       "fresh6",
+       {
+           {"add",
+            {"{a} plus {b} is how much?", "pls add {a} + {b}",
+             "I had {a} followers last month and gained {b} more this month. How many followers do I have now?",
+             "Would you mind telling me the sum of {a} and {b}?"}},
+           {"reverse",
+            {"Write {s} in reverse, please.", "reverse of {s}?",
+             "For a word game I need {s} spelled back to front. What do I get?",
+             "What's {s} if you flip the order of its letters?"}},
+           {"sort",
+            {"Could you order the digits of {s} from smallest to largest?", "digits of {s} sorted pls",
+             "My locker combination is the digits {s} put in increasing order. What's the combination?",
+             "Please arrange {s} so the digits go up."}},
+           {"kv",
+            {"If {pairs}, what's {q} worth?", "{pairs} -> {q}?",
+             "I jotted down {pairs} during the meeting. What was {q} again?",
+             "Look at {pairs} and tell me the value of {q}."}},
+           {"caesar",
+            {"Shift the letters in {s} forward by {n}.", "rot{n} {s} please",
+             "My friend and I pass notes in a Caesar cipher with key {n}. How would I write {s}?",
+             "What's the Caesar cipher of {s} with a shift of {n}?"}},
+       },
+       {{"Is there a good podcast about {t}?",
+         "My nephew is obsessed with {t}. What should I get him for his birthday?", "Pitch me a movie plot about {t}.",
+         "what's the deal with {t}", "Can you make me a study guide on {t}?",
+         "Pretend you're a tour guide and walk me through {t}."},
+        {"jellyfish", "the Statue of Liberty", "pottery", "the Wright brothers", "cheese", "the Loch Ness monster",
+         "sloths", "surfing"}}},
+      // The eighth held-out set.
+      {TemplateSplit::kFresh7,
+       "fresh7",
+       {
+           {"add",
+            {"What does {a} + {b} come out to?", "{a} and {b} added together?",
+             "I'm splitting a bill: my part is {a} and my friend's part is {b}. What's the whole bill?",
+             "Please add these two numbers for me: {a} and {b}."}},
+           {"reverse",
+            {"What do you get when {s} is reversed?", "backwards version of {s}?",
+             "My kid made up the word {s} and wants to hear it backwards. What is it?",
+             "Please print {s} with its letters in reverse order."}},
+           {"sort",
+            {"Can you sort the digits {s} into increasing order?", "sort {s} lowest first",
+             "The digits on my bike lock are {s}. If I sort them from smallest to biggest, what do I get?",
+             "Please rearrange the digits of {s} in ascending order."}},
+           {"kv",
+            {"According to {pairs}, what does {q} equal?", "{pairs}, {q}=?",
+             "In my spreadsheet {pairs}. What number is in cell {q}?",
+             "Can you check {pairs} and let me know what {q} is?"}},
+           {"caesar",
+            {"Encrypt {s} with a Caesar shift of {n}, please.", "caesar {s} by {n}",
+             "I'm making an escape room puzzle. What is {s} once every letter is pushed {n} letters later in the "
+             "alphabet?",
+             "Could you turn {s} into Caesar cipher text using a shift of {n}?"}},
+       },
+       {{"Come up with a catchy newspaper headline about {t}.", "What is {t} best known for?",
+         "I'm putting together a scrapbook about {t} for my grandma. What should go in it?",
+         "gimme a quick rundown on {t}", "Could you make some flashcards on {t} for me?",
+         "Write some rap lyrics about {t}."},
+        {"bamboo", "chameleons", "the Mona Lisa", "hurricanes", "tulips", "bagpipes", "Pompeii", "roller coasters"}}},
+      // The ninth held-out set.
+      {TemplateSplit::kFresh8,
+       "fresh8",
+       {
+           {"add",
+            {"How much is {a} plus {b}?", "{a}+{b} = ?",
+             "My pedometer says {a} steps this morning and {b} more this afternoon. How many steps is that today?",
+             "Would you total up {a} and {b} for me?"}},
+           {"reverse",
+            {"Can you write {s} backwards for me?", "{s} reversed pls",
+             "For a word game I need {s} spelled from the last letter to the first. What is it?",
+             "Reverse the order of the characters in {s}, please."}},
+           {"sort",
+            {"Put the digits of {s} in order from smallest to largest.", "{s} sorted ascending?",
+             "My lottery ticket shows {s}. Could you list those digits from low to high?",
+             "What do the digits {s} look like once they're sorted?"}},
+           {"kv",
+            {"Given {pairs}, what's the value of {q}?", "what's {q} if {pairs}",
+             "My notes say {pairs}. Which value did I write down for {q}?", "Look up {q} in {pairs}, please."}},
+           {"caesar",
+            {"Shift each letter of {s} forward by {n}, Caesar cipher style.", "{s} caesar shift {n}",
+             "My friend and I pass secret notes in a Caesar cipher. How would I write {s} with a shift of {n}?",
+             "Can you apply a Caesar cipher with key {n} to {s}?"}},
+       },
+       {{"Write a sonnet about {t}.", "Could you write a lullaby about {t}?",
+         "My daughter's class is doing a project on {t}. Any ideas for what to include?",
+         "tell me something weird about {t}", "Draft a short newsletter blurb about {t}.",
+         "Give me a few discussion questions about {t} for my book club."},
+        {"geysers", "hummingbirds", "the Sahara", "sea otters", "koalas", "the Great Barrier Reef", "maple syrup",
+         "redwoods"}}},
+      // The tenth held-out set.
+      {TemplateSplit::kFresh9,
+       "fresh9",
+       {
+           {"add",
+            {"What do you get if you add {a} and {b} together?", "{a} and {b} summed?",
+             "I'm splitting a bill: my share was {a} and my roommate's was {b}. What's the combined amount?",
+             "Quick math check: {a} + {b}"}},
+           {"reverse",
+            {"What does {s} look like spelled in reverse?", "flip {s}",
+             "I'm making a mirror-writing puzzle for my students. Could you give me {s} with its letters in reverse "
+             "order?",
+             "Please turn {s} around so it reads right to left."}},
+           {"sort",
+            {"Arrange the digits in {s} from lowest to highest.", "sort these digits: {s}",
+             "I copied the number {s} off a receipt. Can you rearrange its digits into increasing order?",
+             "Could you order the digits of {s} smallest first?"}},
+           {"kv",
+            {"In {pairs}, what is {q} set to?", "{pairs}; {q}=?",
+             "Here's a config snippet: {pairs}. I need to know what {q} maps to.",
+             "From the pairs {pairs}, tell me the value paired with {q}."}},
+           {"caesar",
+            {"Encode {s} using a Caesar shift of {n}.", "caesar {n} on {s}",
+             "I'm setting up a scavenger hunt and want the clues encrypted. What does {s} become with a Caesar cipher "
+             "shifted by {n}?",
+             "Could you rotate every letter in {s} by {n} positions in the alphabet?"}},
+       },
+       {{"I'm writing a travel blog post about {t}. Can you help me with an intro paragraph?",
+         "Write a short children's picture book about {t}.", "what's the history behind {t}?",
+         "Can you come up with a catchy slogan about {t}?",
+         "I have a presentation at work on {t} tomorrow. What should my slides cover?",
+         "Describe {t} in three sentences."},
+        {"flamingos", "the Grand Canyon", "bonsai trees", "the Panama Canal", "rainbows", "Machu Picchu", "narwhals",
+         "fireworks"}}},
+      // The eleventh held-out set.
+      {TemplateSplit::kFresh10,
+       "fresh10",
+       {
+           {"add",
+            {"What is the total when you add {a} to {b}?", "{a} + {b} is what",
+             "I'm doing my budget. Groceries were {a} and gas was {b}. How much did I spend in all?",
+             "Could you please add {a} and {b}?"}},
+           {"reverse",
+            {"What's {s} spelled backward?", "{s} backwards please",
+             "I'm labeling a jar for a magic trick and need {s} written in reverse. What should I write?",
+             "Can you give me the letters of {s} in the opposite order?"}},
+           {"sort",
+            {"Sort the digits of {s} in ascending order.", "{s} -> sorted?",
+             "My teacher gave us the number {s} and asked us to put its digits from smallest to largest. What's the "
+             "answer?",
+             "Can you list the digits of {s} in order, lowest to highest?"}},
+           {"kv",
+            {"What's the value of {q} in {pairs}?", "{pairs}. {q}?",
+             "I've got these settings in my script: {pairs}. What's {q} right now?",
+             "Using the assignments {pairs}, what does {q} come out to?"}},
+           {"caesar",
+            {"Apply a Caesar cipher to {s} with a shift of {n}.", "rot{n}: {s}",
+             "I'm writing a spy story and want a coded message. What is {s} after shifting every letter {n} places "
+             "down "
+             "the alphabet?",
+             "Can you encrypt {s} by shifting each letter {n} places?"}},
+       },
+       {{"Can you write an Instagram caption about {t}?", "Help me prepare for a debate about {t}.",
+         "Write a postcard to my grandpa about {t}.", "explain {t} in plain english",
+         "I need an outline for an essay on {t}.", "Convince me that {t} is worth caring about."},
+        {"tide pools", "the Hoover Dam", "platypuses", "the Sistine Chapel", "glassblowing", "axolotls",
+         "cherry blossoms", "the Trans-Siberian Railway"}}},
   };
-  return *kFresh;
+  return *kSets;
 }
 
-// A third held-out set, written as FreshTemplates was (as a user might ask;
-// none a template of another split) after the fresh set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh2Templates() {
-  static const auto* kFresh2 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What do {a} and {b} add up to?", "{a} + {b}?", "Can you help me add up {a} and {b}?",
-        "I spent {a} dollars and then {b} more. How much is that altogether?"}},
-      {"reverse",
-       {"How do you spell {s} backwards?", "Please write the letters of {s} in reverse.", "reverse {s}",
-        "What would {s} look like read from right to left?"}},
-      {"sort",
-       {"Sort {s}, please.", "Can you put the digits of {s} in order from smallest to biggest?",
-        "What do the digits of {s} look like when sorted?", "Rewrite {s} with its digits in increasing order."}},
-      {"kv",
-       {"What's {q} equal to, given {pairs}?", "{pairs}. Tell me the value of {q}, please.",
-        "If I set {pairs}, what's {q}?", "What value does {q} have in {pairs}?"}},
-      {"caesar",
-       {"Can you apply rot{n} to {s}?", "Shift each letter of {s} by {n} in the alphabet.",
-        "What's {s} in a Caesar cipher with a shift of {n}?", "I need {s} Caesar-shifted by {n}."}},
-  };
-  return *kFresh2;
-}
-
-// A fourth held-out set, written as Fresh2Templates was (as a user might ask;
-// none a template of another split) after the third set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh3Templates() {
-  static const auto* kFresh3 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"what's {a}+{b}", "Could you add {a} and {b} for me?",
-        "My rent is {a} and my bills come to {b}. How much is that combined?", "Sum up {a} and {b}, please."}},
-      {"reverse",
-       {"what's {s} backwards?", "My password hint says it's {s} reversed. What's the password?",
-        "Could you write out {s} in reverse order for me?",
-        "I need the letters of {s} flipped so the last one comes first."}},
-      {"sort",
-       {"sort the digits in {s} pls", "Can you rearrange {s} so the digits go from smallest to largest?",
-        "I have the digits {s}. What do they look like in ascending order?",
-        "Arrange the numbers in {s} from least to greatest, please."}},
-      {"kv",
-       {"Given the variables {pairs}, what's the value of {q}?", "{pairs} -- so what does {q} hold?",
-        "Please tell me what {q} is set to in {pairs}.",
-        "I've got {pairs} written down. Can you read off {q} for me?"}},
-      {"caesar",
-       {"What does {s} become under a Caesar shift of {n}?", "can you caesar shift {s} by {n}",
-        "I'm making a secret code for my kids. Shift each letter of {s} ahead by {n}. What's the coded word?",
-        "Please encrypt {s} using rot{n}."}},
-  };
-  return *kFresh3;
-}
-
-// A fifth held-out set, written as Fresh3Templates was (as a user might ask;
-// none a template of another split) after the fourth set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh4Templates() {
-  static const auto* kFresh4 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"How much do {a} and {b} make?", "hey what's {a} + {b} again",
-        "I walked {a} steps yesterday and {b} today. What's my total for the two days?",
-        "Can you work out {a} + {b} for me?"}},
-      {"reverse",
-       {"Can you spell {s} in reverse?", "What's {s} if you read it from the end?",
-        "I'm making a puzzle and need {s} written backwards. Can you do that?", "Could I get {s} reversed?"}},
-      {"sort",
-       {"Could you sort the digits of {s} from lowest to highest?", "Put these digits in order for me: {s}",
-        "What's {s} with its digits sorted smallest to largest?",
-        "I'm checking my homework. What's {s} sorted in ascending order?"}},
-      {"kv",
-       {"If {pairs}, then what's {q}?", "Here's a list: {pairs}. What's the value for {q}?",
-        "What's the number assigned to {q} in {pairs}?", "My notes say {pairs}. What did I write down for {q}?"}},
-      {"caesar",
-       {"Could you Caesar-encrypt {s} with a shift of {n}?", "Shift {s} by {n} positions in the alphabet, please.",
-        "what's {s} in rot{n}",
-        "For a scavenger hunt clue I want every letter in {s} moved forward {n} places. What does it come out as?"}},
-  };
-  return *kFresh4;
-}
-
-// A sixth held-out set, written as Fresh4Templates was (as a user might ask;
-// none a template of another split) after the fifth set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh5Templates() {
-  static const auto* kFresh5 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What's the sum of {a} and {b}?", "whats {a} plus {b}",
-        "We sold {a} tickets on Friday and {b} on Saturday. How many tickets did we sell overall?",
-        "Can you quickly add {a} and {b} for me? Thanks!"}},
-      {"reverse",
-       {"Can you reverse the word {s} for me?", "how would {s} read backwards",
-        "I'm writing a secret note to a friend and want {s} written in reverse. What would that be?",
-        "Reverse this for me please: {s}"}},
-      {"sort",
-       {"Sort {s} in ascending order, please.", "can u sort {s} smallest to biggest",
-        "What do I get if I sort the digits in {s}?",
-        "I've got these digits: {s}. Can you put them in increasing order for me?"}},
-      {"kv",
-       {"{pairs}. what's {q}", "Can you tell me what {q} is if {pairs}?",
-        "My config file has {pairs}. What's {q} set to?", "Which value goes with {q} in {pairs}?"}},
-      {"caesar",
-       {"Caesar shift {s} by {n}, please.", "what is {s} with a caesar shift of {n}",
-        "Can you encode {s} using a Caesar cipher with a shift of {n}?",
-        "I'm making a code game for my class. If every letter in {s} moves {n} spots further along the alphabet, "
-        "what do we get?"}},
-  };
-  return *kFresh5;
-}
-
-// A seventh held-out set, written as Fresh5Templates was (as a user might ask;
-// none a template of another split) after the sixth set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh6Templates() {
-  static const auto* kFresh6 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"{a} plus {b} is how much?", "pls add {a} + {b}",
-        "I had {a} followers last month and gained {b} more this month. How many followers do I have now?",
-        "Would you mind telling me the sum of {a} and {b}?"}},
-      {"reverse",
-       {"Write {s} in reverse, please.", "reverse of {s}?",
-        "For a word game I need {s} spelled back to front. What do I get?",
-        "What's {s} if you flip the order of its letters?"}},
-      {"sort",
-       {"Could you order the digits of {s} from smallest to largest?", "digits of {s} sorted pls",
-        "My locker combination is the digits {s} put in increasing order. What's the combination?",
-        "Please arrange {s} so the digits go up."}},
-      {"kv",
-       {"If {pairs}, what's {q} worth?", "{pairs} -> {q}?",
-        "I jotted down {pairs} during the meeting. What was {q} again?",
-        "Look at {pairs} and tell me the value of {q}."}},
-      {"caesar",
-       {"Shift the letters in {s} forward by {n}.", "rot{n} {s} please",
-        "My friend and I pass notes in a Caesar cipher with key {n}. How would I write {s}?",
-        "What's the Caesar cipher of {s} with a shift of {n}?"}},
-  };
-  return *kFresh6;
-}
-
-// An eighth held-out set, written as Fresh6Templates was (as a user might ask;
-// none a template of another split) after the seventh set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh7Templates() {
-  static const auto* kFresh7 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What does {a} + {b} come out to?", "{a} and {b} added together?",
-        "I'm splitting a bill: my part is {a} and my friend's part is {b}. What's the whole bill?",
-        "Please add these two numbers for me: {a} and {b}."}},
-      {"reverse",
-       {"What do you get when {s} is reversed?", "backwards version of {s}?",
-        "My kid made up the word {s} and wants to hear it backwards. What is it?",
-        "Please print {s} with its letters in reverse order."}},
-      {"sort",
-       {"Can you sort the digits {s} into increasing order?", "sort {s} lowest first",
-        "The digits on my bike lock are {s}. If I sort them from smallest to biggest, what do I get?",
-        "Please rearrange the digits of {s} in ascending order."}},
-      {"kv",
-       {"According to {pairs}, what does {q} equal?", "{pairs}, {q}=?",
-        "In my spreadsheet {pairs}. What number is in cell {q}?",
-        "Can you check {pairs} and let me know what {q} is?"}},
-      {"caesar",
-       {"Encrypt {s} with a Caesar shift of {n}, please.", "caesar {s} by {n}",
-        "I'm making an escape room puzzle. What is {s} once every letter is pushed {n} letters later in the alphabet?",
-        "Could you turn {s} into Caesar cipher text using a shift of {n}?"}},
-  };
-  return *kFresh7;
-}
-
-// A ninth held-out set, written as Fresh7Templates was (as a user might ask;
-// none a template of another split) after the eighth set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh8Templates() {
-  static const auto* kFresh8 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"How much is {a} plus {b}?", "{a}+{b} = ?",
-        "My pedometer says {a} steps this morning and {b} more this afternoon. How many steps is that today?",
-        "Would you total up {a} and {b} for me?"}},
-      {"reverse",
-       {"Can you write {s} backwards for me?", "{s} reversed pls",
-        "For a word game I need {s} spelled from the last letter to the first. What is it?",
-        "Reverse the order of the characters in {s}, please."}},
-      {"sort",
-       {"Put the digits of {s} in order from smallest to largest.", "{s} sorted ascending?",
-        "My lottery ticket shows {s}. Could you list those digits from low to high?",
-        "What do the digits {s} look like once they're sorted?"}},
-      {"kv",
-       {"Given {pairs}, what's the value of {q}?", "what's {q} if {pairs}",
-        "My notes say {pairs}. Which value did I write down for {q}?", "Look up {q} in {pairs}, please."}},
-      {"caesar",
-       {"Shift each letter of {s} forward by {n}, Caesar cipher style.", "{s} caesar shift {n}",
-        "My friend and I pass secret notes in a Caesar cipher. How would I write {s} with a shift of {n}?",
-        "Can you apply a Caesar cipher with key {n} to {s}?"}},
-  };
-  return *kFresh8;
-}
-
-// A tenth held-out set, written as Fresh8Templates was (as a user might ask;
-// none a template of another split) after the ninth set had been scored, and
-// committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh9Templates() {
-  static const auto* kFresh9 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What do you get if you add {a} and {b} together?", "{a} and {b} summed?",
-        "I'm splitting a bill: my share was {a} and my roommate's was {b}. What's the combined amount?",
-        "Quick math check: {a} + {b}"}},
-      {"reverse",
-       {"What does {s} look like spelled in reverse?", "flip {s}",
-        "I'm making a mirror-writing puzzle for my students. Could you give me {s} with its letters in reverse order?",
-        "Please turn {s} around so it reads right to left."}},
-      {"sort",
-       {"Arrange the digits in {s} from lowest to highest.", "sort these digits: {s}",
-        "I copied the number {s} off a receipt. Can you rearrange its digits into increasing order?",
-        "Could you order the digits of {s} smallest first?"}},
-      {"kv",
-       {"In {pairs}, what is {q} set to?", "{pairs}; {q}=?",
-        "Here's a config snippet: {pairs}. I need to know what {q} maps to.",
-        "From the pairs {pairs}, tell me the value paired with {q}."}},
-      {"caesar",
-       {"Encode {s} using a Caesar shift of {n}.", "caesar {n} on {s}",
-        "I'm setting up a scavenger hunt and want the clues encrypted. What does {s} become with a Caesar cipher "
-        "shifted by {n}?",
-        "Could you rotate every letter in {s} by {n} positions in the alphabet?"}},
-  };
-  return *kFresh9;
-}
-
-// An eleventh held-out set, written as Fresh9Templates was (as a user might
-// ask; none a template of another split) after the tenth set had been scored,
-// and committed before any router was scored on it. Never in
-// ParaphraseTemplates(task).
-const std::map<std::string, std::vector<std::string>>& Fresh10Templates() {
-  static const auto* kFresh10 = new std::map<std::string, std::vector<std::string>>{
-      {"add",
-       {"What is the total when you add {a} to {b}?", "{a} + {b} is what",
-        "I'm doing my budget. Groceries were {a} and gas was {b}. How much did I spend in all?",
-        "Could you please add {a} and {b}?"}},
-      {"reverse",
-       {"What's {s} spelled backward?", "{s} backwards please",
-        "I'm labeling a jar for a magic trick and need {s} written in reverse. What should I write?",
-        "Can you give me the letters of {s} in the opposite order?"}},
-      {"sort",
-       {"Sort the digits of {s} in ascending order.", "{s} -> sorted?",
-        "My teacher gave us the number {s} and asked us to put its digits from smallest to largest. What's the "
-        "answer?",
-        "Can you list the digits of {s} in order, lowest to highest?"}},
-      {"kv",
-       {"What's the value of {q} in {pairs}?", "{pairs}. {q}?",
-        "I've got these settings in my script: {pairs}. What's {q} right now?",
-        "Using the assignments {pairs}, what does {q} come out to?"}},
-      {"caesar",
-       {"Apply a Caesar cipher to {s} with a shift of {n}.", "rot{n}: {s}",
-        "I'm writing a spy story and want a coded message. What is {s} after shifting every letter {n} places down "
-        "the alphabet?",
-        "Can you encrypt {s} by shifting each letter {n} places?"}},
-  };
-  return *kFresh10;
-}
-
-// The templates of a held-out set kept out of ParaphraseTemplates(task)
-// (kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7, kFresh8,
-// kFresh9, kFresh10); null for the splits that index into it.
-const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
-  switch (split) {
-    case TemplateSplit::kTrain:
-    case TemplateSplit::kHeldOut:
-      return nullptr;
-    case TemplateSplit::kFresh:
-      return &FreshTemplates();
-    case TemplateSplit::kFresh2:
-      return &Fresh2Templates();
-    case TemplateSplit::kFresh3:
-      return &Fresh3Templates();
-    case TemplateSplit::kFresh4:
-      return &Fresh4Templates();
-    case TemplateSplit::kFresh5:
-      return &Fresh5Templates();
-    case TemplateSplit::kFresh6:
-      return &Fresh6Templates();
-    case TemplateSplit::kFresh7:
-      return &Fresh7Templates();
-    case TemplateSplit::kFresh8:
-      return &Fresh8Templates();
-    case TemplateSplit::kFresh9:
-      return &Fresh9Templates();
-    case TemplateSplit::kFresh10:
-      break;
+// The entry of `split` in SeparateSets(); null for kTrain and kHeldOut, the
+// splits that index into ParaphraseTemplates(task).
+const SeparateSet* FindSeparateSet(TemplateSplit split) {
+  for (const SeparateSet& set : SeparateSets()) {
+    if (set.split == split) return &set;
   }
-  return &Fresh10Templates();
+  return nullptr;
+}
+
+// The templates of a held-out set kept out of ParaphraseTemplates(task);
+// null for the splits that index into it.
+const std::map<std::string, std::vector<std::string>>* SeparateTemplates(TemplateSplit split) {
+  const SeparateSet* set = FindSeparateSet(split);
+  return set == nullptr ? nullptr : &set->templates;
 }
 
 bool HeldOutTemplate(size_t index) { return index < kFirstExtraTemplate && index % 4 == 3; }
@@ -450,11 +466,6 @@ StatusOr<std::map<std::string, std::string>> Fields(const Task& task, absl::stri
   return f;
 }
 
-// General prompts: opener x topic; the held-out split's openers and topics are
-// all different from the training split's.
-struct GeneralParts {
-  std::vector<std::string> openers, topics;
-};
 const GeneralParts& General(TemplateSplit split) {
   static const auto* kTrain =
       new GeneralParts{{"Tell me about {t}.", "What do you know about {t}?", "Write a short poem about {t}.",
@@ -466,114 +477,9 @@ const GeneralParts& General(TemplateSplit split) {
       new GeneralParts{{"Could you summarise the main ideas behind {t}?", "I am curious how {t} works",
                         "Share a fun story involving {t}.", "Compose a haiku on {t}"},
                        {"volcanoes", "ancient Rome", "jazz", "electric cars", "honey bees", "mountain climbing"}};
-  // The fresh set's general prompts (see FreshTemplates): openers and topics
-  // in neither list above nor ExtraGeneral's.
-  static const auto* kFresh =
-      new GeneralParts{{"How would you explain {t} to a friend?", "Write a limerick about {t}.",
-                        "What are some interesting questions about {t}?", "Give me a quick introduction to {t}.",
-                        "I'm writing a report on {t}. Where do I start?", "What's your opinion of {t}?"},
-                       {"the Great Wall of China", "penguins", "origami", "renewable energy", "the Renaissance",
-                        "submarines", "coral reefs", "crossword puzzles"}};
-  // The third set's (see Fresh2Templates): openers and topics in none of the
-  // lists above nor ExtraGeneral's.
-  static const auto* kFresh2 = new GeneralParts{
-      {"What are some activities related to {t}?", "Do you have any tips on {t}?", "Write a song about {t}.",
-       "How has {t} changed over the years?", "What's the best way to get into {t}?", "Make up a joke about {t}."},
-      {"sunflowers", "lighthouses", "skateboarding", "the Silk Road", "octopuses", "thunderstorms", "hot air balloons",
-       "the Byzantine Empire"}};
-  // The fourth set's (see Fresh3Templates): openers and topics in none of the
-  // lists above nor ExtraGeneral's.
-  static const auto* kFresh3 =
-      new GeneralParts{{"Can you write a bedtime story about {t}?", "What are the biggest misconceptions about {t}?",
-                        "Help me prepare a five-minute talk on {t}.", "Recommend a good documentary about {t}.",
-                        "What's a little-known fact about {t}?", "Put together a short quiz about {t}."},
-                       {"glaciers", "the pyramids of Giza", "meditation", "hedgehogs", "the Apollo missions",
-                        "fireflies", "marathon running", "the northern lights"}};
-  // The fifth set's (see Fresh4Templates): openers and topics in none of the
-  // lists above nor ExtraGeneral's.
-  static const auto* kFresh4 = new GeneralParts{
-      {"Explain {t} like I'm five.", "Write a tweet about {t}.", "What's some good trivia about {t}?",
-       "Give me a reading list on {t}.", "What makes {t} so fascinating?", "Can you give me a timeline of {t}?"},
-      {"the Eiffel Tower", "tornadoes", "sea turtles", "yoga", "the Vikings", "kites", "the Amazon River",
-       "board games"}};
-  // The sixth set's (see Fresh5Templates): openers and topics in none of the
-  // lists above nor ExtraGeneral's.
-  static const auto* kFresh5 = new GeneralParts{
-      {"Can you write a riddle about {t}?", "Summarize {t} in a few bullet points.",
-       "I'm visiting a museum exhibit on {t} next week. What should I look out for?",
-       "Give me some conversation starters about {t}.", "Write a short dialogue between two people discussing {t}.",
-       "Write a short speech about {t}."},
-      {"the Taj Mahal", "owls", "sourdough", "the Titanic", "comets", "wolves", "Stonehenge", "ice hockey"}};
-  // The seventh set's (see Fresh6Templates): openers and topics in none of
-  // the lists above nor ExtraGeneral's.
-  static const auto* kFresh6 = new GeneralParts{
-      {"Is there a good podcast about {t}?", "My nephew is obsessed with {t}. What should I get him for his birthday?",
-       "Pitch me a movie plot about {t}.", "what's the deal with {t}", "Can you make me a study guide on {t}?",
-       "Pretend you're a tour guide and walk me through {t}."},
-      {"jellyfish", "the Statue of Liberty", "pottery", "the Wright brothers", "cheese", "the Loch Ness monster",
-       "sloths", "surfing"}};
-  // The eighth set's (see Fresh7Templates): openers and topics in none of
-  // the lists above nor ExtraGeneral's.
-  static const auto* kFresh7 = new GeneralParts{
-      {"Come up with a catchy newspaper headline about {t}.", "What is {t} best known for?",
-       "I'm putting together a scrapbook about {t} for my grandma. What should go in it?",
-       "gimme a quick rundown on {t}", "Could you make some flashcards on {t} for me?",
-       "Write some rap lyrics about {t}."},
-      {"bamboo", "chameleons", "the Mona Lisa", "hurricanes", "tulips", "bagpipes", "Pompeii", "roller coasters"}};
-  // The ninth set's (see Fresh8Templates): openers and topics in none of
-  // the lists above nor ExtraGeneral's.
-  static const auto* kFresh8 =
-      new GeneralParts{{"Write a sonnet about {t}.", "Could you write a lullaby about {t}?",
-                        "My daughter's class is doing a project on {t}. Any ideas for what to include?",
-                        "tell me something weird about {t}", "Draft a short newsletter blurb about {t}.",
-                        "Give me a few discussion questions about {t} for my book club."},
-                       {"geysers", "hummingbirds", "the Sahara", "sea otters", "koalas", "the Great Barrier Reef",
-                        "maple syrup", "redwoods"}};
-  // The tenth set's (see Fresh9Templates): openers and topics in none of
-  // the lists above nor ExtraGeneral's.
-  static const auto* kFresh9 =
-      new GeneralParts{{"I'm writing a travel blog post about {t}. Can you help me with an intro paragraph?",
-                        "Write a short children's picture book about {t}.", "what's the history behind {t}?",
-                        "Can you come up with a catchy slogan about {t}?",
-                        "I have a presentation at work on {t} tomorrow. What should my slides cover?",
-                        "Describe {t} in three sentences."},
-                       {"flamingos", "the Grand Canyon", "bonsai trees", "the Panama Canal", "rainbows", "Machu Picchu",
-                        "narwhals", "fireworks"}};
-  // The eleventh set's (see Fresh10Templates): openers and topics in none of
-  // the lists above nor ExtraGeneral's.
-  static const auto* kFresh10 =
-      new GeneralParts{{"Can you write an Instagram caption about {t}?", "Help me prepare for a debate about {t}.",
-                        "Write a postcard to my grandpa about {t}.", "explain {t} in plain english",
-                        "I need an outline for an essay on {t}.", "Convince me that {t} is worth caring about."},
-                       {"tide pools", "the Hoover Dam", "platypuses", "the Sistine Chapel", "glassblowing", "axolotls",
-                        "cherry blossoms", "the Trans-Siberian Railway"}};
-  switch (split) {
-    case TemplateSplit::kTrain:
-      return *kTrain;
-    case TemplateSplit::kHeldOut:
-      return *kHeldOut;
-    case TemplateSplit::kFresh:
-      return *kFresh;
-    case TemplateSplit::kFresh2:
-      return *kFresh2;
-    case TemplateSplit::kFresh3:
-      return *kFresh3;
-    case TemplateSplit::kFresh4:
-      return *kFresh4;
-    case TemplateSplit::kFresh5:
-      return *kFresh5;
-    case TemplateSplit::kFresh6:
-      return *kFresh6;
-    case TemplateSplit::kFresh7:
-      return *kFresh7;
-    case TemplateSplit::kFresh8:
-      return *kFresh8;
-    case TemplateSplit::kFresh9:
-      return *kFresh9;
-    case TemplateSplit::kFresh10:
-      break;
-  }
-  return *kFresh10;
+  if (split == TemplateSplit::kTrain) return *kTrain;
+  const SeparateSet* set = FindSeparateSet(split);
+  return set == nullptr ? *kHeldOut : set->general;
 }
 
 // Training-only openers and topics beside kTrain's (GeneralPromptsWithParts'
@@ -640,33 +546,9 @@ GeneralParts GeneralPartsOf(TemplateSplit split, bool extra) {
 }  // namespace
 
 const char* TemplateSplitName(TemplateSplit split) {
-  switch (split) {
-    case TemplateSplit::kTrain:
-      return "train";
-    case TemplateSplit::kHeldOut:
-      return "held_out";
-    case TemplateSplit::kFresh:
-      return "fresh";
-    case TemplateSplit::kFresh2:
-      return "fresh2";
-    case TemplateSplit::kFresh3:
-      return "fresh3";
-    case TemplateSplit::kFresh4:
-      return "fresh4";
-    case TemplateSplit::kFresh5:
-      return "fresh5";
-    case TemplateSplit::kFresh6:
-      return "fresh6";
-    case TemplateSplit::kFresh7:
-      return "fresh7";
-    case TemplateSplit::kFresh8:
-      return "fresh8";
-    case TemplateSplit::kFresh9:
-      return "fresh9";
-    case TemplateSplit::kFresh10:
-      break;
-  }
-  return "fresh10";
+  if (split == TemplateSplit::kTrain) return "train";
+  const SeparateSet* set = FindSeparateSet(split);
+  return set == nullptr ? "held_out" : set->name;
 }
 
 std::string NormalizedPhrasing(absl::string_view text) {
