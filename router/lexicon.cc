@@ -126,13 +126,13 @@ StatusOr<std::unique_ptr<Lexicon>> Lexicon::Load(const std::string& dir) {
           pointers < 0 || f.size() != static_cast<size_t>(4 + pointers + 2 + synsets)) {
         return Malformed(path, line_no, "not an index entry (lemma pos synset_cnt p_cnt ... offsets)");
       }
-      std::vector<uint32_t>& offsets = lex->index_[std::string(f[0])][pos];
+      Senses& senses = lex->index_[std::string(f[0])];
       for (size_t i = f.size() - static_cast<size_t>(synsets); i < f.size(); ++i) {
         uint32_t off = 0;
         if (!absl::SimpleAtoi(f[i], &off) || off >= lex->data_[pos].size()) {
           return Malformed(path, line_no, absl::StrCat("synset offset '", f[i], "' is not in data.", kPosNames[pos]));
         }
-        offsets.push_back(off);
+        if (senses.count[pos] < kLexiconSensesPerPos) senses.offsets[pos][senses.count[pos]++] = off;
       }
     }
   }
@@ -187,7 +187,7 @@ std::vector<std::string> Lexicon::Words(absl::string_view text) {
 
 bool Lexicon::Indexed(int pos, absl::string_view lemma) const {
   auto it = index_.find(lemma);
-  return it != index_.end() && !it->second[pos].empty();
+  return it != index_.end() && it->second.count[pos] > 0;
 }
 
 Lexicon::Forms Lexicon::BaseForms(absl::string_view word) const {
@@ -267,9 +267,10 @@ std::vector<std::pair<std::string, float>> Lexicon::TermsOf(absl::string_view wo
   for (int pos = 0; pos < 4; ++pos) {
     std::vector<uint32_t> offsets;  // the first senses of each base form, most frequent first
     for (const std::string& form : forms[pos]) {
-      const std::vector<uint32_t>& all = index_.find(form)->second[pos];
-      for (size_t r = 0; r < all.size() && r < static_cast<size_t>(kLexiconSensesPerPos); ++r) {
-        if (std::find(offsets.begin(), offsets.end(), all[r]) == offsets.end()) offsets.push_back(all[r]);
+      const Senses& first = index_.find(form)->second;
+      for (size_t r = 0; r < first.count[pos]; ++r) {
+        const uint32_t off = first.offsets[pos][r];
+        if (std::find(offsets.begin(), offsets.end(), off) == offsets.end()) offsets.push_back(off);
       }
     }
     for (size_t r = 0; r < offsets.size() && r < static_cast<size_t>(kLexiconSensesPerPos); ++r) {

@@ -115,10 +115,17 @@ class Lexicon {
   // words' slot), cached.
   std::vector<std::pair<int32_t, float>> Buckets(const std::string& word) const;
 
+  // A lemma's first kLexiconSensesPerPos synsets per part of speech (all
+  // that TermsOf reads), most frequent first: a fixed record per lemma, not
+  // four vectors (~150k lemmas).
+  struct Senses {
+    std::array<std::array<uint32_t, kLexiconSensesPerPos>, 4> offsets;
+    std::array<uint8_t, 4> count = {};
+  };
+
   std::string dir_, fingerprint_;
   std::array<std::string, 4> data_;
-  // lemma -> its synsets' offsets per part of speech, most frequent sense first.
-  absl::flat_hash_map<std::string, std::array<std::vector<uint32_t>, 4>> index_;
+  absl::flat_hash_map<std::string, Senses> index_;
   std::array<absl::flat_hash_map<std::string, std::vector<std::string>>, 4> exceptions_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<std::string, std::vector<std::pair<int32_t, float>>> cache_ ABSL_GUARDED_BY(mu_);
