@@ -18,20 +18,10 @@
 //
 // kFresh is a second held-out set (templates and general openers and topics),
 // written after the router settings committed before it were chosen with the
-// first held-out set's scores in view; no router trains on either. kFresh2
-// is a third, written the same way before any router was scored on it, and
-// kFresh3 a fourth, written the same way (after kFresh2 was scored) before
-// any router was scored on it, kFresh4 a fifth, written the same way
-// (after kFresh3 was scored) before any router was scored on it, kFresh5 a
-// sixth, written the same way (after kFresh4 was scored) before any router
-// was scored on it, kFresh6 a seventh, written the same way (after kFresh5
-// was scored) before any router was scored on it, kFresh7 an eighth,
-// written the same way (after kFresh6 was scored) before any router was
-// scored on it, kFresh8 a ninth, written the same way (after kFresh7 was
-// scored) before any router was scored on it, kFresh9 a tenth, written the
-// same way (after kFresh8 was scored) before any router was scored on it, and
-// kFresh10 an eleventh, written the same way (after kFresh9 was scored)
-// before any router was scored on it.
+// first held-out set's scores in view; no router trains on either. kFresh2,
+// kFresh3, ..., kFresh10 are the third to the eleventh, each written the same
+// way after the one before it was scored and before any router was scored on
+// it (paraphrase.cc's SeparateSets holds them).
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 #define SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
 
