@@ -17,8 +17,9 @@ namespace skillpack {
 
 // Version 2 adds the optional module assignment, version 3 features from
 // several layers and poolings, version 4 the surprisal pooling, version 5 the
-// surprisal profile, version 6 the lexical block; a file is written with the lowest version that holds
-// what it uses, so older readers keep reading what they can.
+// surprisal profile, version 6 the lexical block, version 7 its maximum over
+// the words (lexicon_max); a file is written with the lowest version that
+// holds what it uses, so older readers keep reading what they can.
 inline constexpr int kRouterFormatVersion = 7;
 inline constexpr char kRouterNoneLabel[] = "none";
 
