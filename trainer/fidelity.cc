@@ -55,7 +55,7 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's held-out sets (paraphrase.h): the first, and the ten fresh ones
+// Table 4's held-out sets (paraphrase.h): the first, and the eleven fresh ones
 // written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts, from seeds of its own.
 struct HeldOutSet {
@@ -76,6 +76,7 @@ constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kFresh8, "paraphrases_fresh8_templates", "general_fresh8", 57, 58},
     {TemplateSplit::kFresh9, "paraphrases_fresh9_templates", "general_fresh9", 59, 60},
     {TemplateSplit::kFresh10, "paraphrases_fresh10_templates", "general_fresh10", 61, 62},
+    {TemplateSplit::kFresh11, "paraphrases_fresh11_templates", "general_fresh11", 63, 64},
 };
 
 double CpuSeconds() {
@@ -1692,7 +1693,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the ten fresh ones, never occur in "
+                    "of the eleven fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

@@ -611,7 +611,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
                         "paraphrases_fresh9_templates",
                         "general_fresh9",
                         "paraphrases_fresh10_templates",
-                        "general_fresh10"}) {
+                        "general_fresh10",
+                        "paraphrases_fresh11_templates",
+                        "general_fresh11"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -626,7 +628,7 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   for (TemplateSplit split :
        {TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
         TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8,
-        TemplateSplit::kFresh9, TemplateSplit::kFresh10}) {
+        TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11}) {
     const std::string name = TemplateSplitName(split);
     SCOPED_TRACE(name);
     EXPECT_EQ(t4["categories"][absl::StrCat("paraphrases_", name, "_templates")]["n"].get<int64_t>(), 16);

@@ -226,10 +226,11 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh8), "fresh8");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh9), "fresh9");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh10), "fresh10");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh11), "fresh11");
   const std::vector<TemplateSplit> fresh_splits = {
-      TemplateSplit::kFresh,  TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-      TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8,
-      TemplateSplit::kFresh9, TemplateSplit::kFresh10};
+      TemplateSplit::kFresh,  TemplateSplit::kFresh2,  TemplateSplit::kFresh3, TemplateSplit::kFresh4,
+      TemplateSplit::kFresh5, TemplateSplit::kFresh6,  TemplateSplit::kFresh7, TemplateSplit::kFresh8,
+      TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -311,6 +312,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
       {TemplateSplit::kFresh10,
        {"instagram caption", "debate", "postcard", "grandpa", "plain english", "outline", "convince", "tide pool",
         "hoover dam", "platypus", "sistine chapel", "glassblowing", "axolotl", "cherry blossom", "trans-siberian"}},
+      {TemplateSplit::kFresh11,
+       {"email", "coworker", "halloween costume", "craft project", "inspired by", "weekend trip", "pack", "novels",
+        "elevator pitch", "puffin", "golden gate", "calligraphy", "hot spring", "manatee", "leaning tower", "pisa",
+        "lavender", "pumpkin"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

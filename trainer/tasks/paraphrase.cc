@@ -388,6 +388,37 @@ const std::vector<SeparateSet>& SeparateSets() {
          "I need an outline for an essay on {t}.", "Convince me that {t} is worth caring about."},
         {"tide pools", "the Hoover Dam", "platypuses", "the Sistine Chapel", "glassblowing", "axolotls",
          "cherry blossoms", "the Trans-Siberian Railway"}}},
+      // The twelfth held-out set.
+      {TemplateSplit::kFresh11,
+       "fresh11",
+       {
+           {"add",
+            {"What is {a} plus {b} altogether?", "add {a} and {b} real quick",
+             "My score was {a} in the first round and {b} in the second. What's my total score?",
+             "Can you help me figure out {a} + {b}?"}},
+           {"reverse",
+            {"How is {s} spelled in reverse?", "{s} but backwards",
+             "I'm naming a character in my novel by reversing the word {s}. What would the name be?",
+             "Could you write the letters of {s} from last to first?"}},
+           {"sort",
+            {"Could you sort the digits of {s} for me?", "sort {s} ascending",
+             "I'm organizing a list of digits: {s}. Can you put them in order from smallest to largest?",
+             "What's {s} when its digits are arranged from low to high?"}},
+           {"kv",
+            {"In {pairs}, what's the value of {q}?", "{pairs} so {q} is?",
+             "My code sets {pairs}. What does {q} end up being?", "Can you tell me which number {q} has in {pairs}?"}},
+           {"caesar",
+            {"What is {s} with every letter shifted by {n}?", "rot{n} this: {s}",
+             "I'm sending a secret message to my brother. Can you encode {s} with a Caesar cipher using a shift of "
+             "{n}?",
+             "Please shift the letters of {s} {n} places forward in the alphabet."}},
+       },
+       {{"Write a short email to my coworkers about {t}.", "What would make a good Halloween costume based on {t}?",
+         "Can you suggest some craft projects inspired by {t}?",
+         "I'm planning a weekend trip around {t}. What should I pack?", "Recommend a few novels that feature {t}.",
+         "Give me an elevator pitch for {t}."},
+        {"puffins", "the Golden Gate Bridge", "calligraphy", "hot springs", "manatees", "the Leaning Tower of Pisa",
+         "lavender fields", "pumpkins"}}},
   };
   return *kSets;
 }
@@ -417,7 +448,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
 // split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6,
-// kFresh7, kFresh8, kFresh9 and kFresh10.
+// kFresh7, kFresh8, kFresh9, kFresh10 and kFresh11.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;
