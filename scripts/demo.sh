@@ -77,14 +77,15 @@ done
 # its pack) and general prompts (label none), some over topic words of the base's own
 # corpus, from `skillpack-trainer make-router-data`; features: layer-0 states pooled by
 # mean and by surprisal, and what WordNet says the prompt's words mean (lexicon; bench/README.md,
-# Table 4 and "The lexical block mended"). Retrained when the recipe below changes.
+# Table 4 and "The lexical block mended"); with --contexts, phrasings told inside a situation
+# ("Contexts against the baseline on a twelfth held-out set"). Retrained when the recipe below changes.
 topic_files=$(bash "$(dirname "$0")/corpus-files.sh" "$CORPUS" | paste -sd,)
-router_recipe="make-router-data --tasks $(IFS=,; echo "${TASKS[*]}") --n 200 --general 400 --seed 3 --corpus-topics $topic_files | router train --layers 0 --pooling mean,surprisal,lexicon --seed 1"
+router_recipe="make-router-data --tasks $(IFS=,; echo "${TASKS[*]}") --n 200 --general 400 --seed 3 --corpus-topics $topic_files --contexts | router train --layers 0 --pooling mean,surprisal,lexicon --seed 1"
 if [ ! -f "$DATA/router.safetensors" ] || [ "$(cat "$DATA/router.recipe" 2>/dev/null)" != "$router_recipe" ]; then
   say "training the router"
   labelled="$DATA/router-data.jsonl"
   "$TRAINER" make-router-data --tasks "$(IFS=,; echo "${TASKS[*]}")" --n 200 --general 400 --seed 3 \
-    --corpus-topics "$topic_files" --out "$labelled"
+    --corpus-topics "$topic_files" --contexts --out "$labelled"
   "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --layers 0 \
     --pooling mean,surprisal,lexicon --seed 1
   printf '%s\n' "$router_recipe" > "$DATA/router.recipe"
