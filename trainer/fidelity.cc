@@ -57,26 +57,18 @@ constexpr int64_t kMisroutedListed = 20;
 
 // Table 4's held-out sets (paraphrase.h): the first, and the eleven fresh ones
 // written before any router was scored on them; each scored as held-out
-// templates and held-out general prompts, from seeds of its own.
+// templates and held-out general prompts (categories
+// "paraphrases_<TemplateSplitName>_templates" and "general_<TemplateSplitName>"),
+// from seeds of its own.
 struct HeldOutSet {
   TemplateSplit split;
-  const char* templates_category;
-  const char* general_category;
   uint64_t templates_seed, general_seed;  // added to the spec's seed
 };
 constexpr HeldOutSet kHeldOutSets[] = {
-    {TemplateSplit::kHeldOut, "paraphrases_held_out_templates", "general_held_out", 33, 34},
-    {TemplateSplit::kFresh, "paraphrases_fresh_templates", "general_fresh", 35, 36},
-    {TemplateSplit::kFresh2, "paraphrases_fresh2_templates", "general_fresh2", 37, 38},
-    {TemplateSplit::kFresh3, "paraphrases_fresh3_templates", "general_fresh3", 39, 40},
-    {TemplateSplit::kFresh4, "paraphrases_fresh4_templates", "general_fresh4", 41, 42},
-    {TemplateSplit::kFresh5, "paraphrases_fresh5_templates", "general_fresh5", 51, 52},
-    {TemplateSplit::kFresh6, "paraphrases_fresh6_templates", "general_fresh6", 53, 54},
-    {TemplateSplit::kFresh7, "paraphrases_fresh7_templates", "general_fresh7", 55, 56},
-    {TemplateSplit::kFresh8, "paraphrases_fresh8_templates", "general_fresh8", 57, 58},
-    {TemplateSplit::kFresh9, "paraphrases_fresh9_templates", "general_fresh9", 59, 60},
-    {TemplateSplit::kFresh10, "paraphrases_fresh10_templates", "general_fresh10", 61, 62},
-    {TemplateSplit::kFresh11, "paraphrases_fresh11_templates", "general_fresh11", 63, 64},
+    {TemplateSplit::kHeldOut, 33, 34}, {TemplateSplit::kFresh, 35, 36},   {TemplateSplit::kFresh2, 37, 38},
+    {TemplateSplit::kFresh3, 39, 40},  {TemplateSplit::kFresh4, 41, 42},  {TemplateSplit::kFresh5, 51, 52},
+    {TemplateSplit::kFresh6, 53, 54},  {TemplateSplit::kFresh7, 55, 56},  {TemplateSplit::kFresh8, 57, 58},
+    {TemplateSplit::kFresh9, 59, 60},  {TemplateSplit::kFresh10, 61, 62}, {TemplateSplit::kFresh11, 63, 64},
 };
 
 double CpuSeconds() {
@@ -810,13 +802,13 @@ StatusOr<Json> Study::Table4() {
       ASSIGN_OR_RETURN(
           std::vector<ParaphrasedExample> unseen,
           GenerateParaphrases(tk, TaskSplit::kHeldOut, h.split, rs.eval_per_task, spec_.seed + h.templates_seed));
-      for (const ParaphrasedExample& p : unseen) cases.push_back({h.templates_category, task, p.text});
+      const std::string category = absl::StrCat("paraphrases_", TemplateSplitName(h.split), "_templates");
+      for (const ParaphrasedExample& p : unseen) cases.push_back({category, task, p.text});
     }
   }
   for (size_t i = 0; i < std::size(kHeldOutSets); ++i) {
-    for (const std::string& g : held_out_general[i]) {
-      cases.push_back({kHeldOutSets[i].general_category, kRouterNoneLabel, g});
-    }
+    const std::string category = absl::StrCat("general_", TemplateSplitName(kHeldOutSets[i].split));
+    for (const std::string& g : held_out_general[i]) cases.push_back({category, kRouterNoneLabel, g});
   }
   std::vector<std::string> prompts;
   for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
