@@ -55,7 +55,7 @@ using Clock = std::chrono::steady_clock;
 // Table 4 lists each evaluation category's first this many misrouted prompts.
 constexpr int64_t kMisroutedListed = 20;
 
-// Table 4's held-out sets (paraphrase.h): the first, and the eleven fresh ones
+// Table 4's held-out sets (paraphrase.h): the first, and the twelve fresh ones
 // written before any router was scored on them; each scored as held-out
 // templates and held-out general prompts (categories
 // "paraphrases_<TemplateSplitName>_templates" and "general_<TemplateSplitName>"),
@@ -69,6 +69,7 @@ constexpr HeldOutSet kHeldOutSets[] = {
     {TemplateSplit::kFresh3, 39, 40},  {TemplateSplit::kFresh4, 41, 42},  {TemplateSplit::kFresh5, 51, 52},
     {TemplateSplit::kFresh6, 53, 54},  {TemplateSplit::kFresh7, 55, 56},  {TemplateSplit::kFresh8, 57, 58},
     {TemplateSplit::kFresh9, 59, 60},  {TemplateSplit::kFresh10, 61, 62}, {TemplateSplit::kFresh11, 63, 64},
+    {TemplateSplit::kFresh12, 65, 66},
 };
 
 double CpuSeconds() {
@@ -1685,7 +1686,7 @@ std::string FidelityMarkdown(const Json& res) {
                         : "",
                     "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the eleven fresh ones, never occur in "
+                    "of the twelve fresh ones, never occur in "
                     "training");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];

@@ -19,10 +19,10 @@
 //  4. ("router") Routing accuracy of a router trained on raw task prompts,
 //     paraphrases from the training templates and general prompts, on
 //     held-out problems, held-out paraphrase templates and held-out general
-//     prompts (trainer/tasks/paraphrase.h; twelve held-out sets: kHeldOut,
+//     prompts (trainer/tasks/paraphrase.h; thirteen held-out sets: kHeldOut,
 //     kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7,
-//     kFresh8, kFresh9, kFresh10, kFresh11), with a confusion table (true
-//     label x routed label) per category.
+//     kFresh8, kFresh9, kFresh10, kFresh11, kFresh12), with a confusion
+//     table (true label x routed label) per category.
 //
 // The spec (JSON; relative paths resolve against the spec file's folder):
 //   {"name": "fidelity", "seed": 1, "threads": 2,

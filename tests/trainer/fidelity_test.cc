@@ -613,7 +613,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
                         "paraphrases_fresh10_templates",
                         "general_fresh10",
                         "paraphrases_fresh11_templates",
-                        "general_fresh11"}) {
+                        "general_fresh11",
+                        "paraphrases_fresh12_templates",
+                        "general_fresh12"}) {
     ASSERT_TRUE(t4["categories"].contains(c)) << c;
     ExpectUnit(t4["categories"][c]["accuracy"], c);
     EXPECT_GT(t4["categories"][c]["n"].get<int64_t>(), 0);
@@ -628,7 +630,7 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   for (TemplateSplit split :
        {TemplateSplit::kFresh, TemplateSplit::kFresh2, TemplateSplit::kFresh3, TemplateSplit::kFresh4,
         TemplateSplit::kFresh5, TemplateSplit::kFresh6, TemplateSplit::kFresh7, TemplateSplit::kFresh8,
-        TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11}) {
+        TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11, TemplateSplit::kFresh12}) {
     const std::string name = TemplateSplitName(split);
     SCOPED_TRACE(name);
     EXPECT_EQ(t4["categories"][absl::StrCat("paraphrases_", name, "_templates")]["n"].get<int64_t>(), 16);

@@ -227,10 +227,11 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh9), "fresh9");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh10), "fresh10");
   EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh11), "fresh11");
+  EXPECT_STREQ(TemplateSplitName(TemplateSplit::kFresh12), "fresh12");
   const std::vector<TemplateSplit> fresh_splits = {
-      TemplateSplit::kFresh,  TemplateSplit::kFresh2,  TemplateSplit::kFresh3, TemplateSplit::kFresh4,
-      TemplateSplit::kFresh5, TemplateSplit::kFresh6,  TemplateSplit::kFresh7, TemplateSplit::kFresh8,
-      TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11};
+      TemplateSplit::kFresh,  TemplateSplit::kFresh2,  TemplateSplit::kFresh3,  TemplateSplit::kFresh4,
+      TemplateSplit::kFresh5, TemplateSplit::kFresh6,  TemplateSplit::kFresh7,  TemplateSplit::kFresh8,
+      TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11, TemplateSplit::kFresh12};
   for (const std::string& name : TaskNames()) {
     SCOPED_TRACE(name);
     auto task = *MakeTask(name);
@@ -316,6 +317,10 @@ TEST(ParaphraseTest, FreshSetsAreNeverTrainedOnAndShareNothingWithTheOtherSplits
        {"email", "coworker", "halloween costume", "craft project", "inspired by", "weekend trip", "pack", "novels",
         "elevator pitch", "puffin", "golden gate", "calligraphy", "hot spring", "manatee", "leaning tower", "pisa",
         "lavender", "pumpkin"}},
+      {TemplateSplit::kFresh12,
+       {"text message", "mom", "dinner", "bring up", "teaching", "structure", "wikipedia", "day out", "centered",
+        "motivational", "quote", "colosseum", "beaver", "stained glass", "peacock", "dead sea", "rushmore", "jigsaw",
+        "berlin wall"}},
   };
   for (TemplateSplit split : fresh_splits) {
     SCOPED_TRACE(TemplateSplitName(split));

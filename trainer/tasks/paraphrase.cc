@@ -419,6 +419,38 @@ const std::vector<SeparateSet>& SeparateSets() {
          "Give me an elevator pitch for {t}."},
         {"puffins", "the Golden Gate Bridge", "calligraphy", "hot springs", "manatees", "the Leaning Tower of Pisa",
          "lavender fields", "pumpkins"}}},
+      // The thirteenth held-out set.
+      {TemplateSplit::kFresh12,
+       "fresh12",
+       {
+           {"add",
+            {"Can you add {a} and {b} together for me?", "{a} plus {b}?",
+             "I drove {a} miles on Monday and {b} miles on Tuesday. How far did I drive in total?",
+             "What's the answer to {a} + {b}?"}},
+           {"reverse",
+            {"What is {s} written backwards?", "backwards: {s}",
+             "I'm designing a logo and want the word {s} reversed. What would it look like?",
+             "Could you reverse the letters in {s}?"}},
+           {"sort",
+            {"Please sort the digits in {s} from smallest to largest.", "{s} in order pls",
+             "I wrote the digits {s} on a sticky note. Can you sort them from lowest to highest?",
+             "What does {s} become if you sort its digits?"}},
+           {"kv",
+            {"What is {q} when {pairs}?", "{pairs} what's {q}",
+             "My program defines {pairs}. What's the value of {q} at the end?", "Can you find {q} in {pairs}?"}},
+           {"caesar",
+            {"Shift {s} forward by {n} letters, please.", "caesar cipher {s} shift {n}",
+             "My dad loves puzzles, so I want to send him {s} encrypted with a Caesar shift of {n}. What should I "
+             "send?",
+             "Can you rotate each letter of {s} by {n}?"}},
+       },
+       {{"Write a text message to my mom about {t}.",
+         "What are some fun facts about {t} that I could bring up at dinner?",
+         "I'm teaching a class on {t} next month. How should I structure it?",
+         "Can you draft a Wikipedia-style summary of {t}?", "plan me a day out centered on {t}",
+         "Give me a motivational quote about {t}."},
+        {"the Colosseum", "beavers", "stained glass", "peacocks", "the Dead Sea", "Mount Rushmore", "jigsaw puzzles",
+         "the Berlin Wall"}}},
   };
   return *kSets;
 }
@@ -448,7 +480,7 @@ Status NoTemplatesError(absl::string_view task_name) {
 // The templates of `split` with their indices: into ParaphraseTemplates(task)
 // for kTrain (the extras only with `extra_templates`) and kHeldOut, into the
 // split's own list for kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6,
-// kFresh7, kFresh8, kFresh9, kFresh10 and kFresh11.
+// kFresh7, kFresh8, kFresh9, kFresh10, kFresh11 and kFresh12.
 StatusOr<std::vector<std::pair<int, std::string>>> IndexedTemplates(absl::string_view task_name, TemplateSplit split,
                                                                     bool extra_templates) {
   std::vector<std::pair<int, std::string>> out;

@@ -19,7 +19,7 @@
 // kFresh is a second held-out set (templates and general openers and topics),
 // written after the router settings committed before it were chosen with the
 // first held-out set's scores in view; no router trains on either. kFresh2,
-// kFresh3, ..., kFresh11 are the third to the twelfth, each written the same
+// kFresh3, ..., kFresh12 are the third to the thirteenth, each written the same
 // way after the one before it was scored and before any router was scored on
 // it (paraphrase.cc's SeparateSets holds them).
 #ifndef SKILLPACK_TRAINER_TASKS_PARAPHRASE_H_
@@ -49,16 +49,18 @@ enum class TemplateSplit {
   kFresh8,
   kFresh9,
   kFresh10,
-  kFresh11
+  kFresh11,
+  kFresh12
 };
 // Templates from this index on are training-only extras.
 inline constexpr size_t kFirstExtraTemplate = 8;
-const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh11"
+const char* TemplateSplitName(TemplateSplit split);  // "train" / "held_out" / "fresh" / ... / "fresh12"
 // Every held-out split, in order: no router trains on any of them.
 inline constexpr TemplateSplit kHeldOutTemplateSplits[] = {
     TemplateSplit::kHeldOut, TemplateSplit::kFresh,  TemplateSplit::kFresh2,  TemplateSplit::kFresh3,
     TemplateSplit::kFresh4,  TemplateSplit::kFresh5, TemplateSplit::kFresh6,  TemplateSplit::kFresh7,
-    TemplateSplit::kFresh8,  TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11};
+    TemplateSplit::kFresh8,  TemplateSplit::kFresh9, TemplateSplit::kFresh10, TemplateSplit::kFresh11,
+    TemplateSplit::kFresh12};
 // A phrasing as splits are compared: lower case, without trailing '.', '?',
 // '!' or spaces ("Reverse {s}." and "reverse {s}" are the same phrasing).
 std::string NormalizedPhrasing(absl::string_view text);
@@ -79,7 +81,7 @@ StatusOr<std::string> Paraphrase(const Task& task, absl::string_view canonical_p
 struct ParaphrasedExample {
   std::string text;        // the paraphrased prompt
   TaskExample canonical;   // the problem it states (prompt, correct response)
-  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh11: into the split's list
+  int template_index = 0;  // into ParaphraseTemplates(task name); kFresh..kFresh12: into the split's list
 };
 
 // `n` paraphrases: problems drawn from the task's `problems` split (see
