@@ -178,6 +178,13 @@ class Study {
 
   StatusOr<Json> Table1();
   StatusOr<Json> Table4();
+  // Table 4's router trained here (spec.router's data, selection and
+  // options; what it was trained on goes into *t), or
+  StatusOr<RouterTrainResult> TrainTable4Router(Json* t);
+  // read from spec.router.file, checked against the base and the tasks.
+  Status LoadTable4Router(Json* t);
+  // Each held-out set's general prompts (kHeldOutSets' order).
+  std::vector<std::vector<std::string>> HeldOutGeneralPrompts() const;
   StatusOr<Json> Table2(const Json& table1);
   StatusOr<Json> Table3(const Json& table1);
   Status WritePlots(const Json& table1);
@@ -602,8 +609,39 @@ StatusOr<Json> Study::Table1() {
   return t;
 }
 
-StatusOr<Json> Study::Table4() {
+std::vector<std::vector<std::string>> Study::HeldOutGeneralPrompts() const {
+  std::vector<std::vector<std::string>> out;
+  for (const HeldOutSet& h : kHeldOutSets) {
+    out.push_back(GeneralPrompts(h.split, NumGeneralPrompts(h.split), spec_.seed + h.general_seed));
+  }
+  return out;
+}
+
+Status Study::LoadTable4Router(Json* t) {
   const FidelityRouterSpec& rs = *spec_.router;
+  StatusOr<std::unique_ptr<Router>> loaded = Router::Load(rs.file);
+  if (!loaded.ok()) return Annotate(loaded.status(), "spec.router.file");
+  ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(*base_->weights));
+  const std::set<std::string> tasks(spec_.tasks.begin(), spec_.tasks.end());
+  RETURN_IF_ERROR(
+      Annotate((*loaded)->CheckFits(base_->config, fingerprint, tasks), absl::StrCat("spec.router.file ", rs.file)));
+  const std::vector<std::string>& labels = (*loaded)->config().labels;
+  for (const std::string& task : spec_.tasks) {
+    if (std::find(labels.begin(), labels.end(), task) == labels.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.tasks: '", task, "' is not a label of spec.router.file ",
+                                                     rs.file, " (labels: ", absl::StrJoin(labels, ", "), ")"));
+    }
+  }
+  router_ = *std::move(loaded);
+  Log(absl::StrCat("router: scoring ", rs.file, " (labels ", absl::StrJoin(labels, ", "), "), not trained here"));
+  (*t)["router_file"] = rs.file;
+  (*t)["labels"] = labels;
+  return absl::OkStatus();
+}
+
+StatusOr<RouterTrainResult> Study::TrainTable4Router(Json* out) {
+  const FidelityRouterSpec& rs = *spec_.router;
+  Json& t = *out;
   // Training prompts, grouped by what made them (the task's raw format, a
   // template, a general opener) for the selection's grouped validation.
   // Raw task prompts are training-only in the selection unless the spec says
@@ -694,12 +732,8 @@ StatusOr<Json> Study::Table4() {
                     rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:o", g.opener)});
   }
-  // Each held-out set's general prompts: evaluated below, and kept out of the corpus sentences.
-  std::vector<std::vector<std::string>> held_out_general;
-  for (const HeldOutSet& h : kHeldOutSets) {
-    held_out_general.push_back(GeneralPrompts(h.split, NumGeneralPrompts(h.split), spec_.seed + h.general_seed));
-  }
-  Json t;
+  // Each held-out set's general prompts, kept out of the corpus sentences.
+  const std::vector<std::vector<std::string>> held_out_general = HeldOutGeneralPrompts();
   // Corpus sentences as more none examples, grouped by document: the largest
   // amount's draw, each amount a prefix of it; none may equal an evaluation
   // prompt (checked: the held-out general prompts).
@@ -785,53 +819,10 @@ StatusOr<Json> Study::Table4() {
                    o.ensemble > 1 ? absl::StrCat(", an ensemble of ", o.ensemble, " MLPs") : ""));
   ASSIGN_OR_RETURN(o.base_fingerprint, BaseFingerprint(*base_->weights));
   ASSIGN_OR_RETURN(RouterTrainResult trained, TrainRouter(*base_->transformer, *base_->weights, *tok_, data, o));
-  router_ = std::move(trained.router);
-  RETURN_IF_ERROR(router_->Save(JoinPath(opts_.out_dir, "router.safetensors")));
-
-  // Evaluation sets: (category, expected label, prompt).
-  std::vector<RoutingCase> cases;
-  for (const std::string& task : spec_.tasks) {
-    const Task& tk = *tasks_.at(task);
-    ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
-                     GenerateTaskExamples(tk, TaskSplit::kHeldOut, rs.eval_per_task, spec_.seed + 31, false));
-    for (const TaskExample& e : raw) cases.push_back({"task_prompts", task, e.prompt});
-    ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> seen,
-                     GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task,
-                                         spec_.seed + 32, rs.extra_templates));
-    for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
-    for (const HeldOutSet& h : kHeldOutSets) {
-      ASSIGN_OR_RETURN(
-          std::vector<ParaphrasedExample> unseen,
-          GenerateParaphrases(tk, TaskSplit::kHeldOut, h.split, rs.eval_per_task, spec_.seed + h.templates_seed));
-      const std::string category = absl::StrCat("paraphrases_", TemplateSplitName(h.split), "_templates");
-      for (const ParaphrasedExample& p : unseen) cases.push_back({category, task, p.text});
-    }
-  }
-  for (size_t i = 0; i < std::size(kHeldOutSets); ++i) {
-    const std::string category = absl::StrCat("general_", TemplateSplitName(kHeldOutSets[i].split));
-    for (const std::string& g : held_out_general[i]) cases.push_back({category, kRouterNoneLabel, g});
-  }
-  std::vector<std::string> prompts;
-  for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
-  ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
-  ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, kMisroutedListed));
-  t["categories"] = scored["categories"];
-  t["misrouted_examples"] = scored["misrouted_examples"];
-  if (!trained.members.empty()) {
-    // Member 0 alone is the router an ensemble of one trains: both measured
-    // on the same prompts in one run.
-    ASSIGN_OR_RETURN(std::vector<std::string> single, Route(prompts, *trained.members[0]));
-    ASSIGN_OR_RETURN(Json first, ScoreRouting(cases, single, kMisroutedListed));
-    t["first_member"] = {{"categories", first["categories"]}, {"misrouted_examples", first["misrouted_examples"]}};
-  }
+  RETURN_IF_ERROR(trained.router->Save(JoinPath(opts_.out_dir, "router.safetensors")));
   t["train_prompts"] = static_cast<int64_t>(data.size());
   t["train_accuracy"] = trained.train_accuracy;
   if (trained.holdout_examples > 0) t["internal_holdout_accuracy"] = trained.holdout_accuracy;
-  t["policy"] = "top1, threshold 0.5";
-  t["layer"] = router_->config().layer;
-  std::vector<std::string> pooling;
-  for (Pooling p : router_->config().pooling) pooling.push_back(PoolingName(p));
-  t["features"] = {{"layers", router_->config().layers}, {"pooling", pooling}};
   t["options"] = {{"width", o.width},
                   {"epochs", o.epochs},
                   {"lr", o.learning_rate},
@@ -853,6 +844,62 @@ StatusOr<Json> Study::Table4() {
   if (rs.made_up_general > 0) {
     t["options"]["composed"]["made_up_topics"] = {{"words", rs.made_up_topic_words}, {"prompts", rs.made_up_general}};
   }
+  return trained;
+}
+
+StatusOr<Json> Study::Table4() {
+  const FidelityRouterSpec& rs = *spec_.router;
+  Json t;
+  RouterTrainResult trained;  // only when trained here
+  if (rs.file.empty()) {
+    ASSIGN_OR_RETURN(trained, TrainTable4Router(&t));
+    router_ = std::move(trained.router);
+  } else {
+    RETURN_IF_ERROR(LoadTable4Router(&t));
+  }
+
+  // Evaluation sets: (category, expected label, prompt).
+  std::vector<RoutingCase> cases;
+  for (const std::string& task : spec_.tasks) {
+    const Task& tk = *tasks_.at(task);
+    ASSIGN_OR_RETURN(std::vector<TaskExample> raw,
+                     GenerateTaskExamples(tk, TaskSplit::kHeldOut, rs.eval_per_task, spec_.seed + 31, false));
+    for (const TaskExample& e : raw) cases.push_back({"task_prompts", task, e.prompt});
+    ASSIGN_OR_RETURN(std::vector<ParaphrasedExample> seen,
+                     GenerateParaphrases(tk, TaskSplit::kHeldOut, TemplateSplit::kTrain, rs.eval_per_task,
+                                         spec_.seed + 32, rs.extra_templates));
+    for (const ParaphrasedExample& p : seen) cases.push_back({"paraphrases_train_templates", task, p.text});
+    for (const HeldOutSet& h : kHeldOutSets) {
+      ASSIGN_OR_RETURN(
+          std::vector<ParaphrasedExample> unseen,
+          GenerateParaphrases(tk, TaskSplit::kHeldOut, h.split, rs.eval_per_task, spec_.seed + h.templates_seed));
+      const std::string category = absl::StrCat("paraphrases_", TemplateSplitName(h.split), "_templates");
+      for (const ParaphrasedExample& p : unseen) cases.push_back({category, task, p.text});
+    }
+  }
+  const std::vector<std::vector<std::string>> held_out_general = HeldOutGeneralPrompts();
+  for (size_t i = 0; i < std::size(kHeldOutSets); ++i) {
+    const std::string category = absl::StrCat("general_", TemplateSplitName(kHeldOutSets[i].split));
+    for (const std::string& g : held_out_general[i]) cases.push_back({category, kRouterNoneLabel, g});
+  }
+  std::vector<std::string> prompts;
+  for (const RoutingCase& c : cases) prompts.push_back(c.prompt);
+  ASSIGN_OR_RETURN(std::vector<std::string> got, Route(prompts));
+  ASSIGN_OR_RETURN(Json scored, ScoreRouting(cases, got, kMisroutedListed));
+  t["categories"] = scored["categories"];
+  t["misrouted_examples"] = scored["misrouted_examples"];
+  if (!trained.members.empty()) {
+    // Member 0 alone is the router an ensemble of one trains: both measured
+    // on the same prompts in one run.
+    ASSIGN_OR_RETURN(std::vector<std::string> single, Route(prompts, *trained.members[0]));
+    ASSIGN_OR_RETURN(Json first, ScoreRouting(cases, single, kMisroutedListed));
+    t["first_member"] = {{"categories", first["categories"]}, {"misrouted_examples", first["misrouted_examples"]}};
+  }
+  t["policy"] = "top1, threshold 0.5";
+  t["layer"] = router_->config().layer;
+  std::vector<std::string> pooling;
+  for (Pooling p : router_->config().pooling) pooling.push_back(PoolingName(p));
+  t["features"] = {{"layers", router_->config().layers}, {"pooling", pooling}};
   Json templates;
   std::vector<TemplateSplit> splits = {TemplateSplit::kTrain};
   for (const HeldOutSet& h : kHeldOutSets) splits.push_back(h.split);
@@ -1328,111 +1375,130 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     FieldReader c(r.Get("router"), "spec.router");
     RETURN_IF_ERROR(c.CheckObject());
     FidelityRouterSpec rs;
-    RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
-    RETURN_IF_ERROR(c.Read("extra_general", &rs.extra_general));
-    RETURN_IF_ERROR(
-        c.ReadInRange<int64_t>("general", &rs.general, 1, NumGeneralPrompts(TemplateSplit::kTrain, rs.extra_general)));
     RETURN_IF_ERROR(c.ReadInRange<int64_t>("eval_per_task", &rs.eval_per_task, 1, 100000));
     RETURN_IF_ERROR(c.Read("extra_templates", &rs.extra_templates));
-    if (c.Has("composed")) {
-      FieldReader cc(c.Get("composed"), "spec.router.composed");
-      RETURN_IF_ERROR(cc.CheckObject());
-      RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs.composed_per_task, 0, 1000000));
-      RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs.composed_general, 0, 1000000));
-      if (cc.Has("corpus_topics")) {
-        FieldReader ct(cc.Get("corpus_topics"), "spec.router.composed.corpus_topics");
-        RETURN_IF_ERROR(ct.CheckObject());
-        ASSIGN_OR_RETURN(rs.composed_topic_corpus,
-                         ReadPathList(ct.Has("paths") ? ct.Get("paths") : Json(), ct.Path("paths"), base_dir));
-        rs.composed_topic_words = 2000;
-        rs.composed_corpus_general = 800;
-        RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs.composed_topic_words, 1, 1000000));
-        RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs.composed_corpus_general, 1, 1000000));
-        RETURN_IF_ERROR(ct.Finish());
+    if (c.Has("file")) {
+      // A router file scored as it is: nothing about training applies.
+      const Json& f = c.Get("file");
+      if (!f.is_string() || f.get<std::string>().empty()) {
+        return absl::InvalidArgumentError("spec.router.file must be a non-empty path string");
       }
-      if (cc.Has("contexts")) {
-        FieldReader cx(cc.Get("contexts"), "spec.router.composed.contexts");
-        RETURN_IF_ERROR(cx.CheckObject());
-        RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs.context_per_task, 0, 1000000));
-        RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs.context_general, 0, 1000000));
-        RETURN_IF_ERROR(cx.Finish());
-      }
-      if (cc.Has("made_up_topics")) {
-        FieldReader mu(cc.Get("made_up_topics"), "spec.router.composed.made_up_topics");
-        RETURN_IF_ERROR(mu.CheckObject());
-        rs.made_up_topic_words = 1000;
-        rs.made_up_general = 400;
-        RETURN_IF_ERROR(mu.ReadInRange<int64_t>("words", &rs.made_up_topic_words, 1, 1000000));
-        RETURN_IF_ERROR(mu.ReadInRange<int64_t>("prompts", &rs.made_up_general, 1, 1000000));
-        RETURN_IF_ERROR(mu.Finish());
-      }
-      RETURN_IF_ERROR(cc.Finish());
-    }
-    if (c.Has("general_corpus")) {
-      FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
-      RETURN_IF_ERROR(gc.CheckObject());
-      ASSIGN_OR_RETURN(rs.general_corpus,
-                       ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
-      rs.general_corpus_sentences = {400};
-      if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
-        ASSIGN_OR_RETURN(rs.general_corpus_sentences,
-                         ReadAscendingIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
-      } else {
-        RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences[0], 1, 1000000));
-      }
-      if (rs.general_corpus_sentences.size() > 1 && !c.Has("select")) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            gc.Path("sentences"), ": several amounts need spec.router.select (validation chooses among them)"));
-      }
-      RETURN_IF_ERROR(gc.Finish());
-    }
-    RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
-    // The ensemble is the final router's; candidates inherit the rest.
-    rs.ensemble = rs.train.ensemble;
-    rs.train.ensemble = 1;
-    RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
-    if (c.Has("select")) {
-      FieldReader sc(c.Get("select"), "spec.router.select");
-      RETURN_IF_ERROR(sc.CheckObject());
-      RouterSelectOptions so;
-      RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
-      std::string general_groups = "opener_topic", raw_prompts = "training_only";
-      RETURN_IF_ERROR(sc.ReadOneOf("general_groups", {"opener_topic", "opener"}, &general_groups));
-      RETURN_IF_ERROR(sc.ReadOneOf("raw_prompts", {"training_only", "validated"}, &raw_prompts));
-      rs.general_groups_by_topic = general_groups == "opener_topic";
-      rs.raw_prompts_validated = raw_prompts == "validated";
-      if (sc.Has("epochs")) {
-        ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
-      }
-      if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
-        return absl::InvalidArgumentError(
-            "spec.router.select.candidates: a non-empty list of router option objects is required");
-      }
-      const Json& cands = sc.Get("candidates");
-      std::set<std::string> names;
-      for (size_t i = 0; i < cands.size(); ++i) {
-        const std::string path = absl::StrCat("spec.router.select.candidates[", i, "]");
-        FieldReader cc(cands[i], path);
-        RETURN_IF_ERROR(cc.CheckObject());
-        RouterCandidate cand;
-        cand.name = absl::StrCat("c", i);
-        RETURN_IF_ERROR(cc.Read("name", &cand.name));
-        if (!names.insert(cand.name).second) {
-          return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
-        }
-        cand.options = rs.train;  // a candidate overrides the router's own options
-        if (cc.Has("ensemble")) {
+      rs.file = ResolveSpecPath(base_dir, f.get<std::string>());
+      if (!PathExists(rs.file))
+        return absl::InvalidArgumentError(absl::StrCat("spec.router.file: not found: ", rs.file));
+      for (const auto& [key, value] : r.Get("router").items()) {
+        if (key != "file" && key != "eval_per_task" && key != "extra_templates") {
           return absl::InvalidArgumentError(
-              absl::StrCat(path,
-                           ".ensemble: set it on spec.router (the final router's members); candidates are "
-                           "validated as one MLP each"));
+              absl::StrCat(c.Path(key),
+                           ": not used with spec.router.file (a router file is scored as it is; only eval_per_task and "
+                           "extra_templates go with it)"));
         }
-        RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
-        RETURN_IF_ERROR(cc.Finish());
-        rs.candidates.push_back(std::move(cand));
       }
-      RETURN_IF_ERROR(sc.Finish());
-      rs.select = so;
+    } else {
+      RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
+      RETURN_IF_ERROR(c.Read("extra_general", &rs.extra_general));
+      RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1,
+                                             NumGeneralPrompts(TemplateSplit::kTrain, rs.extra_general)));
+      if (c.Has("composed")) {
+        FieldReader cc(c.Get("composed"), "spec.router.composed");
+        RETURN_IF_ERROR(cc.CheckObject());
+        RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs.composed_per_task, 0, 1000000));
+        RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs.composed_general, 0, 1000000));
+        if (cc.Has("corpus_topics")) {
+          FieldReader ct(cc.Get("corpus_topics"), "spec.router.composed.corpus_topics");
+          RETURN_IF_ERROR(ct.CheckObject());
+          ASSIGN_OR_RETURN(rs.composed_topic_corpus,
+                           ReadPathList(ct.Has("paths") ? ct.Get("paths") : Json(), ct.Path("paths"), base_dir));
+          rs.composed_topic_words = 2000;
+          rs.composed_corpus_general = 800;
+          RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs.composed_topic_words, 1, 1000000));
+          RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs.composed_corpus_general, 1, 1000000));
+          RETURN_IF_ERROR(ct.Finish());
+        }
+        if (cc.Has("contexts")) {
+          FieldReader cx(cc.Get("contexts"), "spec.router.composed.contexts");
+          RETURN_IF_ERROR(cx.CheckObject());
+          RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs.context_per_task, 0, 1000000));
+          RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs.context_general, 0, 1000000));
+          RETURN_IF_ERROR(cx.Finish());
+        }
+        if (cc.Has("made_up_topics")) {
+          FieldReader mu(cc.Get("made_up_topics"), "spec.router.composed.made_up_topics");
+          RETURN_IF_ERROR(mu.CheckObject());
+          rs.made_up_topic_words = 1000;
+          rs.made_up_general = 400;
+          RETURN_IF_ERROR(mu.ReadInRange<int64_t>("words", &rs.made_up_topic_words, 1, 1000000));
+          RETURN_IF_ERROR(mu.ReadInRange<int64_t>("prompts", &rs.made_up_general, 1, 1000000));
+          RETURN_IF_ERROR(mu.Finish());
+        }
+        RETURN_IF_ERROR(cc.Finish());
+      }
+      if (c.Has("general_corpus")) {
+        FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
+        RETURN_IF_ERROR(gc.CheckObject());
+        ASSIGN_OR_RETURN(rs.general_corpus,
+                         ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
+        rs.general_corpus_sentences = {400};
+        if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
+          ASSIGN_OR_RETURN(rs.general_corpus_sentences,
+                           ReadAscendingIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
+        } else {
+          RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences[0], 1, 1000000));
+        }
+        if (rs.general_corpus_sentences.size() > 1 && !c.Has("select")) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              gc.Path("sentences"), ": several amounts need spec.router.select (validation chooses among them)"));
+        }
+        RETURN_IF_ERROR(gc.Finish());
+      }
+      RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
+      // The ensemble is the final router's; candidates inherit the rest.
+      rs.ensemble = rs.train.ensemble;
+      rs.train.ensemble = 1;
+      RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
+      if (c.Has("select")) {
+        FieldReader sc(c.Get("select"), "spec.router.select");
+        RETURN_IF_ERROR(sc.CheckObject());
+        RouterSelectOptions so;
+        RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
+        std::string general_groups = "opener_topic", raw_prompts = "training_only";
+        RETURN_IF_ERROR(sc.ReadOneOf("general_groups", {"opener_topic", "opener"}, &general_groups));
+        RETURN_IF_ERROR(sc.ReadOneOf("raw_prompts", {"training_only", "validated"}, &raw_prompts));
+        rs.general_groups_by_topic = general_groups == "opener_topic";
+        rs.raw_prompts_validated = raw_prompts == "validated";
+        if (sc.Has("epochs")) {
+          ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
+        }
+        if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
+          return absl::InvalidArgumentError(
+              "spec.router.select.candidates: a non-empty list of router option objects is required");
+        }
+        const Json& cands = sc.Get("candidates");
+        std::set<std::string> names;
+        for (size_t i = 0; i < cands.size(); ++i) {
+          const std::string path = absl::StrCat("spec.router.select.candidates[", i, "]");
+          FieldReader cc(cands[i], path);
+          RETURN_IF_ERROR(cc.CheckObject());
+          RouterCandidate cand;
+          cand.name = absl::StrCat("c", i);
+          RETURN_IF_ERROR(cc.Read("name", &cand.name));
+          if (!names.insert(cand.name).second) {
+            return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
+          }
+          cand.options = rs.train;  // a candidate overrides the router's own options
+          if (cc.Has("ensemble")) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(path,
+                             ".ensemble: set it on spec.router (the final router's members); candidates are "
+                             "validated as one MLP each"));
+          }
+          RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
+          RETURN_IF_ERROR(cc.Finish());
+          rs.candidates.push_back(std::move(cand));
+        }
+        RETURN_IF_ERROR(sc.Finish());
+        rs.select = so;
+      }
     }
     RETURN_IF_ERROR(c.Finish());
     s.router = rs;
@@ -1676,18 +1742,25 @@ std::string FidelityMarkdown(const Json& res) {
                               absl::StrJoin(t4["features"]["layers"].get<std::vector<int64_t>>(), ", "), ", pooled by ",
                               absl::StrJoin(t4["features"]["pooling"].get<std::vector<std::string>>(), " and "));
     }
-    absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\nRouter trained on ",
-                    t4["train_prompts"].get<int64_t>(),
-                    " prompts (raw task prompts and training-template paraphrases of training problems, general "
-                    "prompts labelled none",
-                    t4.contains("general_corpus") && t4["general_corpus"]["sentences"].get<int64_t>() > 0
-                        ? absl::StrCat(", of them ", t4["general_corpus"]["sentences"].get<int64_t>(),
-                                       " corpus sentences labelled none")
-                        : "",
-                    "); features: ", features, "; policy ", t4["policy"].get<std::string>(),
+    absl::StrAppend(&md, "## Table 4: routing on held-out prompts\n\n");
+    if (t4.contains("router_file")) {
+      absl::StrAppend(&md, "Router read from `", t4["router_file"].get<std::string>(), "` (labels ",
+                      absl::StrJoin(t4["labels"].get<std::vector<std::string>>(), ", "),
+                      "), not trained here: it is scored as it is");
+    } else {
+      absl::StrAppend(&md, "Router trained on ", t4["train_prompts"].get<int64_t>(),
+                      " prompts (raw task prompts and training-template paraphrases of training problems, general "
+                      "prompts labelled none",
+                      t4.contains("general_corpus") && t4["general_corpus"]["sentences"].get<int64_t>() > 0
+                          ? absl::StrCat(", of them ", t4["general_corpus"]["sentences"].get<int64_t>(),
+                                         " corpus sentences labelled none")
+                          : "",
+                      ")");
+    }
+    absl::StrAppend(&md, "; features: ", features, "; policy ", t4["policy"].get<std::string>(),
                     ". Held-out templates and general prompts (new openers and topics), of the first held-out set and "
-                    "of the twelve fresh ones, never occur in "
-                    "training");
+                    "of the twelve fresh ones, never occur in training",
+                    t4.contains("router_file") ? " if the router was trained by `make-router-data` or this study" : "");
     if (t4.contains("selection")) {
       const Json& sel = t4["selection"];
       const bool amounts = t4.contains("general_corpus") && t4["general_corpus"]["amounts"].size() > 1;

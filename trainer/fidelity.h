@@ -17,12 +17,12 @@
 //  3. ("continual") Task A then task B: sequential full FT, sequential LoRA,
 //     packs (A's kept, B's added, routed): accuracy on A before / after B.
 //  4. ("router") Routing accuracy of a router trained on raw task prompts,
-//     paraphrases from the training templates and general prompts, on
-//     held-out problems, held-out paraphrase templates and held-out general
-//     prompts (trainer/tasks/paraphrase.h; thirteen held-out sets: kHeldOut,
-//     kFresh, kFresh2, kFresh3, kFresh4, kFresh5, kFresh6, kFresh7,
-//     kFresh8, kFresh9, kFresh10, kFresh11, kFresh12), with a confusion
-//     table (true label x routed label) per category.
+//     paraphrases from the training templates and general prompts (or one
+//     read from a file), on held-out problems, held-out paraphrase templates
+//     and held-out general prompts (trainer/tasks/paraphrase.h; thirteen
+//     held-out sets: kHeldOut, kFresh, kFresh2, kFresh3, kFresh4, kFresh5,
+//     kFresh6, kFresh7, kFresh8, kFresh9, kFresh10, kFresh11, kFresh12),
+//     with a confusion table (true label x routed label) per category.
 //
 // The spec (JSON; relative paths resolve against the spec file's folder):
 //   {"name": "fidelity", "seed": 1, "threads": 2,
@@ -46,7 +46,8 @@
 //               "select": {"folds": 3, "epochs": [50, 100, 200, 400],
 //                          "general_groups": "opener_topic" | "opener",
 //                          "raw_prompts": "training_only" | "validated",
-//                          "candidates": [{"name": "...", ...router options...}]}},
+//                          "candidates": [{"name": "...", ...router options...}]}}
+//      | {"file": "router.safetensors", "eval_per_task": 100},   (a router scored as it is)
 //                                                                        (optional: Table 4)
 //    "fusion": {"ratio": 0.125, "lambda": 1.0, "ties_density": 0.2, "dare_drop": 0.5,
 //               "multitask_steps": 0},                                   (optional: Table 2; needs router)
@@ -79,6 +80,13 @@
 namespace skillpack {
 
 struct FidelityRouterSpec {
+  // "file": a router file (`skillpack router train`'s output, e.g. the one
+  // `make demo` trains) scored as it is instead of one trained here: Table 4
+  // evaluates it on the same categories, and Tables 2 and 3 route with it. It
+  // must fit the base (router.h CheckFits) and have every spec task as a
+  // label; only "eval_per_task" and "extra_templates" go with it. Empty: the
+  // router is trained here from the fields below.
+  std::string file;
   int64_t examples_per_task = 200;  // raw prompts AND train-template paraphrases per task
   int64_t general = 96;             // general training prompts (label none)
   // "general_corpus": {"paths": [...], "sentences": N or [N1, N2, ...]}: N

@@ -112,6 +112,23 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j = SmallSpec();
   j["router"]["bogus"] = 1;
   ExpectInvalid(j, "spec.router.bogus");
+  // A router file: it must exist, and nothing about training goes with it.
+  const std::string router_file = ::testing::TempDir() + "/fidelity_spec_router.safetensors";
+  ASSERT_TRUE(WriteFileAtomically(router_file, "not read when parsing").ok());
+  j = SmallSpec();
+  j["router"] = {{"file", 3}};
+  ExpectInvalid(j, "spec.router.file must be a non-empty path string");
+  j["router"] = {{"file", ::testing::TempDir() + "/no_such_router.safetensors"}};
+  ExpectInvalid(j, "spec.router.file: not found");
+  j["router"] = {{"file", router_file}, {"width", 16}};
+  ExpectInvalid(j, "spec.router.width: not used with spec.router.file");
+  j["router"] = {{"file", router_file}, {"eval_per_task", 0}};
+  ExpectInvalid(j, "spec.router.eval_per_task");
+  j["router"] = {{"file", "fidelity_spec_router.safetensors"}, {"eval_per_task", 5}};  // against the spec's folder
+  auto from_file = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->router->file, JoinPath(::testing::TempDir(), "fidelity_spec_router.safetensors"));
+  EXPECT_EQ(from_file->router->eval_per_task, 5);
   j = SmallSpec();
   j["lora_lr_scale"] = 0;
   ExpectInvalid(j, "spec.lora_lr_scale");
@@ -382,6 +399,47 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   EXPECT_EQ(md->find("## Table 1"), std::string::npos);
   EXPECT_NE(md->find("## Table 4"), std::string::npos);
   EXPECT_NE(md->find("Confusion, paraphrases_held_out_templates"), std::string::npos);
+
+  // The same router read back from its file (spec.router.file) on the same
+  // base and seed: nothing trained, every category scored as above.
+  Json scored = j;
+  scored["base_model"] = out + "/base";
+  scored["router"] = {{"file", out + "/router.safetensors"}, {"eval_per_task", rr["eval_per_task"]}};
+  ASSERT_TRUE(WriteFileAtomically(dir + "/scored.json", scored.dump()).ok());
+  const std::string out2 = dir + "/out_file";
+  const std::string cmd2 = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
+                           "/scored.json --out " + out2 + " --no-progress > " + dir + "/log2.txt 2>&1";
+  const int rc2 = std::system(cmd2.c_str());
+  ASSERT_TRUE(WIFEXITED(rc2) && WEXITSTATUS(rc2) == 0) << ReadFileToString(dir + "/log2.txt").value_or("");
+  auto res2 = ReadJsonFile(out2 + "/fidelity.json");
+  ASSERT_TRUE(res2.ok()) << res2.status();
+  const Json& f4 = (*res2)["table4"];
+  EXPECT_EQ(f4["router_file"], out + "/router.safetensors");
+  EXPECT_EQ(f4["labels"], Json::array({"none", "reverse", "sort"}));
+  EXPECT_FALSE(f4.contains("selection"));
+  EXPECT_FALSE(f4.contains("train_prompts"));
+  EXPECT_FALSE(PathExists(out2 + "/router.safetensors")) << "a router read from a file is not written again";
+  EXPECT_EQ(f4["features"], t4["features"]);
+  ASSERT_EQ(f4["categories"].size(), t4["categories"].size());
+  for (const auto& [category, c] : t4["categories"].items()) {
+    EXPECT_EQ(f4["categories"][category], c) << category;
+  }
+  auto md2 = ReadFileToString(out2 + "/fidelity.md");
+  ASSERT_TRUE(md2.ok());
+  EXPECT_NE(md2->find("Router read from `" + out + "/router.safetensors` (labels none, reverse, sort), not trained"),
+            std::string::npos)
+      << *md2;
+  // A task the file's router has no label for: the run stops, naming it.
+  scored["tasks"] = Json::array({"reverse", "sort", "kv"});
+  ASSERT_TRUE(WriteFileAtomically(dir + "/scored_kv.json", scored.dump()).ok());
+  const std::string cmd3 = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
+                           "/scored_kv.json --out " + dir + "/out_kv --no-progress > " + dir + "/log3.txt 2>&1";
+  const int rc3 = std::system(cmd3.c_str());
+  EXPECT_TRUE(WIFEXITED(rc3) && WEXITSTATUS(rc3) != 0);
+  EXPECT_NE(
+      ReadFileToString(dir + "/log3.txt").value_or("").find("spec.tasks: 'kv' is not a label of spec.router.file"),
+      std::string::npos)
+      << ReadFileToString(dir + "/log3.txt").value_or("");
 }
 
 TEST(FidelityLoraTest, BytesPerRankCountsTheSevenProjections) {
