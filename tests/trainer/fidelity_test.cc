@@ -32,6 +32,15 @@ void ExpectInvalid(const Json& j, const std::string& field) {
   EXPECT_NE(s.status().message().find(field), std::string::npos) << s.status();
 }
 
+// Runs bench/fidelity_bench on `spec` into `out`, its output in `log`;
+// true when it exits 0.
+bool RunFidelityBench(const std::string& spec, const std::string& out, const std::string& log) {
+  const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + spec + " --out " + out +
+                          " --no-progress > " + log + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
+}
+
 void ExpectUnit(const Json& v, const std::string& what) {
   ASSERT_TRUE(v.is_number()) << what << ": " << v.dump();
   EXPECT_GE(v.get<double>(), 0.0) << what;
@@ -334,10 +343,8 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   j["router"]["ensemble"] = 3;
   ASSERT_TRUE(WriteFileAtomically(dir + "/spec.json", j.dump()).ok());
   const std::string out = dir + "/out";
-  const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
-                          "/spec.json --out " + out + " --no-progress > " + dir + "/log.txt 2>&1";
-  const int rc = std::system(cmd.c_str());
-  ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << ReadFileToString(dir + "/log.txt").value_or("");
+  ASSERT_TRUE(RunFidelityBench(dir + "/spec.json", out, dir + "/log.txt"))
+      << ReadFileToString(dir + "/log.txt").value_or("");
   auto res = ReadJsonFile(out + "/fidelity.json");
   ASSERT_TRUE(res.ok()) << res.status();
   EXPECT_FALSE(res->contains("table1"));
@@ -407,10 +414,8 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   scored["router"] = {{"file", out + "/router.safetensors"}, {"eval_per_task", rr["eval_per_task"]}};
   ASSERT_TRUE(WriteFileAtomically(dir + "/scored.json", scored.dump()).ok());
   const std::string out2 = dir + "/out_file";
-  const std::string cmd2 = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
-                           "/scored.json --out " + out2 + " --no-progress > " + dir + "/log2.txt 2>&1";
-  const int rc2 = std::system(cmd2.c_str());
-  ASSERT_TRUE(WIFEXITED(rc2) && WEXITSTATUS(rc2) == 0) << ReadFileToString(dir + "/log2.txt").value_or("");
+  ASSERT_TRUE(RunFidelityBench(dir + "/scored.json", out2, dir + "/log2.txt"))
+      << ReadFileToString(dir + "/log2.txt").value_or("");
   auto res2 = ReadJsonFile(out2 + "/fidelity.json");
   ASSERT_TRUE(res2.ok()) << res2.status();
   const Json& f4 = (*res2)["table4"];
@@ -432,10 +437,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   // A task the file's router has no label for: the run stops, naming it.
   scored["tasks"] = Json::array({"reverse", "sort", "kv"});
   ASSERT_TRUE(WriteFileAtomically(dir + "/scored_kv.json", scored.dump()).ok());
-  const std::string cmd3 = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + dir +
-                           "/scored_kv.json --out " + dir + "/out_kv --no-progress > " + dir + "/log3.txt 2>&1";
-  const int rc3 = std::system(cmd3.c_str());
-  EXPECT_TRUE(WIFEXITED(rc3) && WEXITSTATUS(rc3) != 0);
+  EXPECT_FALSE(RunFidelityBench(dir + "/scored_kv.json", dir + "/out_kv", dir + "/log3.txt"));
   EXPECT_NE(
       ReadFileToString(dir + "/log3.txt").value_or("").find("spec.tasks: 'kv' is not a label of spec.router.file"),
       std::string::npos)
@@ -528,12 +530,10 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   const std::string dir = ::testing::TempDir() + "/fidelity_e2e";
   ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
   const std::string out = dir + "/out";
-  const std::string cmd = std::string(SKILLPACK_BINARY_DIR) + "/bench/fidelity_bench --spec " + SmallSpecPath() +
-                          " --out " + out + " --no-progress > " + dir + "/log.txt 2>&1";
   const auto t0 = std::chrono::steady_clock::now();
-  const int rc = std::system(cmd.c_str());
+  const bool ran = RunFidelityBench(SmallSpecPath(), out, dir + "/log.txt");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << ReadFileToString(dir + "/log.txt").value_or("");
+  ASSERT_TRUE(ran) << ReadFileToString(dir + "/log.txt").value_or("");
   std::printf("small fidelity study: %.1f s\n", seconds);
   auto res = ReadJsonFile(out + "/fidelity.json");
   ASSERT_TRUE(res.ok()) << res.status();
@@ -723,8 +723,7 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_EQ(md->find("Misrouted prompts") != std::string::npos, !t4["misrouted_examples"].empty());
 
   // A rerun reuses every run and pack: same figures.
-  const int rc2 = std::system(cmd.c_str());
-  ASSERT_TRUE(WIFEXITED(rc2) && WEXITSTATUS(rc2) == 0);
+  ASSERT_TRUE(RunFidelityBench(SmallSpecPath(), out, dir + "/log.txt"));
   auto again = ReadJsonFile(out + "/fidelity.json");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ((*again)["table1"], r["table1"]);
