@@ -1233,6 +1233,120 @@ int64_t LoraRankForBytes(int64_t target_bytes, int64_t bytes_per_rank) {
   return std::max<int64_t>(1, r);
 }
 
+namespace {
+
+// spec.router's fields for a router trained here (all but eval_per_task,
+// extra_templates and file) into *rs.
+Status ReadTrainedRouterSpec(FieldReader& c, const std::string& base_dir, FidelityRouterSpec* rs) {
+  RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs->examples_per_task, 1, 1000000));
+  RETURN_IF_ERROR(c.Read("extra_general", &rs->extra_general));
+  RETURN_IF_ERROR(
+      c.ReadInRange<int64_t>("general", &rs->general, 1, NumGeneralPrompts(TemplateSplit::kTrain, rs->extra_general)));
+  if (c.Has("composed")) {
+    FieldReader cc(c.Get("composed"), "spec.router.composed");
+    RETURN_IF_ERROR(cc.CheckObject());
+    RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs->composed_per_task, 0, 1000000));
+    RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs->composed_general, 0, 1000000));
+    if (cc.Has("corpus_topics")) {
+      FieldReader ct(cc.Get("corpus_topics"), "spec.router.composed.corpus_topics");
+      RETURN_IF_ERROR(ct.CheckObject());
+      ASSIGN_OR_RETURN(rs->composed_topic_corpus,
+                       ReadPathList(ct.Has("paths") ? ct.Get("paths") : Json(), ct.Path("paths"), base_dir));
+      rs->composed_topic_words = 2000;
+      rs->composed_corpus_general = 800;
+      RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs->composed_topic_words, 1, 1000000));
+      RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs->composed_corpus_general, 1, 1000000));
+      RETURN_IF_ERROR(ct.Finish());
+    }
+    if (cc.Has("contexts")) {
+      FieldReader cx(cc.Get("contexts"), "spec.router.composed.contexts");
+      RETURN_IF_ERROR(cx.CheckObject());
+      RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs->context_per_task, 0, 1000000));
+      RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs->context_general, 0, 1000000));
+      RETURN_IF_ERROR(cx.Finish());
+    }
+    if (cc.Has("made_up_topics")) {
+      FieldReader mu(cc.Get("made_up_topics"), "spec.router.composed.made_up_topics");
+      RETURN_IF_ERROR(mu.CheckObject());
+      rs->made_up_topic_words = 1000;
+      rs->made_up_general = 400;
+      RETURN_IF_ERROR(mu.ReadInRange<int64_t>("words", &rs->made_up_topic_words, 1, 1000000));
+      RETURN_IF_ERROR(mu.ReadInRange<int64_t>("prompts", &rs->made_up_general, 1, 1000000));
+      RETURN_IF_ERROR(mu.Finish());
+    }
+    RETURN_IF_ERROR(cc.Finish());
+  }
+  if (c.Has("general_corpus")) {
+    FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
+    RETURN_IF_ERROR(gc.CheckObject());
+    ASSIGN_OR_RETURN(rs->general_corpus,
+                     ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
+    rs->general_corpus_sentences = {400};
+    if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
+      ASSIGN_OR_RETURN(rs->general_corpus_sentences,
+                       ReadAscendingIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
+    } else {
+      RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs->general_corpus_sentences[0], 1, 1000000));
+    }
+    if (rs->general_corpus_sentences.size() > 1 && !c.Has("select")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          gc.Path("sentences"), ": several amounts need spec.router.select (validation chooses among them)"));
+    }
+    RETURN_IF_ERROR(gc.Finish());
+  }
+  RETURN_IF_ERROR(ReadRouterOptions(c, &rs->train));
+  // The ensemble is the final router's; candidates inherit the rest.
+  rs->ensemble = rs->train.ensemble;
+  rs->train.ensemble = 1;
+  RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs->train.holdout_fraction, 0.0, 0.9));
+  if (c.Has("select")) {
+    FieldReader sc(c.Get("select"), "spec.router.select");
+    RETURN_IF_ERROR(sc.CheckObject());
+    RouterSelectOptions so;
+    RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
+    std::string general_groups = "opener_topic", raw_prompts = "training_only";
+    RETURN_IF_ERROR(sc.ReadOneOf("general_groups", {"opener_topic", "opener"}, &general_groups));
+    RETURN_IF_ERROR(sc.ReadOneOf("raw_prompts", {"training_only", "validated"}, &raw_prompts));
+    rs->general_groups_by_topic = general_groups == "opener_topic";
+    rs->raw_prompts_validated = raw_prompts == "validated";
+    if (sc.Has("epochs")) {
+      ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
+    }
+    if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
+      return absl::InvalidArgumentError(
+          "spec.router.select.candidates: a non-empty list of router option objects is required");
+    }
+    const Json& cands = sc.Get("candidates");
+    std::set<std::string> names;
+    for (size_t i = 0; i < cands.size(); ++i) {
+      const std::string path = absl::StrCat("spec.router.select.candidates[", i, "]");
+      FieldReader cc(cands[i], path);
+      RETURN_IF_ERROR(cc.CheckObject());
+      RouterCandidate cand;
+      cand.name = absl::StrCat("c", i);
+      RETURN_IF_ERROR(cc.Read("name", &cand.name));
+      if (!names.insert(cand.name).second) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
+      }
+      cand.options = rs->train;  // a candidate overrides the router's own options
+      if (cc.Has("ensemble")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path,
+                         ".ensemble: set it on spec.router (the final router's members); candidates are "
+                         "validated as one MLP each"));
+      }
+      RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
+      RETURN_IF_ERROR(cc.Finish());
+      rs->candidates.push_back(std::move(cand));
+    }
+    RETURN_IF_ERROR(sc.Finish());
+    rs->select = so;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_dir) {
   FidelitySpec s;
   s.source = j;
@@ -1395,110 +1509,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         }
       }
     } else {
-      RETURN_IF_ERROR(c.ReadInRange<int64_t>("examples_per_task", &rs.examples_per_task, 1, 1000000));
-      RETURN_IF_ERROR(c.Read("extra_general", &rs.extra_general));
-      RETURN_IF_ERROR(c.ReadInRange<int64_t>("general", &rs.general, 1,
-                                             NumGeneralPrompts(TemplateSplit::kTrain, rs.extra_general)));
-      if (c.Has("composed")) {
-        FieldReader cc(c.Get("composed"), "spec.router.composed");
-        RETURN_IF_ERROR(cc.CheckObject());
-        RETURN_IF_ERROR(cc.ReadInRange<int64_t>("per_task", &rs.composed_per_task, 0, 1000000));
-        RETURN_IF_ERROR(cc.ReadInRange<int64_t>("general", &rs.composed_general, 0, 1000000));
-        if (cc.Has("corpus_topics")) {
-          FieldReader ct(cc.Get("corpus_topics"), "spec.router.composed.corpus_topics");
-          RETURN_IF_ERROR(ct.CheckObject());
-          ASSIGN_OR_RETURN(rs.composed_topic_corpus,
-                           ReadPathList(ct.Has("paths") ? ct.Get("paths") : Json(), ct.Path("paths"), base_dir));
-          rs.composed_topic_words = 2000;
-          rs.composed_corpus_general = 800;
-          RETURN_IF_ERROR(ct.ReadInRange<int64_t>("words", &rs.composed_topic_words, 1, 1000000));
-          RETURN_IF_ERROR(ct.ReadInRange<int64_t>("prompts", &rs.composed_corpus_general, 1, 1000000));
-          RETURN_IF_ERROR(ct.Finish());
-        }
-        if (cc.Has("contexts")) {
-          FieldReader cx(cc.Get("contexts"), "spec.router.composed.contexts");
-          RETURN_IF_ERROR(cx.CheckObject());
-          RETURN_IF_ERROR(cx.ReadInRange<int64_t>("per_task", &rs.context_per_task, 0, 1000000));
-          RETURN_IF_ERROR(cx.ReadInRange<int64_t>("general", &rs.context_general, 0, 1000000));
-          RETURN_IF_ERROR(cx.Finish());
-        }
-        if (cc.Has("made_up_topics")) {
-          FieldReader mu(cc.Get("made_up_topics"), "spec.router.composed.made_up_topics");
-          RETURN_IF_ERROR(mu.CheckObject());
-          rs.made_up_topic_words = 1000;
-          rs.made_up_general = 400;
-          RETURN_IF_ERROR(mu.ReadInRange<int64_t>("words", &rs.made_up_topic_words, 1, 1000000));
-          RETURN_IF_ERROR(mu.ReadInRange<int64_t>("prompts", &rs.made_up_general, 1, 1000000));
-          RETURN_IF_ERROR(mu.Finish());
-        }
-        RETURN_IF_ERROR(cc.Finish());
-      }
-      if (c.Has("general_corpus")) {
-        FieldReader gc(c.Get("general_corpus"), "spec.router.general_corpus");
-        RETURN_IF_ERROR(gc.CheckObject());
-        ASSIGN_OR_RETURN(rs.general_corpus,
-                         ReadPathList(gc.Has("paths") ? gc.Get("paths") : Json(), gc.Path("paths"), base_dir));
-        rs.general_corpus_sentences = {400};
-        if (gc.Has("sentences") && gc.Get("sentences").is_array()) {
-          ASSIGN_OR_RETURN(rs.general_corpus_sentences,
-                           ReadAscendingIntList(gc.Get("sentences"), gc.Path("sentences"), 0, 1000000));
-        } else {
-          RETURN_IF_ERROR(gc.ReadInRange<int64_t>("sentences", &rs.general_corpus_sentences[0], 1, 1000000));
-        }
-        if (rs.general_corpus_sentences.size() > 1 && !c.Has("select")) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              gc.Path("sentences"), ": several amounts need spec.router.select (validation chooses among them)"));
-        }
-        RETURN_IF_ERROR(gc.Finish());
-      }
-      RETURN_IF_ERROR(ReadRouterOptions(c, &rs.train));
-      // The ensemble is the final router's; candidates inherit the rest.
-      rs.ensemble = rs.train.ensemble;
-      rs.train.ensemble = 1;
-      RETURN_IF_ERROR(c.ReadInRange<double>("holdout", &rs.train.holdout_fraction, 0.0, 0.9));
-      if (c.Has("select")) {
-        FieldReader sc(c.Get("select"), "spec.router.select");
-        RETURN_IF_ERROR(sc.CheckObject());
-        RouterSelectOptions so;
-        RETURN_IF_ERROR(sc.ReadInRange<int64_t>("folds", &so.folds, 2, 100));
-        std::string general_groups = "opener_topic", raw_prompts = "training_only";
-        RETURN_IF_ERROR(sc.ReadOneOf("general_groups", {"opener_topic", "opener"}, &general_groups));
-        RETURN_IF_ERROR(sc.ReadOneOf("raw_prompts", {"training_only", "validated"}, &raw_prompts));
-        rs.general_groups_by_topic = general_groups == "opener_topic";
-        rs.raw_prompts_validated = raw_prompts == "validated";
-        if (sc.Has("epochs")) {
-          ASSIGN_OR_RETURN(so.epochs, ReadAscendingIntList(sc.Get("epochs"), "spec.router.select.epochs", 1, 1000000));
-        }
-        if (!sc.Has("candidates") || !sc.Get("candidates").is_array() || sc.Get("candidates").empty()) {
-          return absl::InvalidArgumentError(
-              "spec.router.select.candidates: a non-empty list of router option objects is required");
-        }
-        const Json& cands = sc.Get("candidates");
-        std::set<std::string> names;
-        for (size_t i = 0; i < cands.size(); ++i) {
-          const std::string path = absl::StrCat("spec.router.select.candidates[", i, "]");
-          FieldReader cc(cands[i], path);
-          RETURN_IF_ERROR(cc.CheckObject());
-          RouterCandidate cand;
-          cand.name = absl::StrCat("c", i);
-          RETURN_IF_ERROR(cc.Read("name", &cand.name));
-          if (!names.insert(cand.name).second) {
-            return absl::InvalidArgumentError(absl::StrCat(path, ".name: '", cand.name, "' is used twice"));
-          }
-          cand.options = rs.train;  // a candidate overrides the router's own options
-          if (cc.Has("ensemble")) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(path,
-                             ".ensemble: set it on spec.router (the final router's members); candidates are "
-                             "validated as one MLP each"));
-          }
-          RETURN_IF_ERROR(ReadRouterOptions(cc, &cand.options));
-          RETURN_IF_ERROR(cc.Finish());
-          rs.candidates.push_back(std::move(cand));
-        }
-        RETURN_IF_ERROR(sc.Finish());
-        rs.select = so;
-      }
+      RETURN_IF_ERROR(ReadTrainedRouterSpec(c, base_dir, &rs));
     }
     RETURN_IF_ERROR(c.Finish());
     s.router = rs;
