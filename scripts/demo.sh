@@ -78,17 +78,24 @@ done
 # corpus, from `skillpack-trainer make-router-data`; features: layer-0 states pooled by
 # mean and by surprisal, and what WordNet says the prompt's words mean (lexicon; bench/README.md,
 # Table 4 and "The lexical block mended"); with --contexts, phrasings told inside a situation
-# ("Contexts against the baseline on a twelfth held-out set"). Retrained when the recipe below changes.
+# ("Contexts against the baseline on a twelfth held-out set"). The labelled prompts are made
+# on every run (~2 s) and the router is retrained when they, its options or the base change:
+# a trainer that holds out a new set of phrasings leaves them out of the data, and the
+# cached router must not have trained on them.
 topic_files=$(bash "$(dirname "$0")/corpus-files.sh" "$CORPUS" | paste -sd,)
-router_recipe="make-router-data --tasks $(IFS=,; echo "${TASKS[*]}") --n 200 --general 400 --seed 3 --corpus-topics $topic_files --contexts | router train --layers 0 --pooling mean,surprisal,lexicon --seed 1"
+labelled="$DATA/router-data.jsonl"
+"$TRAINER" make-router-data --tasks "$(IFS=,; echo "${TASKS[*]}")" --n 200 --general 400 --seed 3 \
+  --corpus-topics "$topic_files" --contexts --out "$labelled.new" > /dev/null
+router_options=(--layers 0 --pooling "mean,surprisal,lexicon" --seed 1)
+router_recipe="data $(sha256sum < "$labelled.new" | cut -d' ' -f1) base $(sha256sum < "$DATA/base/model.safetensors" | cut -d' ' -f1) | router train ${router_options[*]}"
 if [ ! -f "$DATA/router.safetensors" ] || [ "$(cat "$DATA/router.recipe" 2>/dev/null)" != "$router_recipe" ]; then
   say "training the router"
-  labelled="$DATA/router-data.jsonl"
-  "$TRAINER" make-router-data --tasks "$(IFS=,; echo "${TASKS[*]}")" --n 200 --general 400 --seed 3 \
-    --corpus-topics "$topic_files" --contexts --out "$labelled"
-  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" --layers 0 \
-    --pooling mean,surprisal,lexicon --seed 1
+  mv "$labelled.new" "$labelled"
+  echo "$(wc -l < "$labelled") labelled prompts: $labelled"
+  "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" "${router_options[@]}"
   printf '%s\n' "$router_recipe" > "$DATA/router.recipe"
+else
+  rm -f "$labelled.new"
 fi
 
 # 4. The server, on ephemeral ports.
