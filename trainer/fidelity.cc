@@ -179,8 +179,9 @@ class Study {
   StatusOr<Json> Table1();
   StatusOr<Json> Table4();
   // Table 4's router trained here (spec.router's data, selection and
-  // options; what it was trained on goes into *t), or
-  StatusOr<RouterTrainResult> TrainTable4Router(Json* t);
+  // options; what it was trained on goes into *t; no corpus sentence equals
+  // one of `held_out_general`, the evaluation's general prompts), or
+  StatusOr<RouterTrainResult> TrainTable4Router(const std::vector<std::vector<std::string>>& held_out_general, Json* t);
   // read from spec.router.file, checked against the base and the tasks.
   Status LoadTable4Router(Json* t);
   // Each held-out set's general prompts (kHeldOutSets' order).
@@ -639,7 +640,8 @@ Status Study::LoadTable4Router(Json* t) {
   return absl::OkStatus();
 }
 
-StatusOr<RouterTrainResult> Study::TrainTable4Router(Json* out) {
+StatusOr<RouterTrainResult> Study::TrainTable4Router(const std::vector<std::vector<std::string>>& held_out_general,
+                                                     Json* out) {
   const FidelityRouterSpec& rs = *spec_.router;
   Json& t = *out;
   // Training prompts, grouped by what made them (the task's raw format, a
@@ -732,8 +734,6 @@ StatusOr<RouterTrainResult> Study::TrainTable4Router(Json* out) {
                     rs.general_groups_by_topic ? absl::StrCat("none:o", g.opener, "|none:t", g.topic)
                                                : absl::StrCat("none:o", g.opener)});
   }
-  // Each held-out set's general prompts, kept out of the corpus sentences.
-  const std::vector<std::vector<std::string>> held_out_general = HeldOutGeneralPrompts();
   // Corpus sentences as more none examples, grouped by document: the largest
   // amount's draw, each amount a prefix of it; none may equal an evaluation
   // prompt (checked: the held-out general prompts).
@@ -850,9 +850,12 @@ StatusOr<RouterTrainResult> Study::TrainTable4Router(Json* out) {
 StatusOr<Json> Study::Table4() {
   const FidelityRouterSpec& rs = *spec_.router;
   Json t;
+  // Each held-out set's general prompts: evaluated below, and kept out of a
+  // trained router's corpus sentences.
+  const std::vector<std::vector<std::string>> held_out_general = HeldOutGeneralPrompts();
   RouterTrainResult trained;  // only when trained here
   if (rs.file.empty()) {
-    ASSIGN_OR_RETURN(trained, TrainTable4Router(&t));
+    ASSIGN_OR_RETURN(trained, TrainTable4Router(held_out_general, &t));
     router_ = std::move(trained.router);
   } else {
     RETURN_IF_ERROR(LoadTable4Router(&t));
@@ -877,7 +880,6 @@ StatusOr<Json> Study::Table4() {
       for (const ParaphrasedExample& p : unseen) cases.push_back({category, task, p.text});
     }
   }
-  const std::vector<std::vector<std::string>> held_out_general = HeldOutGeneralPrompts();
   for (size_t i = 0; i < std::size(kHeldOutSets); ++i) {
     const std::string category = absl::StrCat("general_", TemplateSplitName(kHeldOutSets[i].split));
     for (const std::string& g : held_out_general[i]) cases.push_back({category, kRouterNoneLabel, g});
