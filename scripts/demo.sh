@@ -24,24 +24,48 @@ CORPUS=${SKILLPACK_DEMO_CORPUS:-/usr/share/games/fortunes}
 TASKS=(${SKILLPACK_DEMO_TASKS:-reverse sort})
 THREADS=${SKILLPACK_DEMO_THREADS:-2}  # libtorch threads of the trainer jobs
 export OMP_WAIT_POLICY=PASSIVE  # no busy-waiting BLAS threads on a small machine
-mkdir -p "$DATA/jobs" "$DATA/runs" "$DATA/packs"
+mkdir -p "$DATA/jobs" "$DATA/runs" "$DATA/packs" "$DATA/recipes"
 DATA=$(cd "$DATA" && pwd)
 t_start=$(date +%s)
 
 say() { printf '\n== %s\n' "$*"; }
 
-# 1. The base model.
-if [ ! -f "$DATA/base/config.json" ]; then
+# 1. The base model. Everything made in steps 1-3 is kept with its recipe (the job or
+# command that made it, and what it was made from) in recipes/ and made again when the
+# recipe changes: switching SKILLPACK_DEMO_BASE, the corpus or a job's settings never
+# reuses what an older recipe made.
+recipe_matches() { [ -e "$1" ] && [ "$(cat "$DATA/recipes/$2" 2>/dev/null)" = "$3" ]; }  # PATH NAME RECIPE
+sha() { sha256sum < "$1" | cut -d' ' -f1; }
+# A trainer run resumes from its directory's checkpoints (an interrupted demo goes on
+# where it stopped), so a directory left by another recipe is cleared first.
+run_job() {  # NAME JOB RECIPE
+  local dir="$DATA/runs/$1"
+  if [ "$(cat "$dir/demo-recipe" 2>/dev/null)" != "$3" ]; then
+    rm -rf "$dir" && mkdir -p "$dir" && printf '%s\n' "$3" > "$dir/demo-recipe"
+  fi
+  "$TRAINER" run "$2" --out "$dir" --no-progress
+}
+base_init=(model init-tiny --layers 2 --hidden 128 --heads 4 --kv-heads 2 --seed 1)
+if [ "$BASE_KIND" = random ]; then
+  base_recipe="random | ${base_init[*]}"
+else
+  bash "$(dirname "$0")/tiny-base-job.sh" 250 "$THREADS" "$CORPUS" > "$DATA/jobs/base.json"
+  base_recipe="pretrained | job $(sha "$DATA/jobs/base.json")"
+fi
+if ! recipe_matches "$DATA/base" base "$base_recipe"; then
+  rm -rf "$DATA/base" "$DATA/base.tmp"
   if [ "$BASE_KIND" = random ]; then
     say "creating the tiny base model (random weights)"
-    "$BIN" model init-tiny --out "$DATA/base" --layers 2 --hidden 128 --heads 4 --kv-heads 2 --seed 1
+    "$BIN" "${base_init[@]}" --out "$DATA/base.tmp"
   else
     say "pretraining the tiny base model (4 layers, hidden 192) on $CORPUS"
-    bash "$(dirname "$0")/tiny-base-job.sh" 250 "$THREADS" "$CORPUS" > "$DATA/jobs/base.json"
-    "$TRAINER" run "$DATA/jobs/base.json" --out "$DATA/runs/base" --no-progress
-    rm -rf "$DATA/base.tmp" && cp -r "$DATA/runs/base/model" "$DATA/base.tmp" && mv "$DATA/base.tmp" "$DATA/base"
+    run_job base "$DATA/jobs/base.json" "$base_recipe"
+    cp -r "$DATA/runs/base/model" "$DATA/base.tmp"
   fi
+  mv "$DATA/base.tmp" "$DATA/base"
+  printf '%s\n' "$base_recipe" > "$DATA/recipes/base"
 fi
+base_sha=$(sha "$DATA/base/model.safetensors")
 
 # 2. One pack per task: SFT on the task, then module-aware compression of the delta.
 # The random base learns reverse / sort to ~97% held-out exact match in 600 steps at
@@ -51,8 +75,6 @@ fi
 if [ "$BASE_KIND" = random ]; then SFT_STEPS=600 SFT_LR=3e-3; else SFT_STEPS=1000 SFT_LR=1e-3; fi
 for task in "${TASKS[@]}"; do
   pack="$DATA/packs/$task.skillpack"
-  [ -f "$pack" ] && continue
-  say "training the '$task' pack (SFT, then compression)"
   cat > "$DATA/jobs/$task.json" <<JOB
 {
   "name": "$task-pack",
@@ -68,8 +90,12 @@ for task in "${TASKS[@]}"; do
   }
 }
 JOB
-  "$TRAINER" run "$DATA/jobs/$task.json" --out "$DATA/runs/$task" --no-progress
+  pack_recipe="job $(sha "$DATA/jobs/$task.json") base $base_sha"
+  recipe_matches "$pack" "pack-$task" "$pack_recipe" && continue
+  say "training the '$task' pack (SFT, then compression)"
+  run_job "$task" "$DATA/jobs/$task.json" "$pack_recipe"
   cp "$DATA/runs/$task/$task.skillpack" "$pack.tmp" && mv "$pack.tmp" "$pack"
+  printf '%s\n' "$pack_recipe" > "$DATA/recipes/pack-$task"
 done
 "$BIN" pack inspect "$DATA/packs/${TASKS[0]}.skillpack" | sed -n 1,6p  # sed reads it all: no SIGPIPE under pipefail
 
@@ -87,13 +113,13 @@ labelled="$DATA/router-data.jsonl"
 "$TRAINER" make-router-data --tasks "$(IFS=,; echo "${TASKS[*]}")" --n 200 --general 400 --seed 3 \
   --corpus-topics "$topic_files" --contexts --out "$labelled.new" > /dev/null
 router_options=(--layers 0 --pooling "mean,surprisal,lexicon" --seed 1)
-router_recipe="data $(sha256sum < "$labelled.new" | cut -d' ' -f1) base $(sha256sum < "$DATA/base/model.safetensors" | cut -d' ' -f1) | router train ${router_options[*]}"
-if [ ! -f "$DATA/router.safetensors" ] || [ "$(cat "$DATA/router.recipe" 2>/dev/null)" != "$router_recipe" ]; then
+router_recipe="data $(sha "$labelled.new") base $base_sha | router train ${router_options[*]}"
+if ! recipe_matches "$DATA/router.safetensors" router "$router_recipe"; then
   say "training the router"
   mv "$labelled.new" "$labelled"
   echo "$(wc -l < "$labelled") labelled prompts: $labelled"
   "$BIN" router train --model "$DATA/base" --data "$labelled" -o "$DATA/router.safetensors" "${router_options[@]}"
-  printf '%s\n' "$router_recipe" > "$DATA/router.recipe"
+  printf '%s\n' "$router_recipe" > "$DATA/recipes/router"
 else
   rm -f "$labelled.new"
 fi
