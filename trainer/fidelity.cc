@@ -330,7 +330,7 @@ StatusOr<std::string> Study::SftData(const std::string& task) {
 StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::string& regime) {
   const std::string sft_name = absl::StrCat(task, "-ft-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
-  sft.sft = spec_.sft;
+  sft.sft = *spec_.sft;
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
@@ -376,7 +376,7 @@ std::string Study::LoraTag(int64_t rank) const {
 StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
   const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
-  sft.sft = LoraStage(spec_.sft, rank);
+  sft.sft = LoraStage(*spec_.sft, rank);
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
@@ -415,7 +415,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   std::unique_ptr<CalibrationStats> calib;
   if (spec_.calibration_samples > 0) {
     ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs,
-                     TrainSequences(task, spec_.calibration_samples, spec_.sft.max_seq_len));
+                     TrainSequences(task, spec_.calibration_samples, spec_.sft->max_seq_len));
     std::vector<std::vector<int32_t>> tokens;
     for (TokenizedSequence& s : seqs) tokens.push_back(std::move(s.tokens));
     ASSIGN_OR_RETURN(CalibrationStats stats, CaptureCalibration(*tuned, tokens));
@@ -428,7 +428,7 @@ StatusOr<Json> Study::Pack(const std::string& task, const std::string& regime, d
   cs.calib_samples = spec_.calibration_samples;
   cs.description = absl::StrCat("fidelity study: ", task, " (", regime, ") at ", RatioLabel(ratio));
   JobSpec job = MakeJob(name, base_dir_, task);
-  job.sft = spec_.sft;
+  job.sft = *spec_.sft;
   if (regime == "sft_dpo") job.dpo = spec_.dpo;
   PackRefitFn refit;
   if (spec_.refit) {
@@ -990,10 +990,10 @@ StatusOr<Json> Study::Table2(const Json& table1) {
   std::shuffle(records.begin(), records.end(), rng);
   RETURN_IF_ERROR(WriteSftJsonl(data_path, records));
   JobSpec mt = MakeJob(mt_name, base_dir_, "");
-  mt.sft = spec_.sft;
+  mt.sft = *spec_.sft;
   mt.sft->data = data_path;
   mt.sft->loop.steps =
-      fs.multitask_steps > 0 ? fs.multitask_steps : spec_.sft.loop.steps * static_cast<int64_t>(spec_.tasks.size());
+      fs.multitask_steps > 0 ? fs.multitask_steps : spec_.sft->loop.steps * static_cast<int64_t>(spec_.tasks.size());
   RETURN_IF_ERROR(RunCached(mt_name, mt).status());
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> mtw, LoadWeights(ModelOf(mt_name)));
   std::map<std::string, double> mt_acc;
@@ -1028,7 +1028,7 @@ StatusOr<Json> Study::Table3(const Json& table1) {
     ASSIGN_OR_RETURN(Json a_report, Report(a_run));
     const std::string name = absl::StrCat(a, "-then-", b, "-ft-sft");
     JobSpec job = MakeJob(name, ModelOf(a_run), b);
-    job.sft = spec_.sft;
+    job.sft = *spec_.sft;
     ASSIGN_OR_RETURN(Json report, RunCached(name, job));
     ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
     ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
@@ -1044,7 +1044,7 @@ StatusOr<Json> Study::Table3(const Json& table1) {
     ASSIGN_OR_RETURN(Json a_report, Report(a_run));
     const std::string name = absl::StrCat(a, "-then-", b, "-", LoraTag(rank), "-sft");
     JobSpec job = MakeJob(name, ModelOf(a_run), b);
-    job.sft = LoraStage(spec_.sft, rank);
+    job.sft = LoraStage(*spec_.sft, rank);
     ASSIGN_OR_RETURN(Json report, RunCached(name, job));
     ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
     ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
@@ -1405,7 +1405,6 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   // The base model, sft and dpo stages through the job parser (same fields, same checks).
   if (!r.Has("base_model"))
     return absl::InvalidArgumentError("spec.base_model: missing (a folder or {\"tiny\": {...}})");
-  if (!r.Has("sft")) return absl::InvalidArgumentError("spec.sft: missing (the fine-tuning stage)");
   for (const char* stage : {"sft", "dpo"}) {
     if (r.Has(stage)) {
       const Json& st = r.Get(stage);
@@ -1419,19 +1418,28 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
       }
     }
   }
-  Json job = {{"name", s.name},
-              {"seed", s.seed},
-              {"base_model", r.Get("base_model")},
-              {"task", {{"name", s.tasks[0]}, {"held_out", s.held_out}, {"train_examples", s.train_examples}}},
-              {"stages", {{"sft", r.Get("sft")}}}};
-  if (r.Has("dpo")) job["stages"]["dpo"] = r.Get("dpo");
-  StatusOr<JobSpec> parsed = ParseJobSpec(job, base_dir);
-  if (!parsed.ok()) return AsSpecError(parsed.status());
-  s.base_model_dir = parsed->base_model_dir;
-  s.tiny_base = parsed->tiny_base;
-  s.sft = *parsed->sft;
-  s.dpo = parsed->dpo;
-  for (const TrainStageSpec* st : {&s.sft, s.dpo ? &s.dpo->train : nullptr}) {
+  if (r.Has("sft")) {
+    Json job = {{"name", s.name},
+                {"seed", s.seed},
+                {"base_model", r.Get("base_model")},
+                {"task", {{"name", s.tasks[0]}, {"held_out", s.held_out}, {"train_examples", s.train_examples}}},
+                {"stages", {{"sft", r.Get("sft")}}}};
+    if (r.Has("dpo")) job["stages"]["dpo"] = r.Get("dpo");
+    StatusOr<JobSpec> parsed = ParseJobSpec(job, base_dir);
+    if (!parsed.ok()) return AsSpecError(parsed.status());
+    s.base_model_dir = parsed->base_model_dir;
+    s.tiny_base = parsed->tiny_base;
+    s.sft = parsed->sft;
+    s.dpo = parsed->dpo;
+  } else {
+    // Table 4 alone fine-tunes nothing (checked with spec.tables below).
+    if (r.Has("dpo")) return absl::InvalidArgumentError("spec.dpo: needs spec.sft (DPO starts from the SFT models)");
+    JobSpec base;
+    RETURN_IF_ERROR(AsSpecError(ParseJobBaseModel(r.Get("base_model"), base_dir, &base)));
+    s.base_model_dir = base.base_model_dir;
+    s.tiny_base = base.tiny_base;
+  }
+  for (const TrainStageSpec* st : {s.sft ? &*s.sft : nullptr, s.dpo ? &s.dpo->train : nullptr}) {
     if (st != nullptr && st->loop.optim.lr * s.lora_lr_scale > 1.0) {
       return absl::InvalidArgumentError(
           absl::StrCat("spec.lora_lr_scale (", s.lora_lr_scale, ") makes a LoRA learning rate above 1"));
@@ -1475,6 +1483,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
         return absl::InvalidArgumentError(
             "spec.compress.refit.data: not allowed (the study refits on each task's generated examples)");
       }
+      if (!s.sft) return absl::InvalidArgumentError("spec.compress.refit: needs spec.sft (refits use its stage)");
       // Through the job parser (same fields, same checks), beside the spec's sft stage.
       Json job = {{"name", s.name},
                   {"base_model", r.Get("base_model")},
@@ -1573,6 +1582,11 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     if ((s.tables.count(2) || s.tables.count(3)) && !s.tables.count(1)) {
       return absl::InvalidArgumentError("spec.tables: tables 2 and 3 need table 1 (its packs and fine-tunes)");
     }
+  }
+  if (!s.sft && (s.tables.count(1) || s.tables.count(2) || s.tables.count(3))) {
+    return absl::InvalidArgumentError(
+        "spec.sft: missing (the fine-tuning stage of Tables 1-3; without it a spec runs only Table 4: "
+        "\"tables\": [4])");
   }
   RETURN_IF_ERROR(r.Finish());
   return s;

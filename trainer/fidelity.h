@@ -182,7 +182,7 @@ struct FidelitySpec {
   int64_t held_out = 200;
   int64_t train_examples = 20000;
   std::vector<double> ratios = {0.25, 0.125, 0.0625, 0.03125};
-  TrainStageSpec sft;
+  std::optional<TrainStageSpec> sft;  // Tables 1-3 need it; a Table-4-only spec may leave it out
   std::optional<DpoStageSpec> dpo;
   double lora_alpha = 16.0;
   double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)

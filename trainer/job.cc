@@ -659,23 +659,14 @@ const std::vector<std::string>& JobStageNames() {
   return *kNames;
 }
 
-StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
-  JobSpec job;
-  FieldReader r(j, "job");
-  RETURN_IF_ERROR(r.CheckObject());
-  RETURN_IF_ERROR(r.Read("name", &job.name));
-  RETURN_IF_ERROR(r.Read("seed", &job.seed));
-  RETURN_IF_ERROR(r.ReadInRange("threads", &job.threads, 0, 1024));
-  if (!r.Has("base_model"))
-    return absl::InvalidArgumentError("job.base_model: missing (a folder or {\"tiny\": {...}})");
-  const Json& base = r.Get("base_model");
+Status ParseJobBaseModel(const Json& base, const std::string& base_dir, JobSpec* job) {
   if (base.is_string()) {
-    job.base_model_dir = ResolvePath(base_dir, base.get<std::string>());
-    if (!IsDirectory(job.base_model_dir)) {
-      return absl::InvalidArgumentError(absl::StrCat("job.base_model: not a folder: ", job.base_model_dir));
+    job->base_model_dir = ResolvePath(base_dir, base.get<std::string>());
+    if (!IsDirectory(job->base_model_dir)) {
+      return absl::InvalidArgumentError(absl::StrCat("job.base_model: not a folder: ", job->base_model_dir));
     }
-    if (!PathExists(JoinPath(job.base_model_dir, "config.json"))) {
-      return absl::InvalidArgumentError(absl::StrCat("job.base_model: no config.json in ", job.base_model_dir));
+    if (!PathExists(JoinPath(job->base_model_dir, "config.json"))) {
+      return absl::InvalidArgumentError(absl::StrCat("job.base_model: no config.json in ", job->base_model_dir));
     }
   } else {
     FieldReader b(base, "job.base_model");
@@ -685,8 +676,21 @@ StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
     TinyModelOptions o;
     RETURN_IF_ERROR(ParseTinyBase(b.Get("tiny"), "job.base_model.tiny", &o));
     RETURN_IF_ERROR(b.Finish());
-    job.tiny_base = o;
+    job->tiny_base = o;
   }
+  return absl::OkStatus();
+}
+
+StatusOr<JobSpec> ParseJobSpec(const Json& j, const std::string& base_dir) {
+  JobSpec job;
+  FieldReader r(j, "job");
+  RETURN_IF_ERROR(r.CheckObject());
+  RETURN_IF_ERROR(r.Read("name", &job.name));
+  RETURN_IF_ERROR(r.Read("seed", &job.seed));
+  RETURN_IF_ERROR(r.ReadInRange("threads", &job.threads, 0, 1024));
+  if (!r.Has("base_model"))
+    return absl::InvalidArgumentError("job.base_model: missing (a folder or {\"tiny\": {...}})");
+  RETURN_IF_ERROR(ParseJobBaseModel(r.Get("base_model"), base_dir, &job));
   if (r.Has("task")) {
     FieldReader t(r.Get("task"), "job.task");
     RETURN_IF_ERROR(t.CheckObject());

@@ -129,6 +129,9 @@ struct JobSpec {
 
 // Parses and validates a job. `base_dir` resolves relative paths.
 StatusOr<JobSpec> ParseJobSpec(const Json& job, const std::string& base_dir);
+// A job's `base_model` field alone (a folder, relative to `base_dir`, or {"tiny": {...}})
+// into job->base_model_dir / job->tiny_base; errors name "job.base_model".
+Status ParseJobBaseModel(const Json& base_model, const std::string& base_dir, JobSpec* job);
 StatusOr<JobSpec> LoadJobSpec(const std::string& path);
 
 // A job's progress, as reported to RunJobOptions::on_progress.

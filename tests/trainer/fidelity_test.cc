@@ -55,7 +55,8 @@ TEST(FidelitySpecTest, TheCommittedSpecsParse) {
   }
   auto s = ParseFidelitySpec(SmallSpec(), ::testing::TempDir());
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_EQ(s->sft.loop.steps, 12);
+  ASSERT_TRUE(s->sft.has_value());
+  EXPECT_EQ(s->sft->loop.steps, 12);
   EXPECT_TRUE(s->dpo.has_value());
   EXPECT_EQ(s->fusion->ratio, 0.25);
 }
@@ -306,6 +307,24 @@ TEST(FidelitySpecTest, TablesSelectWhatRuns) {
   j.erase("router");
   j["tables"] = Json::array({1, 4});
   ExpectInvalid(j, "spec.tables");  // table 4 needs spec.router
+
+  // Without an sft stage a spec runs Table 4 alone; the stages built on it go too.
+  j = SmallSpec();
+  j.erase("sft");
+  ExpectInvalid(j, "spec.dpo: needs spec.sft");
+  j.erase("dpo");
+  ExpectInvalid(j, "spec.compress.refit: needs spec.sft");
+  j.erase("compress");
+  ExpectInvalid(j, "spec.sft: missing (the fine-tuning stage of Tables 1-3");  // tables 1-4 by default
+  j["tables"] = Json::array({1, 4});
+  ExpectInvalid(j, "spec.sft: missing");
+  j["tables"] = Json::array({4});
+  auto no_sft = ParseFidelitySpec(j, ::testing::TempDir());
+  ASSERT_TRUE(no_sft.ok()) << no_sft.status();
+  EXPECT_FALSE(no_sft->sft.has_value());
+  EXPECT_TRUE(no_sft->tiny_base.has_value()) << "the base model is still read";
+  j["base_model"] = ::testing::TempDir() + "/no_such_base";
+  ExpectInvalid(j, "spec.base_model: not a folder");
 }
 
 // Table 4 alone: the router is selected, trained and measured without any
@@ -412,6 +431,7 @@ TEST(FidelityEndToEndTest, Table4AloneRunsNoFineTuning) {
   Json scored = j;
   scored["base_model"] = out + "/base";
   scored["router"] = {{"file", out + "/router.safetensors"}, {"eval_per_task", rr["eval_per_task"]}};
+  for (const char* unused : {"sft", "dpo", "compress", "fusion", "continual"}) scored.erase(unused);  // Table 4 alone
   ASSERT_TRUE(WriteFileAtomically(dir + "/scored.json", scored.dump()).ok());
   const std::string out2 = dir + "/out_file";
   ASSERT_TRUE(RunFidelityBench(dir + "/scored.json", out2, dir + "/log2.txt"))
