@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/decode_attention.h"
 #include "core/small_gemm.h"
+#include "core/sparse_rows.h"
 #include "core/weight_delta.h"
 
 namespace skillpack {
@@ -180,6 +181,8 @@ class RowDeltas {
           if (t.low_rank()) {
             low_rank.push_back(&t);  // float16 and int8 factors stay so for AddLowRankRows
             blocks.emplace_back(j, t.scale);
+          } else if (t.is_sparse()) {
+            y = AddSparseLinear(j, t, x, y);
           } else {
             at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
             y = AddRows(y, j, at::linear(xs, t.dense.to(x.scalar_type())).mul_(t.scale));
@@ -349,6 +352,50 @@ class RowDeltas {
     return true;
   }
 
+  // y + t.scale · x · Sᵀ on group j's rows, S = t.sparse [out, in]: on the
+  // CPU the entries of each output row are read once for all the group's
+  // rows, split across the threads by output row (SparseRowsLinearAdd: no
+  // dense copy of S, whose rows a pruned lm_head mostly leaves empty); where
+  // the raw loops do not run (not float32 on the CPU, or the small-batch
+  // kernel switched off: SetSmallGemmEnabled), through SparseRows::Linear.
+  at::Tensor AddSparseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
+    const SparseRows& s = t.sparse;
+    if (!RawCpu(y) || !x.is_cpu() || x.scalar_type() != at::kFloat) {
+      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      std::vector<int64_t> shape = xs.sizes().vec();
+      shape.back() = s.rows();
+      return AddRows(y, j, s.Linear(xs.reshape({-1, x.size(-1)})).view(shape).mul_(t.scale));
+    }
+    const int64_t k = x.size(-1), n = y.size(-1);
+    const int64_t per_seq = x.numel() / (batch_size_ * k);
+    const at::Tensor xc = x.contiguous();
+    std::vector<const float*> x_rows;
+    std::vector<float*> y_rows;
+    for (int64_t b : rows_[j]) {
+      for (int64_t r = 0; r < per_seq; ++r) {
+        x_rows.push_back(xc.data_ptr<float>() + (b * per_seq + r) * k);
+        y_rows.push_back(y.data_ptr<float>() + (b * per_seq + r) * n);
+      }
+    }
+    const int64_t m = static_cast<int64_t>(x_rows.size()), out = s.rows();
+    const int64_t* offsets = s.offsets.data_ptr<int64_t>();
+    const int32_t* cols = s.cols.data_ptr<int32_t>();
+    const float* values = s.values.data_ptr<float>();
+    // Threads only from ~1M products, as SmallBatchLinear.
+    const int64_t grain = s.nnz() * m < (int64_t{1} << 20) ? std::max<int64_t>(out, 1) : 64;
+    at::parallel_for(0, out, grain, [&](int64_t j0, int64_t j1) {
+      SparseRowsLinearAdd(offsets, cols, values, t.scale, x_rows.data(), m, j0, j1, y_rows.data());
+    });
+    return y;
+  }
+
+  // Whether t is a float32 CPU tensor, contiguous, that the raw loops may read
+  // and write in place (and the small-batch kernel is on: tests switch both
+  // off to check the ATen paths).
+  static bool RawCpu(const at::Tensor& t) {
+    return SmallGemmAvailable() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+  }
+
   // y_rows[i] += x row i · w for m rows of x [m, k] (contiguous), w [n, k]
   // stored transposed ([k, n] row-major; float32, float16 or int8 codes).
   static void Accumulate(const float* x, int64_t m, int64_t k, at::ScalarType type, const void* w, int64_t n,
@@ -399,14 +446,39 @@ class RowDeltas {
   }
 
   // x = the base embedding of tokens [B, T]; adds each row's embedding terms.
+  // Sparse rows add each token's entries in place on the CPU
+  // (SparseRowsGatherAdd), through SparseRows::GatherRows elsewhere.
   at::Tensor Embed(const std::string& name, const at::Tensor& tokens, at::Tensor x) const {
     for (size_t j = 0; j < sets_.size(); ++j) {
       const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
       if (terms == nullptr) continue;
       at::Tensor toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
       for (const DeltaTerm& t : *terms) {
-        at::Tensor rows = t.low_rank() ? at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()))
-                                       : at::embedding(t.dense, toks);
+        if (t.is_sparse() && RawCpu(x) && tokens.is_cpu() && tokens.is_contiguous()) {
+          const int64_t T = tokens.size(1), h = x.size(-1);
+          std::vector<int64_t> ids;
+          std::vector<float*> x_rows;
+          for (int64_t b : rows_[j]) {
+            for (int64_t i = 0; i < T; ++i) {
+              ids.push_back(tokens.data_ptr<int64_t>()[b * T + i]);
+              x_rows.push_back(x.data_ptr<float>() + (b * T + i) * h);
+            }
+          }
+          SparseRowsGatherAdd(t.sparse.offsets.data_ptr<int64_t>(), t.sparse.cols.data_ptr<int32_t>(),
+                              t.sparse.values.data_ptr<float>(), t.scale, ids.data(), static_cast<int64_t>(ids.size()),
+                              x_rows.data());
+          continue;
+        }
+        at::Tensor rows;
+        if (t.low_rank()) {
+          rows = at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()));
+        } else if (t.is_sparse()) {
+          std::vector<int64_t> shape = toks.sizes().vec();
+          shape.push_back(t.sparse.num_cols);
+          rows = t.sparse.GatherRows(toks, x.scalar_type()).view(shape);
+        } else {
+          rows = at::embedding(t.dense, toks);
+        }
         x = AddRows(x, j, rows.mul_(t.scale).to(x.scalar_type()));
       }
     }

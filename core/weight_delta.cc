@@ -19,8 +19,12 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
   };
   if (!std::isfinite(t.scale)) return bad(absl::StrCat("scale ", t.scale, " is not finite"));
   std::vector<at::Tensor> parts;
+  const bool dense = t.dense.defined();
+  if (static_cast<int>(dense) + static_cast<int>(t.low_rank()) + static_cast<int>(t.is_sparse()) != 1) {
+    return bad("a term needs exactly one of a dense tensor, both factors or sparse rows");
+  }
   if (t.low_rank()) {
-    if (!t.us.defined() || !t.vt.defined()) return bad("a term has neither a dense tensor nor both factors");
+    if (!t.us.defined() || !t.vt.defined()) return bad("a low-rank term needs both factors");
     if (shape.size() != 2) return bad("low-rank terms need a 2-D tensor");
     if (t.us.dim() != 2 || t.vt.dim() != 2 || t.us.size(0) != shape[0] || t.vt.size(1) != shape[1] ||
         t.us.size(1) != t.vt.size(0)) {
@@ -41,10 +45,13 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
     } else if (t.rank_scale.defined()) {
       return bad("rank_scale is for int8 factors only");
     }
+  } else if (t.rank_scale.defined()) {
+    return bad("rank_scale is for int8 factors only");
+  } else if (t.is_sparse()) {
+    if (shape.size() != 2) return bad("sparse terms need a 2-D tensor");
+    RETURN_IF_ERROR(Annotate(CheckSparseRows(t.sparse, shape[0], shape[1]), absl::StrCat("delta for '", name, "'")));
+    parts = {t.sparse.offsets, t.sparse.cols, t.sparse.values};
   } else {
-    if (t.us.defined() || t.vt.defined() || t.rank_scale.defined()) {
-      return bad("a term has both a dense tensor and factors");
-    }
     if (t.dense.scalar_type() != at::kFloat) return bad("dense terms must be float32");
     if (t.dense.sizes().vec() != shape) {
       return bad(
@@ -101,7 +108,8 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
       RETURN_IF_ERROR(CheckTerm(name, it->second, t, &device));
       if (t.scale == 0.0f) continue;
       t.view = KernelView(t);
-      for (const at::Tensor* p : {&t.us, &t.vt, &t.rank_scale, &t.dense}) {
+      for (const at::Tensor* p :
+           {&t.us, &t.vt, &t.rank_scale, &t.dense, &t.sparse.offsets, &t.sparse.cols, &t.sparse.values}) {
         if (p->defined() && seen.insert(p->data_ptr()).second) d->bytes_ += p->numel() * p->element_size();
       }
       kept.push_back(std::move(t));

@@ -3,6 +3,9 @@
 //
 //   low rank:  scale · us · vt     us [out, k], vt [k, in]   (2-D tensors only;
 //              int8 codes: scale · us · diag(rank_scale) · vt)
+//   sparse:    scale · S           S [out, in] as compressed sparse rows
+//              (core/sparse_rows.h; 2-D tensors only: a pack's pruned
+//              embed_tokens and lm_head)
 //   dense:     scale · dense       the tensor's own shape
 //
 // Transformer::Step applies a delta per sequence (SeqStep::delta), so rows of
@@ -27,6 +30,7 @@
 #include "absl/container/flat_hash_map.h"
 
 #include "core/model_config.h"
+#include "core/sparse_rows.h"
 #include "core/status.h"
 
 namespace skillpack {
@@ -47,17 +51,20 @@ struct FactorView {
 };
 
 struct DeltaTerm {
+  // Exactly one form:
   // low rank: both set, both float32, float16 or int8; vt contiguous for the
   // small-batch kernel, us contiguous or stored transposed (UsLayout below)
   at::Tensor us, vt;
   at::Tensor dense;  // or dense, float32
   float scale = 1.0f;
   at::Tensor rank_scale{};  // int8 factors only: [k] float32
+  SparseRows sparse{};      // or sparse rows (last: the fields above keep their aggregate order)
   // Set by WeightDelta::Create from the tensors above (whatever was here is
   // replaced); ready only for low-rank terms the kernel can read in place.
   FactorView view{};
 
-  bool low_rank() const { return !dense.defined(); }
+  bool low_rank() const { return us.defined() || vt.defined(); }
+  bool is_sparse() const { return sparse.offsets.defined() || sparse.cols.defined() || sparse.values.defined(); }
   // us as `type` with rank_scale folded into its columns (the ATen paths).
   at::Tensor UsAs(at::ScalarType type) const;
 };
@@ -72,8 +79,9 @@ class WeightDelta {
  public:
   // Validates every entry against the tensors `config` defines
   // (ExpectedTensors): the name must be one of them (a tied config has no
-  // "lm_head.weight": its embedding terms serve both uses), low-rank terms only
-  // on 2-D tensors with us [out, k] and vt [k, in], dense terms of the tensor's
+  // "lm_head.weight": its embedding terms serve both uses), each term of one
+  // form, low-rank terms only on 2-D tensors with us [out, k] and vt [k, in],
+  // sparse ones only on 2-D tensors (CheckSparseRows), dense terms of the tensor's
   // shape, float32 tensors (or float16 factors, or int8 ones with a float32
   // rank_scale [k]) on one device, finite scales. Terms with scale 0 and
   // names without terms are dropped. INVALID_ARGUMENT naming the tensor.

@@ -52,9 +52,10 @@ StatusOr<CompositionPlan> Plan(const ModelWeights& base, const std::vector<PackS
             absl::StrCat(label, ": module '", name, "' is not a tensor of the base model"));
       }
       const bool shape_ok =
-          dm.factored() ? (dm.us.dim() == 2 && dm.vt.dim() == 2 && t->dim() == 2 && dm.us.size(0) == t->size(0) &&
+          dm.factored()    ? (dm.us.dim() == 2 && dm.vt.dim() == 2 && t->dim() == 2 && dm.us.size(0) == t->size(0) &&
                            dm.vt.size(1) == t->size(1) && dm.us.size(1) == dm.vt.size(0))
-                        : (dm.delta.defined() && dm.delta.sizes().equals(t->sizes()));
+          : dm.is_sparse() ? (t->dim() == 2 && dm.sparse.rows() == t->size(0) && dm.sparse.num_cols == t->size(1))
+                           : (dm.delta.defined() && dm.delta.sizes().equals(t->sizes()));
       if (!shape_ok) {
         return absl::FailedPreconditionError(absl::StrCat(
             label, ": module '", name, "' does not match the base tensor's shape ", ShapeString(t->sizes().vec())));
@@ -106,6 +107,9 @@ StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeight
         t.vt = dm->vt;
         t.rank_scale = dm->rank_scale;
         t.scale = w * dm->factor_scale;
+      } else if (dm->is_sparse()) {
+        t.sparse = dm->sparse;
+        t.scale = w;
       } else {
         t.dense = dm->delta;
         t.scale = w;

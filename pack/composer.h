@@ -46,8 +46,9 @@ StatusOr<std::shared_ptr<const ModelWeights>> ComposeWeights(const ModelWeights&
 
 // The same composition kept factorized (core/weight_delta.h): the same checks
 // as ComposeWeights, then one term per (module, selection with a nonzero
-// weight) referencing the decoded pack's tensors (low-rank factors where the
-// module kept them, else the dense delta), scaled by the selection's weight.
+// weight) referencing the decoded pack's tensors (low-rank factors or sparse
+// rows where the module kept them, else the dense delta), scaled by the
+// selection's weight.
 // Running a sequence on the base with this delta (SeqStep::delta) equals
 // running it on ComposeWeights' result up to rounding; no weight is copied.
 StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeights& base,

@@ -102,6 +102,7 @@ const char* FactorPrecisionName(FactorPrecision p) {
 
 at::Tensor DecodedModule::DenseDelta() const {
   if (delta.defined()) return delta;
+  if (sparse.defined()) return sparse.Dense();
   at::Tensor u = us.to(at::kFloat);
   if (rank_scale.defined()) u = u * rank_scale;
   at::Tensor d = u.matmul(vt.to(at::kFloat));
@@ -156,7 +157,7 @@ int64_t DecodedModule::bytes() const {
   for (const at::Tensor* t : {&delta, &us, &vt, &rank_scale}) {
     if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
   }
-  return n;
+  return n + sparse.bytes();
 }
 
 int64_t DecodedPack::bytes() const {
@@ -179,6 +180,8 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, Facto
         d.us = std::move(f.us);
         d.vt = std::move(f.vt);
         SetFactorPrecision(&d, factors);
+      } else if (keep_factors && m.op == ModuleOp::kSparse && m.shape.size() == 2) {
+        d.sparse = SparseRows::FromFlat(m.indices, m.values, m.shape[0], m.shape[1]);
       } else {
         d.delta = DecodeValid(m);
       }

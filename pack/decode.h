@@ -18,6 +18,7 @@
 #include <map>
 #include <string>
 
+#include "core/sparse_rows.h"
 #include "core/status.h"
 #include "pack/factor_precision.h"
 #include "pack/skillpack.h"
@@ -42,7 +43,8 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 // [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
 // and `vt` [k, in] (float32, or both float16, or both int8 codes:
 // FactorPrecision) with ΔŴ = factor_scale · us · diag(rank_scale) · vt
-// (rank_scale only with int8 codes).
+// (rank_scale only with int8 codes), or `sparse`: ΔŴ's nonzero entries as
+// compressed sparse rows (core/sparse_rows.h; a pack's sparse module).
 struct DecodedModule {
   std::string name;
   at::Tensor delta;
@@ -56,10 +58,14 @@ struct DecodedModule {
   // Int8 factors only: [k] float32, each rank component's scale (the product
   // of its column's scale in us and its row's in vt); undefined otherwise.
   at::Tensor rank_scale{};
+  // Or the sparse rows (last: the fields above keep their aggregate order).
+  SparseRows sparse{};
 
-  bool factored() const { return !delta.defined(); }
+  bool factored() const { return us.defined(); }
+  bool is_sparse() const { return sparse.defined(); }
   // ΔŴ as float32: `delta`, or factor_scale · (us · diag(rank_scale)).matmul(vt)
-  // in float32 (equal to DecodeModuleDelta when the factors are float32).
+  // in float32 (equal to DecodeModuleDelta when the factors are float32), or
+  // the sparse rows made dense (equal to DecodeModuleDelta).
   at::Tensor DenseDelta() const;
   int64_t bytes() const;
 };
@@ -85,11 +91,14 @@ struct DecodedPack {
 // REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 
-// Decodes every module. With keep_factors, lowrank modules keep (us, vt)
-// instead of the dense ΔŴ (smaller when rank << min(out, in), and what
-// factorized serving wants, composer.h), in `factors` precision; other ops are
-// always dense float32. Validates the pack's modules (INVALID_ARGUMENT naming
-// the module).
+// Decodes every module. With keep_factors (the server's host tier), lowrank
+// modules keep (us, vt) instead of the dense ΔŴ (smaller when rank <<
+// min(out, in), and what factorized serving wants, composer.h), in `factors`
+// precision, and 2-D sparse modules keep their entries as sparse rows (8
+// bytes an entry instead of 4 for every entry of the dense matrix: a pruned
+// lm_head at TinyLlama-1.1B's shapes is 262 MB dense); other ops are always
+// dense float32. Validates the pack's modules (INVALID_ARGUMENT naming the
+// module).
 StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors,
                                  FactorPrecision factors = FactorPrecision::kFloat32);
 

@@ -41,6 +41,7 @@ StatusOr<std::shared_ptr<const ModelWeights>> Compose(const ModelWeights& base, 
   return ComposeWeights(base, selections, packs);
 }
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kDown0[] = "model.layers.0.mlp.down_proj.weight";
@@ -295,6 +296,8 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
         EXPECT_TRUE(m.vt.is_contiguous()) << name;
       }
       EXPECT_GT(factored, 0);
+      // The pruned embedding is kept, and served, as sparse rows.
+      ASSERT_TRUE(dec[0].modules.at("model.embed_tokens.weight").is_sparse());
       const Transformer model(config_);
       const std::vector<std::vector<Term>> sets = {
           {{&dec[0], 1.0f, {}}},                                                       // one pack
@@ -317,6 +320,8 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
         deltas.push_back(*d);
         merged.push_back(*ComposeWeights(*base_, sel, packs));
       }
+      ASSERT_NE(deltas[0]->Find("model.embed_tokens.weight"), nullptr);
+      EXPECT_TRUE(deltas[0]->Find("model.embed_tokens.weight")->front().is_sparse());
       // The filtered set keeps only its filtered modules.
       for (const auto& [name, terms] : deltas[3]->terms()) {
         EXPECT_TRUE(name.find("layers.0") != std::string::npos || name == "model.embed_tokens.weight" ||
@@ -381,7 +386,7 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
     for (const auto& [name, m] : f16.modules) {
       const DecodedModule& ref = f32.modules.at(name);
       if (!m.factored()) {
-        EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
+        EXPECT_TRUE(at::equal(m.DenseDelta(), ref.DenseDelta())) << name;
         continue;
       }
       ++halved;
@@ -419,7 +424,7 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
     for (const auto& [name, m] : q8.modules) {
       const DecodedModule& ref = f32.modules.at(name);
       if (!m.factored()) {
-        EXPECT_TRUE(at::equal(m.delta, ref.delta)) << name;
+        EXPECT_TRUE(at::equal(m.DenseDelta(), ref.DenseDelta())) << name;
         continue;
       }
       ++coded;
@@ -451,10 +456,12 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
 }
 
 // lm_head terms (untied), and on a tied base the embedding's terms serve the
-// output projection too.
+// output projection too; both are sparse rows here (a pruned embedding and
+// lm_head), served by the raw loops and through ATen.
 TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
-  for (bool tie : {false, true}) {
-    SCOPED_TRACE(tie ? "tied" : "untied");
+  for (auto [tie, kernel] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
+    SCOPED_TRACE(absl::StrCat(tie ? "tied" : "untied", kernel ? ", raw loops" : ", ATen"));
+    SetSmallGemmEnabled(kernel);
     const ModelConfig c = testutil::SmallConfig(tie);
     const auto base = testutil::RandomBase(c, 4);
     at::Generator gen = at::detail::createCPUGenerator(6);
@@ -462,6 +469,7 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
     // Modules are sorted by name: lm_head.weight comes first.
     if (!tie) p.modules.insert(p.modules.begin(), testutil::SparseModule("lm_head.weight", 97, 32, 300, gen));
     const DecodedPack d = *DecodePack(p, true);
+    ASSERT_TRUE(d.modules.at(tie ? "model.embed_tokens.weight" : "lm_head.weight").is_sparse());
     const std::vector<PackSelection> sel = {{"", 0.9f, {}}};
     auto delta = ComposeFactorized(*base, sel, {&d});
     ASSERT_TRUE(delta.ok()) << delta.status();
@@ -475,6 +483,7 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
     const at::Tensor base_row = StepLogits(model, *base, {prompts[1]}, {nullptr}, 2)[0];
     EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
   }
+  SetSmallGemmEnabled(true);
 }
 
 // The kernel adds t · usᵀ from either layout of us: transposed (the host
@@ -633,6 +642,18 @@ TEST(WeightDeltaTest, RefusesTermsThatDoNotFit) {
   EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", scaled_float).message(), HasSubstr("int8 factors only"));
   DeltaTerm half_dense{at::Tensor(), at::Tensor(), at::zeros({32}, at::kHalf), 1.0f};
   EXPECT_THAT(make("model.norm.weight", half_dense).message(), HasSubstr("dense terms must be float32"));
+  // Sparse rows: 2-D tensors only, checked (CheckSparseRows), one form per term.
+  DeltaTerm sparse;
+  sparse.sparse = SparseRows::FromFlat(at::tensor({3, 40, 41}, at::kLong), at::ones({3}), 32, 48);
+  EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", sparse).ok()) << "sparse rows are served";
+  EXPECT_THAT(make("model.layers.0.mlp.up_proj.weight", sparse).message(),
+              AllOf(HasSubstr("up_proj.weight"), HasSubstr("offsets must be int64 [49]")));
+  EXPECT_THAT(make("model.norm.weight", sparse).message(), HasSubstr("sparse terms need a 2-D tensor"));
+  DeltaTerm both = sparse;
+  both.dense = at::zeros({32, 48});
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", both).message(), HasSubstr("exactly one of"));
+  DeltaTerm none;
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", none).message(), HasSubstr("exactly one of"));
   DeltaTerm zero{at::Tensor(), at::Tensor(), at::zeros({32}), 0.0f};
   auto d = WeightDelta::Create(c, {{"model.norm.weight", {zero}}});
   ASSERT_TRUE(d.ok());
