@@ -5,7 +5,12 @@
 // Zipf-skewed, with prompts and outputs of mixed lengths. The packs are
 // synthetic decoded packs (random low-rank factors on every attention and MLP
 // module, the shape a compressed pack decodes to), so the figures measure
-// serving, not pack decoding (pack_bench measures that).
+// serving, not pack decoding (pack_bench measures that). With --head-density D
+// each pack also prunes the embedding and lm_head: a random D of their
+// entries, kept as sparse rows (the host tier's form of a pack's sparse
+// modules, core/sparse_rows.h) or, as the variant "<precision>/dense-head"
+// (--head-forms sparse,dense), as the dense float32 deltas the host tier held
+// before it kept them sparse.
 //
 // Reported per run: generated tokens/s (and the ratio to base), the fused and
 // factorized cache state, the memory added per pack set against the decoded
@@ -22,7 +27,7 @@
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
 //                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
 //                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
-//                      [--fused-budget-bytes N] [--out DIR]
+//                      [--fused-budget-bytes N] [--head-density D] [--head-forms sparse,dense] [--out DIR]
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +40,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
@@ -115,8 +121,12 @@ class BenchRuntime : public PackRuntime {
 };
 
 // Rank-`rank` factors on every attention and MLP weight (SyntheticFactors),
-// scaled so that the delta is a small refinement of the base.
-DecodedPack SyntheticPack(const ModelWeights& base, const std::string& name, int64_t rank, uint64_t seed) {
+// scaled so that the delta is a small refinement of the base; with
+// head_density > 0 also a random head_density of the embedding's and
+// lm_head's entries, N(0, 0.01) in float16 as a pack stores them, as sparse
+// rows.
+DecodedPack SyntheticPack(const ModelWeights& base, const std::string& name, int64_t rank, uint64_t seed,
+                          double head_density) {
   DecodedPack p;
   p.name = name;
   for (auto& [tname, f] : SyntheticFactors(base, rank, seed)) {
@@ -124,6 +134,27 @@ DecodedPack SyntheticPack(const ModelWeights& base, const std::string& name, int
     m.name = tname;
     m.us = std::move(f.first);
     m.vt = std::move(f.second);
+    p.modules.emplace(tname, std::move(m));
+  }
+  if (head_density <= 0) return p;
+  at::Generator gen = at::detail::createCPUGenerator(seed + 1000);
+  std::vector<std::string> heads = {"model.embed_tokens.weight"};
+  if (!base.config().tie_word_embeddings) heads.push_back("lm_head.weight");
+  for (const std::string& tname : heads) {
+    const at::Tensor& w = *base.Find(tname);
+    const int64_t rows = w.size(0), cols = w.size(1);
+    // Entries drawn in pieces of rows, so no [rows, cols] draw is held at once.
+    std::vector<at::Tensor> flat;
+    const int64_t piece = std::max<int64_t>(1, (int64_t{1} << 22) / cols);
+    for (int64_t r0 = 0; r0 < rows; r0 += piece) {
+      const int64_t len = std::min(piece, rows - r0);
+      flat.push_back(at::nonzero((at::rand({len * cols}, gen) < head_density)).view({-1}) + r0 * cols);
+    }
+    const at::Tensor idx = at::cat(flat);
+    const at::Tensor values = (at::randn({idx.size(0)}, gen) * 0.01).to(at::kHalf);
+    DecodedModule m;
+    m.name = tname;
+    m.sparse = SparseRows::FromFlat(idx, values, rows, cols);
     p.modules.emplace(tname, std::move(m));
   }
   return p;
@@ -169,15 +200,15 @@ struct Setup {
   std::shared_ptr<const ModelWeights> base;
   std::unique_ptr<Transformer> model;
   std::unique_ptr<Tokenizer> tokenizer;
-  // By factor precision ("float32", "float16"): the same packs.
+  // By variant (Variants: "float16", "float16/dense-head", ...): the same packs.
   std::map<std::string, std::map<std::string, std::shared_ptr<const HostPack>>> packs;
-  std::map<std::string, int64_t> pack_bytes;  // decoded factors of one pack, by precision
+  std::map<std::string, int64_t> pack_bytes;  // one decoded pack, by variant
   std::string dir;                            // the placeholder store
 };
 
 struct RunOptions {
   std::string mode;       // base | merged | factorized | auto
-  std::string precision;  // of the factors: float32 | float16
+  std::string precision;  // the pack variant: float32 | float16 | int8, "/dense-head" after it
   int sets = 0;
   std::string dist;
   int requests = 0;
@@ -289,7 +320,20 @@ Json Run(const Setup& s, const RunOptions& o) {
   return r;
 }
 
-Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std::vector<std::string>& precisions) {
+// The pack variants a run may ask for: each precision, and with dense_heads
+// each precision's "<precision>/dense-head" (the same packs, their sparse
+// modules held as dense float32 deltas).
+std::vector<std::string> Variants(const std::vector<std::string>& precisions, bool sparse_heads, bool dense_heads) {
+  std::vector<std::string> out;
+  for (const std::string& p : precisions) {
+    if (sparse_heads) out.push_back(p);
+    if (dense_heads) out.push_back(p + "/dense-head");
+  }
+  return out;
+}
+
+Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std::vector<std::string>& variants,
+                double head_density) {
   Setup s;
   s.config = BenchShape(shape);
   s.base = RandomBenchWeights(s.config);
@@ -300,13 +344,20 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
   (void)MakeDirectories(s.dir);
   for (int i = 0; i < max_sets; ++i) {
     const std::string name = absl::StrCat("pack-", i);
-    const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i);
-    for (const std::string& prec : precisions) {
+    const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i, head_density);
+    for (const std::string& variant : variants) {
+      const std::vector<std::string> parts = absl::StrSplit(variant, '/');
       DecodedPack q = p;  // shares p's float32 tensors; SetFactorPrecision replaces them, never writes to them
-      for (auto& [mname, m] : q.modules) SetFactorPrecision(&m, *ParseFactorPrecision(prec));
+      for (auto& [mname, m] : q.modules) {
+        if (m.factored()) SetFactorPrecision(&m, *ParseFactorPrecision(parts[0]));
+        if (m.is_sparse() && parts.size() > 1) {
+          m.delta = m.sparse.Dense();
+          m.sparse = SparseRows();
+        }
+      }
       auto hp = std::make_shared<BenchHostPack>(std::move(q));
-      s.pack_bytes[prec] = hp->bytes();
-      s.packs[prec][name] = std::move(hp);
+      s.pack_bytes[variant] = hp->bytes();
+      s.packs[variant][name] = std::move(hp);
     }
     (void)WriteFileAtomically(JoinPath(s.dir, name + ".skillpack"), name);
   }
@@ -340,6 +391,13 @@ int Main(int argc, char** argv) {
   const int64_t rank = *args->IntOr("rank", 0);  // 0: tiny 16, 1.1b 32
   const int64_t threads = *args->IntOr("threads", 0);
   const int64_t fused_budget = *args->IntOr("fused-budget-bytes", int64_t{8} << 30);
+  const StatusOr<double> head_density_arg = args->DoubleOr("head-density", 0.0);
+  if (!head_density_arg.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(head_density_arg.status().message()).c_str());
+    return 2;
+  }
+  const double head_density = *head_density_arg;
+  const std::string head_forms = args->StringOr("head-forms", "sparse");
   const std::string out_dir = args->StringOr("out", "bench/results");
   if (Status st = args->CheckAllUsed(); !st.ok()) {
     std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
@@ -355,6 +413,17 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--repeats must be >= 1\n");
     return 2;
   }
+  if (!(head_density >= 0 && head_density <= 1)) {
+    std::fprintf(stderr, "--head-density must be in [0, 1]\n");
+    return 2;
+  }
+  const bool sparse_heads = absl::StrContains(head_forms, "sparse");
+  const bool dense_heads = absl::StrContains(head_forms, "dense");
+  if (!sparse_heads && !dense_heads) {
+    std::fprintf(stderr, "--head-forms: sparse, dense or both\n");
+    return 2;
+  }
+  const std::vector<std::string> variants = Variants(precisions, sparse_heads, dense_heads);
   SetIntraOpThreads(threads);
   Json result;
   result["benchmark"] = "serving_bench";
@@ -369,9 +438,10 @@ int Main(int argc, char** argv) {
     const int64_t r = rank > 0 ? rank : SyntheticPackRank(shape);
     std::fprintf(stderr, "[%s] building base and %d synthetic packs (rank %lld)\n", shape.c_str(), max_sets,
                  static_cast<long long>(r));
-    Setup s = MakeSetup(shape, max_sets, r, precisions);
+    Setup s = MakeSetup(shape, max_sets, r, variants, head_density);
     Json& out = result["shapes"][shape];
     out["rank"] = r;
+    out["head_density"] = head_density;
     for (const auto& [prec, bytes] : s.pack_bytes) out["pack_decoded_bytes"][prec] = bytes;
     out["base_weight_bytes"] = s.base->TotalBytes();
     RunOptions o;
@@ -389,7 +459,7 @@ int Main(int argc, char** argv) {
     auto run_base = [&](int64_t round, const char* at) {
       o.mode = "base";
       o.dist = "uniform";
-      o.precision = precisions.front();
+      o.precision = variants.front();
       Json r0 = Run(s, o);
       r0["round"] = round;
       r0["at"] = at;
@@ -404,7 +474,7 @@ int Main(int argc, char** argv) {
         for (int n : sets) {
           for (absl::string_view mode : absl::StrSplit(modes, ',')) {
             if (mode == "base") continue;
-            for (const std::string& prec : precisions) {
+            for (const std::string& prec : variants) {
               o.mode = std::string(mode);
               o.dist = std::string(dist);
               o.sets = n;
