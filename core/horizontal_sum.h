@@ -1,5 +1,6 @@
 // The sum of a vector register's float lanes, for the CPU kernels:
-// HorizontalSum in core/small_gemm.cc and core/decode_attention.cc,
+// HorizontalSum in core/small_gemm.cc, core/decode_attention.cc and
+// core/sparse_rows.cc,
 // HorizontalSum512 in core/small_gemm.cc (decode_attention.cc folds its
 // AVX-512 dot products in place, faster there).
 #ifndef SKILLPACK_CORE_HORIZONTAL_SUM_H_

@@ -378,13 +378,10 @@ class RowDeltas {
       }
     }
     const int64_t m = static_cast<int64_t>(x_rows.size()), out = s.rows();
-    const int64_t* offsets = s.offsets.data_ptr<int64_t>();
-    const int32_t* cols = s.cols.data_ptr<int32_t>();
-    const float* values = s.values.data_ptr<float>();
     // Threads only from ~1M products, as SmallBatchLinear.
     const int64_t grain = s.nnz() * m < (int64_t{1} << 20) ? std::max<int64_t>(out, 1) : 64;
     at::parallel_for(0, out, grain, [&](int64_t j0, int64_t j1) {
-      SparseRowsLinearAdd(offsets, cols, values, t.scale, x_rows.data(), m, j0, j1, y_rows.data());
+      SparseRowsLinearAdd(s, t.scale, x_rows.data(), m, j0, j1, y_rows.data());
     });
     return y;
   }
@@ -464,9 +461,7 @@ class RowDeltas {
               x_rows.push_back(x.data_ptr<float>() + (b * T + i) * h);
             }
           }
-          SparseRowsGatherAdd(t.sparse.offsets.data_ptr<int64_t>(), t.sparse.cols.data_ptr<int32_t>(),
-                              t.sparse.values.data_ptr<float>(), t.scale, ids.data(), static_cast<int64_t>(ids.size()),
-                              x_rows.data());
+          SparseRowsGatherAdd(t.sparse, t.scale, ids.data(), static_cast<int64_t>(ids.size()), x_rows.data());
           continue;
         }
         at::Tensor rows;

@@ -2,12 +2,21 @@
 
 #include <ATen/ATen.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "core/horizontal_sum.h"
 #include "core/tensor_util.h"
 
 namespace skillpack {
+namespace {
+
+// Columns below this fit int16.
+constexpr int64_t kMaxInt16Cols = int64_t{1} << 15;
+
+}  // namespace
 
 int64_t SparseRows::bytes() const {
   int64_t n = 0;
@@ -72,8 +81,8 @@ SparseRows SparseRows::FromFlat(const at::Tensor& flat_indices, const at::Tensor
   // Entries per row; indices increase, so each row's entries are consecutive.
   const at::Tensor counts = at::bincount(row, /*weights=*/{}, /*minlength=*/rows);
   s.offsets = at::cat({at::zeros({1}, idx.options()), at::cumsum(counts, 0)}).contiguous();
-  s.cols = (idx - row * cols).to(at::kInt).contiguous();
-  s.values = values.to(at::kFloat).contiguous();
+  s.cols = (idx - row * cols).to(cols <= kMaxInt16Cols ? at::kShort : at::kInt).contiguous();
+  s.values = values.to(values.scalar_type() == at::kHalf ? at::kHalf : at::kFloat).contiguous();
   return s;
 }
 
@@ -86,10 +95,14 @@ Status CheckSparseRows(const SparseRows& s, int64_t rows, int64_t cols) {
     return bad(absl::StrCat("offsets must be int64 [", rows + 1, "], got ", c10::toString(s.offsets.scalar_type()), " ",
                             ShapeString(s.offsets.sizes().vec())));
   }
-  if (s.values.scalar_type() != at::kFloat || s.values.dim() != 1) return bad("values must be float32 1-D");
+  if ((s.values.scalar_type() != at::kHalf && s.values.scalar_type() != at::kFloat) || s.values.dim() != 1) {
+    return bad("values must be float16 or float32 1-D");
+  }
   const int64_t nnz = s.values.size(0);
-  if (s.cols.scalar_type() != at::kInt || s.cols.dim() != 1 || s.cols.size(0) != nnz) {
-    return bad(absl::StrCat("cols must be int32 [", nnz, "] like the values"));
+  const bool short_cols = s.cols.defined() && s.cols.scalar_type() == at::kShort && cols <= kMaxInt16Cols;
+  if ((!short_cols && s.cols.scalar_type() != at::kInt) || s.cols.dim() != 1 || s.cols.size(0) != nnz) {
+    return bad(
+        absl::StrCat("cols must be int32 (or int16 up to ", kMaxInt16Cols, " columns) [", nnz, "] like the values"));
   }
   if (s.num_cols != cols) return bad(absl::StrCat("num_cols ", s.num_cols, ", expected ", cols));
   if (s.offsets.device() != s.cols.device() || s.offsets.device() != s.values.device()) {
@@ -115,34 +128,99 @@ Status CheckSparseRows(const SparseRows& s, int64_t rows, int64_t cols) {
   return absl::OkStatus();
 }
 
-void SparseRowsLinearAdd(const int64_t* offsets, const int32_t* cols, const float* values, float scale,
-                         const float* const* x_rows, int64_t m, int64_t j_begin, int64_t j_end, float* const* y_rows) {
+namespace {
+
+// Entry p's column and value, widened.
+__attribute__((target("avx2,fma,f16c"))) inline int64_t Col(const int16_t* c, int64_t p) { return c[p]; }
+__attribute__((target("avx2,fma,f16c"))) inline int64_t Col(const int32_t* c, int64_t p) { return c[p]; }
+__attribute__((target("avx2,fma,f16c"))) inline float Val(const float* v, int64_t p) { return v[p]; }
+__attribute__((target("avx2,fma,f16c"))) inline float Val(const uint16_t* v, int64_t p) { return _cvtsh_ss(v[p]); }
+// Entries [p, p + 8)'s columns and values as vectors.
+__attribute__((target("avx2,fma,f16c"))) inline __m256i Cols8(const int16_t* c, int64_t p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + p)));
+}
+__attribute__((target("avx2,fma,f16c"))) inline __m256i Cols8(const int32_t* c, int64_t p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + p));
+}
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Vals8(const float* v, int64_t p) {
+  return _mm256_loadu_ps(v + p);
+}
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Vals8(const uint16_t* v, int64_t p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + p)));
+}
+
+// Rows of x in groups of up to kRows: a row's entries are loaded once per
+// group, their columns gathered from each row of the group.
+constexpr int64_t kRows = 8;
+
+template <typename C, typename V>
+__attribute__((target("avx2,fma,f16c"))) void LinearAdd(const int64_t* offsets, const C* cols, const V* values,
+                                                        float scale, const float* const* x_rows, int64_t m,
+                                                        int64_t j_begin, int64_t j_end, float* const* y_rows) {
   for (int64_t j = j_begin; j < j_end; ++j) {
     const int64_t p0 = offsets[j], p1 = offsets[j + 1];
     if (p0 == p1) continue;
-    for (int64_t i = 0; i < m; ++i) {
-      const float* xi = x_rows[i];
-      // Four chains of additions, so the sum is not one multiply-add latency per entry.
-      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (int64_t i0 = 0; i0 < m; i0 += kRows) {
+      const int64_t rows = std::min(kRows, m - i0);
+      __m256 acc[kRows];
+      for (int64_t i = 0; i < rows; ++i) acc[i] = _mm256_setzero_ps();
       int64_t p = p0;
-      for (; p + 4 <= p1; p += 4) {
-        s0 += values[p] * xi[cols[p]];
-        s1 += values[p + 1] * xi[cols[p + 1]];
-        s2 += values[p + 2] * xi[cols[p + 2]];
-        s3 += values[p + 3] * xi[cols[p + 3]];
+      for (; p + 8 <= p1; p += 8) {
+        const __m256i idx = Cols8(cols, p);
+        const __m256 v = Vals8(values, p);
+        for (int64_t i = 0; i < rows; ++i) {
+          acc[i] = _mm256_fmadd_ps(v, _mm256_i32gather_ps(x_rows[i0 + i], idx, 4), acc[i]);
+        }
       }
-      for (; p < p1; ++p) s0 += values[p] * xi[cols[p]];
-      y_rows[i][j] += scale * ((s0 + s1) + (s2 + s3));
+      for (int64_t i = 0; i < rows; ++i) {
+        float sum = HorizontalSum(acc[i]);
+        for (int64_t q = p; q < p1; ++q) sum += Val(values, q) * x_rows[i0 + i][Col(cols, q)];
+        y_rows[i0 + i][j] += scale * sum;
+      }
     }
   }
 }
 
-void SparseRowsGatherAdd(const int64_t* offsets, const int32_t* cols, const float* values, float scale,
-                         const int64_t* ids, int64_t m, float* const* x_rows) {
+template <typename C, typename V>
+__attribute__((target("avx2,fma,f16c"))) void GatherAdd(const int64_t* offsets, const C* cols, const V* values,
+                                                        float scale, const int64_t* ids, int64_t m,
+                                                        float* const* x_rows) {
   for (int64_t i = 0; i < m; ++i) {
     float* xi = x_rows[i];
-    for (int64_t p = offsets[ids[i]]; p < offsets[ids[i] + 1]; ++p) xi[cols[p]] += scale * values[p];
+    for (int64_t p = offsets[ids[i]]; p < offsets[ids[i] + 1]; ++p) xi[Col(cols, p)] += scale * Val(values, p);
   }
+}
+
+// Calls f(offsets, cols, values) with s's pointers in their types.
+template <typename F>
+void WithPointers(const SparseRows& s, F&& f) {
+  const int64_t* offsets = s.offsets.data_ptr<int64_t>();
+  const bool half = s.values.scalar_type() == at::kHalf;
+  const void* values = s.values.data_ptr();
+  const auto* v16 = static_cast<const uint16_t*>(values);
+  const auto* v32 = static_cast<const float*>(values);
+  if (s.cols.scalar_type() == at::kShort) {
+    const int16_t* c = s.cols.data_ptr<int16_t>();
+    half ? f(offsets, c, v16) : f(offsets, c, v32);
+  } else {
+    const int32_t* c = s.cols.data_ptr<int32_t>();
+    half ? f(offsets, c, v16) : f(offsets, c, v32);
+  }
+}
+
+}  // namespace
+
+void SparseRowsLinearAdd(const SparseRows& s, float scale, const float* const* x_rows, int64_t m, int64_t j_begin,
+                         int64_t j_end, float* const* y_rows) {
+  WithPointers(s, [&](const int64_t* offsets, const auto* cols, const auto* values) {
+    LinearAdd(offsets, cols, values, scale, x_rows, m, j_begin, j_end, y_rows);
+  });
+}
+
+void SparseRowsGatherAdd(const SparseRows& s, float scale, const int64_t* ids, int64_t m, float* const* x_rows) {
+  WithPointers(s, [&](const int64_t* offsets, const auto* cols, const auto* values) {
+    GatherAdd(offsets, cols, values, scale, ids, m, x_rows);
+  });
 }
 
 }  // namespace skillpack

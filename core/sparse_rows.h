@@ -5,9 +5,9 @@
 // pack. Row r's entries are cols[p] / values[p] for p in [offsets[r],
 // offsets[r + 1]), columns increasing within a row.
 //
-// Bytes: 8 per entry (an int32 column and a float32 value) plus 8 per row,
-// against 4 per entry of the dense float32 matrix: smaller below a density of
-// about 1/2. A pack's values are float16, so the float32 values are exact.
+// Bytes: 4 per entry (an int16 column, up to 32768 columns: any model's hidden
+// size, and the pack's float16 value, exact) plus 8 per row, against 4 per
+// entry of the dense float32 matrix and 6 of the pack file's sparse form.
 #ifndef SKILLPACK_CORE_SPARSE_ROWS_H_
 #define SKILLPACK_CORE_SPARSE_ROWS_H_
 
@@ -21,8 +21,8 @@ namespace skillpack {
 
 struct SparseRows {
   at::Tensor offsets;  // int64 [rows + 1], offsets[0] == 0, non-decreasing, offsets[rows] == nnz
-  at::Tensor cols;     // int32 [nnz], each in [0, num_cols), increasing within a row
-  at::Tensor values;   // float32 [nnz]
+  at::Tensor cols;     // int16 [nnz] (num_cols <= 32768) or int32, each in [0, num_cols), increasing within a row
+  at::Tensor values;   // float16 or float32 [nnz]
   int64_t num_cols = 0;
 
   bool defined() const { return values.defined(); }
@@ -43,8 +43,9 @@ struct SparseRows {
   at::Tensor Linear(const at::Tensor& x) const;
 
   // From flat row-major indices (int64 [nnz], strictly increasing, each in
-  // [0, rows · cols)) and their values (any floating type, [nnz]); on their
-  // device. REQUIRES: indices as described (a validated pack's are).
+  // [0, rows · cols)) and their values ([nnz]: float16 ones are kept, others
+  // become float32); on their device, int16 columns where cols <= 32768.
+  // REQUIRES: indices as described (a validated pack's are).
   static SparseRows FromFlat(const at::Tensor& flat_indices, const at::Tensor& values, int64_t rows, int64_t cols);
 };
 
@@ -54,18 +55,20 @@ struct SparseRows {
 Status CheckSparseRows(const SparseRows& s, int64_t rows, int64_t cols);
 
 // The raw loops factorized serving runs on the CPU (core/model.cc splits the
-// rows across threads). Pointers are s's tensors' (contiguous, on the CPU).
+// rows across threads), in AVX2 (eight entries a step: their columns of x
+// gathered, their values widened from float16). REQUIRES: s's tensors
+// contiguous on the CPU, CheckSparseRows(s, ...) ok, and a CPU with AVX2, FMA
+// and F16C (SmallGemmAvailable(): where the small-batch kernel runs).
 //
 // y_rows[i][j] += scale · Σ_p values[p] · x_rows[i][cols[p]] over row j's
 // entries, for every output row j in [j_begin, j_end) and i < m: y += scale ·
 // x · Sᵀ (a linear layer's correction, S [out, in]).
-void SparseRowsLinearAdd(const int64_t* offsets, const int32_t* cols, const float* values, float scale,
-                         const float* const* x_rows, int64_t m, int64_t j_begin, int64_t j_end, float* const* y_rows);
+void SparseRowsLinearAdd(const SparseRows& s, float scale, const float* const* x_rows, int64_t m, int64_t j_begin,
+                         int64_t j_end, float* const* y_rows);
 // x_rows[i][cols[p]] += scale · values[p] over row ids[i]'s entries, for
 // i < m: x's rows += scale · S[ids] (an embedding's correction, S [vocab,
 // hidden]).
-void SparseRowsGatherAdd(const int64_t* offsets, const int32_t* cols, const float* values, float scale,
-                         const int64_t* ids, int64_t m, float* const* x_rows);
+void SparseRowsGatherAdd(const SparseRows& s, float scale, const int64_t* ids, int64_t m, float* const* x_rows);
 
 }  // namespace skillpack
 

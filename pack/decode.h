@@ -94,11 +94,11 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 // Decodes every module. With keep_factors (the server's host tier), lowrank
 // modules keep (us, vt) instead of the dense ΔŴ (smaller when rank <<
 // min(out, in), and what factorized serving wants, composer.h), in `factors`
-// precision, and 2-D sparse modules keep their entries as sparse rows (8
-// bytes an entry instead of 4 for every entry of the dense matrix: a pruned
-// lm_head at TinyLlama-1.1B's shapes is 262 MB dense); other ops are always
-// dense float32. Validates the pack's modules (INVALID_ARGUMENT naming the
-// module).
+// precision, and 2-D sparse modules keep their entries as sparse rows
+// (core/sparse_rows.h: 4 bytes per kept entry, where the dense matrix takes 4
+// per entry, kept or not: a pruned lm_head at TinyLlama-1.1B's shapes is 262 MB
+// dense); other ops are always dense float32. Validates the pack's modules
+// (INVALID_ARGUMENT naming the module).
 StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors,
                                  FactorPrecision factors = FactorPrecision::kFloat32);
 

@@ -135,9 +135,11 @@ TEST(PackDecodeTest, DecodedPackBothFormsAndRoundTrip) {
     EXPECT_FALSE(d.is_sparse());
     EXPECT_EQ(f.factored(), m.op == ModuleOp::kLowRank);
     // The host tier's form of a pruned module: its entries as sparse rows,
-    // 8 bytes an entry and 8 a row, not the dense matrix.
+    // 4 bytes an entry and 8 a row, not the dense matrix.
     EXPECT_EQ(f.is_sparse(), m.op == ModuleOp::kSparse);
-    if (f.is_sparse()) EXPECT_EQ(f.bytes(), 8 * m.indices.numel() + 8 * (m.shape[0] + 1));
+    if (f.is_sparse()) {
+      EXPECT_EQ(f.bytes(), 4 * m.indices.numel() + 8 * (m.shape[0] + 1));
+    }
     const at::Tensor want = *DecodeModuleDelta(m);
     EXPECT_TRUE(at::equal(d.DenseDelta(), want));
     EXPECT_TRUE(at::equal(f.DenseDelta(), want));
