@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "core/horizontal_sum.h"
@@ -111,13 +112,43 @@ Status CheckSparseRows(const SparseRows& s, int64_t rows, int64_t cols) {
   if (s.offsets[0].item<int64_t>() != 0 || s.offsets[rows].item<int64_t>() != nnz) {
     return bad(absl::StrCat("offsets must run from 0 to nnz = ", nnz));
   }
+  const std::string out_of_range = absl::StrCat("a column is outside [0, ", cols, ")");
+  if (s.offsets.is_cpu() && s.offsets.is_contiguous() && s.cols.is_contiguous() && s.values.is_contiguous()) {
+    // One pass in place: a server checks every pack set it serves
+    // (WeightDelta::Create), and a pruned 1.1B lm_head has millions of entries.
+    const int64_t* off = s.offsets.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (off[r + 1] < off[r]) return bad("offsets decrease");
+    }
+    auto check_cols = [&](const auto* c) -> Status {
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t p = off[r]; p < off[r + 1]; ++p) {
+          if (c[p] < 0 || c[p] >= cols) return bad(out_of_range);
+          if (p > off[r] && c[p] <= c[p - 1]) return bad("columns do not increase within a row");
+        }
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(s.cols.scalar_type() == at::kShort ? check_cols(s.cols.data_ptr<int16_t>())
+                                                       : check_cols(s.cols.data_ptr<int32_t>()));
+    if (s.values.scalar_type() == at::kHalf) {
+      const auto* v = static_cast<const uint16_t*>(s.values.data_ptr());
+      for (int64_t p = 0; p < nnz; ++p) {
+        if ((v[p] & 0x7C00) == 0x7C00) return bad("a value is not finite");  // exponent all ones: inf or NaN
+      }
+    } else {
+      const float* v = s.values.data_ptr<float>();
+      for (int64_t p = 0; p < nnz; ++p) {
+        if (!std::isfinite(v[p])) return bad("a value is not finite");
+      }
+    }
+    return absl::OkStatus();
+  }
   if (rows > 0 && (s.offsets.slice(0, 1) < s.offsets.slice(0, 0, rows)).any().item<bool>()) {
     return bad("offsets decrease");
   }
   if (nnz > 0) {
-    if ((s.cols < 0).any().item<bool>() || (s.cols >= cols).any().item<bool>()) {
-      return bad(absl::StrCat("a column is outside [0, ", cols, ")"));
-    }
+    if ((s.cols < 0).any().item<bool>() || (s.cols >= cols).any().item<bool>()) return bad(out_of_range);
     // Within a row columns increase: flat positions row · cols + col increase overall.
     const at::Tensor flat = s.RowIds() * cols + s.cols.to(at::kLong);
     if (nnz > 1 && (flat.slice(0, 1) <= flat.slice(0, 0, nnz - 1)).any().item<bool>()) {
