@@ -14,7 +14,7 @@
 namespace skillpack {
 namespace {
 
-// Columns below this fit int16.
+// Up to this many columns, every column index fits int16.
 constexpr int64_t kMaxInt16Cols = int64_t{1} << 15;
 
 }  // namespace

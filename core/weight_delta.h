@@ -83,7 +83,7 @@ class WeightDelta {
   // form, low-rank terms only on 2-D tensors with us [out, k] and vt [k, in],
   // sparse ones only on 2-D tensors (CheckSparseRows), dense terms of the tensor's
   // shape, float32 tensors (or float16 factors, or int8 ones with a float32
-  // rank_scale [k]) on one device, finite scales. Terms with scale 0 and
+  // rank_scale [k], or sparse rows' own types) on one device, finite scales. Terms with scale 0 and
   // names without terms are dropped. INVALID_ARGUMENT naming the tensor.
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);
