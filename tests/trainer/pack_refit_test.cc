@@ -138,7 +138,9 @@ TEST_F(PackRefitTest, StartsAtThePackAndExportsExactlyWhatItTrains) {
       EXPECT_EQ(a.bands[k].vt.bits, b.bands[k].vt.bits);
       EXPECT_EQ(a.bands[k].vt.group_size, b.bands[k].vt.group_size);
     }
-    if (a.op == ModuleOp::kSparse) EXPECT_TRUE(at::equal(a.indices, b.indices)) << a.name;
+    if (a.op == ModuleOp::kSparse) {
+      EXPECT_TRUE(at::equal(a.indices, b.indices)) << a.name;
+    }
   }
   EXPECT_LE(SerializeSkillPack(*exported)->size(), SerializeSkillPack(*pack_)->size());
   EXPECT_EQ(exported->manifest.name, "refit-test");
