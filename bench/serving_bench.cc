@@ -40,7 +40,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_models.h"
@@ -417,11 +416,16 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--head-density must be in [0, 1]\n");
     return 2;
   }
-  const bool sparse_heads = absl::StrContains(head_forms, "sparse");
-  const bool dense_heads = absl::StrContains(head_forms, "dense");
-  if (!sparse_heads && !dense_heads) {
-    std::fprintf(stderr, "--head-forms: sparse, dense or both\n");
-    return 2;
+  bool sparse_heads = false, dense_heads = false;
+  for (absl::string_view form : absl::StrSplit(head_forms, ',')) {
+    if (form == "sparse") {
+      sparse_heads = true;
+    } else if (form == "dense") {
+      dense_heads = true;
+    } else {
+      std::fprintf(stderr, "--head-forms: '%s' is not sparse or dense\n", std::string(form).c_str());
+      return 2;
+    }
   }
   const std::vector<std::string> variants = Variants(precisions, sparse_heads, dense_heads);
   SetIntraOpThreads(threads);
