@@ -252,10 +252,7 @@ class RowDeltas {
   // contiguous or transposed) and the kernel is available.
   bool AddLowRankRows(const std::vector<const DeltaTerm*>& terms, const std::vector<std::pair<size_t, float>>& blocks,
                       const at::Tensor& x, at::Tensor& y) const {
-    if (!SmallGemmAvailable() || !y.is_cpu() || y.scalar_type() != at::kFloat || !y.is_contiguous() || !x.is_cpu() ||
-        x.scalar_type() != at::kFloat) {
-      return false;
-    }
+    if (!RawPath(x, y)) return false;
     const int64_t k = x.size(-1), n = y.size(-1);
     if (k == 0 || x.numel() % (batch_size_ * k) != 0) return false;
     const int64_t per_seq = x.numel() / (batch_size_ * k);  // rows of x per sequence (1 when decoding)
@@ -360,7 +357,7 @@ class RowDeltas {
   // kernel switched off: SetSmallGemmEnabled), through SparseRows::Linear.
   at::Tensor AddSparseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const SparseRows& s = t.sparse;
-    if (!RawCpu(y) || !x.is_cpu() || x.scalar_type() != at::kFloat) {
+    if (!RawPath(x, y)) {
       const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
       std::vector<int64_t> shape = xs.sizes().vec();
       shape.back() = s.rows();
@@ -386,11 +383,12 @@ class RowDeltas {
     return y;
   }
 
-  // Whether t is a float32 CPU tensor, contiguous, that the raw loops may read
-  // and write in place (and the small-batch kernel is on: tests switch both
-  // off to check the ATen paths).
-  static bool RawCpu(const at::Tensor& t) {
-    return SmallGemmAvailable() && t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+  // Whether the raw loops may read x and add into y in place: both float32 on
+  // the CPU, y contiguous, and the small-batch kernel on (tests switch it off
+  // to check the ATen paths).
+  static bool RawPath(const at::Tensor& x, const at::Tensor& y) {
+    return SmallGemmAvailable() && x.is_cpu() && x.scalar_type() == at::kFloat && y.is_cpu() &&
+           y.scalar_type() == at::kFloat && y.is_contiguous();
   }
 
   // y_rows[i] += x row i · w for m rows of x [m, k] (contiguous), w [n, k]
@@ -449,9 +447,9 @@ class RowDeltas {
     for (size_t j = 0; j < sets_.size(); ++j) {
       const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
       if (terms == nullptr) continue;
-      at::Tensor toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
+      at::Tensor toks;  // the group's tokens, for the ATen paths
       for (const DeltaTerm& t : *terms) {
-        if (t.is_sparse() && RawCpu(x) && tokens.is_cpu() && tokens.is_contiguous()) {
+        if (t.is_sparse() && RawPath(x, x) && tokens.is_cpu() && tokens.is_contiguous()) {
           const int64_t T = tokens.size(1), h = x.size(-1);
           std::vector<int64_t> ids;
           std::vector<float*> x_rows;
@@ -464,6 +462,7 @@ class RowDeltas {
           SparseRowsGatherAdd(t.sparse, t.scale, ids.data(), static_cast<int64_t>(ids.size()), x_rows.data());
           continue;
         }
+        if (!toks.defined()) toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
         at::Tensor rows;
         if (t.low_rank()) {
           rows = at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()));

@@ -25,7 +25,8 @@ struct SparseRows {
   at::Tensor values;   // float16 or float32 [nnz]
   int64_t num_cols = 0;
 
-  bool defined() const { return values.defined(); }
+  // Any of the three set (a well-formed one has all three: CheckSparseRows).
+  bool defined() const { return offsets.defined() || cols.defined() || values.defined(); }
   int64_t rows() const { return offsets.defined() ? offsets.size(0) - 1 : 0; }
   int64_t nnz() const { return values.defined() ? values.size(0) : 0; }
   // Bytes of the three tensors.

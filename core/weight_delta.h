@@ -64,7 +64,7 @@ struct DeltaTerm {
   FactorView view{};
 
   bool low_rank() const { return us.defined() || vt.defined(); }
-  bool is_sparse() const { return sparse.offsets.defined() || sparse.cols.defined() || sparse.values.defined(); }
+  bool is_sparse() const { return sparse.defined(); }
   // us as `type` with rank_scale folded into its columns (the ATen paths).
   at::Tensor UsAs(at::ScalarType type) const;
 };
