@@ -184,8 +184,7 @@ class RowDeltas {
           } else if (t.is_sparse()) {
             y = AddSparseLinear(j, t, x, y);
           } else {
-            at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
-            y = AddRows(y, j, at::linear(xs, t.dense.to(x.scalar_type())).mul_(t.scale));
+            y = AddDenseLinear(j, t, x, y);
           }
         }
       }
@@ -383,6 +382,56 @@ class RowDeltas {
     return y;
   }
 
+  // y + t.scale · x · Dᵀ on group j's rows, D = t.dense [out, in] (float32,
+  // or float16: a host tier's dense_quant module). On the CPU through the
+  // small-batch kernel, the group's rows in pieces of up to kSmallGemmMaxRows,
+  // D's rows split across the threads as SmallBatchLinear splits a base
+  // layer's (a float16 D streamed as it is: no float32 copy per step);
+  // through ATen where the raw loops do not run.
+  at::Tensor AddDenseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
+    const at::Tensor& d = t.dense;
+    const bool raw_type = d.scalar_type() == at::kFloat || d.scalar_type() == at::kHalf;
+    if (!RawPath(x, y) || !d.is_cpu() || !d.is_contiguous() || !raw_type) {
+      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      return AddRows(y, j, at::linear(xs, d.to(x.scalar_type())).mul_(t.scale));
+    }
+    const int64_t k = x.size(-1), n = y.size(-1), ldx = SmallGemmRowStride(k);
+    const int64_t per_seq = x.numel() / (batch_size_ * k);
+    const at::Tensor xc = x.contiguous();
+    const float* xp = xc.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    std::vector<int64_t> rows;  // the group's rows of x and y
+    for (int64_t b : rows_[j]) {
+      for (int64_t r = 0; r < per_seq; ++r) rows.push_back(b * per_seq + r);
+    }
+    // Scratch kept across calls (this thread's): up to 16 rows of x and of D's products.
+    thread_local std::vector<float> xs, out;
+    const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
+    for (size_t r0 = 0; r0 < rows.size(); r0 += kSmallGemmMaxRows) {
+      const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(rows.size() - r0));
+      xs.resize(m * ldx);
+      out.resize(m * n);
+      for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r0 + r] * k, k, xs.data() + r * ldx);
+      const float* xsp = xs.data();
+      float* op = out.data();
+      at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+        const int64_t n0 = b0 * kSmallGemmBlock, n1 = std::min(n, b1 * kSmallGemmBlock);
+        if (d.scalar_type() == at::kHalf) {
+          SmallGemmF16(xsp, m, k, ldx, static_cast<const uint16_t*>(d.data_ptr()), nullptr, n0, n1, op, n);
+        } else {
+          SmallGemm(xsp, m, k, ldx, d.data_ptr<float>(), nullptr, n0, n1, op, n);
+        }
+        for (int64_t r = 0; r < m; ++r) {
+          float* dst = yp + rows[r0 + r] * n;
+          const float* src = op + r * n;
+          for (int64_t c = n0; c < n1; ++c) dst[c] += t.scale * src[c];
+        }
+      });
+    }
+    return y;
+  }
+
   // Whether the raw loops may read x and add into y in place: both float32 on
   // the CPU, y contiguous, and the small-batch kernel on (tests switch it off
   // to check the ATen paths).
@@ -473,7 +522,8 @@ class RowDeltas {
         } else {
           rows = at::embedding(t.dense, toks);
         }
-        x = AddRows(x, j, rows.mul_(t.scale).to(x.scalar_type()));
+        // Widened before the scale: a float16 term's (pack/decode.h) is a power of two that may pass 65504.
+        x = AddRows(x, j, rows.to(x.scalar_type()).mul_(t.scale));
       }
     }
     return x;

@@ -52,7 +52,10 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
     RETURN_IF_ERROR(Annotate(CheckSparseRows(t.sparse, shape[0], shape[1]), absl::StrCat("delta for '", name, "'")));
     parts = {t.sparse.offsets, t.sparse.cols, t.sparse.values};
   } else {
-    if (t.dense.scalar_type() != at::kFloat) return bad("dense terms must be float32");
+    const at::ScalarType type = t.dense.scalar_type();
+    if (type != at::kFloat && (type != at::kHalf || shape.size() != 2)) {
+      return bad("dense terms must be float32 (or float16 on a 2-D tensor)");
+    }
     if (t.dense.sizes().vec() != shape) {
       return bad(
           absl::StrCat("dense term of shape ", ShapeString(t.dense.sizes().vec()), ", expected ", ShapeString(shape)));

@@ -55,7 +55,7 @@ struct DeltaTerm {
   // low rank: both set, both float32, float16 or int8; vt contiguous for the
   // small-batch kernel, us contiguous or stored transposed (UsLayout below)
   at::Tensor us, vt;
-  at::Tensor dense;  // or dense, float32
+  at::Tensor dense;  // or dense: float32, or float16 on a 2-D tensor (a host tier's pack, pack/decode.h)
   float scale = 1.0f;
   at::Tensor rank_scale{};  // int8 factors only: [k] float32
   SparseRows sparse{};      // or sparse rows (last: the fields above keep their aggregate order)
@@ -83,7 +83,8 @@ class WeightDelta {
   // form, low-rank terms only on 2-D tensors with us [out, k] and vt [k, in],
   // sparse ones only on 2-D tensors (CheckSparseRows), dense terms of the tensor's
   // shape, float32 tensors (or float16 factors, or int8 ones with a float32
-  // rank_scale [k], or sparse rows' own types) on one device, finite scales. Terms with scale 0 and
+  // rank_scale [k], or sparse rows' own types, or a float16 dense term on a
+  // 2-D tensor) on one device, finite scales. Terms with scale 0 and
   // names without terms are dropped. INVALID_ARGUMENT naming the tensor.
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);

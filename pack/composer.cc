@@ -111,8 +111,8 @@ StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeight
         t.sparse = dm->sparse;
         t.scale = w;
       } else {
-        t.dense = dm->delta;
-        t.scale = w;
+        t.dense = dm->delta;  // float32, or float16 times factor_scale
+        t.scale = w * dm->factor_scale;
       }
       terms[name].push_back(std::move(t));
     }

@@ -101,7 +101,9 @@ const char* FactorPrecisionName(FactorPrecision p) {
 }
 
 at::Tensor DecodedModule::DenseDelta() const {
-  if (delta.defined()) return delta;
+  if (delta.defined()) {
+    return delta.scalar_type() == at::kFloat && factor_scale == 1.0f ? delta : delta.to(at::kFloat) * factor_scale;
+  }
   if (sparse.defined()) return sparse.Dense();
   at::Tensor u = us.to(at::kFloat);
   if (rank_scale.defined()) u = u * rank_scale;
@@ -118,6 +120,17 @@ std::pair<at::Tensor, at::Tensor> Int8Codes(const at::Tensor& t, int64_t dim) {
   at::Tensor scale = at::where(amax > 0, amax / 127.0, at::ones_like(amax));
   at::Tensor codes = (t / scale.unsqueeze(dim)).round_().clamp_(-127, 127).to(at::kChar);
   return {codes, scale};
+}
+
+// *t as float16 after dividing it by the power of two p at or above its
+// largest magnitude (exact: its largest entry lands in [0.5, 1]); returns p.
+double ToScaledHalf(at::Tensor* t) {
+  const double amax = t->numel() > 0 ? t->abs().max().item<double>() : 0.0;
+  int exponent = 0;
+  if (amax > 0 && std::isfinite(amax)) std::frexp(amax, &exponent);  // amax = [0.5, 1) · 2^exponent
+  const double p = std::ldexp(1.0, exponent);
+  *t = (*t / p).to(at::kHalf);
+  return p;
 }
 
 }  // namespace
@@ -140,16 +153,14 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
   // Each factor divided by the power of two at or above its largest entry
   // (exact), then rounded to float16; the two powers go to factor_scale.
   double scale = m->factor_scale;
-  for (at::Tensor* t : {&m->us, &m->vt}) {
-    const double amax = t->numel() > 0 ? t->abs().max().item<double>() : 0.0;
-    int exponent = 0;
-    if (amax > 0 && std::isfinite(amax)) std::frexp(amax, &exponent);  // amax = [0.5, 1) · 2^exponent
-    const double p = std::ldexp(1.0, exponent);
-    *t = (*t / p).to(at::kHalf);
-    scale *= p;
-  }
+  for (at::Tensor* t : {&m->us, &m->vt}) scale *= ToScaledHalf(t);
   m->us = UsLayout(m->us);
   m->factor_scale = static_cast<float>(scale);
+}
+
+void StoreDeltaAsHalf(DecodedModule* m) {
+  m->factor_scale = static_cast<float>(ToScaledHalf(&m->delta));
+  m->delta = m->delta.contiguous();
 }
 
 int64_t DecodedModule::bytes() const {
@@ -184,6 +195,7 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, Facto
         d.sparse = SparseRows::FromFlat(m.indices, m.values, m.shape[0], m.shape[1]);
       } else {
         d.delta = DecodeValid(m);
+        if (keep_factors && d.delta.dim() == 2 && factors != FactorPrecision::kFloat32) StoreDeltaAsHalf(&d);
       }
       out.modules.emplace(m.name, std::move(d));
     }

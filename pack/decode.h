@@ -40,7 +40,8 @@ struct LowRankFactors {
 StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 
 // One decoded module. Exactly one form is set: `delta` (dense ΔŴ, float32
-// [out, in] or the module's shape), or the factors `us` [out, k] = U diag(σ)
+// [out, in] or the module's shape; a 2-D one may be float16 times
+// factor_scale: StoreDeltaAsHalf), or the factors `us` [out, k] = U diag(σ)
 // and `vt` [k, in] (float32, or both float16, or both int8 codes:
 // FactorPrecision) with ΔŴ = factor_scale · us · diag(rank_scale) · vt
 // (rank_scale only with int8 codes), or `sparse`: ΔŴ's nonzero entries as
@@ -50,10 +51,12 @@ struct DecodedModule {
   at::Tensor delta;
   at::Tensor us;
   at::Tensor vt;
-  // 1 for float32 factors. Float16 ones are stored divided by a power of two
-  // each (exact), so that their largest entry is in [0.5, 1]: a pack's small
-  // singular values would otherwise put U·diag(σ) among float16's subnormals
-  // (below 6.1e-5), where its precision runs out, and large ones past 65504.
+  // 1 for float32 factors (and a float32 delta). Float16 ones are stored
+  // divided by a power of two each (exact), so that their largest entry is in
+  // [0.5, 1]: a pack's small singular values would otherwise put U·diag(σ)
+  // among float16's subnormals (below 6.1e-5), where its precision runs out,
+  // and large ones past 65504. A float16 delta is stored the same way, its
+  // power of two here too (the name is the factors' for history).
   float factor_scale = 1.0f;
   // Int8 factors only: [k] float32, each rank component's scale (the product
   // of its column's scale in us and its row's in vt); undefined otherwise.
@@ -63,7 +66,7 @@ struct DecodedModule {
 
   bool factored() const { return us.defined(); }
   bool is_sparse() const { return sparse.defined(); }
-  // ΔŴ as float32: `delta`, or factor_scale · (us · diag(rank_scale)).matmul(vt)
+  // ΔŴ as float32: factor_scale · `delta`, or factor_scale · (us · diag(rank_scale)).matmul(vt)
   // in float32 (equal to DecodeModuleDelta when the factors are float32), or
   // the sparse rows made dense (equal to DecodeModuleDelta).
   at::Tensor DenseDelta() const;
@@ -91,13 +94,25 @@ struct DecodedPack {
 // REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 
+// Keeps a module's 2-D float32 `delta` as float16: divided by the power of
+// two at or above its largest magnitude (exact; folded into factor_scale),
+// then rounded (2^-11 relative per entry down to 2^-14 of the largest, far
+// below a dense_quant module's own 2-8-bit grid). Half the bytes, and what
+// factorized serving streams through the small-batch kernel (core/model.cc).
+// REQUIRES: m->delta is a 2-D float32 tensor and factor_scale is 1.
+void StoreDeltaAsHalf(DecodedModule* m);
+
 // Decodes every module. With keep_factors (the server's host tier), lowrank
 // modules keep (us, vt) instead of the dense ΔŴ (smaller when rank <<
 // min(out, in), and what factorized serving wants, composer.h), in `factors`
 // precision, and 2-D sparse modules keep their entries as sparse rows
 // (core/sparse_rows.h: 4 bytes per kept entry, where the dense matrix takes 4
 // per entry, kept or not: a pruned lm_head at TinyLlama-1.1B's shapes is 262 MB
-// dense); other ops are always dense float32. Validates the pack's modules
+// dense); other 2-D modules (dense_quant, dense) keep a dense ΔŴ, as float16
+// (StoreDeltaAsHalf) unless `factors` is kFloat32 (int8 too keeps them
+// float16: their own codes are grouped along the inputs, with zero points).
+// Other modules (1-D norms and biases), and every module without
+// keep_factors, are dense float32. Validates the pack's modules
 // (INVALID_ARGUMENT naming the module).
 StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors,
                                  FactorPrecision factors = FactorPrecision::kFloat32);

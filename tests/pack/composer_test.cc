@@ -86,14 +86,35 @@ class ComposerTest : public ::testing::Test {
     return want;
   }
 
-  // Pack 0 with its singular values scaled, decoded with float32 factors and
-  // with factors in `precision`.
+  // Pack 0 with its singular values (and its dense_quant modules' scales)
+  // scaled, decoded with float32 factors and with factors in `precision`.
   std::pair<DecodedPack, DecodedPack> DecodeScaled(double sigma_scale, FactorPrecision precision) const {
     SkillPack p = packs_[0];
     for (ModuleDelta& m : p.modules) {
       if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
+      if (m.op == ModuleOp::kDenseQuant) m.dense.scales = m.dense.scales * sigma_scale;
     }
     return {*DecodePack(p, true, FactorPrecision::kFloat32), *DecodePack(p, true, precision)};
+  }
+
+  // m: a dense matrix kept float16 (StoreDeltaAsHalf); ref: the same module
+  // decoded float32. Half the bytes, the stored peak in [0.5, 1], and every
+  // entry within float16's rounding of its own value.
+  static void ExpectHalfDelta(const DecodedModule& m, const DecodedModule& ref) {
+    SCOPED_TRACE(m.name);
+    EXPECT_EQ(m.delta.scalar_type(), at::kHalf);
+    EXPECT_EQ(ref.delta.scalar_type(), at::kFloat);
+    EXPECT_EQ(m.bytes() * 2, ref.bytes());
+    const at::Tensor got = m.DenseDelta(), want = ref.DenseDelta();
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    const double peak = want.abs().max().item<double>();
+    ASSERT_GT(peak, 0.0);
+    EXPECT_GT(peak, 0.5 * m.factor_scale);
+    EXPECT_LE(peak, 1.0 * m.factor_scale);
+    // float16 keeps 11 significant bits; below 2^-14 of the peak (its
+    // subnormals, once scaled) 2^-25 of the peak's power of two.
+    EXPECT_TRUE(
+        ((got - want).abs() <= want.abs() * std::ldexp(1.0, -11) + peak * std::ldexp(1.0, -24)).all().item<bool>());
   }
 
   ModelConfig config_;
@@ -296,6 +317,16 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
         EXPECT_TRUE(m.vt.is_contiguous()) << name;
       }
       EXPECT_GT(factored, 0);
+      // Dense 2-D modules (the pack's dense_quant ones) are kept, and served,
+      // as float16 unless the factors are float32; 1-D ones stay float32.
+      int64_t dense_matrices = 0;
+      for (const auto& [name, m] : dec[0].modules) {
+        if (!m.delta.defined()) continue;
+        const bool matrix = m.delta.dim() == 2;
+        dense_matrices += matrix;
+        EXPECT_EQ(m.delta.scalar_type(), matrix && prec != FactorPrecision::kFloat32 ? at::kHalf : at::kFloat) << name;
+      }
+      EXPECT_EQ(dense_matrices, 2);
       // The pruned embedding is kept, and served, as sparse rows.
       ASSERT_TRUE(dec[0].modules.at("model.embed_tokens.weight").is_sparse());
       const Transformer model(config_);
@@ -377,14 +408,20 @@ TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
 // Float16 factors: half the bytes, each factor scaled by a power of two into
 // float16's normal range, so ΔŴ keeps float16's relative precision whatever
 // the singular values: tiny ones (U·diag(σ) would be subnormal) and huge ones
-// (past 65504) alike.
+// (past 65504) alike. The same for a dense_quant module's ΔŴ, kept float16
+// (StoreDeltaAsHalf): each entry within float16's rounding of its own value.
 TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
   for (double sigma_scale : {1.0, 1e-6, 1e7}) {
     SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
     const auto [f32, f16] = DecodeScaled(sigma_scale, FactorPrecision::kFloat16);
-    int64_t halved = 0;
+    int64_t halved = 0, halved_dense = 0;
     for (const auto& [name, m] : f16.modules) {
       const DecodedModule& ref = f32.modules.at(name);
+      if (m.delta.defined() && m.delta.dim() == 2) {
+        ++halved_dense;
+        ExpectHalfDelta(m, ref);
+        continue;
+      }
       if (!m.factored()) {
         EXPECT_TRUE(at::equal(m.DenseDelta(), ref.DenseDelta())) << name;
         continue;
@@ -401,12 +438,13 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
       EXPECT_LE((got - want).abs().max().item<double>(), 5e-3 * peak) << name;
     }
     EXPECT_GT(halved, 0);
+    EXPECT_EQ(halved_dense, 2);
     // The factorized composition carries factor_scale into the terms' scales.
     auto delta = ComposeFactorized(*base_, {{"", 0.5f, {}}}, {&f16});
     ASSERT_TRUE(delta.ok()) << delta.status();
     for (const auto& [name, terms] : (*delta)->terms()) {
       const DecodedModule& m = f16.modules.at(name);
-      if (m.factored()) {
+      if (m.factored() || m.delta.defined()) {
         EXPECT_FLOAT_EQ(terms[0].scale, 0.5f * m.factor_scale) << name;
       }
     }
@@ -423,6 +461,10 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
     int64_t coded = 0;
     for (const auto& [name, m] : q8.modules) {
       const DecodedModule& ref = f32.modules.at(name);
+      if (m.delta.defined() && m.delta.dim() == 2) {
+        ExpectHalfDelta(m, ref);  // dense matrices are kept float16 at int8 too (pack/decode.h)
+        continue;
+      }
       if (!m.factored()) {
         EXPECT_TRUE(at::equal(m.DenseDelta(), ref.DenseDelta())) << name;
         continue;
@@ -456,33 +498,53 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
 }
 
 // lm_head terms (untied), and on a tied base the embedding's terms serve the
-// output projection too; both are sparse rows here (a pruned embedding and
-// lm_head), served by the raw loops and through ATen.
+// output projection too; both are sparse rows (a pruned embedding and
+// lm_head) or float16 dense deltas (dense_quant ones, the allocator's
+// fallback), served by the raw loops and through ATen.
 TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
-  for (auto [tie, kernel] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
-    SCOPED_TRACE(absl::StrCat(tie ? "tied" : "untied", kernel ? ", raw loops" : ", ATen"));
-    SetSmallGemmEnabled(kernel);
-    const ModelConfig c = testutil::SmallConfig(tie);
-    const auto base = testutil::RandomBase(c, 4);
-    at::Generator gen = at::detail::createCPUGenerator(6);
-    SkillPack p = testutil::EveryOpPack(31, *BaseFingerprint(*base));
-    // Modules are sorted by name: lm_head.weight comes first.
-    if (!tie) p.modules.insert(p.modules.begin(), testutil::SparseModule("lm_head.weight", 97, 32, 300, gen));
-    const DecodedPack d = *DecodePack(p, true);
-    ASSERT_TRUE(d.modules.at(tie ? "model.embed_tokens.weight" : "lm_head.weight").is_sparse());
-    const std::vector<PackSelection> sel = {{"", 0.9f, {}}};
-    auto delta = ComposeFactorized(*base, sel, {&d});
-    ASSERT_TRUE(delta.ok()) << delta.status();
-    auto fused = ComposeWeights(*base, sel, {&d});
-    ASSERT_TRUE(fused.ok()) << fused.status();
-    const Transformer model(c);
-    const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 92, 65}, {35, 89}};
-    const std::vector<at::Tensor> got = StepLogits(model, *base, prompts, {delta->get(), nullptr}, 2);
-    const at::Tensor want = StepLogits(model, **fused, {prompts[0]}, {nullptr}, 2)[0];
-    EXPECT_LE((got[0] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
-    const at::Tensor base_row = StepLogits(model, *base, {prompts[1]}, {nullptr}, 2)[0];
-    EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
-  }
+  for (bool quant : {false, true})
+    for (auto [tie, kernel] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
+      SCOPED_TRACE(absl::StrCat(quant ? "dense_quant" : "sparse", " heads, ", tie ? "tied" : "untied",
+                                kernel ? ", raw loops" : ", ATen"));
+      SetSmallGemmEnabled(kernel);
+      const ModelConfig c = testutil::SmallConfig(tie);
+      const auto base = testutil::RandomBase(c, 4);
+      at::Generator gen = at::detail::createCPUGenerator(6);
+      SkillPack p = testutil::EveryOpPack(31, *BaseFingerprint(*base));
+      if (quant) {
+        // The allocator's dense fallback for a head: 8-bit codes, kept float16 by the host tier.
+        p.modules.erase(p.modules.begin());  // the sparse embedding (modules are sorted by name)
+        p.modules.insert(p.modules.begin(),
+                         testutil::DenseQuantModule("model.embed_tokens.weight", 97, 32, 8, 32, false, gen));
+      }
+      // Modules are sorted by name: lm_head.weight comes first.
+      if (!tie) {
+        p.modules.insert(p.modules.begin(), quant
+                                                ? testutil::DenseQuantModule("lm_head.weight", 97, 32, 4, 16, true, gen)
+                                                : testutil::SparseModule("lm_head.weight", 97, 32, 300, gen));
+      }
+      const DecodedPack d = *DecodePack(p, true, quant ? FactorPrecision::kFloat16 : FactorPrecision::kFloat32);
+      const DecodedModule& head = d.modules.at(tie ? "model.embed_tokens.weight" : "lm_head.weight");
+      if (quant) {
+        ASSERT_TRUE(head.delta.defined());
+        ASSERT_EQ(head.delta.scalar_type(), at::kHalf);
+        ASSERT_EQ(d.modules.at("model.embed_tokens.weight").delta.scalar_type(), at::kHalf);
+      } else {
+        ASSERT_TRUE(head.is_sparse());
+      }
+      const std::vector<PackSelection> sel = {{"", 0.9f, {}}};
+      auto delta = ComposeFactorized(*base, sel, {&d});
+      ASSERT_TRUE(delta.ok()) << delta.status();
+      auto fused = ComposeWeights(*base, sel, {&d});
+      ASSERT_TRUE(fused.ok()) << fused.status();
+      const Transformer model(c);
+      const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 92, 65}, {35, 89}};
+      const std::vector<at::Tensor> got = StepLogits(model, *base, prompts, {delta->get(), nullptr}, 2);
+      const at::Tensor want = StepLogits(model, **fused, {prompts[0]}, {nullptr}, 2)[0];
+      EXPECT_LE((got[0] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>()));
+      const at::Tensor base_row = StepLogits(model, *base, {prompts[1]}, {nullptr}, 2)[0];
+      EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
+    }
   SetSmallGemmEnabled(true);
 }
 
@@ -641,7 +703,12 @@ TEST(WeightDeltaTest, RefusesTermsThatDoNotFit) {
   scaled_float.rank_scale = at::ones({2});
   EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", scaled_float).message(), HasSubstr("int8 factors only"));
   DeltaTerm half_dense{at::Tensor(), at::Tensor(), at::zeros({32}, at::kHalf), 1.0f};
-  EXPECT_THAT(make("model.norm.weight", half_dense).message(), HasSubstr("dense terms must be float32"));
+  EXPECT_THAT(make("model.norm.weight", half_dense).message(),
+              HasSubstr("dense terms must be float32 (or float16 on a 2-D tensor)"));
+  DeltaTerm half_matrix{at::Tensor(), at::Tensor(), at::zeros({32, 48}, at::kHalf), 1.0f};
+  EXPECT_TRUE(make("model.layers.0.mlp.down_proj.weight", half_matrix).ok()) << "a float16 dense matrix is served";
+  DeltaTerm codes_matrix{at::Tensor(), at::Tensor(), at::zeros({32, 48}, at::kChar), 1.0f};
+  EXPECT_THAT(make("model.layers.0.mlp.down_proj.weight", codes_matrix).message(), HasSubstr("dense terms must be"));
   // Sparse rows: 2-D tensors only, checked (CheckSparseRows), one form per term.
   DeltaTerm sparse;
   sparse.sparse = SparseRows::FromFlat(at::tensor({3, 40, 41}, at::kLong), at::ones({3}), 32, 48);
