@@ -10,7 +10,11 @@
 // entries, kept as sparse rows (the host tier's form of a pack's sparse
 // modules, core/sparse_rows.h) or, as the variant "<precision>/dense-head"
 // (--head-forms sparse,dense), as the dense float32 deltas the host tier held
-// before it kept them sparse.
+// before it kept them sparse. The variant "<precision>/quant-head"
+// (--head-forms quant) gives each pack a dense embedding and lm_head delta
+// instead (every entry: a dense_quant module, the allocator's fallback where
+// pruning costs more), held as the host tier holds one: float16 unless the
+// precision is float32 (pack/decode.h, StoreDeltaAsHalf).
 //
 // Reported per run: generated tokens/s (and the ratio to base), the fused and
 // factorized cache state, the memory added per pack set against the decoded
@@ -27,7 +31,8 @@
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
 //                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
 //                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
-//                      [--fused-budget-bytes N] [--head-density D] [--head-forms sparse,dense] [--out DIR]
+//                      [--fused-budget-bytes N] [--head-density D] [--head-forms sparse,dense,quant]
+//                      [--out DIR]
 #include <unistd.h>
 
 #include <algorithm>
@@ -207,7 +212,7 @@ struct Setup {
 
 struct RunOptions {
   std::string mode;       // base | merged | factorized | auto
-  std::string precision;  // the pack variant: float32 | float16 | int8, "/dense-head" after it
+  std::string precision;  // the pack variant: float32 | float16 | int8, "/dense-head" or "/quant-head" after it
   int sets = 0;
   std::string dist;
   int requests = 0;
@@ -319,16 +324,23 @@ Json Run(const Setup& s, const RunOptions& o) {
   return r;
 }
 
-// The pack variants a run may ask for: each precision, and with dense_heads
-// each precision's "<precision>/dense-head" (the same packs, their sparse
-// modules held as dense float32 deltas).
-std::vector<std::string> Variants(const std::vector<std::string>& precisions, bool sparse_heads, bool dense_heads) {
+// The pack variants a run may ask for: for each precision, each head form:
+// "sparse" the precision's name, "dense" "<precision>/dense-head" (the same
+// packs, their sparse modules held as dense float32 deltas), "quant"
+// "<precision>/quant-head" (dense heads, as a dense_quant module is held).
+std::vector<std::string> Variants(const std::vector<std::string>& precisions, const std::vector<std::string>& forms) {
   std::vector<std::string> out;
   for (const std::string& p : precisions) {
-    if (sparse_heads) out.push_back(p);
-    if (dense_heads) out.push_back(p + "/dense-head");
+    for (const std::string& f : forms) out.push_back(f == "sparse" ? p : absl::StrCat(p, "/", f, "-head"));
   }
   return out;
+}
+
+// A dense delta of `like`'s shape, N(0, 0.01) entries: a dense_quant head as
+// it decodes (the values do not matter to the timings), float32.
+at::Tensor DenseHead(const at::Tensor& like, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::randn(like.sizes(), gen) * 0.01;
 }
 
 Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std::vector<std::string>& variants,
@@ -344,15 +356,24 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
   for (int i = 0; i < max_sets; ++i) {
     const std::string name = absl::StrCat("pack-", i);
     const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i, head_density);
+    std::map<std::string, at::Tensor> quant_heads;  // by module name, float32, made once for every precision
     for (const std::string& variant : variants) {
       const std::vector<std::string> parts = absl::StrSplit(variant, '/');
+      const FactorPrecision precision = *ParseFactorPrecision(parts[0]);
+      const std::string form = parts.size() > 1 ? parts[1] : "";
       DecodedPack q = p;  // shares p's float32 tensors; SetFactorPrecision replaces them, never writes to them
       for (auto& [mname, m] : q.modules) {
-        if (m.factored()) SetFactorPrecision(&m, *ParseFactorPrecision(parts[0]));
-        if (m.is_sparse() && parts.size() > 1) {
+        if (m.factored()) SetFactorPrecision(&m, precision);
+        if (!m.is_sparse() || form.empty()) continue;
+        if (form == "quant-head") {
+          at::Tensor& head = quant_heads[mname];
+          if (!head.defined()) head = DenseHead(*s.base->Find(mname), 2000 + i);
+          m.delta = head;
+          if (precision != FactorPrecision::kFloat32) StoreDeltaAsHalf(&m);
+        } else {
           m.delta = m.sparse.Dense();
-          m.sparse = SparseRows();
         }
+        m.sparse = SparseRows();
       }
       auto hp = std::make_shared<BenchHostPack>(std::move(q));
       s.pack_bytes[variant] = hp->bytes();
@@ -416,18 +437,18 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "--head-density must be in [0, 1]\n");
     return 2;
   }
-  bool sparse_heads = false, dense_heads = false;
-  for (absl::string_view form : absl::StrSplit(head_forms, ',')) {
-    if (form == "sparse") {
-      sparse_heads = true;
-    } else if (form == "dense") {
-      dense_heads = true;
-    } else {
-      std::fprintf(stderr, "--head-forms: '%s' is not sparse or dense\n", std::string(form).c_str());
+  const std::vector<std::string> forms = absl::StrSplit(head_forms, ',');
+  for (const std::string& form : forms) {
+    if (form != "sparse" && form != "dense" && form != "quant") {
+      std::fprintf(stderr, "--head-forms: '%s' is not sparse, dense or quant\n", form.c_str());
       return 2;
     }
   }
-  const std::vector<std::string> variants = Variants(precisions, sparse_heads, dense_heads);
+  if (head_density == 0 && forms != std::vector<std::string>{"sparse"}) {
+    std::fprintf(stderr, "--head-forms needs --head-density > 0 (the packs have no heads without it)\n");
+    return 2;
+  }
+  const std::vector<std::string> variants = Variants(precisions, forms);
   SetIntraOpThreads(threads);
   Json result;
   result["benchmark"] = "serving_bench";
