@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/decode_attention.h"
+#include "core/quant_rows.h"
 #include "core/small_gemm.h"
 #include "core/sparse_rows.h"
 #include "core/weight_delta.h"
@@ -183,6 +184,8 @@ class RowDeltas {
             blocks.emplace_back(j, t.scale);
           } else if (t.is_sparse()) {
             y = AddSparseLinear(j, t, x, y);
+          } else if (t.is_quant()) {
+            y = AddQuantLinear(j, t, x, y);
           } else {
             y = AddDenseLinear(j, t, x, y);
           }
@@ -432,6 +435,51 @@ class RowDeltas {
     return y;
   }
 
+  // y + t.scale · x · Qᵀ on group j's rows, Q = t.quant [out, in] (a pack's
+  // dense_quant codes): on the CPU the group's rows in pieces of up to
+  // kSmallGemmMaxRows, each piece's inputs put in the codes' column order once
+  // (QuantRowsPrepareInputs), then Q's output rows split across the threads
+  // (QuantRowsLinearAdd: per group of columns an int8 small-batch GEMM);
+  // through the dense matrix where the raw loops do not run.
+  at::Tensor AddQuantLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
+    const QuantRows& q = t.quant;
+    if (!RawPath(x, y) || !RawQuant(q)) {
+      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      return AddRows(y, j, at::linear(xs, q.Dense().to(x.scalar_type())).mul_(t.scale));
+    }
+    const int64_t k = x.size(-1), n = y.size(-1);
+    const int64_t per_seq = x.numel() / (batch_size_ * k);
+    const at::Tensor xc = x.contiguous();
+    std::vector<const float*> x_rows;
+    std::vector<float*> y_rows;
+    for (int64_t b : rows_[j]) {
+      for (int64_t r = 0; r < per_seq; ++r) {
+        x_rows.push_back(xc.data_ptr<float>() + (b * per_seq + r) * k);
+        y_rows.push_back(y.data_ptr<float>() + (b * per_seq + r) * n);
+      }
+    }
+    // Scratch kept across calls (this thread's): a piece's inputs and their group sums.
+    thread_local std::vector<float> xs, sums;
+    // Threads only from ~1M weights, as SmallBatchLinear.
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(k, 1));
+    for (size_t r0 = 0; r0 < x_rows.size(); r0 += kSmallGemmMaxRows) {
+      const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(x_rows.size() - r0));
+      xs.resize(m * QuantRowsInputStride(q));
+      sums.resize(m * q.num_groups());
+      QuantRowsPrepareInputs(q, x_rows.data() + r0, m, xs.data(), sums.data());
+      at::parallel_for(0, n, grain, [&](int64_t c0, int64_t c1) {
+        QuantRowsLinearAdd(q, t.scale, xs.data(), sums.data(), m, c0, c1, y_rows.data() + r0);
+      });
+    }
+    return y;
+  }
+
+  // Whether QuantRows' raw loops may read q: its tensors contiguous on the CPU.
+  static bool RawQuant(const QuantRows& q) {
+    return q.codes.is_cpu() && q.codes.is_contiguous() && q.scales.is_contiguous() && q.shifts.is_contiguous() &&
+           (!q.perm.defined() || q.perm.is_contiguous());
+  }
+
   // Whether the raw loops may read x and add into y in place: both float32 on
   // the CPU, y contiguous, and the small-batch kernel on (tests switch it off
   // to check the ATen paths).
@@ -490,15 +538,17 @@ class RowDeltas {
   }
 
   // x = the base embedding of tokens [B, T]; adds each row's embedding terms.
-  // Sparse rows add each token's entries in place on the CPU
-  // (SparseRowsGatherAdd), through SparseRows::GatherRows elsewhere.
+  // Sparse and quantised rows add each token's row in place on the CPU
+  // (SparseRowsGatherAdd, QuantRowsGatherAdd), through their GatherRows
+  // elsewhere.
   at::Tensor Embed(const std::string& name, const at::Tensor& tokens, at::Tensor x) const {
     for (size_t j = 0; j < sets_.size(); ++j) {
       const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
       if (terms == nullptr) continue;
       at::Tensor toks;  // the group's tokens, for the ATen paths
       for (const DeltaTerm& t : *terms) {
-        if (t.is_sparse() && RawPath(x, x) && tokens.is_cpu() && tokens.is_contiguous()) {
+        const bool raw_form = t.is_sparse() || (t.is_quant() && RawQuant(t.quant));
+        if (raw_form && RawPath(x, x) && tokens.is_cpu() && tokens.is_contiguous()) {
           const int64_t T = tokens.size(1), h = x.size(-1);
           std::vector<int64_t> ids;
           std::vector<float*> x_rows;
@@ -508,7 +558,11 @@ class RowDeltas {
               x_rows.push_back(x.data_ptr<float>() + (b * T + i) * h);
             }
           }
-          SparseRowsGatherAdd(t.sparse, t.scale, ids.data(), static_cast<int64_t>(ids.size()), x_rows.data());
+          if (t.is_sparse()) {
+            SparseRowsGatherAdd(t.sparse, t.scale, ids.data(), static_cast<int64_t>(ids.size()), x_rows.data());
+          } else {
+            QuantRowsGatherAdd(t.quant, t.scale, ids.data(), static_cast<int64_t>(ids.size()), x_rows.data());
+          }
           continue;
         }
         if (!toks.defined()) toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
@@ -519,6 +573,10 @@ class RowDeltas {
           std::vector<int64_t> shape = toks.sizes().vec();
           shape.push_back(t.sparse.num_cols);
           rows = t.sparse.GatherRows(toks, x.scalar_type()).view(shape);
+        } else if (t.is_quant()) {
+          std::vector<int64_t> shape = toks.sizes().vec();
+          shape.push_back(t.quant.num_cols);
+          rows = t.quant.GatherRows(toks).to(x.device()).view(shape);
         } else {
           rows = at::embedding(t.dense, toks);
         }

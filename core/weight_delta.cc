@@ -20,8 +20,10 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
   if (!std::isfinite(t.scale)) return bad(absl::StrCat("scale ", t.scale, " is not finite"));
   std::vector<at::Tensor> parts;
   const bool dense = t.dense.defined();
-  if (static_cast<int>(dense) + static_cast<int>(t.low_rank()) + static_cast<int>(t.is_sparse()) != 1) {
-    return bad("a term needs exactly one of a dense tensor, both factors or sparse rows");
+  if (static_cast<int>(dense) + static_cast<int>(t.low_rank()) + static_cast<int>(t.is_sparse()) +
+          static_cast<int>(t.is_quant()) !=
+      1) {
+    return bad("a term needs exactly one of a dense tensor, both factors, sparse rows or quantised rows");
   }
   if (t.low_rank()) {
     if (!t.us.defined() || !t.vt.defined()) return bad("a low-rank term needs both factors");
@@ -51,6 +53,10 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
     if (shape.size() != 2) return bad("sparse terms need a 2-D tensor");
     RETURN_IF_ERROR(Annotate(CheckSparseRows(t.sparse, shape[0], shape[1]), absl::StrCat("delta for '", name, "'")));
     parts = {t.sparse.offsets, t.sparse.cols, t.sparse.values};
+  } else if (t.is_quant()) {
+    if (shape.size() != 2) return bad("quantised terms need a 2-D tensor");
+    RETURN_IF_ERROR(Annotate(CheckQuantRows(t.quant, shape[0], shape[1]), absl::StrCat("delta for '", name, "'")));
+    parts = {t.quant.codes, t.quant.scales, t.quant.shifts};
   } else {
     const at::ScalarType type = t.dense.scalar_type();
     if (type != at::kFloat && (type != at::kHalf || shape.size() != 2)) {
@@ -111,8 +117,8 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
       RETURN_IF_ERROR(CheckTerm(name, it->second, t, &device));
       if (t.scale == 0.0f) continue;
       t.view = KernelView(t);
-      for (const at::Tensor* p :
-           {&t.us, &t.vt, &t.rank_scale, &t.dense, &t.sparse.offsets, &t.sparse.cols, &t.sparse.values}) {
+      for (const at::Tensor* p : {&t.us, &t.vt, &t.rank_scale, &t.dense, &t.sparse.offsets, &t.sparse.cols,
+                                  &t.sparse.values, &t.quant.codes, &t.quant.scales, &t.quant.shifts, &t.quant.perm}) {
         if (p->defined() && seen.insert(p->data_ptr()).second) d->bytes_ += p->numel() * p->element_size();
       }
       kept.push_back(std::move(t));

@@ -6,6 +6,9 @@
 //   sparse:    scale · S           S [out, in] as compressed sparse rows
 //              (core/sparse_rows.h; 2-D tensors only: a pack's pruned
 //              embed_tokens and lm_head)
+//   quantised: scale · Q           Q [out, in] as a pack's group-quantised
+//              codes (core/quant_rows.h; 2-D tensors only: a pack's
+//              dense_quant modules)
 //   dense:     scale · dense       the tensor's own shape
 //
 // Transformer::Step applies a delta per sequence (SeqStep::delta), so rows of
@@ -30,6 +33,7 @@
 #include "absl/container/flat_hash_map.h"
 
 #include "core/model_config.h"
+#include "core/quant_rows.h"
 #include "core/sparse_rows.h"
 #include "core/status.h"
 
@@ -58,13 +62,15 @@ struct DeltaTerm {
   at::Tensor dense;  // or dense: float32, or float16 on a 2-D tensor (a host tier's pack, pack/decode.h)
   float scale = 1.0f;
   at::Tensor rank_scale{};  // int8 factors only: [k] float32
-  SparseRows sparse{};      // or sparse rows (last: the fields above keep their aggregate order)
+  SparseRows sparse{};      // or sparse rows (these last: the fields above keep their aggregate order)
+  QuantRows quant{};        // or quantised codes
   // Set by WeightDelta::Create from the tensors above (whatever was here is
   // replaced); ready only for low-rank terms the kernel can read in place.
   FactorView view{};
 
   bool low_rank() const { return us.defined() || vt.defined(); }
   bool is_sparse() const { return sparse.defined(); }
+  bool is_quant() const { return quant.defined(); }
   // us as `type` with rank_scale folded into its columns (the ATen paths).
   at::Tensor UsAs(at::ScalarType type) const;
 };
@@ -81,7 +87,8 @@ class WeightDelta {
   // (ExpectedTensors): the name must be one of them (a tied config has no
   // "lm_head.weight": its embedding terms serve both uses), each term of one
   // form, low-rank terms only on 2-D tensors with us [out, k] and vt [k, in],
-  // sparse ones only on 2-D tensors (CheckSparseRows), dense terms of the tensor's
+  // sparse and quantised ones only on 2-D tensors (CheckSparseRows,
+  // CheckQuantRows), dense terms of the tensor's
   // shape, float32 tensors (or float16 factors, or int8 ones with a float32
   // rank_scale [k], or sparse rows' own types, or a float16 dense term on a
   // 2-D tensor) on one device, finite scales. Terms with scale 0 and

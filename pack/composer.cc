@@ -55,6 +55,7 @@ StatusOr<CompositionPlan> Plan(const ModelWeights& base, const std::vector<PackS
           dm.factored()    ? (dm.us.dim() == 2 && dm.vt.dim() == 2 && t->dim() == 2 && dm.us.size(0) == t->size(0) &&
                            dm.vt.size(1) == t->size(1) && dm.us.size(1) == dm.vt.size(0))
           : dm.is_sparse() ? (t->dim() == 2 && dm.sparse.rows() == t->size(0) && dm.sparse.num_cols == t->size(1))
+          : dm.is_quant()  ? (t->dim() == 2 && dm.quant.rows() == t->size(0) && dm.quant.num_cols == t->size(1))
                            : (dm.delta.defined() && dm.delta.sizes().equals(t->sizes()));
       if (!shape_ok) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -109,6 +110,9 @@ StatusOr<std::shared_ptr<const WeightDelta>> ComposeFactorized(const ModelWeight
         t.scale = w * dm->factor_scale;
       } else if (dm->is_sparse()) {
         t.sparse = dm->sparse;
+        t.scale = w;
+      } else if (dm->is_quant()) {
+        t.quant = dm->quant;
         t.scale = w;
       } else {
         t.dense = dm->delta;  // float32, or float16 times factor_scale

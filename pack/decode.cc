@@ -105,6 +105,7 @@ at::Tensor DecodedModule::DenseDelta() const {
     return delta.scalar_type() == at::kFloat && factor_scale == 1.0f ? delta : delta.to(at::kFloat) * factor_scale;
   }
   if (sparse.defined()) return sparse.Dense();
+  if (quant.defined()) return quant.Dense();
   at::Tensor u = us.to(at::kFloat);
   if (rank_scale.defined()) u = u * rank_scale;
   at::Tensor d = u.matmul(vt.to(at::kFloat));
@@ -158,6 +159,21 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
   m->factor_scale = static_cast<float>(scale);
 }
 
+QuantRows QuantRowsOf(const QuantizedMatrix& m) {
+  // One group of all the columns is stored at their width, not padded to group_size.
+  const int64_t groups = m.num_groups(), gs = groups == 1 ? m.cols : m.group_size;
+  const int64_t center = int64_t{1} << (m.bits - 1);
+  at::Tensor c = (m.codes.to(at::kShort) - center).to(at::kChar);  // [rows, cols], each in [-center, center)
+  if (groups * gs > m.cols) c = at::constant_pad_nd(c, {0, groups * gs - m.cols});
+  QuantRows q;
+  q.codes = c.reshape({m.rows, groups, gs}).permute({1, 0, 2}).contiguous();
+  q.scales = m.scales.to(at::kFloat).t().contiguous();
+  q.shifts = (static_cast<double>(center) - m.zeros.to(at::kFloat)).t().contiguous();
+  if (m.perm.defined()) q.perm = m.perm.to(at::kLong).contiguous();
+  q.num_cols = m.cols;
+  return q;
+}
+
 void StoreDeltaAsHalf(DecodedModule* m) {
   m->factor_scale = static_cast<float>(ToScaledHalf(&m->delta));
   m->delta = m->delta.contiguous();
@@ -168,7 +184,7 @@ int64_t DecodedModule::bytes() const {
   for (const at::Tensor* t : {&delta, &us, &vt, &rank_scale}) {
     if (t->defined()) n += t->numel() * static_cast<int64_t>(t->element_size());
   }
-  return n + sparse.bytes();
+  return n + sparse.bytes() + quant.bytes();
 }
 
 int64_t DecodedPack::bytes() const {
@@ -193,6 +209,8 @@ StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors, Facto
         SetFactorPrecision(&d, factors);
       } else if (keep_factors && m.op == ModuleOp::kSparse && m.shape.size() == 2) {
         d.sparse = SparseRows::FromFlat(m.indices, m.values, m.shape[0], m.shape[1]);
+      } else if (keep_factors && m.op == ModuleOp::kDenseQuant) {
+        d.quant = QuantRowsOf(m.dense);
       } else {
         d.delta = DecodeValid(m);
         if (keep_factors && d.delta.dim() == 2 && factors != FactorPrecision::kFloat32) StoreDeltaAsHalf(&d);

@@ -18,8 +18,10 @@
 #include <map>
 #include <string>
 
+#include "core/quant_rows.h"
 #include "core/sparse_rows.h"
 #include "core/status.h"
+#include "pack/codec/quantize.h"
 #include "pack/factor_precision.h"
 #include "pack/skillpack.h"
 
@@ -45,7 +47,9 @@ StatusOr<LowRankFactors> DecodeLowRankFactors(const ModuleDelta& m);
 // and `vt` [k, in] (float32, or both float16, or both int8 codes:
 // FactorPrecision) with ΔŴ = factor_scale · us · diag(rank_scale) · vt
 // (rank_scale only with int8 codes), or `sparse`: ΔŴ's nonzero entries as
-// compressed sparse rows (core/sparse_rows.h; a pack's sparse module).
+// compressed sparse rows (core/sparse_rows.h; a pack's sparse module), or
+// `quant`: ΔŴ as the pack's own group-quantised codes (core/quant_rows.h; a
+// pack's dense_quant module).
 struct DecodedModule {
   std::string name;
   at::Tensor delta;
@@ -61,14 +65,17 @@ struct DecodedModule {
   // Int8 factors only: [k] float32, each rank component's scale (the product
   // of its column's scale in us and its row's in vt); undefined otherwise.
   at::Tensor rank_scale{};
-  // Or the sparse rows (last: the fields above keep their aggregate order).
+  // Or the sparse rows, or the quantised rows (these last: the fields above
+  // keep their aggregate order).
   SparseRows sparse{};
+  QuantRows quant{};
 
   bool factored() const { return us.defined(); }
   bool is_sparse() const { return sparse.defined(); }
+  bool is_quant() const { return quant.defined(); }
   // ΔŴ as float32: factor_scale · `delta`, or factor_scale · (us · diag(rank_scale)).matmul(vt)
   // in float32 (equal to DecodeModuleDelta when the factors are float32), or
-  // the sparse rows made dense (equal to DecodeModuleDelta).
+  // the sparse or quantised rows made dense (equal to DecodeModuleDelta).
   at::Tensor DenseDelta() const;
   int64_t bytes() const;
 };
@@ -94,6 +101,11 @@ struct DecodedPack {
 // REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 
+// A quantised matrix (a dense_quant module's) in the form factorized serving
+// reads (core/quant_rows.h): the same values, its codes 1 byte each.
+// REQUIRES: a valid matrix (ValidateSkillPack's checks).
+QuantRows QuantRowsOf(const QuantizedMatrix& m);
+
 // Keeps a module's 2-D float32 `delta` as float16: divided by the power of
 // two at or above its largest magnitude (exact; folded into factor_scale),
 // then rounded (2^-11 relative per entry down to 2^-14 of the largest, far
@@ -108,11 +120,11 @@ void StoreDeltaAsHalf(DecodedModule* m);
 // precision, and 2-D sparse modules keep their entries as sparse rows
 // (core/sparse_rows.h: 4 bytes per kept entry, where the dense matrix takes 4
 // per entry, kept or not: a pruned lm_head at TinyLlama-1.1B's shapes is 262 MB
-// dense); other 2-D modules (dense_quant, dense) keep a dense ΔŴ, as float16
-// (StoreDeltaAsHalf) unless `factors` is kFloat32 (int8 too keeps them
-// float16: their own codes are grouped along the inputs, with zero points).
-// Other modules (1-D norms and biases), and every module without
-// keep_factors, are dense float32. Validates the pack's modules
+// dense), dense_quant modules keep their codes (QuantRowsOf: 1 byte an entry
+// plus 8 per row and group, exact), and 2-D dense modules a dense ΔŴ as
+// float16 (StoreDeltaAsHalf) unless `factors` is kFloat32. Other modules
+// (1-D norms and biases), and every module without keep_factors, are dense
+// float32. Validates the pack's modules
 // (INVALID_ARGUMENT naming the module).
 StatusOr<DecodedPack> DecodePack(const SkillPack& pack, bool keep_factors,
                                  FactorPrecision factors = FactorPrecision::kFloat32);

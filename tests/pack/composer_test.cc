@@ -47,6 +47,7 @@ using ::testing::HasSubstr;
 constexpr char kDown0[] = "model.layers.0.mlp.down_proj.weight";
 constexpr char kQ0[] = "model.layers.0.self_attn.q_proj.weight";
 constexpr char kUp1[] = "model.layers.1.mlp.up_proj.weight";
+constexpr char kGate1[] = "model.layers.1.mlp.gate_proj.weight";
 
 class ComposerTest : public ::testing::Test {
  protected:
@@ -61,10 +62,14 @@ class ComposerTest : public ::testing::Test {
       ASSERT_TRUE(d.ok()) << d.status();
       decoded_.push_back(*std::move(d));
     }
-    // Pack 2 touches a module the others do not.
+    // Pack 2 touches modules the others do not: a norm, and a matrix in full
+    // precision (op dense: the host tier keeps it as a float16 delta).
     at::Generator gen = at::detail::createCPUGenerator(3);
     SkillPack& p2 = packs_[2];
     p2.modules.push_back(testutil::DenseModule("model.norm.weight", {32}, gen));
+    p2.modules.push_back(testutil::DenseModule(kGate1, {48, 32}, gen));
+    std::sort(p2.modules.begin(), p2.modules.end(),
+              [](const ModuleDelta& a, const ModuleDelta& b) { return a.name < b.name; });
     decoded_[2] = *DecodePack(p2, true);
   }
 
@@ -86,13 +91,13 @@ class ComposerTest : public ::testing::Test {
     return want;
   }
 
-  // Pack 0 with its singular values (and its dense_quant modules' scales)
-  // scaled, decoded with float32 factors and with factors in `precision`.
+  // Pack 2 with its singular values (and its dense matrix) scaled, decoded
+  // with float32 factors and with factors in `precision`.
   std::pair<DecodedPack, DecodedPack> DecodeScaled(double sigma_scale, FactorPrecision precision) const {
-    SkillPack p = packs_[0];
+    SkillPack p = packs_[2];
     for (ModuleDelta& m : p.modules) {
       if (m.op == ModuleOp::kLowRank) m.sigma = m.sigma * sigma_scale;
-      if (m.op == ModuleOp::kDenseQuant) m.dense.scales = m.dense.scales * sigma_scale;
+      if (m.op == ModuleOp::kDense && m.shape.size() == 2) m.full = m.full * sigma_scale;
     }
     return {*DecodePack(p, true, FactorPrecision::kFloat32), *DecodePack(p, true, precision)};
   }
@@ -317,16 +322,17 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
         EXPECT_TRUE(m.vt.is_contiguous()) << name;
       }
       EXPECT_GT(factored, 0);
-      // Dense 2-D modules (the pack's dense_quant ones) are kept, and served,
-      // as float16 unless the factors are float32; 1-D ones stay float32.
-      int64_t dense_matrices = 0;
-      for (const auto& [name, m] : dec[0].modules) {
-        if (!m.delta.defined()) continue;
-        const bool matrix = m.delta.dim() == 2;
-        dense_matrices += matrix;
-        EXPECT_EQ(m.delta.scalar_type(), matrix && prec != FactorPrecision::kFloat32 ? at::kHalf : at::kFloat) << name;
+      // A pack's dense_quant modules are kept, and served, as their codes
+      // (QuantRows) at every precision; a dense matrix as float16 unless the
+      // factors are float32; 1-D modules stay float32.
+      for (const ModuleDelta& m : packs_[2].modules) {
+        const DecodedModule& d = dec[2].modules.at(m.name);
+        EXPECT_EQ(d.is_quant(), m.op == ModuleOp::kDenseQuant) << m.name;
+        if (m.op != ModuleOp::kDense) continue;
+        const bool matrix = m.shape.size() == 2;
+        EXPECT_EQ(d.delta.scalar_type(), matrix && prec != FactorPrecision::kFloat32 ? at::kHalf : at::kFloat)
+            << m.name;
       }
-      EXPECT_EQ(dense_matrices, 2);
       // The pruned embedding is kept, and served, as sparse rows.
       ASSERT_TRUE(dec[0].modules.at("model.embed_tokens.weight").is_sparse());
       const Transformer model(config_);
@@ -414,7 +420,7 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
   for (double sigma_scale : {1.0, 1e-6, 1e7}) {
     SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
     const auto [f32, f16] = DecodeScaled(sigma_scale, FactorPrecision::kFloat16);
-    int64_t halved = 0, halved_dense = 0;
+    int64_t halved = 0, halved_dense = 0, coded = 0;
     for (const auto& [name, m] : f16.modules) {
       const DecodedModule& ref = f32.modules.at(name);
       if (m.delta.defined() && m.delta.dim() == 2) {
@@ -423,6 +429,7 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
         continue;
       }
       if (!m.factored()) {
+        coded += m.is_quant();  // the pack's own codes: exact at any precision
         EXPECT_TRUE(at::equal(m.DenseDelta(), ref.DenseDelta())) << name;
         continue;
       }
@@ -438,7 +445,8 @@ TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
       EXPECT_LE((got - want).abs().max().item<double>(), 5e-3 * peak) << name;
     }
     EXPECT_GT(halved, 0);
-    EXPECT_EQ(halved_dense, 2);
+    EXPECT_EQ(halved_dense, 1);
+    EXPECT_EQ(coded, 2);
     // The factorized composition carries factor_scale into the terms' scales.
     auto delta = ComposeFactorized(*base_, {{"", 0.5f, {}}}, {&f16});
     ASSERT_TRUE(delta.ok()) << delta.status();
@@ -462,7 +470,7 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
     for (const auto& [name, m] : q8.modules) {
       const DecodedModule& ref = f32.modules.at(name);
       if (m.delta.defined() && m.delta.dim() == 2) {
-        ExpectHalfDelta(m, ref);  // dense matrices are kept float16 at int8 too (pack/decode.h)
+        ExpectHalfDelta(m, ref);  // a dense matrix is kept float16 at int8 too (pack/decode.h)
         continue;
       }
       if (!m.factored()) {
@@ -498,39 +506,37 @@ TEST_F(ComposerTest, Int8FactorsStayWithinTheirRoundingAtAnyScale) {
 }
 
 // lm_head terms (untied), and on a tied base the embedding's terms serve the
-// output projection too; both are sparse rows (a pruned embedding and
-// lm_head) or float16 dense deltas (dense_quant ones, the allocator's
-// fallback), served by the raw loops and through ATen.
+// output projection too; served by the raw loops and through ATen, each
+// form a pack's heads may take.
 TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
-  for (bool quant : {false, true})
+  // The heads as a pack may store them: pruned (sparse rows), dense_quant
+  // (the allocator's dense fallback: the codes), or dense (a float16 delta).
+  for (ModuleOp op : {ModuleOp::kSparse, ModuleOp::kDenseQuant, ModuleOp::kDense})
     for (auto [tie, kernel] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
-      SCOPED_TRACE(absl::StrCat(quant ? "dense_quant" : "sparse", " heads, ", tie ? "tied" : "untied",
-                                kernel ? ", raw loops" : ", ATen"));
+      SCOPED_TRACE(
+          absl::StrCat(ModuleOpName(op), " heads, ", tie ? "tied" : "untied", kernel ? ", raw loops" : ", ATen"));
       SetSmallGemmEnabled(kernel);
       const ModelConfig c = testutil::SmallConfig(tie);
       const auto base = testutil::RandomBase(c, 4);
       at::Generator gen = at::detail::createCPUGenerator(6);
       SkillPack p = testutil::EveryOpPack(31, *BaseFingerprint(*base));
-      if (quant) {
-        // The allocator's dense fallback for a head: 8-bit codes, kept float16 by the host tier.
-        p.modules.erase(p.modules.begin());  // the sparse embedding (modules are sorted by name)
-        p.modules.insert(p.modules.begin(),
-                         testutil::DenseQuantModule("model.embed_tokens.weight", 97, 32, 8, 32, false, gen));
-      }
-      // Modules are sorted by name: lm_head.weight comes first.
-      if (!tie) {
-        p.modules.insert(p.modules.begin(), quant
-                                                ? testutil::DenseQuantModule("lm_head.weight", 97, 32, 4, 16, true, gen)
-                                                : testutil::SparseModule("lm_head.weight", 97, 32, 300, gen));
-      }
-      const DecodedPack d = *DecodePack(p, true, quant ? FactorPrecision::kFloat16 : FactorPrecision::kFloat32);
-      const DecodedModule& head = d.modules.at(tie ? "model.embed_tokens.weight" : "lm_head.weight");
-      if (quant) {
-        ASSERT_TRUE(head.delta.defined());
-        ASSERT_EQ(head.delta.scalar_type(), at::kHalf);
-        ASSERT_EQ(d.modules.at("model.embed_tokens.weight").delta.scalar_type(), at::kHalf);
-      } else {
-        ASSERT_TRUE(head.is_sparse());
+      auto head_module = [&](const std::string& name, int bits, int64_t group, bool act_order, int64_t nnz) {
+        return op == ModuleOp::kDenseQuant ? testutil::DenseQuantModule(name, 97, 32, bits, group, act_order, gen)
+               : op == ModuleOp::kDense    ? testutil::DenseModule(name, {97, 32}, gen)
+                                           : testutil::SparseModule(name, 97, 32, nnz, gen);
+      };
+      // Modules are sorted by name: the embedding first, lm_head.weight before it.
+      p.modules.front() = head_module("model.embed_tokens.weight", 8, 32, false, 150);
+      if (!tie) p.modules.insert(p.modules.begin(), head_module("lm_head.weight", 4, 12, true, 300));
+      const DecodedPack d = *DecodePack(p, true, FactorPrecision::kFloat16);
+      for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+        if (tie && std::string(name) == "lm_head.weight") continue;
+        const DecodedModule& head = d.modules.at(name);
+        ASSERT_EQ(head.is_sparse(), op == ModuleOp::kSparse) << name;
+        ASSERT_EQ(head.is_quant(), op == ModuleOp::kDenseQuant) << name;
+        if (op == ModuleOp::kDense) {
+          ASSERT_EQ(head.delta.scalar_type(), at::kHalf) << name;
+        }
       }
       const std::vector<PackSelection> sel = {{"", 0.9f, {}}};
       auto delta = ComposeFactorized(*base, sel, {&d});

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "pack/format.h"
 #include "tests/pack/pack_test_util.h"
 
@@ -140,6 +141,15 @@ TEST(PackDecodeTest, DecodedPackBothFormsAndRoundTrip) {
     if (f.is_sparse()) {
       EXPECT_EQ(f.bytes(), 4 * m.indices.numel() + 8 * (m.shape[0] + 1));
     }
+    // A dense_quant module's: its codes, 1 byte an entry (the last group
+    // padded to the group size; one group is kept at the columns' width), a
+    // scale and a shift per row and group, and the permutation if any.
+    EXPECT_EQ(f.is_quant(), m.op == ModuleOp::kDenseQuant);
+    if (f.is_quant()) {
+      const QuantizedMatrix& q = m.dense;
+      const int64_t gs = q.num_groups() == 1 ? q.cols : q.group_size;
+      EXPECT_EQ(f.bytes(), q.rows * q.num_groups() * (gs + 8) + (q.perm.defined() ? 8 * q.cols : 0));
+    }
     const at::Tensor want = *DecodeModuleDelta(m);
     EXPECT_TRUE(at::equal(d.DenseDelta(), want));
     EXPECT_TRUE(at::equal(f.DenseDelta(), want));
@@ -149,6 +159,29 @@ TEST(PackDecodeTest, DecodedPackBothFormsAndRoundTrip) {
   EXPECT_EQ(dense->bytes(), dense_bytes);
   // Factors of [32, 48] rank 7 and [48, 32] rank 4 are smaller than the deltas.
   EXPECT_LT(factored->bytes(), dense->bytes());
+}
+
+// The host tier's form of a dense_quant module keeps the pack's values
+// exactly, whatever the code width, group size (wider than the matrix, equal,
+// or leaving a shorter last group) and column order.
+TEST(PackDecodeTest, DenseQuantCodesAreKeptExactly) {
+  at::Generator gen = at::detail::createCPUGenerator(17);
+  for (int bits : {2, 3, 4, 8}) {
+    for (int64_t group : {7, 20, 128}) {
+      for (bool act_order : {false, true}) {
+        SCOPED_TRACE(absl::StrCat(bits, " bits, groups of ", group, act_order ? ", act order" : ""));
+        const ModuleDelta m = testutil::DenseQuantModule("w", 6, 20, bits, group, act_order, gen);
+        const QuantRows q = QuantRowsOf(m.dense);
+        ASSERT_TRUE(CheckQuantRows(q, 6, 20).ok()) << CheckQuantRows(q, 6, 20);
+        EXPECT_EQ(q.group_size(), std::min<int64_t>(group, 20));
+        EXPECT_EQ(q.num_groups(), (20 + group - 1) / group);
+        EXPECT_TRUE(at::equal(q.Dense(), Dequantize(m.dense)));
+        EXPECT_TRUE(at::equal(q.GatherRows(at::tensor({4, 0, 4}, at::kLong)),
+                              Dequantize(m.dense).index_select(0, at::tensor({4, 0, 4}, at::kLong))));
+        EXPECT_LE(q.codes.to(at::kShort).abs().max().item<int>(), 1 << (bits - 1));
+      }
+    }
+  }
 }
 
 TEST(PackDecodeTest, InvalidModulesAreRefusedNotCrashed) {
