@@ -10,11 +10,13 @@
 // entries, kept as sparse rows (the host tier's form of a pack's sparse
 // modules, core/sparse_rows.h) or, as the variant "<precision>/dense-head"
 // (--head-forms sparse,dense), as the dense float32 deltas the host tier held
-// before it kept them sparse. The variant "<precision>/quant-head"
-// (--head-forms quant) gives each pack a dense embedding and lm_head delta
-// instead (every entry: a dense_quant module, the allocator's fallback where
-// pruning costs more), held as the host tier holds one: float16 unless the
-// precision is float32 (pack/decode.h, StoreDeltaAsHalf).
+// before it kept them sparse. The variants "<precision>/quant-head"
+// (--head-forms quant) and "<precision>/half-head" (--head-forms half) give
+// each pack a dense embedding and lm_head delta instead (every entry: a
+// dense_quant module, the allocator's fallback where pruning costs more),
+// held as the host tier holds a dense_quant module (its 8-bit codes in groups
+// of 128, core/quant_rows.h) or as it holds a dense matrix (float16 unless
+// the precision is float32, pack/decode.h's StoreDeltaAsHalf).
 //
 // Reported per run: generated tokens/s (and the ratio to base), the fused and
 // factorized cache state, the memory added per pack set against the decoded
@@ -31,7 +33,7 @@
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
 //                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
 //                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
-//                      [--fused-budget-bytes N] [--head-density D] [--head-forms sparse,dense,quant]
+//                      [--fused-budget-bytes N] [--head-density D] [--head-forms sparse,dense,half,quant]
 //                      [--out DIR]
 #include <unistd.h>
 
@@ -212,7 +214,7 @@ struct Setup {
 
 struct RunOptions {
   std::string mode;       // base | merged | factorized | auto
-  std::string precision;  // the pack variant: float32 | float16 | int8, "/dense-head" or "/quant-head" after it
+  std::string precision;  // the pack variant: float32 | float16 | int8, "/<form>-head" after it
   int sets = 0;
   std::string dist;
   int requests = 0;
@@ -326,8 +328,9 @@ Json Run(const Setup& s, const RunOptions& o) {
 
 // The pack variants a run may ask for: for each precision, each head form:
 // "sparse" the precision's name, "dense" "<precision>/dense-head" (the same
-// packs, their sparse modules held as dense float32 deltas), "quant"
-// "<precision>/quant-head" (dense heads, as a dense_quant module is held).
+// packs, their sparse modules held as dense float32 deltas), "half" and
+// "quant" "<precision>/half-head" and "<precision>/quant-head" (dense heads,
+// as a dense matrix and as a dense_quant module are held).
 std::vector<std::string> Variants(const std::vector<std::string>& precisions, const std::vector<std::string>& forms) {
   std::vector<std::string> out;
   for (const std::string& p : precisions) {
@@ -356,7 +359,9 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
   for (int i = 0; i < max_sets; ++i) {
     const std::string name = absl::StrCat("pack-", i);
     const DecodedPack p = SyntheticPack(*s.base, name, rank, 100 + i, head_density);
-    std::map<std::string, at::Tensor> quant_heads;  // by module name, float32, made once for every precision
+    // Dense heads by module name, made once for every precision: float32, and as 8-bit codes.
+    std::map<std::string, at::Tensor> dense_heads;
+    std::map<std::string, QuantRows> quant_heads;
     for (const std::string& variant : variants) {
       const std::vector<std::string> parts = absl::StrSplit(variant, '/');
       const FactorPrecision precision = *ParseFactorPrecision(parts[0]);
@@ -365,11 +370,17 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
       for (auto& [mname, m] : q.modules) {
         if (m.factored()) SetFactorPrecision(&m, precision);
         if (!m.is_sparse() || form.empty()) continue;
-        if (form == "quant-head") {
-          at::Tensor& head = quant_heads[mname];
+        if (form == "half-head" || form == "quant-head") {
+          at::Tensor& head = dense_heads[mname];
           if (!head.defined()) head = DenseHead(*s.base->Find(mname), 2000 + i);
-          m.delta = head;
-          if (precision != FactorPrecision::kFloat32) StoreDeltaAsHalf(&m);
+          if (form == "quant-head") {
+            QuantRows& q = quant_heads[mname];
+            if (!q.defined()) q = QuantRowsOf(*QuantizeRtn(head, 8, 128));
+            m.quant = q;
+          } else {
+            m.delta = head;
+            if (precision != FactorPrecision::kFloat32) StoreDeltaAsHalf(&m);
+          }
         } else {
           m.delta = m.sparse.Dense();
         }
@@ -439,8 +450,8 @@ int Main(int argc, char** argv) {
   }
   const std::vector<std::string> forms = absl::StrSplit(head_forms, ',');
   for (const std::string& form : forms) {
-    if (form != "sparse" && form != "dense" && form != "quant") {
-      std::fprintf(stderr, "--head-forms: '%s' is not sparse, dense or quant\n", form.c_str());
+    if (form != "sparse" && form != "dense" && form != "half" && form != "quant") {
+      std::fprintf(stderr, "--head-forms: '%s' is not sparse, dense, half or quant\n", form.c_str());
       return 2;
     }
   }
