@@ -467,9 +467,12 @@ class RowDeltas {
       xs.resize(m * QuantRowsInputStride(q));
       sums.resize(m * q.num_groups());
       QuantRowsPrepareInputs(q, x_rows.data() + r0, m, xs.data(), sums.data());
-      at::parallel_for(0, n, grain, [&](int64_t c0, int64_t c1) {
-        QuantRowsLinearAdd(q, t.scale, xs.data(), sums.data(), m, c0, c1, y_rows.data() + r0);
-      });
+      // The scratch by pointer: inside the region `xs` would name each worker's own (empty) vector.
+      const float* xsp = xs.data();
+      const float* sp = sums.data();
+      float* const* yr = y_rows.data() + r0;
+      at::parallel_for(0, n, grain,
+                       [&](int64_t c0, int64_t c1) { QuantRowsLinearAdd(q, t.scale, xsp, sp, m, c0, c1, yr); });
     }
     return y;
   }

@@ -5,6 +5,7 @@
 #include "pack/composer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -552,6 +553,44 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
       EXPECT_LE((got[1] - base_row).abs().max().item<double>(), 1e-5 * (1 + base_row.abs().max().item<double>()));
     }
   SetSmallGemmEnabled(true);
+}
+
+// An lm_head wide enough that the raw loops split its output rows across the
+// intra-op threads (from ~1M weights: 70000 rows of 32), as a pack may store
+// it: dense_quant codes, a float16 dense delta, or sparse rows (half kept);
+// two sequences of the set in one step, against the merged weights.
+TEST(FactorizedWideHeadTest, OutputRowsSplitAcrossThreadsMatchMergedWeights) {
+  const ModelConfig c = testutil::TestConfig({{"vocab_size", 70000}});
+  const auto base = testutil::RandomBase(c, 5);
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);  // the split needs two threads, on any machine
+  const Transformer model(c);
+  for (ModuleOp op : {ModuleOp::kDenseQuant, ModuleOp::kDense, ModuleOp::kSparse}) {
+    SCOPED_TRACE(ModuleOpName(op));
+    at::Generator gen = at::detail::createCPUGenerator(8);
+    SkillPack p;
+    p.manifest.name = "wide";
+    p.manifest.base_fingerprint = *BaseFingerprint(*base);
+    p.modules.push_back(op == ModuleOp::kDenseQuant
+                            ? testutil::DenseQuantModule("lm_head.weight", 70000, 32, 4, 12, true, gen)
+                        : op == ModuleOp::kDense ? testutil::DenseModule("lm_head.weight", {70000, 32}, gen)
+                                                 : testutil::SparseModule("lm_head.weight", 70000, 32, 1120000, gen));
+    const DecodedPack d = *DecodePack(p, true, FactorPrecision::kFloat16);
+    const std::vector<PackSelection> sel = {{"", 1.1f, {}}};
+    auto delta = ComposeFactorized(*base, sel, {&d});
+    ASSERT_TRUE(delta.ok()) << delta.status();
+    auto fused = ComposeWeights(*base, sel, {&d});
+    ASSERT_TRUE(fused.ok()) << fused.status();
+    const std::vector<std::vector<int32_t>> prompts = {{3, 69999, 15}, {35, 89, 4, 7}};
+    const std::vector<at::Tensor> got = StepLogits(model, *base, prompts, {delta->get(), delta->get()}, 2);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const at::Tensor want = StepLogits(model, **fused, {prompts[i]}, {nullptr}, 2)[0];
+      EXPECT_LE((got[i] - want).abs().max().item<double>(), 1e-4 * (1 + want.abs().max().item<double>())) << i;
+      const at::Tensor plain = StepLogits(model, *base, {prompts[i]}, {nullptr}, 2)[0];
+      EXPECT_GT((want - plain).abs().max().item<double>(), 1e-3) << i << ": the head's delta changes the logits";
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 // The kernel adds t · usᵀ from either layout of us: transposed (the host
