@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -18,6 +20,55 @@ namespace {
 // groups add into them, and a 1.1B lm_head (32000 rows, 16 groups) takes ~4k
 // calls per pack set, not one per group and 24 rows.
 constexpr int64_t kChunk = 1024;
+
+// From this many rows of x on, a block of kDequantBlock output rows is made
+// float32 in L2 first and multiplied by the float32 kernel: the int8 kernel
+// widens every code once per group of 4-8 rows of x and sums each group's 128
+// columns apart, so at 16 rows it took ~1.5x the float16 kernel on a 1.1B
+// lm_head (micro-benchmark, bench/README.md), while decode steps (a row or two
+// per pack set) read the codes directly, at half float16's bytes.
+constexpr int64_t kDequantMinRows = 4;
+constexpr int64_t kDequantBlock = 2 * kSmallGemmBlock;
+
+// w[j] = (c[j] + z) · s for j < n: one row's group of codes made float32.
+__attribute__((target("avx2,fma"))) void DequantizeCodes(const int8_t* c, int64_t n, float s, float z, float* w) {
+  const __m256 vs = _mm256_set1_ps(s), vzs = _mm256_set1_ps(z * s);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j))));
+    _mm256_storeu_ps(w + j, _mm256_fmadd_ps(v, vs, vzs));
+  }
+  for (; j < n; ++j) w[j] = (static_cast<float>(c[j]) + z) * s;
+}
+
+// QuantRowsLinearAdd for m >= kDequantMinRows: blocks of output rows made
+// float32 (their padding columns too: xs is zero there), then SmallGemm.
+void DequantizedLinearAdd(const QuantRows& q, float scale, const float* xs, int64_t m, int64_t r_begin, int64_t r_end,
+                          float* const* y_rows) {
+  const int64_t ld = QuantRowsInputStride(q), groups = q.num_groups(), gs = q.group_size(), rows = q.rows();
+  const int64_t width = groups * gs;
+  const int8_t* codes = q.codes.data_ptr<int8_t>();
+  const float* scales = q.scales.data_ptr<float>();
+  const float* shifts = q.shifts.data_ptr<float>();
+  thread_local std::vector<float> w, out;
+  w.resize(kDequantBlock * width);
+  out.resize(m * kDequantBlock);
+  for (int64_t b0 = r_begin; b0 < r_end; b0 += kDequantBlock) {
+    const int64_t nb = std::min(kDequantBlock, r_end - b0);
+    for (int64_t r = 0; r < nb; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t at = g * rows + b0 + r;
+        DequantizeCodes(codes + at * gs, gs, scales[at], shifts[at], w.data() + r * width + g * gs);
+      }
+    }
+    SmallGemm(xs, m, width, ld, w.data(), nullptr, 0, nb, out.data(), nb);
+    for (int64_t i = 0; i < m; ++i) {
+      float* y = y_rows[i] + b0;
+      const float* o = out.data() + i * nb;
+      for (int64_t r = 0; r < nb; ++r) y[r] += scale * o[r];
+    }
+  }
+}
 
 }  // namespace
 
@@ -107,6 +158,10 @@ void QuantRowsPrepareInputs(const QuantRows& q, const float* const* x_rows, int6
 
 void QuantRowsLinearAdd(const QuantRows& q, float scale, const float* xs, const float* sums, int64_t m, int64_t r_begin,
                         int64_t r_end, float* const* y_rows) {
+  if (m >= kDequantMinRows) {
+    DequantizedLinearAdd(q, scale, xs, m, r_begin, r_end, y_rows);
+    return;
+  }
   const int64_t ld = QuantRowsInputStride(q), groups = q.num_groups(), gs = q.group_size(), rows = q.rows();
   const int8_t* codes = q.codes.data_ptr<int8_t>();
   const float* scales = q.scales.data_ptr<float>();
