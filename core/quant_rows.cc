@@ -23,11 +23,12 @@ constexpr int64_t kChunk = 1024;
 
 // From this many rows of x on, a block of kDequantBlock output rows is made
 // float32 in L2 first and multiplied by the float32 kernel: the int8 kernel
-// widens every code once per group of 4-8 rows of x and sums each group's 128
-// columns apart, so at 16 rows it took ~1.5x the float16 kernel on a 1.1B
-// lm_head (micro-benchmark, bench/README.md), while decode steps (a row or two
-// per pack set) read the codes directly, at half float16's bytes.
-constexpr int64_t kDequantMinRows = 4;
+// widens every code once per few rows of x and sums each group's 128 columns
+// apart, so on a 1.1B lm_head (a probe, one thread, bench/README.md) it took
+// 16.6 / 30.6 ms at 8 / 16 rows against 15.3 / 24.0 this way (and 10.0 against
+// 11.9 at 4 rows); at one row (a decode step's pack set) it reads half
+// float16's bytes: 4.6 ms against the float16 kernel's 6.1.
+constexpr int64_t kDequantMinRows = 8;
 constexpr int64_t kDequantBlock = 2 * kSmallGemmBlock;
 
 // w[j] = (c[j] + z) · s for j < n: one row's group of codes made float32.

@@ -77,7 +77,7 @@ TEST(QuantRowsTest, RawLoopsAddTheMatrixProducts) {
   if (!SmallGemmAvailable()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
   for (const Shape& sh : kShapes) {
     for (bool permuted : {false, true}) {
-      for (int64_t m : {1, 3, 16}) {
+      for (int64_t m : {1, 3, 7, 8, 16}) {  // codes read per group up to 7 rows, widened per block from 8
         SCOPED_TRACE(absl::StrCat(sh.rows, "x", sh.cols, " groups of ", sh.group_size, permuted ? " permuted" : "",
                                   ", ", m, " rows"));
         const auto [q, w] = RandomQuant(sh.rows, sh.cols, sh.group_size, sh.bits, permuted, 100 + m);
