@@ -365,17 +365,10 @@ class RowDeltas {
       shape.back() = s.rows();
       return AddRows(y, j, s.Linear(xs.reshape({-1, x.size(-1)})).view(shape).mul_(t.scale));
     }
-    const int64_t k = x.size(-1), n = y.size(-1);
-    const int64_t per_seq = x.numel() / (batch_size_ * k);
     const at::Tensor xc = x.contiguous();
     std::vector<const float*> x_rows;
     std::vector<float*> y_rows;
-    for (int64_t b : rows_[j]) {
-      for (int64_t r = 0; r < per_seq; ++r) {
-        x_rows.push_back(xc.data_ptr<float>() + (b * per_seq + r) * k);
-        y_rows.push_back(y.data_ptr<float>() + (b * per_seq + r) * n);
-      }
-    }
+    GroupRows(j, xc, y, &x_rows, &y_rows);
     const int64_t m = static_cast<int64_t>(x_rows.size()), out = s.rows();
     // Threads only from ~1M products, as SmallBatchLinear.
     const int64_t grain = s.nnz() * m < (int64_t{1} << 20) ? std::max<int64_t>(out, 1) : 64;
@@ -386,7 +379,7 @@ class RowDeltas {
   }
 
   // y + t.scale · x · Dᵀ on group j's rows, D = t.dense [out, in] (float32,
-  // or float16: a host tier's dense_quant module). On the CPU through the
+  // or float16: a pack's full-precision matrix in the host tier). On the CPU through the
   // small-batch kernel, the group's rows in pieces of up to kSmallGemmMaxRows,
   // D's rows split across the threads as SmallBatchLinear splits a base
   // layer's (a float16 D streamed as it is: no float32 copy per step);
@@ -399,23 +392,19 @@ class RowDeltas {
       return AddRows(y, j, at::linear(xs, d.to(x.scalar_type())).mul_(t.scale));
     }
     const int64_t k = x.size(-1), n = y.size(-1), ldx = SmallGemmRowStride(k);
-    const int64_t per_seq = x.numel() / (batch_size_ * k);
     const at::Tensor xc = x.contiguous();
-    const float* xp = xc.data_ptr<float>();
-    float* yp = y.data_ptr<float>();
-    std::vector<int64_t> rows;  // the group's rows of x and y
-    for (int64_t b : rows_[j]) {
-      for (int64_t r = 0; r < per_seq; ++r) rows.push_back(b * per_seq + r);
-    }
+    std::vector<const float*> x_rows;
+    std::vector<float*> y_rows;
+    GroupRows(j, xc, y, &x_rows, &y_rows);
     // Scratch kept across calls (this thread's): up to 16 rows of x and of D's products.
     thread_local std::vector<float> xs, out;
     const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
-    for (size_t r0 = 0; r0 < rows.size(); r0 += kSmallGemmMaxRows) {
-      const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(rows.size() - r0));
+    for (size_t r0 = 0; r0 < x_rows.size(); r0 += kSmallGemmMaxRows) {
+      const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(x_rows.size() - r0));
       xs.resize(m * ldx);
       out.resize(m * n);
-      for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r0 + r] * k, k, xs.data() + r * ldx);
+      for (int64_t r = 0; r < m; ++r) std::copy_n(x_rows[r0 + r], k, xs.data() + r * ldx);
       const float* xsp = xs.data();
       float* op = out.data();
       at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
@@ -426,7 +415,7 @@ class RowDeltas {
           SmallGemm(xsp, m, k, ldx, d.data_ptr<float>(), nullptr, n0, n1, op, n);
         }
         for (int64_t r = 0; r < m; ++r) {
-          float* dst = yp + rows[r0 + r] * n;
+          float* dst = y_rows[r0 + r];
           const float* src = op + r * n;
           for (int64_t c = n0; c < n1; ++c) dst[c] += t.scale * src[c];
         }
@@ -447,21 +436,15 @@ class RowDeltas {
       const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
       return AddRows(y, j, at::linear(xs, q.Dense().to(x.scalar_type())).mul_(t.scale));
     }
-    const int64_t k = x.size(-1), n = y.size(-1);
-    const int64_t per_seq = x.numel() / (batch_size_ * k);
     const at::Tensor xc = x.contiguous();
     std::vector<const float*> x_rows;
     std::vector<float*> y_rows;
-    for (int64_t b : rows_[j]) {
-      for (int64_t r = 0; r < per_seq; ++r) {
-        x_rows.push_back(xc.data_ptr<float>() + (b * per_seq + r) * k);
-        y_rows.push_back(y.data_ptr<float>() + (b * per_seq + r) * n);
-      }
-    }
+    GroupRows(j, xc, y, &x_rows, &y_rows);
+    const int64_t n = y.size(-1);
     // Scratch kept across calls (this thread's): a piece's inputs and their group sums.
     thread_local std::vector<float> xs, sums;
     // Threads only from ~1M weights, as SmallBatchLinear.
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(k, 1));
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(x.size(-1), 1));
     for (size_t r0 = 0; r0 < x_rows.size(); r0 += kSmallGemmMaxRows) {
       const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(x_rows.size() - r0));
       xs.resize(m * QuantRowsInputStride(q));
@@ -592,6 +575,19 @@ class RowDeltas {
 
  private:
   bool full(size_t j) const { return static_cast<int64_t>(rows_[j].size()) == batch_size_; }
+  // Pointers to group j's rows of x (contiguous float32 on the CPU) and of y,
+  // in order: each of the group's sequences' rows (one when decoding).
+  void GroupRows(size_t j, const at::Tensor& x, at::Tensor& y, std::vector<const float*>* x_rows,
+                 std::vector<float*>* y_rows) const {
+    const int64_t k = x.size(-1), n = y.size(-1);
+    const int64_t per_seq = x.numel() / (batch_size_ * k);
+    for (int64_t b : rows_[j]) {
+      for (int64_t r = 0; r < per_seq; ++r) {
+        x_rows->push_back(x.data_ptr<float>() + (b * per_seq + r) * k);
+        y_rows->push_back(y.data_ptr<float>() + (b * per_seq + r) * n);
+      }
+    }
+  }
   // y + c on group j's rows (c: those rows' values, or one broadcastable row).
   at::Tensor AddRows(const at::Tensor& y, size_t j, const at::Tensor& c) const {
     if (full(j)) return y + c;
