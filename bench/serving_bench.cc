@@ -374,9 +374,9 @@ Setup MakeSetup(const std::string& shape, int max_sets, int64_t rank, const std:
           at::Tensor& head = dense_heads[mname];
           if (!head.defined()) head = DenseHead(*s.base->Find(mname), 2000 + i);
           if (form == "quant-head") {
-            QuantRows& q = quant_heads[mname];
-            if (!q.defined()) q = QuantRowsOf(*QuantizeRtn(head, 8, 128));
-            m.quant = q;
+            QuantRows& codes = quant_heads[mname];
+            if (!codes.defined()) codes = QuantRowsOf(*QuantizeRtn(head, 8, 128));  // a finite matrix: never refused
+            m.quant = codes;
           } else {
             m.delta = head;
             if (precision != FactorPrecision::kFloat32) StoreDeltaAsHalf(&m);

@@ -58,8 +58,8 @@ void DequantizedLinearAdd(const QuantRows& q, float scale, const float* xs, int6
     const int64_t nb = std::min(kDequantBlock, r_end - b0);
     for (int64_t r = 0; r < nb; ++r) {
       for (int64_t g = 0; g < groups; ++g) {
-        const int64_t at = g * rows + b0 + r;
-        DequantizeCodes(codes + at * gs, gs, scales[at], shifts[at], w.data() + r * width + g * gs);
+        const int64_t gr = g * rows + b0 + r;  // group g's row b0 + r
+        DequantizeCodes(codes + gr * gs, gs, scales[gr], shifts[gr], w.data() + r * width + g * gs);
       }
     }
     SmallGemm(xs, m, width, ld, w.data(), nullptr, 0, nb, out.data(), nb);
