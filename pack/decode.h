@@ -108,8 +108,9 @@ QuantRows QuantRowsOf(const QuantizedMatrix& m);
 
 // Keeps a module's 2-D float32 `delta` as float16: divided by the power of
 // two at or above its largest magnitude (exact; folded into factor_scale),
-// then rounded (2^-11 relative per entry down to 2^-14 of the largest, far
-// below a dense_quant module's own 2-8-bit grid). Half the bytes, and what
+// then rounded (2^-11 relative per entry down to 2^-14 of the largest: what
+// --factor-precision float16 does to the factors; a dense module is float32
+// in the pack, so this is its only rounding). Half the bytes, and what
 // factorized serving streams through the small-batch kernel (core/model.cc).
 // REQUIRES: m->delta is a 2-D float32 tensor and factor_scale is 1.
 void StoreDeltaAsHalf(DecodedModule* m);

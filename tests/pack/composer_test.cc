@@ -415,8 +415,9 @@ TEST(FactorPrecisionTest, ParsesItsNamesAndRefusesOthers) {
 // Float16 factors: half the bytes, each factor scaled by a power of two into
 // float16's normal range, so ΔŴ keeps float16's relative precision whatever
 // the singular values: tiny ones (U·diag(σ) would be subnormal) and huge ones
-// (past 65504) alike. The same for a dense_quant module's ΔŴ, kept float16
-// (StoreDeltaAsHalf): each entry within float16's rounding of its own value.
+// (past 65504) alike. The same for a dense (full-precision) matrix's ΔŴ,
+// kept float16 (StoreDeltaAsHalf): each entry within float16's rounding of its
+// own value. Dense_quant modules keep their codes: exact.
 TEST_F(ComposerTest, HalfFactorsKeepTheirPrecisionAtAnyScale) {
   for (double sigma_scale : {1.0, 1e-6, 1e7}) {
     SCOPED_TRACE(absl::StrCat("sigma x ", sigma_scale));
@@ -562,8 +563,12 @@ TEST_F(ComposerTest, FactorizedStepAppliesHeadTerms) {
 TEST(FactorizedWideHeadTest, OutputRowsSplitAcrossThreadsMatchMergedWeights) {
   const ModelConfig c = testutil::TestConfig({{"vocab_size", 70000}});
   const auto base = testutil::RandomBase(c, 5);
-  const int threads = at::get_num_threads();
-  at::set_num_threads(2);  // the split needs two threads, on any machine
+  // The split needs two threads, on any machine; the suite's count is put back however the test ends.
+  struct Threads {
+    int before = at::get_num_threads();
+    Threads() { at::set_num_threads(2); }
+    ~Threads() { at::set_num_threads(before); }
+  } two_threads;
   const Transformer model(c);
   for (ModuleOp op : {ModuleOp::kDenseQuant, ModuleOp::kDense, ModuleOp::kSparse}) {
     SCOPED_TRACE(ModuleOpName(op));
@@ -590,7 +595,6 @@ TEST(FactorizedWideHeadTest, OutputRowsSplitAcrossThreadsMatchMergedWeights) {
       EXPECT_GT((want - plain).abs().max().item<double>(), 1e-3) << i << ": the head's delta changes the logits";
     }
   }
-  at::set_num_threads(threads);
 }
 
 // The kernel adds t · usᵀ from either layout of us: transposed (the host
