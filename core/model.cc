@@ -35,7 +35,8 @@ bool UseSmallGemm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
 
 // x · wᵀ + b with SmallGemm, output columns split across the intra-op threads
 // (blocks of at least ~1M weights each: on smaller layers, such as the tiny
-// model's, the threads' wake-ups cost more than they save).
+// model's, the threads' wake-ups cost more than they save). w is float32, or
+// float16 (SmallGemmF16: a pack's dense matrix in the host tier, RowDeltas).
 // x is copied to rows SmallGemmRowStride(k) apart (small_gemm.h: rows a
 // multiple of 1 KiB apart evict each other from L1).
 at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -49,13 +50,19 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& w, const at::
   }
   at::Tensor y = at::empty({m, n}, x.options());
   const float* xp = xc.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
+  const bool half = w.scalar_type() == at::kHalf;
+  const void* wp = w.data_ptr();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   float* yp = y.data_ptr<float>();
   const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    SmallGemm(xp, m, k, ldx, wp, bp, b0 * kSmallGemmBlock, std::min(n, b1 * kSmallGemmBlock), yp, n);
+    const int64_t n0 = b0 * kSmallGemmBlock, n1 = std::min(n, b1 * kSmallGemmBlock);
+    if (half) {
+      SmallGemmF16(xp, m, k, ldx, static_cast<const uint16_t*>(wp), bp, n0, n1, yp, n);
+    } else {
+      SmallGemm(xp, m, k, ldx, static_cast<const float*>(wp), bp, n0, n1, yp, n);
+    }
   });
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = n;
@@ -379,47 +386,32 @@ class RowDeltas {
   }
 
   // y + t.scale · x · Dᵀ on group j's rows, D = t.dense [out, in] (float32,
-  // or float16: a pack's full-precision matrix in the host tier). On the CPU through the
-  // small-batch kernel, the group's rows in pieces of up to kSmallGemmMaxRows,
-  // D's rows split across the threads as SmallBatchLinear splits a base
-  // layer's (a float16 D streamed as it is: no float32 copy per step);
-  // through ATen where the raw loops do not run.
+  // or float16: a pack's full-precision matrix in the host tier). On the CPU
+  // the group's rows in pieces of up to kSmallGemmMaxRows through
+  // SmallBatchLinear, as a base layer's (a float16 D streamed as it is: no
+  // float32 copy per step); through ATen where the raw loops do not run.
+  // (WeightDelta::Create admits only float32 and float16 dense terms.)
   at::Tensor AddDenseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const at::Tensor& d = t.dense;
-    const bool raw_type = d.scalar_type() == at::kFloat || d.scalar_type() == at::kHalf;
-    if (!RawPath(x, y) || !d.is_cpu() || !d.is_contiguous() || !raw_type) {
+    if (!RawPath(x, y) || !d.is_cpu() || !d.is_contiguous()) {
       const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
       return AddRows(y, j, at::linear(xs, d.to(x.scalar_type())).mul_(t.scale));
     }
-    const int64_t k = x.size(-1), n = y.size(-1), ldx = SmallGemmRowStride(k);
+    const int64_t k = x.size(-1), n = y.size(-1);
     const at::Tensor xc = x.contiguous();
     std::vector<const float*> x_rows;
     std::vector<float*> y_rows;
     GroupRows(j, xc, y, &x_rows, &y_rows);
-    // Scratch kept across calls (this thread's): up to 16 rows of x and of D's products.
-    thread_local std::vector<float> xs, out;
-    const int64_t blocks = (n + kSmallGemmBlock - 1) / kSmallGemmBlock;
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kSmallGemmBlock * std::max<int64_t>(k, 1)));
     for (size_t r0 = 0; r0 < x_rows.size(); r0 += kSmallGemmMaxRows) {
       const int64_t m = std::min<int64_t>(kSmallGemmMaxRows, static_cast<int64_t>(x_rows.size() - r0));
-      xs.resize(m * ldx);
-      out.resize(m * n);
-      for (int64_t r = 0; r < m; ++r) std::copy_n(x_rows[r0 + r], k, xs.data() + r * ldx);
-      const float* xsp = xs.data();
-      float* op = out.data();
-      at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-        const int64_t n0 = b0 * kSmallGemmBlock, n1 = std::min(n, b1 * kSmallGemmBlock);
-        if (d.scalar_type() == at::kHalf) {
-          SmallGemmF16(xsp, m, k, ldx, static_cast<const uint16_t*>(d.data_ptr()), nullptr, n0, n1, op, n);
-        } else {
-          SmallGemm(xsp, m, k, ldx, d.data_ptr<float>(), nullptr, n0, n1, op, n);
-        }
-        for (int64_t r = 0; r < m; ++r) {
-          float* dst = y_rows[r0 + r];
-          const float* src = op + r * n;
-          for (int64_t c = n0; c < n1; ++c) dst[c] += t.scale * src[c];
-        }
-      });
+      at::Tensor xs = at::empty({m, k}, xc.options());
+      for (int64_t r = 0; r < m; ++r) std::copy_n(x_rows[r0 + r], k, xs.data_ptr<float>() + r * k);
+      const at::Tensor out = SmallBatchLinear(xs, d, {});
+      for (int64_t r = 0; r < m; ++r) {
+        float* dst = y_rows[r0 + r];
+        const float* src = out.data_ptr<float>() + r * n;
+        for (int64_t c = 0; c < n; ++c) dst[c] += t.scale * src[c];
+      }
     }
     return y;
   }
