@@ -420,7 +420,7 @@ class RowDeltas {
   // dense_quant codes): on the CPU the group's rows in pieces of up to
   // kSmallGemmMaxRows, each piece's inputs put in the codes' column order once
   // (QuantRowsPrepareInputs), then Q's output rows split across the threads
-  // (QuantRowsLinearAdd: per group of columns an int8 small-batch GEMM);
+  // (QuantRowsLinearAdd: the small-batch kernel over the codes);
   // through the dense matrix where the raw loops do not run.
   at::Tensor AddQuantLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const QuantRows& q = t.quant;

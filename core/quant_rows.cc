@@ -15,19 +15,20 @@
 namespace skillpack {
 namespace {
 
-// Output rows per SmallGemmI8 call of one group: the products of a chunk
-// ([m, kChunk] floats, 64 KiB at 16 rows of x) stay in L1/L2 while the chunk's
-// groups add into them, and a 1.1B lm_head (32000 rows, 16 groups) takes ~4k
-// calls per pack set, not one per group and 24 rows.
+// Output rows per kernel call: a chunk's products ([m, kChunk] floats, 64 KiB
+// at 16 rows of x) stay in L1/L2 until they are added into y (and, group by
+// group, while the chunk's groups add into them), and a 1.1B lm_head (32000
+// rows, 16 groups) takes ~4k SmallGemmI8 calls per pack set, not one per
+// group and 24 rows.
 constexpr int64_t kChunk = 1024;
 
-// From this many rows of x on, a block of kDequantBlock output rows is made
-// float32 in L2 first and multiplied by the float32 kernel: the int8 kernel
-// widens every code once per few rows of x and sums each group's 128 columns
-// apart, so on a 1.1B lm_head (a probe, one thread, bench/README.md) it took
-// 16.6 / 30.6 ms at 8 / 16 rows against 15.3 / 24.0 this way (and 10.0 against
-// 11.9 at 4 rows); at one row (a decode step's pack set) it reads half
-// float16's bytes: 4.6 ms against the float16 kernel's 6.1.
+// Where the grouped kernel does not run (SmallGemmGroupedI8Runs: the AVX2
+// kernel, or groups not a multiple of 16 columns), from this many rows of x on
+// a block of kDequantBlock output rows is made float32 in L2 first and
+// multiplied by the float32 kernel: the int8 kernel widens every code once per
+// few rows of x and sums each group's 128 columns apart, so on a 1.1B lm_head
+// (a probe, one thread, bench/README.md) it took 16.6 / 30.6 ms at 8 / 16 rows
+// against 15.3 / 24.0 this way (and 10.0 against 11.9 at 4 rows).
 constexpr int64_t kDequantMinRows = 8;
 constexpr int64_t kDequantBlock = 2 * kSmallGemmBlock;
 
@@ -159,14 +160,28 @@ void QuantRowsPrepareInputs(const QuantRows& q, const float* const* x_rows, int6
 
 void QuantRowsLinearAdd(const QuantRows& q, float scale, const float* xs, const float* sums, int64_t m, int64_t r_begin,
                         int64_t r_end, float* const* y_rows) {
-  if (m >= kDequantMinRows) {
-    DequantizedLinearAdd(q, scale, xs, m, r_begin, r_end, y_rows);
-    return;
-  }
   const int64_t ld = QuantRowsInputStride(q), groups = q.num_groups(), gs = q.group_size(), rows = q.rows();
   const int8_t* codes = q.codes.data_ptr<int8_t>();
   const float* scales = q.scales.data_ptr<float>();
   const float* shifts = q.shifts.data_ptr<float>();
+  if (SmallGemmGroupedI8Runs(gs)) {
+    thread_local std::vector<float> out;
+    for (int64_t c0 = r_begin; c0 < r_end; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, r_end - c0);
+      out.resize(m * n);
+      SmallGemmGroupedI8(xs, sums, m, groups, gs, ld, codes, scales, shifts, rows, c0, c0 + n, out.data(), n);
+      for (int64_t i = 0; i < m; ++i) {
+        float* y = y_rows[i] + c0;
+        const float* o = out.data() + i * n;
+        for (int64_t r = 0; r < n; ++r) y[r] += scale * o[r];
+      }
+    }
+    return;
+  }
+  if (m >= kDequantMinRows) {
+    DequantizedLinearAdd(q, scale, xs, m, r_begin, r_end, y_rows);
+    return;
+  }
   thread_local std::vector<float> part, acc;
   for (int64_t c0 = r_begin; c0 < r_end; c0 += kChunk) {
     const int64_t n = std::min(kChunk, r_end - c0);

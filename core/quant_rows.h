@@ -14,11 +14,14 @@
 //   shifts[g][r]    = center - z[r][g]                          (float32)
 //
 // so that W[r][perm[j]] = (codes[g][r][jj] + shifts[g][r]) · scales[g][r],
-// and a linear layer's correction for up to 7 rows of x is, per group, an
-// int8 GEMM over that group's columns (the small-batch kernel's SmallGemmI8,
-// core/small_gemm.h) plus shifts · (the group's sum of x), times the scales;
-// for more rows of x, blocks of W made float32 in cache and the float32
-// kernel. The last group is padded with zero codes to group_size columns.
+// and a linear layer's correction is x · (codes · scales)ᵀ summed across the
+// groups in registers, each code widened and scaled as it is loaded, plus
+// Σ_g scales · shifts · (the group's sum of x) (the small-batch kernel's
+// SmallGemmGroupedI8, core/small_gemm.h). Where that kernel does not run (no
+// AVX-512, or groups not a multiple of 16 columns): for up to 7 rows of x, per
+// group an int8 GEMM over that group's columns (SmallGemmI8) plus the shifts'
+// part, times the scales; for more, blocks of W made float32 in cache and the
+// float32 kernel. The last group is padded with zero codes to group_size columns.
 //
 // Bytes: 1 per entry (any code width up to 8 bits) plus 8 per row per group
 // (1/16 of an entry at groups of 128), against 2 of a float16 dense matrix.
@@ -73,10 +76,11 @@ int64_t QuantRowsInputStride(const QuantRows& q);
 void QuantRowsPrepareInputs(const QuantRows& q, const float* const* x_rows, int64_t m, float* xs, float* sums);
 // y_rows[i][r] += scale · Σ_j W[r][j] · x_rows[i][j] for every output row r
 // in [r_begin, r_end) and i < m, from QuantRowsPrepareInputs's xs and sums:
-// y += scale · x · Wᵀ (a linear layer's correction, W [out, in]). Up to 7
-// rows of x read the codes group by group; from 8 on, blocks of 48 rows of W
-// are made float32 first (the int8 kernel's per-group sums cost more than
-// widening each code once there).
+// y += scale · x · Wᵀ (a linear layer's correction, W [out, in]), by
+// SmallGemmGroupedI8 where it runs; elsewhere up to 7 rows of x read the codes
+// group by group, and from 8 on blocks of 48 rows of W are made float32 first
+// (the int8 kernel's per-group sums cost more than widening each code once
+// there).
 void QuantRowsLinearAdd(const QuantRows& q, float scale, const float* xs, const float* sums, int64_t m, int64_t r_begin,
                         int64_t r_end, float* const* y_rows);
 // x_rows[i] += scale · W[ids[i]] for i < m (an embedding's correction, W

@@ -489,6 +489,166 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
   }
 }
 
+// ---- AVX-512 over group-quantised int8 codes (core/quant_rows.h's layout:
+// codes[g][r][jj], a scale and a shift per row and group). Each code is
+// widened and multiplied by its row's scale as it is loaded, so one tile's
+// sums run across every group in registers; the shifts' part, Σ_g scale ·
+// shift · (the group's sum of x), is added per panel afterwards. Summing each
+// group apart instead (SmallGemmI8 over a group's columns, the group's sums
+// scaled into y) costs a horizontal sum per row of x, output and group: on a
+// 1.1B lm_head that made 16 rows of x 1.9× the float16 kernel's time
+// (bench/README.md).
+
+// acc[i * NR + j] += Σ_{g in [g0, g1)} scale[g][j] · (x row i · codes row j of group g), for MR rows of packed x (xp:
+// all the groups' columns, [k / 16][MR][16]) and NR weight rows; c points at codes[0][row 0 of the tile][0] and s at
+// scales[0][row 0 of the tile]; groups are rows · gs codes (rows scales) apart.
+template <int MR, int NR>
+__attribute__((target("avx512f"), always_inline)) inline void GroupedBlock512(const float* xp, const int8_t* c,
+                                                                              const float* s, int64_t rows, int64_t gs,
+                                                                              int64_t g0, int64_t g1, __m512* acc) {
+  __m512 a[MR][NR];
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
+  }
+  for (int64_t g = g0; g < g1; ++g) {
+    const int8_t* cg = c + g * rows * gs;
+    __m512 vs[NR];
+    for (int j = 0; j < NR; ++j) vs[j] = _mm512_set1_ps(s[g * rows + j]);
+    const float* xs = xp + g * gs * MR;
+    for (int64_t kk = 0; kk < gs; kk += 16, xs += 16 * MR) {
+      // The next tile's codes (the rows after these in the group), one tile ahead.
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(cg + (j + NR) * gs + kk), _MM_HINT_T0);
+      __m512 wv[NR];
+      for (int j = 0; j < NR; ++j) wv[j] = _mm512_mul_ps(Load16(cg + j * gs + kk), vs[j]);
+      for (int i = 0; i < MR; ++i) {
+        __m512 xv = _mm512_load_ps(xs + 16 * i);
+        __asm__("" : "+v"(xv));  // as in Block512
+        for (int j = 0; j < NR; ++j) a[i][j] = _mm512_fmadd_ps(xv, wv[j], a[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) acc[i * NR + j] = a[i][j];
+  }
+}
+
+// y[i * ldy + j] += Σ_g scales[g][j] · shifts[g][j] · sums[i][g] for MR rows and n outputs (scales and shifts point
+// at the first one's, groups rows apart): the shifts' part of each output, 16 outputs per vector.
+template <int MR>
+__attribute__((target("avx512f"))) void AddShiftTerms(const float* sums, int64_t groups, const float* scales,
+                                                      const float* shifts, int64_t rows, int64_t n, float* y,
+                                                      int64_t ldy) {
+  for (int64_t j0 = 0; j0 < n; j0 += 16) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, n - j0)) - 1);
+    __m512 t[MR];
+    for (int i = 0; i < MR; ++i) t[i] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      const __m512 sz = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, scales + g * rows + j0),
+                                      _mm512_maskz_loadu_ps(mask, shifts + g * rows + j0));
+      for (int i = 0; i < MR; ++i) t[i] = _mm512_fmadd_ps(_mm512_set1_ps(sums[i * groups + g]), sz, t[i]);
+    }
+    for (int i = 0; i < MR; ++i) {
+      float* yi = y + i * ldy + j0;
+      _mm512_mask_storeu_ps(yi, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, yi), t[i]));
+    }
+  }
+}
+
+// Up to 8 rows (packed at xp) against output rows [n0, n1), n1 - n0 <= kAvx512Panel, written to y[i * ldy + j - n0]:
+// Panel512's tiles and k-blocks (whole groups of about kAvx512KBlock columns), then the shifts' part.
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void GroupedPanel512(const float* xp, const float* sums, int64_t groups, int64_t gs,
+                                                        const int8_t* codes, const float* scales, const float* shifts,
+                                                        int64_t rows, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  constexpr int QR = NR > 4 ? 4 : 1;
+  alignas(64) __m512 acc[MR * kAvx512Panel];
+  for (int64_t t = 0; t < MR * (n1 - n0); ++t) acc[t] = _mm512_setzero_ps();
+  const int64_t whole = n0 + (n1 - n0) / NR * NR;
+  const int64_t quads = whole + (n1 - whole) / QR * QR;
+  const int64_t per_block = std::max<int64_t>(1, kAvx512KBlock / gs);
+  for (int64_t g0 = 0; g0 < groups; g0 += per_block) {
+    const int64_t g1 = std::min(groups, g0 + per_block);
+    for (int64_t j = n0; j < whole; j += NR) {
+      GroupedBlock512<MR, NR>(xp, codes + j * gs, scales + j, rows, gs, g0, g1, acc + (j - n0) * MR);
+    }
+    for (int64_t j = whole; j < quads; j += QR) {
+      GroupedBlock512<MR, QR>(xp, codes + j * gs, scales + j, rows, gs, g0, g1, acc + (j - n0) * MR);
+    }
+    for (int64_t j = quads; j < n1; ++j) {
+      GroupedBlock512<MR, 1>(xp, codes + j * gs, scales + j, rows, gs, g0, g1, acc + (j - n0) * MR);
+    }
+  }
+  WriteSums<MR, NR, QR>(acc, nullptr, 0, whole - n0, quads - n0, n1 - n0, y, ldy);
+  AddShiftTerms<MR>(sums, groups, scales + n0, shifts + n0, rows, n1 - n0, y, ldy);
+}
+
+// 9 to 16 rows, as TwoGroupPanel512 (the first 8 packed at xa, the other MB at xb, each tile's block of groups
+// serving both while its codes are in L1), written as GroupedPanel512 writes.
+template <int MB>
+__attribute__((target("avx512f"))) void GroupedTwoGroupPanel512(const float* xa, const float* xb, const float* sums,
+                                                                int64_t groups, int64_t gs, const int8_t* codes,
+                                                                const float* scales, const float* shifts, int64_t rows,
+                                                                int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  constexpr int NR = 3;
+  alignas(64) __m512 acc_a[8 * kAvx512TwoGroupPanel];
+  alignas(64) __m512 acc_b[MB * kAvx512TwoGroupPanel];
+  for (int64_t t = 0; t < 8 * (n1 - n0); ++t) acc_a[t] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < MB * (n1 - n0); ++t) acc_b[t] = _mm512_setzero_ps();
+  const int64_t whole = n0 + (n1 - n0) / NR * NR;
+  const int64_t per_block = std::max<int64_t>(1, kAvx512TwoGroupKBlock / gs);
+  for (int64_t g0 = 0; g0 < groups; g0 += per_block) {
+    const int64_t g1 = std::min(groups, g0 + per_block);
+    for (int64_t j = n0; j < whole; j += NR) {
+      GroupedBlock512<8, NR>(xa, codes + j * gs, scales + j, rows, gs, g0, g1, acc_a + (j - n0) * 8);
+      GroupedBlock512<MB, NR>(xb, codes + j * gs, scales + j, rows, gs, g0, g1, acc_b + (j - n0) * MB);
+    }
+    for (int64_t j = whole; j < n1; ++j) {
+      GroupedBlock512<8, 1>(xa, codes + j * gs, scales + j, rows, gs, g0, g1, acc_a + (j - n0) * 8);
+      GroupedBlock512<MB, 1>(xb, codes + j * gs, scales + j, rows, gs, g0, g1, acc_b + (j - n0) * MB);
+    }
+  }
+  WriteSums<8, NR, 1>(acc_a, nullptr, 0, whole - n0, whole - n0, n1 - n0, y, ldy);
+  WriteSums<MB, NR, 1>(acc_b, nullptr, 0, whole - n0, whole - n0, n1 - n0, y + 8 * ldy, ldy);
+  AddShiftTerms<8>(sums, groups, scales + n0, shifts + n0, rows, n1 - n0, y, ldy);
+  AddShiftTerms<MB>(sums + 8 * groups, groups, scales + n0, shifts + n0, rows, n1 - n0, y + 8 * ldy, ldy);
+}
+
+template <int... I>
+constexpr auto GroupedTwoGroupPanels(std::integer_sequence<int, I...>) {
+  return std::array{&GroupedTwoGroupPanel512<I + 1>...};  // [mb - 1]
+}
+
+void SmallGemmGrouped512(const float* x, const float* sums, int64_t m, int64_t groups, int64_t gs, int64_t ldx,
+                         const int8_t* codes, const float* scales, const float* shifts, int64_t rows, int64_t n_begin,
+                         int64_t n_end, float* y, int64_t ldy) {
+  const int64_t k = groups * gs;  // a multiple of 16
+  struct alignas(64) Vec16 {
+    float v[16];
+  };
+  thread_local std::vector<Vec16> packed;
+  packed.resize(static_cast<size_t>(m * k / 16));
+  float* xp = reinterpret_cast<float*>(packed.data());
+  for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k);
+  if (m > 8) {
+    static constexpr auto kPanels = GroupedTwoGroupPanels(std::make_integer_sequence<int, 8>{});
+    for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512TwoGroupPanel) {
+      const int64_t n1 = std::min(n0 + kAvx512TwoGroupPanel, n_end);
+      kPanels[m - 9](xp, xp + 8 * k, sums, groups, gs, codes, scales, shifts, rows, n0, n1, y + (n0 - n_begin), ldy);
+    }
+    return;
+  }
+  using PanelFn = void (*)(const float*, const float*, int64_t, int64_t, const int8_t*, const float*, const float*,
+                           int64_t, int64_t, int64_t, float*, int64_t);
+  // Rows512's tile shapes.
+  static constexpr PanelFn kPanels[8] = {&GroupedPanel512<1, 12>, &GroupedPanel512<2, 8>, &GroupedPanel512<3, 6>,
+                                         &GroupedPanel512<4, 6>,  &GroupedPanel512<5, 4>, &GroupedPanel512<6, 4>,
+                                         &GroupedPanel512<7, 3>,  &GroupedPanel512<8, 3>};
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
+    const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
+    kPanels[m - 1](xp, sums, groups, gs, codes, scales, shifts, rows, n0, n1, y + (n0 - n_begin), ldy);
+  }
+}
+
 // y_rows[i][j] += x row i · column j of w [k, n] (row-major) for MR rows:
 // tiles of MR rows by 64 columns (4·MR accumulators, 4 weight vectors, 1
 // broadcast x), then by 16, then the last n % 16 columns with masked loads and
@@ -611,6 +771,16 @@ void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint1
 void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
                  int64_t n_end, float* y, int64_t ldy) {
   Dispatch(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
+}
+
+bool SmallGemmGroupedI8Runs(int64_t group_size) {
+  return SmallGemmActiveIsa() == SmallGemmIsa::kAvx512 && group_size > 0 && group_size % 16 == 0;
+}
+
+void SmallGemmGroupedI8(const float* x, const float* sums, int64_t m, int64_t groups, int64_t group_size, int64_t ldx,
+                        const int8_t* codes, const float* scales, const float* shifts, int64_t rows, int64_t n_begin,
+                        int64_t n_end, float* y, int64_t ldy) {
+  SmallGemmGrouped512(x, sums, m, groups, group_size, ldx, codes, scales, shifts, rows, n_begin, n_end, y, ldy);
 }
 
 void SmallGemmAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,

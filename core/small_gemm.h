@@ -71,6 +71,21 @@ void SmallGemmF16(const float* x, int64_t m, int64_t k, int64_t ldx, const uint1
 void SmallGemmI8(const float* x, int64_t m, int64_t k, int64_t ldx, const int8_t* w, const float* bias, int64_t n_begin,
                  int64_t n_end, float* y, int64_t ldy);
 
+// The same over a pack's group-quantised codes (core/quant_rows.h's layout:
+// codes [groups, rows, group_size] int8, scales and shifts [groups, rows]
+// float32): for every row i < m of x and every output row j in [n_begin, n_end),
+//   y[i * ldy + j - n_begin] = Σ_g scales[g][j] · Σ_jj x[i * ldx + g · group_size + jj]
+//                                                 · (codes[g][j][jj] + shifts[g][j]),
+// given sums[i * groups + g] = Σ_jj x[i * ldx + g · group_size + jj]. Each
+// code is widened and scaled as it is loaded, so a tile's sums run across all
+// the groups in registers. x holds groups · group_size columns (zeros past
+// the matrix's own); m in [1, kSmallGemmMaxRows].
+// REQUIRES: SmallGemmGroupedI8Runs(group_size).
+bool SmallGemmGroupedI8Runs(int64_t group_size);  // the AVX-512 kernel active, group_size a multiple of 16
+void SmallGemmGroupedI8(const float* x, const float* sums, int64_t m, int64_t groups, int64_t group_size, int64_t ldx,
+                        const int8_t* codes, const float* scales, const float* shifts, int64_t rows, int64_t n_begin,
+                        int64_t n_end, float* y, int64_t ldy);
+
 // For every row i < m of x and every column j < n:
 //   y_rows[i][j] += sum_kk x[i * ldx + kk] * w[kk * n + j],
 // w [k, n] row-major: y += x · w. The layout of a low-rank factor us [n, k]

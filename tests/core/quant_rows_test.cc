@@ -51,15 +51,25 @@ std::pair<QuantRows, at::Tensor> RandomQuant(int64_t rows, int64_t cols, int64_t
   return {q, w};
 }
 
+// Each test leaves the best kernel active however it ends.
+class QuantRowsTest : public ::testing::Test {
+ protected:
+  void TearDown() override { SetSmallGemmEnabled(true); }
+};
+
 struct Shape {
   int64_t rows, cols, group_size;
   int bits;
 };
 // A padded last group (20 = 8 + 8 + 4), one group only, whole groups, and a
-// tall matrix over several output chunks (2500 rows).
-const std::vector<Shape> kShapes = {{7, 20, 8, 4}, {5, 9, 9, 8}, {33, 64, 16, 2}, {2500, 48, 16, 3}};
+// tall matrix over several output chunks (2500 rows); then groups of a multiple
+// of 16 columns (what SmallGemmGroupedI8 reads): a padded last group of 32, two
+// of 128, and 69 groups of 16 over several of its blocks of groups, with row
+// counts that leave partial tiles.
+const std::vector<Shape> kShapes = {{7, 20, 8, 4},    {5, 9, 9, 8},      {33, 64, 16, 2},  {2500, 48, 16, 3},
+                                    {53, 200, 32, 4}, {40, 256, 128, 8}, {30, 1100, 16, 4}};
 
-TEST(QuantRowsTest, DenseAndGatheredRowsAreTheMatrix) {
+TEST_F(QuantRowsTest, DenseAndGatheredRowsAreTheMatrix) {
   for (const Shape& sh : kShapes) {
     for (bool permuted : {false, true}) {
       SCOPED_TRACE(absl::StrCat(sh.rows, "x", sh.cols, " groups of ", sh.group_size, permuted ? " permuted" : ""));
@@ -73,49 +83,62 @@ TEST(QuantRowsTest, DenseAndGatheredRowsAreTheMatrix) {
   }
 }
 
-TEST(QuantRowsTest, RawLoopsAddTheMatrixProducts) {
-  if (!SmallGemmAvailable()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
-  for (const Shape& sh : kShapes) {
-    for (bool permuted : {false, true}) {
-      for (int64_t m : {1, 3, 7, 8, 16}) {  // codes read per group up to 7 rows, widened per block from 8
-        SCOPED_TRACE(absl::StrCat(sh.rows, "x", sh.cols, " groups of ", sh.group_size, permuted ? " permuted" : "",
-                                  ", ", m, " rows"));
-        const auto [q, w] = RandomQuant(sh.rows, sh.cols, sh.group_size, sh.bits, permuted, 100 + m);
-        at::Generator gen = at::detail::createCPUGenerator(m);
-        const at::Tensor x = at::randn({m, sh.cols}, gen);
-        at::Tensor y = at::randn({m, sh.rows}, gen);
-        const at::Tensor y0 = y.clone();
-        std::vector<const float*> x_rows;
-        std::vector<float*> y_rows;
-        for (int64_t i = 0; i < m; ++i) {
-          x_rows.push_back(x.data_ptr<float>() + i * sh.cols);
-          y_rows.push_back(y.data_ptr<float>() + i * sh.rows);
-        }
-        std::vector<float> xs(m * QuantRowsInputStride(q)), sums(m * q.num_groups());
-        QuantRowsPrepareInputs(q, x_rows.data(), m, xs.data(), sums.data());
-        // Output rows [1, rows - 1) only: the first and last stay as they were.
-        QuantRowsLinearAdd(q, 0.7f, xs.data(), sums.data(), m, 1, sh.rows - 1, y_rows.data());
-        at::Tensor want = y0.to(at::kDouble) + 0.7 * x.to(at::kDouble).matmul(w.t());
-        want.select(1, 0).copy_(y0.select(1, 0));
-        want.select(1, sh.rows - 1).copy_(y0.select(1, sh.rows - 1));
-        const double tol = 1e-5 * (1 + want.abs().max().item<double>());
-        EXPECT_LE((y.to(at::kDouble) - want).abs().max().item<double>(), tol);
+// Each kernel this CPU runs: the AVX-512 one reads groups of a multiple of 16
+// columns through SmallGemmGroupedI8; the AVX2 one, and every other group
+// size, per group up to 7 rows and widened per block from 8.
+std::vector<SmallGemmIsa> Kernels() {
+  std::vector<SmallGemmIsa> isas = {SmallGemmBestIsa()};
+  if (SmallGemmBestIsa() == SmallGemmIsa::kAvx512) isas.push_back(SmallGemmIsa::kAvx2);
+  return isas;
+}
 
-        // An embedding's correction: rows of W added to rows of x.
-        at::Tensor e = at::randn({3, sh.cols}, gen);
-        const at::Tensor e0 = e.clone();
-        const std::vector<int64_t> ids = {sh.rows - 1, 0, sh.rows - 1};
-        std::vector<float*> e_rows;
-        for (int64_t i = 0; i < 3; ++i) e_rows.push_back(e.data_ptr<float>() + i * sh.cols);
-        QuantRowsGatherAdd(q, -1.5f, ids.data(), 3, e_rows.data());
-        const at::Tensor ewant = e0.to(at::kDouble) - 1.5 * w.index_select(0, at::tensor(ids, at::kLong));
-        EXPECT_LE((e.to(at::kDouble) - ewant).abs().max().item<double>(), 1e-6);
+TEST_F(QuantRowsTest, RawLoopsAddTheMatrixProducts) {
+  if (!SmallGemmAvailable()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
+  for (SmallGemmIsa isa : Kernels()) {
+    ASSERT_TRUE(SetSmallGemmIsa(isa));
+    for (const Shape& sh : kShapes) {
+      for (bool permuted : {false, true}) {
+        // Two-group tiles from 9 rows (a partial second group at 9 and 12).
+        for (int64_t m : {1, 3, 7, 8, 9, 12, 16}) {
+          SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), ": ", sh.rows, "x", sh.cols, " groups of ", sh.group_size,
+                                    permuted ? " permuted" : "", ", ", m, " rows"));
+          const auto [q, w] = RandomQuant(sh.rows, sh.cols, sh.group_size, sh.bits, permuted, 100 + m);
+          at::Generator gen = at::detail::createCPUGenerator(m);
+          const at::Tensor x = at::randn({m, sh.cols}, gen);
+          at::Tensor y = at::randn({m, sh.rows}, gen);
+          const at::Tensor y0 = y.clone();
+          std::vector<const float*> x_rows;
+          std::vector<float*> y_rows;
+          for (int64_t i = 0; i < m; ++i) {
+            x_rows.push_back(x.data_ptr<float>() + i * sh.cols);
+            y_rows.push_back(y.data_ptr<float>() + i * sh.rows);
+          }
+          std::vector<float> xs(m * QuantRowsInputStride(q)), sums(m * q.num_groups());
+          QuantRowsPrepareInputs(q, x_rows.data(), m, xs.data(), sums.data());
+          // Output rows [1, rows - 1) only: the first and last stay as they were.
+          QuantRowsLinearAdd(q, 0.7f, xs.data(), sums.data(), m, 1, sh.rows - 1, y_rows.data());
+          at::Tensor want = y0.to(at::kDouble) + 0.7 * x.to(at::kDouble).matmul(w.t());
+          want.select(1, 0).copy_(y0.select(1, 0));
+          want.select(1, sh.rows - 1).copy_(y0.select(1, sh.rows - 1));
+          const double tol = 1e-5 * (1 + want.abs().max().item<double>());
+          EXPECT_LE((y.to(at::kDouble) - want).abs().max().item<double>(), tol);
+
+          // An embedding's correction: rows of W added to rows of x.
+          at::Tensor e = at::randn({3, sh.cols}, gen);
+          const at::Tensor e0 = e.clone();
+          const std::vector<int64_t> ids = {sh.rows - 1, 0, sh.rows - 1};
+          std::vector<float*> e_rows;
+          for (int64_t i = 0; i < 3; ++i) e_rows.push_back(e.data_ptr<float>() + i * sh.cols);
+          QuantRowsGatherAdd(q, -1.5f, ids.data(), 3, e_rows.data());
+          const at::Tensor ewant = e0.to(at::kDouble) - 1.5 * w.index_select(0, at::tensor(ids, at::kLong));
+          EXPECT_LE((e.to(at::kDouble) - ewant).abs().max().item<double>(), 1e-6);
+        }
       }
     }
   }
 }
 
-TEST(QuantRowsTest, ChecksNameWhatIsWrong) {
+TEST_F(QuantRowsTest, ChecksNameWhatIsWrong) {
   const auto [good, w] = RandomQuant(7, 20, 8, 4, true, 3);
   ASSERT_TRUE(CheckQuantRows(good, 7, 20).ok());
   auto check = [](const QuantRows& q) { return std::string(CheckQuantRows(q, 7, 20).message()); };
