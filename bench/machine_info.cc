@@ -38,6 +38,9 @@ Json MachineInfo() {
   // (bench/README.md, "Int8 factors"); the benchmarks set PASSIVE unless given one.
   const char* omp = std::getenv("OMP_WAIT_POLICY");
   j["omp_wait_policy"] = omp != nullptr ? omp : "";
+  // And OpenBLAS's spinning after a GEMM (server_bench sets it as the server does; "" = OpenBLAS's default).
+  const char* blas_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  j["openblas_thread_timeout"] = blas_timeout != nullptr ? blas_timeout : "";
   j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   struct utsname u;
   if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;

@@ -19,6 +19,18 @@ namespace skillpack {
 // thing in main(), before any thread starts.
 void ReexecWithPassiveOmpWaitUnlessSet(char** argv);
 
+// The same for the server, which also sets OPENBLAS_THREAD_TIMEOUT (unless
+// set) to kServerOpenBlasThreadTimeout: OpenBLAS's pthread pool, which runs
+// prefill's GEMMs, reads it when it loads, and by default its workers spin in
+// sched_yield for 2^28 cycles (~0.1 s) after each GEMM, so with requests
+// arriving every few steps one worker never sleeps. On 2 cores that worker took
+// ~40% of a server_bench run's CPU samples, from the gRPC threads; at 2^4
+// cycles it sleeps right after its GEMM and a prefill wakes it (bench/README.md,
+// "The gRPC server against in-process generation"). Re-executes once if it set
+// either variable.
+inline constexpr char kServerOpenBlasThreadTimeout[] = "4";
+void ReexecWithPassiveServerWaitsUnlessSet(char** argv);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_CORE_OMP_WAIT_POLICY_H_

@@ -180,6 +180,6 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
   return skillpack::Main(argc, argv);
 }

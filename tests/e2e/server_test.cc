@@ -36,6 +36,7 @@
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -466,23 +467,31 @@ TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
   EXPECT_NE(ids["float16"], base);
 }
 
-// The server runs libgomp with the passive wait policy unless its caller
-// chose one (core/omp_wait_policy.h): started without OMP_WAIT_POLICY it
-// re-executes itself (same process id) with PASSIVE; a policy given is kept.
-TEST_F(ServerE2eTest, RunsWithPassiveOmpWaitUnlessTheCallerChose) {
-  for (const std::optional<std::string>& given : {std::optional<std::string>(), std::optional<std::string>("ACTIVE")}) {
-    SCOPED_TRACE(given.value_or("(unset)"));
+// The server runs libgomp with the passive wait policy, and OpenBLAS's pool
+// with a short spin, unless its caller chose (core/omp_wait_policy.h): started
+// without OMP_WAIT_POLICY and OPENBLAS_THREAD_TIMEOUT it re-executes itself
+// (same process id) with PASSIVE and kServerOpenBlasThreadTimeout; what the
+// caller gives is kept, each variable on its own.
+TEST_F(ServerE2eTest, RunsWithPassiveThreadWaitsUnlessTheCallerChose) {
+  struct Given {
+    std::optional<std::string> omp, blas;
+  };
+  for (const Given& given : {Given{}, Given{"ACTIVE", "28"}, Given{"ACTIVE", std::nullopt}}) {
+    SCOPED_TRACE(absl::StrCat(given.omp.value_or("(unset)"), " / ", given.blas.value_or("(unset)")));
     ServerProcess s;
-    s.env["OMP_WAIT_POLICY"] = given;
+    s.env["OMP_WAIT_POLICY"] = given.omp;
+    s.env["OPENBLAS_THREAD_TIMEOUT"] = given.blas;
     s.Start({"--model", Path("base"), "--packs", Path("packs-omp"), "--admin-token-file", Path("token")},
             Path("server-omp.log"));
     auto environ = ReadFileToString("/proc/" + std::to_string(s.pid()) + "/environ");
     ASSERT_TRUE(environ.ok()) << environ.status();
-    std::vector<std::string> policies;
+    std::vector<std::string> policies, timeouts;
     for (absl::string_view v : absl::StrSplit(*environ, '\0')) {
       if (absl::ConsumePrefix(&v, "OMP_WAIT_POLICY=")) policies.emplace_back(v);
+      if (absl::ConsumePrefix(&v, "OPENBLAS_THREAD_TIMEOUT=")) timeouts.emplace_back(v);
     }
-    EXPECT_EQ(policies, std::vector<std::string>{given.value_or("PASSIVE")});
+    EXPECT_EQ(policies, std::vector<std::string>{given.omp.value_or("PASSIVE")});
+    EXPECT_EQ(timeouts, std::vector<std::string>{given.blas.value_or(kServerOpenBlasThreadTimeout)});
     // And it serves.
     EXPECT_FALSE(skillpack::MustGenerate(s.channel(), Request("omp", Greedy(4))).token_ids().empty());
     EXPECT_EQ(s.Stop(), 0);
