@@ -12,7 +12,8 @@
 // the order of the additions differs. Weights may also be IEEE binary16
 // (SmallGemmF16: half the bytes to stream, each weight widened to float32 as it
 // is loaded; x, the sums and y stay float32) or int8 codes (SmallGemmI8: a
-// quarter of the bytes; the caller applies the codes' scales).
+// quarter of the bytes; the caller applies the codes' scales), or a pack's
+// group-quantised codes with their scales (SmallGemmGroupedI8, AVX-512 only).
 #ifndef SKILLPACK_CORE_SMALL_GEMM_H_
 #define SKILLPACK_CORE_SMALL_GEMM_H_
 
