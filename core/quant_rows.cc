@@ -43,6 +43,16 @@ __attribute__((target("avx2,fma"))) void DequantizeCodes(const int8_t* c, int64_
   for (; j < n; ++j) w[j] = (static_cast<float>(c[j]) + z) * s;
 }
 
+// y_rows[i][c0 + r] += scale · block[i · n + r]: a block of m rows × n
+// outputs, each row's products, added to x's rows' outputs c0 .. c0 + n.
+void AddScaledBlock(const float* block, int64_t m, int64_t n, float scale, int64_t c0, float* const* y_rows) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* y = y_rows[i] + c0;
+    const float* b = block + i * n;
+    for (int64_t r = 0; r < n; ++r) y[r] += scale * b[r];
+  }
+}
+
 // QuantRowsLinearAdd for m >= kDequantMinRows: blocks of output rows made
 // float32 (their padding columns too: xs is zero there), then SmallGemm.
 void DequantizedLinearAdd(const QuantRows& q, float scale, const float* xs, int64_t m, int64_t r_begin, int64_t r_end,
@@ -64,11 +74,7 @@ void DequantizedLinearAdd(const QuantRows& q, float scale, const float* xs, int6
       }
     }
     SmallGemm(xs, m, width, ld, w.data(), nullptr, 0, nb, out.data(), nb);
-    for (int64_t i = 0; i < m; ++i) {
-      float* y = y_rows[i] + b0;
-      const float* o = out.data() + i * nb;
-      for (int64_t r = 0; r < nb; ++r) y[r] += scale * o[r];
-    }
+    AddScaledBlock(out.data(), m, nb, scale, b0, y_rows);
   }
 }
 
@@ -170,11 +176,7 @@ void QuantRowsLinearAdd(const QuantRows& q, float scale, const float* xs, const 
       const int64_t n = std::min(kChunk, r_end - c0);
       out.resize(m * n);
       SmallGemmGroupedI8(xs, sums, m, groups, gs, ld, codes, scales, shifts, rows, c0, c0 + n, out.data(), n);
-      for (int64_t i = 0; i < m; ++i) {
-        float* y = y_rows[i] + c0;
-        const float* o = out.data() + i * n;
-        for (int64_t r = 0; r < n; ++r) y[r] += scale * o[r];
-      }
+      AddScaledBlock(out.data(), m, n, scale, c0, y_rows);
     }
     return;
   }
@@ -199,11 +201,7 @@ void QuantRowsLinearAdd(const QuantRows& q, float scale, const float* xs, const 
         for (int64_t r = 0; r < n; ++r) a[r] += s[r] * (p[r] + z[r] * xsum);
       }
     }
-    for (int64_t i = 0; i < m; ++i) {
-      float* y = y_rows[i] + c0;
-      const float* a = acc.data() + i * n;
-      for (int64_t r = 0; r < n; ++r) y[r] += scale * a[r];
-    }
+    AddScaledBlock(acc.data(), m, n, scale, c0, y_rows);
   }
 }
 
