@@ -41,6 +41,9 @@ Json MachineInfo() {
   // And OpenBLAS's spinning after a GEMM (server_bench sets it as the server does; "" = OpenBLAS's default).
   const char* blas_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
   j["openblas_thread_timeout"] = blas_timeout != nullptr ? blas_timeout : "";
+  // glibc's malloc thresholds move step times (core/malloc_policy.h).
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  j["glibc_tunables"] = tunables != nullptr ? tunables : "";
   j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   struct utsname u;
   if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;

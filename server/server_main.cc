@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/args.h"
+#include "core/malloc_policy.h"
 #include "core/omp_wait_policy.h"
 #include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
@@ -181,5 +182,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetServerMallocThresholdsUnlessSet();         // core/malloc_policy.h
   return skillpack::Main(argc, argv);
 }
