@@ -14,11 +14,13 @@
 
 #include "bench/machine_info.h"
 #include "core/args.h"
+#include "core/malloc_policy.h"
 #include "core/omp_wait_policy.h"
 #include "trainer/fidelity.h"
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // as skillpack-trainer does
+  skillpack::SetMallocThresholdsUnlessSet();           // and this (core/malloc_policy.h)
   using namespace skillpack;
   StatusOr<Args> args = Args::Parse(argc, argv, 1, {"no-progress"});
   StatusOr<std::string> spec_path = args.ok() ? args->String("spec") : args.status();

@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include "core/file_util.h"
+#include "core/malloc_policy.h"
 
 namespace skillpack {
 
@@ -41,7 +42,12 @@ Json MachineInfo() {
   // And OpenBLAS's spinning after a GEMM (server_bench sets it as the server does; "" = OpenBLAS's default).
   const char* blas_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
   j["openblas_thread_timeout"] = blas_timeout != nullptr ? blas_timeout : "";
-  // glibc's malloc thresholds move step times (core/malloc_policy.h).
+  // glibc's malloc thresholds move step times (core/malloc_policy.h): ours, or
+  // glibc's defaults / the environment's (GLIBC_TUNABLES).
+  j["malloc_thresholds"] = MallocThresholdsSetByUs()
+                               ? std::to_string(kMallocMmapThreshold >> 20) + " MiB mmap / " +
+                                     std::to_string(kMallocTrimThreshold >> 20) + " MiB trim (ours)"
+                               : "glibc's or the environment's";
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   j["glibc_tunables"] = tunables != nullptr ? tunables : "";
   j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);

@@ -16,6 +16,7 @@
 #include "core/args.h"
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
+#include "core/malloc_policy.h"
 #include "core/omp_wait_policy.h"
 #include "pack/compressor.h"
 #include "pack/decode.h"
@@ -78,5 +79,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();           // as the CLI does (core/malloc_policy.h)
   return skillpack::Main(argc, argv);
 }

@@ -57,8 +57,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-// Set by main() as the server sets them (core/malloc_policy.h), for the result.
-bool g_server_malloc_thresholds = false;
+
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 struct Options {
@@ -230,9 +229,6 @@ int Main(int argc, char** argv) {
   result["benchmark"] = "server_bench";
   result["timestamp"] = UtcTimestamp();
   result["machine"] = MachineInfo();
-  // Whether this process runs with the server's malloc thresholds (false: the
-  // environment chose them, GLIBC_TUNABLES is in "machine").
-  result["server_malloc_thresholds"] = g_server_malloc_thresholds;
   result["options"] = {
       {"packs", o.packs},   {"clients", o.clients}, {"requests", o.requests},         {"new_tokens", o.new_tokens},
       {"layers", o.layers}, {"hidden", o.hidden},   {"serving_mode", o.serving_mode}, {"rounds", o.rounds}};
@@ -301,7 +297,7 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);                                   // core/omp_wait_policy.h
-  skillpack::g_server_malloc_thresholds = skillpack::SetServerMallocThresholdsUnlessSet();  // as the server does
+  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();               // as the server does (core/malloc_policy.h)
   return skillpack::Main(argc, argv);
 }

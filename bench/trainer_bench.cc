@@ -26,6 +26,7 @@
 #include "core/args.h"
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
+#include "core/malloc_policy.h"
 #include "core/model.h"
 #include "core/omp_wait_policy.h"
 #include "core/tiny_model.h"
@@ -230,5 +231,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // as skillpack-trainer does
+  skillpack::SetMallocThresholdsUnlessSet();           // and this (core/malloc_policy.h)
   return skillpack::Main(argc, argv);
 }

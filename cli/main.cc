@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/cli.h"
+#include "core/malloc_policy.h"
 #include "core/omp_wait_policy.h"
 
 namespace {
@@ -51,6 +52,7 @@ constexpr char kUsage[] =
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();           // core/malloc_policy.h
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

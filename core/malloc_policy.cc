@@ -31,14 +31,19 @@ bool MallocThresholdsSetByEnvironment(const std::function<const char*(const char
   return false;
 }
 
-bool SetServerMallocThresholdsUnlessSet() {
+namespace {
+bool set_by_us = false;
+}  // namespace
+
+bool SetMallocThresholdsUnlessSet() {
 #if defined(__GLIBC__)
   if (MallocThresholdsSetByEnvironment([](const char* name) { return std::getenv(name); })) return false;
-  return mallopt(M_MMAP_THRESHOLD, static_cast<int>(kServerMmapThreshold)) == 1 &&
-         mallopt(M_TRIM_THRESHOLD, static_cast<int>(kServerTrimThreshold)) == 1;
-#else
-  return false;
+  set_by_us = mallopt(M_MMAP_THRESHOLD, static_cast<int>(kMallocMmapThreshold)) == 1 &&
+              mallopt(M_TRIM_THRESHOLD, static_cast<int>(kMallocTrimThreshold)) == 1;
 #endif
+  return set_by_us;
 }
+
+bool MallocThresholdsSetByUs() { return set_by_us; }
 
 }  // namespace skillpack

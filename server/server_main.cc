@@ -182,6 +182,6 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
-  skillpack::SetServerMallocThresholdsUnlessSet();         // core/malloc_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();               // core/malloc_policy.h
   return skillpack::Main(argc, argv);
 }

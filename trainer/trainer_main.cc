@@ -17,6 +17,7 @@
 #include "core/args.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "core/malloc_policy.h"
 #include "core/omp_wait_policy.h"
 #include "core/status.h"
 #include "core/stop_signals.h"
@@ -276,6 +277,7 @@ int MakeRouterDataCommand(const std::vector<std::string>& argv) {
 
 int main(int argc, char** argv) {
   skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();           // core/malloc_policy.h
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(skillpack::kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

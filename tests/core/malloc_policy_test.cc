@@ -59,7 +59,9 @@ TEST(MallocPolicyTest, AStepSizedBlockIsKeptForTheNextStep) {
       (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr)) {
     GTEST_SKIP() << "the environment chooses malloc's settings";
   }
-  ASSERT_TRUE(SetServerMallocThresholdsUnlessSet());
+  EXPECT_FALSE(MallocThresholdsSetByUs());
+  ASSERT_TRUE(SetMallocThresholdsUnlessSet());
+  EXPECT_TRUE(MallocThresholdsSetByUs());
 
   constexpr size_t kBlock = size_t{8} << 20;
   const struct mallinfo2 before = mallinfo2();
