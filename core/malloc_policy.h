@@ -6,10 +6,9 @@
 // output, an MLP's products, activations and their gradients), so a step wrote
 // to pages the kernel had just taken back and faulted them in again: 2.9-3.5 M
 // page faults in a server_bench run (six rounds), most in sgemm_beta (a GEMM's
-// first write to its output) and ATen's elementwise loops; with the thresholds
-// below 0.42 M, and the gRPC server's tokens/s without packs rose 38%; the
-// tiny SFT step took 2.4-3x less time (bench/README.md, "Step buffers kept by
-// malloc").
+// first write to its output) and ATen's elementwise loops. With the thresholds
+// below: 0.42 M, the gRPC server's tokens/s without packs 38% higher, a tiny
+// SFT step 2.4-3x faster (bench/README.md, "Step buffers kept by malloc").
 #ifndef SKILLPACK_CORE_MALLOC_POLICY_H_
 #define SKILLPACK_CORE_MALLOC_POLICY_H_
 
