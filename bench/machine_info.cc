@@ -35,21 +35,23 @@ Json MachineInfo() {
   }
   j["logical_cores"] = std::thread::hardware_concurrency();
   j["torch_threads"] = at::get_num_threads();
+  // An environment variable's value, "" when unset.
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr ? v : "");
+  };
   // libgomp's wait policy changes throughput severalfold on a small machine
   // (bench/README.md, "Int8 factors"); the benchmarks set PASSIVE unless given one.
-  const char* omp = std::getenv("OMP_WAIT_POLICY");
-  j["omp_wait_policy"] = omp != nullptr ? omp : "";
+  j["omp_wait_policy"] = env("OMP_WAIT_POLICY");
   // And OpenBLAS's spinning after a GEMM (server_bench sets it as the server does; "" = OpenBLAS's default).
-  const char* blas_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
-  j["openblas_thread_timeout"] = blas_timeout != nullptr ? blas_timeout : "";
+  j["openblas_thread_timeout"] = env("OPENBLAS_THREAD_TIMEOUT");
   // glibc's malloc thresholds move step times (core/malloc_policy.h): ours, or
   // glibc's defaults / the environment's (GLIBC_TUNABLES).
   j["malloc_thresholds"] = MallocThresholdsSetByUs()
                                ? std::to_string(kMallocMmapThreshold >> 20) + " MiB mmap / " +
                                      std::to_string(kMallocTrimThreshold >> 20) + " MiB trim (ours)"
                                : "glibc's or the environment's";
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  j["glibc_tunables"] = tunables != nullptr ? tunables : "";
+  j["glibc_tunables"] = env("GLIBC_TUNABLES");
   j["memory_bytes"] = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   struct utsname u;
   if (uname(&u) == 0) j["kernel"] = std::string(u.sysname) + " " + u.release + " " + u.machine;
