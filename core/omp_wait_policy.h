@@ -25,10 +25,9 @@ void ReexecWithPassiveOmpWaitUnlessSet(char** argv);
 // sched_yield for 2^28 cycles (~0.1 s) after each GEMM, so with requests
 // arriving every few steps one worker never sleeps. On 2 cores that worker had
 // 48% of a server_bench run's CPU samples, two thirds of them in sched_yield,
-// taken from the gRPC threads; at 2^4
-// cycles it sleeps right after its GEMM and a prefill wakes it (bench/README.md,
-// "The gRPC server against in-process generation"). Re-executes once if it set
-// either variable.
+// taken from the gRPC threads; at 2^4 cycles it sleeps right after its GEMM and
+// a prefill wakes it (bench/README.md, "The gRPC server against in-process
+// generation"). Re-executes once if it set either variable.
 inline constexpr char kServerOpenBlasThreadTimeout[] = "4";
 void ReexecWithPassiveServerWaitsUnlessSet(char** argv);
 
