@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "core/decode_attention.h"
 #include "core/quant_rows.h"
 #include "core/small_gemm.h"
@@ -147,6 +149,22 @@ at::Tensor DecodeAttend(const at::Tensor& q, const at::Tensor& kc, const at::Ten
   return out.to(q.scalar_type());
 }
 
+// The tensor whose terms a RowDeltas call adds: a layer's, by position, or
+// one outside the layers, by name (embeddings, final norm, lm_head).
+class TensorKey {
+ public:
+  TensorKey(int64_t layer, LayerTensor t) : layer_(layer), t_(t) {}
+  explicit TensorKey(const std::string& name) : name_(&name) {}
+  const std::vector<DeltaTerm>* In(const WeightDelta& d) const {
+    return name_ != nullptr ? d.Find(*name_) : d.Find(layer_, t_);
+  }
+
+ private:
+  const std::string* name_ = nullptr;
+  int64_t layer_ = -1;
+  LayerTensor t_ = LayerTensor::kInputNorm;
+};
+
 // Per-sequence corrections of one Step (SeqStep::delta): the batch's rows
 // grouped by delta; each group adds its own terms to the outputs the base
 // weights produced for all rows.
@@ -155,7 +173,7 @@ class RowDeltas {
   static constexpr int64_t kConcatBytes = int64_t{1} << 20;
 
   RowDeltas() = default;
-  RowDeltas(const std::vector<SeqStep>& batch, const at::Device& device) : batch_size_(batch.size()) {
+  RowDeltas(const std::vector<SeqStep>& batch, const at::Device& device) : batch_size_(batch.size()), device_(device) {
     for (int64_t b = 0; b < batch_size_; ++b) {
       const WeightDelta* d = batch[b].delta;
       if (d == nullptr || d->terms().empty()) continue;
@@ -166,13 +184,13 @@ class RowDeltas {
       }
       rows_[j].push_back(b);
     }
-    for (const auto& r : rows_) index_.push_back(at::tensor(r, at::TensorOptions().dtype(at::kLong)).to(device));
+    index_.resize(rows_.size());
   }
 
   bool empty() const { return sets_.empty(); }
 
-  // y = the base output of x [B, ..., in] for weight `weight` (and `bias`, ""
-  // when none); returns y with every row's terms of both added. Low-rank terms
+  // y = the base output of x [B, ..., in] for weight `weight` (and `bias`,
+  // nullptr when none); returns y with every row's terms of both added. Low-rank terms
   // go through AddLowRankRows (the small-batch kernel, decode and prefill)
   // wherever it runs. Otherwise (no kernel on this CPU, or not float32 on the
   // CPU) through ATen: small factors (all groups' together under
@@ -180,11 +198,12 @@ class RowDeltas {
   // so that each row keeps only its own group's columns (times the term's
   // scale), · UScatᵀ -> [.., out], which saves kernel launches where they
   // dominate; larger ones group by group on the group's rows.
-  at::Tensor Linear(const std::string& weight, const std::string& bias, const at::Tensor& x, at::Tensor y) const {
-    std::vector<const DeltaTerm*> low_rank;
-    std::vector<std::pair<size_t, float>> blocks;  // (group, scale) per low-rank term
+  at::Tensor Linear(const TensorKey& weight, const TensorKey* bias, const at::Tensor& x, at::Tensor y) const {
+    // On the stack for the usual few sets (one call per linear layer per step).
+    absl::InlinedVector<const DeltaTerm*, 16> low_rank;
+    absl::InlinedVector<std::pair<size_t, float>, 16> blocks;  // (group, scale) per low-rank term
     for (size_t j = 0; j < sets_.size(); ++j) {
-      if (const std::vector<DeltaTerm>* terms = sets_[j]->Find(weight)) {
+      if (const std::vector<DeltaTerm>* terms = weight.In(*sets_[j])) {
         for (const DeltaTerm& t : *terms) {
           if (t.low_rank()) {
             low_rank.push_back(&t);  // float16 and int8 factors stay so for AddLowRankRows
@@ -198,7 +217,7 @@ class RowDeltas {
           }
         }
       }
-      const std::vector<DeltaTerm>* bterms = bias.empty() ? nullptr : sets_[j]->Find(bias);
+      const std::vector<DeltaTerm>* bterms = bias == nullptr ? nullptr : bias->In(*sets_[j]);
       for (size_t i = 0; bterms != nullptr && i < bterms->size(); ++i) {
         const DeltaTerm& t = (*bterms)[i];
         y = AddRows(y, j, (t.dense * t.scale).to(y.scalar_type()));
@@ -219,7 +238,7 @@ class RowDeltas {
     if (vts.size() == 1 || factor_bytes > kConcatBytes) {
       for (size_t i = 0; i < vts.size(); ++i) {
         const size_t j = blocks[i].first;
-        at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+        at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
         y = AddRows(y, j, skillpack::Linear(skillpack::Linear(xs, vts[i], {}).mul_(blocks[i].second), uss[i], {}));
       }
       return y;
@@ -259,7 +278,7 @@ class RowDeltas {
   // Returns false, touching nothing, unless x and y are contiguous float32 on
   // the CPU, every term's view is ready (factors on the CPU, vt contiguous, us
   // contiguous or transposed) and the kernel is available.
-  bool AddLowRankRows(const std::vector<const DeltaTerm*>& terms, const std::vector<std::pair<size_t, float>>& blocks,
+  bool AddLowRankRows(absl::Span<const DeltaTerm* const> terms, absl::Span<const std::pair<size_t, float>> blocks,
                       const at::Tensor& x, at::Tensor& y) const {
     if (!RawPath(x, y)) return false;
     const int64_t k = x.size(-1), n = y.size(-1);
@@ -275,8 +294,8 @@ class RowDeltas {
       size_t group;
       int64_t begin, end;
     };
-    std::vector<Piece> pieces;
-    std::vector<size_t> seen;
+    absl::InlinedVector<Piece, 16> pieces;
+    absl::InlinedVector<size_t, 16> seen;
     int64_t total_rows = 0;
     for (const auto& [j, scale] : blocks) {
       if (std::find(seen.begin(), seen.end(), j) != seen.end()) continue;
@@ -367,7 +386,7 @@ class RowDeltas {
   at::Tensor AddSparseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const SparseRows& s = t.sparse;
     if (!RawPath(x, y)) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
       std::vector<int64_t> shape = xs.sizes().vec();
       shape.back() = s.rows();
       return AddRows(y, j, s.Linear(xs.reshape({-1, x.size(-1)})).view(shape).mul_(t.scale));
@@ -394,7 +413,7 @@ class RowDeltas {
   at::Tensor AddDenseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const at::Tensor& d = t.dense;
     if (!RawPath(x, y) || !d.is_cpu() || !d.is_contiguous()) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
       return AddRows(y, j, at::linear(xs, d.to(x.scalar_type())).mul_(t.scale));
     }
     const int64_t k = x.size(-1), n = y.size(-1);
@@ -425,7 +444,7 @@ class RowDeltas {
   at::Tensor AddQuantLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const QuantRows& q = t.quant;
     if (!RawPath(x, y) || !RawQuant(q)) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, index_[j]);
+      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
       return AddRows(y, j, at::linear(xs, q.Dense().to(x.scalar_type())).mul_(t.scale));
     }
     const at::Tensor xc = x.contiguous();
@@ -492,11 +511,11 @@ class RowDeltas {
   }
 
   // The norm weight w [D] per row, shaped to broadcast against x [B, ..., D];
-  // w itself when no row has terms for `name`.
-  at::Tensor NormWeight(const std::string& name, const at::Tensor& w, int64_t x_dim) const {
+  // w itself when no row has terms for `key`.
+  at::Tensor NormWeight(const TensorKey& key, const at::Tensor& w, int64_t x_dim) const {
     at::Tensor rows;
     for (size_t j = 0; j < sets_.size(); ++j) {
-      const std::vector<DeltaTerm>* terms = sets_[j]->Find(name);
+      const std::vector<DeltaTerm>* terms = key.In(*sets_[j]);
       if (terms == nullptr) continue;
       if (!rows.defined()) rows = w.unsqueeze(0).repeat({batch_size_, 1});
       for (const DeltaTerm& t : *terms) rows = AddRows(rows, j, (t.dense * t.scale).to(w.scalar_type()));
@@ -543,7 +562,7 @@ class RowDeltas {
           }
           continue;
         }
-        if (!toks.defined()) toks = full(j) ? tokens : tokens.index_select(0, index_[j]);
+        if (!toks.defined()) toks = full(j) ? tokens : tokens.index_select(0, Index(j));
         at::Tensor rows;
         if (t.low_rank()) {
           rows = at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()));
@@ -567,6 +586,13 @@ class RowDeltas {
 
  private:
   bool full(size_t j) const { return static_cast<int64_t>(rows_[j].size()) == batch_size_; }
+  // Group j's rows as a tensor on the device, for the ATen paths; made when
+  // first asked for (the kernel paths take rows_ and make none: a tensor per
+  // group per step is a measurable share of a small model's step).
+  const at::Tensor& Index(size_t j) const {
+    if (!index_[j].defined()) index_[j] = at::tensor(rows_[j], at::TensorOptions().dtype(at::kLong)).to(device_);
+    return index_[j];
+  }
   // Pointers to group j's rows of x (contiguous float32 on the CPU) and of y,
   // in order: each of the group's sequences' rows (one when decoding).
   void GroupRows(size_t j, const at::Tensor& x, at::Tensor& y, std::vector<const float*>* x_rows,
@@ -586,36 +612,37 @@ class RowDeltas {
     std::vector<int64_t> shape = y.sizes().vec();
     shape.front() = static_cast<int64_t>(rows_[j].size());
     at::Tensor src = c.dim() == y.dim() ? c : c.expand(shape);
-    return y.index_add(0, index_[j], src.contiguous());
+    return y.index_add(0, Index(j), src.contiguous());
   }
 
   int64_t batch_size_ = 0;
   std::vector<const WeightDelta*> sets_;
   std::vector<std::vector<int64_t>> rows_;
-  std::vector<at::Tensor> index_;
+  at::Device device_ = at::kCPU;
+  mutable std::vector<at::Tensor> index_;  // Index(): filled as asked for, on the step's thread
 };
 
-// Linear layer `suffix` of `layer` ("self_attn.q_proj") with the rows' corrections.
+// Layer `layer`'s linear `weight` (and `bias`) with the rows' corrections.
 // A layer without a bias has no bias tensor in the model, so no delta has
 // terms for one (WeightDelta::Create) and none is looked up.
-at::Tensor LayerLinear(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,
+at::Tensor LayerLinear(const RowDeltas* rd, int64_t layer, LayerTensor weight, LayerTensor bias, const at::Tensor& x,
                        const at::Tensor& w, const at::Tensor& b) {
   at::Tensor y = Linear(x, w, b);
   if (rd == nullptr || rd->empty()) return y;
-  return rd->Linear(LayerTensorName(layer, absl::StrCat(suffix, ".weight")),
-                    b.defined() ? LayerTensorName(layer, absl::StrCat(suffix, ".bias")) : std::string(), x, y);
+  const TensorKey bias_key(layer, bias);
+  return rd->Linear(TensorKey(layer, weight), b.defined() ? &bias_key : nullptr, x, y);
 }
 
-at::Tensor LayerNorm(const RowDeltas* rd, int64_t layer, absl::string_view suffix, const at::Tensor& x,
-                     const at::Tensor& w, double eps) {
+at::Tensor LayerNorm(const RowDeltas* rd, int64_t layer, LayerTensor weight, const at::Tensor& x, const at::Tensor& w,
+                     double eps) {
   if (rd == nullptr || rd->empty()) return RmsNorm(x, w, eps);
-  return RmsNorm(x, rd->NormWeight(LayerTensorName(layer, absl::StrCat(suffix, ".weight")), w, x.dim()), eps);
+  return RmsNorm(x, rd->NormWeight(TensorKey(layer, weight), w, x.dim()), eps);
 }
 
 at::Tensor Mlp(const LayerWeights& lw, const at::Tensor& h, const RowDeltas* rd = nullptr, int64_t layer = 0) {
-  at::Tensor g = LayerLinear(rd, layer, "mlp.gate_proj", h, lw.gate, lw.gate_bias);
-  at::Tensor u = LayerLinear(rd, layer, "mlp.up_proj", h, lw.up, lw.up_bias);
-  return LayerLinear(rd, layer, "mlp.down_proj", at::silu(g) * u, lw.down, lw.down_bias);
+  at::Tensor g = LayerLinear(rd, layer, LayerTensor::kGate, LayerTensor::kGateBias, h, lw.gate, lw.gate_bias);
+  at::Tensor u = LayerLinear(rd, layer, LayerTensor::kUp, LayerTensor::kUpBias, h, lw.up, lw.up_bias);
+  return LayerLinear(rd, layer, LayerTensor::kDown, LayerTensor::kDownBias, at::silu(g) * u, lw.down, lw.down_bias);
 }
 
 // Query/key/value projections of h [B,T,D] with RoPE applied: q [B,H,T,hd], k/v [B,KV,T,hd].
@@ -626,13 +653,13 @@ Qkv Project(const ModelConfig& c, const LayerWeights& lw, const at::Tensor& h, c
             const at::Tensor& sin, const RowDeltas* rd = nullptr, int64_t layer = 0) {
   const int64_t B = h.size(0), T = h.size(1), hd = c.head_dim;
   Qkv r;
-  r.q = LayerLinear(rd, layer, "self_attn.q_proj", h, lw.q, lw.q_bias)
+  r.q = LayerLinear(rd, layer, LayerTensor::kQ, LayerTensor::kQBias, h, lw.q, lw.q_bias)
             .view({B, T, c.num_attention_heads, hd})
             .transpose(1, 2);
-  r.k = LayerLinear(rd, layer, "self_attn.k_proj", h, lw.k, lw.k_bias)
+  r.k = LayerLinear(rd, layer, LayerTensor::kK, LayerTensor::kKBias, h, lw.k, lw.k_bias)
             .view({B, T, c.num_key_value_heads, hd})
             .transpose(1, 2);
-  r.v = LayerLinear(rd, layer, "self_attn.v_proj", h, lw.v, lw.v_bias)
+  r.v = LayerLinear(rd, layer, LayerTensor::kV, LayerTensor::kVBias, h, lw.v, lw.v_bias)
             .view({B, T, c.num_key_value_heads, hd})
             .transpose(1, 2);
   r.q = ApplyRope(r.q, cos, sin);
@@ -795,8 +822,8 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
     if (decode.empty()) allowed = AttentionMask(positions, total_max, config_.sliding_window, at::Tensor());
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LayerWeights& lw = w.layers()[l];
-      Qkv p = Project(config_, lw, LayerNorm(&rd, l, "input_layernorm", x, lw.input_norm, config_.rms_norm_eps), cos,
-                      sin, &rd, l);
+      Qkv p = Project(config_, lw, LayerNorm(&rd, l, LayerTensor::kInputNorm, x, lw.input_norm, config_.rms_norm_eps),
+                      cos, sin, &rd, l);
       at::Tensor& kc = cache.keys(l);
       at::Tensor& vc = cache.values(l);
       for (int64_t b = 0; b < B; ++b) {
@@ -812,8 +839,9 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
         attended =
             Attend(p.q, keys.narrow(2, 0, total_max), vals.narrow(2, 0, total_max), allowed, config_.num_kv_groups());
       }
-      x = x + LayerLinear(&rd, l, "self_attn.o_proj", attended, lw.o, lw.o_bias);
-      x = x + Mlp(lw, LayerNorm(&rd, l, "post_attention_layernorm", x, lw.post_attention_norm, config_.rms_norm_eps),
+      x = x + LayerLinear(&rd, l, LayerTensor::kO, LayerTensor::kOBias, attended, lw.o, lw.o_bias);
+      x = x + Mlp(lw,
+                  LayerNorm(&rd, l, LayerTensor::kPostAttentionNorm, x, lw.post_attention_norm, config_.rms_norm_eps),
                   &rd, l);
     }
     for (int64_t b = 0; b < B; ++b) cache.set_length(slots[b], lens[b] + counts[b]);
@@ -824,10 +852,11 @@ StatusOr<at::Tensor> Transformer::Step(const ModelWeights& w, KvCache& cache, co
     }
     if (rd.empty())
       return Linear(RmsNorm(x, w.final_norm(), config_.rms_norm_eps), w.lm_head(), at::Tensor()).to(at::kFloat);
-    at::Tensor h = RmsNorm(x, rd.NormWeight("model.norm.weight", w.final_norm(), x.dim()), config_.rms_norm_eps);
+    static const std::string kFinalNorm = "model.norm.weight", kLmHead = "lm_head.weight";
+    at::Tensor h = RmsNorm(x, rd.NormWeight(TensorKey(kFinalNorm), w.final_norm(), x.dim()), config_.rms_norm_eps);
     // A tied lm_head is the embedding matrix: the embedding's terms apply.
-    const std::string head = config_.tie_word_embeddings ? kEmbed : "lm_head.weight";
-    return rd.Linear(head, "", h, Linear(h, w.lm_head(), at::Tensor())).to(at::kFloat);
+    const TensorKey head(config_.tie_word_embeddings ? kEmbed : kLmHead);
+    return rd.Linear(head, nullptr, h, Linear(h, w.lm_head(), at::Tensor())).to(at::kFloat);
   } catch (const std::exception& e) {
     return StatusFromException(e, "model step");
   }

@@ -126,6 +126,13 @@ StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConf
     if (!kept.empty()) d->terms_.emplace(name, std::move(kept));
   }
   for (const auto& [name, list] : d->terms_) d->index_.emplace(name, &list);
+  d->layer_index_.assign(config.num_hidden_layers * kLayerTensors, nullptr);
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    for (int t = 0; t < kLayerTensors; ++t) {
+      d->layer_index_[l * kLayerTensors + t] =
+          d->Find(LayerTensorName(l, LayerTensorSuffix(static_cast<LayerTensor>(t))));
+    }
+  }
   return std::shared_ptr<const WeightDelta>(std::move(d));
 }
 
@@ -137,6 +144,11 @@ at::Tensor DeltaTerm::UsAs(at::ScalarType type) const {
 const std::vector<DeltaTerm>* WeightDelta::Find(const std::string& name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : it->second;
+}
+
+const std::vector<DeltaTerm>* WeightDelta::Find(int64_t layer, LayerTensor t) const {
+  const int64_t i = layer * kLayerTensors + static_cast<int>(t);
+  return layer < 0 || i >= static_cast<int64_t>(layer_index_.size()) ? nullptr : layer_index_[i];
 }
 
 }  // namespace skillpack

@@ -36,6 +36,7 @@
 #include "core/quant_rows.h"
 #include "core/sparse_rows.h"
 #include "core/status.h"
+#include "core/weights.h"
 
 namespace skillpack {
 
@@ -99,6 +100,9 @@ class WeightDelta {
   // The terms of `name`; nullptr when it has none. (A hash lookup: a step
   // looks up every linear layer in every pack set of its batch.)
   const std::vector<DeltaTerm>* Find(const std::string& name) const;
+  // The same for layer `layer`'s tensor `t` (by position: nullptr outside
+  // the config's layers).
+  const std::vector<DeltaTerm>* Find(int64_t layer, LayerTensor t) const;
   const std::map<std::string, std::vector<DeltaTerm>>& terms() const { return terms_; }
   // Bytes of the distinct tensors the terms reference (owned elsewhere too).
   int64_t bytes() const { return bytes_; }
@@ -111,6 +115,7 @@ class WeightDelta {
   WeightDelta() = default;
   std::map<std::string, std::vector<DeltaTerm>> terms_;
   absl::flat_hash_map<std::string, const std::vector<DeltaTerm>*> index_;  // into terms_
+  std::vector<const std::vector<DeltaTerm>*> layer_index_;                 // [layer · kLayerTensors + t]
   int64_t bytes_ = 0;
 };
 

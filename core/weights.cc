@@ -12,34 +12,48 @@ std::string LayerTensorName(int64_t layer, absl::string_view suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
 }
 
+absl::string_view LayerTensorSuffix(LayerTensor t) {
+  static constexpr absl::string_view kSuffixes[kLayerTensors] = {
+      "input_layernorm.weight",  "self_attn.q_proj.weight",
+      "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+      "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+      "self_attn.k_proj.bias",   "self_attn.v_proj.bias",
+      "self_attn.o_proj.bias",   "post_attention_layernorm.weight",
+      "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+      "mlp.down_proj.weight",    "mlp.gate_proj.bias",
+      "mlp.up_proj.bias",        "mlp.down_proj.bias"};
+  return kSuffixes[static_cast<int>(t)];
+}
+
 std::vector<TensorSpec> ExpectedTensors(const ModelConfig& c) {
   const int64_t d = c.hidden_size, q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim,
                 f = c.intermediate_size;
   std::vector<TensorSpec> out;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    auto add = [&](absl::string_view s, std::vector<int64_t> shape) {
-      out.push_back({LayerTensorName(i, s), std::move(shape)});
+    auto add = [&](LayerTensor t, std::vector<int64_t> shape) {
+      out.push_back({LayerTensorName(i, LayerTensorSuffix(t)), std::move(shape)});
     };
-    add("input_layernorm.weight", {d});
-    add("self_attn.q_proj.weight", {q, d});
-    add("self_attn.k_proj.weight", {kv, d});
-    add("self_attn.v_proj.weight", {kv, d});
-    add("self_attn.o_proj.weight", {d, q});
+    using T = LayerTensor;
+    add(T::kInputNorm, {d});
+    add(T::kQ, {q, d});
+    add(T::kK, {kv, d});
+    add(T::kV, {kv, d});
+    add(T::kO, {d, q});
     if (c.attention_bias) {
-      add("self_attn.q_proj.bias", {q});
-      add("self_attn.k_proj.bias", {kv});
-      add("self_attn.v_proj.bias", {kv});
-      if (c.o_proj_bias) add("self_attn.o_proj.bias", {d});
+      add(T::kQBias, {q});
+      add(T::kKBias, {kv});
+      add(T::kVBias, {kv});
+      if (c.o_proj_bias) add(T::kOBias, {d});
     }
-    add("post_attention_layernorm.weight", {d});
-    add("mlp.gate_proj.weight", {f, d});
-    add("mlp.up_proj.weight", {f, d});
-    add("mlp.down_proj.weight", {d, f});
+    add(T::kPostAttentionNorm, {d});
+    add(T::kGate, {f, d});
+    add(T::kUp, {f, d});
+    add(T::kDown, {d, f});
     if (c.mlp_bias) {
-      add("mlp.gate_proj.bias", {f});
-      add("mlp.up_proj.bias", {f});
-      add("mlp.down_proj.bias", {d});
+      add(T::kGateBias, {f});
+      add(T::kUpBias, {f});
+      add(T::kDownBias, {d});
     }
   }
   out.push_back({"model.norm.weight", {d}});
@@ -99,24 +113,25 @@ Status ModelWeights::Resolve() {
   lm_head_ = config_.tie_word_embeddings ? embed_ : get("lm_head.weight");
   layers_.clear();
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
-    auto l = [&](absl::string_view s) { return get(LayerTensorName(i, s)); };
+    auto l = [&](LayerTensor t) { return get(LayerTensorName(i, LayerTensorSuffix(t))); };
+    using T = LayerTensor;
     LayerWeights lw;
-    lw.input_norm = l("input_layernorm.weight");
-    lw.post_attention_norm = l("post_attention_layernorm.weight");
-    lw.q = l("self_attn.q_proj.weight");
-    lw.k = l("self_attn.k_proj.weight");
-    lw.v = l("self_attn.v_proj.weight");
-    lw.o = l("self_attn.o_proj.weight");
-    lw.q_bias = l("self_attn.q_proj.bias");
-    lw.k_bias = l("self_attn.k_proj.bias");
-    lw.v_bias = l("self_attn.v_proj.bias");
-    lw.o_bias = l("self_attn.o_proj.bias");
-    lw.gate = l("mlp.gate_proj.weight");
-    lw.up = l("mlp.up_proj.weight");
-    lw.down = l("mlp.down_proj.weight");
-    lw.gate_bias = l("mlp.gate_proj.bias");
-    lw.up_bias = l("mlp.up_proj.bias");
-    lw.down_bias = l("mlp.down_proj.bias");
+    lw.input_norm = l(T::kInputNorm);
+    lw.post_attention_norm = l(T::kPostAttentionNorm);
+    lw.q = l(T::kQ);
+    lw.k = l(T::kK);
+    lw.v = l(T::kV);
+    lw.o = l(T::kO);
+    lw.q_bias = l(T::kQBias);
+    lw.k_bias = l(T::kKBias);
+    lw.v_bias = l(T::kVBias);
+    lw.o_bias = l(T::kOBias);
+    lw.gate = l(T::kGate);
+    lw.up = l(T::kUp);
+    lw.down = l(T::kDown);
+    lw.gate_bias = l(T::kGateBias);
+    lw.up_bias = l(T::kUpBias);
+    lw.down_bias = l(T::kDownBias);
     layers_.push_back(std::move(lw));
   }
   return absl::OkStatus();

@@ -82,6 +82,30 @@ class ModelWeights {
 // Hugging Face name of layer `i`'s tensor `suffix`, e.g. LayerTensorName(3, "self_attn.q_proj.weight").
 std::string LayerTensorName(int64_t layer, absl::string_view suffix);
 
+// A layer's tensors by position, for lookups made for every layer of every
+// step (WeightDelta::Find(layer, t): no name built or hashed).
+enum class LayerTensor {
+  kInputNorm,
+  kQ,
+  kK,
+  kV,
+  kO,
+  kQBias,
+  kKBias,
+  kVBias,
+  kOBias,
+  kPostAttentionNorm,
+  kGate,
+  kUp,
+  kDown,
+  kGateBias,
+  kUpBias,
+  kDownBias,
+};
+inline constexpr int kLayerTensors = static_cast<int>(LayerTensor::kDownBias) + 1;
+// Its suffix in LayerTensorName, e.g. "self_attn.q_proj.weight" for kQ.
+absl::string_view LayerTensorSuffix(LayerTensor t);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_CORE_WEIGHTS_H_

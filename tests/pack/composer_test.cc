@@ -12,6 +12,7 @@
 #include <cmath>
 #include <set>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/kv_cache.h"
 #include "core/model.h"
@@ -715,6 +716,44 @@ TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
   ASSERT_NE((*d)->Find("model.norm.weight"), nullptr);
   EXPECT_FALSE((*d)->Find("model.norm.weight")->front().view.ready);
   EXPECT_EQ((*d)->Find("model.layers.0.mlp.up_proj.weight"), nullptr);
+}
+
+// Every layer tensor found by position (the step's lookups) is the one found
+// by its name, for a model with every bias; none outside the layers, and
+// LayerTensorSuffix names each layer tensor ExpectedTensors lists, once.
+TEST(WeightDeltaTest, FindsLayerTensorsByPositionAsByName) {
+  const ModelConfig c = testutil::TestConfig({{"attention_bias", true}, {"mlp_bias", true}});
+  ASSERT_TRUE(c.o_proj_bias && c.mlp_bias);
+  std::map<std::string, std::vector<DeltaTerm>> terms;
+  std::set<std::string> layer_names;
+  float scale = 1.0f;
+  for (const TensorSpec& s : ExpectedTensors(c)) {
+    terms[s.name].push_back(DeltaTerm{at::Tensor(), at::Tensor(), at::zeros(s.shape), scale++});
+    if (absl::StartsWith(s.name, "model.layers.")) layer_names.insert(s.name);
+  }
+  auto d = WeightDelta::Create(c, std::move(terms));
+  ASSERT_TRUE(d.ok()) << d.status();
+  std::set<std::string> suffixed;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    for (int t = 0; t < kLayerTensors; ++t) {
+      const std::string name = LayerTensorName(l, LayerTensorSuffix(static_cast<LayerTensor>(t)));
+      EXPECT_TRUE(suffixed.insert(name).second) << name;
+      const std::vector<DeltaTerm>* by_name = (*d)->Find(name);
+      ASSERT_NE(by_name, nullptr) << name;
+      EXPECT_EQ((*d)->Find(l, static_cast<LayerTensor>(t)), by_name) << name;
+    }
+  }
+  EXPECT_EQ(suffixed, layer_names);
+  EXPECT_EQ((*d)->Find(c.num_hidden_layers, LayerTensor::kQ), nullptr);
+  EXPECT_EQ((*d)->Find(-1, LayerTensor::kDownBias), nullptr);
+  // A delta without a layer's tensor finds none there.
+  auto one = WeightDelta::Create(
+      c, {{LayerTensorName(1, "mlp.up_proj.weight"),
+           {DeltaTerm{at::Tensor(), at::Tensor(), at::zeros({c.intermediate_size, c.hidden_size}), 1.0f}}}});
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_NE((*one)->Find(1, LayerTensor::kUp), nullptr);
+  EXPECT_EQ((*one)->Find(0, LayerTensor::kUp), nullptr);
+  EXPECT_EQ((*one)->Find(1, LayerTensor::kGate), nullptr);
 }
 
 // WeightDelta::Create refuses what does not fit the model, naming the tensor.
