@@ -346,7 +346,7 @@ TEST_F(RouterE2eTest, SetRouterRefusesRoutersThatDoNotFit) {
   const std::string fp = *BaseFingerprint(*(*base)->weights);
   auto make = [](std::vector<std::string> labels, int64_t hidden, const std::string& fingerprint) {
     const int64_t w = 8, n = static_cast<int64_t>(labels.size());
-    RouterConfig c{std::move(labels), 1, hidden, w, fingerprint, {}, {}, {}};
+    RouterConfig c{std::move(labels), 1, hidden, w, fingerprint, {}, {}, {}, ""};
     auto r = Router::Create(c, at::zeros({hidden}), at::ones({hidden}), at::zeros({w, hidden}), at::zeros({w}),
                             at::zeros({n, w}), at::zeros({n}));
     EXPECT_TRUE(r.ok()) << r.status();

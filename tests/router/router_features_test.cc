@@ -196,7 +196,7 @@ TEST_F(RouterFeaturesTest, BadLayersAndPoolingAreRefused) {
 
 // A router over `layers` x `pooling` features of hidden size 4, width 3.
 StatusOr<std::unique_ptr<Router>> MakeRouter(std::vector<int64_t> layers, std::vector<Pooling> pooling) {
-  RouterConfig c{{"none", "a"}, layers.empty() ? 1 : layers.back(), 4, 3, "sha256:x", {}, layers, pooling};
+  RouterConfig c{{"none", "a"}, layers.empty() ? 1 : layers.back(), 4, 3, "sha256:x", {}, layers, pooling, ""};
   RouterConfig sized = c;  // Create's defaults, for the tensors' size (checked apart below)
   if (sized.layers.empty()) sized.layers = {sized.layer};
   if (sized.pooling.empty()) sized.pooling = {Pooling::kMean};
@@ -269,7 +269,7 @@ TEST(RouterFileV3Test, FeaturesRoundTripAtTheLowestVersionThatHoldsThem) {
 
 TEST(RouterFileV3Test, InconsistentFeatureConfigIsRefused) {
   // layer must be the last of layers; layers ascending; no repeated pooling; shapes follow F.
-  RouterConfig c{{"none", "a"}, 1, 4, 3, "", {}, {0, 2}, {Pooling::kMean}};
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "", {}, {0, 2}, {Pooling::kMean}, ""};
   auto r = Router::Create(c, at::zeros({8}), at::ones({8}), at::zeros({3, 8}), at::zeros({3}), at::zeros({2, 3}),
                           at::zeros({2}));
   EXPECT_EQ(r.status().message(), "router config layer (1) must be the last of its layers (2)");

@@ -174,14 +174,14 @@ INSTANTIATE_TEST_SUITE_P(Layers, RouterTrainTest, ::testing::Values(0, 1),
                          [](const auto& info) { return "layer" + std::to_string(info.param); });
 
 TEST(RouterFileTest, RejectsBadFiles) {
-  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x", {}, {}, {}};
+  RouterConfig c{{"none", "a"}, 1, 4, 3, "sha256:x", {}, {}, {}, ""};
   auto r = Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({2, 3}),
                           at::zeros({2}));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 5}), at::zeros({3}), at::zeros({2, 3}),
                               at::zeros({2}))
                    .ok());
-  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, "", {}, {}, {}};
+  RouterConfig dup{{"none", "a", "a"}, 1, 4, 3, "", {}, {}, {}, ""};
   EXPECT_FALSE(Router::Create(dup, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
                               at::zeros({3}))
                    .ok());
@@ -206,7 +206,7 @@ TEST(RouterFileTest, RejectsBadFiles) {
 
 TEST(RouterFileTest, AssignmentRoundTripsAsVersion2AndIsChecked) {
   auto make = [](const ModuleAssignment& a) {
-    RouterConfig c{{"none", "a", "b"}, 1, 4, 3, "sha256:x", {}, {}, {}};
+    RouterConfig c{{"none", "a", "b"}, 1, 4, 3, "sha256:x", {}, {}, {}, ""};
     c.assignment = a;
     return Router::Create(c, at::zeros({4}), at::ones({4}), at::zeros({3, 4}), at::zeros({3}), at::zeros({3, 3}),
                           at::zeros({3}));
