@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <random>
@@ -198,7 +197,6 @@ int Main(int argc, char** argv) {
   result["benchmark"] = "trainer_bench";
   result["timestamp"] = UtcTimestamp();
   result["machine"] = MachineInfo();
-  result["omp_wait_policy"] = std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "";
   result["runs"] = Json::array();
   for (absl::string_view sv : absl::StrSplit(shapes, ',')) {
     const std::string shape(sv);
