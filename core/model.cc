@@ -190,14 +190,14 @@ class RowDeltas {
   bool empty() const { return sets_.empty(); }
 
   // y = the base output of x [B, ..., in] for weight `weight` (and `bias`,
-  // nullptr when none); returns y with every row's terms of both added. Low-rank terms
-  // go through AddLowRankRows (the small-batch kernel, decode and prefill)
-  // wherever it runs. Otherwise (no kernel on this CPU, or not float32 on the
-  // CPU) through ATen: small factors (all groups' together under
-  // kConcatBytes) as one pair of GEMMs, x [.., in] · Vcatᵀ -> [.., K], masked
-  // so that each row keeps only its own group's columns (times the term's
-  // scale), · UScatᵀ -> [.., out], which saves kernel launches where they
-  // dominate; larger ones group by group on the group's rows.
+  // nullptr when none); returns y with every row's terms of both added.
+  // Low-rank terms go through AddLowRankRows (the small-batch kernel, decode
+  // and prefill) wherever it runs. Otherwise (no kernel on this CPU, or not
+  // float32 on the CPU) through ATen: small factors (all groups' together
+  // under kConcatBytes) as one pair of GEMMs, x [.., in] · Vcatᵀ -> [.., K],
+  // masked so that each row keeps only its own group's columns (times the
+  // term's scale), · UScatᵀ -> [.., out], which saves kernel launches where
+  // they dominate; larger ones group by group on the group's rows.
   at::Tensor Linear(const TensorKey& weight, const TensorKey* bias, const at::Tensor& x, at::Tensor y) const {
     // On the stack for the usual few sets (one call per linear layer per step).
     absl::InlinedVector<const DeltaTerm*, 16> low_rank;
