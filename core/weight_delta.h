@@ -97,11 +97,11 @@ class WeightDelta {
   static StatusOr<std::shared_ptr<const WeightDelta>> Create(const ModelConfig& config,
                                                              std::map<std::string, std::vector<DeltaTerm>> terms);
 
-  // The terms of `name`; nullptr when it has none. (A hash lookup: a step
-  // looks up every linear layer in every pack set of its batch.)
+  // The terms of `name`; nullptr when it has none (a hash lookup).
   const std::vector<DeltaTerm>* Find(const std::string& name) const;
-  // The same for layer `layer`'s tensor `t` (by position: nullptr outside
-  // the config's layers).
+  // The same for layer `layer`'s tensor `t`, by position, no name built or
+  // hashed (a step looks up every layer tensor in every pack set of its
+  // batch); nullptr outside the config's layers.
   const std::vector<DeltaTerm>* Find(int64_t layer, LayerTensor t) const;
   const std::map<std::string, std::vector<DeltaTerm>>& terms() const { return terms_; }
   // Bytes of the distinct tensors the terms reference (owned elsewhere too).
