@@ -238,7 +238,7 @@ class RowDeltas {
     if (vts.size() == 1 || factor_bytes > kConcatBytes) {
       for (size_t i = 0; i < vts.size(); ++i) {
         const size_t j = blocks[i].first;
-        at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
+        at::Tensor xs = GroupOf(j, x);
         y = AddRows(y, j, skillpack::Linear(skillpack::Linear(xs, vts[i], {}).mul_(blocks[i].second), uss[i], {}));
       }
       return y;
@@ -386,7 +386,7 @@ class RowDeltas {
   at::Tensor AddSparseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const SparseRows& s = t.sparse;
     if (!RawPath(x, y)) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
+      const at::Tensor xs = GroupOf(j, x);
       std::vector<int64_t> shape = xs.sizes().vec();
       shape.back() = s.rows();
       return AddRows(y, j, s.Linear(xs.reshape({-1, x.size(-1)})).view(shape).mul_(t.scale));
@@ -413,7 +413,7 @@ class RowDeltas {
   at::Tensor AddDenseLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const at::Tensor& d = t.dense;
     if (!RawPath(x, y) || !d.is_cpu() || !d.is_contiguous()) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
+      const at::Tensor xs = GroupOf(j, x);
       return AddRows(y, j, at::linear(xs, d.to(x.scalar_type())).mul_(t.scale));
     }
     const int64_t k = x.size(-1), n = y.size(-1);
@@ -444,7 +444,7 @@ class RowDeltas {
   at::Tensor AddQuantLinear(size_t j, const DeltaTerm& t, const at::Tensor& x, at::Tensor y) const {
     const QuantRows& q = t.quant;
     if (!RawPath(x, y) || !RawQuant(q)) {
-      const at::Tensor xs = full(j) ? x : x.index_select(0, Index(j));
+      const at::Tensor xs = GroupOf(j, x);
       return AddRows(y, j, at::linear(xs, q.Dense().to(x.scalar_type())).mul_(t.scale));
     }
     const at::Tensor xc = x.contiguous();
@@ -562,7 +562,7 @@ class RowDeltas {
           }
           continue;
         }
-        if (!toks.defined()) toks = full(j) ? tokens : tokens.index_select(0, Index(j));
+        if (!toks.defined()) toks = GroupOf(j, tokens);
         at::Tensor rows;
         if (t.low_rank()) {
           rows = at::matmul(EmbeddedFactor(t, toks, x.scalar_type()), t.vt.to(x.scalar_type()));
@@ -593,6 +593,8 @@ class RowDeltas {
     if (!index_[j].defined()) index_[j] = at::tensor(rows_[j], at::TensorOptions().dtype(at::kLong)).to(device_);
     return index_[j];
   }
+  // Group j's rows of t [B, ...] (t itself when the group is the whole batch).
+  at::Tensor GroupOf(size_t j, const at::Tensor& t) const { return full(j) ? t : t.index_select(0, Index(j)); }
   // Pointers to group j's rows of x (contiguous float32 on the CPU) and of y,
   // in order: each of the group's sequences' rows (one when decoding).
   void GroupRows(size_t j, const at::Tensor& x, at::Tensor& y, std::vector<const float*>* x_rows,
