@@ -76,8 +76,13 @@ __attribute__((target("avx2,fma,f16c"))) void Tile(const float* x, int64_t ldx, 
 }
 
 // Rows [m0, m0 + mr) of x (stride ldx) against panel rows [0, 12) over columns [0, k8):
-// whole tiles for every mr, as 12 = 3·4 = 4·3 = 6·2 = 12·1. acc holds the
-// block's accumulators, [mr][12] in tile order.
+// whole tiles for every mr: 4 rows of x by 3 weight rows, 3 by 4, 2 by 6 and 1
+// by 4. acc holds the block's accumulators, [mr][12] in tile order. One row of
+// x in one tile of all 12 weight rows streamed 12 rows side by side, which at
+// k = 2048 (rows 8 KB apart, in the same L1 sets) is more than an 8-way L1
+// keeps: on a Zen 3 (AVX2 only) a one-row pass over the 1.1B linears took
+// 1.25-1.5x as long as in tiles of 4 rows, 3x with the weights in L2
+// (bench/README.md, "One row on the AVX2 kernel").
 template <typename W>
 __attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t ldx, int64_t k, int64_t mr, const W* w,
                                                          int64_t k8, __m256* acc) {
@@ -92,7 +97,7 @@ __attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t
       for (int64_t j = 0; j < 12; j += 6) Tile<2, 6>(x, ldx, w + j * k, k, k8, acc + j * 2);
       break;
     default:
-      Tile<1, 12>(x, ldx, w, k, k8, acc);
+      for (int64_t j = 0; j < 12; j += 4) Tile<1, 4>(x, ldx, w + j * k, k, k8, acc + j);
       break;
   }
 }
@@ -106,7 +111,8 @@ void PartialTile(const float* x, int64_t ldx, int64_t mr, int64_t nr, const W* w
   kTiles[nr == 3][mr - 1](x, ldx, w, k, k8, acc);
 }
 
-// The accumulator of (row i, panel row j) in PanelTiles' layout for `mr` rows.
+// The accumulator of (row i, panel row j) in PanelTiles' layout for `mr` rows
+// (one row's tiles of 4 leave its 12 in panel order, as one tile of 12 would).
 int64_t AccIndex(int64_t mr, int64_t i, int64_t j) {
   const int64_t nr = 12 / mr;
   return (j / nr) * nr * mr + i * nr + j % nr;
