@@ -16,6 +16,7 @@
 
 #include "core/file_util.h"
 #include "core/malloc_policy.h"
+#include "core/small_gemm.h"
 
 namespace skillpack {
 
@@ -33,6 +34,9 @@ Json MachineInfo() {
     if (line.rfind("cpu family", 0) == 0) j["cpu_family"] = value;
     if (line.rfind("model\t", 0) == 0) j["cpu_model"] = value;
   }
+  // The small-batch kernel and its walk this CPU gets (core/small_gemm.h).
+  j["small_gemm_isa"] = SmallGemmIsaName(SmallGemmBestIsa());
+  j["small_gemm_walk"] = SmallGemmWalkName(SmallGemmBestWalk());
   j["logical_cores"] = std::thread::hardware_concurrency();
   j["torch_threads"] = at::get_num_threads();
   // An environment variable's value, "" when unset.

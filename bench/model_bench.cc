@@ -118,30 +118,37 @@ Json TimeLinears(const ModelConfig& c, const ModelWeights& w, const std::vector<
   struct Pass {
     int64_t batch;
     SmallGemmIsa isa;
+    SmallGemmWalk walk;
     std::string linear;
     at::Tensor x_hidden, x_intermediate;
     std::vector<double> seconds;
   };
   std::vector<Pass> passes;
+  const SmallGemmWalk best_walk = SmallGemmBestWalk();
+  const SmallGemmWalk other_walk =
+      best_walk == SmallGemmWalk::kKBlocks ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
   for (int64_t b : batches) {
-    std::vector<SmallGemmIsa> isas = {SmallGemmBestIsa()};
-    if (b == 1 && SmallGemmBestIsa() != SmallGemmIsa::kOff) isas.push_back(SmallGemmIsa::kOff);
-    for (SmallGemmIsa isa : isas) {
+    // (kernel, walk): the best; for up to 8 rows on the AVX-512 kernel, its other walk too (small_gemm.h);
+    // for one row, BLAS's GEMV.
+    std::vector<std::pair<SmallGemmIsa, SmallGemmWalk>> kernels = {{SmallGemmBestIsa(), best_walk}};
+    if (SmallGemmBestIsa() == SmallGemmIsa::kAvx512 && b <= 8) kernels.emplace_back(SmallGemmIsa::kAvx512, other_walk);
+    if (b == 1 && SmallGemmBestIsa() != SmallGemmIsa::kOff) kernels.emplace_back(SmallGemmIsa::kOff, best_walk);
+    for (const auto& [isa, walk] : kernels) {
       const bool kernel = isa != SmallGemmIsa::kOff && b <= kSmallGemmMaxRows;
-      passes.push_back({b,
-                        isa,
-                        kernel ? absl::StrCat("small_gemm_", SmallGemmIsaName(isa)) : (b == 1 ? "gemv" : "blas"),
-                        at::randn({b, c.hidden_size}),
-                        at::randn({b, c.intermediate_size}),
-                        {}});
+      std::string linear = kernel ? absl::StrCat("small_gemm_", SmallGemmIsaName(isa)) : (b == 1 ? "gemv" : "blas");
+      if (kernel && walk != best_walk) absl::StrAppend(&linear, "_", SmallGemmWalkName(walk));
+      passes.push_back(
+          {b, isa, walk, std::move(linear), at::randn({b, c.hidden_size}), at::randn({b, c.intermediate_size}), {}});
     }
   }
   auto run = [&](Pass& p) {
     SetSmallGemmIsa(p.isa);
+    SetSmallGemmWalk(p.walk);
     auto t0 = Clock::now();
     LinearPass(w, p.x_hidden, p.x_intermediate);
     const double s = Seconds(t0);
     SetSmallGemmEnabled(true);
+    SetSmallGemmWalk(best_walk);
     // OpenBLAS's workers keep spinning for a while after its GEMV returns and
     // took a core from the next pass (batch 2's ran at 1.9x batch 1's in the
     // rounds' median, 1.0x in their fastest); let them go to sleep first.

@@ -31,6 +31,21 @@ SmallGemmIsa DetectIsa() {
 const SmallGemmIsa g_best = DetectIsa();
 std::atomic<SmallGemmIsa> g_active{g_best};
 
+// AMD family 0x19 (Zen 3 and Zen 4; of the two only Zen 4 has AVX-512, so only
+// it runs the walks) walks whole rows; every other CPU k-blocks.
+SmallGemmWalk DetectWalk() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return SmallGemmWalk::kKBlocks;
+  const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "Auth" "enti" "cAMD"
+  if (!amd || __get_cpuid(1, &a, &b, &c, &d) == 0) return SmallGemmWalk::kKBlocks;
+  const unsigned base_family = (a >> 8) & 0xF;
+  const unsigned family = base_family == 0xF ? base_family + ((a >> 20) & 0xFF) : base_family;
+  return family == 0x19 ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+}
+
+const SmallGemmWalk g_best_walk = DetectWalk();
+std::atomic<SmallGemmWalk> g_walk{g_best_walk};
+
 // Weights are float32, IEEE binary16 (`Half`, the bits as uint16_t) or int8
 // codes: a binary16 weight or a code is widened to float32 as it is loaded
 // (F16C; sign extension and conversion), and every sum is the float32 one over
@@ -269,7 +284,8 @@ struct Avx2AccumulateRows {
 // (8 rows, 16 KB) stays in L1 while the panel's tiles stream their weights
 // past it; without the blocking 8 rows of x (64 KB at k = 2048) come from L2
 // on every step and a batch-8 step took twice a batch-4 one (bench/README.md,
-// model_bench). 9 to 16 rows: TwoGroupPanel512 below.
+// model_bench; on the Zen 5 of that time). On a Zen 4 whole rows are faster:
+// the walks, small_gemm.h. 9 to 16 rows: TwoGroupPanel512 below.
 
 constexpr int64_t kAvx512Panel = 24;
 
@@ -305,8 +321,9 @@ constexpr int64_t kAvx512KBlock = 512;
 // load of the weights (packed x is zero there), so there is no scalar tail.
 // Always inlined: GCC called it out of line from TwoGroupPanel512, once per
 // tile and k-block, and a 16-row pass over the 1.1B linears took 37.1–37.5 ms
-// instead of 31.0–31.8 (a stand-alone timing; bench/README.md).
-template <int MR, int NR, typename W>
+// instead of 31.0–31.8 (a stand-alone timing; bench/README.md). Without
+// kPrefetch it issues no software prefetch (one row of x along whole rows).
+template <int MR, int NR, typename W, bool kPrefetch = true>
 __attribute__((target("avx512f"), always_inline)) inline void Block512(const float* xp, const W* w, int64_t k,
                                                                        int64_t k0, int64_t k1, __m512* acc) {
   __m512 a[MR][NR];
@@ -319,7 +336,9 @@ __attribute__((target("avx512f"), always_inline)) inline void Block512(const flo
     // The next tile's weights at the same columns, one tile ahead of use: the
     // hardware prefetchers lose track of rows read in 4 KB pieces (measured:
     // bench/README.md, model_bench).
-    for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * k + kk), _MM_HINT_T0);
+    if constexpr (kPrefetch) {
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * k + kk), _MM_HINT_T0);
+    }
     __m512 wv[NR];
     for (int j = 0; j < NR; ++j) wv[j] = Load16(w + j * k + kk);
     for (int i = 0; i < MR; ++i) {
@@ -362,25 +381,51 @@ __attribute__((target("avx512f"))) void WriteSums(const __m512* acc, const float
   }
 }
 
+// Panel512's tiles (rows [n0, whole) of NR, [whole, quads) of QR, the rest
+// single) over columns [0, k) in blocks of `block`.
+template <int MR, int NR, int QR, typename W, bool kPrefetch>
+__attribute__((target("avx512f"))) void PanelBlocks512(const float* xp, int64_t k, const W* w, int64_t n0,
+                                                       int64_t whole, int64_t quads, int64_t n1, int64_t block,
+                                                       __m512* acc) {
+  for (int64_t k0 = 0; k0 < k; k0 += block) {
+    const int64_t k1 = std::min(k, k0 + block);
+    for (int64_t j = n0; j < whole; j += NR) {
+      Block512<MR, NR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    }
+    for (int64_t j = whole; j < quads; j += QR) {
+      Block512<MR, QR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    }
+    for (int64_t j = quads; j < n1; ++j) Block512<MR, 1, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+  }
+}
+
 // MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel:
 // tiles of NR weight rows, then (NR > 4) of 4, then single rows. A single row
 // is one chain of dependent FMAs; the 4 rows a rank-16 factor leaves after
 // its 12-row tile went one by one before (a one-row x · Vᵀ, float16, k = 704,
-// hot: 0.57 -> 0.54 µs; the rest is the float16 conversions).
+// hot: 0.57 -> 0.54 µs; the rest is the float16 conversions). The walk
+// (small_gemm.h): k-blocks of kAvx512KBlock columns, or one block of whole
+// rows, one row of x then without software prefetch. On a Zen 4, the 1.1B
+// linears along whole rows took 0.87x the time of k-blocks at 1 row, 1.0x at
+// 2, 0.90x at 4 and 0.86x at 8 (model_bench); one row along whole rows with
+// the prefetch kept gained nothing (0.98x, a stand-alone timing): its lines
+// only competed with the hardware prefetchers' (bench/README.md).
 template <int MR, int NR, typename W>
 __attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const W* w, const float* bias, int64_t n0,
-                                                 int64_t n1, float* y, int64_t ldy) {
+                                                 int64_t n1, float* y, int64_t ldy, bool whole_rows) {
   constexpr int QR = NR > 4 ? 4 : 1;
   alignas(64) __m512 acc[MR * kAvx512Panel];
   for (int64_t t = 0; t < MR * (n1 - n0); ++t) acc[t] = _mm512_setzero_ps();
   const int64_t whole = n0 + (n1 - n0) / NR * NR;        // rows [n0, whole) in tiles of NR,
   const int64_t quads = whole + (n1 - whole) / QR * QR;  // [whole, quads) of QR, the rest one by one
-  for (int64_t k0 = 0; k0 < k; k0 += kAvx512KBlock) {
-    const int64_t k1 = std::min(k, k0 + kAvx512KBlock);
-    for (int64_t j = n0; j < whole; j += NR) Block512<MR, NR, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
-    for (int64_t j = whole; j < quads; j += QR) Block512<MR, QR, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
-    for (int64_t j = quads; j < n1; ++j) Block512<MR, 1, W>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+  const int64_t block = whole_rows ? std::max<int64_t>(k, 1) : kAvx512KBlock;
+  if constexpr (MR == 1) {
+    if (whole_rows) {  // no software prefetch
+      PanelBlocks512<MR, NR, QR, W, false>(xp, k, w, n0, whole, quads, n1, block, acc);
+      return WriteSums<MR, NR, QR>(acc, bias, n0, whole, quads, n1, y, ldy);
+    }
   }
+  PanelBlocks512<MR, NR, QR, W, true>(xp, k, w, n0, whole, quads, n1, block, acc);
   WriteSums<MR, NR, QR>(acc, bias, n0, whole, quads, n1, y, ldy);
 }
 
@@ -438,24 +483,24 @@ void PackRows(const float* x, int64_t mr, int64_t ldx, int64_t k, float* xp) {
 
 template <typename W>
 __attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int64_t k, const W* w, const float* bias,
-                                                int64_t n0, int64_t n1, float* y, int64_t ldy) {
+                                                int64_t n0, int64_t n1, float* y, int64_t ldy, bool whole_rows) {
   switch (mr) {
     case 1:
-      return Panel512<1, 12, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<1, 12, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 2:
-      return Panel512<2, 8, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<2, 8, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 3:
-      return Panel512<3, 6, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<3, 6, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 4:
-      return Panel512<4, 6, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<4, 6, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 5:
-      return Panel512<5, 4, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<5, 4, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 6:
-      return Panel512<6, 4, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<6, 4, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     case 7:
-      return Panel512<7, 3, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<7, 3, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
     default:
-      return Panel512<8, 3, W>(xp, k, w, bias, n0, n1, y, ldy);
+      return Panel512<8, 3, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
   }
 }
 
@@ -489,9 +534,10 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
     }
     return;
   }
+  const bool whole_rows = SmallGemmActiveWalk() == SmallGemmWalk::kWholeRows;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
     const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
-    Rows512(xp, m, k, w, bias, n0, n1, y, ldy);
+    Rows512(xp, m, k, w, bias, n0, n1, y, ldy, whole_rows);
   }
 }
 
@@ -730,6 +776,16 @@ bool SetSmallGemmIsa(SmallGemmIsa isa) {
   if (runs) g_active.store(isa, std::memory_order_relaxed);
   return runs;
 }
+
+const char* SmallGemmWalkName(SmallGemmWalk walk) {
+  return walk == SmallGemmWalk::kWholeRows ? "whole_rows" : "k_blocks";
+}
+
+SmallGemmWalk SmallGemmBestWalk() { return g_best_walk; }
+
+SmallGemmWalk SmallGemmActiveWalk() { return g_walk.load(std::memory_order_relaxed); }
+
+void SetSmallGemmWalk(SmallGemmWalk walk) { g_walk.store(walk, std::memory_order_relaxed); }
 
 bool SmallGemmAvailable() { return SmallGemmActiveIsa() != SmallGemmIsa::kOff; }
 

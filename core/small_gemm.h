@@ -40,6 +40,23 @@ SmallGemmIsa SmallGemmActiveIsa();
 // Chooses the kernel (benchmarks and tests compare them, and BLAS, in one run).
 // Returns false, changing nothing, when this CPU cannot run `isa`.
 bool SetSmallGemmIsa(SmallGemmIsa isa);
+// How the AVX-512 kernel walks the weights for up to 8 rows of x (9 to 16 rows
+// always go in blocks; the AVX2 kernel has one walk). kKBlocks: every tile in
+// blocks of 512 columns, so that the block's slice of packed x stays in L1,
+// with the next tile's weights prefetched. kWholeRows: each tile along whole
+// weight rows, which the hardware prefetchers follow, and one row of x with no
+// software prefetch. Which is faster depends on the CPU (bench/README.md,
+// "Whole weight rows on Zen 4"): measured, kWholeRows on Zen 4 (AMD family
+// 0x19 with AVX-512), kKBlocks on Zen 5 (family 0x1A); CPUs not measured keep
+// kKBlocks. Both compute the same sums in the same order.
+enum class SmallGemmWalk { kKBlocks, kWholeRows };
+const char* SmallGemmWalkName(SmallGemmWalk walk);  // "k_blocks", "whole_rows"
+// The walk chosen for this CPU.
+SmallGemmWalk SmallGemmBestWalk();
+// The walk SmallGemm runs now: SmallGemmBestWalk() unless changed below.
+SmallGemmWalk SmallGemmActiveWalk();
+// Chooses the walk (tests run both; benchmarks compare them in one run).
+void SetSmallGemmWalk(SmallGemmWalk walk);
 // Whether a kernel is active (SmallGemmActiveIsa() != kOff).
 bool SmallGemmAvailable();
 // Off (false), or back to the best kernel (true).

@@ -1,5 +1,5 @@
 // SmallGemm against libtorch's linear on every row count it serves, with each
-// kernel this CPU runs (AVX-512 and AVX2), awkward sizes (k not a multiple of
+// kernel this CPU runs (AVX-512 with each walk, and AVX2), awkward sizes (k not a multiple of
 // 8 or 16, n not a multiple of a panel), rows of x further apart than k, with
 // and without bias, and on a column range; SmallGemmAccumulate (y += x · w
 // into scattered rows) against libtorch's matmul.
@@ -9,40 +9,62 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/model.h"
 
 namespace skillpack {
 namespace {
 
-// The kernels this CPU runs; SetSmallGemmIsa is restored to the best one when the test ends.
-std::vector<SmallGemmIsa> RunnableKernels() {
-  std::vector<SmallGemmIsa> out;
-  for (SmallGemmIsa isa : {SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
-    if (SetSmallGemmIsa(isa)) out.push_back(isa);
+// A kernel and the walk it runs (small_gemm.h: the AVX-512 kernel has two).
+struct Kernel {
+  SmallGemmIsa isa;
+  SmallGemmWalk walk;
+  std::string Name() const { return absl::StrCat(SmallGemmIsaName(isa), " ", SmallGemmWalkName(walk)); }
+  // Makes it the active one; false when this CPU cannot run it.
+  bool Use() const {
+    SetSmallGemmWalk(walk);
+    return SetSmallGemmIsa(isa);
+  }
+};
+
+// The kernels this CPU runs, the AVX-512 one with each walk; the best kernel
+// and walk are restored when the test ends.
+std::vector<Kernel> RunnableKernels() {
+  std::vector<Kernel> out;
+  for (Kernel kernel :
+       {Kernel{SmallGemmIsa::kAvx2, SmallGemmWalk::kKBlocks}, Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kKBlocks},
+        Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kWholeRows}}) {
+    if (kernel.Use()) out.push_back(kernel);
   }
   SetSmallGemmEnabled(true);
+  SetSmallGemmWalk(SmallGemmBestWalk());
   return out;
 }
 
 class SmallGemmTest : public ::testing::Test {
  protected:
-  void TearDown() override { SetSmallGemmEnabled(true); }
+  void TearDown() override {
+    SetSmallGemmEnabled(true);
+    SetSmallGemmWalk(SmallGemmBestWalk());
+  }
 };
 
 TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
-  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
   at::manual_seed(3);
-  for (SmallGemmIsa isa : kernels) {
-    ASSERT_TRUE(SetSmallGemmIsa(isa));
+  for (const Kernel& kernel : kernels) {
+    ASSERT_TRUE(kernel.Use());
     for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
       for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 64, 130, 300, 523}) {
         for (int64_t n : {1, 5, 12, 13, 16, 23, 25, 37, 50}) {
           for (bool with_bias : {false, true}) {
-            SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n, " bias=", with_bias));
+            SCOPED_TRACE(absl::StrCat(kernel.Name(), " m=", m, " k=", k, " n=", n, " bias=", with_bias));
             // Rows of x 3 floats further apart than k: the padding must be skipped.
             const int64_t ldx = k + 3;
             at::Tensor xp = at::randn({m, ldx});
@@ -63,15 +85,15 @@ TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
 
 // Binary16 weights: the float32 sums over the weights as rounded to half.
 TEST_F(SmallGemmTest, HalfWeightsMatchLinearOverTheRoundedWeights) {
-  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
   at::manual_seed(5);
-  for (SmallGemmIsa isa : kernels) {
-    ASSERT_TRUE(SetSmallGemmIsa(isa));
+  for (const Kernel& kernel : kernels) {
+    ASSERT_TRUE(kernel.Use());
     for (int64_t m : {1, 2, 3, 4, 5, 8, 9, 13, 16}) {
       for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
         for (int64_t n : {1, 12, 13, 16, 23, 25, 50}) {
-          SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
+          SCOPED_TRACE(absl::StrCat(kernel.Name(), " m=", m, " k=", k, " n=", n));
           const int64_t ldx = k + 5;
           at::Tensor xp = at::randn({m, ldx});
           at::Tensor x = xp.narrow(1, 0, k);
@@ -92,15 +114,15 @@ TEST_F(SmallGemmTest, HalfWeightsMatchLinearOverTheRoundedWeights) {
 // -128..127 included (sign extension), every row count and odd k (the masked
 // and scalar tails read only k codes per row).
 TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
-  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
   at::manual_seed(6);
-  for (SmallGemmIsa isa : kernels) {
-    ASSERT_TRUE(SetSmallGemmIsa(isa));
+  for (const Kernel& kernel : kernels) {
+    ASSERT_TRUE(kernel.Use());
     for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
       for (int64_t k : {1, 7, 8, 15, 16, 17, 33, 300, 523}) {
         for (int64_t n : {1, 12, 13, 16, 23, 25, 50}) {
-          SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " m=", m, " k=", k, " n=", n));
+          SCOPED_TRACE(absl::StrCat(kernel.Name(), " m=", m, " k=", k, " n=", n));
           const int64_t ldx = k + 5;
           at::Tensor xp = at::randn({m, ldx});
           at::Tensor x = xp.narrow(1, 0, k);
@@ -127,16 +149,16 @@ TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
 // vector width and tile (8, 16, 64 columns) and their tails; y's rows are
 // scattered through a larger buffer, which the kernel must not touch elsewhere.
 TEST_F(SmallGemmTest, AccumulateAddsXTimesWToScatteredRows) {
-  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
   at::manual_seed(8);
-  for (SmallGemmIsa isa : kernels) {
-    ASSERT_TRUE(SetSmallGemmIsa(isa));
+  for (const Kernel& kernel : kernels) {
+    ASSERT_TRUE(kernel.Use());
     for (at::ScalarType type : {at::kFloat, at::kHalf, at::kChar}) {
       for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 16, 20}) {
         for (int64_t k : {1, 2, 7, 16, 33}) {
           for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130}) {
-            SCOPED_TRACE(absl::StrCat(SmallGemmIsaName(isa), " ", c10::toString(type), " m=", m, " k=", k, " n=", n));
+            SCOPED_TRACE(absl::StrCat(kernel.Name(), " ", c10::toString(type), " m=", m, " k=", k, " n=", n));
             const int64_t ldx = k + 3;
             at::Tensor xp = at::randn({m, ldx});
             at::Tensor x = xp.narrow(1, 0, k);
@@ -173,16 +195,16 @@ TEST_F(SmallGemmTest, AccumulateAddsXTimesWToScatteredRows) {
 }
 
 TEST_F(SmallGemmTest, WritesOnlyItsColumnRange) {
-  const std::vector<SmallGemmIsa> kernels = RunnableKernels();
+  const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA on this CPU";
   at::manual_seed(4);
   const int64_t m = 11, k = 40, n = 70;
   at::Tensor x = at::randn({m, k});
   at::Tensor w = at::randn({n, k});
   at::Tensor want = at::linear(x, w);
-  for (SmallGemmIsa isa : kernels) {
-    SCOPED_TRACE(SmallGemmIsaName(isa));
-    ASSERT_TRUE(SetSmallGemmIsa(isa));
+  for (const Kernel& kernel : kernels) {
+    SCOPED_TRACE(kernel.Name());
+    ASSERT_TRUE(kernel.Use());
     at::Tensor got = at::zeros({m, n});
     // Two ranges as two threads would get them, the first a whole number of blocks.
     SmallGemm(x.data_ptr<float>(), m, k, k, w.data_ptr<float>(), nullptr, 0, kSmallGemmBlock, got.data_ptr<float>(), n);
@@ -246,6 +268,34 @@ TEST_F(SmallGemmTest, KernelChoice) {
   }
   EXPECT_TRUE(SetSmallGemmIsa(SmallGemmIsa::kOff));
   EXPECT_FALSE(SmallGemmAvailable());
+}
+
+// The walk follows the CPU as /proc/cpuinfo reads it: whole rows on AMD
+// family 25 (0x19), k-blocks elsewhere; setting it changes only the walk.
+TEST_F(SmallGemmTest, WalkChoice) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  if (!cpuinfo) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string line, vendor;
+  int family = -1;
+  while (std::getline(cpuinfo, line) && (vendor.empty() || family < 0)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    if (absl::StartsWith(line, "vendor_id")) vendor = line.substr(colon + 2);
+    if (absl::StartsWith(line, "cpu family")) family = std::stoi(line.substr(colon + 2));
+  }
+  SCOPED_TRACE(absl::StrCat(vendor, " family ", family));
+  const SmallGemmWalk want =
+      vendor == "AuthenticAMD" && family == 25 ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+  EXPECT_EQ(SmallGemmBestWalk(), want);
+  EXPECT_EQ(SmallGemmActiveWalk(), want);
+  const SmallGemmIsa isa = SmallGemmActiveIsa();
+  for (SmallGemmWalk walk : {SmallGemmWalk::kWholeRows, SmallGemmWalk::kKBlocks}) {
+    SetSmallGemmWalk(walk);
+    EXPECT_EQ(SmallGemmActiveWalk(), walk);
+    EXPECT_EQ(SmallGemmActiveIsa(), isa);
+  }
+  EXPECT_STREQ(SmallGemmWalkName(SmallGemmWalk::kWholeRows), "whole_rows");
+  EXPECT_STREQ(SmallGemmWalkName(SmallGemmWalk::kKBlocks), "k_blocks");
 }
 
 TEST_F(SmallGemmTest, RowStrideAvoidsMultiplesOfOneKiB) {
