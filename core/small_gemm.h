@@ -45,10 +45,11 @@ bool SetSmallGemmIsa(SmallGemmIsa isa);
 // blocks of 512 columns, so that the block's slice of packed x stays in L1,
 // with the next tile's weights prefetched. kWholeRows: each tile along whole
 // weight rows, which the hardware prefetchers follow, and one row of x with no
-// software prefetch. Which is faster depends on the CPU (bench/README.md,
-// "Whole weight rows on Zen 4"): measured, kWholeRows on Zen 4 (AMD family
-// 0x19 with AVX-512), kKBlocks on Zen 5 (family 0x1A); CPUs not measured keep
-// kKBlocks. Both compute the same sums in the same order.
+// software prefetch. Which is faster depends on the CPU: kWholeRows measured
+// faster on Zen 4 (AMD family 0x19 with AVX-512; bench/README.md, "Whole
+// weight rows on Zen 4"), the walk chosen there; every other CPU keeps
+// kKBlocks, which the kernel was built and measured with on Zen 5 (family
+// 0x1A). Both compute the same sums in the same order.
 enum class SmallGemmWalk { kKBlocks, kWholeRows };
 const char* SmallGemmWalkName(SmallGemmWalk walk);  // "k_blocks", "whole_rows"
 // The walk chosen for this CPU.

@@ -1,8 +1,9 @@
 // SmallGemm against libtorch's linear on every row count it serves, with each
-// kernel this CPU runs (AVX-512 with each walk, and AVX2), awkward sizes (k not a multiple of
-// 8 or 16, n not a multiple of a panel), rows of x further apart than k, with
-// and without bias, and on a column range; SmallGemmAccumulate (y += x · w
-// into scattered rows) against libtorch's matmul.
+// kernel this CPU runs (AVX-512 with each walk, and AVX2), awkward sizes (k
+// not a multiple of 8 or 16, n not a multiple of a panel), rows of x further
+// apart than k, with and without bias, and on a column range;
+// SmallGemmAccumulate (y += x · w into scattered rows) against libtorch's
+// matmul.
 #include "core/small_gemm.h"
 
 #include <ATen/ATen.h>
@@ -20,11 +21,15 @@
 namespace skillpack {
 namespace {
 
-// A kernel and the walk it runs (small_gemm.h: the AVX-512 kernel has two).
+// A kernel and the walk it runs (small_gemm.h: the AVX-512 kernel has two,
+// the AVX2 one ignores it).
 struct Kernel {
   SmallGemmIsa isa;
   SmallGemmWalk walk;
-  std::string Name() const { return absl::StrCat(SmallGemmIsaName(isa), " ", SmallGemmWalkName(walk)); }
+  std::string Name() const {
+    if (isa != SmallGemmIsa::kAvx512) return SmallGemmIsaName(isa);
+    return absl::StrCat(SmallGemmIsaName(isa), " ", SmallGemmWalkName(walk));
+  }
   // Makes it the active one; false when this CPU cannot run it.
   bool Use() const {
     SetSmallGemmWalk(walk);
