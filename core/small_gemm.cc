@@ -34,13 +34,7 @@ std::atomic<SmallGemmIsa> g_active{g_best};
 // AMD family 0x19 (Zen 3 and Zen 4; of the two only Zen 4 has AVX-512, so only
 // it runs the walks) walks whole rows; every other CPU k-blocks.
 SmallGemmWalk DetectWalk() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (__get_cpuid(0, &a, &b, &c, &d) == 0) return SmallGemmWalk::kKBlocks;
-  const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "Auth" "enti" "cAMD"
-  if (!amd || __get_cpuid(1, &a, &b, &c, &d) == 0) return SmallGemmWalk::kKBlocks;
-  const unsigned base_family = (a >> 8) & 0xF;
-  const unsigned family = base_family == 0xF ? base_family + ((a >> 20) & 0xFF) : base_family;
-  return family == 0x19 ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+  return __builtin_cpu_is("amdfam19h") ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
 }
 
 const SmallGemmWalk g_best_walk = DetectWalk();
