@@ -155,7 +155,7 @@ class Study {
     return absl::StrCat(prefix, DpoTag(), round <= 1 ? "" : absl::StrCat("-r", round));
   }
   StatusOr<std::string> DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
-                                  const TrainStageSpec& train);
+                                  const TrainStageSpec& train, bool continue_adapter);
   StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
   StatusOr<std::string> SftData(const std::string& task);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
@@ -249,7 +249,12 @@ StatusOr<Json> Study::RunCached(const std::string& name, const JobSpec& job) {
   const std::string report = JoinPath(dir, "report.json");
   if (PathExists(report)) {
     StatusOr<Json> r = ReadJsonFile(report);
-    if (r.ok() && r->value("status", "") == "ok" && PathExists(JoinPath(dir, "model"))) return r;
+    // A LoRA run's adapter too: a later DPO run continues it.
+    const bool lora = (job.sft && job.sft->lora.enabled()) || (job.dpo && job.dpo->train.lora.enabled());
+    if (r.ok() && r->value("status", "") == "ok" && PathExists(JoinPath(dir, "model")) &&
+        (!lora || PathExists(JoinPath(dir, "adapter")))) {
+      return r;
+    }
   }
   Log(absl::StrCat("run ", name));
   RunJobOptions o;
@@ -334,20 +339,23 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, absl::StrCat(task, "-ft-sft_dpo"), sft_name, spec_.dpo->train);
+  return DpoRounds(task, absl::StrCat(task, "-ft-sft_dpo"), sft_name, spec_.dpo->train, false);
 }
 
 // spec_.dpo_rounds DPO runs from the model of `sft_run`, each from the one
 // before (its reference too) on pairs made from it, training as `train`;
-// named by DpoRunName. Returns the last.
+// named by DpoRunName. Returns the last. With `continue_adapter` (LoRA) each
+// round is a job over the base that continues the adapter of the run before,
+// so that every round's model is the base plus one adapter of the same bytes.
 StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
-                                       const TrainStageSpec& train) {
+                                       const TrainStageSpec& train, bool continue_adapter) {
   std::string previous = sft_run;
   for (int64_t round = 1; round <= spec_.dpo_rounds; ++round) {
     const std::string name = DpoRunName(prefix, round);
-    JobSpec dpo = MakeJob(name, ModelOf(previous), task);
+    JobSpec dpo = MakeJob(name, continue_adapter ? base_dir_ : ModelOf(previous), task);
     dpo.dpo = *spec_.dpo;
     dpo.dpo->train = train;
+    if (continue_adapter) dpo.dpo->train.lora.init = JoinPath(JoinPath(RunsDir(), previous), "adapter");
     ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, previous));
     RETURN_IF_ERROR(RunCached(name, dpo).status());
     previous = name;
@@ -371,8 +379,8 @@ std::string Study::LoraTag(int64_t rank) const {
   return absl::StrCat("lora", rank, "-lrx", RatioTag(spec_.lora_lr_scale));
 }
 
-// LoRA of `rank` trained by SFT (and then a DPO LoRA of the same rank on the
-// merged SFT model for "sft_dpo").
+// LoRA of `rank` trained by SFT (and then, for "sft_dpo", the same adapter
+// trained on by DPO: one adapter's bytes, as a pack's).
 StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
   const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
@@ -380,8 +388,8 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo"), sft_name,
-                   LoraStage(spec_.dpo->train, rank));
+  return DpoRounds(task, absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter"), sft_name,
+                   LoraStage(spec_.dpo->train, rank), true);
 }
 
 StatusOr<std::vector<TokenizedSequence>> Study::TrainSequences(const std::string& task, int64_t n,
@@ -595,10 +603,8 @@ StatusOr<Json> Study::Table1() {
         l["ratio"] = ratio;
         l["target_bytes"] = target;
         l["rank"] = rank;
-        // SFT->DPO trains one more adapter of the same rank per DPO round, each
-        // on the model merged before it (the trainer's DPO stage), so that
-        // LoRA stores 1 + rounds times the bytes.
-        l["bytes"] = rank * lora_bytes_per_rank_ * (regime == "sft" ? 1 : 1 + spec_.dpo_rounds);
+        // SFT->DPO goes on training the SFT adapter: one adapter either way.
+        l["bytes"] = rank * lora_bytes_per_rank_;
         l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
         l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
         r["lora"].push_back(l);
@@ -1651,9 +1657,8 @@ static void AppendTable1(const Json& t1, std::string* md) {
       md, "## Table 1: packs vs LoRA at equal bytes\n\n",
       "Pack sizes are .skillpack file bytes as a share of the fp16 delta (", t1["fp16_delta_bytes"].get<int64_t>(),
       " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
-      " per rank) match each ratio's byte target (under SFT→DPO each DPO round adds an adapter of "
-      "the same rank, so LoRA stores 1 + rounds times those bytes; rounds: ",
-      t1.value("dpo_rounds", int64_t{1}), "). Gain kept = (x − base) / (full FT − base).\n\n");
+      " per rank) match each ratio's byte target (under SFT→DPO, DPO goes on training the SFT adapter, "
+      "so LoRA stores one adapter in both regimes). Gain kept = (x − base) / (full FT − base).\n\n");
   if (t1.value("refit_steps", int64_t{0}) > 0) {
     int64_t packs = 0, refitted = 0, skipped = 0;
     for (const auto& [task, regimes] : t1["tasks"].items()) {

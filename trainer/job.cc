@@ -19,9 +19,11 @@
 #include "core/model.h"
 #include "core/tokenizer.h"
 #include "pack/calibration.h"
+#include "pack/fingerprint.h"
 #include "trainer/compress_stage.h"
 #include "trainer/data.h"
 #include "trainer/evaluate.h"
+#include "trainer/lora_adapter.h"
 #include "trainer/pack_refit.h"
 #include "trainer/pretrain.h"
 #include "trainer/sft.h"
@@ -63,10 +65,28 @@ Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSp
   if (r.Has("lora")) {
     FieldReader lr(r.Get("lora"), r.Path("lora"));
     RETURN_IF_ERROR(lr.CheckObject());
-    RETURN_IF_ERROR(lr.ReadInRange<int64_t>("rank", &spec->lora.rank, 1, 4096));
-    RETURN_IF_ERROR(lr.ReadInRange<double>("alpha", &spec->lora.alpha, 1e-6, 1e6));
+    LoraConfig& lora = spec->lora;
+    if (lr.Has("init")) {
+      // Rank and alpha come from the adapter; given beside it they must agree.
+      RETURN_IF_ERROR(lr.Read("init", &lora.init));
+      lora.init = ResolvePath(base_dir, lora.init);
+      StatusOr<LoraConfig> adapter = ReadLoraAdapterConfig(lora.init);
+      if (!adapter.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(lr.Path("init"), ": ", adapter.status().message()));
+      }
+      lora.rank = adapter->rank;
+      lora.alpha = adapter->alpha;
+    }
+    const LoraConfig from_adapter = lora;
+    RETURN_IF_ERROR(lr.ReadInRange<int64_t>("rank", &lora.rank, 1, 4096));
+    RETURN_IF_ERROR(lr.ReadInRange<double>("alpha", &lora.alpha, 1e-6, 1e6));
     RETURN_IF_ERROR(lr.Finish());
-    if (spec->lora.rank == 0) spec->lora.rank = 8;
+    if (!lora.init.empty() && (lora.rank != from_adapter.rank || lora.alpha != from_adapter.alpha)) {
+      return absl::InvalidArgumentError(absl::StrCat(r.Path("lora"), ": rank ", lora.rank, " / alpha ", lora.alpha,
+                                                     " differ from the adapter's r ", from_adapter.rank,
+                                                     " / lora_alpha ", from_adapter.alpha, " in ", lora.init,
+                                                     " (leave them out to continue it)"));
+    }
   }
   return absl::OkStatus();
 }
@@ -196,6 +216,9 @@ struct JobState {
   // The compress stage's pack file and the base + pack weights, when it ran.
   std::string pack_path;
   std::shared_ptr<const ModelWeights> composed;
+  // The last training stage's weights when it trained LoRA (export writes
+  // them to DIR/adapter), else null.
+  std::shared_ptr<const TrainableWeights> adapter;
 
   bool Cancelled() const { return opts->cancel != nullptr && opts->cancel->load(); }
   Status CheckCancelled(absl::string_view before) const {
@@ -312,13 +335,46 @@ StatusOr<Json> TrainStage(JobState& st, TrainableWeights& tw, TrainingObjective&
   return LoopReport(result, spec.loop, tw);
 }
 
+// A training stage's weights over the model so far: every tensor, a fresh
+// LoRA adapter, or the adapter lora.init continued, which must have been
+// trained over this same model (its recorded fingerprint). *start is the
+// policy the stage starts from: the model so far, or it plus lora.init.
+StatusOr<std::unique_ptr<TrainableWeights>> StageWeights(const JobState& st, const LoraConfig& lora, uint64_t seed,
+                                                         absl::string_view stage,
+                                                         std::shared_ptr<const ModelWeights>* start) {
+  *start = st.current;
+  if (lora.init.empty()) return TrainableWeights::Create(st.current, lora, seed);
+  const std::string field = absl::StrCat("job.stages.", stage, ".lora.init");
+  StatusOr<LoraAdapter> adapter = ReadLoraAdapter(lora.init);
+  if (!adapter.ok()) return Annotate(adapter.status(), field);
+  if (adapter->config.rank != lora.rank || adapter->config.alpha != lora.alpha) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", lora.init, " has r ", adapter->config.rank,
+                                                   " / lora_alpha ", adapter->config.alpha, ", the stage rank ",
+                                                   lora.rank, " / alpha ", lora.alpha));
+  }
+  if (!adapter->base_fingerprint.empty()) {
+    ASSIGN_OR_RETURN(std::string here, BaseFingerprint(*st.current));
+    if (here != adapter->base_fingerprint) {
+      return absl::FailedPreconditionError(absl::StrCat(field, ": ", lora.init, " was trained over the model ",
+                                                        adapter->base_fingerprint, ", and this stage starts from ",
+                                                        here));
+    }
+  }
+  StatusOr<std::unique_ptr<TrainableWeights>> tw = TrainableWeights::Create(st.current, lora, seed, &adapter->tensors);
+  if (!tw.ok()) return Annotate(tw.status(), absl::StrCat(field, " ", lora.init));
+  ASSIGN_OR_RETURN(*start, (*tw)->Merged());
+  return tw;
+}
+
 StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpec& spec, const RunJobOptions& opts) {
   ASSIGN_OR_RETURN(std::vector<TokenizedSequence> seqs, TokenizeSft(st, job, spec));
   Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
-  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, TrainableWeights::Create(st.current, spec.lora, job.seed));
+  std::shared_ptr<const ModelWeights> start;
+  ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, StageWeights(st, spec.lora, job.seed, "sft", &start));
   SftObjective objective(*st.model->transformer, std::move(seqs));
   ASSIGN_OR_RETURN(Json report, TrainStage(st, *tw, objective, spec, job, opts, "sft"));
   ASSIGN_OR_RETURN(st.current, tw->Merged());
+  st.adapter = spec.lora.enabled() ? std::shared_ptr<const TrainableWeights>(std::move(tw)) : nullptr;
   if (!st.held_out.empty()) {
     SequenceEncoder enc(*st.tokenizer, st.end_id, spec.max_seq_len);
     std::vector<TokenizedSequence> held;
@@ -326,7 +382,7 @@ StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpe
       ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
       held.push_back(std::move(s));
     }
-    ASSIGN_OR_RETURN(double before, ResponseLoss(*st.model->transformer, tw->base(), held, 64));
+    ASSIGN_OR_RETURN(double before, ResponseLoss(*st.model->transformer, *start, held, 64));
     ASSIGN_OR_RETURN(double after, ResponseLoss(*st.model->transformer, *st.current, held, 64));
     report["held_out_loss"] = {{"before", before}, {"after", after}};
   }
@@ -357,9 +413,10 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
                                                "stages.dpo held-out pairs"));
   }
   Log(st.verbose, absl::StrCat("[dpo] ", pairs.size(), " pairs"));
-  std::shared_ptr<const ModelWeights> reference = st.current;
+  // The reference is the policy the stage starts from.
+  std::shared_ptr<const ModelWeights> reference;
   ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw,
-                   TrainableWeights::Create(reference, spec.train.lora, job.seed + 1));
+                   StageWeights(st, spec.train.lora, job.seed + 1, "dpo", &reference));
   DpoObjective objective(*st.model->transformer, reference, std::move(pairs), spec.dpo);
   Json report;
   if (!eval_pairs.empty()) {
@@ -375,6 +432,7 @@ StatusOr<Json> RunDpoStage(JobState& st, const JobSpec& job, const DpoStageSpec&
   report["first_difference"] = spec.dpo.first_difference;
   report["dpop_lambda"] = spec.dpo.dpop_lambda;
   ASSIGN_OR_RETURN(st.current, tw->Merged());
+  st.adapter = spec.train.lora.enabled() ? std::shared_ptr<const TrainableWeights>(std::move(tw)) : nullptr;
   if (!eval_pairs.empty()) {
     ASSIGN_OR_RETURN(PreferenceMetrics after,
                      EvaluatePreferences(*st.model->transformer, *st.current, *reference, eval_pairs, spec.dpo, 64));
@@ -505,6 +563,12 @@ Status ExportStage(JobState& st, const JobSpec&, StageOutput& out) {
   const std::string model_dir = JoinPath(st.opts->out_dir, "model");
   RETURN_IF_ERROR(ExportModelFolder(*st.current, st.base_dir, model_dir));
   out.report["output_model"] = model_dir;
+  if (st.adapter != nullptr) {
+    const std::string adapter_dir = JoinPath(st.opts->out_dir, "adapter");
+    ASSIGN_OR_RETURN(std::string fingerprint, BaseFingerprint(st.adapter->base()));
+    RETURN_IF_ERROR(WriteLoraAdapter(*st.adapter, fingerprint, adapter_dir));
+    out.report["output_adapter"] = adapter_dir;
+  }
   return absl::OkStatus();
 }
 

@@ -30,6 +30,15 @@
 // for other jobs.
 // When a distill stage runs, the sft / dpo stages that name no data train on
 // its SFT set / DPO pairs (instead of the task's generated examples).
+// LoRA: "lora": {"rank": 8, "alpha": 16} trains a fresh adapter over the model
+// the stage starts from; "lora": {"init": "DIR/adapter"} continues an adapter
+// a LoRA stage wrote (rank and alpha are the adapter's), which must have been
+// trained over that same model (its base fingerprint): e.g. a DPO job over the
+// SFT job's base that continues the SFT adapter, so that SFT -> DPO stores one
+// adapter. A DPO stage's reference is the policy it starts from (the model so
+// far, plus the adapter it continues). When the job's last training stage
+// trained LoRA, DIR/adapter holds that adapter in Hugging Face PEFT's layout
+// (trainer/lora_adapter.h), over the model that stage started from.
 // Relative paths are resolved against the job file's folder. Every field is
 // checked before anything runs: an unknown field or stage, a missing file or an
 // out-of-range value is INVALID_ARGUMENT naming the field ("stages.sft.lr ...").

@@ -1,5 +1,6 @@
 #include "trainer/trainable.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -8,6 +9,7 @@
 
 #include "core/file_util.h"
 #include "core/model_config.h"
+#include "core/tensor_util.h"
 
 namespace skillpack {
 
@@ -18,8 +20,27 @@ const std::vector<std::string>& LoraTargetSuffixes() {
   return *kSuffixes;
 }
 
+namespace {
+
+// The starting value of LoRA parameter `name` of `shape` from `init`: a float32
+// copy, or INVALID_ARGUMENT naming the parameter.
+StatusOr<at::Tensor> InitialLoraTensor(const std::map<std::string, at::Tensor>& init, const std::string& name,
+                                       const std::vector<int64_t>& shape) {
+  auto it = init.find(name);
+  if (it == init.end()) return absl::InvalidArgumentError(absl::StrCat("the adapter has no ", name));
+  if (it->second.sizes().vec() != shape) {
+    return absl::InvalidArgumentError(absl::StrCat("the adapter's ", name, " is ",
+                                                   ShapeString(it->second.sizes().vec()), ", this model needs ",
+                                                   ShapeString(shape)));
+  }
+  return it->second.detach().to(at::kFloat).clone();
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<TrainableWeights>> TrainableWeights::Create(std::shared_ptr<const ModelWeights> base,
-                                                                     const LoraConfig& lora, uint64_t seed) {
+                                                                     const LoraConfig& lora, uint64_t seed,
+                                                                     const std::map<std::string, at::Tensor>* init) {
   if (lora.rank < 0) return absl::InvalidArgumentError(absl::StrCat("lora.rank must be >= 0, got ", lora.rank));
   if (lora.enabled() && !(lora.alpha > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("lora.alpha must be > 0, got ", lora.alpha));
@@ -48,8 +69,21 @@ StatusOr<std::unique_ptr<TrainableWeights>> TrainableWeights::Create(std::shared
           const double bound = 1.0 / std::sqrt(static_cast<double>(in));
           at::Tensor a = at::empty({lora.rank, in}, at::kFloat).uniform_(-bound, bound, gen);
           at::Tensor b = at::zeros({out, lora.rank}, at::kFloat);
+          if (init != nullptr) {
+            ASSIGN_OR_RETURN(a, InitialLoraTensor(*init, name + ".lora_A", {lora.rank, in}));
+            ASSIGN_OR_RETURN(b, InitialLoraTensor(*init, name + ".lora_B", {out, lora.rank}));
+          }
           t->params_.emplace_back(name + ".lora_A", a.to(w->device()).requires_grad_(true));
           t->params_.emplace_back(name + ".lora_B", b.to(w->device()).requires_grad_(true));
+        }
+      }
+      if (init != nullptr && init->size() != t->params_.size()) {
+        for (const auto& [name, tensor] : *init) {
+          const bool used = std::any_of(t->params_.begin(), t->params_.end(),
+                                        [&name = name](const auto& p) { return p.first == name; });
+          if (!used)
+            return absl::InvalidArgumentError(
+                absl::StrCat("the adapter's ", name, " adapts no projection of this model"));
         }
       }
     }

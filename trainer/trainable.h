@@ -13,6 +13,7 @@
 #define SKILLPACK_TRAINER_TRAINABLE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -28,6 +29,9 @@ namespace skillpack {
 struct LoraConfig {
   int64_t rank = 0;     // 0: LoRA off (full fine-tuning)
   double alpha = 16.0;  // scaling is alpha / rank
+  // An adapter folder (trainer/lora_adapter.h) to start from instead of a
+  // fresh adapter; the job checks that it was trained over the stage's model.
+  std::string init;
   bool enabled() const { return rank > 0; }
 };
 
@@ -40,10 +44,15 @@ class TrainableWeights {
 
   // Full fine-tuning: trainable float32 copies of every base tensor. LoRA:
   // A [rank, in] ~ U(-1/sqrt(in), 1/sqrt(in)) from a generator seeded by
-  // `seed`, B [out, rank] = 0 (so training starts at the base model).
-  // INVALID_ARGUMENT for a negative rank or non-positive alpha.
+  // `seed`, B [out, rank] = 0 (so training starts at the base model); or,
+  // given `init` (parameter name -> tensor, as parameters() names them), A and
+  // B copied from it, so that training continues that adapter.
+  // INVALID_ARGUMENT for a negative rank or non-positive alpha, and for an
+  // `init` that lacks a parameter, holds one of another shape or holds a
+  // tensor that adapts no projection of `base` (each named).
   static StatusOr<std::unique_ptr<TrainableWeights>> Create(std::shared_ptr<const ModelWeights> base,
-                                                            const LoraConfig& lora, uint64_t seed);
+                                                            const LoraConfig& lora, uint64_t seed,
+                                                            const std::map<std::string, at::Tensor>* init = nullptr);
 
   // Trainable tensors (requires_grad) in a stable order, by name: base
   // tensor names, or "<projection weight name>.lora_A" / ".lora_B".

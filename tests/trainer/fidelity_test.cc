@@ -14,7 +14,9 @@
 #include "core/file_util.h"
 #include "core/model.h"
 #include "core/tiny_model.h"
+#include "pack/fingerprint.h"
 #include "router/router.h"
+#include "trainer/lora_adapter.h"
 #include "trainer/tasks/paraphrase.h"
 
 namespace skillpack {
@@ -567,6 +569,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   EXPECT_GT(fp16, 0);
   EXPECT_GT(per_rank, 0);
   EXPECT_EQ(t1["regimes"], Json::array({"sft", "sft_dpo"}));
+  auto base = LoadModel(out + "/base", at::kFloat);
+  ASSERT_TRUE(base.ok()) << base.status();
+  const std::string base_fingerprint = *BaseFingerprint(*(*base)->weights);
   for (const char* task : {"reverse", "sort"}) {
     for (const char* regime : {"sft", "sft_dpo"}) {
       SCOPED_TRACE(std::string(task) + " " + regime);
@@ -609,8 +614,20 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         const int64_t rank = l["rank"].get<int64_t>();
         EXPECT_EQ(rank, LoraRankForBytes(l["target_bytes"].get<int64_t>(), per_rank));
         EXPECT_LE(std::llabs(rank * per_rank - l["target_bytes"].get<int64_t>()), per_rank / 2 + 1);
-        // Under SFT->DPO, one more adapter per DPO round (2 in this spec).
-        EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank * (std::string(regime) == "sft" ? 1 : 3));
+        // Under SFT->DPO the DPO rounds (2 in this spec) continue the SFT
+        // adapter: one adapter's bytes in both regimes, over the base itself
+        // (a new adapter per round would be over the model merged before it).
+        EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank);
+        if (std::string(regime) == "sft_dpo") {
+          const std::string run =
+              absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-sft_dpo_one_adapter-onpolicy");
+          for (const std::string& round : {run, run + "-r2"}) {
+            auto adapter = ReadLoraAdapter(round + "/adapter");
+            ASSERT_TRUE(adapter.ok()) << adapter.status();
+            EXPECT_EQ(adapter->config.rank, rank);
+            EXPECT_EQ(adapter->base_fingerprint, base_fingerprint) << round;
+          }
+        }
         // The LoRA run trained at that rank, at the spec's lr x lora_lr_scale (2).
         auto lr = ReadJsonFile(out + "/runs/" + task + "-lora" + std::to_string(rank) + "-lrx2-sft/report.json");
         ASSERT_TRUE(lr.ok()) << lr.status();

@@ -11,7 +11,9 @@
 #include "core/cpu_threads.h"
 #include "core/file_util.h"
 #include "core/model.h"
+#include "pack/fingerprint.h"
 #include "pack/format.h"
+#include "trainer/lora_adapter.h"
 
 namespace skillpack {
 namespace {
@@ -238,6 +240,81 @@ TEST(JobRunTest, SftThenLoraDpoThenCompressWritesModelReportAndPack) {
   auto again = RunJob(*job, opts);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)["stages"]["sft"]["resumed_from"], 4);
+  std::filesystem::remove_all(out);
+}
+
+// SFT -> DPO as two jobs that store one adapter: the SFT job writes its
+// adapter (PEFT layout), a DPO job over the same base continues it against
+// the SFT policy as reference, and an adapter is refused over another model.
+TEST(JobRunTest, DpoJobContinuesTheSftJobsAdapter) {
+  at::set_num_threads(1);
+  const std::string out = ::testing::TempDir() + "/job_test_lora_continue";
+  std::filesystem::remove_all(out);
+  const std::string sft_out = JoinPath(out, "sft"), dpo_out = JoinPath(out, "dpo");
+  Json sft = TinyJob();
+  sft["stages"].erase("dpo");
+  sft["stages"]["sft"]["lora"] = {{"rank", 2}, {"alpha", 4}};
+  sft["stages"]["sft"]["lr"] = 1e-2;
+  RunJobOptions opts;
+  opts.progress = false;
+  opts.out_dir = sft_out;
+  auto sft_report = RunJob(*ParseJobSpec(sft, "."), opts);
+  ASSERT_TRUE(sft_report.ok()) << sft_report.status();
+  const std::string sft_adapter = JoinPath(sft_out, "adapter");
+  EXPECT_EQ((*sft_report)["output_adapter"], sft_adapter);
+  auto sft_a = ReadLoraAdapter(sft_adapter);
+  ASSERT_TRUE(sft_a.ok()) << sft_a.status();
+  auto base = LoadModel(JoinPath(sft_out, "base"), at::kFloat);
+  ASSERT_TRUE(base.ok());
+  EXPECT_EQ(sft_a->base_fingerprint, *BaseFingerprint(*(*base)->weights));
+
+  Json dpo = TinyJob();
+  dpo["base_model"] = JoinPath(sft_out, "base");
+  dpo["stages"].erase("sft");
+  dpo["stages"]["dpo"]["eval_pairs"] = 0;
+  dpo["stages"]["dpo"]["lora"] = {{"init", sft_adapter}};
+  auto dpo_job = ParseJobSpec(dpo, ".");
+  ASSERT_TRUE(dpo_job.ok()) << dpo_job.status();
+  EXPECT_EQ(dpo_job->dpo->train.lora.rank, 2);
+  EXPECT_EQ(dpo_job->dpo->train.lora.alpha, 4.0);
+  opts.out_dir = dpo_out;
+  auto dpo_report = RunJob(*dpo_job, opts);
+  ASSERT_TRUE(dpo_report.ok()) << dpo_report.status();
+  // Step 1 scores the policy against itself: the reference is base + the SFT
+  // adapter (against the bare base the SFT adapter's own margin would show).
+  const Json& first = (*dpo_report)["stages"]["dpo"]["first"]["metrics"];
+  EXPECT_NEAR(first["reward_margin"].get<double>(), 0.0, 1e-6) << first.dump();
+  EXPECT_NEAR(first["chosen_reward"].get<double>(), 0.0, 1e-6) << first.dump();
+  // One adapter, trained on from the SFT one, over the same base; the
+  // exported model is base + (alpha / r) B A of it.
+  auto dpo_a = ReadLoraAdapter(JoinPath(dpo_out, "adapter"));
+  ASSERT_TRUE(dpo_a.ok()) << dpo_a.status();
+  EXPECT_EQ(dpo_a->base_fingerprint, sft_a->base_fingerprint);
+  const std::string q = "model.layers.0.self_attn.q_proj.weight";
+  const at::Tensor a = dpo_a->tensors.at(q + ".lora_A"), b = dpo_a->tensors.at(q + ".lora_B");
+  EXPECT_FALSE(at::equal(b, sft_a->tensors.at(q + ".lora_B")));
+  EXPECT_GT((b - sft_a->tensors.at(q + ".lora_B")).abs().max().item<double>(), 0.0);
+  auto tuned = LoadModel(JoinPath(dpo_out, "model"), at::kFloat);
+  ASSERT_TRUE(tuned.ok());
+  const at::Tensor want = *(*base)->weights->Find(q) + 2.0 * at::matmul(b, a);
+  EXPECT_LT((*(*tuned)->weights->Find(q) - want).abs().max().item<double>(), 1e-6);
+
+  // Over the SFT job's tuned model the same adapter was not trained: refused.
+  dpo["base_model"] = JoinPath(sft_out, "model");
+  opts.out_dir = JoinPath(out, "other");
+  auto other = RunJob(*ParseJobSpec(dpo, "."), opts);
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition) << other.status();
+  EXPECT_NE(other.status().message().find("job.stages.dpo.lora.init"), std::string::npos) << other.status();
+  EXPECT_NE(other.status().message().find("was trained over the model " + sft_a->base_fingerprint), std::string::npos)
+      << other.status();
+
+  // Rank or alpha beside init must be the adapter's; init must be an adapter.
+  dpo["base_model"] = JoinPath(sft_out, "base");
+  dpo["stages"]["dpo"]["lora"] = {{"init", sft_adapter}, {"rank", 4}};
+  ExpectInvalid(dpo, "rank 4 / alpha 4 differ from the adapter's r 2 / lora_alpha 4");
+  dpo["stages"]["dpo"]["lora"] = {{"init", JoinPath(sft_out, "model")}};
+  ExpectInvalid(dpo, "job.stages.dpo.lora.init: no LoRA adapter");
   std::filesystem::remove_all(out);
 }
 
