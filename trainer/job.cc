@@ -371,20 +371,26 @@ StatusOr<Json> RunSftStage(JobState& st, const JobSpec& job, const TrainStageSpe
   Log(st.verbose, absl::StrCat("[sft] ", seqs.size(), " examples"));
   std::shared_ptr<const ModelWeights> start;
   ASSIGN_OR_RETURN(std::unique_ptr<TrainableWeights> tw, StageWeights(st, spec.lora, job.seed, "sft", &start));
-  SftObjective objective(*st.model->transformer, std::move(seqs));
-  ASSIGN_OR_RETURN(Json report, TrainStage(st, *tw, objective, spec, job, opts, "sft"));
-  ASSIGN_OR_RETURN(st.current, tw->Merged());
-  st.adapter = spec.lora.enabled() ? std::shared_ptr<const TrainableWeights>(std::move(tw)) : nullptr;
+  // The held-out loss of the policy the stage starts from, scored now so that
+  // `start` (a merged copy when an adapter is continued) is not kept through training.
+  std::vector<TokenizedSequence> held;
+  double held_before = 0;
   if (!st.held_out.empty()) {
     SequenceEncoder enc(*st.tokenizer, st.end_id, spec.max_seq_len);
-    std::vector<TokenizedSequence> held;
     for (const TaskExample& e : st.held_out) {
       ASSIGN_OR_RETURN(TokenizedSequence s, enc.Encode(e.prompt, e.response, false));
       held.push_back(std::move(s));
     }
-    ASSIGN_OR_RETURN(double before, ResponseLoss(*st.model->transformer, *start, held, 64));
+    ASSIGN_OR_RETURN(held_before, ResponseLoss(*st.model->transformer, *start, held, 64));
+  }
+  start.reset();
+  SftObjective objective(*st.model->transformer, std::move(seqs));
+  ASSIGN_OR_RETURN(Json report, TrainStage(st, *tw, objective, spec, job, opts, "sft"));
+  ASSIGN_OR_RETURN(st.current, tw->Merged());
+  st.adapter = spec.lora.enabled() ? std::shared_ptr<const TrainableWeights>(std::move(tw)) : nullptr;
+  if (!held.empty()) {
     ASSIGN_OR_RETURN(double after, ResponseLoss(*st.model->transformer, *st.current, held, 64));
-    report["held_out_loss"] = {{"before", before}, {"after", after}};
+    report["held_out_loss"] = {{"before", held_before}, {"after", after}};
   }
   return report;
 }

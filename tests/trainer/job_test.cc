@@ -309,6 +309,17 @@ TEST(JobRunTest, DpoJobContinuesTheSftJobsAdapter) {
   EXPECT_NE(other.status().message().find("was trained over the model " + sft_a->base_fingerprint), std::string::npos)
       << other.status();
 
+  // An SFT stage continues an adapter too: it starts where the SFT job ended.
+  Json more = sft;
+  more["base_model"] = JoinPath(sft_out, "base");
+  more["stages"]["sft"]["lora"] = {{"init", sft_adapter}};
+  more["stages"]["sft"]["steps"] = 1;
+  opts.out_dir = JoinPath(out, "more");
+  auto more_report = RunJob(*ParseJobSpec(more, "."), opts);
+  ASSERT_TRUE(more_report.ok()) << more_report.status();
+  EXPECT_NEAR((*more_report)["stages"]["sft"]["held_out_loss"]["before"].get<double>(),
+              (*sft_report)["stages"]["sft"]["held_out_loss"]["after"].get<double>(), 1e-5);
+
   // Rank or alpha beside init must be the adapter's; init must be an adapter.
   dpo["base_model"] = JoinPath(sft_out, "base");
   dpo["stages"]["dpo"]["lora"] = {{"init", sft_adapter}, {"rank", 4}};
