@@ -45,6 +45,9 @@ StatusOr<std::unique_ptr<TrainableWeights>> TrainableWeights::Create(std::shared
   if (lora.enabled() && !(lora.alpha > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("lora.alpha must be > 0, got ", lora.alpha));
   }
+  if (init != nullptr && !lora.enabled()) {
+    return absl::InvalidArgumentError("an adapter to start from needs LoRA (lora.rank > 0)");
+  }
   std::unique_ptr<TrainableWeights> t(new TrainableWeights());
   t->base_ = std::move(base);
   t->lora_ = lora;

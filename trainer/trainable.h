@@ -47,9 +47,10 @@ class TrainableWeights {
   // `seed`, B [out, rank] = 0 (so training starts at the base model); or,
   // given `init` (parameter name -> tensor, as parameters() names them), A and
   // B copied from it, so that training continues that adapter.
-  // INVALID_ARGUMENT for a negative rank or non-positive alpha, and for an
-  // `init` that lacks a parameter, holds one of another shape or holds a
-  // tensor that adapts no projection of `base` (each named).
+  // INVALID_ARGUMENT for a negative rank or non-positive alpha, for `init`
+  // without LoRA, and for an `init` that lacks a parameter, holds one of
+  // another shape or holds a tensor that adapts no projection of `base`
+  // (each named).
   static StatusOr<std::unique_ptr<TrainableWeights>> Create(std::shared_ptr<const ModelWeights> base,
                                                             const LoraConfig& lora, uint64_t seed,
                                                             const std::map<std::string, at::Tensor>* init = nullptr);

@@ -153,6 +153,8 @@ TEST_F(LoraAdapterTest, CreateNamesTheTensorThatDoesNotFitTheModel) {
   auto wrong = a.tensors;
   wrong[qa] = at::zeros({3, 31});
   expect(wrong, "is [3, 31], this model needs [3, 32]");
+  auto full = TrainableWeights::Create(model_->weights, LoraConfig{}, 1, &a.tensors);
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kInvalidArgument) << full.status();
   auto extra = a.tensors;
   extra["model.layers.2.self_attn.q_proj.weight.lora_A"] = at::zeros({3, 32});
   expect(extra, "model.layers.2.self_attn.q_proj.weight.lora_A adapts no projection of this model");
