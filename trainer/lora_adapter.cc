@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/safetensors.h"
@@ -24,29 +25,26 @@ constexpr char kWeightSuffix[] = ".weight";
 std::set<std::string> TargetModules() {
   std::set<std::string> out;
   for (const std::string& suffix : LoraTargetSuffixes()) {
-    const std::string module = suffix.substr(0, suffix.size() - std::string(kWeightSuffix).size());
-    out.insert(module.substr(module.rfind('.') + 1));
+    const absl::string_view module = absl::StripSuffix(suffix, kWeightSuffix);
+    out.emplace(module.substr(module.rfind('.') + 1));
   }
   return out;
 }
 
 // "model.layers.0.self_attn.q_proj.weight.lora_A" <->
 // "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".
-std::string PeftName(const std::string& param) {
+std::string PeftName(absl::string_view param) {
   const size_t dot = param.rfind('.');
-  const std::string projection = param.substr(0, dot);  // "... .q_proj.weight"
-  const std::string which = param.substr(dot + 1);      // "lora_A"
-  return absl::StrCat(kPeftPrefix, projection.substr(0, projection.size() - std::string(kWeightSuffix).size()), ".",
-                      which, kWeightSuffix);
+  const absl::string_view projection = param.substr(0, dot);  // "... .q_proj.weight"
+  const absl::string_view which = param.substr(dot + 1);      // "lora_A"
+  return absl::StrCat(kPeftPrefix, absl::StripSuffix(projection, kWeightSuffix), ".", which, kWeightSuffix);
 }
 // Empty when `peft` is not a LoRA A / B name.
-std::string ParamName(const std::string& peft) {
-  if (!absl::StartsWith(peft, kPeftPrefix)) return "";
+std::string ParamName(absl::string_view peft) {
+  if (!absl::ConsumePrefix(&peft, kPeftPrefix)) return "";
   for (const char* which : {"lora_A", "lora_B"}) {
-    const std::string tail = absl::StrCat(".", which, kWeightSuffix);
-    if (absl::EndsWith(peft, tail) && peft.size() > std::string(kPeftPrefix).size() + tail.size()) {
-      const std::string module =
-          peft.substr(std::string(kPeftPrefix).size(), peft.size() - std::string(kPeftPrefix).size() - tail.size());
+    absl::string_view module = peft;
+    if (absl::ConsumeSuffix(&module, absl::StrCat(".", which, kWeightSuffix)) && !module.empty()) {
       return absl::StrCat(module, kWeightSuffix, ".", which);
     }
   }
