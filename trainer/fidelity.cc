@@ -1080,8 +1080,8 @@ Status Study::WritePlots(const Json& table1) {
       const std::string suffix = rg == "sft" ? " (SFT)" : " (SFT→DPO)";
       PlotSeries packs{"pack" + suffix, {}, rg != "sft"};
       // LoRA at its ratio's byte target (its rank's bytes are within half a
-      // rank of it; under SFT->DPO it stores twice that, see Table 1).
-      PlotSeries lora{rg == "sft" ? "LoRA" + suffix : "LoRA" + suffix + ", 2x bytes", {}, rg != "sft"};
+      // rank of it; under SFT->DPO the same adapter, trained on: one adapter's bytes).
+      PlotSeries lora{"LoRA" + suffix, {}, rg != "sft"};
       for (const Json& p : r["packs"]) packs.points.push_back({p["ratio"].get<double>(), p["accuracy"].get<double>()});
       for (const Json& l : r["lora"]) lora.points.push_back({l["ratio"].get<double>(), l["accuracy"].get<double>()});
       plot.series.push_back(packs);

@@ -639,7 +639,11 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         }
       }
     }
-    EXPECT_TRUE(PathExists(out + "/table1_" + task + ".svg"));
+    // The plot's legend names both regimes' LoRA as it stores them: one adapter.
+    auto svg = ReadFileToString(out + "/table1_" + task + ".svg");
+    ASSERT_TRUE(svg.ok()) << svg.status();
+    EXPECT_NE(svg->find("LoRA (SFT\u2192DPO)<"), std::string::npos);
+    EXPECT_EQ(svg->find("2x bytes"), std::string::npos);
   }
   // SFT->DPO trained on the SFT models' own wrong answers (dpo_pairs on_policy).
   for (const std::string run : {"reverse-ft-sft", "sort-lora11-lrx2-sft"}) {
