@@ -126,12 +126,13 @@ Json TimeLinears(const ModelConfig& c, const ModelWeights& w, const std::vector<
   std::vector<Pass> passes;
   const SmallGemmWalk best_walk = SmallGemmBestWalk();
   const SmallGemmWalk other_walk =
-      best_walk == SmallGemmWalk::kKBlocks ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+      best_walk == SmallGemmWalk::kKBlocks ? SmallGemmWalk::kL2Lookahead : SmallGemmWalk::kKBlocks;
   for (int64_t b : batches) {
-    // (kernel, walk): the best; for up to 8 rows on the AVX-512 kernel, its other walk too (small_gemm.h);
-    // for one row, BLAS's GEMV.
+    // (kernel, walk): the best, and its other walk (small_gemm.h); for one row, BLAS's GEMV.
     std::vector<std::pair<SmallGemmIsa, SmallGemmWalk>> kernels = {{SmallGemmBestIsa(), best_walk}};
-    if (SmallGemmBestIsa() == SmallGemmIsa::kAvx512 && b <= 8) kernels.emplace_back(SmallGemmIsa::kAvx512, other_walk);
+    if (SmallGemmBestIsa() != SmallGemmIsa::kOff && b <= kSmallGemmMaxRows) {
+      kernels.emplace_back(SmallGemmBestIsa(), other_walk);
+    }
     if (b == 1 && SmallGemmBestIsa() != SmallGemmIsa::kOff) kernels.emplace_back(SmallGemmIsa::kOff, best_walk);
     for (const auto& [isa, walk] : kernels) {
       const bool kernel = isa != SmallGemmIsa::kOff && b <= kSmallGemmMaxRows;

@@ -32,9 +32,9 @@ const SmallGemmIsa g_best = DetectIsa();
 std::atomic<SmallGemmIsa> g_active{g_best};
 
 // AMD family 0x19 (Zen 3 and Zen 4; of the two only Zen 4 has AVX-512, so only
-// it runs the walks) walks whole rows; every other CPU k-blocks.
+// it runs the walks) looks ahead into L2; every other CPU walks plain k-blocks.
 SmallGemmWalk DetectWalk() {
-  return __builtin_cpu_is("amdfam19h") ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+  return __builtin_cpu_is("amdfam19h") ? SmallGemmWalk::kL2Lookahead : SmallGemmWalk::kKBlocks;
 }
 
 const SmallGemmWalk g_best_walk = DetectWalk();
@@ -63,15 +63,20 @@ constexpr int64_t kAvx2Panel = 12;
 
 // acc[i][j] += x row i · w row j over columns [0, k8) (k8 a multiple of 8), for MR rows of x (stride ldx) and NR rows
 // of w (stride ldw). The MR·NR accumulators stay in registers (MR·NR + MR <= 16 ymm); each weight vector is loaded once
-// per step and used by all MR rows.
+// per step and used by all MR rows. With l2_ahead > 0 each step also prefetches, into L2, the same columns of the rows
+// l2_ahead below the tile's (the next panel's; the kL2Lookahead walk, small_gemm.h).
 template <int MR, int NR, typename W>
 __attribute__((target("avx2,fma,f16c"))) void Tile(const float* x, int64_t ldx, const W* w, int64_t ldw, int64_t k8,
-                                                   __m256* acc /* [MR][NR] */) {
+                                                   __m256* acc /* [MR][NR] */, int64_t l2_ahead) {
   __m256 a[MR][NR];
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
   }
   for (int64_t kk = 0; kk < k8; kk += 8) {
+    if (l2_ahead > 0) {
+      for (int j = 0; j < NR; ++j)
+        _mm_prefetch(reinterpret_cast<const char*>(w + (j + l2_ahead) * ldw + kk), _MM_HINT_T1);
+    }
     __m256 xv[MR];
     for (int i = 0; i < MR; ++i) xv[i] = _mm256_loadu_ps(x + i * ldx + kk);
     for (int j = 0; j < NR; ++j) {
@@ -94,19 +99,19 @@ __attribute__((target("avx2,fma,f16c"))) void Tile(const float* x, int64_t ldx, 
 // (bench/README.md, "One row on the AVX2 kernel").
 template <typename W>
 __attribute__((target("avx2,fma,f16c"))) void PanelTiles(const float* x, int64_t ldx, int64_t k, int64_t mr, const W* w,
-                                                         int64_t k8, __m256* acc) {
+                                                         int64_t k8, __m256* acc, int64_t l2_ahead) {
   switch (mr) {
     case 4:
-      for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, ldx, w + j * k, k, k8, acc + j * 4);
+      for (int64_t j = 0; j < 12; j += 3) Tile<4, 3>(x, ldx, w + j * k, k, k8, acc + j * 4, l2_ahead);
       break;
     case 3:
-      for (int64_t j = 0; j < 12; j += 4) Tile<3, 4>(x, ldx, w + j * k, k, k8, acc + j * 3);
+      for (int64_t j = 0; j < 12; j += 4) Tile<3, 4>(x, ldx, w + j * k, k, k8, acc + j * 3, l2_ahead);
       break;
     case 2:
-      for (int64_t j = 0; j < 12; j += 6) Tile<2, 6>(x, ldx, w + j * k, k, k8, acc + j * 2);
+      for (int64_t j = 0; j < 12; j += 6) Tile<2, 6>(x, ldx, w + j * k, k, k8, acc + j * 2, l2_ahead);
       break;
     default:
-      for (int64_t j = 0; j < 12; j += 4) Tile<1, 4>(x, ldx, w + j * k, k, k8, acc + j);
+      for (int64_t j = 0; j < 12; j += 4) Tile<1, 4>(x, ldx, w + j * k, k, k8, acc + j, l2_ahead);
       break;
   }
 }
@@ -117,7 +122,7 @@ void PartialTile(const float* x, int64_t ldx, int64_t mr, int64_t nr, const W* w
   static constexpr decltype(&Tile<1, 1, W>) kTiles[2][4] = {
       {&Tile<1, 1, W>, &Tile<2, 1, W>, &Tile<3, 1, W>, &Tile<4, 1, W>},
       {&Tile<1, 3, W>, &Tile<2, 3, W>, &Tile<3, 3, W>, &Tile<4, 3, W>}};
-  kTiles[nr == 3][mr - 1](x, ldx, w, k, k8, acc);
+  kTiles[nr == 3][mr - 1](x, ldx, w, k, k8, acc, 0);
 }
 
 // The accumulator of (row i, panel row j) in PanelTiles' layout for `mr` rows
@@ -132,18 +137,19 @@ int64_t AccIndex(int64_t mr, int64_t i, int64_t j) {
 // x, in one pass over all of k (each weight row streams as one sequential run,
 // which the hardware prefetcher follows); the other groups find them in L2.
 // Blocking k so that slices of x and of the panel stay in L1 (256 columns,
-// 28 KB) measured 20-30% slower at m = 4..16 on 1.1B shapes.
+// 28 KB) measured 20-30% slower at m = 4..16 on 1.1B shapes. A whole panel's
+// tiles look l2_ahead rows ahead into L2 (Tile; 0: not).
 template <typename W>
 __attribute__((target("avx2,fma,f16c"))) void Panel(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
-                                                    const float* bias, int64_t n0, int64_t rows, float* y,
-                                                    int64_t ldy) {
+                                                    const float* bias, int64_t n0, int64_t rows, float* y, int64_t ldy,
+                                                    int64_t l2_ahead) {
   const W* wp = w + n0 * k;
   const int64_t k8 = k / 8 * 8;  // the vector part; the rest is added in scalar code
   if (rows == kAvx2Panel) {
     alignas(32) __m256 acc[kSmallGemmMaxRows * kAvx2Panel];
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t m0 = 0; m0 < m; m0 += 4) {
-      PanelTiles(x + m0 * ldx, ldx, k, std::min<int64_t>(4, m - m0), wp, k8, acc + m0 * kAvx2Panel);
+      PanelTiles(x + m0 * ldx, ldx, k, std::min<int64_t>(4, m - m0), wp, k8, acc + m0 * kAvx2Panel, l2_ahead);
     }
     for (int64_t m0 = 0; m0 < m; m0 += 4) {
       const int64_t mr = std::min<int64_t>(4, m - m0);
@@ -278,8 +284,9 @@ struct Avx2AccumulateRows {
 // (8 rows, 16 KB) stays in L1 while the panel's tiles stream their weights
 // past it; without the blocking 8 rows of x (64 KB at k = 2048) come from L2
 // on every step and a batch-8 step took twice a batch-4 one (bench/README.md,
-// model_bench; on the Zen 5 of that time). On a Zen 4 whole rows are faster:
-// the walks, small_gemm.h. 9 to 16 rows: TwoGroupPanel512 below.
+// model_bench; on the Zen 5 of that time). On a Zen 4 the next panel is also
+// brought into L2 while a panel computes, and one row walks whole rows: the
+// walks, small_gemm.h. 9 to 16 rows: TwoGroupPanel512 below.
 
 constexpr int64_t kAvx512Panel = 24;
 
@@ -317,9 +324,13 @@ constexpr int64_t kAvx512KBlock = 512;
 // tile and k-block, and a 16-row pass over the 1.1B linears took 37.1–37.5 ms
 // instead of 31.0–31.8 (a stand-alone timing; bench/README.md). Without
 // kPrefetch it issues no software prefetch (one row of x along whole rows).
+// With l2_ahead > 0 it also prefetches, into L2, the same columns of the rows
+// l2_ahead below the tile's (the next panel's, while this one computes; the
+// kL2Lookahead walk, small_gemm.h).
 template <int MR, int NR, typename W, bool kPrefetch = true>
 __attribute__((target("avx512f"), always_inline)) inline void Block512(const float* xp, const W* w, int64_t k,
-                                                                       int64_t k0, int64_t k1, __m512* acc) {
+                                                                       int64_t k0, int64_t k1, __m512* acc,
+                                                                       int64_t l2_ahead = 0) {
   __m512 a[MR][NR];
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) a[i][j] = acc[i * NR + j];
@@ -332,6 +343,11 @@ __attribute__((target("avx512f"), always_inline)) inline void Block512(const flo
     // bench/README.md, model_bench).
     if constexpr (kPrefetch) {
       for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (j + NR) * k + kk), _MM_HINT_T0);
+      if (l2_ahead > 0) {
+        for (int j = 0; j < NR; ++j) {
+          _mm_prefetch(reinterpret_cast<const char*>(w + (j + l2_ahead) * k + kk), _MM_HINT_T1);
+        }
+      }
     }
     __m512 wv[NR];
     for (int j = 0; j < NR; ++j) wv[j] = Load16(w + j * k + kk);
@@ -375,51 +391,63 @@ __attribute__((target("avx512f"))) void WriteSums(const __m512* acc, const float
   }
 }
 
+// The rows ahead a tile of `width` rows at row j looks into L2 (Block512's
+// l2_ahead): `ahead`, or 0 where those rows would pass the caller's last
+// weight row n_end (another thread's rows, or past the matrix).
+inline int64_t L2Ahead(int64_t j, int64_t width, int64_t ahead, int64_t n_end) {
+  return ahead > 0 && j + ahead + width <= n_end ? ahead : 0;
+}
+
 // Panel512's tiles (rows [n0, whole) of NR, [whole, quads) of QR, the rest
-// single) over columns [0, k) in blocks of `block`.
+// single) over columns [0, k) in blocks of `block`, looking `ahead` rows
+// ahead into L2 (0: not) up to weight row n_end.
 template <int MR, int NR, int QR, typename W, bool kPrefetch>
 __attribute__((target("avx512f"))) void PanelBlocks512(const float* xp, int64_t k, const W* w, int64_t n0,
                                                        int64_t whole, int64_t quads, int64_t n1, int64_t block,
-                                                       __m512* acc) {
+                                                       int64_t ahead, int64_t n_end, __m512* acc) {
   for (int64_t k0 = 0; k0 < k; k0 += block) {
     const int64_t k1 = std::min(k, k0 + block);
     for (int64_t j = n0; j < whole; j += NR) {
-      Block512<MR, NR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+      Block512<MR, NR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR, L2Ahead(j, NR, ahead, n_end));
     }
     for (int64_t j = whole; j < quads; j += QR) {
-      Block512<MR, QR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+      Block512<MR, QR, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR, L2Ahead(j, QR, ahead, n_end));
     }
-    for (int64_t j = quads; j < n1; ++j) Block512<MR, 1, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR);
+    for (int64_t j = quads; j < n1; ++j) {
+      Block512<MR, 1, W, kPrefetch>(xp, w + j * k, k, k0, k1, acc + (j - n0) * MR, L2Ahead(j, 1, ahead, n_end));
+    }
   }
 }
 
-// MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel:
-// tiles of NR weight rows, then (NR > 4) of 4, then single rows. A single row
-// is one chain of dependent FMAs; the 4 rows a rank-16 factor leaves after
-// its 12-row tile went one by one before (a one-row x · Vᵀ, float16, k = 704,
-// hot: 0.57 -> 0.54 µs; the rest is the float16 conversions). The walk
-// (small_gemm.h): k-blocks of kAvx512KBlock columns, or one block of whole
-// rows, one row of x then without software prefetch. On a Zen 4, the 1.1B
-// linears along whole rows took 0.87x the time of k-blocks at 1 row, 1.0x at
-// 2, 0.90x at 4 and 0.86x at 8 (model_bench); one row along whole rows with
-// the prefetch kept gained nothing (0.98x, a stand-alone timing): its lines
-// only competed with the hardware prefetchers' (bench/README.md).
+// MR rows of x (packed) against weight rows [n0, n1), n1 - n0 <= kAvx512Panel,
+// of the caller's rows up to n_end: tiles of NR weight rows, then (NR > 4) of
+// 4, then single rows. A single row is one chain of dependent FMAs; the 4 rows
+// a rank-16 factor leaves after its 12-row tile went one by one before (a
+// one-row x · Vᵀ, float16, k = 704, hot: 0.57 -> 0.54 µs; the rest is the
+// float16 conversions). The walk (small_gemm.h): k-blocks of kAvx512KBlock
+// columns with the next tile prefetched; under kL2Lookahead also the next
+// panel into L2, and one row of x along whole rows without software prefetch.
+// On a Zen 4 one row along whole rows took 0.87x the time of k-blocks (the
+// 1.1B linears, model_bench); with the prefetch kept it gained nothing (0.98x,
+// a stand-alone timing): its lines only competed with the hardware
+// prefetchers' (bench/README.md).
 template <int MR, int NR, typename W>
 __attribute__((target("avx512f"))) void Panel512(const float* xp, int64_t k, const W* w, const float* bias, int64_t n0,
-                                                 int64_t n1, float* y, int64_t ldy, bool whole_rows) {
+                                                 int64_t n1, int64_t n_end, float* y, int64_t ldy, SmallGemmWalk walk) {
   constexpr int QR = NR > 4 ? 4 : 1;
   alignas(64) __m512 acc[MR * kAvx512Panel];
   for (int64_t t = 0; t < MR * (n1 - n0); ++t) acc[t] = _mm512_setzero_ps();
   const int64_t whole = n0 + (n1 - n0) / NR * NR;        // rows [n0, whole) in tiles of NR,
   const int64_t quads = whole + (n1 - whole) / QR * QR;  // [whole, quads) of QR, the rest one by one
-  const int64_t block = whole_rows ? std::max<int64_t>(k, 1) : kAvx512KBlock;
+  const bool lookahead = walk == SmallGemmWalk::kL2Lookahead;
   if constexpr (MR == 1) {
-    if (whole_rows) {  // no software prefetch
-      PanelBlocks512<MR, NR, QR, W, false>(xp, k, w, n0, whole, quads, n1, block, acc);
+    if (lookahead) {  // whole rows, no software prefetch
+      PanelBlocks512<MR, NR, QR, W, false>(xp, k, w, n0, whole, quads, n1, std::max<int64_t>(k, 1), 0, n_end, acc);
       return WriteSums<MR, NR, QR>(acc, bias, n0, whole, quads, n1, y, ldy);
     }
   }
-  PanelBlocks512<MR, NR, QR, W, true>(xp, k, w, n0, whole, quads, n1, block, acc);
+  PanelBlocks512<MR, NR, QR, W, true>(xp, k, w, n0, whole, quads, n1, kAvx512KBlock, lookahead ? kAvx512Panel : 0,
+                                      n_end, acc);
   WriteSums<MR, NR, QR>(acc, bias, n0, whole, quads, n1, y, ldy);
 }
 
@@ -439,23 +467,26 @@ constexpr int64_t kAvx512TwoGroupKBlock = 256;
 
 template <int MB, typename W>
 __attribute__((target("avx512f"))) void TwoGroupPanel512(const float* xa, const float* xb, int64_t k, const W* w,
-                                                         const float* bias, int64_t n0, int64_t n1, float* y,
-                                                         int64_t ldy) {
+                                                         const float* bias, int64_t n0, int64_t n1, int64_t n_end,
+                                                         float* y, int64_t ldy, SmallGemmWalk walk) {
   constexpr int NR = 3;
   alignas(64) __m512 acc_a[8 * kAvx512TwoGroupPanel];
   alignas(64) __m512 acc_b[MB * kAvx512TwoGroupPanel];
   for (int64_t t = 0; t < 8 * (n1 - n0); ++t) acc_a[t] = _mm512_setzero_ps();
   for (int64_t t = 0; t < MB * (n1 - n0); ++t) acc_b[t] = _mm512_setzero_ps();
   const int64_t whole = n0 + (n1 - n0) / NR * NR;
+  const int64_t ahead = walk == SmallGemmWalk::kL2Lookahead ? kAvx512TwoGroupPanel : 0;
   for (int64_t k0 = 0; k0 < k; k0 += kAvx512TwoGroupKBlock) {
     const int64_t k1 = std::min(k, k0 + kAvx512TwoGroupKBlock);
     for (int64_t j = n0; j < whole; j += NR) {
-      Block512<8, NR, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8);
-      Block512<MB, NR, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB);
+      const int64_t l2 = L2Ahead(j, NR, ahead, n_end);
+      Block512<8, NR, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8, l2);
+      Block512<MB, NR, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB, l2);
     }
     for (int64_t j = whole; j < n1; ++j) {
-      Block512<8, 1, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8);
-      Block512<MB, 1, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB);
+      const int64_t l2 = L2Ahead(j, 1, ahead, n_end);
+      Block512<8, 1, W>(xa, w + j * k, k, k0, k1, acc_a + (j - n0) * 8, l2);
+      Block512<MB, 1, W>(xb, w + j * k, k, k0, k1, acc_b + (j - n0) * MB, l2);
     }
   }
   WriteSums<8, NR, 1>(acc_a, bias, n0, whole, whole, n1, y, ldy);
@@ -477,24 +508,25 @@ void PackRows(const float* x, int64_t mr, int64_t ldx, int64_t k, float* xp) {
 
 template <typename W>
 __attribute__((target("avx512f"))) void Rows512(const float* xp, int64_t mr, int64_t k, const W* w, const float* bias,
-                                                int64_t n0, int64_t n1, float* y, int64_t ldy, bool whole_rows) {
+                                                int64_t n0, int64_t n1, int64_t n_end, float* y, int64_t ldy,
+                                                SmallGemmWalk walk) {
   switch (mr) {
     case 1:
-      return Panel512<1, 12, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<1, 12, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 2:
-      return Panel512<2, 8, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<2, 8, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 3:
-      return Panel512<3, 6, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<3, 6, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 4:
-      return Panel512<4, 6, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<4, 6, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 5:
-      return Panel512<5, 4, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<5, 4, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 6:
-      return Panel512<6, 4, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<6, 4, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     case 7:
-      return Panel512<7, 3, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<7, 3, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
     default:
-      return Panel512<8, 3, W>(xp, k, w, bias, n0, n1, y, ldy, whole_rows);
+      return Panel512<8, 3, W>(xp, k, w, bias, n0, n1, n_end, y, ldy, walk);
   }
 }
 
@@ -505,9 +537,9 @@ constexpr auto TwoGroupPanels(std::integer_sequence<int, I...>) {
 }
 template <typename W>
 void TwoGroups512(const float* xp, int64_t k16, int64_t mb, int64_t k, const W* w, const float* bias, int64_t n0,
-                  int64_t n1, float* y, int64_t ldy) {
+                  int64_t n1, int64_t n_end, float* y, int64_t ldy, SmallGemmWalk walk) {
   static constexpr auto kPanels = TwoGroupPanels<W>(std::make_integer_sequence<int, 8>{});
-  kPanels[mb - 1](xp, xp + 8 * k16, k, w, bias, n0, n1, y, ldy);
+  kPanels[mb - 1](xp, xp + 8 * k16, k, w, bias, n0, n1, n_end, y, ldy, walk);
 }
 
 template <typename W>
@@ -522,16 +554,16 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
   packed.resize(static_cast<size_t>(m * k16 / 16));
   float* xp = reinterpret_cast<float*>(packed.data());  // no member access: data() is null when k = 0
   for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k16);
+  const SmallGemmWalk walk = SmallGemmActiveWalk();
   if (m > 8) {
     for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512TwoGroupPanel) {
-      TwoGroups512(xp, k16, m - 8, k, w, bias, n0, std::min(n0 + kAvx512TwoGroupPanel, n_end), y, ldy);
+      TwoGroups512(xp, k16, m - 8, k, w, bias, n0, std::min(n0 + kAvx512TwoGroupPanel, n_end), n_end, y, ldy, walk);
     }
     return;
   }
-  const bool whole_rows = SmallGemmActiveWalk() == SmallGemmWalk::kWholeRows;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx512Panel) {
     const int64_t n1 = std::min(n0 + kAvx512Panel, n_end);
-    Rows512(xp, m, k, w, bias, n0, n1, y, ldy, whole_rows);
+    Rows512(xp, m, k, w, bias, n0, n1, n_end, y, ldy, walk);
   }
 }
 
@@ -772,7 +804,7 @@ bool SetSmallGemmIsa(SmallGemmIsa isa) {
 }
 
 const char* SmallGemmWalkName(SmallGemmWalk walk) {
-  return walk == SmallGemmWalk::kWholeRows ? "whole_rows" : "k_blocks";
+  return walk == SmallGemmWalk::kL2Lookahead ? "l2_lookahead" : "k_blocks";
 }
 
 SmallGemmWalk SmallGemmBestWalk() { return g_best_walk; }
@@ -798,8 +830,12 @@ void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, con
     SmallGemm512(x, m, k, ldx, w, bias, n_begin, n_end, y, ldy);
     return;
   }
+  // Under kL2Lookahead a panel brings the next one into L2 where that is a
+  // whole panel of the caller's rows.
+  const bool lookahead = SmallGemmActiveWalk() == SmallGemmWalk::kL2Lookahead;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kAvx2Panel) {
-    Panel(x, m, k, ldx, w, bias, n0, std::min(kAvx2Panel, n_end - n0), y, ldy);
+    const int64_t l2_ahead = lookahead && n0 + 2 * kAvx2Panel <= n_end ? kAvx2Panel : 0;
+    Panel(x, m, k, ldx, w, bias, n0, std::min(kAvx2Panel, n_end - n0), y, ldy, l2_ahead);
   }
 }
 

@@ -40,18 +40,22 @@ SmallGemmIsa SmallGemmActiveIsa();
 // Chooses the kernel (benchmarks and tests compare them, and BLAS, in one run).
 // Returns false, changing nothing, when this CPU cannot run `isa`.
 bool SetSmallGemmIsa(SmallGemmIsa isa);
-// How the AVX-512 kernel walks the weights for up to 8 rows of x (9 to 16 rows
-// always go in blocks; the AVX2 kernel has one walk). kKBlocks: every tile in
-// blocks of 512 columns, so that the block's slice of packed x stays in L1,
-// with the next tile's weights prefetched. kWholeRows: each tile along whole
-// weight rows, which the hardware prefetchers follow, and one row of x with no
-// software prefetch. Which is faster depends on the CPU: kWholeRows measured
-// faster on Zen 4 (AMD family 0x19 with AVX-512; bench/README.md, "Whole
-// weight rows on Zen 4"), the walk chosen there; every other CPU keeps
-// kKBlocks, which the kernel was built and measured with on Zen 5 (family
+// How the kernels walk the weights. kKBlocks: the AVX-512 kernel takes every
+// tile in blocks of 512 columns (256 for 9 to 16 rows), so that the block's
+// slice of packed x stays in L1, with the next tile's weights prefetched into
+// L1; the AVX2 kernel streams each panel of 12 weight rows along whole rows.
+// kL2Lookahead: the same, each step also prefetching into L2 the same columns
+// of the next panel's weight rows (so one panel streams in from memory while
+// the one before computes), except that one row of x on the AVX-512 kernel
+// goes along whole weight rows, which the hardware prefetchers follow, with no
+// software prefetch. Which is faster depends on the CPU: kL2Lookahead measured
+// faster on Zen 4 (AMD family 0x19 with AVX-512, both kernels; bench/README.md,
+// "The next panel into L2 on Zen 4"), the walk chosen on family 0x19 (Zen 3
+// too, whose AVX2 kernel was not measured with it); every other CPU keeps
+// kKBlocks, which the kernels were built and measured with on Zen 5 (family
 // 0x1A). Both compute the same sums in the same order.
-enum class SmallGemmWalk { kKBlocks, kWholeRows };
-const char* SmallGemmWalkName(SmallGemmWalk walk);  // "k_blocks", "whole_rows"
+enum class SmallGemmWalk { kKBlocks, kL2Lookahead };
+const char* SmallGemmWalkName(SmallGemmWalk walk);  // "k_blocks", "l2_lookahead"
 // The walk chosen for this CPU.
 SmallGemmWalk SmallGemmBestWalk();
 // The walk SmallGemm runs now: SmallGemmBestWalk() unless changed below.

@@ -21,15 +21,11 @@
 namespace skillpack {
 namespace {
 
-// A kernel and the walk it runs (small_gemm.h: the AVX-512 kernel has two,
-// the AVX2 one ignores it).
+// A kernel and the walk it runs (small_gemm.h).
 struct Kernel {
   SmallGemmIsa isa;
   SmallGemmWalk walk;
-  std::string Name() const {
-    if (isa != SmallGemmIsa::kAvx512) return SmallGemmIsaName(isa);
-    return absl::StrCat(SmallGemmIsaName(isa), " ", SmallGemmWalkName(walk));
-  }
+  std::string Name() const { return absl::StrCat(SmallGemmIsaName(isa), " ", SmallGemmWalkName(walk)); }
   // Makes it the active one; false when this CPU cannot run it.
   bool Use() const {
     SetSmallGemmWalk(walk);
@@ -37,13 +33,14 @@ struct Kernel {
   }
 };
 
-// The kernels this CPU runs, the AVX-512 one with each walk; the best kernel
+// The kernels this CPU runs, each with each walk; the best kernel
 // and walk are restored when the test ends.
 std::vector<Kernel> RunnableKernels() {
   std::vector<Kernel> out;
   for (Kernel kernel :
-       {Kernel{SmallGemmIsa::kAvx2, SmallGemmWalk::kKBlocks}, Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kKBlocks},
-        Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kWholeRows}}) {
+       {Kernel{SmallGemmIsa::kAvx2, SmallGemmWalk::kKBlocks}, Kernel{SmallGemmIsa::kAvx2, SmallGemmWalk::kL2Lookahead},
+        Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kKBlocks},
+        Kernel{SmallGemmIsa::kAvx512, SmallGemmWalk::kL2Lookahead}}) {
     if (kernel.Use()) out.push_back(kernel);
   }
   SetSmallGemmEnabled(true);
@@ -67,7 +64,7 @@ TEST_F(SmallGemmTest, MatchesLinearForEveryKernelRowCountAndShape) {
     ASSERT_TRUE(kernel.Use());
     for (int64_t m = 1; m <= kSmallGemmMaxRows; ++m) {
       for (int64_t k : {1, 7, 8, 9, 15, 16, 17, 64, 130, 300, 523}) {
-        for (int64_t n : {1, 5, 12, 13, 16, 23, 25, 37, 50}) {
+        for (int64_t n : {1, 5, 12, 13, 16, 23, 25, 37, 50, 100}) {
           for (bool with_bias : {false, true}) {
             SCOPED_TRACE(absl::StrCat(kernel.Name(), " m=", m, " k=", k, " n=", n, " bias=", with_bias));
             // Rows of x 3 floats further apart than k: the padding must be skipped.
@@ -275,7 +272,7 @@ TEST_F(SmallGemmTest, KernelChoice) {
   EXPECT_FALSE(SmallGemmAvailable());
 }
 
-// The walk follows the CPU as /proc/cpuinfo reads it: whole rows on AMD
+// The walk follows the CPU as /proc/cpuinfo reads it: the L2 lookahead on AMD
 // family 25 (0x19), k-blocks elsewhere; setting it changes only the walk.
 TEST_F(SmallGemmTest, WalkChoice) {
   std::ifstream cpuinfo("/proc/cpuinfo");
@@ -290,16 +287,16 @@ TEST_F(SmallGemmTest, WalkChoice) {
   }
   SCOPED_TRACE(absl::StrCat(vendor, " family ", family));
   const SmallGemmWalk want =
-      vendor == "AuthenticAMD" && family == 25 ? SmallGemmWalk::kWholeRows : SmallGemmWalk::kKBlocks;
+      vendor == "AuthenticAMD" && family == 25 ? SmallGemmWalk::kL2Lookahead : SmallGemmWalk::kKBlocks;
   EXPECT_EQ(SmallGemmBestWalk(), want);
   EXPECT_EQ(SmallGemmActiveWalk(), want);
   const SmallGemmIsa isa = SmallGemmActiveIsa();
-  for (SmallGemmWalk walk : {SmallGemmWalk::kWholeRows, SmallGemmWalk::kKBlocks}) {
+  for (SmallGemmWalk walk : {SmallGemmWalk::kL2Lookahead, SmallGemmWalk::kKBlocks}) {
     SetSmallGemmWalk(walk);
     EXPECT_EQ(SmallGemmActiveWalk(), walk);
     EXPECT_EQ(SmallGemmActiveIsa(), isa);
   }
-  EXPECT_STREQ(SmallGemmWalkName(SmallGemmWalk::kWholeRows), "whole_rows");
+  EXPECT_STREQ(SmallGemmWalkName(SmallGemmWalk::kL2Lookahead), "l2_lookahead");
   EXPECT_STREQ(SmallGemmWalkName(SmallGemmWalk::kKBlocks), "k_blocks");
 }
 
