@@ -142,9 +142,21 @@ class Study {
   StatusOr<double> ServedAccuracy(const std::string& path, const std::string& task, FactorPrecision precision);
   StatusOr<Json> Pack(const std::string& task, const std::string& regime, double ratio);
   StatusOr<const DecodedPack*> Decoded(const std::string& task, double ratio);
+  // The run a regime's packs compress, as the runs finished so far say (no
+  // run is started): a DPO round that found no on-policy pair (NoPairsMarker)
+  // ends the rounds there.
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
-    return regime == "sft" ? absl::StrCat(task, "-ft-sft")
-                           : DpoRunName(absl::StrCat(task, "-ft-sft_dpo"), spec_.dpo_rounds);
+    std::string run = absl::StrCat(task, "-ft-sft");
+    if (regime == "sft") return run;
+    for (int64_t round = 1; round <= spec_.dpo_rounds && !PathExists(NoPairsMarker(run)); ++round) {
+      run = DpoRunName(absl::StrCat(task, "-ft-sft_dpo"), round);
+    }
+    return run;
+  }
+  // Written when the model of `run` answered every on-policy prompt right:
+  // no pair to train DPO on, so the rounds from it stop (DpoRounds).
+  std::string NoPairsMarker(const std::string& run) const {
+    return JoinPath(RunsDir(), run + "-onpolicy-no-pairs.json");
   }
   StatusOr<std::string> RegimeRun(const std::string& task, const std::string& regime);
   std::string DpoTag() const { return spec_.dpo_pairs == "on_policy" ? "-onpolicy" : ""; }
@@ -156,7 +168,9 @@ class Study {
   }
   StatusOr<std::string> DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                   const TrainStageSpec& train, bool continue_adapter);
-  StatusOr<std::string> DpoPairs(const std::string& task, const std::string& sft_run);
+  // Rounds of DPO that `run` (DpoRounds' result from `sft_run`) trained.
+  int64_t DpoRoundsTrained(const std::string& prefix, const std::string& sft_run, const std::string& run) const;
+  StatusOr<std::optional<std::string>> DpoPairs(const std::string& task, const std::string& sft_run);
   StatusOr<std::string> SftData(const std::string& task);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
   // The first `n` training examples of `task` (the spec's seed), tokenized.
@@ -281,11 +295,14 @@ StatusOr<double> Study::Evaluate(std::shared_ptr<const ModelWeights> w, const st
 // pairs (the job's default: correct answer chosen, Task::WrongResponse
 // rejected), else a JSONL of on-policy pairs: the model's own greedy answers
 // to `dpo_prompts` training prompts, each wrong one rejected against the
-// correct answer (answers with non-ASCII bytes are skipped: task answers are ASCII).
-StatusOr<std::string> Study::DpoPairs(const std::string& task, const std::string& sft_run) {
-  if (spec_.dpo_pairs != "on_policy") return std::string();
+// correct answer (answers with non-ASCII bytes are skipped: task answers are
+// ASCII). nullopt (and NoPairsMarker written) when no answer is wrong: there
+// is nothing for DPO to prefer against.
+StatusOr<std::optional<std::string>> Study::DpoPairs(const std::string& task, const std::string& sft_run) {
+  if (spec_.dpo_pairs != "on_policy") return std::optional<std::string>(std::string());
   const std::string path = JoinPath(RunsDir(), sft_run + "-onpolicy-pairs.jsonl");
-  if (PathExists(path)) return path;
+  if (PathExists(path)) return std::optional<std::string>(path);
+  if (PathExists(NoPairsMarker(sft_run))) return std::optional<std::string>();
   const Task& tk = *tasks_.at(task);
   ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(sft_run)));
   ASSIGN_OR_RETURN(std::vector<TaskExample> prompts,
@@ -299,13 +316,15 @@ StatusOr<std::string> Study::DpoPairs(const std::string& task, const std::string
     if (ascii && !tk.Verify(s[0], s[2])) pairs.push_back({s[0], s[1], s[2], false});
   }
   if (pairs.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("fidelity: ", sft_run, " answers all ", prompts.size(),
-                                                      " training prompts correctly (or only with non-ASCII bytes): "
-                                                      "no on-policy DPO pair; raise dpo_prompts or use \"verifier\""));
+    Log(absl::StrCat("dpo pairs for ", sft_run, ": none, all ", prompts.size(),
+                     " training prompts answered right (or only with non-ASCII bytes): no DPO round from it"));
+    RETURN_IF_ERROR(WriteFileAtomically(
+        NoPairsMarker(sft_run), Json{{"run", sft_run}, {"prompts", prompts.size()}, {"wrong", 0}}.dump(2) + "\n"));
+    return std::optional<std::string>();
   }
   RETURN_IF_ERROR(WritePreferenceJsonl(path, pairs));
   Log(absl::StrCat("dpo pairs for ", sft_run, ": ", pairs.size(), " wrong answers of ", prompts.size(), " prompts"));
-  return path;
+  return std::optional<std::string>(path);
 }
 
 // Table 1's SFT data: "" (the job's own: the task's train split) unless
@@ -347,6 +366,8 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
 // named by DpoRunName. Returns the last. With `continue_adapter` (LoRA) each
 // round is a job over the base that continues the adapter of the run before,
 // so that every round's model is the base plus one adapter of the same bytes.
+// A model that answers every on-policy prompt right gives DPO no pair: the
+// rounds stop there and it is the result (DpoRoundsTrained counts them).
 StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                        const TrainStageSpec& train, bool continue_adapter) {
   std::string previous = sft_run;
@@ -356,11 +377,21 @@ StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::strin
     dpo.dpo = *spec_.dpo;
     dpo.dpo->train = train;
     if (continue_adapter) dpo.dpo->train.lora.init = JoinPath(JoinPath(RunsDir(), previous), "adapter");
-    ASSIGN_OR_RETURN(dpo.dpo->train.data, DpoPairs(task, previous));
+    ASSIGN_OR_RETURN(std::optional<std::string> data, DpoPairs(task, previous));
+    if (!data) break;
+    dpo.dpo->train.data = *data;
     RETURN_IF_ERROR(RunCached(name, dpo).status());
     previous = name;
   }
   return previous;
+}
+
+int64_t Study::DpoRoundsTrained(const std::string& prefix, const std::string& sft_run, const std::string& run) const {
+  if (run == sft_run) return 0;
+  for (int64_t round = 1; round <= spec_.dpo_rounds; ++round) {
+    if (run == DpoRunName(prefix, round)) return round;
+  }
+  return spec_.dpo_rounds;
 }
 
 // A training stage as LoRA of `rank`: the spec's alpha, its learning rate
@@ -585,6 +616,10 @@ StatusOr<Json> Study::Table1() {
       const double ft = ft_report["eval"]["after"]["accuracy"].get<double>();
       r["base"] = base;
       r["full_ft"] = ft;
+      if (regime == "sft_dpo") {
+        r["full_ft_dpo_rounds_trained"] =
+            DpoRoundsTrained(absl::StrCat(task, "-ft-sft_dpo"), absl::StrCat(task, "-ft-sft"), ft_run);
+      }
       r["packs"] = Json::array();
       r["lora"] = Json::array();
       for (double ratio : spec_.ratios) {
@@ -607,6 +642,11 @@ StatusOr<Json> Study::Table1() {
         l["bytes"] = rank * lora_bytes_per_rank_;
         l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
         l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
+        if (regime == "sft_dpo") {
+          const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
+          l["dpo_rounds_trained"] =
+              DpoRoundsTrained(absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter"), sft_name, lora_run);
+        }
         r["lora"].push_back(l);
       }
       t["tasks"][task][regime] = r;
@@ -1714,6 +1754,29 @@ static void AppendTable1(const Json& t1, std::string* md) {
       absl::StrAppend(md, "\n");
       absl::StrAppend(&gain, "\n");
       absl::StrAppend(&bytes, "\n");
+    }
+    if (regime == "sft_dpo") {
+      // Cells whose model found no on-policy pair before the last round (DpoRounds).
+      const int64_t rounds = t1.value("dpo_rounds", int64_t{1});
+      std::vector<std::string> short_cells;
+      for (const auto& [task, regimes] : t1["tasks"].items()) {
+        const Json& r = regimes[regime];
+        const int64_t ft_rounds = r.value("full_ft_dpo_rounds_trained", rounds);
+        if (ft_rounds < rounds) short_cells.push_back(absl::StrCat(task, " full FT: ", ft_rounds));
+        for (const Json& l : r["lora"]) {
+          const int64_t n = l.value("dpo_rounds_trained", rounds);
+          if (n < rounds) {
+            short_cells.push_back(absl::StrCat(task, " LoRA ", RatioLabel(l["ratio"].get<double>()), " (rank ",
+                                               l["rank"].get<int64_t>(), "): ", n));
+          }
+        }
+      }
+      if (!short_cells.empty()) {
+        absl::StrAppend(md, "\nFewer DPO rounds than the spec's ", rounds,
+                        " where a model answered every on-policy training prompt right (no pair to prefer against; "
+                        "the rounds stop there, and with 0 the cell is its SFT model): ",
+                        absl::StrJoin(short_cells, "; "), ".\n");
+      }
     }
     absl::StrAppend(md, "\nShare of full FT's gain kept:\n\n", gain, "\nBytes:\n\n", bytes, "\n");
     AppendServedPrecisions(t1, regime, ratios, md);

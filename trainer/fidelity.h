@@ -188,14 +188,16 @@ struct FidelitySpec {
   double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)
   // DPO pairs: "verifier" (the task's offline pairs, Task::WrongResponse
   // rejected) or "on_policy" (the SFT model's own wrong greedy answers to
-  // dpo_prompts training prompts, rejected against the correct answer).
+  // dpo_prompts training prompts, rejected against the correct answer; a
+  // model that answers them all right gets no DPO round: its SFT->DPO cell
+  // is the model as it is, and Table 1 says so).
   std::string dpo_pairs = "verifier";
   int64_t dpo_prompts = 2000;
   // DPO rounds (Iterative RPO, Pang et al. 2024): round r starts from round
   // r - 1's model, which is also its reference, with its pairs made again
   // from that model ("on_policy"; "verifier" pairs are the same each round);
-  // the sft_dpo regime is the last round's model. LoRA runs add one adapter
-  // per round.
+  // the sft_dpo regime is the last round's model. LoRA runs go on training
+  // the SFT adapter in every round (one adapter's bytes).
   int64_t dpo_rounds = 1;
   // SFT data from two sources, one of them weak: this share of Table 1's SFT
   // examples (full FT and LoRA) carries Task::WrongResponse, the task's

@@ -552,6 +552,11 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   const std::string dir = ::testing::TempDir() + "/fidelity_e2e";
   ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
   const std::string out = dir + "/out";
+  // One LoRA as if its SFT model had answered every on-policy prompt right
+  // (the marker DPO pairs leave then): no DPO round from it.
+  const std::string no_pairs = "sort-lora11-lrx2-sft";
+  ASSERT_EQ(std::system(("mkdir -p '" + out + "/runs'").c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomically(out + "/runs/" + no_pairs + "-onpolicy-no-pairs.json", "{}\n").ok());
   const auto t0 = std::chrono::steady_clock::now();
   const bool ran = RunFidelityBench(SmallSpecPath(), out, dir + "/log.txt");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -578,6 +583,7 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
       const Json& row = t1["tasks"][task][regime];
       ExpectUnit(row["base"], "base");
       ExpectUnit(row["full_ft"], "full_ft");
+      if (std::string(regime) == "sft_dpo") EXPECT_EQ(row["full_ft_dpo_rounds_trained"], 2);
       ASSERT_EQ(row["packs"].size(), 2u);
       ASSERT_EQ(row["lora"].size(), 2u);
       for (size_t i = 0; i < 2; ++i) {
@@ -618,7 +624,14 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
         // adapter: one adapter's bytes in both regimes, over the base itself
         // (a new adapter per round would be over the model merged before it).
         EXPECT_EQ(l["bytes"].get<int64_t>(), rank * per_rank);
-        if (std::string(regime) == "sft_dpo") {
+        if (std::string(regime) == "sft_dpo" && absl::StrCat(task, "-lora", rank, "-lrx2-sft") == no_pairs) {
+          // No pair: no DPO round, the cell is the SFT adapter's.
+          EXPECT_EQ(l["dpo_rounds_trained"], 0);
+          EXPECT_EQ(l["accuracy"], t1["tasks"][task]["sft"]["lora"][i]["accuracy"]);
+          EXPECT_FALSE(
+              PathExists(absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-sft_dpo_one_adapter-onpolicy")));
+        } else if (std::string(regime) == "sft_dpo") {
+          EXPECT_EQ(l["dpo_rounds_trained"], 2);
           const std::string run =
               absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-sft_dpo_one_adapter-onpolicy");
           for (const std::string& round : {run, run + "-r2"}) {
@@ -645,12 +658,21 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
     EXPECT_NE(svg->find("LoRA (SFT\u2192DPO)<"), std::string::npos);
     EXPECT_EQ(svg->find("2x bytes"), std::string::npos);
   }
-  // SFT->DPO trained on the SFT models' own wrong answers (dpo_pairs on_policy).
-  for (const std::string run : {"reverse-ft-sft", "sort-lora11-lrx2-sft"}) {
-    auto pairs = ReadFileToString(out + "/runs/" + run + "-onpolicy-pairs.jsonl");
-    ASSERT_TRUE(pairs.ok()) << run;
-    EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
+  // SFT->DPO trained on the SFT models' own wrong answers (dpo_pairs on_policy);
+  // none were made for the marked one.
+  for (const Json& l : t1["tasks"]["reverse"]["sft"]["lora"]) {
+    const std::string run = absl::StrCat("reverse-lora", l["rank"].get<int64_t>(), "-lrx2-sft");
+    for (const std::string r : {std::string("reverse-ft-sft"), run}) {
+      auto pairs = ReadFileToString(out + "/runs/" + r + "-onpolicy-pairs.jsonl");
+      ASSERT_TRUE(pairs.ok()) << r;
+      EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
+    }
   }
+  EXPECT_FALSE(PathExists(out + "/runs/" + no_pairs + "-onpolicy-pairs.jsonl"));
+  auto report = ReadFileToString(out + "/fidelity.md");
+  ASSERT_TRUE(report.ok());
+  EXPECT_NE(report->find("Fewer DPO rounds than the spec's 2"), std::string::npos);
+  EXPECT_NE(report->find("sort LoRA 1/"), std::string::npos);
   EXPECT_TRUE(PathExists(out + "/runs/sort-ft-sft_dpo-onpolicy/report.json"));
   // Two DPO rounds (dpo_rounds): the second starts from the first's model, on
   // pairs made from that model's own wrong answers; sft_dpo is the second's.
