@@ -31,8 +31,8 @@ SmallGemmIsa DetectIsa() {
 const SmallGemmIsa g_best = DetectIsa();
 std::atomic<SmallGemmIsa> g_active{g_best};
 
-// AMD family 0x19 (Zen 3 and Zen 4; of the two only Zen 4 has AVX-512, so only
-// it runs the walks) looks ahead into L2; every other CPU walks plain k-blocks.
+// AMD family 0x19 (Zen 3 and Zen 4; measured on Zen 4, with both kernels)
+// looks ahead into L2; every other CPU walks plain k-blocks.
 SmallGemmWalk DetectWalk() {
   return __builtin_cpu_is("amdfam19h") ? SmallGemmWalk::kL2Lookahead : SmallGemmWalk::kKBlocks;
 }
@@ -74,8 +74,9 @@ __attribute__((target("avx2,fma,f16c"))) void Tile(const float* x, int64_t ldx, 
   }
   for (int64_t kk = 0; kk < k8; kk += 8) {
     if (l2_ahead > 0) {
-      for (int j = 0; j < NR; ++j)
+      for (int j = 0; j < NR; ++j) {
         _mm_prefetch(reinterpret_cast<const char*>(w + (j + l2_ahead) * ldw + kk), _MM_HINT_T1);
+      }
     }
     __m256 xv[MR];
     for (int i = 0; i < MR; ++i) xv[i] = _mm256_loadu_ps(x + i * ldx + kk);
