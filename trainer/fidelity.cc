@@ -146,10 +146,10 @@ class Study {
   // run is started): a DPO round that found no on-policy pair (NoPairsMarker)
   // ends the rounds there.
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
-    std::string run = absl::StrCat(task, "-ft-sft");
+    std::string run = FtSftRun(task);
     if (regime == "sft") return run;
     for (int64_t round = 1; round <= spec_.dpo_rounds && !PathExists(NoPairsMarker(run)); ++round) {
-      run = DpoRunName(absl::StrCat(task, "-ft-sft_dpo"), round);
+      run = DpoRunName(FtDpoPrefix(task), round);
     }
     return run;
   }
@@ -184,6 +184,16 @@ class Study {
     return src.contains("compress") && src["compress"].contains("refit") ? src["compress"]["refit"].dump() : "";
   }
   std::string LoraTag(int64_t rank) const;
+  // Table 1's run names: full fine-tuning's SFT run and its DPO rounds'
+  // prefix (DpoRunName), and the same for the LoRA of `rank`.
+  static std::string FtSftRun(const std::string& task) { return absl::StrCat(task, "-ft-sft"); }
+  static std::string FtDpoPrefix(const std::string& task) { return absl::StrCat(task, "-ft-sft_dpo"); }
+  std::string LoraSftRun(const std::string& task, int64_t rank) const {
+    return absl::StrCat(task, "-", LoraTag(rank), "-sft");
+  }
+  std::string LoraDpoPrefix(const std::string& task, int64_t rank) const {
+    return absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter");
+  }
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
   // The labels `router` routes `prompts` to (top-1, threshold 0.5).
@@ -352,13 +362,13 @@ StatusOr<std::string> Study::SftData(const std::string& task) {
 // The fine-tuned model of a regime: "sft" (full SFT of the base) or
 // "sft_dpo" (full DPO of the SFT model).
 StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::string& regime) {
-  const std::string sft_name = absl::StrCat(task, "-ft-sft");
+  const std::string sft_name = FtSftRun(task);
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
   sft.sft = *spec_.sft;
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, absl::StrCat(task, "-ft-sft_dpo"), sft_name, spec_.dpo->train, false);
+  return DpoRounds(task, FtDpoPrefix(task), sft_name, spec_.dpo->train, false);
 }
 
 // spec_.dpo_rounds DPO runs from the model of `sft_run`, each from the one
@@ -413,14 +423,13 @@ std::string Study::LoraTag(int64_t rank) const {
 // LoRA of `rank` trained by SFT (and then, for "sft_dpo", the same adapter
 // trained on by DPO: one adapter's bytes, as a pack's).
 StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
-  const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
+  const std::string sft_name = LoraSftRun(task, rank);
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
   sft.sft = LoraStage(*spec_.sft, rank);
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter"), sft_name,
-                   LoraStage(spec_.dpo->train, rank), true);
+  return DpoRounds(task, LoraDpoPrefix(task, rank), sft_name, LoraStage(spec_.dpo->train, rank), true);
 }
 
 StatusOr<std::vector<TokenizedSequence>> Study::TrainSequences(const std::string& task, int64_t n,
@@ -610,15 +619,14 @@ StatusOr<Json> Study::Table1() {
     for (const std::string& regime : regimes) {
       Json r;
       ASSIGN_OR_RETURN(std::string ft_run, RegimeRun(task, regime));
-      ASSIGN_OR_RETURN(Json sft_report, Report(absl::StrCat(task, "-ft-sft")));
+      ASSIGN_OR_RETURN(Json sft_report, Report(FtSftRun(task)));
       ASSIGN_OR_RETURN(Json ft_report, Report(ft_run));
       const double base = sft_report["eval"]["before"]["accuracy"].get<double>();
       const double ft = ft_report["eval"]["after"]["accuracy"].get<double>();
       r["base"] = base;
       r["full_ft"] = ft;
       if (regime == "sft_dpo") {
-        r["full_ft_dpo_rounds_trained"] =
-            DpoRoundsTrained(absl::StrCat(task, "-ft-sft_dpo"), absl::StrCat(task, "-ft-sft"), ft_run);
+        r["full_ft_dpo_rounds_trained"] = DpoRoundsTrained(FtDpoPrefix(task), FtSftRun(task), ft_run);
       }
       r["packs"] = Json::array();
       r["lora"] = Json::array();
@@ -643,9 +651,7 @@ StatusOr<Json> Study::Table1() {
         l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
         l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
         if (regime == "sft_dpo") {
-          const std::string sft_name = absl::StrCat(task, "-", LoraTag(rank), "-sft");
-          l["dpo_rounds_trained"] =
-              DpoRoundsTrained(absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter"), sft_name, lora_run);
+          l["dpo_rounds_trained"] = DpoRoundsTrained(LoraDpoPrefix(task, rank), LoraSftRun(task, rank), lora_run);
         }
         r["lora"].push_back(l);
       }
