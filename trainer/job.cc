@@ -60,6 +60,7 @@ Status ParseTrainStage(FieldReader& r, const std::string& base_dir, TrainStageSp
   RETURN_IF_ERROR(r.Read("grad_clip", &l.optim.grad_clip));
   RETURN_IF_ERROR(r.Read("checkpoint_every", &l.checkpoint_every));
   RETURN_IF_ERROR(r.Read("log_every", &l.log_every));
+  RETURN_IF_ERROR(r.Read("max_epochs", &l.max_epochs));
   RETURN_IF_ERROR(ValidateLoopConfig(l, path));
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("max_seq_len", &spec->max_seq_len, 4, 1 << 16));
   if (r.Has("lora")) {

@@ -13,7 +13,7 @@
 //     "stages": {
 //       "sft": {"data": "train.jsonl", "steps": 600, "batch_size": 32, "grad_accum": 1,
 //               "lr": 2e-3, "min_lr_ratio": 0.1, "warmup_steps": 30, "weight_decay": 0.0,
-//               "grad_clip": 1.0, "max_seq_len": 64, "checkpoint_every": 0,
+//               "grad_clip": 1.0, "max_seq_len": 64, "checkpoint_every": 0, "max_epochs": 0,
 //               "lora": {"rank": 8, "alpha": 16}},
 //       "dpo": {"data": "pairs.jsonl", "beta": 0.1, "length_normalize": false,
 //               "eval_pairs": 128, ...the training fields of sft...},

@@ -196,6 +196,7 @@ Status ValidateLoopConfig(const LoopConfig& c, absl::string_view what) {
   if (c.checkpoint_every < 0) return bad("checkpoint_every", c.checkpoint_every, ">= 0");
   if (c.keep_checkpoints < 1) return bad("keep_checkpoints", c.keep_checkpoints, ">= 1");
   if (c.log_every < 1) return bad("log_every", c.log_every, ">= 1");
+  if (!(c.max_epochs >= 0 && c.max_epochs <= 1e6)) return bad("max_epochs", c.max_epochs, "in [0, 1e6] (0: no cap)");
   return absl::OkStatus();
 }
 
@@ -206,6 +207,20 @@ double ScheduledLr(const OptimizerConfig& c, int64_t step, int64_t total_steps) 
   const double progress = static_cast<double>(step - c.warmup_steps) / (decay_steps - 1);
   const double cosine = 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress)));
   return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine);
+}
+
+ScheduledSteps ScheduleFor(const LoopConfig& c, int64_t examples, int world) {
+  ScheduledSteps s{c.steps, c.optim.warmup_steps, 0};
+  const double per_step = static_cast<double>(c.batch_size) * c.grad_accum * std::max(world, 1);
+  if (c.max_epochs > 0 && examples > 0) {
+    const double cap = std::ceil(c.max_epochs * static_cast<double>(examples) / per_step);
+    if (cap < static_cast<double>(c.steps)) {
+      s.steps = std::max<int64_t>(1, static_cast<int64_t>(cap));
+      s.warmup_steps = c.optim.warmup_steps * s.steps / c.steps;
+    }
+  }
+  if (examples > 0) s.epochs = static_cast<double>(s.steps) * per_step / static_cast<double>(examples);
+  return s;
 }
 
 Json StepLogToJson(const StepLog& s) {
@@ -235,7 +250,10 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
       (p.dim() >= 2 ? decay : no_decay).push_back(p);
       all.push_back(p);
     }
-    const OptimizerConfig& oc = config.optim;
+    result.schedule = ScheduleFor(config, n, world);
+    const int64_t total = result.schedule.steps;
+    OptimizerConfig oc = config.optim;
+    oc.warmup_steps = result.schedule.warmup_steps;
     auto make_options = [&](double wd) {
       return std::make_unique<torch::optim::AdamWOptions>(
           torch::optim::AdamWOptions(oc.lr).betas({oc.beta1, oc.beta2}).eps(oc.eps).weight_decay(wd));
@@ -253,14 +271,14 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
     const std::vector<std::string> metric_names = objective.MetricNames();
     DataOrder order(n, config.seed);
     const int64_t global_micro = config.batch_size * world;
-    const int64_t end = config.stop_at_step >= 0 ? std::min(config.steps, config.stop_at_step) : config.steps;
+    const int64_t end = config.stop_at_step >= 0 ? std::min(total, config.stop_at_step) : total;
 
     while (step < end) {
       if (config.cancel != nullptr && config.cancel->load()) {
-        return absl::CancelledError(absl::StrCat("training cancelled after step ", step, " of ", config.steps));
+        return absl::CancelledError(absl::StrCat("training cancelled after step ", step, " of ", total));
       }
       const Clock::time_point step_start = Clock::now();
-      const double lr = ScheduledLr(oc, step, config.steps);
+      const double lr = ScheduledLr(oc, step, total);
       for (auto& group : optimizer.param_groups()) {
         static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       }
@@ -311,8 +329,8 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
       for (size_t i = 0; i < metric_names.size(); ++i) s.metrics[metric_names[i]] = sums[i] / global_units;
       s.seconds = SecondsSince(step_start);
       result.tokens += static_cast<int64_t>(sums.back());
-      if (step % config.log_every == 0 || step == config.steps || step == end) result.log.push_back(s);
-      if (progress) progress(s, config.steps);
+      if (step % config.log_every == 0 || step == total || step == end) result.log.push_back(s);
+      if (progress) progress(s, total);
 
       const bool last = step == end;
       const bool due = config.checkpoint_every > 0 && step % config.checkpoint_every == 0;
@@ -331,7 +349,14 @@ StatusOr<LoopResult> RunTrainingLoop(TrainableWeights& weights, TrainingObjectiv
 
 Json LoopReport(const LoopResult& r, const LoopConfig& c, const TrainableWeights& w) {
   Json j;
-  j["steps"] = c.steps;
+  // The steps the run was scheduled for; with max_epochs also what was asked
+  // for and the passes over the data.
+  j["steps"] = r.schedule.steps > 0 ? r.schedule.steps : c.steps;
+  if (c.max_epochs > 0) {
+    j["steps_requested"] = c.steps;
+    j["max_epochs"] = c.max_epochs;
+    j["epochs"] = r.schedule.epochs;
+  }
   j["resumed_from"] = r.resumed_from;
   j["final_step"] = r.final_step;
   j["batch_size"] = c.batch_size;

@@ -43,7 +43,13 @@ struct OptimizerConfig {
 };
 
 struct LoopConfig {
-  int64_t steps = 100;      // optimizer steps in the whole run
+  int64_t steps = 100;  // optimizer steps in the whole run (before max_epochs)
+  // > 0: at most this many passes over the examples, i.e. the run takes
+  // ScheduleFor()'s steps: min(steps, ceil(max_epochs · examples / global
+  // batch)), with the warmup shortened in the same proportion, so that the
+  // schedule keeps its shape. A few hundred preference pairs under a fixed
+  // step count are otherwise seen dozens of times (bench/README.md). 0: no cap.
+  double max_epochs = 0;
   int64_t batch_size = 32;  // examples per micro-batch on each rank
   int64_t grad_accum = 1;   // micro-batches per optimizer step
   OptimizerConfig optim;
@@ -64,6 +70,15 @@ Status ValidateLoopConfig(const LoopConfig& c, absl::string_view what);
 
 // Learning rate of 0-based `step` of `total_steps`.
 double ScheduledLr(const OptimizerConfig& c, int64_t step, int64_t total_steps);
+
+// The steps a run of `c` over `examples` examples on `world` ranks takes
+// (c.steps unless max_epochs caps it; at least 1), and its warmup then.
+struct ScheduledSteps {
+  int64_t steps = 0;
+  int64_t warmup_steps = 0;
+  double epochs = 0;  // passes over the examples those steps make
+};
+ScheduledSteps ScheduleFor(const LoopConfig& c, int64_t examples, int world);
 
 struct MicroBatchLoss {
   at::Tensor loss;                     // scalar: sum of unit losses / the step's normaliser
@@ -97,8 +112,9 @@ struct LoopResult {
   std::vector<StepLog> log;  // every log_every-th step and the last (resumed runs include earlier entries)
   int64_t resumed_from = 0;  // step the run started at (0: fresh)
   int64_t final_step = 0;
-  double seconds = 0;  // this run's wall time
-  int64_t tokens = 0;  // tokens processed by all ranks in this run
+  ScheduledSteps schedule;  // the steps the run was scheduled for (ScheduleFor)
+  double seconds = 0;       // this run's wall time
+  int64_t tokens = 0;       // tokens processed by all ranks in this run
   double tokens_per_second() const { return seconds > 0 ? tokens / seconds : 0; }
 };
 

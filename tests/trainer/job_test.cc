@@ -62,6 +62,11 @@ TEST(JobSpecTest, ParsesTheExampleJobs) {
   auto dpop = ParseJobSpec(rpo, ".");
   ASSERT_TRUE(dpop.ok()) << dpop.status();
   EXPECT_DOUBLE_EQ(dpop->dpo->dpo.dpop_lambda, 50.0);
+  EXPECT_DOUBLE_EQ(dpop->dpo->train.loop.max_epochs, 0.0);
+  rpo["stages"]["dpo"]["max_epochs"] = 2;
+  auto capped = ParseJobSpec(rpo, ".");
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_DOUBLE_EQ(capped->dpo->train.loop.max_epochs, 2.0);
 }
 
 TEST(JobSpecTest, BadSpecsNameTheField) {
@@ -92,6 +97,10 @@ TEST(JobSpecTest, BadSpecsNameTheField) {
   j = TinyJob();
   j["stages"]["dpo"]["dpop_lambda"] = -1;
   ExpectInvalid(j, "job.stages.dpo.dpop_lambda");
+
+  j = TinyJob();
+  j["stages"]["dpo"]["max_epochs"] = -2;
+  ExpectInvalid(j, "job.stages.dpo.max_epochs");
 
   j = TinyJob();
   j["stages"]["dpo"]["lora"]["rank"] = 0;

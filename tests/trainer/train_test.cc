@@ -122,6 +122,37 @@ TEST(ScheduleTest, ValidationNamesTheField) {
   c = LoopConfig();
   c.batch_size = 0;
   EXPECT_NE(ValidateLoopConfig(c, "x").message().find("x.batch_size"), std::string::npos);
+  c = LoopConfig();
+  c.max_epochs = -1;
+  EXPECT_NE(ValidateLoopConfig(c, "x").message().find("x.max_epochs"), std::string::npos);
+  c.max_epochs = std::nan("");
+  EXPECT_NE(ValidateLoopConfig(c, "x").message().find("x.max_epochs"), std::string::npos);
+}
+
+TEST(ScheduleTest, MaxEpochsCapsTheStepsAndShortensTheWarmup) {
+  LoopConfig c;
+  c.steps = 40, c.batch_size = 32, c.optim.warmup_steps = 5;
+  // No cap: the steps as given, and the passes they make.
+  ScheduledSteps s = ScheduleFor(c, 146, 1);
+  EXPECT_EQ(s.steps, 40);
+  EXPECT_EQ(s.warmup_steps, 5);
+  EXPECT_DOUBLE_EQ(s.epochs, 40.0 * 32 / 146);
+  // Two passes over 146 pairs: ceil(292 / 32) = 10 steps, warmup 5 * 10 / 40.
+  c.max_epochs = 2;
+  s = ScheduleFor(c, 146, 1);
+  EXPECT_EQ(s.steps, 10);
+  EXPECT_EQ(s.warmup_steps, 1);
+  EXPECT_DOUBLE_EQ(s.epochs, 10.0 * 32 / 146);
+  // Accumulation and ranks count in the global batch: ceil(292 / 128).
+  c.grad_accum = 2;
+  EXPECT_EQ(ScheduleFor(c, 146, 2).steps, 3);
+  c.grad_accum = 1;
+  // A cap above the steps changes nothing; a tiny one still runs a step.
+  EXPECT_EQ(ScheduleFor(c, 20000, 1).steps, 40);
+  EXPECT_EQ(ScheduleFor(c, 20000, 1).warmup_steps, 5);
+  c.max_epochs = 1e-6;
+  EXPECT_EQ(ScheduleFor(c, 146, 1).steps, 1);
+  EXPECT_EQ(ScheduleFor(c, 146, 1).warmup_steps, 0);
 }
 
 TEST_F(TrainTest, SftLowersTheLossAndAccumulationEqualsTheBigBatch) {
@@ -139,6 +170,36 @@ TEST_F(TrainTest, SftLowersTheLossAndAccumulationEqualsTheBigBatch) {
   EXPECT_GT(r_big->tokens, 0);
   // The base weights are untouched.
   EXPECT_TRUE(at::equal(*model_->weights->Find("model.norm.weight"), at::ones({64})));
+}
+
+// A capped run takes the capped steps with the whole schedule compressed
+// into them (its last step at the floor), equals an uncapped run asked for
+// those steps and that warmup, and reports what it was asked for.
+TEST_F(TrainTest, MaxEpochsRunsTheCappedScheduleToItsFloor) {
+  auto seqs = TaskSequences("reverse", TaskSplit::kTrain, 24, 1);
+  auto capped = *TrainableWeights::Create(model_->weights, {}, 0);
+  auto plain = *TrainableWeights::Create(model_->weights, {}, 0);
+  SftObjective obj_capped(*model_->transformer, seqs), obj_plain(*model_->transformer, seqs);
+  LoopConfig c = Loop(40, 8);  // warmup 2
+  c.max_epochs = 1.5;          // ceil(36 / 8) = 5 steps, warmup 2 * 5 / 40 = 0
+  auto r = RunTrainingLoop(*capped, obj_capped, c, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->final_step, 5);
+  ASSERT_EQ(r->log.size(), 5u);
+  EXPECT_EQ(r->log.back().step, 5);
+  EXPECT_DOUBLE_EQ(r->log.front().lr, c.optim.lr);  // no warmup left
+  EXPECT_NEAR(r->log.back().lr, c.optim.lr * c.optim.min_lr_ratio, 1e-12);
+  LoopConfig p = Loop(5, 8);
+  p.optim.warmup_steps = 0;
+  auto rp = RunTrainingLoop(*plain, obj_plain, p, nullptr);
+  ASSERT_TRUE(rp.ok()) << rp.status();
+  EXPECT_EQ(MaxDiff(*capped, *plain), 0.0);
+  const Json report = LoopReport(*r, c, *capped);
+  EXPECT_EQ(report["steps"], 5);
+  EXPECT_EQ(report["steps_requested"], 40);
+  EXPECT_EQ(report["max_epochs"], 1.5);
+  EXPECT_DOUBLE_EQ(report["epochs"].get<double>(), 5.0 * 8 / 24);
+  EXPECT_FALSE(LoopReport(*rp, p, *plain).contains("steps_requested"));
 }
 
 TEST_F(TrainTest, ResumedRunEqualsUninterruptedRun) {
