@@ -146,12 +146,9 @@ class Study {
   // run is started): a DPO round that found no on-policy pair (NoPairsMarker)
   // ends the rounds there.
   std::string ExpectedRegimeRun(const std::string& task, const std::string& regime) const {
-    std::string run = FtSftRun(task);
-    if (regime == "sft") return run;
-    for (int64_t round = 1; round <= spec_.dpo_rounds && !PathExists(NoPairsMarker(run)); ++round) {
-      run = DpoRunName(FtDpoPrefix(task), round);
-    }
-    return run;
+    if (regime == "sft") return FtSftRun(task);
+    const int64_t rounds = DpoRoundsFrom(FtDpoPrefix(task), FtSftRun(task));
+    return rounds == 0 ? FtSftRun(task) : DpoRunName(FtDpoPrefix(task), rounds);
   }
   // Written when the model of `run` answered every on-policy prompt right:
   // no pair to train DPO on, so the rounds from it stop (DpoRounds).
@@ -168,8 +165,10 @@ class Study {
   }
   StatusOr<std::string> DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                   const TrainStageSpec& train, bool continue_adapter);
-  // Rounds of DPO that `run` (DpoRounds' result from `sft_run`) trained.
-  int64_t DpoRoundsTrained(const std::string& prefix, const std::string& sft_run, const std::string& run) const;
+  // Rounds of DPO that DpoRounds trains from `sft_run`, as the runs finished
+  // so far say: spec_.dpo_rounds, unless a model before the last found no
+  // on-policy pair (its NoPairsMarker), where the rounds stop.
+  int64_t DpoRoundsFrom(const std::string& prefix, const std::string& sft_run) const;
   StatusOr<std::optional<std::string>> DpoPairs(const std::string& task, const std::string& sft_run);
   StatusOr<std::string> SftData(const std::string& task);
   TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
@@ -377,7 +376,7 @@ StatusOr<std::string> Study::RegimeRun(const std::string& task, const std::strin
 // round is a job over the base that continues the adapter of the run before,
 // so that every round's model is the base plus one adapter of the same bytes.
 // A model that answers every on-policy prompt right gives DPO no pair: the
-// rounds stop there and it is the result (DpoRoundsTrained counts them).
+// rounds stop there and it is the result (DpoRoundsFrom counts them).
 StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::string& prefix, const std::string& sft_run,
                                        const TrainStageSpec& train, bool continue_adapter) {
   std::string previous = sft_run;
@@ -396,12 +395,12 @@ StatusOr<std::string> Study::DpoRounds(const std::string& task, const std::strin
   return previous;
 }
 
-int64_t Study::DpoRoundsTrained(const std::string& prefix, const std::string& sft_run, const std::string& run) const {
-  if (run == sft_run) return 0;
-  for (int64_t round = 1; round <= spec_.dpo_rounds; ++round) {
-    if (run == DpoRunName(prefix, round)) return round;
+int64_t Study::DpoRoundsFrom(const std::string& prefix, const std::string& sft_run) const {
+  int64_t rounds = 0;
+  for (std::string run = sft_run; rounds < spec_.dpo_rounds && !PathExists(NoPairsMarker(run));) {
+    run = DpoRunName(prefix, ++rounds);
   }
-  return spec_.dpo_rounds;
+  return rounds;
 }
 
 // A training stage as LoRA of `rank`: the spec's alpha, its learning rate
@@ -626,7 +625,7 @@ StatusOr<Json> Study::Table1() {
       r["base"] = base;
       r["full_ft"] = ft;
       if (regime == "sft_dpo") {
-        r["full_ft_dpo_rounds_trained"] = DpoRoundsTrained(FtDpoPrefix(task), FtSftRun(task), ft_run);
+        r["full_ft_dpo_rounds_trained"] = DpoRoundsFrom(FtDpoPrefix(task), FtSftRun(task));
       }
       r["packs"] = Json::array();
       r["lora"] = Json::array();
@@ -651,7 +650,7 @@ StatusOr<Json> Study::Table1() {
         l["accuracy"] = lr["eval"]["after"]["accuracy"].get<double>();
         l["gain_kept"] = GainKept(l["accuracy"].get<double>(), base, ft);
         if (regime == "sft_dpo") {
-          l["dpo_rounds_trained"] = DpoRoundsTrained(LoraDpoPrefix(task, rank), LoraSftRun(task, rank), lora_run);
+          l["dpo_rounds_trained"] = DpoRoundsFrom(LoraDpoPrefix(task, rank), LoraSftRun(task, rank));
         }
         r["lora"].push_back(l);
       }
