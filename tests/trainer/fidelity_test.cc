@@ -583,7 +583,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
       const Json& row = t1["tasks"][task][regime];
       ExpectUnit(row["base"], "base");
       ExpectUnit(row["full_ft"], "full_ft");
-      if (std::string(regime) == "sft_dpo") EXPECT_EQ(row["full_ft_dpo_rounds_trained"], 2);
+      if (std::string(regime) == "sft_dpo") {
+        EXPECT_EQ(row["full_ft_dpo_rounds_trained"], 2);
+      }
       ASSERT_EQ(row["packs"].size(), 2u);
       ASSERT_EQ(row["lora"].size(), 2u);
       for (size_t i = 0; i < 2; ++i) {
@@ -662,7 +664,7 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   // none were made for the marked one.
   for (const Json& l : t1["tasks"]["reverse"]["sft"]["lora"]) {
     const std::string run = absl::StrCat("reverse-lora", l["rank"].get<int64_t>(), "-lrx2-sft");
-    for (const std::string r : {std::string("reverse-ft-sft"), run}) {
+    for (const std::string& r : {std::string("reverse-ft-sft"), run}) {
       auto pairs = ReadFileToString(out + "/runs/" + r + "-onpolicy-pairs.jsonl");
       ASSERT_TRUE(pairs.ok()) << r;
       EXPECT_NE(pairs->find("\"rejected\""), std::string::npos);
