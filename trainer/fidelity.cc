@@ -171,7 +171,7 @@ class Study {
   int64_t DpoRoundsFrom(const std::string& prefix, const std::string& sft_run) const;
   StatusOr<std::optional<std::string>> DpoPairs(const std::string& task, const std::string& sft_run);
   StatusOr<std::string> SftData(const std::string& task);
-  TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank) const;
+  TrainStageSpec LoraStage(const TrainStageSpec& stage, int64_t rank, double lr_scale) const;
   // The first `n` training examples of `task` (the spec's seed), tokenized.
   StatusOr<std::vector<TokenizedSequence>> TrainSequences(const std::string& task, int64_t n,
                                                           int64_t max_seq_len) const;
@@ -183,6 +183,8 @@ class Study {
     return src.contains("compress") && src["compress"].contains("refit") ? src["compress"]["refit"].dump() : "";
   }
   std::string LoraTag(int64_t rank) const;
+  std::string LoraDpoTag() const;
+  double LoraDpoLrScale() const { return spec_.lora_dpo_lr_scale.value_or(spec_.lora_lr_scale); }
   // Table 1's run names: full fine-tuning's SFT run and its DPO rounds'
   // prefix (DpoRunName), and the same for the LoRA of `rank`.
   static std::string FtSftRun(const std::string& task) { return absl::StrCat(task, "-ft-sft"); }
@@ -191,7 +193,7 @@ class Study {
     return absl::StrCat(task, "-", LoraTag(rank), "-sft");
   }
   std::string LoraDpoPrefix(const std::string& task, int64_t rank) const {
-    return absl::StrCat(task, "-", LoraTag(rank), "-sft_dpo_one_adapter");
+    return absl::StrCat(task, "-", LoraTag(rank), LoraDpoTag(), "-sft_dpo_one_adapter");
   }
   StatusOr<std::string> LoraRun(const std::string& task, const std::string& regime, int64_t rank);
   StatusOr<std::vector<std::string>> Route(const std::vector<std::string>& prompts);
@@ -404,12 +406,12 @@ int64_t Study::DpoRoundsFrom(const std::string& prefix, const std::string& sft_r
 }
 
 // A training stage as LoRA of `rank`: the spec's alpha, its learning rate
-// scaled by lora_lr_scale.
-TrainStageSpec Study::LoraStage(const TrainStageSpec& stage, int64_t rank) const {
+// scaled by `lr_scale` (lora_lr_scale, or LoraDpoLrScale() for DPO).
+TrainStageSpec Study::LoraStage(const TrainStageSpec& stage, int64_t rank, double lr_scale) const {
   TrainStageSpec s = stage;
   s.lora.rank = rank;
   s.lora.alpha = spec_.lora_alpha;
-  s.loop.optim.lr *= spec_.lora_lr_scale;
+  s.loop.optim.lr *= lr_scale;
   return s;
 }
 
@@ -419,16 +421,24 @@ std::string Study::LoraTag(int64_t rank) const {
   return absl::StrCat("lora", rank, "-lrx", RatioTag(spec_.lora_lr_scale));
 }
 
+// "-dpolrx<scale>" when LoRA's DPO rate is scaled apart from its SFT rate, so
+// that such DPO runs never share a cached run with the default's.
+std::string Study::LoraDpoTag() const {
+  if (LoraDpoLrScale() == spec_.lora_lr_scale) return "";
+  return absl::StrCat("-dpolrx", RatioTag(LoraDpoLrScale()));
+}
+
 // LoRA of `rank` trained by SFT (and then, for "sft_dpo", the same adapter
 // trained on by DPO: one adapter's bytes, as a pack's).
 StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string& regime, int64_t rank) {
   const std::string sft_name = LoraSftRun(task, rank);
   JobSpec sft = MakeJob(sft_name, base_dir_, task);
-  sft.sft = LoraStage(*spec_.sft, rank);
+  sft.sft = LoraStage(*spec_.sft, rank, spec_.lora_lr_scale);
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, LoraDpoPrefix(task, rank), sft_name, LoraStage(spec_.dpo->train, rank), true);
+  return DpoRounds(task, LoraDpoPrefix(task, rank), sft_name, LoraStage(spec_.dpo->train, rank, LoraDpoLrScale()),
+                   true);
 }
 
 StatusOr<std::vector<TokenizedSequence>> Study::TrainSequences(const std::string& task, int64_t n,
@@ -1095,7 +1105,7 @@ StatusOr<Json> Study::Table3(const Json& table1) {
     ASSIGN_OR_RETURN(Json a_report, Report(a_run));
     const std::string name = absl::StrCat(a, "-then-", b, "-", LoraTag(rank), "-sft");
     JobSpec job = MakeJob(name, ModelOf(a_run), b);
-    job.sft = LoraStage(*spec_.sft, rank);
+    job.sft = LoraStage(*spec_.sft, rank, spec_.lora_lr_scale);
     ASSIGN_OR_RETURN(Json report, RunCached(name, job));
     ASSIGN_OR_RETURN(std::shared_ptr<const ModelWeights> w, LoadWeights(ModelOf(name)));
     ASSIGN_OR_RETURN(double a_after, Evaluate(w, a));
@@ -1449,6 +1459,11 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   }
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_alpha", &s.lora_alpha, 1e-6, 1e6));
   RETURN_IF_ERROR(r.ReadInRange<double>("lora_lr_scale", &s.lora_lr_scale, 1e-3, 1e3));
+  if (r.Has("lora_dpo_lr_scale")) {
+    double scale = 1.0;
+    RETURN_IF_ERROR(r.ReadInRange<double>("lora_dpo_lr_scale", &scale, 1e-3, 1e3));
+    s.lora_dpo_lr_scale = scale;
+  }
   RETURN_IF_ERROR(r.ReadOneOf("dpo_pairs", {"verifier", "on_policy"}, &s.dpo_pairs));
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_prompts", &s.dpo_prompts, 1, 1000000));
   RETURN_IF_ERROR(r.ReadInRange<int64_t>("dpo_rounds", &s.dpo_rounds, 1, 10));
@@ -1490,10 +1505,16 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
     s.base_model_dir = base.base_model_dir;
     s.tiny_base = base.tiny_base;
   }
-  for (const TrainStageSpec* st : {s.sft ? &*s.sft : nullptr, s.dpo ? &s.dpo->train : nullptr}) {
-    if (st != nullptr && st->loop.optim.lr * s.lora_lr_scale > 1.0) {
+  if (s.sft && s.sft->loop.optim.lr * s.lora_lr_scale > 1.0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.lora_lr_scale (", s.lora_lr_scale, ") makes a LoRA learning rate above 1"));
+  }
+  if (s.dpo) {
+    const char* field = s.lora_dpo_lr_scale ? "lora_dpo_lr_scale" : "lora_lr_scale";
+    const double scale = s.lora_dpo_lr_scale.value_or(s.lora_lr_scale);
+    if (s.dpo->train.loop.optim.lr * scale > 1.0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("spec.lora_lr_scale (", s.lora_lr_scale, ") makes a LoRA learning rate above 1"));
+          absl::StrCat("spec.", field, " (", scale, ") makes a LoRA DPO learning rate above 1"));
     }
   }
   if (r.Has("compress")) {

@@ -33,6 +33,8 @@
 //    "dpo": {...job.h's dpo stage, without "data" and "lora"...},          (optional)
 //    "dpo_pairs": "verifier" | "on_policy", "dpo_prompts": 2000, "dpo_rounds": 1, "sft_wrong_share": 0,
 //    "lora_alpha": 16, "lora_lr_scale": 1,   (LoRA runs: lr = the stage's lr x scale)
+//    "lora_dpo_lr_scale": 1,                 (optional: LoRA's DPO rounds at dpo.lr x this
+//                                              instead of lora_lr_scale; SFT unchanged)
 //    "compress": {"config": {...CompressionConfig, no target...}, "calibration_samples": 64,
 //                 "refit": {...job.h's compress refit, without "data"...}},  (refit: optional)
 //    "router": {"examples_per_task": 200, "general": 96, "eval_per_task": 100,
@@ -185,7 +187,10 @@ struct FidelitySpec {
   std::optional<TrainStageSpec> sft;  // Tables 1-3 need it; a Table-4-only spec may leave it out
   std::optional<DpoStageSpec> dpo;
   double lora_alpha = 16.0;
-  double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft and dpo)
+  double lora_lr_scale = 1.0;  // LoRA's learning rate / full fine-tuning's (sft, and dpo unless below)
+  // LoRA's DPO rate / full fine-tuning's DPO rate, when set: the LoRA baseline's
+  // DPO step tuned apart from its SFT step (run names carry it).
+  std::optional<double> lora_dpo_lr_scale;
   // DPO pairs: "verifier" (the task's offline pairs, Task::WrongResponse
   // rejected) or "on_policy" (the SFT model's own wrong greedy answers to
   // dpo_prompts training prompts, rejected against the correct answer; a

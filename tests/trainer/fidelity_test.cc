@@ -148,6 +148,19 @@ TEST(FidelitySpecTest, BadFieldsAreNamed) {
   j["lora_lr_scale"] = 900;  // 3e-3 x 900 > 1
   ExpectInvalid(j, "spec.lora_lr_scale");
   j = SmallSpec();
+  j["lora_dpo_lr_scale"] = 0;
+  ExpectInvalid(j, "spec.lora_dpo_lr_scale");
+  j = SmallSpec();
+  j["dpo"]["lr"] = 0.01;
+  j["lora_dpo_lr_scale"] = 200;  // 0.01 x 200 > 1 (SFT's 3e-3 x lora_lr_scale 2 is fine)
+  ExpectInvalid(j, "spec.lora_dpo_lr_scale (200) makes a LoRA DPO learning rate above 1");
+  j = SmallSpec();
+  j["dpo"]["lr"] = 0.01;
+  j["sft"]["lr"] = 1e-3;
+  j.erase("lora_dpo_lr_scale");
+  j["lora_lr_scale"] = 200;  // without it, lora_lr_scale scales DPO too: 0.01 x 200 > 1 (SFT 0.2)
+  ExpectInvalid(j, "spec.lora_lr_scale (200) makes a LoRA DPO learning rate above 1");
+  j = SmallSpec();
   j["dpo_pairs"] = "best";
   ExpectInvalid(j, "spec.dpo_pairs");
   j = SmallSpec();
@@ -630,17 +643,23 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
           // No pair: no DPO round, the cell is the SFT adapter's.
           EXPECT_EQ(l["dpo_rounds_trained"], 0);
           EXPECT_EQ(l["accuracy"], t1["tasks"][task]["sft"]["lora"][i]["accuracy"]);
-          EXPECT_FALSE(
-              PathExists(absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-sft_dpo_one_adapter-onpolicy")));
+          EXPECT_FALSE(PathExists(
+              absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-dpolrx1-sft_dpo_one_adapter-onpolicy")));
         } else if (std::string(regime) == "sft_dpo") {
           EXPECT_EQ(l["dpo_rounds_trained"], 2);
+          // Named with the DPO rate's own scale (lora_dpo_lr_scale 1, not
+          // lora_lr_scale's 2): DPO at the spec's dpo.lr x 1.
           const std::string run =
-              absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-sft_dpo_one_adapter-onpolicy");
+              absl::StrCat(out, "/runs/", task, "-lora", rank, "-lrx2-dpolrx1-sft_dpo_one_adapter-onpolicy");
           for (const std::string& round : {run, run + "-r2"}) {
             auto adapter = ReadLoraAdapter(round + "/adapter");
             ASSERT_TRUE(adapter.ok()) << adapter.status();
             EXPECT_EQ(adapter->config.rank, rank);
             EXPECT_EQ(adapter->base_fingerprint, base_fingerprint) << round;
+            auto dr = ReadJsonFile(round + "/report.json");
+            ASSERT_TRUE(dr.ok()) << dr.status();
+            EXPECT_EQ((*dr)["stages"]["dpo"]["lora_rank"].get<int64_t>(), rank);
+            EXPECT_DOUBLE_EQ((*dr)["stages"]["dpo"]["lr"].get<double>(), 1e-4) << round;
           }
         }
         // The LoRA run trained at that rank, at the spec's lr x lora_lr_scale (2).
