@@ -618,6 +618,9 @@ StatusOr<Json> Study::Table1() {
   t["fp16_delta_bytes"] = fp16_delta_bytes_;
   t["lora_bytes_per_rank"] = lora_bytes_per_rank_;
   t["dpo_rounds"] = spec_.dpo_rounds;
+  // LoRA's learning rates as multiples of full fine-tuning's, per stage.
+  t["lora_lr_scale"] = {{"sft", spec_.lora_lr_scale}};
+  if (spec_.dpo) t["lora_lr_scale"]["dpo"] = LoraDpoLrScale();
   t["refit_steps"] = RefitSteps();
   t["refit_skip_below_kl"] = spec_.refit_skip_below_kl;
   t["sft_wrong_share"] = spec_.sft_wrong_share;
@@ -1724,7 +1727,16 @@ static void AppendTable1(const Json& t1, std::string* md) {
       "Pack sizes are .skillpack file bytes as a share of the fp16 delta (", t1["fp16_delta_bytes"].get<int64_t>(),
       " bytes); LoRA's rank is chosen so that its fp16 adapter bytes (", t1["lora_bytes_per_rank"].get<int64_t>(),
       " per rank) match each ratio's byte target (under SFT→DPO, DPO goes on training the SFT adapter, "
-      "so LoRA stores one adapter in both regimes). Gain kept = (x − base) / (full FT − base).\n\n");
+      "so LoRA stores one adapter in both regimes). Gain kept = (x − base) / (full FT − base).");
+  if (t1.contains("lora_lr_scale")) {
+    const Json& scale = t1["lora_lr_scale"];
+    absl::StrAppend(md, " LoRA trains at ", absl::StrFormat("%g", scale["sft"].get<double>()),
+                    "× full FT's learning rate in SFT");
+    if (scale.contains("dpo"))
+      absl::StrAppend(md, " and ", absl::StrFormat("%g", scale["dpo"].get<double>()), "× in DPO");
+    absl::StrAppend(md, ".");
+  }
+  absl::StrAppend(md, "\n\n");
   if (t1.value("refit_steps", int64_t{0}) > 0) {
     int64_t packs = 0, refitted = 0, skipped = 0;
     for (const auto& [task, regimes] : t1["tasks"].items()) {

@@ -694,6 +694,9 @@ TEST(FidelityEndToEndTest, SmallStudyWritesEveryTable) {
   ASSERT_TRUE(report.ok());
   EXPECT_NE(report->find("Fewer DPO rounds than the spec's 2"), std::string::npos);
   EXPECT_NE(report->find("sort LoRA 1/"), std::string::npos);
+  // The LoRA rates the runs above asserted, in the JSON and the report.
+  EXPECT_EQ(t1["lora_lr_scale"], Json({{"sft", 2.0}, {"dpo", 1.0}}));
+  EXPECT_NE(report->find("LoRA trains at 2× full FT's learning rate in SFT and 1× in DPO."), std::string::npos);
   EXPECT_TRUE(PathExists(out + "/runs/sort-ft-sft_dpo-onpolicy/report.json"));
   // Two DPO rounds (dpo_rounds): the second starts from the first's model, on
   // pairs made from that model's own wrong answers; sft_dpo is the second's.
