@@ -184,7 +184,6 @@ class Study {
   }
   std::string LoraTag(int64_t rank) const;
   std::string LoraDpoTag() const;
-  double LoraDpoLrScale() const { return spec_.lora_dpo_lr_scale.value_or(spec_.lora_lr_scale); }
   // Table 1's run names: full fine-tuning's SFT run and its DPO rounds'
   // prefix (DpoRunName), and the same for the LoRA of `rank`.
   static std::string FtSftRun(const std::string& task) { return absl::StrCat(task, "-ft-sft"); }
@@ -406,7 +405,7 @@ int64_t Study::DpoRoundsFrom(const std::string& prefix, const std::string& sft_r
 }
 
 // A training stage as LoRA of `rank`: the spec's alpha, its learning rate
-// scaled by `lr_scale` (lora_lr_scale, or LoraDpoLrScale() for DPO).
+// scaled by `lr_scale` (lora_lr_scale, or the spec's LoraDpoLrScale() for DPO).
 TrainStageSpec Study::LoraStage(const TrainStageSpec& stage, int64_t rank, double lr_scale) const {
   TrainStageSpec s = stage;
   s.lora.rank = rank;
@@ -424,8 +423,8 @@ std::string Study::LoraTag(int64_t rank) const {
 // "-dpolrx<scale>" when LoRA's DPO rate is scaled apart from its SFT rate, so
 // that such DPO runs never share a cached run with the default's.
 std::string Study::LoraDpoTag() const {
-  if (LoraDpoLrScale() == spec_.lora_lr_scale) return "";
-  return absl::StrCat("-dpolrx", RatioTag(LoraDpoLrScale()));
+  if (spec_.LoraDpoLrScale() == spec_.lora_lr_scale) return "";
+  return absl::StrCat("-dpolrx", RatioTag(spec_.LoraDpoLrScale()));
 }
 
 // LoRA of `rank` trained by SFT (and then, for "sft_dpo", the same adapter
@@ -437,7 +436,7 @@ StatusOr<std::string> Study::LoraRun(const std::string& task, const std::string&
   ASSIGN_OR_RETURN(sft.sft->data, SftData(task));
   RETURN_IF_ERROR(RunCached(sft_name, sft).status());
   if (regime == "sft") return sft_name;
-  return DpoRounds(task, LoraDpoPrefix(task, rank), sft_name, LoraStage(spec_.dpo->train, rank, LoraDpoLrScale()),
+  return DpoRounds(task, LoraDpoPrefix(task, rank), sft_name, LoraStage(spec_.dpo->train, rank, spec_.LoraDpoLrScale()),
                    true);
 }
 
@@ -620,7 +619,7 @@ StatusOr<Json> Study::Table1() {
   t["dpo_rounds"] = spec_.dpo_rounds;
   // LoRA's learning rates as multiples of full fine-tuning's, per stage.
   t["lora_lr_scale"] = {{"sft", spec_.lora_lr_scale}};
-  if (spec_.dpo) t["lora_lr_scale"]["dpo"] = LoraDpoLrScale();
+  if (spec_.dpo) t["lora_lr_scale"]["dpo"] = spec_.LoraDpoLrScale();
   t["refit_steps"] = RefitSteps();
   t["refit_skip_below_kl"] = spec_.refit_skip_below_kl;
   t["sft_wrong_share"] = spec_.sft_wrong_share;
@@ -1514,7 +1513,7 @@ StatusOr<FidelitySpec> ParseFidelitySpec(const Json& j, const std::string& base_
   }
   if (s.dpo) {
     const char* field = s.lora_dpo_lr_scale ? "lora_dpo_lr_scale" : "lora_lr_scale";
-    const double scale = s.lora_dpo_lr_scale.value_or(s.lora_lr_scale);
+    const double scale = s.LoraDpoLrScale();
     if (s.dpo->train.loop.optim.lr * scale > 1.0) {
       return absl::InvalidArgumentError(
           absl::StrCat("spec.", field, " (", scale, ") makes a LoRA DPO learning rate above 1"));

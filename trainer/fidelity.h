@@ -191,6 +191,8 @@ struct FidelitySpec {
   // LoRA's DPO rate / full fine-tuning's DPO rate, when set: the LoRA baseline's
   // DPO step tuned apart from its SFT step (run names carry it).
   std::optional<double> lora_dpo_lr_scale;
+  // The scale LoRA's DPO rounds train at: lora_dpo_lr_scale, else lora_lr_scale.
+  double LoraDpoLrScale() const { return lora_dpo_lr_scale.value_or(lora_lr_scale); }
   // DPO pairs: "verifier" (the task's offline pairs, Task::WrongResponse
   // rejected) or "on_policy" (the SFT model's own wrong greedy answers to
   // dpo_prompts training prompts, rejected against the correct answer; a
