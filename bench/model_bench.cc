@@ -196,8 +196,10 @@ struct Decoding {
 };
 
 // A synthetic pack set (SyntheticFactors, serving_bench's packs) kept
-// factorized as the server keeps it by default: float16 factors, us in the
-// host tier's layout (transposed) or contiguous.
+// factorized as the server's host tier keeps it at --factor-precision
+// float16 (its default until int8 replaced it; these steps stay float16 so
+// that their series in bench/README.md compares), us in the host tier's
+// layout (transposed) or contiguous.
 std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
                                                   uint64_t seed, bool us_transposed) {
   std::map<std::string, std::vector<DeltaTerm>> terms;

@@ -82,10 +82,11 @@ class PackRuntime {
 
 // The runtime over the SkillPack library (pack/) for `base` (its fingerprint is
 // computed once here). Decode keeps low-rank factors in `factors` precision
-// (pack/decode.h: float16 halves the host tier and the bytes a factorized
-// decode step streams).
+// (pack/decode.h; the server's default, kServedFactorPrecision, is int8: a
+// quarter of float32's bytes in the host tier and in what a factorized decode
+// step streams).
 StatusOr<std::unique_ptr<PackRuntime>> NewPackRuntime(std::shared_ptr<const ModelWeights> base,
-                                                      FactorPrecision factors = FactorPrecision::kFloat16);
+                                                      FactorPrecision factors = kServedFactorPrecision);
 
 }  // namespace skillpack
 

@@ -15,6 +15,7 @@
 
 #include "absl/time/time.h"
 #include "core/status.h"
+#include "pack/factor_precision.h"
 
 namespace skillpack {
 
@@ -43,9 +44,11 @@ struct ServerOptions {
   // "auto" (factorized, merging sets that hold at least merge_share of recent
   // requests).
   std::string serving_mode = "auto";
-  // How decoded packs keep their low-rank factors: "float16" (half the host
-  // tier's bytes and of what a factorized decode step streams) or "float32".
-  std::string factor_precision = "float16";
+  // How decoded packs keep their low-rank factors: "int8" (the default:
+  // a quarter of float32's bytes in the host tier and in what a factorized
+  // decode step streams), "float16" (half) or "float32"
+  // (pack/factor_precision.h).
+  std::string factor_precision = FactorPrecisionName(kServedFactorPrecision);
   double merge_share = 0.9;
   int64_t max_pack_bytes = int64_t{4} << 30;  // upload limit
   // How often the pack directory is rescanned for packs that another server

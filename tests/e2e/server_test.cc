@@ -424,8 +424,10 @@ TEST_F(ServerE2eTest, PackOutputsEqualOfflineGenerationOnAppliedFolders) {
 }
 
 // --factor-precision int8: the same pack held as int8 codes takes fewer host
-// bytes than at the default float16 (a quarter of float32 for its low-rank
-// modules against a half), and is served factorized from them.
+// bytes than at float16 (a quarter of float32 for its low-rank modules against
+// a half), and is served factorized from them; a server started without the
+// flag holds and serves it exactly as at int8 (the default,
+// kServedFactorPrecision).
 TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
   auto host_bytes = [](const std::shared_ptr<grpc::Channel>& ch) -> uint64_t {
     auto stub = v1::Admin::NewStub(ch);
@@ -443,12 +445,14 @@ TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
   p.ignore_eos = true;
   std::map<std::string, uint64_t> bytes;
   std::map<std::string, std::vector<int32_t>> ids;
-  for (const std::string prec : {"float16", "int8"}) {
+  for (const std::string prec : {"float16", "int8", "default"}) {
     SCOPED_TRACE(prec);
+    std::vector<std::string> args = {
+        "--model",     Path("base"),     "--packs",   Path("packs-" + prec), "--admin-token-file",
+        Path("token"), "--serving-mode", "factorized"};
+    if (prec != "default") args.insert(args.end(), {"--factor-precision", prec});
     ServerProcess s;
-    s.Start({"--model", Path("base"), "--packs", Path("packs-" + prec), "--admin-token-file", Path("token"),
-             "--factor-precision", prec, "--serving-mode", "factorized"},
-            Path("server-" + prec + ".log"));
+    s.Start(args, Path("server-" + prec + ".log"));
     ASSERT_TRUE(Upload(s.channel(), Path("p2.skillpack")).ok());
     v1::GenerateRequest r = Request("Composed skills", p);
     r.mutable_skills()->set_mode(v1::Skills::EXPLICIT);
@@ -461,6 +465,8 @@ TEST_F(ServerE2eTest, Int8FactorsTakeFewerHostBytesAndServeThePack) {
   }
   EXPECT_GT(bytes["int8"], 0u);
   EXPECT_LT(bytes["int8"], bytes["float16"]);
+  EXPECT_EQ(bytes["default"], bytes["int8"]);
+  EXPECT_EQ(ids["default"], ids["int8"]);
   // The pack is applied at int8 too: its output is not the base's.
   const std::vector<int32_t> base = Ids(MustGenerate(Request("Composed skills", p)).token_ids());
   EXPECT_NE(ids["int8"], base);
