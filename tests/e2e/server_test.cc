@@ -80,10 +80,15 @@ class ServerE2eTest : public ::testing::Test {
     RunCommand(kCliBin + " pack apply --base " + Path("base") + " --pack " + Path("p2.skillpack") + " --pack " +
                Path("p3.skillpack") + " --weight 0.5 --weight 0.5 -o " + Path("applied23"));
     ASSERT_TRUE(WriteFileAtomically(Path("token"), std::string(kToken) + "\n").ok());
+    // float32 factors: PackOutputsEqualOfflineGenerationOnAppliedFolders
+    // expects `pack apply`'s tokens, composed in float32, and only float32
+    // factors promise them (int8, the default, rounds the factors; it is
+    // served and tested in Int8FactorsTakeFewerHostBytesAndServeThePack).
     server_ = new ServerProcess();
-    server_->Start({"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"),
-                    "--max-running", "4", "--max-seq-len", "2048", "--max-prompt-bytes", "4096"},
-                   Path("server.log"));
+    server_->Start(
+        {"--model", Path("base"), "--packs", Path("packs"), "--admin-token-file", Path("token"), "--max-running", "4",
+         "--max-seq-len", "2048", "--max-prompt-bytes", "4096", "--factor-precision", "float32"},
+        Path("server.log"));
   }
   static void TearDownTestSuite() {
     delete server_;
