@@ -30,6 +30,12 @@
 // of the same round (against the mean of the round's two base runs, one at
 // each end); the summary holds each configuration's median ratio.
 //
+// It runs with the server's run-time settings (main() below; the JSON's
+// machine block records them): before 2026-12-07 it kept OpenBLAS's default
+// spin and glibc's malloc thresholds, under which the tiny shapes' ratios
+// differ (bench/README.md, "The tiny 8-set goal under the server's run-time
+// settings").
+//
 // usage: serving_bench [--shapes tiny,1.1b] [--sets 1,2,4,8,16] [--dists uniform,zipf]
 //                      [--modes base,merged,factorized,auto] [--factor-precisions float32,float16,int8]
 //                      [--repeats N] [--requests N] [--max-batch N] [--rank R] [--threads N]
@@ -57,6 +63,7 @@
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
+#include "core/malloc_policy.h"
 #include "core/model.h"
 #include "core/omp_wait_policy.h"
 #include "core/tokenizer.h"
@@ -554,6 +561,10 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  skillpack::ReexecWithPassiveOmpWaitUnlessSet(argv);  // core/omp_wait_policy.h
+  // The server's run-time settings (server/server_main.cc), so that the
+  // engine here runs as it runs there: OpenMP's passive wait, OpenBLAS's spin
+  // of 2^4 cycles, and malloc's thresholds, each unless the environment sets it.
+  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
+  skillpack::SetMallocThresholdsUnlessSet();               // core/malloc_policy.h
   return skillpack::Main(argc, argv);
 }
