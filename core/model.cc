@@ -314,9 +314,13 @@ class RowDeltas {
         factor_elems * std::max<int64_t>(1, total_rows / kSmallGemmMaxRows) < (int64_t{1} << 20) ? npieces : 1;
     at::parallel_for(0, npieces, grain, [&](int64_t p0, int64_t p1) {
       const int64_t ldx = SmallGemmRowStride(k);
-      // Scratch kept per thread: a step calls this for every linear layer, and
-      // fresh buffers cost an allocation and a zero fill each time.
+      // Scratch kept per thread and only ever grown: a step calls this for
+      // every linear layer, and fresh buffers (or a resize up after a smaller
+      // piece) cost an allocation or a zero fill of what is then overwritten.
       thread_local std::vector<float> xs, t, out;
+      auto grow = [](std::vector<float>& v, int64_t n) {
+        if (static_cast<int64_t>(v.size()) < n) v.resize(n);
+      };
       thread_local std::vector<int64_t> rows;
       thread_local std::vector<float*> y_rows;
       // The next group's factors, towards L2 while this group computes: a
@@ -342,20 +346,28 @@ class RowDeltas {
           rows.push_back(rows_[piece.group][r / per_seq] * per_seq + r % per_seq);
         }
         const int64_t m = static_cast<int64_t>(rows.size());
-        xs.resize(m * ldx);
-        for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
+        // One row (a decoding sequence alone in its set) is read in place;
+        // more are gathered at the kernel's row stride.
+        const float* xrows = xp + rows[0] * k;
+        int64_t xld = k;
+        if (m > 1) {
+          grow(xs, m * ldx);
+          for (int64_t r = 0; r < m; ++r) std::copy_n(xp + rows[r] * k, k, xs.data() + r * ldx);
+          xrows = xs.data();
+          xld = ldx;
+        }
         for (size_t i = 0; i < blocks.size(); ++i) {
           if (blocks[i].first != piece.group) continue;
           const FactorView& v = terms[i]->view;
           const int64_t rank = v.rank;
-          t.resize(m * rank);
-          Gemm(xs.data(), m, k, ldx, v.type, v.vt, rank, t.data(), rank);
+          grow(t, m * rank);
+          Gemm(xrows, m, k, xld, v.type, v.vt, rank, t.data(), rank);
           if (v.rank_scale != nullptr) {
             for (int64_t r = 0; r < m; ++r) {
               for (int64_t c = 0; c < rank; ++c) t[r * rank + c] *= blocks[i].second * v.rank_scale[c];
             }
           } else {
-            for (float& e : t) e *= blocks[i].second;
+            for (int64_t e = 0; e < m * rank; ++e) t[e] *= blocks[i].second;
           }
           if (v.us_transposed) {
             // usᵀ [rank, n] row-major: added straight into y's rows.
@@ -364,7 +376,7 @@ class RowDeltas {
             Accumulate(t.data(), m, rank, v.type, v.us, n, y_rows.data());
             continue;
           }
-          out.resize(m * n);
+          grow(out, m * n);
           Gemm(t.data(), m, rank, rank, v.type, v.us, n, out.data(), n);
           for (int64_t r = 0; r < m; ++r) {
             float* dst = yp + rows[r] * n;
