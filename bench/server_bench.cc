@@ -40,9 +40,7 @@
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
-#include "core/malloc_policy.h"
 #include "core/model.h"
-#include "core/omp_wait_policy.h"
 #include "core/tiny_model.h"
 #include "core/tokenizer.h"
 #include "server/pack_cache.h"
@@ -296,7 +294,6 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
-  skillpack::SetMallocThresholdsUnlessSet();               // as the server does (core/malloc_policy.h)
+  skillpack::ApplyServerProcessSettings(argv);  // as the server runs (server/server.h)
   return skillpack::Main(argc, argv);
 }

@@ -63,14 +63,13 @@
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
-#include "core/malloc_policy.h"
 #include "core/model.h"
-#include "core/omp_wait_policy.h"
 #include "core/tokenizer.h"
 #include "pack/composer.h"
 #include "pack/decode.h"
 #include "server/pack_cache.h"
 #include "server/pack_store.h"
+#include "server/server.h"
 
 namespace skillpack {
 namespace {
@@ -561,10 +560,6 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  // The server's run-time settings (server/server_main.cc), so that the
-  // engine here runs as it runs there: OpenMP's passive wait, OpenBLAS's spin
-  // of 2^4 cycles, and malloc's thresholds, each unless the environment sets it.
-  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
-  skillpack::SetMallocThresholdsUnlessSet();               // core/malloc_policy.h
+  skillpack::ApplyServerProcessSettings(argv);  // as the server runs (server/server.h)
   return skillpack::Main(argc, argv);
 }

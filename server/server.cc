@@ -12,7 +12,9 @@
 #include "core/file_util.h"
 #include "core/generator.h"
 #include "core/kv_cache.h"
+#include "core/malloc_policy.h"
 #include "core/model.h"
+#include "core/omp_wait_policy.h"
 #include "core/tokenizer.h"
 #include "grpc/health/v1/health.pb.h"
 #include "pack/fingerprint.h"
@@ -280,6 +282,11 @@ void SkillpackServer::Shutdown(absl::Duration grace) {
   // Handlers return as soon as their requests are done; give them a moment to
   // write their last message before the transport goes.
   s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+void ApplyServerProcessSettings(char** argv) {
+  ReexecWithPassiveServerWaitsUnlessSet(argv);
+  SetMallocThresholdsUnlessSet();
 }
 
 }  // namespace skillpack

@@ -94,6 +94,14 @@ class SkillpackServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The process settings the server runs under, for main() to call first thing
+// (before any thread starts) in the server and in the benchmarks that measure
+// it, so that they run as it does: OpenMP's passive wait and OpenBLAS's short
+// spin (core/omp_wait_policy.h; re-executes the program once if it set
+// either) and malloc's thresholds (core/malloc_policy.h), each unless the
+// environment sets it.
+void ApplyServerProcessSettings(char** argv);
+
 }  // namespace skillpack
 
 #endif  // SKILLPACK_SERVER_SERVER_H_

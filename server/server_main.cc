@@ -8,8 +8,6 @@
 #include <string>
 
 #include "core/args.h"
-#include "core/malloc_policy.h"
-#include "core/omp_wait_policy.h"
 #include "core/stop_signals.h"
 #include "rpc/bearer_auth.h"
 #include "server/server.h"
@@ -182,7 +180,6 @@ int Main(int argc, char** argv) {
 }  // namespace skillpack
 
 int main(int argc, char** argv) {
-  skillpack::ReexecWithPassiveServerWaitsUnlessSet(argv);  // core/omp_wait_policy.h
-  skillpack::SetMallocThresholdsUnlessSet();               // core/malloc_policy.h
+  skillpack::ApplyServerProcessSettings(argv);  // server/server.h
   return skillpack::Main(argc, argv);
 }
