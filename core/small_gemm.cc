@@ -555,7 +555,8 @@ void SmallGemm512(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w,
   // resize up after a smaller call would zero-fill what it then overwrites
   // (decode alternates k = hidden and k = intermediate every layer).
   thread_local std::vector<Vec16> packed;
-  if (packed.size() < static_cast<size_t>(m * k16 / 16)) packed.resize(static_cast<size_t>(m * k16 / 16));
+  const size_t vecs = static_cast<size_t>(m * k16 / 16);
+  if (packed.size() < vecs) packed.resize(vecs);
   float* xp = reinterpret_cast<float*>(packed.data());  // no member access: data() is null when k = 0
   for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k16);
   const SmallGemmWalk walk = SmallGemmActiveWalk();
@@ -708,7 +709,8 @@ void SmallGemmGrouped512(const float* x, const float* sums, int64_t m, int64_t g
     float v[16];
   };
   thread_local std::vector<Vec16> packed;  // grown, never shrunk (as SmallGemm512's)
-  if (packed.size() < static_cast<size_t>(m * k / 16)) packed.resize(static_cast<size_t>(m * k / 16));
+  const size_t vecs = static_cast<size_t>(m * k / 16);
+  if (packed.size() < vecs) packed.resize(vecs);
   float* xp = reinterpret_cast<float*>(packed.data());
   for (int64_t i0 = 0; i0 < m; i0 += 8) PackRows(x + i0 * ldx, std::min<int64_t>(8, m - i0), ldx, k, xp + i0 * k);
   if (m > 8) {
