@@ -199,15 +199,19 @@ struct Decoding {
 // factorized as the server's host tier keeps it at --factor-precision
 // float16 (its default until int8 replaced it; these steps stay float16 so
 // that their series in bench/README.md compares), us in the host tier's
-// layout (transposed) or contiguous.
+// layout (transposed) or contiguous; vt in the host tier's layout (transposed,
+// since 2026-12-08; contiguous before) with a transposed us, else contiguous.
 std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
                                                   uint64_t seed, bool us_transposed) {
   std::map<std::string, std::vector<DeltaTerm>> terms;
   for (const auto& [name, f] : SyntheticFactors(w, rank, seed)) {
     DeltaTerm term;
     term.us = f.first.to(at::kHalf);
-    if (us_transposed) term.us = UsLayout(term.us);
     term.vt = f.second.to(at::kHalf);
+    if (us_transposed) {
+      term.us = UsLayout(term.us);
+      term.vt = VtLayout(term.vt);
+    }
     terms[name].push_back(std::move(term));
   }
   return *WeightDelta::Create(c, std::move(terms));
@@ -222,10 +226,11 @@ constexpr int kPackSetVariants = 4;
 // set's corrections to the shared base GEMMs) against the same batch's step
 // without packs, in `rounds` rounds that each run every variant, so drift hits
 // them alike: what the corrections cost a step, without the scheduler and the
-// requests around it (serving_bench measures those). Two layouts of us: the
-// host tier's (transposed: SmallGemmAccumulate adds t · usᵀ along the outputs)
-// and contiguous (SmallGemm sums along the rank into a buffer: the only path
-// before 2026-12-04). And "shared_factors": S distinct sets (S groups, as
+// requests around it (serving_bench measures those). Two layouts: the host
+// tier's (us transposed: SmallGemmAccumulate adds t · usᵀ along the outputs;
+// vt transposed too since 2026-12-08: t = x · vtᵀ summed along the rank) and
+// contiguous (SmallGemm sums along the rank into a buffer, and along the
+// inputs for t: the only path before 2026-12-04). And "shared_factors": S distinct sets (S groups, as
 // many kernel calls) that all reference the first set's transposed factors,
 // one set's bytes: what the groups cost apart from the bytes they read. Per
 // (batch, S) the median of the rounds' ratios and the ratio of the fastest

@@ -228,6 +228,81 @@ __attribute__((target("avx2,fma,f16c"))) void AccumulateTile(const float* x, int
   }
 }
 
+// ---- Narrow outputs (SmallGemmAccumulate with n up to kNarrowVectors
+// vectors, below): t = x · vtᵀ for a low-rank factor vt stored transposed,
+// [in, rank], whose n is the rank. One pass over all of k (w is one
+// sequential stream of k·n weights, nothing to block for), the row's n
+// outputs in NB vectors, and the k steps dealt to KC interleaved sets of
+// accumulators, so that at least 4 FMAs are independent: one row by one
+// vector would wait on every FMA's latency (4 cycles), as the k-blocked
+// tiles (AccumulateInKBlocks) do at n = 16, y loaded and stored every 8 steps.
+// The last vector's lanes past n read the next weight row's first values
+// (their sums are never stored) wherever 16 (or 8) loads stay inside w; the
+// last rows of w go through a zero-padded copy. The sets are added at the
+// end, so the sums' order differs from the k-blocked tiles'.
+constexpr int KChains(int accumulators) { return accumulators >= 4 ? 1 : (accumulators == 1 ? 4 : 2); }
+
+// The first k steps whose last vector, read whole, ends inside w [k, n]:
+// rows kk with kk·n + last + width <= k·n.
+inline int64_t WholeLoadRows(int64_t k, int64_t n, int64_t last, int64_t width) {
+  const int64_t lim = k * n - last - width;
+  return lim < 0 ? 0 : std::min(k, lim / n + 1);
+}
+
+template <typename W>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 LoadFirst8(const W* p, int64_t n) {
+  W tail[8] = {};
+  std::copy_n(p, n, tail);
+  return Load8(tail);
+}
+
+template <int MR, int NB, typename W>
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline void NarrowStep256(const float* x, int64_t ldx,
+                                                                                  int64_t kk, const W* wrow, bool whole,
+                                                                                  int64_t tail, __m256 (&acc)[MR][NB]) {
+  __m256 wv[NB];
+  for (int j = 0; j + 1 < NB; ++j) wv[j] = Load8(wrow + 8 * j);
+  wv[NB - 1] = whole ? Load8(wrow + 8 * (NB - 1)) : LoadFirst8(wrow + 8 * (NB - 1), tail);
+  for (int i = 0; i < MR; ++i) {
+    const __m256 xv = _mm256_broadcast_ss(x + i * ldx + kk);
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+  }
+}
+
+// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (8·(NB − 1), 8·NB].
+template <int MR, int NB, typename W>
+__attribute__((target("avx2,fma,f16c"))) void AccumulateNarrow256(const float* x, int64_t ldx, int64_t k, const W* w,
+                                                                  int64_t n, float* const* y) {
+  constexpr int KC = KChains(MR * NB);
+  const int64_t tail = n - 8 * (NB - 1);
+  const int64_t whole = WholeLoadRows(k, n, 8 * (NB - 1), 8);
+  __m256 acc[KC][MR][NB];
+  for (auto& set : acc) {
+    for (auto& row : set) {
+      for (__m256& a : row) a = _mm256_setzero_ps();
+    }
+  }
+  int64_t kk = 0;
+  for (; kk + KC <= whole; kk += KC) {
+    for (int q = 0; q < KC; ++q) NarrowStep256<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, true, tail, acc[q]);
+  }
+  for (; kk < k; ++kk) NarrowStep256<MR, NB>(x, ldx, kk, w + kk * n, kk < whole, tail, acc[0]);
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) {
+      __m256 s = acc[0][i][j];
+      for (int q = 1; q < KC; ++q) s = _mm256_add_ps(s, acc[q][i][j]);
+      float* yp = y[i] + 8 * j;
+      if (j + 1 < NB || tail == 8) {
+        _mm256_storeu_ps(yp, _mm256_add_ps(_mm256_loadu_ps(yp), s));
+      } else {
+        alignas(32) float sums[8];
+        _mm256_store_ps(sums, s);
+        for (int64_t c = 0; c < tail; ++c) yp[c] += sums[c];
+      }
+    }
+  }
+}
+
 // Rows of w per pass over y (SmallGemmAccumulate's k-blocks, below).
 constexpr int64_t kAccumulateKBlock = 8;
 
@@ -783,6 +858,50 @@ struct Avx512AccumulateRows {
   }
 };
 
+template <int MR, int NB, typename W>
+__attribute__((target("avx512f"), always_inline)) inline void NarrowStep512(const float* x, int64_t ldx, int64_t kk,
+                                                                            const W* wrow, bool whole, int64_t tail,
+                                                                            __m512 (&acc)[MR][NB]) {
+  __m512 wv[NB];
+  for (int j = 0; j + 1 < NB; ++j) wv[j] = Load16(wrow + 16 * j);
+  wv[NB - 1] = whole ? Load16(wrow + 16 * (NB - 1)) : LoadFirst(wrow + 16 * (NB - 1), tail);
+  for (int i = 0; i < MR; ++i) {
+    const __m512 xv = _mm512_set1_ps(x[i * ldx + kk]);
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+  }
+}
+
+// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (16·(NB − 1), 16·NB]
+// (AccumulateNarrow256's scheme with 16 lanes).
+template <int MR, int NB, typename W>
+__attribute__((target("avx512f"))) void AccumulateNarrow512(const float* x, int64_t ldx, int64_t k, const W* w,
+                                                            int64_t n, float* const* y) {
+  constexpr int KC = KChains(MR * NB);
+  const int64_t tail = n - 16 * (NB - 1);
+  const int64_t whole = WholeLoadRows(k, n, 16 * (NB - 1), 16);
+  __m512 acc[KC][MR][NB];
+  for (auto& set : acc) {
+    for (auto& row : set) {
+      for (__m512& a : row) a = _mm512_setzero_ps();
+    }
+  }
+  int64_t kk = 0;
+  for (; kk + KC <= whole; kk += KC) {
+    for (int q = 0; q < KC; ++q) NarrowStep512<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, true, tail, acc[q]);
+  }
+  for (; kk < k; ++kk) NarrowStep512<MR, NB>(x, ldx, kk, w + kk * n, kk < whole, tail, acc[0]);
+  const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1);
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NB; ++j) {
+      __m512 s = acc[0][i][j];
+      for (int q = 1; q < KC; ++q) s = _mm512_add_ps(s, acc[q][i][j]);
+      float* yp = y[i] + 16 * j;
+      const __mmask16 mask = j + 1 < NB ? static_cast<__mmask16>(0xFFFF) : last;
+      _mm512_mask_storeu_ps(yp, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, yp), s));
+    }
+  }
+}
+
 }  // namespace
 
 const char* SmallGemmIsaName(SmallGemmIsa isa) {
@@ -845,10 +964,49 @@ void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, con
   }
 }
 
+// Narrow outputs (AccumulateNarrow512 / AccumulateNarrow256): up to 4
+// vectors per row; rows in groups of up to 4 (AVX-512: at most 16
+// accumulators and 4 weight vectors of its 32 registers) or 2 (AVX2: at most
+// 8 and 4 of its 16), each group one pass over w.
+constexpr int64_t kNarrowVectors = 4;
+
+template <typename W, int V, int MR, int... NB>
+constexpr auto NarrowKernels(std::integer_sequence<int, NB...>) {
+  using Fn = void (*)(const float*, int64_t, int64_t, const W*, int64_t, float* const*);
+  if constexpr (V == 16) {
+    return std::array<Fn, sizeof...(NB)>{&AccumulateNarrow512<MR, NB + 1, W>...};
+  } else {
+    return std::array<Fn, sizeof...(NB)>{&AccumulateNarrow256<MR, NB + 1, W>...};
+  }
+}
+
+template <typename W, int V, int... MR>
+constexpr auto NarrowKernelTable(std::integer_sequence<int, MR...>) {
+  return std::array{NarrowKernels<W, V, MR + 1>(std::make_integer_sequence<int, kNarrowVectors>())...};
+}
+
+// The rows of x in groups of up to kRows, each through the kernel for the
+// group's size and n's count of V-lane vectors.
+template <typename W, int V, int kRows>
+void AccumulateNarrow(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
+  static constexpr auto kTable = NarrowKernelTable<W, V>(std::make_integer_sequence<int, kRows>());
+  const int64_t vectors = (n + V - 1) / V;
+  for (int64_t i = 0; i < m; i += kRows) {
+    kTable[std::min<int64_t>(kRows, m - i) - 1][vectors - 1](x + i * ldx, ldx, k, w, n, y + i);
+  }
+}
+
 template <typename W>
 void DispatchAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
+  if (n <= 0) return;
   if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
-    AccumulateInKBlocks<Avx512AccumulateRows>(x, m, k, ldx, w, n, y);
+    if (n <= 16 * kNarrowVectors) {
+      AccumulateNarrow<W, 16, 4>(x, m, k, ldx, w, n, y);
+    } else {
+      AccumulateInKBlocks<Avx512AccumulateRows>(x, m, k, ldx, w, n, y);
+    }
+  } else if (n <= 8 * kNarrowVectors) {
+    AccumulateNarrow<W, 8, 2>(x, m, k, ldx, w, n, y);
   } else {
     AccumulateInKBlocks<Avx2AccumulateRows>(x, m, k, ldx, w, n, y);
   }

@@ -78,7 +78,11 @@ Status CheckTerm(const std::string& name, const std::vector<int64_t>& shape, con
 // The kernel's view of a checked term (CheckTerm: types and shapes agree).
 FactorView KernelView(const DeltaTerm& t) {
   FactorView v;
-  if (!t.low_rank() || !t.vt.is_cpu() || !t.vt.is_contiguous()) return v;
+  if (!t.low_rank() || !t.vt.is_cpu()) return v;
+  // [rank, in] stored as [in, rank] row-major (where both hold, rank or in is
+  // 1 and the two layouts are the same bytes: the contiguous one is read).
+  v.vt_transposed = !t.vt.is_contiguous() && t.vt.t().is_contiguous();
+  if (!v.vt_transposed && !t.vt.is_contiguous()) return v;
   v.us_transposed = t.us.t().is_contiguous();  // [out, rank] stored as [rank, out], row-major
   if (!v.us_transposed && !t.us.is_contiguous()) return v;
   if (t.rank_scale.defined() && !t.rank_scale.is_contiguous()) return v;
@@ -96,6 +100,8 @@ FactorView KernelView(const DeltaTerm& t) {
 }  // namespace
 
 at::Tensor UsLayout(const at::Tensor& us) { return us.t().contiguous().t(); }
+
+at::Tensor VtLayout(const at::Tensor& vt) { return vt.t().contiguous().t(); }
 
 StatusOr<std::shared_ptr<const WeightDelta>> WeightDelta::Create(const ModelConfig& config,
                                                                  std::map<std::string, std::vector<DeltaTerm>> terms) {

@@ -49,16 +49,17 @@ struct FactorView {
   bool ready = false;                // the term is on the CPU in a layout the kernel reads
   at::ScalarType type = at::kFloat;  // of both factors: float32, float16 or int8
   int64_t rank = 0, in = 0, out = 0;
-  const void* vt = nullptr;  // [rank, in] row-major
+  const void* vt = nullptr;  // [rank, in] row-major, or [in, rank] when vt_transposed
   const void* us = nullptr;  // [out, rank] row-major, or [rank, out] when us_transposed
+  bool vt_transposed = false;
   bool us_transposed = false;
   const float* rank_scale = nullptr;  // [rank], int8 factors only
 };
 
 struct DeltaTerm {
   // Exactly one form:
-  // low rank: both set, both float32, float16 or int8; vt contiguous for the
-  // small-batch kernel, us contiguous or stored transposed (UsLayout below)
+  // low rank: both set, both float32, float16 or int8; for the small-batch
+  // kernel each contiguous or stored transposed (VtLayout, UsLayout below)
   at::Tensor us, vt;
   at::Tensor dense;  // or dense: float32, or float16 on a 2-D tensor (a host tier's pack, pack/decode.h)
   float scale = 1.0f;
@@ -81,6 +82,12 @@ struct DeltaTerm {
 // adds into the outputs (core/model.cc, SmallGemmAccumulate). What the host
 // tier keeps (pack/decode.h, SetFactorPrecision).
 at::Tensor UsLayout(const at::Tensor& us);
+// vt [k, in] with the same values, stored as its transpose [in, k] row-major
+// (vt.t() contiguous): t = x · vtᵀ is then a sum along t's k outputs
+// (SmallGemmAccumulate's narrow kernel: 1.3-2.2x faster than SmallGemm's sums
+// along `in` for a rank-16 int8 vt and 1-4 rows, bench/README.md). What the
+// host tier keeps.
+at::Tensor VtLayout(const at::Tensor& vt);
 
 class WeightDelta {
  public:

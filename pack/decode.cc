@@ -143,12 +143,13 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
     auto [vq, sv] = Int8Codes(m->vt.to(at::kFloat), 1);
     m->rank_scale = (su * sv * m->factor_scale).contiguous();
     m->us = UsLayout(uq);
-    m->vt = vq.contiguous();
+    m->vt = VtLayout(vq);
     m->factor_scale = 1.0f;
     return;
   }
   if (precision != FactorPrecision::kFloat16) {
     m->us = UsLayout(m->us);
+    m->vt = VtLayout(m->vt);
     return;
   }
   // Each factor divided by the power of two at or above its largest entry
@@ -156,6 +157,7 @@ void SetFactorPrecision(DecodedModule* m, FactorPrecision precision) {
   double scale = m->factor_scale;
   for (at::Tensor* t : {&m->us, &m->vt}) scale *= ToScaledHalf(t);
   m->us = UsLayout(m->us);
+  m->vt = VtLayout(m->vt);
   m->factor_scale = static_cast<float>(scale);
 }
 

@@ -96,8 +96,8 @@ struct DecodedPack {
 // (exact) and rounds it, folding the powers into factor_scale; kInt8 rounds
 // us by column and vt by row to symmetric int8 codes, their scales (and
 // factor_scale) multiplied into rank_scale, factor_scale 1. Every precision
-// stores us transposed (core/weight_delta.h's UsLayout: what factorized
-// serving reads fastest). What DecodePack does to each low-rank module;
+// stores both factors transposed (core/weight_delta.h's UsLayout and
+// VtLayout: what factorized serving reads fastest). What DecodePack does to each low-rank module;
 // REQUIRES m->factored() with float32 factors.
 void SetFactorPrecision(DecodedModule* m, FactorPrecision precision);
 

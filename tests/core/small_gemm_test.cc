@@ -147,9 +147,12 @@ TEST_F(SmallGemmTest, Int8WeightsMatchLinearOverTheCodes) {
 // SmallGemmAccumulate (y_rows += x · w, w [k, n] row-major) against y + x · w
 // in libtorch, for float32 weights, binary16 ones (over the rounded weights)
 // and int8 codes (the full range), every kernel, rows 1..16 and 20 (the tiles
-// of 4 rows and their remainders), k from 1 to past a rank, n around every
-// vector width and tile (8, 16, 64 columns) and their tails; y's rows are
-// scattered through a larger buffer, which the kernel must not touch elsewhere.
+// of 4 rows and their remainders), k from 1 to past a rank and to a hidden
+// size (the narrow kernel's interleaved k steps and the last rows it reads
+// through a padded copy), n around every vector width and tile (8, 16, 64
+// columns), the narrow kernels' limits (32 on AVX2, 64 on AVX-512) and their
+// tails; y's rows are scattered through a larger buffer, which the kernel must
+// not touch elsewhere.
 TEST_F(SmallGemmTest, AccumulateAddsXTimesWToScatteredRows) {
   const std::vector<Kernel> kernels = RunnableKernels();
   if (kernels.empty()) GTEST_SKIP() << "no AVX2/FMA/F16C on this CPU";
@@ -158,8 +161,8 @@ TEST_F(SmallGemmTest, AccumulateAddsXTimesWToScatteredRows) {
     ASSERT_TRUE(kernel.Use());
     for (at::ScalarType type : {at::kFloat, at::kHalf, at::kChar}) {
       for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 9, 16, 20}) {
-        for (int64_t k : {1, 2, 7, 16, 33}) {
-          for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130}) {
+        for (int64_t k : {1, 2, 7, 16, 33, 259}) {
+          for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 49, 63, 64, 65, 130}) {
             SCOPED_TRACE(absl::StrCat(kernel.Name(), " ", c10::toString(type), " m=", m, " k=", k, " n=", n));
             const int64_t ldx = k + 3;
             at::Tensor xp = at::randn({m, ldx});

@@ -294,11 +294,11 @@ std::vector<at::Tensor> StepLogits(const Transformer& model, const ModelWeights&
 // Factorized serving (ComposeFactorized + SeqStep::delta) against the merged
 // weights (ComposeWeights): single, weighted, several packs, module-filtered,
 // and rows of different sets (and none) mixed in one batch.
-// Float32, float16 and int8 factors (the server's host tier holds float16
-// ones by default), us stored transposed as the host tier keeps it: each way
+// Float32, float16 and int8 factors (the server's host tier holds int8 ones
+// by default), both stored transposed as the host tier keeps them: each way
 // the factorized step equals the weights merged from the same decoded factors,
-// with the kernel (SmallGemmAccumulate for us) and through ATen. The
-// kernel's path for a contiguous us: FactorizedStepTakesEitherUsLayout.
+// with the kernel (SmallGemmAccumulate for both) and through ATen. The
+// kernel's paths for contiguous factors: FactorizedStepTakesEitherFactorLayout.
 TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
   for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
     for (bool kernel : {true, false}) {
@@ -319,9 +319,9 @@ TEST_F(ComposerTest, FactorizedStepMatchesMergedWeights) {
                                                                       : at::kFloat;
         EXPECT_EQ(m.us.scalar_type(), want) << name;
         EXPECT_EQ(m.rank_scale.defined(), prec == FactorPrecision::kInt8) << name;
-        // The host tier's layout (UsLayout): us stored transposed, the kernel's fast path.
+        // The host tier's layout (UsLayout, VtLayout): both stored transposed, the kernel's fast paths.
         EXPECT_TRUE(m.us.t().is_contiguous()) << name;
-        EXPECT_TRUE(m.vt.is_contiguous()) << name;
+        EXPECT_TRUE(m.vt.t().is_contiguous()) << name;
       }
       EXPECT_GT(factored, 0);
       // A pack's dense_quant modules are kept, and served, as their codes
@@ -598,27 +598,37 @@ TEST(FactorizedWideHeadTest, OutputRowsSplitAcrossThreadsMatchMergedWeights) {
   }
 }
 
-// The kernel adds t · usᵀ from either layout of us: transposed (the host
-// tier's, SmallGemmAccumulate straight into the outputs) or contiguous
-// (SmallGemm into a buffer, then added), for float32, float16 and int8
-// factors, over a prefill (pieces of many rows) and decode steps (one row per
-// sequence); both equal the merged weights.
-// ... and factors the kernel cannot read in place (vt not contiguous: the
+// The kernel computes t = x · vtᵀ from either layout of vt: transposed (the
+// host tier's, SmallGemmAccumulate's sums along the rank) or contiguous
+// (SmallGemm's sums along the inputs), and adds t · usᵀ from either layout of
+// us: transposed (the host tier's, SmallGemmAccumulate straight into the
+// outputs) or contiguous (SmallGemm into a buffer, then added), for float32,
+// float16 and int8 factors, over a prefill (pieces of many rows) and decode
+// steps (one row per sequence); all four equal the merged weights.
+// ... and factors the kernel cannot read in place (vt's rows apart: the
 // term's view is not ready) go through the ATen path, to the same logits.
-TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
+TEST_F(ComposerTest, FactorizedStepTakesEitherFactorLayout) {
   for (FactorPrecision prec : {FactorPrecision::kFloat32, FactorPrecision::kFloat16, FactorPrecision::kInt8}) {
     SCOPED_TRACE(FactorPrecisionName(prec));
     const DecodedPack transposed = *DecodePack(packs_[0], /*keep_factors=*/true, prec);
-    DecodedPack contiguous = transposed, strided = transposed;
+    DecodedPack us_contiguous = transposed, vt_contiguous = transposed, contiguous = transposed, strided = transposed;
     int64_t moved = 0;
-    for (auto& [name, m] : contiguous.modules) {
+    for (auto& [name, m] : us_contiguous.modules) {
       if (!m.factored()) continue;
       m.us = m.us.contiguous();
       moved += m.us.size(0) > 1 && m.us.size(1) > 1 ? 1 : 0;
     }
     ASSERT_GT(moved, 0);
+    for (auto& [name, m] : vt_contiguous.modules) {
+      if (m.factored()) m.vt = m.vt.contiguous();
+    }
+    for (auto& [name, m] : contiguous.modules) {
+      if (!m.factored()) continue;
+      m.us = m.us.contiguous();
+      m.vt = m.vt.contiguous();
+    }
     for (auto& [name, m] : strided.modules) {
-      if (m.factored()) m.vt = m.vt.t().contiguous().t();
+      if (m.factored()) m.vt = at::cat({m.vt, m.vt}, 1).narrow(1, 0, m.vt.size(1));
     }
     const std::vector<PackSelection> sel = {{"", 0.8f, {}}};
     auto fused = ComposeWeights(*base_, sel, {&transposed});
@@ -627,8 +637,13 @@ TEST_F(ComposerTest, FactorizedStepTakesEitherUsLayout) {
     const std::vector<std::vector<int32_t>> prompts = {
         {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 7, 9, 50, 28, 8}, {27, 18}};
     const std::vector<at::Tensor> want = StepLogits(model, **fused, prompts, {nullptr, nullptr}, 3);
-    for (const DecodedPack* d : std::vector<const DecodedPack*>{&transposed, &contiguous, &strided}) {
-      SCOPED_TRACE(d == &transposed ? "us transposed" : d == &contiguous ? "us contiguous" : "vt strided");
+    for (const DecodedPack* d :
+         std::vector<const DecodedPack*>{&transposed, &us_contiguous, &vt_contiguous, &contiguous, &strided}) {
+      SCOPED_TRACE(d == &transposed      ? "both transposed"
+                   : d == &us_contiguous ? "us contiguous"
+                   : d == &vt_contiguous ? "vt contiguous"
+                   : d == &contiguous    ? "both contiguous"
+                                         : "vt strided");
       auto delta = ComposeFactorized(*base_, sel, {d});
       ASSERT_TRUE(delta.ok()) << delta.status();
       int64_t ready = 0, low_rank = 0;
@@ -679,7 +694,7 @@ TEST(FactorizedBiasTest, BiasTermsAreAddedToTheirRows) {
 }
 
 // WeightDelta::Create gives each low-rank term the kernel's view of its
-// factors (pointers, sizes, type, U's layout), replacing whatever the caller
+// factors (pointers, sizes, type, both factors' layouts), replacing whatever the caller
 // left there, and finds terms by name.
 TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
   const ModelConfig c = testutil::SmallConfig(true);
@@ -689,13 +704,14 @@ TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
   codes.view.ready = true;
   codes.view.rank = 99;  // stale: replaced
   DeltaTerm half{UsLayout(at::randn({32, 2}).to(at::kHalf)), at::randn({2, 48}).to(at::kHalf), at::Tensor(), 1.0f};
-  DeltaTerm strided{at::randn({32, 2}), at::randn({48, 2}).t(), at::Tensor(), 1.0f};
+  DeltaTerm vt_transposed{at::randn({32, 2}), VtLayout(at::randn({2, 48})), at::Tensor(), 1.0f};
+  DeltaTerm strided{at::randn({32, 2}), at::randn({2, 96}).narrow(1, 0, 48), at::Tensor(), 1.0f};
   DeltaTerm dense{at::Tensor(), at::Tensor(), at::zeros({32}), 1.0f};
-  auto d = WeightDelta::Create(c, {{name, {codes, half, strided}}, {"model.norm.weight", {dense}}});
+  auto d = WeightDelta::Create(c, {{name, {codes, half, vt_transposed, strided}}, {"model.norm.weight", {dense}}});
   ASSERT_TRUE(d.ok()) << d.status();
   const std::vector<DeltaTerm>* terms = (*d)->Find(name);
   ASSERT_NE(terms, nullptr);
-  ASSERT_EQ(terms->size(), 3u);
+  ASSERT_EQ(terms->size(), 4u);
   const FactorView& v0 = (*terms)[0].view;
   EXPECT_TRUE(v0.ready);
   EXPECT_EQ(v0.type, at::kChar);
@@ -705,14 +721,23 @@ TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
   EXPECT_EQ(v0.vt, codes.vt.data_ptr());
   EXPECT_EQ(v0.us, codes.us.data_ptr());
   EXPECT_FALSE(v0.us_transposed);
+  EXPECT_FALSE(v0.vt_transposed);
   EXPECT_EQ(v0.rank_scale, codes.rank_scale.data_ptr<float>());
   const FactorView& v1 = (*terms)[1].view;
   EXPECT_TRUE(v1.ready);
   EXPECT_EQ(v1.type, at::kHalf);
   EXPECT_TRUE(v1.us_transposed);
+  EXPECT_FALSE(v1.vt_transposed);
   EXPECT_EQ(v1.us, half.us.data_ptr());
   EXPECT_EQ(v1.rank_scale, nullptr);
-  EXPECT_FALSE((*terms)[2].view.ready) << "a strided vt is not read in place";
+  const FactorView& v2 = (*terms)[2].view;
+  EXPECT_TRUE(v2.ready);
+  EXPECT_TRUE(v2.vt_transposed);
+  EXPECT_FALSE(v2.us_transposed);
+  EXPECT_EQ(v2.vt, vt_transposed.vt.data_ptr());
+  EXPECT_EQ(v2.rank, 2);
+  EXPECT_EQ(v2.in, 48);
+  EXPECT_FALSE((*terms)[3].view.ready) << "a vt whose rows are apart is not read in place";
   ASSERT_NE((*d)->Find("model.norm.weight"), nullptr);
   EXPECT_FALSE((*d)->Find("model.norm.weight")->front().view.ready);
   EXPECT_EQ((*d)->Find("model.layers.0.mlp.up_proj.weight"), nullptr);
