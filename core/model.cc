@@ -276,8 +276,8 @@ class RowDeltas {
   // sums along the outputs: 6-10x faster than SmallGemm's along the rank
   // (core/small_gemm.h); a contiguous one goes through SmallGemm and a buffer.
   // Likewise a vt stored transposed (the host tier's layout too): t's rows
-  // are summed along the rank by SmallGemmAccumulate's narrow kernel, with no
-  // horizontal sum per output (1.3-2.2x faster at rank 16 than SmallGemm over
+  // come from SmallGemmAccumulate's narrow kernel as rank-wide vectors, with
+  // no horizontal sum per output (1.3-2x faster at rank 16 than SmallGemm over
   // a contiguous vt, core/weight_delta.h's VtLayout).
   // Returns false, touching nothing, unless x and y are contiguous float32 on
   // the CPU, every term's view is ready (factors on the CPU, each contiguous
@@ -366,7 +366,7 @@ class RowDeltas {
           const int64_t rank = v.rank;
           grow(t, m * rank);
           if (v.vt_transposed) {
-            // vtᵀ [k, rank] row-major: t's rows summed along the rank (from zero).
+            // vtᵀ [k, rank] row-major: t's rows as rank-wide vectors of sums (from zero).
             std::fill_n(t.data(), m * rank, 0.0f);
             t_rows.resize(m);
             for (int64_t r = 0; r < m; ++r) t_rows[r] = t.data() + r * rank;

@@ -116,7 +116,10 @@ void SmallGemmGroupedI8(const float* x, const float* sums, int64_t m, int64_t gr
 // multiply-adds of a broadcast x value into vectors of outputs, where
 // SmallGemm (sums along k) would spend more on each output's horizontal sum
 // than on its k products (a rank-16 us with 704 outputs, one row: 2.7 µs
-// through SmallGemmF16 on the AMD EPYC of bench/README.md). Row i's outputs
+// through SmallGemmF16 on the AMD EPYC of bench/README.md). Narrow outputs
+// (n up to 64 on AVX-512, 32 on AVX2: a vt [rank, in] stored transposed, k
+// its inputs and n its rank) take all k in one pass with interleaved sets of
+// accumulators; wider ones go in blocks of 8 rows of w. Row i's outputs
 // are at y_rows[i] (rows anywhere, none overlapping). Any m >= 0.
 // REQUIRES: SmallGemmAvailable().
 void SmallGemmAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const float* w, int64_t n,

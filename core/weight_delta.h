@@ -83,10 +83,10 @@ struct DeltaTerm {
 // tier keeps (pack/decode.h, SetFactorPrecision).
 at::Tensor UsLayout(const at::Tensor& us);
 // vt [k, in] with the same values, stored as its transpose [in, k] row-major
-// (vt.t() contiguous): t = x · vtᵀ is then a sum along t's k outputs
-// (SmallGemmAccumulate's narrow kernel: 1.3-2.2x faster than SmallGemm's sums
-// along `in` for a rank-16 int8 vt and 1-4 rows, bench/README.md). What the
-// host tier keeps.
+// (vt.t() contiguous): t = x · vtᵀ is then k-wide vectors of sums, one
+// broadcast x value times a row of vtᵀ at a time (SmallGemmAccumulate's narrow
+// kernel: 1.3-2x faster than SmallGemm's horizontal sum per output for a
+// rank-16 int8 vt and 1-4 rows, bench/README.md). What the host tier keeps.
 at::Tensor VtLayout(const at::Tensor& vt);
 
 class WeightDelta {
