@@ -269,25 +269,33 @@ __attribute__((target("avx2,fma,f16c"), always_inline)) inline void NarrowStep25
   }
 }
 
-// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (8·(NB − 1), 8·NB].
-template <int MR, int NB, typename W>
-__attribute__((target("avx2,fma,f16c"))) void AccumulateNarrow256(const float* x, int64_t ldx, int64_t k, const W* w,
-                                                                  int64_t n, float* const* y) {
-  constexpr int KC = KChains(MR * NB);
+// y_rows[i][0, n) += x row i · w rows [k0, k1) for MR rows, n in
+// (8·(NB − 1), 8·NB], reading whole vectors (KC sets of accumulators) or the
+// last one through a padded copy (one set: the last rows of w). Two separate
+// functions, so that the copy's memcpy leaves the whole-vector loop's
+// accumulators in registers.
+template <int MR, int NB, int KC, bool kWhole, typename W>
+__attribute__((target("avx2,fma,f16c"), noinline)) void NarrowRows256(const float* x, int64_t ldx, int64_t k0,
+                                                                      int64_t k1, const W* w, int64_t n,
+                                                                      float* const* y) {
   const int64_t tail = n - 8 * (NB - 1);
-  const int64_t whole = WholeLoadRows(k, n, 8 * (NB - 1), 8);
   __m256 acc[KC][MR][NB];
   for (auto& set : acc) {
     for (auto& row : set) {
       for (__m256& a : row) a = _mm256_setzero_ps();
     }
   }
-  int64_t kk = 0;
-  for (; kk + KC <= whole; kk += KC) {
-    for (int q = 0; q < KC; ++q) NarrowStep256<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, true, tail, acc[q]);
+  int64_t kk = k0;
+  for (; kk + KC <= k1; kk += KC) {
+    // Unrolled, so that every acc[q] is a constant index and stays in registers.
+#pragma GCC unroll 4
+    for (int q = 0; q < KC; ++q) NarrowStep256<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, kWhole, tail, acc[q]);
   }
-  for (; kk < k; ++kk) NarrowStep256<MR, NB>(x, ldx, kk, w + kk * n, kk < whole, tail, acc[0]);
+  for (; kk < k1; ++kk) NarrowStep256<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
+    // Unrolled too: an index into acc that is not a constant keeps it in memory.
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       __m256 s = acc[0][i][j];
       for (int q = 1; q < KC; ++q) s = _mm256_add_ps(s, acc[q][i][j]);
@@ -301,6 +309,15 @@ __attribute__((target("avx2,fma,f16c"))) void AccumulateNarrow256(const float* x
       }
     }
   }
+}
+
+// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (8·(NB − 1), 8·NB].
+template <int MR, int NB, typename W>
+__attribute__((target("avx2,fma,f16c"))) void AccumulateNarrow256(const float* x, int64_t ldx, int64_t k, const W* w,
+                                                                  int64_t n, float* const* y) {
+  const int64_t whole = WholeLoadRows(k, n, 8 * (NB - 1), 8);
+  if (whole > 0) NarrowRows256<MR, NB, KChains(MR * NB), true>(x, ldx, 0, whole, w, n, y);
+  if (whole < k) NarrowRows256<MR, NB, 1, false>(x, ldx, whole, k, w, n, y);
 }
 
 // Rows of w per pass over y (SmallGemmAccumulate's k-blocks, below).
@@ -871,27 +888,29 @@ __attribute__((target("avx512f"), always_inline)) inline void NarrowStep512(cons
   }
 }
 
-// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (16·(NB − 1), 16·NB]
-// (AccumulateNarrow256's scheme with 16 lanes).
-template <int MR, int NB, typename W>
-__attribute__((target("avx512f"))) void AccumulateNarrow512(const float* x, int64_t ldx, int64_t k, const W* w,
-                                                            int64_t n, float* const* y) {
-  constexpr int KC = KChains(MR * NB);
+// NarrowRows256 with 16 lanes.
+template <int MR, int NB, int KC, bool kWhole, typename W>
+__attribute__((target("avx512f"), noinline)) void NarrowRows512(const float* x, int64_t ldx, int64_t k0, int64_t k1,
+                                                                const W* w, int64_t n, float* const* y) {
   const int64_t tail = n - 16 * (NB - 1);
-  const int64_t whole = WholeLoadRows(k, n, 16 * (NB - 1), 16);
   __m512 acc[KC][MR][NB];
   for (auto& set : acc) {
     for (auto& row : set) {
       for (__m512& a : row) a = _mm512_setzero_ps();
     }
   }
-  int64_t kk = 0;
-  for (; kk + KC <= whole; kk += KC) {
-    for (int q = 0; q < KC; ++q) NarrowStep512<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, true, tail, acc[q]);
+  int64_t kk = k0;
+  for (; kk + KC <= k1; kk += KC) {
+    // Unrolled, so that every acc[q] is a constant index and stays in registers.
+#pragma GCC unroll 4
+    for (int q = 0; q < KC; ++q) NarrowStep512<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, kWhole, tail, acc[q]);
   }
-  for (; kk < k; ++kk) NarrowStep512<MR, NB>(x, ldx, kk, w + kk * n, kk < whole, tail, acc[0]);
+  for (; kk < k1; ++kk) NarrowStep512<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
   const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1);
+  // Unrolled too: an index into acc that is not a constant keeps it in memory.
+#pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
       __m512 s = acc[0][i][j];
       for (int q = 1; q < KC; ++q) s = _mm512_add_ps(s, acc[q][i][j]);
@@ -900,6 +919,16 @@ __attribute__((target("avx512f"))) void AccumulateNarrow512(const float* x, int6
       _mm512_mask_storeu_ps(yp, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, yp), s));
     }
   }
+}
+
+// y_rows[i][0, n) += x row i · w [k, n] for MR rows, n in (16·(NB − 1), 16·NB]
+// (AccumulateNarrow256's scheme with 16 lanes).
+template <int MR, int NB, typename W>
+__attribute__((target("avx512f"))) void AccumulateNarrow512(const float* x, int64_t ldx, int64_t k, const W* w,
+                                                            int64_t n, float* const* y) {
+  const int64_t whole = WholeLoadRows(k, n, 16 * (NB - 1), 16);
+  if (whole > 0) NarrowRows512<MR, NB, KChains(MR * NB), true>(x, ldx, 0, whole, w, n, y);
+  if (whole < k) NarrowRows512<MR, NB, 1, false>(x, ldx, whole, k, w, n, y);
 }
 
 }  // namespace
@@ -965,9 +994,10 @@ void Dispatch(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, con
 }
 
 // Narrow outputs (AccumulateNarrow512 / AccumulateNarrow256): up to 4
-// vectors per row; rows in groups of up to 4 (AVX-512: at most 16
-// accumulators and 4 weight vectors of its 32 registers) or 2 (AVX2: at most
-// 8 and 4 of its 16), each group one pass over w.
+// vectors per row; rows in groups of up to 4, each group one pass over w
+// (every weight widened once per group), except on AVX2 with 3 or 4 vectors:
+// groups of 2 there (at most 8 accumulators and 4 weight vectors of its 16
+// registers; AVX-512 holds 16 and 4 in its 32).
 constexpr int64_t kNarrowVectors = 4;
 
 template <typename W, int V, int MR, int... NB>
@@ -985,14 +1015,15 @@ constexpr auto NarrowKernelTable(std::integer_sequence<int, MR...>) {
   return std::array{NarrowKernels<W, V, MR + 1>(std::make_integer_sequence<int, kNarrowVectors>())...};
 }
 
-// The rows of x in groups of up to kRows, each through the kernel for the
-// group's size and n's count of V-lane vectors.
-template <typename W, int V, int kRows>
+// The rows of x in groups (above), each through the kernel for the group's
+// size and n's count of V-lane vectors.
+template <typename W, int V>
 void AccumulateNarrow(const float* x, int64_t m, int64_t k, int64_t ldx, const W* w, int64_t n, float* const* y) {
-  static constexpr auto kTable = NarrowKernelTable<W, V>(std::make_integer_sequence<int, kRows>());
+  static constexpr auto kTable = NarrowKernelTable<W, V>(std::make_integer_sequence<int, 4>());
   const int64_t vectors = (n + V - 1) / V;
-  for (int64_t i = 0; i < m; i += kRows) {
-    kTable[std::min<int64_t>(kRows, m - i) - 1][vectors - 1](x + i * ldx, ldx, k, w, n, y + i);
+  const int64_t rows = V == 8 && vectors > 2 ? 2 : 4;
+  for (int64_t i = 0; i < m; i += rows) {
+    kTable[std::min<int64_t>(rows, m - i) - 1][vectors - 1](x + i * ldx, ldx, k, w, n, y + i);
   }
 }
 
@@ -1001,12 +1032,12 @@ void DispatchAccumulate(const float* x, int64_t m, int64_t k, int64_t ldx, const
   if (n <= 0) return;
   if (SmallGemmActiveIsa() == SmallGemmIsa::kAvx512) {
     if (n <= 16 * kNarrowVectors) {
-      AccumulateNarrow<W, 16, 4>(x, m, k, ldx, w, n, y);
+      AccumulateNarrow<W, 16>(x, m, k, ldx, w, n, y);
     } else {
       AccumulateInKBlocks<Avx512AccumulateRows>(x, m, k, ldx, w, n, y);
     }
   } else if (n <= 8 * kNarrowVectors) {
-    AccumulateNarrow<W, 8, 2>(x, m, k, ldx, w, n, y);
+    AccumulateNarrow<W, 8>(x, m, k, ldx, w, n, y);
   } else {
     AccumulateInKBlocks<Avx2AccumulateRows>(x, m, k, ldx, w, n, y);
   }

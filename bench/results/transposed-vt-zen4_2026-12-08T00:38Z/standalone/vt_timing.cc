@@ -3,12 +3,14 @@
 // a contiguous vt [rank, in] (sums along in, a horizontal sum per output)
 // against SmallGemmAccumulateI8 over vt stored transposed [in, rank] (t from
 // zero, summed as rank-wide vectors: the narrow kernel of core/small_gemm.cc).
+// With the argument "avx2", both through the AVX2 kernels (SetSmallGemmIsa).
 // Build: g++ -O3 -std=c++17 -I. vt_timing.cc core/small_gemm.cc -o vt_timing
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/small_gemm.h"
@@ -16,7 +18,8 @@
 using namespace skillpack;
 using Clock = std::chrono::steady_clock;
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "avx2" && !SetSmallGemmIsa(SmallGemmIsa::kAvx2)) return 1;
   const int64_t rank = 16, sets = 8, reps = 20000;
   std::mt19937 rng(1);
   for (int64_t k : {256, 704}) {
