@@ -291,8 +291,10 @@ __attribute__((target("avx2,fma,f16c"), noinline)) void NarrowRows256(const floa
 #pragma GCC unroll 4
     for (int q = 0; q < KC; ++q) NarrowStep256<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, kWhole, tail, acc[q]);
   }
-  for (; kk < k1; ++kk) NarrowStep256<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
-    // Unrolled too: an index into acc that is not a constant keeps it in memory.
+  for (; kk < k1; ++kk) {
+    NarrowStep256<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
+  }
+  // The sums, unrolled too: an index into acc that is not a constant keeps it in memory.
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
@@ -905,9 +907,11 @@ __attribute__((target("avx512f"), noinline)) void NarrowRows512(const float* x, 
 #pragma GCC unroll 4
     for (int q = 0; q < KC; ++q) NarrowStep512<MR, NB>(x, ldx, kk + q, w + (kk + q) * n, kWhole, tail, acc[q]);
   }
-  for (; kk < k1; ++kk) NarrowStep512<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
+  for (; kk < k1; ++kk) {
+    NarrowStep512<MR, NB>(x, ldx, kk, w + kk * n, kWhole, tail, acc[0]);
+  }
   const __mmask16 last = static_cast<__mmask16>((1u << tail) - 1);
-  // Unrolled too: an index into acc that is not a constant keeps it in memory.
+  // The sums, unrolled too: an index into acc that is not a constant keeps it in memory.
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
