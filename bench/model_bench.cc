@@ -228,9 +228,10 @@ constexpr int kPackSetVariants = 4;
 // them alike: what the corrections cost a step, without the scheduler and the
 // requests around it (serving_bench measures those). Two layouts: the host
 // tier's (us transposed: SmallGemmAccumulate adds t · usᵀ along the outputs;
-// vt transposed too since 2026-12-08: t = x · vtᵀ summed along the rank) and
-// contiguous (SmallGemm sums along the rank into a buffer, and along the
-// inputs for t: the only path before 2026-12-04). And "shared_factors": S distinct sets (S groups, as
+// vt transposed too since 2026-12-08: t = x · vtᵀ as rank-wide vectors of
+// sums, the key "us_transposed" kept for the series) and contiguous (SmallGemm
+// sums along the rank into a buffer, and along the inputs for t: the only path
+// before 2026-12-04). And "shared_factors": S distinct sets (S groups, as
 // many kernel calls) that all reference the first set's transposed factors,
 // one set's bytes: what the groups cost apart from the bytes they read. Per
 // (batch, S) the median of the rounds' ratios and the ratio of the fastest

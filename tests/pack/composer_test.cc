@@ -599,8 +599,8 @@ TEST(FactorizedWideHeadTest, OutputRowsSplitAcrossThreadsMatchMergedWeights) {
 }
 
 // The kernel computes t = x · vtᵀ from either layout of vt: transposed (the
-// host tier's, SmallGemmAccumulate's sums along the rank) or contiguous
-// (SmallGemm's sums along the inputs), and adds t · usᵀ from either layout of
+// host tier's, SmallGemmAccumulate's rank-wide vectors of sums) or contiguous
+// (SmallGemm, a horizontal sum per output), and adds t · usᵀ from either layout of
 // us: transposed (the host tier's, SmallGemmAccumulate straight into the
 // outputs) or contiguous (SmallGemm into a buffer, then added), for float32,
 // float16 and int8 factors, over a prefill (pieces of many rows) and decode
@@ -694,8 +694,8 @@ TEST(FactorizedBiasTest, BiasTermsAreAddedToTheirRows) {
 }
 
 // WeightDelta::Create gives each low-rank term the kernel's view of its
-// factors (pointers, sizes, type, both factors' layouts), replacing whatever the caller
-// left there, and finds terms by name.
+// factors (pointers, sizes, type, both factors' layouts), replacing whatever
+// the caller left there, and finds terms by name.
 TEST(WeightDeltaTest, ViewsNameTheFactorsInPlace) {
   const ModelConfig c = testutil::SmallConfig(true);
   const std::string name = "model.layers.0.mlp.down_proj.weight";  // [32, 48]
