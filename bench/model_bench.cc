@@ -198,17 +198,17 @@ struct Decoding {
 // A synthetic pack set (SyntheticFactors, serving_bench's packs) kept
 // factorized as the server's host tier keeps it at --factor-precision
 // float16 (its default until int8 replaced it; these steps stay float16 so
-// that their series in bench/README.md compares), us in the host tier's
-// layout (transposed) or contiguous; vt in the host tier's layout (transposed,
-// since 2026-12-08; contiguous before) with a transposed us, else contiguous.
+// that their series in bench/README.md compares), both factors in the host
+// tier's layout (host_layout: transposed; only us before 2026-12-08, when the
+// host tier kept vt contiguous) or both contiguous.
 std::shared_ptr<const WeightDelta> SyntheticDelta(const ModelConfig& c, const ModelWeights& w, int64_t rank,
-                                                  uint64_t seed, bool us_transposed) {
+                                                  uint64_t seed, bool host_layout) {
   std::map<std::string, std::vector<DeltaTerm>> terms;
   for (const auto& [name, f] : SyntheticFactors(w, rank, seed)) {
     DeltaTerm term;
     term.us = f.first.to(at::kHalf);
     term.vt = f.second.to(at::kHalf);
-    if (us_transposed) {
+    if (host_layout) {
       term.us = UsLayout(term.us);
       term.vt = VtLayout(term.vt);
     }
